@@ -1,0 +1,261 @@
+//! Local user accounts: creating them, changing passwords, deactivating, listing. Today the
+//! `hearth user …` commands use this; `/register` and `/login` will too.
+
+use ruma::{OwnedServerName, OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::password;
+use crate::storage::{Storage, StorageError};
+
+/// What is stored per account in `userid_account`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// Argon2id PHC string; empty once deactivated, so no password ever matches.
+    pub password_hash: String,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub deactivated: bool,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("{0}")]
+    InvalidUserId(String),
+    #[error("{0} already exists")]
+    Exists(OwnedUserId),
+    #[error("{0} does not exist")]
+    NoSuchUser(OwnedUserId),
+    #[error("{0} is deactivated")]
+    Deactivated(OwnedUserId),
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// One account, as listed by `hearth user list`.
+#[derive(Debug, Clone)]
+pub struct AccountSummary {
+    pub user_id: OwnedUserId,
+    pub admin: bool,
+    pub deactivated: bool,
+    pub created_at_ms: u64,
+}
+
+/// Turns `alice` or `@alice:server` into a user ID on our server. New accounts must use the
+/// spec's current localpart grammar (`a-z 0-9 . _ = - / +`), within 255 bytes in all.
+pub fn local_user_id(
+    input: &str,
+    server_name: &OwnedServerName,
+) -> Result<OwnedUserId, AccountError> {
+    let localpart = match input.strip_prefix('@') {
+        Some(full) => {
+            let (localpart, server) = full.split_once(':').ok_or_else(|| {
+                AccountError::InvalidUserId(format!("`{input}` is not a user ID"))
+            })?;
+            if server != server_name.as_str() {
+                return Err(AccountError::InvalidUserId(format!(
+                    "`{input}` belongs to another server; this server is {server_name}"
+                )));
+            }
+            localpart
+        }
+        None => input,
+    };
+    let allowed = |c: char| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+');
+    if localpart.is_empty() || !localpart.chars().all(allowed) {
+        return Err(AccountError::InvalidUserId(format!(
+            "`{localpart}` is not a valid user name: use lowercase letters, digits and . _ = - / +"
+        )));
+    }
+    let user_id = UserId::parse_with_server_name(localpart, server_name)
+        .map_err(|err| AccountError::InvalidUserId(format!("`{localpart}`: {err}")))?;
+    if user_id.as_str().len() > 255 {
+        return Err(AccountError::InvalidUserId(
+            "user IDs are limited to 255 bytes".to_owned(),
+        ));
+    }
+    Ok(user_id)
+}
+
+fn check_password(password: &str) -> Result<(), AccountError> {
+    if password.chars().count() < 8 {
+        return Err(AccountError::WeakPassword(
+            "the password must have at least 8 characters".to_owned(),
+        ));
+    }
+    if password.len() > password::MAX_PASSWORD_BYTES {
+        return Err(AccountError::WeakPassword(format!(
+            "the password must have at most {} bytes",
+            password::MAX_PASSWORD_BYTES
+        )));
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn add_user(
+    storage: &Storage,
+    user_id: &UserId,
+    password: &str,
+    admin: bool,
+) -> Result<(), AccountError> {
+    check_password(password)?;
+    let record = AccountRecord {
+        password_hash: password::hash(password).map_err(AccountError::WeakPassword)?,
+        admin,
+        deactivated: false,
+        created_at_ms: now_ms(),
+    };
+    if !storage
+        .userid_account
+        .insert_new(&user_id.to_string(), &record)?
+    {
+        return Err(AccountError::Exists(user_id.to_owned()));
+    }
+    Ok(())
+}
+
+pub fn set_password(
+    storage: &Storage,
+    user_id: &UserId,
+    password: &str,
+) -> Result<(), AccountError> {
+    check_password(password)?;
+    let mut record = active_account(storage, user_id)?;
+    record.password_hash = password::hash(password).map_err(AccountError::WeakPassword)?;
+    storage
+        .userid_account
+        .insert(&user_id.to_string(), &record)?;
+    Ok(())
+}
+
+/// Marks the account deactivated and forgets its password. The user ID stays taken for
+/// ever: the spec forbids giving it to someone else.
+pub fn deactivate(storage: &Storage, user_id: &UserId) -> Result<(), AccountError> {
+    let mut record = active_account(storage, user_id)?;
+    record.deactivated = true;
+    record.password_hash.clear();
+    storage
+        .userid_account
+        .insert(&user_id.to_string(), &record)?;
+    Ok(())
+}
+
+/// Whether `password` is the account's password. Deactivated and unknown accounts never match.
+pub fn check_login(
+    storage: &Storage,
+    user_id: &UserId,
+    password: &str,
+) -> Result<bool, AccountError> {
+    Ok(match storage.userid_account.get(&user_id.to_string())? {
+        Some(record) if !record.deactivated => password::verify(password, &record.password_hash),
+        _ => false,
+    })
+}
+
+pub fn list(storage: &Storage) -> Result<Vec<AccountSummary>, AccountError> {
+    storage
+        .userid_account
+        .iter()
+        .map(|entry| {
+            let (user_id, record) = entry?;
+            let user_id = UserId::parse(user_id.as_str())
+                .map_err(|err| StorageError::Corrupt(format!("stored user ID {user_id}: {err}")))?;
+            Ok(AccountSummary {
+                user_id,
+                admin: record.admin,
+                deactivated: record.deactivated,
+                created_at_ms: record.created_at_ms,
+            })
+        })
+        .collect()
+}
+
+fn active_account(storage: &Storage, user_id: &UserId) -> Result<AccountRecord, AccountError> {
+    match storage.userid_account.get(&user_id.to_string())? {
+        None => Err(AccountError::NoSuchUser(user_id.to_owned())),
+        Some(record) if record.deactivated => Err(AccountError::Deactivated(user_id.to_owned())),
+        Some(record) => Ok(record),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> OwnedServerName {
+        OwnedServerName::try_from("example.org").expect("valid")
+    }
+
+    #[test]
+    fn user_ids_accept_localparts_and_full_ids_of_this_server() {
+        let id = local_user_id("alice", &server()).expect("valid");
+        assert_eq!(id.as_str(), "@alice:example.org");
+        let id = local_user_id("@bob.smith:example.org", &server()).expect("valid");
+        assert_eq!(id.as_str(), "@bob.smith:example.org");
+    }
+
+    #[test]
+    fn user_ids_refuse_other_servers_and_bad_characters() {
+        assert!(local_user_id("@alice:other.org", &server()).is_err());
+        assert!(local_user_id("Alice", &server()).is_err());
+        assert!(local_user_id("al ice", &server()).is_err());
+        assert!(local_user_id("", &server()).is_err());
+        assert!(local_user_id(&"a".repeat(250), &server()).is_err());
+    }
+
+    #[test]
+    fn account_lifecycle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let alice = local_user_id("alice", &server()).expect("valid");
+
+        add_user(&storage, &alice, "first password", true).expect("add");
+        assert!(matches!(
+            add_user(&storage, &alice, "other password", false),
+            Err(AccountError::Exists(_))
+        ));
+        assert!(check_login(&storage, &alice, "first password").expect("check"));
+
+        set_password(&storage, &alice, "second password").expect("passwd");
+        assert!(!check_login(&storage, &alice, "first password").expect("check"));
+        assert!(check_login(&storage, &alice, "second password").expect("check"));
+
+        deactivate(&storage, &alice).expect("deactivate");
+        assert!(!check_login(&storage, &alice, "second password").expect("check"));
+        assert!(matches!(
+            set_password(&storage, &alice, "third password"),
+            Err(AccountError::Deactivated(_))
+        ));
+        assert!(matches!(
+            add_user(&storage, &alice, "reuse the id", false),
+            Err(AccountError::Exists(_))
+        ));
+
+        let accounts = list(&storage).expect("list");
+        assert_eq!(accounts.len(), 1);
+        assert!(accounts[0].admin && accounts[0].deactivated);
+    }
+
+    #[test]
+    fn short_passwords_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let bob = local_user_id("bob", &server()).expect("valid");
+        assert!(matches!(
+            add_user(&storage, &bob, "short", false),
+            Err(AccountError::WeakPassword(_))
+        ));
+        assert!(list(&storage).expect("list").is_empty());
+    }
+}

@@ -1,0 +1,3 @@
+//! The client-server API, one file per area of the spec.
+
+pub mod versions;

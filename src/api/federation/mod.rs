@@ -1,0 +1,3 @@
+//! The server-server API, one file per area of the spec.
+
+pub mod version;

@@ -1,0 +1,292 @@
+//! The command line: clap definitions, turned into validated settings and run, one small
+//! function per command.
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::accounts;
+use crate::config::Config;
+use crate::error::StartupError;
+use crate::init::{InitOptions, init};
+use crate::storage::Storage;
+
+/// Hearth: a small Matrix homeserver for one person or a family.
+#[derive(Debug, Parser)]
+#[command(name = "hearth", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the homeserver. Without a config file (no --config, no $HEARTH_CONFIG, no
+    /// ./hearth.toml) it runs on a built-in default: server name `localhost`, data in
+    /// ./hearth-data, plain HTTP on 127.0.0.1:8008.
+    Serve(ConfigArg),
+    /// Write a commented config file and generate the server's signing key.
+    Init(InitArgs),
+    /// Check a config file and print the effective settings.
+    CheckConfig(ConfigArg),
+    /// Manage local user accounts (stop the server first: the database is locked while it runs).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The config file. Default: $HEARTH_CONFIG, else ./hearth.toml if it exists, else the
+    /// built-in default.
+    #[arg(long, short, env = "HEARTH_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the config file.
+    #[arg(long, short, default_value = "hearth.toml", value_name = "PATH")]
+    pub config: PathBuf,
+    /// Your domain: user IDs will look like @you:NAME. Cannot be changed later.
+    #[arg(long, default_value = "localhost", value_name = "NAME")]
+    pub server_name: String,
+    /// The data directory (database and signing key), relative to the config file.
+    #[arg(long, default_value = "hearth-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Generate a self-signed TLS certificate (for trying HTTPS, not for real federation)
+    /// and add an HTTPS listener.
+    #[arg(long)]
+    pub self_signed_cert: bool,
+    /// Address of the plain HTTP listener (for a reverse proxy).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8008")]
+    pub http: SocketAddr,
+    /// Address of the HTTPS listener [default with --self-signed-cert: 0.0.0.0:8448].
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
+    /// Replace an existing config file (the signing key is always kept).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account. The password is asked for on the terminal, or read as one line
+    /// from standard input when that is not a terminal.
+    Add {
+        /// The user name (`alice`) or full user ID (`@alice:example.org`).
+        name: String,
+        /// Make the account a server administrator.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Set a new password for an account.
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Deactivate an account for good: it can no longer log in, and its ID is never reused.
+    Deactivate {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List the accounts on this server.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), StartupError> {
+    match cli.command {
+        Command::Serve(arg) => serve(arg),
+        Command::Init(args) => run_init(args),
+        Command::CheckConfig(arg) => check_config(arg),
+        Command::User(command) => user(command),
+        Command::Version => {
+            println!(
+                "{} {}",
+                crate::SERVER_SOFTWARE.to_lowercase(),
+                crate::VERSION
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Where the configuration came from, for the first log lines.
+enum ConfigSource {
+    File(PathBuf),
+    Embedded,
+}
+
+fn load_config(arg: &ConfigArg) -> Result<(Config, ConfigSource), StartupError> {
+    let path = arg.config.clone().or_else(|| {
+        let local = Path::new("hearth.toml");
+        local.exists().then(|| local.to_owned())
+    });
+    match path {
+        Some(path) => Ok((Config::load(&path)?, ConfigSource::File(path))),
+        None => Ok((Config::embedded_default(), ConfigSource::Embedded)),
+    }
+}
+
+fn serve(arg: ConfigArg) -> Result<(), StartupError> {
+    let (config, source) = load_config(&arg)?;
+    crate::logging::init(&config.logging.level);
+    match source {
+        ConfigSource::File(path) => tracing::info!("configuration: {}", path.display()),
+        ConfigSource::Embedded => tracing::info!(
+            "no config file: running on the built-in default (server name `localhost`, data in \
+             ./hearth-data, plain HTTP on 127.0.0.1:8008); `hearth init --help` makes your own"
+        ),
+    }
+    actix_web::rt::System::new().block_on(crate::server::serve(config))
+}
+
+fn run_init(args: InitArgs) -> Result<(), StartupError> {
+    let report = init(&InitOptions {
+        config_path: args.config,
+        server_name: args.server_name,
+        data_dir: args.data_dir,
+        http: Some(args.http),
+        https: args.https,
+        self_signed_cert: args.self_signed_cert,
+        force: args.force,
+    })?;
+    println!("wrote {}", report.config_path.display());
+    if report.key_created {
+        println!("generated the signing key {}", report.signing_key.display());
+    } else {
+        println!(
+            "kept the existing signing key {}",
+            report.signing_key.display()
+        );
+    }
+    if let Some(certificate) = report.certificate {
+        println!("wrote a self-signed certificate {}", certificate.display());
+    }
+    println!(
+        "next: `hearth user add <name> --config {0}`, then `hearth serve --config {0}`",
+        report.config_path.display()
+    );
+    Ok(())
+}
+
+fn check_config(arg: ConfigArg) -> Result<(), StartupError> {
+    let (config, source) = load_config(&arg)?;
+    match source {
+        ConfigSource::File(path) => println!("# {} is valid. Effective settings:", path.display()),
+        ConfigSource::Embedded => println!("# No config file: the built-in default settings:"),
+    }
+    print!("{}", config.to_toml());
+    Ok(())
+}
+
+fn open_storage(config: &Config) -> Result<Storage, StartupError> {
+    Ok(Storage::open(
+        &config.database.path,
+        config.database.cache_capacity_mb * 1024 * 1024,
+    )?)
+}
+
+fn user(command: UserCommand) -> Result<(), StartupError> {
+    let fail = |err: accounts::AccountError| StartupError::Usage(err.to_string());
+    match command {
+        UserCommand::Add {
+            name,
+            admin,
+            config,
+        } => {
+            let (config, _) = load_config(&config)?;
+            let user_id =
+                accounts::local_user_id(&name, &config.server.server_name).map_err(fail)?;
+            let storage = open_storage(&config)?;
+            let password = read_password(&format!("Password for {user_id}: "))?;
+            accounts::add_user(&storage, &user_id, &password, admin).map_err(fail)?;
+            storage.flush_blocking()?;
+            println!("created {user_id}{}", if admin { " (admin)" } else { "" });
+        }
+        UserCommand::Passwd { name, config } => {
+            let (config, _) = load_config(&config)?;
+            let user_id =
+                accounts::local_user_id(&name, &config.server.server_name).map_err(fail)?;
+            let storage = open_storage(&config)?;
+            let password = read_password(&format!("New password for {user_id}: "))?;
+            accounts::set_password(&storage, &user_id, &password).map_err(fail)?;
+            storage.flush_blocking()?;
+            println!("changed the password of {user_id}");
+        }
+        UserCommand::Deactivate { name, config } => {
+            let (config, _) = load_config(&config)?;
+            let user_id =
+                accounts::local_user_id(&name, &config.server.server_name).map_err(fail)?;
+            let storage = open_storage(&config)?;
+            accounts::deactivate(&storage, &user_id).map_err(fail)?;
+            storage.flush_blocking()?;
+            println!("deactivated {user_id}");
+        }
+        UserCommand::List { config } => {
+            let (config, _) = load_config(&config)?;
+            let storage = open_storage(&config)?;
+            for account in accounts::list(&storage).map_err(fail)? {
+                let mut flags = Vec::new();
+                if account.admin {
+                    flags.push("admin");
+                }
+                if account.deactivated {
+                    flags.push("deactivated");
+                }
+                println!("{}\t{}", account.user_id, flags.join(","));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks twice on a terminal; reads one line from standard input otherwise (for scripts).
+fn read_password(prompt: &str) -> Result<String, StartupError> {
+    let io_error = |source| StartupError::ReadFile {
+        path: PathBuf::from("<stdin>"),
+        source,
+    };
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(prompt).map_err(io_error)?;
+        let second = rpassword::prompt_password("Repeat it: ").map_err(io_error)?;
+        if first != second {
+            return Err(StartupError::Usage("the passwords differ".to_owned()));
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(io_error)?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        return Err(StartupError::Usage(
+            "no password on standard input".to_owned(),
+        ));
+    }
+    Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,539 @@
+//! Configuration: a TOML file read once into typed, validated sections.
+//!
+//! Every key has a default (documented in `config.example.toml`), except `server.server_name`,
+//! which a config file must set. Unknown keys are refused so that a typo does not silently
+//! fall back to a default. Errors name the key and, where the file has it, the line.
+//! Relative paths are taken relative to the directory of the config file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ruma::OwnedServerName;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub tls: Option<TlsConfig>,
+    pub database: DatabaseConfig,
+    pub limits: LimitsConfig,
+    pub registration: RegistrationConfig,
+    pub federation: FederationConfig,
+    pub well_known: WellKnownConfig,
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    /// The name in every user ID (`@alice:server_name`) and room alias. Cannot change later.
+    pub server_name: OwnedServerName,
+    /// The ed25519 key that signs our events and federation requests.
+    pub signing_key: PathBuf,
+    /// HTTP worker threads.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    #[serde(default)]
+    pub tls: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// The data directory: the database, the signing key and the lock file live here.
+    pub path: PathBuf,
+    /// Memory sled may use for its page cache, in MiB.
+    pub cache_capacity_mb: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            path: PathBuf::from("hearth-data"),
+            cache_capacity_mb: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted, in bytes (`413 M_TOO_LARGE` above it).
+    pub max_request_body_bytes: usize,
+    /// Seconds in-flight requests get to finish when Hearth is asked to stop.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            // A federation transaction may carry 50 PDUs of up to 64 KiB plus 100 EDUs.
+            max_request_body_bytes: 8 * 1024 * 1024,
+            shutdown_grace_seconds: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Allow `/register` at all (with a registration token unless `open`).
+    pub enabled: bool,
+    /// Allow anyone to register without a token. Dangerous on a public server.
+    pub open: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    pub enabled: bool,
+    /// Notary servers asked for other servers' keys.
+    pub trusted_key_servers: Vec<String>,
+    /// Extra PEM CA bundle trusted for outbound federation, besides the system's roots.
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            enabled: true,
+            trusted_key_servers: vec!["matrix.org".to_owned()],
+            extra_ca_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WellKnownConfig {
+    /// Served as `m.homeserver.base_url` at `/.well-known/matrix/client`.
+    pub client: Option<String>,
+    /// Served as `m.server` at `/.well-known/matrix/server` (`host` or `host:port`).
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// A level (`info`) or a list of `target=level` directives (`info,hearth=debug`).
+    /// `RUST_LOG`, when set, wins.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// The file as written, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    #[serde(default = "default_listeners")]
+    listeners: Vec<ListenerConfig>,
+    tls: Option<TlsConfig>,
+    #[serde(default)]
+    database: DatabaseConfig,
+    #[serde(default)]
+    limits: LimitsConfig,
+    #[serde(default)]
+    registration: RegistrationConfig,
+    #[serde(default)]
+    federation: FederationConfig,
+    #[serde(default)]
+    well_known: WellKnownConfig,
+    #[serde(default)]
+    logging: LoggingConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    server_name: String,
+    signing_key: Option<PathBuf>,
+    workers: Option<usize>,
+}
+
+fn default_listeners() -> Vec<ListenerConfig> {
+    vec![ListenerConfig {
+        address: SocketAddr::from(([127, 0, 0, 1], 8008)),
+        tls: false,
+    }]
+}
+
+/// A configuration problem, naming the key and the line where the file has them.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    pub key: Option<String>,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration")?;
+        if let Some(file) = &self.file {
+            write!(f, " in {}", file.display())?;
+        }
+        if let Some(line) = self.line {
+            write!(f, ", line {line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ", key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// The configuration `hearth serve` uses when there is no config file: a server named
+    /// `localhost`, data in `./hearth-data`, plain HTTP on 127.0.0.1:8008.
+    pub fn embedded_default() -> Config {
+        let database = DatabaseConfig::default();
+        Config {
+            server: ServerConfig {
+                server_name: OwnedServerName::try_from("localhost").expect("valid server name"),
+                signing_key: database.path.join("signing.key"),
+                workers: default_workers(),
+            },
+            listeners: default_listeners(),
+            tls: None,
+            database,
+            limits: LimitsConfig::default(),
+            registration: RegistrationConfig::default(),
+            federation: FederationConfig::default(),
+            well_known: WellKnownConfig::default(),
+            logging: LoggingConfig::default(),
+        }
+    }
+
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, crate::error::StartupError> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            crate::error::StartupError::ReadFile {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|mut err| {
+            err.file = Some(path.to_owned());
+            err.into()
+        })
+    }
+
+    /// Parses and validates config text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|err| syntax_error(text, &err))?;
+        validate(raw, base).map_err(|invalid| ConfigError {
+            file: None,
+            line: line_of_key(text, &invalid.key),
+            key: Some(invalid.key.join(".")),
+            message: invalid.message,
+        })
+    }
+
+    /// The sled database directory inside the data directory.
+    pub fn database_dir(&self) -> PathBuf {
+        self.database.path.join("db")
+    }
+
+    /// The effective settings as TOML, for `hearth check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|err| format!("# cannot display: {err}\n"))
+    }
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().min(4))
+        .unwrap_or(1)
+}
+
+/// A validation failure: the key path (`["listeners", "0", "address"]`) and what is wrong.
+struct Invalid {
+    key: Vec<String>,
+    message: String,
+}
+
+fn invalid(key: &[&str], message: impl Into<String>) -> Invalid {
+    Invalid {
+        key: key.iter().map(|part| (*part).to_owned()).collect(),
+        message: message.into(),
+    }
+}
+
+fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
+    let server_name = OwnedServerName::try_from(raw.server.server_name.as_str()).map_err(|_| {
+        invalid(
+            &["server", "server_name"],
+            format!(
+                "`{}` is not a valid server name (a DNS name or IP literal, optionally with :port)",
+                raw.server.server_name
+            ),
+        )
+    })?;
+    let workers = raw.server.workers.unwrap_or_else(default_workers);
+    if workers == 0 || workers > 64 {
+        return Err(invalid(&["server", "workers"], "must be between 1 and 64"));
+    }
+    validate_listeners(&raw.listeners, raw.tls.is_some())?;
+    if raw.database.cache_capacity_mb == 0 {
+        return Err(invalid(
+            &["database", "cache_capacity_mb"],
+            "must be at least 1",
+        ));
+    }
+    if raw.limits.max_request_body_bytes < 1024 {
+        return Err(invalid(
+            &["limits", "max_request_body_bytes"],
+            "must be at least 1024",
+        ));
+    }
+    validate_well_known(&raw.well_known)?;
+    crate::logging::parse_filter(&raw.logging.level)
+        .map_err(|err| invalid(&["logging", "level"], err))?;
+
+    let data_dir = resolve(base, &raw.database.path);
+    let signing_key = raw
+        .server
+        .signing_key
+        .map(|path| resolve(base, &path))
+        .unwrap_or_else(|| data_dir.join("signing.key"));
+    let tls = raw.tls.map(|tls| TlsConfig {
+        certificate: resolve(base, &tls.certificate),
+        private_key: resolve(base, &tls.private_key),
+    });
+    let federation = FederationConfig {
+        extra_ca_file: raw
+            .federation
+            .extra_ca_file
+            .map(|path| resolve(base, &path)),
+        ..raw.federation
+    };
+    Ok(Config {
+        server: ServerConfig {
+            server_name,
+            signing_key,
+            workers,
+        },
+        listeners: raw.listeners,
+        tls,
+        database: DatabaseConfig {
+            path: data_dir,
+            ..raw.database
+        },
+        limits: raw.limits,
+        registration: raw.registration,
+        federation,
+        well_known: raw.well_known,
+        logging: raw.logging,
+    })
+}
+
+fn validate_listeners(listeners: &[ListenerConfig], have_tls: bool) -> Result<(), Invalid> {
+    if listeners.is_empty() {
+        return Err(invalid(&["listeners"], "at least one listener is needed"));
+    }
+    for (position, listener) in listeners.iter().enumerate() {
+        let index = position.to_string();
+        if listener.tls && !have_tls {
+            return Err(invalid(
+                &["listeners", &index, "tls"],
+                "this listener uses TLS, but there is no [tls] section with certificate and private_key",
+            ));
+        }
+        let listed_before = listeners[..position]
+            .iter()
+            .any(|other| other.address == listener.address);
+        if listed_before && listener.address.port() != 0 {
+            return Err(invalid(
+                &["listeners", &index, "address"],
+                format!("{} is listed twice", listener.address),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_well_known(well_known: &WellKnownConfig) -> Result<(), Invalid> {
+    if let Some(client) = &well_known.client
+        && !(client.starts_with("https://") || client.starts_with("http://"))
+    {
+        return Err(invalid(
+            &["well_known", "client"],
+            "must be a URL starting with https:// (or http://)",
+        ));
+    }
+    if let Some(server) = &well_known.server
+        && OwnedServerName::try_from(server.as_str()).is_err()
+    {
+        return Err(invalid(
+            &["well_known", "server"],
+            "must be a host name with an optional port, like `matrix.example.org:443`",
+        ));
+    }
+    Ok(())
+}
+
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() || base.as_os_str().is_empty() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    }
+}
+
+/// Turns a TOML parse or type error into a [`ConfigError`] with its line.
+fn syntax_error(text: &str, err: &toml::de::Error) -> ConfigError {
+    ConfigError {
+        file: None,
+        key: None,
+        line: err.span().map(|span| line_at(text, span.start)),
+        message: err.message().trim().to_owned(),
+    }
+}
+
+/// The 1-based line of the key at `path`, found by parsing the text again with spans.
+fn line_of_key(text: &str, path: &[String]) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let table = DeTable::parse(text).ok()?.into_inner();
+    let mut value = DeValue::Table(table);
+    let mut span = None;
+    for part in path {
+        let next = match part.parse::<usize>() {
+            Ok(index) => value.get(index),
+            Err(_) => value.get(part.as_str()),
+        }?;
+        span = Some(next.span());
+        value = next.get_ref().clone();
+    }
+    span.map(|span| line_at(text, span.start))
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/hearth"))
+    }
+
+    #[test]
+    fn minimal_file_takes_defaults() {
+        let config = parse("[server]\nserver_name = \"example.org\"\n").expect("valid");
+        assert_eq!(config.server.server_name.as_str(), "example.org");
+        assert_eq!(config.listeners, default_listeners());
+        assert_eq!(config.database.path, Path::new("/etc/hearth/hearth-data"));
+        assert_eq!(
+            config.server.signing_key,
+            Path::new("/etc/hearth/hearth-data/signing.key")
+        );
+        assert!(!config.registration.enabled);
+    }
+
+    #[test]
+    fn server_name_is_required() {
+        let err = parse("[database]\npath = \"/var/lib/hearth\"\n").expect_err("invalid");
+        assert!(err.message.contains("server"), "{err}");
+    }
+
+    #[test]
+    fn invalid_server_name_names_key_and_line() {
+        let err =
+            parse("# comment\n[server]\nserver_name = \"not a name\"\n").expect_err("invalid");
+        assert_eq!(err.key.as_deref(), Some("server.server_name"));
+        assert_eq!(err.line, Some(3));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let err =
+            parse("[server]\nserver_name = \"a.org\"\nservername = \"b\"\n").expect_err("typo");
+        assert_eq!(err.line, Some(3));
+        assert!(err.message.contains("servername"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_line() {
+        let err =
+            parse("[server]\nserver_name = \"a.org\"\n[database]\ncache_capacity_mb = \"big\"\n")
+                .expect_err("wrong type");
+        assert_eq!(err.line, Some(4));
+    }
+
+    #[test]
+    fn tls_listener_needs_tls_section() {
+        let text = "[server]\nserver_name = \"a.org\"\n[[listeners]]\naddress = \"127.0.0.1:8448\"\ntls = true\n";
+        let err = parse(text).expect_err("no tls section");
+        assert_eq!(err.key.as_deref(), Some("listeners.0.tls"));
+        assert_eq!(err.line, Some(5));
+    }
+
+    #[test]
+    fn relative_tls_paths_follow_the_config_file() {
+        let text = "[server]\nserver_name = \"a.org\"\n[tls]\ncertificate = \"tls/cert.pem\"\nprivate_key = \"/k.pem\"\n";
+        let config = parse(text).expect("valid");
+        let tls = config.tls.expect("tls");
+        assert_eq!(tls.certificate, Path::new("/etc/hearth/tls/cert.pem"));
+        assert_eq!(tls.private_key, Path::new("/k.pem"));
+    }
+
+    #[test]
+    fn bad_log_level_is_refused() {
+        let err = parse("[server]\nserver_name = \"a.org\"\n[logging]\nlevel = \"loud\"\n")
+            .expect_err("bad level");
+        assert_eq!(err.key.as_deref(), Some("logging.level"));
+    }
+
+    #[test]
+    fn well_known_server_must_be_a_server_name() {
+        let err =
+            parse("[server]\nserver_name = \"a.org\"\n[well_known]\nserver = \"https://x\"\n")
+                .expect_err("url is not a server name");
+        assert_eq!(err.key.as_deref(), Some("well_known.server"));
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../config.example.toml");
+        parse(text).expect("config.example.toml must be valid");
+    }
+
+    #[test]
+    fn effective_settings_display_as_toml() {
+        let shown = Config::embedded_default().to_toml();
+        assert!(shown.contains("server_name = \"localhost\""), "{shown}");
+    }
+}

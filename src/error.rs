@@ -1,0 +1,239 @@
+//! Errors. [`Error`] is what a request can fail with: a Matrix `errcode`, a message meant for
+//! the client, and (decided in one `match`) the HTTP status. Internal details (I/O, sled) are
+//! logged, never sent. [`StartupError`] is everything that can stop Hearth from starting; it
+//! prints as a "caused by" chain for the person at the terminal.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::path::PathBuf;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+/// The Matrix error codes Hearth answers with. The HTTP status of each is decided in
+/// [`ErrorKind::status`], and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No such endpoint (404).
+    Unrecognized,
+    /// The endpoint exists, but not for this method (405, still `M_UNRECOGNIZED`).
+    MethodNotAllowed,
+    /// The body is not JSON at all.
+    NotJson,
+    /// The body is JSON of the wrong shape.
+    BadJson,
+    /// The body is larger than the configured limit.
+    TooLarge,
+    /// A query or path parameter is invalid.
+    InvalidParam,
+    /// A required parameter is missing.
+    MissingParam,
+    /// The requested resource does not exist.
+    NotFound,
+    /// The requester may not do this.
+    Forbidden,
+    /// Too many requests: retry after this many milliseconds.
+    LimitExceeded { retry_after_ms: u64 },
+    /// Something went wrong on our side; details are in the log.
+    Unknown,
+}
+
+impl ErrorKind {
+    pub fn errcode(self) -> &'static str {
+        match self {
+            ErrorKind::Unrecognized | ErrorKind::MethodNotAllowed => "M_UNRECOGNIZED",
+            ErrorKind::NotJson => "M_NOT_JSON",
+            ErrorKind::BadJson => "M_BAD_JSON",
+            ErrorKind::TooLarge => "M_TOO_LARGE",
+            ErrorKind::InvalidParam => "M_INVALID_PARAM",
+            ErrorKind::MissingParam => "M_MISSING_PARAM",
+            ErrorKind::NotFound => "M_NOT_FOUND",
+            ErrorKind::Forbidden => "M_FORBIDDEN",
+            ErrorKind::LimitExceeded { .. } => "M_LIMIT_EXCEEDED",
+            ErrorKind::Unknown => "M_UNKNOWN",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::Unrecognized | ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::NotJson
+            | ErrorKind::BadJson
+            | ErrorKind::InvalidParam
+            | ErrorKind::MissingParam => StatusCode::BAD_REQUEST,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A request error: what the client is told.
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: Cow<'static, str>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn unrecognized() -> Self {
+        Error::new(ErrorKind::Unrecognized, "Unrecognized request")
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Error::new(
+            ErrorKind::MethodNotAllowed,
+            "Method not allowed for this endpoint",
+        )
+    }
+
+    pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
+        Error::new(ErrorKind::NotFound, message)
+    }
+
+    /// Logs `detail` (which may name files or database internals) and tells the client only
+    /// that something failed on our side.
+    pub fn internal(detail: impl fmt::Display) -> Self {
+        tracing::error!("internal error: {detail}");
+        Error::new(ErrorKind::Unknown, "Internal server error")
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.errcode(), self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut body = json!({ "errcode": self.kind.errcode(), "error": self.message });
+        if let ErrorKind::LimitExceeded { retry_after_ms } = self.kind {
+            body["retry_after_ms"] = retry_after_ms.into();
+        }
+        HttpResponse::build(self.status_code()).json(body)
+    }
+}
+
+impl From<crate::storage::StorageError> for Error {
+    fn from(err: crate::storage::StorageError) -> Self {
+        Error::internal(err)
+    }
+}
+
+/// Everything that can stop Hearth from starting or a command from completing. Printed by
+/// `main` with its causes, one per line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("could not read {path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not write {path}")]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("database")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("signing key {path}: {reason}")]
+    SigningKey { path: PathBuf, reason: String },
+    #[error("could not listen on {address}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed")]
+    Server(#[source] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl StartupError {
+    /// The error and its causes, one per line, as printed to the terminal.
+    pub fn chain(&self) -> String {
+        let mut text = format!("error: {self}");
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            // Some causes repeat their wrapper's words (`transparent` errors): say them once.
+            let line = cause.to_string();
+            if !text.contains(&line) {
+                text.push_str(&format!("\n  caused by: {line}"));
+            }
+            source = cause.source();
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    #[actix_web::test]
+    async fn error_response_carries_errcode_and_status() {
+        let response = Error::new(ErrorKind::TooLarge, "too big").error_response();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body = to_bytes(response.into_body()).await.expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["errcode"], "M_TOO_LARGE");
+        assert_eq!(json["error"], "too big");
+    }
+
+    #[actix_web::test]
+    async fn limit_exceeded_says_when_to_retry() {
+        let kind = ErrorKind::LimitExceeded {
+            retry_after_ms: 1500,
+        };
+        let response = Error::new(kind, "slow down").error_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let body = to_bytes(response.into_body()).await.expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["retry_after_ms"], 1500);
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_details() {
+        let err = Error::internal("sled: corrupted page at /var/lib/hearth/db");
+        assert_eq!(err.kind.errcode(), "M_UNKNOWN");
+        assert!(!err.message.contains("sled"));
+    }
+
+    #[test]
+    fn startup_error_prints_its_causes() {
+        let err = StartupError::ReadFile {
+            path: "/etc/hearth/config.toml".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "No such file"),
+        };
+        let chain = err.chain();
+        assert!(chain.contains("could not read /etc/hearth/config.toml"));
+        assert!(chain.contains("caused by: No such file"));
+    }
+}

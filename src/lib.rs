@@ -1,0 +1,38 @@
+//! Hearth: a Matrix homeserver for one person or a family, made for a Raspberry Pi.
+//!
+//! # Layout
+//! A request flows one way: `api` (thin actix handlers) → services → `storage` (the only module
+//! that knows sled). The pure core (`canonical_json`, `crypto`) does no I/O.
+//!
+//! - [`cli`]: the clap command line (`serve`, `init`, `check-config`, `user …`, `version`).
+//! - [`config`]: TOML → validated [`config::Config`]; errors name the key and the line.
+//! - [`error`]: the request [`error::Error`] (Matrix `errcode` + HTTP status, decided in one
+//!   place) and [`error::StartupError`] for everything that stops the server from starting.
+//! - [`server`]: binds listeners, builds the actix app, runs until a shutdown future resolves.
+//! - [`tls`]: loads the PEM certificate and key, and swaps them on `SIGHUP`.
+//! - [`api`]: HTTP handlers, one file per area of the spec.
+//! - [`accounts`]: local user accounts (the `hearth user …` commands today, `/login` later).
+//! - [`canonical_json`], [`crypto`]: canonical JSON, signing keys, signing and verifying JSON,
+//!   password hashing.
+//! - [`storage`]: typed sled trees, key codecs, schema migrations, the data-directory lock.
+//! - [`state`]: [`state::AppState`], everything a handler may reach, passed as `web::Data`.
+//! - [`logging`], [`notify`]: tracing set-up and systemd readiness notification.
+
+pub mod accounts;
+pub mod api;
+pub mod canonical_json;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod init;
+pub mod logging;
+pub mod notify;
+pub mod server;
+pub mod state;
+pub mod storage;
+pub mod tls;
+
+/// The name and version this build reports to clients and other servers.
+pub const SERVER_SOFTWARE: &str = "Hearth";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

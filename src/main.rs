@@ -1,0 +1,17 @@
+//! The `hearth` binary: parse the command line, run the command, print errors with their causes.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    hearth::crypto::password::return_large_allocations_to_the_system();
+    let cli = hearth::cli::Cli::parse();
+    match hearth::cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{}", err.chain());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Running the server: [`serve`] puts the pieces together for `hearth serve` (storage, key,
+//! TLS, listeners, signals, systemd); [`run`] takes bound listeners and a shutdown future, so
+//! a test can start a real server on `127.0.0.1:0` in a few lines.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::{HttpServer, web};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::Config;
+use crate::crypto::SigningKey;
+use crate::error::StartupError;
+use crate::notify::notify;
+use crate::state::AppState;
+use crate::storage::Storage;
+use crate::tls::CertificateStore;
+
+/// A socket we listen on, and whether it speaks TLS.
+pub struct BoundListener {
+    pub listener: TcpListener,
+    pub tls: bool,
+}
+
+/// Binds every configured listener, logging the address each really got (port 0 picks one).
+pub fn bind(config: &Config) -> Result<Vec<BoundListener>, StartupError> {
+    config
+        .listeners
+        .iter()
+        .map(|listener| {
+            let bind_error = |source| StartupError::Bind {
+                address: listener.address.to_string(),
+                source,
+            };
+            let socket = TcpListener::bind(listener.address).map_err(bind_error)?;
+            let address = socket.local_addr().map_err(bind_error)?;
+            let scheme = if listener.tls { "https" } else { "http" };
+            tracing::info!("listening on {scheme}://{address}");
+            Ok(BoundListener {
+                listener: socket,
+                tls: listener.tls,
+            })
+        })
+        .collect()
+}
+
+/// Serves HTTP on `listeners` until `shutdown` resolves, then lets in-flight requests finish
+/// (up to `limits.shutdown_grace_seconds`) and flushes storage.
+pub async fn run(
+    state: web::Data<AppState>,
+    listeners: Vec<BoundListener>,
+    certificates: Option<Arc<CertificateStore>>,
+    shutdown: impl Future<Output = ()> + 'static,
+) -> Result<(), StartupError> {
+    let config = &state.config;
+    let tls_config = certificates
+        .as_ref()
+        .map(|store| store.server_config())
+        .transpose()?;
+    let app_state = state.clone();
+    let mut server = HttpServer::new(move || crate::api::app(app_state.clone()))
+        .workers(config.server.workers)
+        .disable_signals()
+        .shutdown_timeout(config.limits.shutdown_grace_seconds);
+    for bound in listeners {
+        server = match (&tls_config, bound.tls) {
+            (Some(tls), true) => server.listen_rustls_0_23(bound.listener, tls.clone()),
+            (None, true) => {
+                return Err(StartupError::Usage(
+                    "a TLS listener needs a certificate".to_owned(),
+                ));
+            }
+            (_, false) => server.listen(bound.listener),
+        }
+        .map_err(StartupError::Server)?;
+    }
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        shutdown.await;
+        tracing::info!("stopping: finishing requests in flight");
+        notify("STOPPING=1");
+        handle.stop(true).await;
+    });
+    server.await.map_err(StartupError::Server)?;
+    state.storage.flush().await?;
+    tracing::info!("stopped; storage flushed");
+    Ok(())
+}
+
+/// `hearth serve`: everything from a validated config to a running server.
+pub async fn serve(config: Config) -> Result<(), StartupError> {
+    let started = Instant::now();
+    let storage = Storage::open(
+        &config.database.path,
+        config.database.cache_capacity_mb * 1024 * 1024,
+    )?;
+    let signing_key = load_or_create_signing_key(&config.server.signing_key)?;
+    let certificates = config
+        .tls
+        .as_ref()
+        .map(CertificateStore::load)
+        .transpose()?;
+    let listeners = bind(&config)?;
+    // Signal handlers are installed before anyone is told we are ready: a SIGHUP that arrives
+    // early must reload, not kill the process (its default action).
+    let stopping = stop_signal()?;
+    if let Some(store) = &certificates {
+        let hangup = signal(SignalKind::hangup()).map_err(StartupError::Server)?;
+        actix_web::rt::spawn(reload_on_sighup(hangup, store.clone()));
+    }
+    tracing::info!(
+        server_name = %config.server.server_name,
+        key_id = %signing_key.key_id(),
+        "Hearth {} ready in {} ms",
+        crate::VERSION,
+        started.elapsed().as_millis()
+    );
+    let state = web::Data::new(AppState {
+        config,
+        storage,
+        signing_key,
+    });
+    notify("READY=1");
+    run(state, listeners, certificates, stopping).await
+}
+
+/// Resolves on the first `SIGTERM` or `SIGINT`.
+fn stop_signal() -> Result<impl Future<Output = ()>, StartupError> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(StartupError::Server)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(StartupError::Server)?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("received SIGTERM"),
+            _ = interrupt.recv() => tracing::info!("received SIGINT"),
+        }
+    })
+}
+
+/// Reloads the TLS certificate on every `SIGHUP`. Open connections keep the certificate they
+/// were made with; a broken new file is reported and the old certificate stays.
+async fn reload_on_sighup(mut hangup: tokio::signal::unix::Signal, store: Arc<CertificateStore>) {
+    while hangup.recv().await.is_some() {
+        match store.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(err) => tracing::error!("SIGHUP: kept the old TLS certificate: {err}"),
+        }
+        notify("READY=1");
+    }
+}
+
+/// Loads the signing key, generating one on the very first start.
+pub fn load_or_create_signing_key(path: &Path) -> Result<SigningKey, StartupError> {
+    if !path.exists() {
+        let key = SigningKey::generate();
+        key.write_new(path)
+            .map_err(|source| StartupError::WriteFile {
+                path: path.to_owned(),
+                source,
+            })?;
+        tracing::info!(key_id = %key.key_id(), "generated a new signing key at {}", path.display());
+        return Ok(key);
+    }
+    SigningKey::load(path).map_err(|reason| StartupError::SigningKey {
+        path: path.to_owned(),
+        reason,
+    })
+}

@@ -1,0 +1,99 @@
+//! How keys and values become bytes. Keys encode so that byte order is the order that
+//! matters: integers big-endian, strings as UTF-8.
+
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{StorageError, StorageResult};
+
+/// A type that can be a tree's key.
+pub trait KeyCodec: Sized {
+    fn encode(&self) -> Vec<u8>;
+    fn decode(bytes: &[u8]) -> StorageResult<Self>;
+}
+
+/// A type that can be a tree's value.
+pub trait ValueCodec: Sized {
+    type Value;
+    fn encode(value: &Self::Value) -> StorageResult<Vec<u8>>;
+    fn decode(bytes: &[u8]) -> StorageResult<Self::Value>;
+}
+
+impl KeyCodec for u64 {
+    fn encode(&self) -> Vec<u8> {
+        self.to_be_bytes().to_vec()
+    }
+
+    fn decode(bytes: &[u8]) -> StorageResult<u64> {
+        let array: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| StorageError::Corrupt(format!("a u64 of {} bytes", bytes.len())))?;
+        Ok(u64::from_be_bytes(array))
+    }
+}
+
+impl KeyCodec for String {
+    fn encode(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+
+    fn decode(bytes: &[u8]) -> StorageResult<String> {
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| StorageError::Corrupt("a key that is not UTF-8".to_owned()))
+    }
+}
+
+impl ValueCodec for u64 {
+    type Value = u64;
+
+    fn encode(value: &u64) -> StorageResult<Vec<u8>> {
+        Ok(KeyCodec::encode(value))
+    }
+
+    fn decode(bytes: &[u8]) -> StorageResult<u64> {
+        <u64 as KeyCodec>::decode(bytes)
+    }
+}
+
+/// A value stored as JSON: for records whose fields will grow over versions.
+pub struct Json<T>(PhantomData<T>);
+
+impl<T: Serialize + DeserializeOwned> ValueCodec for Json<T> {
+    type Value = T;
+
+    fn encode(value: &T) -> StorageResult<Vec<u8>> {
+        serde_json::to_vec(value).map_err(|err| StorageError::Corrupt(err.to_string()))
+    }
+
+    fn decode(bytes: &[u8]) -> StorageResult<T> {
+        serde_json::from_slice(bytes).map_err(|err| StorageError::Corrupt(err.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u64_keys_sort_numerically() {
+        let mut keys: Vec<Vec<u8>> = [300u64, 2, 70_000, 1]
+            .iter()
+            .map(KeyCodec::encode)
+            .collect();
+        keys.sort();
+        let decoded: Vec<u64> = keys
+            .iter()
+            .map(|key| <u64 as KeyCodec>::decode(key).expect("decode"))
+            .collect();
+        assert_eq!(decoded, vec![1, 2, 300, 70_000]);
+    }
+
+    #[test]
+    fn short_or_invalid_bytes_are_corrupt_not_a_panic() {
+        assert!(<u64 as KeyCodec>::decode(&[1, 2, 3]).is_err());
+        assert!(<String as KeyCodec>::decode(&[0xff, 0xfe]).is_err());
+        assert!(<Json<Vec<u8>> as ValueCodec>::decode(b"{").is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! Numbered schema migrations, run in order at start-up. Each one moves the database from
+//! version `n - 1` to `n` and must be safe to run again if a crash interrupts it before the
+//! new version is recorded. Append only: never edit or renumber a released migration.
+
+use super::{Storage, StorageError, StorageResult};
+
+pub(super) struct Migration {
+    pub version: u64,
+    pub description: &'static str,
+    pub apply: fn(&Storage) -> StorageResult<()>,
+}
+
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "initial schema: meta, userid_account",
+    // The trees are created when opened; there is nothing to convert yet.
+    apply: |_| Ok(()),
+}];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
+
+pub(super) fn run(storage: &Storage, migrations: &[Migration]) -> StorageResult<()> {
+    let latest = migrations.last().map_or(0, |m| m.version);
+    let found = storage.schema_version()?;
+    if found > latest {
+        return Err(StorageError::TooNew {
+            found,
+            supported: latest,
+        });
+    }
+    for migration in migrations.iter().filter(|m| m.version > found) {
+        tracing::info!(
+            version = migration.version,
+            "migrating the database: {}",
+            migration.description
+        );
+        (migration.apply)(storage).map_err(|err| StorageError::Migration {
+            version: migration.version,
+            description: migration.description,
+            reason: err.to_string(),
+        })?;
+        storage.set_schema_version(migration.version)?;
+        storage.flush_blocking()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(storage: &Storage, name: &str) -> StorageResult<()> {
+        let mut order = storage
+            .meta
+            .get(b"order")?
+            .map(|v| v.to_vec())
+            .unwrap_or_default();
+        order.extend_from_slice(name.as_bytes());
+        storage.meta.insert(b"order", order)?;
+        Ok(())
+    }
+
+    const TEST_MIGRATIONS: &[Migration] = &[
+        Migration {
+            version: 1,
+            description: "one",
+            apply: |s| mark(s, "1"),
+        },
+        Migration {
+            version: 2,
+            description: "two",
+            apply: |s| mark(s, "2"),
+        },
+        Migration {
+            version: 3,
+            description: "three",
+            apply: |s| mark(s, "3"),
+        },
+    ];
+
+    #[test]
+    fn pending_migrations_run_in_order_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        storage.set_schema_version(1).expect("set");
+        run(&storage, TEST_MIGRATIONS).expect("migrate");
+        run(&storage, TEST_MIGRATIONS).expect("nothing left to do");
+        assert_eq!(
+            storage.meta.get(b"order").expect("get").as_deref(),
+            Some(&b"23"[..])
+        );
+        assert_eq!(storage.schema_version().expect("version"), 3);
+    }
+
+    #[test]
+    fn a_failing_migration_stops_at_the_last_good_version() {
+        let failing: &[Migration] = &[
+            Migration {
+                version: 1,
+                description: "one",
+                apply: |s| mark(s, "1"),
+            },
+            Migration {
+                version: 2,
+                description: "broken",
+                apply: |_| Err(StorageError::Corrupt("test".into())),
+            },
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        storage.set_schema_version(0).expect("set");
+        let err = run(&storage, failing).expect_err("fails");
+        assert!(err.to_string().contains("migration 2 (broken)"), "{err}");
+        assert_eq!(storage.schema_version().expect("version"), 1);
+    }
+}

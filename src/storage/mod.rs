@@ -1,0 +1,160 @@
+//! Storage: the only module that knows sled.
+//!
+//! The rest of Hearth sees typed trees ([`Tree`]) whose keys are encoded so that byte order is
+//! the order that matters (big-endian integers), a schema version with numbered migrations,
+//! and a lock that keeps a second process out of the data directory. Trees are named
+//! `<key>_<value>`, with the key layout in a comment, so the on-disk shape reads off this file.
+
+mod codec;
+mod lock;
+mod migrations;
+mod tree;
+
+use std::path::{Path, PathBuf};
+
+pub use codec::{Json, KeyCodec, ValueCodec};
+pub use migrations::SCHEMA_VERSION;
+pub use tree::Tree;
+
+use crate::accounts::AccountRecord;
+
+/// A storage failure. Shown in full to the operator at start-up; a client only ever sees
+/// `M_UNKNOWN` (see `error::Error::from`).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+    #[error("a stored value is corrupt: {0}")]
+    Corrupt(String),
+    #[error(
+        "the data directory {path} is in use by another Hearth process{}; stop it first (for example `systemctl stop hearth`)",
+        pid.as_ref().map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    InUse { path: PathBuf, pid: Option<String> },
+    #[error(
+        "the database has schema version {found}, but this Hearth knows only up to {supported}: it was written by a newer Hearth; run that version, or restore a backup"
+    )]
+    TooNew { found: u64, supported: u64 },
+    #[error("migration {version} ({description}) failed: {reason}")]
+    Migration {
+        version: u64,
+        description: &'static str,
+        reason: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// The open database and its typed trees.
+pub struct Storage {
+    db: sled::Db,
+    /// `key name` → value: `schema_version` (u64).
+    meta: sled::Tree,
+    /// `@user:server` → [`AccountRecord`] (JSON).
+    pub userid_account: Tree<String, Json<AccountRecord>>,
+    /// Held for as long as the database is open; dropped last.
+    _lock: lock::DataDirLock,
+}
+
+impl Storage {
+    /// Opens (or creates) the database in `data_dir`, taking the directory's lock and running
+    /// any migrations the database needs.
+    pub fn open(data_dir: &Path, cache_capacity_bytes: u64) -> StorageResult<Storage> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StorageError::Io {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let lock = lock::DataDirLock::acquire(data_dir)?;
+        let db = sled::Config::new()
+            .path(data_dir.join("db"))
+            .cache_capacity(cache_capacity_bytes)
+            .open()?;
+        let meta = db.open_tree("meta")?;
+        let storage = Storage {
+            userid_account: Tree::open(&db, "userid_account")?,
+            meta,
+            db,
+            _lock: lock,
+        };
+        migrations::run(&storage, migrations::MIGRATIONS)?;
+        Ok(storage)
+    }
+
+    /// The schema version recorded in the database (0 for a database never migrated).
+    pub fn schema_version(&self) -> StorageResult<u64> {
+        self.meta
+            .get(b"schema_version")?
+            .map(|bytes| <u64 as KeyCodec>::decode(&bytes))
+            .transpose()
+            .map(|version| version.unwrap_or(0))
+    }
+
+    fn set_schema_version(&self, version: u64) -> StorageResult<()> {
+        self.meta.insert(b"schema_version", version.encode())?;
+        Ok(())
+    }
+
+    /// Writes everything buffered to disk. Acknowledged writes call this (grouped) before
+    /// answering; shutdown calls it last.
+    pub async fn flush(&self) -> StorageResult<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The blocking variant of [`Storage::flush`], for CLI commands.
+    pub fn flush_blocking(&self) -> StorageResult<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> StorageResult<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_database_is_at_the_current_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        assert_eq!(storage.schema_version().expect("version"), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_hearth_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+            storage.set_schema_version(SCHEMA_VERSION + 1).expect("set");
+            storage.flush_blocking().expect("flush");
+        }
+        let err = Storage::open(dir.path(), 1 << 20).err().expect("refused");
+        assert!(matches!(err, StorageError::TooNew { found, .. } if found == SCHEMA_VERSION + 1));
+        assert!(err.to_string().contains("newer Hearth"));
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = Storage::open(dir.path(), 1 << 20).expect("open");
+        let err = Storage::open(dir.path(), 1 << 20).err().expect("locked");
+        assert!(matches!(err, StorageError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("in use by another Hearth process"));
+    }
+
+    #[test]
+    fn the_lock_is_released_on_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(Storage::open(dir.path(), 1 << 20).expect("open"));
+        Storage::open(dir.path(), 1 << 20).expect("open again");
+    }
+}

@@ -1,0 +1,200 @@
+//! The command line: help for every command, `init`, `check-config`, `user …`, `version`.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+
+use common::{Server, hearth, test_config};
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn version_prints_the_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = hearth(dir.path(), &["version"], "");
+    assert!(output.status.success());
+    assert_eq!(
+        stdout(&output).trim(),
+        format!("hearth {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn every_command_has_help() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["init", "--help"],
+        &["check-config", "--help"],
+        &["user", "--help"],
+        &["user", "add", "--help"],
+        &["user", "passwd", "--help"],
+        &["user", "deactivate", "--help"],
+        &["user", "list", "--help"],
+        &["version", "--help"],
+    ] {
+        let output = hearth(dir.path(), args, "");
+        assert!(output.status.success(), "{args:?}");
+        assert!(stdout(&output).contains("Usage:"), "{args:?}");
+    }
+    let help = stdout(&hearth(dir.path(), &["serve", "--help"], ""));
+    assert!(
+        help.contains("HEARTH_CONFIG") && help.contains("127.0.0.1:8008"),
+        "{help}"
+    );
+}
+
+#[test]
+fn init_writes_config_key_and_certificate_with_private_modes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = hearth(
+        dir.path(),
+        &["init", "--server-name", "example.org", "--self-signed-cert"],
+        "",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mode = |path: &str| {
+        std::fs::metadata(dir.path().join(path))
+            .expect(path)
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("hearth-data/signing.key"), 0o600);
+    assert_eq!(mode("tls/key.pem"), 0o600);
+    assert_eq!(mode("hearth.toml"), 0o640);
+    let config = std::fs::read_to_string(dir.path().join("hearth.toml")).expect("config");
+    assert!(config.contains("server_name = \"example.org\""));
+    assert!(config.contains("0.0.0.0:8448"));
+
+    // A second init refuses to overwrite; --force replaces the config but keeps the key.
+    let key = std::fs::read(dir.path().join("hearth-data/signing.key")).expect("key");
+    assert!(!hearth(dir.path(), &["init"], "").status.success());
+    assert!(
+        hearth(dir.path(), &["init", "--force"], "")
+            .status
+            .success()
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("hearth-data/signing.key")).expect("key"),
+        key
+    );
+}
+
+#[test]
+fn check_config_prints_effective_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("custom.toml"), test_config("")).expect("config");
+    let output = hearth(dir.path(), &["check-config", "--config", "custom.toml"], "");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown = stdout(&output);
+    assert!(shown.contains("custom.toml is valid"), "{shown}");
+    assert!(
+        shown.contains("cache_capacity_mb = 8"),
+        "defaults are shown: {shown}"
+    );
+}
+
+#[test]
+fn check_config_reads_hearth_config_from_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("env.toml"), test_config("")).expect("config");
+    let output = std::process::Command::new(common::BINARY)
+        .arg("check-config")
+        .current_dir(dir.path())
+        .env("HEARTH_CONFIG", "env.toml")
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("env.toml is valid"));
+}
+
+#[test]
+fn check_config_without_a_file_shows_the_built_in_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = hearth(dir.path(), &["check-config"], "");
+    assert!(output.status.success());
+    let shown = stdout(&output);
+    assert!(shown.contains("server_name = \"localhost\""), "{shown}");
+    assert!(shown.contains("127.0.0.1:8008"), "{shown}");
+    assert!(shown.contains("hearth-data"), "{shown}");
+}
+
+#[test]
+fn check_config_refuses_errors_with_key_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[server]\nserver_name = \"localhost\"\n\n[database]\ncache_capacity_mb = 0\n",
+    )
+    .expect("config");
+    let output = hearth(dir.path(), &["check-config", "--config", "bad.toml"], "");
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("database.cache_capacity_mb"), "{message}");
+    assert!(message.contains("line 5"), "{message}");
+}
+
+#[test]
+fn user_accounts_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("hearth.toml"), test_config("")).expect("config");
+    let run = |args: &[&str], stdin: &str| hearth(dir.path(), args, stdin);
+
+    let added = run(&["user", "add", "alice", "--admin"], "a good password\n");
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert!(stdout(&added).contains("created @alice:localhost (admin)"));
+    assert!(
+        run(&["user", "add", "@bob:localhost"], "another password\n")
+            .status
+            .success()
+    );
+
+    let duplicate = run(&["user", "add", "alice"], "a good password\n");
+    assert!(!duplicate.status.success());
+    assert!(stderr(&duplicate).contains("already exists"));
+    let weak = run(&["user", "add", "carol"], "short\n");
+    assert!(!weak.status.success());
+    assert!(stderr(&weak).contains("at least 8 characters"));
+    let invalid = run(&["user", "add", "Not Valid"], "a good password\n");
+    assert!(!invalid.status.success());
+    let foreign = run(&["user", "add", "@dave:elsewhere.org"], "a good password\n");
+    assert!(stderr(&foreign).contains("another server"));
+
+    assert!(
+        run(&["user", "passwd", "alice"], "a new password\n")
+            .status
+            .success()
+    );
+    assert!(
+        !run(&["user", "passwd", "nobody"], "a new password\n")
+            .status
+            .success()
+    );
+    assert!(run(&["user", "deactivate", "bob"], "").status.success());
+
+    let listed = stdout(&run(&["user", "list"], ""));
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        vec!["@alice:localhost\tadmin", "@bob:localhost\tdeactivated"]
+    );
+}
+
+#[test]
+fn user_commands_are_refused_while_the_server_runs() {
+    let server = Server::start(&test_config(""));
+    let output = hearth(&server.dir, &["user", "add", "alice"], "a good password\n");
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("in use by another Hearth process"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -1,0 +1,196 @@
+//! Test support: start the real `hearth` binary on `127.0.0.1:0` with a temporary data
+//! directory, find the ports it bound in its log, talk HTTP/1.1 (plain or TLS) to it, and stop
+//! it when the test ends.
+
+#![allow(dead_code)]
+
+pub mod http;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_hearth");
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `hearth ARGS` to completion in `dir`, feeding `stdin`.
+pub fn hearth(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(BINARY)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("HEARTH_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hearth");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("hearth runs")
+}
+
+/// A config for a test server: `localhost`, data in `dir/data`, listeners on port 0.
+pub fn test_config(extra: &str) -> String {
+    format!(
+        "[server]\nserver_name = \"localhost\"\nworkers = 1\n\n\
+         [database]\npath = \"data\"\n\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\n\n{extra}"
+    )
+}
+
+/// A running `hearth serve`, killed when dropped.
+pub struct Server {
+    pub dir: PathBuf,
+    pub child: Child,
+    /// `(scheme, address)` of each listener, in the order they were logged.
+    pub listeners: Vec<(String, SocketAddr)>,
+    log: Arc<Mutex<Vec<String>>>,
+    lines: Receiver<String>,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server in a fresh temporary directory with `config` as its config file.
+    pub fn start(config: &str) -> Server {
+        let tempdir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir.path().to_owned();
+        std::fs::write(dir.join("hearth.toml"), config).expect("write config");
+        let mut server = Server::start_in(&dir, &[], &[]).expect("server starts");
+        server._tempdir = Some(tempdir);
+        server
+    }
+
+    /// Starts `hearth serve --config hearth.toml` in `dir`, with extra environment variables.
+    /// Returns the log if the process exits before listening.
+    pub fn start_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
+        let mut command = Command::new(BINARY);
+        command
+            .args(["serve", "--config", "hearth.toml"])
+            .args(args)
+            .current_dir(dir)
+            .env_remove("HEARTH_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "info,hearth=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start hearth serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (sender, lines) = channel();
+        let log_writer = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                log_writer.lock().expect("log").push(line.clone());
+                let _ = sender.send(line);
+            }
+        });
+        let mut server = Server {
+            dir: dir.to_owned(),
+            child,
+            listeners: Vec::new(),
+            log,
+            lines,
+            _tempdir: None,
+        };
+        server.wait_until_ready()?;
+        Ok(server)
+    }
+
+    fn wait_until_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if let Some(url) = line.split("listening on ").nth(1) {
+                        let (scheme, address) = url.trim().split_once("://").expect("url");
+                        let address = address.parse().expect("socket address");
+                        self.listeners.push((scheme.to_owned(), address));
+                    }
+                    if line.contains("ready in") {
+                        return Ok(());
+                    }
+                }
+                Err(_) => {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        return Err(format!("hearth exited with {status}:\n{}", self.log_text()));
+                    }
+                }
+            }
+        }
+        Err(format!(
+            "hearth did not start in time:\n{}",
+            self.log_text()
+        ))
+    }
+
+    /// The first listener with this scheme.
+    pub fn address(&self, scheme: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(s, _)| s == scheme)
+            .map(|(_, address)| *address)
+            .unwrap_or_else(|| panic!("no {scheme} listener"))
+    }
+
+    /// A plain-HTTP client for the first `http` listener.
+    pub fn client(&self) -> http::Client {
+        http::Client::plain(self.address("http"))
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

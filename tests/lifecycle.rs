@@ -1,0 +1,123 @@
+//! Process lifecycle: clean stops on SIGTERM and SIGINT, systemd notification, the data
+//! directory lock, and start-up errors that say what is wrong.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use common::{Server, hearth, test_config};
+
+fn stops_cleanly_on(signal: &str) {
+    let mut server = Server::start(&test_config(""));
+    assert_eq!(server.client().get("/_matrix/client/versions").status, 200);
+    server.signal(signal);
+    let status = server.wait_exit(Duration::from_secs(15)).expect("exits");
+    assert!(
+        status.success(),
+        "exit status {status}\n{}",
+        server.log_text()
+    );
+    assert!(
+        server.wait_for_log("storage flushed"),
+        "{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn sigterm_stops_cleanly() {
+    stops_cleanly_on("TERM");
+}
+
+#[test]
+fn sigint_stops_cleanly() {
+    stops_cleanly_on("INT");
+}
+
+#[test]
+fn a_second_process_is_refused_on_a_locked_data_directory() {
+    let first = Server::start(&test_config(""));
+    let error = Server::start_in(&first.dir, &[], &[])
+        .err()
+        .expect("second refused");
+    assert!(
+        error.contains("in use by another Hearth process"),
+        "{error}"
+    );
+    assert!(
+        error.contains(&first.child.id().to_string()),
+        "names the pid: {error}"
+    );
+    // The first one is unaffected.
+    assert_eq!(first.client().get("/_matrix/client/versions").status, 200);
+}
+
+#[test]
+fn systemd_is_told_when_ready_and_when_stopping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("hearth.toml"), test_config("")).expect("config");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let mut server = Server::start_in(
+        dir.path(),
+        &[],
+        &[("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8"))],
+    )
+    .expect("starts");
+    let mut buffer = [0u8; 256];
+    let n = socket.recv(&mut buffer).expect("READY=1 arrives");
+    assert_eq!(&buffer[..n], b"READY=1");
+    // Ready means ready: the server answers right away.
+    assert_eq!(server.client().get("/_matrix/client/versions").status, 200);
+    server.signal("TERM");
+    let n = socket.recv(&mut buffer).expect("STOPPING=1 arrives");
+    assert_eq!(&buffer[..n], b"STOPPING=1");
+    assert!(
+        server
+            .wait_exit(Duration::from_secs(15))
+            .expect("exits")
+            .success()
+    );
+}
+
+#[test]
+fn an_invalid_config_stops_start_up_naming_key_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("hearth.toml"),
+        "[server]\nserver_name = \"localhost\"\n\n[[listeners]]\naddress = \"not an address\"\n",
+    )
+    .expect("config");
+    let output = hearth(dir.path(), &["serve", "--config", "hearth.toml"], "");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 5"), "{stderr}");
+    assert!(stderr.contains("hearth.toml"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_is_an_error_not_the_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = hearth(dir.path(), &["serve", "--config", "nowhere.toml"], "");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("could not read nowhere.toml"), "{stderr}");
+}
+
+#[test]
+fn the_signing_key_survives_restarts() {
+    let mut server = Server::start(&test_config(""));
+    let before = server.client().get("/_matrix/key/v2/server").json()["verify_keys"].clone();
+    server.signal("TERM");
+    server.wait_exit(Duration::from_secs(15)).expect("exits");
+    let dir = server.dir.clone();
+    let again = Server::start_in(&dir, &[], &[]).expect("restarts");
+    let after = again.client().get("/_matrix/key/v2/server").json()["verify_keys"].clone();
+    assert_eq!(before, after);
+    drop(again);
+    drop(server);
+}
