@@ -1,1 +1,92 @@
-fn main() {}
+//! Start-up and idle memory of the release binary: `cargo bench --bench startup`.
+//!
+//! Prints figures, asserts nothing (timing tests flake; figures are read and compared by
+//! people). Budgets from DESIGN.md: idle RSS ≤ 16 MB, cold start ≤ 0.5 s.
+//! - first start: a fresh data directory (creates the database and the signing key);
+//! - cold start: an existing data directory, process start to the first `200` on
+//!   `/_matrix/client/versions`;
+//! - idle RSS: resident memory a second after start and one request.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, test_config};
+
+const RUNS: usize = 10;
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts the server in `dir` and returns it with the time to its first good `/versions`.
+fn start_and_time(dir: &std::path::Path) -> (Server, Duration) {
+    let started = Instant::now();
+    let server = Server::start_in(dir, &[], &[]).expect("server starts");
+    let mut client = server.client();
+    loop {
+        if client
+            .request("GET", "/_matrix/client/versions", &[], None)
+            .is_ok_and(|response| response.status == 200)
+        {
+            return (server, started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn stop(mut server: Server) {
+    server.signal("TERM");
+    server.wait_exit(Duration::from_secs(15)).expect("stops");
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("hearth.toml"), test_config("")).expect("config");
+
+    let (server, first) = start_and_time(dir.path());
+    stop(server);
+
+    let mut cold = Vec::new();
+    let mut idle_rss = Vec::new();
+    let mut peak_rss = 0;
+    for _ in 0..RUNS {
+        let (server, elapsed) = start_and_time(dir.path());
+        cold.push(elapsed);
+        std::thread::sleep(Duration::from_secs(1));
+        let pid = server.child.id();
+        idle_rss.push(rss_kib(pid, "VmRSS:"));
+        peak_rss = peak_rss.max(rss_kib(pid, "VmHWM:"));
+        stop(server);
+    }
+    cold.sort();
+    idle_rss.sort();
+    let binary = std::fs::metadata(common::BINARY).map(|m| m.len()).unwrap_or(0);
+
+    println!("hearth startup benchmark ({RUNS} runs, {})", common::BINARY);
+    println!("  binary size          {:>8.1} MiB", binary as f64 / 1048576.0);
+    println!("  first start (fresh)  {:>8.1} ms", millis(first));
+    println!(
+        "  cold start           {:>8.1} ms median, {:.1} min, {:.1} max (budget 500 ms)",
+        millis(cold[RUNS / 2]),
+        millis(cold[0]),
+        millis(cold[RUNS - 1])
+    );
+    println!(
+        "  idle RSS             {:>8.1} MiB median, {:.1} max (budget 16 MiB)",
+        idle_rss[RUNS / 2] as f64 / 1024.0,
+        idle_rss[RUNS - 1] as f64 / 1024.0
+    );
+    println!("  peak RSS (VmHWM)     {:>8.1} MiB", peak_rss as f64 / 1024.0);
+}
