@@ -31,7 +31,8 @@ fn start_and_time(dir: &std::path::Path) -> (Server, Duration) {
     let started = Instant::now();
     let server = Server::start_in(dir, &[], &[]).expect("server starts");
     let mut client = server.client();
-    loop {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
         if client
             .request("GET", "/_matrix/client/versions", &[], None)
             .is_ok_and(|response| response.status == 200)
@@ -40,6 +41,10 @@ fn start_and_time(dir: &std::path::Path) -> (Server, Duration) {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    panic!(
+        "no 200 from /_matrix/client/versions within 30 s:\n{}",
+        server.log_text()
+    );
 }
 
 fn stop(mut server: Server) {
@@ -72,10 +77,15 @@ fn main() {
     }
     cold.sort();
     idle_rss.sort();
-    let binary = std::fs::metadata(common::BINARY).map(|m| m.len()).unwrap_or(0);
+    let binary = std::fs::metadata(common::BINARY)
+        .map(|m| m.len())
+        .unwrap_or(0);
 
     println!("hearth startup benchmark ({RUNS} runs, {})", common::BINARY);
-    println!("  binary size          {:>8.1} MiB", binary as f64 / 1048576.0);
+    println!(
+        "  binary size          {:>8.1} MiB",
+        binary as f64 / 1048576.0
+    );
     println!("  first start (fresh)  {:>8.1} ms", millis(first));
     println!(
         "  cold start           {:>8.1} ms median, {:.1} min, {:.1} max (budget 500 ms)",
@@ -88,5 +98,8 @@ fn main() {
         idle_rss[RUNS / 2] as f64 / 1024.0,
         idle_rss[RUNS - 1] as f64 / 1024.0
     );
-    println!("  peak RSS (VmHWM)     {:>8.1} MiB", peak_rss as f64 / 1024.0);
+    println!(
+        "  peak RSS (VmHWM)     {:>8.1} MiB",
+        peak_rss as f64 / 1024.0
+    );
 }

@@ -16,7 +16,7 @@ ensure_debian_packages() {
     fi
     echo "installing Debian packages: ${missing[*]}"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
 # Waits until FILE contains "listening on http://ADDR" and prints ADDR. Fails after SECONDS.

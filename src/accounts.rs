@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::password;
 use crate::storage::{Storage, StorageError};
 
-/// What is stored per account in `userid_account`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What is stored per account in `userid_account`. Its `Debug` leaves the hash out.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct AccountRecord {
     /// Argon2id PHC string; empty once deactivated, so no password ever matches.
     pub password_hash: String,
@@ -18,6 +18,16 @@ pub struct AccountRecord {
     pub deactivated: bool,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+}
+
+impl std::fmt::Debug for AccountRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRecord")
+            .field("admin", &self.admin)
+            .field("deactivated", &self.deactivated)
+            .field("created_at_ms", &self.created_at_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,8 @@
 //! Canonical JSON (spec appendices, "Canonical JSON"): the one byte-exact encoding that
 //! signatures and hashes are computed over. ruma's `CanonicalJsonValue` does the work: keys
-//! in a `BTreeMap` sort by code point, integers are range-checked, floats are refused.
+//! in a `BTreeMap` sort by code point and integers are range-checked. Numbers written with
+//! an exponent or as `-0` are integers to the spec (`1e10` encodes as `10000000000`, `-0` as
+//! `0`), so whole-valued floats become integers first; fractions are refused.
 
 pub use ruma::{CanonicalJsonError, CanonicalJsonObject, CanonicalJsonValue};
 
@@ -11,7 +13,32 @@ pub fn to_canonical_string<T: serde::Serialize>(value: &T) -> Result<String, Can
 
 /// Converts parsed JSON into its canonical form, refusing what canonical JSON cannot hold.
 pub fn from_json(value: serde_json::Value) -> Result<CanonicalJsonValue, CanonicalJsonError> {
-    CanonicalJsonValue::try_from(value)
+    CanonicalJsonValue::try_from(whole_floats_as_integers(value))
+}
+
+/// The largest integer canonical JSON allows, 2^53 - 1.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+fn whole_floats_as_integers(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) if !number.is_i64() && !number.is_u64() => match number.as_f64() {
+            Some(float) if float.fract() == 0.0 && float.abs() <= MAX_SAFE_INTEGER => {
+                Value::from(float as i64)
+            }
+            _ => Value::Number(number),
+        },
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(whole_floats_as_integers).collect())
+        }
+        Value::Object(members) => Value::Object(
+            members
+                .into_iter()
+                .map(|(key, value)| (key, whole_floats_as_integers(value)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -46,6 +73,10 @@ mod tests {
         assert_eq!(canonical(r#"{"本": 2, "日": 1}"#), r#"{"日":1,"本":2}"#);
         assert_eq!(canonical(r#"{"a": "\u65E5"}"#), r#"{"a":"日"}"#);
         assert_eq!(canonical(r#"{"a": null}"#), r#"{"a":null}"#);
+        assert_eq!(
+            canonical(r#"{"a": -0, "b": 1e10}"#),
+            r#"{"a":0,"b":10000000000}"#
+        );
     }
 
     #[test]
@@ -57,8 +88,13 @@ mod tests {
     }
 
     #[test]
-    fn floats_and_out_of_range_integers_are_refused() {
-        assert!(from_json(json!({ "b": 1e10 })).is_err());
+    fn fractions_and_out_of_range_integers_are_refused() {
+        assert!(from_json(json!({ "b": 1.5 })).is_err());
+        assert!(from_json(json!({ "b": 1e300 })).is_err());
+        assert_eq!(
+            from_json(json!([2.0, -0.0])).expect("whole").to_string(),
+            "[2,0]"
+        );
         assert!(from_json(json!({ "big": 9_007_199_254_740_992_u64 })).is_err());
         assert!(from_json(json!({ "max": 9_007_199_254_740_991_u64 })).is_ok());
     }

@@ -194,7 +194,7 @@ fn check_config(arg: ConfigArg) -> Result<(), StartupError> {
 fn open_storage(config: &Config) -> Result<Storage, StartupError> {
     Ok(Storage::open(
         &config.database.path,
-        config.database.cache_capacity_mb * 1024 * 1024,
+        config.database.cache_capacity_bytes(),
     )?)
 }
 

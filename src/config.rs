@@ -62,6 +62,13 @@ pub struct DatabaseConfig {
     pub cache_capacity_mb: u64,
 }
 
+impl DatabaseConfig {
+    /// The page cache size in bytes (validated to at most 64 GiB, so this cannot overflow).
+    pub fn cache_capacity_bytes(&self) -> u64 {
+        self.cache_capacity_mb.saturating_mul(1024 * 1024)
+    }
+}
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
@@ -78,6 +85,10 @@ pub struct LimitsConfig {
     pub max_request_body_bytes: usize,
     /// Seconds in-flight requests get to finish when Hearth is asked to stop.
     pub shutdown_grace_seconds: u64,
+    /// Seconds an idle HTTP connection is kept open for the client's next request.
+    pub keep_alive_seconds: u64,
+    /// Open connections accepted at once, across all workers; more wait in the backlog.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -86,6 +97,8 @@ impl Default for LimitsConfig {
             // A federation transaction may carry 50 PDUs of up to 64 KiB plus 100 EDUs.
             max_request_body_bytes: 8 * 1024 * 1024,
             shutdown_grace_seconds: 10,
+            keep_alive_seconds: 75,
+            max_connections: 1024,
         }
     }
 }
@@ -301,18 +314,39 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
         return Err(invalid(&["server", "workers"], "must be between 1 and 64"));
     }
     validate_listeners(&raw.listeners, raw.tls.is_some())?;
-    if raw.database.cache_capacity_mb == 0 {
-        return Err(invalid(
-            &["database", "cache_capacity_mb"],
-            "must be at least 1",
-        ));
-    }
-    if raw.limits.max_request_body_bytes < 1024 {
-        return Err(invalid(
-            &["limits", "max_request_body_bytes"],
-            "must be at least 1024",
-        ));
-    }
+    check_range(
+        &["database", "cache_capacity_mb"],
+        raw.database.cache_capacity_mb,
+        1,
+        65_536,
+    )?;
+    let limits = &raw.limits;
+    check_range(
+        &["limits", "max_request_body_bytes"],
+        limits.max_request_body_bytes as u64,
+        1024,
+        1 << 30,
+    )?;
+    // systemd's unit gives 30 s to stop: a longer grace would be cut by SIGKILL before the
+    // final flush, so it is bounded well below that.
+    check_range(
+        &["limits", "shutdown_grace_seconds"],
+        limits.shutdown_grace_seconds,
+        1,
+        25,
+    )?;
+    check_range(
+        &["limits", "keep_alive_seconds"],
+        limits.keep_alive_seconds,
+        1,
+        3600,
+    )?;
+    check_range(
+        &["limits", "max_connections"],
+        limits.max_connections as u64,
+        16,
+        1 << 20,
+    )?;
     validate_well_known(&raw.well_known)?;
     crate::logging::parse_filter(&raw.logging.level)
         .map_err(|err| invalid(&["logging", "level"], err))?;
@@ -352,6 +386,17 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
         well_known: raw.well_known,
         logging: raw.logging,
     })
+}
+
+fn check_range(key: &[&str], value: u64, min: u64, max: u64) -> Result<(), Invalid> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("must be between {min} and {max}, not {value}"),
+        ))
+    }
 }
 
 fn validate_listeners(listeners: &[ListenerConfig], have_tls: bool) -> Result<(), Invalid> {
@@ -508,6 +553,25 @@ mod tests {
         let tls = config.tls.expect("tls");
         assert_eq!(tls.certificate, Path::new("/etc/hearth/tls/cert.pem"));
         assert_eq!(tls.private_key, Path::new("/k.pem"));
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused() {
+        for (section, key, value) in [
+            ("database", "cache_capacity_mb", "0"),
+            ("database", "cache_capacity_mb", "99999999999999"),
+            ("limits", "shutdown_grace_seconds", "60"),
+            ("limits", "max_request_body_bytes", "10"),
+            ("limits", "max_connections", "0"),
+        ] {
+            let text = format!("[server]\nserver_name = \"a.org\"\n[{section}]\n{key} = {value}\n");
+            let err = parse(&text).expect_err("out of range");
+            assert_eq!(
+                err.key.as_deref(),
+                Some(format!("{section}.{key}").as_str())
+            );
+            assert_eq!(err.line, Some(4));
+        }
     }
 
     #[test]

@@ -39,17 +39,24 @@ pub fn init(options: &InitOptions) -> Result<InitReport, StartupError> {
             options.server_name
         ))
     })?;
-    if options.config_path.exists() && !options.force {
-        return Err(StartupError::Usage(format!(
-            "{} already exists; use --force to replace it (the signing key is kept)",
-            options.config_path.display()
-        )));
-    }
     let base = options.config_path.parent().unwrap_or(Path::new(""));
     let tls_files = options.self_signed_cert.then(|| TlsFiles {
         certificate: PathBuf::from("tls/cert.pem"),
         private_key: PathBuf::from("tls/key.pem"),
     });
+    let mut would_replace = vec![options.config_path.clone()];
+    if let Some(files) = &tls_files {
+        would_replace.push(base.join(&files.certificate));
+        would_replace.push(base.join(&files.private_key));
+    }
+    if let Some(existing) = would_replace.iter().find(|path| path.exists())
+        && !options.force
+    {
+        return Err(StartupError::Usage(format!(
+            "{} already exists; use --force to replace it (the signing key is always kept)",
+            existing.display()
+        )));
+    }
     let https = options.https.or_else(|| {
         tls_files
             .is_some()
@@ -120,23 +127,7 @@ fn write_self_signed(
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), StartupError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let result = (|| {
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(path)?;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        file.write_all(contents)?;
-        file.sync_all()
-    })();
-    result.map_err(|source| StartupError::WriteFile {
+    crate::files::replace(path, contents, mode).map_err(|source| StartupError::WriteFile {
         path: path.to_owned(),
         source,
     })
@@ -239,6 +230,20 @@ mod tests {
         .expect("forced");
         assert!(!again.key_created);
         assert_eq!(std::fs::read(&again.signing_key).expect("key"), key_before);
+    }
+
+    #[test]
+    fn never_replaces_a_certificate_without_force() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("tls")).expect("mkdir");
+        std::fs::write(dir.path().join("tls/key.pem"), "a real key").expect("write");
+        let err = init(&options(dir.path())).expect_err("refused");
+        assert!(err.to_string().contains("key.pem"), "{err}");
+        assert!(!dir.path().join("hearth.toml").exists(), "nothing written");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("tls/key.pem")).expect("read"),
+            "a real key"
+        );
     }
 
     #[test]

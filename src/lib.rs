@@ -14,6 +14,7 @@
 //! - [`accounts`]: local user accounts (the `hearth user …` commands today, `/login` later).
 //! - [`canonical_json`], [`crypto`]: canonical JSON, signing keys, signing and verifying JSON,
 //!   password hashing.
+//! - [`files`]: writing files atomically (keys, config), never half-written.
 //! - [`storage`]: typed sled trees, key codecs, schema migrations, the data-directory lock.
 //! - [`state`]: [`state::AppState`], everything a handler may reach, passed as `web::Data`.
 //! - [`logging`], [`notify`]: tracing set-up and systemd readiness notification.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod files;
 pub mod init;
 pub mod logging;
 pub mod notify;

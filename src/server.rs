@@ -6,10 +6,10 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::{HttpServer, web};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::config::Config;
 use crate::crypto::SigningKey;
@@ -63,6 +63,13 @@ pub async fn run(
     let app_state = state.clone();
     let mut server = HttpServer::new(move || crate::api::app(app_state.clone()))
         .workers(config.server.workers)
+        .max_connections(
+            config
+                .limits
+                .max_connections
+                .div_ceil(config.server.workers),
+        )
+        .keep_alive(Duration::from_secs(config.limits.keep_alive_seconds))
         .disable_signals()
         .shutdown_timeout(config.limits.shutdown_grace_seconds);
     for bound in listeners {
@@ -94,9 +101,14 @@ pub async fn run(
 /// `hearth serve`: everything from a validated config to a running server.
 pub async fn serve(config: Config) -> Result<(), StartupError> {
     let started = Instant::now();
+    // Signal handlers come first. A SIGTERM during a migration then waits for it to finish
+    // and stops the server right after start-up; a SIGHUP is never fatal (its default action
+    // would end the process, and systemd would not restart it).
+    let stopping = stop_signal()?;
+    let hangup = signal(SignalKind::hangup()).map_err(StartupError::Server)?;
     let storage = Storage::open(
         &config.database.path,
-        config.database.cache_capacity_mb * 1024 * 1024,
+        config.database.cache_capacity_bytes(),
     )?;
     let signing_key = load_or_create_signing_key(&config.server.signing_key)?;
     let certificates = config
@@ -105,13 +117,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         .map(CertificateStore::load)
         .transpose()?;
     let listeners = bind(&config)?;
-    // Signal handlers are installed before anyone is told we are ready: a SIGHUP that arrives
-    // early must reload, not kill the process (its default action).
-    let stopping = stop_signal()?;
-    if let Some(store) = &certificates {
-        let hangup = signal(SignalKind::hangup()).map_err(StartupError::Server)?;
-        actix_web::rt::spawn(reload_on_sighup(hangup, store.clone()));
-    }
+    actix_web::rt::spawn(reload_on_sighup(hangup, certificates.clone()));
     tracing::info!(
         server_name = %config.server.server_name,
         key_id = %signing_key.key_id(),
@@ -142,11 +148,14 @@ fn stop_signal() -> Result<impl Future<Output = ()>, StartupError> {
 
 /// Reloads the TLS certificate on every `SIGHUP`. Open connections keep the certificate they
 /// were made with; a broken new file is reported and the old certificate stays.
-async fn reload_on_sighup(mut hangup: tokio::signal::unix::Signal, store: Arc<CertificateStore>) {
+async fn reload_on_sighup(mut hangup: Signal, certificates: Option<Arc<CertificateStore>>) {
     while hangup.recv().await.is_some() {
-        match store.reload() {
-            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-            Err(err) => tracing::error!("SIGHUP: kept the old TLS certificate: {err}"),
+        match &certificates {
+            None => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
+            Some(store) => match store.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(err) => tracing::error!("SIGHUP: kept the old TLS certificate: {err}"),
+            },
         }
         notify("READY=1");
     }

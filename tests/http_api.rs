@@ -14,7 +14,10 @@ fn client_versions_lists_only_what_is_implemented() {
     let response = server.client().get("/_matrix/client/versions");
     assert_eq!(response.status, 200);
     let json = response.json();
-    assert!(json["versions"].is_array());
+    assert_eq!(
+        json["versions"],
+        serde_json::json!(hearth::api::client::versions::SUPPORTED_VERSIONS)
+    );
     assert!(json["unstable_features"].is_object());
     assert_eq!(response.header("content-type"), Some("application/json"));
 }
@@ -59,6 +62,34 @@ fn wrong_methods_are_405_unrecognized() {
         assert_eq!(response.status, 405, "{method} {path}");
         assert_eq!(response.json()["errcode"], "M_UNRECOGNIZED");
     }
+}
+
+#[test]
+fn method_not_allowed_says_what_is_allowed_and_head_works() {
+    let server = Server::start(&test_config(""));
+    let mut client = server.client();
+    let response = client
+        .request("PUT", "/_matrix/client/versions", &[], Some(b"{}"))
+        .expect("request");
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("GET, HEAD"));
+    let head = client
+        .request("HEAD", "/_matrix/client/versions", &[], None)
+        .expect("HEAD");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+}
+
+#[test]
+fn federation_endpoints_are_absent_when_federation_is_disabled() {
+    let server = Server::start(&test_config("[federation]\nenabled = false\n"));
+    let mut client = server.client();
+    for path in ["/_matrix/federation/v1/version", "/_matrix/key/v2/server"] {
+        let response = client.get(path);
+        assert_eq!(response.status, 404, "{path}");
+        assert_eq!(response.json()["errcode"], "M_UNRECOGNIZED");
+    }
+    assert_eq!(client.get("/_matrix/client/versions").status, 200);
 }
 
 #[test]

@@ -35,6 +35,19 @@ fn sigint_stops_cleanly() {
     stops_cleanly_on("INT");
 }
 
+/// `systemctl reload` sends SIGHUP whatever the config: a server without TLS must live on.
+#[test]
+fn sighup_without_tls_is_harmless() {
+    let server = Server::start(&test_config(""));
+    server.signal("HUP");
+    assert!(
+        server.wait_for_log("nothing to reload"),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(server.client().get("/_matrix/client/versions").status, 200);
+}
+
 #[test]
 fn a_second_process_is_refused_on_a_locked_data_directory() {
     let first = Server::start(&test_config(""));

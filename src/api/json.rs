@@ -165,6 +165,16 @@ mod tests {
     }
 
     #[test]
+    fn error_messages_do_not_echo_long_values() {
+        let body = format!(r#"{{"name": 5, "x": "{}"}}"#, "s".repeat(10_000));
+        let err = parse_body::<Body>(body.as_bytes()).expect_err("wrong type");
+        assert!(err.message.chars().count() < 300, "{}", err.message);
+        let body = format!(r#"{{"name": "{}"#, "s".repeat(10_000));
+        let err = parse_body::<Body>(body.as_bytes()).expect_err("unterminated");
+        assert!(err.message.chars().count() < 300, "{}", err.message);
+    }
+
+    #[test]
     fn an_empty_body_reads_as_an_empty_object() {
         let value: serde_json::Value = parse_body(b"").expect("empty is {}");
         assert_eq!(value, serde_json::json!({}));

@@ -11,7 +11,8 @@ pub mod well_known;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{App, HttpResponse, Route, web};
+use actix_web::http::header;
+use actix_web::{App, FromRequest, Handler, HttpResponse, Responder, ResponseError as _, web};
 
 use crate::error::Error;
 use crate::state::AppState;
@@ -31,51 +32,55 @@ pub fn app(
     >,
 > {
     let body_limit = BodyLimit(state.config.limits.max_request_body_bytes);
+    let federation_enabled = state.config.federation.enabled;
     App::new()
         .app_data(state)
         .app_data(body_limit)
-        .configure(routes)
+        .configure(move |config| routes(config, federation_enabled))
         .default_service(web::to(unrecognized))
         .wrap(actix_web::middleware::from_fn(middleware::limit_body))
         .wrap(actix_web::middleware::from_fn(middleware::cors))
         .wrap(actix_web::middleware::from_fn(middleware::log_request))
 }
 
-fn routes(config: &mut web::ServiceConfig) {
+/// Every route Hearth serves. Federation routes exist only while federation is enabled.
+fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
     config
-        .service(resource(
-            "/_matrix/client/versions",
-            web::get().to(client::versions::get),
-        ))
-        .service(resource(
-            "/_matrix/federation/v1/version",
-            web::get().to(federation::version::get),
-        ))
-        .service(resource(
-            "/_matrix/key/v2/server",
-            web::get().to(keys::get_server_keys),
-        ))
-        .service(resource(
-            "/.well-known/matrix/client",
-            web::get().to(well_known::client),
-        ))
-        .service(resource(
-            "/.well-known/matrix/server",
-            web::get().to(well_known::server),
-        ));
+        .service(get("/_matrix/client/versions", client::versions::get))
+        .service(get("/.well-known/matrix/client", well_known::client))
+        .service(get("/.well-known/matrix/server", well_known::server));
+    if federation_enabled {
+        config
+            .service(get(
+                "/_matrix/federation/v1/version",
+                federation::version::get,
+            ))
+            .service(get("/_matrix/key/v2/server", keys::get_server_keys));
+    }
 }
 
-/// A route that answers methods it does not know with `405 M_UNRECOGNIZED`.
-fn resource(path: &str, route: Route) -> actix_web::Resource {
+/// A `GET` route (which answers `HEAD` too, without the body); other methods get
+/// `405 M_UNRECOGNIZED` with an `Allow` header.
+fn get<H, Args>(path: &str, handler: H) -> actix_web::Resource
+where
+    H: Handler<Args> + Clone,
+    Args: FromRequest + 'static,
+    H::Output: Responder + 'static,
+{
     web::resource(path)
-        .route(route)
-        .default_service(web::to(method_not_allowed))
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(|| async { method_not_allowed("GET, HEAD") }))
 }
 
 async fn unrecognized() -> Result<HttpResponse, Error> {
     Err(Error::unrecognized())
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, Error> {
-    Err(Error::method_not_allowed())
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = Error::method_not_allowed().error_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    response
 }

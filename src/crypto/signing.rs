@@ -4,8 +4,7 @@
 //! Synapse uses too, so a key can move between servers when a domain changes software.
 
 use std::fmt;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use ed25519_compact::{KeyPair, PublicKey, Seed, Signature};
@@ -139,18 +138,10 @@ impl SigningKey {
         SigningKey::parse(&text)
     }
 
-    /// Writes the key to a new file with mode 0600; an existing file is never overwritten.
+    /// Writes the key to a new file with mode 0600, atomically; an existing file is never
+    /// overwritten.
     pub fn write_new(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        file.write_all(self.to_file_line().as_bytes())?;
-        file.sync_all()
+        crate::files::write_new(path, self.to_file_line().as_bytes(), 0o600)
     }
 }
 

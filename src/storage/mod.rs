@@ -10,6 +10,7 @@ mod lock;
 mod migrations;
 mod tree;
 
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 pub use codec::{Json, KeyCodec, ValueCodec};
@@ -65,10 +66,15 @@ impl Storage {
     /// Opens (or creates) the database in `data_dir`, taking the directory's lock and running
     /// any migrations the database needs.
     pub fn open(data_dir: &Path, cache_capacity_bytes: u64) -> StorageResult<Storage> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StorageError::Io {
-            path: data_dir.to_owned(),
-            source,
-        })?;
+        // Private to the server's user: the database holds password hashes.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(|source| StorageError::Io {
+                path: data_dir.to_owned(),
+                source,
+            })?;
         let lock = lock::DataDirLock::acquire(data_dir)?;
         let db = sled::Config::new()
             .path(data_dir.join("db"))
@@ -127,6 +133,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = Storage::open(dir.path(), 1 << 20).expect("open");
         assert_eq!(storage.schema_version().expect("version"), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_new_data_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let _storage = Storage::open(&data, 1 << 20).expect("open");
+        let mode = std::fs::metadata(&data)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]

@@ -138,7 +138,15 @@ impl Client {
         match self.send(method, path, headers, body) {
             // A server may close an idle keep-alive connection (or one whose last request body
             // it did not read); a client then retries once on a new one, as browsers do.
-            Err(err) if reused && err.kind() == io::ErrorKind::UnexpectedEof => {
+            Err(err)
+                if reused
+                    && matches!(
+                        err.kind(),
+                        io::ErrorKind::UnexpectedEof
+                            | io::ErrorKind::BrokenPipe
+                            | io::ErrorKind::ConnectionReset
+                    ) =>
+            {
                 self.send(method, path, headers, body)
             }
             result => result,
@@ -170,7 +178,7 @@ impl Client {
                 stream.write_all(body)?;
             }
             stream.flush()?;
-            read_response(stream)
+            read_response(stream, method == "HEAD")
         })();
         if result.is_err() {
             self.connection = None;
@@ -184,7 +192,7 @@ impl Client {
     }
 }
 
-fn read_response(stream: &mut dyn ReadWrite) -> io::Result<Response> {
+fn read_response(stream: &mut dyn ReadWrite, head_request: bool) -> io::Result<Response> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -214,7 +222,7 @@ fn read_response(stream: &mut dyn ReadWrite) -> io::Result<Response> {
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.clone())
     };
-    let body = if status == 204 || status == 304 {
+    let body = if head_request || status == 204 || status == 304 {
         Vec::new()
     } else if let Some(length) = header("content-length") {
         let mut body = vec![0; length.parse().map_err(io::Error::other)?];

@@ -29,12 +29,19 @@ pub fn hearth(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start hearth");
-    child
+    // A command that fails early exits without reading its input: that is no test failure.
+    let written = child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
+        .write_all(stdin.as_bytes());
+    if let Err(err) = written {
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "write stdin: {err}"
+        );
+    }
     child.wait_with_output().expect("hearth runs")
 }
 
@@ -126,6 +133,8 @@ impl Server {
                 }
                 Err(_) => {
                     if let Ok(Some(status)) = self.child.try_wait() {
+                        // Read what the process wrote before it exited.
+                        while self.lines.recv_timeout(Duration::from_secs(5)).is_ok() {}
                         return Err(format!("hearth exited with {status}:\n{}", self.log_text()));
                     }
                 }
@@ -167,12 +176,20 @@ impl Server {
         false
     }
 
+    /// Sends `TERM`, `INT`, `HUP` or `KILL` to the server.
+    #[allow(unsafe_code)]
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{name} failed");
+        let signal = match name {
+            "TERM" => libc::SIGTERM,
+            "INT" => libc::SIGINT,
+            "HUP" => libc::SIGHUP,
+            "KILL" => libc::SIGKILL,
+            other => panic!("unknown signal {other}"),
+        };
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) only sends a signal to our own child process.
+        let result = unsafe { libc::kill(pid, signal) };
+        assert_eq!(result, 0, "kill -{name} failed");
     }
 
     /// Waits for the process to exit, up to `timeout`.
