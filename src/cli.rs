@@ -34,8 +34,40 @@ pub enum Command {
     /// Manage local user accounts (stop the server first: the database is locked while it runs).
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage registration tokens: what family members type to make an account when
+    /// `registration.enabled` is on and `registration.open` is off.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a registration token and print it.
+    Add {
+        /// The token (1 to 64 of A-Z a-z 0-9 . _ ~ -); random when left out.
+        token: Option<String>,
+        /// How many accounts it may make [default: no limit].
+        #[arg(long, value_name = "N")]
+        uses: Option<u64>,
+        /// Days until it expires [default: never].
+        #[arg(long, value_name = "DAYS")]
+        expires_in_days: Option<u64>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List registration tokens with their uses and expiry.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Delete a registration token.
+    Delete {
+        token: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +143,7 @@ pub fn run(cli: Cli) -> Result<(), StartupError> {
         Command::Init(args) => run_init(args),
         Command::CheckConfig(arg) => check_config(arg),
         Command::User(command) => user(command),
+        Command::Token(command) => token(command),
         Command::Version => {
             println!(
                 "{} {}",
@@ -247,6 +280,58 @@ fn user(command: UserCommand) -> Result<(), StartupError> {
                 }
                 println!("{}\t{}", account.user_id, flags.join(","));
             }
+        }
+    }
+    Ok(())
+}
+
+fn token(command: TokenCommand) -> Result<(), StartupError> {
+    use crate::accounts::registration;
+    let fail = |err: accounts::AccountError| StartupError::Usage(err.to_string());
+    match command {
+        TokenCommand::Add {
+            token,
+            uses,
+            expires_in_days,
+            config,
+        } => {
+            let (config, _) = load_config(&config)?;
+            let storage = open_storage(&config)?;
+            let expiry = expires_in_days
+                .map(|days| accounts::now_ms().saturating_add(days.saturating_mul(86_400_000)));
+            let token = registration::create(&storage, token, uses, expiry).map_err(fail)?;
+            storage.flush_blocking()?;
+            println!("{token}");
+            if !config.registration.enabled {
+                eprintln!(
+                    "note: registration.enabled is off in the config, so tokens cannot be used yet"
+                );
+            }
+        }
+        TokenCommand::List { config } => {
+            let (config, _) = load_config(&config)?;
+            let storage = open_storage(&config)?;
+            let now = accounts::now_ms();
+            for (token, record) in registration::list(&storage)? {
+                let uses = record
+                    .uses_allowed
+                    .map_or("unlimited".to_owned(), |allowed| format!("{allowed}"));
+                let state = if record.is_usable(now) {
+                    "usable"
+                } else {
+                    "used up or expired"
+                };
+                println!("{token}\tused {} of {uses}\t{state}", record.completed);
+            }
+        }
+        TokenCommand::Delete { token, config } => {
+            let (config, _) = load_config(&config)?;
+            let storage = open_storage(&config)?;
+            if !registration::delete(&storage, &token)? {
+                return Err(StartupError::Usage(format!("no token {token}")));
+            }
+            storage.flush_blocking()?;
+            println!("deleted {token}");
         }
     }
     Ok(())

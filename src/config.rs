@@ -89,6 +89,10 @@ pub struct LimitsConfig {
     pub keep_alive_seconds: u64,
     /// Open connections accepted at once, across all workers; more wait in the backlog.
     pub max_connections: usize,
+    /// Login and registration attempts allowed per client address and minute.
+    pub auth_attempts_per_minute: u32,
+    /// Trust `X-Forwarded-For` from a reverse proxy on this machine (loopback peers only).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for LimitsConfig {
@@ -99,6 +103,8 @@ impl Default for LimitsConfig {
             shutdown_grace_seconds: 10,
             keep_alive_seconds: 75,
             max_connections: 1024,
+            auth_attempts_per_minute: 10,
+            trust_forwarded_for: true,
         }
     }
 }

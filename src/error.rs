@@ -35,6 +35,25 @@ pub enum ErrorKind {
     Forbidden,
     /// Too many requests: retry after this many milliseconds.
     LimitExceeded { retry_after_ms: u64 },
+    /// No access token was given.
+    MissingToken,
+    /// The access token is not (or no longer) valid.
+    UnknownToken,
+    /// The account is deactivated.
+    UserDeactivated,
+    /// The desired user name is taken.
+    UserInUse,
+    /// The desired user name is not valid.
+    InvalidUsername,
+    /// The password is too weak.
+    WeakPassword,
+    /// Guests may not do this.
+    GuestAccessForbidden,
+    /// User-interactive authentication is needed: the answer carries the flows (401).
+    UserInteractiveAuth,
+    /// A request the server cannot act on for another reason (400 `M_UNKNOWN`), such as an
+    /// unsupported login type.
+    BadRequest,
     /// Something went wrong on our side; details are in the log.
     Unknown,
 }
@@ -51,7 +70,16 @@ impl ErrorKind {
             ErrorKind::NotFound => "M_NOT_FOUND",
             ErrorKind::Forbidden => "M_FORBIDDEN",
             ErrorKind::LimitExceeded { .. } => "M_LIMIT_EXCEEDED",
-            ErrorKind::Unknown => "M_UNKNOWN",
+            ErrorKind::MissingToken => "M_MISSING_TOKEN",
+            ErrorKind::UnknownToken => "M_UNKNOWN_TOKEN",
+            ErrorKind::UserDeactivated => "M_USER_DEACTIVATED",
+            ErrorKind::UserInUse => "M_USER_IN_USE",
+            ErrorKind::InvalidUsername => "M_INVALID_USERNAME",
+            ErrorKind::WeakPassword => "M_WEAK_PASSWORD",
+            ErrorKind::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
+            // A failed stage says why in the body; the first challenge has no error code.
+            ErrorKind::UserInteractiveAuth => "M_FORBIDDEN",
+            ErrorKind::BadRequest | ErrorKind::Unknown => "M_UNKNOWN",
         }
     }
 
@@ -62,9 +90,18 @@ impl ErrorKind {
             ErrorKind::NotJson
             | ErrorKind::BadJson
             | ErrorKind::InvalidParam
-            | ErrorKind::MissingParam => StatusCode::BAD_REQUEST,
+            | ErrorKind::MissingParam
+            | ErrorKind::BadRequest
+            | ErrorKind::UserInUse
+            | ErrorKind::InvalidUsername
+            | ErrorKind::WeakPassword => StatusCode::BAD_REQUEST,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Forbidden | ErrorKind::UserDeactivated | ErrorKind::GuestAccessForbidden => {
+                StatusCode::FORBIDDEN
+            }
+            ErrorKind::MissingToken | ErrorKind::UnknownToken | ErrorKind::UserInteractiveAuth => {
+                StatusCode::UNAUTHORIZED
+            }
             ErrorKind::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -76,6 +113,8 @@ impl ErrorKind {
 pub struct Error {
     pub kind: ErrorKind,
     pub message: Cow<'static, str>,
+    /// Fields added to the JSON body (`soft_logout`, the flows of user-interactive auth).
+    pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -85,7 +124,23 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            extra: None,
         }
+    }
+
+    /// Adds fields to the JSON body.
+    pub fn with_fields(mut self, fields: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.extra
+            .get_or_insert_with(Default::default)
+            .extend(fields);
+        self
+    }
+
+    /// `401 M_UNKNOWN_TOKEN`, with `soft_logout: false`: the client must log in again.
+    pub fn unknown_token() -> Self {
+        let mut fields = serde_json::Map::new();
+        fields.insert("soft_logout".into(), false.into());
+        Error::new(ErrorKind::UnknownToken, "Unknown access token").with_fields(fields)
     }
 
     pub fn unrecognized() -> Self {
@@ -129,7 +184,23 @@ impl ResponseError for Error {
         if let ErrorKind::LimitExceeded { retry_after_ms } = self.kind {
             body["retry_after_ms"] = retry_after_ms.into();
         }
-        HttpResponse::build(self.status_code()).json(body)
+        if let (Some(extra), Some(object)) = (&self.extra, body.as_object_mut()) {
+            object.extend(
+                extra
+                    .iter()
+                    .map(|(key, value)| (key.clone(), value.clone())),
+            );
+            // The first challenge of user-interactive auth is no error: it carries no code.
+            if self.kind == ErrorKind::UserInteractiveAuth && self.message.is_empty() {
+                object.remove("errcode");
+                object.remove("error");
+            }
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if let ErrorKind::LimitExceeded { retry_after_ms } = self.kind {
+            response.insert_header(("Retry-After", retry_after_ms.div_ceil(1000).to_string()));
+        }
+        response.json(body)
     }
 }
 

@@ -11,12 +11,14 @@
 //! - [`server`]: binds listeners, builds the actix app, runs until a shutdown future resolves.
 //! - [`tls`]: loads the PEM certificate and key, and swaps them on `SIGHUP`.
 //! - [`api`]: HTTP handlers, one file per area of the spec.
-//! - [`accounts`]: local user accounts (the `hearth user …` commands today, `/login` later).
+//! - [`accounts`]: local user accounts, sessions and devices, registration tokens,
+//!   user-interactive authentication.
 //! - [`canonical_json`], [`crypto`]: canonical JSON, signing keys, signing and verifying JSON,
 //!   password hashing.
 //! - [`files`]: writing files atomically (keys, config), never half-written.
 //! - [`storage`]: typed sled trees, key codecs, schema migrations, the data-directory lock.
 //! - [`state`]: [`state::AppState`], everything a handler may reach, passed as `web::Data`.
+//! - [`ratelimit`]: per-address token buckets for login and registration.
 //! - [`logging`], [`notify`]: tracing set-up and systemd readiness notification.
 
 pub mod accounts;
@@ -30,6 +32,7 @@ pub mod files;
 pub mod init;
 pub mod logging;
 pub mod notify;
+pub mod ratelimit;
 pub mod server;
 pub mod state;
 pub mod storage;

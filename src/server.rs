@@ -125,11 +125,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         crate::VERSION,
         started.elapsed().as_millis()
     );
-    let state = web::Data::new(AppState {
-        config,
-        storage,
-        signing_key,
-    });
+    let state = web::Data::new(AppState::new(config, storage, signing_key));
     notify("READY=1");
     run(state, listeners, certificates, stopping).await
 }

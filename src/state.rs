@@ -1,12 +1,33 @@
 //! [`AppState`]: everything a request handler may reach, built once at start-up and shared by
 //! every worker through `web::Data` (an `Arc`). No globals.
 
+use crate::accounts::password_hasher::PasswordHasher;
+use crate::accounts::uia::UiaSessions;
 use crate::config::Config;
 use crate::crypto::SigningKey;
+use crate::ratelimit::RateLimiter;
 use crate::storage::Storage;
 
 pub struct AppState {
     pub config: Config,
     pub storage: Storage,
     pub signing_key: SigningKey,
+    pub password_hasher: PasswordHasher,
+    pub uia: UiaSessions,
+    /// Login, registration and user-name checks, per client address.
+    pub auth_rate_limit: RateLimiter,
+}
+
+impl AppState {
+    pub fn new(config: Config, storage: Storage, signing_key: SigningKey) -> AppState {
+        let per_minute = config.limits.auth_attempts_per_minute;
+        AppState {
+            auth_rate_limit: RateLimiter::new(per_minute, per_minute.clamp(1, 10)),
+            config,
+            storage,
+            signing_key,
+            password_hasher: PasswordHasher::default(),
+            uia: UiaSessions::default(),
+        }
+    }
 }

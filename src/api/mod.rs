@@ -2,6 +2,7 @@
 //! per area of the spec. Every answer is JSON; every route that exists answers other methods
 //! with `405 M_UNRECOGNIZED`, and every route that does not with `404 M_UNRECOGNIZED`.
 
+pub mod auth;
 pub mod client;
 pub mod federation;
 pub mod json;
@@ -45,8 +46,47 @@ pub fn app(
 
 /// Every route Hearth serves. Federation routes exist only while federation is enabled.
 fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
+    use client::{account, device, session};
     config
         .service(get("/_matrix/client/versions", client::versions::get))
+        .service(
+            web::resource("/_matrix/client/v3/login")
+                .route(web::get().to(session::get_login_flows))
+                .route(web::post().to(session::login))
+                .default_service(web::to(|| async { method_not_allowed("GET, POST") })),
+        )
+        .service(post("/_matrix/client/v3/logout", session::logout))
+        .service(post("/_matrix/client/v3/logout/all", session::logout_all))
+        .service(get("/_matrix/client/v3/account/whoami", session::whoami))
+        .service(post("/_matrix/client/v3/register", account::register))
+        .service(get(
+            "/_matrix/client/v3/register/available",
+            account::available,
+        ))
+        .service(get(
+            "/_matrix/client/v1/register/m.login.registration_token/validity",
+            account::token_validity,
+        ))
+        .service(post(
+            "/_matrix/client/v3/account/password",
+            account::change_password,
+        ))
+        .service(post(
+            "/_matrix/client/v3/account/deactivate",
+            account::deactivate,
+        ))
+        .service(get("/_matrix/client/v3/devices", device::list))
+        .service(
+            web::resource("/_matrix/client/v3/devices/{deviceId}")
+                .route(web::get().to(device::get))
+                .route(web::put().to(device::rename))
+                .route(web::delete().to(device::delete))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT, DELETE") })),
+        )
+        .service(post(
+            "/_matrix/client/v3/delete_devices",
+            device::delete_many,
+        ))
         .service(get("/.well-known/matrix/client", well_known::client))
         .service(get("/.well-known/matrix/server", well_known::server));
     if federation_enabled {
@@ -57,6 +97,18 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             ))
             .service(get("/_matrix/key/v2/server", keys::get_server_keys));
     }
+}
+
+/// A `POST` route; other methods get `405 M_UNRECOGNIZED` with an `Allow` header.
+fn post<H, Args>(path: &str, handler: H) -> actix_web::Resource
+where
+    H: Handler<Args>,
+    Args: FromRequest + 'static,
+    H::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|| async { method_not_allowed("POST") }))
 }
 
 /// A `GET` route (which answers `HEAD` too, without the body); other methods get

@@ -45,6 +45,49 @@ impl KeyCodec for String {
     }
 }
 
+/// Two strings, joined by `0xFF` (a byte UTF-8 never contains), so all keys sharing the
+/// first part are adjacent and can be scanned by prefix.
+impl KeyCodec for (String, String) {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.0.len() + 1 + self.1.len());
+        bytes.extend_from_slice(self.0.as_bytes());
+        bytes.push(0xFF);
+        bytes.extend_from_slice(self.1.as_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> StorageResult<Self> {
+        let split = bytes
+            .iter()
+            .position(|&b| b == 0xFF)
+            .ok_or_else(|| StorageError::Corrupt("a pair key without separator".to_owned()))?;
+        Ok((
+            String::decode(&bytes[..split])?,
+            String::decode(&bytes[split + 1..])?,
+        ))
+    }
+}
+
+/// A fixed 32-byte key, such as a SHA-256 digest.
+impl KeyCodec for [u8; 32] {
+    fn encode(&self) -> Vec<u8> {
+        self.to_vec()
+    }
+
+    fn decode(bytes: &[u8]) -> StorageResult<Self> {
+        bytes
+            .try_into()
+            .map_err(|_| StorageError::Corrupt(format!("a 32-byte key of {} bytes", bytes.len())))
+    }
+}
+
+/// The encoded prefix shared by every pair key whose first part is `first`.
+pub fn pair_prefix(first: &str) -> Vec<u8> {
+    let mut bytes = first.as_bytes().to_vec();
+    bytes.push(0xFF);
+    bytes
+}
+
 impl ValueCodec for u64 {
     type Value = u64;
 
@@ -88,6 +131,17 @@ mod tests {
             .map(|key| <u64 as KeyCodec>::decode(key).expect("decode"))
             .collect();
         assert_eq!(decoded, vec![1, 2, 300, 70_000]);
+    }
+
+    #[test]
+    fn pair_keys_round_trip_and_group_by_first_part() {
+        let key = ("@a:x".to_owned(), "DEV".to_owned());
+        assert_eq!(
+            <(String, String)>::decode(&key.encode()).expect("decode"),
+            key
+        );
+        assert!(key.encode().starts_with(&pair_prefix("@a:x")));
+        assert!(!key.encode().starts_with(&pair_prefix("@a:")));
     }
 
     #[test]

@@ -10,12 +10,20 @@ pub(super) struct Migration {
     pub apply: fn(&Storage) -> StorageResult<()>,
 }
 
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial schema: meta, userid_account",
-    // The trees are created when opened; there is nothing to convert yet.
-    apply: |_| Ok(()),
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial schema: meta, userid_account",
+        // The trees are created when opened; there is nothing to convert yet.
+        apply: |_| Ok(()),
+    },
+    Migration {
+        version: 2,
+        description: "sessions and devices: tokenhash_session, userdevice_device, token_registration",
+        // New, empty trees: created when opened.
+        apply: |_| Ok(()),
+    },
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;

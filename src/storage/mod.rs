@@ -5,6 +5,7 @@
 //! and a lock that keeps a second process out of the data directory. Trees are named
 //! `<key>_<value>`, with the key layout in a comment, so the on-disk shape reads off this file.
 
+mod batch;
 mod codec;
 mod lock;
 mod migrations;
@@ -13,11 +14,14 @@ mod tree;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
-pub use codec::{Json, KeyCodec, ValueCodec};
+pub use batch::Batch;
+pub use codec::{Json, KeyCodec, ValueCodec, pair_prefix};
 pub use migrations::SCHEMA_VERSION;
 pub use tree::Tree;
 
 use crate::accounts::AccountRecord;
+use crate::accounts::registration::RegistrationTokenRecord;
+use crate::accounts::sessions::{DeviceRecord, SessionRecord};
 
 /// A storage failure. Shown in full to the operator at start-up; a client only ever sees
 /// `M_UNKNOWN` (see `error::Error::from`).
@@ -58,6 +62,12 @@ pub struct Storage {
     meta: sled::Tree,
     /// `@user:server` → [`AccountRecord`] (JSON).
     pub userid_account: Tree<String, Json<AccountRecord>>,
+    /// SHA-256 of an access token (32 bytes) → [`SessionRecord`]: who the token is.
+    pub tokenhash_session: Tree<[u8; 32], Json<SessionRecord>>,
+    /// `@user:server` 0xFF `DEVICEID` → [`DeviceRecord`].
+    pub userdevice_device: Tree<(String, String), Json<DeviceRecord>>,
+    /// registration token → [`RegistrationTokenRecord`].
+    pub token_registration: Tree<String, Json<RegistrationTokenRecord>>,
     /// Held for as long as the database is open; dropped last.
     _lock: lock::DataDirLock,
 }
@@ -83,6 +93,9 @@ impl Storage {
         let meta = db.open_tree("meta")?;
         let storage = Storage {
             userid_account: Tree::open(&db, "userid_account")?,
+            tokenhash_session: Tree::open(&db, "tokenhash_session")?,
+            userdevice_device: Tree::open(&db, "userdevice_device")?,
+            token_registration: Tree::open(&db, "token_registration")?,
             meta,
             db,
             _lock: lock,
@@ -103,6 +116,11 @@ impl Storage {
     fn set_schema_version(&self, version: u64) -> StorageResult<()> {
         self.meta.insert(b"schema_version", version.encode())?;
         Ok(())
+    }
+
+    /// Applies a [`Batch`]: all of its writes, or none.
+    pub fn apply(&self, batch: Batch) -> StorageResult<()> {
+        batch.apply()
     }
 
     /// Writes everything buffered to disk. Acknowledged writes call this (grouped) before

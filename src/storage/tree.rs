@@ -2,8 +2,8 @@
 
 use std::marker::PhantomData;
 
-use super::StorageResult;
 use super::codec::{KeyCodec, ValueCodec};
+use super::{Batch, StorageResult};
 
 pub struct Tree<K, V> {
     tree: sled::Tree,
@@ -46,6 +46,59 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
     pub fn remove(&self, key: &K) -> StorageResult<()> {
         self.tree.remove(key.encode())?;
         Ok(())
+    }
+
+    /// Changes one value in place, atomically: `change` sees the current value (or `None`)
+    /// and returns the new one (`None` removes it). It may run more than once under
+    /// contention, so it must not have side effects. Returns the value written.
+    pub fn update(
+        &self,
+        key: &K,
+        mut change: impl FnMut(Option<V::Value>) -> Option<V::Value>,
+    ) -> StorageResult<Option<V::Value>> {
+        let mut failure = None;
+        let written = self.tree.update_and_fetch(key.encode(), |old| {
+            let old = match old.map(V::decode).transpose() {
+                Ok(old) => old,
+                Err(err) => {
+                    failure = Some(err);
+                    return old.map(<[u8]>::to_vec);
+                }
+            };
+            match change(old).map(|new| V::encode(&new)).transpose() {
+                Ok(new) => new,
+                Err(err) => {
+                    failure = Some(err);
+                    None
+                }
+            }
+        })?;
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        written.map(|bytes| V::decode(&bytes)).transpose()
+    }
+
+    /// Adds an insert to `batch`, applied with the batch's other writes or not at all.
+    pub fn batch_insert(&self, batch: &mut Batch, key: &K, value: &V::Value) -> StorageResult<()> {
+        batch.push(&self.tree, key.encode(), Some(V::encode(value)?));
+        Ok(())
+    }
+
+    /// Adds a removal to `batch`.
+    pub fn batch_remove(&self, batch: &mut Batch, key: &K) {
+        batch.push(&self.tree, key.encode(), None);
+    }
+
+    /// The entries whose encoded key starts with `prefix`, in key order.
+    pub fn scan_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = StorageResult<(K, V::Value)>> + '_ {
+        self.tree.scan_prefix(prefix).map(|entry| {
+            let (key, value) = entry?;
+            Ok((K::decode(&key)?, V::decode(&value)?))
+        })
     }
 
     /// Every entry in key order. Streams: nothing is collected here.

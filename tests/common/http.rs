@@ -186,6 +186,31 @@ impl Client {
         result
     }
 
+    /// Sends JSON with an optional access token; panics on I/O errors (not on HTTP errors).
+    pub fn json(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> Response {
+        let bearer = token.map(|token| format!("Bearer {token}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(bearer) = &bearer {
+            headers.push(("Authorization", bearer.as_str()));
+        }
+        let body = serde_json::to_vec(body).expect("serialize");
+        self.request(method, path, &headers, Some(&body))
+            .unwrap_or_else(|err| panic!("{method} {path}: {err}"))
+    }
+
+    /// `GET` with an access token.
+    pub fn get_with(&mut self, path: &str, token: &str) -> Response {
+        let bearer = format!("Bearer {token}");
+        self.request("GET", path, &[("Authorization", &bearer)], None)
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"))
+    }
+
     pub fn get(&mut self, path: &str) -> Response {
         self.request("GET", path, &[], None)
             .unwrap_or_else(|err| panic!("GET {path}: {err}"))

@@ -76,6 +76,25 @@ impl Server {
         server
     }
 
+    /// Like [`Server::start`], with accounts made first by `hearth user add` (`name`,
+    /// `password`).
+    pub fn start_with_users(config: &str, users: &[(&str, &str)]) -> Server {
+        let tempdir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir.path().to_owned();
+        std::fs::write(dir.join("hearth.toml"), config).expect("write config");
+        for (name, password) in users {
+            let output = hearth(&dir, &["user", "add", name], &format!("{password}\n"));
+            assert!(
+                output.status.success(),
+                "user add: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let mut server = Server::start_in(&dir, &[], &[]).expect("server starts");
+        server._tempdir = Some(tempdir);
+        server
+    }
+
     /// Starts `hearth serve --config hearth.toml` in `dir`, with extra environment variables.
     /// Returns the log if the process exits before listening.
     pub fn start_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {

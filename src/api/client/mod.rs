@@ -1,3 +1,6 @@
 //! The client-server API, one file per area of the spec.
 
+pub mod account;
+pub mod device;
+pub mod session;
 pub mod versions;

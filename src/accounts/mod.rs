@@ -1,5 +1,12 @@
-//! Local user accounts: creating them, changing passwords, deactivating, listing. Today the
-//! `hearth user …` commands use this; `/register` and `/login` will too.
+//! Local user accounts: creating them, changing passwords, deactivating, listing; their
+//! sessions and devices ([`sessions`]), registration tokens ([`registration`]) and
+//! user-interactive authentication ([`uia`]). The `hearth user …` commands and the client API
+//! (`/register`, `/login`, `/account/*`, `/devices`) both use this.
+
+pub mod password_hasher;
+pub mod registration;
+pub mod sessions;
+pub mod uia;
 
 use ruma::{OwnedServerName, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
@@ -91,7 +98,8 @@ pub fn local_user_id(
     Ok(user_id)
 }
 
-fn check_password(password: &str) -> Result<(), AccountError> {
+/// Refuses passwords too short to be safe or too long to hash cheaply.
+pub fn check_password(password: &str) -> Result<(), AccountError> {
     if password.chars().count() < 8 {
         return Err(AccountError::WeakPassword(
             "the password must have at least 8 characters".to_owned(),
@@ -106,7 +114,7 @@ fn check_password(password: &str) -> Result<(), AccountError> {
     Ok(())
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as u64)
@@ -120,8 +128,19 @@ pub fn add_user(
     admin: bool,
 ) -> Result<(), AccountError> {
     check_password(password)?;
+    let hash = password::hash(password).map_err(AccountError::WeakPassword)?;
+    add_user_with_hash(storage, user_id, hash, admin)
+}
+
+/// Creates the account with an already computed hash (the server hashes off its workers).
+pub fn add_user_with_hash(
+    storage: &Storage,
+    user_id: &UserId,
+    password_hash: String,
+    admin: bool,
+) -> Result<(), AccountError> {
     let record = AccountRecord {
-        password_hash: password::hash(password).map_err(AccountError::WeakPassword)?,
+        password_hash,
         admin,
         deactivated: false,
         created_at_ms: now_ms(),
@@ -141,16 +160,25 @@ pub fn set_password(
     password: &str,
 ) -> Result<(), AccountError> {
     check_password(password)?;
+    let hash = password::hash(password).map_err(AccountError::WeakPassword)?;
+    set_password_hash(storage, user_id, hash)
+}
+
+pub fn set_password_hash(
+    storage: &Storage,
+    user_id: &UserId,
+    password_hash: String,
+) -> Result<(), AccountError> {
     let mut record = active_account(storage, user_id)?;
-    record.password_hash = password::hash(password).map_err(AccountError::WeakPassword)?;
+    record.password_hash = password_hash;
     storage
         .userid_account
         .insert(&user_id.to_string(), &record)?;
     Ok(())
 }
 
-/// Marks the account deactivated and forgets its password. The user ID stays taken for
-/// ever: the spec forbids giving it to someone else.
+/// Marks the account deactivated, forgets its password and ends all its sessions. The user
+/// ID stays taken for ever: the spec forbids giving it to someone else.
 pub fn deactivate(storage: &Storage, user_id: &UserId) -> Result<(), AccountError> {
     let mut record = active_account(storage, user_id)?;
     record.deactivated = true;
@@ -158,6 +186,7 @@ pub fn deactivate(storage: &Storage, user_id: &UserId) -> Result<(), AccountErro
     storage
         .userid_account
         .insert(&user_id.to_string(), &record)?;
+    sessions::remove_all_devices(storage, user_id, None)?;
     Ok(())
 }
 
@@ -171,6 +200,11 @@ pub fn check_login(
         Some(record) if !record.deactivated => password::verify(password, &record.password_hash),
         _ => false,
     })
+}
+
+/// The stored account, if any.
+pub fn get(storage: &Storage, user_id: &UserId) -> Result<Option<AccountRecord>, AccountError> {
+    Ok(storage.userid_account.get(&user_id.to_string())?)
 }
 
 pub fn list(storage: &Storage) -> Result<Vec<AccountSummary>, AccountError> {

@@ -1,0 +1,365 @@
+//! Sessions and devices. Logging in makes (or reuses) a device and gives it an access token;
+//! the token is stored only as its SHA-256 hash, so a copy of the database holds no usable
+//! token. A device and its token are written together in one batch.
+
+use ruma::{OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::AccountError;
+use crate::crypto::random_bytes;
+use crate::storage::{Batch, Storage, StorageError, pair_prefix};
+
+/// Who an access token belongs to (`tokenhash_session`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub user_id: String,
+    pub device_id: String,
+}
+
+/// A device of a user (`userdevice_device`). Its `Debug` leaves the token hash out.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// SHA-256 of the device's current access token, hex.
+    pub token_hash: String,
+    pub created_at_ms: u64,
+    #[serde(default)]
+    pub last_seen_ts: Option<u64>,
+    #[serde(default)]
+    pub last_seen_ip: Option<String>,
+}
+
+impl std::fmt::Debug for DeviceRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceRecord")
+            .field("display_name", &self.display_name)
+            .field("last_seen_ts", &self.last_seen_ts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A device as clients see it (`GET /devices`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    pub device_id: String,
+    pub display_name: Option<String>,
+    pub last_seen_ip: Option<String>,
+    pub last_seen_ts: Option<u64>,
+}
+
+/// What a successful login hands to the client.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub access_token: String,
+    pub device_id: String,
+}
+
+/// The longest device ID or display name accepted from a client.
+pub const MAX_DEVICE_FIELD_BYTES: usize = 255;
+
+/// How often a device's "last seen" is written: not on every request (an SD card wears).
+const LAST_SEEN_RESOLUTION_MS: u64 = 5 * 60 * 1000;
+
+pub fn token_hash(token: &str) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let bytes: Vec<u8> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
+}
+
+/// A new access token: 256 random bits.
+pub fn new_access_token() -> String {
+    format!("hth_{}", base64url(&random_bytes::<32>()))
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A new device ID: ten capital letters, as most servers make them.
+pub fn new_device_id() -> String {
+    random_bytes::<10>()
+        .iter()
+        .map(|b| (b'A' + b % 26) as char)
+        .collect()
+}
+
+fn device_key(user_id: &UserId, device_id: &str) -> (String, String) {
+    (user_id.to_string(), device_id.to_owned())
+}
+
+/// Starts a session on `device_id` (a new device when `None` or unknown). Logging in again
+/// on a known device replaces its token, so the old one stops working.
+pub fn start_session(
+    storage: &Storage,
+    user_id: &UserId,
+    device_id: Option<&str>,
+    display_name: Option<String>,
+    now_ms: u64,
+) -> Result<NewSession, AccountError> {
+    let device_id = device_id.map_or_else(new_device_id, str::to_owned);
+    let access_token = new_access_token();
+    let hash = token_hash(&access_token);
+    let key = device_key(user_id, &device_id);
+    let mut batch = Batch::new();
+    let previous = storage.userdevice_device.get(&key)?;
+    if let Some(old_hash) = previous
+        .as_ref()
+        .and_then(|device| unhex(&device.token_hash))
+    {
+        storage
+            .tokenhash_session
+            .batch_remove(&mut batch, &old_hash);
+    }
+    let device = DeviceRecord {
+        display_name: display_name
+            .or_else(|| previous.as_ref().and_then(|d| d.display_name.clone())),
+        token_hash: hex(&hash),
+        created_at_ms: previous.as_ref().map_or(now_ms, |d| d.created_at_ms),
+        last_seen_ts: Some(now_ms),
+        last_seen_ip: previous.and_then(|d| d.last_seen_ip),
+    };
+    storage
+        .userdevice_device
+        .batch_insert(&mut batch, &key, &device)?;
+    let session = SessionRecord {
+        user_id: user_id.to_string(),
+        device_id: device_id.clone(),
+    };
+    storage
+        .tokenhash_session
+        .batch_insert(&mut batch, &hash, &session)?;
+    storage.apply(batch)?;
+    Ok(NewSession {
+        access_token,
+        device_id,
+    })
+}
+
+/// The user and device an access token belongs to, if it is valid.
+pub fn authenticate(
+    storage: &Storage,
+    access_token: &str,
+) -> Result<Option<(OwnedUserId, String)>, StorageError> {
+    let Some(session) = storage.tokenhash_session.get(&token_hash(access_token))? else {
+        return Ok(None);
+    };
+    let user_id = UserId::parse(session.user_id.as_str())
+        .map_err(|err| StorageError::Corrupt(format!("session user ID: {err}")))?;
+    Ok(Some((user_id, session.device_id)))
+}
+
+/// Notes that a device was used, at most every few minutes.
+pub fn touch_device(
+    storage: &Storage,
+    user_id: &UserId,
+    device_id: &str,
+    ip: Option<String>,
+    now_ms: u64,
+) -> Result<(), StorageError> {
+    let key = device_key(user_id, device_id);
+    let Some(device) = storage.userdevice_device.get(&key)? else {
+        return Ok(());
+    };
+    let recent = device
+        .last_seen_ts
+        .is_some_and(|seen| now_ms.saturating_sub(seen) < LAST_SEEN_RESOLUTION_MS);
+    if recent && device.last_seen_ip == ip {
+        return Ok(());
+    }
+    storage.userdevice_device.update(&key, |current| {
+        current.map(|mut device| {
+            device.last_seen_ts = Some(now_ms);
+            device.last_seen_ip = ip.clone();
+            device
+        })
+    })?;
+    Ok(())
+}
+
+/// Ends the session of one device: the device and its token go together.
+pub fn remove_device(
+    storage: &Storage,
+    user_id: &UserId,
+    device_id: &str,
+) -> Result<bool, StorageError> {
+    let key = device_key(user_id, device_id);
+    let Some(device) = storage.userdevice_device.get(&key)? else {
+        return Ok(false);
+    };
+    let mut batch = Batch::new();
+    if let Some(hash) = unhex(&device.token_hash) {
+        storage.tokenhash_session.batch_remove(&mut batch, &hash);
+    }
+    storage.userdevice_device.batch_remove(&mut batch, &key);
+    storage.apply(batch)?;
+    Ok(true)
+}
+
+/// Ends every session of a user except `keep` (the device asking, when it stays logged in).
+pub fn remove_all_devices(
+    storage: &Storage,
+    user_id: &UserId,
+    keep: Option<&str>,
+) -> Result<(), StorageError> {
+    let mut batch = Batch::new();
+    for entry in storage
+        .userdevice_device
+        .scan_prefix(&pair_prefix(user_id.as_str()))
+    {
+        let (key, device) = entry?;
+        if Some(key.1.as_str()) == keep {
+            continue;
+        }
+        if let Some(hash) = unhex(&device.token_hash) {
+            storage.tokenhash_session.batch_remove(&mut batch, &hash);
+        }
+        storage.userdevice_device.batch_remove(&mut batch, &key);
+    }
+    storage.apply(batch)
+}
+
+pub fn list_devices(storage: &Storage, user_id: &UserId) -> Result<Vec<Device>, StorageError> {
+    storage
+        .userdevice_device
+        .scan_prefix(&pair_prefix(user_id.as_str()))
+        .map(|entry| entry.map(|(key, record)| device_view(key.1, record)))
+        .collect()
+}
+
+pub fn get_device(
+    storage: &Storage,
+    user_id: &UserId,
+    device_id: &str,
+) -> Result<Option<Device>, StorageError> {
+    let key = device_key(user_id, device_id);
+    Ok(storage
+        .userdevice_device
+        .get(&key)?
+        .map(|record| device_view(device_id.to_owned(), record)))
+}
+
+/// Renames a device; `false` when there is no such device.
+pub fn rename_device(
+    storage: &Storage,
+    user_id: &UserId,
+    device_id: &str,
+    display_name: Option<String>,
+) -> Result<bool, StorageError> {
+    let key = device_key(user_id, device_id);
+    let updated = storage.userdevice_device.update(&key, |current| {
+        current.map(|mut device| {
+            device.display_name = display_name.clone();
+            device
+        })
+    })?;
+    Ok(updated.is_some())
+}
+
+fn device_view(device_id: String, record: DeviceRecord) -> Device {
+    Device {
+        device_id,
+        display_name: record.display_name,
+        last_seen_ip: record.last_seen_ip,
+        last_seen_ts: record.last_seen_ts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Storage, OwnedUserId) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let user = UserId::parse("@alice:example.org").expect("valid");
+        (dir, storage, user)
+    }
+
+    #[test]
+    fn tokens_are_stored_hashed_and_authenticate() {
+        let (_dir, storage, user) = setup();
+        let session = start_session(&storage, &user, None, Some("phone".into()), 1).expect("login");
+        assert!(session.access_token.starts_with("hth_"));
+        assert_eq!(session.device_id.len(), 10);
+        let found = authenticate(&storage, &session.access_token).expect("lookup");
+        assert_eq!(found, Some((user.clone(), session.device_id.clone())));
+        assert_eq!(authenticate(&storage, "hth_wrong").expect("lookup"), None);
+        let raw = storage
+            .tokenhash_session
+            .get(&token_hash(&session.access_token))
+            .expect("get");
+        assert!(raw.is_some());
+    }
+
+    #[test]
+    fn logging_in_again_on_a_device_replaces_its_token() {
+        let (_dir, storage, user) = setup();
+        let first =
+            start_session(&storage, &user, Some("DEV"), Some("laptop".into()), 1).expect("login");
+        let second = start_session(&storage, &user, Some("DEV"), None, 2).expect("login");
+        assert_eq!(
+            authenticate(&storage, &first.access_token).expect("lookup"),
+            None
+        );
+        assert!(
+            authenticate(&storage, &second.access_token)
+                .expect("lookup")
+                .is_some()
+        );
+        let devices = list_devices(&storage, &user).expect("list");
+        assert_eq!(devices.len(), 1);
+        assert_eq!(devices[0].display_name.as_deref(), Some("laptop"));
+    }
+
+    #[test]
+    fn removing_devices_revokes_their_tokens() {
+        let (_dir, storage, user) = setup();
+        let a = start_session(&storage, &user, None, None, 1).expect("login");
+        let b = start_session(&storage, &user, None, None, 1).expect("login");
+        let c = start_session(&storage, &user, None, None, 1).expect("login");
+        assert!(remove_device(&storage, &user, &a.device_id).expect("remove"));
+        assert!(!remove_device(&storage, &user, &a.device_id).expect("already gone"));
+        assert_eq!(
+            authenticate(&storage, &a.access_token).expect("lookup"),
+            None
+        );
+        remove_all_devices(&storage, &user, Some(&c.device_id)).expect("remove all");
+        assert_eq!(
+            authenticate(&storage, &b.access_token).expect("lookup"),
+            None
+        );
+        assert!(
+            authenticate(&storage, &c.access_token)
+                .expect("lookup")
+                .is_some()
+        );
+        assert_eq!(list_devices(&storage, &user).expect("list").len(), 1);
+    }
+
+    #[test]
+    fn other_users_devices_are_not_touched() {
+        let (_dir, storage, alice) = setup();
+        let alicia = UserId::parse("@alice:example.org.evil").expect("valid");
+        let hers = start_session(&storage, &alicia, None, None, 1).expect("login");
+        start_session(&storage, &alice, None, None, 1).expect("login");
+        remove_all_devices(&storage, &alice, None).expect("remove");
+        assert!(
+            authenticate(&storage, &hers.access_token)
+                .expect("lookup")
+                .is_some()
+        );
+    }
+}

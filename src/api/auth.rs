@@ -1,0 +1,95 @@
+//! Who is asking: the access-token extractor ([`Authenticated`]) and the client's address
+//! (for rate limits and the devices list).
+
+use std::future::{Ready, ready};
+use std::net::IpAddr;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use ruma::OwnedUserId;
+
+use crate::accounts::{now_ms, sessions};
+use crate::error::{Error, ErrorKind};
+use crate::state::AppState;
+
+/// The user and device behind a valid access token. Taken from `Authorization: Bearer`, or
+/// from the deprecated `access_token` query parameter that some clients still send.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub user_id: OwnedUserId,
+    pub device_id: String,
+}
+
+impl FromRequest for Authenticated {
+    type Error = Error;
+    type Future = Ready<Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Authenticated, Error> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| Error::internal("no application state"))?;
+    let token = access_token(req)
+        .ok_or_else(|| Error::new(ErrorKind::MissingToken, "Missing access token"))?;
+    let (user_id, device_id) =
+        sessions::authenticate(&state.storage, &token)?.ok_or_else(Error::unknown_token)?;
+    let ip = client_ip(req, state.config.limits.trust_forwarded_for).map(|ip| ip.to_string());
+    sessions::touch_device(&state.storage, &user_id, &device_id, ip, now_ms())?;
+    Ok(Authenticated { user_id, device_id })
+}
+
+fn access_token(req: &HttpRequest) -> Option<String> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+            .filter(|token| !token.is_empty());
+    }
+    web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .ok()?
+        .get("access_token")
+        .filter(|token| !token.is_empty())
+        .cloned()
+}
+
+/// The client's address: the peer, or the first `X-Forwarded-For` entry when the peer is a
+/// reverse proxy on this machine and the config trusts it.
+pub fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    if trust_forwarded_for && peer.is_loopback() {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .and_then(|first| first.trim().parse().ok());
+        if let Some(address) = forwarded {
+            return Some(address);
+        }
+    }
+    Some(peer)
+}
+
+/// Refuses the request with `429` if `req`'s address has used up its login and registration
+/// attempts.
+pub fn check_auth_rate_limit(req: &HttpRequest, state: &AppState) -> Result<(), Error> {
+    let Some(address) = client_ip(req, state.config.limits.trust_forwarded_for) else {
+        return Ok(());
+    };
+    state
+        .auth_rate_limit
+        .check(address)
+        .map_err(|retry_after_ms| {
+            Error::new(
+                ErrorKind::LimitExceeded { retry_after_ms },
+                "Too many attempts; try again later",
+            )
+        })
+}

@@ -1,0 +1,298 @@
+//! Accounts: registration, user-name availability, password change, deactivation
+//! (spec: client-server API, "Account registration and management").
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::session::{account_error, user_from_identifier, valid_device_field};
+use crate::accounts::uia::{self, Attempt, Flows};
+use crate::accounts::{self, now_ms, registration, sessions};
+use crate::api::MatrixJson;
+use crate::api::auth::{Authenticated, check_auth_rate_limit};
+use crate::error::{Error, ErrorKind};
+use crate::state::AppState;
+
+const OPEN_FLOWS: Flows = &[&[uia::DUMMY], &[uia::REGISTRATION_TOKEN]];
+const TOKEN_FLOWS: Flows = &[&[uia::REGISTRATION_TOKEN]];
+/// What endpoints that change an account ask of its owner.
+pub const PASSWORD_FLOWS: Flows = &[&[uia::PASSWORD]];
+
+#[derive(Debug, Deserialize)]
+pub struct KindQuery {
+    kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RegisterRequest {
+    auth: Option<Value>,
+    username: Option<String>,
+    password: Option<String>,
+    device_id: Option<String>,
+    initial_device_display_name: Option<String>,
+    #[serde(default)]
+    inhibit_login: bool,
+}
+
+/// # POST /_matrix/client/v3/register
+pub async fn register(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<KindQuery>,
+    MatrixJson(body): MatrixJson<RegisterRequest>,
+) -> Result<HttpResponse, Error> {
+    if query.kind.as_deref().is_some_and(|kind| kind == "guest") {
+        return Err(Error::new(
+            ErrorKind::GuestAccessForbidden,
+            "Guest access is disabled",
+        ));
+    }
+    if query.kind.as_deref().is_some_and(|kind| kind != "user") {
+        return Err(Error::new(
+            ErrorKind::InvalidParam,
+            "kind must be user or guest",
+        ));
+    }
+    let registration = &state.config.registration;
+    if !registration.enabled {
+        return Err(Error::new(ErrorKind::Forbidden, "Registration is disabled"));
+    }
+    check_auth_rate_limit(&req, &state)?;
+    // Name and password are checked before authentication, so a client learns of a taken
+    // name before the user spends a registration token.
+    let server_name = &state.config.server.server_name;
+    let user_id = body
+        .username
+        .as_deref()
+        .map(|name| accounts::local_user_id(&name.to_lowercase(), server_name))
+        .transpose()
+        .map_err(account_error)?;
+    if let Some(user_id) = &user_id
+        && accounts::get(&state.storage, user_id)
+            .map_err(account_error)?
+            .is_some()
+    {
+        return Err(Error::new(ErrorKind::UserInUse, "The user name is taken"));
+    }
+    if let Some(password) = &body.password {
+        accounts::check_password(password).map_err(account_error)?;
+    }
+    let device_id = body.device_id.map(valid_device_field).transpose()?;
+    let display_name = body
+        .initial_device_display_name
+        .map(valid_device_field)
+        .transpose()?;
+
+    let flows = if registration.open {
+        OPEN_FLOWS
+    } else {
+        TOKEN_FLOWS
+    };
+    let attempt = state.uia.attempt(body.auth.as_ref(), flows, None)?;
+    let outcome = check_registration_stage(&state, &attempt);
+    let completed = state.uia.record(attempt, outcome, flows)?;
+
+    let password = body
+        .password
+        .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing password"))?;
+    if let Some(token) = &completed.registration_token
+        && !registration::consume(&state.storage, token, now_ms())?
+    {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "The registration token is used up or expired",
+        ));
+    }
+    let user_id = match user_id {
+        Some(user_id) => user_id,
+        None => accounts::local_user_id(&random_localpart(), server_name).map_err(account_error)?,
+    };
+    let hash = state.password_hasher.hash(password).await?;
+    accounts::add_user_with_hash(&state.storage, &user_id, hash, false).map_err(account_error)?;
+    tracing::info!(%user_id, "registered a new account");
+    let mut response = json!({ "user_id": user_id });
+    if !body.inhibit_login {
+        let session = sessions::start_session(
+            &state.storage,
+            &user_id,
+            device_id.as_deref(),
+            display_name,
+            now_ms(),
+        )
+        .map_err(account_error)?;
+        response["access_token"] = json!(session.access_token);
+        response["device_id"] = json!(session.device_id);
+    }
+    state.storage.flush().await?;
+    Ok(HttpResponse::Ok().json(response))
+}
+
+fn check_registration_stage(state: &AppState, attempt: &Attempt) -> Result<Option<String>, Error> {
+    match attempt.kind.as_str() {
+        uia::DUMMY => Ok(None),
+        uia::REGISTRATION_TOKEN => {
+            let token = attempt
+                .fields
+                .get("token")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if registration::is_usable(&state.storage, token, now_ms())? {
+                Ok(Some(token.to_owned()))
+            } else {
+                Err(Error::new(
+                    ErrorKind::Forbidden,
+                    "Invalid registration token",
+                ))
+            }
+        }
+        other => Err(Error::new(
+            ErrorKind::Unrecognized,
+            format!("Unsupported auth stage {other}"),
+        )),
+    }
+}
+
+fn random_localpart() -> String {
+    crate::crypto::random_bytes::<10>()
+        .iter()
+        .map(|b| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[usize::from(*b) % 36]))
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UsernameQuery {
+    username: String,
+}
+
+/// # GET /_matrix/client/v3/register/available
+pub async fn available(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<UsernameQuery>,
+) -> Result<HttpResponse, Error> {
+    check_auth_rate_limit(&req, &state)?;
+    let user_id = accounts::local_user_id(
+        &query.username.to_lowercase(),
+        &state.config.server.server_name,
+    )
+    .map_err(account_error)?;
+    if accounts::get(&state.storage, &user_id)
+        .map_err(account_error)?
+        .is_some()
+    {
+        return Err(Error::new(ErrorKind::UserInUse, "The user name is taken"));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "available": true })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenQuery {
+    token: String,
+}
+
+/// # GET /_matrix/client/v1/register/m.login.registration_token/validity
+pub async fn token_validity(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<TokenQuery>,
+) -> Result<HttpResponse, Error> {
+    if !state.config.registration.enabled {
+        return Err(Error::new(ErrorKind::Forbidden, "Registration is disabled"));
+    }
+    check_auth_rate_limit(&req, &state)?;
+    let valid = registration::is_usable(&state.storage, &query.token, now_ms())?;
+    Ok(HttpResponse::Ok().json(json!({ "valid": valid })))
+}
+
+/// Runs user-interactive authentication with the account's password.
+pub async fn require_password(
+    state: &AppState,
+    auth: &Authenticated,
+    body_auth: Option<&Value>,
+) -> Result<(), Error> {
+    let attempt = state
+        .uia
+        .attempt(body_auth, PASSWORD_FLOWS, Some(auth.user_id.as_str()))?;
+    let outcome = verify_password_stage(state, auth, &attempt).await;
+    state
+        .uia
+        .record(attempt, outcome, PASSWORD_FLOWS)
+        .map(|_| ())
+}
+
+async fn verify_password_stage(
+    state: &AppState,
+    auth: &Authenticated,
+    attempt: &Attempt,
+) -> Result<Option<String>, Error> {
+    let fields = &attempt.fields;
+    let named = user_from_identifier(
+        fields.get("identifier"),
+        fields.get("user").and_then(Value::as_str),
+    );
+    if let Ok(name) = named {
+        let same_user =
+            accounts::local_user_id(&name.to_lowercase(), &state.config.server.server_name)
+                .is_ok_and(|user_id| user_id == auth.user_id);
+        if !same_user {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "You can only authenticate as yourself",
+            ));
+        }
+    }
+    let password = fields
+        .get("password")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing password"))?;
+    super::session::verify_credentials(state, auth.user_id.as_str(), password.to_owned()).await?;
+    Ok(None)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PasswordRequest {
+    auth: Option<Value>,
+    new_password: String,
+    #[serde(default = "default_true")]
+    logout_devices: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// # POST /_matrix/client/v3/account/password
+pub async fn change_password(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    MatrixJson(body): MatrixJson<PasswordRequest>,
+) -> Result<HttpResponse, Error> {
+    accounts::check_password(&body.new_password).map_err(account_error)?;
+    require_password(&state, &auth, body.auth.as_ref()).await?;
+    let hash = state.password_hasher.hash(body.new_password).await?;
+    accounts::set_password_hash(&state.storage, &auth.user_id, hash).map_err(account_error)?;
+    if body.logout_devices {
+        sessions::remove_all_devices(&state.storage, &auth.user_id, Some(&auth.device_id))?;
+    }
+    state.storage.flush().await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeactivateRequest {
+    auth: Option<Value>,
+}
+
+/// # POST /_matrix/client/v3/account/deactivate
+pub async fn deactivate(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    MatrixJson(body): MatrixJson<DeactivateRequest>,
+) -> Result<HttpResponse, Error> {
+    require_password(&state, &auth, body.auth.as_ref()).await?;
+    accounts::deactivate(&state.storage, &auth.user_id).map_err(account_error)?;
+    state.storage.flush().await?;
+    tracing::info!(user_id = %auth.user_id, "deactivated an account");
+    // No identity server is ever bound by Hearth, so there is nothing to unbind.
+    Ok(HttpResponse::Ok().json(json!({ "id_server_unbind_result": "no-support" })))
+}
