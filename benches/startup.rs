@@ -5,7 +5,9 @@
 //! - first start: a fresh data directory (creates the database and the signing key);
 //! - cold start: an existing data directory, process start to the first `200` on
 //!   `/_matrix/client/versions`;
-//! - idle RSS: resident memory a second after start and one request.
+//! - idle RSS: resident memory a second after start and one request;
+//! - login RSS: resident memory after 10 and after 50 password logins (each Argon2 hash
+//!   takes 7 MiB while it runs; the memory must go back, not stay with the process).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -75,6 +77,7 @@ fn main() {
         peak_rss = peak_rss.max(rss_kib(pid, "VmHWM:"));
         stop(server);
     }
+    let (login_rss, per_login) = measure_logins(dir.path());
     cold.sort();
     idle_rss.sort();
     let binary = std::fs::metadata(common::BINARY)
@@ -102,4 +105,47 @@ fn main() {
         "  peak RSS (VmHWM)     {:>8.1} MiB",
         peak_rss as f64 / 1024.0
     );
+    println!(
+        "  login time           {:>8.1} ms each (Argon2id m=7 MiB, t=5)",
+        millis(per_login)
+    );
+    for (label, kib) in login_rss {
+        println!("  {label:<20} {:>8.1} MiB", kib as f64 / 1024.0);
+    }
+}
+
+/// RSS before logins, after 10 and after 50 (sequential password logins, each a new device).
+fn measure_logins(dir: &std::path::Path) -> (Vec<(&'static str, u64)>, Duration) {
+    let password = "benchmark password";
+    let output = common::hearth(dir, &["user", "add", "bench"], &format!("{password}\n"));
+    assert!(output.status.success(), "user add failed");
+    std::fs::write(
+        dir.join("hearth.toml"),
+        test_config("[limits]\nauth_attempts_per_minute = 100000\n"),
+    )
+    .expect("config");
+    let (server, _) = start_and_time(dir);
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = server.child.id();
+    let mut figures = vec![("RSS before logins", rss_kib(pid, "VmRSS:"))];
+    let body = serde_json::json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": "bench" },
+        "password": password,
+    });
+    let started = Instant::now();
+    for round in 1..=50 {
+        let response = server
+            .client()
+            .json("POST", "/_matrix/client/v3/login", None, &body);
+        assert_eq!(response.status, 200, "login failed");
+        if round == 10 {
+            figures.push(("RSS after 10 logins", rss_kib(pid, "VmRSS:")));
+        }
+    }
+    let per_login = started.elapsed() / 50;
+    figures.push(("RSS after 50 logins", rss_kib(pid, "VmRSS:")));
+    figures.push(("peak RSS (logins)", rss_kib(pid, "VmHWM:")));
+    stop(server);
+    (figures, per_login)
 }
