@@ -466,7 +466,7 @@ fn registration_with_a_token_from_the_command_line() {
     let challenge = challenge.json();
     assert_eq!(
         challenge["flows"],
-        json!([{ "stages": ["m.login.registration_token"] }])
+        json!([{ "stages": ["m.login.registration_token", "m.login.dummy"] }])
     );
 
     let mut with_auth = body.clone();
@@ -476,6 +476,13 @@ fn registration_with_a_token_from_the_command_line() {
     assert_eq!(errcode(&wrong), "M_FORBIDDEN");
 
     with_auth["auth"]["token"] = json!("family-2026");
+    let next = client.json("POST", "/_matrix/client/v3/register", None, &with_auth);
+    assert_eq!(next.status, 401, "one more stage: m.login.dummy");
+    assert_eq!(
+        next.json()["completed"],
+        json!(["m.login.registration_token"])
+    );
+    with_auth["auth"] = json!({ "type": "m.login.dummy", "session": challenge["session"] });
     let registered = client.json("POST", "/_matrix/client/v3/register", None, &with_auth);
     let token = token_of(&registered);
     assert_eq!(registered.json()["user_id"], "@bob:localhost");

@@ -107,6 +107,7 @@ pub fn start_session(
     user_id: &UserId,
     device_id: Option<&str>,
     display_name: Option<String>,
+    ip: Option<String>,
     now_ms: u64,
 ) -> Result<NewSession, AccountError> {
     let device_id = device_id.map_or_else(new_device_id, str::to_owned);
@@ -129,7 +130,7 @@ pub fn start_session(
         token_hash: hex(&hash),
         created_at_ms: previous.as_ref().map_or(now_ms, |d| d.created_at_ms),
         last_seen_ts: Some(now_ms),
-        last_seen_ip: previous.and_then(|d| d.last_seen_ip),
+        last_seen_ip: ip.or_else(|| previous.and_then(|d| d.last_seen_ip)),
     };
     storage
         .userdevice_device
@@ -291,7 +292,8 @@ mod tests {
     #[test]
     fn tokens_are_stored_hashed_and_authenticate() {
         let (_dir, storage, user) = setup();
-        let session = start_session(&storage, &user, None, Some("phone".into()), 1).expect("login");
+        let session =
+            start_session(&storage, &user, None, Some("phone".into()), None, 1).expect("login");
         assert!(session.access_token.starts_with("hth_"));
         assert_eq!(session.device_id.len(), 10);
         let found = authenticate(&storage, &session.access_token).expect("lookup");
@@ -307,9 +309,9 @@ mod tests {
     #[test]
     fn logging_in_again_on_a_device_replaces_its_token() {
         let (_dir, storage, user) = setup();
-        let first =
-            start_session(&storage, &user, Some("DEV"), Some("laptop".into()), 1).expect("login");
-        let second = start_session(&storage, &user, Some("DEV"), None, 2).expect("login");
+        let first = start_session(&storage, &user, Some("DEV"), Some("laptop".into()), None, 1)
+            .expect("login");
+        let second = start_session(&storage, &user, Some("DEV"), None, None, 2).expect("login");
         assert_eq!(
             authenticate(&storage, &first.access_token).expect("lookup"),
             None
@@ -327,9 +329,9 @@ mod tests {
     #[test]
     fn removing_devices_revokes_their_tokens() {
         let (_dir, storage, user) = setup();
-        let a = start_session(&storage, &user, None, None, 1).expect("login");
-        let b = start_session(&storage, &user, None, None, 1).expect("login");
-        let c = start_session(&storage, &user, None, None, 1).expect("login");
+        let a = start_session(&storage, &user, None, None, None, 1).expect("login");
+        let b = start_session(&storage, &user, None, None, None, 1).expect("login");
+        let c = start_session(&storage, &user, None, None, None, 1).expect("login");
         assert!(remove_device(&storage, &user, &a.device_id).expect("remove"));
         assert!(!remove_device(&storage, &user, &a.device_id).expect("already gone"));
         assert_eq!(
@@ -353,8 +355,8 @@ mod tests {
     fn other_users_devices_are_not_touched() {
         let (_dir, storage, alice) = setup();
         let alicia = UserId::parse("@alice:example.org.evil").expect("valid");
-        let hers = start_session(&storage, &alicia, None, None, 1).expect("login");
-        start_session(&storage, &alice, None, None, 1).expect("login");
+        let hers = start_session(&storage, &alicia, None, None, None, 1).expect("login");
+        start_session(&storage, &alice, None, None, None, 1).expect("login");
         remove_all_devices(&storage, &alice, None).expect("remove");
         assert!(
             authenticate(&storage, &hers.access_token)

@@ -9,12 +9,15 @@ use super::session::{account_error, user_from_identifier, valid_device_field};
 use crate::accounts::uia::{self, Attempt, Flows};
 use crate::accounts::{self, now_ms, registration, sessions};
 use crate::api::MatrixJson;
-use crate::api::auth::{Authenticated, check_auth_rate_limit};
+use crate::api::auth::{Authenticated, check_auth_rate_limit, client_ip};
 use crate::error::{Error, ErrorKind};
 use crate::state::AppState;
 
-const OPEN_FLOWS: Flows = &[&[uia::DUMMY], &[uia::REGISTRATION_TOKEN]];
-const TOKEN_FLOWS: Flows = &[&[uia::REGISTRATION_TOKEN]];
+/// Registration flows. The token flow ends with a dummy stage, the shape Synapse uses:
+/// clients written against it (matrix-nio, for one) complete the token stage and then
+/// expect one more challenge.
+const OPEN_FLOWS: Flows = &[&[uia::DUMMY], &[uia::REGISTRATION_TOKEN, uia::DUMMY]];
+const TOKEN_FLOWS: Flows = &[&[uia::REGISTRATION_TOKEN, uia::DUMMY]];
 /// What endpoints that change an account ask of its owner.
 pub const PASSWORD_FLOWS: Flows = &[&[uia::PASSWORD]];
 
@@ -117,6 +120,7 @@ pub async fn register(
             &user_id,
             device_id.as_deref(),
             display_name,
+            client_ip(&req, state.config.limits.trust_forwarded_for).map(|ip| ip.to_string()),
             now_ms(),
         )
         .map_err(account_error)?;

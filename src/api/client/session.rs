@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::accounts::{self, now_ms, sessions};
 use crate::api::MatrixJson;
-use crate::api::auth::{Authenticated, check_auth_rate_limit};
+use crate::api::auth::{Authenticated, check_auth_rate_limit, client_ip};
 use crate::error::{Error, ErrorKind};
 use crate::state::AppState;
 
@@ -55,6 +55,7 @@ pub async fn login(
         &user_id,
         device_id.as_deref(),
         display_name,
+        client_ip(&req, state.config.limits.trust_forwarded_for).map(|ip| ip.to_string()),
         now_ms(),
     )
     .map_err(account_error)?;
