@@ -117,7 +117,7 @@ pub enum UserCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Set a new password for an account.
+    /// Set a new password for an account and end all its sessions.
     Passwd {
         name: String,
         #[command(flatten)]
@@ -255,8 +255,10 @@ fn user(command: UserCommand) -> Result<(), StartupError> {
             let storage = open_storage(&config)?;
             let password = read_password(&format!("New password for {user_id}: "))?;
             accounts::set_password(&storage, &user_id, &password).map_err(fail)?;
+            // A reset password usually means a lost or stolen device: its sessions end too.
+            let ended = accounts::sessions::remove_all_devices(&storage, &user_id, None)?;
             storage.flush_blocking()?;
-            println!("changed the password of {user_id}");
+            println!("changed the password of {user_id} and ended its {ended} session(s)");
         }
         UserCommand::Deactivate { name, config } => {
             let (config, _) = load_config(&config)?;

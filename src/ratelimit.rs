@@ -1,7 +1,9 @@
-//! Per-address rate limits (token buckets) for the endpoints that guess passwords or make
-//! accounts. The table of addresses is bounded: when full, idle entries are dropped first.
+//! Rate limits (token buckets) for the endpoints that guess passwords or make accounts, per
+//! client address and per account. The table of keys is bounded: when full, idle entries are
+//! dropped first.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -13,15 +15,28 @@ struct Bucket {
     updated: Instant,
 }
 
-pub struct RateLimiter {
+pub struct RateLimiter<K = IpAddr> {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
-impl RateLimiter {
+/// The key an address is limited by: IPv4 addresses one by one (IPv4-mapped IPv6 too), IPv6
+/// addresses by their /64, since one host commonly holds a whole /64.
+pub fn address_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        v4 => v4,
+    }
+}
+
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// `per_minute` requests a minute on average, in bursts of up to `burst`.
-    pub fn new(per_minute: u32, burst: u32) -> RateLimiter {
+    pub fn new(per_minute: u32, burst: u32) -> RateLimiter<K> {
         RateLimiter {
             per_second: f64::from(per_minute) / 60.0,
             burst: f64::from(burst.max(1)),
@@ -29,12 +44,12 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one request from `address`'s bucket, or says how many milliseconds to wait.
-    pub fn check(&self, address: IpAddr) -> Result<(), u64> {
-        self.check_at(address, Instant::now())
+    /// Takes one request from `key`'s bucket, or says how many milliseconds to wait.
+    pub fn check(&self, key: K) -> Result<(), u64> {
+        self.check_at(key, Instant::now())
     }
 
-    fn check_at(&self, address: IpAddr, now: Instant) -> Result<(), u64> {
+    fn check_at(&self, address: K, now: Instant) -> Result<(), u64> {
         let mut buckets = self
             .buckets
             .lock()
@@ -74,7 +89,7 @@ mod tests {
 
     #[test]
     fn bursts_then_waits_then_refills() {
-        let limiter = RateLimiter::new(60, 3);
+        let limiter = RateLimiter::<IpAddr>::new(60, 3);
         let address: IpAddr = [192, 0, 2, 1].into();
         let start = Instant::now();
         for _ in 0..3 {
@@ -92,8 +107,17 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_hosts_are_limited_per_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        assert_eq!(address_key(a), address_key(b));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
+        assert_eq!(address_key(mapped), IpAddr::from([192, 0, 2, 1]));
+    }
+
+    #[test]
     fn the_address_table_stays_bounded() {
-        let limiter = RateLimiter::new(60, 1);
+        let limiter = RateLimiter::<IpAddr>::new(60, 1);
         let now = Instant::now();
         for i in 0..(MAX_ADDRESSES as u32 + 100) {
             let _ = limiter.check_at(IpAddr::from(i.to_be_bytes()), now);

@@ -16,6 +16,8 @@ pub struct AppState {
     pub uia: UiaSessions,
     /// Login, registration and user-name checks, per client address.
     pub auth_rate_limit: RateLimiter,
+    /// Password checks per account (login and re-authentication), whatever the address.
+    pub account_rate_limit: RateLimiter<String>,
 }
 
 impl AppState {
@@ -23,6 +25,7 @@ impl AppState {
         let per_minute = config.limits.auth_attempts_per_minute;
         AppState {
             auth_rate_limit: RateLimiter::new(per_minute, per_minute.clamp(1, 10)),
+            account_rate_limit: RateLimiter::new(per_minute, per_minute.clamp(1, 10)),
             config,
             storage,
             signing_key,

@@ -400,7 +400,7 @@ fn deactivation_ends_the_account() {
         json!({}),
     );
     assert_eq!(response.status, 200);
-    assert_eq!(response.json()["id_server_unbind_result"], "no-support");
+    assert_eq!(response.json()["id_server_unbind_result"], "success");
     assert_eq!(
         server
             .client()
@@ -589,4 +589,138 @@ fn login_attempts_are_rate_limited() {
             > 0
     );
     assert!(limited.header("retry-after").is_some());
+}
+
+#[test]
+fn renaming_without_a_name_keeps_it_and_deleting_twice_succeeds() {
+    let server = server_with_alice();
+    let response = login(&server, "alice", PASSWORD);
+    let token = token_of(&response);
+    let other = login(&server, "alice", PASSWORD).json();
+    let path = format!(
+        "/_matrix/client/v3/devices/{}",
+        other["device_id"].as_str().expect("id")
+    );
+    let mut client = server.client();
+    assert_eq!(
+        client.json("PUT", &path, Some(&token), &json!({})).status,
+        200
+    );
+    assert_eq!(
+        client.get_with(&path, &token).json()["display_name"],
+        "test phone"
+    );
+
+    // The first deletion completes auth; a retry of the same session (a lost answer) and a
+    // deletion of a device already gone both succeed.
+    let challenge = client
+        .json("DELETE", &path, Some(&token), &json!({}))
+        .json();
+    let auth = json!({ "auth": { "type": "m.login.password", "session": challenge["session"],
+        "identifier": { "type": "m.id.user", "user": "alice" }, "password": PASSWORD } });
+    assert_eq!(
+        client.json("DELETE", &path, Some(&token), &auth).status,
+        200
+    );
+    let retry = json!({ "auth": { "session": challenge["session"] } });
+    assert_eq!(
+        client.json("DELETE", &path, Some(&token), &retry).status,
+        200
+    );
+    // The session belongs to that request: it does not authorize another.
+    let elsewhere = client.json(
+        "POST",
+        "/_matrix/client/v3/account/deactivate",
+        Some(&token),
+        &retry,
+    );
+    assert_eq!(elsewhere.status, 403);
+    assert_eq!(
+        client
+            .get_with("/_matrix/client/v3/account/whoami", &token)
+            .status,
+        200
+    );
+}
+
+#[test]
+fn the_address_behind_a_local_proxy_is_the_one_it_appended() {
+    let server = server_with_alice();
+    let body = serde_json::to_vec(&json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": "alice" },
+        "password": PASSWORD,
+    }))
+    .expect("json");
+    // The client wrote 203.0.113.9 itself; the proxy appended the address it saw.
+    let response = server
+        .client()
+        .request(
+            "POST",
+            "/_matrix/client/v3/login",
+            &[("X-Forwarded-For", "203.0.113.9, 198.51.100.7")],
+            Some(&body),
+        )
+        .expect("login");
+    let token = token_of(&response);
+    let bearer = format!("Bearer {token}");
+    let devices = server
+        .client()
+        .request(
+            "GET",
+            "/_matrix/client/v3/devices",
+            &[
+                ("Authorization", &bearer),
+                ("X-Forwarded-For", "198.51.100.7"),
+            ],
+            None,
+        )
+        .expect("devices")
+        .json();
+    assert_eq!(devices["devices"][0]["last_seen_ip"], "198.51.100.7");
+}
+
+#[test]
+fn bad_query_parameters_and_oversized_bodies_answer_in_json() {
+    let config = test_config(&format!("{LIMITS}[registration]\nenabled = true\n"));
+    let server = Server::start(&config);
+    let mut client = server.client();
+    let missing = client.get("/_matrix/client/v3/register/available");
+    assert_eq!(missing.status, 400);
+    assert_eq!(errcode(&missing), "M_MISSING_PARAM");
+    // A huge `identifier` is refused before it is built in memory.
+    let mut body = br#"{"type":"m.login.password","password":"x","identifier":["#.to_vec();
+    body.extend(std::iter::repeat_n(&b"0,"[..], 200_000).flatten());
+    body.extend_from_slice(b"0]}");
+    let response = client
+        .request("POST", "/_matrix/client/v3/login", &[], Some(&body))
+        .expect("answer");
+    assert_eq!(response.status, 413);
+    assert_eq!(errcode(&response), "M_TOO_LARGE");
+    let wrong_type = client.json(
+        "POST",
+        "/_matrix/client/v3/login",
+        None,
+        &json!({ "type": "m.login.password", "password": "x", "identifier": [0, 0, 0] }),
+    );
+    assert_eq!(errcode(&wrong_type), "M_BAD_JSON");
+}
+
+/// A `200` to a login means the session is on disk: it survives `kill -9`.
+#[test]
+fn a_session_survives_a_crash_right_after_login() {
+    let mut server = server_with_alice();
+    let token = token_of(&login(&server, "alice", PASSWORD));
+    server.signal("KILL");
+    server
+        .wait_exit(std::time::Duration::from_secs(10))
+        .expect("killed");
+    let dir = server.dir.clone();
+    let restarted = Server::start_in(&dir, &[], &[]).expect("restarts");
+    let me = restarted
+        .client()
+        .get_with("/_matrix/client/v3/account/whoami", &token);
+    assert_eq!(me.status, 200);
+    drop(restarted);
+    drop(server);
 }

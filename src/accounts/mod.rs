@@ -98,6 +98,24 @@ pub fn local_user_id(
     Ok(user_id)
 }
 
+/// The user a login names, `alice` or `@alice:server`: user names are lowercase on Hearth,
+/// so the localpart is lowercased (the server name is compared as configured).
+pub fn login_user_id(
+    input: &str,
+    server_name: &OwnedServerName,
+) -> Result<OwnedUserId, AccountError> {
+    match input
+        .strip_prefix('@')
+        .and_then(|full| full.split_once(':'))
+    {
+        Some((localpart, server)) => local_user_id(
+            &format!("@{}:{server}", localpart.to_lowercase()),
+            server_name,
+        ),
+        None => local_user_id(&input.to_lowercase(), server_name),
+    }
+}
+
 /// Refuses passwords too short to be safe or too long to hash cheaply.
 pub fn check_password(password: &str) -> Result<(), AccountError> {
     if password.chars().count() < 8 {
@@ -169,25 +187,48 @@ pub fn set_password_hash(
     user_id: &UserId,
     password_hash: String,
 ) -> Result<(), AccountError> {
-    let mut record = active_account(storage, user_id)?;
-    record.password_hash = password_hash;
-    storage
-        .userid_account
-        .insert(&user_id.to_string(), &record)?;
-    Ok(())
+    change_active_account(storage, user_id, |record| {
+        record.password_hash = password_hash.clone()
+    })
 }
 
 /// Marks the account deactivated, forgets its password and ends all its sessions. The user
 /// ID stays taken for ever: the spec forbids giving it to someone else.
 pub fn deactivate(storage: &Storage, user_id: &UserId) -> Result<(), AccountError> {
-    let mut record = active_account(storage, user_id)?;
-    record.deactivated = true;
-    record.password_hash.clear();
-    storage
-        .userid_account
-        .insert(&user_id.to_string(), &record)?;
+    change_active_account(storage, user_id, |record| {
+        record.deactivated = true;
+        record.password_hash.clear();
+    })?;
     sessions::remove_all_devices(storage, user_id, None)?;
     Ok(())
+}
+
+/// Changes an active account in one atomic step, so a password change racing a
+/// deactivation cannot bring the account back.
+fn change_active_account(
+    storage: &Storage,
+    user_id: &UserId,
+    change: impl Fn(&mut AccountRecord),
+) -> Result<(), AccountError> {
+    let mut outcome = Ok(());
+    storage
+        .userid_account
+        .update(&user_id.to_string(), |record| {
+            outcome = match &record {
+                None => Err(AccountError::NoSuchUser(user_id.to_owned())),
+                Some(record) if record.deactivated => {
+                    Err(AccountError::Deactivated(user_id.to_owned()))
+                }
+                Some(_) => Ok(()),
+            };
+            record.map(|mut record| {
+                if outcome.is_ok() {
+                    change(&mut record);
+                }
+                record
+            })
+        })?;
+    outcome
 }
 
 /// Whether `password` is the account's password. Deactivated and unknown accounts never match.
@@ -223,14 +264,6 @@ pub fn list(storage: &Storage) -> Result<Vec<AccountSummary>, AccountError> {
             })
         })
         .collect()
-}
-
-fn active_account(storage: &Storage, user_id: &UserId) -> Result<AccountRecord, AccountError> {
-    match storage.userid_account.get(&user_id.to_string())? {
-        None => Err(AccountError::NoSuchUser(user_id.to_owned())),
-        Some(record) if record.deactivated => Err(AccountError::Deactivated(user_id.to_owned())),
-        Some(record) => Ok(record),
-    }
 }
 
 #[cfg(test)]

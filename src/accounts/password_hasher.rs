@@ -30,14 +30,26 @@ impl PasswordHasher {
             .map_err(Error::internal)
     }
 
-    /// Whether `password` matches `stored`; a malformed or empty hash never matches.
-    pub async fn verify(&self, password: String, stored: String) -> Result<bool, Error> {
-        if stored.is_empty() {
-            return Ok(false);
-        }
+    /// Whether `password` matches `stored`. Without a stored hash (no such user, or a
+    /// deactivated one) it hashes anyway and answers `false`: the answer takes as long, so
+    /// timing does not tell which accounts exist.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, Error> {
         let _permit = self.permits.acquire().await.map_err(Error::internal)?;
-        actix_web::web::block(move || password::verify(&password, &stored))
-            .await
-            .map_err(Error::internal)
+        actix_web::web::block(move || match stored.filter(|hash| !hash.is_empty()) {
+            Some(stored) => password::verify(&password, &stored),
+            None => {
+                password::verify(&password, dummy_hash());
+                false
+            }
+        })
+        .await
+        .map_err(Error::internal)
     }
+}
+
+/// A hash to verify against when there is none, made once (on the blocking pool, under a
+/// permit, like every other hash).
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| password::hash("no such user, no such password").unwrap_or_default())
 }

@@ -93,6 +93,19 @@ pub fn consume(storage: &Storage, token: &str, now_ms: u64) -> Result<bool, Stor
     Ok(consumed)
 }
 
+/// Gives back a use taken by [`consume`] for an account that was then not made.
+pub fn give_back(storage: &Storage, token: &str) -> Result<(), StorageError> {
+    storage
+        .token_registration
+        .update(&token.to_owned(), |record| {
+            record.map(|mut record| {
+                record.completed = record.completed.saturating_sub(1);
+                record
+            })
+        })?;
+    Ok(())
+}
+
 pub fn list(storage: &Storage) -> Result<Vec<(String, RegistrationTokenRecord)>, StorageError> {
     storage.token_registration.iter().collect()
 }

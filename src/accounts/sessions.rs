@@ -48,11 +48,28 @@ pub struct Device {
     pub last_seen_ts: Option<u64>,
 }
 
-/// What a successful login hands to the client.
-#[derive(Debug, Clone)]
+/// What a successful login hands to the client. Its `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct NewSession {
     pub access_token: String,
     pub device_id: String,
+}
+
+impl std::fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSession")
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The user and device behind a valid access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: OwnedUserId,
+    pub device_id: String,
+    /// The token's hash, so logout can revoke exactly this token.
+    pub token_hash: [u8; 32],
 }
 
 /// The longest device ID or display name accepted from a client.
@@ -114,6 +131,7 @@ pub fn start_session(
     let access_token = new_access_token();
     let hash = token_hash(&access_token);
     let key = device_key(user_id, &device_id);
+    let _exclusive = storage.exclusive();
     let mut batch = Batch::new();
     let previous = storage.userdevice_device.get(&key)?;
     if let Some(old_hash) = previous
@@ -125,8 +143,11 @@ pub fn start_session(
             .batch_remove(&mut batch, &old_hash);
     }
     let device = DeviceRecord {
-        display_name: display_name
-            .or_else(|| previous.as_ref().and_then(|d| d.display_name.clone())),
+        // The spec: the initial display name is ignored for a device that already exists.
+        display_name: match &previous {
+            Some(device) => device.display_name.clone(),
+            None => display_name,
+        },
         token_hash: hex(&hash),
         created_at_ms: previous.as_ref().map_or(now_ms, |d| d.created_at_ms),
         last_seen_ts: Some(now_ms),
@@ -149,17 +170,54 @@ pub fn start_session(
     })
 }
 
-/// The user and device an access token belongs to, if it is valid.
+/// The session an access token belongs to, if it is valid: its session record exists, its
+/// account is active, and its device still holds this very token (a token whose device was replaced or removed
+/// never works again, whatever order concurrent requests ran in).
 pub fn authenticate(
     storage: &Storage,
     access_token: &str,
-) -> Result<Option<(OwnedUserId, String)>, StorageError> {
-    let Some(session) = storage.tokenhash_session.get(&token_hash(access_token))? else {
+) -> Result<Option<Session>, StorageError> {
+    let hash = token_hash(access_token);
+    let Some(record) = storage.tokenhash_session.get(&hash)? else {
         return Ok(None);
     };
-    let user_id = UserId::parse(session.user_id.as_str())
+    let user_id = UserId::parse(record.user_id.as_str())
         .map_err(|err| StorageError::Corrupt(format!("session user ID: {err}")))?;
-    Ok(Some((user_id, session.device_id)))
+    let device = storage
+        .userdevice_device
+        .get(&device_key(&user_id, &record.device_id))?;
+    if device.is_none_or(|device| unhex(&device.token_hash) != Some(hash)) {
+        return Ok(None);
+    }
+    // A login that raced a deactivation must not leave a working token behind.
+    let deactivated = storage
+        .userid_account
+        .get(&record.user_id)?
+        .is_none_or(|account| account.deactivated);
+    if deactivated {
+        return Ok(None);
+    }
+    Ok(Some(Session {
+        user_id,
+        device_id: record.device_id,
+        token_hash: hash,
+    }))
+}
+
+/// Ends the session `session`: its token, and its device if the device still holds it.
+pub fn end_session(storage: &Storage, session: &Session) -> Result<(), StorageError> {
+    let _exclusive = storage.exclusive();
+    let mut batch = Batch::new();
+    storage
+        .tokenhash_session
+        .batch_remove(&mut batch, &session.token_hash);
+    let key = device_key(&session.user_id, &session.device_id);
+    if let Some(device) = storage.userdevice_device.get(&key)?
+        && unhex(&device.token_hash) == Some(session.token_hash)
+    {
+        storage.userdevice_device.batch_remove(&mut batch, &key);
+    }
+    storage.apply(batch)
 }
 
 /// Notes that a device was used, at most every few minutes.
@@ -190,32 +248,36 @@ pub fn touch_device(
     Ok(())
 }
 
-/// Ends the session of one device: the device and its token go together.
-pub fn remove_device(
+/// Removes devices and their tokens, in one batch; unknown devices are skipped.
+pub fn remove_devices(
     storage: &Storage,
     user_id: &UserId,
-    device_id: &str,
-) -> Result<bool, StorageError> {
-    let key = device_key(user_id, device_id);
-    let Some(device) = storage.userdevice_device.get(&key)? else {
-        return Ok(false);
-    };
+    device_ids: &[String],
+) -> Result<(), StorageError> {
+    let _exclusive = storage.exclusive();
     let mut batch = Batch::new();
-    if let Some(hash) = unhex(&device.token_hash) {
-        storage.tokenhash_session.batch_remove(&mut batch, &hash);
+    for device_id in device_ids {
+        let key = device_key(user_id, device_id);
+        if let Some(device) = storage.userdevice_device.get(&key)? {
+            if let Some(hash) = unhex(&device.token_hash) {
+                storage.tokenhash_session.batch_remove(&mut batch, &hash);
+            }
+            storage.userdevice_device.batch_remove(&mut batch, &key);
+        }
     }
-    storage.userdevice_device.batch_remove(&mut batch, &key);
-    storage.apply(batch)?;
-    Ok(true)
+    storage.apply(batch)
 }
 
 /// Ends every session of a user except `keep` (the device asking, when it stays logged in).
+/// Returns how many devices were removed.
 pub fn remove_all_devices(
     storage: &Storage,
     user_id: &UserId,
     keep: Option<&str>,
-) -> Result<(), StorageError> {
+) -> Result<usize, StorageError> {
+    let _exclusive = storage.exclusive();
     let mut batch = Batch::new();
+    let mut removed = 0;
     for entry in storage
         .userdevice_device
         .scan_prefix(&pair_prefix(user_id.as_str()))
@@ -228,8 +290,10 @@ pub fn remove_all_devices(
             storage.tokenhash_session.batch_remove(&mut batch, &hash);
         }
         storage.userdevice_device.batch_remove(&mut batch, &key);
+        removed += 1;
     }
-    storage.apply(batch)
+    storage.apply(batch)?;
+    Ok(removed)
 }
 
 pub fn list_devices(storage: &Storage, user_id: &UserId) -> Result<Vec<Device>, StorageError> {
@@ -257,12 +321,12 @@ pub fn rename_device(
     storage: &Storage,
     user_id: &UserId,
     device_id: &str,
-    display_name: Option<String>,
+    display_name: String,
 ) -> Result<bool, StorageError> {
     let key = device_key(user_id, device_id);
     let updated = storage.userdevice_device.update(&key, |current| {
         current.map(|mut device| {
-            device.display_name = display_name.clone();
+            device.display_name = Some(display_name.clone());
             device
         })
     })?;
@@ -286,32 +350,56 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = Storage::open(dir.path(), 1 << 20).expect("open");
         let user = UserId::parse("@alice:example.org").expect("valid");
+        super::super::add_user_with_hash(&storage, &user, "hash".into(), false).expect("account");
         (dir, storage, user)
     }
 
     #[test]
-    fn tokens_are_stored_hashed_and_authenticate() {
-        let (_dir, storage, user) = setup();
+    fn tokens_authenticate_and_are_stored_only_as_hashes() {
+        let (dir, storage, user) = setup();
         let session =
             start_session(&storage, &user, None, Some("phone".into()), None, 1).expect("login");
         assert!(session.access_token.starts_with("hth_"));
         assert_eq!(session.device_id.len(), 10);
-        let found = authenticate(&storage, &session.access_token).expect("lookup");
-        assert_eq!(found, Some((user.clone(), session.device_id.clone())));
+        let found = authenticate(&storage, &session.access_token)
+            .expect("lookup")
+            .expect("valid");
+        assert_eq!(
+            (found.user_id, found.device_id),
+            (user.clone(), session.device_id.clone())
+        );
         assert_eq!(authenticate(&storage, "hth_wrong").expect("lookup"), None);
-        let raw = storage
-            .tokenhash_session
-            .get(&token_hash(&session.access_token))
-            .expect("get");
-        assert!(raw.is_some());
+        storage.flush_blocking().expect("flush");
+        let secret = session.access_token.trim_start_matches("hth_");
+        for entry in walk(dir.path()) {
+            let bytes = std::fs::read(&entry).expect("read");
+            let found = bytes
+                .windows(secret.len())
+                .any(|window| window == secret.as_bytes());
+            assert!(!found, "the plain token is on disk in {}", entry.display());
+        }
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
     }
 
     #[test]
-    fn logging_in_again_on_a_device_replaces_its_token() {
+    fn logging_in_again_on_a_device_replaces_its_token_and_keeps_its_name() {
         let (_dir, storage, user) = setup();
         let first = start_session(&storage, &user, Some("DEV"), Some("laptop".into()), None, 1)
             .expect("login");
-        let second = start_session(&storage, &user, Some("DEV"), None, None, 2).expect("login");
+        let second = start_session(&storage, &user, Some("DEV"), Some("other".into()), None, 2)
+            .expect("login");
         assert_eq!(
             authenticate(&storage, &first.access_token).expect("lookup"),
             None
@@ -332,13 +420,13 @@ mod tests {
         let a = start_session(&storage, &user, None, None, None, 1).expect("login");
         let b = start_session(&storage, &user, None, None, None, 1).expect("login");
         let c = start_session(&storage, &user, None, None, None, 1).expect("login");
-        assert!(remove_device(&storage, &user, &a.device_id).expect("remove"));
-        assert!(!remove_device(&storage, &user, &a.device_id).expect("already gone"));
+        remove_devices(&storage, &user, &[a.device_id.clone(), "UNKNOWN".into()]).expect("remove");
         assert_eq!(
             authenticate(&storage, &a.access_token).expect("lookup"),
             None
         );
-        remove_all_devices(&storage, &user, Some(&c.device_id)).expect("remove all");
+        let removed = remove_all_devices(&storage, &user, Some(&c.device_id)).expect("remove all");
+        assert_eq!(removed, 1);
         assert_eq!(
             authenticate(&storage, &b.access_token).expect("lookup"),
             None
@@ -351,10 +439,60 @@ mod tests {
         assert_eq!(list_devices(&storage, &user).expect("list").len(), 1);
     }
 
+    /// A logout and a login on the same device that interleave can leave a session record
+    /// without its device; such a token must not work.
+    #[test]
+    fn a_token_whose_device_no_longer_holds_it_is_refused() {
+        let (_dir, storage, user) = setup();
+        let old = start_session(&storage, &user, Some("DEV"), None, None, 1).expect("login");
+        let dangling = SessionRecord {
+            user_id: user.to_string(),
+            device_id: "DEV".to_owned(),
+        };
+        let new = start_session(&storage, &user, Some("DEV"), None, None, 2).expect("login");
+        storage
+            .tokenhash_session
+            .insert(&token_hash(&old.access_token), &dangling)
+            .expect("simulate the race");
+        assert_eq!(
+            authenticate(&storage, &old.access_token).expect("lookup"),
+            None
+        );
+        let session = authenticate(&storage, &new.access_token)
+            .expect("lookup")
+            .expect("valid");
+        end_session(&storage, &session).expect("logout");
+        assert_eq!(
+            authenticate(&storage, &new.access_token).expect("lookup"),
+            None
+        );
+        assert!(list_devices(&storage, &user).expect("list").is_empty());
+    }
+
+    #[test]
+    fn tokens_of_deactivated_accounts_stop_working() {
+        let (_dir, storage, user) = setup();
+        let session = start_session(&storage, &user, None, None, None, 1).expect("login");
+        storage
+            .userid_account
+            .update(&user.to_string(), |record| {
+                record.map(|mut record| {
+                    record.deactivated = true;
+                    record
+                })
+            })
+            .expect("deactivate only the record, as a crash midway would");
+        assert_eq!(
+            authenticate(&storage, &session.access_token).expect("lookup"),
+            None
+        );
+    }
+
     #[test]
     fn other_users_devices_are_not_touched() {
         let (_dir, storage, alice) = setup();
         let alicia = UserId::parse("@alice:example.org.evil").expect("valid");
+        super::super::add_user_with_hash(&storage, &alicia, "hash".into(), false).expect("account");
         let hers = start_session(&storage, &alicia, None, None, None, 1).expect("login");
         start_session(&storage, &alice, None, None, None, 1).expect("login");
         remove_all_devices(&storage, &alice, None).expect("remove");

@@ -7,18 +7,22 @@ use std::net::IpAddr;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
-use ruma::OwnedUserId;
 
 use crate::accounts::{now_ms, sessions};
 use crate::error::{Error, ErrorKind};
 use crate::state::AppState;
 
-/// The user and device behind a valid access token. Taken from `Authorization: Bearer`, or
-/// from the deprecated `access_token` query parameter that some clients still send.
+/// The session behind a valid access token. Taken from `Authorization: Bearer`, or from the
+/// deprecated `access_token` query parameter that some clients still send.
 #[derive(Debug, Clone)]
-pub struct Authenticated {
-    pub user_id: OwnedUserId,
-    pub device_id: String,
+pub struct Authenticated(pub sessions::Session);
+
+impl std::ops::Deref for Authenticated {
+    type Target = sessions::Session;
+
+    fn deref(&self) -> &sessions::Session {
+        &self.0
+    }
 }
 
 impl FromRequest for Authenticated {
@@ -36,11 +40,17 @@ fn authenticate(req: &HttpRequest) -> Result<Authenticated, Error> {
         .ok_or_else(|| Error::internal("no application state"))?;
     let token = access_token(req)
         .ok_or_else(|| Error::new(ErrorKind::MissingToken, "Missing access token"))?;
-    let (user_id, device_id) =
+    let session =
         sessions::authenticate(&state.storage, &token)?.ok_or_else(Error::unknown_token)?;
     let ip = client_ip(req, state.config.limits.trust_forwarded_for).map(|ip| ip.to_string());
-    sessions::touch_device(&state.storage, &user_id, &device_id, ip, now_ms())?;
-    Ok(Authenticated { user_id, device_id })
+    sessions::touch_device(
+        &state.storage,
+        &session.user_id,
+        &session.device_id,
+        ip,
+        now_ms(),
+    )?;
+    Ok(Authenticated(session))
 }
 
 fn access_token(req: &HttpRequest) -> Option<String> {
@@ -59,19 +69,22 @@ fn access_token(req: &HttpRequest) -> Option<String> {
         .cloned()
 }
 
-/// The client's address: the peer, or the first `X-Forwarded-For` entry when the peer is a
-/// reverse proxy on this machine and the config trusts it.
+/// The client's address: the peer, or, when the peer is a reverse proxy on this machine and
+/// the config trusts it, the address that proxy saw. Proxies append the address they saw to
+/// `X-Forwarded-For`, after whatever the client wrote there itself: only the last entry of
+/// the last header line is the proxy's word.
 pub fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip();
+    let peer = req.peer_addr()?.ip().to_canonical();
     if trust_forwarded_for && peer.is_loopback() {
         let forwarded = req
             .headers()
-            .get("x-forwarded-for")
+            .get_all("x-forwarded-for")
+            .last()
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(',').next())
-            .and_then(|first| first.trim().parse().ok());
+            .and_then(|value| value.rsplit(',').next())
+            .and_then(|last| last.trim().parse::<IpAddr>().ok());
         if let Some(address) = forwarded {
-            return Some(address);
+            return Some(address.to_canonical());
         }
     }
     Some(peer)
@@ -85,11 +98,22 @@ pub fn check_auth_rate_limit(req: &HttpRequest, state: &AppState) -> Result<(), 
     };
     state
         .auth_rate_limit
-        .check(address)
-        .map_err(|retry_after_ms| {
-            Error::new(
-                ErrorKind::LimitExceeded { retry_after_ms },
-                "Too many attempts; try again later",
-            )
-        })
+        .check(crate::ratelimit::address_key(address))
+        .map_err(too_many_attempts)
+}
+
+/// Refuses a password check for `user_id` if the account has had too many lately, from
+/// anywhere: an attacker spreading guesses over many addresses still gets few.
+pub fn check_account_rate_limit(user_id: &str, state: &AppState) -> Result<(), Error> {
+    state
+        .account_rate_limit
+        .check(user_id.to_owned())
+        .map_err(too_many_attempts)
+}
+
+fn too_many_attempts(retry_after_ms: u64) -> Error {
+    Error::new(
+        ErrorKind::LimitExceeded { retry_after_ms },
+        "Too many attempts; try again later",
+    )
 }

@@ -15,7 +15,7 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::{App, FromRequest, Handler, HttpResponse, Responder, ResponseError as _, web};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::state::AppState;
 
 pub use json::{BodyLimit, MatrixJson};
@@ -37,6 +37,8 @@ pub fn app(
     App::new()
         .app_data(state)
         .app_data(body_limit)
+        .app_data(web::QueryConfig::default().error_handler(|err, _| parameter_error(&err).into()))
+        .app_data(web::PathConfig::default().error_handler(|err, _| parameter_error(&err).into()))
         .configure(move |config| routes(config, federation_enabled))
         .default_service(web::to(unrecognized))
         .wrap(actix_web::middleware::from_fn(middleware::limit_body))
@@ -44,21 +46,32 @@ pub fn app(
         .wrap(actix_web::middleware::from_fn(middleware::log_request))
 }
 
+/// Account and device requests are small; a tighter body limit keeps a hostile client from
+/// making the server parse megabytes before anything is checked.
+const ACCOUNT_BODY_LIMIT: BodyLimit = BodyLimit(64 * 1024);
+
 /// Every route Hearth serves. Federation routes exist only while federation is enabled.
 fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
     use client::{account, device, session};
+    let small = |resource: actix_web::Resource| resource.app_data(ACCOUNT_BODY_LIMIT);
     config
         .service(get("/_matrix/client/versions", client::versions::get))
-        .service(
+        .service(small(
             web::resource("/_matrix/client/v3/login")
                 .route(web::get().to(session::get_login_flows))
                 .route(web::post().to(session::login))
                 .default_service(web::to(|| async { method_not_allowed("GET, POST") })),
-        )
-        .service(post("/_matrix/client/v3/logout", session::logout))
-        .service(post("/_matrix/client/v3/logout/all", session::logout_all))
+        ))
+        .service(small(post("/_matrix/client/v3/logout", session::logout)))
+        .service(small(post(
+            "/_matrix/client/v3/logout/all",
+            session::logout_all,
+        )))
         .service(get("/_matrix/client/v3/account/whoami", session::whoami))
-        .service(post("/_matrix/client/v3/register", account::register))
+        .service(small(post(
+            "/_matrix/client/v3/register",
+            account::register,
+        )))
         .service(get(
             "/_matrix/client/v3/register/available",
             account::available,
@@ -67,26 +80,26 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v1/register/m.login.registration_token/validity",
             account::token_validity,
         ))
-        .service(post(
+        .service(small(post(
             "/_matrix/client/v3/account/password",
             account::change_password,
-        ))
-        .service(post(
+        )))
+        .service(small(post(
             "/_matrix/client/v3/account/deactivate",
             account::deactivate,
-        ))
+        )))
         .service(get("/_matrix/client/v3/devices", device::list))
-        .service(
+        .service(small(
             web::resource("/_matrix/client/v3/devices/{deviceId}")
                 .route(web::get().to(device::get))
                 .route(web::put().to(device::rename))
                 .route(web::delete().to(device::delete))
                 .default_service(web::to(|| async { method_not_allowed("GET, PUT, DELETE") })),
-        )
-        .service(post(
+        ))
+        .service(small(post(
             "/_matrix/client/v3/delete_devices",
             device::delete_many,
-        ))
+        )))
         .service(get("/.well-known/matrix/client", well_known::client))
         .service(get("/.well-known/matrix/server", well_known::server));
     if federation_enabled {
@@ -123,6 +136,18 @@ where
         .route(web::get().to(handler.clone()))
         .route(web::head().to(handler))
         .default_service(web::to(|| async { method_not_allowed("GET, HEAD") }))
+}
+
+/// Bad query strings and path segments answer in JSON too: a missing parameter is
+/// `M_MISSING_PARAM`, anything else `M_INVALID_PARAM`.
+fn parameter_error(err: &dyn std::fmt::Display) -> Error {
+    let message = err.to_string();
+    let kind = if message.contains("missing field") {
+        ErrorKind::MissingParam
+    } else {
+        ErrorKind::InvalidParam
+    };
+    Error::new(kind, message)
 }
 
 async fn unrecognized() -> Result<HttpResponse, Error> {

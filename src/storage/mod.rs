@@ -68,6 +68,9 @@ pub struct Storage {
     pub userdevice_device: Tree<(String, String), Json<DeviceRecord>>,
     /// registration token → [`RegistrationTokenRecord`].
     pub token_registration: Tree<String, Json<RegistrationTokenRecord>>,
+    /// Serializes read-then-write sequences that span trees (a login replacing a device's
+    /// token while a logout removes it): take it around the read and the [`Batch`].
+    write_lock: std::sync::Mutex<()>,
     /// Held for as long as the database is open; dropped last.
     _lock: lock::DataDirLock,
 }
@@ -98,6 +101,7 @@ impl Storage {
             token_registration: Tree::open(&db, "token_registration")?,
             meta,
             db,
+            write_lock: std::sync::Mutex::new(()),
             _lock: lock,
         };
         migrations::run(&storage, migrations::MIGRATIONS)?;
@@ -116,6 +120,13 @@ impl Storage {
     fn set_schema_version(&self, version: u64) -> StorageResult<()> {
         self.meta.insert(b"schema_version", version.encode())?;
         Ok(())
+    }
+
+    /// Held while reading records and writing a batch that depends on what was read.
+    pub fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write_lock
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Applies a [`Batch`]: all of its writes, or none.

@@ -3,10 +3,13 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::session::{account_error, user_from_identifier, valid_device_field};
-use crate::accounts::uia::{self, Attempt, Flows};
+use super::session::{
+    account_error, operation, optional_device_name, user_from_identifier, valid_device_field,
+    verify_credentials,
+};
+use crate::accounts::uia::{self, Attempt, AuthData, Completed, Flows, Step};
 use crate::accounts::{self, now_ms, registration, sessions};
 use crate::api::MatrixJson;
 use crate::api::auth::{Authenticated, check_auth_rate_limit, client_ip};
@@ -26,9 +29,10 @@ pub struct KindQuery {
     kind: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /register`. No `Debug`: it holds a password.
+#[derive(Deserialize)]
 pub struct RegisterRequest {
-    auth: Option<Value>,
+    auth: Option<AuthData>,
     username: Option<String>,
     password: Option<String>,
     device_id: Option<String>,
@@ -44,17 +48,20 @@ pub async fn register(
     query: web::Query<KindQuery>,
     MatrixJson(body): MatrixJson<RegisterRequest>,
 ) -> Result<HttpResponse, Error> {
-    if query.kind.as_deref().is_some_and(|kind| kind == "guest") {
-        return Err(Error::new(
-            ErrorKind::GuestAccessForbidden,
-            "Guest access is disabled",
-        ));
-    }
-    if query.kind.as_deref().is_some_and(|kind| kind != "user") {
-        return Err(Error::new(
-            ErrorKind::InvalidParam,
-            "kind must be user or guest",
-        ));
+    match query.kind.as_deref() {
+        None | Some("user") => {}
+        Some("guest") => {
+            return Err(Error::new(
+                ErrorKind::GuestAccessForbidden,
+                "Guest access is disabled",
+            ));
+        }
+        Some(_) => {
+            return Err(Error::new(
+                ErrorKind::InvalidParam,
+                "kind must be user or guest",
+            ));
+        }
     }
     let registration = &state.config.registration;
     if !registration.enabled {
@@ -81,24 +88,26 @@ pub async fn register(
         accounts::check_password(password).map_err(account_error)?;
     }
     let device_id = body.device_id.map(valid_device_field).transpose()?;
-    let display_name = body
-        .initial_device_display_name
-        .map(valid_device_field)
-        .transpose()?;
+    let display_name = optional_device_name(body.initial_device_display_name)?;
 
     let flows = if registration.open {
         OPEN_FLOWS
     } else {
         TOKEN_FLOWS
     };
-    let attempt = state.uia.attempt(body.auth.as_ref(), flows, None)?;
-    let outcome = check_registration_stage(&state, &attempt);
-    let completed = state.uia.record(attempt, outcome, flows)?;
-
+    let completed = complete_registration_auth(&req, &state, body.auth, flows)?;
+    // Only now, after the flows were shown to a client that sent nothing (Element asks
+    // with an empty body first), is a missing password an error.
     let password = body
         .password
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing password"))?;
-    if let Some(token) = &completed.registration_token
+    let user_id = match user_id {
+        Some(user_id) => user_id,
+        None => accounts::local_user_id(&random_localpart(), server_name).map_err(account_error)?,
+    };
+    let hash = state.password_hasher.hash(password).await?;
+    let token = completed.registration_token;
+    if let Some(token) = &token
         && !registration::consume(&state.storage, token, now_ms())?
     {
         return Err(Error::new(
@@ -106,12 +115,13 @@ pub async fn register(
             "The registration token is used up or expired",
         ));
     }
-    let user_id = match user_id {
-        Some(user_id) => user_id,
-        None => accounts::local_user_id(&random_localpart(), server_name).map_err(account_error)?,
-    };
-    let hash = state.password_hasher.hash(password).await?;
-    accounts::add_user_with_hash(&state.storage, &user_id, hash, false).map_err(account_error)?;
+    if let Err(err) = accounts::add_user_with_hash(&state.storage, &user_id, hash, false) {
+        // The account was not made: the token's use is given back.
+        if let Some(token) = &token {
+            registration::give_back(&state.storage, token)?;
+        }
+        return Err(account_error(err));
+    }
     tracing::info!(%user_id, "registered a new account");
     let mut response = json!({ "user_id": user_id });
     if !body.inhibit_login {
@@ -131,15 +141,30 @@ pub async fn register(
     Ok(HttpResponse::Ok().json(response))
 }
 
+/// Runs the registration's user-interactive auth to completion (or answers with the next
+/// challenge). A completed session is spent: the account is made once.
+fn complete_registration_auth(
+    req: &HttpRequest,
+    state: &AppState,
+    auth: Option<AuthData>,
+    flows: Flows,
+) -> Result<Completed, Error> {
+    let attempt = match state.uia.attempt(auth, flows, None, &operation(req))? {
+        Step::AlreadyCompleted(completed) => return Ok(completed),
+        Step::Check(attempt) => attempt,
+    };
+    let session = attempt.session.clone();
+    let outcome = check_registration_stage(state, &attempt);
+    let completed = state.uia.record(attempt, outcome, flows)?;
+    state.uia.forget(&session);
+    Ok(completed)
+}
+
 fn check_registration_stage(state: &AppState, attempt: &Attempt) -> Result<Option<String>, Error> {
     match attempt.kind.as_str() {
         uia::DUMMY => Ok(None),
         uia::REGISTRATION_TOKEN => {
-            let token = attempt
-                .fields
-                .get("token")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let token = attempt.auth.token.as_deref().unwrap_or_default();
             if registration::is_usable(&state.storage, token, now_ms())? {
                 Ok(Some(token.to_owned()))
             } else {
@@ -174,6 +199,10 @@ pub async fn available(
     state: web::Data<AppState>,
     query: web::Query<UsernameQuery>,
 ) -> Result<HttpResponse, Error> {
+    // On a closed server, this would only tell strangers who has an account.
+    if !state.config.registration.enabled {
+        return Err(Error::new(ErrorKind::Forbidden, "Registration is disabled"));
+    }
     check_auth_rate_limit(&req, &state)?;
     let user_id = accounts::local_user_id(
         &query.username.to_lowercase(),
@@ -210,14 +239,20 @@ pub async fn token_validity(
 
 /// Runs user-interactive authentication with the account's password.
 pub async fn require_password(
+    req: &HttpRequest,
     state: &AppState,
     auth: &Authenticated,
-    body_auth: Option<&Value>,
+    body_auth: Option<AuthData>,
 ) -> Result<(), Error> {
-    let attempt = state
+    let owner = Some(auth.user_id.as_str());
+    let attempt = match state
         .uia
-        .attempt(body_auth, PASSWORD_FLOWS, Some(auth.user_id.as_str()))?;
-    let outcome = verify_password_stage(state, auth, &attempt).await;
+        .attempt(body_auth, PASSWORD_FLOWS, owner, &operation(req))?
+    {
+        Step::AlreadyCompleted(_) => return Ok(()),
+        Step::Check(attempt) => attempt,
+    };
+    let outcome = verify_password_stage(req, state, auth, &attempt).await;
     state
         .uia
         .record(attempt, outcome, PASSWORD_FLOWS)
@@ -225,19 +260,19 @@ pub async fn require_password(
 }
 
 async fn verify_password_stage(
+    req: &HttpRequest,
     state: &AppState,
     auth: &Authenticated,
     attempt: &Attempt,
 ) -> Result<Option<String>, Error> {
-    let fields = &attempt.fields;
+    check_auth_rate_limit(req, state)?;
     let named = user_from_identifier(
-        fields.get("identifier"),
-        fields.get("user").and_then(Value::as_str),
+        attempt.auth.identifier.as_ref(),
+        attempt.auth.user.as_deref(),
     );
     if let Ok(name) = named {
-        let same_user =
-            accounts::local_user_id(&name.to_lowercase(), &state.config.server.server_name)
-                .is_ok_and(|user_id| user_id == auth.user_id);
+        let same_user = accounts::login_user_id(&name, &state.config.server.server_name)
+            .is_ok_and(|user_id| user_id == auth.user_id);
         if !same_user {
             return Err(Error::new(
                 ErrorKind::Forbidden,
@@ -245,17 +280,19 @@ async fn verify_password_stage(
             ));
         }
     }
-    let password = fields
-        .get("password")
-        .and_then(Value::as_str)
+    let password = attempt
+        .auth
+        .password
+        .clone()
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing password"))?;
-    super::session::verify_credentials(state, auth.user_id.as_str(), password.to_owned()).await?;
+    verify_credentials(state, Some(auth.user_id.clone()), password).await?;
     Ok(None)
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /account/password`. No `Debug`: it holds passwords.
+#[derive(Deserialize)]
 pub struct PasswordRequest {
-    auth: Option<Value>,
+    auth: Option<AuthData>,
     new_password: String,
     #[serde(default = "default_true")]
     logout_devices: bool,
@@ -267,12 +304,13 @@ fn default_true() -> bool {
 
 /// # POST /_matrix/client/v3/account/password
 pub async fn change_password(
+    req: HttpRequest,
     state: web::Data<AppState>,
     auth: Authenticated,
     MatrixJson(body): MatrixJson<PasswordRequest>,
 ) -> Result<HttpResponse, Error> {
     accounts::check_password(&body.new_password).map_err(account_error)?;
-    require_password(&state, &auth, body.auth.as_ref()).await?;
+    require_password(&req, &state, &auth, body.auth).await?;
     let hash = state.password_hasher.hash(body.new_password).await?;
     accounts::set_password_hash(&state.storage, &auth.user_id, hash).map_err(account_error)?;
     if body.logout_devices {
@@ -282,21 +320,23 @@ pub async fn change_password(
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct DeactivateRequest {
-    auth: Option<Value>,
+    auth: Option<AuthData>,
 }
 
 /// # POST /_matrix/client/v3/account/deactivate
 pub async fn deactivate(
+    req: HttpRequest,
     state: web::Data<AppState>,
     auth: Authenticated,
     MatrixJson(body): MatrixJson<DeactivateRequest>,
 ) -> Result<HttpResponse, Error> {
-    require_password(&state, &auth, body.auth.as_ref()).await?;
+    require_password(&req, &state, &auth, body.auth).await?;
     accounts::deactivate(&state.storage, &auth.user_id).map_err(account_error)?;
     state.storage.flush().await?;
     tracing::info!(user_id = %auth.user_id, "deactivated an account");
-    // No identity server is ever bound by Hearth, so there is nothing to unbind.
-    Ok(HttpResponse::Ok().json(json!({ "id_server_unbind_result": "no-support" })))
+    // Hearth never binds identifiers at an identity server: with nothing to unbind, the spec
+    // asks for `success`.
+    Ok(HttpResponse::Ok().json(json!({ "id_server_unbind_result": "success" })))
 }

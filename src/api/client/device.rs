@@ -1,12 +1,13 @@
 //! Devices (spec: client-server API, "Device management").
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::account::require_password;
 use super::session::valid_device_field;
 use crate::accounts::sessions::{self, Device};
+use crate::accounts::uia::AuthData;
 use crate::api::MatrixJson;
 use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
@@ -52,44 +53,52 @@ pub struct RenameRequest {
 }
 
 /// # PUT /_matrix/client/v3/devices/{deviceId}
+///
+/// Without `display_name`, the name is unchanged (the spec's words).
 pub async fn rename(
     state: web::Data<AppState>,
     auth: Authenticated,
     device_id: web::Path<String>,
     MatrixJson(body): MatrixJson<RenameRequest>,
 ) -> Result<HttpResponse, Error> {
-    let display_name = body.display_name.map(valid_device_field).transpose()?;
-    if !sessions::rename_device(&state.storage, &auth.user_id, &device_id, display_name)? {
+    let exists = match body.display_name {
+        Some(name) => {
+            let name = valid_device_field(name)?;
+            sessions::rename_device(&state.storage, &auth.user_id, &device_id, name)?
+        }
+        None => sessions::get_device(&state.storage, &auth.user_id, &device_id)?.is_some(),
+    };
+    if !exists {
         return Err(Error::not_found("No such device"));
     }
     state.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct DeleteRequest {
-    auth: Option<Value>,
+    auth: Option<AuthData>,
 }
 
 /// # DELETE /_matrix/client/v3/devices/{deviceId}
+///
+/// A device already gone counts as deleted: a client retrying after a lost answer gets 200.
 pub async fn delete(
+    req: HttpRequest,
     state: web::Data<AppState>,
     auth: Authenticated,
     device_id: web::Path<String>,
     MatrixJson(body): MatrixJson<DeleteRequest>,
 ) -> Result<HttpResponse, Error> {
-    if sessions::get_device(&state.storage, &auth.user_id, &device_id)?.is_none() {
-        return Err(Error::not_found("No such device"));
-    }
-    require_password(&state, &auth, body.auth.as_ref()).await?;
-    sessions::remove_device(&state.storage, &auth.user_id, &device_id)?;
+    require_password(&req, &state, &auth, body.auth).await?;
+    sessions::remove_devices(&state.storage, &auth.user_id, &[device_id.into_inner()])?;
     state.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct DeleteManyRequest {
-    auth: Option<Value>,
+    auth: Option<AuthData>,
     devices: Vec<String>,
 }
 
@@ -98,6 +107,7 @@ const MAX_DEVICES_PER_REQUEST: usize = 1000;
 
 /// # POST /_matrix/client/v3/delete_devices
 pub async fn delete_many(
+    req: HttpRequest,
     state: web::Data<AppState>,
     auth: Authenticated,
     MatrixJson(body): MatrixJson<DeleteManyRequest>,
@@ -108,10 +118,8 @@ pub async fn delete_many(
             format!("At most {MAX_DEVICES_PER_REQUEST} devices at a time"),
         ));
     }
-    require_password(&state, &auth, body.auth.as_ref()).await?;
-    for device_id in &body.devices {
-        sessions::remove_device(&state.storage, &auth.user_id, device_id)?;
-    }
+    require_password(&req, &state, &auth, body.auth).await?;
+    sessions::remove_devices(&state.storage, &auth.user_id, &body.devices)?;
     state.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }

@@ -1,12 +1,14 @@
 //! Logging in and out (spec: client-server API, "Login", "Logout", "whoami").
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use ruma::OwnedUserId;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::accounts::uia::Identifier;
 use crate::accounts::{self, now_ms, sessions};
 use crate::api::MatrixJson;
-use crate::api::auth::{Authenticated, check_auth_rate_limit, client_ip};
+use crate::api::auth::{Authenticated, check_account_rate_limit, check_auth_rate_limit, client_ip};
 use crate::error::{Error, ErrorKind};
 use crate::state::AppState;
 
@@ -15,11 +17,12 @@ pub async fn get_login_flows() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "flows": [{ "type": "m.login.password" }] }))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /login`. No `Debug`: it holds a password.
+#[derive(Deserialize)]
 pub struct LoginRequest {
     #[serde(rename = "type")]
     kind: String,
-    identifier: Option<Value>,
+    identifier: Option<Identifier>,
     /// Deprecated form of `identifier` that older clients still send.
     user: Option<String>,
     password: Option<String>,
@@ -45,11 +48,9 @@ pub async fn login(
         .password
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing password"))?;
     let device_id = body.device_id.map(valid_device_field).transpose()?;
-    let display_name = body
-        .initial_device_display_name
-        .map(valid_device_field)
-        .transpose()?;
-    let user_id = verify_credentials(&state, &name, password).await?;
+    let display_name = optional_device_name(body.initial_device_display_name)?;
+    let user_id = accounts::login_user_id(&name, &state.config.server.server_name);
+    let user_id = verify_credentials(&state, user_id.ok(), password).await?;
     let session = sessions::start_session(
         &state.storage,
         &user_id,
@@ -74,68 +75,60 @@ pub async fn login(
 
 /// The user named by an `m.id.user` identifier (or the deprecated top-level `user`).
 pub fn user_from_identifier(
-    identifier: Option<&Value>,
+    identifier: Option<&Identifier>,
     legacy_user: Option<&str>,
 ) -> Result<String, Error> {
     if let Some(identifier) = identifier {
-        let kind = identifier
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if kind != "m.id.user" {
+        if identifier.kind != "m.id.user" {
             return Err(Error::new(
                 ErrorKind::BadRequest,
-                format!("Unsupported identifier type `{kind}`: only m.id.user"),
+                format!(
+                    "Unsupported identifier type `{}`: only m.id.user",
+                    identifier.kind
+                ),
             ));
         }
         return identifier
-            .get("user")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| Error::new(ErrorKind::BadJson, "identifier.user must be a string"));
+            .user
+            .clone()
+            .ok_or_else(|| Error::new(ErrorKind::MissingParam, "identifier.user is missing"));
     }
     legacy_user
         .map(str::to_owned)
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing identifier"))
 }
 
-/// Checks a user name and password; unknown users and wrong passwords get the same answer
-/// (and take as long), so logins cannot probe which accounts exist.
+/// Checks a password for `user_id` (`None`: a name that cannot be a local user). Unknown
+/// users and wrong passwords get the same answer and take as long, so logins cannot probe
+/// which accounts exist. Each check counts against the account's rate limit.
 pub async fn verify_credentials(
     state: &AppState,
-    name: &str,
+    user_id: Option<OwnedUserId>,
     password: String,
-) -> Result<ruma::OwnedUserId, Error> {
-    let forbidden = || Error::new(ErrorKind::Forbidden, "Invalid user name or password");
-    let user_id = accounts::local_user_id(&name.to_lowercase(), &state.config.server.server_name);
-    let account = match &user_id {
-        Ok(user_id) => accounts::get(&state.storage, user_id).map_err(account_error)?,
-        Err(_) => None,
-    };
-    let stored_hash = match &account {
-        Some(account) if account.deactivated => {
-            return Err(Error::new(
-                ErrorKind::UserDeactivated,
-                "This account has been deactivated",
-            ));
-        }
-        Some(account) => account.password_hash.clone(),
-        None => dummy_hash().to_owned(),
-    };
-    let matches = state.password_hasher.verify(password, stored_hash).await?;
-    match (user_id, account, matches) {
-        (Ok(user_id), Some(_), true) => Ok(user_id),
-        _ => Err(forbidden()),
+) -> Result<OwnedUserId, Error> {
+    if let Some(user_id) = &user_id {
+        check_account_rate_limit(user_id.as_str(), state)?;
     }
-}
-
-/// A hash to verify against when the user does not exist, so that takes as long as a
-/// wrong password.
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        crate::crypto::password::hash("no such user, no such password").unwrap_or_default()
-    })
+    let account = match &user_id {
+        Some(user_id) => accounts::get(&state.storage, user_id).map_err(account_error)?,
+        None => None,
+    };
+    let stored_hash = account
+        .as_ref()
+        .filter(|account| !account.deactivated)
+        .map(|account| account.password_hash.clone());
+    let matches = state.password_hasher.verify(password, stored_hash).await?;
+    match (user_id, account) {
+        (Some(_), Some(account)) if account.deactivated => Err(Error::new(
+            ErrorKind::UserDeactivated,
+            "This account has been deactivated",
+        )),
+        (Some(user_id), Some(_)) if matches => Ok(user_id),
+        _ => Err(Error::new(
+            ErrorKind::Forbidden,
+            "Invalid user name or password",
+        )),
+    }
 }
 
 /// Device IDs and display names: at most 255 bytes, no control characters.
@@ -152,12 +145,20 @@ pub fn valid_device_field(value: String) -> Result<String, Error> {
     Ok(value)
 }
 
+/// An optional device name, where an empty one means none.
+pub fn optional_device_name(value: Option<String>) -> Result<Option<String>, Error> {
+    value
+        .filter(|name| !name.is_empty())
+        .map(valid_device_field)
+        .transpose()
+}
+
 /// # POST /_matrix/client/v3/logout
 pub async fn logout(
     state: web::Data<AppState>,
     auth: Authenticated,
 ) -> Result<HttpResponse, Error> {
-    sessions::remove_device(&state.storage, &auth.user_id, &auth.device_id)?;
+    sessions::end_session(&state.storage, &auth)?;
     state.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
@@ -168,6 +169,7 @@ pub async fn logout_all(
     auth: Authenticated,
 ) -> Result<HttpResponse, Error> {
     sessions::remove_all_devices(&state.storage, &auth.user_id, None)?;
+    sessions::end_session(&state.storage, &auth)?;
     state.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
@@ -195,4 +197,9 @@ pub fn account_error(err: accounts::AccountError) -> Error {
         AccountError::WeakPassword(message) => Error::new(ErrorKind::WeakPassword, message),
         AccountError::Storage(err) => Error::internal(err),
     }
+}
+
+/// The `METHOD path` a user-interactive auth session is bound to.
+pub fn operation(req: &HttpRequest) -> String {
+    format!("{} {}", req.method(), req.path())
 }
