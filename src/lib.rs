@@ -16,6 +16,8 @@
 //! - [`canonical_json`], [`crypto`]: canonical JSON, signing keys, signing and verifying JSON,
 //!   password hashing.
 //! - [`files`]: writing files atomically (keys, config), never half-written.
+//! - [`events`]: the room model's pure core: PDUs, room versions, hashes, event IDs,
+//!   event signatures.
 //! - [`storage`]: typed sled trees, key codecs, schema migrations, the data-directory lock.
 //! - [`state`]: [`state::AppState`], everything a handler may reach, passed as `web::Data`.
 //! - [`ratelimit`]: per-address token buckets for login and registration.
@@ -28,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod init;
 pub mod logging;
