@@ -51,6 +51,8 @@ pub enum ErrorKind {
     GuestAccessForbidden,
     /// User-interactive authentication is needed: the answer carries the flows (401).
     UserInteractiveAuth,
+    /// The requested room version is not one this server supports.
+    UnsupportedRoomVersion,
     /// A request the server cannot act on for another reason (400 `M_UNKNOWN`), such as an
     /// unsupported login type.
     BadRequest,
@@ -77,6 +79,7 @@ impl ErrorKind {
             ErrorKind::InvalidUsername => "M_INVALID_USERNAME",
             ErrorKind::WeakPassword => "M_WEAK_PASSWORD",
             ErrorKind::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
+            ErrorKind::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             // A failed stage says why in the body; the first challenge has no error code.
             ErrorKind::UserInteractiveAuth => "M_FORBIDDEN",
             ErrorKind::BadRequest | ErrorKind::Unknown => "M_UNKNOWN",
@@ -92,6 +95,7 @@ impl ErrorKind {
             | ErrorKind::InvalidParam
             | ErrorKind::MissingParam
             | ErrorKind::BadRequest
+            | ErrorKind::UnsupportedRoomVersion
             | ErrorKind::UserInUse
             | ErrorKind::InvalidUsername
             | ErrorKind::WeakPassword => StatusCode::BAD_REQUEST,

@@ -19,7 +19,10 @@
 //! - [`events`]: the room model's pure core: PDUs, room versions, hashes, event IDs,
 //!   event signatures.
 //! - [`storage`]: typed sled trees, key codecs, schema migrations, the data-directory lock.
+//! - [`sync`]: `/sync`, everything new for a user since a stream position, long-polled.
 //! - [`state`]: [`state::AppState`], everything a handler may reach, passed as `web::Data`.
+//! - [`rooms`]: rooms: appending authorized events, current state, timelines, memberships,
+//!   creating rooms.
 //! - [`ratelimit`]: per-address token buckets for login and registration.
 //! - [`logging`], [`notify`]: tracing set-up and systemd readiness notification.
 
@@ -36,9 +39,11 @@ pub mod init;
 pub mod logging;
 pub mod notify;
 pub mod ratelimit;
+pub mod rooms;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod sync;
 pub mod tls;
 
 /// The name and version this build reports to clients and other servers.

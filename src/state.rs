@@ -6,6 +6,7 @@ use crate::accounts::uia::UiaSessions;
 use crate::config::Config;
 use crate::crypto::SigningKey;
 use crate::ratelimit::RateLimiter;
+use crate::rooms::Rooms;
 use crate::storage::Storage;
 
 pub struct AppState {
@@ -18,12 +19,15 @@ pub struct AppState {
     pub auth_rate_limit: RateLimiter,
     /// Password checks per account (login and re-authentication), whatever the address.
     pub account_rate_limit: RateLimiter<String>,
+    pub rooms: Rooms,
 }
 
 impl AppState {
     pub fn new(config: Config, storage: Storage, signing_key: SigningKey) -> AppState {
         let per_minute = config.limits.auth_attempts_per_minute;
+        let position = storage.current_stream_position().unwrap_or(0);
         AppState {
+            rooms: Rooms::new(position),
             auth_rate_limit: RateLimiter::new(per_minute, per_minute.clamp(1, 10)),
             account_rate_limit: RateLimiter::new(per_minute, per_minute.clamp(1, 10)),
             config,

@@ -52,7 +52,7 @@ const ACCOUNT_BODY_LIMIT: BodyLimit = BodyLimit(64 * 1024);
 
 /// Every route Hearth serves. Federation routes exist only while federation is enabled.
 fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
-    use client::{account, device, session};
+    use client::{account, device, room, session};
     let small = |resource: actix_web::Resource| resource.app_data(ACCOUNT_BODY_LIMIT);
     config
         .service(get("/_matrix/client/versions", client::versions::get))
@@ -100,6 +100,61 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v3/delete_devices",
             device::delete_many,
         )))
+        .service(post("/_matrix/client/v3/createRoom", room::create_room))
+        .service(get("/_matrix/client/v3/joined_rooms", room::joined_rooms))
+        .service(get("/_matrix/client/v3/sync", client::sync::get_sync))
+        .service(put(
+            "/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}",
+            room::send_message,
+        ))
+        .service(
+            web::resource("/_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}")
+                .route(web::get().to(room::get_state))
+                .route(web::put().to(room::put_state))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
+        )
+        .service(
+            web::resource("/_matrix/client/v3/rooms/{roomId}/state/{eventType}")
+                .route(web::get().to(room::get_state_empty_key))
+                .route(web::put().to(room::put_state_empty_key))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
+        )
+        // Clients send an empty state key as a trailing slash.
+        .service(
+            web::resource("/_matrix/client/v3/rooms/{roomId}/state/{eventType}/")
+                .route(web::get().to(room::get_state_empty_key))
+                .route(web::put().to(room::put_state_empty_key))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
+        )
+        .service(get(
+            "/_matrix/client/v3/rooms/{roomId}/state",
+            room::get_all_state,
+        ))
+        .service(get(
+            "/_matrix/client/v3/rooms/{roomId}/event/{eventId}",
+            room::get_event,
+        ))
+        .service(get(
+            "/_matrix/client/v3/rooms/{roomId}/joined_members",
+            room::joined_members,
+        ))
+        .service(get(
+            "/_matrix/client/v3/rooms/{roomId}/messages",
+            client::sync::messages,
+        ))
+        .service(post(
+            "/_matrix/client/v3/rooms/{roomId}/invite",
+            room::invite,
+        ))
+        .service(post("/_matrix/client/v3/rooms/{roomId}/kick", room::kick))
+        .service(post("/_matrix/client/v3/rooms/{roomId}/ban", room::ban))
+        .service(post("/_matrix/client/v3/rooms/{roomId}/unban", room::unban))
+        .service(post("/_matrix/client/v3/rooms/{roomId}/join", room::join))
+        .service(post("/_matrix/client/v3/rooms/{roomId}/leave", room::leave))
+        .service(post(
+            "/_matrix/client/v3/join/{roomIdOrAlias}",
+            room::join_by_id_or_alias,
+        ))
         .service(get("/.well-known/matrix/client", well_known::client))
         .service(get("/.well-known/matrix/server", well_known::server));
     if federation_enabled {
@@ -110,6 +165,18 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             ))
             .service(get("/_matrix/key/v2/server", keys::get_server_keys));
     }
+}
+
+/// A `PUT` route; other methods get `405 M_UNRECOGNIZED` with an `Allow` header.
+fn put<H, Args>(path: &str, handler: H) -> actix_web::Resource
+where
+    H: Handler<Args>,
+    Args: FromRequest + 'static,
+    H::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(web::put().to(handler))
+        .default_service(web::to(|| async { method_not_allowed("PUT") }))
 }
 
 /// A `POST` route; other methods get `405 M_UNRECOGNIZED` with an `Allow` header.

@@ -62,8 +62,53 @@ impl KeyCodec for (String, String) {
             .position(|&b| b == 0xFF)
             .ok_or_else(|| StorageError::Corrupt("a pair key without separator".to_owned()))?;
         Ok((
-            String::decode(&bytes[..split])?,
-            String::decode(&bytes[split + 1..])?,
+            <String as KeyCodec>::decode(&bytes[..split])?,
+            <String as KeyCodec>::decode(&bytes[split + 1..])?,
+        ))
+    }
+}
+
+/// A string and a big-endian integer: all keys of one string, in numeric order (a room's
+/// timeline by stream position).
+impl KeyCodec for (String, u64) {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = pair_prefix(&self.0);
+        bytes.extend_from_slice(&self.1.to_be_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> StorageResult<Self> {
+        let split = bytes
+            .len()
+            .checked_sub(9)
+            .filter(|&at| bytes[at] == 0xFF)
+            .ok_or_else(|| StorageError::Corrupt("a string-and-number key".to_owned()))?;
+        Ok((
+            <String as KeyCodec>::decode(&bytes[..split])?,
+            <u64 as KeyCodec>::decode(&bytes[split + 1..])?,
+        ))
+    }
+}
+
+/// Three strings joined by `0xFF` (a room, an event type, a state key).
+impl KeyCodec for (String, String, String) {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = pair_prefix(&self.0);
+        bytes.extend_from_slice(self.1.as_bytes());
+        bytes.push(0xFF);
+        bytes.extend_from_slice(self.2.as_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> StorageResult<Self> {
+        let mut parts = bytes.splitn(3, |&b| b == 0xFF);
+        let (Some(a), Some(b), Some(c)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(StorageError::Corrupt("a three-part key".to_owned()));
+        };
+        Ok((
+            <String as KeyCodec>::decode(a)?,
+            <String as KeyCodec>::decode(b)?,
+            <String as KeyCodec>::decode(c)?,
         ))
     }
 }
@@ -86,6 +131,18 @@ pub fn pair_prefix(first: &str) -> Vec<u8> {
     let mut bytes = first.as_bytes().to_vec();
     bytes.push(0xFF);
     bytes
+}
+
+impl ValueCodec for String {
+    type Value = String;
+
+    fn encode(value: &String) -> StorageResult<Vec<u8>> {
+        Ok(value.as_bytes().to_vec())
+    }
+
+    fn decode(bytes: &[u8]) -> StorageResult<String> {
+        <String as KeyCodec>::decode(bytes)
+    }
 }
 
 impl ValueCodec for u64 {
@@ -142,6 +199,24 @@ mod tests {
         );
         assert!(key.encode().starts_with(&pair_prefix("@a:x")));
         assert!(!key.encode().starts_with(&pair_prefix("@a:")));
+    }
+
+    #[test]
+    fn composite_keys_round_trip_and_sort() {
+        let a = ("!r".to_owned(), 2u64);
+        let b = ("!r".to_owned(), 10u64);
+        assert!(a.encode() < b.encode());
+        assert_eq!(<(String, u64)>::decode(&b.encode()).expect("decode"), b);
+        let triple = (
+            "!r".to_owned(),
+            "m.room.member".to_owned(),
+            "@a:x".to_owned(),
+        );
+        assert_eq!(
+            <(String, String, String)>::decode(&triple.encode()).expect("decode"),
+            triple
+        );
+        assert!(<(String, u64)>::decode(b"short").is_err());
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         // New, empty trees: created when opened.
         apply: |_| Ok(()),
     },
+    Migration {
+        version: 3,
+        description: "rooms: eventid_pdu, eventid_meta, roomid_room, roomstate_eventid, roomstream_eventid, userroom_membership, txn_eventid",
+        apply: |_| Ok(()),
+    },
 ];
 
 /// The schema version this build writes.

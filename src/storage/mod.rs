@@ -22,6 +22,7 @@ pub use tree::Tree;
 use crate::accounts::AccountRecord;
 use crate::accounts::registration::RegistrationTokenRecord;
 use crate::accounts::sessions::{DeviceRecord, SessionRecord};
+use crate::rooms::{EventMeta, MembershipRecord, RoomRecord};
 
 /// A storage failure. Shown in full to the operator at start-up; a client only ever sees
 /// `M_UNKNOWN` (see `error::Error::from`).
@@ -68,6 +69,20 @@ pub struct Storage {
     pub userdevice_device: Tree<(String, String), Json<DeviceRecord>>,
     /// registration token → [`RegistrationTokenRecord`].
     pub token_registration: Tree<String, Json<RegistrationTokenRecord>>,
+    /// event ID → the event's canonical JSON, as received or sent.
+    pub eventid_pdu: Tree<String, String>,
+    /// event ID → [`EventMeta`]: its room and stream position.
+    pub eventid_meta: Tree<String, Json<EventMeta>>,
+    /// room ID → [`RoomRecord`]: version and forward extremities.
+    pub roomid_room: Tree<String, Json<RoomRecord>>,
+    /// room 0xFF event type 0xFF state key → event ID: the room's current state.
+    pub roomstate_eventid: Tree<(String, String, String), String>,
+    /// room 0xFF stream position (u64) → event ID: the room's timeline, in order.
+    pub roomstream_eventid: Tree<(String, u64), String>,
+    /// user 0xFF room → [`MembershipRecord`]: the user's membership and its stream position.
+    pub userroom_membership: Tree<(String, String), Json<MembershipRecord>>,
+    /// user 0xFF device 0xFF transaction ID → event ID: a resent message is not sent twice.
+    pub txn_eventid: Tree<(String, String, String), String>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -99,6 +114,13 @@ impl Storage {
             tokenhash_session: Tree::open(&db, "tokenhash_session")?,
             userdevice_device: Tree::open(&db, "userdevice_device")?,
             token_registration: Tree::open(&db, "token_registration")?,
+            eventid_pdu: Tree::open(&db, "eventid_pdu")?,
+            eventid_meta: Tree::open(&db, "eventid_meta")?,
+            roomid_room: Tree::open(&db, "roomid_room")?,
+            roomstate_eventid: Tree::open(&db, "roomstate_eventid")?,
+            roomstream_eventid: Tree::open(&db, "roomstream_eventid")?,
+            userroom_membership: Tree::open(&db, "userroom_membership")?,
+            txn_eventid: Tree::open(&db, "txn_eventid")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),
@@ -115,6 +137,28 @@ impl Storage {
             .map(|bytes| <u64 as KeyCodec>::decode(&bytes))
             .transpose()
             .map(|version| version.unwrap_or(0))
+    }
+
+    /// The next position of the global stream that orders everything a client can receive.
+    pub fn next_stream_position(&self) -> StorageResult<u64> {
+        let next = self.meta.update_and_fetch(b"stream_position", |current| {
+            let current = current
+                .and_then(|bytes| <u64 as KeyCodec>::decode(bytes).ok())
+                .unwrap_or(0);
+            Some((current + 1).encode())
+        })?;
+        next.map(|bytes| <u64 as KeyCodec>::decode(&bytes))
+            .transpose()
+            .map(|position| position.unwrap_or(0))
+    }
+
+    /// The last position handed out (0 before anything happened).
+    pub fn current_stream_position(&self) -> StorageResult<u64> {
+        self.meta
+            .get(b"stream_position")?
+            .map(|bytes| <u64 as KeyCodec>::decode(&bytes))
+            .transpose()
+            .map(|position| position.unwrap_or(0))
     }
 
     fn set_schema_version(&self, version: u64) -> StorageResult<()> {

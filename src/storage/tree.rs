@@ -101,6 +101,19 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
         })
     }
 
+    /// The entries from `from` to `to` (both included), in key order or, with `.rev()`,
+    /// backwards. Streams: nothing is collected here.
+    pub fn range(
+        &self,
+        from: &K,
+        to: &K,
+    ) -> impl DoubleEndedIterator<Item = StorageResult<(K, V::Value)>> + '_ {
+        self.tree.range(from.encode()..=to.encode()).map(|entry| {
+            let (key, value) = entry?;
+            Ok((K::decode(&key)?, V::decode(&value)?))
+        })
+    }
+
     /// Every entry in key order. Streams: nothing is collected here.
     pub fn iter(&self) -> impl Iterator<Item = StorageResult<(K, V::Value)>> + '_ {
         self.tree.iter().map(|entry| {

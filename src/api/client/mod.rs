@@ -2,5 +2,7 @@
 
 pub mod account;
 pub mod device;
+pub mod room;
 pub mod session;
+pub mod sync;
 pub mod versions;

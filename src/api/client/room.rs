@@ -1,0 +1,470 @@
+//! Rooms: creating them, sending events, reading state and events, membership
+//! (spec: client-server API, "Rooms", "Events", "Room membership").
+
+use actix_web::{HttpResponse, web};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::api::MatrixJson;
+use crate::api::auth::Authenticated;
+use crate::error::{Error, ErrorKind};
+use crate::events::builder::NewEvent;
+use crate::rooms::create::CreateRoomRequest;
+use crate::rooms::format::client_event;
+use crate::rooms::{self, load_json};
+use crate::state::AppState;
+
+/// # POST /_matrix/client/v3/createRoom
+pub async fn create_room(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    MatrixJson(body): MatrixJson<CreateRoomRequest>,
+) -> Result<HttpResponse, Error> {
+    let room_id = state
+        .rooms
+        .create_room(
+            &state.storage,
+            &state.signing_key,
+            &auth.user_id,
+            body,
+            crate::events::DEFAULT_ROOM_VERSION,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
+}
+
+/// # GET /_matrix/client/v3/joined_rooms
+pub async fn joined_rooms(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+) -> Result<HttpResponse, Error> {
+    let joined: Vec<OwnedRoomId> = rooms::memberships(&state.storage, &auth.user_id)?
+        .into_iter()
+        .filter(|(_, record)| record.membership == "join")
+        .map(|(room_id, _)| room_id)
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "joined_rooms": joined })))
+}
+
+fn parse_room_id(text: &str) -> Result<OwnedRoomId, Error> {
+    OwnedRoomId::try_from(text).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidParam,
+            format!("`{text}` is not a room ID"),
+        )
+    })
+}
+
+/// The sender must be joined to read or write a room. Rooms the user was never in look the
+/// same as rooms that do not exist: `403`, as the spec asks, so IDs cannot be probed.
+fn require_joined(state: &AppState, user_id: &UserId, room_id: &RoomId) -> Result<(), Error> {
+    match rooms::membership(&state.storage, user_id, room_id)? {
+        Some(record) if record.membership == "join" => Ok(()),
+        _ => Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
+    }
+}
+
+/// # PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
+pub async fn send_message(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String, String)>,
+    MatrixJson(content): MatrixJson<Map<String, Value>>,
+) -> Result<HttpResponse, Error> {
+    let (room_id, kind, txn_id) = path.into_inner();
+    let room_id = parse_room_id(&room_id)?;
+    let txn_key = (
+        auth.user_id.to_string(),
+        auth.device_id.clone(),
+        format!("{room_id}\u{0}{txn_id}"),
+    );
+    // The same transaction ID from the same device is the same message, sent once.
+    if let Some(event_id) = state.storage.txn_eventid.get(&txn_key)? {
+        return Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })));
+    }
+    require_joined(&state, &auth.user_id, &room_id)?;
+    if kind.is_empty() || kind.len() > 255 {
+        return Err(Error::new(ErrorKind::InvalidParam, "Invalid event type"));
+    }
+    let mut new = NewEvent::message(&kind, Value::Object(content.clone()));
+    if kind == "m.room.redaction" {
+        new.redacts = content
+            .get("redacts")
+            .and_then(Value::as_str)
+            .and_then(|id| ruma::OwnedEventId::try_from(id).ok());
+    }
+    let pdu = state
+        .rooms
+        .append(
+            &state.storage,
+            &state.signing_key,
+            &room_id,
+            &auth.user_id,
+            new,
+        )
+        .await?;
+    state
+        .storage
+        .txn_eventid
+        .insert(&txn_key, &pdu.event_id.to_string())?;
+    state.storage.flush().await?;
+    Ok(HttpResponse::Ok().json(json!({ "event_id": pdu.event_id })))
+}
+
+/// # PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
+pub async fn put_state(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String, String)>,
+    MatrixJson(content): MatrixJson<Map<String, Value>>,
+) -> Result<HttpResponse, Error> {
+    let (room_id, kind, state_key) = path.into_inner();
+    put_state_event(&state, &auth, &room_id, &kind, &state_key, content).await
+}
+
+/// # PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}
+pub async fn put_state_empty_key(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+    MatrixJson(content): MatrixJson<Map<String, Value>>,
+) -> Result<HttpResponse, Error> {
+    let (room_id, kind) = path.into_inner();
+    put_state_event(&state, &auth, &room_id, &kind, "", content).await
+}
+
+async fn put_state_event(
+    state: &AppState,
+    auth: &Authenticated,
+    room_id: &str,
+    kind: &str,
+    state_key: &str,
+    content: Map<String, Value>,
+) -> Result<HttpResponse, Error> {
+    let room_id = parse_room_id(room_id)?;
+    require_joined(state, &auth.user_id, &room_id)?;
+    if kind == "m.room.member" {
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            "Change memberships with /invite, /join, /leave, /kick and /ban",
+        ));
+    }
+    let new = NewEvent::state(kind, state_key, Value::Object(content));
+    let pdu = state
+        .rooms
+        .append(
+            &state.storage,
+            &state.signing_key,
+            &room_id,
+            &auth.user_id,
+            new,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "event_id": pdu.event_id })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FormatQuery {
+    format: Option<String>,
+}
+
+/// # GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
+pub async fn get_state(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String, String)>,
+    query: web::Query<FormatQuery>,
+) -> Result<HttpResponse, Error> {
+    let (room_id, kind, state_key) = path.into_inner();
+    get_state_event(
+        &state,
+        &auth,
+        &room_id,
+        &kind,
+        &state_key,
+        query.format.as_deref(),
+    )
+}
+
+/// # GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}
+pub async fn get_state_empty_key(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+    query: web::Query<FormatQuery>,
+) -> Result<HttpResponse, Error> {
+    let (room_id, kind) = path.into_inner();
+    get_state_event(&state, &auth, &room_id, &kind, "", query.format.as_deref())
+}
+
+fn get_state_event(
+    state: &AppState,
+    auth: &Authenticated,
+    room_id: &str,
+    kind: &str,
+    state_key: &str,
+    format: Option<&str>,
+) -> Result<HttpResponse, Error> {
+    let room_id = parse_room_id(room_id)?;
+    require_joined(state, &auth.user_id, &room_id)?;
+    let event_id = rooms::state_event(&state.storage, &room_id, kind, state_key)?
+        .ok_or_else(|| Error::not_found("No such state event"))?;
+    let json = load_json(&state.storage, &event_id)?
+        .ok_or_else(|| Error::internal("state event missing"))?;
+    let event = client_event(&json, &event_id, true);
+    match format {
+        Some("event") => Ok(HttpResponse::Ok().json(event)),
+        None | Some("content") => Ok(HttpResponse::Ok().json(&event["content"])),
+        Some(other) => Err(Error::new(
+            ErrorKind::InvalidParam,
+            format!("Unknown format {other}"),
+        )),
+    }
+}
+
+/// # GET /_matrix/client/v3/rooms/{roomId}/state
+pub async fn get_all_state(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let room_id = parse_room_id(&room_id)?;
+    require_joined(&state, &auth.user_id, &room_id)?;
+    let mut events = Vec::new();
+    for (_, event_id) in rooms::current_state(&state.storage, &room_id)? {
+        if let Some(json) = load_json(&state.storage, &event_id)? {
+            events.push(client_event(&json, &event_id, true));
+        }
+    }
+    Ok(HttpResponse::Ok().json(events))
+}
+
+/// # GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
+pub async fn get_event(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (room_id, event_id) = path.into_inner();
+    let room_id = parse_room_id(&room_id)?;
+    require_joined(&state, &auth.user_id, &room_id)?;
+    let not_found = || Error::not_found("No such event in this room");
+    let meta = state
+        .storage
+        .eventid_meta
+        .get(&event_id)?
+        .ok_or_else(not_found)?;
+    if meta.room_id != room_id.as_str() {
+        return Err(not_found());
+    }
+    let json = load_json(&state.storage, &event_id)?.ok_or_else(not_found)?;
+    Ok(HttpResponse::Ok().json(client_event(&json, &event_id, true)))
+}
+
+/// # GET /_matrix/client/v3/rooms/{roomId}/joined_members
+pub async fn joined_members(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let room_id = parse_room_id(&room_id)?;
+    require_joined(&state, &auth.user_id, &room_id)?;
+    let mut joined = Map::new();
+    for ((kind, user), event_id) in rooms::current_state(&state.storage, &room_id)? {
+        if kind != "m.room.member" {
+            continue;
+        }
+        let Some(json) = load_json(&state.storage, &event_id)? else {
+            continue;
+        };
+        let content = client_event(&json, &event_id, false)["content"].clone();
+        if content["membership"] == "join" {
+            let mut member = Map::new();
+            for field in ["displayname", "avatar_url"] {
+                if let Some(value) = content.get(field).filter(|value| value.is_string()) {
+                    member.insert(field.to_owned(), value.clone());
+                }
+            }
+            joined.insert(user, Value::Object(member));
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({ "joined": joined })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MembershipRequest {
+    user_id: Option<OwnedUserId>,
+    reason: Option<String>,
+}
+
+/// `invite`, `kick`, `ban`, `unban`: a membership event about another user, sent by a member.
+async fn change_other_membership(
+    state: &AppState,
+    auth: &Authenticated,
+    room_id: &str,
+    body: MembershipRequest,
+    membership: &str,
+) -> Result<HttpResponse, Error> {
+    let room_id = parse_room_id(room_id)?;
+    let target = body
+        .user_id
+        .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing user_id"))?;
+    require_joined(state, &auth.user_id, &room_id)?;
+    if membership == "invite" && target.server_name() != auth.user_id.server_name() {
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            "Inviting users of other servers needs federation, which this server does not support yet",
+        ));
+    }
+    let mut content = json!({ "membership": membership });
+    if let Some(reason) = body.reason {
+        content["reason"] = json!(reason);
+    }
+    let new = NewEvent::state("m.room.member", target.as_str(), content);
+    state
+        .rooms
+        .append(
+            &state.storage,
+            &state.signing_key,
+            &room_id,
+            &auth.user_id,
+            new,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// # POST /_matrix/client/v3/rooms/{roomId}/invite
+pub async fn invite(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+    MatrixJson(body): MatrixJson<MembershipRequest>,
+) -> Result<HttpResponse, Error> {
+    change_other_membership(&state, &auth, &room_id, body, "invite").await
+}
+
+/// # POST /_matrix/client/v3/rooms/{roomId}/kick
+pub async fn kick(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+    MatrixJson(body): MatrixJson<MembershipRequest>,
+) -> Result<HttpResponse, Error> {
+    change_other_membership(&state, &auth, &room_id, body, "leave").await
+}
+
+/// # POST /_matrix/client/v3/rooms/{roomId}/ban
+pub async fn ban(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+    MatrixJson(body): MatrixJson<MembershipRequest>,
+) -> Result<HttpResponse, Error> {
+    change_other_membership(&state, &auth, &room_id, body, "ban").await
+}
+
+/// # POST /_matrix/client/v3/rooms/{roomId}/unban
+pub async fn unban(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+    MatrixJson(body): MatrixJson<MembershipRequest>,
+) -> Result<HttpResponse, Error> {
+    change_other_membership(&state, &auth, &room_id, body, "leave").await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OwnMembershipRequest {
+    reason: Option<String>,
+}
+
+/// Joining or leaving: a membership event about oneself. Only rooms this server knows: a
+/// room elsewhere needs federation.
+async fn change_own_membership(
+    state: &AppState,
+    auth: &Authenticated,
+    room_id: &RoomId,
+    membership: &str,
+    reason: Option<String>,
+) -> Result<(), Error> {
+    if state
+        .storage
+        .roomid_room
+        .get(&room_id.to_string())?
+        .is_none()
+    {
+        return Err(Error::not_found(
+            "This server is not in that room; joining rooms on other servers needs federation, which is not supported yet",
+        ));
+    }
+    let mut content = json!({ "membership": membership });
+    if let Some(reason) = reason {
+        content["reason"] = json!(reason);
+    }
+    let new = NewEvent::state("m.room.member", auth.user_id.as_str(), content);
+    state
+        .rooms
+        .append(
+            &state.storage,
+            &state.signing_key,
+            room_id,
+            &auth.user_id,
+            new,
+        )
+        .await?;
+    Ok(())
+}
+
+/// # POST /_matrix/client/v3/rooms/{roomId}/join
+pub async fn join(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+    MatrixJson(body): MatrixJson<OwnMembershipRequest>,
+) -> Result<HttpResponse, Error> {
+    let room_id = parse_room_id(&room_id)?;
+    change_own_membership(&state, &auth, &room_id, "join", body.reason).await?;
+    Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
+}
+
+/// # POST /_matrix/client/v3/join/{roomIdOrAlias}
+pub async fn join_by_id_or_alias(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room: web::Path<String>,
+    MatrixJson(body): MatrixJson<OwnMembershipRequest>,
+) -> Result<HttpResponse, Error> {
+    if room.starts_with('#') {
+        return Err(Error::not_found(
+            "Room aliases are not supported by this server yet",
+        ));
+    }
+    let room_id = parse_room_id(&room)?;
+    change_own_membership(&state, &auth, &room_id, "join", body.reason).await?;
+    Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
+}
+
+/// # POST /_matrix/client/v3/rooms/{roomId}/leave
+pub async fn leave(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+    MatrixJson(body): MatrixJson<OwnMembershipRequest>,
+) -> Result<HttpResponse, Error> {
+    let room_id = parse_room_id(&room_id)?;
+    match rooms::membership(&state.storage, &auth.user_id, &room_id)? {
+        Some(record)
+            if record.membership == "join"
+                || record.membership == "invite"
+                || record.membership == "knock" =>
+        {
+            change_own_membership(&state, &auth, &room_id, "leave", body.reason).await?;
+        }
+        // Leaving a room one is not in is a success with nothing to do.
+        Some(_) => {}
+        None => return Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
+    }
+    Ok(HttpResponse::Ok().json(json!({})))
+}

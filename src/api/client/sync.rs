@@ -1,0 +1,155 @@
+//! `/sync` and `/messages` (spec: client-server API, "Syncing", "Getting events for a room").
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use ruma::OwnedRoomId;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::auth::Authenticated;
+use crate::error::{Error, ErrorKind};
+use crate::rooms;
+use crate::state::AppState;
+use crate::sync::{
+    DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, SyncRequest, TimelineEvent, sync, timeline,
+};
+
+#[derive(Debug, Deserialize)]
+pub struct SyncQuery {
+    since: Option<String>,
+    timeout: Option<u64>,
+    full_state: Option<bool>,
+    filter: Option<String>,
+}
+
+fn position(token: &str) -> Result<u64, Error> {
+    token.parse().map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidParam,
+            format!("`{token}` is not a token from this server"),
+        )
+    })
+}
+
+/// The timeline limit an inline filter asks for (`{"room":{"timeline":{"limit":N}}}`).
+/// Stored filters are not built yet; they get the default.
+fn timeline_limit(filter: Option<&str>) -> usize {
+    filter
+        .filter(|text| text.starts_with('{'))
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        .and_then(|filter| filter["room"]["timeline"]["limit"].as_u64())
+        .map_or(DEFAULT_TIMELINE_LIMIT, |limit| {
+            (limit as usize).clamp(1, MAX_TIMELINE_LIMIT)
+        })
+}
+
+/// # GET /_matrix/client/v3/sync
+pub async fn get_sync(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    query: web::Query<SyncQuery>,
+) -> Result<HttpResponse, Error> {
+    let request = SyncRequest {
+        since: query.since.as_deref().map(position).transpose()?,
+        timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
+        full_state: query.full_state.unwrap_or(false),
+        timeline_limit: timeline_limit(query.filter.as_deref()),
+    };
+    let response = sync(&state, &auth.user_id, &request).await?;
+    Ok(HttpResponse::Ok().json(response))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MessagesQuery {
+    from: Option<String>,
+    to: Option<String>,
+    dir: String,
+    limit: Option<usize>,
+}
+
+/// # GET /_matrix/client/v3/rooms/{roomId}/messages
+///
+/// Tokens are stream positions: `from` is the last position already seen going backwards
+/// (or the first one going forwards).
+pub async fn messages(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+    query: web::Query<MessagesQuery>,
+) -> Result<HttpResponse, Error> {
+    let room_id = OwnedRoomId::try_from(room_id.as_str())
+        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))?;
+    let membership = rooms::membership(&state.storage, &auth.user_id, &room_id)?
+        .ok_or_else(|| Error::new(ErrorKind::Forbidden, "You are not in this room"))?;
+    // A member sees the room up to now; a former member up to when they left.
+    let visible_until = match membership.membership.as_str() {
+        "join" => state.storage.current_stream_position()?,
+        "leave" | "ban" => membership.stream,
+        _ => return Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
+    };
+    let limit = query.limit.unwrap_or(10).clamp(1, 1000);
+    let from = query.from.as_deref().map(position).transpose()?;
+    let to = query.to.as_deref().map(position).transpose()?;
+    let (chunk, start, end) = match query.dir.as_str() {
+        "b" => {
+            let upto = from.unwrap_or(visible_until).min(visible_until);
+            let after = to.unwrap_or(0);
+            let (events, _) = timeline(&state, &room_id, after, upto, limit)?;
+            let end = events
+                .first()
+                .map(|(position, _, _)| position.saturating_sub(1));
+            let chunk: Vec<Value> = events
+                .into_iter()
+                .rev()
+                .map(|(_, _, event)| event)
+                .collect();
+            (chunk, upto, end)
+        }
+        "f" => {
+            let after = from.unwrap_or(0);
+            let upto = to.unwrap_or(visible_until).min(visible_until);
+            let (events, _) = forward(&state, &room_id, after, upto, limit)?;
+            let end = events.last().map(|(position, _, _)| *position);
+            let chunk: Vec<Value> = events.into_iter().map(|(_, _, event)| event).collect();
+            (chunk, after, end)
+        }
+        _ => return Err(Error::new(ErrorKind::InvalidParam, "dir must be b or f")),
+    };
+    let mut response = json!({ "chunk": chunk, "start": start.to_string() });
+    // No `end` when there is nothing more in that direction: the spec's signal to stop.
+    if let Some(end) = end.filter(|_| !response["chunk"].as_array().is_some_and(Vec::is_empty)) {
+        response["end"] = json!(end.to_string());
+    }
+    Ok(HttpResponse::Ok().json(response))
+}
+
+/// The oldest `limit` events with positions in `(after, upto]`.
+fn forward(
+    state: &AppState,
+    room_id: &ruma::RoomId,
+    after: u64,
+    upto: u64,
+    limit: usize,
+) -> Result<(Vec<TimelineEvent>, bool), Error> {
+    let room = room_id.to_string();
+    let mut events = Vec::new();
+    let range = state
+        .storage
+        .roomstream_eventid
+        .range(&(room.clone(), after.saturating_add(1)), &(room, upto));
+    for entry in range {
+        let ((_, position), event_id) = entry?;
+        if events.len() == limit {
+            return Ok((events, true));
+        }
+        if let Some(json) = rooms::load_json(&state.storage, &event_id)? {
+            events.push((
+                position,
+                event_id.clone(),
+                rooms::format::client_event(&json, &event_id, true),
+            ));
+        }
+    }
+    Ok((events, false))
+}

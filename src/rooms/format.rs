@@ -1,0 +1,73 @@
+//! Events as clients see them (spec: client-server API, "Room Event Format"): the PDU
+//! without its federation fields (hashes, signatures, graph edges, depth).
+
+use ruma::{CanonicalJsonObject, CanonicalJsonValue};
+use serde_json::{Map, Value};
+
+/// The fields a client event keeps.
+const CLIENT_FIELDS: [&str; 8] = [
+    "content",
+    "origin_server_ts",
+    "sender",
+    "state_key",
+    "type",
+    "unsigned",
+    "redacts",
+    "room_id",
+];
+
+/// The client form of a stored event. `with_room_id`: `/sync` leaves the room ID out, since
+/// the event sits under its room already.
+pub fn client_event(json: &CanonicalJsonObject, event_id: &str, with_room_id: bool) -> Value {
+    let mut event = Map::new();
+    for field in CLIENT_FIELDS {
+        if field == "room_id" && !with_room_id {
+            continue;
+        }
+        if let Some(value) = json.get(field) {
+            event.insert(field.to_owned(), to_json(value));
+        }
+    }
+    event.insert("event_id".to_owned(), Value::String(event_id.to_owned()));
+    Value::Object(event)
+}
+
+/// An invite's "stripped state" event: only type, state key, sender and content.
+pub fn stripped_event(json: &CanonicalJsonObject) -> Value {
+    let mut event = Map::new();
+    for field in ["type", "state_key", "sender", "content"] {
+        if let Some(value) = json.get(field) {
+            event.insert(field.to_owned(), to_json(value));
+        }
+    }
+    Value::Object(event)
+}
+
+fn to_json(value: &CanonicalJsonValue) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn federation_fields_are_left_out() {
+        let stored = match CanonicalJsonValue::try_from(json!({
+            "room_id": "!r:x", "sender": "@a:x", "type": "m.room.message", "content": { "body": "hi" },
+            "origin_server_ts": 5, "depth": 3, "prev_events": [], "auth_events": [],
+            "hashes": { "sha256": "h" }, "signatures": {}
+        })) {
+            Ok(CanonicalJsonValue::Object(object)) => object,
+            _ => panic!("object"),
+        };
+        let event = client_event(&stored, "$e", false);
+        assert_eq!(
+            event,
+            json!({ "event_id": "$e", "sender": "@a:x", "type": "m.room.message",
+                    "content": { "body": "hi" }, "origin_server_ts": 5 })
+        );
+        assert_eq!(client_event(&stored, "$e", true)["room_id"], "!r:x");
+    }
+}

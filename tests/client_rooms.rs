@@ -1,0 +1,552 @@
+//! Rooms through the client API: create, send (idempotent per transaction), state, events,
+//! membership, `/sync` (initial, incremental, long-poll), `/messages`, every room version,
+//! the errors for bad input and missing permission, and durability under `kill -9`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::http::{Client, Response};
+use common::{Server, test_config};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn server() -> Server {
+    Server::start_with_users(
+        &test_config("[limits]\nauth_attempts_per_minute = 100000\n"),
+        &[("alice", PASSWORD), ("bob", PASSWORD), ("carol", PASSWORD)],
+    )
+}
+
+fn login(server: &Server, user: &str) -> String {
+    let response = server.client().json(
+        "POST",
+        "/_matrix/client/v3/login",
+        None,
+        &json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": PASSWORD }),
+    );
+    assert_eq!(response.status, 200);
+    response.json()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+fn ok(response: Response) -> Value {
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    response.json()
+}
+
+fn errcode(response: &Response) -> String {
+    response.json()["errcode"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn create_room(client: &mut Client, token: &str, body: Value) -> String {
+    ok(client.json("POST", "/_matrix/client/v3/createRoom", Some(token), &body))["room_id"]
+        .as_str()
+        .expect("room_id")
+        .to_owned()
+}
+
+fn send(client: &mut Client, token: &str, room: &str, txn: &str, body: &str) -> Response {
+    client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+        Some(token),
+        &json!({ "msgtype": "m.text", "body": body }),
+    )
+}
+
+fn sync(client: &mut Client, token: &str, since: Option<&str>, timeout_ms: u64) -> Value {
+    let path = match since {
+        Some(since) => format!("/_matrix/client/v3/sync?since={since}&timeout={timeout_ms}"),
+        None => "/_matrix/client/v3/sync".to_owned(),
+    };
+    ok(client.get_with(&path, token))
+}
+
+fn timeline_bodies(sync: &Value, room: &str) -> Vec<String> {
+    sync["rooms"]["join"][room]["timeline"]["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|event| event["type"] == "m.room.message")
+                .map(|event| {
+                    event["content"]["body"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn create_send_read_and_resend_idempotently() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let mut client = server.client();
+    let room = create_room(
+        &mut client,
+        &alice,
+        json!({ "name": "Family", "topic": "Dinner plans" }),
+    );
+    assert!(room.starts_with('!'));
+    assert!(
+        !room.contains(':'),
+        "room version 12 IDs carry no server name: {room}"
+    );
+
+    let first = ok(send(&mut client, &alice, &room, "txn1", "hello"))["event_id"].clone();
+    let again = ok(send(&mut client, &alice, &room, "txn1", "hello"))["event_id"].clone();
+    assert_eq!(first, again, "the same transaction ID is the same message");
+    let other = ok(send(&mut client, &alice, &room, "txn2", "hello"))["event_id"].clone();
+    assert_ne!(first, other);
+
+    let event = ok(client.get_with(
+        &format!(
+            "/_matrix/client/v3/rooms/{room}/event/{}",
+            first.as_str().expect("id")
+        ),
+        &alice,
+    ));
+    assert_eq!(event["content"]["body"], "hello");
+    assert_eq!(event["sender"], "@alice:localhost");
+    assert_eq!(event["room_id"], room);
+    assert!(event.get("hashes").is_none() && event.get("signatures").is_none());
+
+    let name = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+        &alice,
+    ));
+    assert_eq!(name, json!({ "name": "Family" }));
+    let put = client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic"),
+        Some(&alice),
+        &json!({ "topic": "Lunch" }),
+    );
+    ok(put);
+    let topic = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic?format=event"),
+        &alice,
+    ));
+    assert_eq!(topic["content"]["topic"], "Lunch");
+    let all = ok(client.get_with(&format!("/_matrix/client/v3/rooms/{room}/state"), &alice));
+    let types: Vec<&str> = all
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    for kind in [
+        "m.room.create",
+        "m.room.member",
+        "m.room.power_levels",
+        "m.room.join_rules",
+        "m.room.history_visibility",
+        "m.room.name",
+        "m.room.topic",
+    ] {
+        assert!(types.contains(&kind), "{kind} in {types:?}");
+    }
+    let joined = ok(client.get_with("/_matrix/client/v3/joined_rooms", &alice));
+    assert_eq!(joined["joined_rooms"], json!([room]));
+    let members = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+        &alice,
+    ));
+    assert!(members["joined"]["@alice:localhost"].is_object());
+}
+
+#[test]
+fn a_conversation_through_sync() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut a = server.client();
+    let mut b = server.client();
+    let room = create_room(
+        &mut a,
+        &alice,
+        json!({ "invite": ["@bob:localhost"], "is_direct": true }),
+    );
+
+    let first = sync(&mut b, &bob, None, 0);
+    let invite = &first["rooms"]["invite"][&room]["invite_state"]["events"];
+    let invite_events = invite.as_array().expect("invite state");
+    assert!(invite_events.iter().any(|e| e["type"] == "m.room.member"
+        && e["state_key"] == "@bob:localhost"
+        && e["content"]["is_direct"] == true));
+    assert!(invite_events.iter().any(|e| e["type"] == "m.room.create"));
+    let since = first["next_batch"].as_str().expect("next_batch").to_owned();
+
+    ok(b.json(
+        "POST",
+        &format!("/_matrix/client/v3/join/{room}"),
+        Some(&bob),
+        &json!({}),
+    ));
+    let after_join = sync(&mut b, &bob, Some(&since), 0);
+    let joined = &after_join["rooms"]["join"][&room];
+    let mut seen: Vec<Value> = joined["state"]["events"].as_array().expect("state").clone();
+    seen.extend(
+        joined["timeline"]["events"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .cloned(),
+    );
+    assert!(
+        seen.iter().any(|e| e["type"] == "m.room.create"),
+        "a newly joined room comes with its state: {joined}"
+    );
+    let since = after_join["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+
+    // A long-poll wakes as soon as the message is sent, not at its timeout.
+    let poll_server_address = server.address("http");
+    let bob_token = bob.clone();
+    let since_for_poll = since.clone();
+    let waiter = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut client = Client::plain(poll_server_address);
+        let response = sync(&mut client, &bob_token, Some(&since_for_poll), 20_000);
+        (response, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    ok(send(&mut a, &alice, &room, "t1", "dinner at 7?"));
+    let (woken, waited) = waiter.join().expect("poll");
+    assert!(waited < Duration::from_secs(10), "woke after {waited:?}");
+    assert_eq!(timeline_bodies(&woken, &room), vec!["dinner at 7?"]);
+    let since = woken["next_batch"].as_str().expect("next_batch").to_owned();
+
+    ok(send(&mut b, &bob, &room, "t1", "yes!"));
+    let next = sync(&mut b, &bob, Some(&since), 0);
+    assert_eq!(
+        timeline_bodies(&next, &room),
+        vec!["yes!"],
+        "no duplicates, only what is new"
+    );
+    let since = next["next_batch"].as_str().expect("next_batch").to_owned();
+    let quiet = sync(&mut b, &bob, Some(&since), 0);
+    assert!(quiet["rooms"]["join"].as_object().expect("join").is_empty());
+
+    // Leaving shows the room under `leave`, and the door is shut.
+    ok(b.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/leave"),
+        Some(&bob),
+        &json!({}),
+    ));
+    let left = sync(&mut b, &bob, Some(&since), 0);
+    assert!(left["rooms"]["leave"][&room].is_object());
+    let refused = send(&mut b, &bob, &room, "t2", "still here?");
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        ok(b.get_with("/_matrix/client/v3/joined_rooms", &bob))["joined_rooms"],
+        json!([])
+    );
+}
+
+#[test]
+fn messages_paginate_both_ways() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let mut client = server.client();
+    let room = create_room(&mut client, &alice, json!({}));
+    for i in 0..25 {
+        ok(send(
+            &mut client,
+            &alice,
+            &room,
+            &format!("m{i}"),
+            &format!("message {i}"),
+        ));
+    }
+    let mut seen = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let path = match &from {
+            Some(from) => {
+                format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10&from={from}")
+            }
+            None => format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10"),
+        };
+        let page = ok(client.get_with(&path, &alice));
+        for event in page["chunk"].as_array().expect("chunk") {
+            if event["type"] == "m.room.message" {
+                seen.push(event["content"]["body"].as_str().expect("body").to_owned());
+            }
+        }
+        match page["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).rev().map(|i| format!("message {i}")).collect();
+    assert_eq!(seen, expected);
+    let forward = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=5"),
+        &alice,
+    ));
+    assert_eq!(forward["chunk"][0]["type"], "m.room.create");
+    let bad = client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=x"),
+        &alice,
+    );
+    assert_eq!(errcode(&bad), "M_INVALID_PARAM");
+}
+
+#[test]
+fn every_room_version_from_1_to_12() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut client = server.client();
+    for version in 1..=12 {
+        let room = create_room(
+            &mut client,
+            &alice,
+            json!({ "room_version": version.to_string(), "invite": ["@bob:localhost"] }),
+        );
+        ok(client.json(
+            "POST",
+            &format!("/_matrix/client/v3/rooms/{room}/join"),
+            Some(&bob),
+            &json!({}),
+        ));
+        let event = ok(send(&mut client, &bob, &room, "t", "hi"))["event_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        if version <= 2 {
+            assert!(event.ends_with(":localhost"), "version {version}: {event}");
+        } else {
+            assert!(!event.contains(':'), "version {version}: {event}");
+        }
+        let create = ok(client.get_with(
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.create/"),
+            &alice,
+        ));
+        assert_eq!(create["room_version"], version.to_string());
+    }
+    let unsupported = client.json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        &json!({ "room_version": "13" }),
+    );
+    assert_eq!(unsupported.status, 400);
+    assert_eq!(errcode(&unsupported), "M_UNSUPPORTED_ROOM_VERSION");
+}
+
+#[test]
+fn permissions_and_bad_input() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let carol = login(&server, "carol");
+    let mut client = server.client();
+    let room = create_room(&mut client, &alice, json!({ "invite": ["@bob:localhost"] }));
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/join"),
+        Some(&bob),
+        &json!({}),
+    ));
+
+    // Outsiders can neither read nor write, and cannot tell a room exists.
+    for (path, method) in [
+        (format!("/_matrix/client/v3/rooms/{room}/state"), "GET"),
+        (
+            "/_matrix/client/v3/rooms/!nosuchroom/state".to_owned(),
+            "GET",
+        ),
+    ] {
+        let response = client
+            .request(
+                method,
+                &path,
+                &[("Authorization", &format!("Bearer {carol}"))],
+                None,
+            )
+            .expect("answer");
+        assert_eq!(response.status, 403, "{path}");
+    }
+    assert_eq!(
+        send(&mut client, &carol, &room, "t", "let me in").status,
+        403
+    );
+    let uninvited = client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/join"),
+        Some(&carol),
+        &json!({}),
+    );
+    assert_eq!(uninvited.status, 403);
+    assert_eq!(errcode(&uninvited), "M_FORBIDDEN");
+
+    // Power levels: bob (0) may talk but not rename the room (50), kick or ban.
+    assert_eq!(send(&mut client, &bob, &room, "t", "hi").status, 200);
+    let rename = client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+        Some(&bob),
+        &json!({ "name": "mine" }),
+    );
+    assert_eq!(rename.status, 403);
+    let kick = client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/kick"),
+        Some(&bob),
+        &json!({ "user_id": "@alice:localhost" }),
+    );
+    assert_eq!(kick.status, 403);
+    // Alice may ban bob, who then cannot send.
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/ban"),
+        Some(&alice),
+        &json!({ "user_id": "@bob:localhost", "reason": "test" }),
+    ));
+    assert_eq!(send(&mut client, &bob, &room, "t2", "hello?").status, 403);
+
+    // Malformed requests.
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/x1");
+    let auth = format!("Bearer {alice}");
+    let not_json = client
+        .request("PUT", &path, &[("Authorization", &auth)], Some(b"{oops"))
+        .expect("answer");
+    assert_eq!(errcode(&not_json), "M_NOT_JSON");
+    let not_object = client
+        .request("PUT", &path, &[("Authorization", &auth)], Some(b"[1,2]"))
+        .expect("answer");
+    assert_eq!(errcode(&not_object), "M_BAD_JSON");
+    let float = client
+        .request(
+            "PUT",
+            &path,
+            &[("Authorization", &auth)],
+            Some(b"{\"n\": 1.5}"),
+        )
+        .expect("answer");
+    assert_eq!(errcode(&float), "M_BAD_JSON");
+    let huge = send(&mut client, &alice, &room, "x2", &"x".repeat(70_000));
+    assert_eq!(huge.status, 413);
+    assert_eq!(errcode(&huge), "M_TOO_LARGE");
+    let member = client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@carol:localhost"),
+        Some(&alice),
+        &json!({ "membership": "join" }),
+    );
+    assert_eq!(member.status, 400);
+    let bad_room = send(&mut client, &alice, "not-a-room", "x3", "hi");
+    assert_eq!(errcode(&bad_room), "M_INVALID_PARAM");
+    let alias = client.json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        &json!({ "room_alias_name": "family" }),
+    );
+    assert_eq!(alias.status, 400);
+    let preset = client.json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        &json!({ "preset": "party" }),
+    );
+    assert_eq!(errcode(&preset), "M_INVALID_PARAM");
+    let remote = client.json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        &json!({ "invite": ["@dave:elsewhere.org"] }),
+    );
+    assert_eq!(remote.status, 400);
+    let missing = client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/event/$nope"),
+        &alice,
+    );
+    assert_eq!(errcode(&missing), "M_NOT_FOUND");
+    // Nothing above was half-written: the room still works.
+    ok(send(&mut client, &alice, &room, "x4", "still fine"));
+}
+
+/// A `200` to `/send` means the event is on disk: every acknowledged message survives
+/// `kill -9` in the middle of a burst.
+#[test]
+fn acknowledged_messages_survive_kill_9() {
+    let mut server = server();
+    let alice = login(&server, "alice");
+    let mut client = server.client();
+    let room = create_room(&mut client, &alice, json!({}));
+    let address = server.address("http");
+    let token = alice.clone();
+    let room_for_burst = room.clone();
+    let burst = std::thread::spawn(move || {
+        let mut client = Client::plain(address);
+        let mut acknowledged = Vec::new();
+        for i in 0..400 {
+            match client.request(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room_for_burst}/send/m.room.message/burst{i}"),
+                &[("Authorization", &format!("Bearer {token}"))],
+                Some(format!("{{\"msgtype\":\"m.text\",\"body\":\"{i}\"}}").as_bytes()),
+            ) {
+                Ok(response) if response.status == 200 => {
+                    acknowledged.push(response.json()["event_id"].as_str().expect("id").to_owned());
+                }
+                _ => break,
+            }
+        }
+        acknowledged
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    server.signal("KILL");
+    let acknowledged = burst.join().expect("burst");
+    server.wait_exit(Duration::from_secs(10)).expect("killed");
+    assert!(
+        !acknowledged.is_empty(),
+        "some sends were acknowledged before the kill"
+    );
+    let dir = server.dir.clone();
+    let restarted = Server::start_in(&dir, &[], &[]).expect("restarts");
+    let mut client = restarted.client();
+    for event_id in &acknowledged {
+        let response = client.get_with(
+            &format!("/_matrix/client/v3/rooms/{room}/event/{event_id}"),
+            &alice,
+        );
+        assert_eq!(
+            response.status,
+            200,
+            "acknowledged {event_id} was lost ({} acknowledged)",
+            acknowledged.len()
+        );
+    }
+    // The room goes on where it stopped.
+    ok(send(
+        &mut client,
+        &alice,
+        &room,
+        "after-restart",
+        "still here",
+    ));
+    drop(restarted);
+    drop(server);
+}
