@@ -55,7 +55,7 @@ pub async fn sync(
     request: &SyncRequest,
 ) -> Result<Value, Error> {
     let mut changes = state.rooms.subscribe();
-    let upto = state.storage.current_stream_position()?;
+    let upto = state.rooms.visible_position();
     let (response, news) = build(state, user_id, request, upto)?;
     if news || request.since.is_none() || request.timeout.is_zero() {
         return Ok(response);
@@ -63,7 +63,7 @@ pub async fn sync(
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     loop {
         let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
-        let upto = state.storage.current_stream_position()?;
+        let upto = state.rooms.visible_position();
         let (response, news) = build(state, user_id, request, upto)?;
         // Something for this user, or time is up (or the server is stopping).
         if news || !matches!(changed, Ok(Ok(()))) {

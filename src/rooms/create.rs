@@ -101,8 +101,15 @@ impl Rooms {
             room_id = room_id_for(&rules, Some(&pdu), server_name);
         }
         let room_id = room_id.ok_or_else(|| Error::internal("could not name the new room"))?;
-        self.store(storage, &room_id, version.as_str(), &pdu, &event)
-            .await?;
+        self.store(
+            storage,
+            &room_id,
+            version.as_str(),
+            &pdu,
+            &event,
+            crate::storage::Batch::new(),
+        )
+        .await?;
 
         for new in events_after_create(&request, preset, creator, &rules) {
             self.append(storage, key, &room_id, creator, new).await?;

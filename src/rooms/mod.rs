@@ -53,6 +53,8 @@ pub struct MembershipRecord {
 /// The room service: storage access plus the per-room locks and the stream notifier.
 pub struct Rooms {
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held while a stream position is taken and its batch applied (see [`Rooms::store`]).
+    ordered: Mutex<()>,
     /// The newest stream position; `/sync` long-polls wait for it to change.
     stream: watch::Sender<u64>,
 }
@@ -61,6 +63,7 @@ impl Rooms {
     pub fn new(current_position: u64) -> Rooms {
         Rooms {
             locks: Mutex::new(HashMap::new()),
+            ordered: Mutex::new(()),
             stream: watch::channel(current_position).0,
         }
     }
@@ -89,6 +92,21 @@ impl Rooms {
         sender: &UserId,
         new: NewEvent,
     ) -> Result<Pdu, Error> {
+        self.append_with_txn(storage, key, room_id, sender, new, None)
+            .await
+    }
+
+    /// Like [`Rooms::append`], and records the client's transaction ID in the same batch,
+    /// so a retry after a crash finds the event instead of sending it twice.
+    pub async fn append_with_txn(
+        &self,
+        storage: &Storage,
+        key: &SigningKey,
+        room_id: &RoomId,
+        sender: &UserId,
+        new: NewEvent,
+        txn: Option<&TxnKey>,
+    ) -> Result<Pdu, Error> {
         let lock = self.lock_for(room_id);
         let _serialized = lock.lock().await;
         let room = storage
@@ -105,12 +123,25 @@ impl Rooms {
             sender,
             new,
         )?;
-        self.store(storage, room_id, &room.version, &pdu, &json)
+        let mut batch = Batch::new();
+        if let Some(txn) = txn {
+            storage
+                .txn_eventid
+                .batch_insert(&mut batch, txn, &pdu.event_id.to_string())?;
+        }
+        self.store(storage, room_id, &room.version, &pdu, &json, batch)
             .await?;
         Ok(pdu)
     }
 
-    /// Stores an authorized event with its indexes in one batch, flushes, and wakes `/sync`.
+    /// Stores an authorized event with its indexes (and `batch`'s writes) in one batch,
+    /// wakes `/sync`, and flushes before returning.
+    ///
+    /// Stream positions become visible in order: a position is taken and its batch applied
+    /// under one short lock, and only then published. A reader that sees position N has
+    /// every event up to N, so no `/sync` can step over an event still being written.
+    /// Readers may see an event a few milliseconds before it is flushed; the sender's `200`
+    /// waits for the flush.
     pub async fn store(
         &self,
         storage: &Storage,
@@ -118,45 +149,14 @@ impl Rooms {
         version: &str,
         pdu: &Pdu,
         json: &CanonicalJsonObject,
+        mut batch: Batch,
     ) -> Result<u64, Error> {
-        let position = storage.next_stream_position()?;
         let room = room_id.to_string();
         let event_id = pdu.event_id.to_string();
-        let mut batch = Batch::new();
         let text = CanonicalJsonValue::Object(json.clone()).to_string();
         storage
             .eventid_pdu
             .batch_insert(&mut batch, &event_id, &text)?;
-        let meta = EventMeta {
-            room_id: room.clone(),
-            stream: position,
-        };
-        storage
-            .eventid_meta
-            .batch_insert(&mut batch, &event_id, &meta)?;
-        storage.roomstream_eventid.batch_insert(
-            &mut batch,
-            &(room.clone(), position),
-            &event_id,
-        )?;
-        if let Some(state_key) = &pdu.state_key {
-            let key = (room.clone(), pdu.kind.to_string(), state_key.clone());
-            storage
-                .roomstate_eventid
-                .batch_insert(&mut batch, &key, &event_id)?;
-            if pdu.kind == ruma::events::TimelineEventType::RoomMember {
-                let record = MembershipRecord {
-                    membership: membership_of(pdu),
-                    stream: position,
-                    event_id: event_id.clone(),
-                };
-                storage.userroom_membership.batch_insert(
-                    &mut batch,
-                    &(state_key.clone(), room.clone()),
-                    &record,
-                )?;
-            }
-        }
         let record = RoomRecord {
             version: version.to_owned(),
             extremities: vec![(pdu.event_id.clone(), pdu.depth)],
@@ -164,12 +164,58 @@ impl Rooms {
         storage
             .roomid_room
             .batch_insert(&mut batch, &room, &record)?;
-        storage.apply(batch)?;
+        let position = {
+            let _ordered = self
+                .ordered
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            let position = storage.next_stream_position()?;
+            let meta = EventMeta {
+                room_id: room.clone(),
+                stream: position,
+            };
+            storage
+                .eventid_meta
+                .batch_insert(&mut batch, &event_id, &meta)?;
+            storage.roomstream_eventid.batch_insert(
+                &mut batch,
+                &(room.clone(), position),
+                &event_id,
+            )?;
+            if let Some(state_key) = &pdu.state_key {
+                let key = (room.clone(), pdu.kind.to_string(), state_key.clone());
+                storage
+                    .roomstate_eventid
+                    .batch_insert(&mut batch, &key, &event_id)?;
+                if pdu.kind == ruma::events::TimelineEventType::RoomMember {
+                    let record = MembershipRecord {
+                        membership: membership_of(pdu),
+                        stream: position,
+                        event_id: event_id.clone(),
+                    };
+                    storage.userroom_membership.batch_insert(
+                        &mut batch,
+                        &(state_key.clone(), room.clone()),
+                        &record,
+                    )?;
+                }
+            }
+            storage.apply(batch)?;
+            self.stream.send_replace(position);
+            position
+        };
         storage.flush().await?;
-        self.stream.send_replace(position);
         Ok(position)
     }
+
+    /// The newest stream position whose event (and every earlier one) is stored.
+    pub fn visible_position(&self) -> u64 {
+        *self.stream.borrow()
+    }
 }
+
+/// A client's transaction: user, device, and room with transaction ID.
+pub type TxnKey = (String, String, String);
 
 /// The rules of a stored room's version.
 pub fn rules_of(room: &RoomRecord) -> Result<RoomVersionRules, Error> {

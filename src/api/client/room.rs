@@ -96,19 +96,15 @@ pub async fn send_message(
     }
     let pdu = state
         .rooms
-        .append(
+        .append_with_txn(
             &state.storage,
             &state.signing_key,
             &room_id,
             &auth.user_id,
             new,
+            Some(&txn_key),
         )
         .await?;
-    state
-        .storage
-        .txn_eventid
-        .insert(&txn_key, &pdu.event_id.to_string())?;
-    state.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({ "event_id": pdu.event_id })))
 }
 

@@ -84,7 +84,7 @@ pub async fn messages(
         .ok_or_else(|| Error::new(ErrorKind::Forbidden, "You are not in this room"))?;
     // A member sees the room up to now; a former member up to when they left.
     let visible_until = match membership.membership.as_str() {
-        "join" => state.storage.current_stream_position()?,
+        "join" => state.rooms.visible_position(),
         "leave" | "ban" => membership.stream,
         _ => return Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
     };
