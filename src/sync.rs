@@ -15,7 +15,7 @@ use ruma::{RoomId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::error::Error;
-use crate::rooms::format::{client_event, stripped_event};
+use crate::rooms::format::{client_event, stripped_event, with_transaction_id};
 use crate::rooms::{self, MembershipRecord, load_json};
 use crate::state::AppState;
 use crate::storage::StorageError;
@@ -24,14 +24,15 @@ use crate::storage::StorageError;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 /// Timeline events per room when the client does not say.
 pub const DEFAULT_TIMELINE_LIMIT: usize = 10;
-/// The most timeline events per room a client may ask for.
-pub const MAX_TIMELINE_LIMIT: usize = 500;
+/// The most timeline events per room a client may ask for (events are up to 64 KiB each).
+pub const MAX_TIMELINE_LIMIT: usize = 100;
 
 /// The state events an invited user is shown about the room (spec: "stripped state").
-const INVITE_STATE_TYPES: [&str; 6] = [
+const INVITE_STATE_TYPES: [&str; 7] = [
     "m.room.create",
     "m.room.join_rules",
     "m.room.name",
+    "m.room.topic",
     "m.room.avatar",
     "m.room.canonical_alias",
     "m.room.encryption",
@@ -46,6 +47,8 @@ pub struct SyncRequest {
     pub timeout: Duration,
     pub full_state: bool,
     pub timeline_limit: usize,
+    /// The requesting device: its own messages carry their transaction IDs.
+    pub device_id: String,
 }
 
 /// Answers a sync, waiting up to `request.timeout` for news when there is none.
@@ -55,7 +58,7 @@ pub async fn sync(
     request: &SyncRequest,
 ) -> Result<Value, Error> {
     let mut changes = state.rooms.subscribe();
-    let upto = state.rooms.visible_position();
+    let upto = *changes.borrow_and_update();
     let (response, news) = build(state, user_id, request, upto)?;
     if news || request.since.is_none() || request.timeout.is_zero() {
         return Ok(response);
@@ -63,7 +66,7 @@ pub async fn sync(
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     loop {
         let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
-        let upto = state.rooms.visible_position();
+        let upto = *changes.borrow_and_update();
         let (response, news) = build(state, user_id, request, upto)?;
         // Something for this user, or time is up (or the server is stopping).
         if news || !matches!(changed, Ok(Ok(()))) {
@@ -83,6 +86,10 @@ fn build(
     let mut invite = Map::new();
     let mut leave = Map::new();
     for (room_id, record) in rooms::memberships(&state.storage, user_id)? {
+        // Positions past `upto` belong to the next sync.
+        if record.stream > upto {
+            continue;
+        }
         let changed_since = request.since.is_none_or(|since| record.stream > since);
         match record.membership.as_str() {
             "join" => {
@@ -90,12 +97,10 @@ fn build(
                     join.insert(room_id.to_string(), room);
                 }
             }
-            "invite" if changed_since && record.stream <= upto => {
+            "invite" if changed_since => {
                 invite.insert(room_id.to_string(), invited_room(state, &room_id, &record)?);
             }
-            "leave" | "ban"
-                if request.since.is_some() && changed_since && record.stream <= upto =>
-            {
+            "leave" | "ban" if request.since.is_some() && changed_since => {
                 leave.insert(
                     room_id.to_string(),
                     left_room(state, &room_id, &record, request)?,
@@ -115,6 +120,34 @@ fn build(
     Ok((response, news))
 }
 
+/// The first stream position a member may read in a room: everything under `shared` and
+/// `world_readable` history; from their invite or join under `invited`; from their join
+/// under `joined`. (The visibility in force now is applied to the whole history; per-event
+/// visibility needs the state at each event, which comes with federation.)
+pub fn history_start(
+    state: &AppState,
+    room_id: &RoomId,
+    record: &MembershipRecord,
+) -> Result<u64, StorageError> {
+    let visibility =
+        rooms::state_content(&state.storage, room_id, "m.room.history_visibility", "")?
+            .and_then(|content| {
+                content
+                    .get("history_visibility")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "shared".to_owned());
+    Ok(match visibility.as_str() {
+        "joined" => record.joined_stream.unwrap_or(u64::MAX),
+        "invited" => match (record.invited_stream, record.joined_stream) {
+            (Some(invited), Some(joined)) => invited.min(joined),
+            (invited, joined) => invited.or(joined).unwrap_or(u64::MAX),
+        },
+        _ => 0,
+    })
+}
+
 fn joined_room(
     state: &AppState,
     room_id: &RoomId,
@@ -122,13 +155,25 @@ fn joined_room(
     request: &SyncRequest,
     upto: u64,
 ) -> Result<Option<Value>, Error> {
-    let newly_joined = request.since.is_none_or(|since| record.stream > since);
+    // A room is new to this sync when the user joined since the last one; a repeated join
+    // (a profile change) is not.
+    let newly_joined = request
+        .since
+        .is_none_or(|since| record.joined_stream.is_some_and(|joined| joined > since));
+    let start = history_start(state, room_id, record)?;
     let after = if newly_joined {
-        0
+        start.saturating_sub(1)
     } else {
-        request.since.unwrap_or(0)
+        request.since.unwrap_or(0).max(start.saturating_sub(1))
     };
-    let (timeline, limited) = timeline(state, room_id, after, upto, request.timeline_limit)?;
+    let (timeline, limited) = timeline(
+        state,
+        room_id,
+        after,
+        upto,
+        request.timeline_limit,
+        Some(&request.device_id),
+    )?;
     if timeline.is_empty() && !newly_joined && !request.full_state {
         return Ok(None);
     }
@@ -156,17 +201,22 @@ fn joined_room(
 }
 
 /// The newest `limit` events of the room with positions in `(after, upto]`, oldest first,
-/// and whether older ones in that span were left out.
+/// and whether older ones in that span were left out. Events sent by `device` carry their
+/// transaction IDs.
 pub fn timeline(
     state: &AppState,
     room_id: &RoomId,
     after: u64,
     upto: u64,
     limit: usize,
+    device: Option<&str>,
 ) -> Result<(Vec<TimelineEvent>, bool), StorageError> {
     let room = room_id.to_string();
     let mut events = Vec::new();
     let mut limited = false;
+    if after >= upto {
+        return Ok((events, limited));
+    }
     let range = state
         .storage
         .roomstream_eventid
@@ -177,16 +227,38 @@ pub fn timeline(
             limited = true;
             break;
         }
-        if let Some(json) = load_json(&state.storage, &event_id)? {
-            events.push((
-                position,
-                event_id.clone(),
-                client_event(&json, &event_id, false),
-            ));
+        if let Some(event) = client_form(state, &event_id, None, device)? {
+            events.push((position, event_id, event));
         }
     }
     events.reverse();
     Ok((events, limited))
+}
+
+/// The client form of a stored event, with the transaction ID when `device` sent it.
+pub fn client_form(
+    state: &AppState,
+    event_id: &str,
+    room_id: Option<&str>,
+    device: Option<&str>,
+) -> Result<Option<Value>, StorageError> {
+    let Some(json) = load_json(&state.storage, event_id)? else {
+        return Ok(None);
+    };
+    let event = client_event(&json, event_id, room_id);
+    let txn = match device {
+        Some(device) => state
+            .storage
+            .eventid_meta
+            .get(&event_id.to_owned())?
+            .and_then(|meta| meta.txn)
+            .filter(|(sender_device, _)| sender_device == device),
+        None => None,
+    };
+    Ok(Some(match txn {
+        Some((_, txn_id)) => with_transaction_id(event, &txn_id),
+        None => event,
+    }))
 }
 
 /// The room's current state events that were sent after `after` and before `before`.
@@ -205,7 +277,7 @@ fn state_between(
             continue;
         }
         if let Some(json) = load_json(&state.storage, &event_id)? {
-            events.push(client_event(&json, &event_id, false));
+            events.push(client_event(&json, &event_id, None));
         }
     }
     Ok(events)
@@ -238,23 +310,46 @@ fn invited_room(
     Ok(json!({ "invite_state": { "events": events } }))
 }
 
+/// A room the user left (or was kicked or banned from) since the last sync. A former member
+/// sees what happened up to their departure; someone who was never in (an invite declined
+/// or withdrawn, a ban in advance) sees only their own membership event.
 fn left_room(
     state: &AppState,
     room_id: &RoomId,
     record: &MembershipRecord,
     request: &SyncRequest,
 ) -> Result<Value, Error> {
-    let after = request.since.unwrap_or(0);
-    let (timeline, limited) =
-        timeline(state, room_id, after, record.stream, request.timeline_limit)?;
-    let prev_batch = timeline
-        .first()
-        .map_or(record.stream, |(position, _, _)| *position)
-        .saturating_sub(1)
-        .to_string();
-    let events: Vec<Value> = timeline.into_iter().map(|(_, _, event)| event).collect();
+    let (events, limited, prev_batch) = if record.joined_stream.is_some() {
+        let start = history_start(state, room_id, record)?;
+        let after = request.since.unwrap_or(0).max(start.saturating_sub(1));
+        let (timeline, limited) = timeline(
+            state,
+            room_id,
+            after,
+            record.stream,
+            request.timeline_limit,
+            Some(&request.device_id),
+        )?;
+        let prev_batch = timeline
+            .first()
+            .map_or(record.stream, |(position, _, _)| *position)
+            .saturating_sub(1);
+        (
+            timeline
+                .into_iter()
+                .map(|(_, _, event)| event)
+                .collect::<Vec<_>>(),
+            limited,
+            prev_batch,
+        )
+    } else {
+        let own = client_form(state, &record.event_id, None, None)?
+            .into_iter()
+            .collect();
+        (own, false, record.stream.saturating_sub(1))
+    };
     Ok(json!({
-        "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch },
+        "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch.to_string() },
         "state": { "events": [] },
         "account_data": { "events": [] },
     }))

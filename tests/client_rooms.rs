@@ -550,3 +550,392 @@ fn acknowledged_messages_survive_kill_9() {
     drop(restarted);
     drop(server);
 }
+
+fn join(client: &mut Client, token: &str, room: &str) {
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/join"),
+        Some(token),
+        &json!({}),
+    ));
+}
+
+/// Sends from several users into several rooms at once while another user syncs in a tight
+/// loop: every acknowledged message arrives exactly once.
+#[test]
+fn concurrent_sends_reach_sync_exactly_once() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let carol = login(&server, "carol");
+    let mut client = server.client();
+    let rooms: Vec<String> = (0..3)
+        .map(|_| {
+            create_room(
+                &mut client,
+                &alice,
+                json!({ "invite": ["@bob:localhost", "@carol:localhost"] }),
+            )
+        })
+        .collect();
+    for room in &rooms {
+        join(&mut client, &bob, room);
+        join(&mut client, &carol, room);
+    }
+    let mut since = sync(&mut client, &carol, None, 0)["next_batch"]
+        .as_str()
+        .expect("batch")
+        .to_owned();
+    let address = server.address("http");
+    let senders: Vec<_> = [alice.clone(), bob.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(who, token)| {
+            let rooms = rooms.clone();
+            std::thread::spawn(move || {
+                let mut client = Client::plain(address);
+                let mut sent = Vec::new();
+                for i in 0..60 {
+                    let room = &rooms[i % rooms.len()];
+                    let response = send(
+                        &mut client,
+                        &token,
+                        room,
+                        &format!("s{who}-{i}"),
+                        &format!("{who}-{i}"),
+                    );
+                    sent.push(ok(response)["event_id"].as_str().expect("id").to_owned());
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut received: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut finished = false;
+    while Instant::now() < deadline {
+        let response = sync(&mut client, &carol, Some(&since), 200);
+        for room in &rooms {
+            for event in response["rooms"]["join"][room]["timeline"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if event["type"] == "m.room.message" {
+                    received.push(event["event_id"].as_str().expect("id").to_owned());
+                }
+            }
+        }
+        since = response["next_batch"].as_str().expect("batch").to_owned();
+        if finished {
+            break;
+        }
+        finished = senders.iter().all(|sender| sender.is_finished());
+    }
+    let mut sent: Vec<String> = senders
+        .into_iter()
+        .flat_map(|sender| sender.join().expect("sender"))
+        .collect();
+    sent.sort();
+    let mut unique = received.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), received.len(), "no event twice");
+    assert_eq!(unique, sent, "every acknowledged event arrived");
+}
+
+#[test]
+fn history_is_only_for_those_who_were_in_the_room() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let carol = login(&server, "carol");
+    let mut client = server.client();
+    let room = create_room(&mut client, &alice, json!({ "invite": ["@bob:localhost"] }));
+    ok(send(
+        &mut client,
+        &alice,
+        &room,
+        "secret",
+        "before bob decides",
+    ));
+    let since = sync(&mut client, &bob, None, 0)["next_batch"]
+        .as_str()
+        .expect("batch")
+        .to_owned();
+    // Bob declines: he never joined, so he reads nothing of the room.
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/leave"),
+        Some(&bob),
+        &json!({}),
+    ));
+    let messages = client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b"),
+        &bob,
+    );
+    assert_eq!(messages.status, 403);
+    let left = sync(&mut client, &bob, Some(&since), 0);
+    let events = left["rooms"]["leave"][&room]["timeline"]["events"]
+        .as_array()
+        .expect("timeline")
+        .clone();
+    assert_eq!(events.len(), 1, "only his own leave: {events:?}");
+    assert_eq!(events[0]["state_key"], "@bob:localhost");
+
+    // Under `joined` visibility, a newcomer sees nothing from before their join.
+    let private = create_room(
+        &mut client,
+        &alice,
+        json!({ "invite": ["@carol:localhost"], "initial_state": [
+            { "type": "m.room.history_visibility", "content": { "history_visibility": "joined" } }
+        ] }),
+    );
+    ok(send(&mut client, &alice, &private, "old", "before carol"));
+    join(&mut client, &carol, &private);
+    ok(send(&mut client, &alice, &private, "new", "after carol"));
+    let carol_sync = sync(&mut client, &carol, None, 0);
+    assert_eq!(timeline_bodies(&carol_sync, &private), vec!["after carol"]);
+    let page = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{private}/messages?dir=b&limit=50"),
+        &carol,
+    ));
+    let bodies: Vec<&str> = page["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, vec!["after carol"]);
+}
+
+#[test]
+fn version_12_rooms_privilege_creators_as_the_spec_says() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let mut client = server.client();
+    let room = create_room(
+        &mut client,
+        &alice,
+        json!({ "preset": "trusted_private_chat", "invite": ["@bob:localhost"] }),
+    );
+    let levels = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/"),
+        &alice,
+    ));
+    assert!(
+        levels["users"].get("@alice:localhost").is_none(),
+        "creators are not listed: {levels}"
+    );
+    assert_eq!(levels["events"]["m.room.tombstone"], 150);
+    let create = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.create/"),
+        &alice,
+    ));
+    assert_eq!(create["additional_creators"], json!(["@bob:localhost"]));
+    let page = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=f&limit=1"),
+        &alice,
+    ));
+    assert_eq!(page["chunk"][0]["type"], "m.room.create");
+    assert_eq!(
+        page["chunk"][0]["room_id"], room,
+        "the create event is shown with its room"
+    );
+}
+
+#[test]
+fn a_failed_create_leaves_no_room_and_odd_content_is_refused() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let mut client = server.client();
+    let bad_levels = client.json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        &json!({ "room_version": "10", "power_level_content_override": { "users": { "@alice:localhost": 10 } }, "name": "never" }),
+    );
+    assert_eq!(
+        bad_levels.status,
+        403,
+        "{}",
+        String::from_utf8_lossy(&bad_levels.body)
+    );
+    assert_eq!(
+        ok(client.get_with("/_matrix/client/v3/joined_rooms", &alice))["joined_rooms"],
+        json!([])
+    );
+    let member_state = client.json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        &json!({ "initial_state": [{ "type": "m.room.member", "state_key": "@bob:localhost", "content": { "membership": "join" } }] }),
+    );
+    assert_eq!(errcode(&member_state), "M_INVALID_PARAM");
+    let nobody = client.json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        &json!({ "invite": ["@nobody:localhost"] }),
+    );
+    assert_eq!(nobody.status, 404);
+
+    let room = create_room(&mut client, &alice, json!({}));
+    let mut deep = json!("bottom");
+    for _ in 0..100 {
+        deep = json!({ "a": deep });
+    }
+    let nested = client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/deep"),
+        Some(&alice),
+        &deep,
+    );
+    assert_eq!(errcode(&nested), "M_BAD_JSON");
+    let long_key = client.json(
+        "PUT",
+        &format!(
+            "/_matrix/client/v3/rooms/{room}/state/m.custom/{}",
+            "k".repeat(300)
+        ),
+        Some(&alice),
+        &json!({}),
+    );
+    assert_eq!(errcode(&long_key), "M_BAD_JSON");
+    // The room is unharmed, and sync still reads it.
+    ok(send(&mut client, &alice, &room, "fine", "fine"));
+    assert_eq!(
+        timeline_bodies(&sync(&mut client, &alice, None, 0), &room),
+        vec!["fine"]
+    );
+}
+
+#[test]
+fn membership_actions_apply_only_where_they_make_sense() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut client = server.client();
+    let room = create_room(&mut client, &alice, json!({ "invite": ["@bob:localhost"] }));
+    join(&mut client, &bob, &room);
+    let before = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"),
+        &alice,
+    ))["chunk"]
+        .as_array()
+        .expect("chunk")
+        .len();
+    join(&mut client, &bob, &room);
+    let after = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=100"),
+        &alice,
+    ))["chunk"]
+        .as_array()
+        .expect("chunk")
+        .len();
+    assert_eq!(before, after, "joining again sends nothing");
+    let unban_member = client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/unban"),
+        Some(&alice),
+        &json!({ "user_id": "@bob:localhost" }),
+    );
+    assert_eq!(unban_member.status, 403, "unban does not kick");
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/ban"),
+        Some(&alice),
+        &json!({ "user_id": "@bob:localhost" }),
+    ));
+    let kick_banned = client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/kick"),
+        Some(&alice),
+        &json!({ "user_id": "@bob:localhost" }),
+    );
+    assert_eq!(kick_banned.status, 403, "kick does not unban");
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/unban"),
+        Some(&alice),
+        &json!({ "user_id": "@bob:localhost" }),
+    ));
+}
+
+#[test]
+fn redactions_need_ownership_or_power() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut client = server.client();
+    let room = create_room(&mut client, &alice, json!({ "invite": ["@bob:localhost"] }));
+    join(&mut client, &bob, &room);
+    let hers = ok(send(&mut client, &alice, &room, "a", "alice's"))["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let his = ok(send(&mut client, &bob, &room, "b", "bob's"))["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let redact = |client: &mut Client, token: &str, target: &str, txn: &str| {
+        client.json(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.redaction/{txn}"),
+            Some(token),
+            &json!({ "redacts": target }),
+        )
+    };
+    assert_eq!(redact(&mut client, &bob, &hers, "r1").status, 403);
+    ok(redact(&mut client, &bob, &his, "r2"));
+    ok(redact(&mut client, &alice, &his, "r3"));
+}
+
+#[test]
+fn own_messages_carry_their_transaction_id_and_gaps_fill_from_prev_batch() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let mut client = server.client();
+    let room = create_room(&mut client, &alice, json!({}));
+    let since = sync(&mut client, &alice, None, 0)["next_batch"]
+        .as_str()
+        .expect("batch")
+        .to_owned();
+    for i in 0..30 {
+        ok(send(
+            &mut client,
+            &alice,
+            &room,
+            &format!("gap{i}"),
+            &format!("m{i}"),
+        ));
+    }
+    let response = ok(client.get_with(
+        &format!(
+            "/_matrix/client/v3/sync?since={since}&filter={}",
+            "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A5%7D%7D%7D"
+        ),
+        &alice,
+    ));
+    let joined = &response["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], true);
+    let events = joined["timeline"]["events"].as_array().expect("events");
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[4]["unsigned"]["transaction_id"], "gap29");
+    // Paging back from prev_batch returns exactly the messages the timeline left out.
+    let prev = joined["timeline"]["prev_batch"]
+        .as_str()
+        .expect("prev_batch");
+    let page = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=25&from={prev}&to={since}"),
+        &alice,
+    ));
+    let bodies: Vec<&str> = page["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    let expected: Vec<String> = (0..25).rev().map(|i| format!("m{i}")).collect();
+    assert_eq!(bodies, expected);
+}

@@ -82,6 +82,21 @@ pub fn build_event(
             "the content must be a JSON object".to_owned(),
         ));
     }
+    // The spec's size limits: 255 bytes for the type and the state key.
+    if new.kind.is_empty()
+        || new.kind.len() > 255
+        || new.state_key.as_ref().is_some_and(|key| key.len() > 255)
+    {
+        return Err(BuildError::Invalid(
+            "the event type (1 to 255 bytes) or state key (up to 255 bytes) is too long".to_owned(),
+        ));
+    }
+    // Deeper than this, JSON parsers (ours and other servers') refuse to read it back.
+    if nesting_depth(&new.content) > MAX_CONTENT_DEPTH {
+        return Err(BuildError::Invalid(format!(
+            "the content is nested deeper than {MAX_CONTENT_DEPTH} levels"
+        )));
+    }
     let content_raw = serde_json::value::to_raw_value(&new.content)
         .map_err(|e| BuildError::Invalid(e.to_string()))?;
     let auth_types = ruma::state_res::auth_types_for_event(
@@ -114,8 +129,8 @@ pub fn build_event(
         "content": new.content,
         "depth": depth,
         "origin_server_ts": now_ms,
-        "prev_events": references(room.rules, room.prev_events.iter().map(|(id, _)| id)),
-        "auth_events": references(room.rules, auth_events.iter()),
+        "prev_events": references(room, room.prev_events.iter().map(|(id, _)| id)),
+        "auth_events": references(room, auth_events.iter()),
     });
     if let Some(room_id) = room.room_id {
         event["room_id"] = json!(room_id);
@@ -168,11 +183,29 @@ pub fn authorize(pdu: &Pdu, room: &RoomContext<'_>) -> Result<(), BuildError> {
     .map_err(BuildError::Forbidden)
 }
 
+/// Content nested deeper than this is refused.
+pub const MAX_CONTENT_DEPTH: usize = 64;
+
+fn nesting_depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(nesting_depth).max().unwrap_or(0),
+        Value::Object(members) => 1 + members.values().map(nesting_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// `prev_events` or `auth_events` in the room version's format: event IDs, or (versions 1
-/// and 2) `[id, {}]` pairs.
-fn references<'a>(rules: &RoomVersionRules, ids: impl Iterator<Item = &'a OwnedEventId>) -> Value {
-    match rules.events_reference_format {
-        EventsReferenceFormatVersion::V1 => ids.map(|id| json!([id, {}])).collect(),
+/// and 2) `[id, {"sha256": hash}]` pairs with the referenced event's content hash.
+fn references<'a>(room: &RoomContext<'_>, ids: impl Iterator<Item = &'a OwnedEventId>) -> Value {
+    match room.rules.events_reference_format {
+        EventsReferenceFormatVersion::V1 => ids
+            .map(|id| {
+                let hash = (room.event)(id)
+                    .and_then(|event| event.sha256)
+                    .unwrap_or_default();
+                json!([id, { "sha256": hash }])
+            })
+            .collect(),
         _ => ids.map(|id| json!(id)).collect(),
     }
 }
@@ -381,6 +414,14 @@ mod tests {
             )
             .expect("send");
         assert!(message.event_id.as_str().ends_with(":example.org"));
+        // References carry the referenced event's content hash.
+        let previous = &room.events[&message.prev_events[0]];
+        assert!(
+            previous
+                .sha256
+                .as_deref()
+                .is_some_and(|hash| !hash.is_empty())
+        );
         assert!(
             room.room_id
                 .expect("room")
@@ -398,6 +439,18 @@ mod tests {
             room.send("@alice:example.org", huge),
             Err(BuildError::TooLarge)
         ));
+        let mut deep = json!("bottom");
+        for _ in 0..100 {
+            deep = json!({ "a": deep });
+        }
+        let deep = NewEvent::message("m.room.message", deep);
+        assert!(matches!(
+            room.send("@alice:example.org", deep),
+            Err(BuildError::Invalid(_))
+        ));
+        let long_type = NewEvent::state(&"t".repeat(300), "", json!({}));
+        let result = room.send("@alice:example.org", long_type);
+        assert!(matches!(result, Err(BuildError::Invalid(_))), "{result:?}");
         let float = NewEvent::message("m.room.message", json!({ "n": 1.5 }));
         assert!(matches!(
             room.send("@alice:example.org", float),

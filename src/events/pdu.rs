@@ -26,6 +26,9 @@ pub struct Pdu {
     pub redacts: Option<OwnedEventId>,
     pub depth: u64,
     pub origin_server_ts: MilliSecondsSinceUnixEpoch,
+    /// The content hash, which events of room versions 1 and 2 repeat when they refer to
+    /// this one.
+    pub sha256: Option<String>,
     pub rejected: bool,
 }
 
@@ -86,6 +89,12 @@ impl Pdu {
                 UInt::new(integer(event, "origin_server_ts")?)
                     .ok_or_else(|| invalid("origin_server_ts"))?,
             ),
+            sha256: event
+                .get("hashes")
+                .and_then(CanonicalJsonValue::as_object)
+                .and_then(|hashes| hashes.get("sha256"))
+                .and_then(CanonicalJsonValue::as_str)
+                .map(str::to_owned),
             rejected: false,
         })
     }

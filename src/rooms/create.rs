@@ -2,14 +2,19 @@
 //! join, power levels, the preset's rules, `initial_state`, name, topic and invites, each an
 //! event built and authorized like any other.
 
-use ruma::{OwnedRoomId, OwnedUserId, RoomVersionId, UserId};
+use std::collections::HashMap;
+
+use ruma::events::StateEventType;
+use ruma::room_version_rules::RoomVersionRules;
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Rooms, build_in_room};
+use super::{Rooms, StagedEvent, build_error};
 use crate::crypto::SigningKey;
 use crate::error::{Error, ErrorKind};
-use crate::events::builder::{NewEvent, room_id_for};
+use crate::events::Pdu;
+use crate::events::builder::{NewEvent, RoomContext, build_event, room_id_for};
 use crate::storage::Storage;
 
 /// The body of `POST /createRoom`.
@@ -53,7 +58,9 @@ enum Preset {
 }
 
 impl Rooms {
-    /// Creates a room for `creator` and returns its ID.
+    /// Creates a room for `creator` and returns its ID. Every event is built and authorized
+    /// in memory first, then all are stored in one batch: a request that fails leaves no
+    /// half-made room behind.
     pub async fn create_room(
         &self,
         storage: &Storage,
@@ -63,7 +70,7 @@ impl Rooms {
         default_version: &str,
     ) -> Result<OwnedRoomId, Error> {
         let preset = preset_of(&request)?;
-        check_request(&request, creator)?;
+        check_request(storage, &request, creator)?;
         let version_text = request
             .room_version
             .clone()
@@ -80,43 +87,115 @@ impl Rooms {
         let rules = version.rules().expect("checked above");
         let server_name = creator.server_name().as_str();
 
-        // The create event names a version 12 room; older rooms get a random ID first.
-        let mut room_id = room_id_for(&rules, None, server_name);
-        let mut create_content = request.creation_content.clone().unwrap_or_default();
-        create_content.insert("room_version".into(), json!(version.as_str()));
-        if !rules.authorization.use_room_create_sender {
-            create_content.insert("creator".into(), json!(creator));
-        }
-        let create = NewEvent::state("m.room.create", "", Value::Object(create_content));
-        let (pdu, event) = build_in_room(
-            storage,
+        let mut room = NewRoom {
+            rules: &rules,
+            room_id: room_id_for(&rules, None, server_name),
+            events: HashMap::new(),
+            state: HashMap::new(),
+            staged: Vec::new(),
+        };
+        room.add(
             key,
-            &rules,
-            room_id.as_deref(),
-            &[],
             creator,
-            create,
+            create_event(&request, preset, creator, &rules, version.as_str()),
         )?;
-        if room_id.is_none() {
-            room_id = room_id_for(&rules, Some(&pdu), server_name);
+        if room.room_id.is_none() {
+            // A version 12 room is named by its create event.
+            room.room_id = room_id_for(&rules, room.staged.first().map(|s| &s.pdu), server_name);
         }
-        let room_id = room_id.ok_or_else(|| Error::internal("could not name the new room"))?;
-        self.store(
-            storage,
-            &room_id,
-            version.as_str(),
-            &pdu,
-            &event,
-            crate::storage::Batch::new(),
-        )
-        .await?;
-
         for new in events_after_create(&request, preset, creator, &rules) {
-            self.append(storage, key, &room_id, creator, new).await?;
+            room.add(key, creator, new)?;
         }
+        let room_id = room
+            .room_id
+            .clone()
+            .ok_or_else(|| Error::internal("could not name the new room"))?;
+        self.store_events(storage, &room_id, version.as_str(), room.staged)
+            .await?;
         tracing::info!(%room_id, version = version.as_str(), "created a room");
         Ok(room_id)
     }
+}
+
+/// A room being built in memory: its events so far and their state.
+struct NewRoom<'a> {
+    rules: &'a RoomVersionRules,
+    room_id: Option<OwnedRoomId>,
+    events: HashMap<OwnedEventId, Pdu>,
+    state: HashMap<(String, String), OwnedEventId>,
+    staged: Vec<StagedEvent>,
+}
+
+impl NewRoom<'_> {
+    fn add(&mut self, key: &SigningKey, sender: &UserId, new: NewEvent) -> Result<(), Error> {
+        let events = &self.events;
+        let state = &self.state;
+        let lookup = |kind: &StateEventType, state_key: &str| {
+            state
+                .get(&(kind.to_string(), state_key.to_owned()))
+                .and_then(|id| events.get(id))
+                .cloned()
+        };
+        let fetch = |id: &EventId| events.get(id).cloned();
+        let prev_events: Vec<(OwnedEventId, u64)> = self
+            .staged
+            .last()
+            .map(|last| vec![(last.pdu.event_id.clone(), last.pdu.depth)])
+            .unwrap_or_default();
+        let context = RoomContext {
+            rules: self.rules,
+            room_id: self.room_id.as_deref(),
+            prev_events: &prev_events,
+            state: &lookup,
+            event: &fetch,
+        };
+        let (pdu, json) = build_event(new, sender, &context, key, crate::accounts::now_ms())
+            .map_err(build_error)?;
+        if let Some(state_key) = &pdu.state_key {
+            self.state.insert(
+                (pdu.kind.to_string(), state_key.clone()),
+                pdu.event_id.clone(),
+            );
+        }
+        self.events.insert(pdu.event_id.clone(), pdu.clone());
+        self.staged.push(StagedEvent {
+            pdu,
+            json,
+            txn: None,
+        });
+        Ok(())
+    }
+}
+
+fn create_event(
+    request: &CreateRoomRequest,
+    preset: Preset,
+    creator: &UserId,
+    rules: &RoomVersionRules,
+    version: &str,
+) -> NewEvent {
+    let mut content = request.creation_content.clone().unwrap_or_default();
+    content.insert("room_version".into(), json!(version));
+    if !rules.authorization.use_room_create_sender {
+        content.insert("creator".into(), json!(creator));
+    }
+    // In room version 12 a trusted private chat makes its invitees creators too (the spec's
+    // preset table): merged, without duplicates, into `additional_creators`.
+    if preset == Preset::TrustedPrivate && rules.authorization.additional_room_creators {
+        let mut creators: Vec<Value> = content
+            .get("additional_creators")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for invitee in &request.invite {
+            let invitee = json!(invitee);
+            if !creators.contains(&invitee) {
+                creators.push(invitee);
+            }
+        }
+        content.insert("additional_creators".into(), Value::Array(creators));
+    }
+    NewEvent::state("m.room.create", "", Value::Object(content))
 }
 
 fn preset_of(request: &CreateRoomRequest) -> Result<Preset, Error> {
@@ -139,8 +218,12 @@ fn preset_of(request: &CreateRoomRequest) -> Result<Preset, Error> {
     }
 }
 
-/// What this server cannot do yet is refused before anything is written.
-fn check_request(request: &CreateRoomRequest, creator: &UserId) -> Result<(), Error> {
+/// What this server cannot do (yet) is refused before anything is built.
+fn check_request(
+    storage: &Storage,
+    request: &CreateRoomRequest,
+    creator: &UserId,
+) -> Result<(), Error> {
     if request.invite.len() > MAX_LIST || request.initial_state.len() > MAX_LIST {
         return Err(Error::new(
             ErrorKind::InvalidParam,
@@ -177,6 +260,36 @@ fn check_request(request: &CreateRoomRequest, creator: &UserId) -> Result<(), Er
             ),
         ));
     }
+    if request.invite.iter().any(|user| user == creator) {
+        return Err(Error::new(
+            ErrorKind::InvalidParam,
+            "You cannot invite yourself",
+        ));
+    }
+    for invitee in &request.invite {
+        let exists = crate::accounts::get(storage, invitee)
+            .map_err(|err| Error::internal(err.to_string()))?
+            .is_some_and(|account| !account.deactivated);
+        if !exists {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("There is no user {invitee}"),
+            ));
+        }
+    }
+    if let Some(event) = request
+        .initial_state
+        .iter()
+        .find(|event| event.kind == "m.room.create" || event.kind == "m.room.member")
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidParam,
+            format!(
+                "initial_state cannot hold {}: use creation_content and invite",
+                event.kind
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -184,7 +297,7 @@ fn events_after_create(
     request: &CreateRoomRequest,
     preset: Preset,
     creator: &UserId,
-    rules: &ruma::room_version_rules::RoomVersionRules,
+    rules: &RoomVersionRules,
 ) -> Vec<NewEvent> {
     let mut events = vec![NewEvent::state(
         "m.room.member",
@@ -260,17 +373,25 @@ fn power_levels(
     request: &CreateRoomRequest,
     preset: Preset,
     creator: &UserId,
-    rules: &ruma::room_version_rules::RoomVersionRules,
+    rules: &RoomVersionRules,
 ) -> Value {
     let mut users = Map::new();
     if !rules.authorization.explicitly_privilege_room_creators {
         users.insert(creator.to_string(), json!(100));
     }
-    if preset == Preset::TrustedPrivate {
+    // Invitees of a trusted private chat share the creator's power: as creators in room
+    // version 12 (see `create_event`), at 100 before.
+    if preset == Preset::TrustedPrivate && !rules.authorization.explicitly_privilege_room_creators {
         for invitee in &request.invite {
             users.insert(invitee.to_string(), json!(100));
         }
     }
+    // Tombstoning ends a room: in version 12 it needs more than the 100 an admin has.
+    let tombstone = if rules.authorization.explicitly_privilege_room_creators {
+        150
+    } else {
+        100
+    };
     let mut content = json!({
         "users": users,
         "users_default": 0,
@@ -280,7 +401,7 @@ fn power_levels(
             "m.room.history_visibility": 100,
             "m.room.canonical_alias": 50,
             "m.room.avatar": 50,
-            "m.room.tombstone": 100,
+            "m.room.tombstone": tombstone,
             "m.room.server_acl": 100,
             "m.room.encryption": 100,
         },

@@ -16,20 +16,40 @@ const CLIENT_FIELDS: [&str; 8] = [
     "room_id",
 ];
 
-/// The client form of a stored event. `with_room_id`: `/sync` leaves the room ID out, since
-/// the event sits under its room already.
-pub fn client_event(json: &CanonicalJsonObject, event_id: &str, with_room_id: bool) -> Value {
+/// The client form of a stored event. `room_id`: where the event is shown outside its room
+/// (`/sync` leaves it out, the event sits under its room already). It is given rather than
+/// read from the event because a version 12 create event has none.
+pub fn client_event(json: &CanonicalJsonObject, event_id: &str, room_id: Option<&str>) -> Value {
     let mut event = Map::new();
     for field in CLIENT_FIELDS {
-        if field == "room_id" && !with_room_id {
+        if field == "room_id" {
             continue;
         }
         if let Some(value) = json.get(field) {
             event.insert(field.to_owned(), to_json(value));
         }
     }
+    if let Some(room_id) = room_id {
+        event.insert("room_id".to_owned(), Value::String(room_id.to_owned()));
+    }
     event.insert("event_id".to_owned(), Value::String(event_id.to_owned()));
     Value::Object(event)
+}
+
+/// Adds `unsigned.transaction_id`: the sending device recognizes its own message.
+pub fn with_transaction_id(mut event: Value, transaction_id: &str) -> Value {
+    if let Some(object) = event.as_object_mut() {
+        let unsigned = object
+            .entry("unsigned")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(unsigned) = unsigned.as_object_mut() {
+            unsigned.insert(
+                "transaction_id".to_owned(),
+                Value::String(transaction_id.to_owned()),
+            );
+        }
+    }
+    event
 }
 
 /// An invite's "stripped state" event: only type, state key, sender and content.
@@ -62,12 +82,12 @@ mod tests {
             Ok(CanonicalJsonValue::Object(object)) => object,
             _ => panic!("object"),
         };
-        let event = client_event(&stored, "$e", false);
+        let event = client_event(&stored, "$e", None);
         assert_eq!(
             event,
             json!({ "event_id": "$e", "sender": "@a:x", "type": "m.room.message",
                     "content": { "body": "hi" }, "origin_server_ts": 5 })
         );
-        assert_eq!(client_event(&stored, "$e", true)["room_id"], "!r:x");
+        assert_eq!(client_event(&stored, "$e", Some("!r:x"))["room_id"], "!r:x");
     }
 }

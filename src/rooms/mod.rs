@@ -1,13 +1,14 @@
 //! Rooms: the event graph of each room, its current state, its timeline, and who is in it.
 //!
-//! Every event, local or (later) remote, goes through [`Rooms::append`]'s path: it is a PDU
-//! that passed the room version's authorization rules against the room's current state, and
-//! is then stored with its indexes in one batch, flushed before anyone is told it exists.
-//! Appends to one room are serialized (one lock per room); rooms proceed in parallel.
+//! Every event, local or (later) remote, goes through the same path: it is a PDU that passed
+//! the room version's authorization rules against the room's current state, and is stored
+//! with its indexes in one batch and flushed before anyone is told it exists. Appends to one
+//! room are serialized (one lock per room); rooms proceed in parallel.
 
 pub mod create;
 pub mod format;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +40,9 @@ pub struct RoomRecord {
 pub struct EventMeta {
     pub room_id: String,
     pub stream: u64,
+    /// The sending device and its transaction ID, for the sender's own echo.
+    #[serde(default)]
+    pub txn: Option<(String, String)>,
 }
 
 /// A user's membership of a room (`userroom_membership`).
@@ -48,15 +52,33 @@ pub struct MembershipRecord {
     /// The stream position of the membership event.
     pub stream: u64,
     pub event_id: String,
+    /// Where the user last joined, if ever: history is theirs to read only from a join.
+    #[serde(default)]
+    pub joined_stream: Option<u64>,
+    /// Where the user was last invited, if ever.
+    #[serde(default)]
+    pub invited_stream: Option<u64>,
 }
 
-/// The room service: storage access plus the per-room locks and the stream notifier.
+/// A client's transaction: user, device, and the request path's room, type and txn ID.
+pub type TxnKey = (String, String, String);
+
+/// An event to store, with the client transaction that sent it, if any.
+pub struct StagedEvent {
+    pub pdu: Pdu,
+    pub json: CanonicalJsonObject,
+    pub txn: Option<(TxnKey, String)>,
+}
+
+/// The room service: the per-room locks, the ordering of stream positions, and the
+/// notifier `/sync` waits on.
 pub struct Rooms {
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
-    /// Held while a stream position is taken and its batch applied (see [`Rooms::store`]).
+    /// Held while stream positions are taken and their batch applied (see
+    /// [`Rooms::store_events`]).
     ordered: Mutex<()>,
-    /// The newest stream position; `/sync` long-polls wait for it to change.
-    stream: watch::Sender<u64>,
+    /// The newest position whose event, and every earlier one, is stored and flushed.
+    visible: watch::Sender<u64>,
 }
 
 impl Rooms {
@@ -64,13 +86,19 @@ impl Rooms {
         Rooms {
             locks: Mutex::new(HashMap::new()),
             ordered: Mutex::new(()),
-            stream: watch::channel(current_position).0,
+            visible: watch::channel(current_position).0,
         }
     }
 
-    /// A receiver that changes whenever anything is appended.
+    /// A receiver that changes whenever new events become visible.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.stream.subscribe()
+        self.visible.subscribe()
+    }
+
+    /// The newest stream position that readers may serve: every event up to it is stored
+    /// and on disk.
+    pub fn visible_position(&self) -> u64 {
+        *self.visible.borrow()
     }
 
     fn lock_for(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
@@ -92,27 +120,9 @@ impl Rooms {
         sender: &UserId,
         new: NewEvent,
     ) -> Result<Pdu, Error> {
-        self.append_with_txn(storage, key, room_id, sender, new, None)
-            .await
-    }
-
-    /// Like [`Rooms::append`], and records the client's transaction ID in the same batch,
-    /// so a retry after a crash finds the event instead of sending it twice.
-    pub async fn append_with_txn(
-        &self,
-        storage: &Storage,
-        key: &SigningKey,
-        room_id: &RoomId,
-        sender: &UserId,
-        new: NewEvent,
-        txn: Option<&TxnKey>,
-    ) -> Result<Pdu, Error> {
         let lock = self.lock_for(room_id);
         let _serialized = lock.lock().await;
-        let room = storage
-            .roomid_room
-            .get(&room_id.to_string())?
-            .ok_or_else(|| Error::not_found("No such room"))?;
+        let room = load_room(storage, room_id)?;
         let rules = rules_of(&room)?;
         let (pdu, json) = build_in_room(
             storage,
@@ -123,44 +133,79 @@ impl Rooms {
             sender,
             new,
         )?;
-        let mut batch = Batch::new();
-        if let Some(txn) = txn {
-            storage
-                .txn_eventid
-                .batch_insert(&mut batch, txn, &pdu.event_id.to_string())?;
-        }
-        self.store(storage, room_id, &room.version, &pdu, &json, batch)
+        let staged = StagedEvent {
+            pdu: pdu.clone(),
+            json,
+            txn: None,
+        };
+        self.store_events(storage, room_id, &room.version, vec![staged])
             .await?;
         Ok(pdu)
     }
 
-    /// Stores an authorized event with its indexes (and `batch`'s writes) in one batch,
-    /// wakes `/sync`, and flushes before returning.
+    /// Like [`Rooms::append`] for a client's `/send`: the transaction ID is checked under the
+    /// room's lock and written in the event's batch, so a retry, however timed, returns the
+    /// first event instead of sending it twice.
+    pub async fn append_with_txn(
+        &self,
+        storage: &Storage,
+        key: &SigningKey,
+        room_id: &RoomId,
+        sender: &UserId,
+        new: NewEvent,
+        (txn, txn_id): (TxnKey, String),
+    ) -> Result<OwnedEventId, Error> {
+        let lock = self.lock_for(room_id);
+        let _serialized = lock.lock().await;
+        if let Some(event_id) = storage.txn_eventid.get(&txn)? {
+            return OwnedEventId::try_from(event_id).map_err(Error::internal);
+        }
+        let room = load_room(storage, room_id)?;
+        let rules = rules_of(&room)?;
+        let (pdu, json) = build_in_room(
+            storage,
+            key,
+            &rules,
+            Some(room_id),
+            &room.extremities,
+            sender,
+            new,
+        )?;
+        let event_id = pdu.event_id.clone();
+        let staged = StagedEvent {
+            pdu,
+            json,
+            txn: Some((txn, txn_id)),
+        };
+        self.store_events(storage, room_id, &room.version, vec![staged])
+            .await?;
+        Ok(event_id)
+    }
+
+    /// Stores authorized events of one room, in order, with all their indexes in one batch;
+    /// flushes; then makes them visible and wakes `/sync`.
     ///
-    /// Stream positions become visible in order: a position is taken and its batch applied
-    /// under one short lock, and only then published. A reader that sees position N has
-    /// every event up to N, so no `/sync` can step over an event still being written.
-    /// Readers may see an event a few milliseconds before it is flushed; the sender's `200`
-    /// waits for the flush.
-    pub async fn store(
+    /// Positions are taken and the batch applied under one short lock, so positions are
+    /// applied in order; the flush runs outside it (concurrent flushes share the disk's
+    /// work); the visible position only moves forward, once the flush is done. A reader
+    /// that sees position N has every event up to N, stored and on disk: no `/sync` can step
+    /// over an event still being written, or hand out a position a crash could take back.
+    pub async fn store_events(
         &self,
         storage: &Storage,
         room_id: &RoomId,
         version: &str,
-        pdu: &Pdu,
-        json: &CanonicalJsonObject,
-        mut batch: Batch,
+        events: Vec<StagedEvent>,
     ) -> Result<u64, Error> {
+        let Some(last) = events.last() else {
+            return Ok(self.visible_position());
+        };
         let room = room_id.to_string();
-        let event_id = pdu.event_id.to_string();
-        let text = CanonicalJsonValue::Object(json.clone()).to_string();
-        storage
-            .eventid_pdu
-            .batch_insert(&mut batch, &event_id, &text)?;
         let record = RoomRecord {
             version: version.to_owned(),
-            extremities: vec![(pdu.event_id.clone(), pdu.depth)],
+            extremities: vec![(last.pdu.event_id.clone(), last.pdu.depth)],
         };
+        let mut batch = Batch::new();
         storage
             .roomid_room
             .batch_insert(&mut batch, &room, &record)?;
@@ -169,53 +214,110 @@ impl Rooms {
                 .ordered
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner());
-            let position = storage.next_stream_position()?;
-            let meta = EventMeta {
-                room_id: room.clone(),
-                stream: position,
-            };
-            storage
-                .eventid_meta
-                .batch_insert(&mut batch, &event_id, &meta)?;
-            storage.roomstream_eventid.batch_insert(
-                &mut batch,
-                &(room.clone(), position),
-                &event_id,
-            )?;
-            if let Some(state_key) = &pdu.state_key {
-                let key = (room.clone(), pdu.kind.to_string(), state_key.clone());
-                storage
-                    .roomstate_eventid
-                    .batch_insert(&mut batch, &key, &event_id)?;
-                if pdu.kind == ruma::events::TimelineEventType::RoomMember {
-                    let record = MembershipRecord {
-                        membership: membership_of(pdu),
-                        stream: position,
-                        event_id: event_id.clone(),
-                    };
-                    storage.userroom_membership.batch_insert(
-                        &mut batch,
-                        &(state_key.clone(), room.clone()),
-                        &record,
-                    )?;
-                }
+            let mut memberships: HashMap<String, MembershipRecord> = HashMap::new();
+            let mut position = 0;
+            for staged in &events {
+                position = storage.next_stream_position()?;
+                stage_event(
+                    storage,
+                    &mut batch,
+                    &room,
+                    staged,
+                    position,
+                    &mut memberships,
+                )?;
             }
             storage.apply(batch)?;
-            self.stream.send_replace(position);
             position
         };
         storage.flush().await?;
+        self.visible.send_if_modified(|visible| {
+            let newer = position > *visible;
+            if newer {
+                *visible = position;
+            }
+            newer
+        });
         Ok(position)
-    }
-
-    /// The newest stream position whose event (and every earlier one) is stored.
-    pub fn visible_position(&self) -> u64 {
-        *self.stream.borrow()
     }
 }
 
-/// A client's transaction: user, device, and room with transaction ID.
-pub type TxnKey = (String, String, String);
+/// Adds one event and its indexes to `batch` at `position`. `memberships` holds the
+/// membership records staged earlier in the same batch.
+fn stage_event(
+    storage: &Storage,
+    batch: &mut Batch,
+    room: &str,
+    staged: &StagedEvent,
+    position: u64,
+    memberships: &mut HashMap<String, MembershipRecord>,
+) -> Result<(), Error> {
+    let pdu = &staged.pdu;
+    let event_id = pdu.event_id.to_string();
+    let text = CanonicalJsonValue::Object(staged.json.clone()).to_string();
+    storage.eventid_pdu.batch_insert(batch, &event_id, &text)?;
+    let meta = EventMeta {
+        room_id: room.to_owned(),
+        stream: position,
+        txn: staged
+            .txn
+            .as_ref()
+            .map(|((_, device, _), txn_id)| (device.clone(), txn_id.clone())),
+    };
+    storage.eventid_meta.batch_insert(batch, &event_id, &meta)?;
+    storage
+        .roomstream_eventid
+        .batch_insert(batch, &(room.to_owned(), position), &event_id)?;
+    if let Some((txn, _)) = &staged.txn {
+        storage.txn_eventid.batch_insert(batch, txn, &event_id)?;
+    }
+    let Some(state_key) = &pdu.state_key else {
+        return Ok(());
+    };
+    let key = (room.to_owned(), pdu.kind.to_string(), state_key.clone());
+    storage
+        .roomstate_eventid
+        .batch_insert(batch, &key, &event_id)?;
+    if pdu.kind != ruma::events::TimelineEventType::RoomMember {
+        return Ok(());
+    }
+    let previous = match memberships.get(state_key) {
+        Some(record) => Some(record.clone()),
+        None => storage
+            .userroom_membership
+            .get(&(state_key.clone(), room.to_owned()))?,
+    };
+    let membership = membership_of(pdu);
+    let record = MembershipRecord {
+        joined_stream: if membership == "join" {
+            Some(position)
+        } else {
+            previous.as_ref().and_then(|p| p.joined_stream)
+        },
+        invited_stream: if membership == "invite" {
+            Some(position)
+        } else {
+            previous.as_ref().and_then(|p| p.invited_stream)
+        },
+        membership,
+        stream: position,
+        event_id,
+    };
+    storage.userroom_membership.batch_insert(
+        batch,
+        &(state_key.clone(), room.to_owned()),
+        &record,
+    )?;
+    memberships.insert(state_key.clone(), record);
+    Ok(())
+}
+
+fn load_room(storage: &Storage, room_id: &RoomId) -> Result<RoomRecord, Error> {
+    storage
+        .roomid_room
+        .get(&room_id.to_string())?
+        .ok_or_else(|| Error::not_found("No such room"))
+}
 
 /// The rules of a stored room's version.
 pub fn rules_of(room: &RoomRecord) -> Result<RoomVersionRules, Error> {
@@ -237,21 +339,27 @@ pub fn build_in_room(
     new: NewEvent,
 ) -> Result<(Pdu, CanonicalJsonObject), Error> {
     let room = room_id.map(ToString::to_string).unwrap_or_default();
+    // A lookup that fails must not look like "no such event": a ban that cannot be read
+    // would vanish from the checks. The first failure is kept and fails the build.
+    let failure: RefCell<Option<StorageError>> = RefCell::new(None);
+    let keep = |result: Result<Option<Pdu>, StorageError>| match result {
+        Ok(found) => found,
+        Err(err) => {
+            failure.borrow_mut().get_or_insert(err);
+            None
+        }
+    };
     let state = |kind: &StateEventType, state_key: &str| -> Option<Pdu> {
-        let id = storage
-            .roomstate_eventid
-            .get(&(room.clone(), kind.to_string(), state_key.to_owned()))
-            .map_err(log_storage_error)
-            .ok()??;
-        load_pdu(storage, &id, rules)
-            .map_err(log_storage_error)
-            .ok()?
+        let id =
+            storage
+                .roomstate_eventid
+                .get(&(room.clone(), kind.to_string(), state_key.to_owned()));
+        keep(id.and_then(|id| match id {
+            Some(id) => load_pdu(storage, &id, rules),
+            None => Ok(None),
+        }))
     };
-    let event = |id: &EventId| -> Option<Pdu> {
-        load_pdu(storage, id.as_str(), rules)
-            .map_err(log_storage_error)
-            .ok()?
-    };
+    let event = |id: &EventId| -> Option<Pdu> { keep(load_pdu(storage, id.as_str(), rules)) };
     let context = RoomContext {
         rules,
         room_id,
@@ -259,12 +367,11 @@ pub fn build_in_room(
         state: &state,
         event: &event,
     };
-    build_event(new, sender, &context, key, crate::accounts::now_ms()).map_err(build_error)
-}
-
-fn log_storage_error(err: StorageError) -> StorageError {
-    tracing::error!("reading room state: {err}");
-    err
+    let built = build_event(new, sender, &context, key, crate::accounts::now_ms());
+    if let Some(err) = failure.into_inner() {
+        return Err(Error::internal(format!("reading room state: {err}")));
+    }
+    built.map_err(build_error)
 }
 
 /// Maps the builder's refusals to the client API's errors.
@@ -373,4 +480,91 @@ pub fn state_event(
     storage
         .roomstate_eventid
         .get(&(room_id.to_string(), kind.to_owned(), state_key.to_owned()))
+}
+
+/// A power level named in the room's current `m.room.power_levels` content, by `pick`.
+pub fn power_level_for(
+    storage: &Storage,
+    room_id: &RoomId,
+    pick: impl Fn(&serde_json::Value) -> i64,
+) -> Result<i64, StorageError> {
+    let content = state_content(storage, room_id, "m.room.power_levels", "")?.unwrap_or_default();
+    Ok(pick(&content))
+}
+
+/// A user's power level: room creators are above everyone in room version 12, otherwise
+/// `users`, `users_default`, or (without power levels) 100 for the creator and 0 for others.
+pub fn user_power_level(
+    storage: &Storage,
+    room_id: &RoomId,
+    user_id: &UserId,
+) -> Result<i64, StorageError> {
+    let create = state_content(storage, room_id, "m.room.create", "")?.unwrap_or_default();
+    let creator = match create.get("creator").and_then(|c| c.as_str()) {
+        Some(creator) => Some(creator.to_owned()),
+        None => state_sender(storage, room_id, "m.room.create", "")?,
+    };
+    let version = create
+        .get("room_version")
+        .and_then(|v| v.as_str())
+        .unwrap_or("1");
+    let privileged_creators = RoomVersionId::try_from(version)
+        .ok()
+        .and_then(|v| v.rules())
+        .is_some_and(|rules| rules.authorization.explicitly_privilege_room_creators);
+    let additional = create
+        .get("additional_creators")
+        .and_then(|list| list.as_array())
+        .is_some_and(|list| {
+            list.iter()
+                .any(|user| user.as_str() == Some(user_id.as_str()))
+        });
+    if privileged_creators && (creator.as_deref() == Some(user_id.as_str()) || additional) {
+        return Ok(i64::MAX);
+    }
+    match state_content(storage, room_id, "m.room.power_levels", "")? {
+        Some(levels) => Ok(levels
+            .get("users")
+            .and_then(|users| users.get(user_id.as_str()))
+            .and_then(|level| level.as_i64())
+            .or_else(|| levels.get("users_default").and_then(|level| level.as_i64()))
+            .unwrap_or(0)),
+        None => Ok(if creator.as_deref() == Some(user_id.as_str()) {
+            100
+        } else {
+            0
+        }),
+    }
+}
+
+/// The content of a current state event, as JSON.
+pub fn state_content(
+    storage: &Storage,
+    room_id: &RoomId,
+    kind: &str,
+    state_key: &str,
+) -> Result<Option<serde_json::Value>, StorageError> {
+    let Some(event_id) = state_event(storage, room_id, kind, state_key)? else {
+        return Ok(None);
+    };
+    Ok(load_json(storage, &event_id)?.and_then(|json| {
+        json.get("content")
+            .map(|content| serde_json::to_value(content).unwrap_or_default())
+    }))
+}
+
+fn state_sender(
+    storage: &Storage,
+    room_id: &RoomId,
+    kind: &str,
+    state_key: &str,
+) -> Result<Option<String>, StorageError> {
+    let Some(event_id) = state_event(storage, room_id, kind, state_key)? else {
+        return Ok(None);
+    };
+    Ok(load_json(storage, &event_id)?.and_then(|json| {
+        json.get("sender")
+            .and_then(|sender| sender.as_str())
+            .map(str::to_owned)
+    }))
 }

@@ -74,27 +74,32 @@ pub async fn send_message(
 ) -> Result<HttpResponse, Error> {
     let (room_id, kind, txn_id) = path.into_inner();
     let room_id = parse_room_id(&room_id)?;
+    // The same request path from the same device is the same message, sent once.
     let txn_key = (
         auth.user_id.to_string(),
         auth.device_id.clone(),
-        format!("{room_id}\u{0}{txn_id}"),
+        format!("{room_id}\u{0}{kind}\u{0}{txn_id}"),
     );
-    // The same transaction ID from the same device is the same message, sent once.
     if let Some(event_id) = state.storage.txn_eventid.get(&txn_key)? {
         return Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })));
     }
     require_joined(&state, &auth.user_id, &room_id)?;
-    if kind.is_empty() || kind.len() > 255 {
-        return Err(Error::new(ErrorKind::InvalidParam, "Invalid event type"));
-    }
     let mut new = NewEvent::message(&kind, Value::Object(content.clone()));
     if kind == "m.room.redaction" {
-        new.redacts = content
+        let redacts = content
             .get("redacts")
             .and_then(Value::as_str)
-            .and_then(|id| ruma::OwnedEventId::try_from(id).ok());
+            .and_then(|id| ruma::OwnedEventId::try_from(id).ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::BadJson,
+                    "A redaction needs `redacts`: the event to redact",
+                )
+            })?;
+        check_may_redact(&state, &auth.user_id, &room_id, &redacts)?;
+        new.redacts = Some(redacts);
     }
-    let pdu = state
+    let event_id = state
         .rooms
         .append_with_txn(
             &state.storage,
@@ -102,10 +107,37 @@ pub async fn send_message(
             &room_id,
             &auth.user_id,
             new,
-            Some(&txn_key),
+            (txn_key, txn_id),
         )
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "event_id": pdu.event_id })))
+    Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })))
+}
+
+/// The room's auth rules let any member send a redaction from room version 3 on, trusting
+/// each server to check this: one may redact one's own events, or others' with the power
+/// level `redact`.
+fn check_may_redact(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: &RoomId,
+    target: &ruma::EventId,
+) -> Result<(), Error> {
+    if let Some(json) = load_json(&state.storage, target.as_str())?
+        && json.get("sender").and_then(|sender| sender.as_str()) == Some(user_id.as_str())
+    {
+        return Ok(());
+    }
+    let needed = rooms::power_level_for(&state.storage, room_id, |content| {
+        content.get("redact").and_then(Value::as_i64).unwrap_or(50)
+    })?;
+    if rooms::user_power_level(&state.storage, room_id, user_id)? >= needed {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Forbidden,
+            "You may only redact your own events here",
+        ))
+    }
 }
 
 /// # PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
@@ -208,7 +240,7 @@ fn get_state_event(
         .ok_or_else(|| Error::not_found("No such state event"))?;
     let json = load_json(&state.storage, &event_id)?
         .ok_or_else(|| Error::internal("state event missing"))?;
-    let event = client_event(&json, &event_id, true);
+    let event = client_event(&json, &event_id, Some(room_id.as_str()));
     match format {
         Some("event") => Ok(HttpResponse::Ok().json(event)),
         None | Some("content") => Ok(HttpResponse::Ok().json(&event["content"])),
@@ -230,7 +262,7 @@ pub async fn get_all_state(
     let mut events = Vec::new();
     for (_, event_id) in rooms::current_state(&state.storage, &room_id)? {
         if let Some(json) = load_json(&state.storage, &event_id)? {
-            events.push(client_event(&json, &event_id, true));
+            events.push(client_event(&json, &event_id, Some(room_id.as_str())));
         }
     }
     Ok(HttpResponse::Ok().json(events))
@@ -255,7 +287,7 @@ pub async fn get_event(
         return Err(not_found());
     }
     let json = load_json(&state.storage, &event_id)?.ok_or_else(not_found)?;
-    Ok(HttpResponse::Ok().json(client_event(&json, &event_id, true)))
+    Ok(HttpResponse::Ok().json(client_event(&json, &event_id, Some(room_id.as_str()))))
 }
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/joined_members
@@ -274,7 +306,7 @@ pub async fn joined_members(
         let Some(json) = load_json(&state.storage, &event_id)? else {
             continue;
         };
-        let content = client_event(&json, &event_id, false)["content"].clone();
+        let content = client_event(&json, &event_id, None)["content"].clone();
         if content["membership"] == "join" {
             let mut member = Map::new();
             for field in ["displayname", "avatar_url"] {
@@ -300,20 +332,45 @@ async fn change_other_membership(
     auth: &Authenticated,
     room_id: &str,
     body: MembershipRequest,
-    membership: &str,
+    action: Action,
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(room_id)?;
     let target = body
         .user_id
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing user_id"))?;
     require_joined(state, &auth.user_id, &room_id)?;
-    if membership == "invite" && target.server_name() != auth.user_id.server_name() {
+    if action == Action::Invite && target.server_name() != auth.user_id.server_name() {
         return Err(Error::new(
             ErrorKind::BadRequest,
             "Inviting users of other servers needs federation, which this server does not support yet",
         ));
     }
-    let mut content = json!({ "membership": membership });
+    // Each action has its own starting points: a kick acts on members (and invites and
+    // knocks), an unban only on a ban, an invite only on an account that exists.
+    let current =
+        rooms::membership(&state.storage, &target, &room_id)?.map(|record| record.membership);
+    let current = current.as_deref().unwrap_or("leave");
+    let allowed = match action {
+        Action::Invite => {
+            let exists = crate::accounts::get(&state.storage, &target)
+                .map_err(|err| Error::internal(err.to_string()))?
+                .is_some_and(|account| !account.deactivated);
+            if !exists {
+                return Err(Error::not_found(format!("There is no user {target}")));
+            }
+            true
+        }
+        Action::Kick => matches!(current, "join" | "invite" | "knock"),
+        Action::Ban => true,
+        Action::Unban => current == "ban",
+    };
+    if !allowed {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            format!("{target} is not in a state this action applies to ({current})"),
+        ));
+    }
+    let mut content = json!({ "membership": action.membership() });
     if let Some(reason) = body.reason {
         content["reason"] = json!(reason);
     }
@@ -331,6 +388,25 @@ async fn change_other_membership(
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
+/// A membership change about another user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Invite,
+    Kick,
+    Ban,
+    Unban,
+}
+
+impl Action {
+    fn membership(self) -> &'static str {
+        match self {
+            Action::Invite => "invite",
+            Action::Ban => "ban",
+            Action::Kick | Action::Unban => "leave",
+        }
+    }
+}
+
 /// # POST /_matrix/client/v3/rooms/{roomId}/invite
 pub async fn invite(
     state: web::Data<AppState>,
@@ -338,7 +414,7 @@ pub async fn invite(
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<MembershipRequest>,
 ) -> Result<HttpResponse, Error> {
-    change_other_membership(&state, &auth, &room_id, body, "invite").await
+    change_other_membership(&state, &auth, &room_id, body, Action::Invite).await
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/kick
@@ -348,7 +424,7 @@ pub async fn kick(
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<MembershipRequest>,
 ) -> Result<HttpResponse, Error> {
-    change_other_membership(&state, &auth, &room_id, body, "leave").await
+    change_other_membership(&state, &auth, &room_id, body, Action::Kick).await
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/ban
@@ -358,7 +434,7 @@ pub async fn ban(
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<MembershipRequest>,
 ) -> Result<HttpResponse, Error> {
-    change_other_membership(&state, &auth, &room_id, body, "ban").await
+    change_other_membership(&state, &auth, &room_id, body, Action::Ban).await
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/unban
@@ -368,7 +444,7 @@ pub async fn unban(
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<MembershipRequest>,
 ) -> Result<HttpResponse, Error> {
-    change_other_membership(&state, &auth, &room_id, body, "leave").await
+    change_other_membership(&state, &auth, &room_id, body, Action::Unban).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -394,6 +470,11 @@ async fn change_own_membership(
         return Err(Error::not_found(
             "This server is not in that room; joining rooms on other servers needs federation, which is not supported yet",
         ));
+    }
+    // Joining a room one is in already changes nothing (and sends nothing).
+    let current = rooms::membership(&state.storage, &auth.user_id, room_id)?;
+    if membership == "join" && current.is_some_and(|record| record.membership == "join") {
+        return Ok(());
     }
     let mut content = json!({ "membership": membership });
     if let Some(reason) = reason {

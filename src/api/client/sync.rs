@@ -12,7 +12,8 @@ use crate::error::{Error, ErrorKind};
 use crate::rooms;
 use crate::state::AppState;
 use crate::sync::{
-    DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, SyncRequest, TimelineEvent, sync, timeline,
+    DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, SyncRequest, TimelineEvent, client_form,
+    history_start, sync, timeline,
 };
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +56,7 @@ pub async fn get_sync(
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
         full_state: query.full_state.unwrap_or(false),
         timeline_limit: timeline_limit(query.filter.as_deref()),
+        device_id: auth.device_id.clone(),
     };
     let response = sync(&state, &auth.user_id, &request).await?;
     Ok(HttpResponse::Ok().json(response))
@@ -68,10 +70,15 @@ pub struct MessagesQuery {
     limit: Option<usize>,
 }
 
+/// The most events one page holds (each may be 64 KiB).
+const MAX_PAGE: usize = 100;
+
 /// # GET /_matrix/client/v3/rooms/{roomId}/messages
 ///
 /// Tokens are stream positions: `from` is the last position already seen going backwards
-/// (or the first one going forwards).
+/// (or the first one going forwards). A member reads from where the room's history
+/// visibility lets them; a former member up to when they left; someone never in the room,
+/// nothing.
 pub async fn messages(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -80,60 +87,80 @@ pub async fn messages(
 ) -> Result<HttpResponse, Error> {
     let room_id = OwnedRoomId::try_from(room_id.as_str())
         .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))?;
-    let membership = rooms::membership(&state.storage, &auth.user_id, &room_id)?
-        .ok_or_else(|| Error::new(ErrorKind::Forbidden, "You are not in this room"))?;
-    // A member sees the room up to now; a former member up to when they left.
+    let not_in_room = || Error::new(ErrorKind::Forbidden, "You are not in this room");
+    let membership =
+        rooms::membership(&state.storage, &auth.user_id, &room_id)?.ok_or_else(not_in_room)?;
     let visible_until = match membership.membership.as_str() {
         "join" => state.rooms.visible_position(),
-        "leave" | "ban" => membership.stream,
-        _ => return Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
+        "leave" | "ban" if membership.joined_stream.is_some() => membership.stream,
+        _ => return Err(not_in_room()),
     };
-    let limit = query.limit.unwrap_or(10).clamp(1, 1000);
+    let visible_from = history_start(&state, &room_id, &membership)?.saturating_sub(1);
+    let limit = query.limit.unwrap_or(10).clamp(1, MAX_PAGE);
     let from = query.from.as_deref().map(position).transpose()?;
     let to = query.to.as_deref().map(position).transpose()?;
+    let device = Some(auth.device_id.as_str());
     let (chunk, start, end) = match query.dir.as_str() {
         "b" => {
             let upto = from.unwrap_or(visible_until).min(visible_until);
-            let after = to.unwrap_or(0);
-            let (events, _) = timeline(&state, &room_id, after, upto, limit)?;
-            let end = events
-                .first()
-                .map(|(position, _, _)| position.saturating_sub(1));
+            let after = to.unwrap_or(0).max(visible_from);
+            let (events, limited) = timeline(&state, &room_id, after, upto, limit, device)?;
+            let end = limited
+                .then(|| {
+                    events
+                        .first()
+                        .map(|(position, _, _)| position.saturating_sub(1))
+                })
+                .flatten();
             let chunk: Vec<Value> = events
                 .into_iter()
                 .rev()
-                .map(|(_, _, event)| event)
+                .map(|(_, _, event)| with_room(event, &room_id))
                 .collect();
             (chunk, upto, end)
         }
         "f" => {
-            let after = from.unwrap_or(0);
+            let after = from.unwrap_or(0).max(visible_from);
             let upto = to.unwrap_or(visible_until).min(visible_until);
-            let (events, _) = forward(&state, &room_id, after, upto, limit)?;
-            let end = events.last().map(|(position, _, _)| *position);
-            let chunk: Vec<Value> = events.into_iter().map(|(_, _, event)| event).collect();
+            let (events, limited) = forward(&state, &room_id, after, upto, limit, device)?;
+            let end = limited
+                .then(|| events.last().map(|(position, _, _)| *position))
+                .flatten();
+            let chunk: Vec<Value> = events
+                .into_iter()
+                .map(|(_, _, event)| with_room(event, &room_id))
+                .collect();
             (chunk, after, end)
         }
         _ => return Err(Error::new(ErrorKind::InvalidParam, "dir must be b or f")),
     };
     let mut response = json!({ "chunk": chunk, "start": start.to_string() });
     // No `end` when there is nothing more in that direction: the spec's signal to stop.
-    if let Some(end) = end.filter(|_| !response["chunk"].as_array().is_some_and(Vec::is_empty)) {
+    if let Some(end) = end {
         response["end"] = json!(end.to_string());
     }
     Ok(HttpResponse::Ok().json(response))
 }
 
-/// The oldest `limit` events with positions in `(after, upto]`.
+fn with_room(mut event: Value, room_id: &ruma::RoomId) -> Value {
+    event["room_id"] = json!(room_id);
+    event
+}
+
+/// The oldest `limit` events with positions in `(after, upto]`, and whether more follow.
 fn forward(
     state: &AppState,
     room_id: &ruma::RoomId,
     after: u64,
     upto: u64,
     limit: usize,
+    device: Option<&str>,
 ) -> Result<(Vec<TimelineEvent>, bool), Error> {
     let room = room_id.to_string();
     let mut events = Vec::new();
+    if after >= upto {
+        return Ok((events, false));
+    }
     let range = state
         .storage
         .roomstream_eventid
@@ -143,12 +170,8 @@ fn forward(
         if events.len() == limit {
             return Ok((events, true));
         }
-        if let Some(json) = rooms::load_json(&state.storage, &event_id)? {
-            events.push((
-                position,
-                event_id.clone(),
-                rooms::format::client_event(&json, &event_id, true),
-            ));
+        if let Some(event) = client_form(state, &event_id, None, device)? {
+            events.push((position, event_id, event));
         }
     }
     Ok((events, false))
