@@ -21,11 +21,13 @@
 //! - [`storage`]: typed sled trees, key codecs, schema migrations, the data-directory lock.
 //! - [`sync`]: `/sync`, everything new for a user since a stream position, long-polled.
 //! - [`state`]: [`state::AppState`], everything a handler may reach, passed as `web::Data`.
+//! - [`account_data`], [`profile`]: what users keep on the server about themselves.
 //! - [`rooms`]: rooms: appending authorized events, current state, timelines, memberships,
 //!   creating rooms.
 //! - [`ratelimit`]: per-address token buckets for login and registration.
 //! - [`logging`], [`notify`]: tracing set-up and systemd readiness notification.
 
+pub mod account_data;
 pub mod accounts;
 pub mod api;
 pub mod canonical_json;
@@ -38,6 +40,7 @@ pub mod files;
 pub mod init;
 pub mod logging;
 pub mod notify;
+pub mod profile;
 pub mod ratelimit;
 pub mod rooms;
 pub mod server;

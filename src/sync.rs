@@ -3,17 +3,19 @@
 //! A token is a stream position. A request waits (long-polls) on the room service's
 //! notifier when there is nothing new yet, and answers as soon as anything is appended.
 //!
-//! What is not built yet, and so not sent: account data, typing, receipts, presence,
+//! What is not built yet, and so not sent: typing, receipts, presence,
 //! to-device messages, device lists, unread counts; filters are accepted but only the
 //! timeline `limit` is honoured. The `state` of a room is its current state minus what the
 //! timeline carries (the state at the start of the timeline needs per-event state
 //! snapshots, which come with federation).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use ruma::{RoomId, UserId};
 use serde_json::{Map, Value, json};
 
+use crate::account_data;
 use crate::error::Error;
 use crate::rooms::format::{client_event, stripped_event, with_transaction_id};
 use crate::rooms::{self, MembershipRecord, load_json};
@@ -85,6 +87,16 @@ fn build(
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
+    let mut global_data = Vec::new();
+    let mut room_data: HashMap<String, Vec<Value>> = HashMap::new();
+    for (scope, kind, content) in account_data::changes(state, user_id, request.since, upto)? {
+        let event = json!({ "type": kind, "content": content });
+        if scope.is_empty() {
+            global_data.push(event);
+        } else {
+            room_data.entry(scope).or_default().push(event);
+        }
+    }
     for (room_id, record) in rooms::memberships(&state.storage, user_id)? {
         // Positions past `upto` belong to the next sync.
         if record.stream > upto {
@@ -93,7 +105,8 @@ fn build(
         let changed_since = request.since.is_none_or(|since| record.stream > since);
         match record.membership.as_str() {
             "join" => {
-                if let Some(room) = joined_room(state, &room_id, &record, request, upto)? {
+                let data = room_data.remove(room_id.as_str()).unwrap_or_default();
+                if let Some(room) = joined_room(state, &room_id, &record, request, upto, data)? {
                     join.insert(room_id.to_string(), room);
                 }
             }
@@ -109,11 +122,12 @@ fn build(
             _ => {}
         }
     }
-    let news = !(join.is_empty() && invite.is_empty() && leave.is_empty());
+    let news =
+        !(join.is_empty() && invite.is_empty() && leave.is_empty() && global_data.is_empty());
     let response = json!({
         "next_batch": upto.to_string(),
         "rooms": { "join": join, "invite": invite, "leave": leave },
-        "account_data": { "events": [] },
+        "account_data": { "events": global_data },
         "presence": { "events": [] },
         "to_device": { "events": [] },
     });
@@ -154,6 +168,7 @@ fn joined_room(
     record: &MembershipRecord,
     request: &SyncRequest,
     upto: u64,
+    account_data: Vec<Value>,
 ) -> Result<Option<Value>, Error> {
     // A room is new to this sync when the user joined since the last one; a repeated join
     // (a profile change) is not.
@@ -174,7 +189,7 @@ fn joined_room(
         request.timeline_limit,
         Some(&request.device_id),
     )?;
-    if timeline.is_empty() && !newly_joined && !request.full_state {
+    if timeline.is_empty() && !newly_joined && !request.full_state && account_data.is_empty() {
         return Ok(None);
     }
     let timeline_start = timeline
@@ -195,7 +210,7 @@ fn joined_room(
     Ok(Some(json!({
         "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch },
         "state": { "events": state_events },
-        "account_data": { "events": [] },
+        "account_data": { "events": account_data },
         "ephemeral": { "events": [] },
     })))
 }

@@ -155,6 +155,41 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v3/join/{roomIdOrAlias}",
             room::join_by_id_or_alias,
         ))
+        .service(get(
+            "/_matrix/client/v3/capabilities",
+            client::user::capabilities,
+        ))
+        .service(get(
+            "/_matrix/client/v3/profile/{userId}",
+            client::user::get_profile,
+        ))
+        .service(
+            web::resource("/_matrix/client/v3/profile/{userId}/{keyName}")
+                .route(web::get().to(client::user::get_profile_field))
+                .route(web::put().to(client::user::set_profile_field))
+                .route(web::delete().to(client::user::delete_profile_field))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT, DELETE") })),
+        )
+        .service(
+            web::resource("/_matrix/client/v3/user/{userId}/account_data/{type}")
+                .route(web::get().to(client::user::get_account_data))
+                .route(web::put().to(client::user::set_account_data))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
+        )
+        .service(
+            web::resource("/_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}")
+                .route(web::get().to(client::user::get_room_account_data))
+                .route(web::put().to(client::user::set_room_account_data))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
+        )
+        .service(small(post(
+            "/_matrix/client/v3/user/{userId}/filter",
+            client::user::create_filter,
+        )))
+        .service(get(
+            "/_matrix/client/v3/user/{userId}/filter/{filterId}",
+            client::user::get_filter,
+        ))
         .service(get("/.well-known/matrix/client", well_known::client))
         .service(get("/.well-known/matrix/server", well_known::server));
     if federation_enabled {

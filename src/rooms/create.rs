@@ -103,7 +103,11 @@ impl Rooms {
             // A version 12 room is named by its create event.
             room.room_id = room_id_for(&rules, room.staged.first().map(|s| &s.pdu), server_name);
         }
-        for new in events_after_create(&request, preset, creator, &rules) {
+        let profile = storage
+            .userid_profile
+            .get(&creator.to_string())?
+            .unwrap_or_default();
+        for new in events_after_create(&request, preset, creator, &rules, &profile) {
             room.add(key, creator, new)?;
         }
         let room_id = room
@@ -298,11 +302,12 @@ fn events_after_create(
     preset: Preset,
     creator: &UserId,
     rules: &RoomVersionRules,
+    profile: &Map<String, Value>,
 ) -> Vec<NewEvent> {
     let mut events = vec![NewEvent::state(
         "m.room.member",
         creator.as_str(),
-        json!({ "membership": "join" }),
+        crate::profile::member_content("join", profile),
     )];
     events.push(NewEvent::state(
         "m.room.power_levels",

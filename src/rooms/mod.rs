@@ -231,6 +231,36 @@ impl Rooms {
             position
         };
         storage.flush().await?;
+        self.publish(position);
+        Ok(position)
+    }
+
+    /// Writes something else a client syncs (account data, say) at the next stream position,
+    /// with the same ordering and durability as events: `stage` adds its writes to the batch
+    /// for the position it is given.
+    pub async fn commit_at_next_position(
+        &self,
+        storage: &Storage,
+        stage: impl FnOnce(&mut Batch, u64) -> Result<(), Error>,
+    ) -> Result<u64, Error> {
+        let position = {
+            let _ordered = self
+                .ordered
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            let position = storage.next_stream_position()?;
+            let mut batch = Batch::new();
+            stage(&mut batch, position)?;
+            storage.apply(batch)?;
+            position
+        };
+        storage.flush().await?;
+        self.publish(position);
+        Ok(position)
+    }
+
+    /// Moves the visible position forward (never back) and wakes `/sync`.
+    fn publish(&self, position: u64) {
         self.visible.send_if_modified(|visible| {
             let newer = position > *visible;
             if newer {
@@ -238,7 +268,6 @@ impl Rooms {
             }
             newer
         });
-        Ok(position)
     }
 }
 

@@ -28,6 +28,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "rooms: eventid_pdu, eventid_meta, roomid_room, roomstate_eventid, roomstream_eventid, userroom_membership, txn_eventid",
         apply: |_| Ok(()),
     },
+    Migration {
+        version: 4,
+        description: "users: useraccountdata_data, userid_profile, userfilter_filter",
+        apply: |_| Ok(()),
+    },
 ];
 
 /// The schema version this build writes.

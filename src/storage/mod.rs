@@ -19,6 +19,7 @@ pub use codec::{Json, KeyCodec, ValueCodec, pair_prefix};
 pub use migrations::SCHEMA_VERSION;
 pub use tree::Tree;
 
+use crate::account_data::AccountDataRecord;
 use crate::accounts::AccountRecord;
 use crate::accounts::registration::RegistrationTokenRecord;
 use crate::accounts::sessions::{DeviceRecord, SessionRecord};
@@ -83,6 +84,12 @@ pub struct Storage {
     pub userroom_membership: Tree<(String, String), Json<MembershipRecord>>,
     /// user 0xFF device 0xFF transaction ID → event ID: a resent message is not sent twice.
     pub txn_eventid: Tree<(String, String, String), String>,
+    /// user 0xFF scope (room ID, or empty for global) 0xFF type → [`AccountDataRecord`].
+    pub useraccountdata_data: Tree<(String, String, String), Json<AccountDataRecord>>,
+    /// user → profile fields (`displayname`, `avatar_url`).
+    pub userid_profile: Tree<String, Json<serde_json::Map<String, serde_json::Value>>>,
+    /// user 0xFF filter ID → the filter's JSON.
+    pub userfilter_filter: Tree<(String, String), String>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -121,6 +128,9 @@ impl Storage {
             roomstream_eventid: Tree::open(&db, "roomstream_eventid")?,
             userroom_membership: Tree::open(&db, "userroom_membership")?,
             txn_eventid: Tree::open(&db, "txn_eventid")?,
+            useraccountdata_data: Tree::open(&db, "useraccountdata_data")?,
+            userid_profile: Tree::open(&db, "userid_profile")?,
+            userfilter_filter: Tree::open(&db, "userfilter_filter")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

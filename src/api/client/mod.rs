@@ -5,4 +5,5 @@ pub mod device;
 pub mod room;
 pub mod session;
 pub mod sync;
+pub mod user;
 pub mod versions;

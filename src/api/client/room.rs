@@ -476,7 +476,12 @@ async fn change_own_membership(
     if membership == "join" && current.is_some_and(|record| record.membership == "join") {
         return Ok(());
     }
-    let mut content = json!({ "membership": membership });
+    let profile = crate::profile::get(state, &auth.user_id)?.unwrap_or_default();
+    let mut content = if membership == "join" {
+        crate::profile::member_content(membership, &profile)
+    } else {
+        json!({ "membership": membership })
+    };
     if let Some(reason) = reason {
         content["reason"] = json!(reason);
     }

@@ -33,16 +33,29 @@ fn position(token: &str) -> Result<u64, Error> {
     })
 }
 
-/// The timeline limit an inline filter asks for (`{"room":{"timeline":{"limit":N}}}`).
-/// Stored filters are not built yet; they get the default.
-fn timeline_limit(filter: Option<&str>) -> usize {
-    filter
-        .filter(|text| text.starts_with('{'))
-        .and_then(|text| serde_json::from_str::<Value>(text).ok())
-        .and_then(|filter| filter["room"]["timeline"]["limit"].as_u64())
+/// The timeline limit a filter asks for (`{"room":{"timeline":{"limit":N}}}`), inline or
+/// stored with `/user/{userId}/filter`. The rest of filtering is not built yet.
+fn timeline_limit(
+    state: &AppState,
+    user_id: &ruma::UserId,
+    filter: Option<&str>,
+) -> Result<usize, Error> {
+    let text = match filter {
+        None => return Ok(DEFAULT_TIMELINE_LIMIT),
+        Some(text) if text.starts_with('{') => text.to_owned(),
+        Some(id) => state
+            .storage
+            .userfilter_filter
+            .get(&(user_id.to_string(), id.to_owned()))?
+            .ok_or_else(|| Error::new(ErrorKind::InvalidParam, "No such filter"))?,
+    };
+    let filter: Value = serde_json::from_str(&text)
+        .map_err(|_| Error::new(ErrorKind::InvalidParam, "The filter is not valid JSON"))?;
+    Ok(filter["room"]["timeline"]["limit"]
+        .as_u64()
         .map_or(DEFAULT_TIMELINE_LIMIT, |limit| {
             (limit as usize).clamp(1, MAX_TIMELINE_LIMIT)
-        })
+        }))
 }
 
 /// # GET /_matrix/client/v3/sync
@@ -55,7 +68,7 @@ pub async fn get_sync(
         since: query.since.as_deref().map(position).transpose()?,
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
         full_state: query.full_state.unwrap_or(false),
-        timeline_limit: timeline_limit(query.filter.as_deref()),
+        timeline_limit: timeline_limit(&state, &auth.user_id, query.filter.as_deref())?,
         device_id: auth.device_id.clone(),
     };
     let response = sync(&state, &auth.user_id, &request).await?;

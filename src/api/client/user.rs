@@ -1,0 +1,236 @@
+//! What users keep on the server: profile, account data, filters; and what the server can
+//! do (spec: client-server API, "Profiles", "Client Config", "Filtering", "Capabilities").
+
+use actix_web::{HttpResponse, web};
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use serde_json::{Map, Value, json};
+
+use crate::api::MatrixJson;
+use crate::api::auth::Authenticated;
+use crate::error::{Error, ErrorKind};
+use crate::state::AppState;
+use crate::{account_data, profile, rooms};
+
+fn parse_user_id(text: &str) -> Result<OwnedUserId, Error> {
+    OwnedUserId::try_from(text).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidParam,
+            format!("`{text}` is not a user ID"),
+        )
+    })
+}
+
+fn require_self(auth: &Authenticated, user_id: &UserId) -> Result<(), Error> {
+    if auth.user_id != user_id {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "You can only change your own data",
+        ));
+    }
+    Ok(())
+}
+
+/// # GET /_matrix/client/v3/capabilities
+pub async fn capabilities(_auth: Authenticated) -> HttpResponse {
+    let available: Map<String, Value> =
+        (1..=12).map(|v| (v.to_string(), json!("stable"))).collect();
+    HttpResponse::Ok().json(json!({ "capabilities": {
+        "m.change_password": { "enabled": true },
+        "m.room_versions": { "default": crate::events::DEFAULT_ROOM_VERSION, "available": available },
+        "m.set_displayname": { "enabled": true },
+        "m.set_avatar_url": { "enabled": true },
+        "m.3pid_changes": { "enabled": false },
+        "m.get_login_token": { "enabled": false },
+    }}))
+}
+
+/// # GET /_matrix/client/v3/profile/{userId}
+pub async fn get_profile(
+    state: web::Data<AppState>,
+    user_id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let user_id = parse_user_id(&user_id)?;
+    let profile =
+        profile::get(&state, &user_id)?.ok_or_else(|| Error::not_found("No such user"))?;
+    Ok(HttpResponse::Ok().json(profile))
+}
+
+fn known_field(field: &str) -> Result<(), Error> {
+    match field {
+        "displayname" | "avatar_url" => Ok(()),
+        _ => Err(Error::not_found(format!(
+            "This server stores no profile field `{field}`"
+        ))),
+    }
+}
+
+/// # GET /_matrix/client/v3/profile/{userId}/{keyName}
+pub async fn get_profile_field(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (user_id, field) = path.into_inner();
+    known_field(&field)?;
+    let user_id = parse_user_id(&user_id)?;
+    let profile =
+        profile::get(&state, &user_id)?.ok_or_else(|| Error::not_found("No such user"))?;
+    let value = profile
+        .get(&field)
+        .ok_or_else(|| Error::not_found(format!("No {field} set")))?;
+    Ok(HttpResponse::Ok().json(json!({ field: value })))
+}
+
+/// # PUT /_matrix/client/v3/profile/{userId}/{keyName}
+pub async fn set_profile_field(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+    MatrixJson(body): MatrixJson<Map<String, Value>>,
+) -> Result<HttpResponse, Error> {
+    let (user_id, field) = path.into_inner();
+    known_field(&field)?;
+    let user_id = parse_user_id(&user_id)?;
+    require_self(&auth, &user_id)?;
+    let value = match body.get(&field) {
+        Some(Value::String(value)) => Some(value.clone()),
+        Some(Value::Null) | None => None,
+        Some(_) => {
+            return Err(Error::new(
+                ErrorKind::BadJson,
+                format!("{field} must be a string"),
+            ));
+        }
+    };
+    profile::set_field(&state, &user_id, &field, value).await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// # DELETE /_matrix/client/v3/profile/{userId}/{keyName}
+pub async fn delete_profile_field(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (user_id, field) = path.into_inner();
+    known_field(&field)?;
+    let user_id = parse_user_id(&user_id)?;
+    require_self(&auth, &user_id)?;
+    profile::set_field(&state, &user_id, &field, None).await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// # GET /_matrix/client/v3/user/{userId}/account_data/{type}
+pub async fn get_account_data(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (user_id, kind) = path.into_inner();
+    let user_id = parse_user_id(&user_id)?;
+    require_self(&auth, &user_id)?;
+    let content = account_data::get(&state, &user_id, None, &kind)?
+        .ok_or_else(|| Error::not_found("No account data of that type"))?;
+    Ok(HttpResponse::Ok().json(content))
+}
+
+/// # PUT /_matrix/client/v3/user/{userId}/account_data/{type}
+pub async fn set_account_data(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+    MatrixJson(content): MatrixJson<Map<String, Value>>,
+) -> Result<HttpResponse, Error> {
+    let (user_id, kind) = path.into_inner();
+    let user_id = parse_user_id(&user_id)?;
+    require_self(&auth, &user_id)?;
+    account_data::set(&state, &user_id, None, &kind, content).await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+fn room_for_account_data(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: &str,
+) -> Result<OwnedRoomId, Error> {
+    let room_id = OwnedRoomId::try_from(room_id)
+        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))?;
+    if rooms::membership(&state.storage, user_id, &room_id)?.is_none() {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "You have never been in this room",
+        ));
+    }
+    Ok(room_id)
+}
+
+/// # GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
+pub async fn get_room_account_data(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (user_id, room_id, kind) = path.into_inner();
+    let user_id = parse_user_id(&user_id)?;
+    require_self(&auth, &user_id)?;
+    let room_id = room_for_account_data(&state, &user_id, &room_id)?;
+    let content = account_data::get(&state, &user_id, Some(&room_id), &kind)?
+        .ok_or_else(|| Error::not_found("No account data of that type"))?;
+    Ok(HttpResponse::Ok().json(content))
+}
+
+/// # PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
+pub async fn set_room_account_data(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String, String)>,
+    MatrixJson(content): MatrixJson<Map<String, Value>>,
+) -> Result<HttpResponse, Error> {
+    let (user_id, room_id, kind) = path.into_inner();
+    let user_id = parse_user_id(&user_id)?;
+    require_self(&auth, &user_id)?;
+    let room_id = room_for_account_data(&state, &user_id, &room_id)?;
+    account_data::set(&state, &user_id, Some(&room_id), &kind, content).await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// # POST /_matrix/client/v3/user/{userId}/filter
+pub async fn create_filter(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    user_id: web::Path<String>,
+    MatrixJson(filter): MatrixJson<Map<String, Value>>,
+) -> Result<HttpResponse, Error> {
+    let user_id = parse_user_id(&user_id)?;
+    require_self(&auth, &user_id)?;
+    let text = Value::Object(filter).to_string();
+    // The same filter gets the same ID: clients upload theirs on every start.
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let filter_id: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    state
+        .storage
+        .userfilter_filter
+        .insert(&(user_id.to_string(), filter_id.clone()), &text)?;
+    state.storage.flush().await?;
+    Ok(HttpResponse::Ok().json(json!({ "filter_id": filter_id })))
+}
+
+/// # GET /_matrix/client/v3/user/{userId}/filter/{filterId}
+pub async fn get_filter(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (user_id, filter_id) = path.into_inner();
+    let user_id = parse_user_id(&user_id)?;
+    require_self(&auth, &user_id)?;
+    let text = state
+        .storage
+        .userfilter_filter
+        .get(&(user_id.to_string(), filter_id))?
+        .ok_or_else(|| Error::not_found("No such filter"))?;
+    let filter: Value = serde_json::from_str(&text).map_err(Error::internal)?;
+    Ok(HttpResponse::Ok().json(filter))
+}

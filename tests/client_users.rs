@@ -1,0 +1,267 @@
+//! Profiles, account data, filters and capabilities through the client API.
+
+mod common;
+
+use common::http::{Client, Response};
+use common::{Server, test_config};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn server() -> Server {
+    Server::start_with_users(
+        &test_config("[limits]\nauth_attempts_per_minute = 100000\n"),
+        &[("alice", PASSWORD), ("bob", PASSWORD)],
+    )
+}
+
+fn login(server: &Server, user: &str) -> String {
+    let response = server.client().json(
+        "POST",
+        "/_matrix/client/v3/login",
+        None,
+        &json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": PASSWORD }),
+    );
+    response.json()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+fn ok(response: Response) -> Value {
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    response.json()
+}
+
+fn errcode(response: &Response) -> String {
+    response.json()["errcode"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn capabilities_are_truthful() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let capabilities = ok(server
+        .client()
+        .get_with("/_matrix/client/v3/capabilities", &alice));
+    let caps = &capabilities["capabilities"];
+    assert_eq!(caps["m.room_versions"]["default"], "12");
+    assert_eq!(caps["m.room_versions"]["available"]["1"], "stable");
+    assert_eq!(caps["m.change_password"]["enabled"], true);
+    assert_eq!(caps["m.3pid_changes"]["enabled"], false);
+}
+
+#[test]
+fn profiles_reach_room_memberships() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut client: Client = server.client();
+    let room = ok(client.json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        &json!({}),
+    ))["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    ok(client.json(
+        "PUT",
+        "/_matrix/client/v3/profile/@alice:localhost/displayname",
+        Some(&alice),
+        &json!({ "displayname": "Alice" }),
+    ));
+    ok(client.json(
+        "PUT",
+        "/_matrix/client/v3/profile/@alice:localhost/avatar_url",
+        Some(&alice),
+        &json!({ "avatar_url": "mxc://localhost/abc" }),
+    ));
+    let profile = ok(client.get("/_matrix/client/v3/profile/@alice:localhost"));
+    assert_eq!(
+        profile,
+        json!({ "displayname": "Alice", "avatar_url": "mxc://localhost/abc" })
+    );
+    assert_eq!(
+        ok(client.get("/_matrix/client/v3/profile/@alice:localhost/displayname")),
+        json!({ "displayname": "Alice" })
+    );
+    let member = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@alice:localhost"),
+        &alice,
+    ));
+    assert_eq!(member["displayname"], "Alice");
+    assert_eq!(member["membership"], "join");
+
+    let others = client.json(
+        "PUT",
+        "/_matrix/client/v3/profile/@alice:localhost/displayname",
+        Some(&bob),
+        &json!({ "displayname": "Mallory" }),
+    );
+    assert_eq!(others.status, 403);
+    let bad_avatar = client.json(
+        "PUT",
+        "/_matrix/client/v3/profile/@bob:localhost/avatar_url",
+        Some(&bob),
+        &json!({ "avatar_url": "https://x" }),
+    );
+    assert_eq!(errcode(&bad_avatar), "M_INVALID_PARAM");
+    let unknown = client.get("/_matrix/client/v3/profile/@nobody:localhost");
+    assert_eq!(unknown.status, 404);
+    ok(client
+        .request(
+            "DELETE",
+            "/_matrix/client/v3/profile/@alice:localhost/avatar_url",
+            &[("Authorization", &format!("Bearer {alice}"))],
+            None,
+        )
+        .expect("delete"));
+    assert_eq!(
+        ok(client.get("/_matrix/client/v3/profile/@alice:localhost")),
+        json!({ "displayname": "Alice" })
+    );
+}
+
+#[test]
+fn account_data_is_stored_and_synced() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut client = server.client();
+    let room = ok(client.json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        &json!({}),
+    ))["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    let since = ok(client.get_with("/_matrix/client/v3/sync", &alice))["next_batch"]
+        .as_str()
+        .expect("batch")
+        .to_owned();
+    let direct = json!({ "@bob:localhost": [room] });
+    ok(client.json(
+        "PUT",
+        "/_matrix/client/v3/user/@alice:localhost/account_data/m.direct",
+        Some(&alice),
+        &direct,
+    ));
+    ok(client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/user/@alice:localhost/rooms/{room}/account_data/m.tag"),
+        Some(&alice),
+        &json!({ "tags": { "m.favourite": {} } }),
+    ));
+    assert_eq!(
+        ok(client.get_with(
+            "/_matrix/client/v3/user/@alice:localhost/account_data/m.direct",
+            &alice
+        )),
+        direct
+    );
+    let synced = ok(client.get_with(
+        &format!("/_matrix/client/v3/sync?since={since}&timeout=5000"),
+        &alice,
+    ));
+    assert_eq!(synced["account_data"]["events"][0]["type"], "m.direct");
+    assert_eq!(
+        synced["rooms"]["join"][&room]["account_data"]["events"][0]["type"],
+        "m.tag"
+    );
+    let next = synced["next_batch"].as_str().expect("batch");
+    let quiet = ok(client.get_with(&format!("/_matrix/client/v3/sync?since={next}"), &alice));
+    assert!(
+        quiet["account_data"]["events"]
+            .as_array()
+            .expect("events")
+            .is_empty()
+    );
+
+    let missing = client.get_with(
+        "/_matrix/client/v3/user/@alice:localhost/account_data/m.nothing",
+        &alice,
+    );
+    assert_eq!(errcode(&missing), "M_NOT_FOUND");
+    let others = client.get_with(
+        "/_matrix/client/v3/user/@alice:localhost/account_data/m.direct",
+        &bob,
+    );
+    assert_eq!(others.status, 403);
+    let managed = client.json(
+        "PUT",
+        "/_matrix/client/v3/user/@alice:localhost/account_data/m.fully_read",
+        Some(&alice),
+        &json!({}),
+    );
+    assert_eq!(errcode(&managed), "M_BAD_JSON");
+    let not_in_room = client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/user/@bob:localhost/rooms/{room}/account_data/m.tag"),
+        Some(&bob),
+        &json!({ "tags": {} }),
+    );
+    assert_eq!(not_in_room.status, 403);
+}
+
+#[test]
+fn stored_filters_round_trip_and_shape_sync() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let mut client = server.client();
+    let filter = json!({ "room": { "timeline": { "limit": 2 } } });
+    let id = ok(client.json(
+        "POST",
+        "/_matrix/client/v3/user/@alice:localhost/filter",
+        Some(&alice),
+        &filter,
+    ))["filter_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let again = ok(client.json(
+        "POST",
+        "/_matrix/client/v3/user/@alice:localhost/filter",
+        Some(&alice),
+        &filter,
+    ))["filter_id"]
+        .clone();
+    assert_eq!(again, json!(id), "the same filter, the same ID");
+    assert_eq!(
+        ok(client.get_with(
+            &format!("/_matrix/client/v3/user/@alice:localhost/filter/{id}"),
+            &alice
+        )),
+        filter
+    );
+    let room = ok(client.json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        &json!({}),
+    ))["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    let synced = ok(client.get_with(&format!("/_matrix/client/v3/sync?filter={id}"), &alice));
+    assert_eq!(
+        synced["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .expect("events")
+            .len(),
+        2
+    );
+    let unknown = client.get_with("/_matrix/client/v3/sync?filter=nope", &alice);
+    assert_eq!(errcode(&unknown), "M_INVALID_PARAM");
+}
