@@ -49,6 +49,17 @@ pub async fn set(
             format!("{kind} is managed by the server and cannot be set here"),
         ));
     }
+    set_managed(state, user_id, room_id, kind, content).await
+}
+
+/// Stores account data the server manages itself (`m.fully_read` from read markers).
+pub async fn set_managed(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: Option<&RoomId>,
+    kind: &str,
+    content: Map<String, Value>,
+) -> Result<(), Error> {
     let key = key(user_id, room_id, kind);
     state
         .rooms

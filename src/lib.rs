@@ -19,6 +19,7 @@
 //! - [`events`]: the room model's pure core: PDUs, room versions, hashes, event IDs,
 //!   event signatures.
 //! - [`storage`]: typed sled trees, key codecs, schema migrations, the data-directory lock.
+//! - [`typing`], [`receipts`]: who is typing (in memory), who read what (stored).
 //! - [`sync`]: `/sync`, everything new for a user since a stream position, long-polled.
 //! - [`state`]: [`state::AppState`], everything a handler may reach, passed as `web::Data`.
 //! - [`account_data`], [`profile`]: what users keep on the server about themselves.
@@ -42,12 +43,14 @@ pub mod logging;
 pub mod notify;
 pub mod profile;
 pub mod ratelimit;
+pub mod receipts;
 pub mod rooms;
 pub mod server;
 pub mod state;
 pub mod storage;
 pub mod sync;
 pub mod tls;
+pub mod typing;
 
 /// The name and version this build reports to clients and other servers.
 pub const SERVER_SOFTWARE: &str = "Hearth";

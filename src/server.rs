@@ -126,6 +126,15 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         started.elapsed().as_millis()
     );
     let state = web::Data::new(AppState::new(config, storage, signing_key));
+    // Typing notifications time out even when nobody asks: a waiting /sync hears of it.
+    let typing_state = state.clone();
+    actix_web::rt::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            ticks.tick().await;
+            typing_state.typing.expire();
+        }
+    });
     notify("READY=1");
     run(state, listeners, certificates, stopping).await
 }

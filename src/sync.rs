@@ -3,7 +3,7 @@
 //! A token is a stream position. A request waits (long-polls) on the room service's
 //! notifier when there is nothing new yet, and answers as soon as anything is appended.
 //!
-//! What is not built yet, and so not sent: typing, receipts, presence,
+//! What is not built yet, and so not sent: presence,
 //! to-device messages, device lists, unread counts; filters are accepted but only the
 //! timeline `limit` is honoured. The `state` of a room is its current state minus what the
 //! timeline carries (the state at the start of the timeline needs per-event state
@@ -45,7 +45,10 @@ pub type TimelineEvent = (u64, String, Value);
 
 #[derive(Debug, Clone)]
 pub struct SyncRequest {
+    /// The stream position of the last sync.
     pub since: Option<u64>,
+    /// The typing serial of the last sync.
+    pub since_typing: u64,
     pub timeout: Duration,
     pub full_state: bool,
     pub timeline_limit: usize,
@@ -60,20 +63,38 @@ pub async fn sync(
     request: &SyncRequest,
 ) -> Result<Value, Error> {
     let mut changes = state.rooms.subscribe();
+    let mut typing = state.typing.subscribe();
+    state.typing.expire();
     let upto = *changes.borrow_and_update();
+    typing.borrow_and_update();
     let (response, news) = build(state, user_id, request, upto)?;
     if news || request.since.is_none() || request.timeout.is_zero() {
         return Ok(response);
     }
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     loop {
-        let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+        let woken = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                changed = changes.changed() => changed.is_ok(),
+                changed = typing.changed() => changed.is_ok(),
+            }
+        })
+        .await;
         let upto = *changes.borrow_and_update();
+        typing.borrow_and_update();
         let (response, news) = build(state, user_id, request, upto)?;
         // Something for this user, or time is up (or the server is stopping).
-        if news || !matches!(changed, Ok(Ok(()))) {
+        if news || !matches!(woken, Ok(true)) {
             return Ok(response);
         }
+    }
+}
+
+/// A sync token: the stream position and the typing serial, `"{position}_{serial}"`.
+pub fn parse_token(token: &str) -> Option<(u64, u64)> {
+    match token.split_once('_') {
+        Some((position, serial)) => Some((position.parse().ok()?, serial.parse().ok()?)),
+        None => Some((token.parse().ok()?, 0)),
     }
 }
 
@@ -84,6 +105,7 @@ fn build(
     request: &SyncRequest,
     upto: u64,
 ) -> Result<(Value, bool), Error> {
+    let typing_serial = state.typing.serial();
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
@@ -106,7 +128,10 @@ fn build(
         match record.membership.as_str() {
             "join" => {
                 let data = room_data.remove(room_id.as_str()).unwrap_or_default();
-                if let Some(room) = joined_room(state, &room_id, &record, request, upto, data)? {
+                let ephemeral = ephemeral_events(state, &room_id, user_id, request, upto)?;
+                if let Some(room) =
+                    joined_room(state, &room_id, &record, request, upto, data, ephemeral)?
+                {
                     join.insert(room_id.to_string(), room);
                 }
             }
@@ -125,7 +150,7 @@ fn build(
     let news =
         !(join.is_empty() && invite.is_empty() && leave.is_empty() && global_data.is_empty());
     let response = json!({
-        "next_batch": upto.to_string(),
+        "next_batch": format!("{upto}_{typing_serial}"),
         "rooms": { "join": join, "invite": invite, "leave": leave },
         "account_data": { "events": global_data },
         "presence": { "events": [] },
@@ -169,6 +194,7 @@ fn joined_room(
     request: &SyncRequest,
     upto: u64,
     account_data: Vec<Value>,
+    ephemeral: Vec<Value>,
 ) -> Result<Option<Value>, Error> {
     // A room is new to this sync when the user joined since the last one; a repeated join
     // (a profile change) is not.
@@ -189,7 +215,12 @@ fn joined_room(
         request.timeline_limit,
         Some(&request.device_id),
     )?;
-    if timeline.is_empty() && !newly_joined && !request.full_state && account_data.is_empty() {
+    if timeline.is_empty()
+        && !newly_joined
+        && !request.full_state
+        && account_data.is_empty()
+        && ephemeral.is_empty()
+    {
         return Ok(None);
     }
     let timeline_start = timeline
@@ -211,8 +242,26 @@ fn joined_room(
         "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch },
         "state": { "events": state_events },
         "account_data": { "events": account_data },
-        "ephemeral": { "events": [] },
+        "ephemeral": { "events": ephemeral },
     })))
+}
+
+/// Typing (when it changed since the last sync) and receipts (changed since then).
+fn ephemeral_events(
+    state: &AppState,
+    room_id: &RoomId,
+    viewer: &UserId,
+    request: &SyncRequest,
+    upto: u64,
+) -> Result<Vec<Value>, StorageError> {
+    let mut events = Vec::new();
+    if let Some(typing) = state.typing.changed_since(room_id, request.since_typing) {
+        events.push(json!({ "type": "m.typing", "content": { "user_ids": typing } }));
+    }
+    if let Some(receipts) = crate::receipts::changes(state, room_id, viewer, request.since, upto)? {
+        events.push(receipts);
+    }
+    Ok(events)
 }
 
 /// The newest `limit` events of the room with positions in `(after, upto]`, oldest first,

@@ -939,3 +939,108 @@ fn own_messages_carry_their_transaction_id_and_gaps_fill_from_prev_batch() {
     let expected: Vec<String> = (0..25).rev().map(|i| format!("m{i}")).collect();
     assert_eq!(bodies, expected);
 }
+
+#[test]
+fn typing_and_receipts_reach_the_other_members() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut client = server.client();
+    let room = create_room(&mut client, &alice, json!({ "invite": ["@bob:localhost"] }));
+    join(&mut client, &bob, &room);
+    let message = ok(send(&mut client, &alice, &room, "m", "read me"))["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let since = sync(&mut client, &bob, None, 0)["next_batch"]
+        .as_str()
+        .expect("batch")
+        .to_owned();
+
+    // Typing wakes a waiting sync.
+    let address = server.address("http");
+    let (bob_token, since_for_poll) = (bob.clone(), since.clone());
+    let waiter = std::thread::spawn(move || {
+        sync(
+            &mut Client::plain(address),
+            &bob_token,
+            Some(&since_for_poll),
+            20_000,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    ok(client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/typing/@alice:localhost"),
+        Some(&alice),
+        &json!({ "typing": true, "timeout": 30000 }),
+    ));
+    let woken = waiter.join().expect("poll");
+    let ephemeral = &woken["rooms"]["join"][&room]["ephemeral"]["events"];
+    assert_eq!(ephemeral[0]["type"], "m.typing");
+    assert_eq!(
+        ephemeral[0]["content"]["user_ids"],
+        json!(["@alice:localhost"])
+    );
+    let since = woken["next_batch"].as_str().expect("batch").to_owned();
+    let others = client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/typing/@alice:localhost"),
+        Some(&bob),
+        &json!({ "typing": true }),
+    );
+    assert_eq!(others.status, 403);
+
+    // Bob's public receipt reaches Alice; his private one does not.
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{message}"),
+        Some(&bob),
+        &json!({}),
+    ));
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/read_markers"),
+        Some(&bob),
+        &json!({ "m.fully_read": message, "m.read.private": message }),
+    ));
+    let alice_view = sync(&mut client, &alice, None, 0);
+    let receipts = alice_view["rooms"]["join"][&room]["ephemeral"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|event| event["type"] == "m.receipt")
+        .expect("receipts")
+        .clone();
+    assert!(receipts["content"][&message]["m.read"]["@bob:localhost"]["ts"].is_u64());
+    assert!(
+        receipts["content"][&message]
+            .get("m.read.private")
+            .is_none()
+    );
+    let bob_view = sync(&mut client, &bob, Some(&since), 0);
+    let bob_room = &bob_view["rooms"]["join"][&room];
+    let own = bob_room["ephemeral"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["type"] == "m.receipt")
+        .expect("receipts")
+        .clone();
+    assert!(own["content"][&message]["m.read.private"]["@bob:localhost"].is_object());
+    assert_eq!(
+        bob_room["account_data"]["events"][0]["type"],
+        "m.fully_read"
+    );
+    assert_eq!(
+        bob_room["account_data"]["events"][0]["content"]["event_id"],
+        message
+    );
+    let bad = client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/$nope"),
+        Some(&bob),
+        &json!({}),
+    );
+    assert_eq!(bad.status, 404);
+}

@@ -155,6 +155,18 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v3/join/{roomIdOrAlias}",
             room::join_by_id_or_alias,
         ))
+        .service(put(
+            "/_matrix/client/v3/rooms/{roomId}/typing/{userId}",
+            room::typing,
+        ))
+        .service(post(
+            "/_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}",
+            room::receipt,
+        ))
+        .service(post(
+            "/_matrix/client/v3/rooms/{roomId}/read_markers",
+            room::read_markers,
+        ))
         .service(get(
             "/_matrix/client/v3/capabilities",
             client::user::capabilities,

@@ -33,6 +33,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "users: useraccountdata_data, userid_profile, userfilter_filter",
         apply: |_| Ok(()),
     },
+    Migration {
+        version: 5,
+        description: "receipts: roomreceipt_record",
+        apply: |_| Ok(()),
+    },
 ];
 
 /// The schema version this build writes.

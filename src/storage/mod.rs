@@ -23,6 +23,7 @@ use crate::account_data::AccountDataRecord;
 use crate::accounts::AccountRecord;
 use crate::accounts::registration::RegistrationTokenRecord;
 use crate::accounts::sessions::{DeviceRecord, SessionRecord};
+use crate::receipts::ReceiptRecord;
 use crate::rooms::{EventMeta, MembershipRecord, RoomRecord};
 
 /// A storage failure. Shown in full to the operator at start-up; a client only ever sees
@@ -90,6 +91,8 @@ pub struct Storage {
     pub userid_profile: Tree<String, Json<serde_json::Map<String, serde_json::Value>>>,
     /// user 0xFF filter ID → the filter's JSON.
     pub userfilter_filter: Tree<(String, String), String>,
+    /// room 0xFF receipt type 0xFF user NUL thread → [`ReceiptRecord`].
+    pub roomreceipt_record: Tree<(String, String, String), Json<ReceiptRecord>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -131,6 +134,7 @@ impl Storage {
             useraccountdata_data: Tree::open(&db, "useraccountdata_data")?,
             userid_profile: Tree::open(&db, "userid_profile")?,
             userfilter_filter: Tree::open(&db, "userfilter_filter")?,
+            roomreceipt_record: Tree::open(&db, "roomreceipt_record")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

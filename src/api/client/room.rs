@@ -550,3 +550,143 @@ pub async fn leave(
     }
     Ok(HttpResponse::Ok().json(json!({})))
 }
+
+#[derive(Debug, Deserialize)]
+pub struct TypingRequest {
+    typing: bool,
+    timeout: Option<u64>,
+}
+
+/// # PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}
+pub async fn typing(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+    MatrixJson(body): MatrixJson<TypingRequest>,
+) -> Result<HttpResponse, Error> {
+    let (room_id, user_id) = path.into_inner();
+    let room_id = parse_room_id(&room_id)?;
+    if user_id != auth.user_id.as_str() {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "You can only say that you are typing",
+        ));
+    }
+    require_joined(&state, &auth.user_id, &room_id)?;
+    let timeout = body
+        .typing
+        .then(|| std::time::Duration::from_millis(body.timeout.unwrap_or(30_000)));
+    state.typing.set(&room_id, &auth.user_id, timeout);
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ReceiptRequest {
+    thread_id: Option<String>,
+}
+
+/// The event must be one of the room's, for a receipt or read marker to point at it.
+fn require_room_event(state: &AppState, room_id: &RoomId, event_id: &str) -> Result<(), Error> {
+    match state.storage.eventid_meta.get(&event_id.to_owned())? {
+        Some(meta) if meta.room_id == room_id.as_str() => Ok(()),
+        _ => Err(Error::not_found("No such event in this room")),
+    }
+}
+
+/// # POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}
+pub async fn receipt(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String, String)>,
+    MatrixJson(body): MatrixJson<ReceiptRequest>,
+) -> Result<HttpResponse, Error> {
+    let (room_id, kind, event_id) = path.into_inner();
+    let room_id = parse_room_id(&room_id)?;
+    require_joined(&state, &auth.user_id, &room_id)?;
+    require_room_event(&state, &room_id, &event_id)?;
+    match kind.as_str() {
+        crate::receipts::PUBLIC | crate::receipts::PRIVATE => {
+            crate::receipts::set(
+                &state,
+                &room_id,
+                &auth.user_id,
+                &kind,
+                &event_id,
+                body.thread_id,
+            )
+            .await?;
+        }
+        "m.fully_read" => set_fully_read(&state, &auth.user_id, &room_id, &event_id).await?,
+        _ => {
+            return Err(Error::new(
+                ErrorKind::InvalidParam,
+                format!("Unknown receipt type {kind}"),
+            ));
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+async fn set_fully_read(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: &RoomId,
+    event_id: &str,
+) -> Result<(), Error> {
+    let mut content = Map::new();
+    content.insert("event_id".to_owned(), json!(event_id));
+    crate::account_data::set_managed(state, user_id, Some(room_id), "m.fully_read", content).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReadMarkersRequest {
+    #[serde(rename = "m.fully_read")]
+    fully_read: Option<String>,
+    #[serde(rename = "m.read")]
+    read: Option<String>,
+    #[serde(rename = "m.read.private")]
+    read_private: Option<String>,
+}
+
+/// # POST /_matrix/client/v3/rooms/{roomId}/read_markers
+pub async fn read_markers(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+    MatrixJson(body): MatrixJson<ReadMarkersRequest>,
+) -> Result<HttpResponse, Error> {
+    let room_id = parse_room_id(&room_id)?;
+    require_joined(&state, &auth.user_id, &room_id)?;
+    for event_id in [&body.fully_read, &body.read, &body.read_private]
+        .into_iter()
+        .flatten()
+    {
+        require_room_event(&state, &room_id, event_id)?;
+    }
+    if let Some(event_id) = &body.fully_read {
+        set_fully_read(&state, &auth.user_id, &room_id, event_id).await?;
+    }
+    if let Some(event_id) = &body.read {
+        crate::receipts::set(
+            &state,
+            &room_id,
+            &auth.user_id,
+            crate::receipts::PUBLIC,
+            event_id,
+            None,
+        )
+        .await?;
+    }
+    if let Some(event_id) = &body.read_private {
+        crate::receipts::set(
+            &state,
+            &room_id,
+            &auth.user_id,
+            crate::receipts::PRIVATE,
+            event_id,
+            None,
+        )
+        .await?;
+    }
+    Ok(HttpResponse::Ok().json(json!({})))
+}

@@ -13,7 +13,7 @@ use crate::rooms;
 use crate::state::AppState;
 use crate::sync::{
     DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, SyncRequest, TimelineEvent, client_form,
-    history_start, sync, timeline,
+    history_start, parse_token, sync, timeline,
 };
 
 #[derive(Debug, Deserialize)]
@@ -24,13 +24,16 @@ pub struct SyncQuery {
     filter: Option<String>,
 }
 
+/// The stream position of a token (a sync token carries a typing serial too).
 fn position(token: &str) -> Result<u64, Error> {
-    token.parse().map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidParam,
-            format!("`{token}` is not a token from this server"),
-        )
-    })
+    parse_token(token)
+        .map(|(position, _)| position)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidParam,
+                format!("`{token}` is not a token from this server"),
+            )
+        })
 }
 
 /// The timeline limit a filter asks for (`{"room":{"timeline":{"limit":N}}}`), inline or
@@ -64,8 +67,21 @@ pub async fn get_sync(
     auth: Authenticated,
     query: web::Query<SyncQuery>,
 ) -> Result<HttpResponse, Error> {
+    let since = query
+        .since
+        .as_deref()
+        .map(|token| {
+            parse_token(token).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidParam,
+                    format!("`{token}` is not a token from this server"),
+                )
+            })
+        })
+        .transpose()?;
     let request = SyncRequest {
-        since: query.since.as_deref().map(position).transpose()?,
+        since: since.map(|(position, _)| position),
+        since_typing: since.map_or(0, |(_, serial)| serial),
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
         full_state: query.full_state.unwrap_or(false),
         timeline_limit: timeline_limit(&state, &auth.user_id, query.filter.as_deref())?,

@@ -1,0 +1,92 @@
+//! Read receipts (spec: client-server API, "Receipts", "Read Markers"): durable, ordered in
+//! the global stream like events, shown to room members through `/sync`. Private receipts
+//! (`m.read.private`) go only to their owner.
+
+use ruma::{RoomId, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::error::Error;
+use crate::state::AppState;
+use crate::storage::{StorageError, pair_prefix};
+
+pub const PUBLIC: &str = "m.read";
+pub const PRIVATE: &str = "m.read.private";
+
+/// One receipt (`roomreceipt_record`, keyed by room, type, and user with thread).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    pub user_id: String,
+    pub event_id: String,
+    pub ts: u64,
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    pub stream: u64,
+}
+
+/// Records `user`'s receipt of `kind` at `event_id` (a thread's, with `thread_id`).
+pub async fn set(
+    state: &AppState,
+    room_id: &RoomId,
+    user_id: &UserId,
+    kind: &str,
+    event_id: &str,
+    thread_id: Option<String>,
+) -> Result<(), Error> {
+    let key = (
+        room_id.to_string(),
+        kind.to_owned(),
+        format!("{user_id}\u{0}{}", thread_id.as_deref().unwrap_or("")),
+    );
+    state
+        .rooms
+        .commit_at_next_position(&state.storage, |batch, stream| {
+            let record = ReceiptRecord {
+                user_id: user_id.to_string(),
+                event_id: event_id.to_owned(),
+                ts: crate::accounts::now_ms(),
+                thread_id,
+                stream,
+            };
+            Ok(state
+                .storage
+                .roomreceipt_record
+                .batch_insert(batch, &key, &record)?)
+        })
+        .await?;
+    Ok(())
+}
+
+/// The `m.receipt` event for `viewer` with the receipts of `room` changed after `since`
+/// (all of them without it) up to `upto`, if any.
+pub fn changes(
+    state: &AppState,
+    room_id: &RoomId,
+    viewer: &UserId,
+    since: Option<u64>,
+    upto: u64,
+) -> Result<Option<Value>, StorageError> {
+    let mut content: Map<String, Value> = Map::new();
+    for entry in state
+        .storage
+        .roomreceipt_record
+        .scan_prefix(&pair_prefix(room_id.as_str()))
+    {
+        let ((_, kind, _), record) = entry?;
+        if since.is_some_and(|since| record.stream <= since) || record.stream > upto {
+            continue;
+        }
+        if kind == PRIVATE && record.user_id != viewer.as_str() {
+            continue;
+        }
+        let mut receipt = json!({ "ts": record.ts });
+        if let Some(thread_id) = &record.thread_id {
+            receipt["thread_id"] = json!(thread_id);
+        }
+        let by_event = content
+            .entry(record.event_id.clone())
+            .or_insert_with(|| json!({}));
+        by_event[&kind][&record.user_id] = receipt;
+    }
+    Ok((!content.is_empty()).then(|| json!({ "type": "m.receipt", "content": content })))
+}
