@@ -27,11 +27,10 @@ fn python_with(module: &str) -> Option<String> {
     None
 }
 
-#[test]
-fn matrix_nio_manages_accounts_and_devices() {
-    let Some(python) = python_with("nio") else {
-        return;
-    };
+/// A server with @alice (password "alice's long password") and a one-use registration
+/// token `token`, and the Python to drive it.
+fn server_for_nio(token: &str) -> Option<(Server, String)> {
+    let python = python_with("nio")?;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = test_config(
         "[limits]\nauth_attempts_per_minute = 100000\n[registration]\nenabled = true\n",
@@ -43,20 +42,45 @@ fn matrix_nio_manages_accounts_and_devices() {
         "alice's long password\n",
     );
     assert!(added.status.success());
-    let token = hearth(dir.path(), &["token", "add", "nio-test", "--uses", "1"], "");
-    assert!(token.status.success());
-    let server = Server::start_in(dir.path(), &[], &[]).expect("starts");
+    let made = hearth(dir.path(), &["token", "add", token, "--uses", "1"], "");
+    assert!(made.status.success());
+    let mut server = Server::start_in(dir.path(), &[], &[]).expect("starts");
+    server.keep_dir(dir);
+    Some((server, python))
+}
+
+fn run_script(server: &Server, python: &str, script: &str, token: &str) {
     let url = format!("http://{}", server.address("http"));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/nio_accounts.py");
-    let output = Command::new(&python)
-        .args([script, &url, "nio-test"])
+    let output = Command::new(python)
+        .args([script, &url, token])
         .output()
         .expect("python runs");
     assert!(
         output.status.success(),
-        "matrix-nio failed:\n{}{}\nserver log:\n{}",
+        "{script} failed:\n{}{}\nserver log:\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
         server.log_text()
     );
+}
+
+#[test]
+fn matrix_nio_holds_a_conversation() {
+    let Some((server, python)) = server_for_nio("nio-chat") else {
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/nio_conversation.py"
+    );
+    run_script(&server, &python, script, "nio-chat");
+}
+
+#[test]
+fn matrix_nio_manages_accounts_and_devices() {
+    let Some((server, python)) = server_for_nio("nio-test") else {
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/nio_accounts.py");
+    run_script(&server, &python, script, "nio-test");
 }

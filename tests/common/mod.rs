@@ -174,6 +174,11 @@ impl Server {
             .unwrap_or_else(|| panic!("no {scheme} listener"))
     }
 
+    /// Keeps `dir` (and so its files) for as long as the server lives.
+    pub fn keep_dir(&mut self, dir: tempfile::TempDir) {
+        self._tempdir = Some(dir);
+    }
+
     /// A plain-HTTP client for the first `http` listener.
     pub fn client(&self) -> http::Client {
         http::Client::plain(self.address("http"))
