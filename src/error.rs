@@ -53,6 +53,8 @@ pub enum ErrorKind {
     UserInteractiveAuth,
     /// The requested room version is not one this server supports.
     UnsupportedRoomVersion,
+    /// The server does not accept this third-party identifier.
+    ThreepidDenied,
     /// A request the server cannot act on for another reason (400 `M_UNKNOWN`), such as an
     /// unsupported login type.
     BadRequest,
@@ -80,6 +82,7 @@ impl ErrorKind {
             ErrorKind::WeakPassword => "M_WEAK_PASSWORD",
             ErrorKind::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             ErrorKind::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            ErrorKind::ThreepidDenied => "M_THREEPID_DENIED",
             // A failed stage says why in the body; the first challenge has no error code.
             ErrorKind::UserInteractiveAuth => "M_FORBIDDEN",
             ErrorKind::BadRequest | ErrorKind::Unknown => "M_UNKNOWN",
@@ -100,9 +103,10 @@ impl ErrorKind {
             | ErrorKind::InvalidUsername
             | ErrorKind::WeakPassword => StatusCode::BAD_REQUEST,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::Forbidden | ErrorKind::UserDeactivated | ErrorKind::GuestAccessForbidden => {
-                StatusCode::FORBIDDEN
-            }
+            ErrorKind::Forbidden
+            | ErrorKind::UserDeactivated
+            | ErrorKind::GuestAccessForbidden
+            | ErrorKind::ThreepidDenied => StatusCode::FORBIDDEN,
             ErrorKind::MissingToken | ErrorKind::UnknownToken | ErrorKind::UserInteractiveAuth => {
                 StatusCode::UNAUTHORIZED
             }

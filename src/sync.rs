@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::account_data;
 use crate::error::Error;
-use crate::rooms::format::{client_event, stripped_event, with_transaction_id};
+use crate::rooms::format::{client_event, stored_event_for_client, stripped_event};
 use crate::rooms::{self, MembershipRecord, load_json};
 use crate::state::AppState;
 use crate::storage::StorageError;
@@ -299,30 +299,14 @@ pub fn timeline(
     Ok((events, limited))
 }
 
-/// The client form of a stored event, with the transaction ID when `device` sent it.
+/// The client form of a stored event, as [`stored_event_for_client`] makes it.
 pub fn client_form(
     state: &AppState,
     event_id: &str,
     room_id: Option<&str>,
     device: Option<&str>,
 ) -> Result<Option<Value>, StorageError> {
-    let Some(json) = load_json(&state.storage, event_id)? else {
-        return Ok(None);
-    };
-    let event = client_event(&json, event_id, room_id);
-    let txn = match device {
-        Some(device) => state
-            .storage
-            .eventid_meta
-            .get(&event_id.to_owned())?
-            .and_then(|meta| meta.txn)
-            .filter(|(sender_device, _)| sender_device == device),
-        None => None,
-    };
-    Ok(Some(match txn {
-        Some((_, txn_id)) => with_transaction_id(event, &txn_id),
-        None => event,
-    }))
+    stored_event_for_client(&state.storage, event_id, room_id, device)
 }
 
 /// The room's current state events that were sent after `after` and before `before`.

@@ -1044,3 +1044,141 @@ fn typing_and_receipts_reach_the_other_members() {
     );
     assert_eq!(bad.status, 404);
 }
+
+#[test]
+fn redacted_events_lose_their_content() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let mut client = server.client();
+    let room = create_room(&mut client, &alice, json!({}));
+    let id = ok(send(
+        &mut client,
+        &alice,
+        &room,
+        "oops",
+        "my password is hunter2",
+    ))["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let redaction = ok(client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/redact/{id}/r1"),
+        Some(&alice),
+        &json!({ "reason": "typo" }),
+    ))["event_id"]
+        .clone();
+    let again = ok(client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/redact/{id}/r1"),
+        Some(&alice),
+        &json!({}),
+    ))["event_id"]
+        .clone();
+    assert_eq!(redaction, again, "the same transaction, the same redaction");
+    let event = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/event/{id}"),
+        &alice,
+    ));
+    assert_eq!(event["content"], json!({}), "{event}");
+    assert_eq!(event["unsigned"]["redacted_because"]["event_id"], redaction);
+    let page = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=5"),
+        &alice,
+    ));
+    let text = page.to_string();
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
+fn members_forget_reports_and_third_party_ids() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut client = server.client();
+    let room = create_room(&mut client, &alice, json!({ "invite": ["@bob:localhost"] }));
+    let before_join = sync(&mut client, &alice, None, 0)["next_batch"]
+        .as_str()
+        .expect("batch")
+        .to_owned();
+    join(&mut client, &bob, &room);
+    let all = ok(client.get_with(&format!("/_matrix/client/v3/rooms/{room}/members"), &alice));
+    assert_eq!(all["chunk"].as_array().expect("chunk").len(), 2);
+    let joined = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/members?membership=join"),
+        &alice,
+    ));
+    assert_eq!(joined["chunk"].as_array().expect("chunk").len(), 2);
+    let earlier = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/members?at={before_join}"),
+        &alice,
+    ));
+    let bob_then = earlier["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .find(|e| e["state_key"] == "@bob:localhost")
+        .expect("bob")
+        .clone();
+    assert_eq!(
+        bob_then["content"]["membership"], "invite",
+        "at the token, bob was only invited"
+    );
+
+    let message = ok(send(&mut client, &bob, &room, "x", "rude"))["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/report/{message}"),
+        Some(&alice),
+        &json!({ "reason": "rude" }),
+    ));
+    assert!(server.wait_for_log("event reported"));
+
+    let not_left = client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/forget"),
+        Some(&bob),
+        &json!({}),
+    );
+    assert_eq!(not_left.status, 400);
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/leave"),
+        Some(&bob),
+        &json!({}),
+    ));
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/forget"),
+        Some(&bob),
+        &json!({}),
+    ));
+    assert_eq!(
+        client
+            .get_with(
+                &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b"),
+                &bob
+            )
+            .status,
+        403
+    );
+
+    assert_eq!(
+        ok(client.get_with("/_matrix/client/v3/account/3pid", &alice)),
+        json!({ "threepids": [] })
+    );
+    let add = client.json(
+        "POST",
+        "/_matrix/client/v3/account/3pid/add",
+        Some(&alice),
+        &json!({}),
+    );
+    assert_eq!(errcode(&add), "M_THREEPID_DENIED");
+    assert_eq!(
+        ok(client.get_with("/_matrix/client/v3/thirdparty/protocols", &alice)),
+        json!({})
+    );
+}

@@ -156,6 +156,50 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             room::join_by_id_or_alias,
         ))
         .service(put(
+            "/_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}",
+            room::redact,
+        ))
+        .service(get(
+            "/_matrix/client/v3/rooms/{roomId}/members",
+            room::members,
+        ))
+        .service(post(
+            "/_matrix/client/v3/rooms/{roomId}/forget",
+            room::forget,
+        ))
+        .service(post(
+            "/_matrix/client/v3/rooms/{roomId}/report/{eventId}",
+            room::report_event,
+        ))
+        .service(post(
+            "/_matrix/client/v3/rooms/{roomId}/report",
+            room::report_room,
+        ))
+        .service(get(
+            "/_matrix/client/v3/account/3pid",
+            client::user::third_party_ids,
+        ))
+        .service(post(
+            "/_matrix/client/v3/account/3pid/add",
+            client::user::add_third_party_id,
+        ))
+        .service(post(
+            "/_matrix/client/v3/account/3pid/bind",
+            client::user::add_third_party_id,
+        ))
+        .service(post(
+            "/_matrix/client/v3/account/3pid/delete",
+            client::user::remove_third_party_id,
+        ))
+        .service(post(
+            "/_matrix/client/v3/account/3pid/unbind",
+            client::user::remove_third_party_id,
+        ))
+        .service(get(
+            "/_matrix/client/v3/thirdparty/protocols",
+            client::user::third_party_protocols,
+        ))
+        .service(put(
             "/_matrix/client/v3/rooms/{roomId}/typing/{userId}",
             room::typing,
         ))

@@ -1,8 +1,10 @@
 //! Events as clients see them (spec: client-server API, "Room Event Format"): the PDU
 //! without its federation fields (hashes, signatures, graph edges, depth).
 
-use ruma::{CanonicalJsonObject, CanonicalJsonValue};
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, RoomVersionId};
 use serde_json::{Map, Value};
+
+use crate::storage::{Storage, StorageError};
 
 /// The fields a client event keeps.
 const CLIENT_FIELDS: [&str; 8] = [
@@ -50,6 +52,47 @@ pub fn with_transaction_id(mut event: Value, transaction_id: &str) -> Value {
         }
     }
     event
+}
+
+/// The client form of a stored event as a user sees it now: redacted if a redaction removed
+/// its content (with `unsigned.redacted_because`), and with its transaction ID when `device`
+/// sent it.
+pub fn stored_event_for_client(
+    storage: &Storage,
+    event_id: &str,
+    room_id: Option<&str>,
+    device: Option<&str>,
+) -> Result<Option<Value>, StorageError> {
+    let Some(mut json) = super::load_json(storage, event_id)? else {
+        return Ok(None);
+    };
+    let meta = storage.eventid_meta.get(&event_id.to_owned())?;
+    let mut redacted_because = None;
+    if let Some(redaction_id) = meta.as_ref().and_then(|meta| meta.redacted_by.as_deref()) {
+        let rules = meta
+            .as_ref()
+            .and_then(|meta| storage.roomid_room.get(&meta.room_id).ok().flatten())
+            .and_then(|room| RoomVersionId::try_from(room.version.as_str()).ok())
+            .and_then(|version| version.rules());
+        if let Some(rules) = rules {
+            json = ruma::canonical_json::redact(json, &rules.redaction, None)
+                .map_err(|err| StorageError::Corrupt(format!("redacting {event_id}: {err}")))?;
+        }
+        redacted_because = super::load_json(storage, redaction_id)?
+            .map(|redaction| client_event(&redaction, redaction_id, room_id));
+    }
+    let mut event = client_event(&json, event_id, room_id);
+    if let Some(because) = redacted_because {
+        event["unsigned"]["redacted_because"] = because;
+    }
+    let txn = device.and_then(|device| {
+        meta.and_then(|meta| meta.txn)
+            .filter(|(sender_device, _)| sender_device == device)
+    });
+    Ok(Some(match txn {
+        Some((_, txn_id)) => with_transaction_id(event, &txn_id),
+        None => event,
+    }))
 }
 
 /// An invite's "stripped state" event: only type, state key, sender and content.

@@ -43,6 +43,10 @@ pub struct EventMeta {
     /// The sending device and its transaction ID, for the sender's own echo.
     #[serde(default)]
     pub txn: Option<(String, String)>,
+    /// The redaction that removed this event's content, if any: clients are shown the
+    /// redacted form from then on.
+    #[serde(default)]
+    pub redacted_by: Option<String>,
 }
 
 /// A user's membership of a room (`userroom_membership`).
@@ -292,6 +296,7 @@ fn stage_event(
             .txn
             .as_ref()
             .map(|((_, device, _), txn_id)| (device.clone(), txn_id.clone())),
+        redacted_by: None,
     };
     storage.eventid_meta.batch_insert(batch, &event_id, &meta)?;
     storage
@@ -299,6 +304,17 @@ fn stage_event(
         .batch_insert(batch, &(room.to_owned(), position), &event_id)?;
     if let Some((txn, _)) = &staged.txn {
         storage.txn_eventid.batch_insert(batch, txn, &event_id)?;
+    }
+    if pdu.kind == ruma::events::TimelineEventType::RoomRedaction
+        && let Some(target) = &pdu.redacts
+        && let Some(mut target_meta) = storage.eventid_meta.get(&target.to_string())?
+        && target_meta.room_id == room
+        && target_meta.redacted_by.is_none()
+    {
+        target_meta.redacted_by = Some(event_id.clone());
+        storage
+            .eventid_meta
+            .batch_insert(batch, &target.to_string(), &target_meta)?;
     }
     let Some(state_key) = &pdu.state_key else {
         return Ok(());

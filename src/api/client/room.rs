@@ -286,8 +286,14 @@ pub async fn get_event(
     if meta.room_id != room_id.as_str() {
         return Err(not_found());
     }
-    let json = load_json(&state.storage, &event_id)?.ok_or_else(not_found)?;
-    Ok(HttpResponse::Ok().json(client_event(&json, &event_id, Some(room_id.as_str()))))
+    let event = crate::rooms::format::stored_event_for_client(
+        &state.storage,
+        &event_id,
+        Some(room_id.as_str()),
+        Some(&auth.device_id),
+    )?
+    .ok_or_else(not_found)?;
+    Ok(HttpResponse::Ok().json(event))
 }
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/joined_members
@@ -688,5 +694,208 @@ pub async fn read_markers(
         )
         .await?;
     }
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RedactRequest {
+    reason: Option<String>,
+}
+
+/// # PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
+pub async fn redact(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String, String)>,
+    MatrixJson(body): MatrixJson<RedactRequest>,
+) -> Result<HttpResponse, Error> {
+    let (room_id, target, txn_id) = path.into_inner();
+    let room_id = parse_room_id(&room_id)?;
+    let txn_key = (
+        auth.user_id.to_string(),
+        auth.device_id.clone(),
+        format!("{room_id}\u{0}redact\u{0}{txn_id}"),
+    );
+    if let Some(event_id) = state.storage.txn_eventid.get(&txn_key)? {
+        return Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })));
+    }
+    require_joined(&state, &auth.user_id, &room_id)?;
+    require_room_event(&state, &room_id, &target)?;
+    let target = ruma::OwnedEventId::try_from(target.as_str())
+        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid event ID"))?;
+    check_may_redact(&state, &auth.user_id, &room_id, &target)?;
+    // From room version 11 `redacts` is part of the content; before, the builder puts it at
+    // the top level. Older servers read either, so the content always carries it.
+    let mut content = json!({ "redacts": target });
+    if let Some(reason) = body.reason {
+        content["reason"] = json!(reason);
+    }
+    let mut new = NewEvent::message("m.room.redaction", content);
+    new.redacts = Some(target);
+    let event_id = state
+        .rooms
+        .append_with_txn(
+            &state.storage,
+            &state.signing_key,
+            &room_id,
+            &auth.user_id,
+            new,
+            (txn_key, txn_id),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MembersQuery {
+    at: Option<String>,
+    membership: Option<String>,
+    not_membership: Option<String>,
+}
+
+/// # GET /_matrix/client/v3/rooms/{roomId}/members
+///
+/// With `at`, the memberships as they were at that point of the timeline (read back from
+/// the timeline's member events).
+pub async fn members(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+    query: web::Query<MembersQuery>,
+) -> Result<HttpResponse, Error> {
+    let room_id = parse_room_id(&room_id)?;
+    require_joined(&state, &auth.user_id, &room_id)?;
+    let event_ids: Vec<String> = match &query.at {
+        None => rooms::current_state(&state.storage, &room_id)?
+            .into_iter()
+            .filter(|((kind, _), _)| kind == "m.room.member")
+            .map(|(_, event_id)| event_id)
+            .collect(),
+        Some(at) => {
+            let at = crate::sync::parse_token(at)
+                .map(|(position, _)| position)
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::InvalidParam,
+                        "`at` is not a token from this server",
+                    )
+                })?;
+            members_at(&state, &room_id, at)?
+        }
+    };
+    let mut chunk = Vec::new();
+    for event_id in event_ids {
+        let Some(event) = crate::rooms::format::stored_event_for_client(
+            &state.storage,
+            &event_id,
+            Some(room_id.as_str()),
+            None,
+        )?
+        else {
+            continue;
+        };
+        let membership = event["content"]["membership"].as_str().unwrap_or_default();
+        if query
+            .membership
+            .as_deref()
+            .is_some_and(|wanted| wanted != membership)
+            || query.not_membership.as_deref() == Some(membership)
+        {
+            continue;
+        }
+        chunk.push(event);
+    }
+    Ok(HttpResponse::Ok().json(json!({ "chunk": chunk })))
+}
+
+/// The latest member event of each user at or before stream position `at`.
+fn members_at(state: &AppState, room_id: &RoomId, at: u64) -> Result<Vec<String>, Error> {
+    let room = room_id.to_string();
+    let mut latest: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for entry in state
+        .storage
+        .roomstream_eventid
+        .range(&(room.clone(), 0), &(room, at))
+    {
+        let (_, event_id) = entry?;
+        if let Some(json) = load_json(&state.storage, &event_id)?
+            && json.get("type").and_then(|kind| kind.as_str()) == Some("m.room.member")
+            && let Some(user) = json.get("state_key").and_then(|key| key.as_str())
+        {
+            latest.insert(user.to_owned(), event_id);
+        }
+    }
+    Ok(latest.into_values().collect())
+}
+
+/// # POST /_matrix/client/v3/rooms/{roomId}/forget
+///
+/// A room one has left disappears from one's view: sync, `/messages`, joined and left lists.
+pub async fn forget(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let room_id = parse_room_id(&room_id)?;
+    match rooms::membership(&state.storage, &auth.user_id, &room_id)? {
+        Some(record) if record.membership == "leave" || record.membership == "ban" => {
+            state
+                .storage
+                .userroom_membership
+                .remove(&(auth.user_id.to_string(), room_id.to_string()))?;
+            state.storage.flush().await?;
+            Ok(HttpResponse::Ok().json(json!({})))
+        }
+        Some(_) => Err(Error::new(
+            ErrorKind::BadRequest,
+            "Leave the room before forgetting it",
+        )),
+        None => Err(Error::not_found(
+            "You have no membership in this room to forget",
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReportRequest {
+    reason: Option<String>,
+}
+
+/// # POST /_matrix/client/v3/rooms/{roomId}/report/{eventId}
+///
+/// Reports go to the server's administrator: the log, at warning level.
+pub async fn report_event(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+    MatrixJson(body): MatrixJson<ReportRequest>,
+) -> Result<HttpResponse, Error> {
+    let (room_id, event_id) = path.into_inner();
+    let room_id = parse_room_id(&room_id)?;
+    require_joined(&state, &auth.user_id, &room_id)?;
+    require_room_event(&state, &room_id, &event_id)?;
+    let reason = body.reason.unwrap_or_default();
+    tracing::warn!(reporter = %auth.user_id, %room_id, %event_id, reason = %reason.chars().take(500).collect::<String>(), "event reported");
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// # POST /_matrix/client/v3/rooms/{roomId}/report
+pub async fn report_room(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+    MatrixJson(body): MatrixJson<ReportRequest>,
+) -> Result<HttpResponse, Error> {
+    let room_id = parse_room_id(&room_id)?;
+    if state
+        .storage
+        .roomid_room
+        .get(&room_id.to_string())?
+        .is_none()
+    {
+        return Err(Error::not_found("No such room"));
+    }
+    let reason = body.reason.unwrap_or_default();
+    tracing::warn!(reporter = %auth.user_id, %room_id, reason = %reason.chars().take(500).collect::<String>(), "room reported");
     Ok(HttpResponse::Ok().json(json!({})))
 }

@@ -234,3 +234,32 @@ pub async fn get_filter(
     let filter: Value = serde_json::from_str(&text).map_err(Error::internal)?;
     Ok(HttpResponse::Ok().json(filter))
 }
+
+/// # GET /_matrix/client/v3/account/3pid
+///
+/// Hearth keeps no e-mail addresses or phone numbers: the list is empty, truthfully.
+pub async fn third_party_ids(_auth: Authenticated) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "threepids": [] }))
+}
+
+/// # POST /_matrix/client/v3/account/3pid/add, /bind
+pub async fn add_third_party_id(_auth: Authenticated) -> Result<HttpResponse, Error> {
+    Err(Error::new(
+        ErrorKind::ThreepidDenied,
+        "This server does not keep e-mail addresses or phone numbers",
+    ))
+}
+
+/// # POST /_matrix/client/v3/account/3pid/delete, /unbind
+///
+/// Nothing is ever bound, so there is nothing to remove.
+pub async fn remove_third_party_id(_auth: Authenticated) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "id_server_unbind_result": "success" }))
+}
+
+/// # GET /_matrix/client/v3/thirdparty/protocols
+///
+/// No bridges are connected to this server.
+pub async fn third_party_protocols(_auth: Authenticated) -> HttpResponse {
+    HttpResponse::Ok().json(json!({}))
+}
