@@ -55,6 +55,10 @@ pub enum ErrorKind {
     UnsupportedRoomVersion,
     /// The server does not accept this third-party identifier.
     ThreepidDenied,
+    /// The thing to create exists already (409, `M_UNKNOWN`).
+    Conflict,
+    /// The alias asked for in `createRoom` is taken.
+    RoomInUse,
     /// A request the server cannot act on for another reason (400 `M_UNKNOWN`), such as an
     /// unsupported login type.
     BadRequest,
@@ -83,6 +87,8 @@ impl ErrorKind {
             ErrorKind::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             ErrorKind::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             ErrorKind::ThreepidDenied => "M_THREEPID_DENIED",
+            ErrorKind::Conflict => "M_UNKNOWN",
+            ErrorKind::RoomInUse => "M_ROOM_IN_USE",
             // A failed stage says why in the body; the first challenge has no error code.
             ErrorKind::UserInteractiveAuth => "M_FORBIDDEN",
             ErrorKind::BadRequest | ErrorKind::Unknown => "M_UNKNOWN",
@@ -99,10 +105,12 @@ impl ErrorKind {
             | ErrorKind::MissingParam
             | ErrorKind::BadRequest
             | ErrorKind::UnsupportedRoomVersion
+            | ErrorKind::RoomInUse
             | ErrorKind::UserInUse
             | ErrorKind::InvalidUsername
             | ErrorKind::WeakPassword => StatusCode::BAD_REQUEST,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Forbidden
             | ErrorKind::UserDeactivated
             | ErrorKind::GuestAccessForbidden

@@ -23,6 +23,7 @@
 //! - [`sync`]: `/sync`, everything new for a user since a stream position, long-polled.
 //! - [`state`]: [`state::AppState`], everything a handler may reach, passed as `web::Data`.
 //! - [`account_data`], [`profile`]: what users keep on the server about themselves.
+//! - [`directory`]: room aliases and the public room directory.
 //! - [`rooms`]: rooms: appending authorized events, current state, timelines, memberships,
 //!   creating rooms.
 //! - [`ratelimit`]: per-address token buckets for login and registration.
@@ -35,6 +36,7 @@ pub mod canonical_json;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod directory;
 pub mod error;
 pub mod events;
 pub mod files;

@@ -461,7 +461,7 @@ fn permissions_and_bad_input() {
         "POST",
         "/_matrix/client/v3/createRoom",
         Some(&alice),
-        &json!({ "room_alias_name": "family" }),
+        &json!({ "room_alias_name": "bad:alias" }),
     );
     assert_eq!(alias.status, 400);
     let preset = client.json(
@@ -1181,4 +1181,123 @@ fn members_forget_reports_and_third_party_ids() {
         ok(client.get_with("/_matrix/client/v3/thirdparty/protocols", &alice)),
         json!({})
     );
+}
+
+#[test]
+fn aliases_and_the_public_directory() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut client = server.client();
+    let room = create_room(
+        &mut client,
+        &alice,
+        json!({ "room_alias_name": "family", "visibility": "public", "preset": "public_chat", "name": "The Family", "topic": "dinner" }),
+    );
+    let resolved = ok(client.get("/_matrix/client/v3/directory/room/%23family:localhost"));
+    assert_eq!(resolved["room_id"], room);
+    assert_eq!(resolved["servers"], json!(["localhost"]));
+    let canonical = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.canonical_alias/"),
+        &alice,
+    ));
+    assert_eq!(canonical["alias"], "#family:localhost");
+    let taken = client.json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        &json!({ "room_alias_name": "family" }),
+    );
+    assert_eq!(
+        (taken.status, errcode(&taken)),
+        (400, "M_ROOM_IN_USE".to_owned())
+    );
+
+    // Bob finds the room in the directory, joins by alias, and adds an alias of his own.
+    let listed = ok(client.get("/_matrix/client/v3/publicRooms"));
+    assert_eq!(listed["chunk"][0]["room_id"], room);
+    assert_eq!(listed["chunk"][0]["name"], "The Family");
+    assert_eq!(listed["chunk"][0]["canonical_alias"], "#family:localhost");
+    let searched = ok(client.json(
+        "POST",
+        "/_matrix/client/v3/publicRooms",
+        Some(&bob),
+        &json!({ "filter": { "generic_search_term": "DINNER" } }),
+    ));
+    assert_eq!(searched["chunk"].as_array().expect("chunk").len(), 1);
+    let none = ok(client.json(
+        "POST",
+        "/_matrix/client/v3/publicRooms",
+        Some(&bob),
+        &json!({ "filter": { "generic_search_term": "nothing like it" } }),
+    ));
+    assert!(none["chunk"].as_array().expect("chunk").is_empty());
+    let joined = ok(client.json(
+        "POST",
+        "/_matrix/client/v3/join/%23family:localhost",
+        Some(&bob),
+        &json!({}),
+    ));
+    assert_eq!(joined["room_id"], room);
+    ok(client.json(
+        "PUT",
+        "/_matrix/client/v3/directory/room/%23bobs:localhost",
+        Some(&bob),
+        &json!({ "room_id": room }),
+    ));
+    let again = client.json(
+        "PUT",
+        "/_matrix/client/v3/directory/room/%23bobs:localhost",
+        Some(&bob),
+        &json!({ "room_id": room }),
+    );
+    assert_eq!(again.status, 409);
+    let foreign = client.json(
+        "PUT",
+        "/_matrix/client/v3/directory/room/%23x:elsewhere.org",
+        Some(&bob),
+        &json!({ "room_id": room }),
+    );
+    assert_eq!(errcode(&foreign), "M_INVALID_PARAM");
+    let aliases = ok(client.get_with(&format!("/_matrix/client/v3/rooms/{room}/aliases"), &alice));
+    assert_eq!(aliases["aliases"].as_array().expect("aliases").len(), 2);
+
+    // Bob (power 0) may remove his own alias, not Alice's; nor unlist the room.
+    let remove = |client: &mut Client, token: &str, alias: &str| {
+        client
+            .request(
+                "DELETE",
+                &format!("/_matrix/client/v3/directory/room/{alias}"),
+                &[("Authorization", &format!("Bearer {token}"))],
+                None,
+            )
+            .expect("answer")
+    };
+    assert_eq!(remove(&mut client, &bob, "%23family:localhost").status, 403);
+    assert_eq!(remove(&mut client, &bob, "%23bobs:localhost").status, 200);
+    let unlist = client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/directory/list/room/{room}"),
+        Some(&bob),
+        &json!({ "visibility": "private" }),
+    );
+    assert_eq!(unlist.status, 403);
+    ok(client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/directory/list/room/{room}"),
+        Some(&alice),
+        &json!({ "visibility": "private" }),
+    ));
+    assert_eq!(
+        ok(client.get(&format!("/_matrix/client/v3/directory/list/room/{room}")))["visibility"],
+        "private"
+    );
+    assert!(
+        ok(client.get("/_matrix/client/v3/publicRooms"))["chunk"]
+            .as_array()
+            .expect("chunk")
+            .is_empty()
+    );
+    let missing = client.get("/_matrix/client/v3/directory/room/%23nothing:localhost");
+    assert_eq!(errcode(&missing), "M_NOT_FOUND");
 }

@@ -155,6 +155,29 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v3/join/{roomIdOrAlias}",
             room::join_by_id_or_alias,
         ))
+        .service(
+            web::resource("/_matrix/client/v3/directory/room/{roomAlias}")
+                .route(web::get().to(client::directory::get_alias))
+                .route(web::put().to(client::directory::put_alias))
+                .route(web::delete().to(client::directory::delete_alias))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT, DELETE") })),
+        )
+        .service(get(
+            "/_matrix/client/v3/rooms/{roomId}/aliases",
+            client::directory::room_aliases,
+        ))
+        .service(
+            web::resource("/_matrix/client/v3/directory/list/room/{roomId}")
+                .route(web::get().to(client::directory::get_visibility))
+                .route(web::put().to(client::directory::set_visibility))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
+        )
+        .service(
+            web::resource("/_matrix/client/v3/publicRooms")
+                .route(web::get().to(client::directory::public_rooms))
+                .route(web::post().to(client::directory::search_public_rooms))
+                .default_service(web::to(|| async { method_not_allowed("GET, POST") })),
+        )
         .service(put(
             "/_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}",
             room::redact,

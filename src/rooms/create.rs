@@ -36,6 +36,10 @@ pub struct CreateRoomRequest {
     #[serde(default)]
     pub is_direct: bool,
     pub power_level_content_override: Option<Map<String, Value>>,
+    /// The full alias made from `room_alias_name`, set by the caller once it is known to be
+    /// free: it becomes the room's canonical alias.
+    #[serde(skip)]
+    pub canonical_alias: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,18 +238,6 @@ fn check_request(
             format!("At most {MAX_LIST} invites and initial state events"),
         ));
     }
-    if request.room_alias_name.is_some() {
-        return Err(Error::new(
-            ErrorKind::BadRequest,
-            "Room aliases are not supported by this server yet; create the room without room_alias_name",
-        ));
-    }
-    if request.visibility.as_deref() == Some("public") {
-        return Err(Error::new(
-            ErrorKind::BadRequest,
-            "The public room directory is not supported by this server yet; create a private room",
-        ));
-    }
     if !request.invite_3pid.is_empty() {
         return Err(Error::new(
             ErrorKind::BadRequest,
@@ -314,6 +306,13 @@ fn events_after_create(
         "",
         power_levels(request, preset, creator, rules),
     ));
+    if let Some(alias) = &request.canonical_alias {
+        events.push(NewEvent::state(
+            "m.room.canonical_alias",
+            "",
+            json!({ "alias": alias }),
+        ));
+    }
 
     let (join_rule, guest_access) = match preset {
         Preset::Public => ("public", "forbidden"),

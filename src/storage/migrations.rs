@@ -38,6 +38,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "receipts: roomreceipt_record",
         apply: |_| Ok(()),
     },
+    Migration {
+        version: 6,
+        description: "directory: alias_room, roomid_published",
+        apply: |_| Ok(()),
+    },
 ];
 
 /// The schema version this build writes.

@@ -23,6 +23,7 @@ use crate::account_data::AccountDataRecord;
 use crate::accounts::AccountRecord;
 use crate::accounts::registration::RegistrationTokenRecord;
 use crate::accounts::sessions::{DeviceRecord, SessionRecord};
+use crate::directory::AliasRecord;
 use crate::receipts::ReceiptRecord;
 use crate::rooms::{EventMeta, MembershipRecord, RoomRecord};
 
@@ -93,6 +94,10 @@ pub struct Storage {
     pub userfilter_filter: Tree<(String, String), String>,
     /// room 0xFF receipt type 0xFF user NUL thread → [`ReceiptRecord`].
     pub roomreceipt_record: Tree<(String, String, String), Json<ReceiptRecord>>,
+    /// room alias → [`AliasRecord`].
+    pub alias_room: Tree<String, Json<AliasRecord>>,
+    /// room ID → 1: the rooms listed in the public room directory.
+    pub roomid_published: Tree<String, u64>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -135,6 +140,8 @@ impl Storage {
             userid_profile: Tree::open(&db, "userid_profile")?,
             userfilter_filter: Tree::open(&db, "userfilter_filter")?,
             roomreceipt_record: Tree::open(&db, "roomreceipt_record")?,
+            alias_room: Tree::open(&db, "alias_room")?,
+            roomid_published: Tree::open(&db, "roomid_published")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

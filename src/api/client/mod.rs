@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod device;
+pub mod directory;
 pub mod room;
 pub mod session;
 pub mod sync;

@@ -19,8 +19,26 @@ use crate::state::AppState;
 pub async fn create_room(
     state: web::Data<AppState>,
     auth: Authenticated,
-    MatrixJson(body): MatrixJson<CreateRoomRequest>,
+    MatrixJson(mut body): MatrixJson<CreateRoomRequest>,
 ) -> Result<HttpResponse, Error> {
+    let alias = match &body.room_alias_name {
+        Some(name) => {
+            let alias = crate::directory::local_alias(
+                &state,
+                &format!("#{name}:{}", state.config.server.server_name),
+            )?;
+            if crate::directory::resolve(&state, &alias)?.is_some() {
+                return Err(Error::new(
+                    ErrorKind::RoomInUse,
+                    format!("The alias {alias} is taken"),
+                ));
+            }
+            Some(alias)
+        }
+        None => None,
+    };
+    body.canonical_alias = alias.as_ref().map(ToString::to_string);
+    let publish = body.visibility.as_deref() == Some("public");
     let room_id = state
         .rooms
         .create_room(
@@ -31,6 +49,15 @@ pub async fn create_room(
             crate::events::DEFAULT_ROOM_VERSION,
         )
         .await?;
+    if let Some(alias) = &alias
+        && !crate::directory::create_alias(&state, alias, &room_id, &auth.user_id)?
+    {
+        tracing::warn!(%alias, %room_id, "the alias was taken while the room was made");
+    }
+    if publish {
+        crate::directory::set_published(&state, &room_id, true)?;
+    }
+    state.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
 }
 
@@ -524,12 +551,18 @@ pub async fn join_by_id_or_alias(
     room: web::Path<String>,
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
-    if room.starts_with('#') {
-        return Err(Error::not_found(
-            "Room aliases are not supported by this server yet",
-        ));
-    }
-    let room_id = parse_room_id(&room)?;
+    let room_id = if room.starts_with('#') {
+        let alias = ruma::OwnedRoomAliasId::try_from(room.as_str())
+            .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room alias"))?;
+        let record = crate::directory::resolve(&state, &alias)?.ok_or_else(|| {
+            Error::not_found(
+                "No room has this alias here (aliases of other servers need federation)",
+            )
+        })?;
+        parse_room_id(&record.room_id)?
+    } else {
+        parse_room_id(&room)?
+    };
     change_own_membership(&state, &auth, &room_id, "join", body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
 }

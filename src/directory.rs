@@ -1,0 +1,171 @@
+//! Room aliases and the public room directory (spec: client-server API, "Room aliases",
+//! "Listing rooms"). Only this server's aliases and rooms: others' need federation.
+
+use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::{Error, ErrorKind};
+use crate::rooms;
+use crate::state::AppState;
+use crate::storage::StorageError;
+
+/// What an alias points at (`alias_room`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub room_id: String,
+    /// Who made it: they may remove it again.
+    pub creator: String,
+}
+
+/// An alias of this server, or `M_INVALID_PARAM`.
+pub fn local_alias(state: &AppState, text: &str) -> Result<OwnedRoomAliasId, Error> {
+    let alias = OwnedRoomAliasId::try_from(text).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidParam,
+            format!("`{text}` is not a room alias"),
+        )
+    })?;
+    if alias.server_name() != state.config.server.server_name {
+        return Err(Error::new(
+            ErrorKind::InvalidParam,
+            "Aliases of other servers cannot be made here",
+        ));
+    }
+    Ok(alias)
+}
+
+/// Points `alias` at `room_id`; `false` if the alias exists already.
+pub fn create_alias(
+    state: &AppState,
+    alias: &RoomAliasId,
+    room_id: &RoomId,
+    creator: &UserId,
+) -> Result<bool, StorageError> {
+    let record = AliasRecord {
+        room_id: room_id.to_string(),
+        creator: creator.to_string(),
+    };
+    state
+        .storage
+        .alias_room
+        .insert_new(&alias.to_string(), &record)
+}
+
+pub fn resolve(state: &AppState, alias: &RoomAliasId) -> Result<Option<AliasRecord>, StorageError> {
+    state.storage.alias_room.get(&alias.to_string())
+}
+
+pub fn delete_alias(state: &AppState, alias: &RoomAliasId) -> Result<(), StorageError> {
+    state.storage.alias_room.remove(&alias.to_string())
+}
+
+/// The local aliases of a room.
+pub fn aliases_of(state: &AppState, room_id: &RoomId) -> Result<Vec<String>, StorageError> {
+    let mut aliases = Vec::new();
+    for entry in state.storage.alias_room.iter() {
+        let (alias, record) = entry?;
+        if record.room_id == room_id.as_str() {
+            aliases.push(alias);
+        }
+    }
+    Ok(aliases)
+}
+
+pub fn is_published(state: &AppState, room_id: &RoomId) -> Result<bool, StorageError> {
+    state
+        .storage
+        .roomid_published
+        .contains_key(&room_id.to_string())
+}
+
+pub fn set_published(
+    state: &AppState,
+    room_id: &RoomId,
+    published: bool,
+) -> Result<(), StorageError> {
+    if published {
+        state
+            .storage
+            .roomid_published
+            .insert(&room_id.to_string(), &1)
+    } else {
+        state.storage.roomid_published.remove(&room_id.to_string())
+    }
+}
+
+/// The directory entry of a published room, from its current state.
+pub fn public_entry(state: &AppState, room_id: &RoomId) -> Result<Value, StorageError> {
+    let content = |kind: &str| rooms::state_content(&state.storage, room_id, kind, "");
+    let text = |value: Option<Value>, field: &str| {
+        value.and_then(|c| c.get(field).and_then(Value::as_str).map(str::to_owned))
+    };
+    let joined = rooms::current_state(&state.storage, room_id)?
+        .into_iter()
+        .filter(|((kind, _), _)| kind == "m.room.member")
+        .filter(|(_, event_id)| {
+            rooms::load_json(&state.storage, event_id)
+                .ok()
+                .flatten()
+                .and_then(|json| {
+                    json.get("content")
+                        .and_then(|c| c.as_object())
+                        .and_then(|c| c.get("membership"))
+                        .and_then(|m| m.as_str())
+                        .map(|m| m == "join")
+                })
+                .unwrap_or(false)
+        })
+        .count();
+    let mut entry = json!({
+        "room_id": room_id,
+        "num_joined_members": joined,
+        "world_readable": text(content("m.room.history_visibility")?, "history_visibility").as_deref() == Some("world_readable"),
+        "guest_can_join": text(content("m.room.guest_access")?, "guest_access").as_deref() == Some("can_join"),
+        "join_rule": text(content("m.room.join_rules")?, "join_rule").unwrap_or_else(|| "invite".to_owned()),
+    });
+    for (kind, field, key) in [
+        ("m.room.name", "name", "name"),
+        ("m.room.topic", "topic", "topic"),
+        ("m.room.canonical_alias", "alias", "canonical_alias"),
+        ("m.room.avatar", "url", "avatar_url"),
+    ] {
+        if let Some(value) = text(content(kind)?, field) {
+            entry[key] = json!(value);
+        }
+    }
+    if let Some(room_type) = text(content("m.room.create")?, "type") {
+        entry["room_type"] = json!(room_type);
+    }
+    Ok(entry)
+}
+
+/// The published rooms, largest first, filtered by a search term in name, topic or alias.
+pub fn public_rooms(state: &AppState, search: Option<&str>) -> Result<Vec<Value>, StorageError> {
+    let search = search.map(str::to_lowercase);
+    let mut entries = Vec::new();
+    for entry in state.storage.roomid_published.iter() {
+        let (room_id, _) = entry?;
+        let Ok(room_id) = OwnedRoomId::try_from(room_id) else {
+            continue;
+        };
+        let entry = public_entry(state, &room_id)?;
+        let matches = search.as_deref().is_none_or(|term| {
+            ["name", "topic", "canonical_alias"].iter().any(|field| {
+                entry[field]
+                    .as_str()
+                    .is_some_and(|text| text.to_lowercase().contains(term))
+            })
+        });
+        if matches {
+            entries.push(entry);
+        }
+    }
+    entries.sort_by(|a, b| {
+        b["num_joined_members"]
+            .as_u64()
+            .cmp(&a["num_joined_members"].as_u64())
+            .then_with(|| a["room_id"].as_str().cmp(&b["room_id"].as_str()))
+    });
+    Ok(entries)
+}
