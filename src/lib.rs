@@ -19,7 +19,7 @@
 //! - [`events`]: the room model's pure core: PDUs, room versions, hashes, event IDs,
 //!   event signatures.
 //! - [`storage`]: typed sled trees, key codecs, schema migrations, the data-directory lock.
-//! - [`typing`], [`receipts`]: who is typing (in memory), who read what (stored).
+//! - [`ephemeral`], [`receipts`]: typing and presence (in memory), who read what (stored).
 //! - [`sync`]: `/sync`, everything new for a user since a stream position, long-polled.
 //! - [`state`]: [`state::AppState`], everything a handler may reach, passed as `web::Data`.
 //! - [`account_data`], [`profile`]: what users keep on the server about themselves.
@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod directory;
+pub mod ephemeral;
 pub mod error;
 pub mod events;
 pub mod files;
@@ -52,7 +53,6 @@ pub mod state;
 pub mod storage;
 pub mod sync;
 pub mod tls;
-pub mod typing;
 
 /// The name and version this build reports to clients and other servers.
 pub const SERVER_SOFTWARE: &str = "Hearth";

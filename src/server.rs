@@ -132,7 +132,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         let mut ticks = tokio::time::interval(Duration::from_secs(2));
         loop {
             ticks.tick().await;
-            typing_state.typing.expire();
+            typing_state.ephemeral.expire();
         }
     });
     notify("READY=1");

@@ -20,7 +20,7 @@ pub struct AppState {
     /// Password checks per account (login and re-authentication), whatever the address.
     pub account_rate_limit: RateLimiter<String>,
     pub rooms: Rooms,
-    pub typing: crate::typing::Typing,
+    pub ephemeral: crate::ephemeral::Ephemeral,
 }
 
 impl AppState {
@@ -29,7 +29,7 @@ impl AppState {
         let position = storage.current_stream_position().unwrap_or(0);
         AppState {
             rooms: Rooms::new(position),
-            typing: crate::typing::Typing::default(),
+            ephemeral: crate::ephemeral::Ephemeral::default(),
             auth_rate_limit: RateLimiter::new(per_minute, per_minute.clamp(1, 10)),
             account_rate_limit: RateLimiter::new(per_minute, per_minute.clamp(1, 10)),
             config,

@@ -3,7 +3,7 @@
 //! A token is a stream position. A request waits (long-polls) on the room service's
 //! notifier when there is nothing new yet, and answers as soon as anything is appended.
 //!
-//! What is not built yet, and so not sent: presence,
+//! What is not built yet, and so not sent:
 //! to-device messages, device lists, unread counts; filters are accepted but only the
 //! timeline `limit` is honoured. The `state` of a room is its current state minus what the
 //! timeline carries (the state at the start of the timeline needs per-event state
@@ -54,6 +54,9 @@ pub struct SyncRequest {
     pub timeline_limit: usize,
     /// The requesting device: its own messages carry their transaction IDs.
     pub device_id: String,
+    /// How this sync marks the user: `online` (the default), `unavailable`, or `offline`
+    /// (not marked at all).
+    pub set_presence: String,
 }
 
 /// Answers a sync, waiting up to `request.timeout` for news when there is none.
@@ -63,8 +66,13 @@ pub async fn sync(
     request: &SyncRequest,
 ) -> Result<Value, Error> {
     let mut changes = state.rooms.subscribe();
-    let mut typing = state.typing.subscribe();
-    state.typing.expire();
+    let mut typing = state.ephemeral.subscribe();
+    if request.set_presence != "offline" {
+        state
+            .ephemeral
+            .set_presence(user_id, &request.set_presence, None);
+    }
+    state.ephemeral.expire();
     let upto = *changes.borrow_and_update();
     typing.borrow_and_update();
     let (response, news) = build(state, user_id, request, upto)?;
@@ -105,7 +113,7 @@ fn build(
     request: &SyncRequest,
     upto: u64,
 ) -> Result<(Value, bool), Error> {
-    let typing_serial = state.typing.serial();
+    let typing_serial = state.ephemeral.serial();
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
@@ -149,11 +157,13 @@ fn build(
     }
     let news =
         !(join.is_empty() && invite.is_empty() && leave.is_empty() && global_data.is_empty());
+    let presence = presence_events(state, user_id, request.since.map(|_| request.since_typing))?;
+    let news = news || !presence.is_empty();
     let response = json!({
         "next_batch": format!("{upto}_{typing_serial}"),
         "rooms": { "join": join, "invite": invite, "leave": leave },
         "account_data": { "events": global_data },
-        "presence": { "events": [] },
+        "presence": { "events": presence },
         "to_device": { "events": [] },
     });
     Ok((response, news))
@@ -246,6 +256,41 @@ fn joined_room(
     })))
 }
 
+/// The presence of everyone the user shares a room with (themselves included) that changed
+/// after `since` (everyone's, on a first sync).
+fn presence_events(
+    state: &AppState,
+    user_id: &UserId,
+    since: Option<u64>,
+) -> Result<Vec<Value>, StorageError> {
+    let since = since.unwrap_or(0);
+    if state.ephemeral.serial() <= since {
+        return Ok(Vec::new());
+    }
+    let mut users = std::collections::BTreeSet::new();
+    users.insert(user_id.to_owned());
+    for (room_id, record) in rooms::memberships(&state.storage, user_id)? {
+        if record.membership != "join" {
+            continue;
+        }
+        for ((kind, member), _) in rooms::current_state(&state.storage, &room_id)? {
+            if kind == "m.room.member"
+                && let Ok(member) = ruma::OwnedUserId::try_from(member)
+                && rooms::membership(&state.storage, &member, &room_id)?
+                    .is_some_and(|r| r.membership == "join")
+            {
+                users.insert(member);
+            }
+        }
+    }
+    Ok(state
+        .ephemeral
+        .presence_changed_since(users.iter().map(|user| user.as_ref()), since)
+        .into_iter()
+        .map(|(user, presence)| json!({ "type": "m.presence", "sender": user, "content": presence.to_json() }))
+        .collect())
+}
+
 /// Typing (when it changed since the last sync) and receipts (changed since then).
 fn ephemeral_events(
     state: &AppState,
@@ -255,7 +300,10 @@ fn ephemeral_events(
     upto: u64,
 ) -> Result<Vec<Value>, StorageError> {
     let mut events = Vec::new();
-    if let Some(typing) = state.typing.changed_since(room_id, request.since_typing) {
+    if let Some(typing) = state
+        .ephemeral
+        .typing_changed_since(room_id, request.since_typing)
+    {
         events.push(json!({ "type": "m.typing", "content": { "user_ids": typing } }));
     }
     if let Some(receipts) = crate::receipts::changes(state, room_id, viewer, request.since, upto)? {

@@ -265,3 +265,76 @@ fn stored_filters_round_trip_and_shape_sync() {
     let unknown = client.get_with("/_matrix/client/v3/sync?filter=nope", &alice);
     assert_eq!(errcode(&unknown), "M_INVALID_PARAM");
 }
+
+#[test]
+fn presence_is_set_shared_and_synced() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut client = server.client();
+    // No shared room yet: Bob cannot see Alice's presence.
+    ok(client.json(
+        "PUT",
+        "/_matrix/client/v3/presence/@alice:localhost/status",
+        Some(&alice),
+        &json!({ "presence": "online", "status_msg": "baking" }),
+    ));
+    let hidden = client.get_with("/_matrix/client/v3/presence/@alice:localhost/status", &bob);
+    assert_eq!(hidden.status, 403);
+    let room = ok(client.json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        &json!({ "invite": ["@bob:localhost"] }),
+    ))["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/join"),
+        Some(&bob),
+        &json!({}),
+    ));
+    let seen = ok(client.get_with("/_matrix/client/v3/presence/@alice:localhost/status", &bob));
+    assert_eq!(seen["presence"], "online");
+    assert_eq!(seen["status_msg"], "baking");
+    assert_eq!(seen["currently_active"], true);
+
+    let first = ok(client.get_with("/_matrix/client/v3/sync?set_presence=offline", &bob));
+    let senders: Vec<&str> = first["presence"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["sender"].as_str())
+        .collect();
+    assert!(senders.contains(&"@alice:localhost"), "{senders:?}");
+    let since = first["next_batch"].as_str().expect("batch").to_owned();
+    ok(client.json(
+        "PUT",
+        "/_matrix/client/v3/presence/@alice:localhost/status",
+        Some(&alice),
+        &json!({ "presence": "unavailable" }),
+    ));
+    let next = ok(client.get_with(
+        &format!("/_matrix/client/v3/sync?since={since}&timeout=5000&set_presence=offline"),
+        &bob,
+    ));
+    let update = &next["presence"]["events"][0];
+    assert_eq!(update["sender"], "@alice:localhost");
+    assert_eq!(update["content"]["presence"], "unavailable");
+    let bad = client.json(
+        "PUT",
+        "/_matrix/client/v3/presence/@alice:localhost/status",
+        Some(&alice),
+        &json!({ "presence": "asleep" }),
+    );
+    assert_eq!(errcode(&bad), "M_INVALID_PARAM");
+    let others = client.json(
+        "PUT",
+        "/_matrix/client/v3/presence/@alice:localhost/status",
+        Some(&bob),
+        &json!({ "presence": "offline" }),
+    );
+    assert_eq!(others.status, 403);
+}

@@ -156,6 +156,12 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             room::join_by_id_or_alias,
         ))
         .service(
+            web::resource("/_matrix/client/v3/presence/{userId}/status")
+                .route(web::get().to(client::user::get_presence))
+                .route(web::put().to(client::user::set_presence))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
+        )
+        .service(
             web::resource("/_matrix/client/v3/directory/room/{roomAlias}")
                 .route(web::get().to(client::directory::get_alias))
                 .route(web::put().to(client::directory::put_alias))

@@ -615,7 +615,7 @@ pub async fn typing(
     let timeout = body
         .typing
         .then(|| std::time::Duration::from_millis(body.timeout.unwrap_or(30_000)));
-    state.typing.set(&room_id, &auth.user_id, timeout);
+    state.ephemeral.set_typing(&room_id, &auth.user_id, timeout);
     Ok(HttpResponse::Ok().json(json!({})))
 }
 

@@ -19,6 +19,7 @@ use crate::sync::{
 #[derive(Debug, Deserialize)]
 pub struct SyncQuery {
     since: Option<String>,
+    set_presence: Option<String>,
     timeout: Option<u64>,
     full_state: Option<bool>,
     filter: Option<String>,
@@ -86,6 +87,16 @@ pub async fn get_sync(
         full_state: query.full_state.unwrap_or(false),
         timeline_limit: timeline_limit(&state, &auth.user_id, query.filter.as_deref())?,
         device_id: auth.device_id.clone(),
+        set_presence: match query.set_presence.as_deref() {
+            None => "online".to_owned(),
+            Some(value @ ("online" | "offline" | "unavailable")) => value.to_owned(),
+            Some(other) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidParam,
+                    format!("Unknown presence {other}"),
+                ));
+            }
+        },
     };
     let response = sync(&state, &auth.user_id, &request).await?;
     Ok(HttpResponse::Ok().json(response))

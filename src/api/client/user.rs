@@ -263,3 +263,80 @@ pub async fn remove_third_party_id(_auth: Authenticated) -> HttpResponse {
 pub async fn third_party_protocols(_auth: Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(json!({}))
 }
+
+#[derive(Debug, serde::Deserialize)]
+pub struct PresenceRequest {
+    presence: String,
+    status_msg: Option<String>,
+}
+
+/// # PUT /_matrix/client/v3/presence/{userId}/status
+pub async fn set_presence(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    user_id: web::Path<String>,
+    MatrixJson(body): MatrixJson<PresenceRequest>,
+) -> Result<HttpResponse, Error> {
+    let user_id = parse_user_id(&user_id)?;
+    require_self(&auth, &user_id)?;
+    if !matches!(body.presence.as_str(), "online" | "unavailable" | "offline") {
+        return Err(Error::new(
+            ErrorKind::InvalidParam,
+            "presence must be online, unavailable or offline",
+        ));
+    }
+    if body
+        .status_msg
+        .as_ref()
+        .is_some_and(|message| message.len() > crate::ephemeral::MAX_STATUS_BYTES)
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidParam,
+            "The status message is too long",
+        ));
+    }
+    state
+        .ephemeral
+        .set_presence(&user_id, &body.presence, Some(body.status_msg));
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// # GET /_matrix/client/v3/presence/{userId}/status
+///
+/// One's own, and that of people one shares a room with.
+pub async fn get_presence(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    user_id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let user_id = parse_user_id(&user_id)?;
+    if crate::accounts::get(&state.storage, &user_id)
+        .map_err(|err| Error::internal(err.to_string()))?
+        .is_none()
+    {
+        return Err(Error::not_found("No such user"));
+    }
+    if user_id != auth.user_id && !share_a_room(&state, &auth.user_id, &user_id)? {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "You share no room with this user",
+        ));
+    }
+    let content = match state.ephemeral.presence_of(&user_id) {
+        Some(presence) => presence.to_json(),
+        None => json!({ "presence": "offline" }),
+    };
+    Ok(HttpResponse::Ok().json(content))
+}
+
+fn share_a_room(state: &AppState, a: &UserId, b: &UserId) -> Result<bool, Error> {
+    for (room_id, record) in rooms::memberships(&state.storage, a)? {
+        if record.membership == "join"
+            && rooms::membership(&state.storage, b, &room_id)?
+                .is_some_and(|r| r.membership == "join")
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
