@@ -155,6 +155,65 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v3/join/{roomIdOrAlias}",
             room::join_by_id_or_alias,
         ))
+        .service(get(
+            "/_matrix/client/v3/user/{userId}/rooms/{roomId}/tags",
+            client::extras::get_tags,
+        ))
+        .service(
+            web::resource("/_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}")
+                .route(web::put().to(client::extras::put_tag))
+                .route(web::delete().to(client::extras::delete_tag))
+                .default_service(web::to(|| async { method_not_allowed("PUT, DELETE") })),
+        )
+        .service(get(
+            "/_matrix/client/v3/rooms/{roomId}/context/{eventId}",
+            client::extras::context,
+        ))
+        .service(get(
+            "/_matrix/client/v1/rooms/{roomId}/timestamp_to_event",
+            client::extras::timestamp_to_event,
+        ))
+        .service(post(
+            "/_matrix/client/v3/user_directory/search",
+            client::extras::search_users,
+        ))
+        .service(post(
+            "/_matrix/client/v3/user/{userId}/openid/request_token",
+            client::extras::openid_token,
+        ))
+        .service(post(
+            "/_matrix/client/v3/users/{userId}/report",
+            client::extras::report_user,
+        ))
+        .service(get(
+            "/_matrix/client/v1/mutual_rooms",
+            client::extras::mutual_rooms,
+        ))
+        .service(get(
+            "/_matrix/client/v1/room_summary/{roomIdOrAlias}",
+            client::extras::room_summary,
+        ))
+        .service(get(
+            "/_matrix/client/v3/thirdparty/protocol/{protocol}",
+            client::extras::unknown_protocol,
+        ))
+        .service(get(
+            "/_matrix/client/v3/thirdparty/location/{protocol}",
+            client::extras::unknown_protocol,
+        ))
+        .service(get(
+            "/_matrix/client/v3/thirdparty/user/{protocol}",
+            client::extras::unknown_protocol,
+        ))
+        .service(get(
+            "/_matrix/client/v3/thirdparty/location",
+            client::extras::no_third_party_matches,
+        ))
+        .service(get(
+            "/_matrix/client/v3/thirdparty/user",
+            client::extras::no_third_party_matches,
+        ))
+        .service(get("/.well-known/matrix/support", client::extras::support))
         .service(
             web::resource("/_matrix/client/v3/presence/{userId}/status")
                 .route(web::get().to(client::user::get_presence))

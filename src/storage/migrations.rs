@@ -43,6 +43,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "directory: alias_room, roomid_published",
         apply: |_| Ok(()),
     },
+    Migration {
+        version: 7,
+        description: "openid: openid_user",
+        apply: |_| Ok(()),
+    },
 ];
 
 /// The schema version this build writes.

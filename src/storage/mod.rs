@@ -98,6 +98,8 @@ pub struct Storage {
     pub alias_room: Tree<String, Json<AliasRecord>>,
     /// room ID → 1: the rooms listed in the public room directory.
     pub roomid_published: Tree<String, u64>,
+    /// OpenID token → `{user_id, expires_at}`, for third parties to check (federation).
+    pub openid_user: Tree<String, Json<serde_json::Value>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -142,6 +144,7 @@ impl Storage {
             roomreceipt_record: Tree::open(&db, "roomreceipt_record")?,
             alias_room: Tree::open(&db, "alias_room")?,
             roomid_published: Tree::open(&db, "roomid_published")?,
+            openid_user: Tree::open(&db, "openid_user")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

@@ -1,0 +1,473 @@
+//! Smaller client endpoints around rooms and users: tags, event context, the event at a
+//! time, the user directory, OpenID tokens, reports on users, rooms in common, room
+//! summaries, third-party lookups (no bridges here), support contacts.
+
+use actix_web::{HttpResponse, web};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::api::MatrixJson;
+use crate::api::auth::Authenticated;
+use crate::error::{Error, ErrorKind};
+use crate::rooms::{self, format::stored_event_for_client};
+use crate::state::AppState;
+use crate::sync::{history_start, timeline};
+
+fn room_id(text: &str) -> Result<OwnedRoomId, Error> {
+    OwnedRoomId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
+}
+
+fn user_id(text: &str) -> Result<OwnedUserId, Error> {
+    OwnedUserId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid user ID"))
+}
+
+fn joined(
+    state: &AppState,
+    user: &UserId,
+    room: &RoomId,
+) -> Result<rooms::MembershipRecord, Error> {
+    match rooms::membership(&state.storage, user, room)? {
+        Some(record) if record.membership == "join" => Ok(record),
+        _ => Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
+    }
+}
+
+fn own(auth: &Authenticated, user: &UserId) -> Result<(), Error> {
+    if auth.user_id != user {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "You can only change your own data",
+        ));
+    }
+    Ok(())
+}
+
+/// Tags live in the room's `m.tag` account data.
+fn tags_of(state: &AppState, user: &UserId, room: &RoomId) -> Result<Map<String, Value>, Error> {
+    Ok(crate::account_data::get(state, user, Some(room), "m.tag")?
+        .and_then(|content| content.get("tags").and_then(Value::as_object).cloned())
+        .unwrap_or_default())
+}
+
+/// # GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags
+pub async fn get_tags(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (user, room) = path.into_inner();
+    let (user, room) = (user_id(&user)?, room_id(&room)?);
+    own(&auth, &user)?;
+    Ok(HttpResponse::Ok().json(json!({ "tags": tags_of(&state, &user, &room)? })))
+}
+
+/// # PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}
+pub async fn put_tag(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String, String)>,
+    MatrixJson(body): MatrixJson<Map<String, Value>>,
+) -> Result<HttpResponse, Error> {
+    let (user, room, tag) = path.into_inner();
+    let (user, room) = (user_id(&user)?, room_id(&room)?);
+    own(&auth, &user)?;
+    if rooms::membership(&state.storage, &user, &room)?.is_none() {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "You have never been in this room",
+        ));
+    }
+    if tag.is_empty() || tag.len() > 255 {
+        return Err(Error::new(
+            ErrorKind::InvalidParam,
+            "A tag is 1 to 255 bytes",
+        ));
+    }
+    if body.get("order").is_some_and(|order| !order.is_number()) {
+        return Err(Error::new(ErrorKind::BadJson, "order must be a number"));
+    }
+    let mut tags = tags_of(&state, &user, &room)?;
+    tags.insert(tag, Value::Object(body));
+    let mut content = Map::new();
+    content.insert("tags".into(), Value::Object(tags));
+    crate::account_data::set(&state, &user, Some(&room), "m.tag", content).await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// # DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}
+pub async fn delete_tag(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (user, room, tag) = path.into_inner();
+    let (user, room) = (user_id(&user)?, room_id(&room)?);
+    own(&auth, &user)?;
+    let mut tags = tags_of(&state, &user, &room)?;
+    if tags.remove(&tag).is_some() {
+        let mut content = Map::new();
+        content.insert("tags".into(), Value::Object(tags));
+        crate::account_data::set(&state, &user, Some(&room), "m.tag", content).await?;
+    }
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LimitQuery {
+    limit: Option<usize>,
+}
+
+/// # GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}
+pub async fn context(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+    query: web::Query<LimitQuery>,
+) -> Result<HttpResponse, Error> {
+    let (room, event_id) = path.into_inner();
+    let room = room_id(&room)?;
+    let record = joined(&state, &auth.user_id, &room)?;
+    let not_found = || Error::not_found("No such event in this room");
+    let meta = state
+        .storage
+        .eventid_meta
+        .get(&event_id)?
+        .ok_or_else(not_found)?;
+    let start_of_history = history_start(&state, &room, &record)?;
+    if meta.room_id != room.as_str() || meta.stream < start_of_history {
+        return Err(not_found());
+    }
+    let device = Some(auth.device_id.as_str());
+    let event = stored_event_for_client(&state.storage, &event_id, Some(room.as_str()), device)?
+        .ok_or_else(not_found)?;
+    let limit = query.limit.unwrap_or(10).min(100);
+    let before_n = limit / 2;
+    let after_n = limit - before_n;
+    let (before, _) = timeline(
+        &state,
+        &room,
+        start_of_history.saturating_sub(1),
+        meta.stream - 1,
+        before_n.max(1),
+        device,
+    )?;
+    let before: Vec<_> = if before_n == 0 { Vec::new() } else { before };
+    let upto = state.rooms.visible_position();
+    let mut after = Vec::new();
+    let range = state.storage.roomstream_eventid.range(
+        &(room.to_string(), meta.stream + 1),
+        &(room.to_string(), upto),
+    );
+    for entry in range {
+        if after.len() >= after_n {
+            break;
+        }
+        let ((_, position), id) = entry?;
+        if let Some(event) =
+            stored_event_for_client(&state.storage, &id, Some(room.as_str()), device)?
+        {
+            after.push((position, event));
+        }
+    }
+    let start = before
+        .first()
+        .map_or(meta.stream, |(position, _, _)| *position)
+        .saturating_sub(1);
+    let end = after.last().map_or(meta.stream, |(position, _)| *position);
+    let mut state_events = Vec::new();
+    for (_, id) in rooms::current_state(&state.storage, &room)? {
+        if let Some(event) =
+            stored_event_for_client(&state.storage, &id, Some(room.as_str()), None)?
+        {
+            state_events.push(event);
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "event": event,
+        "events_before": before.into_iter().rev().map(|(_, _, event)| with_room(event, &room)).collect::<Vec<_>>(),
+        "events_after": after.into_iter().map(|(_, event)| event).collect::<Vec<_>>(),
+        "start": start.to_string(),
+        "end": end.to_string(),
+        "state": state_events,
+    })))
+}
+
+fn with_room(mut event: Value, room: &RoomId) -> Value {
+    event["room_id"] = json!(room);
+    event
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TimestampQuery {
+    ts: u64,
+    dir: String,
+}
+
+/// # GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event
+pub async fn timestamp_to_event(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room: web::Path<String>,
+    query: web::Query<TimestampQuery>,
+) -> Result<HttpResponse, Error> {
+    let room = room_id(&room)?;
+    let record = joined(&state, &auth.user_id, &room)?;
+    let forward = match query.dir.as_str() {
+        "f" => true,
+        "b" => false,
+        _ => return Err(Error::new(ErrorKind::InvalidParam, "dir must be f or b")),
+    };
+    let from = history_start(&state, &room, &record)?;
+    let upto = state.rooms.visible_position();
+    let mut best: Option<(String, u64)> = None;
+    for entry in state
+        .storage
+        .roomstream_eventid
+        .range(&(room.to_string(), from), &(room.to_string(), upto))
+    {
+        let (_, event_id) = entry?;
+        let Some(json) = rooms::load_json(&state.storage, &event_id)? else {
+            continue;
+        };
+        let Some(ts) = json
+            .get("origin_server_ts")
+            .and_then(|ts| ts.as_integer())
+            .map(|ts| i64::from(ts) as u64)
+        else {
+            continue;
+        };
+        let candidate = if forward {
+            ts >= query.ts
+        } else {
+            ts <= query.ts
+        };
+        let closer = best.as_ref().is_none_or(|(_, best_ts)| {
+            if forward {
+                ts < *best_ts
+            } else {
+                ts >= *best_ts
+            }
+        });
+        if candidate && closer {
+            best = Some((event_id, ts));
+        }
+    }
+    let (event_id, origin_server_ts) =
+        best.ok_or_else(|| Error::not_found("No event in that direction from that time"))?;
+    Ok(HttpResponse::Ok()
+        .json(json!({ "event_id": event_id, "origin_server_ts": origin_server_ts })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UserSearch {
+    search_term: String,
+    limit: Option<usize>,
+}
+
+/// # POST /_matrix/client/v3/user_directory/search
+///
+/// Users of this server who share a room with the searcher or are in a public room, found by
+/// ID or display name.
+pub async fn search_users(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    MatrixJson(body): MatrixJson<UserSearch>,
+) -> Result<HttpResponse, Error> {
+    let term = body.search_term.to_lowercase();
+    let limit = body.limit.unwrap_or(10).clamp(1, 50);
+    let mut results = Vec::new();
+    let mut limited = false;
+    for account in
+        crate::accounts::list(&state.storage).map_err(|err| Error::internal(err.to_string()))?
+    {
+        if account.deactivated {
+            continue;
+        }
+        let profile = state
+            .storage
+            .userid_profile
+            .get(&account.user_id.to_string())?
+            .unwrap_or_default();
+        let name = profile
+            .get("displayname")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let matches = account.user_id.as_str().to_lowercase().contains(&term)
+            || name.to_lowercase().contains(&term);
+        if !matches
+            || !(account.user_id == auth.user_id
+                || visible_to(&state, &auth.user_id, &account.user_id)?)
+        {
+            continue;
+        }
+        if results.len() == limit {
+            limited = true;
+            break;
+        }
+        let mut result = json!({ "user_id": account.user_id });
+        for field in ["displayname", "avatar_url"] {
+            if let Some(value) = profile.get(field) {
+                result[field] = value.clone();
+            }
+        }
+        results.push(result);
+    }
+    Ok(HttpResponse::Ok().json(json!({ "results": results, "limited": limited })))
+}
+
+/// Whether `other` shares a room with `user`, or is in a published room.
+fn visible_to(state: &AppState, user: &UserId, other: &UserId) -> Result<bool, Error> {
+    for (room, record) in rooms::memberships(&state.storage, other)? {
+        if record.membership != "join" {
+            continue;
+        }
+        if crate::directory::is_published(state, &room)?
+            || rooms::membership(&state.storage, user, &room)?
+                .is_some_and(|r| r.membership == "join")
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// # POST /_matrix/client/v3/user/{userId}/openid/request_token
+///
+/// A token a third party can check with this server to learn who the user is. Kept one hour.
+pub async fn openid_token(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    user: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let user = user_id(&user)?;
+    own(&auth, &user)?;
+    let token = crate::accounts::sessions::new_access_token();
+    let expires_at = crate::accounts::now_ms() + 3_600_000;
+    state.storage.openid_user.insert(
+        &token,
+        &json!({ "user_id": user, "expires_at": expires_at }),
+    )?;
+    state.storage.flush().await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "matrix_server_name": state.config.server.server_name,
+        "expires_in": 3600,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReportRequest {
+    reason: Option<String>,
+}
+
+/// # POST /_matrix/client/v3/users/{userId}/report
+pub async fn report_user(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    user: web::Path<String>,
+    MatrixJson(body): MatrixJson<ReportRequest>,
+) -> Result<HttpResponse, Error> {
+    let user = user_id(&user)?;
+    if crate::accounts::get(&state.storage, &user)
+        .map_err(|err| Error::internal(err.to_string()))?
+        .is_none()
+    {
+        return Err(Error::not_found("No such user"));
+    }
+    let reason: String = body.reason.unwrap_or_default().chars().take(500).collect();
+    tracing::warn!(reporter = %auth.user_id, reported = %user, %reason, "user reported");
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MutualQuery {
+    user_id: String,
+}
+
+/// # GET /_matrix/client/v1/mutual_rooms
+pub async fn mutual_rooms(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    query: web::Query<MutualQuery>,
+) -> Result<HttpResponse, Error> {
+    let other = user_id(&query.user_id)?;
+    if other == auth.user_id {
+        return Err(Error::new(
+            ErrorKind::InvalidParam,
+            "Ask about someone else",
+        ));
+    }
+    let mut joined = Vec::new();
+    for (room, record) in rooms::memberships(&state.storage, &auth.user_id)? {
+        if record.membership == "join"
+            && rooms::membership(&state.storage, &other, &room)?
+                .is_some_and(|r| r.membership == "join")
+        {
+            joined.push(room);
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({ "joined": joined })))
+}
+
+/// # GET /_matrix/client/v1/room_summary/{roomIdOrAlias}
+///
+/// For members, and for anyone when the room is published.
+pub async fn room_summary(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let room = if room.starts_with('#') {
+        let alias = ruma::OwnedRoomAliasId::try_from(room.as_str())
+            .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room alias"))?;
+        let record = crate::directory::resolve(&state, &alias)?
+            .ok_or_else(|| Error::not_found("No such room alias"))?;
+        room_id(&record.room_id)?
+    } else {
+        room_id(&room)?
+    };
+    if state.storage.roomid_room.get(&room.to_string())?.is_none() {
+        return Err(Error::not_found("No such room"));
+    }
+    let membership = rooms::membership(&state.storage, &auth.user_id, &room)?.map(|r| r.membership);
+    if membership.is_none() && !crate::directory::is_published(&state, &room)? {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "You may not see this room",
+        ));
+    }
+    let mut summary = crate::directory::public_entry(&state, &room)?;
+    if let Some(version) = state
+        .storage
+        .roomid_room
+        .get(&room.to_string())?
+        .map(|r| r.version)
+    {
+        summary["room_version"] = json!(version);
+    }
+    if let Some(membership) = membership {
+        summary["membership"] = json!(membership);
+    }
+    Ok(HttpResponse::Ok().json(summary))
+}
+
+/// # GET /_matrix/client/v3/thirdparty/protocol/{protocol} (and the other lookups)
+///
+/// No bridges are connected, so no protocol is known.
+pub async fn unknown_protocol(_auth: Authenticated) -> Result<HttpResponse, Error> {
+    Err(Error::not_found(
+        "No bridge for this protocol is connected to this server",
+    ))
+}
+
+/// # GET /_matrix/client/v3/thirdparty/location, /thirdparty/user
+pub async fn no_third_party_matches(_auth: Authenticated) -> HttpResponse {
+    HttpResponse::Ok().json(json!([]))
+}
+
+/// # GET /.well-known/matrix/support
+pub async fn support() -> Result<HttpResponse, Error> {
+    Err(Error::not_found("No support contacts are configured"))
+}
