@@ -338,3 +338,125 @@ fn presence_is_set_shared_and_synced() {
     );
     assert_eq!(others.status, 403);
 }
+
+#[test]
+fn push_rules_start_from_the_defaults_and_pushers_are_kept() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let mut client = server.client();
+    let all = ok(client.get_with("/_matrix/client/v3/pushrules/", &alice));
+    let overrides = all["global"]["override"]
+        .as_array()
+        .expect("override rules");
+    assert!(
+        overrides
+            .iter()
+            .any(|rule| rule["rule_id"] == ".m.rule.master")
+    );
+    assert!(
+        all["global"]["underride"]
+            .as_array()
+            .expect("underride")
+            .iter()
+            .any(|rule| rule["rule_id"] == ".m.rule.message")
+    );
+
+    let since = ok(client.get_with("/_matrix/client/v3/sync", &alice))["next_batch"]
+        .as_str()
+        .expect("batch")
+        .to_owned();
+    ok(client.json(
+        "PUT",
+        "/_matrix/client/v3/pushrules/global/content/cake",
+        Some(&alice),
+        &json!({ "pattern": "cake", "actions": ["notify"] }),
+    ));
+    let rule = ok(client.get_with("/_matrix/client/v3/pushrules/global/content/cake", &alice));
+    assert_eq!(rule["pattern"], "cake");
+    ok(client.json(
+        "PUT",
+        "/_matrix/client/v3/pushrules/global/content/cake/enabled",
+        Some(&alice),
+        &json!({ "enabled": false }),
+    ));
+    assert_eq!(
+        ok(client.get_with(
+            "/_matrix/client/v3/pushrules/global/content/cake/enabled",
+            &alice
+        ))["enabled"],
+        false
+    );
+    ok(client.json(
+        "PUT",
+        "/_matrix/client/v3/pushrules/global/override/.m.rule.master/enabled",
+        Some(&alice),
+        &json!({ "enabled": true }),
+    ));
+    let synced = ok(client.get_with(&format!("/_matrix/client/v3/sync?since={since}"), &alice));
+    assert!(
+        synced["account_data"]["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["type"] == "m.push_rules")
+    );
+    let default_delete = client.request(
+        "DELETE",
+        "/_matrix/client/v3/pushrules/global/override/.m.rule.master",
+        &[("Authorization", &format!("Bearer {alice}"))],
+        None,
+    );
+    assert_eq!(default_delete.expect("answer").status, 400);
+    ok(client
+        .request(
+            "DELETE",
+            "/_matrix/client/v3/pushrules/global/content/cake",
+            &[("Authorization", &format!("Bearer {alice}"))],
+            None,
+        )
+        .expect("delete"));
+    assert_eq!(
+        client
+            .get_with("/_matrix/client/v3/pushrules/global/content/cake", &alice)
+            .status,
+        404
+    );
+    let dotted = client.json(
+        "PUT",
+        "/_matrix/client/v3/pushrules/global/content/.mine",
+        Some(&alice),
+        &json!({ "pattern": "x", "actions": [] }),
+    );
+    assert_eq!(errcode(&dotted), "M_INVALID_PARAM");
+
+    let pusher = json!({
+        "pushkey": "abc", "kind": "http", "app_id": "im.example.app", "app_display_name": "App",
+        "device_display_name": "Phone", "lang": "en", "data": { "url": "https://push.example.org/_matrix/push/v1/notify" }
+    });
+    ok(client.json(
+        "POST",
+        "/_matrix/client/v3/pushers/set",
+        Some(&alice),
+        &pusher,
+    ));
+    assert_eq!(
+        ok(client.get_with("/_matrix/client/v3/pushers", &alice))["pushers"][0]["pushkey"],
+        "abc"
+    );
+    let mut bad = pusher.clone();
+    bad["data"]["url"] = json!("https://push.example.org/elsewhere");
+    assert_eq!(
+        errcode(&client.json("POST", "/_matrix/client/v3/pushers/set", Some(&alice), &bad)),
+        "M_INVALID_PARAM"
+    );
+    ok(client.json(
+        "POST",
+        "/_matrix/client/v3/pushers/set",
+        Some(&alice),
+        &json!({ "pushkey": "abc", "app_id": "im.example.app", "kind": null }),
+    ));
+    assert_eq!(
+        ok(client.get_with("/_matrix/client/v3/pushers", &alice))["pushers"],
+        json!([])
+    );
+}

@@ -155,6 +155,29 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v3/join/{roomIdOrAlias}",
             room::join_by_id_or_alias,
         ))
+        .service(get("/_matrix/client/v3/pushrules/", client::push::get_all))
+        .service(get(
+            "/_matrix/client/v3/pushrules/global/",
+            client::push::get_global,
+        ))
+        .service(
+            web::resource("/_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}")
+                .route(web::get().to(client::push::get_rule))
+                .route(web::put().to(client::push::put_rule))
+                .route(web::delete().to(client::push::delete_rule))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT, DELETE") })),
+        )
+        .service(
+            web::resource("/_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/{attribute}")
+                .route(web::get().to(client::push::get_attribute))
+                .route(web::put().to(client::push::put_attribute))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
+        )
+        .service(get("/_matrix/client/v3/pushers", client::push::get_pushers))
+        .service(post(
+            "/_matrix/client/v3/pushers/set",
+            client::push::set_pusher,
+        ))
         .service(get(
             "/_matrix/client/v3/user/{userId}/rooms/{roomId}/tags",
             client::extras::get_tags,

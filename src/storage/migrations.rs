@@ -48,6 +48,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "openid: openid_user",
         apply: |_| Ok(()),
     },
+    Migration {
+        version: 8,
+        description: "push: userid_pushers",
+        apply: |_| Ok(()),
+    },
 ];
 
 /// The schema version this build writes.

@@ -100,6 +100,8 @@ pub struct Storage {
     pub roomid_published: Tree<String, u64>,
     /// OpenID token → `{user_id, expires_at}`, for third parties to check (federation).
     pub openid_user: Tree<String, Json<serde_json::Value>>,
+    /// user → the user's pushers, as clients set them.
+    pub userid_pushers: Tree<String, Json<Vec<serde_json::Value>>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -145,6 +147,7 @@ impl Storage {
             alias_room: Tree::open(&db, "alias_room")?,
             roomid_published: Tree::open(&db, "roomid_published")?,
             openid_user: Tree::open(&db, "openid_user")?,
+            userid_pushers: Tree::open(&db, "userid_pushers")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

@@ -4,6 +4,7 @@ pub mod account;
 pub mod device;
 pub mod directory;
 pub mod extras;
+pub mod push;
 pub mod room;
 pub mod session;
 pub mod sync;
