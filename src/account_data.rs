@@ -49,8 +49,25 @@ pub async fn set(
             format!("{kind} is managed by the server and cannot be set here"),
         ));
     }
+    let key = key(user_id, room_id, kind);
+    if !state.storage.useraccountdata_data.contains_key(&key)? {
+        let stored = state
+            .storage
+            .useraccountdata_data
+            .scan_prefix(&crate::storage::pair_prefix(user_id.as_str()))
+            .count();
+        if stored >= MAX_TYPES_PER_USER {
+            return Err(Error::new(
+                ErrorKind::LimitExceeded { retry_after_ms: 0 },
+                format!("At most {MAX_TYPES_PER_USER} kinds of account data per user"),
+            ));
+        }
+    }
     set_managed(state, user_id, room_id, kind, content).await
 }
+
+/// How many kinds of account data (global and per room) one user may keep.
+pub const MAX_TYPES_PER_USER: usize = 2000;
 
 /// Stores account data the server manages itself (`m.fully_read` from read markers).
 pub async fn set_managed(

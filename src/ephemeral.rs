@@ -23,6 +23,10 @@ pub struct Presence {
     pub changed: u64,
 }
 
+/// Idle this long, an online user becomes unavailable, and an unavailable one offline.
+const IDLE_UNAVAILABLE: Duration = Duration::from_secs(5 * 60);
+const IDLE_OFFLINE: Duration = Duration::from_secs(30 * 60);
+
 /// Seen active this recently counts as `currently_active`.
 const CURRENTLY_ACTIVE: Duration = Duration::from_secs(5 * 60);
 
@@ -59,10 +63,16 @@ pub struct Ephemeral {
 }
 
 impl Default for Ephemeral {
+    /// The serial starts at the boot time in milliseconds, so tokens handed out before a
+    /// restart are never ahead of it (which would hide news until it caught up).
     fn default() -> Self {
+        let boot = crate::accounts::now_ms();
         Ephemeral {
-            rooms: Mutex::new(Rooms::default()),
-            serial: watch::channel(0).0,
+            rooms: Mutex::new(Rooms {
+                serial: boot,
+                ..Rooms::default()
+            }),
+            serial: watch::channel(boot).0,
         }
     }
 }
@@ -71,6 +81,26 @@ impl Default for Ephemeral {
 pub const MAX_STATUS_BYTES: usize = 1024;
 
 impl Ephemeral {
+    /// Marks the user active from a `/sync`: presence only ever goes up this way (offline →
+    /// unavailable → online), so two devices syncing with different `set_presence` do not
+    /// flip it back and forth.
+    pub fn mark_active(&self, user_id: &UserId, presence: &str) {
+        let rank = |p: &str| match p {
+            "online" => 2,
+            "unavailable" => 1,
+            _ => 0,
+        };
+        let current = self.presence_of(user_id);
+        match current {
+            Some(current) if rank(&current.presence) >= rank(presence) => {
+                if let Some(entry) = self.lock().presence.get_mut(user_id) {
+                    entry.last_active = Instant::now();
+                }
+            }
+            _ => self.set_presence(user_id, presence, None),
+        }
+    }
+
     /// Sets a user's presence. Only a change of state or message is a change others hear of;
     /// activity alone refreshes `last_active`.
     pub fn set_presence(
@@ -156,10 +186,32 @@ impl Ephemeral {
         }
     }
 
-    /// Forgets whoever's time is up; a change wakes `/sync`.
+    /// Forgets whoever's typing time is up, and steps idle users down (online → unavailable
+    /// after 5 minutes, → offline after 30); a change wakes `/sync`.
     pub fn expire(&self) {
         let mut rooms = self.lock();
         let now = Instant::now();
+        let mut stepped = Vec::new();
+        for (user, presence) in &rooms.presence {
+            let idle = now.duration_since(presence.last_active);
+            let next = match presence.presence.as_str() {
+                "online" if idle > IDLE_UNAVAILABLE => Some("unavailable"),
+                "unavailable" if idle > IDLE_OFFLINE => Some("offline"),
+                _ => None,
+            };
+            if let Some(next) = next {
+                stepped.push((user.clone(), next));
+            }
+        }
+        for (user, next) in stepped {
+            rooms.serial += 1;
+            let serial = rooms.serial;
+            if let Some(presence) = rooms.presence.get_mut(&user) {
+                presence.presence = next.to_owned();
+                presence.changed = serial;
+            }
+            self.serial.send_replace(serial);
+        }
         let mut expired = Vec::new();
         for (room_id, users) in &mut rooms.typing {
             let before = users.len();

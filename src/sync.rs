@@ -136,7 +136,11 @@ fn build(
         match record.membership.as_str() {
             "join" => {
                 let data = room_data.remove(room_id.as_str()).unwrap_or_default();
-                let ephemeral = ephemeral_events(state, &room_id, user_id, request, upto)?;
+                let newly_joined = request
+                    .since
+                    .is_none_or(|since| record.joined_stream.is_some_and(|joined| joined > since));
+                let ephemeral =
+                    ephemeral_events(state, &room_id, user_id, request, upto, newly_joined)?;
                 if let Some(room) =
                     joined_room(state, &room_id, &record, request, upto, data, ephemeral)?
                 {
@@ -298,15 +302,20 @@ fn ephemeral_events(
     viewer: &UserId,
     request: &SyncRequest,
     upto: u64,
+    newly_joined: bool,
 ) -> Result<Vec<Value>, StorageError> {
     let mut events = Vec::new();
-    if let Some(typing) = state
-        .ephemeral
-        .typing_changed_since(room_id, request.since_typing)
-    {
+    // A token from before a restart may be ahead of the new serial: read it as "nothing".
+    let since_typing = if newly_joined || request.since_typing > state.ephemeral.serial() {
+        0
+    } else {
+        request.since_typing
+    };
+    if let Some(typing) = state.ephemeral.typing_changed_since(room_id, since_typing) {
         events.push(json!({ "type": "m.typing", "content": { "user_ids": typing } }));
     }
-    if let Some(receipts) = crate::receipts::changes(state, room_id, viewer, request.since, upto)? {
+    let since = if newly_joined { None } else { request.since };
+    if let Some(receipts) = crate::receipts::changes(state, room_id, viewer, since, upto)? {
         events.push(receipts);
     }
     Ok(events)

@@ -214,3 +214,80 @@ fn around_rooms_and_users() {
         "M_NOT_FOUND"
     );
 }
+
+#[test]
+fn search_finds_messages_in_ones_own_rooms_newest_first() {
+    let server = Server::start_with_users(
+        &test_config("[limits]\nauth_attempts_per_minute = 100000\n"),
+        &[("alice", PASSWORD), ("bob", PASSWORD)],
+    );
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut client = server.client();
+    let room = ok(client.json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        &json!({ "name": "Recipes" }),
+    ))["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    for (i, body) in [
+        "Chocolate cake recipe",
+        "buy flour",
+        "the CAKE was great",
+        "cake photos soon",
+    ]
+    .iter()
+    .enumerate()
+    {
+        ok(client.json(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/s{i}"),
+            Some(&alice),
+            &json!({ "msgtype": "m.text", "body": body }),
+        ));
+    }
+    let search = |client: &mut common::http::Client,
+                  token: &str,
+                  term: &str,
+                  next: Option<&str>| {
+        let path = match next {
+            Some(next) => format!("/_matrix/client/v3/search?next_batch={next}"),
+            None => "/_matrix/client/v3/search".to_owned(),
+        };
+        ok(client.json(
+            "POST",
+            &path,
+            Some(token),
+            &json!({ "search_categories": { "room_events": { "search_term": term, "filter": { "limit": 2 } } } }),
+        ))
+    };
+    let first = search(&mut client, &alice, "cake", None);
+    let events = &first["search_categories"]["room_events"];
+    assert_eq!(events["count"], 3);
+    let bodies: Vec<&str> = events["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["result"]["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, vec!["cake photos soon", "the CAKE was great"]);
+    let next = events["next_batch"].as_str().expect("more").to_owned();
+    let second = search(&mut client, &alice, "cake", Some(&next));
+    assert_eq!(
+        second["search_categories"]["room_events"]["results"][0]["result"]["content"]["body"],
+        "Chocolate cake recipe"
+    );
+    assert_eq!(
+        search(&mut client, &alice, "recipes", None)["search_categories"]["room_events"]["count"],
+        1,
+        "room names are searched"
+    );
+    assert_eq!(
+        search(&mut client, &bob, "cake", None)["search_categories"]["room_events"]["count"],
+        0,
+        "not bob's room"
+    );
+}

@@ -1301,3 +1301,69 @@ fn aliases_and_the_public_directory() {
     let missing = client.get("/_matrix/client/v3/directory/room/%23nothing:localhost");
     assert_eq!(errcode(&missing), "M_NOT_FOUND");
 }
+
+#[test]
+fn review_regressions_redaction_state_profile_rejoin_and_threads() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut client = server.client();
+    let room = create_room(&mut client, &alice, json!({ "invite": ["@bob:localhost"] }));
+    join(&mut client, &bob, &room);
+    let hers = ok(send(&mut client, &alice, &room, "h", "alice's"))["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // A "redaction" sent as state is refused, and does not redact.
+    let sneaky = client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.redaction/x"),
+        Some(&bob),
+        &json!({ "redacts": hers }),
+    );
+    assert_eq!(sneaky.status, 400);
+    let event = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/event/{hers}"),
+        &alice,
+    ));
+    assert_eq!(event["content"]["body"], "alice's");
+
+    // A profile change is not a new join: no full state again.
+    let since = sync(&mut client, &bob, None, 0)["next_batch"]
+        .as_str()
+        .expect("batch")
+        .to_owned();
+    ok(client.json(
+        "PUT",
+        "/_matrix/client/v3/profile/@bob:localhost/displayname",
+        Some(&bob),
+        &json!({ "displayname": "Bob" }),
+    ));
+    let after = sync(&mut client, &bob, Some(&since), 0);
+    let joined = &after["rooms"]["join"][&room];
+    assert!(
+        joined["state"]["events"]
+            .as_array()
+            .expect("state")
+            .is_empty(),
+        "{joined}"
+    );
+    let timeline = joined["timeline"]["events"].as_array().expect("timeline");
+    assert_eq!(timeline.len(), 1);
+    assert_eq!(timeline[0]["content"]["displayname"], "Bob");
+
+    // Receipts name a thread by its root event here, or `main`.
+    let bad_thread = client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{hers}"),
+        Some(&bob),
+        &json!({ "thread_id": "$not-in-this-room" }),
+    );
+    assert_eq!(errcode(&bad_thread), "M_INVALID_PARAM");
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{hers}"),
+        Some(&bob),
+        &json!({ "thread_id": "main" }),
+    ));
+}

@@ -155,39 +155,43 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v3/join/{roomIdOrAlias}",
             room::join_by_id_or_alias,
         ))
+        .service(small(post(
+            "/_matrix/client/v3/search",
+            client::search::search,
+        )))
         .service(get("/_matrix/client/v3/pushrules/", client::push::get_all))
         .service(get(
             "/_matrix/client/v3/pushrules/global/",
             client::push::get_global,
         ))
-        .service(
+        .service(small(
             web::resource("/_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}")
                 .route(web::get().to(client::push::get_rule))
                 .route(web::put().to(client::push::put_rule))
                 .route(web::delete().to(client::push::delete_rule))
                 .default_service(web::to(|| async { method_not_allowed("GET, PUT, DELETE") })),
-        )
-        .service(
+        ))
+        .service(small(
             web::resource("/_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/{attribute}")
                 .route(web::get().to(client::push::get_attribute))
                 .route(web::put().to(client::push::put_attribute))
                 .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
-        )
+        ))
         .service(get("/_matrix/client/v3/pushers", client::push::get_pushers))
-        .service(post(
+        .service(small(post(
             "/_matrix/client/v3/pushers/set",
             client::push::set_pusher,
-        ))
+        )))
         .service(get(
             "/_matrix/client/v3/user/{userId}/rooms/{roomId}/tags",
             client::extras::get_tags,
         ))
-        .service(
+        .service(small(
             web::resource("/_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}")
                 .route(web::put().to(client::extras::put_tag))
                 .route(web::delete().to(client::extras::delete_tag))
                 .default_service(web::to(|| async { method_not_allowed("PUT, DELETE") })),
-        )
+        ))
         .service(get(
             "/_matrix/client/v3/rooms/{roomId}/context/{eventId}",
             client::extras::context,
@@ -196,10 +200,10 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v1/rooms/{roomId}/timestamp_to_event",
             client::extras::timestamp_to_event,
         ))
-        .service(post(
+        .service(small(post(
             "/_matrix/client/v3/user_directory/search",
             client::extras::search_users,
-        ))
+        )))
         .service(post(
             "/_matrix/client/v3/user/{userId}/openid/request_token",
             client::extras::openid_token,
@@ -237,12 +241,12 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             client::extras::no_third_party_matches,
         ))
         .service(get("/.well-known/matrix/support", client::extras::support))
-        .service(
+        .service(small(
             web::resource("/_matrix/client/v3/presence/{userId}/status")
                 .route(web::get().to(client::user::get_presence))
                 .route(web::put().to(client::user::set_presence))
                 .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
-        )
+        ))
         .service(
             web::resource("/_matrix/client/v3/directory/room/{roomAlias}")
                 .route(web::get().to(client::directory::get_alias))
@@ -310,18 +314,18 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v3/thirdparty/protocols",
             client::user::third_party_protocols,
         ))
-        .service(put(
+        .service(small(put(
             "/_matrix/client/v3/rooms/{roomId}/typing/{userId}",
             room::typing,
-        ))
-        .service(post(
+        )))
+        .service(small(post(
             "/_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}",
             room::receipt,
-        ))
-        .service(post(
+        )))
+        .service(small(post(
             "/_matrix/client/v3/rooms/{roomId}/read_markers",
             room::read_markers,
-        ))
+        )))
         .service(get(
             "/_matrix/client/v3/capabilities",
             client::user::capabilities,
@@ -330,25 +334,25 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v3/profile/{userId}",
             client::user::get_profile,
         ))
-        .service(
+        .service(small(
             web::resource("/_matrix/client/v3/profile/{userId}/{keyName}")
                 .route(web::get().to(client::user::get_profile_field))
                 .route(web::put().to(client::user::set_profile_field))
                 .route(web::delete().to(client::user::delete_profile_field))
                 .default_service(web::to(|| async { method_not_allowed("GET, PUT, DELETE") })),
-        )
-        .service(
+        ))
+        .service(small(
             web::resource("/_matrix/client/v3/user/{userId}/account_data/{type}")
                 .route(web::get().to(client::user::get_account_data))
                 .route(web::put().to(client::user::set_account_data))
                 .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
-        )
-        .service(
+        ))
+        .service(small(
             web::resource("/_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}")
                 .route(web::get().to(client::user::get_room_account_data))
                 .route(web::put().to(client::user::set_room_account_data))
                 .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
-        )
+        ))
         .service(small(post(
             "/_matrix/client/v3/user/{userId}/filter",
             client::user::create_filter,

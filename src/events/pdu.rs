@@ -70,9 +70,13 @@ impl Pdu {
             None => None,
         };
         // `redacts` sits at the top level before room version 11 and in the content from it.
-        let redacts = match event.get("redacts") {
-            Some(_) => Some(parse(string(event, "redacts")?)?),
-            None => content_redacts(event)?,
+        let redacts = if rules.redaction.content_field_redacts {
+            content_redacts(event)?
+        } else {
+            match event.get("redacts") {
+                Some(_) => Some(parse(string(event, "redacts")?)?),
+                None => None,
+            }
         };
         Ok(Pdu {
             event_id,

@@ -306,6 +306,7 @@ fn stage_event(
         storage.txn_eventid.batch_insert(batch, txn, &event_id)?;
     }
     if pdu.kind == ruma::events::TimelineEventType::RoomRedaction
+        && pdu.state_key.is_none()
         && let Some(target) = &pdu.redacts
         && let Some(mut target_meta) = storage.eventid_meta.get(&target.to_string())?
         && target_meta.room_id == room
@@ -334,8 +335,14 @@ fn stage_event(
     };
     let membership = membership_of(pdu);
     let record = MembershipRecord {
+        // A join after a join (a profile change) is not a new join.
         joined_stream: if membership == "join" {
-            Some(position)
+            match &previous {
+                Some(previous) if previous.membership == "join" => {
+                    previous.joined_stream.or(Some(position))
+                }
+                _ => Some(position),
+            }
         } else {
             previous.as_ref().and_then(|p| p.joined_stream)
         },

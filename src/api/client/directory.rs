@@ -227,7 +227,7 @@ fn page(
     let total = rooms.len();
     let chunk: Vec<Value> = rooms.into_iter().skip(start).take(limit).collect();
     let mut response = json!({ "chunk": chunk, "total_room_count_estimate": total });
-    if start + limit < total {
+    if start.saturating_add(limit) < total {
         response["next_batch"] = json!((start + limit).to_string());
     }
     if start > 0 {

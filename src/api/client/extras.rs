@@ -343,7 +343,20 @@ pub async fn openid_token(
     let user = user_id(&user)?;
     own(&auth, &user)?;
     let token = crate::accounts::sessions::new_access_token();
-    let expires_at = crate::accounts::now_ms() + 3_600_000;
+    let now = crate::accounts::now_ms();
+    let expires_at = now + 3_600_000;
+    // Expired tokens go as new ones come, so the table stays small.
+    let expired: Vec<String> = state
+        .storage
+        .openid_user
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, record)| record["expires_at"].as_u64().is_none_or(|at| at <= now))
+        .map(|(token, _)| token)
+        .collect();
+    for old in expired {
+        state.storage.openid_user.remove(&old)?;
+    }
     state.storage.openid_user.insert(
         &token,
         &json!({ "user_id": user, "expires_at": expires_at }),
@@ -408,7 +421,8 @@ pub async fn mutual_rooms(
             joined.push(room);
         }
     }
-    Ok(HttpResponse::Ok().json(json!({ "joined": joined })))
+    let count = joined.len();
+    Ok(HttpResponse::Ok().json(json!({ "joined": joined, "count": count })))
 }
 
 /// # GET /_matrix/client/v1/room_summary/{roomIdOrAlias}

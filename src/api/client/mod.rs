@@ -6,6 +6,7 @@ pub mod directory;
 pub mod extras;
 pub mod push;
 pub mod room;
+pub mod search;
 pub mod session;
 pub mod sync;
 pub mod user;

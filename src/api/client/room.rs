@@ -205,6 +205,12 @@ async fn put_state_event(
             "Change memberships with /invite, /join, /leave, /kick and /ban",
         ));
     }
+    if kind == "m.room.redaction" {
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            "Redactions are not state: use /redact",
+        ));
+    }
     let new = NewEvent::state(kind, state_key, Value::Object(content));
     let pdu = state
         .rooms
@@ -265,9 +271,13 @@ fn get_state_event(
     require_joined(state, &auth.user_id, &room_id)?;
     let event_id = rooms::state_event(&state.storage, &room_id, kind, state_key)?
         .ok_or_else(|| Error::not_found("No such state event"))?;
-    let json = load_json(&state.storage, &event_id)?
-        .ok_or_else(|| Error::internal("state event missing"))?;
-    let event = client_event(&json, &event_id, Some(room_id.as_str()));
+    let event = crate::rooms::format::stored_event_for_client(
+        &state.storage,
+        &event_id,
+        Some(room_id.as_str()),
+        None,
+    )?
+    .ok_or_else(|| Error::internal("state event missing"))?;
     match format {
         Some("event") => Ok(HttpResponse::Ok().json(event)),
         None | Some("content") => Ok(HttpResponse::Ok().json(&event["content"])),
@@ -288,8 +298,13 @@ pub async fn get_all_state(
     require_joined(&state, &auth.user_id, &room_id)?;
     let mut events = Vec::new();
     for (_, event_id) in rooms::current_state(&state.storage, &room_id)? {
-        if let Some(json) = load_json(&state.storage, &event_id)? {
-            events.push(client_event(&json, &event_id, Some(room_id.as_str())));
+        if let Some(event) = crate::rooms::format::stored_event_for_client(
+            &state.storage,
+            &event_id,
+            Some(room_id.as_str()),
+            None,
+        )? {
+            events.push(event);
         }
     }
     Ok(HttpResponse::Ok().json(events))
@@ -311,6 +326,11 @@ pub async fn get_event(
         .get(&event_id)?
         .ok_or_else(not_found)?;
     if meta.room_id != room_id.as_str() {
+        return Err(not_found());
+    }
+    let membership =
+        rooms::membership(&state.storage, &auth.user_id, &room_id)?.ok_or_else(not_found)?;
+    if meta.stream < crate::sync::history_start(&state, &room_id, &membership)? {
         return Err(not_found());
     }
     let event = crate::rooms::format::stored_event_for_client(
@@ -529,6 +549,9 @@ async fn change_own_membership(
             new,
         )
         .await?;
+    if membership != "join" {
+        state.ephemeral.set_typing(room_id, &auth.user_id, None);
+    }
     Ok(())
 }
 
@@ -643,6 +666,23 @@ pub async fn receipt(
     let room_id = parse_room_id(&room_id)?;
     require_joined(&state, &auth.user_id, &room_id)?;
     require_room_event(&state, &room_id, &event_id)?;
+    // A receipt's thread is `main` or the root event of a thread in this room.
+    if let Some(thread) = &body.thread_id
+        && thread != "main"
+    {
+        if kind == "m.fully_read" {
+            return Err(Error::new(
+                ErrorKind::InvalidParam,
+                "m.fully_read takes no thread_id",
+            ));
+        }
+        if thread.len() > 255 || require_room_event(&state, &room_id, thread).is_err() {
+            return Err(Error::new(
+                ErrorKind::InvalidParam,
+                "thread_id must be main or an event of this room",
+            ));
+        }
+    }
     match kind.as_str() {
         crate::receipts::PUBLIC | crate::receipts::PRIVATE => {
             crate::receipts::set(
@@ -870,23 +910,29 @@ pub async fn forget(
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(&room_id)?;
-    match rooms::membership(&state.storage, &auth.user_id, &room_id)? {
-        Some(record) if record.membership == "leave" || record.membership == "ban" => {
-            state
-                .storage
-                .userroom_membership
-                .remove(&(auth.user_id.to_string(), room_id.to_string()))?;
-            state.storage.flush().await?;
-            Ok(HttpResponse::Ok().json(json!({})))
-        }
-        Some(_) => Err(Error::new(
-            ErrorKind::BadRequest,
-            "Leave the room before forgetting it",
-        )),
-        None => Err(Error::not_found(
-            "You have no membership in this room to forget",
-        )),
-    }
+    // Removed only if still a leave or ban when written: a join racing in is kept.
+    let mut outcome = Err(Error::not_found(
+        "You have no membership in this room to forget",
+    ));
+    state.storage.userroom_membership.update(
+        &(auth.user_id.to_string(), room_id.to_string()),
+        |record| {
+            let record = record?;
+            if record.membership == "leave" || record.membership == "ban" {
+                outcome = Ok(());
+                None
+            } else {
+                outcome = Err(Error::new(
+                    ErrorKind::BadRequest,
+                    "Leave the room before forgetting it",
+                ));
+                Some(record)
+            }
+        },
+    )?;
+    outcome?;
+    state.storage.flush().await?;
+    Ok(HttpResponse::Ok().json(json!({})))
 }
 
 #[derive(Debug, Deserialize)]
