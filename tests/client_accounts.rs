@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::errcode;
+
 use common::http::Response;
 use common::{Server, hearth, test_config};
 use serde_json::{Value, json};
@@ -39,13 +41,6 @@ fn token_of(response: &Response) -> String {
     response.json()["access_token"]
         .as_str()
         .expect("token")
-        .to_owned()
-}
-
-fn errcode(response: &Response) -> String {
-    response.json()["errcode"]
-        .as_str()
-        .unwrap_or_default()
         .to_owned()
 }
 

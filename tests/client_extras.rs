@@ -3,34 +3,16 @@
 
 mod common;
 
-use common::http::Response;
-use common::{Server, test_config};
-use serde_json::{Value, json};
-
-const PASSWORD: &str = "correct horse battery";
+use common::ok;
 
 fn login(server: &Server, user: &str) -> String {
-    let response = server.client().json(
-        "POST",
-        "/_matrix/client/v3/login",
-        None,
-        &json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": PASSWORD }),
-    );
-    response.json()["access_token"]
-        .as_str()
-        .expect("token")
-        .to_owned()
+    common::login_token(server, user, PASSWORD)
 }
 
-fn ok(response: Response) -> Value {
-    assert_eq!(
-        response.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
-    response.json()
-}
+use common::{Server, test_config};
+use serde_json::json;
+
+const PASSWORD: &str = "correct horse battery";
 
 #[test]
 fn around_rooms_and_users() {

@@ -4,6 +4,12 @@
 
 mod common;
 
+use common::{errcode, ok};
+
+fn login(server: &Server, user: &str) -> String {
+    common::login_token(server, user, PASSWORD)
+}
+
 use std::time::{Duration, Instant};
 
 use common::http::{Client, Response};
@@ -17,37 +23,6 @@ fn server() -> Server {
         &test_config("[limits]\nauth_attempts_per_minute = 100000\n"),
         &[("alice", PASSWORD), ("bob", PASSWORD), ("carol", PASSWORD)],
     )
-}
-
-fn login(server: &Server, user: &str) -> String {
-    let response = server.client().json(
-        "POST",
-        "/_matrix/client/v3/login",
-        None,
-        &json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": PASSWORD }),
-    );
-    assert_eq!(response.status, 200);
-    response.json()["access_token"]
-        .as_str()
-        .expect("token")
-        .to_owned()
-}
-
-fn ok(response: Response) -> Value {
-    assert_eq!(
-        response.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
-    response.json()
-}
-
-fn errcode(response: &Response) -> String {
-    response.json()["errcode"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 fn create_room(client: &mut Client, token: &str, body: Value) -> String {

@@ -15,6 +15,43 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_hearth");
+
+/// The JSON of a `200` answer; any other status fails the test with the body.
+pub fn ok(response: http::Response) -> serde_json::Value {
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    response.json()
+}
+
+/// The `errcode` of an error answer (empty if none).
+pub fn errcode(response: &http::Response) -> String {
+    response.json()["errcode"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Logs in with a password and returns the access token.
+pub fn login_token(server: &Server, user: &str, password: &str) -> String {
+    let response = server.client().json(
+        "POST",
+        "/_matrix/client/v3/login",
+        None,
+        &serde_json::json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": user },
+            "password": password,
+        }),
+    );
+    ok(response)["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `hearth ARGS` to completion in `dir`, feeding `stdin`.
