@@ -5,14 +5,14 @@ mod common;
 
 use common::ok;
 
-fn login(server: &Server, user: &str) -> String {
-    common::login_token(server, user, PASSWORD)
-}
-
 use common::{Server, test_config};
 use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery";
+
+fn login(server: &Server, user: &str) -> String {
+    common::login_token(server, user, PASSWORD)
+}
 
 #[test]
 fn around_rooms_and_users() {

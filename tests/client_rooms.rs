@@ -6,10 +6,6 @@ mod common;
 
 use common::{errcode, ok};
 
-fn login(server: &Server, user: &str) -> String {
-    common::login_token(server, user, PASSWORD)
-}
-
 use std::time::{Duration, Instant};
 
 use common::http::{Client, Response};
@@ -17,6 +13,10 @@ use common::{Server, test_config};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery";
+
+fn login(server: &Server, user: &str) -> String {
+    common::login_token(server, user, PASSWORD)
+}
 
 fn server() -> Server {
     Server::start_with_users(

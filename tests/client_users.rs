@@ -4,15 +4,15 @@ mod common;
 
 use common::{errcode, ok};
 
-fn login(server: &Server, user: &str) -> String {
-    common::login_token(server, user, PASSWORD)
-}
-
 use common::http::Client;
 use common::{Server, test_config};
 use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery";
+
+fn login(server: &Server, user: &str) -> String {
+    common::login_token(server, user, PASSWORD)
+}
 
 fn server() -> Server {
     Server::start_with_users(
