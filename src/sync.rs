@@ -117,6 +117,7 @@ fn build(
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
+    let mut knock = Map::new();
     let mut global_data = Vec::new();
     let mut room_data: HashMap<String, Vec<Value>> = HashMap::new();
     for (scope, kind, content) in account_data::changes(state, user_id, request.since, upto)? {
@@ -150,6 +151,13 @@ fn build(
             "invite" if changed_since => {
                 invite.insert(room_id.to_string(), invited_room(state, &room_id, &record)?);
             }
+            "knock" if changed_since => {
+                let stripped = invited_room(state, &room_id, &record)?;
+                knock.insert(
+                    room_id.to_string(),
+                    json!({ "knock_state": stripped["invite_state"] }),
+                );
+            }
             "leave" | "ban" if request.since.is_some() && changed_since => {
                 leave.insert(
                     room_id.to_string(),
@@ -159,13 +167,16 @@ fn build(
             _ => {}
         }
     }
-    let news =
-        !(join.is_empty() && invite.is_empty() && leave.is_empty() && global_data.is_empty());
+    let news = !(join.is_empty()
+        && invite.is_empty()
+        && leave.is_empty()
+        && knock.is_empty()
+        && global_data.is_empty());
     let presence = presence_events(state, user_id, request.since.map(|_| request.since_typing))?;
     let news = news || !presence.is_empty();
     let response = json!({
         "next_batch": format!("{upto}_{typing_serial}"),
-        "rooms": { "join": join, "invite": invite, "leave": leave },
+        "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
         "account_data": { "events": global_data },
         "presence": { "events": presence },
         "to_device": { "events": [] },

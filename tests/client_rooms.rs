@@ -1342,3 +1342,62 @@ fn review_regressions_redaction_state_profile_rejoin_and_threads() {
         &json!({ "thread_id": "main" }),
     ));
 }
+
+#[test]
+fn knocking_and_letting_in() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut client = server.client();
+    let room = create_room(
+        &mut client,
+        &alice,
+        json!({ "initial_state": [{ "type": "m.room.join_rules", "content": { "join_rule": "knock" } }] }),
+    );
+    let closed = create_room(&mut client, &alice, json!({}));
+    let refused = client.json(
+        "POST",
+        &format!("/_matrix/client/v3/knock/{closed}"),
+        Some(&bob),
+        &json!({}),
+    );
+    assert_eq!(refused.status, 403, "knocking needs the knock join rule");
+
+    let since = sync(&mut client, &alice, None, 0)["next_batch"]
+        .as_str()
+        .expect("batch")
+        .to_owned();
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/knock/{room}"),
+        Some(&bob),
+        &json!({ "reason": "it's me" }),
+    ));
+    let bob_view = sync(&mut client, &bob, None, 0);
+    let knock_state = bob_view["rooms"]["knock"][&room]["knock_state"]["events"]
+        .as_array()
+        .expect("knock state")
+        .clone();
+    assert!(
+        knock_state
+            .iter()
+            .any(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "knock")
+    );
+    let alice_view = sync(&mut client, &alice, Some(&since), 0);
+    let seen = alice_view["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .expect("timeline")
+        .clone();
+    assert!(
+        seen.iter()
+            .any(|e| e["state_key"] == "@bob:localhost" && e["content"]["membership"] == "knock")
+    );
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/invite"),
+        Some(&alice),
+        &json!({ "user_id": "@bob:localhost" }),
+    ));
+    join(&mut client, &bob, &room);
+    ok(send(&mut client, &bob, &room, "in", "thanks"));
+}

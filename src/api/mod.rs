@@ -159,6 +159,10 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v3/search",
             client::search::search,
         )))
+        .service(small(post(
+            "/_matrix/client/v3/knock/{roomIdOrAlias}",
+            room::knock,
+        )))
         .service(get("/_matrix/client/v3/pushrules/", client::push::get_all))
         .service(get(
             "/_matrix/client/v3/pushrules/global/",

@@ -978,3 +978,29 @@ pub async fn report_room(
     tracing::warn!(reporter = %auth.user_id, %room_id, reason = %reason.chars().take(500).collect::<String>(), "room reported");
     Ok(HttpResponse::Ok().json(json!({})))
 }
+
+/// # POST /_matrix/client/v3/knock/{roomIdOrAlias}
+///
+/// Asks to be let into a room whose join rule is `knock` (room version 7 and later); its
+/// members then see the knock and may invite. Rooms on other servers need federation.
+pub async fn knock(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room: web::Path<String>,
+    MatrixJson(body): MatrixJson<OwnMembershipRequest>,
+) -> Result<HttpResponse, Error> {
+    let room_id = if room.starts_with('#') {
+        let alias = ruma::OwnedRoomAliasId::try_from(room.as_str())
+            .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room alias"))?;
+        let record = crate::directory::resolve(&state, &alias)?.ok_or_else(|| {
+            Error::not_found(
+                "No room has this alias here (aliases of other servers need federation)",
+            )
+        })?;
+        parse_room_id(&record.room_id)?
+    } else {
+        parse_room_id(&room)?
+    };
+    change_own_membership(&state, &auth, &room_id, "knock", body.reason).await?;
+    Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
+}
