@@ -1401,3 +1401,75 @@ fn knocking_and_letting_in() {
     join(&mut client, &bob, &room);
     ok(send(&mut client, &bob, &room, "in", "thanks"));
 }
+
+#[test]
+fn upgrading_a_room_replaces_it() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut client = server.client();
+    let old = create_room(
+        &mut client,
+        &alice,
+        json!({ "room_version": "10", "name": "Old den", "topic": "t", "room_alias_name": "den", "invite": ["@bob:localhost"] }),
+    );
+    join(&mut client, &bob, &old);
+    let denied = client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{old}/upgrade"),
+        Some(&bob),
+        &json!({ "new_version": "12" }),
+    );
+    assert_eq!(denied.status, 403);
+    let unsupported = client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{old}/upgrade"),
+        Some(&alice),
+        &json!({ "new_version": "99" }),
+    );
+    assert_eq!(errcode(&unsupported), "M_UNSUPPORTED_ROOM_VERSION");
+
+    let new = ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{old}/upgrade"),
+        Some(&alice),
+        &json!({ "new_version": "12" }),
+    ))["replacement_room"]
+        .as_str()
+        .expect("replacement")
+        .to_owned();
+    let tombstone = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{old}/state/m.room.tombstone/"),
+        &alice,
+    ));
+    assert_eq!(tombstone["replacement_room"], new);
+    let create = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{new}/state/m.room.create/"),
+        &alice,
+    ));
+    assert_eq!(create["predecessor"]["room_id"], old);
+    assert_eq!(create["room_version"], "12");
+    assert_eq!(
+        ok(client.get_with(
+            &format!("/_matrix/client/v3/rooms/{new}/state/m.room.name/"),
+            &alice
+        ))["name"],
+        "Old den"
+    );
+    assert_eq!(
+        ok(client.get("/_matrix/client/v3/directory/room/%23den:localhost"))["room_id"],
+        new
+    );
+    let levels = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{new}/state/m.room.power_levels/"),
+        &alice,
+    ));
+    assert!(
+        levels["users"].get("@alice:localhost").is_none(),
+        "v12 creators are not listed"
+    );
+    // The old room is closed to ordinary members; bob can follow into the new one.
+    assert_eq!(send(&mut client, &bob, &old, "late", "hello?").status, 403);
+    let bob_sync = sync(&mut client, &bob, None, 0);
+    assert!(bob_sync["rooms"]["join"][&old].is_object());
+}

@@ -163,6 +163,10 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v3/knock/{roomIdOrAlias}",
             room::knock,
         )))
+        .service(small(post(
+            "/_matrix/client/v3/rooms/{roomId}/upgrade",
+            room::upgrade,
+        )))
         .service(get("/_matrix/client/v3/pushrules/", client::push::get_all))
         .service(get(
             "/_matrix/client/v3/pushrules/global/",

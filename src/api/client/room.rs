@@ -1004,3 +1004,166 @@ pub async fn knock(
     change_own_membership(&state, &auth, &room_id, "knock", body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
 }
+
+#[derive(Debug, Deserialize)]
+pub struct UpgradeRequest {
+    new_version: String,
+    #[serde(default)]
+    additional_creators: Vec<OwnedUserId>,
+}
+
+/// State carried over to the replacement room (spec: "Server behaviour" of room upgrades).
+const UPGRADE_STATE: [&str; 9] = [
+    "m.room.join_rules",
+    "m.room.history_visibility",
+    "m.room.guest_access",
+    "m.room.name",
+    "m.room.topic",
+    "m.room.avatar",
+    "m.room.encryption",
+    "m.room.server_acl",
+    "m.room.canonical_alias",
+];
+
+/// # POST /_matrix/client/v3/rooms/{roomId}/upgrade
+///
+/// Makes a replacement room of `new_version` with the old room's settings and a
+/// `predecessor`, moves the local aliases, then ends the old room with a tombstone and
+/// restricts who may speak in it.
+pub async fn upgrade(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+    MatrixJson(body): MatrixJson<UpgradeRequest>,
+) -> Result<HttpResponse, Error> {
+    let old = parse_room_id(&room_id)?;
+    require_joined(&state, &auth.user_id, &old)?;
+    let needed = rooms::power_level_for(&state.storage, &old, |levels| {
+        levels["events"]["m.room.tombstone"]
+            .as_i64()
+            .or_else(|| levels["state_default"].as_i64())
+            .unwrap_or(50)
+    })?;
+    if rooms::user_power_level(&state.storage, &old, &auth.user_id)? < needed {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "You may not upgrade this room",
+        ));
+    }
+    let new_rules = ruma::RoomVersionId::try_from(body.new_version.as_str())
+        .ok()
+        .and_then(|version| version.rules())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::UnsupportedRoomVersion,
+                format!(
+                    "Room version {} is not supported; 1 to 12 are",
+                    body.new_version
+                ),
+            )
+        })?;
+
+    let old_create =
+        rooms::state_content(&state.storage, &old, "m.room.create", "")?.unwrap_or_default();
+    let mut creation = Map::new();
+    for field in ["m.federate", "type"] {
+        if let Some(value) = old_create.get(field) {
+            creation.insert(field.to_owned(), value.clone());
+        }
+    }
+    creation.insert("predecessor".into(), json!({ "room_id": old }));
+    if new_rules.authorization.additional_room_creators && !body.additional_creators.is_empty() {
+        creation.insert(
+            "additional_creators".into(),
+            json!(body.additional_creators),
+        );
+    }
+    let mut initial_state = Vec::new();
+    for kind in UPGRADE_STATE {
+        if let Some(content) = rooms::state_content(&state.storage, &old, kind, "")? {
+            initial_state.push(json!({ "type": kind, "state_key": "", "content": content }));
+        }
+    }
+    let mut levels =
+        rooms::state_content(&state.storage, &old, "m.room.power_levels", "")?.unwrap_or_default();
+    if let Some(users) = levels.get_mut("users").and_then(Value::as_object_mut) {
+        if new_rules.authorization.explicitly_privilege_room_creators {
+            // Creators of a version 12 room may not be listed; the upgrader is its creator.
+            users.remove(auth.user_id.as_str());
+            for creator in &body.additional_creators {
+                users.remove(creator.as_str());
+            }
+        } else {
+            users.insert(auth.user_id.to_string(), json!(100));
+        }
+    }
+    let request: CreateRoomRequest = serde_json::from_value(json!({
+        "room_version": body.new_version,
+        "creation_content": creation,
+        "initial_state": initial_state,
+        "power_level_content_override": levels,
+        "preset": "private_chat",
+    }))
+    .map_err(Error::internal)?;
+    let new = state
+        .rooms
+        .create_room(
+            &state.storage,
+            &state.signing_key,
+            &auth.user_id,
+            request,
+            &body.new_version,
+        )
+        .await?;
+    for alias in crate::directory::aliases_of(&state, &old)? {
+        if let Ok(alias) = ruma::OwnedRoomAliasId::try_from(alias.as_str()) {
+            crate::directory::delete_alias(&state, &alias)?;
+            crate::directory::create_alias(&state, &alias, &new, &auth.user_id)?;
+        }
+    }
+    if crate::directory::is_published(&state, &old)? {
+        crate::directory::set_published(&state, &old, false)?;
+        crate::directory::set_published(&state, &new, true)?;
+    }
+    let tombstone = NewEvent::state(
+        "m.room.tombstone",
+        "",
+        json!({ "body": "This room has been replaced", "replacement_room": new }),
+    );
+    state
+        .rooms
+        .append(
+            &state.storage,
+            &state.signing_key,
+            &old,
+            &auth.user_id,
+            tombstone,
+        )
+        .await?;
+    // Members are nudged to the new room: the old one takes no more messages or invites
+    // from ordinary members.
+    if let Some(mut old_levels) =
+        rooms::state_content(&state.storage, &old, "m.room.power_levels", "")?
+    {
+        let users_default = old_levels["users_default"].as_i64().unwrap_or(0);
+        let restricted = (users_default + 1).max(50);
+        old_levels["events_default"] = json!(restricted);
+        old_levels["invite"] = json!(restricted);
+        let restrict = NewEvent::state("m.room.power_levels", "", old_levels);
+        if let Err(err) = state
+            .rooms
+            .append(
+                &state.storage,
+                &state.signing_key,
+                &old,
+                &auth.user_id,
+                restrict,
+            )
+            .await
+        {
+            tracing::warn!(room_id = %old, "could not restrict the old room after its upgrade: {err}");
+        }
+    }
+    state.storage.flush().await?;
+    Ok(HttpResponse::Ok().json(json!({ "replacement_room": new })))
+}
