@@ -1473,3 +1473,98 @@ fn upgrading_a_room_replaces_it() {
     let bob_sync = sync(&mut client, &bob, None, 0);
     assert!(bob_sync["rooms"]["join"][&old].is_object());
 }
+
+#[test]
+fn relations_and_threads() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let bob = login(&server, "bob");
+    let mut client = server.client();
+    let room = create_room(&mut client, &alice, json!({ "invite": ["@bob:localhost"] }));
+    join(&mut client, &bob, &room);
+    let root = ok(send(&mut client, &alice, &room, "root", "who wants pizza?"))["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let relate = |client: &mut Client, token: &str, kind: &str, txn: &str, content: Value| {
+        ok(client.json(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/send/{kind}/{txn}"),
+            Some(token),
+            &content,
+        ))["event_id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    };
+    let reply = relate(
+        &mut client,
+        &bob,
+        "m.room.message",
+        "t1",
+        json!({ "msgtype": "m.text", "body": "me!", "m.relates_to": { "rel_type": "m.thread", "event_id": root } }),
+    );
+    relate(
+        &mut client,
+        &alice,
+        "m.reaction",
+        "r1",
+        json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": root, "key": "🍕" } }),
+    );
+    relate(
+        &mut client,
+        &alice,
+        "m.reaction",
+        "r2",
+        json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": reply, "key": "👍" } }),
+    );
+    let all = ok(client.get_with(
+        &format!("/_matrix/client/v1/rooms/{room}/relations/{root}"),
+        &alice,
+    ));
+    assert_eq!(all["chunk"].as_array().expect("chunk").len(), 2);
+    let threads_only = ok(client.get_with(
+        &format!("/_matrix/client/v1/rooms/{room}/relations/{root}/m.thread"),
+        &alice,
+    ));
+    assert_eq!(threads_only["chunk"][0]["event_id"], reply);
+    let reactions = ok(client.get_with(
+        &format!("/_matrix/client/v1/rooms/{room}/relations/{root}/m.annotation/m.reaction"),
+        &alice,
+    ));
+    assert_eq!(
+        reactions["chunk"][0]["content"]["m.relates_to"]["key"],
+        "🍕"
+    );
+    let deep = ok(client.get_with(
+        &format!("/_matrix/client/v1/rooms/{room}/relations/{root}?recurse=true"),
+        &alice,
+    ));
+    assert_eq!(
+        deep["chunk"].as_array().expect("chunk").len(),
+        3,
+        "the reaction to the reply too"
+    );
+    let paged = ok(client.get_with(
+        &format!("/_matrix/client/v1/rooms/{room}/relations/{root}?limit=1"),
+        &alice,
+    ));
+    assert_eq!(paged["chunk"].as_array().expect("chunk").len(), 1);
+    assert!(paged["next_batch"].is_string());
+
+    let threads = ok(client.get_with(&format!("/_matrix/client/v1/rooms/{room}/threads"), &alice));
+    assert_eq!(threads["chunk"][0]["event_id"], root);
+    assert_eq!(
+        threads["chunk"][0]["unsigned"]["m.relations"]["m.thread"]["count"],
+        1
+    );
+    assert_eq!(
+        threads["chunk"][0]["unsigned"]["m.relations"]["m.thread"]["latest_event"]["event_id"],
+        reply
+    );
+    let mine = ok(client.get_with(
+        &format!("/_matrix/client/v1/rooms/{room}/threads?include=participated"),
+        &bob,
+    ));
+    assert_eq!(mine["chunk"].as_array().expect("chunk").len(), 1);
+}

@@ -167,6 +167,22 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v3/rooms/{roomId}/upgrade",
             room::upgrade,
         )))
+        .service(get(
+            "/_matrix/client/v1/rooms/{roomId}/relations/{eventId}",
+            client::relations::relations,
+        ))
+        .service(get(
+            "/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}",
+            client::relations::relations,
+        ))
+        .service(get(
+            "/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}",
+            client::relations::relations,
+        ))
+        .service(get(
+            "/_matrix/client/v1/rooms/{roomId}/threads",
+            client::relations::threads,
+        ))
         .service(get("/_matrix/client/v3/pushrules/", client::push::get_all))
         .service(get(
             "/_matrix/client/v3/pushrules/global/",

@@ -317,6 +317,7 @@ fn stage_event(
             .eventid_meta
             .batch_insert(batch, &target.to_string(), &target_meta)?;
     }
+    stage_relation(storage, batch, room, staged, position)?;
     let Some(state_key) = &pdu.state_key else {
         return Ok(());
     };
@@ -361,6 +362,48 @@ fn stage_event(
         &record,
     )?;
     memberships.insert(state_key.clone(), record);
+    Ok(())
+}
+
+/// Indexes `m.relates_to`: the child under its parent, and a thread's latest activity.
+fn stage_relation(
+    storage: &Storage,
+    batch: &mut Batch,
+    room: &str,
+    staged: &StagedEvent,
+    position: u64,
+) -> Result<(), Error> {
+    let relates_to = staged
+        .json
+        .get("content")
+        .and_then(|content| content.as_object())
+        .and_then(|content| content.get("m.relates_to"))
+        .and_then(|relation| relation.as_object());
+    let Some(relates_to) = relates_to else {
+        return Ok(());
+    };
+    let Some(parent) = relates_to.get("event_id").and_then(|id| id.as_str()) else {
+        return Ok(());
+    };
+    // Only relations to events of the same room count.
+    if storage
+        .eventid_meta
+        .get(&parent.to_owned())?
+        .is_none_or(|meta| meta.room_id != room)
+    {
+        return Ok(());
+    }
+    let event_id = staged.pdu.event_id.to_string();
+    storage
+        .parent_child
+        .batch_insert(batch, &(parent.to_owned(), position), &event_id)?;
+    if relates_to.get("rel_type").and_then(|kind| kind.as_str()) == Some("m.thread") {
+        storage.roomthread_latest.batch_insert(
+            batch,
+            &(room.to_owned(), parent.to_owned()),
+            &position,
+        )?;
+    }
     Ok(())
 }
 

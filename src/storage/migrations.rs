@@ -53,6 +53,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "push: userid_pushers",
         apply: |_| Ok(()),
     },
+    Migration {
+        version: 9,
+        description: "relations: parent_child, roomthread_latest",
+        apply: |_| Ok(()),
+    },
 ];
 
 /// The schema version this build writes.

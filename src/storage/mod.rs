@@ -102,6 +102,11 @@ pub struct Storage {
     pub openid_user: Tree<String, Json<serde_json::Value>>,
     /// user → the user's pushers, as clients set them.
     pub userid_pushers: Tree<String, Json<Vec<serde_json::Value>>>,
+    /// parent event 0xFF stream position → child event ID: events that relate to another
+    /// (`m.relates_to`: threads, annotations, edits, references).
+    pub parent_child: Tree<(String, u64), String>,
+    /// room 0xFF thread root → stream position of the thread's latest event.
+    pub roomthread_latest: Tree<(String, String), u64>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -148,6 +153,8 @@ impl Storage {
             roomid_published: Tree::open(&db, "roomid_published")?,
             openid_user: Tree::open(&db, "openid_user")?,
             userid_pushers: Tree::open(&db, "userid_pushers")?,
+            parent_child: Tree::open(&db, "parent_child")?,
+            roomthread_latest: Tree::open(&db, "roomthread_latest")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

@@ -5,6 +5,7 @@ pub mod device;
 pub mod directory;
 pub mod extras;
 pub mod push;
+pub mod relations;
 pub mod room;
 pub mod search;
 pub mod session;
