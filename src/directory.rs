@@ -35,6 +35,23 @@ pub fn local_alias(state: &AppState, text: &str) -> Result<OwnedRoomAliasId, Err
     Ok(alias)
 }
 
+/// The room a `roomIdOrAlias` path segment names: an ID as is, a local alias resolved.
+pub fn room_id_or_alias(state: &AppState, text: &str) -> Result<OwnedRoomId, Error> {
+    if text.starts_with('#') {
+        let alias = OwnedRoomAliasId::try_from(text)
+            .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room alias"))?;
+        let record = resolve(state, &alias)?.ok_or_else(|| {
+            Error::not_found(
+                "No room has this alias here (aliases of other servers need federation)",
+            )
+        })?;
+        OwnedRoomId::try_from(record.room_id).map_err(Error::internal)
+    } else {
+        OwnedRoomId::try_from(text)
+            .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
+    }
+}
+
 /// Points `alias` at `room_id`; `false` if the alias exists already.
 pub fn create_alias(
     state: &AppState,

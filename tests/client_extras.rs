@@ -151,7 +151,8 @@ fn around_rooms_and_users() {
         client
             .get_with(&format!("/_matrix/client/v1/room_summary/{room}"), &carol)
             .status,
-        403
+        404,
+        "a room one may not see does not exist"
     );
 
     // OpenID tokens, reports, third-party lookups, support contacts.

@@ -405,13 +405,10 @@ pub async fn mutual_rooms(
     auth: Authenticated,
     query: web::Query<MutualQuery>,
 ) -> Result<HttpResponse, Error> {
-    let other = user_id(&query.user_id)?;
-    if other == auth.user_id {
-        return Err(Error::new(
-            ErrorKind::InvalidParam,
-            "Ask about someone else",
-        ));
-    }
+    // An invalid user shares no room with anyone.
+    let Ok(other) = user_id(&query.user_id) else {
+        return Ok(HttpResponse::Ok().json(json!({ "joined": [], "count": 0 })));
+    };
     let mut joined = Vec::new();
     for (room, record) in rooms::memberships(&state.storage, &auth.user_id)? {
         if record.membership == "join"
@@ -433,24 +430,17 @@ pub async fn room_summary(
     auth: Authenticated,
     room: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let room = if room.starts_with('#') {
-        let alias = ruma::OwnedRoomAliasId::try_from(room.as_str())
-            .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room alias"))?;
-        let record = crate::directory::resolve(&state, &alias)?
-            .ok_or_else(|| Error::not_found("No such room alias"))?;
-        room_id(&record.room_id)?
-    } else {
-        room_id(&room)?
-    };
+    let room = crate::directory::room_id_or_alias(&state, &room)?;
     if state.storage.roomid_room.get(&room.to_string())?.is_none() {
         return Err(Error::not_found("No such room"));
     }
-    let membership = rooms::membership(&state.storage, &auth.user_id, &room)?.map(|r| r.membership);
+    // Members, the invited and knocking see it; others only a published room. To anyone
+    // else it does not exist.
+    let membership = rooms::membership(&state.storage, &auth.user_id, &room)?
+        .map(|r| r.membership)
+        .filter(|m| matches!(m.as_str(), "join" | "invite" | "knock"));
     if membership.is_none() && !crate::directory::is_published(&state, &room)? {
-        return Err(Error::new(
-            ErrorKind::Forbidden,
-            "You may not see this room",
-        ));
+        return Err(Error::not_found("No such room"));
     }
     let mut summary = crate::directory::public_entry(&state, &room)?;
     if let Some(version) = state

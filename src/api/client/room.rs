@@ -574,18 +574,7 @@ pub async fn join_by_id_or_alias(
     room: web::Path<String>,
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
-    let room_id = if room.starts_with('#') {
-        let alias = ruma::OwnedRoomAliasId::try_from(room.as_str())
-            .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room alias"))?;
-        let record = crate::directory::resolve(&state, &alias)?.ok_or_else(|| {
-            Error::not_found(
-                "No room has this alias here (aliases of other servers need federation)",
-            )
-        })?;
-        parse_room_id(&record.room_id)?
-    } else {
-        parse_room_id(&room)?
-    };
+    let room_id = crate::directory::room_id_or_alias(&state, &room)?;
     change_own_membership(&state, &auth, &room_id, "join", body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
 }
@@ -989,18 +978,7 @@ pub async fn knock(
     room: web::Path<String>,
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
-    let room_id = if room.starts_with('#') {
-        let alias = ruma::OwnedRoomAliasId::try_from(room.as_str())
-            .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room alias"))?;
-        let record = crate::directory::resolve(&state, &alias)?.ok_or_else(|| {
-            Error::not_found(
-                "No room has this alias here (aliases of other servers need federation)",
-            )
-        })?;
-        parse_room_id(&record.room_id)?
-    } else {
-        parse_room_id(&room)?
-    };
+    let room_id = crate::directory::room_id_or_alias(&state, &room)?;
     change_own_membership(&state, &auth, &room_id, "knock", body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
 }
