@@ -274,3 +274,44 @@ fn search_finds_messages_in_ones_own_rooms_newest_first() {
         "not bob's room"
     );
 }
+
+#[test]
+fn honest_answers_for_what_this_server_does_not_do() {
+    let server = Server::start_with_users(
+        &test_config("[limits]\nauth_attempts_per_minute = 100000\n"),
+        &[("alice", PASSWORD), ("bob", PASSWORD)],
+    );
+    let alice = login(&server, "alice");
+    let mut client = server.client();
+    let email = client.json(
+        "POST",
+        "/_matrix/client/v3/register/email/requestToken",
+        None,
+        &json!({ "client_secret": "x", "email": "a@b.c", "send_attempt": 1 }),
+    );
+    assert_eq!(common::errcode(&email), "M_THREEPID_DENIED");
+    let refresh = client.json(
+        "POST",
+        "/_matrix/client/v3/refresh",
+        None,
+        &json!({ "refresh_token": "anything" }),
+    );
+    assert_eq!(
+        (refresh.status, common::errcode(&refresh)),
+        (401, "M_UNKNOWN_TOKEN".to_owned())
+    );
+    assert_eq!(
+        ok(client.get_with("/_matrix/client/v3/voip/turnServer", &alice)),
+        json!({})
+    );
+    let whois = ok(client.get_with("/_matrix/client/v3/admin/whois/@alice:localhost", &alice));
+    assert_eq!(whois["user_id"], "@alice:localhost");
+    assert_eq!(whois["devices"].as_object().expect("devices").len(), 1);
+    assert_eq!(
+        client
+            .get_with("/_matrix/client/v3/admin/whois/@bob:localhost", &alice)
+            .status,
+        403,
+        "alice is no admin"
+    );
+}

@@ -183,6 +183,43 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v1/rooms/{roomId}/threads",
             client::relations::threads,
         ))
+        .service(get(
+            "/_matrix/client/v3/admin/whois/{userId}",
+            client::extras::whois,
+        ))
+        .service(get(
+            "/_matrix/client/v3/voip/turnServer",
+            client::extras::turn_server,
+        ))
+        .service(post("/_matrix/client/v3/refresh", client::extras::refresh))
+        .service(get(
+            "/.well-known/matrix/policy_server",
+            client::extras::policy_server,
+        ))
+        .service(post(
+            "/_matrix/client/v3/register/email/requestToken",
+            client::extras::no_third_party_validation,
+        ))
+        .service(post(
+            "/_matrix/client/v3/register/msisdn/requestToken",
+            client::extras::no_third_party_validation,
+        ))
+        .service(post(
+            "/_matrix/client/v3/account/password/email/requestToken",
+            client::extras::no_third_party_validation,
+        ))
+        .service(post(
+            "/_matrix/client/v3/account/password/msisdn/requestToken",
+            client::extras::no_third_party_validation,
+        ))
+        .service(post(
+            "/_matrix/client/v3/account/3pid/email/requestToken",
+            client::extras::no_third_party_validation,
+        ))
+        .service(post(
+            "/_matrix/client/v3/account/3pid/msisdn/requestToken",
+            client::extras::no_third_party_validation,
+        ))
         .service(get("/_matrix/client/v3/pushrules/", client::push::get_all))
         .service(get(
             "/_matrix/client/v3/pushrules/global/",

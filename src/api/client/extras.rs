@@ -475,3 +475,67 @@ pub async fn no_third_party_matches(_auth: Authenticated) -> HttpResponse {
 pub async fn support() -> Result<HttpResponse, Error> {
     Err(Error::not_found("No support contacts are configured"))
 }
+
+/// # POST /_matrix/client/v3/{register,account/password,account/3pid}/{email,msisdn}/requestToken
+///
+/// Hearth sends no e-mails or texts and keeps no addresses: validation tokens are refused.
+pub async fn no_third_party_validation() -> Result<HttpResponse, Error> {
+    Err(Error::new(
+        ErrorKind::ThreepidDenied,
+        "This server does not use e-mail addresses or phone numbers",
+    ))
+}
+
+/// # POST /_matrix/client/v3/refresh
+///
+/// Hearth hands out no refresh tokens (its access tokens do not expire), so none is valid.
+pub async fn refresh() -> Result<HttpResponse, Error> {
+    Err(Error::unknown_token())
+}
+
+/// # GET /_matrix/client/v3/voip/turnServer
+///
+/// No TURN server is configured: an empty answer tells clients to call without one.
+pub async fn turn_server(_auth: Authenticated) -> HttpResponse {
+    HttpResponse::Ok().json(json!({}))
+}
+
+/// # GET /.well-known/matrix/policy_server
+pub async fn policy_server() -> Result<HttpResponse, Error> {
+    Err(Error::not_found("This server is not a policy server"))
+}
+
+/// # GET /_matrix/client/v3/admin/whois/{userId}
+///
+/// One's own sessions, or anyone's for a server administrator.
+pub async fn whois(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    user: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let user = user_id(&user)?;
+    let is_admin = crate::accounts::get(&state.storage, &auth.user_id)
+        .map_err(|err| Error::internal(err.to_string()))?
+        .is_some_and(|account| account.admin);
+    if user != auth.user_id && !is_admin {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "Only server administrators may look at others",
+        ));
+    }
+    let mut devices = Map::new();
+    for device in crate::accounts::sessions::list_devices(&state.storage, &user)? {
+        let mut connection = json!({});
+        if let Some(ip) = &device.last_seen_ip {
+            connection["ip"] = json!(ip);
+        }
+        if let Some(ts) = device.last_seen_ts {
+            connection["last_seen"] = json!(ts);
+        }
+        devices.insert(
+            device.device_id,
+            json!({ "sessions": [{ "connections": [connection] }] }),
+        );
+    }
+    Ok(HttpResponse::Ok().json(json!({ "user_id": user, "devices": devices })))
+}
