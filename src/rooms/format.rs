@@ -40,18 +40,28 @@ pub fn client_event(json: &CanonicalJsonObject, event_id: &str, room_id: Option<
 
 /// Adds `unsigned.transaction_id`: the sending device recognizes its own message.
 pub fn with_transaction_id(mut event: Value, transaction_id: &str) -> Value {
+    set_unsigned(
+        &mut event,
+        "transaction_id",
+        Value::String(transaction_id.to_owned()),
+    );
+    event
+}
+
+/// Sets `unsigned.<key>`, replacing an `unsigned` that is not an object (an event from
+/// elsewhere may carry anything there) rather than failing.
+pub fn set_unsigned(event: &mut Value, key: &str, value: Value) {
     if let Some(object) = event.as_object_mut() {
         let unsigned = object
             .entry("unsigned")
             .or_insert_with(|| Value::Object(Map::new()));
+        if !unsigned.is_object() {
+            *unsigned = Value::Object(Map::new());
+        }
         if let Some(unsigned) = unsigned.as_object_mut() {
-            unsigned.insert(
-                "transaction_id".to_owned(),
-                Value::String(transaction_id.to_owned()),
-            );
+            unsigned.insert(key.to_owned(), value);
         }
     }
-    event
 }
 
 /// The client form of a stored event as a user sees it now: redacted if a redaction removed
@@ -83,7 +93,7 @@ pub fn stored_event_for_client(
     }
     let mut event = client_event(&json, event_id, room_id);
     if let Some(because) = redacted_because {
-        event["unsigned"]["redacted_because"] = because;
+        set_unsigned(&mut event, "redacted_because", because);
     }
     let txn = device.and_then(|device| {
         meta.and_then(|meta| meta.txn)

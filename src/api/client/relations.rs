@@ -255,11 +255,16 @@ pub async fn threads(
             next_batch = Some((skip + limit).to_string());
             break;
         }
-        event["unsigned"]["m.relations"]["m.thread"] = json!({
+        let summary = json!({
             "latest_event": replies.last().cloned().unwrap_or(Value::Null),
             "count": replies.len(),
             "current_user_participated": participated,
         });
+        crate::rooms::format::set_unsigned(
+            &mut event,
+            "m.relations",
+            json!({ "m.thread": summary }),
+        );
         chunk.push(event);
     }
     let mut response = json!({ "chunk": chunk });
