@@ -587,6 +587,23 @@ pub fn power_level_for(
     Ok(pick(&content))
 }
 
+/// Whether `user_id` has the power to send state events of type `kind` in the room: the
+/// level named for the type in `events`, else `state_default`.
+pub fn may_send_state(
+    storage: &Storage,
+    room_id: &RoomId,
+    user_id: &UserId,
+    kind: &str,
+) -> Result<bool, StorageError> {
+    let needed = power_level_for(storage, room_id, |levels| {
+        levels["events"][kind]
+            .as_i64()
+            .or_else(|| levels["state_default"].as_i64())
+            .unwrap_or(50)
+    })?;
+    Ok(user_power_level(storage, room_id, user_id)? >= needed)
+}
+
 /// A user's power level: room creators are above everyone in room version 12, otherwise
 /// `users`, `users_default`, or (without power levels) 100 for the creator and 0 for others.
 pub fn user_power_level(

@@ -72,15 +72,13 @@ pub async fn delete_alias(
     let record = directory::resolve(&state, &alias)?
         .ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
     let room_id = parse_room_id(&record.room_id)?;
-    let allowed = record.creator == auth.user_id.as_str() || {
-        let needed = rooms::power_level_for(&state.storage, &room_id, |levels| {
-            levels["events"]["m.room.canonical_alias"]
-                .as_i64()
-                .or_else(|| levels["state_default"].as_i64())
-                .unwrap_or(50)
-        })?;
-        rooms::user_power_level(&state.storage, &room_id, &auth.user_id)? >= needed
-    };
+    let allowed = record.creator == auth.user_id.as_str()
+        || rooms::may_send_state(
+            &state.storage,
+            &room_id,
+            &auth.user_id,
+            "m.room.canonical_alias",
+        )?;
     if !allowed {
         return Err(Error::new(
             ErrorKind::Forbidden,
@@ -165,13 +163,7 @@ pub async fn set_visibility(
     {
         return Err(Error::not_found("Room not found"));
     }
-    let needed = rooms::power_level_for(&state.storage, &room_id, |levels| {
-        levels["events"]["m.room.join_rules"]
-            .as_i64()
-            .or_else(|| levels["state_default"].as_i64())
-            .unwrap_or(50)
-    })?;
-    if rooms::user_power_level(&state.storage, &room_id, &auth.user_id)? < needed {
+    if !rooms::may_send_state(&state.storage, &room_id, &auth.user_id, "m.room.join_rules")? {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "You may not change whether this room is listed",

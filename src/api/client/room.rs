@@ -1016,13 +1016,7 @@ pub async fn upgrade(
 ) -> Result<HttpResponse, Error> {
     let old = parse_room_id(&room_id)?;
     require_joined(&state, &auth.user_id, &old)?;
-    let needed = rooms::power_level_for(&state.storage, &old, |levels| {
-        levels["events"]["m.room.tombstone"]
-            .as_i64()
-            .or_else(|| levels["state_default"].as_i64())
-            .unwrap_or(50)
-    })?;
-    if rooms::user_power_level(&state.storage, &old, &auth.user_id)? < needed {
+    if !rooms::may_send_state(&state.storage, &old, &auth.user_id, "m.room.tombstone")? {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "You may not upgrade this room",
