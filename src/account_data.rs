@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorKind};
 use crate::state::AppState;
-use crate::storage::{StorageError, pair_prefix};
+use crate::storage::{Storage, StorageError, pair_prefix};
 
 /// What is stored per user, scope (`""` for global, else a room ID) and type.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,8 +97,17 @@ pub fn get(
     room_id: Option<&RoomId>,
     kind: &str,
 ) -> Result<Option<Map<String, Value>>, StorageError> {
-    Ok(state
-        .storage
+    get_stored(&state.storage, user_id, room_id, kind)
+}
+
+/// [`get`] for code that holds the storage only.
+pub fn get_stored(
+    storage: &Storage,
+    user_id: &UserId,
+    room_id: Option<&RoomId>,
+    kind: &str,
+) -> Result<Option<Map<String, Value>>, StorageError> {
+    Ok(storage
         .useraccountdata_data
         .get(&key(user_id, room_id, kind))?
         .map(|record| record.content))

@@ -20,12 +20,15 @@
 //!   event signatures.
 //! - [`storage`]: typed sled trees, key codecs, schema migrations, the data-directory lock.
 //! - [`ephemeral`], [`receipts`]: typing and presence (in memory), who read what (stored).
+//! - [`filter`]: filter definitions (which events, which fields) for `/sync` and friends.
 //! - [`sync`]: `/sync`, everything new for a user since a stream position, long-polled.
 //! - [`state`]: [`state::AppState`], everything a handler may reach, passed as `web::Data`.
 //! - [`account_data`], [`profile`]: what users keep on the server about themselves.
 //! - [`directory`]: room aliases and the public room directory.
-//! - [`rooms`]: rooms: appending authorized events, current state, timelines, memberships,
-//!   creating rooms.
+//! - [`rooms`]: rooms: appending authorized events, current state and its history,
+//!   timelines, memberships, creating rooms.
+//! - [`notifications`]: push rules applied to each stored event: unread counts,
+//!   `/notifications`, read positions.
 //! - [`ratelimit`]: per-address token buckets for login and registration.
 //! - [`logging`], [`notify`]: tracing set-up and systemd readiness notification.
 
@@ -41,8 +44,10 @@ pub mod ephemeral;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod filter;
 pub mod init;
 pub mod logging;
+pub mod notifications;
 pub mod notify;
 pub mod profile;
 pub mod ratelimit;

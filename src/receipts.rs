@@ -38,6 +38,14 @@ pub async fn set(
         kind.to_owned(),
         format!("{user_id}\u{0}{}", thread_id.as_deref().unwrap_or("")),
     );
+    // Both public and private read receipts mark notifications read, the further one wins.
+    let read_upto = state
+        .storage
+        .eventid_meta
+        .get(&event_id.to_owned())?
+        .filter(|meta| meta.room_id == room_id.as_str())
+        .map(|meta| meta.stream);
+    let read_thread = thread_id.clone().unwrap_or_default();
     state
         .rooms
         .commit_at_next_position(&state.storage, |batch, stream| {
@@ -48,6 +56,14 @@ pub async fn set(
                 thread_id,
                 stream,
             };
+            if let Some(position) = read_upto {
+                crate::notifications::mark_read(
+                    &state.storage,
+                    batch,
+                    (user_id.as_str(), room_id.as_str(), &read_thread),
+                    position,
+                )?;
+            }
             Ok(state
                 .storage
                 .roomreceipt_record

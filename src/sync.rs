@@ -2,14 +2,13 @@
 //!
 //! A token is a stream position. A request waits (long-polls) on the room service's
 //! notifier when there is nothing new yet, and answers as soon as anything is appended.
+//! Filters choose rooms, event types, senders and fields; member events can be lazy-loaded
+//! (only the senders shown); `use_state_after` sends the state at the end of the timeline
+//! instead of at its start. Room state at any position comes from [`rooms::history`].
 //!
-//! What is not built yet, and so not sent:
-//! to-device messages, device lists, unread counts; filters are accepted but only the
-//! timeline `limit` is honoured. The `state` of a room is its current state minus what the
-//! timeline carries (the state at the start of the timeline needs per-event state
-//! snapshots, which come with federation).
+//! Not sent yet: to-device messages and device lists (end-to-end encryption).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use ruma::{RoomId, UserId};
@@ -17,17 +16,16 @@ use serde_json::{Map, Value, json};
 
 use crate::account_data;
 use crate::error::Error;
-use crate::rooms::format::{client_event, stored_event_for_client, stripped_event};
-use crate::rooms::{self, MembershipRecord, load_json};
+use crate::filter::{Filter, RoomEventFilter};
+use crate::rooms::format::{stored_event_for_client, stripped_event};
+use crate::rooms::{self, MembershipRecord, StateEntry, history, load_json};
 use crate::state::AppState;
 use crate::storage::StorageError;
 
 /// The longest a request waits for something new.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 /// Timeline events per room when the client does not say.
-pub const DEFAULT_TIMELINE_LIMIT: usize = 10;
-/// The most timeline events per room a client may ask for (events are up to 64 KiB each).
-pub const MAX_TIMELINE_LIMIT: usize = 100;
+pub const DEFAULT_TIMELINE_LIMIT: u64 = 10;
 
 /// The state events an invited user is shown about the room (spec: "stripped state").
 const INVITE_STATE_TYPES: [&str; 7] = [
@@ -51,7 +49,9 @@ pub struct SyncRequest {
     pub since_typing: u64,
     pub timeout: Duration,
     pub full_state: bool,
-    pub timeline_limit: usize,
+    pub filter: Filter,
+    /// Send `state_after` (the state at the end of the timeline) instead of `state`.
+    pub use_state_after: bool,
     /// The requesting device: its own messages carry their transaction IDs.
     pub device_id: String,
     /// How this sync marks the user: `online` (the default), `unavailable`, or `offline`
@@ -120,30 +120,43 @@ fn build(
     let mut knock = Map::new();
     let mut global_data = Vec::new();
     let mut room_data: HashMap<String, Vec<Value>> = HashMap::new();
+    let filter = &request.filter;
     for (scope, kind, content) in account_data::changes(state, user_id, request.since, upto)? {
         let event = json!({ "type": kind, "content": content });
         if scope.is_empty() {
-            global_data.push(event);
-        } else {
+            if filter.account_data.allows(&kind, None) {
+                global_data.push(event);
+            }
+        } else if filter.room.account_data.allows(&event) {
             room_data.entry(scope).or_default().push(event);
         }
     }
+    global_data.truncate(filter.account_data.limit_or(u64::MAX));
     for (room_id, record) in rooms::memberships(&state.storage, user_id)? {
         // Positions past `upto` belong to the next sync.
-        if record.stream > upto {
+        if record.stream > upto || !filter.room.allows_room(room_id.as_str()) {
             continue;
         }
+        let data = room_data.remove(room_id.as_str()).unwrap_or_default();
+        let data = if filter.room.account_data.allows_room(room_id.as_str()) {
+            data
+        } else {
+            Vec::new()
+        };
         let changed_since = request.since.is_none_or(|since| record.stream > since);
         match record.membership.as_str() {
             "join" => {
-                let data = room_data.remove(room_id.as_str()).unwrap_or_default();
                 let newly_joined = request
                     .since
                     .is_none_or(|since| record.joined_stream.is_some_and(|joined| joined > since));
                 let ephemeral =
                     ephemeral_events(state, &room_id, user_id, request, upto, newly_joined)?;
+                let news = RoomNews {
+                    account_data: data,
+                    ephemeral,
+                };
                 if let Some(room) =
-                    joined_room(state, &room_id, &record, request, upto, data, ephemeral)?
+                    joined_room(state, user_id, &room_id, &record, request, upto, news)?
                 {
                     join.insert(room_id.to_string(), room);
                 }
@@ -158,10 +171,14 @@ fn build(
                     json!({ "knock_state": stripped["invite_state"] }),
                 );
             }
-            "leave" | "ban" if request.since.is_some() && changed_since => {
+            // Rooms left since the last sync; on a first sync, every room left if asked.
+            "leave" | "ban"
+                if (request.since.is_some() && changed_since)
+                    || (request.since.is_none() && filter.room.include_leave) =>
+            {
                 leave.insert(
                     room_id.to_string(),
-                    left_room(state, &room_id, &record, request)?,
+                    left_room(state, user_id, &room_id, &record, request, data)?,
                 );
             }
             _ => {}
@@ -172,7 +189,14 @@ fn build(
         && leave.is_empty()
         && knock.is_empty()
         && global_data.is_empty());
-    let presence = presence_events(state, user_id, request.since.map(|_| request.since_typing))?;
+    let mut presence =
+        presence_events(state, user_id, request.since.map(|_| request.since_typing))?;
+    presence.retain(|event| {
+        filter
+            .presence
+            .allows("m.presence", event["sender"].as_str())
+    });
+    presence.truncate(filter.presence.limit_or(u64::MAX));
     let news = news || !presence.is_empty();
     let response = json!({
         "next_batch": format!("{upto}_{typing_serial}"),
@@ -212,14 +236,20 @@ pub fn history_start(
     })
 }
 
+/// What a room section carries besides its timeline and state.
+struct RoomNews {
+    account_data: Vec<Value>,
+    ephemeral: Vec<Value>,
+}
+
 fn joined_room(
     state: &AppState,
+    user_id: &UserId,
     room_id: &RoomId,
     record: &MembershipRecord,
     request: &SyncRequest,
     upto: u64,
-    account_data: Vec<Value>,
-    ephemeral: Vec<Value>,
+    news: RoomNews,
 ) -> Result<Option<Value>, Error> {
     // A room is new to this sync when the user joined since the last one; a repeated join
     // (a profile change) is not.
@@ -232,18 +262,32 @@ fn joined_room(
     } else {
         request.since.unwrap_or(0).max(start.saturating_sub(1))
     };
-    let (timeline, limited) = timeline(
-        state,
-        room_id,
-        after,
-        upto,
-        request.timeline_limit,
-        Some(&request.device_id),
-    )?;
-    if timeline.is_empty()
+    let room_filter = &request.filter.room;
+    let timeline_filter = &room_filter.timeline;
+    let (timeline, limited) = if timeline_filter.allows_room(room_id.as_str()) {
+        timeline(
+            state,
+            room_id,
+            (after, upto),
+            timeline_filter,
+            Some(&request.device_id),
+        )?
+    } else {
+        (Vec::new(), false)
+    };
+    let ephemeral: Vec<Value> = if room_filter.ephemeral.allows_room(room_id.as_str()) {
+        news.ephemeral
+            .into_iter()
+            .filter(|event| room_filter.ephemeral.allows(event))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let anything_new = !timeline.is_empty() || has_events(state, room_id, after, upto)?;
+    if !anything_new
         && !newly_joined
         && !request.full_state
-        && account_data.is_empty()
+        && news.account_data.is_empty()
         && ephemeral.is_empty()
     {
         return Ok(None);
@@ -251,24 +295,156 @@ fn joined_room(
     let timeline_start = timeline
         .first()
         .map_or(upto + 1, |(position, _, _)| *position);
-    let state_events = if newly_joined || request.full_state || limited {
-        let since = if newly_joined || request.full_state {
-            0
-        } else {
-            after
-        };
-        state_between(state, room_id, since, timeline_start)?
-    } else {
-        Vec::new()
-    };
+    let full = newly_joined || request.full_state;
+    let (state_key, state_events) = state_section(
+        state,
+        user_id,
+        room_id,
+        request,
+        StateSpan {
+            full,
+            after,
+            timeline_start,
+            end: upto,
+        },
+        &timeline,
+    )?;
+    let (counts, thread_counts) = crate::notifications::unread(
+        &state.storage,
+        user_id,
+        room_id,
+        upto,
+        timeline_filter.unread_thread_notifications,
+    )?;
     let prev_batch = timeline_start.saturating_sub(1).to_string();
-    let events: Vec<Value> = timeline.into_iter().map(|(_, _, event)| event).collect();
-    Ok(Some(json!({
+    let events: Vec<Value> = timeline
+        .into_iter()
+        .map(|(_, _, event)| request.filter.project(event))
+        .collect();
+    let mut room = json!({
         "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch },
-        "state": { "events": state_events },
-        "account_data": { "events": account_data },
+        state_key: { "events": state_events },
+        "account_data": { "events": news.account_data },
         "ephemeral": { "events": ephemeral },
-    })))
+        "unread_notifications": counts.to_json(),
+    });
+    if timeline_filter.unread_thread_notifications {
+        let threads: Map<String, Value> = thread_counts
+            .into_iter()
+            .map(|(root, counts)| (root, counts.to_json()))
+            .collect();
+        room["unread_thread_notifications"] = Value::Object(threads);
+    }
+    Ok(Some(room))
+}
+
+/// Whether any event of the room has a position in `(after, upto]`.
+fn has_events(
+    state: &AppState,
+    room_id: &RoomId,
+    after: u64,
+    upto: u64,
+) -> Result<bool, StorageError> {
+    if after >= upto {
+        return Ok(false);
+    }
+    let room = room_id.to_string();
+    Ok(state
+        .storage
+        .roomstream_eventid
+        .range(&(room.clone(), after + 1), &(room, upto))
+        .next()
+        .transpose()?
+        .is_some())
+}
+
+/// The stretch of the stream a room section's state covers.
+struct StateSpan {
+    /// All of the state, not only what changed after `after`.
+    full: bool,
+    after: u64,
+    /// The position of the timeline's first event (the end, plus one, without events).
+    timeline_start: u64,
+    /// The position the timeline ends at.
+    end: u64,
+}
+
+/// The room's `state` (up to the timeline's start) or, with `use_state_after`, its
+/// `state_after` (up to its end): everything, or what changed after `span.after`. With
+/// lazy-loaded members, member events only of the timeline's senders (and the user).
+fn state_section(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: &RoomId,
+    request: &SyncRequest,
+    span: StateSpan,
+    timeline: &[TimelineEvent],
+) -> Result<(&'static str, Vec<Value>), StorageError> {
+    let (key, at) = if request.use_state_after {
+        ("state_after", span.end)
+    } else {
+        ("state", span.timeline_start.saturating_sub(1))
+    };
+    let entries = if span.full {
+        history::state_at(&state.storage, room_id, at)?
+    } else {
+        history::changes_between(&state.storage, room_id, span.after, at)?
+    };
+    let filter = &request.filter.room.state;
+    let entries = if filter.lazy_load_members {
+        let mut senders: BTreeSet<String> = timeline
+            .iter()
+            .filter_map(|(_, _, event)| event["sender"].as_str().map(str::to_owned))
+            .collect();
+        if span.full {
+            senders.insert(user_id.to_string());
+        }
+        lazy_members(state, room_id, entries, &senders, at)?
+    } else {
+        entries
+    };
+    let mut events = Vec::new();
+    if !filter.allows_room(room_id.as_str()) {
+        return Ok((key, events));
+    }
+    for (_, event_id) in entries {
+        if let Some(event) = client_form(state, &event_id, None, None)?
+            && filter.allows(&event)
+        {
+            events.push(request.filter.project(event));
+        }
+    }
+    Ok((key, events))
+}
+
+/// `entries` with member events kept only for `senders`, and those senders' member events
+/// (as of `at`) added where the entries lack them: a client lazy-loading members learns
+/// about whoever it is shown speaking.
+fn lazy_members(
+    state: &AppState,
+    room_id: &RoomId,
+    entries: Vec<StateEntry>,
+    senders: &BTreeSet<String>,
+    at: u64,
+) -> Result<Vec<StateEntry>, StorageError> {
+    let mut kept: Vec<StateEntry> = entries
+        .into_iter()
+        .filter(|((kind, key), _)| kind != "m.room.member" || senders.contains(key))
+        .collect();
+    for sender in senders {
+        let present = kept
+            .iter()
+            .any(|((kind, key), _)| kind == "m.room.member" && key == sender);
+        if present {
+            continue;
+        }
+        if let Some(event_id) =
+            history::entry_at(&state.storage, room_id, ("m.room.member", sender), at)?
+        {
+            kept.push((("m.room.member".to_owned(), sender.clone()), event_id));
+        }
+    }
+    Ok(kept)
 }
 
 /// The presence of everyone the user shares a room with (themselves included) that changed
@@ -332,17 +508,17 @@ fn ephemeral_events(
     Ok(events)
 }
 
-/// The newest `limit` events of the room with positions in `(after, upto]`, oldest first,
-/// and whether older ones in that span were left out. Events sent by `device` carry their
-/// transaction IDs.
+/// The newest events of the room that `filter` lets through (at most its limit) with
+/// positions in `(after, upto]`, oldest first, and whether older ones in that span were left
+/// out. Events sent by `device` carry their transaction IDs.
 pub fn timeline(
     state: &AppState,
     room_id: &RoomId,
-    after: u64,
-    upto: u64,
-    limit: usize,
+    (after, upto): (u64, u64),
+    filter: &RoomEventFilter,
     device: Option<&str>,
 ) -> Result<(Vec<TimelineEvent>, bool), StorageError> {
+    let limit = filter.limit_or(DEFAULT_TIMELINE_LIMIT);
     let room = room_id.to_string();
     let mut events = Vec::new();
     let mut limited = false;
@@ -359,12 +535,37 @@ pub fn timeline(
             limited = true;
             break;
         }
-        if let Some(event) = client_form(state, &event_id, None, device)? {
+        if let Some(event) = client_form(state, &event_id, None, device)?
+            && filter.allows(&event)
+        {
             events.push((position, event_id, event));
         }
     }
     events.reverse();
     Ok((events, limited))
+}
+
+/// The member events (as the room's state has them now) of the senders of `events`, for
+/// a client that lazy-loads members while paginating.
+pub fn lazy_loaded_members(
+    state: &AppState,
+    room_id: &RoomId,
+    events: &[Value],
+) -> Result<Vec<Value>, StorageError> {
+    let senders: BTreeSet<&str> = events
+        .iter()
+        .filter_map(|event| event["sender"].as_str())
+        .collect();
+    let mut members = Vec::new();
+    for sender in senders {
+        if let Some(event_id) =
+            rooms::state_event(&state.storage, room_id, "m.room.member", sender)?
+            && let Some(event) = client_form(state, &event_id, Some(room_id.as_str()), None)?
+        {
+            members.push(event);
+        }
+    }
+    Ok(members)
 }
 
 /// The client form of a stored event, as [`stored_event_for_client`] makes it.
@@ -375,28 +576,6 @@ pub fn client_form(
     device: Option<&str>,
 ) -> Result<Option<Value>, StorageError> {
     stored_event_for_client(&state.storage, event_id, room_id, device)
-}
-
-/// The room's current state events that were sent after `after` and before `before`.
-fn state_between(
-    state: &AppState,
-    room_id: &RoomId,
-    after: u64,
-    before: u64,
-) -> Result<Vec<Value>, StorageError> {
-    let mut events = Vec::new();
-    for (_, event_id) in rooms::current_state(&state.storage, room_id)? {
-        let Some(meta) = state.storage.eventid_meta.get(&event_id)? else {
-            continue;
-        };
-        if meta.stream <= after || meta.stream >= before {
-            continue;
-        }
-        if let Some(json) = load_json(&state.storage, &event_id)? {
-            events.push(client_event(&json, &event_id, None));
-        }
-    }
-    Ok(events)
 }
 
 fn invited_room(
@@ -431,42 +610,55 @@ fn invited_room(
 /// or withdrawn, a ban in advance) sees only their own membership event.
 fn left_room(
     state: &AppState,
+    user_id: &UserId,
     room_id: &RoomId,
     record: &MembershipRecord,
     request: &SyncRequest,
+    account_data: Vec<Value>,
 ) -> Result<Value, Error> {
-    let (events, limited, prev_batch) = if record.joined_stream.is_some() {
+    let (timeline, limited, after) = if record.joined_stream.is_some() {
         let start = history_start(state, room_id, record)?;
         let after = request.since.unwrap_or(0).max(start.saturating_sub(1));
         let (timeline, limited) = timeline(
             state,
             room_id,
-            after,
-            record.stream,
-            request.timeline_limit,
+            (after, record.stream),
+            &request.filter.room.timeline,
             Some(&request.device_id),
         )?;
-        let prev_batch = timeline
-            .first()
-            .map_or(record.stream, |(position, _, _)| *position)
-            .saturating_sub(1);
-        (
-            timeline
-                .into_iter()
-                .map(|(_, _, event)| event)
-                .collect::<Vec<_>>(),
-            limited,
-            prev_batch,
-        )
+        (timeline, limited, after)
     } else {
         let own = client_form(state, &record.event_id, None, None)?
-            .into_iter()
-            .collect();
-        (own, false, record.stream.saturating_sub(1))
+            .map(|event| (record.stream, record.event_id.clone(), event));
+        (own.into_iter().collect(), false, record.stream)
     };
+    let timeline_start = timeline
+        .first()
+        .map_or(record.stream + 1, |(position, _, _)| *position);
+    let (state_key, state_events) = state_section(
+        state,
+        user_id,
+        room_id,
+        request,
+        StateSpan {
+            full: request.since.is_none() || request.full_state,
+            after,
+            timeline_start,
+            end: record.stream,
+        },
+        &timeline,
+    )?;
+    let events: Vec<Value> = timeline
+        .into_iter()
+        .map(|(_, _, event)| request.filter.project(event))
+        .collect();
     Ok(json!({
-        "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch.to_string() },
-        "state": { "events": [] },
-        "account_data": { "events": [] },
+        "timeline": {
+            "events": events,
+            "limited": limited,
+            "prev_batch": timeline_start.saturating_sub(1).to_string(),
+        },
+        state_key: { "events": state_events },
+        "account_data": { "events": account_data },
     }))
 }

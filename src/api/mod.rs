@@ -239,6 +239,10 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
                 .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
         ))
         .service(get("/_matrix/client/v3/pushers", client::push::get_pushers))
+        .service(get(
+            "/_matrix/client/v3/notifications",
+            client::push::notifications,
+        ))
         .service(small(post(
             "/_matrix/client/v3/pushers/set",
             client::push::set_pusher,

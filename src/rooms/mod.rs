@@ -7,6 +7,7 @@
 
 pub mod create;
 pub mod format;
+pub mod history;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -209,6 +210,13 @@ impl Rooms {
             version: version.to_owned(),
             extremities: vec![(last.pdu.event_id.clone(), last.pdu.depth)],
         };
+        let rules = rules_of(&record)?;
+        // Push rules read the room's state before the events; evaluated before the ordering
+        // lock, which is shared by every room and must stay short.
+        let pushes = events
+            .iter()
+            .map(|staged| crate::notifications::evaluate(storage, &rules, room_id, &staged.json))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut batch = Batch::new();
         storage
             .roomid_room
@@ -220,7 +228,7 @@ impl Rooms {
                 .unwrap_or_else(|poison| poison.into_inner());
             let mut memberships: HashMap<String, MembershipRecord> = HashMap::new();
             let mut position = 0;
-            for staged in &events {
+            for (staged, push) in events.iter().zip(&pushes) {
                 position = storage.next_stream_position()?;
                 stage_event(
                     storage,
@@ -229,6 +237,16 @@ impl Rooms {
                     staged,
                     position,
                     &mut memberships,
+                )?;
+                crate::notifications::stage(
+                    storage,
+                    &mut batch,
+                    &room,
+                    staged.pdu.event_id.as_str(),
+                    staged.pdu.sender.as_str(),
+                    push,
+                    position,
+                    crate::accounts::now_ms(),
                 )?;
             }
             storage.apply(batch)?;
@@ -321,10 +339,19 @@ fn stage_event(
     let Some(state_key) = &pdu.state_key else {
         return Ok(());
     };
-    let key = (room.to_owned(), pdu.kind.to_string(), state_key.clone());
+    let kind = pdu.kind.to_string();
+    let key = (room.to_owned(), kind.clone(), state_key.clone());
     storage
         .roomstate_eventid
         .batch_insert(batch, &key, &event_id)?;
+    history::stage_state_change(
+        storage,
+        batch,
+        room,
+        (&kind, state_key),
+        &event_id,
+        position,
+    )?;
     if pdu.kind != ruma::events::TimelineEventType::RoomMember {
         return Ok(());
     }
@@ -665,7 +692,7 @@ pub fn state_content(
     }))
 }
 
-fn state_sender(
+pub fn state_sender(
     storage: &Storage,
     room_id: &RoomId,
     kind: &str,

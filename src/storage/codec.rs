@@ -113,6 +113,59 @@ impl KeyCodec for (String, String, String) {
     }
 }
 
+/// Strings joined by `0xFF`, then a big-endian integer: the numbered entries of one
+/// subject in numeric order (a user's notifications in a room, a state key's history).
+fn strings_then_number(parts: &[&str], number: u64) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for part in parts {
+        bytes.extend_from_slice(part.as_bytes());
+        bytes.push(0xFF);
+    }
+    bytes.extend_from_slice(&number.to_be_bytes());
+    bytes
+}
+
+/// Splits a key made by [`strings_then_number`] into its `N` strings and its number.
+fn split_strings_then_number<const N: usize>(bytes: &[u8]) -> StorageResult<([String; N], u64)> {
+    let corrupt = || StorageError::Corrupt(format!("a key of {N} strings and a number"));
+    let split = bytes
+        .len()
+        .checked_sub(9)
+        .filter(|&at| bytes[at] == 0xFF)
+        .ok_or_else(corrupt)?;
+    let number = <u64 as KeyCodec>::decode(&bytes[split + 1..])?;
+    let mut parts = bytes[..split].splitn(N, |&b| b == 0xFF);
+    let mut strings: [String; N] = std::array::from_fn(|_| String::new());
+    for slot in &mut strings {
+        *slot = <String as KeyCodec>::decode(parts.next().ok_or_else(corrupt)?)?;
+    }
+    Ok((strings, number))
+}
+
+/// Two strings and a number (a user, a room, a stream position).
+impl KeyCodec for (String, String, u64) {
+    fn encode(&self) -> Vec<u8> {
+        strings_then_number(&[&self.0, &self.1], self.2)
+    }
+
+    fn decode(bytes: &[u8]) -> StorageResult<Self> {
+        let ([a, b], n) = split_strings_then_number::<2>(bytes)?;
+        Ok((a, b, n))
+    }
+}
+
+/// Three strings and a number (a room, an event type, a state key, a stream position).
+impl KeyCodec for (String, String, String, u64) {
+    fn encode(&self) -> Vec<u8> {
+        strings_then_number(&[&self.0, &self.1, &self.2], self.3)
+    }
+
+    fn decode(bytes: &[u8]) -> StorageResult<Self> {
+        let ([a, b, c], n) = split_strings_then_number::<3>(bytes)?;
+        Ok((a, b, c, n))
+    }
+}
+
 /// A fixed 32-byte key, such as a SHA-256 digest.
 impl KeyCodec for [u8; 32] {
     fn encode(&self) -> Vec<u8> {
@@ -175,6 +228,25 @@ impl<T: Serialize + DeserializeOwned> ValueCodec for Json<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_and_number_keys_round_trip_and_sort_by_number() {
+        let key = (
+            "!r:x".to_owned(),
+            "m.room.member".to_owned(),
+            "@a:x".to_owned(),
+            7u64,
+        );
+        assert_eq!(
+            <(String, String, String, u64)>::decode(&key.encode()).expect("decode"),
+            key
+        );
+        let early = ("@a:x".to_owned(), "!r:x".to_owned(), 2u64).encode();
+        let late = ("@a:x".to_owned(), "!r:x".to_owned(), 256u64).encode();
+        assert!(early < late);
+        assert!(<(String, String, u64)>::decode(&late).is_ok());
+        assert!(<(String, String, u64)>::decode(b"short").is_err());
+    }
 
     #[test]
     fn u64_keys_sort_numerically() {

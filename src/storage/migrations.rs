@@ -58,7 +58,38 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "relations: parent_child, roomthread_latest",
         apply: |_| Ok(()),
     },
+    Migration {
+        version: 10,
+        description: "state history and notifications: roomstate_history, roomstream_state, usernotify_record, userroomnotify_flags, userroom_read",
+        apply: index_state_history,
+    },
 ];
+
+/// Fills `roomstate_history` and `roomstream_state` from the events already stored: every
+/// state event at its stream position. Inserting the same entries again is harmless.
+fn index_state_history(storage: &Storage) -> StorageResult<()> {
+    for entry in storage.roomstream_eventid.iter() {
+        let ((room, position), event_id) = entry?;
+        let Some(text) = storage.eventid_pdu.get(&event_id)? else {
+            continue;
+        };
+        let event: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|err| StorageError::Corrupt(format!("stored event {event_id}: {err}")))?;
+        let (Some(kind), Some(state_key)) = (event["type"].as_str(), event["state_key"].as_str())
+        else {
+            continue;
+        };
+        let (kind, state_key) = (kind.to_owned(), state_key.to_owned());
+        storage.roomstate_history.insert(
+            &(room.clone(), kind.clone(), state_key.clone(), position),
+            &event_id,
+        )?;
+        storage
+            .roomstream_state
+            .insert(&(room, position), &(kind, state_key))?;
+    }
+    Ok(())
+}
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
@@ -156,5 +187,54 @@ mod tests {
         let err = run(&storage, failing).expect_err("fails");
         assert!(err.to_string().contains("migration 2 (broken)"), "{err}");
         assert_eq!(storage.schema_version().expect("version"), 1);
+    }
+
+    #[test]
+    fn state_history_is_built_from_stored_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let room = "!r:x".to_owned();
+        let events = [
+            (
+                "$topic1",
+                r#"{"type":"m.room.topic","state_key":"","content":{"topic":"a"}}"#,
+            ),
+            (
+                "$message",
+                r#"{"type":"m.room.message","content":{"body":"hi"}}"#,
+            ),
+            (
+                "$topic2",
+                r#"{"type":"m.room.topic","state_key":"","content":{"topic":"b"}}"#,
+            ),
+        ];
+        for (position, (id, json)) in events.iter().enumerate() {
+            let position = position as u64 + 1;
+            storage
+                .eventid_pdu
+                .insert(&(*id).to_owned(), &(*json).to_owned())
+                .expect("pdu");
+            storage
+                .roomstream_eventid
+                .insert(&(room.clone(), position), &(*id).to_owned())
+                .expect("stream");
+        }
+        index_state_history(&storage).expect("index");
+        index_state_history(&storage).expect("again, harmlessly");
+        let changes: Vec<_> = storage
+            .roomstream_state
+            .iter()
+            .map(|entry| entry.expect("entry").0.1)
+            .collect();
+        assert_eq!(changes, vec![1, 3]);
+        let first = (room.clone(), "m.room.topic".to_owned(), String::new(), 1);
+        assert_eq!(
+            storage
+                .roomstate_history
+                .get(&first)
+                .expect("get")
+                .as_deref(),
+            Some("$topic1")
+        );
     }
 }

@@ -24,6 +24,7 @@ use crate::accounts::AccountRecord;
 use crate::accounts::registration::RegistrationTokenRecord;
 use crate::accounts::sessions::{DeviceRecord, SessionRecord};
 use crate::directory::AliasRecord;
+use crate::notifications::{NotificationRecord, UnreadFlags};
 use crate::receipts::ReceiptRecord;
 use crate::rooms::{EventMeta, MembershipRecord, RoomRecord};
 
@@ -107,6 +108,19 @@ pub struct Storage {
     pub parent_child: Tree<(String, u64), String>,
     /// room 0xFF thread root → stream position of the thread's latest event.
     pub roomthread_latest: Tree<(String, String), u64>,
+    /// room 0xFF type 0xFF state key 0xFF stream position → event ID: every value a state
+    /// entry has had, so the room's state as of any position can be read back.
+    pub roomstate_history: Tree<(String, String, String, u64), String>,
+    /// room 0xFF stream position → `(type, state key)` of the state event there: the state
+    /// changes between two positions without reading the events between them.
+    pub roomstream_state: Tree<(String, u64), Json<(String, String)>>,
+    /// user 0xFF stream position → a notification (push rules said `notify`), newest last.
+    pub usernotify_record: Tree<(String, u64), Json<NotificationRecord>>,
+    /// user 0xFF room 0xFF stream position → `(highlight, thread)`: unread counts per room.
+    pub userroomnotify_flags: Tree<(String, String, u64), Json<UnreadFlags>>,
+    /// user 0xFF room 0xFF thread (`""` unthreaded, `main`, or a thread root) → the stream
+    /// position the user has read up to there (receipts, or sending an event).
+    pub userroom_read: Tree<(String, String, String), u64>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -155,6 +169,11 @@ impl Storage {
             userid_pushers: Tree::open(&db, "userid_pushers")?,
             parent_child: Tree::open(&db, "parent_child")?,
             roomthread_latest: Tree::open(&db, "roomthread_latest")?,
+            roomstate_history: Tree::open(&db, "roomstate_history")?,
+            roomstream_state: Tree::open(&db, "roomstream_state")?,
+            usernotify_record: Tree::open(&db, "usernotify_record")?,
+            userroomnotify_flags: Tree::open(&db, "userroomnotify_flags")?,
+            userroom_read: Tree::open(&db, "userroom_read")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

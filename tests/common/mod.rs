@@ -27,6 +27,18 @@ pub fn ok(response: http::Response) -> serde_json::Value {
     response.json()
 }
 
+/// `text` percent-encoded for a query string (filters are JSON in the URL).
+pub fn query_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 /// The `errcode` of an error answer (empty if none).
 pub fn errcode(response: &http::Response) -> String {
     response.json()["errcode"]

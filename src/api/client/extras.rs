@@ -114,8 +114,9 @@ pub async fn delete_tag(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct LimitQuery {
-    limit: Option<usize>,
+pub struct ContextQuery {
+    limit: Option<u64>,
+    filter: Option<String>,
 }
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}
@@ -123,7 +124,7 @@ pub async fn context(
     state: web::Data<AppState>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
-    query: web::Query<LimitQuery>,
+    query: web::Query<ContextQuery>,
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
     let room = room_id(&room)?;
@@ -141,15 +142,16 @@ pub async fn context(
     let device = Some(auth.device_id.as_str());
     let event = stored_event_for_client(&state.storage, &event_id, Some(room.as_str()), device)?
         .ok_or_else(not_found)?;
+    let mut filter = crate::api::client::sync::room_event_filter(query.filter.as_deref())?;
     let limit = query.limit.unwrap_or(10).min(100);
     let before_n = limit / 2;
-    let after_n = limit - before_n;
+    let after_n = (limit - before_n) as usize;
+    filter.limit = Some(before_n.max(1));
     let (before, _) = timeline(
         &state,
         &room,
-        start_of_history.saturating_sub(1),
-        meta.stream - 1,
-        before_n.max(1),
+        (start_of_history.saturating_sub(1), meta.stream - 1),
+        &filter,
         device,
     )?;
     let before: Vec<_> = if before_n == 0 { Vec::new() } else { before };
@@ -166,6 +168,7 @@ pub async fn context(
         let ((_, position), id) = entry?;
         if let Some(event) =
             stored_event_for_client(&state.storage, &id, Some(room.as_str()), device)?
+            && filter.allows(&event)
         {
             after.push((position, event));
         }
@@ -175,8 +178,24 @@ pub async fn context(
         .map_or(meta.stream, |(position, _, _)| *position)
         .saturating_sub(1);
     let end = after.last().map_or(meta.stream, |(position, _)| *position);
+    let before: Vec<Value> = before
+        .into_iter()
+        .rev()
+        .map(|(_, _, event)| with_room(event, &room))
+        .collect();
+    let after: Vec<Value> = after.into_iter().map(|(_, event)| event).collect();
+    // The state at the last event returned; with lazy-loading, only the shown senders.
+    let mut shown: Vec<Value> = before.iter().chain(&after).cloned().collect();
+    shown.push(event.clone());
+    let senders: std::collections::BTreeSet<&str> = shown
+        .iter()
+        .filter_map(|event| event["sender"].as_str())
+        .collect();
     let mut state_events = Vec::new();
-    for (_, id) in rooms::current_state(&state.storage, &room)? {
+    for ((kind, key), id) in crate::rooms::history::state_at(&state.storage, &room, end)? {
+        if filter.lazy_load_members && kind == "m.room.member" && !senders.contains(key.as_str()) {
+            continue;
+        }
         if let Some(event) =
             stored_event_for_client(&state.storage, &id, Some(room.as_str()), None)?
         {
@@ -185,8 +204,8 @@ pub async fn context(
     }
     Ok(HttpResponse::Ok().json(json!({
         "event": event,
-        "events_before": before.into_iter().rev().map(|(_, _, event)| with_room(event, &room)).collect::<Vec<_>>(),
-        "events_after": after.into_iter().map(|(_, event)| event).collect::<Vec<_>>(),
+        "events_before": before,
+        "events_after": after,
         "start": start.to_string(),
         "end": end.to_string(),
         "state": state_events,

@@ -1,7 +1,8 @@
 //! Push rules and pushers (spec: client-server API, "Push Notifications"). Rules are kept as
 //! the `m.push_rules` account data, as the spec says, starting from its default ruleset;
-//! clients see changes through `/sync`. Evaluating rules (notification counts, sending to
-//! push gateways) is not built yet; the rules and pushers are stored faithfully for then.
+//! clients see changes through `/sync`. [`crate::notifications`] applies them to each event
+//! (unread counts, `/notifications`); sending to push gateways is not built yet: pushers
+//! are stored faithfully for then.
 
 use actix_web::{HttpResponse, web};
 use ruma::push::{
@@ -18,11 +19,7 @@ use crate::error::{Error, ErrorKind};
 use crate::state::AppState;
 
 fn ruleset(state: &AppState, user_id: &UserId) -> Result<Ruleset, Error> {
-    match crate::account_data::get(state, user_id, None, "m.push_rules")? {
-        Some(content) => serde_json::from_value(content.get("global").cloned().unwrap_or_default())
-            .map_err(|err| Error::internal(format!("stored push rules: {err}"))),
-        None => Ok(Ruleset::server_default(user_id)),
-    }
+    Ok(crate::notifications::ruleset(&state.storage, user_id)?)
 }
 
 async fn save(state: &AppState, user_id: &UserId, ruleset: &Ruleset) -> Result<(), Error> {
@@ -353,4 +350,72 @@ pub async fn set_pusher(
         .insert(&auth.user_id.to_string(), &pushers)?;
     state.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NotificationsQuery {
+    from: Option<String>,
+    limit: Option<usize>,
+    only: Option<String>,
+}
+
+/// # GET /_matrix/client/v3/notifications
+///
+/// The user's notifications, newest first; `from` is the `next_token` of the page before.
+pub async fn notifications(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    query: web::Query<NotificationsQuery>,
+) -> Result<HttpResponse, Error> {
+    let before = match query.from.as_deref() {
+        None => None,
+        Some(token) => Some(token.parse::<u64>().map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidParam,
+                "`from` is not a token from this server",
+            )
+        })?),
+    };
+    let only_highlights = match query.only.as_deref() {
+        None => false,
+        Some("highlight") => true,
+        Some(other) => {
+            return Err(Error::new(
+                ErrorKind::InvalidParam,
+                format!("Unknown `only` value {other}"),
+            ));
+        }
+    };
+    let limit = query.limit.unwrap_or(20).clamp(1, 100);
+    let page = crate::notifications::list(
+        &state.storage,
+        &auth.user_id,
+        before,
+        limit,
+        only_highlights,
+    )?;
+    let mut notifications = Vec::new();
+    for notification in &page.notifications {
+        let Some(event) = crate::rooms::format::stored_event_for_client(
+            &state.storage,
+            &notification.record.event_id,
+            Some(&notification.record.room_id),
+            None,
+        )?
+        else {
+            continue;
+        };
+        notifications.push(json!({
+            "actions": notification.record.actions,
+            "event": event,
+            "read": notification.read,
+            "room_id": notification.record.room_id,
+            "ts": notification.record.ts,
+        }));
+    }
+    let mut response = json!({ "notifications": notifications });
+    if let Some(next) = page.next {
+        response["next_token"] = json!(next.to_string());
+    }
+    Ok(HttpResponse::Ok().json(response))
 }

@@ -9,11 +9,12 @@ use serde_json::{Value, json};
 
 use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
+use crate::filter::{Filter, RoomEventFilter};
 use crate::rooms;
 use crate::state::AppState;
 use crate::sync::{
-    DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT, SyncRequest, TimelineEvent, client_form,
-    history_start, parse_token, sync, timeline,
+    SyncRequest, TimelineEvent, client_form, history_start, lazy_loaded_members, parse_token, sync,
+    timeline,
 };
 
 #[derive(Debug, Deserialize)]
@@ -23,6 +24,7 @@ pub struct SyncQuery {
     timeout: Option<u64>,
     full_state: Option<bool>,
     filter: Option<String>,
+    use_state_after: Option<bool>,
 }
 
 /// The stream position of a token (a sync token carries a typing serial too).
@@ -35,31 +37,6 @@ fn position(token: &str) -> Result<u64, Error> {
                 format!("`{token}` is not a token from this server"),
             )
         })
-}
-
-/// The timeline limit a filter asks for (`{"room":{"timeline":{"limit":N}}}`), inline or
-/// stored with `/user/{userId}/filter`. The rest of filtering is not built yet.
-fn timeline_limit(
-    state: &AppState,
-    user_id: &ruma::UserId,
-    filter: Option<&str>,
-) -> Result<usize, Error> {
-    let text = match filter {
-        None => return Ok(DEFAULT_TIMELINE_LIMIT),
-        Some(text) if text.starts_with('{') => text.to_owned(),
-        Some(id) => state
-            .storage
-            .userfilter_filter
-            .get(&(user_id.to_string(), id.to_owned()))?
-            .ok_or_else(|| Error::new(ErrorKind::InvalidParam, "No such filter"))?,
-    };
-    let filter: Value = serde_json::from_str(&text)
-        .map_err(|_| Error::new(ErrorKind::InvalidParam, "The filter is not valid JSON"))?;
-    Ok(filter["room"]["timeline"]["limit"]
-        .as_u64()
-        .map_or(DEFAULT_TIMELINE_LIMIT, |limit| {
-            (limit as usize).clamp(1, MAX_TIMELINE_LIMIT)
-        }))
 }
 
 /// # GET /_matrix/client/v3/sync
@@ -85,7 +62,12 @@ pub async fn get_sync(
         since_typing: since.map_or(0, |(_, serial)| serial),
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
         full_state: query.full_state.unwrap_or(false),
-        timeline_limit: timeline_limit(&state, &auth.user_id, query.filter.as_deref())?,
+        filter: Filter::resolve(
+            &state.storage,
+            auth.user_id.as_str(),
+            query.filter.as_deref(),
+        )?,
+        use_state_after: query.use_state_after.unwrap_or(false),
         device_id: auth.device_id.clone(),
         set_presence: match query.set_presence.as_deref() {
             None => "online".to_owned(),
@@ -107,11 +89,22 @@ pub struct MessagesQuery {
     from: Option<String>,
     to: Option<String>,
     dir: String,
-    limit: Option<usize>,
+    limit: Option<u64>,
+    filter: Option<String>,
 }
 
-/// The most events one page holds (each may be 64 KiB).
-const MAX_PAGE: usize = 100;
+/// A room event filter given as a query parameter (JSON); none lets everything through.
+pub fn room_event_filter(text: Option<&str>) -> Result<RoomEventFilter, Error> {
+    match text {
+        None => Ok(RoomEventFilter::default()),
+        Some(text) => serde_json::from_str(text).map_err(|err| {
+            Error::new(
+                ErrorKind::InvalidParam,
+                format!("The filter is not valid: {err}"),
+            )
+        }),
+    }
+}
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/messages
 ///
@@ -136,7 +129,9 @@ pub async fn messages(
         _ => return Err(not_in_room()),
     };
     let visible_from = history_start(&state, &room_id, &membership)?.saturating_sub(1);
-    let limit = query.limit.unwrap_or(10).clamp(1, MAX_PAGE);
+    let mut filter = room_event_filter(query.filter.as_deref())?;
+    // The `limit` parameter, else the filter's, else 10; clamped either way.
+    filter.limit = query.limit.or(filter.limit);
     let from = query.from.as_deref().map(position).transpose()?;
     let to = query.to.as_deref().map(position).transpose()?;
     let device = Some(auth.device_id.as_str());
@@ -144,7 +139,7 @@ pub async fn messages(
         "b" => {
             let upto = from.unwrap_or(visible_until).min(visible_until);
             let after = to.unwrap_or(0).max(visible_from);
-            let (events, limited) = timeline(&state, &room_id, after, upto, limit, device)?;
+            let (events, limited) = timeline(&state, &room_id, (after, upto), &filter, device)?;
             let end = limited
                 .then(|| {
                     events
@@ -162,7 +157,7 @@ pub async fn messages(
         "f" => {
             let after = from.unwrap_or(0).max(visible_from);
             let upto = to.unwrap_or(visible_until).min(visible_until);
-            let (events, limited) = forward(&state, &room_id, after, upto, limit, device)?;
+            let (events, limited) = forward(&state, &room_id, (after, upto), &filter, device)?;
             let end = limited
                 .then(|| events.last().map(|(position, _, _)| *position))
                 .flatten();
@@ -175,6 +170,9 @@ pub async fn messages(
         _ => return Err(Error::new(ErrorKind::InvalidParam, "dir must be b or f")),
     };
     let mut response = json!({ "chunk": chunk, "start": start.to_string() });
+    if filter.lazy_load_members {
+        response["state"] = json!(lazy_loaded_members(&state, &room_id, &chunk)?);
+    }
     // No `end` when there is nothing more in that direction: the spec's signal to stop.
     if let Some(end) = end {
         response["end"] = json!(end.to_string());
@@ -187,15 +185,16 @@ fn with_room(mut event: Value, room_id: &ruma::RoomId) -> Value {
     event
 }
 
-/// The oldest `limit` events with positions in `(after, upto]`, and whether more follow.
+/// The oldest events `filter` lets through (at most its limit) with positions in
+/// `(after, upto]`, and whether more follow.
 fn forward(
     state: &AppState,
     room_id: &ruma::RoomId,
-    after: u64,
-    upto: u64,
-    limit: usize,
+    (after, upto): (u64, u64),
+    filter: &RoomEventFilter,
     device: Option<&str>,
 ) -> Result<(Vec<TimelineEvent>, bool), Error> {
+    let limit = filter.limit_or(crate::sync::DEFAULT_TIMELINE_LIMIT);
     let room = room_id.to_string();
     let mut events = Vec::new();
     if after >= upto {
@@ -210,7 +209,9 @@ fn forward(
         if events.len() == limit {
             return Ok((events, true));
         }
-        if let Some(event) = client_form(state, &event_id, None, device)? {
+        if let Some(event) = client_form(state, &event_id, None, device)?
+            && filter.allows(&event)
+        {
             events.push((position, event_id, event));
         }
     }

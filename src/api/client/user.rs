@@ -203,6 +203,12 @@ pub async fn create_filter(
     let user_id = parse_user_id(&user_id)?;
     require_self(&auth, &user_id)?;
     let text = Value::Object(filter).to_string();
+    crate::filter::Filter::parse(&text).map_err(|err| {
+        Error::new(
+            ErrorKind::BadJson,
+            format!("The filter is not valid: {err}"),
+        )
+    })?;
     // The same filter gets the same ID: clients upload theirs on every start.
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     let filter_id: String = digest.as_ref()[..8]
