@@ -38,6 +38,14 @@ const INVITE_STATE_TYPES: [&str; 7] = [
     "m.room.encryption",
 ];
 
+/// Who reads a timeline: their own events carry the device's transaction IDs, and
+/// bundled thread summaries say whether they took part.
+#[derive(Debug, Clone, Copy)]
+pub struct Reader<'a> {
+    pub user_id: &'a str,
+    pub device_id: &'a str,
+}
+
 /// An event of a room's timeline: its stream position, ID, and client form.
 pub type TimelineEvent = (u64, String, Value);
 
@@ -270,7 +278,10 @@ fn joined_room(
             room_id,
             (after, upto),
             timeline_filter,
-            Some(&request.device_id),
+            Some(Reader {
+                user_id: user_id.as_str(),
+                device_id: &request.device_id,
+            }),
         )?
     } else {
         (Vec::new(), false)
@@ -516,7 +527,7 @@ pub fn timeline(
     room_id: &RoomId,
     (after, upto): (u64, u64),
     filter: &RoomEventFilter,
-    device: Option<&str>,
+    reader: Option<Reader<'_>>,
 ) -> Result<(Vec<TimelineEvent>, bool), StorageError> {
     let limit = filter.limit_or(DEFAULT_TIMELINE_LIMIT);
     let room = room_id.to_string();
@@ -535,7 +546,7 @@ pub fn timeline(
             limited = true;
             break;
         }
-        if let Some(event) = client_form(state, &event_id, None, device)?
+        if let Some(event) = timeline_form(state, &event_id, None, reader)?
             && filter.allows(&event)
         {
             events.push((position, event_id, event));
@@ -566,6 +577,24 @@ pub fn lazy_loaded_members(
         }
     }
     Ok(members)
+}
+
+/// The client form of a timeline event for `reader`: with its transaction ID when their
+/// device sent it, and with its bundled aggregations.
+pub fn timeline_form(
+    state: &AppState,
+    event_id: &str,
+    room_id: Option<&str>,
+    reader: Option<Reader<'_>>,
+) -> Result<Option<Value>, StorageError> {
+    let Some(mut event) = client_form(state, event_id, room_id, reader.map(|r| r.device_id))?
+    else {
+        return Ok(None);
+    };
+    if let Some(reader) = reader {
+        rooms::aggregations::bundle(&state.storage, reader.user_id, &mut event)?;
+    }
+    Ok(Some(event))
 }
 
 /// The client form of a stored event, as [`stored_event_for_client`] makes it.
@@ -624,7 +653,10 @@ fn left_room(
             room_id,
             (after, record.stream),
             &request.filter.room.timeline,
-            Some(&request.device_id),
+            Some(Reader {
+                user_id: user_id.as_str(),
+                device_id: &request.device_id,
+            }),
         )?;
         (timeline, limited, after)
     } else {

@@ -243,3 +243,105 @@ fn notifications_list_newest_first_with_pages_and_highlights() {
     let anonymous = client.get("/_matrix/client/v3/notifications");
     assert_eq!(anonymous.status, 401);
 }
+
+#[test]
+fn events_come_with_their_bundled_aggregations() {
+    let (server, alice, bob) = start();
+    let room = shared_room(&server, &alice, &bob);
+    let root = room.send(&alice, "root", text("root"));
+    let reply = |token: &str, txn: &str| {
+        room.send(
+            token,
+            txn,
+            json!({ "msgtype": "m.text", "body": txn,
+                    "m.relates_to": { "rel_type": "m.thread", "event_id": root } }),
+        )
+    };
+    reply(&alice, "r1");
+    let latest = reply(&bob, "r2");
+    let edit = |token: &str, txn: &str, body: &str| {
+        room.send(
+            token,
+            txn,
+            json!({ "msgtype": "m.text", "body": format!("* {body}"),
+                    "m.new_content": { "msgtype": "m.text", "body": body },
+                    "m.relates_to": { "rel_type": "m.replace", "event_id": root } }),
+        )
+    };
+    edit(&alice, "e1", "first edit");
+    let second_edit = edit(&alice, "e2", "second edit");
+    edit(&bob, "e3", "not bob's to edit");
+    let reference = room.send(
+        &bob,
+        "ref",
+        json!({ "msgtype": "m.text", "body": "see",
+                "m.relates_to": { "rel_type": "m.reference", "event_id": root } }),
+    );
+
+    let mut client = server.client();
+    let event = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{}/event/{root}", room.id),
+        &bob,
+    ));
+    let relations = &event["unsigned"]["m.relations"];
+    assert_eq!(relations["m.thread"]["count"], 2);
+    assert_eq!(
+        relations["m.thread"]["latest_event"]["event_id"],
+        latest.as_str()
+    );
+    assert_eq!(relations["m.thread"]["current_user_participated"], true);
+    assert_eq!(relations["m.replace"]["event_id"], second_edit.as_str());
+    assert_eq!(
+        relations["m.reference"]["chunk"],
+        json!([{ "event_id": reference }])
+    );
+    assert_eq!(
+        event["content"]["body"], "root",
+        "the original content is kept"
+    );
+
+    // The same in /sync and /messages; someone who took no part sees that too.
+    let synced = room.synced(&alice, &json!({ "room": { "timeline": { "limit": 20 } } }));
+    let in_timeline = synced["timeline"]["events"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .find(|event| event["event_id"] == root.as_str())
+        .cloned()
+        .expect("root in timeline");
+    assert_eq!(
+        in_timeline["unsigned"]["m.relations"]["m.thread"]["count"],
+        2
+    );
+    let page = ok(client.get_with(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=20",
+            room.id
+        ),
+        &bob,
+    ));
+    assert!(
+        page["chunk"]
+            .as_array()
+            .expect("chunk")
+            .iter()
+            .any(|event| {
+                event["event_id"] == root.as_str()
+                    && event["unsigned"]["m.relations"]["m.replace"]["event_id"]
+                        == second_edit.as_str()
+            })
+    );
+
+    // A redacted event bundles nothing.
+    ok(client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{}/redact/{root}/x1", room.id),
+        Some(&alice),
+        &json!({}),
+    ));
+    let redacted = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{}/event/{root}", room.id),
+        &bob,
+    ));
+    assert!(redacted["unsigned"].get("m.relations").is_none());
+}

@@ -5,6 +5,7 @@
 //! with its indexes in one batch and flushed before anyone is told it exists. Appends to one
 //! room are serialized (one lock per room); rooms proceed in parallel.
 
+pub mod aggregations;
 pub mod create;
 pub mod format;
 pub mod history;

@@ -12,7 +12,7 @@ use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
 use crate::rooms::{self, format::stored_event_for_client};
 use crate::state::AppState;
-use crate::sync::{history_start, timeline};
+use crate::sync::{Reader, history_start, timeline, timeline_form};
 
 fn room_id(text: &str) -> Result<OwnedRoomId, Error> {
     OwnedRoomId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
@@ -139,9 +139,12 @@ pub async fn context(
     if meta.room_id != room.as_str() || meta.stream < start_of_history {
         return Err(not_found());
     }
-    let device = Some(auth.device_id.as_str());
-    let event = stored_event_for_client(&state.storage, &event_id, Some(room.as_str()), device)?
-        .ok_or_else(not_found)?;
+    let device = Some(Reader {
+        user_id: auth.user_id.as_str(),
+        device_id: &auth.device_id,
+    });
+    let event =
+        timeline_form(&state, &event_id, Some(room.as_str()), device)?.ok_or_else(not_found)?;
     let mut filter = crate::api::client::sync::room_event_filter(query.filter.as_deref())?;
     let limit = query.limit.unwrap_or(10).min(100);
     let before_n = limit / 2;
@@ -166,8 +169,7 @@ pub async fn context(
             break;
         }
         let ((_, position), id) = entry?;
-        if let Some(event) =
-            stored_event_for_client(&state.storage, &id, Some(room.as_str()), device)?
+        if let Some(event) = timeline_form(&state, &id, Some(room.as_str()), device)?
             && filter.allows(&event)
         {
             after.push((position, event));

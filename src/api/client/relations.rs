@@ -5,7 +5,7 @@
 use actix_web::{HttpResponse, web};
 use ruma::OwnedRoomId;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
@@ -218,32 +218,11 @@ pub async fn threads(
         else {
             continue;
         };
-        let replies: Vec<Value> = state
-            .storage
-            .parent_child
-            .scan_prefix(&pair_prefix(&root))
-            .filter_map(Result::ok)
-            .filter_map(|(_, child)| {
-                rooms::load_json(&state.storage, &child)
-                    .ok()
-                    .flatten()
-                    .map(|json| (child, json))
-            })
-            .filter(|(_, json)| {
-                json.get("content")
-                    .and_then(|c| c.as_object())
-                    .and_then(|c| c.get("m.relates_to"))
-                    .and_then(|r| r.as_object())
-                    .and_then(|r| r.get("rel_type"))
-                    .and_then(|t| t.as_str())
-                    == Some("m.thread")
-            })
-            .map(|(child, json)| rooms::format::client_event(&json, &child, Some(room_id.as_str())))
-            .collect();
-        let participated = event["sender"] == auth.user_id.as_str()
-            || replies
-                .iter()
-                .any(|reply| reply["sender"] == auth.user_id.as_str());
+        let children = rooms::aggregations::children(&state.storage, &event)?;
+        let summary = rooms::aggregations::thread_summary(&event, &children, auth.user_id.as_str());
+        let participated = summary
+            .as_ref()
+            .is_some_and(|summary| summary["current_user_participated"] == true);
         if participated_only && !participated {
             continue;
         }
@@ -255,16 +234,7 @@ pub async fn threads(
             next_batch = Some((skip + limit).to_string());
             break;
         }
-        let summary = json!({
-            "latest_event": replies.last().cloned().unwrap_or(Value::Null),
-            "count": replies.len(),
-            "current_user_participated": participated,
-        });
-        crate::rooms::format::set_unsigned(
-            &mut event,
-            "m.relations",
-            json!({ "m.thread": summary }),
-        );
+        rooms::aggregations::bundle(&state.storage, auth.user_id.as_str(), &mut event)?;
         chunk.push(event);
     }
     let mut response = json!({ "chunk": chunk });

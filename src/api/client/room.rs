@@ -333,13 +333,13 @@ pub async fn get_event(
     if meta.stream < crate::sync::history_start(&state, &room_id, &membership)? {
         return Err(not_found());
     }
-    let event = crate::rooms::format::stored_event_for_client(
-        &state.storage,
-        &event_id,
-        Some(room_id.as_str()),
-        Some(&auth.device_id),
-    )?
-    .ok_or_else(not_found)?;
+    let reader = crate::sync::Reader {
+        user_id: auth.user_id.as_str(),
+        device_id: &auth.device_id,
+    };
+    let event =
+        crate::sync::timeline_form(&state, &event_id, Some(room_id.as_str()), Some(reader))?
+            .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(event))
 }
 

@@ -13,8 +13,8 @@ use crate::filter::{Filter, RoomEventFilter};
 use crate::rooms;
 use crate::state::AppState;
 use crate::sync::{
-    SyncRequest, TimelineEvent, client_form, history_start, lazy_loaded_members, parse_token, sync,
-    timeline,
+    Reader, SyncRequest, TimelineEvent, history_start, lazy_loaded_members, parse_token, sync,
+    timeline, timeline_form,
 };
 
 #[derive(Debug, Deserialize)]
@@ -134,7 +134,10 @@ pub async fn messages(
     filter.limit = query.limit.or(filter.limit);
     let from = query.from.as_deref().map(position).transpose()?;
     let to = query.to.as_deref().map(position).transpose()?;
-    let device = Some(auth.device_id.as_str());
+    let device = Some(Reader {
+        user_id: auth.user_id.as_str(),
+        device_id: &auth.device_id,
+    });
     let (chunk, start, end) = match query.dir.as_str() {
         "b" => {
             let upto = from.unwrap_or(visible_until).min(visible_until);
@@ -192,7 +195,7 @@ fn forward(
     room_id: &ruma::RoomId,
     (after, upto): (u64, u64),
     filter: &RoomEventFilter,
-    device: Option<&str>,
+    reader: Option<Reader<'_>>,
 ) -> Result<(Vec<TimelineEvent>, bool), Error> {
     let limit = filter.limit_or(crate::sync::DEFAULT_TIMELINE_LIMIT);
     let room = room_id.to_string();
@@ -209,7 +212,7 @@ fn forward(
         if events.len() == limit {
             return Ok((events, true));
         }
-        if let Some(event) = client_form(state, &event_id, None, device)?
+        if let Some(event) = timeline_form(state, &event_id, None, reader)?
             && filter.allows(&event)
         {
             events.push((position, event_id, event));
