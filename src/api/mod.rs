@@ -188,6 +188,10 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             client::extras::whois,
         ))
         .service(get(
+            "/_matrix/client/v1/rooms/{roomId}/hierarchy",
+            client::space::hierarchy,
+        ))
+        .service(get(
             "/_matrix/client/v3/voip/turnServer",
             client::extras::turn_server,
         ))

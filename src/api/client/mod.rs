@@ -9,6 +9,7 @@ pub mod relations;
 pub mod room;
 pub mod search;
 pub mod session;
+pub mod space;
 pub mod sync;
 pub mod user;
 pub mod versions;
