@@ -1,6 +1,7 @@
 //! The client-server API, one file per area of the spec.
 
 pub mod account;
+pub mod admin;
 pub mod device;
 pub mod directory;
 pub mod extras;
