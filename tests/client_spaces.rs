@@ -230,6 +230,20 @@ fn hierarchy_walks_depth_first_in_the_spec_order_showing_what_each_may_see() {
         owned(&[&t.family, &t.projects, &t.garden, &t.kitchen, &t.den])
     );
 
+    // Room summaries answer by the same rule: a public room that is not published, and a
+    // restricted one once Bob is in the space that allows him, but not a private room.
+    let summary = |f: &mut Family, room: &str| {
+        f.client.get_with(
+            &format!("/_matrix/client/v1/room_summary/{room}"),
+            &f.bob.clone(),
+        )
+    };
+    assert_eq!(ok(summary(&mut f, &t.kitchen))["name"], "Kitchen");
+    let den = ok(summary(&mut f, &t.den));
+    assert_eq!(den["allowed_room_ids"], json!([t.family]));
+    assert!(den.get("membership").is_none());
+    assert_eq!(summary(&mut f, &t.secret).status, 404);
+
     // Filters.
     assert_eq!(
         ids(&ok(f.hierarchy(&t.family, "?max_depth=0", &alice))),
