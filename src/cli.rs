@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use crate::accounts;
+use crate::accounts::moderation::Restriction;
 use crate::config::Config;
 use crate::error::StartupError;
 use crate::init::{InitOptions, init};
@@ -125,6 +126,32 @@ pub enum UserCommand {
     },
     /// Deactivate an account for good: it can no longer log in, and its ID is never reused.
     Deactivate {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Lock an account: every request but logout is refused until it is unlocked. Its
+    /// sessions are kept.
+    Lock {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Lift the lock on an account.
+    Unlock {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Suspend an account: it can still read, sync and leave rooms, but not join, send,
+    /// invite or change its profile.
+    Suspend {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Lift the suspension of an account.
+    Unsuspend {
         name: String,
         #[command(flatten)]
         config: ConfigArg,
@@ -269,6 +296,14 @@ fn user(command: UserCommand) -> Result<(), StartupError> {
             storage.flush_blocking()?;
             println!("deactivated {user_id}");
         }
+        UserCommand::Lock { name, config } => restrict(&name, &config, Restriction::Lock, true)?,
+        UserCommand::Unlock { name, config } => restrict(&name, &config, Restriction::Lock, false)?,
+        UserCommand::Suspend { name, config } => {
+            restrict(&name, &config, Restriction::Suspension, true)?
+        }
+        UserCommand::Unsuspend { name, config } => {
+            restrict(&name, &config, Restriction::Suspension, false)?
+        }
         UserCommand::List { config } => {
             let (config, _) = load_config(&config)?;
             let storage = open_storage(&config)?;
@@ -280,10 +315,40 @@ fn user(command: UserCommand) -> Result<(), StartupError> {
                 if account.deactivated {
                     flags.push("deactivated");
                 }
+                if account.locked {
+                    flags.push("locked");
+                }
+                if account.suspended {
+                    flags.push("suspended");
+                }
                 println!("{}\t{}", account.user_id, flags.join(","));
             }
         }
     }
+    Ok(())
+}
+
+/// `hearth user lock|unlock|suspend|unsuspend`: the same flags as the client API's
+/// `/admin/lock` and `/admin/suspend`, for when no administrator account is at hand.
+fn restrict(
+    name: &str,
+    config: &ConfigArg,
+    restriction: Restriction,
+    on: bool,
+) -> Result<(), StartupError> {
+    let fail = |err: accounts::AccountError| StartupError::Usage(err.to_string());
+    let (config, _) = load_config(config)?;
+    let user_id = accounts::local_user_id(name, &config.server.server_name).map_err(fail)?;
+    let storage = open_storage(&config)?;
+    accounts::moderation::set_restricted(&storage, &user_id, restriction, on).map_err(fail)?;
+    storage.flush_blocking()?;
+    let done = match (restriction, on) {
+        (Restriction::Lock, true) => "locked",
+        (Restriction::Lock, false) => "unlocked",
+        (Restriction::Suspension, true) => "suspended",
+        (Restriction::Suspension, false) => "unsuspended",
+    };
+    println!("{done} {user_id}");
     Ok(())
 }
 

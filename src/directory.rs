@@ -157,6 +157,82 @@ pub fn public_entry(state: &AppState, room_id: &RoomId) -> Result<Value, Storage
     Ok(entry)
 }
 
+/// Whether `user` may see what a room is (its summary, its place in a space) without being
+/// in it. The spec gives the same answer for `/room_summary` and `/hierarchy`: members and
+/// the invited (and whoever knocked); anyone when the room is `world_readable`, or when
+/// its join rule lets anyone join or knock (`public`, `knock`, `knock_restricted`), or
+/// is `restricted` and the user is in one of the rooms it allows. A published room is
+/// listed for everyone anyway. A banned user sees nothing.
+pub fn may_preview(
+    state: &AppState,
+    user: &UserId,
+    room_id: &RoomId,
+) -> Result<bool, StorageError> {
+    let membership = rooms::membership(&state.storage, user, room_id)?.map(|r| r.membership);
+    match membership.as_deref() {
+        Some("join" | "invite" | "knock") => return Ok(true),
+        Some("ban") => return Ok(false),
+        _ => {}
+    }
+    let content = |kind: &str| rooms::state_content(&state.storage, room_id, kind, "");
+    if content("m.room.history_visibility")?
+        .is_some_and(|c| c["history_visibility"] == "world_readable")
+    {
+        return Ok(true);
+    }
+    let join_rules = content("m.room.join_rules")?.unwrap_or_default();
+    match join_rules["join_rule"].as_str() {
+        Some("public" | "knock" | "knock_restricted") => return Ok(true),
+        Some("restricted") => {
+            for allowed in allowed_room_ids(&join_rules) {
+                if rooms::membership(&state.storage, user, &allowed)?
+                    .is_some_and(|r| r.membership == "join")
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        _ => {}
+    }
+    is_published(state, room_id)
+}
+
+/// The rooms whose members may join a `restricted` (or `knock_restricted`) room: the
+/// `m.room_membership` entries of its join rules' `allow`.
+pub fn allowed_room_ids(join_rules: &Value) -> Vec<OwnedRoomId> {
+    join_rules["allow"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry["type"] == "m.room_membership")
+        .filter_map(|entry| entry["room_id"].as_str())
+        .filter_map(|id| OwnedRoomId::try_from(id).ok())
+        .collect()
+}
+
+/// A room's summary (spec: `RoomSummary`): its directory entry, with its version, its
+/// encryption and, for restricted rooms, the rooms that let one in.
+pub fn summary(state: &AppState, room_id: &RoomId) -> Result<Value, StorageError> {
+    let mut summary = public_entry(state, room_id)?;
+    if let Some(room) = state.storage.roomid_room.get(&room_id.to_string())? {
+        summary["room_version"] = json!(room.version);
+    }
+    if let Some(algorithm) = rooms::state_content(&state.storage, room_id, "m.room.encryption", "")?
+        .and_then(|c| c["algorithm"].as_str().map(str::to_owned))
+    {
+        summary["encryption"] = json!(algorithm);
+    }
+    let join_rules =
+        rooms::state_content(&state.storage, room_id, "m.room.join_rules", "")?.unwrap_or_default();
+    if matches!(
+        join_rules["join_rule"].as_str(),
+        Some("restricted" | "knock_restricted")
+    ) {
+        summary["allowed_room_ids"] = json!(allowed_room_ids(&join_rules));
+    }
+    Ok(summary)
+}
+
 /// The published rooms, largest first, filtered by a search term in name, topic or alias.
 pub fn public_rooms(state: &AppState, search: Option<&str>) -> Result<Vec<Value>, StorageError> {
     let search = search.map(str::to_lowercase);

@@ -41,6 +41,10 @@ pub enum ErrorKind {
     UnknownToken,
     /// The account is deactivated.
     UserDeactivated,
+    /// A server administrator has locked the account (401, with `soft_logout: true`).
+    UserLocked,
+    /// A server administrator has suspended the account: it may read, not act (403).
+    UserSuspended,
     /// The desired user name is taken.
     UserInUse,
     /// The desired user name is not valid.
@@ -81,6 +85,8 @@ impl ErrorKind {
             ErrorKind::MissingToken => "M_MISSING_TOKEN",
             ErrorKind::UnknownToken => "M_UNKNOWN_TOKEN",
             ErrorKind::UserDeactivated => "M_USER_DEACTIVATED",
+            ErrorKind::UserLocked => "M_USER_LOCKED",
+            ErrorKind::UserSuspended => "M_USER_SUSPENDED",
             ErrorKind::UserInUse => "M_USER_IN_USE",
             ErrorKind::InvalidUsername => "M_INVALID_USERNAME",
             ErrorKind::WeakPassword => "M_WEAK_PASSWORD",
@@ -113,11 +119,13 @@ impl ErrorKind {
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Forbidden
             | ErrorKind::UserDeactivated
+            | ErrorKind::UserSuspended
             | ErrorKind::GuestAccessForbidden
             | ErrorKind::ThreepidDenied => StatusCode::FORBIDDEN,
-            ErrorKind::MissingToken | ErrorKind::UnknownToken | ErrorKind::UserInteractiveAuth => {
-                StatusCode::UNAUTHORIZED
-            }
+            ErrorKind::MissingToken
+            | ErrorKind::UnknownToken
+            | ErrorKind::UserLocked
+            | ErrorKind::UserInteractiveAuth => StatusCode::UNAUTHORIZED,
             ErrorKind::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -157,6 +165,22 @@ impl Error {
         let mut fields = serde_json::Map::new();
         fields.insert("soft_logout".into(), false.into());
         Error::new(ErrorKind::UnknownToken, "Unknown access token").with_fields(fields)
+    }
+
+    /// `401 M_USER_LOCKED`, with `soft_logout: true`: the client keeps its session (and its
+    /// keys) and may carry on once an administrator lifts the lock.
+    pub fn user_locked() -> Self {
+        let mut fields = serde_json::Map::new();
+        fields.insert("soft_logout".into(), true.into());
+        Error::new(ErrorKind::UserLocked, "This account has been locked").with_fields(fields)
+    }
+
+    /// `403 M_USER_SUSPENDED`: what a suspended account may not do.
+    pub fn user_suspended() -> Self {
+        Error::new(
+            ErrorKind::UserSuspended,
+            "You cannot perform this action while suspended",
+        )
     }
 
     pub fn unrecognized() -> Self {

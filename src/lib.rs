@@ -24,7 +24,9 @@
 //! - [`sync`]: `/sync`, everything new for a user since a stream position, long-polled.
 //! - [`state`]: [`state::AppState`], everything a handler may reach, passed as `web::Data`.
 //! - [`account_data`], [`profile`]: what users keep on the server about themselves.
-//! - [`directory`]: room aliases and the public room directory.
+//! - [`directory`]: room aliases, the public room directory, and what non-members may
+//!   see of a room.
+//! - [`spaces`]: the space hierarchy, walked from `m.space.child` events.
 //! - [`rooms`]: rooms: appending authorized events, current state and its history,
 //!   timelines, memberships, creating rooms.
 //! - [`notifications`]: push rules applied to each stored event: unread counts,
@@ -54,6 +56,7 @@ pub mod ratelimit;
 pub mod receipts;
 pub mod rooms;
 pub mod server;
+pub mod spaces;
 pub mod state;
 pub mod storage;
 pub mod sync;

@@ -1,8 +1,10 @@
 //! Local user accounts: creating them, changing passwords, deactivating, listing; their
-//! sessions and devices ([`sessions`]), registration tokens ([`registration`]) and
-//! user-interactive authentication ([`uia`]). The `hearth user …` commands and the client API
-//! (`/register`, `/login`, `/account/*`, `/devices`) both use this.
+//! sessions and devices ([`sessions`]), registration tokens ([`registration`]),
+//! user-interactive authentication ([`uia`]), locks and suspensions ([`moderation`]). The
+//! `hearth user …` commands and the client API (`/register`, `/login`, `/account/*`,
+//! `/devices`) both use this.
 
+pub mod moderation;
 pub mod password_hasher;
 pub mod registration;
 pub mod sessions;
@@ -23,6 +25,14 @@ pub struct AccountRecord {
     pub admin: bool,
     #[serde(default)]
     pub deactivated: bool,
+    /// Locked by an administrator: every request but logout is refused until unlocked
+    /// ([`moderation`]).
+    #[serde(default)]
+    pub locked: bool,
+    /// Suspended by an administrator: the account may read and leave, not act
+    /// ([`moderation`]).
+    #[serde(default)]
+    pub suspended: bool,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: u64,
 }
@@ -32,6 +42,8 @@ impl std::fmt::Debug for AccountRecord {
         f.debug_struct("AccountRecord")
             .field("admin", &self.admin)
             .field("deactivated", &self.deactivated)
+            .field("locked", &self.locked)
+            .field("suspended", &self.suspended)
             .field("created_at_ms", &self.created_at_ms)
             .finish_non_exhaustive()
     }
@@ -59,6 +71,8 @@ pub struct AccountSummary {
     pub user_id: OwnedUserId,
     pub admin: bool,
     pub deactivated: bool,
+    pub locked: bool,
+    pub suspended: bool,
     pub created_at_ms: u64,
 }
 
@@ -161,6 +175,8 @@ pub fn add_user_with_hash(
         password_hash,
         admin,
         deactivated: false,
+        locked: false,
+        suspended: false,
         created_at_ms: now_ms(),
     };
     if !storage
@@ -260,6 +276,8 @@ pub fn list(storage: &Storage) -> Result<Vec<AccountSummary>, AccountError> {
                 user_id,
                 admin: record.admin,
                 deactivated: record.deactivated,
+                locked: record.locked,
+                suspended: record.suspended,
                 created_at_ms: record.created_at_ms,
             })
         })

@@ -70,6 +70,11 @@ pub struct Session {
     pub device_id: String,
     /// The token's hash, so logout can revoke exactly this token.
     pub token_hash: [u8; 32],
+    /// The account is locked ([`super::moderation`]): read with the account, which is
+    /// read anyway, so that enforcing a lock costs no extra lookup.
+    pub locked: bool,
+    /// The account is suspended ([`super::moderation`]).
+    pub suspended: bool,
 }
 
 /// The longest device ID or display name accepted from a client.
@@ -190,17 +195,19 @@ pub fn authenticate(
         return Ok(None);
     }
     // A login that raced a deactivation must not leave a working token behind.
-    let deactivated = storage
+    let Some(account) = storage
         .userid_account
         .get(&record.user_id)?
-        .is_none_or(|account| account.deactivated);
-    if deactivated {
+        .filter(|account| !account.deactivated)
+    else {
         return Ok(None);
-    }
+    };
     Ok(Some(Session {
         user_id,
         device_id: record.device_id,
         token_hash: hash,
+        locked: account.locked,
+        suspended: account.suspended,
     }))
 }
 

@@ -29,8 +29,44 @@ impl FromRequest for Authenticated {
     type Error = Error;
     type Future = Ready<Result<Self, Error>>;
 
+    /// A locked account's requests end here with `401 M_USER_LOCKED`, whatever the
+    /// endpoint: only logout ([`EvenIfLocked`]) is exempt.
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+        ready(authenticate(req).and_then(|auth| {
+            if auth.locked {
+                Err(Error::user_locked())
+            } else {
+                Ok(auth)
+            }
+        }))
+    }
+}
+
+impl Authenticated {
+    /// Refuses with `403 M_USER_SUSPENDED` if the account is suspended. Handlers of the
+    /// actions the spec recommends forbidding (joining, knocking, inviting, sending,
+    /// creating rooms, changing the profile, redacting others' events) call this first;
+    /// reading, syncing and leaving do not.
+    pub fn ensure_not_suspended(&self) -> Result<(), Error> {
+        if self.suspended {
+            Err(Error::user_suspended())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The session behind a valid access token, locked or not: the spec lets a locked account
+/// log out (`/logout`, `/logout/all`) and nothing else.
+#[derive(Debug, Clone)]
+pub struct EvenIfLocked(pub Authenticated);
+
+impl FromRequest for EvenIfLocked {
+    type Error = Error;
+    type Future = Ready<Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        ready(authenticate(req).map(EvenIfLocked))
     }
 }
 

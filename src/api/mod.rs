@@ -187,6 +187,22 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             "/_matrix/client/v3/admin/whois/{userId}",
             client::extras::whois,
         ))
+        .service(small(
+            web::resource("/_matrix/client/v1/admin/lock/{userId}")
+                .route(web::get().to(client::admin::get_lock))
+                .route(web::put().to(client::admin::put_lock))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
+        ))
+        .service(small(
+            web::resource("/_matrix/client/v1/admin/suspend/{userId}")
+                .route(web::get().to(client::admin::get_suspension))
+                .route(web::put().to(client::admin::put_suspension))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT") })),
+        ))
+        .service(get(
+            "/_matrix/client/v1/rooms/{roomId}/hierarchy",
+            client::space::hierarchy,
+        ))
         .service(get(
             "/_matrix/client/v3/voip/turnServer",
             client::extras::turn_server,

@@ -29,6 +29,7 @@ pub async fn put_alias(
     alias: web::Path<String>,
     MatrixJson(body): MatrixJson<AliasRequest>,
 ) -> Result<HttpResponse, Error> {
+    auth.ensure_not_suspended()?;
     let alias = directory::local_alias(&state, &alias)?;
     match rooms::membership(&state.storage, &auth.user_id, &body.room_id)? {
         Some(record) if record.membership == "join" => {}

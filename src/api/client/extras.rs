@@ -445,33 +445,23 @@ pub async fn mutual_rooms(
 
 /// # GET /_matrix/client/v1/room_summary/{roomIdOrAlias}
 ///
-/// For members, and for anyone when the room is published.
+/// For whoever [`crate::directory::may_preview`] the room; to anyone else it does not
+/// exist.
 pub async fn room_summary(
     state: web::Data<AppState>,
     auth: Authenticated,
     room: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let room = crate::directory::room_id_or_alias(&state, &room)?;
-    if state.storage.roomid_room.get(&room.to_string())?.is_none() {
+    if state.storage.roomid_room.get(&room.to_string())?.is_none()
+        || !crate::directory::may_preview(&state, &auth.user_id, &room)?
+    {
         return Err(Error::not_found("No such room"));
     }
-    // Members, the invited and knocking see it; others only a published room. To anyone
-    // else it does not exist.
+    let mut summary = crate::directory::summary(&state, &room)?;
     let membership = rooms::membership(&state.storage, &auth.user_id, &room)?
         .map(|r| r.membership)
         .filter(|m| matches!(m.as_str(), "join" | "invite" | "knock"));
-    if membership.is_none() && !crate::directory::is_published(&state, &room)? {
-        return Err(Error::not_found("No such room"));
-    }
-    let mut summary = crate::directory::public_entry(&state, &room)?;
-    if let Some(version) = state
-        .storage
-        .roomid_room
-        .get(&room.to_string())?
-        .map(|r| r.version)
-    {
-        summary["room_version"] = json!(version);
-    }
     if let Some(membership) = membership {
         summary["membership"] = json!(membership);
     }

@@ -1,6 +1,7 @@
 //! The client-server API, one file per area of the spec.
 
 pub mod account;
+pub mod admin;
 pub mod device;
 pub mod directory;
 pub mod extras;
@@ -9,6 +10,7 @@ pub mod relations;
 pub mod room;
 pub mod search;
 pub mod session;
+pub mod space;
 pub mod sync;
 pub mod user;
 pub mod versions;

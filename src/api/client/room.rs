@@ -21,6 +21,7 @@ pub async fn create_room(
     auth: Authenticated,
     MatrixJson(mut body): MatrixJson<CreateRoomRequest>,
 ) -> Result<HttpResponse, Error> {
+    auth.ensure_not_suspended()?;
     let alias = match &body.room_alias_name {
         Some(name) => {
             let alias = crate::directory::local_alias(
@@ -123,8 +124,13 @@ pub async fn send_message(
                     "A redaction needs `redacts`: the event to redact",
                 )
             })?;
+        if !is_own_event(&state, &auth.user_id, &redacts)? {
+            auth.ensure_not_suspended()?;
+        }
         check_may_redact(&state, &auth.user_id, &room_id, &redacts)?;
         new.redacts = Some(redacts);
+    } else {
+        auth.ensure_not_suspended()?;
     }
     let event_id = state
         .rooms
@@ -140,6 +146,20 @@ pub async fn send_message(
     Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })))
 }
 
+/// Whether `event_id` was sent by `user_id`: a suspended user may still redact their own
+/// events, not others'.
+fn is_own_event(
+    state: &AppState,
+    user_id: &UserId,
+    event_id: &ruma::EventId,
+) -> Result<bool, Error> {
+    Ok(
+        load_json(&state.storage, event_id.as_str())?.is_some_and(|json| {
+            json.get("sender").and_then(|sender| sender.as_str()) == Some(user_id.as_str())
+        }),
+    )
+}
+
 /// The room's auth rules let any member send a redaction from room version 3 on, trusting
 /// each server to check this: one may redact one's own events, or others' with the power
 /// level `redact`.
@@ -149,9 +169,7 @@ fn check_may_redact(
     room_id: &RoomId,
     target: &ruma::EventId,
 ) -> Result<(), Error> {
-    if let Some(json) = load_json(&state.storage, target.as_str())?
-        && json.get("sender").and_then(|sender| sender.as_str()) == Some(user_id.as_str())
-    {
+    if is_own_event(state, user_id, target)? {
         return Ok(());
     }
     let needed = rooms::power_level_for(&state.storage, room_id, |content| {
@@ -197,6 +215,7 @@ async fn put_state_event(
     state_key: &str,
     content: Map<String, Value>,
 ) -> Result<HttpResponse, Error> {
+    auth.ensure_not_suspended()?;
     let room_id = parse_room_id(room_id)?;
     require_joined(state, &auth.user_id, &room_id)?;
     if kind == "m.room.member" {
@@ -387,6 +406,7 @@ async fn change_other_membership(
     body: MembershipRequest,
     action: Action,
 ) -> Result<HttpResponse, Error> {
+    auth.ensure_not_suspended()?;
     let room_id = parse_room_id(room_id)?;
     let target = body
         .user_id
@@ -562,6 +582,7 @@ pub async fn join(
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
+    auth.ensure_not_suspended()?;
     let room_id = parse_room_id(&room_id)?;
     change_own_membership(&state, &auth, &room_id, "join", body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
@@ -574,6 +595,7 @@ pub async fn join_by_id_or_alias(
     room: web::Path<String>,
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
+    auth.ensure_not_suspended()?;
     let room_id = crate::directory::room_id_or_alias(&state, &room)?;
     change_own_membership(&state, &auth, &room_id, "join", body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
@@ -785,6 +807,9 @@ pub async fn redact(
     require_room_event(&state, &room_id, &target)?;
     let target = ruma::OwnedEventId::try_from(target.as_str())
         .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid event ID"))?;
+    if !is_own_event(&state, &auth.user_id, &target)? {
+        auth.ensure_not_suspended()?;
+    }
     check_may_redact(&state, &auth.user_id, &room_id, &target)?;
     // From room version 11 `redacts` is part of the content; before, the builder puts it at
     // the top level. Older servers read either, so the content always carries it.
@@ -978,6 +1003,7 @@ pub async fn knock(
     room: web::Path<String>,
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
+    auth.ensure_not_suspended()?;
     let room_id = crate::directory::room_id_or_alias(&state, &room)?;
     change_own_membership(&state, &auth, &room_id, "knock", body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
@@ -1014,6 +1040,7 @@ pub async fn upgrade(
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<UpgradeRequest>,
 ) -> Result<HttpResponse, Error> {
+    auth.ensure_not_suspended()?;
     let old = parse_room_id(&room_id)?;
     require_joined(&state, &auth.user_id, &old)?;
     if !rooms::may_send_state(&state.storage, &old, &auth.user_id, "m.room.tombstone")? {

@@ -8,7 +8,9 @@ use serde_json::json;
 use crate::accounts::uia::Identifier;
 use crate::accounts::{self, now_ms, sessions};
 use crate::api::MatrixJson;
-use crate::api::auth::{Authenticated, check_account_rate_limit, check_auth_rate_limit, client_ip};
+use crate::api::auth::{
+    Authenticated, EvenIfLocked, check_account_rate_limit, check_auth_rate_limit, client_ip,
+};
 use crate::error::{Error, ErrorKind};
 use crate::state::AppState;
 
@@ -123,6 +125,9 @@ pub async fn verify_credentials(
             ErrorKind::UserDeactivated,
             "This account has been deactivated",
         )),
+        // A locked account gets no new token until unlocked; saying so only to whoever
+        // knows the password tells nobody else that the account is locked.
+        (Some(_), Some(account)) if matches && account.locked => Err(Error::user_locked()),
         (Some(user_id), Some(_)) if matches => Ok(user_id),
         _ => Err(Error::new(
             ErrorKind::Forbidden,
@@ -156,7 +161,7 @@ pub fn optional_device_name(value: Option<String>) -> Result<Option<String>, Err
 /// # POST /_matrix/client/v3/logout
 pub async fn logout(
     state: web::Data<AppState>,
-    auth: Authenticated,
+    EvenIfLocked(auth): EvenIfLocked,
 ) -> Result<HttpResponse, Error> {
     sessions::end_session(&state.storage, &auth)?;
     state.storage.flush().await?;
@@ -166,7 +171,7 @@ pub async fn logout(
 /// # POST /_matrix/client/v3/logout/all
 pub async fn logout_all(
     state: web::Data<AppState>,
-    auth: Authenticated,
+    EvenIfLocked(auth): EvenIfLocked,
 ) -> Result<HttpResponse, Error> {
     sessions::remove_all_devices(&state.storage, &auth.user_id, None)?;
     sessions::end_session(&state.storage, &auth)?;

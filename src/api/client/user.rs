@@ -31,17 +31,30 @@ fn require_self(auth: &Authenticated, user_id: &UserId) -> Result<(), Error> {
 }
 
 /// # GET /_matrix/client/v3/capabilities
-pub async fn capabilities(_auth: Authenticated) -> HttpResponse {
+///
+/// Administrators are told they may lock and suspend accounts (`m.account_moderation`);
+/// for everyone else the spec asks that capability be left out.
+pub async fn capabilities(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+) -> Result<HttpResponse, Error> {
     let available: Map<String, Value> =
         (1..=12).map(|v| (v.to_string(), json!("stable"))).collect();
-    HttpResponse::Ok().json(json!({ "capabilities": {
+    let mut capabilities = json!({
         "m.change_password": { "enabled": true },
         "m.room_versions": { "default": crate::events::DEFAULT_ROOM_VERSION, "available": available },
         "m.set_displayname": { "enabled": true },
         "m.set_avatar_url": { "enabled": true },
         "m.3pid_changes": { "enabled": false },
         "m.get_login_token": { "enabled": false },
-    }}))
+    });
+    let admin = crate::accounts::get(&state.storage, &auth.user_id)
+        .map_err(|err| Error::internal(err.to_string()))?
+        .is_some_and(|account| account.admin);
+    if admin {
+        capabilities["m.account_moderation"] = json!({ "lock": true, "suspend": true });
+    }
+    Ok(HttpResponse::Ok().json(json!({ "capabilities": capabilities })))
 }
 
 /// # GET /_matrix/client/v3/profile/{userId}
@@ -91,6 +104,7 @@ pub async fn set_profile_field(
     known_field(&field)?;
     let user_id = parse_user_id(&user_id)?;
     require_self(&auth, &user_id)?;
+    auth.ensure_not_suspended()?;
     let value = match body.get(&field) {
         Some(Value::String(value)) => Some(value.clone()),
         Some(Value::Null) | None => None,
@@ -115,6 +129,7 @@ pub async fn delete_profile_field(
     known_field(&field)?;
     let user_id = parse_user_id(&user_id)?;
     require_self(&auth, &user_id)?;
+    auth.ensure_not_suspended()?;
     profile::set_field(&state, &user_id, &field, None).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }

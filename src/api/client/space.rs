@@ -1,0 +1,44 @@
+//! Spaces (spec: client-server API, "Spaces"): the space hierarchy. The walk itself is in
+//! [`crate::spaces`].
+
+use actix_web::{HttpResponse, web};
+use ruma::OwnedRoomId;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::auth::Authenticated;
+use crate::error::{Error, ErrorKind};
+use crate::spaces::{self, HierarchyRequest};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+pub struct HierarchyQuery {
+    suggested_only: Option<bool>,
+    limit: Option<u64>,
+    max_depth: Option<u64>,
+    from: Option<String>,
+}
+
+/// # GET /_matrix/client/v1/rooms/{roomId}/hierarchy
+pub async fn hierarchy(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+    query: web::Query<HierarchyQuery>,
+) -> Result<HttpResponse, Error> {
+    let room_id = OwnedRoomId::try_from(room_id.as_str())
+        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))?;
+    let query = query.into_inner();
+    let request = HierarchyRequest {
+        suggested_only: query.suggested_only,
+        limit: query.limit,
+        max_depth: query.max_depth,
+        from: query.from,
+    };
+    let page = spaces::hierarchy(&state, &auth.user_id, &room_id, &request)?;
+    let mut body = json!({ "rooms": page.rooms });
+    if let Some(next_batch) = page.next_batch {
+        body["next_batch"] = json!(next_batch);
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
