@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorKind};
 use crate::state::AppState;
-use crate::storage::{Storage, StorageError, pair_prefix};
+use crate::storage::{Storage, StorageError};
 
 /// What is stored per user, scope (`""` for global, else a room ID) and type.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,14 +81,60 @@ pub async fn set_managed(
     state
         .rooms
         .commit_at_next_position(&state.storage, |batch, stream| {
-            let record = AccountDataRecord { stream, content };
-            Ok(state
-                .storage
-                .useraccountdata_data
-                .batch_insert(batch, &key, &record)?)
+            stage_write(&state.storage, batch, &key, stream, content)
         })
         .await?;
     Ok(())
+}
+
+/// Reads, changes and stores one kind of account data in one step, so that two devices
+/// of the same user changing it at once (two tags added together) are applied one after
+/// the other and neither is lost. `change` sees the current content and returns the new.
+pub async fn modify(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: Option<&RoomId>,
+    kind: &str,
+    change: impl FnOnce(Option<Map<String, Value>>) -> Result<Map<String, Value>, Error>,
+) -> Result<(), Error> {
+    let key = key(user_id, room_id, kind);
+    state
+        .rooms
+        .commit_at_next_position(&state.storage, |batch, stream| {
+            // The room service's ordering lock is held here: no other write of this
+            // account data can come between this read and the batch.
+            let current = state.storage.useraccountdata_data.get(&key)?;
+            let content = change(current.map(|record| record.content))?;
+            stage_write(&state.storage, batch, &key, stream, content)
+        })
+        .await?;
+    Ok(())
+}
+
+/// Adds one account data write to `batch`, with its entry in the user's change stream
+/// (the previous entry of the same key removed: only the latest change is worth syncing).
+fn stage_write(
+    storage: &Storage,
+    batch: &mut crate::storage::Batch,
+    key: &(String, String, String),
+    stream: u64,
+    content: Map<String, Value>,
+) -> Result<(), Error> {
+    let (user, scope, kind) = key;
+    if let Some(previous) = storage.useraccountdata_data.get(key)? {
+        storage
+            .userstream_accountdata
+            .batch_remove(batch, &(user.clone(), previous.stream));
+    }
+    storage.userstream_accountdata.batch_insert(
+        batch,
+        &(user.clone(), stream),
+        &(scope.clone(), kind.clone()),
+    )?;
+    let record = AccountDataRecord { stream, content };
+    Ok(storage
+        .useraccountdata_data
+        .batch_insert(batch, key, &record)?)
 }
 
 pub fn get(
@@ -124,13 +170,19 @@ pub fn changes(
     upto: u64,
 ) -> Result<Vec<Change>, StorageError> {
     let mut changed = Vec::new();
+    let user = user_id.to_string();
+    // The user's change stream: what changed after `since`, without reading the rest.
+    let from = (user.clone(), since.map_or(0, |since| since + 1));
     for entry in state
         .storage
-        .useraccountdata_data
-        .scan_prefix(&pair_prefix(user_id.as_str()))
+        .userstream_accountdata
+        .range(&from, &(user.clone(), upto))
     {
-        let ((_, scope, kind), record) = entry?;
-        if since.is_none_or(|since| record.stream > since) && record.stream <= upto {
+        let (_, (scope, kind)) = entry?;
+        let key = (user.clone(), scope.clone(), kind.clone());
+        if let Some(record) = state.storage.useraccountdata_data.get(&key)?
+            && record.stream <= upto
+        {
             changed.push((scope, kind, record.content));
         }
     }

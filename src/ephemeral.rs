@@ -226,6 +226,17 @@ impl Ephemeral {
         }
     }
 
+    /// The rooms whose typing changed after serial `since`.
+    pub fn typing_rooms_changed_since(&self, since: u64) -> Vec<OwnedRoomId> {
+        let rooms = self.lock();
+        rooms
+            .changed
+            .iter()
+            .filter(|(_, changed)| **changed > since)
+            .map(|(room, _)| room.clone())
+            .collect()
+    }
+
     /// Who is typing in `room`, if that changed after serial `since`.
     pub fn typing_changed_since(&self, room_id: &RoomId, since: u64) -> Option<Vec<OwnedUserId>> {
         let rooms = self.lock();

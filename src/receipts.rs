@@ -64,6 +64,10 @@ pub async fn set(
                     position,
                 )?;
             }
+            state
+                .storage
+                .stream_room
+                .batch_insert(batch, &stream, &room_id.to_string())?;
             Ok(state
                 .storage
                 .roomreceipt_record

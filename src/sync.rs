@@ -18,6 +18,7 @@ use crate::account_data;
 use crate::error::Error;
 use crate::filter::{Filter, RoomEventFilter};
 use crate::rooms::format::{stored_event_for_client, stripped_event};
+use crate::rooms::visibility::Visibility;
 use crate::rooms::{self, MembershipRecord, StateEntry, history, load_json};
 use crate::state::AppState;
 use crate::storage::StorageError;
@@ -140,7 +141,8 @@ fn build(
         }
     }
     global_data.truncate(filter.account_data.limit_or(u64::MAX));
-    for (room_id, record) in rooms::memberships(&state.storage, user_id)? {
+    let visited = rooms_to_visit(state, user_id, request, upto, room_data.keys())?;
+    for (room_id, record) in visited {
         // Positions past `upto` belong to the next sync.
         if record.stream > upto || !filter.room.allows_room(room_id.as_str()) {
             continue;
@@ -216,32 +218,60 @@ fn build(
     Ok((response, news))
 }
 
-/// The first stream position a member may read in a room: everything under `shared` and
-/// `world_readable` history; from their invite or join under `invited`; from their join
-/// under `joined`. (The visibility in force now is applied to the whole history; per-event
-/// visibility needs the state at each event, which comes with federation.)
+/// The rooms a sync looks at, with the user's membership of each. A first sync (or
+/// `full_state`) looks at all of them; an incremental one only at the rooms where
+/// something happened since (events, receipts, typing, the user's room account data),
+/// found from the stream itself: its cost follows what changed, not how many rooms the
+/// user is in.
+fn rooms_to_visit<'a>(
+    state: &AppState,
+    user_id: &UserId,
+    request: &SyncRequest,
+    upto: u64,
+    room_data: impl Iterator<Item = &'a String>,
+) -> Result<Vec<(ruma::OwnedRoomId, MembershipRecord)>, StorageError> {
+    let since = match request.since {
+        Some(since) if !request.full_state => since,
+        _ => return rooms::memberships(&state.storage, user_id),
+    };
+    let mut changed: BTreeSet<String> = room_data.cloned().collect();
+    if since < upto {
+        for entry in state.storage.stream_room.range(&(since + 1), &upto) {
+            changed.insert(entry?.1);
+        }
+    }
+    let since_typing = if request.since_typing > state.ephemeral.serial() {
+        0
+    } else {
+        request.since_typing
+    };
+    for room in state.ephemeral.typing_rooms_changed_since(since_typing) {
+        changed.insert(room.to_string());
+    }
+    let mut visited = Vec::new();
+    for room in changed {
+        let Ok(room_id) = ruma::OwnedRoomId::try_from(room) else {
+            continue;
+        };
+        if let Some(record) = rooms::membership(&state.storage, user_id, &room_id)? {
+            visited.push((room_id, record));
+        }
+    }
+    Ok(visited)
+}
+
+/// The first stream position a member may read in a room (`u64::MAX` if none), by the
+/// visibility rules applied to each event ([`rooms::visibility`]). Scans stop there; each
+/// event after it is still checked on its own.
 pub fn history_start(
     state: &AppState,
     room_id: &RoomId,
     record: &MembershipRecord,
 ) -> Result<u64, StorageError> {
-    let visibility =
-        rooms::state_content(&state.storage, room_id, "m.room.history_visibility", "")?
-            .and_then(|content| {
-                content
-                    .get("history_visibility")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| "shared".to_owned());
-    Ok(match visibility.as_str() {
-        "joined" => record.joined_stream.unwrap_or(u64::MAX),
-        "invited" => match (record.invited_stream, record.joined_stream) {
-            (Some(invited), Some(joined)) => invited.min(joined),
-            (invited, joined) => invited.or(joined).unwrap_or(u64::MAX),
-        },
-        _ => 0,
-    })
+    let user = load_json(&state.storage, &record.event_id)?
+        .and_then(|json| json.get("state_key")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Ok(Visibility::for_user(&state.storage, room_id, &user)?.first_visible())
 }
 
 /// What a room section carries besides its timeline and state.
@@ -536,12 +566,26 @@ pub fn timeline(
     if after >= upto {
         return Ok((events, limited));
     }
+    let visibility = match reader {
+        Some(reader) => Some(Visibility::for_user(
+            &state.storage,
+            room_id,
+            reader.user_id,
+        )?),
+        None => None,
+    };
     let range = state
         .storage
         .roomstream_eventid
         .range(&(room.clone(), after.saturating_add(1)), &(room, upto));
     for entry in range.rev() {
         let ((_, position), event_id) = entry?;
+        if visibility
+            .as_ref()
+            .is_some_and(|view| !view.allows(position))
+        {
+            continue;
+        }
         if events.len() == limit {
             limited = true;
             break;

@@ -332,3 +332,89 @@ fn left_rooms_come_on_a_first_sync_only_when_asked() {
     );
     assert!(left["state"]["events"].is_array());
 }
+
+#[test]
+fn history_visibility_applies_as_it_was_when_each_event_was_sent() {
+    let people = start();
+    let room = people.call(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &people.alice,
+        json!({ "preset": "public_chat",
+                "initial_state": [{ "type": "m.room.history_visibility", "state_key": "",
+                                    "content": { "history_visibility": "joined" } }] }),
+    )["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    people.say(&people.alice, &room, "private before");
+    people.call(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.history_visibility/"),
+        &people.alice,
+        json!({ "history_visibility": "shared" }),
+    );
+    people.say(&people.alice, &room, "shared before");
+    people.call(
+        "POST",
+        &format!("/_matrix/client/v3/join/{room}"),
+        &people.bob,
+        json!({}),
+    );
+
+    let bodies = |events: &Value| -> Vec<String> {
+        events
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(|event| event["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let page = ok(people.server.client().get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
+        &people.bob,
+    ));
+    assert_eq!(
+        bodies(&page["chunk"]),
+        ["shared before"],
+        "not what was joined-only then"
+    );
+    let synced = people.sync(
+        &people.bob,
+        &filter(json!({ "room": { "timeline": { "limit": 50 } } })),
+    );
+    assert_eq!(
+        bodies(&synced["rooms"]["join"][&room]["timeline"]["events"]),
+        ["shared before"]
+    );
+}
+
+#[test]
+fn concurrent_tag_changes_from_two_devices_are_both_kept() {
+    let people = start();
+    let room = people.room("Kitchen");
+    let second_device = common::login_token(&people.server, "carol", PASSWORD);
+    let tokens = [people.carol.clone(), second_device];
+    let address = people.server.address("http");
+    std::thread::scope(|scope| {
+        for (device, token) in tokens.iter().enumerate() {
+            let room = &room;
+            scope.spawn(move || {
+                let mut client = common::http::Client::plain(address);
+                for i in 0..10 {
+                    let path = format!(
+                        "/_matrix/client/v3/user/@carol:localhost/rooms/{room}/tags/u.d{device}t{i}"
+                    );
+                    ok(client.json("PUT", &path, Some(token), &json!({})));
+                }
+            });
+        }
+    });
+    let tags = people.call(
+        "GET",
+        &format!("/_matrix/client/v3/user/@carol:localhost/rooms/{room}/tags"),
+        &people.carol,
+        json!(null),
+    );
+    assert_eq!(tags["tags"].as_object().expect("tags").len(), 20);
+}

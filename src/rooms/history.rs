@@ -110,3 +110,31 @@ pub fn state_at(
     }
     Ok(state.into_iter().collect())
 }
+
+/// Every value one state entry has had, as `(position, content[field])` in stream order
+/// (`""` where the field is missing): a user's memberships, a room's visibility settings.
+pub fn entries_over_time(
+    storage: &Storage,
+    room_id: &RoomId,
+    (kind, state_key): (&str, &str),
+    field: &str,
+) -> Result<Vec<(u64, String)>, StorageError> {
+    let room = room_id.to_string();
+    let from = (room.clone(), kind.to_owned(), state_key.to_owned(), 0);
+    let to = (room, kind.to_owned(), state_key.to_owned(), u64::MAX);
+    let mut values = Vec::new();
+    for entry in storage.roomstate_history.range(&from, &to) {
+        let ((_, _, _, position), event_id) = entry?;
+        let value = super::load_json(storage, &event_id)?
+            .and_then(|json| {
+                json.get("content")?
+                    .as_object()?
+                    .get(field)?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        values.push((position, value));
+    }
+    Ok(values)
+}

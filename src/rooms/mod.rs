@@ -9,6 +9,7 @@ pub mod aggregations;
 pub mod create;
 pub mod format;
 pub mod history;
+pub mod visibility;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -321,6 +322,9 @@ fn stage_event(
     storage
         .roomstream_eventid
         .batch_insert(batch, &(room.to_owned(), position), &event_id)?;
+    storage
+        .stream_room
+        .batch_insert(batch, &position, &room.to_owned())?;
     if let Some((txn, _)) = &staged.txn {
         storage.txn_eventid.batch_insert(batch, txn, &event_id)?;
     }

@@ -60,8 +60,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 10,
-        description: "state history and notifications: roomstate_history, roomstream_state, usernotify_record, userroomnotify_flags, userroom_read",
-        apply: index_state_history,
+        description: "state history, notifications, change streams: roomstate_history, roomstream_state, usernotify_record, userroomnotify_flags, userroom_read, stream_room, userstream_accountdata",
+        apply: |storage| {
+            index_state_history(storage)?;
+            index_change_streams(storage)
+        },
     },
 ];
 
@@ -87,6 +90,26 @@ fn index_state_history(storage: &Storage) -> StorageResult<()> {
         storage
             .roomstream_state
             .insert(&(room, position), &(kind, state_key))?;
+    }
+    Ok(())
+}
+
+/// Fills `stream_room` (events and receipts by position) and `userstream_accountdata`
+/// (each account data key at its latest position). Running it again is harmless.
+fn index_change_streams(storage: &Storage) -> StorageResult<()> {
+    for entry in storage.roomstream_eventid.iter() {
+        let ((room, position), _) = entry?;
+        storage.stream_room.insert(&position, &room)?;
+    }
+    for entry in storage.roomreceipt_record.iter() {
+        let ((room, _, _), record) = entry?;
+        storage.stream_room.insert(&record.stream, &room)?;
+    }
+    for entry in storage.useraccountdata_data.iter() {
+        let ((user, scope, kind), record) = entry?;
+        storage
+            .userstream_accountdata
+            .insert(&(user, record.stream), &(scope, kind))?;
     }
     Ok(())
 }

@@ -121,6 +121,12 @@ pub struct Storage {
     /// user 0xFF room 0xFF thread (`""` unthreaded, `main`, or a thread root) → the stream
     /// position the user has read up to there (receipts, or sending an event).
     pub userroom_read: Tree<(String, String, String), u64>,
+    /// stream position → the room something happened in there (an event or a receipt):
+    /// an incremental `/sync` visits only the rooms that changed.
+    pub stream_room: Tree<u64, String>,
+    /// user 0xFF stream position → `(scope, type)` of the account data changed there (only
+    /// each key's latest change is kept).
+    pub userstream_accountdata: Tree<(String, u64), Json<(String, String)>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -174,6 +180,8 @@ impl Storage {
             usernotify_record: Tree::open(&db, "usernotify_record")?,
             userroomnotify_flags: Tree::open(&db, "userroomnotify_flags")?,
             userroom_read: Tree::open(&db, "userroom_read")?,
+            stream_room: Tree::open(&db, "stream_room")?,
+            userstream_accountdata: Tree::open(&db, "userstream_accountdata")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

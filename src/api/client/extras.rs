@@ -62,6 +62,29 @@ pub async fn get_tags(
     Ok(HttpResponse::Ok().json(json!({ "tags": tags_of(&state, &user, &room)? })))
 }
 
+/// Changes a room's `m.tag` account data in one step (see [`crate::account_data::modify`]).
+async fn change_tags(
+    state: &AppState,
+    user: &UserId,
+    room: &RoomId,
+    change: impl FnOnce(&mut Map<String, Value>),
+) -> Result<(), Error> {
+    crate::account_data::modify(state, user, Some(room), "m.tag", |content| {
+        let mut tags = content
+            .and_then(|mut content| content.remove("tags"))
+            .and_then(|tags| match tags {
+                Value::Object(tags) => Some(tags),
+                _ => None,
+            })
+            .unwrap_or_default();
+        change(&mut tags);
+        let mut content = Map::new();
+        content.insert("tags".into(), Value::Object(tags));
+        Ok(content)
+    })
+    .await
+}
+
 /// # PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}
 pub async fn put_tag(
     state: web::Data<AppState>,
@@ -87,11 +110,10 @@ pub async fn put_tag(
     if body.get("order").is_some_and(|order| !order.is_number()) {
         return Err(Error::new(ErrorKind::BadJson, "order must be a number"));
     }
-    let mut tags = tags_of(&state, &user, &room)?;
-    tags.insert(tag, Value::Object(body));
-    let mut content = Map::new();
-    content.insert("tags".into(), Value::Object(tags));
-    crate::account_data::set(&state, &user, Some(&room), "m.tag", content).await?;
+    change_tags(&state, &user, &room, |tags| {
+        tags.insert(tag, Value::Object(body));
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -104,11 +126,11 @@ pub async fn delete_tag(
     let (user, room, tag) = path.into_inner();
     let (user, room) = (user_id(&user)?, room_id(&room)?);
     own(&auth, &user)?;
-    let mut tags = tags_of(&state, &user, &room)?;
-    if tags.remove(&tag).is_some() {
-        let mut content = Map::new();
-        content.insert("tags".into(), Value::Object(tags));
-        crate::account_data::set(&state, &user, Some(&room), "m.tag", content).await?;
+    if tags_of(&state, &user, &room)?.contains_key(&tag) {
+        change_tags(&state, &user, &room, |tags| {
+            tags.remove(&tag);
+        })
+        .await?;
     }
     Ok(HttpResponse::Ok().json(json!({})))
 }
@@ -136,7 +158,12 @@ pub async fn context(
         .get(&event_id)?
         .ok_or_else(not_found)?;
     let start_of_history = history_start(&state, &room, &record)?;
-    if meta.room_id != room.as_str() || meta.stream < start_of_history {
+    let view = crate::rooms::visibility::Visibility::for_user(
+        &state.storage,
+        &room,
+        auth.user_id.as_str(),
+    )?;
+    if meta.room_id != room.as_str() || !view.allows(meta.stream) {
         return Err(not_found());
     }
     let device = Some(Reader {
@@ -169,6 +196,9 @@ pub async fn context(
             break;
         }
         let ((_, position), id) = entry?;
+        if !view.allows(position) {
+            continue;
+        }
         if let Some(event) = timeline_form(&state, &id, Some(room.as_str()), device)?
             && filter.allows(&event)
         {

@@ -22,13 +22,30 @@ fn ruleset(state: &AppState, user_id: &UserId) -> Result<Ruleset, Error> {
     Ok(crate::notifications::ruleset(&state.storage, user_id)?)
 }
 
-async fn save(state: &AppState, user_id: &UserId, ruleset: &Ruleset) -> Result<(), Error> {
-    let mut content = Map::new();
-    content.insert(
-        "global".into(),
-        serde_json::to_value(ruleset).map_err(Error::internal)?,
-    );
-    crate::account_data::set_managed(state, user_id, None, "m.push_rules", content).await
+/// Changes the user's push rules in one step: read, `change`, store, with no other write
+/// of them in between (see [`crate::account_data::modify`]).
+async fn change_rules(
+    state: &AppState,
+    user_id: &UserId,
+    change: impl FnOnce(&mut Ruleset) -> Result<(), Error>,
+) -> Result<(), Error> {
+    crate::account_data::modify(state, user_id, None, "m.push_rules", |content| {
+        let mut rules = match content {
+            Some(content) => {
+                serde_json::from_value(content.get("global").cloned().unwrap_or_default())
+                    .map_err(|err| Error::internal(format!("stored push rules: {err}")))?
+            }
+            None => Ruleset::server_default(user_id),
+        };
+        change(&mut rules)?;
+        let mut content = Map::new();
+        content.insert(
+            "global".into(),
+            serde_json::to_value(&rules).map_err(Error::internal)?,
+        );
+        Ok(content)
+    })
+    .await
 }
 
 fn rule_json(rule: AnyPushRuleRef<'_>) -> Value {
@@ -152,14 +169,15 @@ pub async fn put_rule(
         }
         other => return Err(invalid(&format!("Unknown rule kind {other}"))),
     };
-    let mut rules = ruleset(&state, &auth.user_id)?;
-    rules
-        .insert(rule, query.after.as_deref(), query.before.as_deref())
-        .map_err(|err| match err {
-            ruma::push::InsertPushRuleError::UnknownRuleId => Error::not_found(err.to_string()),
-            other => Error::new(ErrorKind::InvalidParam, other.to_string()),
-        })?;
-    save(&state, &auth.user_id, &rules).await?;
+    change_rules(&state, &auth.user_id, |rules| {
+        rules
+            .insert(rule, query.after.as_deref(), query.before.as_deref())
+            .map_err(|err| match err {
+                ruma::push::InsertPushRuleError::UnknownRuleId => Error::not_found(err.to_string()),
+                other => Error::new(ErrorKind::InvalidParam, other.to_string()),
+            })
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -171,14 +189,14 @@ pub async fn delete_rule(
 ) -> Result<HttpResponse, Error> {
     let (scope_name, kind, rule_id) = path.into_inner();
     scope(&scope_name)?;
-    let mut rules = ruleset(&state, &auth.user_id)?;
-    rules
-        .remove(kind_of(&kind)?, &rule_id)
-        .map_err(|err| match err {
+    let kind = kind_of(&kind)?;
+    change_rules(&state, &auth.user_id, |rules| {
+        rules.remove(kind, &rule_id).map_err(|err| match err {
             ruma::push::RemovePushRuleError::NotFound => not_found(),
             other => Error::new(ErrorKind::BadRequest, other.to_string()),
-        })?;
-    save(&state, &auth.user_id, &rules).await?;
+        })
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -209,7 +227,6 @@ pub async fn put_attribute(
     let (scope_name, kind, rule_id, attribute) = path.into_inner();
     scope(&scope_name)?;
     let kind = kind_of(&kind)?;
-    let mut rules = ruleset(&state, &auth.user_id)?;
     let bad = |field: &str| {
         Error::new(
             ErrorKind::BadJson,
@@ -222,9 +239,12 @@ pub async fn put_attribute(
                 .get("enabled")
                 .and_then(Value::as_bool)
                 .ok_or_else(|| bad("enabled"))?;
-            rules
-                .set_enabled(kind, &rule_id, enabled)
-                .map_err(|_| not_found())?;
+            change_rules(&state, &auth.user_id, |rules| {
+                rules
+                    .set_enabled(kind, &rule_id, enabled)
+                    .map_err(|_| not_found())
+            })
+            .await?;
         }
         "actions" => {
             let actions: Vec<Action> = body
@@ -232,13 +252,15 @@ pub async fn put_attribute(
                 .cloned()
                 .and_then(|actions| serde_json::from_value(actions).ok())
                 .ok_or_else(|| bad("actions"))?;
-            rules
-                .set_actions(kind, &rule_id, actions)
-                .map_err(|_| not_found())?;
+            change_rules(&state, &auth.user_id, |rules| {
+                rules
+                    .set_actions(kind, &rule_id, actions)
+                    .map_err(|_| not_found())
+            })
+            .await?;
         }
         _ => return Err(Error::unrecognized()),
     }
-    save(&state, &auth.user_id, &rules).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -295,6 +317,8 @@ pub async fn set_pusher(
             ));
         }
     };
+    // Read, change, write with no other write of this user's pushers in between.
+    let exclusive = state.storage.exclusive();
     let mut pushers = state
         .storage
         .userid_pushers
@@ -348,6 +372,7 @@ pub async fn set_pusher(
         .storage
         .userid_pushers
         .insert(&auth.user_id.to_string(), &pushers)?;
+    drop(exclusive);
     state.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }

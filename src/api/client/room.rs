@@ -347,9 +347,12 @@ pub async fn get_event(
     if meta.room_id != room_id.as_str() {
         return Err(not_found());
     }
-    let membership =
-        rooms::membership(&state.storage, &auth.user_id, &room_id)?.ok_or_else(not_found)?;
-    if meta.stream < crate::sync::history_start(&state, &room_id, &membership)? {
+    let view = crate::rooms::visibility::Visibility::for_user(
+        &state.storage,
+        &room_id,
+        auth.user_id.as_str(),
+    )?;
+    if !view.allows(meta.stream) {
         return Err(not_found());
     }
     let reader = crate::sync::Reader {

@@ -11,6 +11,7 @@ use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
 use crate::filter::{Filter, RoomEventFilter};
 use crate::rooms;
+use crate::rooms::visibility::Visibility;
 use crate::state::AppState;
 use crate::sync::{
     Reader, SyncRequest, TimelineEvent, history_start, lazy_loaded_members, parse_token, sync,
@@ -203,12 +204,26 @@ fn forward(
     if after >= upto {
         return Ok((events, false));
     }
+    let visibility = match reader {
+        Some(reader) => Some(Visibility::for_user(
+            &state.storage,
+            room_id,
+            reader.user_id,
+        )?),
+        None => None,
+    };
     let range = state
         .storage
         .roomstream_eventid
         .range(&(room.clone(), after.saturating_add(1)), &(room, upto));
     for entry in range {
         let ((_, position), event_id) = entry?;
+        if visibility
+            .as_ref()
+            .is_some_and(|view| !view.allows(position))
+        {
+            continue;
+        }
         if events.len() == limit {
             return Ok((events, true));
         }
