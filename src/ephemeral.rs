@@ -142,21 +142,14 @@ impl Ephemeral {
         self.lock().presence.get(user_id).cloned()
     }
 
-    /// The presence of those of `users` that changed after serial `since`.
-    pub fn presence_changed_since<'a>(
-        &self,
-        users: impl Iterator<Item = &'a UserId>,
-        since: u64,
-    ) -> Vec<(OwnedUserId, Presence)> {
+    /// Every presence that changed after serial `since`.
+    pub fn presence_changes(&self, since: u64) -> Vec<(OwnedUserId, Presence)> {
         let rooms = self.lock();
-        users
-            .filter_map(|user| {
-                rooms
-                    .presence
-                    .get(user)
-                    .filter(|presence| presence.changed > since)
-                    .map(|presence| (user.to_owned(), presence.clone()))
-            })
+        rooms
+            .presence
+            .iter()
+            .filter(|(_, presence)| presence.changed > since)
+            .map(|(user, presence)| (user.clone(), presence.clone()))
             .collect()
     }
 
@@ -300,16 +293,11 @@ mod tests {
         let alice = <&UserId>::try_from("@alice:x").expect("user");
         ephemeral.set_presence(alice, "online", None);
         let first = ephemeral.serial();
-        assert_eq!(
-            ephemeral
-                .presence_changed_since([alice].into_iter(), 0)
-                .len(),
-            1
-        );
+        assert_eq!(ephemeral.presence_changes(0).len(), 1);
         ephemeral.set_presence(alice, "online", None);
         assert_eq!(ephemeral.serial(), first, "still online is no news");
         ephemeral.set_presence(alice, "unavailable", Some(Some("lunch".into())));
-        let changed = ephemeral.presence_changed_since([alice].into_iter(), first);
+        let changed = ephemeral.presence_changes(first);
         assert_eq!(changed[0].1.presence, "unavailable");
         assert_eq!(changed[0].1.to_json()["status_msg"], "lunch");
     }

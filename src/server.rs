@@ -86,9 +86,11 @@ pub async fn run(
     }
     let server = server.run();
     let handle = server.handle();
+    let stopping_state = state.clone();
     actix_web::rt::spawn(async move {
         shutdown.await;
         tracing::info!("stopping: finishing requests in flight");
+        stopping_state.stopping.send_replace(true);
         notify("STOPPING=1");
         handle.stop(true).await;
     });

@@ -21,6 +21,9 @@ pub struct AppState {
     pub account_rate_limit: RateLimiter<String>,
     pub rooms: Rooms,
     pub ephemeral: crate::ephemeral::Ephemeral,
+    /// Becomes `true` when the server starts stopping: long polls answer at once instead
+    /// of holding the stop up.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -37,6 +40,7 @@ impl AppState {
             signing_key,
             password_hasher: PasswordHasher::default(),
             uia: UiaSessions::default(),
+            stopping: tokio::sync::watch::channel(false).0,
         }
     }
 }

@@ -76,6 +76,7 @@ pub async fn sync(
 ) -> Result<Value, Error> {
     let mut changes = state.rooms.subscribe();
     let mut typing = state.ephemeral.subscribe();
+    let mut stopping = state.stopping.subscribe();
     if request.set_presence != "offline" {
         state
             .ephemeral
@@ -85,7 +86,7 @@ pub async fn sync(
     let upto = *changes.borrow_and_update();
     typing.borrow_and_update();
     let (response, news) = build(state, user_id, request, upto)?;
-    if news || request.since.is_none() || request.timeout.is_zero() {
+    if news || request.since.is_none() || request.timeout.is_zero() || *stopping.borrow() {
         return Ok(response);
     }
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
@@ -94,6 +95,8 @@ pub async fn sync(
             tokio::select! {
                 changed = changes.changed() => changed.is_ok(),
                 changed = typing.changed() => changed.is_ok(),
+                // The server is stopping: answer with what there is.
+                _ = stopping.changed() => false,
             }
         })
         .await;
@@ -489,7 +492,8 @@ fn lazy_members(
 }
 
 /// The presence of everyone the user shares a room with (themselves included) that changed
-/// after `since` (everyone's, on a first sync).
+/// after `since` (everyone's, on a first sync). Starts from who changed (few) and checks
+/// each for a room in common, rather than walking every member of every room.
 fn presence_events(
     state: &AppState,
     user_id: &UserId,
@@ -499,28 +503,29 @@ fn presence_events(
     if state.ephemeral.serial() <= since {
         return Ok(Vec::new());
     }
-    let mut users = std::collections::BTreeSet::new();
-    users.insert(user_id.to_owned());
-    for (room_id, record) in rooms::memberships(&state.storage, user_id)? {
-        if record.membership != "join" {
+    let mut events = Vec::new();
+    for (other, presence) in state.ephemeral.presence_changes(since) {
+        if other != user_id && !shares_a_room(state, user_id, &other)? {
             continue;
         }
-        for ((kind, member), _) in rooms::current_state(&state.storage, &room_id)? {
-            if kind == "m.room.member"
-                && let Ok(member) = ruma::OwnedUserId::try_from(member)
-                && rooms::membership(&state.storage, &member, &room_id)?
-                    .is_some_and(|r| r.membership == "join")
-            {
-                users.insert(member);
-            }
+        events
+            .push(json!({ "type": "m.presence", "sender": other, "content": presence.to_json() }));
+    }
+    events.sort_by(|a, b| a["sender"].as_str().cmp(&b["sender"].as_str()));
+    Ok(events)
+}
+
+/// Whether both users are joined to some room.
+fn shares_a_room(state: &AppState, user_id: &UserId, other: &UserId) -> Result<bool, StorageError> {
+    for (room_id, record) in rooms::memberships(&state.storage, other)? {
+        if record.membership == "join"
+            && rooms::membership(&state.storage, user_id, &room_id)?
+                .is_some_and(|record| record.membership == "join")
+        {
+            return Ok(true);
         }
     }
-    Ok(state
-        .ephemeral
-        .presence_changed_since(users.iter().map(|user| user.as_ref()), since)
-        .into_iter()
-        .map(|(user, presence)| json!({ "type": "m.presence", "sender": user, "content": presence.to_json() }))
-        .collect())
+    Ok(false)
 }
 
 /// Typing (when it changed since the last sync) and receipts (changed since then).

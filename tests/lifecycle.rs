@@ -134,3 +134,37 @@ fn the_signing_key_survives_restarts() {
     drop(again);
     drop(server);
 }
+
+#[test]
+fn a_waiting_sync_answers_at_once_when_the_server_stops() {
+    let mut server = Server::start_with_users(
+        &test_config("[limits]\nshutdown_grace_seconds = 25\n"),
+        &[("alice", "correct horse battery")],
+    );
+    let token = common::login_token(&server, "alice", "correct horse battery");
+    let first = common::ok(server.client().get_with("/_matrix/client/v3/sync", &token));
+    let since = first["next_batch"].as_str().expect("token").to_owned();
+    let address = server.address("http");
+    let waiting = std::thread::spawn(move || {
+        let mut client = common::http::Client::plain(address);
+        let started = std::time::Instant::now();
+        let response = client.get_with(
+            &format!("/_matrix/client/v3/sync?since={since}&timeout=60000&set_presence=offline"),
+            &token,
+        );
+        (response.status, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let stopping = std::time::Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert!(status.success(), "{}", server.log_text());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "the stop waited for the poll: {:?}",
+        stopping.elapsed()
+    );
+    let (code, waited) = waiting.join().expect("sync thread");
+    assert_eq!(code, 200);
+    assert!(waited < Duration::from_secs(30), "{waited:?}");
+}

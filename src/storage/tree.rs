@@ -102,16 +102,23 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
     }
 
     /// The entries from `from` to `to` (both included), in key order or, with `.rev()`,
-    /// backwards. Streams: nothing is collected here.
+    /// backwards; none when `to` comes before `from`. Streams: nothing is collected here.
     pub fn range(
         &self,
         from: &K,
         to: &K,
     ) -> impl DoubleEndedIterator<Item = StorageResult<(K, V::Value)>> + '_ {
-        self.tree.range(from.encode()..=to.encode()).map(|entry| {
-            let (key, value) = entry?;
-            Ok((K::decode(&key)?, V::decode(&value)?))
-        })
+        let (from, to) = (from.encode(), to.encode());
+        // A backwards span is empty (sled's ranges must not run backwards).
+        let empty = from > to;
+        let to = if empty { from.clone() } else { to };
+        self.tree
+            .range(from..=to)
+            .filter(move |_| !empty)
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((K::decode(&key)?, V::decode(&value)?))
+            })
     }
 
     /// Every entry in key order. Streams: nothing is collected here.
@@ -120,5 +127,38 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
             let (key, value) = entry?;
             Ok((K::decode(&key)?, V::decode(&value)?))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::storage::Storage;
+
+    #[test]
+    fn ranges_run_both_ways_and_backwards_spans_are_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        for position in [1u64, 5, 9] {
+            storage
+                .stream_room
+                .insert(&position, &format!("!r{position}:x"))
+                .expect("insert");
+        }
+        let keys = |from: u64, to: u64, reverse: bool| -> Vec<u64> {
+            let range = storage.stream_room.range(&from, &to);
+            let entries: Vec<_> = if reverse {
+                range.rev().collect()
+            } else {
+                range.collect()
+            };
+            entries
+                .into_iter()
+                .map(|entry| entry.expect("entry").0)
+                .collect()
+        };
+        assert_eq!(keys(1, 9, false), vec![1, 5, 9]);
+        assert_eq!(keys(2, 9, true), vec![9, 5]);
+        assert_eq!(keys(9, 1, false), Vec::<u64>::new());
+        assert_eq!(keys(6, 5, true), Vec::<u64>::new());
     }
 }

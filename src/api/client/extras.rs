@@ -271,21 +271,44 @@ pub async fn timestamp_to_event(
     };
     let from = history_start(&state, &room, &record)?;
     let upto = state.rooms.visible_position();
+    let view = crate::rooms::visibility::Visibility::for_user(
+        &state.storage,
+        &room,
+        auth.user_id.as_str(),
+    )?;
+    // Timestamps follow the stream closely: a binary search finds where `ts` falls, and a
+    // window of events around that point is searched exactly.
+    let pivot = first_at_or_after_ts(&state, &room, (from, upto), query.ts)?;
+    let room_key = room.to_string();
+    // (Empty spans are skipped: a range must not run backwards.)
+    let before: Vec<_> = if pivot > from {
+        state
+            .storage
+            .roomstream_eventid
+            .range(&(room_key.clone(), from), &(room_key.clone(), pivot - 1))
+            .rev()
+            .take(TIMESTAMP_WINDOW)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let after: Vec<_> = if pivot <= upto {
+        state
+            .storage
+            .roomstream_eventid
+            .range(&(room_key.clone(), pivot), &(room_key, upto))
+            .take(TIMESTAMP_WINDOW)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut best: Option<(String, u64)> = None;
-    for entry in state
-        .storage
-        .roomstream_eventid
-        .range(&(room.to_string(), from), &(room.to_string(), upto))
-    {
-        let (_, event_id) = entry?;
-        let Some(json) = rooms::load_json(&state.storage, &event_id)? else {
+    for entry in before.into_iter().chain(after) {
+        let ((_, position), event_id) = entry?;
+        if !view.allows(position) {
             continue;
-        };
-        let Some(ts) = json
-            .get("origin_server_ts")
-            .and_then(|ts| ts.as_integer())
-            .map(|ts| i64::from(ts) as u64)
-        else {
+        }
+        let Some(ts) = event_ts(&state, &event_id)? else {
             continue;
         };
         let candidate = if forward {
@@ -308,6 +331,53 @@ pub async fn timestamp_to_event(
         best.ok_or_else(|| Error::not_found("No event in that direction from that time"))?;
     Ok(HttpResponse::Ok()
         .json(json!({ "event_id": event_id, "origin_server_ts": origin_server_ts })))
+}
+
+/// How many events on each side of the binary search's answer are checked exactly.
+const TIMESTAMP_WINDOW: usize = 200;
+
+/// An event's `origin_server_ts`.
+fn event_ts(state: &AppState, event_id: &str) -> Result<Option<u64>, Error> {
+    Ok(
+        rooms::load_json(&state.storage, event_id)?.and_then(|json| {
+            json.get("origin_server_ts")
+                .and_then(|ts| ts.as_integer())
+                .and_then(|ts| u64::try_from(i64::from(ts)).ok())
+        }),
+    )
+}
+
+/// The stream position, within `(from, upto)`, of roughly the first event sent at or after
+/// `ts`: a binary search over positions, each step reading one event.
+fn first_at_or_after_ts(
+    state: &AppState,
+    room: &RoomId,
+    (from, upto): (u64, u64),
+    ts: u64,
+) -> Result<u64, Error> {
+    let (mut low, mut high) = (from, upto.saturating_add(1));
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let next = if middle <= upto {
+            state
+                .storage
+                .roomstream_eventid
+                .range(&(room.to_string(), middle), &(room.to_string(), upto))
+                .next()
+                .transpose()?
+        } else {
+            None
+        };
+        match next {
+            Some(((_, position), event_id))
+                if event_ts(state, &event_id)?.is_some_and(|at| at < ts) =>
+            {
+                low = position + 1;
+            }
+            _ => high = middle,
+        }
+    }
+    Ok(low)
 }
 
 #[derive(Debug, Deserialize)]

@@ -845,8 +845,8 @@ pub struct MembersQuery {
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/members
 ///
-/// With `at`, the memberships as they were at that point of the timeline (read back from
-/// the timeline's member events).
+/// With `at`, the memberships as they were at that point of the timeline (from the room's
+/// state history).
 pub async fn members(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -898,24 +898,15 @@ pub async fn members(
     Ok(HttpResponse::Ok().json(json!({ "chunk": chunk })))
 }
 
-/// The latest member event of each user at or before stream position `at`.
+/// The member events of the room's state as of stream position `at`.
 fn members_at(state: &AppState, room_id: &RoomId, at: u64) -> Result<Vec<String>, Error> {
-    let room = room_id.to_string();
-    let mut latest: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-    for entry in state
-        .storage
-        .roomstream_eventid
-        .range(&(room.clone(), 0), &(room, at))
-    {
-        let (_, event_id) = entry?;
-        if let Some(json) = load_json(&state.storage, &event_id)?
-            && json.get("type").and_then(|kind| kind.as_str()) == Some("m.room.member")
-            && let Some(user) = json.get("state_key").and_then(|key| key.as_str())
-        {
-            latest.insert(user.to_owned(), event_id);
-        }
-    }
-    Ok(latest.into_values().collect())
+    Ok(
+        crate::rooms::history::state_at(&state.storage, room_id, at)?
+            .into_iter()
+            .filter(|((kind, _), _)| kind == "m.room.member")
+            .map(|(_, event_id)| event_id)
+            .collect(),
+    )
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/forget
