@@ -29,6 +29,8 @@
 //! - [`spaces`]: the space hierarchy, walked from `m.space.child` events.
 //! - [`rooms`]: rooms: appending authorized events, current state and its history,
 //!   timelines, memberships, creating rooms.
+//! - [`search`]: `/search` over room events: matching, ranking, pages, context, groups;
+//!   reads the timelines (no index), a bounded number of events per request.
 //! - [`notifications`]: push rules applied to each stored event: unread counts,
 //!   `/notifications`, read positions.
 //! - [`ratelimit`]: per-address token buckets for login and registration.
@@ -55,6 +57,7 @@ pub mod profile;
 pub mod ratelimit;
 pub mod receipts;
 pub mod rooms;
+pub mod search;
 pub mod server;
 pub mod spaces;
 pub mod state;

@@ -244,7 +244,7 @@ fn search_finds_messages_in_ones_own_rooms_newest_first() {
             "POST",
             &path,
             Some(token),
-            &json!({ "search_categories": { "room_events": { "search_term": term, "filter": { "limit": 2 } } } }),
+            &json!({ "search_categories": { "room_events": { "search_term": term, "order_by": "recent", "filter": { "limit": 2 } } } }),
         ))
     };
     let first = search(&mut client, &alice, "cake", None);
