@@ -9,6 +9,7 @@ use super::token::Scope;
 use crate::error::Error;
 use crate::filter::RoomEventFilter;
 use crate::rooms;
+use crate::rooms::visibility::Visibility;
 use crate::state::AppState;
 use crate::storage::{StorageError, StorageResult};
 use crate::sync::history_start;
@@ -17,7 +18,8 @@ use crate::sync::history_start;
 #[derive(Debug, Clone)]
 pub struct Window {
     pub room_id: OwnedRoomId,
-    /// The first position they may read (from the room's history visibility).
+    /// The first position they may read (from the room's history visibility; each event
+    /// after it is checked too, by `view`).
     pub from: u64,
     /// The last position they may read now: the newest for a member, their departure for a
     /// former member.
@@ -26,6 +28,8 @@ pub struct Window {
     pub upto: u64,
     /// Whether they are still in the room (their state view is the current state).
     pub joined: bool,
+    /// Which events of the window they may see, each by the visibility when it was sent.
+    pub view: Visibility,
 }
 
 /// The windows of the rooms a user may search, as `/messages` would let them read: rooms
@@ -55,7 +59,9 @@ pub fn readable_windows(
             continue;
         }
         let from = history_start(state, &room_id, &record)?;
+        let view = Visibility::for_user(&state.storage, &room_id, user_id.as_str())?;
         windows.push(Window {
+            view,
             room_id,
             from,
             visible_until,
@@ -112,6 +118,7 @@ pub fn newest_first(
         read += 1;
         if let (Some(Ok(((_, position), event_id))), Some(window)) =
             (heads[index].next(), windows.get(index))
+            && window.view.allows(position)
         {
             visit(index, window, position, event_id)?;
         }
