@@ -9,6 +9,7 @@ pub mod aggregations;
 pub mod create;
 pub mod format;
 pub mod history;
+pub mod snapshots;
 pub mod visibility;
 
 use std::cell::RefCell;
@@ -36,6 +37,9 @@ pub struct RoomRecord {
     pub version: String,
     /// The forward extremities and their depths: the `prev_events` of the next event.
     pub extremities: Vec<(OwnedEventId, u64)>,
+    /// The state snapshot of the room's current state (after its extremities).
+    #[serde(default)]
+    pub state: Option<u64>,
 }
 
 /// Where an event sits (`eventid_meta`).
@@ -208,9 +212,11 @@ impl Rooms {
             return Ok(self.visible_position());
         };
         let room = room_id.to_string();
-        let record = RoomRecord {
+        let previous_state = storage.roomid_room.get(&room)?.and_then(|room| room.state);
+        let mut record = RoomRecord {
             version: version.to_owned(),
             extremities: vec![(last.pdu.event_id.clone(), last.pdu.depth)],
+            state: previous_state,
         };
         let rules = rules_of(&record)?;
         // Push rules read the room's state before the events; evaluated before the ordering
@@ -220,6 +226,7 @@ impl Rooms {
             .map(|staged| crate::notifications::evaluate(storage, &rules, room_id, &staged.json))
             .collect::<Result<Vec<_>, _>>()?;
         let mut batch = Batch::new();
+        record.state = stage_snapshots(storage, &mut batch, &events, previous_state)?;
         storage
             .roomid_room
             .batch_insert(&mut batch, &room, &record)?;
@@ -293,6 +300,41 @@ impl Rooms {
             newer
         });
     }
+}
+
+/// Records, in `batch`, the state snapshot before each event and derives the snapshot
+/// after each state event; returns the room's state after the last one. Events are applied
+/// in order onto the room's current state (`current`; none for a new room).
+fn stage_snapshots(
+    storage: &Storage,
+    batch: &mut Batch,
+    events: &[StagedEvent],
+    mut current: Option<u64>,
+) -> Result<Option<u64>, Error> {
+    let mut pending = std::collections::BTreeMap::new();
+    for staged in events {
+        let before = match current {
+            Some(snapshot) => snapshot,
+            None => snapshots::store_full(storage, batch, &Default::default(), &mut pending)?,
+        };
+        let event_id = staged.pdu.event_id.to_string();
+        storage
+            .eventid_statebefore
+            .batch_insert(batch, &event_id, &before)?;
+        current = Some(before);
+        if let Some(state_key) = &staged.pdu.state_key {
+            let key = snapshots::short_state_key(storage, &staged.pdu.kind.to_string(), state_key)?;
+            let event = snapshots::short_event_id(storage, &event_id)?;
+            current = Some(snapshots::derive(
+                storage,
+                batch,
+                Some(before),
+                &[(key, event)],
+                &mut pending,
+            )?);
+        }
+    }
+    Ok(current)
 }
 
 /// Adds one event and its indexes to `batch` at `position`. `memberships` holds the

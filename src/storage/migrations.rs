@@ -60,10 +60,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 10,
-        description: "state history, notifications, change streams: roomstate_history, roomstream_state, usernotify_record, userroomnotify_flags, userroom_read, stream_room, userstream_accountdata",
+        description: "state history, notifications, change streams, state snapshots: roomstate_history, roomstream_state, usernotify_record, userroomnotify_flags, userroom_read, stream_room, userstream_accountdata, statekey_short, short_statekey, eventid_short, short_eventid, snapshot_data, eventid_statebefore",
         apply: |storage| {
             index_state_history(storage)?;
-            index_change_streams(storage)
+            index_change_streams(storage)?;
+            index_snapshots(storage)
         },
     },
 ];
@@ -110,6 +111,56 @@ fn index_change_streams(storage: &Storage) -> StorageResult<()> {
         storage
             .userstream_accountdata
             .insert(&(user, record.stream), &(scope, kind))?;
+    }
+    Ok(())
+}
+
+/// Gives every stored event its state snapshot before it, replaying each room's events in
+/// stream order (rooms here so far are local, so their history is a line), and records each
+/// room's current snapshot. A room already done is skipped.
+fn index_snapshots(storage: &Storage) -> StorageResult<()> {
+    use crate::rooms::snapshots;
+    for entry in storage.roomid_room.iter() {
+        let (room, mut record) = entry?;
+        if record.state.is_some() {
+            continue;
+        }
+        let mut batch = super::Batch::new();
+        let mut pending = std::collections::BTreeMap::new();
+        let mut current =
+            snapshots::store_full(storage, &mut batch, &Default::default(), &mut pending)?;
+        for entry in storage
+            .roomstream_eventid
+            .scan_prefix(&super::pair_prefix(&room))
+        {
+            let (_, event_id) = entry?;
+            storage
+                .eventid_statebefore
+                .batch_insert(&mut batch, &event_id, &current)?;
+            let Some(text) = storage.eventid_pdu.get(&event_id)? else {
+                continue;
+            };
+            let event: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|err| StorageError::Corrupt(format!("stored event {event_id}: {err}")))?;
+            if let (Some(kind), Some(state_key)) =
+                (event["type"].as_str(), event["state_key"].as_str())
+            {
+                let key = snapshots::short_state_key(storage, kind, state_key)?;
+                let short = snapshots::short_event_id(storage, &event_id)?;
+                current = snapshots::derive(
+                    storage,
+                    &mut batch,
+                    Some(current),
+                    &[(key, short)],
+                    &mut pending,
+                )?;
+            }
+        }
+        record.state = Some(current);
+        storage
+            .roomid_room
+            .batch_insert(&mut batch, &room, &record)?;
+        storage.apply(batch)?;
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ use crate::accounts::sessions::{DeviceRecord, SessionRecord};
 use crate::directory::AliasRecord;
 use crate::notifications::{NotificationRecord, UnreadFlags};
 use crate::receipts::ReceiptRecord;
+use crate::rooms::snapshots::SnapshotRecord;
 use crate::rooms::{EventMeta, MembershipRecord, RoomRecord};
 
 /// A storage failure. Shown in full to the operator at start-up; a client only ever sees
@@ -127,6 +128,17 @@ pub struct Storage {
     /// user 0xFF stream position → `(scope, type)` of the account data changed there (only
     /// each key's latest change is kept).
     pub userstream_accountdata: Tree<(String, u64), Json<(String, String)>>,
+    /// `(type, state key)` → its short ID, and back: snapshots hold numbers, not strings.
+    pub statekey_short: Tree<(String, String), u64>,
+    pub short_statekey: Tree<u64, Json<(String, String)>>,
+    /// event ID → its short ID, and back.
+    pub eventid_short: Tree<String, u64>,
+    pub short_eventid: Tree<u64, String>,
+    /// snapshot ID → a state snapshot (a delta on a parent, or a full copy).
+    pub snapshot_data: Tree<u64, Json<SnapshotRecord>>,
+    /// event ID → the snapshot of the room's state before it (what it was authorized
+    /// against).
+    pub eventid_statebefore: Tree<String, u64>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -182,6 +194,12 @@ impl Storage {
             userroom_read: Tree::open(&db, "userroom_read")?,
             stream_room: Tree::open(&db, "stream_room")?,
             userstream_accountdata: Tree::open(&db, "userstream_accountdata")?,
+            statekey_short: Tree::open(&db, "statekey_short")?,
+            short_statekey: Tree::open(&db, "short_statekey")?,
+            eventid_short: Tree::open(&db, "eventid_short")?,
+            short_eventid: Tree::open(&db, "short_eventid")?,
+            snapshot_data: Tree::open(&db, "snapshot_data")?,
+            eventid_statebefore: Tree::open(&db, "eventid_statebefore")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),
@@ -198,6 +216,21 @@ impl Storage {
             .map(|bytes| <u64 as KeyCodec>::decode(&bytes))
             .transpose()
             .map(|version| version.unwrap_or(0))
+    }
+
+    /// A new number from the counter `name` (short IDs, snapshot IDs): never handed out twice,
+    /// though a crash may skip some.
+    pub fn next_id(&self, name: &str) -> StorageResult<u64> {
+        let key = format!("counter.{name}");
+        let next = self.meta.update_and_fetch(key.as_bytes(), |current| {
+            let current = current
+                .and_then(|bytes| <u64 as KeyCodec>::decode(bytes).ok())
+                .unwrap_or(0);
+            Some((current + 1).encode())
+        })?;
+        next.map(|bytes| <u64 as KeyCodec>::decode(&bytes))
+            .transpose()
+            .map(|id| id.unwrap_or(0))
     }
 
     /// The next position of the global stream that orders everything a client can receive.
