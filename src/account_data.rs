@@ -172,7 +172,10 @@ pub fn changes(
     let mut changed = Vec::new();
     let user = user_id.to_string();
     // The user's change stream: what changed after `since`, without reading the rest.
-    let from = (user.clone(), since.map_or(0, |since| since + 1));
+    let from = (
+        user.clone(),
+        since.map_or(0, |since| since.saturating_add(1)),
+    );
     for entry in state
         .storage
         .userstream_accountdata

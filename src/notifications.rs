@@ -79,9 +79,9 @@ pub fn evaluate(
     room_id: &RoomId,
     json: &CanonicalJsonObject,
 ) -> Result<EventPush, StorageError> {
-    let thread = thread_of(storage, json)?;
+    let thread = thread_of(storage, room_id, json)?;
     let sender = json.get("sender").and_then(as_str).unwrap_or_default();
-    let members = joined_members(storage, room_id)?;
+    let (members, joined) = joined_members(storage, room_id)?;
     let mut candidates: Vec<(String, String)> = members
         .iter()
         .filter(|(user, _)| user.as_str() != sender)
@@ -99,7 +99,7 @@ pub fn evaluate(
         Err(_) => return Ok(EventPush { outcomes, thread }),
     };
     let power_levels = power_levels_context(storage, rules, room_id)?;
-    let member_count = UInt::try_from(members.len() as u64).unwrap_or(UInt::MAX);
+    let member_count = UInt::try_from(joined as u64).unwrap_or(UInt::MAX);
     for (user, display_name) in candidates {
         let Ok(user_id) = OwnedUserId::try_from(user.as_str()) else {
             continue;
@@ -108,7 +108,11 @@ pub fn evaluate(
         if !storage.userid_account.contains_key(&user)? {
             continue;
         }
-        let ruleset = ruleset(storage, &user_id)?;
+        // Rules that cannot be read must not stop the room: the defaults apply.
+        let ruleset = ruleset(storage, &user_id).unwrap_or_else(|err| {
+            tracing::warn!(user = %user_id, "push rules unreadable, defaults used: {err}");
+            Ruleset::server_default(&user_id)
+        });
         let mut context =
             PushConditionRoomCtx::new(room_id.to_owned(), member_count, user_id, display_name);
         context.power_levels = power_levels.clone();
@@ -173,8 +177,27 @@ pub fn mark_read(
     position: u64,
 ) -> Result<(), StorageError> {
     let key = (user.to_owned(), room.to_owned(), thread.to_owned());
-    if storage.userroom_read.get(&key)?.unwrap_or(0) < position {
-        storage.userroom_read.batch_insert(batch, &key, &position)?;
+    if storage.userroom_read.get(&key)?.unwrap_or(0) >= position {
+        return Ok(());
+    }
+    storage.userroom_read.batch_insert(batch, &key, &position)?;
+    // What is read no longer counts: its unread flags go, so counting later reads only
+    // what is still unread (the list for `/notifications` stays).
+    for entry in storage.userroomnotify_flags.range(
+        &(user.to_owned(), room.to_owned(), 0),
+        &(user.to_owned(), room.to_owned(), position),
+    ) {
+        let ((_, _, at), (_, flagged_thread)) = entry?;
+        let same_thread = match thread {
+            "" => true,
+            MAIN => flagged_thread.is_none(),
+            root => flagged_thread.as_deref() == Some(root),
+        };
+        if same_thread {
+            storage
+                .userroomnotify_flags
+                .batch_remove(batch, &(user.to_owned(), room.to_owned(), at));
+        }
     }
     Ok(())
 }
@@ -235,6 +258,9 @@ pub fn unread(
     Ok((room, threads))
 }
 
+/// The most notifications one `/notifications` page looks at (highlights may be rare).
+const MAX_EXAMINED: usize = 5000;
+
 /// One entry of `/notifications`.
 pub struct Listed {
     pub record: NotificationRecord,
@@ -270,12 +296,18 @@ pub fn list(
     let mut read_by_room: HashMap<String, HashMap<String, u64>> = HashMap::new();
     let mut notifications = Vec::new();
     let mut next = None;
-    for entry in storage
+    for (examined, entry) in storage
         .usernotify_record
         .range(&(user.clone(), 0), &(user, upto))
         .rev()
+        .enumerate()
     {
         let ((_, position), record) = entry?;
+        // A page looks at a bounded number of notifications; the token resumes the walk.
+        if examined == MAX_EXAMINED {
+            next = Some(position + 1);
+            break;
+        }
         if only_highlights && !record.highlight {
             continue;
         }
@@ -330,6 +362,7 @@ pub fn read_positions(
 /// following `m.relates_to` up to [`THREAD_HOPS`] events.
 pub fn thread_of(
     storage: &Storage,
+    room_id: &RoomId,
     json: &CanonicalJsonObject,
 ) -> Result<Option<String>, StorageError> {
     let mut relation = relates_to(json);
@@ -337,6 +370,14 @@ pub fn thread_of(
         let Some((rel_type, parent)) = relation else {
             return Ok(None);
         };
+        // Only an event of the same room can be a thread here.
+        let same_room = storage
+            .eventid_meta
+            .get(&parent)?
+            .is_some_and(|meta| meta.room_id == room_id.as_str());
+        if !same_room {
+            return Ok(None);
+        }
         if rel_type.as_deref() == Some("m.thread") {
             return Ok(Some(parent));
         }
@@ -377,30 +418,33 @@ fn invite_target(json: &CanonicalJsonObject) -> Option<String> {
         .flatten()
 }
 
-/// The joined members of a room with their display names there (their user ID if none).
+/// The joined members of a room with their display names there (their user ID if none),
+/// and how many are joined in all. Only local members' events are read: only they have
+/// push rules here.
 fn joined_members(
     storage: &Storage,
     room_id: &RoomId,
-) -> Result<Vec<(String, String)>, StorageError> {
-    let mut members = Vec::new();
-    for ((kind, user), event_id) in rooms::current_state(storage, room_id)? {
-        if kind != "m.room.member" {
+) -> Result<(Vec<(String, String)>, usize), StorageError> {
+    let mut local = Vec::new();
+    let mut joined = 0;
+    for entry in storage
+        .roomuser_membership
+        .scan_prefix(&pair_prefix(room_id.as_str()))
+    {
+        let ((_, user), membership) = entry?;
+        if membership != "join" {
             continue;
         }
-        let Some(event) = rooms::load_json(storage, &event_id)? else {
-            continue;
-        };
-        let content = event.get("content").and_then(|c| c.as_object());
-        if content.and_then(|c| c.get("membership")).and_then(as_str) != Some("join") {
+        joined += 1;
+        if !storage.userid_account.contains_key(&user)? {
             continue;
         }
-        let name = content
-            .and_then(|c| c.get("displayname"))
-            .and_then(as_str)
-            .map_or_else(|| user.clone(), str::to_owned);
-        members.push((user, name));
+        let name = rooms::state_content(storage, room_id, "m.room.member", &user)?
+            .and_then(|content| content["displayname"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| user.clone());
+        local.push((user, name));
     }
-    Ok(members)
+    Ok((local, joined))
 }
 
 /// What `sender_notification_permission` conditions (`@room`) need: the room's power levels.

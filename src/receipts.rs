@@ -77,6 +77,33 @@ pub async fn set(
     Ok(())
 }
 
+/// Whether `user_id` set a read receipt (public or private) in the room at a position in
+/// `(since, upto]`: their unread counts there may have changed.
+pub fn own_changed(
+    state: &AppState,
+    room_id: &RoomId,
+    user_id: &UserId,
+    since: Option<u64>,
+    upto: u64,
+) -> Result<bool, StorageError> {
+    let Some(since) = since else {
+        return Ok(false);
+    };
+    for kind in [PUBLIC, PRIVATE] {
+        let mut prefix = pair_prefix(room_id.as_str());
+        prefix.extend_from_slice(&pair_prefix(kind));
+        prefix.extend_from_slice(user_id.as_str().as_bytes());
+        prefix.push(0);
+        for entry in state.storage.roomreceipt_record.scan_prefix(&prefix) {
+            let (_, record) = entry?;
+            if record.stream > since && record.stream <= upto {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// The `m.receipt` event for `viewer` with the receipts of `room` changed after `since`
 /// (all of them without it) up to `upto`, if any.
 pub fn changes(

@@ -288,6 +288,8 @@ pub fn hierarchy(
                     .into_iter()
                     .rev()
                     .filter(|child| !position.suggested_only || child.suggested)
+                    // A room already walked is not stacked again (loops, repeated links).
+                    .filter(|child| !seen.contains(&child.room_id))
                     .map(|child| (child.room_id, depth + 1)),
             );
         }

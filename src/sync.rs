@@ -143,7 +143,6 @@ fn build(
             room_data.entry(scope).or_default().push(event);
         }
     }
-    global_data.truncate(filter.account_data.limit_or(u64::MAX));
     let visited = rooms_to_visit(state, user_id, request, upto, room_data.keys())?;
     for (room_id, record) in visited {
         // Positions past `upto` belong to the next sync.
@@ -209,7 +208,7 @@ fn build(
             .presence
             .allows("m.presence", event["sender"].as_str())
     });
-    presence.truncate(filter.presence.limit_or(u64::MAX));
+
     let news = news || !presence.is_empty();
     let response = json!({
         "next_batch": format!("{upto}_{typing_serial}"),
@@ -305,7 +304,11 @@ fn joined_room(
     };
     let room_filter = &request.filter.room;
     let timeline_filter = &room_filter.timeline;
-    let (timeline, limited) = if timeline_filter.allows_room(room_id.as_str()) {
+    let Timeline {
+        events: timeline,
+        limited,
+        examined_from,
+    } = if timeline_filter.allows_room(room_id.as_str()) {
         timeline(
             state,
             room_id,
@@ -317,7 +320,10 @@ fn joined_room(
             }),
         )?
     } else {
-        (Vec::new(), false)
+        Timeline {
+            examined_from: upto.saturating_add(1),
+            ..Timeline::default()
+        }
     };
     let ephemeral: Vec<Value> = if room_filter.ephemeral.allows_room(room_id.as_str()) {
         news.ephemeral
@@ -327,7 +333,11 @@ fn joined_room(
     } else {
         Vec::new()
     };
-    let anything_new = !timeline.is_empty() || has_events(state, room_id, after, upto)?;
+    // A receipt of the user's own (another device, a private one) changes their counts.
+    let anything_new = !timeline.is_empty()
+        || has_events(state, room_id, after, upto)?
+        || (!newly_joined
+            && crate::receipts::own_changed(state, room_id, user_id, request.since, upto)?);
     if !anything_new
         && !newly_joined
         && !request.full_state
@@ -360,7 +370,10 @@ fn joined_room(
         upto,
         timeline_filter.unread_thread_notifications,
     )?;
-    let prev_batch = timeline_start.saturating_sub(1).to_string();
+    let prev_batch = examined_from
+        .min(timeline_start)
+        .saturating_sub(1)
+        .to_string();
     let events: Vec<Value> = timeline
         .into_iter()
         .map(|(_, _, event)| request.filter.project(event))
@@ -554,22 +567,50 @@ fn ephemeral_events(
     Ok(events)
 }
 
+/// The most events one timeline request examines: a filter that matches little, or history
+/// the reader may not see, must not make one request walk a whole room.
+pub const MAX_EXAMINED: usize = 1000;
+
+/// A stretch of a room's timeline as one reader sees it.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    /// The events, oldest first.
+    pub events: Vec<TimelineEvent>,
+    /// Whether older events in the span were left unexamined.
+    pub limited: bool,
+    /// The position of the oldest event examined: everything from there up was looked at,
+    /// so the next page back ends just before it.
+    pub examined_from: u64,
+}
+
+impl Timeline {
+    /// The position the timeline's first event has, or `upto + 1` without events.
+    pub fn first_position(&self, upto: u64) -> u64 {
+        self.events
+            .first()
+            .map_or(upto.saturating_add(1), |(position, _, _)| *position)
+    }
+}
+
 /// The newest events of the room that `filter` lets through (at most its limit) with
-/// positions in `(after, upto]`, oldest first, and whether older ones in that span were left
-/// out. Events sent by `device` carry their transaction IDs.
+/// positions in `(after, upto]`, oldest first. Only events the reader may see are shown;
+/// events sent by their device carry transaction IDs, and every event shown its bundled
+/// aggregations. At most [`MAX_EXAMINED`] events are looked at.
 pub fn timeline(
     state: &AppState,
     room_id: &RoomId,
     (after, upto): (u64, u64),
     filter: &RoomEventFilter,
     reader: Option<Reader<'_>>,
-) -> Result<(Vec<TimelineEvent>, bool), StorageError> {
+) -> Result<Timeline, StorageError> {
     let limit = filter.limit_or(DEFAULT_TIMELINE_LIMIT);
     let room = room_id.to_string();
-    let mut events = Vec::new();
-    let mut limited = false;
+    let mut timeline = Timeline {
+        examined_from: upto.saturating_add(1),
+        ..Timeline::default()
+    };
     if after >= upto {
-        return Ok((events, limited));
+        return Ok(timeline);
     }
     let visibility = match reader {
         Some(reader) => Some(Visibility::for_user(
@@ -583,34 +624,52 @@ pub fn timeline(
         .storage
         .roomstream_eventid
         .range(&(room.clone(), after.saturating_add(1)), &(room, upto));
-    for entry in range.rev() {
+    for (examined, entry) in range.rev().enumerate() {
         let ((_, position), event_id) = entry?;
+        if timeline.events.len() == limit || examined == MAX_EXAMINED {
+            timeline.limited = true;
+            break;
+        }
+        timeline.examined_from = position;
         if visibility
             .as_ref()
             .is_some_and(|view| !view.allows(position))
         {
             continue;
         }
-        if events.len() == limit {
-            limited = true;
-            break;
+        // The filter looks at the plain event; only events kept get their aggregations.
+        let Some(event) = client_form(state, &event_id, None, reader.map(|r| r.device_id))? else {
+            continue;
+        };
+        if !filter.allows(&event) {
+            continue;
         }
-        if let Some(event) = timeline_form(state, &event_id, None, reader)?
-            && filter.allows(&event)
-        {
-            events.push((position, event_id, event));
-        }
+        let event = with_aggregations(state, event, reader)?;
+        timeline.events.push((position, event_id, event));
     }
-    events.reverse();
-    Ok((events, limited))
+    timeline.events.reverse();
+    Ok(timeline)
 }
 
-/// The member events (as the room's state has them now) of the senders of `events`, for
-/// a client that lazy-loads members while paginating.
+/// `event` with its bundled aggregations, as `reader` may see them.
+pub fn with_aggregations(
+    state: &AppState,
+    mut event: Value,
+    reader: Option<Reader<'_>>,
+) -> Result<Value, StorageError> {
+    if let Some(reader) = reader {
+        rooms::aggregations::bundle(&state.storage, reader.user_id, &mut event)?;
+    }
+    Ok(event)
+}
+
+/// The member events (as the room's state had them at position `at`) of the senders of
+/// `events`, for a client that lazy-loads members while paginating.
 pub fn lazy_loaded_members(
     state: &AppState,
     room_id: &RoomId,
     events: &[Value],
+    at: u64,
 ) -> Result<Vec<Value>, StorageError> {
     let senders: BTreeSet<&str> = events
         .iter()
@@ -619,7 +678,7 @@ pub fn lazy_loaded_members(
     let mut members = Vec::new();
     for sender in senders {
         if let Some(event_id) =
-            rooms::state_event(&state.storage, room_id, "m.room.member", sender)?
+            history::entry_at(&state.storage, room_id, ("m.room.member", sender), at)?
             && let Some(event) = client_form(state, &event_id, Some(room_id.as_str()), None)?
         {
             members.push(event);
@@ -636,14 +695,10 @@ pub fn timeline_form(
     room_id: Option<&str>,
     reader: Option<Reader<'_>>,
 ) -> Result<Option<Value>, StorageError> {
-    let Some(mut event) = client_form(state, event_id, room_id, reader.map(|r| r.device_id))?
-    else {
-        return Ok(None);
-    };
-    if let Some(reader) = reader {
-        rooms::aggregations::bundle(&state.storage, reader.user_id, &mut event)?;
+    match client_form(state, event_id, room_id, reader.map(|r| r.device_id))? {
+        Some(event) => with_aggregations(state, event, reader).map(Some),
+        None => Ok(None),
     }
-    Ok(Some(event))
 }
 
 /// The client form of a stored event, as [`stored_event_for_client`] makes it.
@@ -694,10 +749,10 @@ fn left_room(
     request: &SyncRequest,
     account_data: Vec<Value>,
 ) -> Result<Value, Error> {
-    let (timeline, limited, after) = if record.joined_stream.is_some() {
+    let (timeline, after) = if record.joined_stream.is_some() {
         let start = history_start(state, room_id, record)?;
         let after = request.since.unwrap_or(0).max(start.saturating_sub(1));
-        let (timeline, limited) = timeline(
+        let timeline = timeline(
             state,
             room_id,
             (after, record.stream),
@@ -707,28 +762,48 @@ fn left_room(
                 device_id: &request.device_id,
             }),
         )?;
-        (timeline, limited, after)
+        (timeline, after)
     } else {
         let own = client_form(state, &record.event_id, None, None)?
             .map(|event| (record.stream, record.event_id.clone(), event));
-        (own.into_iter().collect(), false, record.stream)
+        let timeline = Timeline {
+            events: own.into_iter().collect(),
+            limited: false,
+            examined_from: record.stream,
+        };
+        (timeline, record.stream)
     };
+    let Timeline {
+        events: timeline,
+        limited,
+        examined_from,
+    } = timeline;
     let timeline_start = timeline
         .first()
         .map_or(record.stream + 1, |(position, _, _)| *position);
-    let (state_key, state_events) = state_section(
-        state,
-        user_id,
-        room_id,
-        request,
-        StateSpan {
-            full: request.since.is_none() || request.full_state,
-            after,
-            timeline_start,
-            end: record.stream,
-        },
-        &timeline,
-    )?;
+    // Someone who was never in the room sees none of its state, only their own membership.
+    let (state_key, state_events) = if record.joined_stream.is_none() {
+        let key = if request.use_state_after {
+            "state_after"
+        } else {
+            "state"
+        };
+        (key, Vec::new())
+    } else {
+        state_section(
+            state,
+            user_id,
+            room_id,
+            request,
+            StateSpan {
+                full: request.since.is_none() || request.full_state,
+                after,
+                timeline_start,
+                end: record.stream,
+            },
+            &timeline,
+        )?
+    };
     let events: Vec<Value> = timeline
         .into_iter()
         .map(|(_, _, event)| request.filter.project(event))
@@ -737,7 +812,7 @@ fn left_room(
         "timeline": {
             "events": events,
             "limited": limited,
-            "prev_batch": timeline_start.saturating_sub(1).to_string(),
+            "prev_batch": examined_from.min(timeline_start).saturating_sub(1).to_string(),
         },
         state_key: { "events": state_events },
         "account_data": { "events": account_data },

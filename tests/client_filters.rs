@@ -401,7 +401,7 @@ fn concurrent_tag_changes_from_two_devices_are_both_kept() {
             let room = &room;
             scope.spawn(move || {
                 let mut client = common::http::Client::plain(address);
-                for i in 0..10 {
+                for i in 0..25 {
                     let path = format!(
                         "/_matrix/client/v3/user/@carol:localhost/rooms/{room}/tags/u.d{device}t{i}"
                     );
@@ -416,5 +416,148 @@ fn concurrent_tag_changes_from_two_devices_are_both_kept() {
         &people.carol,
         json!(null),
     );
-    assert_eq!(tags["tags"].as_object().expect("tags").len(), 20);
+    assert_eq!(tags["tags"].as_object().expect("tags").len(), 50);
+}
+
+#[test]
+fn someone_never_in_a_room_sees_none_of_its_state() {
+    let people = start();
+    let room = people.call(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &people.alice,
+        json!({ "preset": "private_chat", "name": "Secret", "invite": ["@carol:localhost"] }),
+    )["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    people.call(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/leave"),
+        &people.carol,
+        json!({}),
+    );
+    let synced = people.sync(
+        &people.carol,
+        &filter(json!({ "room": { "include_leave": true } })),
+    );
+    let left = &synced["rooms"]["leave"][&room];
+    assert_eq!(left["state"]["events"], json!([]), "declined: no state");
+    let events = left["timeline"]["events"].as_array().expect("timeline");
+    assert_eq!(events.len(), 1, "only their own membership: {events:?}");
+    assert_eq!(events[0]["state_key"], "@carol:localhost");
+}
+
+#[test]
+fn incremental_sync_brings_rooms_changed_only_by_typing_receipts_or_room_data() {
+    let people = start();
+    let room = people.room("Kitchen");
+    let message = people.say(&people.alice, &room, "hello");
+    let since = people.sync(&people.bob, "")["next_batch"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let next = |query: &str| people.sync(&people.bob, &format!("since={since}&{query}"));
+
+    // Typing by someone else.
+    people.call(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/typing/@alice:localhost"),
+        &people.alice,
+        json!({ "typing": true, "timeout": 30000 }),
+    );
+    let synced = next("timeout=0");
+    assert_eq!(
+        types(&synced["rooms"]["join"][&room]["ephemeral"]["events"]),
+        ["m.typing"]
+    );
+
+    // Room account data of the user's own.
+    people.call(
+        "PUT",
+        &format!(
+            "/_matrix/client/v3/user/@bob:localhost/rooms/{room}/account_data/org.example.note"
+        ),
+        &people.bob,
+        json!({ "note": "milk" }),
+    );
+    let synced = next("timeout=0");
+    assert_eq!(
+        types(&synced["rooms"]["join"][&room]["account_data"]["events"]),
+        ["org.example.note"]
+    );
+
+    // Their own private receipt from another device, with ephemeral events filtered out:
+    // the counts changed, so the room comes.
+    people.call(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read.private/{message}"),
+        &people.bob,
+        json!({}),
+    );
+    let no_ephemeral = filter(json!({ "room": { "ephemeral": { "types": [] } } }));
+    let synced = next(&no_ephemeral);
+    let joined = &synced["rooms"]["join"][&room];
+    assert_eq!(joined["unread_notifications"]["notification_count"], 0);
+    assert_eq!(joined["ephemeral"]["events"], json!([]));
+}
+
+#[test]
+fn bundled_threads_count_only_what_the_reader_may_see() {
+    let people = start();
+    let room = people.call(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &people.alice,
+        json!({ "preset": "public_chat",
+                "initial_state": [{ "type": "m.room.history_visibility", "state_key": "",
+                                    "content": { "history_visibility": "joined" } }] }),
+    )["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    people.call(
+        "POST",
+        &format!("/_matrix/client/v3/join/{room}"),
+        &people.carol,
+        json!({}),
+    );
+    let root = people.say(&people.alice, &room, "root");
+    let reply = |body: &str| {
+        people.call(
+            "PUT",
+            &format!(
+                "/_matrix/client/v3/rooms/{room}/send/m.room.message/t{}",
+                rand_suffix()
+            ),
+            &people.alice,
+            json!({ "msgtype": "m.text", "body": body,
+                    "m.relates_to": { "rel_type": "m.thread", "event_id": root } }),
+        );
+    };
+    reply("while carol is here");
+    people.call(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/leave"),
+        &people.carol,
+        json!({}),
+    );
+    reply("after carol left");
+    let page = ok(people.server.client().get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
+        &people.carol,
+    ));
+    let shown_root = page["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .find(|event| event["event_id"] == root.as_str())
+        .cloned()
+        .expect("root");
+    let thread = &shown_root["unsigned"]["m.relations"]["m.thread"];
+    assert_eq!(thread["count"], 1);
+    assert_eq!(
+        thread["latest_event"]["content"]["body"],
+        "while carol is here"
+    );
 }

@@ -345,3 +345,48 @@ fn events_come_with_their_bundled_aggregations() {
     ));
     assert!(redacted["unsigned"].get("m.relations").is_none());
 }
+
+#[test]
+fn a_threaded_receipt_must_name_the_events_thread() {
+    let (server, alice, bob) = start();
+    let room = shared_room(&server, &alice, &bob);
+    let root = room.send(&alice, "root", text("root"));
+    let main = room.send(&alice, "main", text("main"));
+    let reply = room.send(
+        &alice,
+        "reply",
+        json!({ "msgtype": "m.text", "body": "reply",
+                "m.relates_to": { "rel_type": "m.thread", "event_id": root } }),
+    );
+    let mut client = server.client();
+    let path = |event: &str| {
+        format!(
+            "/_matrix/client/v3/rooms/{}/receipt/m.read/{event}",
+            room.id
+        )
+    };
+    for (event, thread) in [(&main, root.as_str()), (&reply, "main")] {
+        let refused = client.json(
+            "POST",
+            &path(event),
+            Some(&bob),
+            &json!({ "thread_id": thread }),
+        );
+        assert_eq!(
+            (refused.status, errcode(&refused).as_str()),
+            (400, "M_INVALID_PARAM")
+        );
+    }
+    ok(client.json(
+        "POST",
+        &path(&reply),
+        Some(&bob),
+        &json!({ "thread_id": root }),
+    ));
+    ok(client.json(
+        "POST",
+        &path(&main),
+        Some(&bob),
+        &json!({ "thread_id": "main" }),
+    ));
+}

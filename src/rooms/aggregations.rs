@@ -1,64 +1,134 @@
 //! Bundled aggregations (spec: client-server API, "Aggregations of child events"): events
 //! are served with a summary of what relates to them in `unsigned.m.relations`, so a client
 //! can show a thread's size and latest reply, an edit, or references without fetching them.
-//! Annotations (reactions) are not bundled: the spec leaves them out.
+//! Annotations (reactions) are not bundled: the spec leaves them out, and the index keeps
+//! them apart so that an event with thousands of reactions costs nothing here.
+//!
+//! Only children the reader may see count (history visibility, per child), and redacted
+//! children never do.
 
-use ruma::CanonicalJsonObject;
 use serde_json::{Map, Value, json};
 
 use super::format::{client_event, set_unsigned};
+use super::visibility::Visibility;
 use crate::storage::{Storage, StorageError, pair_prefix};
 
-/// The events relating to one event, by kind.
+/// The relation types that are bundled.
+const THREAD: &str = "m.thread";
+const REPLACE: &str = "m.replace";
+const REFERENCE: &str = "m.reference";
+
+/// The events relating to one event, as one reader may see them.
 #[derive(Default)]
 pub struct Children {
-    /// Thread replies, oldest first.
-    pub thread: Vec<Value>,
-    /// Valid replacements (edits).
+    pub thread_count: usize,
+    /// The latest thread reply, in client form.
+    pub thread_latest: Option<Value>,
+    /// Whether the reader wrote a reply.
+    pub replied: bool,
+    /// Valid replacements (edits), in client form.
     pub replacements: Vec<Value>,
     pub references: Vec<String>,
 }
 
-/// Reads every unredacted event relating to `parent` (a JSON object of the parent's client
-/// form: its sender and type decide which edits count).
-pub fn children(storage: &Storage, parent: &Value) -> Result<Children, StorageError> {
+/// One indexed child: its stream position, ID and sender.
+struct Child {
+    position: u64,
+    event_id: String,
+    sender: String,
+}
+
+/// The children of `parent_id` under `rel_type` that `view` allows and no redaction removed.
+fn indexed(
+    storage: &Storage,
+    parent_id: &str,
+    rel_type: &str,
+    view: &Visibility,
+) -> Result<Vec<Child>, StorageError> {
+    let mut prefix = pair_prefix(parent_id);
+    prefix.extend_from_slice(&pair_prefix(rel_type));
+    let mut children = Vec::new();
+    for entry in storage.parentrel_child.scan_prefix(&prefix) {
+        let ((_, _, position), (event_id, sender)) = entry?;
+        if !view.allows(position) {
+            continue;
+        }
+        let redacted = storage
+            .eventid_meta
+            .get(&event_id)?
+            .is_none_or(|meta| meta.redacted_by.is_some());
+        if !redacted {
+            children.push(Child {
+                position,
+                event_id,
+                sender,
+            });
+        }
+    }
+    Ok(children)
+}
+
+/// What relates to `parent` (its client form: its sender and type decide which edits
+/// count) that `viewer` may see.
+pub fn children(storage: &Storage, parent: &Value, viewer: &str) -> Result<Children, StorageError> {
     let mut found = Children::default();
     let Some(parent_id) = parent["event_id"].as_str() else {
         return Ok(found);
     };
-    for entry in storage.parent_child.scan_prefix(&pair_prefix(parent_id)) {
-        let (_, child_id) = entry?;
-        let meta = storage.eventid_meta.get(&child_id)?;
-        if meta.as_ref().is_none_or(|meta| meta.redacted_by.is_some()) {
+    let Some(meta) = storage.eventid_meta.get(&parent_id.to_owned())? else {
+        return Ok(found);
+    };
+    // Most events have no children: answer without reading the reader's visibility.
+    if storage
+        .parentrel_child
+        .scan_prefix(&pair_prefix(parent_id))
+        .next()
+        .is_none()
+    {
+        return Ok(found);
+    }
+    let room_id = match ruma::OwnedRoomId::try_from(meta.room_id.as_str()) {
+        Ok(room_id) => room_id,
+        Err(_) => return Ok(found),
+    };
+    let view = Visibility::for_user(storage, &room_id, viewer)?;
+    let load = |child: &Child| -> Result<Option<Value>, StorageError> {
+        Ok(super::load_json(storage, &child.event_id)?
+            .map(|json| client_event(&json, &child.event_id, Some(&meta.room_id))))
+    };
+    let thread = indexed(storage, parent_id, THREAD, &view)?;
+    found.thread_count = thread.len();
+    found.replied = thread.iter().any(|child| child.sender == viewer);
+    if let Some(latest) = thread.iter().max_by_key(|child| child.position) {
+        found.thread_latest = load(latest)?;
+    }
+    for child in indexed(storage, parent_id, REPLACE, &view)? {
+        if child.sender != parent["sender"].as_str().unwrap_or_default() {
             continue;
         }
-        let Some(json) = super::load_json(storage, &child_id)? else {
-            continue;
-        };
-        let room = meta.map(|meta| meta.room_id);
-        let event = client_event(&json, &child_id, room.as_deref());
-        match rel_type(&json).as_deref() {
-            Some("m.thread") => found.thread.push(event),
-            Some("m.replace") if is_valid_replacement(parent, &event) => {
-                found.replacements.push(event);
-            }
-            Some("m.reference") => found.references.push(child_id),
-            _ => {}
+        if let Some(event) = load(&child)?
+            && is_valid_replacement(parent, &event)
+        {
+            found.replacements.push(event);
         }
     }
+    found.references = indexed(storage, parent_id, REFERENCE, &view)?
+        .into_iter()
+        .map(|child| child.event_id)
+        .collect();
     Ok(found)
 }
 
-/// Adds `unsigned.m.relations` to `event` (a client-format event) when anything relates to
-/// it; `viewer` decides `current_user_participated`. Redacted events get none.
+/// Adds `unsigned.m.relations` to `event` (a client-format event) when anything `viewer`
+/// may see relates to it. Redacted events get none.
 pub fn bundle(storage: &Storage, viewer: &str, event: &mut Value) -> Result<(), StorageError> {
     if event["unsigned"].get("redacted_because").is_some() {
         return Ok(());
     }
-    let children = children(storage, event)?;
+    let children = children(storage, event, viewer)?;
     let mut relations = Map::new();
     if let Some(summary) = thread_summary(event, &children, viewer) {
-        relations.insert("m.thread".to_owned(), summary);
+        relations.insert(THREAD.to_owned(), summary);
     }
     // The most recent edit: latest `origin_server_ts`, ties to the greatest event ID.
     if let Some(latest) = children.replacements.iter().max_by(|a, b| {
@@ -70,7 +140,7 @@ pub fn bundle(storage: &Storage, viewer: &str, event: &mut Value) -> Result<(), 
         };
         key(a).cmp(&key(b))
     }) {
-        relations.insert("m.replace".to_owned(), latest.clone());
+        relations.insert(REPLACE.to_owned(), latest.clone());
     }
     if !children.references.is_empty() {
         let chunk: Vec<Value> = children
@@ -78,7 +148,7 @@ pub fn bundle(storage: &Storage, viewer: &str, event: &mut Value) -> Result<(), 
             .iter()
             .map(|id| json!({ "event_id": id }))
             .collect();
-        relations.insert("m.reference".to_owned(), json!({ "chunk": chunk }));
+        relations.insert(REFERENCE.to_owned(), json!({ "chunk": chunk }));
     }
     if !relations.is_empty() {
         set_unsigned(event, "m.relations", Value::Object(relations));
@@ -87,29 +157,14 @@ pub fn bundle(storage: &Storage, viewer: &str, event: &mut Value) -> Result<(), 
 }
 
 /// A thread root's summary: its latest reply, how many, and whether `viewer` took part
-/// (wrote the root or a reply). `None` when it has no replies.
+/// (wrote the root or a reply). `None` when it has no replies the viewer may see.
 pub fn thread_summary(root: &Value, children: &Children, viewer: &str) -> Option<Value> {
-    let latest = children.thread.last()?;
-    let participated = root["sender"] == viewer
-        || children
-            .thread
-            .iter()
-            .any(|reply| reply["sender"] == viewer);
+    let latest = children.thread_latest.as_ref()?;
     Some(json!({
         "latest_event": latest,
-        "count": children.thread.len(),
-        "current_user_participated": participated,
+        "count": children.thread_count,
+        "current_user_participated": root["sender"] == viewer || children.replied,
     }))
-}
-
-fn rel_type(json: &CanonicalJsonObject) -> Option<String> {
-    json.get("content")?
-        .as_object()?
-        .get("m.relates_to")?
-        .as_object()?
-        .get("rel_type")?
-        .as_str()
-        .map(str::to_owned)
 }
 
 /// The spec's conditions for an edit to count: same sender and type as the original, the
@@ -119,6 +174,6 @@ fn is_valid_replacement(original: &Value, replacement: &Value) -> bool {
         && original["type"] == replacement["type"]
         && original.get("state_key").is_none()
         && replacement.get("state_key").is_none()
-        && original["content"]["m.relates_to"]["rel_type"] != "m.replace"
+        && original["content"]["m.relates_to"]["rel_type"] != REPLACE
         && replacement["content"]["m.new_content"].is_object()
 }

@@ -435,6 +435,11 @@ fn stage_event(
         &(state_key.clone(), room.to_owned()),
         &record,
     )?;
+    storage.roomuser_membership.batch_insert(
+        batch,
+        &(room.to_owned(), state_key.clone()),
+        &record.membership,
+    )?;
     memberships.insert(state_key.clone(), record);
     Ok(())
 }
@@ -471,6 +476,13 @@ fn stage_relation(
     storage
         .parent_child
         .batch_insert(batch, &(parent.to_owned(), position), &event_id)?;
+    if let Some(rel_type) = relates_to.get("rel_type").and_then(|kind| kind.as_str()) {
+        storage.parentrel_child.batch_insert(
+            batch,
+            &(parent.to_owned(), rel_type.to_owned(), position),
+            &(event_id.clone(), staged.pdu.sender.to_string()),
+        )?;
+    }
     if relates_to.get("rel_type").and_then(|kind| kind.as_str()) == Some("m.thread") {
         storage.roomthread_latest.batch_insert(
             batch,

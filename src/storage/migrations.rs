@@ -60,7 +60,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 10,
-        description: "state history, notifications, change streams, state snapshots: roomstate_history, roomstream_state, usernotify_record, userroomnotify_flags, userroom_read, stream_room, userstream_accountdata, statekey_short, short_statekey, eventid_short, short_eventid, snapshot_data, eventid_statebefore",
+        description: "state history, notifications, change streams, state snapshots: roomstate_history, roomstream_state, usernotify_record, userroomnotify_flags, userroom_read, stream_room, userstream_accountdata, statekey_short, short_statekey, eventid_short, short_eventid, snapshot_data, eventid_statebefore, parentrel_child, roomuser_membership",
         apply: |storage| {
             index_state_history(storage)?;
             index_change_streams(storage)?;
@@ -105,6 +105,29 @@ fn index_change_streams(storage: &Storage) -> StorageResult<()> {
     for entry in storage.roomreceipt_record.iter() {
         let ((room, _, _), record) = entry?;
         storage.stream_room.insert(&record.stream, &room)?;
+    }
+    for entry in storage.parent_child.iter() {
+        let ((parent, position), child) = entry?;
+        let Some(text) = storage.eventid_pdu.get(&child)? else {
+            continue;
+        };
+        let event: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|err| StorageError::Corrupt(format!("stored event {child}: {err}")))?;
+        if let (Some(rel_type), Some(sender)) = (
+            event["content"]["m.relates_to"]["rel_type"].as_str(),
+            event["sender"].as_str(),
+        ) {
+            storage.parentrel_child.insert(
+                &(parent, rel_type.to_owned(), position),
+                &(child, sender.to_owned()),
+            )?;
+        }
+    }
+    for entry in storage.userroom_membership.iter() {
+        let ((user, room), record) = entry?;
+        storage
+            .roomuser_membership
+            .insert(&(room, user), &record.membership)?;
     }
     for entry in storage.useraccountdata_data.iter() {
         let ((user, scope, kind), record) = entry?;

@@ -139,6 +139,12 @@ pub struct Storage {
     /// event ID → the snapshot of the room's state before it (what it was authorized
     /// against).
     pub eventid_statebefore: Tree<String, u64>,
+    /// parent event 0xFF relation type 0xFF stream position → `(child, sender)`: what
+    /// relates to an event by type, for bundled aggregations without reading reactions.
+    pub parentrel_child: Tree<(String, String, u64), Json<(String, String)>>,
+    /// room 0xFF user → their membership (`join`, `invite`, …): a room's members without
+    /// reading their events.
+    pub roomuser_membership: Tree<(String, String), String>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -200,6 +206,8 @@ impl Storage {
             short_eventid: Tree::open(&db, "short_eventid")?,
             snapshot_data: Tree::open(&db, "snapshot_data")?,
             eventid_statebefore: Tree::open(&db, "eventid_statebefore")?,
+            parentrel_child: Tree::open(&db, "parentrel_child")?,
+            roomuser_membership: Tree::open(&db, "roomuser_membership")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

@@ -177,13 +177,14 @@ pub async fn context(
     let before_n = limit / 2;
     let after_n = (limit - before_n) as usize;
     filter.limit = Some(before_n.max(1));
-    let (before, _) = timeline(
+    let before = timeline(
         &state,
         &room,
         (start_of_history.saturating_sub(1), meta.stream - 1),
         &filter,
         device,
-    )?;
+    )?
+    .events;
     let before: Vec<_> = if before_n == 0 { Vec::new() } else { before };
     let upto = state.rooms.visible_position();
     let mut after = Vec::new();
@@ -191,18 +192,28 @@ pub async fn context(
         &(room.to_string(), meta.stream + 1),
         &(room.to_string(), upto),
     );
-    for entry in range {
-        if after.len() >= after_n {
+    for (examined, entry) in range.enumerate() {
+        if after.len() >= after_n || examined == crate::sync::MAX_EXAMINED {
             break;
         }
         let ((_, position), id) = entry?;
         if !view.allows(position) {
             continue;
         }
-        if let Some(event) = timeline_form(&state, &id, Some(room.as_str()), device)?
-            && filter.allows(&event)
-        {
-            after.push((position, event));
+        let Some(event) = crate::sync::client_form(
+            &state,
+            &id,
+            Some(room.as_str()),
+            device.map(|reader| reader.device_id),
+        )?
+        else {
+            continue;
+        };
+        if filter.allows(&event) {
+            after.push((
+                position,
+                crate::sync::with_aggregations(&state, event, device)?,
+            ));
         }
     }
     let start = before

@@ -218,7 +218,8 @@ pub async fn threads(
         else {
             continue;
         };
-        let children = rooms::aggregations::children(&state.storage, &event)?;
+        let children =
+            rooms::aggregations::children(&state.storage, &event, auth.user_id.as_str())?;
         let summary = rooms::aggregations::thread_summary(&event, &children, auth.user_id.as_str());
         let participated = summary
             .as_ref()

@@ -680,6 +680,27 @@ pub async fn receipt(
     let room_id = parse_room_id(&room_id)?;
     require_joined(&state, &auth.user_id, &room_id)?;
     require_room_event(&state, &room_id, &event_id)?;
+    // A threaded receipt's event must be in that thread (`main`: in no thread).
+    if let Some(thread) = &body.thread_id
+        && kind != "m.fully_read"
+        && thread.len() <= 255
+    {
+        let event_thread = crate::rooms::load_json(&state.storage, &event_id)?
+            .map(|json| crate::notifications::thread_of(&state.storage, &room_id, &json))
+            .transpose()?
+            .flatten();
+        let belongs = match event_thread {
+            Some(root) => &root == thread,
+            // The root of a thread is in the main timeline; so are unthreaded events.
+            None => thread == crate::notifications::MAIN || thread == &event_id,
+        };
+        if !belongs {
+            return Err(Error::new(
+                ErrorKind::InvalidParam,
+                "The event is not in the thread thread_id names",
+            ));
+        }
+    }
     // A receipt's thread is `main` or the root event of a thread in this room.
     if let Some(thread) = &body.thread_id
         && thread != "main"

@@ -14,8 +14,8 @@ use crate::rooms;
 use crate::rooms::visibility::Visibility;
 use crate::state::AppState;
 use crate::sync::{
-    Reader, SyncRequest, TimelineEvent, history_start, lazy_loaded_members, parse_token, sync,
-    timeline, timeline_form,
+    Reader, SyncRequest, TimelineEvent, client_form, history_start, lazy_loaded_members,
+    parse_token, sync, timeline, with_aggregations,
 };
 
 #[derive(Debug, Deserialize)]
@@ -139,43 +139,40 @@ pub async fn messages(
         user_id: auth.user_id.as_str(),
         device_id: &auth.device_id,
     });
-    let (chunk, start, end) = match query.dir.as_str() {
+    let (chunk, start, end, newest) = match query.dir.as_str() {
         "b" => {
             let upto = from.unwrap_or(visible_until).min(visible_until);
             let after = to.unwrap_or(0).max(visible_from);
-            let (events, limited) = timeline(&state, &room_id, (after, upto), &filter, device)?;
-            let end = limited
-                .then(|| {
-                    events
-                        .first()
-                        .map(|(position, _, _)| position.saturating_sub(1))
-                })
-                .flatten();
-            let chunk: Vec<Value> = events
+            let page = timeline(&state, &room_id, (after, upto), &filter, device)?;
+            // Continue just below the oldest event looked at (shown or not).
+            let end = page.limited.then(|| page.examined_from.saturating_sub(1));
+            let newest = page.events.last().map(|(position, _, _)| *position);
+            let chunk: Vec<Value> = page
+                .events
                 .into_iter()
                 .rev()
                 .map(|(_, _, event)| with_room(event, &room_id))
                 .collect();
-            (chunk, upto, end)
+            (chunk, upto, end, newest)
         }
         "f" => {
             let after = from.unwrap_or(0).max(visible_from);
             let upto = to.unwrap_or(visible_until).min(visible_until);
-            let (events, limited) = forward(&state, &room_id, (after, upto), &filter, device)?;
-            let end = limited
-                .then(|| events.last().map(|(position, _, _)| *position))
-                .flatten();
+            let (events, resume) = forward(&state, &room_id, (after, upto), &filter, device)?;
+            let newest = events.last().map(|(position, _, _)| *position);
             let chunk: Vec<Value> = events
                 .into_iter()
                 .map(|(_, _, event)| with_room(event, &room_id))
                 .collect();
-            (chunk, after, end)
+            (chunk, after, resume, newest)
         }
         _ => return Err(Error::new(ErrorKind::InvalidParam, "dir must be b or f")),
     };
     let mut response = json!({ "chunk": chunk, "start": start.to_string() });
     if filter.lazy_load_members {
-        response["state"] = json!(lazy_loaded_members(&state, &room_id, &chunk)?);
+        // The senders' member events as the room had them at the page's newest event.
+        let at = newest.unwrap_or(visible_until).min(visible_until);
+        response["state"] = json!(lazy_loaded_members(&state, &room_id, &chunk, at)?);
     }
     // No `end` when there is nothing more in that direction: the spec's signal to stop.
     if let Some(end) = end {
@@ -190,19 +187,20 @@ fn with_room(mut event: Value, room_id: &ruma::RoomId) -> Value {
 }
 
 /// The oldest events `filter` lets through (at most its limit) with positions in
-/// `(after, upto]`, and whether more follow.
+/// `(after, upto]` that the reader may see, and, when more may follow, the position to
+/// continue from. At most [`crate::sync::MAX_EXAMINED`] events are looked at.
 fn forward(
     state: &AppState,
     room_id: &ruma::RoomId,
     (after, upto): (u64, u64),
     filter: &RoomEventFilter,
     reader: Option<Reader<'_>>,
-) -> Result<(Vec<TimelineEvent>, bool), Error> {
+) -> Result<(Vec<TimelineEvent>, Option<u64>), Error> {
     let limit = filter.limit_or(crate::sync::DEFAULT_TIMELINE_LIMIT);
     let room = room_id.to_string();
     let mut events = Vec::new();
     if after >= upto {
-        return Ok((events, false));
+        return Ok((events, None));
     }
     let visibility = match reader {
         Some(reader) => Some(Visibility::for_user(
@@ -216,22 +214,25 @@ fn forward(
         .storage
         .roomstream_eventid
         .range(&(room.clone(), after.saturating_add(1)), &(room, upto));
-    for entry in range {
+    let mut last_examined = after;
+    for (examined, entry) in range.enumerate() {
         let ((_, position), event_id) = entry?;
+        if events.len() == limit || examined == crate::sync::MAX_EXAMINED {
+            return Ok((events, Some(last_examined)));
+        }
+        last_examined = position;
         if visibility
             .as_ref()
             .is_some_and(|view| !view.allows(position))
         {
             continue;
         }
-        if events.len() == limit {
-            return Ok((events, true));
-        }
-        if let Some(event) = timeline_form(state, &event_id, None, reader)?
-            && filter.allows(&event)
-        {
-            events.push((position, event_id, event));
+        let Some(event) = client_form(state, &event_id, None, reader.map(|r| r.device_id))? else {
+            continue;
+        };
+        if filter.allows(&event) {
+            events.push((position, event_id, with_aggregations(state, event, reader)?));
         }
     }
-    Ok((events, false))
+    Ok((events, None))
 }
