@@ -63,6 +63,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "state history and notifications: roomstate_history, roomstream_state, usernotify_record, userroomnotify_flags, userroom_read",
         apply: index_state_history,
     },
+    Migration {
+        version: 11,
+        description: "federation: servername_keys",
+        apply: |_| Ok(()),
+    },
 ];
 
 /// Fills `roomstate_history` and `roomstream_state` from the events already stored: every

@@ -24,6 +24,7 @@ use crate::accounts::AccountRecord;
 use crate::accounts::registration::RegistrationTokenRecord;
 use crate::accounts::sessions::{DeviceRecord, SessionRecord};
 use crate::directory::AliasRecord;
+use crate::federation::keys::ServerKeys;
 use crate::notifications::{NotificationRecord, UnreadFlags};
 use crate::receipts::ReceiptRecord;
 use crate::rooms::{EventMeta, MembershipRecord, RoomRecord};
@@ -121,6 +122,9 @@ pub struct Storage {
     /// user 0xFF room 0xFF thread (`""` unthreaded, `main`, or a thread root) → the stream
     /// position the user has read up to there (receipts, or sending an event).
     pub userroom_read: Tree<(String, String, String), u64>,
+    /// server name → [`ServerKeys`]: another server's signing keys, as last fetched and
+    /// verified (directly or through a notary).
+    pub servername_keys: Tree<String, Json<ServerKeys>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -174,6 +178,7 @@ impl Storage {
             usernotify_record: Tree::open(&db, "usernotify_record")?,
             userroomnotify_flags: Tree::open(&db, "userroomnotify_flags")?,
             userroom_read: Tree::open(&db, "userroom_read")?,
+            servername_keys: Tree::open(&db, "servername_keys")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),
