@@ -25,6 +25,9 @@ pub mod keys;
 pub mod server_name;
 pub mod well_known;
 
+#[cfg(test)]
+mod tests;
+
 use std::time::Duration;
 
 use ruma::OwnedServerName;
