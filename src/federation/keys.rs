@@ -512,4 +512,52 @@ mod tests {
         assert!(merged.current_key("ed25519:b", NOW).is_some());
         assert!(merged.current_key("ed25519:a", NOW).is_none());
     }
+
+    fn federation() -> Federation {
+        let config = crate::config::FederationConfig {
+            enabled: true,
+            trusted_key_servers: Vec::new(),
+            extra_ca_file: None,
+        };
+        let name = ruma::OwnedServerName::try_from("us.example").expect("name");
+        Federation::new(name, key("us", 5), &config).expect("federation")
+    }
+
+    #[actix_web::test]
+    async fn stored_keys_serve_until_they_expire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path(), 1 << 20).expect("storage");
+        let federation = federation();
+        // A server nothing answers for: fetching again can only fail.
+        let server = "127.0.0.1:1";
+        let k = key("a", 1);
+        let now = crate::accounts::now_ms();
+        let stored =
+            verify_response(&answer(server, &[&k], now + 60_000), server, now).expect("valid");
+        storage
+            .servername_keys
+            .insert(&server.to_owned(), &stored)
+            .expect("store");
+        let found = federation
+            .request_key(&storage, server, "ed25519:a", now)
+            .await;
+        assert_eq!(found.expect("stored key"), k.public_key());
+        let later = now + 120_000;
+        let expired = federation
+            .request_key(&storage, server, "ed25519:a", later)
+            .await;
+        assert!(
+            expired.is_err(),
+            "an expired key is not used, and cannot be refreshed"
+        );
+        let unknown = federation
+            .request_key(&storage, server, "ed25519:zz", now)
+            .await;
+        assert!(unknown.is_err(), "asked too recently: no second fetch");
+        // Our own key needs no storage.
+        let ours = federation
+            .request_key(&storage, "us.example", "ed25519:us", now)
+            .await;
+        assert_eq!(ours.expect("ours"), key("us", 5).public_key());
+    }
 }
