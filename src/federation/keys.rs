@@ -74,6 +74,19 @@ impl Default for KeyCache {
     }
 }
 
+impl KeyCache {
+    /// Whether `server` may be asked for its keys now; if so, the next minute it may not.
+    fn may_fetch(&self, server: &str) -> bool {
+        let now = Instant::now();
+        if self.recently_fetched.get(&server.to_owned(), now).is_some() {
+            return false;
+        }
+        self.recently_fetched
+            .insert(server.to_owned(), (), now + REFETCH_INTERVAL, now);
+        true
+    }
+}
+
 /// Checks a key answer: it names `server`, lists at least one well-formed ed25519 key, is
 /// signed by every key it lists, and says until when it is valid. Returns what to store,
 /// with `valid_until_ts` capped at 7 days after `now`.
@@ -222,21 +235,9 @@ impl Federation {
         server: &str,
         now: u64,
     ) -> Result<ServerKeys, FederationError> {
-        let instant = Instant::now();
-        if self
-            .keys
-            .recently_fetched
-            .get(&server.to_owned(), instant)
-            .is_some()
-        {
+        if !self.keys.may_fetch(server) {
             return Err(FederationError::keys(server, "asked too recently"));
         }
-        self.keys.recently_fetched.insert(
-            server.to_owned(),
-            (),
-            instant + REFETCH_INTERVAL,
-            instant,
-        );
         let fresh = match self.fetch_direct(server, now).await {
             Ok(fresh) => fresh,
             Err(err) => {
@@ -367,10 +368,12 @@ impl Federation {
         now: u64,
     ) -> Result<Option<Value>, FederationError> {
         let mut held = storage.servername_keys.get(&server.to_owned())?;
-        if held
+        // Whatever the requester asks for, a server is fetched at most once a minute: our
+        // notary endpoint must not become a way to flood other servers.
+        let stale = held
             .as_ref()
-            .is_none_or(|keys| keys.valid_until_ts < minimum_valid_until_ts)
-        {
+            .is_none_or(|keys| keys.valid_until_ts < minimum_valid_until_ts);
+        if stale && self.keys.may_fetch(server) {
             match self.fetch_direct(server, now).await {
                 Ok(fresh) => held = Some(self.store_keys(storage, server, fresh, now)?),
                 Err(err) => tracing::debug!(server, "notary: cannot refresh keys: {err}"),
