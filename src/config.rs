@@ -354,6 +354,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
         1 << 20,
     )?;
     validate_well_known(&raw.well_known)?;
+    validate_federation(&raw.federation)?;
     crate::logging::parse_filter(&raw.logging.level)
         .map_err(|err| invalid(&["logging", "level"], err))?;
 
@@ -446,6 +447,20 @@ fn validate_well_known(well_known: &WellKnownConfig) -> Result<(), Invalid> {
             &["well_known", "server"],
             "must be a host name with an optional port, like `matrix.example.org:443`",
         ));
+    }
+    Ok(())
+}
+
+fn validate_federation(federation: &FederationConfig) -> Result<(), Invalid> {
+    for (position, server) in federation.trusted_key_servers.iter().enumerate() {
+        if OwnedServerName::try_from(server.as_str()).is_err() {
+            return Err(invalid(
+                &["federation", "trusted_key_servers", &position.to_string()],
+                format!(
+                    "`{server}` is not a server name (like `matrix.org` or `example.org:8448`)"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -593,6 +608,21 @@ mod tests {
             parse("[server]\nserver_name = \"a.org\"\n[well_known]\nserver = \"https://x\"\n")
                 .expect_err("url is not a server name");
         assert_eq!(err.key.as_deref(), Some("well_known.server"));
+    }
+
+    #[test]
+    fn notaries_must_be_server_names() {
+        let err = parse(
+            "[server]\nserver_name = \"a.org\"\n[federation]\ntrusted_key_servers = [\"matrix.org\", \"https://x\"]\n",
+        )
+        .expect_err("url is not a server name");
+        assert_eq!(err.key.as_deref(), Some("federation.trusted_key_servers.1"));
+        let config =
+            parse("[server]\nserver_name = \"a.org\"\n[federation]\ntrusted_key_servers = []\n")
+                .expect("an empty list is allowed");
+        assert!(config.federation.trusted_key_servers.is_empty());
+        let defaults = parse("[server]\nserver_name = \"a.org\"\n").expect("valid");
+        assert_eq!(defaults.federation.trusted_key_servers, ["matrix.org"]);
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub enum ErrorKind {
     NotFound,
     /// The requester may not do this.
     Forbidden,
+    /// A federation request is not (validly) signed by the server it claims to come from.
+    Unauthorized,
     /// Too many requests: retry after this many milliseconds.
     LimitExceeded { retry_after_ms: u64 },
     /// No access token was given.
@@ -81,6 +83,7 @@ impl ErrorKind {
             ErrorKind::MissingParam => "M_MISSING_PARAM",
             ErrorKind::NotFound => "M_NOT_FOUND",
             ErrorKind::Forbidden => "M_FORBIDDEN",
+            ErrorKind::Unauthorized => "M_UNAUTHORIZED",
             ErrorKind::LimitExceeded { .. } => "M_LIMIT_EXCEEDED",
             ErrorKind::MissingToken => "M_MISSING_TOKEN",
             ErrorKind::UnknownToken => "M_UNKNOWN_TOKEN",
@@ -123,6 +126,7 @@ impl ErrorKind {
             | ErrorKind::GuestAccessForbidden
             | ErrorKind::ThreepidDenied => StatusCode::FORBIDDEN,
             ErrorKind::MissingToken
+            | ErrorKind::Unauthorized
             | ErrorKind::UnknownToken
             | ErrorKind::UserLocked
             | ErrorKind::UserInteractiveAuth => StatusCode::UNAUTHORIZED,
@@ -282,6 +286,8 @@ pub enum StartupError {
     },
     #[error("HTTP server failed")]
     Server(#[source] std::io::Error),
+    #[error("federation")]
+    Federation(#[from] crate::federation::FederationError),
     #[error("{0}")]
     Usage(String),
 }

@@ -15,6 +15,8 @@
 //!   user-interactive authentication.
 //! - [`canonical_json`], [`crypto`]: canonical JSON, signing keys, signing and verifying JSON,
 //!   password hashing.
+//! - [`federation`]: talking to other servers: discovery, the outbound HTTPS client,
+//!   `X-Matrix` signatures, other servers' keys.
 //! - [`files`]: writing files atomically (keys, config), never half-written.
 //! - [`events`]: the room model's pure core: PDUs, room versions, hashes, event IDs,
 //!   event signatures.
@@ -47,6 +49,7 @@ pub mod directory;
 pub mod ephemeral;
 pub mod error;
 pub mod events;
+pub mod federation;
 pub mod files;
 pub mod filter;
 pub mod init;

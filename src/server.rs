@@ -127,7 +127,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         crate::VERSION,
         started.elapsed().as_millis()
     );
-    let state = web::Data::new(AppState::new(config, storage, signing_key));
+    let state = web::Data::new(AppState::new(config, storage, signing_key)?);
     // Typing notifications time out even when nobody asks: a waiting /sync hears of it.
     let typing_state = state.clone();
     actix_web::rt::spawn(async move {

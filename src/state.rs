@@ -5,6 +5,8 @@ use crate::accounts::password_hasher::PasswordHasher;
 use crate::accounts::uia::UiaSessions;
 use crate::config::Config;
 use crate::crypto::SigningKey;
+use crate::error::StartupError;
+use crate::federation::Federation;
 use crate::ratelimit::RateLimiter;
 use crate::rooms::Rooms;
 use crate::storage::Storage;
@@ -24,13 +26,26 @@ pub struct AppState {
     /// Becomes `true` when the server starts stopping: long polls answer at once instead
     /// of holding the stop up.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Discovery, the outbound client and other servers' keys.
+    pub federation: Federation,
 }
 
 impl AppState {
-    pub fn new(config: Config, storage: Storage, signing_key: SigningKey) -> AppState {
+    /// Fails only if the federation client cannot be set up (an unreadable extra CA file).
+    pub fn new(
+        config: Config,
+        storage: Storage,
+        signing_key: SigningKey,
+    ) -> Result<AppState, StartupError> {
         let per_minute = config.limits.auth_attempts_per_minute;
         let position = storage.current_stream_position().unwrap_or(0);
-        AppState {
+        let federation = Federation::new(
+            config.server.server_name.clone(),
+            signing_key.clone(),
+            &config.federation,
+        )?;
+        Ok(AppState {
+            federation,
             rooms: Rooms::new(position),
             ephemeral: crate::ephemeral::Ephemeral::default(),
             auth_rate_limit: RateLimiter::new(per_minute, per_minute.clamp(1, 10)),
@@ -41,6 +56,6 @@ impl AppState {
             password_hasher: PasswordHasher::default(),
             uia: UiaSessions::default(),
             stopping: tokio::sync::watch::channel(false).0,
-        }
+        })
     }
 }

@@ -37,3 +37,75 @@ pub fn server_keys(state: &AppState, now: SystemTime) -> Result<Value, Error> {
     sign_json(object, server_name, key).map_err(Error::internal)?;
     Ok(response)
 }
+
+/// How many servers one notary query may ask about: answering costs us fetches.
+const MAX_QUERIED_SERVERS: usize = 32;
+
+#[derive(Debug, serde::Deserialize)]
+pub struct MinimumValidUntil {
+    minimum_valid_until_ts: Option<u64>,
+}
+
+/// # GET /_matrix/key/v2/query/{serverName}
+pub async fn query_one(
+    state: web::Data<AppState>,
+    server_name: web::Path<String>,
+    query: web::Query<MinimumValidUntil>,
+) -> Result<HttpResponse, Error> {
+    let now = crate::accounts::now_ms();
+    let minimum = query.minimum_valid_until_ts.unwrap_or(now);
+    let keys = notary_answer(&state, &server_name, minimum, now).await?;
+    Ok(HttpResponse::Ok().json(json!({ "server_keys": keys })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct BatchQuery {
+    server_keys:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, MinimumValidUntil>>,
+}
+
+/// # POST /_matrix/key/v2/query
+pub async fn query_batch(
+    state: web::Data<AppState>,
+    body: crate::api::MatrixJson<BatchQuery>,
+) -> Result<HttpResponse, Error> {
+    if body.0.server_keys.len() > MAX_QUERIED_SERVERS {
+        return Err(Error::new(
+            crate::error::ErrorKind::InvalidParam,
+            format!("At most {MAX_QUERIED_SERVERS} servers per query"),
+        ));
+    }
+    let now = crate::accounts::now_ms();
+    let mut answers = Vec::new();
+    for (server_name, by_key) in &body.0.server_keys {
+        let minimum = by_key
+            .values()
+            .filter_map(|criteria| criteria.minimum_valid_until_ts)
+            .max()
+            .unwrap_or(now);
+        answers.extend(notary_answer(&state, server_name, minimum, now).await?);
+    }
+    Ok(HttpResponse::Ok().json(json!({ "server_keys": answers })))
+}
+
+/// Our own keys as we publish them, or another server's keys as we hold them, signed by us.
+/// A server we cannot reach and know nothing of gives an empty list, as the spec says.
+async fn notary_answer(
+    state: &AppState,
+    server_name: &str,
+    minimum_valid_until_ts: u64,
+    now: u64,
+) -> Result<Vec<Value>, Error> {
+    if server_name == state.config.server.server_name.as_str() {
+        return Ok(vec![server_keys(state, SystemTime::now())?]);
+    }
+    if crate::federation::server_name::ServerAddress::parse(server_name).is_err() {
+        return Ok(Vec::new());
+    }
+    let answer = state
+        .federation
+        .notary_answer(&state.storage, server_name, minimum_valid_until_ts, now)
+        .await
+        .map_err(Error::internal)?;
+    Ok(answer.into_iter().collect())
+}

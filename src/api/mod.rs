@@ -450,7 +450,13 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
                 "/_matrix/federation/v1/version",
                 federation::version::get,
             ))
-            .service(get("/_matrix/key/v2/server", keys::get_server_keys));
+            .service(get("/_matrix/key/v2/server", keys::get_server_keys))
+            .service(get("/_matrix/key/v2/query/{serverName}", keys::query_one))
+            .service(post("/_matrix/key/v2/query", keys::query_batch))
+            .service(get(
+                "/_matrix/federation/v1/query/profile",
+                federation::query::profile,
+            ));
     }
 }
 

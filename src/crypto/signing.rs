@@ -43,7 +43,8 @@ impl fmt::Display for KeyId {
     }
 }
 
-/// Our signing key: its id and the ed25519 key pair.
+/// Our signing key: its id and the ed25519 key pair. Cloned once, for the federation client.
+#[derive(Clone)]
 pub struct SigningKey {
     key_id: KeyId,
     keypair: KeyPair,

@@ -67,6 +67,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             index_snapshots(storage)
         },
     },
+    Migration {
+        version: 11,
+        description: "federation: servername_keys",
+        apply: |_| Ok(()),
+    },
 ];
 
 /// Fills `roomstate_history` and `roomstream_state` from the events already stored: every

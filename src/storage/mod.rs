@@ -24,6 +24,7 @@ use crate::accounts::AccountRecord;
 use crate::accounts::registration::RegistrationTokenRecord;
 use crate::accounts::sessions::{DeviceRecord, SessionRecord};
 use crate::directory::AliasRecord;
+use crate::federation::keys::ServerKeys;
 use crate::notifications::{NotificationRecord, UnreadFlags};
 use crate::receipts::ReceiptRecord;
 use crate::rooms::snapshots::SnapshotRecord;
@@ -145,6 +146,9 @@ pub struct Storage {
     /// room 0xFF user → their membership (`join`, `invite`, …): a room's members without
     /// reading their events.
     pub roomuser_membership: Tree<(String, String), String>,
+    /// server name → [`ServerKeys`]: another server's signing keys, as last fetched and
+    /// verified (directly or through a notary).
+    pub servername_keys: Tree<String, Json<ServerKeys>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -208,6 +212,7 @@ impl Storage {
             eventid_statebefore: Tree::open(&db, "eventid_statebefore")?,
             parentrel_child: Tree::open(&db, "parentrel_child")?,
             roomuser_membership: Tree::open(&db, "roomuser_membership")?,
+            servername_keys: Tree::open(&db, "servername_keys")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

@@ -1,0 +1,42 @@
+//! Queries other servers make about our users (spec: "Querying for information").
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::origin::FederationOrigin;
+use crate::error::{Error, ErrorKind};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+pub struct ProfileQuery {
+    user_id: String,
+    field: Option<String>,
+}
+
+/// # GET /_matrix/federation/v1/query/profile
+pub async fn profile(
+    state: web::Data<AppState>,
+    origin: FederationOrigin,
+    query: web::Query<ProfileQuery>,
+) -> Result<HttpResponse, Error> {
+    let user_id = ruma::UserId::parse(&query.user_id)
+        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid user_id"))?;
+    if user_id.server_name() != state.config.server.server_name {
+        return Err(Error::new(
+            ErrorKind::InvalidParam,
+            "The user is not on this server",
+        ));
+    }
+    tracing::debug!(origin = %origin.0, user = %user_id, "profile query");
+    let profile =
+        crate::profile::get(&state, &user_id)?.ok_or_else(|| Error::not_found("No such user"))?;
+    let answer: Map<String, Value> = match &query.field {
+        Some(field) => profile
+            .into_iter()
+            .filter(|(key, _)| key == field)
+            .collect(),
+        None => profile,
+    };
+    Ok(HttpResponse::Ok().json(answer))
+}

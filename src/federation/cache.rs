@@ -1,0 +1,113 @@
+//! [`ExpiringMap`]: a capped map whose entries expire. Discovery and key fetching remember
+//! answers with it; the cap keeps a flood of distinct server names from growing memory.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// A map of at most `capacity` entries, each valid until its own deadline. When full, expired
+/// entries go first, then the one closest to expiry.
+pub struct ExpiringMap<K, V> {
+    capacity: usize,
+    entries: Mutex<HashMap<K, (V, Instant)>>,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> ExpiringMap<K, V> {
+    pub fn new(capacity: usize) -> Self {
+        ExpiringMap {
+            capacity: capacity.max(1),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The value for `key` if it has not expired at `now`.
+    pub fn get(&self, key: &K, now: Instant) -> Option<V> {
+        let mut entries = self.lock();
+        match entries.get(key) {
+            Some((value, until)) if *until > now => Some(value.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Remembers `value` until `until`, making room if the map is full.
+    pub fn insert(&self, key: K, value: V, until: Instant, now: Instant) {
+        let mut entries = self.lock();
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            entries.retain(|_, (_, deadline)| *deadline > now);
+            if entries.len() >= self.capacity
+                && let Some(soonest) = entries
+                    .iter()
+                    .min_by_key(|(_, (_, deadline))| *deadline)
+                    .map(|(key, _)| key.clone())
+            {
+                entries.remove(&soonest);
+            }
+        }
+        entries.insert(key, (value, until));
+    }
+
+    pub fn remove(&self, key: &K) {
+        self.lock().remove(key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (V, Instant)>> {
+        // A panic elsewhere while holding the lock leaves a map that is still consistent.
+        self.entries
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn entries_expire() {
+        let map = ExpiringMap::new(4);
+        let now = Instant::now();
+        map.insert("a", 1, now + Duration::from_secs(10), now);
+        assert_eq!(map.get(&"a", now), Some(1));
+        assert_eq!(map.get(&"a", now + Duration::from_secs(10)), None);
+        assert!(map.is_empty(), "an expired entry is dropped when seen");
+    }
+
+    #[test]
+    fn the_map_never_grows_past_its_capacity() {
+        let map = ExpiringMap::new(3);
+        let now = Instant::now();
+        for i in 0..10u64 {
+            map.insert(i, i, now + Duration::from_secs(100 + i), now);
+        }
+        assert_eq!(map.len(), 3);
+        // The entries closest to expiry made room for the newer ones.
+        assert_eq!(map.get(&9, now), Some(9));
+        assert_eq!(map.get(&0, now), None);
+    }
+
+    #[test]
+    fn expired_entries_make_room_first() {
+        let map = ExpiringMap::new(2);
+        let now = Instant::now();
+        map.insert("old", 0, now + Duration::from_secs(1), now);
+        map.insert("long", 1, now + Duration::from_secs(1000), now);
+        let later = now + Duration::from_secs(5);
+        map.insert("new", 2, later + Duration::from_secs(10), later);
+        assert_eq!(map.get(&"long", later), Some(1));
+        assert_eq!(map.get(&"new", later), Some(2));
+    }
+}

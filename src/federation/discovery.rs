@@ -1,0 +1,287 @@
+//! Server discovery (spec: "Resolving server names"): a server name becomes an [`Endpoint`],
+//! the addresses to connect to, the name the certificate must be valid for, and the `Host`
+//! header. One function per numbered step of the spec, each logging the step that matched.
+//! Well-known answers are remembered in a bounded map; DNS answers in hickory's own bounded
+//! cache, for their TTLs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::rr::RData;
+use rustls::pki_types::ServerName;
+
+use super::FederationError;
+use super::cache::ExpiringMap;
+use super::client::{Endpoint, HttpsClient};
+use super::server_name::{Host, ServerAddress};
+use super::well_known::{self, WellKnown};
+
+/// The port of federation when nothing says otherwise.
+pub const DEFAULT_PORT: u16 = 8448;
+/// Well-known answers remembered at once; more evict the ones closest to expiry.
+const WELL_KNOWN_CACHE_SIZE: usize = 1024;
+
+/// Resolves server names to endpoints.
+pub struct Resolver {
+    pub dns: Dns,
+    well_known: ExpiringMap<String, WellKnown>,
+    /// Where `/.well-known` is fetched: 443, except in tests.
+    well_known_port: u16,
+}
+
+impl Resolver {
+    /// A resolver using the system's DNS configuration (`/etc/resolv.conf`, `/etc/hosts`).
+    pub fn from_system() -> Resolver {
+        Resolver::new(Dns::from_system(), 443)
+    }
+
+    /// A resolver fetching well-known files from another port than 443 (for tests).
+    pub fn new(dns: Dns, well_known_port: u16) -> Resolver {
+        Resolver {
+            dns,
+            well_known: ExpiringMap::new(WELL_KNOWN_CACHE_SIZE),
+            well_known_port,
+        }
+    }
+
+    /// Follows the spec's steps for `server_name`.
+    pub async fn resolve(
+        &self,
+        client: &HttpsClient,
+        server_name: &str,
+    ) -> Result<Endpoint, FederationError> {
+        let server = ServerAddress::parse(server_name)?;
+        match (&server.host, server.port) {
+            (Host::Ip(ip), port) => Ok(step_1_ip_literal(&server, *ip, port)),
+            (Host::Name(hostname), Some(port)) => self.step_2_explicit_port(hostname, port).await,
+            (Host::Name(hostname), None) => match self.step_3_well_known(client, hostname).await {
+                Some(delegated) => self.step_3_delegated(&delegated).await,
+                None => self.srv_or_default_port(hostname, "4", "5", "6").await,
+            },
+        }
+    }
+
+    /// Step 2: a hostname with a port: its addresses, that port, `Host: name:port`.
+    async fn step_2_explicit_port(
+        &self,
+        hostname: &str,
+        port: u16,
+    ) -> Result<Endpoint, FederationError> {
+        tracing::debug!(hostname, port, "discovery step 2: explicit port");
+        Ok(Endpoint {
+            addresses: self.dns.lookup_ip(hostname, port).await?,
+            tls_name: dns_tls_name(hostname)?,
+            host_header: format!("{hostname}:{port}"),
+        })
+    }
+
+    /// Step 3: the delegated server name of `/.well-known/matrix/server`, from the cache or
+    /// fetched (and then cached, failures included).
+    async fn step_3_well_known(&self, client: &HttpsClient, hostname: &str) -> Option<String> {
+        let now = Instant::now();
+        let answer = match self.well_known.get(&hostname.to_owned(), now) {
+            Some(cached) => cached,
+            None => {
+                let fetched =
+                    well_known::fetch(client, &self.dns, hostname, self.well_known_port).await;
+                self.well_known.insert(
+                    hostname.to_owned(),
+                    fetched.clone(),
+                    now + fetched.lifetime,
+                    now,
+                );
+                fetched
+            }
+        };
+        if let Some(delegated) = &answer.delegated {
+            tracing::debug!(
+                hostname,
+                delegated,
+                "discovery step 3: well-known delegation"
+            );
+        }
+        answer.delegated
+    }
+
+    /// Steps 3.1 to 3.5: the delegated name, resolved like a server name but without a
+    /// second well-known lookup.
+    async fn step_3_delegated(&self, delegated: &str) -> Result<Endpoint, FederationError> {
+        let server = ServerAddress::parse(delegated)?;
+        match (&server.host, server.port) {
+            (Host::Ip(ip), port) => {
+                tracing::debug!(delegated, "discovery step 3.1: delegated IP literal");
+                Ok(step_1_ip_literal(&server, *ip, port))
+            }
+            (Host::Name(hostname), Some(port)) => {
+                tracing::debug!(delegated, "discovery step 3.2: delegated with port");
+                self.step_2_explicit_port(hostname, port).await
+            }
+            (Host::Name(hostname), None) => {
+                self.srv_or_default_port(hostname, "3.3", "3.4", "3.5")
+                    .await
+            }
+        }
+    }
+
+    /// `_matrix-fed._tcp` SRV, then the deprecated `_matrix._tcp`, then port 8448 (steps 4,
+    /// 5, 6, or 3.3 to 3.5 for a delegated name). The certificate and `Host` are those of
+    /// `hostname`, whatever the SRV record names.
+    async fn srv_or_default_port(
+        &self,
+        hostname: &str,
+        srv_step: &str,
+        deprecated_step: &str,
+        default_step: &str,
+    ) -> Result<Endpoint, FederationError> {
+        let tls_name = dns_tls_name(hostname)?;
+        let endpoint = |addresses| Endpoint {
+            addresses,
+            tls_name: tls_name.clone(),
+            host_header: hostname.to_owned(),
+        };
+        for (service, step) in [
+            ("_matrix-fed._tcp", srv_step),
+            ("_matrix._tcp", deprecated_step),
+        ] {
+            let targets = self.dns.lookup_srv(&format!("{service}.{hostname}")).await;
+            if !targets.is_empty() {
+                tracing::debug!(hostname, step, "discovery step {step}: SRV {service}");
+                return Ok(endpoint(self.dns.lookup_targets(&targets).await?));
+            }
+        }
+        tracing::debug!(
+            hostname,
+            "discovery step {default_step}: port {DEFAULT_PORT}"
+        );
+        Ok(endpoint(self.dns.lookup_ip(hostname, DEFAULT_PORT).await?))
+    }
+}
+
+/// Step 1 (and 3.1): an IP literal, with its port or 8448. The certificate must be valid for
+/// the IP address (no SNI is sent), and `Host` is the name as given, with its port if any.
+fn step_1_ip_literal(server: &ServerAddress, ip: IpAddr, port: Option<u16>) -> Endpoint {
+    tracing::debug!(server = %server, "discovery step 1: IP literal");
+    Endpoint {
+        addresses: vec![SocketAddr::new(ip, port.unwrap_or(DEFAULT_PORT))],
+        tls_name: ServerName::IpAddress(ip.into()),
+        host_header: server.host_and_port(),
+    }
+}
+
+/// The name a certificate must be valid for, and sent as SNI.
+pub fn dns_tls_name(hostname: &str) -> Result<ServerName<'static>, FederationError> {
+    ServerName::try_from(hostname.to_owned())
+        .map_err(|_| FederationError::InvalidServerName(hostname.to_owned()))
+}
+
+/// DNS: hickory with the system's configuration; if that configuration cannot be read, the
+/// C library's resolver for addresses, and no SRV records.
+pub struct Dns {
+    resolver: Option<TokioResolver>,
+}
+
+/// How many SRV targets and addresses are tried at most: a hostile zone cannot make us
+/// dial hundreds of addresses.
+const MAX_TARGETS: usize = 8;
+
+impl Dns {
+    pub fn from_system() -> Dns {
+        let resolver = TokioResolver::builder_tokio().and_then(|builder| builder.build());
+        match resolver {
+            Ok(resolver) => Dns {
+                resolver: Some(resolver),
+            },
+            Err(err) => {
+                tracing::warn!(
+                    "cannot read the system DNS configuration ({err}); using the C library's resolver, without SRV records"
+                );
+                Dns { resolver: None }
+            }
+        }
+    }
+
+    /// The addresses of `hostname` (CNAME, AAAA and A records, and `/etc/hosts`) with `port`.
+    pub async fn lookup_ip(
+        &self,
+        hostname: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, FederationError> {
+        let dns_error = |reason: String| FederationError::Dns {
+            name: hostname.to_owned(),
+            reason,
+        };
+        let addresses: Vec<SocketAddr> = match &self.resolver {
+            Some(resolver) => resolver
+                .lookup_ip(hostname)
+                .await
+                .map_err(|err| dns_error(err.to_string()))?
+                .iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .take(MAX_TARGETS)
+                .collect(),
+            None => tokio::net::lookup_host((hostname, port))
+                .await
+                .map_err(|err| dns_error(err.to_string()))?
+                .take(MAX_TARGETS)
+                .collect(),
+        };
+        if addresses.is_empty() {
+            return Err(FederationError::NoAddress(hostname.to_owned()));
+        }
+        Ok(addresses)
+    }
+
+    /// The targets of an SRV record, best first (lowest priority, then highest weight).
+    /// Empty when there is none, the lookup failed, or the record says "no service" (`.`).
+    pub async fn lookup_srv(&self, name: &str) -> Vec<(String, u16)> {
+        let Some(resolver) = &self.resolver else {
+            return Vec::new();
+        };
+        // A trailing dot: the name is complete, the search domains are not tried.
+        let lookup = match resolver.srv_lookup(format!("{name}.")).await {
+            Ok(lookup) => lookup,
+            Err(err) => {
+                tracing::debug!(name, "no SRV record: {err}");
+                return Vec::new();
+            }
+        };
+        let mut records: Vec<_> = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::SRV(srv) => Some((srv.priority, srv.weight, srv.target.to_utf8(), srv.port)),
+                _ => None,
+            })
+            .collect();
+        records.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        records
+            .into_iter()
+            .map(|(_, _, target, port)| (target.trim_end_matches('.').to_owned(), port))
+            .filter(|(target, _)| !target.is_empty())
+            .take(MAX_TARGETS)
+            .collect()
+    }
+
+    /// The addresses of SRV targets, in the targets' order; targets that do not resolve are
+    /// skipped.
+    async fn lookup_targets(
+        &self,
+        targets: &[(String, u16)],
+    ) -> Result<Vec<SocketAddr>, FederationError> {
+        let mut addresses = Vec::new();
+        for (target, port) in targets {
+            match self.lookup_ip(target, *port).await {
+                Ok(found) => addresses.extend(found),
+                Err(err) => tracing::debug!("SRV target {target}: {err}"),
+            }
+        }
+        addresses.truncate(MAX_TARGETS);
+        if addresses.is_empty() {
+            return Err(FederationError::NoAddress(
+                targets.first().map(|t| t.0.clone()).unwrap_or_default(),
+            ));
+        }
+        Ok(addresses)
+    }
+}

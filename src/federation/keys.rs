@@ -1,0 +1,566 @@
+//! Other servers' signing keys (spec: "Retrieving server keys"). A key is looked up in
+//! storage first; when missing or stale it is fetched from the server itself
+//! (`/_matrix/key/v2/server`), then from the configured notaries (`/_matrix/key/v2/query`).
+//! Every answer must be signed by each key it lists, for the server it names; a notary's
+//! answer must also carry the notary's signature. Answers are kept until their
+//! `valid_until_ts`, never trusted more than 7 days ahead, and what we keep is what we serve
+//! as a notary ourselves.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::cache::ExpiringMap;
+use super::client::json_body;
+use super::{Federation, FederationError};
+use crate::crypto::{KeyId, decode_base64, verify_json};
+use crate::storage::Storage;
+
+/// The spec's cap on how far ahead a key answer is trusted.
+const MAX_VALIDITY_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Keys remembered per server: a server that rotates keys wildly cannot grow our storage.
+const MAX_KEYS_PER_SERVER: usize = 32;
+/// A key answer is small; anything much larger is not one.
+const MAX_KEY_RESPONSE: usize = 256 * 1024;
+/// A notary answer may carry a few servers' keys.
+const MAX_NOTARY_RESPONSE: usize = 1024 * 1024;
+/// How soon a server is asked again for a key it did not have.
+const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What we know of one server's keys, stored in `servername_keys`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerKeys {
+    /// The latest answer, as the server signed it: what we hand out as a notary.
+    pub response: Value,
+    /// Until when the keys of `response` may sign requests (capped at 7 days after fetching).
+    pub valid_until_ts: u64,
+    /// Every key seen, current and old.
+    pub keys: BTreeMap<String, KnownKey>,
+}
+
+/// One public key of a server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownKey {
+    /// Unpadded base64 of the 32-byte ed25519 key.
+    pub key: String,
+    /// Set for keys the server no longer uses: they verify only what was signed before.
+    pub expired_ts: Option<u64>,
+}
+
+impl ServerKeys {
+    /// The key `key_id` if it may sign a request at `now`.
+    pub fn current_key(&self, key_id: &str, now: u64) -> Option<[u8; 32]> {
+        let known = self.keys.get(key_id)?;
+        if known.expired_ts.is_some() || self.valid_until_ts < now {
+            return None;
+        }
+        decode_key(&known.key)
+    }
+}
+
+/// In-memory bookkeeping of key fetches: which servers were asked recently, so a flood of
+/// requests naming unknown keys does not become a flood of fetches.
+pub struct KeyCache {
+    recently_fetched: ExpiringMap<String, ()>,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache {
+            recently_fetched: ExpiringMap::new(1024),
+        }
+    }
+}
+
+impl KeyCache {
+    /// Whether `server` may be asked for its keys now; if so, the next minute it may not.
+    fn may_fetch(&self, server: &str) -> bool {
+        let now = Instant::now();
+        if self.recently_fetched.get(&server.to_owned(), now).is_some() {
+            return false;
+        }
+        self.recently_fetched
+            .insert(server.to_owned(), (), now + REFETCH_INTERVAL, now);
+        true
+    }
+}
+
+/// Checks a key answer: it names `server`, lists at least one well-formed ed25519 key, is
+/// signed by every key it lists, and says until when it is valid. Returns what to store,
+/// with `valid_until_ts` capped at 7 days after `now`.
+pub fn verify_response(response: &Value, server: &str, now: u64) -> Result<ServerKeys, String> {
+    let object = response.as_object().ok_or("the answer is not an object")?;
+    if object.get("server_name").and_then(Value::as_str) != Some(server) {
+        return Err(format!("the answer is not for {server}"));
+    }
+    let valid_until_ts = object
+        .get("valid_until_ts")
+        .and_then(Value::as_u64)
+        .ok_or("valid_until_ts is missing")?;
+    let verify_keys = object
+        .get("verify_keys")
+        .and_then(Value::as_object)
+        .filter(|keys| !keys.is_empty())
+        .ok_or("verify_keys is missing or empty")?;
+    let mut keys = BTreeMap::new();
+    for (key_id, entry) in verify_keys {
+        let key = entry.get("key").and_then(Value::as_str).unwrap_or_default();
+        let public = decode_key(key).ok_or_else(|| format!("{key_id} is not a 32-byte key"))?;
+        valid_key_id(key_id)?;
+        verify_json(object, server, key_id, &public)
+            .map_err(|err| format!("self-signature with {key_id}: {err}"))?;
+        keys.insert(
+            key_id.clone(),
+            KnownKey {
+                key: key.to_owned(),
+                expired_ts: None,
+            },
+        );
+    }
+    let old = object.get("old_verify_keys").and_then(Value::as_object);
+    for (key_id, entry) in old.into_iter().flatten() {
+        let key = entry.get("key").and_then(Value::as_str).unwrap_or_default();
+        let expired_ts = entry.get("expired_ts").and_then(Value::as_u64);
+        if valid_key_id(key_id).is_ok() && decode_key(key).is_some() && !keys.contains_key(key_id) {
+            keys.insert(
+                key_id.clone(),
+                KnownKey {
+                    key: key.to_owned(),
+                    expired_ts: Some(expired_ts.unwrap_or(0)),
+                },
+            );
+        }
+    }
+    Ok(ServerKeys {
+        response: response.clone(),
+        valid_until_ts: valid_until_ts.min(now.saturating_add(MAX_VALIDITY_MS)),
+        keys,
+    })
+}
+
+/// Checks that `notary` signed `response` with one of its current keys.
+pub fn verify_notary_signature(
+    response: &Value,
+    notary: &str,
+    notary_keys: &ServerKeys,
+    now: u64,
+) -> Result<(), String> {
+    let object = response.as_object().ok_or("the answer is not an object")?;
+    let signed_with: Vec<&String> = object
+        .get("signatures")
+        .and_then(|signatures| signatures.get(notary))
+        .and_then(Value::as_object)
+        .map(|by_key| by_key.keys().collect())
+        .unwrap_or_default();
+    for key_id in signed_with {
+        if let Some(public) = notary_keys.current_key(key_id, now)
+            && verify_json(object, notary, key_id, &public).is_ok()
+        {
+            return Ok(());
+        }
+    }
+    Err(format!("no valid signature of the notary {notary}"))
+}
+
+/// Keeps keys seen before that the new answer no longer lists: they still verify old
+/// events. They count as expired from now on, unless the answer said otherwise.
+fn merge(previous: Option<ServerKeys>, mut fresh: ServerKeys, now: u64) -> ServerKeys {
+    for (key_id, mut known) in previous.map(|p| p.keys).into_iter().flatten() {
+        fresh.keys.entry(key_id).or_insert_with(|| {
+            known.expired_ts.get_or_insert(now);
+            known
+        });
+    }
+    while fresh.keys.len() > MAX_KEYS_PER_SERVER {
+        let oldest = fresh
+            .keys
+            .iter()
+            .filter_map(|(id, known)| known.expired_ts.map(|ts| (ts, id.clone())))
+            .min();
+        match oldest {
+            Some((_, id)) => fresh.keys.remove(&id),
+            None => break,
+        };
+    }
+    fresh
+}
+
+fn valid_key_id(key_id: &str) -> Result<(), String> {
+    key_id
+        .strip_prefix("ed25519:")
+        .and_then(KeyId::ed25519)
+        .map(|_| ())
+        .ok_or_else(|| format!("`{key_id}` is not an ed25519 key id"))
+}
+
+fn decode_key(key: &str) -> Option<[u8; 32]> {
+    decode_base64(key)?.try_into().ok()
+}
+
+impl Federation {
+    /// The public key `key_id` of `server`, valid for signing requests now: from storage, or
+    /// fetched from the server, or from a notary. Our own key needs no fetching.
+    pub async fn request_key(
+        &self,
+        storage: &Storage,
+        server: &str,
+        key_id: &str,
+        now: u64,
+    ) -> Result<[u8; 32], FederationError> {
+        if server == self.origin.as_str() {
+            return (self.signing_key.key_id().as_str() == key_id)
+                .then(|| self.signing_key.public_key())
+                .ok_or_else(|| FederationError::keys(server, format!("{key_id} is not our key")));
+        }
+        let stored = storage.servername_keys.get(&server.to_owned())?;
+        if let Some(key) = stored
+            .as_ref()
+            .and_then(|keys| keys.current_key(key_id, now))
+        {
+            return Ok(key);
+        }
+        let refreshed = self.refresh_keys(storage, server, now).await?;
+        refreshed
+            .current_key(key_id, now)
+            .ok_or_else(|| FederationError::keys(server, format!("no valid key {key_id}")))
+    }
+
+    /// Fetches `server`'s keys, directly or else through the notaries, and stores them.
+    /// Asked at most once a minute per server.
+    pub async fn refresh_keys(
+        &self,
+        storage: &Storage,
+        server: &str,
+        now: u64,
+    ) -> Result<ServerKeys, FederationError> {
+        if !self.keys.may_fetch(server) {
+            return Err(FederationError::keys(server, "asked too recently"));
+        }
+        let fresh = match self.fetch_direct(server, now).await {
+            Ok(fresh) => fresh,
+            Err(err) => {
+                tracing::debug!(server, "direct key fetch failed: {err}; asking notaries");
+                self.fetch_from_notaries(storage, server, now)
+                    .await
+                    .ok_or(err)?
+            }
+        };
+        self.store_keys(storage, server, fresh, now)
+    }
+
+    /// Stores a verified answer unless we already hold a newer one.
+    fn store_keys(
+        &self,
+        storage: &Storage,
+        server: &str,
+        fresh: ServerKeys,
+        now: u64,
+    ) -> Result<ServerKeys, FederationError> {
+        let key = server.to_owned();
+        let stored = storage.servername_keys.update(&key, |previous| {
+            let newer_held = previous
+                .as_ref()
+                .is_some_and(|p| p.valid_until_ts > fresh.valid_until_ts);
+            if newer_held {
+                previous.map(|p| merge(Some(fresh.clone()), p, now))
+            } else {
+                Some(merge(previous, fresh.clone(), now))
+            }
+        })?;
+        stored.ok_or_else(|| FederationError::keys(server, "not stored"))
+    }
+
+    /// `GET /_matrix/key/v2/server` on the server itself.
+    async fn fetch_direct(&self, server: &str, now: u64) -> Result<ServerKeys, FederationError> {
+        let response = self
+            .unsigned_request(server, "GET", "/_matrix/key/v2/server", MAX_KEY_RESPONSE)
+            .await?;
+        let answer: Value = json_body(server, &response)?;
+        verify_response(&answer, server, now)
+            .map_err(|reason| FederationError::keys(server, reason))
+    }
+
+    /// Asks each notary in turn; the first that vouches for a valid answer wins.
+    async fn fetch_from_notaries(
+        &self,
+        storage: &Storage,
+        server: &str,
+        now: u64,
+    ) -> Option<ServerKeys> {
+        for notary in &self.notaries {
+            if notary == server {
+                continue;
+            }
+            match self.fetch_from_notary(storage, notary, server, now).await {
+                Ok(keys) => return Some(keys),
+                Err(err) => tracing::debug!(server, notary, "notary key query failed: {err}"),
+            }
+        }
+        None
+    }
+
+    async fn fetch_from_notary(
+        &self,
+        storage: &Storage,
+        notary: &str,
+        server: &str,
+        now: u64,
+    ) -> Result<ServerKeys, FederationError> {
+        let notary_keys = self.notary_keys(storage, notary, now).await?;
+        let query = json!({ "server_keys": { server: {} } });
+        let response = self
+            .signed_request(
+                notary,
+                "POST",
+                "/_matrix/key/v2/query",
+                Some(&query),
+                MAX_NOTARY_RESPONSE,
+            )
+            .await?;
+        let answer: Value = json_body(notary, &response)?;
+        let candidates = answer["server_keys"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut best: Option<ServerKeys> = None;
+        for candidate in candidates.iter().filter(|c| c["server_name"] == server) {
+            verify_notary_signature(candidate, notary, &notary_keys, now)
+                .map_err(|reason| FederationError::keys(server, reason))?;
+            let keys = verify_response(candidate, server, now)
+                .map_err(|reason| FederationError::keys(server, reason))?;
+            if best
+                .as_ref()
+                .is_none_or(|b| b.valid_until_ts < keys.valid_until_ts)
+            {
+                best = Some(keys);
+            }
+        }
+        best.ok_or_else(|| FederationError::keys(server, format!("{notary} has no keys for it")))
+    }
+
+    /// A notary's own keys: stored, or fetched from the notary directly (never through
+    /// another notary, so trust does not go round in circles).
+    async fn notary_keys(
+        &self,
+        storage: &Storage,
+        notary: &str,
+        now: u64,
+    ) -> Result<ServerKeys, FederationError> {
+        if let Some(keys) = storage.servername_keys.get(&notary.to_owned())?
+            && keys.valid_until_ts >= now
+        {
+            return Ok(keys);
+        }
+        let fresh = self.fetch_direct(notary, now).await?;
+        self.store_keys(storage, notary, fresh, now)
+    }
+
+    /// What we answer as a notary for `server`: its latest answer we hold (fetched again if
+    /// it expires before `minimum_valid_until_ts`), with our signature added. `None` when we
+    /// have nothing and cannot reach it.
+    pub async fn notary_answer(
+        &self,
+        storage: &Storage,
+        server: &str,
+        minimum_valid_until_ts: u64,
+        now: u64,
+    ) -> Result<Option<Value>, FederationError> {
+        let mut held = storage.servername_keys.get(&server.to_owned())?;
+        // Whatever the requester asks for, a server is fetched at most once a minute: our
+        // notary endpoint must not become a way to flood other servers.
+        let stale = held
+            .as_ref()
+            .is_none_or(|keys| keys.valid_until_ts < minimum_valid_until_ts);
+        if stale && self.keys.may_fetch(server) {
+            match self.fetch_direct(server, now).await {
+                Ok(fresh) => held = Some(self.store_keys(storage, server, fresh, now)?),
+                Err(err) => tracing::debug!(server, "notary: cannot refresh keys: {err}"),
+            }
+        }
+        let Some(keys) = held else { return Ok(None) };
+        let Value::Object(mut object) = keys.response else {
+            return Ok(None);
+        };
+        crate::crypto::sign_json(&mut object, self.origin.as_str(), &self.signing_key)
+            .map_err(|err| FederationError::Signing(err.to_string()))?;
+        Ok(Some(Value::Object(object)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{SigningKey, sign_json};
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn key(version: &str, seed: u8) -> SigningKey {
+        SigningKey::from_seed(KeyId::ed25519(version).expect("id"), [seed; 32])
+    }
+
+    fn answer(server: &str, signing: &[&SigningKey], valid_until_ts: u64) -> Value {
+        let mut verify_keys = serde_json::Map::new();
+        for key in signing {
+            verify_keys.insert(
+                key.key_id().to_string(),
+                json!({ "key": key.public_key_base64() }),
+            );
+        }
+        let mut object = json!({
+            "server_name": server,
+            "verify_keys": verify_keys,
+            "old_verify_keys": { "ed25519:old": { "key": key("old", 9).public_key_base64(), "expired_ts": 5 } },
+            "valid_until_ts": valid_until_ts,
+        });
+        for key in signing {
+            sign_json(object.as_object_mut().expect("object"), server, key).expect("sign");
+        }
+        object
+    }
+
+    #[test]
+    fn a_self_signed_answer_verifies() {
+        let k = key("a", 1);
+        let keys =
+            verify_response(&answer("b.org", &[&k], NOW + 1000), "b.org", NOW).expect("valid");
+        assert_eq!(keys.valid_until_ts, NOW + 1000);
+        assert_eq!(keys.current_key("ed25519:a", NOW), Some(k.public_key()));
+        assert_eq!(keys.current_key("ed25519:a", NOW + 1001), None, "expired");
+        assert_eq!(
+            keys.current_key("ed25519:old", NOW),
+            None,
+            "old keys sign no requests"
+        );
+        assert_eq!(keys.keys["ed25519:old"].expired_ts, Some(5));
+    }
+
+    #[test]
+    fn validity_is_capped_at_seven_days() {
+        let k = key("a", 1);
+        let keys = verify_response(
+            &answer("b.org", &[&k], NOW + 100 * MAX_VALIDITY_MS),
+            "b.org",
+            NOW,
+        )
+        .expect("valid");
+        assert_eq!(keys.valid_until_ts, NOW + MAX_VALIDITY_MS);
+    }
+
+    #[test]
+    fn forged_or_misnamed_answers_are_refused() {
+        let k = key("a", 1);
+        let good = answer("b.org", &[&k], NOW + 1000);
+        assert!(
+            verify_response(&good, "c.org", NOW).is_err(),
+            "names another server"
+        );
+        let mut tampered = good.clone();
+        tampered["valid_until_ts"] = json!(NOW + 999_999);
+        assert!(verify_response(&tampered, "b.org", NOW).is_err());
+        // A key listed but not signing the answer.
+        let mut extra = good.clone();
+        extra["verify_keys"]["ed25519:z"] = json!({ "key": key("z", 3).public_key_base64() });
+        assert!(verify_response(&extra, "b.org", NOW).is_err());
+        let mut empty = good;
+        empty["verify_keys"] = json!({});
+        assert!(verify_response(&empty, "b.org", NOW).is_err());
+        assert!(verify_response(&json!([]), "b.org", NOW).is_err());
+    }
+
+    #[test]
+    fn notary_signatures_are_checked() {
+        let server_key = key("a", 1);
+        let notary_key = key("n", 2);
+        let notary = verify_response(
+            &answer("notary.org", &[&notary_key], NOW + 1000),
+            "notary.org",
+            NOW,
+        )
+        .expect("notary");
+        let mut vouched = answer("b.org", &[&server_key], NOW + 1000);
+        assert!(
+            verify_notary_signature(&vouched, "notary.org", &notary, NOW).is_err(),
+            "unsigned"
+        );
+        sign_json(
+            vouched.as_object_mut().expect("object"),
+            "notary.org",
+            &notary_key,
+        )
+        .expect("sign");
+        verify_notary_signature(&vouched, "notary.org", &notary, NOW).expect("signed");
+        // Still a valid self-signed answer with the notary's signature added.
+        verify_response(&vouched, "b.org", NOW).expect("valid");
+        let impostor = key("n", 3);
+        let mut forged = answer("b.org", &[&server_key], NOW + 1000);
+        sign_json(
+            forged.as_object_mut().expect("object"),
+            "notary.org",
+            &impostor,
+        )
+        .expect("sign");
+        assert!(verify_notary_signature(&forged, "notary.org", &notary, NOW).is_err());
+    }
+
+    #[test]
+    fn rotated_keys_are_kept_as_expired() {
+        let first = verify_response(&answer("b.org", &[&key("a", 1)], NOW + 10), "b.org", NOW)
+            .expect("first");
+        let second = verify_response(&answer("b.org", &[&key("b", 2)], NOW + 20), "b.org", NOW)
+            .expect("second");
+        let merged = merge(Some(first), second, NOW + 5);
+        assert_eq!(merged.keys["ed25519:a"].expired_ts, Some(NOW + 5));
+        assert!(merged.current_key("ed25519:b", NOW).is_some());
+        assert!(merged.current_key("ed25519:a", NOW).is_none());
+    }
+
+    fn federation() -> Federation {
+        let config = crate::config::FederationConfig {
+            enabled: true,
+            trusted_key_servers: Vec::new(),
+            extra_ca_file: None,
+        };
+        let name = ruma::OwnedServerName::try_from("us.example").expect("name");
+        Federation::new(name, key("us", 5), &config).expect("federation")
+    }
+
+    #[actix_web::test]
+    async fn stored_keys_serve_until_they_expire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path(), 1 << 20).expect("storage");
+        let federation = federation();
+        // A server nothing answers for: fetching again can only fail.
+        let server = "127.0.0.1:1";
+        let k = key("a", 1);
+        let now = crate::accounts::now_ms();
+        let stored =
+            verify_response(&answer(server, &[&k], now + 60_000), server, now).expect("valid");
+        storage
+            .servername_keys
+            .insert(&server.to_owned(), &stored)
+            .expect("store");
+        let found = federation
+            .request_key(&storage, server, "ed25519:a", now)
+            .await;
+        assert_eq!(found.expect("stored key"), k.public_key());
+        let later = now + 120_000;
+        let expired = federation
+            .request_key(&storage, server, "ed25519:a", later)
+            .await;
+        assert!(
+            expired.is_err(),
+            "an expired key is not used, and cannot be refreshed"
+        );
+        let unknown = federation
+            .request_key(&storage, server, "ed25519:zz", now)
+            .await;
+        assert!(unknown.is_err(), "asked too recently: no second fetch");
+        // Our own key needs no storage.
+        let ours = federation
+            .request_key(&storage, "us.example", "ed25519:us", now)
+            .await;
+        assert_eq!(ours.expect("ours"), key("us", 5).public_key());
+    }
+}

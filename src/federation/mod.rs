@@ -1,0 +1,148 @@
+//! Federation: talking to other Matrix servers (spec: server-server API).
+//!
+//! # Layout
+//! - [`server_name`]: a server name split into host and port, as discovery needs it.
+//! - [`discovery`]: server name → where to connect and which name to expect, following the
+//!   spec's numbered steps, with [`well_known`] delegation and its caching rules.
+//! - [`client`]: the outbound HTTPS client (system roots plus an optional extra CA bundle,
+//!   SNI and `Host` per the spec, timeouts, response size limits), over [`http1`].
+//! - [`auth`]: `X-Matrix` request signatures, made for outgoing and checked on incoming
+//!   requests.
+//! - [`keys`]: other servers' signing keys, fetched directly or through notaries, verified and
+//!   cached in storage; and the answers we give as a notary.
+//! - [`cache`]: the small bounded expiring map the caches above share.
+//!
+//! [`Federation`] ties them together: it is what the rest of Hearth holds to make a signed
+//! request to another server.
+
+pub mod auth;
+pub mod cache;
+pub mod client;
+pub mod discovery;
+mod error;
+pub mod http1;
+pub mod keys;
+pub mod server_name;
+pub mod well_known;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use ruma::OwnedServerName;
+use serde_json::Value;
+
+pub use error::FederationError;
+
+use crate::config::FederationConfig;
+use crate::crypto::SigningKey;
+use client::{HttpsClient, Request, Response};
+use discovery::Resolver;
+
+/// Everything needed to make requests to other servers, built once at start-up.
+pub struct Federation {
+    /// Our server name: the `origin` of what we sign.
+    pub origin: OwnedServerName,
+    /// A copy of our signing key for `X-Matrix` headers and notary signatures.
+    signing_key: SigningKey,
+    pub resolver: Resolver,
+    pub client: HttpsClient,
+    /// Servers asked for keys a server cannot give us itself.
+    pub notaries: Vec<String>,
+    pub keys: keys::KeyCache,
+}
+
+/// How long a whole request to another server may take before we give up on it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest answer read from another server unless a caller asks for more.
+pub const DEFAULT_RESPONSE_LIMIT: usize = 4 * 1024 * 1024;
+
+impl Federation {
+    /// Builds the client (reading the system's and the configured CA certificates) and the
+    /// resolver (reading the system's DNS configuration).
+    pub fn new(
+        origin: OwnedServerName,
+        signing_key: SigningKey,
+        config: &FederationConfig,
+    ) -> Result<Federation, FederationError> {
+        let client = HttpsClient::new(config.extra_ca_file.as_deref())?;
+        Ok(Federation {
+            origin,
+            signing_key,
+            resolver: Resolver::from_system(),
+            client,
+            notaries: config.trusted_key_servers.clone(),
+            keys: keys::KeyCache::default(),
+        })
+    }
+
+    /// Our signing key, for notary signatures.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing_key
+    }
+
+    /// Sends a request to `destination` signed with `X-Matrix`, and returns the answer
+    /// whatever its status. `path` is the request target from `/_matrix/...` on, with any
+    /// query string, exactly as it goes on the wire: that is what the signature covers.
+    pub async fn signed_request(
+        &self,
+        destination: &str,
+        method: &'static str,
+        path: &str,
+        content: Option<&Value>,
+        response_limit: usize,
+    ) -> Result<Response, FederationError> {
+        let authorization = auth::authorization_header(
+            &auth::RequestToSign {
+                method,
+                uri: path,
+                origin: self.origin.as_str(),
+                destination,
+                content,
+            },
+            &self.signing_key,
+        )?;
+        let body = content.map(serde_json::to_vec).transpose()?;
+        let request = Request {
+            method,
+            path: path.to_owned(),
+            body,
+            authorization: Some(authorization),
+        };
+        self.send(destination, &request, response_limit).await
+    }
+
+    /// Sends an unsigned request (key queries need no signature) to `destination`.
+    pub async fn unsigned_request(
+        &self,
+        destination: &str,
+        method: &'static str,
+        path: &str,
+        response_limit: usize,
+    ) -> Result<Response, FederationError> {
+        let request = Request {
+            method,
+            path: path.to_owned(),
+            body: None,
+            authorization: None,
+        };
+        self.send(destination, &request, response_limit).await
+    }
+
+    async fn send(
+        &self,
+        destination: &str,
+        request: &Request,
+        response_limit: usize,
+    ) -> Result<Response, FederationError> {
+        let work = async {
+            let endpoint = self.resolver.resolve(&self.client, destination).await?;
+            self.client.send(&endpoint, request, response_limit).await
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .map_err(|_| FederationError::Timeout(destination.to_owned()))?
+    }
+}

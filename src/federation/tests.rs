@@ -1,0 +1,241 @@
+//! Discovery and the HTTPS client against a real TLS server on 127.0.0.1: a test CA signs a
+//! certificate for `localhost` and `127.0.0.1`, actix serves well-known files with it, and the
+//! client trusts the CA through the extra bundle, as a private deployment would.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use super::client::HttpsClient;
+use super::discovery::{Dns, Resolver};
+use super::well_known::{self, ERROR_LIFETIME};
+
+/// A CA (its PEM) and a certificate it signed for `localhost` and `127.0.0.1`.
+struct TestCa {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn test_ca() -> TestCa {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf");
+    TestCa {
+        ca_pem: ca_cert.pem(),
+        cert_pem: leaf.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    }
+}
+
+/// Serves `routes` over HTTPS on 127.0.0.1 with the CA's certificate; returns the port.
+fn serve(ca: &TestCa, routes: fn(&mut web::ServiceConfig), hits: Arc<AtomicUsize>) -> u16 {
+    let certs = vec![CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).expect("cert")];
+    let key = PrivateKeyDer::from_pem_slice(ca.key_pem.as_bytes()).expect("key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let server = HttpServer::new(move || {
+        let hits = hits.clone();
+        App::new()
+            .wrap_fn(move |req, service| {
+                hits.fetch_add(1, Ordering::SeqCst);
+                actix_web::dev::Service::call(service, req)
+            })
+            .configure(routes)
+    })
+    .workers(1)
+    .listen_rustls_0_23(listener, config)
+    .expect("listen")
+    .run();
+    actix_web::rt::spawn(server);
+    port
+}
+
+fn client(ca: &TestCa) -> (HttpsClient, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, &ca.ca_pem).expect("write ca");
+    (HttpsClient::new(Some(&path)).expect("client"), dir)
+}
+
+fn delegate_with_cache_header(config: &mut web::ServiceConfig) {
+    config.route(
+        "/.well-known/matrix/server",
+        web::get().to(|| async {
+            HttpResponse::Ok()
+                .insert_header(("Cache-Control", "max-age=600"))
+                .body(r#"{"m.server": "localhost:4321"}"#)
+        }),
+    );
+}
+
+#[actix_web::test]
+async fn well_known_delegation_is_followed_and_cached() {
+    let ca = test_ca();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let port = serve(&ca, delegate_with_cache_header, hits.clone());
+    let (client, _dir) = client(&ca);
+    let resolver = Resolver::new(Dns::from_system(), port);
+    let endpoint = resolver
+        .resolve(&client, "localhost")
+        .await
+        .expect("resolve");
+    assert_eq!(endpoint.host_header, "localhost:4321", "step 3.2");
+    assert!(
+        endpoint
+            .addresses
+            .contains(&SocketAddr::from(([127, 0, 0, 1], 4321))),
+        "{endpoint:?}"
+    );
+    assert_eq!(
+        endpoint.tls_name,
+        ServerName::try_from("localhost").expect("name")
+    );
+    resolver.resolve(&client, "LOCALHOST").await.expect("again");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the answer was cached");
+}
+
+fn redirect_then_ip(config: &mut web::ServiceConfig) {
+    config
+        .route(
+            "/.well-known/matrix/server",
+            web::get().to(|| async {
+                HttpResponse::Found()
+                    .insert_header(("Location", "/moved"))
+                    .finish()
+            }),
+        )
+        .route(
+            "/moved",
+            web::get().to(|| async { HttpResponse::Ok().body(r#"{"m.server": "127.0.0.1"}"#) }),
+        );
+}
+
+#[actix_web::test]
+async fn redirects_are_followed_to_a_delegated_ip_literal() {
+    let ca = test_ca();
+    let port = serve(&ca, redirect_then_ip, Arc::new(AtomicUsize::new(0)));
+    let (client, _dir) = client(&ca);
+    let resolver = Resolver::new(Dns::from_system(), port);
+    let endpoint = resolver
+        .resolve(&client, "localhost")
+        .await
+        .expect("resolve");
+    assert_eq!(
+        endpoint.addresses,
+        [SocketAddr::from(([127, 0, 0, 1], 8448))]
+    );
+    assert_eq!(
+        endpoint.host_header, "127.0.0.1",
+        "step 3.1: the IP, no port given"
+    );
+    assert!(matches!(endpoint.tls_name, ServerName::IpAddress(_)));
+}
+
+fn broken(config: &mut web::ServiceConfig) {
+    config
+        .route(
+            "/.well-known/matrix/server",
+            web::get().to(|| async {
+                HttpResponse::MovedPermanently()
+                    .insert_header(("Location", "/loop"))
+                    .finish()
+            }),
+        )
+        .route(
+            "/loop",
+            web::get().to(|| async {
+                HttpResponse::MovedPermanently()
+                    .insert_header(("Location", "/.well-known/matrix/server"))
+                    .finish()
+            }),
+        );
+}
+
+fn too_large(config: &mut web::ServiceConfig) {
+    config.route(
+        "/.well-known/matrix/server",
+        web::get().to(|| async {
+            let padding = " ".repeat(well_known::MAX_BODY);
+            HttpResponse::Ok().body(format!(r#"{{"m.server": "a.org"{padding}}}"#))
+        }),
+    );
+}
+
+fn not_found(config: &mut web::ServiceConfig) {
+    config.route(
+        "/.well-known/matrix/server",
+        web::get().to(|| async { HttpResponse::NotFound().body(r#"{"m.server": "a.org"}"#) }),
+    );
+}
+
+#[actix_web::test]
+async fn failures_are_errors_remembered_for_an_hour() {
+    let ca = test_ca();
+    let (client, _dir) = client(&ca);
+    let dns = Dns::from_system();
+    for routes in [broken, too_large, not_found] {
+        let port = serve(&ca, routes, Arc::new(AtomicUsize::new(0)));
+        let answer = well_known::fetch(&client, &dns, "localhost", port).await;
+        assert_eq!(answer.delegated, None);
+        assert_eq!(answer.lifetime, ERROR_LIFETIME);
+    }
+}
+
+#[actix_web::test]
+async fn an_untrusted_certificate_is_an_error() {
+    let ca = test_ca();
+    let port = serve(
+        &ca,
+        delegate_with_cache_header,
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let other = HttpsClient::new(None).expect("system roots only");
+    let answer = well_known::fetch(&other, &Dns::from_system(), "localhost", port).await;
+    assert_eq!(answer.delegated, None);
+}
+
+#[actix_web::test]
+async fn ip_literals_and_explicit_ports_need_no_well_known() {
+    let ca = test_ca();
+    let (client, _dir) = client(&ca);
+    // Nothing listens on this port: resolving must not try to fetch anything.
+    let resolver = Resolver::new(Dns::from_system(), 1);
+    let v6 = resolver.resolve(&client, "[::1]").await.expect("step 1");
+    assert_eq!(
+        v6.addresses,
+        [SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 8448))]
+    );
+    assert_eq!(v6.host_header, "[::1]");
+    let v4 = resolver
+        .resolve(&client, "127.0.0.1:8009")
+        .await
+        .expect("step 1");
+    assert_eq!(v4.host_header, "127.0.0.1:8009");
+    let named = resolver
+        .resolve(&client, "localhost:8010")
+        .await
+        .expect("step 2");
+    assert_eq!(named.host_header, "localhost:8010");
+    assert!(named.addresses.iter().all(|address| address.port() == 8010));
+    assert!(resolver.resolve(&client, "bad name").await.is_err());
+}

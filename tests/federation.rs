@@ -1,0 +1,252 @@
+//! Two (or three) real Hearth processes federating over TLS on loopback, with a CA the test
+//! makes and each server trusts through `federation.extra_ca_file`: fetching keys directly
+//! and through a notary, and `X-Matrix` signed requests accepted or refused as the spec says.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+
+use common::{Server, errcode, hearth, ok, query_encode};
+use hearth::crypto::{KeyId, SigningKey, verify_json};
+use hearth::federation::auth::{RequestToSign, authorization_header};
+use serde_json::{Value, json};
+
+/// Writes `ca.pem`, `cert.pem` and `key.pem` (for `localhost` and `127.0.0.1`) into `dir`.
+fn write_certificates(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
+    std::fs::write(dir.join("cert.pem"), leaf.pem()).expect("write");
+    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).expect("write");
+}
+
+/// A free port on 127.0.0.1 (free when asked: the server binds it right after).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+/// A federating server named `name`, with its TLS listener on `port`, trusting `ca.pem`
+/// (copied from `certificates`), asking `notaries` for keys, with accounts `users`.
+fn start(certificates: &Path, name: &str, port: u16, notaries: &[&str], users: &[&str]) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for file in ["ca.pem", "cert.pem", "key.pem"] {
+        std::fs::copy(certificates.join(file), dir.path().join(file)).expect("copy");
+    }
+    let notaries = notaries
+        .iter()
+        .map(|notary| format!("\"{notary}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = format!(
+        "[server]\nserver_name = \"{name}\"\nworkers = 1\n\n\
+         [database]\npath = \"data\"\n\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\n\n\
+         [[listeners]]\naddress = \"127.0.0.1:{port}\"\ntls = true\n\n\
+         [tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n\n\
+         [federation]\ntrusted_key_servers = [{notaries}]\nextra_ca_file = \"ca.pem\"\n"
+    );
+    std::fs::write(dir.path().join("hearth.toml"), config).expect("config");
+    for user in users {
+        let output = hearth(
+            dir.path(),
+            &["user", "add", user],
+            "correct horse battery\n",
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut server = Server::start_in(dir.path(), &[], &[]).expect("server starts");
+    server.keep_dir(dir);
+    server
+}
+
+/// The keys a server publishes, asked over plain HTTP by the test.
+fn published_keys(server: &Server) -> Value {
+    ok(server.client().get("/_matrix/key/v2/server"))
+}
+
+/// Checks that `answer` carries a valid signature of `signer`, made with a key `signer`
+/// publishes in `signer_keys`.
+fn assert_signed_by(answer: &Value, signer: &str, signer_keys: &Value) {
+    let object = answer.as_object().expect("object");
+    let keys = signer_keys["verify_keys"].as_object().expect("verify keys");
+    let valid = keys.iter().any(|(key_id, key)| {
+        let public = hearth::crypto::decode_base64(key["key"].as_str().expect("key")).expect("b64");
+        verify_json(object, signer, key_id, &public).is_ok()
+    });
+    assert!(valid, "no valid signature of {signer} on {answer}");
+}
+
+#[test]
+fn keys_are_fetched_directly_and_through_a_notary() {
+    let certificates = tempfile::tempdir().expect("tempdir");
+    write_certificates(certificates.path());
+    let (port_a, port_b, port_c) = (free_port(), free_port(), free_port());
+    // An IP literal (discovery step 1) and host names with ports (step 2).
+    let name_b = format!("127.0.0.1:{port_b}");
+    let name_c = format!("localhost:{port_c}");
+    let name_a = format!("localhost:{port_a}");
+    let b = start(certificates.path(), &name_b, port_b, &[], &[]);
+    let c = start(certificates.path(), &name_c, port_c, &[], &[]);
+    let a = start(certificates.path(), &name_a, port_a, &[&name_b], &["alice"]);
+    let (keys_a, keys_b, keys_c) = (published_keys(&a), published_keys(&b), published_keys(&c));
+
+    // Directly: A fetches B's keys from B and vouches for them.
+    let answer = ok(a.client().get(&format!("/_matrix/key/v2/query/{name_b}")));
+    let vouched = &answer["server_keys"][0];
+    assert_eq!(vouched["server_name"], name_b.as_str());
+    assert_eq!(vouched["verify_keys"], keys_b["verify_keys"]);
+    assert_signed_by(vouched, &name_b, &keys_b);
+    assert_signed_by(vouched, &name_a, &keys_a);
+
+    // B learns C's keys as a notary (directly from C).
+    let answer = ok(b.client().get(&format!("/_matrix/key/v2/query/{name_c}")));
+    assert_eq!(
+        answer["server_keys"][0]["verify_keys"],
+        keys_c["verify_keys"]
+    );
+
+    // C signs a request to A (the test holds C's key). A cannot reach C for its key, so it
+    // asks its notary B, checks B's and C's signatures, and accepts the request.
+    let key_c = SigningKey::load(&c.dir.join("data/signing.key")).expect("C's key");
+    drop(c);
+    let path = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        query_encode(&format!("@alice:{name_a}"))
+    );
+    let request = RequestToSign {
+        method: "GET",
+        uri: &path,
+        origin: &name_c,
+        destination: &name_a,
+        content: None,
+    };
+    let signed = authorization_header(&request, &key_c).expect("sign");
+    let response = profile_query(&a, &path, Some(&signed));
+    assert_eq!(response.status, 200, "{}", a.log_text());
+
+    // A now vouches for C's keys as a notary too: C's, B's and A's signatures.
+    let query = json!({ "server_keys": { &name_c: {} } });
+    let answer = ok(a
+        .client()
+        .json("POST", "/_matrix/key/v2/query", None, &query));
+    let vouched = &answer["server_keys"][0];
+    assert_eq!(vouched["verify_keys"], keys_c["verify_keys"]);
+    assert_signed_by(vouched, &name_c, &keys_c);
+    assert_signed_by(vouched, &name_b, &keys_b);
+    assert_signed_by(vouched, &name_a, &keys_a);
+
+    // Our own keys, as a notary, are what we publish.
+    let own = ok(a.client().get(&format!("/_matrix/key/v2/query/{name_a}")));
+    assert_eq!(own["server_keys"][0]["verify_keys"], keys_a["verify_keys"]);
+
+    // Nobody knows a server that does not exist: an empty list, not an error.
+    let unknown = ok(a.client().get("/_matrix/key/v2/query/127.0.0.1:1"));
+    assert_eq!(unknown["server_keys"], json!([]));
+}
+
+/// Sends a profile query to `server` (named `destination`) with `authorization`, if any.
+fn profile_query(
+    server: &Server,
+    path: &str,
+    authorization: Option<&str>,
+) -> common::http::Response {
+    let headers: Vec<(&str, &str)> = authorization
+        .map(|value| ("Authorization", value))
+        .into_iter()
+        .collect();
+    server
+        .client()
+        .request("GET", path, &headers, None)
+        .expect("request")
+}
+
+#[test]
+fn signed_requests_are_accepted_and_forgeries_refused() {
+    let certificates = tempfile::tempdir().expect("tempdir");
+    write_certificates(certificates.path());
+    let (port_a, port_b) = (free_port(), free_port());
+    let name_a = format!("localhost:{port_a}");
+    let name_b = format!("127.0.0.1:{port_b}");
+    let a = start(certificates.path(), &name_a, port_a, &[], &[]);
+    let b = start(certificates.path(), &name_b, port_b, &[], &["alice"]);
+    let key_a = SigningKey::load(&a.dir.join("data/signing.key")).expect("A's key");
+    let path = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        query_encode(&format!("@alice:{name_b}"))
+    );
+    let sign = |key: &SigningKey, destination: &str, uri: &str| {
+        let request = RequestToSign {
+            method: "GET",
+            uri,
+            origin: &name_a,
+            destination,
+            content: None,
+        };
+        authorization_header(&request, key).expect("sign")
+    };
+
+    // Signed by A for B: B fetches A's key over TLS and accepts.
+    let signed = sign(&key_a, &name_b, &path);
+    let response = profile_query(&b, &path, Some(&signed));
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert!(response.json().is_object());
+
+    let refused = |authorization: Option<&str>, path: &str| {
+        let response = profile_query(&b, path, authorization);
+        assert_eq!(
+            response.status,
+            401,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+        assert_eq!(errcode(&response), "M_UNAUTHORIZED");
+    };
+    // No header, a malformed one, a bearer token.
+    refused(None, &path);
+    refused(Some("X-Matrix origin="), &path);
+    refused(Some("Bearer abc"), &path);
+    // Signed for another server, or for another request.
+    refused(Some(&sign(&key_a, "other.example", &path)), &path);
+    refused(Some(&signed), &format!("{path}&field=displayname"));
+    // A forgery: the right key id, another key.
+    let impostor = SigningKey::from_seed(key_a.key_id().clone(), [42; 32]);
+    refused(Some(&sign(&impostor, &name_b, &path)), &path);
+    // A key A never published.
+    let unknown = SigningKey::from_seed(KeyId::ed25519("unknown").expect("id"), [43; 32]);
+    refused(Some(&sign(&unknown, &name_b, &path)), &path);
+    // A claims to be a server that does not exist.
+    let ghost = RequestToSign {
+        method: "GET",
+        uri: &path,
+        origin: "127.0.0.1:1",
+        destination: &name_b,
+        content: None,
+    };
+    refused(
+        Some(&authorization_header(&ghost, &key_a).expect("sign")),
+        &path,
+    );
+
+    // The valid request still works after all that.
+    assert_eq!(profile_query(&b, &path, Some(&signed)).status, 200);
+}
