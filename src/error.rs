@@ -59,6 +59,8 @@ pub enum ErrorKind {
     UserInteractiveAuth,
     /// The requested room version is not one this server supports.
     UnsupportedRoomVersion,
+    /// A server asked to join a room of a version it does not support (400).
+    IncompatibleRoomVersion,
     /// The server does not accept this third-party identifier.
     ThreepidDenied,
     /// The thing to create exists already (409, `M_UNKNOWN`).
@@ -95,6 +97,7 @@ impl ErrorKind {
             ErrorKind::WeakPassword => "M_WEAK_PASSWORD",
             ErrorKind::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             ErrorKind::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            ErrorKind::IncompatibleRoomVersion => "M_INCOMPATIBLE_ROOM_VERSION",
             ErrorKind::ThreepidDenied => "M_THREEPID_DENIED",
             ErrorKind::Conflict => "M_UNKNOWN",
             ErrorKind::RoomInUse => "M_ROOM_IN_USE",
@@ -114,6 +117,7 @@ impl ErrorKind {
             | ErrorKind::MissingParam
             | ErrorKind::BadRequest
             | ErrorKind::UnsupportedRoomVersion
+            | ErrorKind::IncompatibleRoomVersion
             | ErrorKind::RoomInUse
             | ErrorKind::UserInUse
             | ErrorKind::InvalidUsername

@@ -456,6 +456,18 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             .service(get(
                 "/_matrix/federation/v1/query/profile",
                 federation::query::profile,
+            ))
+            .service(put(
+                "/_matrix/federation/v1/send/{txnId}",
+                federation::send::send,
+            ))
+            .service(get(
+                "/_matrix/federation/v1/make_join/{roomId}/{userId}",
+                federation::membership::make_join,
+            ))
+            .service(put(
+                "/_matrix/federation/v2/send_join/{roomId}/{eventId}",
+                federation::membership::send_join,
             ));
     }
 }

@@ -21,6 +21,8 @@ pub mod client;
 pub mod discovery;
 mod error;
 pub mod http1;
+pub mod inbound;
+pub mod join;
 pub mod keys;
 pub mod server_name;
 pub mod well_known;

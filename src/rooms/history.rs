@@ -22,21 +22,38 @@ pub fn stage_state_change(
     event_id: &str,
     position: u64,
 ) -> Result<(), StorageError> {
-    storage.roomstate_history.batch_insert(
+    stage_state_changes(
+        storage,
         batch,
-        &(
-            room.to_owned(),
-            kind.to_owned(),
-            state_key.to_owned(),
-            position,
-        ),
-        &event_id.to_owned(),
-    )?;
-    storage.roomstream_state.batch_insert(
-        batch,
-        &(room.to_owned(), position),
-        &(kind.to_owned(), state_key.to_owned()),
+        room,
+        &[((kind.to_owned(), state_key.to_owned()), event_id.to_owned())],
+        position,
     )
+}
+
+/// Records, in `batch`, every change of `room`'s state at `position` (one for a local
+/// event; several when state resolution moves more than one entry at once).
+pub fn stage_state_changes(
+    storage: &Storage,
+    batch: &mut Batch,
+    room: &str,
+    changes: &[StateEntry],
+    position: u64,
+) -> Result<(), StorageError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    for ((kind, state_key), event_id) in changes {
+        storage.roomstate_history.batch_insert(
+            batch,
+            &(room.to_owned(), kind.clone(), state_key.clone(), position),
+            event_id,
+        )?;
+    }
+    let keys: Vec<(String, String)> = changes.iter().map(|(key, _)| key.clone()).collect();
+    storage
+        .roomstream_state
+        .batch_insert(batch, &(room.to_owned(), position), &keys)
 }
 
 /// The state entries that changed at positions in `(after, upto]`, each with its value at
@@ -56,11 +73,13 @@ pub fn changes_between(
         .roomstream_state
         .range(&(room.clone(), after + 1), &(room.clone(), upto))
     {
-        let ((_, position), (kind, state_key)) = entry?;
-        let key = (room.clone(), kind.clone(), state_key.clone(), position);
-        if let Some(event_id) = storage.roomstate_history.get(&key)? {
-            // Positions come in order: a later change of the same key replaces an earlier.
-            changed.insert((kind, state_key), event_id);
+        let ((_, position), keys) = entry?;
+        for (kind, state_key) in keys {
+            let key = (room.clone(), kind.clone(), state_key.clone(), position);
+            if let Some(event_id) = storage.roomstate_history.get(&key)? {
+                // Positions come in order: a later change of a key replaces an earlier.
+                changed.insert((kind, state_key), event_id);
+            }
         }
     }
     Ok(changed.into_iter().collect())
@@ -99,14 +118,16 @@ pub fn state_at(
         &(room.clone(), position.saturating_add(1)),
         &(room, u64::MAX),
     ) {
-        let (_, key) = entry?;
-        if !seen.insert(key.clone()) {
-            continue;
+        let (_, keys) = entry?;
+        for key in keys {
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            match entry_at(storage, room_id, (&key.0, &key.1), position)? {
+                Some(event_id) => state.insert(key, event_id),
+                None => state.remove(&key),
+            };
         }
-        match entry_at(storage, room_id, (&key.0, &key.1), position)? {
-            Some(event_id) => state.insert(key, event_id),
-            None => state.remove(&key),
-        };
     }
     Ok(state.into_iter().collect())
 }

@@ -9,6 +9,7 @@ pub mod aggregations;
 pub mod create;
 pub mod format;
 pub mod history;
+pub mod remote;
 pub mod snapshots;
 pub mod visibility;
 
@@ -246,6 +247,7 @@ impl Rooms {
                     staged,
                     position,
                     &mut memberships,
+                    true,
                 )?;
                 crate::notifications::stage(
                     storage,
@@ -288,6 +290,238 @@ impl Rooms {
         storage.flush().await?;
         self.publish(position);
         Ok(position)
+    }
+
+    /// Checks (spec steps 4 to 6) and stores an event from another server whose format
+    /// and signatures passed, under the room's lock: accepted events join the timeline and
+    /// move the room's state; soft-failed ones are kept in the graph only.
+    pub async fn store_remote(
+        &self,
+        storage: &Storage,
+        room_id: &RoomId,
+        json: CanonicalJsonObject,
+        pdu: Pdu,
+    ) -> Result<remote::Outcome, remote::Refused> {
+        let lock = self.lock_for(room_id);
+        let _serialized = lock.lock().await;
+        let room = room_id.to_string();
+        if storage
+            .eventid_pdu
+            .get(&pdu.event_id.to_string())?
+            .is_some()
+        {
+            return Ok(remote::Outcome::Known);
+        }
+        let record = storage
+            .roomid_room
+            .get(&room)?
+            .ok_or_else(|| remote::Refused::Invalid(format!("no room {room} here")))?;
+        let rules = rules_of(&record).map_err(|err| remote::Refused::Invalid(err.to_string()))?;
+        let plan = remote::plan(storage, &record, &rules, &pdu)?;
+        let pushes = if plan.soft_failed {
+            crate::notifications::EventPush::default()
+        } else {
+            crate::notifications::evaluate(storage, &rules, room_id, &json)?
+        };
+        let mut batch = Batch::new();
+        let mut pending = std::collections::BTreeMap::new();
+        let before = snapshots::store_full(storage, &mut batch, &plan.before, &mut pending)?;
+        let event_id = pdu.event_id.to_string();
+        storage
+            .eventid_statebefore
+            .batch_insert(&mut batch, &event_id, &before)?;
+        let current = if plan.new_current == plan.current {
+            record.state
+        } else {
+            Some(snapshots::store_full(
+                storage,
+                &mut batch,
+                &plan.new_current,
+                &mut pending,
+            )?)
+        };
+        let new_record = RoomRecord {
+            version: record.version.clone(),
+            extremities: plan.extremities.clone(),
+            state: current,
+        };
+        storage
+            .roomid_room
+            .batch_insert(&mut batch, &room, &new_record)?;
+        let staged = StagedEvent {
+            pdu,
+            json,
+            txn: None,
+        };
+        if plan.soft_failed {
+            let text = CanonicalJsonValue::Object(staged.json.clone()).to_string();
+            storage
+                .eventid_pdu
+                .batch_insert(&mut batch, &event_id, &text)?;
+            remote::stage_meta(storage, &mut batch, &room, &event_id, None)?;
+            storage.apply(batch)?;
+            storage.flush().await?;
+            return Ok(remote::Outcome::SoftFailed);
+        }
+        let position = {
+            let _ordered = self
+                .ordered
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            let position = storage.next_stream_position()?;
+            let mut memberships = HashMap::new();
+            stage_event(
+                storage,
+                &mut batch,
+                &room,
+                &staged,
+                position,
+                &mut memberships,
+                false,
+            )
+            .map_err(|err| remote::Refused::Storage(err.to_string()))?;
+            let pending_json = HashMap::from([(event_id.clone(), staged.json.clone())]);
+            remote::stage_state_diff(
+                storage,
+                &mut batch,
+                &room,
+                (&plan.current, &plan.new_current),
+                position,
+                &pending_json,
+            )
+            .map_err(|err| remote::Refused::Storage(err.to_string()))?;
+            crate::notifications::stage(
+                storage,
+                &mut batch,
+                &room,
+                &event_id,
+                staged.pdu.sender.as_str(),
+                &pushes,
+                position,
+                crate::accounts::now_ms(),
+            )?;
+            storage.apply(batch)?;
+            position
+        };
+        storage.flush().await?;
+        self.publish(position);
+        Ok(remote::Outcome::Accepted)
+    }
+
+    /// Stores a room joined over federation: the checked events of its state and auth chain
+    /// (kept outside the timeline), the state as it was before our join, and the join
+    /// itself in the timeline, all in one batch.
+    pub async fn store_joined(
+        &self,
+        storage: &Storage,
+        room_id: &RoomId,
+        version: &str,
+        events: HashMap<OwnedEventId, (CanonicalJsonObject, Pdu)>,
+        state_ids: Vec<OwnedEventId>,
+        (join_json, join_pdu): (CanonicalJsonObject, Pdu),
+    ) -> Result<(), remote::Refused> {
+        let lock = self.lock_for(room_id);
+        let _serialized = lock.lock().await;
+        let room = room_id.to_string();
+        let rules = RoomVersionId::try_from(version)
+            .ok()
+            .and_then(|v| v.rules())
+            .ok_or_else(|| remote::Refused::Invalid(format!("room version {version}")))?;
+        let previous = storage.roomid_room.get(&room)?;
+        let old_current = match previous.as_ref().and_then(|record| record.state) {
+            Some(snapshot) => snapshots::load(storage, snapshot)?,
+            None => snapshots::StateMap::new(),
+        };
+        let mut batch = Batch::new();
+        let mut pending_json: HashMap<String, CanonicalJsonObject> = HashMap::new();
+        for (id, (json, _)) in &events {
+            let id = id.to_string();
+            if storage.eventid_pdu.get(&id)?.is_none() {
+                let text = CanonicalJsonValue::Object(json.clone()).to_string();
+                storage.eventid_pdu.batch_insert(&mut batch, &id, &text)?;
+                remote::stage_meta(storage, &mut batch, &room, &id, None)?;
+            }
+            pending_json.insert(id, json.clone());
+        }
+        let mut before = snapshots::StateMap::new();
+        for id in &state_ids {
+            if let Some((_, pdu)) = events.get(id)
+                && let Some(state_key) = &pdu.state_key
+            {
+                let key = snapshots::short_state_key(storage, &pdu.kind.to_string(), state_key)?;
+                before.insert(key, snapshots::short_event_id(storage, id.as_str())?);
+            }
+        }
+        // Our join must be allowed by the state we were given.
+        remote::authorize_against(storage, &rules, &join_pdu, &before, &events)
+            .map_err(|why| remote::Refused::Unauthorized(format!("our join: {why}")))?;
+        let event_id = join_pdu.event_id.to_string();
+        let mut after = before.clone();
+        let join_key = snapshots::short_state_key(
+            storage,
+            "m.room.member",
+            join_pdu.state_key.as_deref().unwrap_or_default(),
+        )?;
+        after.insert(join_key, snapshots::short_event_id(storage, &event_id)?);
+        let mut pending = std::collections::BTreeMap::new();
+        let before_id = snapshots::store_full(storage, &mut batch, &before, &mut pending)?;
+        let after_id = snapshots::store_full(storage, &mut batch, &after, &mut pending)?;
+        storage
+            .eventid_statebefore
+            .batch_insert(&mut batch, &event_id, &before_id)?;
+        let record = RoomRecord {
+            version: version.to_owned(),
+            extremities: vec![(join_pdu.event_id.clone(), join_pdu.depth)],
+            state: Some(after_id),
+        };
+        storage
+            .roomid_room
+            .batch_insert(&mut batch, &room, &record)?;
+        pending_json.insert(event_id.clone(), join_json.clone());
+        let staged = StagedEvent {
+            pdu: join_pdu,
+            json: join_json,
+            txn: None,
+        };
+        let position = {
+            let _ordered = self
+                .ordered
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            // The state we were given takes one position, our join the next: clients are
+            // shown that state as the room's state before the join.
+            let state_position = storage.next_stream_position()?;
+            remote::stage_state_diff(
+                storage,
+                &mut batch,
+                &room,
+                (&old_current, &before),
+                state_position,
+                &pending_json,
+            )
+            .map_err(|err| remote::Refused::Storage(err.to_string()))?;
+            storage
+                .stream_room
+                .batch_insert(&mut batch, &state_position, &room)?;
+            let position = storage.next_stream_position()?;
+            let mut memberships = HashMap::new();
+            stage_event(
+                storage,
+                &mut batch,
+                &room,
+                &staged,
+                position,
+                &mut memberships,
+                true,
+            )
+            .map_err(|err| remote::Refused::Storage(err.to_string()))?;
+            storage.apply(batch)?;
+            position
+        };
+        storage.flush().await?;
+        self.publish(position);
+        tracing::info!(%room_id, state = state_ids.len(), "joined a room over federation");
+        Ok(())
     }
 
     /// Moves the visible position forward (never back) and wakes `/sync`.
@@ -337,7 +571,8 @@ fn stage_snapshots(
     Ok(current)
 }
 
-/// Adds one event and its indexes to `batch` at `position`. `memberships` holds the
+/// Adds one event and its indexes to `batch` at `position` (with its own state change when
+/// `own_state`). `memberships` holds the
 /// membership records staged earlier in the same batch.
 fn stage_event(
     storage: &Storage,
@@ -346,6 +581,7 @@ fn stage_event(
     staged: &StagedEvent,
     position: u64,
     memberships: &mut HashMap<String, MembershipRecord>,
+    own_state: bool,
 ) -> Result<(), Error> {
     let pdu = &staged.pdu;
     let event_id = pdu.event_id.to_string();
@@ -383,14 +619,13 @@ fn stage_event(
             .batch_insert(batch, &target.to_string(), &target_meta)?;
     }
     stage_relation(storage, batch, room, staged, position)?;
-    let Some(state_key) = &pdu.state_key else {
+    // A remote event's effect on the current state comes from state resolution instead.
+    let Some(state_key) = pdu.state_key.as_ref().filter(|_| own_state) else {
         return Ok(());
     };
+    let membership =
+        (pdu.kind == ruma::events::TimelineEventType::RoomMember).then(|| membership_of(pdu));
     let kind = pdu.kind.to_string();
-    let key = (room.to_owned(), kind.clone(), state_key.clone());
-    storage
-        .roomstate_eventid
-        .batch_insert(batch, &key, &event_id)?;
     history::stage_state_change(
         storage,
         batch,
@@ -399,16 +634,44 @@ fn stage_event(
         &event_id,
         position,
     )?;
-    if pdu.kind != ruma::events::TimelineEventType::RoomMember {
+    stage_state_entry(
+        storage,
+        batch,
+        room,
+        (&pdu.kind.to_string(), state_key),
+        (&event_id, membership),
+        position,
+        memberships,
+    )
+}
+
+/// Makes `event_id` the room's current state for `(kind, state_key)` from `position` on:
+/// the current state and (for member events, whose `membership` is given) the membership
+/// indexes. The caller records the change in the state history. `memberships` holds the records staged earlier in the batch.
+pub fn stage_state_entry(
+    storage: &Storage,
+    batch: &mut Batch,
+    room: &str,
+    (kind, state_key): (&str, &str),
+    (event_id, membership): (&str, Option<String>),
+    position: u64,
+    memberships: &mut HashMap<String, MembershipRecord>,
+) -> Result<(), Error> {
+    let key = (room.to_owned(), kind.to_owned(), state_key.to_owned());
+    storage
+        .roomstate_eventid
+        .batch_insert(batch, &key, &event_id.to_owned())?;
+    let Some(membership) = membership else {
         return Ok(());
-    }
-    let previous = match memberships.get(state_key) {
+    };
+    let state_key = state_key.to_owned();
+    let event_id = event_id.to_owned();
+    let previous = match memberships.get(&state_key) {
         Some(record) => Some(record.clone()),
         None => storage
             .userroom_membership
             .get(&(state_key.clone(), room.to_owned()))?,
     };
-    let membership = membership_of(pdu);
     let record = MembershipRecord {
         // A join after a join (a profile change) is not a new join.
         joined_stream: if membership == "join" {
@@ -440,7 +703,7 @@ fn stage_event(
         &(room.to_owned(), state_key.clone()),
         &record.membership,
     )?;
-    memberships.insert(state_key.clone(), record);
+    memberships.insert(state_key, record);
     Ok(())
 }
 

@@ -95,7 +95,7 @@ fn index_state_history(storage: &Storage) -> StorageResult<()> {
         )?;
         storage
             .roomstream_state
-            .insert(&(room, position), &(kind, state_key))?;
+            .insert(&(room, position), &vec![(kind, state_key)])?;
     }
     Ok(())
 }

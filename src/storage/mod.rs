@@ -62,6 +62,9 @@ pub enum StorageError {
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
+/// A state entry's `(type, state key)`.
+pub type StateKey = (String, String);
+
 /// The open database and its typed trees.
 pub struct Storage {
     db: sled::Db,
@@ -113,9 +116,9 @@ pub struct Storage {
     /// room 0xFF type 0xFF state key 0xFF stream position → event ID: every value a state
     /// entry has had, so the room's state as of any position can be read back.
     pub roomstate_history: Tree<(String, String, String, u64), String>,
-    /// room 0xFF stream position → `(type, state key)` of the state event there: the state
+    /// room 0xFF stream position → the `(type, state key)`s that changed there: the state
     /// changes between two positions without reading the events between them.
-    pub roomstream_state: Tree<(String, u64), Json<(String, String)>>,
+    pub roomstream_state: Tree<(String, u64), Json<Vec<StateKey>>>,
     /// user 0xFF stream position → a notification (push rules said `notify`), newest last.
     pub usernotify_record: Tree<(String, u64), Json<NotificationRecord>>,
     /// user 0xFF room 0xFF stream position → `(highlight, thread)`: unread counts per room.

@@ -587,20 +587,50 @@ pub async fn join(
 ) -> Result<HttpResponse, Error> {
     auth.ensure_not_suspended()?;
     let room_id = parse_room_id(&room_id)?;
-    change_own_membership(&state, &auth, &room_id, "join", body.reason).await?;
+    join_here_or_remote(&state, &auth, &room_id, &[], body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
+}
+
+/// Joins a room we hold locally, or (federation on) one held by other servers, asked in
+/// turn: `via` first, then the room ID's own server.
+async fn join_here_or_remote(
+    state: &AppState,
+    auth: &Authenticated,
+    room_id: &ruma::OwnedRoomId,
+    via: &[String],
+    reason: Option<String>,
+) -> Result<(), Error> {
+    if state.config.federation.enabled
+        && crate::federation::join::needs_remote_join(state, room_id)?
+    {
+        let servers = crate::federation::join::servers_for(room_id, via);
+        crate::federation::join::join_remote(state, &auth.user_id, room_id, &servers).await?;
+        return Ok(());
+    }
+    change_own_membership(state, auth, room_id, "join", reason).await
 }
 
 /// # POST /_matrix/client/v3/join/{roomIdOrAlias}
 pub async fn join_by_id_or_alias(
     state: web::Data<AppState>,
+    request: actix_web::HttpRequest,
     auth: Authenticated,
     room: web::Path<String>,
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
     auth.ensure_not_suspended()?;
     let room_id = crate::directory::room_id_or_alias(&state, &room)?;
-    change_own_membership(&state, &auth, &room_id, "join", body.reason).await?;
+    // `via` (and the older `server_name`) name servers to join through.
+    let via: Vec<String> = request
+        .query_string()
+        .split('&')
+        .filter_map(|pair| {
+            pair.strip_prefix("via=")
+                .or_else(|| pair.strip_prefix("server_name="))
+        })
+        .map(|server| server.replace("%3A", ":").replace("%3a", ":"))
+        .collect();
+    join_here_or_remote(&state, &auth, &room_id, &via, body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
 }
 

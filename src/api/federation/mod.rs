@@ -1,6 +1,8 @@
 //! The server-server API, one file per area of the spec. Handlers that need to know which
 //! server asks take [`origin::FederationOrigin`] or [`origin::SignedJson`].
 
+pub mod membership;
 pub mod origin;
 pub mod query;
+pub mod send;
 pub mod version;

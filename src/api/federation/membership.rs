@@ -1,0 +1,64 @@
+//! Joins by other servers' users (spec: server-server API, "Joining Rooms"): `make_join`
+//! gives them a template, `send_join` (v2) takes their signed join and answers with the
+//! room's state.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use ruma::{OwnedRoomId, OwnedUserId};
+use serde_json::Value;
+
+use super::origin::{FederationOrigin, SignedJson};
+use crate::error::{Error, ErrorKind};
+use crate::federation::join::{accept_join, make_join_template};
+use crate::state::AppState;
+
+fn room_id(text: &str) -> Result<OwnedRoomId, Error> {
+    OwnedRoomId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
+}
+
+/// The `ver` parameters of a query string (repeated: one per supported room version).
+fn versions(query: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("ver="))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// # GET /_matrix/federation/v1/make_join/{roomId}/{userId}
+pub async fn make_join(
+    state: web::Data<AppState>,
+    origin: FederationOrigin,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (room, user) = path.into_inner();
+    let room_id = room_id(&room)?;
+    let user_id = OwnedUserId::try_from(user.as_str())
+        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid user ID"))?;
+    // Without `ver`, the spec says only version 1 is supported by the asking server.
+    let mut versions = versions(request.query_string());
+    if versions.is_empty() {
+        versions.push("1".to_owned());
+    }
+    let template = make_join_template(&state, &room_id, &user_id, origin.0.as_str(), &versions)?;
+    Ok(HttpResponse::Ok().json(template))
+}
+
+/// # PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}
+pub async fn send_join(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    signed: SignedJson<Value>,
+) -> Result<HttpResponse, Error> {
+    let (room, event_id) = path.into_inner();
+    let room_id = room_id(&room)?;
+    let answer = accept_join(
+        &state,
+        signed.origin.as_str(),
+        &room_id,
+        &event_id,
+        signed.body,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(answer))
+}

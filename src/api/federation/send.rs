@@ -1,0 +1,73 @@
+//! `PUT /_matrix/federation/v1/send/{txnId}` (spec: server-server API, "Transactions"): the
+//! PDUs and EDUs another server pushes to us. Each PDU gets its own result; the transaction
+//! is answered only once every accepted PDU is stored and flushed.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::origin::SignedJson;
+use crate::error::{Error, ErrorKind};
+use crate::federation::inbound::receive_pdu;
+use crate::state::AppState;
+
+/// The spec's limits on one transaction.
+const MAX_PDUS: usize = 50;
+const MAX_EDUS: usize = 100;
+
+#[derive(Debug, Deserialize)]
+pub struct Transaction {
+    origin: String,
+    #[allow(dead_code)]
+    origin_server_ts: u64,
+    pdus: Vec<Value>,
+    #[serde(default)]
+    edus: Vec<Value>,
+}
+
+/// # PUT /_matrix/federation/v1/send/{txnId}
+pub async fn send(
+    state: web::Data<AppState>,
+    _txn_id: web::Path<String>,
+    signed: SignedJson<Transaction>,
+) -> Result<HttpResponse, Error> {
+    let SignedJson { origin, body } = signed;
+    if body.origin != origin.as_str() {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "The transaction's origin is not the server that signed it",
+        ));
+    }
+    if body.pdus.len() > MAX_PDUS || body.edus.len() > MAX_EDUS {
+        return Err(Error::new(
+            ErrorKind::BadJson,
+            format!("A transaction holds at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs"),
+        ));
+    }
+    let mut results = Map::new();
+    for pdu in body.pdus {
+        let (event_id, outcome) = match ruma::CanonicalJsonValue::try_from(pdu) {
+            Ok(ruma::CanonicalJsonValue::Object(json)) => receive_pdu(&state, json).await,
+            _ => continue,
+        };
+        let Some(event_id) = event_id else {
+            // Without an ID there is nothing to answer about.
+            if let Err(err) = outcome {
+                tracing::info!(%origin, "dropped a PDU: {err}");
+            }
+            continue;
+        };
+        let result = match outcome {
+            Ok(_) => json!({}),
+            Err(err) => {
+                tracing::info!(%origin, event = %event_id, "refused a PDU: {err}");
+                json!({ "error": err.to_string() })
+            }
+        };
+        results.insert(event_id.to_string(), result);
+    }
+    if !body.edus.is_empty() {
+        tracing::debug!(%origin, count = body.edus.len(), "EDUs are not handled yet");
+    }
+    Ok(HttpResponse::Ok().json(json!({ "pdus": results })))
+}

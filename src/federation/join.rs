@@ -1,0 +1,511 @@
+//! Joining rooms over federation (spec: server-server API, "Joining Rooms"): our users
+//! joining rooms held by other servers (`make_join`, then `send_join` v2, checking the state
+//! and auth chain we are given), and other servers' users joining ours.
+
+use std::collections::HashMap;
+
+use ruma::room_version_rules::RoomVersionRules;
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, RoomId, RoomVersionId,
+    UserId,
+};
+use serde_json::{Value, json};
+
+use super::inbound::checked;
+use crate::error::{Error, ErrorKind};
+use crate::events::Pdu;
+use crate::events::signing::hash_and_sign;
+use crate::rooms::remote::{self, Refused};
+use crate::rooms::{load_json, rules_of};
+use crate::state::AppState;
+
+/// The room versions we can join, for `make_join`'s `ver` parameters.
+const SUPPORTED_VERSIONS: [&str; 12] = [
+    "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
+];
+
+/// The largest `send_join` answer read (the state of a large room).
+const SEND_JOIN_LIMIT: usize = 256 * 1024 * 1024;
+
+/// Joins `user_id` to a room held elsewhere, asking `servers` in turn; returns the join
+/// event's ID once the room, its state and the join are stored here.
+pub async fn join_remote(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: &RoomId,
+    servers: &[String],
+) -> Result<OwnedEventId, Error> {
+    let mut last_error = Error::not_found("No server to join this room through");
+    for server in servers {
+        if server == state.federation.origin.as_str() {
+            continue;
+        }
+        match join_through(state, user_id, room_id, server).await {
+            Ok(event_id) => return Ok(event_id),
+            Err(err) => {
+                tracing::info!(%room_id, %server, "joining through this server failed: {err}");
+                last_error = err;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+async fn join_through(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: &RoomId,
+    server: &str,
+) -> Result<OwnedEventId, Error> {
+    let versions: String = SUPPORTED_VERSIONS
+        .iter()
+        .map(|v| format!("ver={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let path = format!(
+        "/_matrix/federation/v1/make_join/{}/{}?{versions}",
+        encode(room_id.as_str()),
+        encode(user_id.as_str())
+    );
+    let answer = request_json(state, server, "GET", &path, None).await?;
+    let version = answer["room_version"].as_str().unwrap_or("1").to_owned();
+    let rules = RoomVersionId::try_from(version.as_str())
+        .ok()
+        .and_then(|v| v.rules())
+        .ok_or_else(|| Error::new(ErrorKind::IncompatibleRoomVersion, "Unknown room version"))?;
+    let (event_id, join) = sign_join(state, &rules, &answer["event"], user_id)?;
+    let path = format!(
+        "/_matrix/federation/v2/send_join/{}/{}",
+        encode(room_id.as_str()),
+        encode(event_id.as_str())
+    );
+    let body = serde_json::to_value(&join).map_err(Error::internal)?;
+    let answer = request_json(state, server, "PUT", &path, Some(&body)).await?;
+    // A restricted room's resident server signs the join too; take its copy when given.
+    let join = match answer.get("event").map(to_object) {
+        Some(Some(signed)) => signed,
+        _ => join,
+    };
+    store_joined_room(state, room_id, &version, &rules, join, &answer).await?;
+    Ok(event_id)
+}
+
+/// Fills in `make_join`'s template for our user and signs it.
+fn sign_join(
+    state: &AppState,
+    rules: &RoomVersionRules,
+    template: &Value,
+    user_id: &UserId,
+) -> Result<(OwnedEventId, CanonicalJsonObject), Error> {
+    let bad = |why: &str| Error::new(ErrorKind::BadJson, format!("Bad make_join answer: {why}"));
+    let mut event = template.clone();
+    let Some(object) = event.as_object_mut() else {
+        return Err(bad("no event"));
+    };
+    if object.get("type").and_then(Value::as_str) != Some("m.room.member")
+        || object.get("state_key").and_then(Value::as_str) != Some(user_id.as_str())
+        || object.get("sender").and_then(Value::as_str) != Some(user_id.as_str())
+    {
+        return Err(bad("not a join of this user"));
+    }
+    object.remove("signatures");
+    object.remove("hashes");
+    object.remove("unsigned");
+    object.insert("origin_server_ts".into(), json!(crate::accounts::now_ms()));
+    object.insert("origin".into(), json!(state.federation.origin.as_str()));
+    let mut content = object
+        .get("content")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    content.insert("membership".into(), json!("join"));
+    if let Some(profile) = state.storage.userid_profile.get(&user_id.to_string())? {
+        for field in ["displayname", "avatar_url"] {
+            if let Some(value) = profile.get(field) {
+                content.insert(field.into(), value.clone());
+            }
+        }
+    }
+    object.insert("content".into(), Value::Object(content));
+    if rules.event_id_format == ruma::room_version_rules::EventIdFormatVersion::V1 {
+        object.insert(
+            "event_id".into(),
+            json!(format!(
+                "${}:{}",
+                crate::crypto::random_bytes::<12>()
+                    .iter()
+                    .map(|byte| format!("{byte:02x}"))
+                    .collect::<String>(),
+                state.federation.origin
+            )),
+        );
+    }
+    let mut event = to_object(&event).ok_or_else(|| bad("not canonical JSON"))?;
+    hash_and_sign(
+        &mut event,
+        rules,
+        state.federation.origin.as_str(),
+        &state.signing_key,
+    )
+    .map_err(|err| bad(&err.to_string()))?;
+    let pdu = Pdu::from_json(&event, rules).map_err(|err| bad(&err.to_string()))?;
+    Ok((pdu.event_id, event))
+}
+
+/// Checks `send_join`'s answer (every event's format, signatures and auth; the join against
+/// the state) and stores the room: its auth chain and state as events outside the timeline,
+/// the state as the room's state before our join, and the join in the timeline.
+async fn store_joined_room(
+    state: &AppState,
+    room_id: &RoomId,
+    version: &str,
+    rules: &RoomVersionRules,
+    join: CanonicalJsonObject,
+    answer: &Value,
+) -> Result<(), Error> {
+    let mut events: HashMap<OwnedEventId, (CanonicalJsonObject, Pdu)> = HashMap::new();
+    let mut state_ids = Vec::new();
+    for (field, is_state) in [("auth_chain", false), ("state", true)] {
+        let list = answer[field].as_array().cloned().unwrap_or_default();
+        tracing::info!(%room_id, count = list.len(), "checking the {field} of the room joined");
+        for value in list {
+            let Some(json) = to_object(&value) else {
+                continue;
+            };
+            let (json, pdu) = match checked(state, json, rules).await {
+                Ok(checked) => checked,
+                Err(err) => {
+                    tracing::info!(%room_id, "an event of send_join was refused: {err}");
+                    continue;
+                }
+            };
+            if pdu.room_id.as_deref().is_some_and(|id| id != room_id) {
+                continue;
+            }
+            if is_state && pdu.state_key.is_some() {
+                state_ids.push(pdu.event_id.clone());
+            }
+            events.insert(pdu.event_id.clone(), (json, pdu));
+        }
+    }
+    let (join_json, join_pdu) = checked(state, join, rules)
+        .await
+        .map_err(|err| Error::new(ErrorKind::Forbidden, format!("Our join was refused: {err}")))?;
+    authorize_all(rules, &events, &state_ids)?;
+    let version = version.to_owned();
+    state
+        .rooms
+        .store_joined(
+            &state.storage,
+            room_id,
+            &version,
+            events,
+            state_ids,
+            (join_json, join_pdu),
+        )
+        .await
+        .map_err(|err| Error::new(ErrorKind::Forbidden, err.to_string()))
+}
+
+/// Every state event must pass the auth rules against its own auth events (all of which
+/// must be in the answer); a state that fails is refused whole.
+fn authorize_all(
+    rules: &RoomVersionRules,
+    events: &HashMap<OwnedEventId, (CanonicalJsonObject, Pdu)>,
+    state_ids: &[OwnedEventId],
+) -> Result<(), Error> {
+    let fetch = |id: &ruma::EventId| events.get(id).map(|(_, pdu)| pdu.clone());
+    for id in state_ids {
+        let Some((_, pdu)) = events.get(id) else {
+            continue;
+        };
+        ruma::state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch)
+            .map_err(|why| {
+                Error::new(
+                    ErrorKind::Forbidden,
+                    format!("State event {id} fails auth: {why}"),
+                )
+            })?;
+        // From room version 12 the create event is named by the room ID instead.
+        let mut auth_ids = pdu.auth_events.clone();
+        if rules.authorization.room_create_event_id_as_room_id
+            && let Some(room_id) = &pdu.room_id
+            && let Ok(create) = OwnedEventId::try_from(format!("${}", &room_id.as_str()[1..]))
+        {
+            auth_ids.push(create);
+        }
+        let by_type: HashMap<(String, String), Pdu> = auth_ids
+            .iter()
+            .filter_map(|auth| events.get(auth))
+            .filter_map(|(_, auth)| {
+                auth.state_key
+                    .clone()
+                    .map(|key| ((auth.kind.to_string(), key), auth.clone()))
+            })
+            .collect();
+        ruma::state_res::check_state_dependent_auth_rules(
+            &rules.authorization,
+            pdu,
+            |kind: &ruma::events::StateEventType, key: &str| {
+                by_type.get(&(kind.to_string(), key.to_owned())).cloned()
+            },
+        )
+        .map_err(|why| {
+            Error::new(
+                ErrorKind::Forbidden,
+                format!("State event {id} fails auth: {why}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// # The resident side: `make_join` for a user of `origin`.
+///
+/// A join event template for `user_id` in our room: its auth and prev events from the
+/// room's current state, unsigned; the joining server fills it in and signs it.
+pub fn make_join_template(
+    state: &AppState,
+    room_id: &RoomId,
+    user_id: &UserId,
+    origin: &str,
+    versions: &[String],
+) -> Result<Value, Error> {
+    if user_id.server_name().as_str() != origin {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "A server may only join its own users",
+        ));
+    }
+    let room = state
+        .storage
+        .roomid_room
+        .get(&room_id.to_string())?
+        .ok_or_else(|| Error::not_found("No such room here"))?;
+    if !versions.iter().any(|v| v == &room.version) {
+        let mut error = Error::new(
+            ErrorKind::IncompatibleRoomVersion,
+            format!("The room is version {}", room.version),
+        );
+        let mut extra = serde_json::Map::new();
+        extra.insert("room_version".into(), json!(room.version));
+        error.extra = Some(Box::new(extra));
+        return Err(error);
+    }
+    let rules = rules_of(&room)?;
+    let content = json!({ "membership": "join" });
+    let content_raw = serde_json::value::to_raw_value(&content).map_err(Error::internal)?;
+    let auth_types = ruma::state_res::auth_types_for_event(
+        &ruma::events::TimelineEventType::RoomMember,
+        user_id,
+        Some(user_id.as_str()),
+        &content_raw,
+        &rules.authorization,
+    )
+    .map_err(|err| Error::new(ErrorKind::BadJson, err))?;
+    let mut auth_events = Vec::new();
+    for (kind, key) in auth_types {
+        if let Some(id) =
+            crate::rooms::state_event(&state.storage, room_id, &kind.to_string(), &key)?
+            && !auth_events.contains(&id)
+        {
+            auth_events.push(id);
+        }
+    }
+    let depth = room.extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
+    let prev: Vec<String> = room
+        .extremities
+        .iter()
+        .map(|(id, _)| id.to_string())
+        .collect();
+    let reference = |ids: Vec<String>| -> Value {
+        if rules.events_reference_format
+            == ruma::room_version_rules::EventsReferenceFormatVersion::V1
+        {
+            ids.into_iter()
+                .map(|id| {
+                    let hash = load_json(&state.storage, &id)
+                        .ok()
+                        .flatten()
+                        .and_then(|json| {
+                            json.get("hashes")?
+                                .as_object()?
+                                .get("sha256")?
+                                .as_str()
+                                .map(str::to_owned)
+                        })
+                        .unwrap_or_default();
+                    json!([id, { "sha256": hash }])
+                })
+                .collect()
+        } else {
+            json!(ids)
+        }
+    };
+    let event = json!({
+        "type": "m.room.member",
+        "state_key": user_id,
+        "sender": user_id,
+        "room_id": room_id,
+        "content": content,
+        "depth": depth,
+        "prev_events": reference(prev),
+        "auth_events": reference(auth_events),
+        "origin_server_ts": crate::accounts::now_ms(),
+        "origin": origin,
+    });
+    Ok(json!({ "room_version": room.version, "event": event }))
+}
+
+/// # The resident side: `send_join` v2.
+///
+/// Checks and stores the signed join of a user of `origin`, then answers with the room's
+/// state before it and the auth chain of that state and the join.
+pub async fn accept_join(
+    state: &AppState,
+    origin: &str,
+    room_id: &RoomId,
+    event_id: &str,
+    event: Value,
+) -> Result<Value, Error> {
+    let room = state
+        .storage
+        .roomid_room
+        .get(&room_id.to_string())?
+        .ok_or_else(|| Error::not_found("No such room here"))?;
+    let rules = rules_of(&room)?;
+    let json = to_object(&event).ok_or_else(|| Error::new(ErrorKind::BadJson, "Not an event"))?;
+    let (json, pdu) = checked(state, json, &rules)
+        .await
+        .map_err(|err| Error::new(ErrorKind::BadJson, err.to_string()))?;
+    let is_join = pdu.kind == ruma::events::TimelineEventType::RoomMember
+        && crate::rooms::membership_of(&pdu) == "join"
+        && pdu.state_key.as_deref() == Some(pdu.sender.as_str())
+        && pdu.sender.server_name().as_str() == origin
+        && pdu.room_id.as_deref() == Some(room_id)
+        && pdu.event_id.as_str() == event_id;
+    if !is_join {
+        return Err(Error::new(
+            ErrorKind::BadJson,
+            "Not a join of a user of the sending server, with this event ID, in this room",
+        ));
+    }
+    let outcome = state
+        .rooms
+        .store_remote(&state.storage, room_id, json, pdu.clone())
+        .await
+        .map_err(|err| Error::new(ErrorKind::Forbidden, err.to_string()))?;
+    if outcome == remote::Outcome::SoftFailed {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "The join is not allowed by the room's current state",
+        ));
+    }
+    let before =
+        crate::rooms::snapshots::state_before(&state.storage, event_id)?.unwrap_or_default();
+    let mut state_pdus = Vec::new();
+    let mut ids: Vec<OwnedEventId> = Vec::new();
+    for (_, id) in &before {
+        if let Some(json) = load_json(&state.storage, id)? {
+            state_pdus.push(federation_form(json));
+        }
+        if let Ok(id) = OwnedEventId::try_from(id.as_str()) {
+            ids.push(id);
+        }
+    }
+    ids.extend(pdu.auth_events.iter().cloned());
+    let chain = remote::auth_chain(&state.storage, &rules, ids)
+        .map_err(|err| Error::internal(err.to_string()))?;
+    let mut auth_chain = Vec::new();
+    for id in chain {
+        if let Some(json) = load_json(&state.storage, id.as_str())? {
+            auth_chain.push(federation_form(json));
+        }
+    }
+    Ok(json!({
+        "origin": state.federation.origin.as_str(),
+        "state": state_pdus,
+        "auth_chain": auth_chain,
+        "members_omitted": false,
+    }))
+}
+
+fn federation_form(json: CanonicalJsonObject) -> Value {
+    serde_json::to_value(CanonicalJsonValue::Object(json)).unwrap_or(Value::Null)
+}
+
+fn to_object(value: &Value) -> Option<CanonicalJsonObject> {
+    match CanonicalJsonValue::try_from(value.clone()) {
+        Ok(CanonicalJsonValue::Object(object)) => Some(object),
+        _ => None,
+    }
+}
+
+/// A signed request whose answer must be a JSON object with status 200.
+async fn request_json(
+    state: &AppState,
+    server: &str,
+    method: &'static str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, Error> {
+    let response = state
+        .federation
+        .signed_request(server, method, path, body, SEND_JOIN_LIMIT)
+        .await
+        .map_err(|err| Error::new(ErrorKind::Unknown, format!("{server}: {err}")))?;
+    let value: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    if response.status != 200 {
+        let errcode = value["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned();
+        let message = value["error"].as_str().unwrap_or_default().to_owned();
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            format!("{server} answered {}: {errcode} {message}", response.status),
+        ));
+    }
+    Ok(value)
+}
+
+/// Percent-encodes a path segment (room and user IDs hold `!`, `@`, `:`, `$`).
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// The servers to try when joining `room_id`: those the client named, then the room ID's
+/// own server (room versions before 12 name one).
+pub fn servers_for(room_id: &RoomId, via: &[String]) -> Vec<String> {
+    let mut servers: Vec<String> = via.to_vec();
+    if let Some(server) = room_id.server_name() {
+        servers.push(server.to_string());
+    }
+    servers.dedup();
+    servers
+}
+
+/// Whether a join of `room_id` must go over federation: we do not hold the room, or none of
+/// our users is in it any more.
+pub fn needs_remote_join(state: &AppState, room_id: &OwnedRoomId) -> Result<bool, Error> {
+    if state
+        .storage
+        .roomid_room
+        .get(&room_id.to_string())?
+        .is_none()
+    {
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+impl From<Refused> for Error {
+    fn from(err: Refused) -> Error {
+        Error::new(ErrorKind::Forbidden, err.to_string())
+    }
+}

@@ -1,0 +1,485 @@
+//! Events from other servers (spec: server-server API, "Checks performed on receipt of a
+//! PDU"): each goes through the spec's checks in order, then into the same storage path as
+//! local events.
+//!
+//! 1. A valid event of the room's version (format, size): else dropped.
+//! 2. Signed by the servers that must sign it: else dropped.
+//! 3. Its content hash matches: else stored redacted.
+//! 4. Authorized by its own `auth_events`: else rejected.
+//! 5. Authorized by the room's state before it (after its `prev_events`, resolved where they
+//!    fork): else rejected.
+//! 6. Authorized by the room's current state: else soft-failed (kept in the graph, never
+//!    shown to clients nor built upon).
+//!
+//! An accepted event gets a stream position; its state snapshot before it is recorded, and
+//! the room's current state becomes the resolution of the new forward extremities' states.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use ruma::events::StateEventType;
+use ruma::room_version_rules::RoomVersionRules;
+use ruma::state_res::utils::event_id_set::EventIdSet;
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId};
+
+use super::snapshots::{self, StateMap};
+use super::{EventMeta, MembershipRecord, RoomRecord, StateEntry, load_pdu};
+use crate::events::Pdu;
+use crate::storage::{Batch, Storage, StorageError};
+
+/// The most events one auth chain walk reads (state resolution, `/state_ids`).
+pub const MAX_AUTH_CHAIN: usize = 50_000;
+
+/// What became of a remote event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored and shown: it is part of the room now.
+    Accepted,
+    /// Stored in the graph but failed the current state's checks: not shown, not built on.
+    SoftFailed,
+    /// Already here.
+    Known,
+}
+
+/// Why a remote event was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refused {
+    #[error("invalid event: {0}")]
+    Invalid(String),
+    #[error("bad signature: {0}")]
+    Signature(String),
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
+    #[error("events it builds on are missing: {0}")]
+    Missing(String),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl From<StorageError> for Refused {
+    fn from(err: StorageError) -> Refused {
+        Refused::Storage(err.to_string())
+    }
+}
+
+/// Checks 4 to 6 and the state around a remote event whose format and signatures passed,
+/// in a room we hold, under the room's lock. Returns the plan to store it.
+pub fn plan(
+    storage: &Storage,
+    room: &RoomRecord,
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+) -> Result<Plan, Refused> {
+    // 4. Its own auth events: all here, of this room, and authorizing it.
+    for id in &pdu.auth_events {
+        let Some(event) = load_pdu(storage, id.as_str(), rules)? else {
+            return Err(Refused::Missing(format!("auth event {id}")));
+        };
+        if event.room_id != pdu.room_id && !is_create(&event) {
+            return Err(Refused::Unauthorized(format!(
+                "auth event {id} is from another room"
+            )));
+        }
+    }
+    ruma::state_res::check_state_independent_auth_rules(&rules.authorization, pdu, |id| {
+        load_pdu(storage, id.as_str(), rules).ok().flatten()
+    })
+    .map_err(Refused::Unauthorized)?;
+    let by_auth_events: StateMap = auth_events_state(storage, rules, pdu)?;
+    authorize_against(storage, rules, pdu, &by_auth_events, &HashMap::new())
+        .map_err(|reason| Refused::Unauthorized(format!("by its auth events: {reason}")))?;
+
+    // 5. The state before it: after its prev events, resolved where they fork.
+    for id in &pdu.prev_events {
+        if storage.eventid_pdu.get(&id.to_string())?.is_none() {
+            return Err(Refused::Missing(format!("prev event {id}")));
+        }
+    }
+    let states: Vec<StateMap> = pdu
+        .prev_events
+        .iter()
+        .map(|id| state_after(storage, id.as_str()))
+        .collect::<Result<_, _>>()?;
+    let before = resolve(storage, rules, states)?;
+    authorize_against(storage, rules, pdu, &before, &HashMap::new())
+        .map_err(|reason| Refused::Unauthorized(format!("by the state before it: {reason}")))?;
+
+    // 6. The current state: failing here only soft-fails it.
+    let current = match room.state {
+        Some(snapshot) => snapshots::load(storage, snapshot)?,
+        None => StateMap::new(),
+    };
+    let soft_failed = authorize_against(storage, rules, pdu, &current, &HashMap::new()).is_err();
+
+    // The new forward extremities, and the room's state after them.
+    let mut extremities: Vec<(OwnedEventId, u64)> = room
+        .extremities
+        .iter()
+        .filter(|(id, _)| !pdu.prev_events.contains(id))
+        .cloned()
+        .collect();
+    let mut after = before.clone();
+    if let Some(state_key) = &pdu.state_key {
+        let key = snapshots::short_state_key(storage, &pdu.kind.to_string(), state_key)?;
+        let event = snapshots::short_event_id(storage, pdu.event_id.as_str())?;
+        after.insert(key, event);
+    }
+    let new_current = if soft_failed {
+        current.clone()
+    } else if extremities.is_empty() {
+        // It builds on every extremity: the room's state is the state after it.
+        after.clone()
+    } else {
+        resolve(storage, rules, vec![current.clone(), after.clone()])?
+    };
+    if !soft_failed {
+        extremities.push((pdu.event_id.clone(), pdu.depth));
+    } else {
+        extremities = room.extremities.clone();
+    }
+    Ok(Plan {
+        before,
+        current,
+        new_current,
+        extremities,
+        soft_failed,
+    })
+}
+
+/// How a checked remote event is to be stored.
+pub struct Plan {
+    /// The state before the event (its snapshot).
+    pub before: StateMap,
+    /// The room's state before this event arrived, and after.
+    pub current: StateMap,
+    pub new_current: StateMap,
+    pub extremities: Vec<(OwnedEventId, u64)>,
+    pub soft_failed: bool,
+}
+
+/// The entries of `new` that differ from `old` (set or changed), and those `old` had and
+/// `new` lacks.
+pub fn diff(old: &StateMap, new: &StateMap) -> (Vec<(u64, u64)>, Vec<u64>) {
+    let set = new
+        .iter()
+        .filter(|(key, event)| old.get(key) != Some(event))
+        .map(|(key, event)| (*key, *event))
+        .collect();
+    let removed = old
+        .keys()
+        .filter(|key| !new.contains_key(key))
+        .copied()
+        .collect();
+    (set, removed)
+}
+
+/// Adds to `batch` the current-state changes from `old` to `new` at `position`: the state
+/// table, its history and the membership indexes, as for a local state event.
+pub fn stage_state_diff(
+    storage: &Storage,
+    batch: &mut Batch,
+    room: &str,
+    (old, new): (&StateMap, &StateMap),
+    position: u64,
+    pending: &HashMap<String, CanonicalJsonObject>,
+) -> Result<(), crate::error::Error> {
+    let (set, removed) = diff(old, new);
+    let mut memberships: HashMap<String, MembershipRecord> = HashMap::new();
+    let mut changes = Vec::new();
+    for (key, event) in set {
+        let ((kind, state_key), event_id) = named_entry(storage, key, event)?;
+        changes.push(((kind.clone(), state_key.clone()), event_id.clone()));
+        let membership = if kind == "m.room.member" {
+            let json = match pending.get(&event_id) {
+                Some(json) => Some(json.clone()),
+                None => super::load_json(storage, &event_id)?,
+            };
+            Some(json.map_or_else(|| "leave".to_owned(), |json| member_state(&json)))
+        } else {
+            None
+        };
+        super::stage_state_entry(
+            storage,
+            batch,
+            room,
+            (&kind, &state_key),
+            (&event_id, membership),
+            position,
+            &mut memberships,
+        )?;
+    }
+    // (A resolution that drops an entry is not kept in the history: state resolution
+    // keeps every key some fork has, so this does not happen in practice.)
+    for key in removed {
+        let Some((kind, state_key)) = storage.short_statekey.get(&key)? else {
+            continue;
+        };
+        storage
+            .roomstate_eventid
+            .batch_remove(batch, &(room.to_owned(), kind, state_key));
+    }
+    super::history::stage_state_changes(storage, batch, room, &changes, position)?;
+    Ok(())
+}
+
+fn member_state(json: &CanonicalJsonObject) -> String {
+    json.get("content")
+        .and_then(CanonicalJsonValue::as_object)
+        .and_then(|content| content.get("membership"))
+        .and_then(CanonicalJsonValue::as_str)
+        .unwrap_or("leave")
+        .to_owned()
+}
+
+fn named_entry(storage: &Storage, key: u64, event: u64) -> Result<StateEntry, StorageError> {
+    let mut named = snapshots::named(storage, &StateMap::from([(key, event)]))?;
+    named
+        .pop()
+        .ok_or_else(|| StorageError::Corrupt(format!("state entry {key} has no name")))
+}
+
+/// Records a stored remote event's metadata: accepted ones in the timeline at `position`,
+/// soft-failed ones without a position (never shown).
+pub fn stage_meta(
+    storage: &Storage,
+    batch: &mut Batch,
+    room: &str,
+    event_id: &str,
+    position: Option<u64>,
+) -> Result<(), StorageError> {
+    let meta = EventMeta {
+        room_id: room.to_owned(),
+        stream: position.unwrap_or(0),
+        txn: None,
+        redacted_by: None,
+    };
+    storage
+        .eventid_meta
+        .batch_insert(batch, &event_id.to_owned(), &meta)
+}
+
+fn is_create(event: &Pdu) -> bool {
+    event.kind == ruma::events::TimelineEventType::RoomCreate
+}
+
+/// The state the event's own `auth_events` make up.
+fn auth_events_state(
+    storage: &Storage,
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+) -> Result<StateMap, Refused> {
+    let mut state = StateMap::new();
+    // From room version 12 the create event is named by the room ID, not in auth_events.
+    let mut ids: Vec<OwnedEventId> = pdu.auth_events.clone();
+    if rules.authorization.room_create_event_id_as_room_id
+        && let Some(room_id) = &pdu.room_id
+        && let Ok(create) = OwnedEventId::try_from(format!("${}", &room_id.as_str()[1..]))
+    {
+        ids.push(create);
+    }
+    for id in &ids {
+        if let Some(event) = load_pdu(storage, id.as_str(), rules)?
+            && let Some(state_key) = &event.state_key
+        {
+            let key = snapshots::short_state_key(storage, &event.kind.to_string(), state_key)?;
+            let short = snapshots::short_event_id(storage, id.as_str())?;
+            state.insert(key, short);
+        }
+    }
+    Ok(state)
+}
+
+/// The room's state after `event_id`: the state before it, plus itself if a state event.
+pub fn state_after(storage: &Storage, event_id: &str) -> Result<StateMap, Refused> {
+    let snapshot = storage
+        .eventid_statebefore
+        .get(&event_id.to_owned())?
+        .ok_or_else(|| Refused::Missing(format!("the state at {event_id}")))?;
+    let mut state = snapshots::load(storage, snapshot)?;
+    let Some(json) = super::load_json(storage, event_id)? else {
+        return Err(Refused::Missing(format!("event {event_id}")));
+    };
+    if let (Some(kind), Some(state_key)) = (
+        json.get("type").and_then(CanonicalJsonValue::as_str),
+        json.get("state_key").and_then(CanonicalJsonValue::as_str),
+    ) {
+        let key = snapshots::short_state_key(storage, kind, state_key)?;
+        let short = snapshots::short_event_id(storage, event_id)?;
+        state.insert(key, short);
+    }
+    Ok(state)
+}
+
+/// Runs the state-dependent auth rules for `pdu` against `state`; events not stored yet
+/// may be given in `unstored`.
+pub fn authorize_against(
+    storage: &Storage,
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    state: &StateMap,
+    unstored: &HashMap<OwnedEventId, (CanonicalJsonObject, Pdu)>,
+) -> Result<(), String> {
+    let named: HashMap<(String, String), String> = snapshots::named(storage, state)
+        .map_err(|err| err.to_string())?
+        .into_iter()
+        .collect();
+    ruma::state_res::check_state_dependent_auth_rules(
+        &rules.authorization,
+        pdu,
+        |kind: &StateEventType, key: &str| {
+            let id = named.get(&(kind.to_string(), key.to_owned()))?;
+            if let Some((_, pdu)) = OwnedEventId::try_from(id.as_str())
+                .ok()
+                .and_then(|id| unstored.get(&id))
+            {
+                return Some(pdu.clone());
+            }
+            load_pdu(storage, id, rules).ok().flatten()
+        },
+    )
+}
+
+/// Resolves forked states with the room version's state resolution (one state needs none).
+pub fn resolve(
+    storage: &Storage,
+    rules: &RoomVersionRules,
+    states: Vec<StateMap>,
+) -> Result<StateMap, Refused> {
+    let mut states: Vec<StateMap> = states;
+    states.dedup();
+    if states.len() <= 1 {
+        return Ok(states.pop().unwrap_or_default());
+    }
+    let Some(v2_rules) = rules.state_res.v2_rules() else {
+        return Err(Refused::Unauthorized(
+            "state resolution v1 (room version 1) is not supported yet".to_owned(),
+        ));
+    };
+    let named: Vec<ruma::state_res::StateMap<OwnedEventId>> = states
+        .iter()
+        .map(|state| to_ruma_map(storage, state))
+        .collect::<Result<_, _>>()?;
+    let auth_chains = named
+        .iter()
+        .map(|state| {
+            auth_chain(storage, rules, state.values().cloned())
+                .map(|chain| chain.into_iter().collect::<EventIdSet<_>>())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let fetch = |id: &EventId| load_pdu(storage, id.as_str(), rules).ok().flatten();
+    let subgraph = |conflicted: &ruma::state_res::StateMap<Vec<OwnedEventId>>| {
+        conflicted_subgraph(storage, rules, conflicted)
+            .ok()
+            .map(|set| set.into_iter().collect::<EventIdSet<_>>())
+    };
+    let resolved = ruma::state_res::resolve(
+        &rules.authorization,
+        v2_rules,
+        named.iter(),
+        auth_chains,
+        fetch,
+        subgraph,
+    )
+    .map_err(|err| Refused::Unauthorized(format!("state resolution failed: {err}")))?;
+    let mut state = StateMap::new();
+    for ((kind, state_key), event_id) in resolved {
+        let key = snapshots::short_state_key(storage, &kind.to_string(), &state_key)?;
+        let short = snapshots::short_event_id(storage, event_id.as_str())?;
+        state.insert(key, short);
+    }
+    Ok(state)
+}
+
+fn to_ruma_map(
+    storage: &Storage,
+    state: &StateMap,
+) -> Result<ruma::state_res::StateMap<OwnedEventId>, Refused> {
+    snapshots::named(storage, state)?
+        .into_iter()
+        .map(|((kind, state_key), event_id)| {
+            let id = OwnedEventId::try_from(event_id.as_str())
+                .map_err(|err| Refused::Invalid(err.to_string()))?;
+            Ok(((StateEventType::from(kind), state_key), id))
+        })
+        .collect()
+}
+
+/// Every event reachable from `start` through `auth_events` (the events themselves
+/// included), at most [`MAX_AUTH_CHAIN`].
+pub fn auth_chain(
+    storage: &Storage,
+    rules: &RoomVersionRules,
+    start: impl IntoIterator<Item = OwnedEventId>,
+) -> Result<HashSet<OwnedEventId>, Refused> {
+    let mut seen: HashSet<OwnedEventId> = HashSet::new();
+    let mut todo: Vec<OwnedEventId> = start.into_iter().collect();
+    while let Some(id) = todo.pop() {
+        if seen.len() >= MAX_AUTH_CHAIN {
+            return Err(Refused::Invalid("the auth chain is too long".to_owned()));
+        }
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if let Some(event) = load_pdu(storage, id.as_str(), rules)? {
+            todo.extend(event.auth_events.iter().cloned());
+        }
+    }
+    Ok(seen)
+}
+
+/// The conflicted state subgraph (state resolution v2.1): the events on `auth_events` paths
+/// between conflicted events, the conflicted events included.
+fn conflicted_subgraph(
+    storage: &Storage,
+    rules: &RoomVersionRules,
+    conflicted: &ruma::state_res::StateMap<Vec<OwnedEventId>>,
+) -> Result<HashSet<OwnedEventId>, Refused> {
+    let targets: BTreeSet<OwnedEventId> = conflicted.values().flatten().cloned().collect();
+    let ancestors = auth_chain(storage, rules, targets.iter().cloned())?;
+    // An ancestor is in the subgraph when some conflicted event lies among its own ancestors.
+    let mut reaches: BTreeMap<OwnedEventId, bool> = BTreeMap::new();
+    let mut subgraph = HashSet::new();
+    for id in &ancestors {
+        if reaches_target(storage, rules, id, &targets, &mut reaches)? {
+            subgraph.insert(id.clone());
+        }
+    }
+    Ok(subgraph)
+}
+
+fn reaches_target(
+    storage: &Storage,
+    rules: &RoomVersionRules,
+    id: &OwnedEventId,
+    targets: &BTreeSet<OwnedEventId>,
+    memo: &mut BTreeMap<OwnedEventId, bool>,
+) -> Result<bool, Refused> {
+    // Iterative depth-first walk; each event is decided once.
+    let mut stack = vec![(id.clone(), false)];
+    while let Some((current, expanded)) = stack.pop() {
+        if memo.contains_key(&current) {
+            continue;
+        }
+        if targets.contains(&current) {
+            memo.insert(current, true);
+            continue;
+        }
+        let parents = load_pdu(storage, current.as_str(), rules)?
+            .map(|event| event.auth_events)
+            .unwrap_or_default();
+        if expanded {
+            let reaches = parents.iter().any(|p| memo.get(p) == Some(&true));
+            memo.insert(current, reaches);
+        } else {
+            stack.push((current, true));
+            for parent in parents {
+                if !memo.contains_key(&parent) {
+                    stack.push((parent, false));
+                }
+            }
+        }
+        if memo.len() > MAX_AUTH_CHAIN {
+            return Err(Refused::Invalid("the auth graph is too large".to_owned()));
+        }
+    }
+    Ok(memo.get(id) == Some(&true))
+}

@@ -1,0 +1,134 @@
+//! Rooms across two real Hearth servers over TLS on loopback: a user of one joins rooms of
+//! the other (`make_join`, `send_join` v2), in room versions 10, 11 and 12.
+
+mod common;
+
+use common::federation::{free_port, start, write_certificates};
+use common::{Server, ok};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery";
+
+struct Pair {
+    a: Server,
+    b: Server,
+    name_a: String,
+    name_b: String,
+    alice: String,
+    bob: String,
+    _certificates: tempfile::TempDir,
+}
+
+fn pair() -> Pair {
+    let certificates = tempfile::tempdir().expect("tempdir");
+    write_certificates(certificates.path());
+    let (port_a, port_b) = (free_port(), free_port());
+    let name_a = format!("127.0.0.1:{port_a}");
+    let name_b = format!("localhost:{port_b}");
+    let a = start(certificates.path(), &name_a, port_a, &[], &["alice"]);
+    let b = start(certificates.path(), &name_b, port_b, &[], &["bob"]);
+    let alice = common::login_token(&a, "alice", PASSWORD);
+    let bob = common::login_token(&b, "bob", PASSWORD);
+    Pair {
+        a,
+        b,
+        name_a,
+        name_b,
+        alice,
+        bob,
+        _certificates: certificates,
+    }
+}
+
+fn call(server: &Server, method: &str, path: &str, token: &str, body: Value) -> Value {
+    ok(server.client().json(method, path, Some(token), &body))
+}
+
+fn joined_room<'a>(sync: &'a Value, room: &str) -> &'a Value {
+    &sync["rooms"]["join"][room]
+}
+
+fn state_keys(events: &Value, kind: &str) -> Vec<String> {
+    let mut keys: Vec<String> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|event| event["type"] == kind)
+        .filter_map(|event| event["state_key"].as_str().map(str::to_owned))
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn a_user_of_one_server_joins_rooms_of_the_other_in_versions_10_to_12() {
+    let pair = pair();
+    let bob_id = format!("@bob:{}", pair.name_b);
+    for version in ["10", "11", "12"] {
+        let room = call(
+            &pair.a,
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            &pair.alice,
+            json!({ "preset": "public_chat", "name": format!("Kitchen {version}"),
+                    "room_version": version }),
+        )["room_id"]
+            .as_str()
+            .expect("room")
+            .to_owned();
+        let joined = call(
+            &pair.b,
+            "POST",
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                common::query_encode(&room),
+                common::query_encode(&pair.name_a)
+            ),
+            &pair.bob,
+            json!({}),
+        );
+        assert_eq!(joined["room_id"], room.as_str(), "version {version}");
+
+        // Bob's server holds the room: its state, with both members.
+        let synced = ok(pair
+            .b
+            .client()
+            .get_with("/_matrix/client/v3/sync", &pair.bob));
+        let there = joined_room(&synced, &room);
+        let state: Vec<Value> = there["state"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(there["timeline"]["events"].as_array().into_iter().flatten())
+            .cloned()
+            .collect();
+        let state = Value::Array(state);
+        assert_eq!(
+            state_keys(&state, "m.room.member"),
+            vec![format!("@alice:{}", pair.name_a), bob_id.clone()],
+            "version {version}: {there}"
+        );
+        assert_eq!(state_keys(&state, "m.room.create"), [""]);
+        let name = call(
+            &pair.b,
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+            &pair.bob,
+            json!(null),
+        );
+        assert_eq!(name["name"], format!("Kitchen {version}"));
+
+        // Alice's server accepted the join: Alice sees Bob in the room.
+        let members = call(
+            &pair.a,
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+            &pair.alice,
+            json!(null),
+        );
+        assert!(
+            members["joined"].get(&bob_id).is_some(),
+            "version {version}: {members}"
+        );
+    }
+}
