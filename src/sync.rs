@@ -28,17 +28,6 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 /// Timeline events per room when the client does not say.
 pub const DEFAULT_TIMELINE_LIMIT: u64 = 10;
 
-/// The state events an invited user is shown about the room (spec: "stripped state").
-const INVITE_STATE_TYPES: [&str; 7] = [
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.topic",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-];
-
 /// Who reads a timeline: their own events carry the device's transaction IDs, and
 /// bundled thread summaries say whether they took part.
 #[derive(Debug, Clone, Copy)]
@@ -716,8 +705,28 @@ fn invited_room(
     room_id: &RoomId,
     record: &MembershipRecord,
 ) -> Result<Value, Error> {
+    // An invite from another server to a room we do not hold comes with its own state.
+    if state
+        .storage
+        .roomid_room
+        .get(&room_id.to_string())?
+        .is_none()
+    {
+        let user = load_json(&state.storage, &record.event_id)?
+            .and_then(|json| json.get("state_key")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let mut events = state
+            .storage
+            .userroom_invitestate
+            .get(&(user, room_id.to_string()))?
+            .unwrap_or_default();
+        if let Some(json) = load_json(&state.storage, &record.event_id)? {
+            events.push(stripped_event(&json));
+        }
+        return Ok(json!({ "invite_state": { "events": events } }));
+    }
     let mut events = Vec::new();
-    for kind in INVITE_STATE_TYPES {
+    for kind in crate::federation::invite::INVITE_STATE_TYPES {
         if let Some(event_id) = rooms::state_event(&state.storage, room_id, kind, "")?
             && let Some(json) = load_json(&state.storage, &event_id)?
         {

@@ -132,3 +132,85 @@ fn a_user_of_one_server_joins_rooms_of_the_other_in_versions_10_to_12() {
         );
     }
 }
+
+#[test]
+fn invites_cross_servers_and_the_invited_user_joins_through_the_inviter() {
+    let pair = pair();
+    let bob_id = format!("@bob:{}", pair.name_b);
+    let room = call(
+        &pair.a,
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &pair.alice,
+        json!({ "preset": "private_chat", "name": "Family" }),
+    )["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    call(
+        &pair.a,
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/invite"),
+        &pair.alice,
+        json!({ "user_id": bob_id }),
+    );
+
+    // Bob's server shows the invite, with the room's name and who invited.
+    let synced = ok(pair
+        .b
+        .client()
+        .get_with("/_matrix/client/v3/sync", &pair.bob));
+    let invite = &synced["rooms"]["invite"][&room]["invite_state"]["events"];
+    let events = invite.as_array().expect("invite state");
+    assert!(
+        events
+            .iter()
+            .any(|event| event["type"] == "m.room.name" && event["content"]["name"] == "Family"),
+        "{invite}"
+    );
+    assert!(events.iter().any(|event| event["type"] == "m.room.member"
+        && event["state_key"] == bob_id.as_str()
+        && event["content"]["membership"] == "invite"));
+
+    // Alice's room holds the co-signed invite.
+    let member = call(
+        &pair.a,
+        "GET",
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{bob_id}"),
+        &pair.alice,
+        json!(null),
+    );
+    assert_eq!(member["membership"], "invite");
+
+    // Bob joins with no server named: his server asks the inviter's.
+    call(
+        &pair.b,
+        "POST",
+        &format!("/_matrix/client/v3/join/{}", common::query_encode(&room)),
+        &pair.bob,
+        json!({}),
+    );
+    let members = call(
+        &pair.a,
+        "GET",
+        &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+        &pair.alice,
+        json!(null),
+    );
+    assert!(members["joined"].get(&bob_id).is_some(), "{members}");
+    let synced = ok(pair
+        .b
+        .client()
+        .get_with("/_matrix/client/v3/sync", &pair.bob));
+    assert!(synced["rooms"]["join"].get(&room).is_some());
+    assert!(synced["rooms"]["invite"].get(&room).is_none());
+
+    // Inviting someone who does not exist over there fails cleanly.
+    let missing = pair.a.client().json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/invite"),
+        Some(&pair.alice),
+        &json!({ "user_id": format!("@nobody:{}", pair.name_b) }),
+    );
+    assert_ne!(missing.status, 200);
+}

@@ -468,6 +468,10 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             .service(put(
                 "/_matrix/federation/v2/send_join/{roomId}/{eventId}",
                 federation::membership::send_join,
+            ))
+            .service(put(
+                "/_matrix/federation/v2/invite/{roomId}/{eventId}",
+                federation::membership::invite,
             ));
     }
 }

@@ -434,7 +434,7 @@ fn federation_form(json: CanonicalJsonObject) -> Value {
     serde_json::to_value(CanonicalJsonValue::Object(json)).unwrap_or(Value::Null)
 }
 
-fn to_object(value: &Value) -> Option<CanonicalJsonObject> {
+pub fn to_object(value: &Value) -> Option<CanonicalJsonObject> {
     match CanonicalJsonValue::try_from(value.clone()) {
         Ok(CanonicalJsonValue::Object(object)) => Some(object),
         _ => None,
@@ -442,7 +442,7 @@ fn to_object(value: &Value) -> Option<CanonicalJsonObject> {
 }
 
 /// A signed request whose answer must be a JSON object with status 200.
-async fn request_json(
+pub async fn request_json(
     state: &AppState,
     server: &str,
     method: &'static str,
@@ -467,7 +467,7 @@ async fn request_json(
 }
 
 /// Percent-encodes a path segment (room and user IDs hold `!`, `@`, `:`, `$`).
-fn encode(segment: &str) -> String {
+pub fn encode(segment: &str) -> String {
     segment
         .bytes()
         .map(|byte| match byte {
@@ -479,14 +479,32 @@ fn encode(segment: &str) -> String {
         .collect()
 }
 
-/// The servers to try when joining `room_id`: those the client named, then the room ID's
-/// own server (room versions before 12 name one).
-pub fn servers_for(room_id: &RoomId, via: &[String]) -> Vec<String> {
+/// The servers to try when joining `room_id`: those the client named, the server of
+/// whoever invited the user, then the room ID's own server (versions before 12 name one).
+pub fn servers_for(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: &RoomId,
+    via: &[String],
+) -> Vec<String> {
     let mut servers: Vec<String> = via.to_vec();
+    let inviter = crate::rooms::membership(&state.storage, user_id, room_id)
+        .ok()
+        .flatten()
+        .filter(|record| record.membership == "invite")
+        .and_then(|record| load_json(&state.storage, &record.event_id).ok().flatten())
+        .and_then(|json| {
+            let sender = json.get("sender")?.as_str()?;
+            UserId::parse(sender)
+                .ok()
+                .map(|user| user.server_name().to_string())
+        });
+    servers.extend(inviter);
     if let Some(server) = room_id.server_name() {
         servers.push(server.to_string());
     }
-    servers.dedup();
+    let mut seen = std::collections::HashSet::new();
+    servers.retain(|server| seen.insert(server.clone()));
     servers
 }
 

@@ -22,6 +22,7 @@ pub mod discovery;
 mod error;
 pub mod http1;
 pub mod inbound;
+pub mod invite;
 pub mod join;
 pub mod keys;
 pub mod server_name;

@@ -69,7 +69,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 11,
-        description: "federation: servername_keys",
+        description: "federation: servername_keys, userroom_invitestate",
         apply: |_| Ok(()),
     },
 ];

@@ -149,6 +149,9 @@ pub struct Storage {
     /// room 0xFF user → their membership (`join`, `invite`, …): a room's members without
     /// reading their events.
     pub roomuser_membership: Tree<(String, String), String>,
+    /// user 0xFF room → the stripped state another server sent with an invite to a room we
+    /// do not hold.
+    pub userroom_invitestate: Tree<(String, String), Json<Vec<serde_json::Value>>>,
     /// server name → [`ServerKeys`]: another server's signing keys, as last fetched and
     /// verified (directly or through a notary).
     pub servername_keys: Tree<String, Json<ServerKeys>>,
@@ -215,6 +218,7 @@ impl Storage {
             eventid_statebefore: Tree::open(&db, "eventid_statebefore")?,
             parentrel_child: Tree::open(&db, "parentrel_child")?,
             roomuser_membership: Tree::open(&db, "roomuser_membership")?,
+            userroom_invitestate: Tree::open(&db, "userroom_invitestate")?,
             servername_keys: Tree::open(&db, "servername_keys")?,
             meta,
             db,

@@ -416,10 +416,19 @@ async fn change_other_membership(
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing user_id"))?;
     require_joined(state, &auth.user_id, &room_id)?;
     if action == Action::Invite && target.server_name() != auth.user_id.server_name() {
-        return Err(Error::new(
-            ErrorKind::BadRequest,
-            "Inviting users of other servers needs federation, which this server does not support yet",
-        ));
+        if !state.config.federation.enabled {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "Federation is off on this server: only its own users can be invited",
+            ));
+        }
+        let mut content = json!({ "membership": "invite" });
+        if let Some(reason) = body.reason {
+            content["reason"] = json!(reason);
+        }
+        crate::federation::invite::invite_remote(state, &room_id, &auth.user_id, &target, content)
+            .await?;
+        return Ok(HttpResponse::Ok().json(json!({})));
     }
     // Each action has its own starting points: a kick acts on members (and invites and
     // knocks), an unban only on a ban, an invite only on an account that exists.
@@ -603,7 +612,7 @@ async fn join_here_or_remote(
     if state.config.federation.enabled
         && crate::federation::join::needs_remote_join(state, room_id)?
     {
-        let servers = crate::federation::join::servers_for(room_id, via);
+        let servers = crate::federation::join::servers_for(state, &auth.user_id, room_id, via);
         crate::federation::join::join_remote(state, &auth.user_id, room_id, &servers).await?;
         return Ok(());
     }

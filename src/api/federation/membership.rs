@@ -62,3 +62,22 @@ pub async fn send_join(
     .await?;
     Ok(HttpResponse::Ok().json(answer))
 }
+
+/// # PUT /_matrix/federation/v2/invite/{roomId}/{eventId}
+pub async fn invite(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    signed: SignedJson<Value>,
+) -> Result<HttpResponse, Error> {
+    let (room, event_id) = path.into_inner();
+    let room_id = room_id(&room)?;
+    let answer = crate::federation::invite::accept_invite(
+        &state,
+        signed.origin.as_str(),
+        &room_id,
+        &event_id,
+        &signed.body,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
