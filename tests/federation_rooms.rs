@@ -214,3 +214,55 @@ fn invites_cross_servers_and_the_invited_user_joins_through_the_inviter() {
     );
     assert_ne!(missing.status, 200);
 }
+
+#[test]
+fn an_invite_from_another_server_can_be_declined() {
+    let pair = pair();
+    let bob_id = format!("@bob:{}", pair.name_b);
+    let room = call(
+        &pair.a,
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &pair.alice,
+        json!({ "preset": "private_chat", "room_version": "11" }),
+    )["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    call(
+        &pair.a,
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/invite"),
+        &pair.alice,
+        json!({ "user_id": bob_id }),
+    );
+    let first = ok(pair
+        .b
+        .client()
+        .get_with("/_matrix/client/v3/sync", &pair.bob));
+    assert!(first["rooms"]["invite"].get(&room).is_some());
+    let since = first["next_batch"].as_str().expect("token").to_owned();
+    call(
+        &pair.b,
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/leave"),
+        &pair.bob,
+        json!({}),
+    );
+    let member = call(
+        &pair.a,
+        "GET",
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{bob_id}"),
+        &pair.alice,
+        json!(null),
+    );
+    assert_eq!(
+        member["membership"], "leave",
+        "the inviting server learned of it"
+    );
+    let next = ok(pair
+        .b
+        .client()
+        .get_with(&format!("/_matrix/client/v3/sync?since={since}"), &pair.bob));
+    assert!(next["rooms"]["leave"].get(&room).is_some(), "{next}");
+}

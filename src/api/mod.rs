@@ -472,6 +472,14 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             .service(put(
                 "/_matrix/federation/v2/invite/{roomId}/{eventId}",
                 federation::membership::invite,
+            ))
+            .service(get(
+                "/_matrix/federation/v1/make_leave/{roomId}/{userId}",
+                federation::membership::make_leave,
+            ))
+            .service(put(
+                "/_matrix/federation/v2/send_leave/{roomId}/{eventId}",
+                federation::membership::send_leave,
             ));
     }
 }

@@ -21,6 +21,7 @@ use crate::storage::Storage;
 /// content hash does not match), then hands it to the room service.
 pub async fn receive_pdu(
     state: &AppState,
+    origin: &str,
     json: CanonicalJsonObject,
 ) -> (Option<OwnedEventId>, Result<Outcome, Refused>) {
     let (rules, room_id) = match room_of(&state.storage, &json) {
@@ -30,13 +31,99 @@ pub async fn receive_pdu(
     let event_id = Pdu::from_json(&json, &rules).ok().map(|pdu| pdu.event_id);
     let result = async {
         let (json, pdu) = checked(state, json, &rules).await?;
-        state
+        let first = state
             .rooms
-            .store_remote(&state.storage, &room_id, json, pdu)
-            .await
+            .store_remote(&state.storage, &room_id, json.clone(), pdu.clone())
+            .await;
+        match first {
+            // A gap before it: ask the sender for what we miss, then try once more.
+            Err(Refused::Missing(what)) if what.starts_with("prev event") => {
+                fill_gap(state, origin, &room_id, &rules, &pdu).await;
+                state
+                    .rooms
+                    .store_remote(&state.storage, &room_id, json, pdu)
+                    .await
+            }
+            other => other,
+        }
     }
     .await;
     (event_id, result)
+}
+
+/// How many missing events one gap may bring (the spec's default for the request).
+const MISSING_EVENTS_LIMIT: usize = 20;
+
+/// Asks `origin` for the events between our forward extremities and `pdu`
+/// (`get_missing_events`) and takes them in, oldest first. Events they depend on that are
+/// still missing are not chased further: the gap stays and the event waits.
+async fn fill_gap(
+    state: &AppState,
+    origin: &str,
+    room_id: &ruma::RoomId,
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+) {
+    let Ok(Some(room)) = state.storage.roomid_room.get(&room_id.to_string()) else {
+        return;
+    };
+    let earliest: Vec<String> = room
+        .extremities
+        .iter()
+        .map(|(id, _)| id.to_string())
+        .collect();
+    let min_depth = room
+        .extremities
+        .iter()
+        .map(|(_, depth)| *depth)
+        .min()
+        .unwrap_or(0);
+    let body = serde_json::json!({
+        "earliest_events": earliest,
+        "latest_events": [pdu.event_id],
+        "limit": MISSING_EVENTS_LIMIT,
+        "min_depth": min_depth,
+    });
+    let path = format!(
+        "/_matrix/federation/v1/get_missing_events/{}",
+        super::join::encode(room_id.as_str())
+    );
+    let answer = match super::join::request_json(state, origin, "POST", &path, Some(&body)).await {
+        Ok(answer) => answer,
+        Err(err) => {
+            tracing::info!(%room_id, %origin, "get_missing_events failed: {err}");
+            return;
+        }
+    };
+    let mut events: Vec<(u64, CanonicalJsonObject)> = answer["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(MISSING_EVENTS_LIMIT)
+        .filter_map(super::join::to_object)
+        .map(|json| {
+            let depth = json
+                .get("depth")
+                .and_then(CanonicalJsonValue::as_integer)
+                .and_then(|depth| u64::try_from(i64::from(depth)).ok())
+                .unwrap_or(0);
+            (depth, json)
+        })
+        .collect();
+    events.sort_by_key(|(depth, _)| *depth);
+    for (_, json) in events {
+        let result = async {
+            let (json, missing) = checked(state, json, rules).await?;
+            state
+                .rooms
+                .store_remote(&state.storage, room_id, json, missing)
+                .await
+        }
+        .await;
+        if let Err(err) = result {
+            tracing::info!(%room_id, "a missing event was refused: {err}");
+        }
+    }
 }
 
 /// The room version rules and ID of the room a PDU names, if we hold that room.

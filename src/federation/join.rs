@@ -90,12 +90,133 @@ async fn join_through(
     Ok(event_id)
 }
 
+/// Declines an invite to a room held elsewhere (`make_leave`, `send_leave` v2 through the
+/// servers given), then records the user's leave here. When no server can be reached the
+/// invite is declined here only: the user asked to be rid of it.
+pub async fn leave_remote(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: &RoomId,
+    servers: &[String],
+) -> Result<(), Error> {
+    let mut signed = None;
+    for server in servers {
+        if server == state.federation.origin.as_str() {
+            continue;
+        }
+        match leave_through(state, user_id, room_id, server).await {
+            Ok(event) => {
+                signed = Some(event);
+                break;
+            }
+            Err(err) => {
+                tracing::info!(%room_id, %server, "declining through this server failed: {err}")
+            }
+        }
+    }
+    record_leave(state, user_id, room_id, signed).await
+}
+
+async fn leave_through(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: &RoomId,
+    server: &str,
+) -> Result<(OwnedEventId, CanonicalJsonObject), Error> {
+    let path = format!(
+        "/_matrix/federation/v1/make_leave/{}/{}",
+        encode(room_id.as_str()),
+        encode(user_id.as_str())
+    );
+    let answer = request_json(state, server, "GET", &path, None).await?;
+    let version = answer["room_version"].as_str().unwrap_or("1");
+    let rules = RoomVersionId::try_from(version)
+        .ok()
+        .and_then(|v| v.rules())
+        .ok_or_else(|| Error::new(ErrorKind::IncompatibleRoomVersion, "Unknown room version"))?;
+    let (event_id, leave) = sign_membership(state, &rules, &answer["event"], user_id, "leave")?;
+    let path = format!(
+        "/_matrix/federation/v2/send_leave/{}/{}",
+        encode(room_id.as_str()),
+        encode(event_id.as_str())
+    );
+    let body = serde_json::to_value(&leave).map_err(Error::internal)?;
+    request_json(state, server, "PUT", &path, Some(&body)).await?;
+    Ok((event_id, leave))
+}
+
+/// Records that our user left (declined) a room we do not hold, with the signed leave
+/// event when there is one.
+async fn record_leave(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: &RoomId,
+    signed: Option<(OwnedEventId, CanonicalJsonObject)>,
+) -> Result<(), Error> {
+    let room = room_id.to_string();
+    let user = user_id.to_string();
+    let previous = state
+        .storage
+        .userroom_membership
+        .get(&(user.clone(), room.clone()))?;
+    let (event_id, text) = match &signed {
+        Some((id, json)) => (
+            id.to_string(),
+            Some(CanonicalJsonValue::Object(json.clone()).to_string()),
+        ),
+        // Declined here only: the record points at the invite it declines.
+        None => (
+            previous
+                .as_ref()
+                .map(|record| record.event_id.clone())
+                .unwrap_or_default(),
+            None,
+        ),
+    };
+    state
+        .rooms
+        .commit_at_next_position(&state.storage, |batch, position| {
+            let storage = &state.storage;
+            if let Some(text) = &text {
+                storage.eventid_pdu.batch_insert(batch, &event_id, text)?;
+                crate::rooms::remote::stage_meta(storage, batch, &room, &event_id, Some(position))?;
+            }
+            storage.stream_room.batch_insert(batch, &position, &room)?;
+            let record = crate::rooms::MembershipRecord {
+                membership: "leave".to_owned(),
+                stream: position,
+                event_id: event_id.clone(),
+                joined_stream: previous.as_ref().and_then(|p| p.joined_stream),
+                invited_stream: previous.as_ref().and_then(|p| p.invited_stream),
+            };
+            storage.userroom_membership.batch_insert(
+                batch,
+                &(user.clone(), room.clone()),
+                &record,
+            )?;
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}
+
 /// Fills in `make_join`'s template for our user and signs it.
 fn sign_join(
     state: &AppState,
     rules: &RoomVersionRules,
     template: &Value,
     user_id: &UserId,
+) -> Result<(OwnedEventId, CanonicalJsonObject), Error> {
+    sign_membership(state, rules, template, user_id, "join")
+}
+
+/// Fills in a `make_join`/`make_leave` template for our user and signs it.
+fn sign_membership(
+    state: &AppState,
+    rules: &RoomVersionRules,
+    template: &Value,
+    user_id: &UserId,
+    membership: &str,
 ) -> Result<(OwnedEventId, CanonicalJsonObject), Error> {
     let bad = |why: &str| Error::new(ErrorKind::BadJson, format!("Bad make_join answer: {why}"));
     let mut event = template.clone();
@@ -118,8 +239,10 @@ fn sign_join(
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    content.insert("membership".into(), json!("join"));
-    if let Some(profile) = state.storage.userid_profile.get(&user_id.to_string())? {
+    content.insert("membership".into(), json!(membership));
+    if membership == "join"
+        && let Some(profile) = state.storage.userid_profile.get(&user_id.to_string())?
+    {
         for field in ["displayname", "avatar_url"] {
             if let Some(value) = profile.get(field) {
                 content.insert(field.into(), value.clone());
@@ -271,6 +394,28 @@ pub fn make_join_template(
     origin: &str,
     versions: &[String],
 ) -> Result<Value, Error> {
+    membership_template(state, room_id, user_id, origin, "join", Some(versions))
+}
+
+/// # The resident side: `make_leave` for a user of `origin` (to decline an invite, or leave).
+pub fn make_leave_template(
+    state: &AppState,
+    room_id: &RoomId,
+    user_id: &UserId,
+    origin: &str,
+) -> Result<Value, Error> {
+    membership_template(state, room_id, user_id, origin, "leave", None)
+}
+
+/// A membership event template about `user_id` (a user of `origin`) in our room.
+fn membership_template(
+    state: &AppState,
+    room_id: &RoomId,
+    user_id: &UserId,
+    origin: &str,
+    membership: &str,
+    versions: Option<&[String]>,
+) -> Result<Value, Error> {
     if user_id.server_name().as_str() != origin {
         return Err(Error::new(
             ErrorKind::Forbidden,
@@ -282,7 +427,7 @@ pub fn make_join_template(
         .roomid_room
         .get(&room_id.to_string())?
         .ok_or_else(|| Error::not_found("No such room here"))?;
-    if !versions.iter().any(|v| v == &room.version) {
+    if versions.is_some_and(|versions| !versions.iter().any(|v| v == &room.version)) {
         let mut error = Error::new(
             ErrorKind::IncompatibleRoomVersion,
             format!("The room is version {}", room.version),
@@ -293,7 +438,7 @@ pub fn make_join_template(
         return Err(error);
     }
     let rules = rules_of(&room)?;
-    let content = json!({ "membership": "join" });
+    let content = json!({ "membership": membership });
     let content_raw = serde_json::value::to_raw_value(&content).map_err(Error::internal)?;
     let auth_types = ruma::state_res::auth_types_for_event(
         &ruma::events::TimelineEventType::RoomMember,
@@ -368,6 +513,32 @@ pub async fn accept_join(
     event_id: &str,
     event: Value,
 ) -> Result<Value, Error> {
+    accept_membership(state, origin, room_id, event_id, event, "join").await?;
+    join_answer(state, room_id, event_id).await
+}
+
+/// # The resident side: `send_leave` v2.
+pub async fn accept_leave(
+    state: &AppState,
+    origin: &str,
+    room_id: &RoomId,
+    event_id: &str,
+    event: Value,
+) -> Result<Value, Error> {
+    accept_membership(state, origin, room_id, event_id, event, "leave").await?;
+    Ok(json!({}))
+}
+
+/// Checks and stores a membership event (`join` or `leave`) a user of `origin` signed about
+/// themselves in our room.
+async fn accept_membership(
+    state: &AppState,
+    origin: &str,
+    room_id: &RoomId,
+    event_id: &str,
+    event: Value,
+    wanted: &str,
+) -> Result<(), Error> {
     let room = state
         .storage
         .roomid_room
@@ -379,7 +550,7 @@ pub async fn accept_join(
         .await
         .map_err(|err| Error::new(ErrorKind::BadJson, err.to_string()))?;
     let is_join = pdu.kind == ruma::events::TimelineEventType::RoomMember
-        && crate::rooms::membership_of(&pdu) == "join"
+        && crate::rooms::membership_of(&pdu) == wanted
         && pdu.state_key.as_deref() == Some(pdu.sender.as_str())
         && pdu.sender.server_name().as_str() == origin
         && pdu.room_id.as_deref() == Some(room_id)
@@ -387,7 +558,7 @@ pub async fn accept_join(
     if !is_join {
         return Err(Error::new(
             ErrorKind::BadJson,
-            "Not a join of a user of the sending server, with this event ID, in this room",
+            "Not a membership event of a user of the sending server about themselves, with this event ID, in this room",
         ));
     }
     let outcome = state
@@ -398,9 +569,23 @@ pub async fn accept_join(
     if outcome == remote::Outcome::SoftFailed {
         return Err(Error::new(
             ErrorKind::Forbidden,
-            "The join is not allowed by the room's current state",
+            "The event is not allowed by the room's current state",
         ));
     }
+    Ok(())
+}
+
+/// `send_join`'s answer: the room's state before the join, and the auth chain of that
+/// state and of the join.
+async fn join_answer(state: &AppState, room_id: &RoomId, event_id: &str) -> Result<Value, Error> {
+    let room = state
+        .storage
+        .roomid_room
+        .get(&room_id.to_string())?
+        .ok_or_else(|| Error::not_found("No such room here"))?;
+    let rules = rules_of(&room)?;
+    let pdu = crate::rooms::load_pdu(&state.storage, event_id, &rules)?
+        .ok_or_else(|| Error::not_found("The join is not stored"))?;
     let before =
         crate::rooms::snapshots::state_before(&state.storage, event_id)?.unwrap_or_default();
     let mut state_pdus = Vec::new();

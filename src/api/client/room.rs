@@ -651,6 +651,19 @@ pub async fn leave(
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(&room_id)?;
+    // Declining an invite to a room held elsewhere goes through the inviter's server.
+    if state
+        .storage
+        .roomid_room
+        .get(&room_id.to_string())?
+        .is_none()
+        && rooms::membership(&state.storage, &auth.user_id, &room_id)?
+            .is_some_and(|record| record.membership == "invite")
+    {
+        let servers = crate::federation::join::servers_for(&state, &auth.user_id, &room_id, &[]);
+        crate::federation::join::leave_remote(&state, &auth.user_id, &room_id, &servers).await?;
+        return Ok(HttpResponse::Ok().json(json!({})));
+    }
     match rooms::membership(&state.storage, &auth.user_id, &room_id)? {
         Some(record)
             if record.membership == "join"

@@ -81,3 +81,41 @@ pub async fn invite(
     .await?;
     Ok(HttpResponse::Ok().json(answer))
 }
+
+/// # GET /_matrix/federation/v1/make_leave/{roomId}/{userId}
+pub async fn make_leave(
+    state: web::Data<AppState>,
+    origin: FederationOrigin,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (room, user) = path.into_inner();
+    let room_id = room_id(&room)?;
+    let user_id = OwnedUserId::try_from(user.as_str())
+        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid user ID"))?;
+    let template = crate::federation::join::make_leave_template(
+        &state,
+        &room_id,
+        &user_id,
+        origin.0.as_str(),
+    )?;
+    Ok(HttpResponse::Ok().json(template))
+}
+
+/// # PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}
+pub async fn send_leave(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    signed: SignedJson<Value>,
+) -> Result<HttpResponse, Error> {
+    let (room, event_id) = path.into_inner();
+    let room_id = room_id(&room)?;
+    let answer = crate::federation::join::accept_leave(
+        &state,
+        signed.origin.as_str(),
+        &room_id,
+        &event_id,
+        signed.body,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(answer))
+}

@@ -47,7 +47,9 @@ pub async fn send(
     let mut results = Map::new();
     for pdu in body.pdus {
         let (event_id, outcome) = match ruma::CanonicalJsonValue::try_from(pdu) {
-            Ok(ruma::CanonicalJsonValue::Object(json)) => receive_pdu(&state, json).await,
+            Ok(ruma::CanonicalJsonValue::Object(json)) => {
+                receive_pdu(&state, origin.as_str(), json).await
+            }
             _ => continue,
         };
         let Some(event_id) = event_id else {
