@@ -266,3 +266,40 @@ fn an_invite_from_another_server_can_be_declined() {
         .get_with(&format!("/_matrix/client/v3/sync?since={since}"), &pair.bob));
     assert!(next["rooms"]["leave"].get(&room).is_some(), "{next}");
 }
+
+#[test]
+fn profiles_of_remote_users_are_asked_of_their_server() {
+    let pair = pair();
+    let bob_id = format!("@bob:{}", pair.name_b);
+    call(
+        &pair.b,
+        "PUT",
+        &format!("/_matrix/client/v3/profile/{bob_id}/displayname"),
+        &pair.bob,
+        json!({ "displayname": "Bob the Builder" }),
+    );
+    let profile = call(
+        &pair.a,
+        "GET",
+        &format!("/_matrix/client/v3/profile/{bob_id}"),
+        &pair.alice,
+        json!(null),
+    );
+    assert_eq!(profile["displayname"], "Bob the Builder");
+    let field = call(
+        &pair.a,
+        "GET",
+        &format!("/_matrix/client/v3/profile/{bob_id}/displayname"),
+        &pair.alice,
+        json!(null),
+    );
+    assert_eq!(field, json!({ "displayname": "Bob the Builder" }));
+    let missing = pair.a.client().get_with(
+        &format!("/_matrix/client/v3/profile/@nobody:{}", pair.name_b),
+        &pair.alice,
+    );
+    assert_eq!(
+        (missing.status, common::errcode(&missing).as_str()),
+        (404, "M_NOT_FOUND")
+    );
+}

@@ -25,6 +25,7 @@ pub mod inbound;
 pub mod invite;
 pub mod join;
 pub mod keys;
+pub mod queries;
 pub mod server_name;
 pub mod well_known;
 

@@ -52,6 +52,10 @@ pub async fn get_alias(
 ) -> Result<HttpResponse, Error> {
     let alias = ruma::OwnedRoomAliasId::try_from(alias.as_str())
         .map_err(|_| Error::new(ErrorKind::InvalidParam, "Room alias invalid"))?;
+    if alias.server_name() != state.config.server.server_name {
+        let (room_id, servers) = crate::federation::queries::remote_alias(&state, &alias).await?;
+        return Ok(HttpResponse::Ok().json(json!({ "room_id": room_id, "servers": servers })));
+    }
     let record = directory::resolve(&state, &alias)?
         .ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
     Ok(HttpResponse::Ok().json(json!({
@@ -197,17 +201,20 @@ pub struct PublicRoomsRequest {
 /// The most rooms per page.
 const MAX_PAGE: usize = 100;
 
-fn page(
+async fn page(
     state: &AppState,
     server: Option<&str>,
     limit: Option<usize>,
     since: Option<&str>,
     search: Option<&str>,
 ) -> Result<Value, Error> {
-    if server.is_some_and(|server| server != state.config.server.server_name.as_str()) {
-        return Err(Error::not_found(
-            "Other servers' directories need federation, which is not supported yet",
-        ));
+    if let Some(server) = server
+        && server != state.config.server.server_name.as_str()
+    {
+        return crate::federation::queries::remote_public_rooms(
+            state, server, limit, since, search,
+        )
+        .await;
     }
     let rooms = directory::public_rooms(state, search)?;
     let start: usize = match since {
@@ -234,13 +241,16 @@ pub async fn public_rooms(
     state: web::Data<AppState>,
     query: web::Query<PublicRoomsQuery>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Ok().json(page(
-        &state,
-        query.server.as_deref(),
-        query.limit,
-        query.since.as_deref(),
-        None,
-    )?))
+    Ok(HttpResponse::Ok().json(
+        page(
+            &state,
+            query.server.as_deref(),
+            query.limit,
+            query.since.as_deref(),
+            None,
+        )
+        .await?,
+    ))
 }
 
 /// # POST /_matrix/client/v3/publicRooms
@@ -254,11 +264,14 @@ pub async fn search_public_rooms(
         .filter
         .as_ref()
         .and_then(|filter| filter.generic_search_term.as_deref());
-    Ok(HttpResponse::Ok().json(page(
-        &state,
-        query.server.as_deref(),
-        body.limit,
-        body.since.as_deref(),
-        search,
-    )?))
+    Ok(HttpResponse::Ok().json(
+        page(
+            &state,
+            query.server.as_deref(),
+            body.limit,
+            body.since.as_deref(),
+            search,
+        )
+        .await?,
+    ))
 }

@@ -628,9 +628,8 @@ pub async fn join_by_id_or_alias(
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
     auth.ensure_not_suspended()?;
-    let room_id = crate::directory::room_id_or_alias(&state, &room)?;
     // `via` (and the older `server_name`) name servers to join through.
-    let via: Vec<String> = request
+    let mut via: Vec<String> = request
         .query_string()
         .split('&')
         .filter_map(|pair| {
@@ -639,6 +638,20 @@ pub async fn join_by_id_or_alias(
         })
         .map(|server| server.replace("%3A", ":").replace("%3a", ":"))
         .collect();
+    // An alias of another server is asked of that server, which also names servers to
+    // join through.
+    let remote_alias = ruma::OwnedRoomAliasId::try_from(room.as_str())
+        .ok()
+        .filter(|alias| alias.server_name() != state.config.server.server_name);
+    let room_id = match remote_alias {
+        Some(alias) if state.config.federation.enabled => {
+            let (room_id, servers) =
+                crate::federation::queries::remote_alias(&state, &alias).await?;
+            via.extend(servers);
+            room_id
+        }
+        _ => crate::directory::room_id_or_alias(&state, &room)?,
+    };
     join_here_or_remote(&state, &auth, &room_id, &via, body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
 }

@@ -63,6 +63,10 @@ pub async fn get_profile(
     user_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let user_id = parse_user_id(&user_id)?;
+    if user_id.server_name() != state.config.server.server_name {
+        let profile = crate::federation::queries::remote_profile(&state, &user_id, None).await?;
+        return Ok(HttpResponse::Ok().json(profile));
+    }
     let profile =
         profile::get(&state, &user_id)?.ok_or_else(|| Error::not_found("No such user"))?;
     Ok(HttpResponse::Ok().json(profile))
@@ -85,8 +89,11 @@ pub async fn get_profile_field(
     let (user_id, field) = path.into_inner();
     known_field(&field)?;
     let user_id = parse_user_id(&user_id)?;
-    let profile =
-        profile::get(&state, &user_id)?.ok_or_else(|| Error::not_found("No such user"))?;
+    let profile = if user_id.server_name() != state.config.server.server_name {
+        crate::federation::queries::remote_profile(&state, &user_id, Some(&field)).await?
+    } else {
+        profile::get(&state, &user_id)?.ok_or_else(|| Error::not_found("No such user"))?
+    };
     let value = profile
         .get(&field)
         .ok_or_else(|| Error::not_found(format!("No {field} set")))?;
