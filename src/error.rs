@@ -61,6 +61,10 @@ pub enum ErrorKind {
     UnsupportedRoomVersion,
     /// A server asked to join a room of a version it does not support (400).
     IncompatibleRoomVersion,
+    /// A profile would grow past its size limit (400).
+    ProfileTooLarge,
+    /// A profile key is longer than 255 bytes (400).
+    KeyTooLarge,
     /// The server does not accept this third-party identifier.
     ThreepidDenied,
     /// The thing to create exists already (409, `M_UNKNOWN`).
@@ -98,6 +102,8 @@ impl ErrorKind {
             ErrorKind::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             ErrorKind::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             ErrorKind::IncompatibleRoomVersion => "M_INCOMPATIBLE_ROOM_VERSION",
+            ErrorKind::ProfileTooLarge => "M_PROFILE_TOO_LARGE",
+            ErrorKind::KeyTooLarge => "M_KEY_TOO_LARGE",
             ErrorKind::ThreepidDenied => "M_THREEPID_DENIED",
             ErrorKind::Conflict => "M_UNKNOWN",
             ErrorKind::RoomInUse => "M_ROOM_IN_USE",
@@ -118,6 +124,8 @@ impl ErrorKind {
             | ErrorKind::BadRequest
             | ErrorKind::UnsupportedRoomVersion
             | ErrorKind::IncompatibleRoomVersion
+            | ErrorKind::ProfileTooLarge
+            | ErrorKind::KeyTooLarge
             | ErrorKind::RoomInUse
             | ErrorKind::UserInUse
             | ErrorKind::InvalidUsername

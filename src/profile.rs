@@ -1,5 +1,6 @@
 //! Profiles (spec: client-server API, "Profiles"): a display name and an avatar, shown to
-//! others through the user's membership events in every room they are in.
+//! others through the user's membership events in every room they are in, and (v1.16)
+//! any other fields a client keeps there (`m.tz`, custom keys), up to 64 KiB in all.
 
 use ruma::UserId;
 use serde_json::{Map, Value, json};
@@ -10,8 +11,38 @@ use crate::rooms;
 use crate::state::AppState;
 use crate::storage::StorageError;
 
-/// The fields of the spec's profile that Hearth stores, each at most this long.
+/// The display name and avatar URL are each at most this long.
 pub const MAX_FIELD_BYTES: usize = 1024;
+
+/// A whole profile, as canonical JSON, is at most this large (spec: 64 KiB).
+pub const MAX_PROFILE_BYTES: usize = 65_536;
+
+/// A profile key is at most this long (spec: 255 bytes).
+pub const MAX_KEY_BYTES: usize = 255;
+
+/// The fields shown in membership events: changing one updates the user's rooms.
+const MEMBER_FIELDS: [&str; 2] = ["displayname", "avatar_url"];
+
+/// Checks a new value for `field`: the spec's fields are strings (the avatar an `mxc://`
+/// URI); other fields take any JSON.
+pub fn check_value(field: &str, value: &Value) -> Result<(), Error> {
+    if field.is_empty() {
+        return Err(Error::new(ErrorKind::MissingParam, "The key is empty"));
+    }
+    if field.len() > MAX_KEY_BYTES {
+        return Err(Error::new(
+            ErrorKind::KeyTooLarge,
+            format!("A profile key is at most {MAX_KEY_BYTES} bytes"),
+        ));
+    }
+    if matches!(field, "displayname" | "avatar_url" | "m.tz") && !value.is_string() {
+        return Err(Error::new(
+            ErrorKind::BadJson,
+            format!("{field} must be a string"),
+        ));
+    }
+    Ok(())
+}
 
 pub fn get(state: &AppState, user_id: &UserId) -> Result<Option<Map<String, Value>>, StorageError> {
     if crate::accounts::get(&state.storage, user_id)
@@ -35,43 +66,61 @@ pub async fn set_field(
     state: &AppState,
     user_id: &UserId,
     field: &str,
-    value: Option<String>,
+    value: Option<Value>,
 ) -> Result<(), Error> {
-    if value
-        .as_ref()
-        .is_some_and(|value| value.len() > MAX_FIELD_BYTES)
-    {
+    if let Some(value) = &value {
+        check_value(field, value)?;
+    }
+    let text = value.as_ref().and_then(Value::as_str);
+    if MEMBER_FIELDS.contains(&field) && text.is_some_and(|value| value.len() > MAX_FIELD_BYTES) {
         return Err(Error::new(
             ErrorKind::InvalidParam,
             format!("{field} is limited to {MAX_FIELD_BYTES} bytes"),
         ));
     }
     if field == "avatar_url"
-        && value
-            .as_ref()
-            .is_some_and(|url| !url.is_empty() && !url.starts_with("mxc://"))
+        && text.is_some_and(|url| !url.is_empty() && !url.starts_with("mxc://"))
     {
         return Err(Error::new(
             ErrorKind::InvalidParam,
             "avatar_url must be an mxc:// URI",
         ));
     }
+    let mut too_large = false;
     state
         .storage
         .userid_profile
         .update(&user_id.to_string(), |profile| {
+            let original = profile.clone();
             let mut profile = profile.unwrap_or_default();
             match &value {
-                Some(value) if !value.is_empty() => {
-                    profile.insert(field.to_owned(), json!(value));
+                // An empty display name or avatar is no display name or avatar.
+                Some(Value::String(text)) if text.is_empty() && MEMBER_FIELDS.contains(&field) => {
+                    profile.remove(field);
                 }
-                _ => {
+                Some(value) => {
+                    profile.insert(field.to_owned(), value.clone());
+                }
+                None => {
                     profile.remove(field);
                 }
             }
+            if serde_json::to_vec(&profile).map_or(0, |bytes| bytes.len()) > MAX_PROFILE_BYTES {
+                too_large = true;
+                return original;
+            }
             Some(profile)
         })?;
+    if too_large {
+        return Err(Error::new(
+            ErrorKind::ProfileTooLarge,
+            format!("A profile is at most {MAX_PROFILE_BYTES} bytes"),
+        ));
+    }
     state.storage.flush().await?;
+    if !MEMBER_FIELDS.contains(&field) {
+        return Ok(());
+    }
     let profile = state
         .storage
         .userid_profile

@@ -436,3 +436,82 @@ fn push_rules_start_from_the_defaults_and_pushers_are_kept() {
         json!([])
     );
 }
+
+#[test]
+fn extended_profiles_keep_any_field_within_the_limits() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let mut client = server.client();
+    let path = |key: &str| format!("/_matrix/client/v3/profile/@alice:localhost/{key}");
+    ok(client.json(
+        "PUT",
+        &path("m.tz"),
+        Some(&alice),
+        &json!({ "m.tz": "Europe/Paris" }),
+    ));
+    ok(client.json(
+        "PUT",
+        &path("org.example.pets"),
+        Some(&alice),
+        &json!({ "org.example.pets": { "cats": 2 } }),
+    ));
+    let profile = ok(client.get_with("/_matrix/client/v3/profile/@alice:localhost", &alice));
+    assert_eq!(profile["m.tz"], "Europe/Paris");
+    assert_eq!(profile["org.example.pets"]["cats"], 2);
+    assert_eq!(
+        ok(client.get_with(&path("org.example.pets"), &alice)),
+        json!({ "org.example.pets": { "cats": 2 } })
+    );
+    ok(client
+        .request(
+            "DELETE",
+            &path("org.example.pets"),
+            &[("Authorization", &format!("Bearer {alice}"))],
+            None,
+        )
+        .expect("delete"));
+    let gone = client.get_with(&path("org.example.pets"), &alice);
+    assert_eq!(gone.status, 404);
+
+    // The spec's errors: a key too long, a profile too large, a wrong type, a missing key.
+    let long_key = "k".repeat(256);
+    let refused = client.json(
+        "PUT",
+        &path(&long_key),
+        Some(&alice),
+        &json!({ long_key.clone(): 1 }),
+    );
+    assert_eq!(
+        (refused.status, errcode(&refused).as_str()),
+        (400, "M_KEY_TOO_LARGE")
+    );
+    let big = "x".repeat(40_000);
+    ok(client.json(
+        "PUT",
+        &path("org.example.a"),
+        Some(&alice),
+        &json!({ "org.example.a": big }),
+    ));
+    let refused = client.json(
+        "PUT",
+        &path("org.example.b"),
+        Some(&alice),
+        &json!({ "org.example.b": big }),
+    );
+    assert_eq!(
+        (refused.status, errcode(&refused).as_str()),
+        (400, "M_PROFILE_TOO_LARGE")
+    );
+    let refused = client.json("PUT", &path("m.tz"), Some(&alice), &json!({ "m.tz": 3 }));
+    assert_eq!(
+        (refused.status, errcode(&refused).as_str()),
+        (400, "M_BAD_JSON")
+    );
+    let refused = client.json("PUT", &path("m.tz"), Some(&alice), &json!({ "other": "x" }));
+    assert_eq!(
+        (refused.status, errcode(&refused).as_str()),
+        (400, "M_MISSING_PARAM")
+    );
+    let caps = ok(client.get_with("/_matrix/client/v3/capabilities", &alice));
+    assert_eq!(caps["capabilities"]["m.profile_fields"]["enabled"], true);
+}

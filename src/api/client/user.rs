@@ -45,6 +45,7 @@ pub async fn capabilities(
         "m.room_versions": { "default": crate::events::DEFAULT_ROOM_VERSION, "available": available },
         "m.set_displayname": { "enabled": true },
         "m.set_avatar_url": { "enabled": true },
+        "m.profile_fields": { "enabled": true },
         "m.3pid_changes": { "enabled": false },
         "m.get_login_token": { "enabled": false },
     });
@@ -72,13 +73,15 @@ pub async fn get_profile(
     Ok(HttpResponse::Ok().json(profile))
 }
 
+/// Any key a profile may hold (1 to 255 bytes).
 fn known_field(field: &str) -> Result<(), Error> {
-    match field {
-        "displayname" | "avatar_url" => Ok(()),
-        _ => Err(Error::not_found(format!(
-            "This server stores no profile field `{field}`"
-        ))),
+    if field.len() > profile::MAX_KEY_BYTES {
+        return Err(Error::new(
+            ErrorKind::KeyTooLarge,
+            format!("A profile key is at most {} bytes", profile::MAX_KEY_BYTES),
+        ));
     }
+    Ok(())
 }
 
 /// # GET /_matrix/client/v3/profile/{userId}/{keyName}
@@ -112,13 +115,14 @@ pub async fn set_profile_field(
     let user_id = parse_user_id(&user_id)?;
     require_self(&auth, &user_id)?;
     auth.ensure_not_suspended()?;
+    // The body's one property is the key of the URL.
     let value = match body.get(&field) {
-        Some(Value::String(value)) => Some(value.clone()),
-        Some(Value::Null) | None => None,
-        Some(_) => {
+        Some(Value::Null) => None,
+        Some(value) => Some(value.clone()),
+        None => {
             return Err(Error::new(
-                ErrorKind::BadJson,
-                format!("{field} must be a string"),
+                ErrorKind::MissingParam,
+                format!("The body must hold `{field}`"),
             ));
         }
     };
