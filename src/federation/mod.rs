@@ -16,6 +16,7 @@
 //! request to another server.
 
 pub mod auth;
+pub mod backfill;
 pub mod cache;
 pub mod client;
 pub mod discovery;

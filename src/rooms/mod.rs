@@ -41,7 +41,25 @@ pub struct RoomRecord {
     /// The state snapshot of the room's current state (after its extremities).
     #[serde(default)]
     pub state: Option<u64>,
+    /// For a room joined over federation: the history not fetched yet. Older events are
+    /// fetched (`/backfill`) into a block of stream positions kept free below the join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<Backfill>,
 }
+
+/// Where a room's history fetched from other servers goes, and where it continues.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Backfill {
+    /// The lowest position of the block kept for history.
+    pub floor: u64,
+    /// The next (lower) position a fetched event takes.
+    pub next: u64,
+    /// The events whose predecessors are not here yet: where fetching goes on from.
+    pub frontier: Vec<OwnedEventId>,
+}
+
+/// How many older events a room joined over federation can take in.
+pub const BACKFILL_BLOCK: u64 = 1_000_000;
 
 /// Where an event sits (`eventid_meta`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -214,10 +232,15 @@ impl Rooms {
         };
         let room = room_id.to_string();
         let previous_state = storage.roomid_room.get(&room)?.and_then(|room| room.state);
+        let previous_backfill = storage
+            .roomid_room
+            .get(&room)?
+            .and_then(|room| room.backfill);
         let mut record = RoomRecord {
             version: version.to_owned(),
             extremities: vec![(last.pdu.event_id.clone(), last.pdu.depth)],
             state: previous_state,
+            backfill: previous_backfill,
         };
         let rules = rules_of(&record)?;
         // Push rules read the room's state before the events; evaluated before the ordering
@@ -344,6 +367,7 @@ impl Rooms {
             version: record.version.clone(),
             extremities: plan.extremities.clone(),
             state: current,
+            backfill: record.backfill.clone(),
         };
         storage
             .roomid_room
@@ -469,10 +493,17 @@ impl Rooms {
         storage
             .eventid_statebefore
             .batch_insert(&mut batch, &event_id, &before_id)?;
+        // History before the join is fetched later, into positions kept free here.
+        let floor = storage.reserve_stream_positions(BACKFILL_BLOCK)?;
         let record = RoomRecord {
             version: version.to_owned(),
             extremities: vec![(join_pdu.event_id.clone(), join_pdu.depth)],
             state: Some(after_id),
+            backfill: Some(Backfill {
+                floor,
+                next: floor + BACKFILL_BLOCK - 1,
+                frontier: join_pdu.prev_events.clone(),
+            }),
         };
         storage
             .roomid_room
@@ -522,6 +553,88 @@ impl Rooms {
         self.publish(position);
         tracing::info!(%room_id, state = state_ids.len(), "joined a room over federation");
         Ok(())
+    }
+
+    /// Stores events fetched from the room's history, newest first, below everything we
+    /// hold, each with a position of the room's history block. Events failing their own
+    /// auth events are left out. Returns how many were stored.
+    pub async fn store_backfilled(
+        &self,
+        storage: &Storage,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+        mut events: Vec<(CanonicalJsonObject, Pdu)>,
+    ) -> Result<usize, Error> {
+        let lock = self.lock_for(room_id);
+        let _serialized = lock.lock().await;
+        let room = room_id.to_string();
+        let Some(mut record) = storage.roomid_room.get(&room)? else {
+            return Ok(0);
+        };
+        let Some(mut history) = record.backfill.clone() else {
+            return Ok(0);
+        };
+        events.sort_by_key(|(_, pdu)| std::cmp::Reverse(pdu.depth));
+        let fetched: HashMap<OwnedEventId, Pdu> = events
+            .iter()
+            .map(|(_, pdu)| (pdu.event_id.clone(), pdu.clone()))
+            .collect();
+        let lookup = |id: &EventId| {
+            fetched
+                .get(id)
+                .cloned()
+                .or_else(|| load_pdu(storage, id.as_str(), rules).ok().flatten())
+        };
+        let mut batch = Batch::new();
+        let mut stored = 0;
+        let mut frontier: Vec<OwnedEventId> = history.frontier.clone();
+        for (json, pdu) in &events {
+            let event_id = pdu.event_id.to_string();
+            // Events we hold only as part of the state we joined with (no position) join
+            // the timeline now; those already in it are skipped.
+            let in_timeline = storage
+                .eventid_meta
+                .get(&event_id)?
+                .is_some_and(|meta| meta.stream != 0);
+            if history.next <= history.floor || in_timeline {
+                continue;
+            }
+            if let Err(why) = ruma::state_res::check_state_independent_auth_rules(
+                &rules.authorization,
+                pdu,
+                lookup,
+            ) {
+                tracing::info!(%room_id, event = %event_id, "backfilled event fails auth: {why}");
+                continue;
+            }
+            let position = history.next;
+            history.next -= 1;
+            let text = CanonicalJsonValue::Object(json.clone()).to_string();
+            storage.eventid_pdu.batch_insert(&mut batch, &event_id, &text)?;
+            remote::stage_meta(storage, &mut batch, &room, &event_id, Some(position))?;
+            storage
+                .roomstream_eventid
+                .batch_insert(&mut batch, &(room.clone(), position), &event_id)?;
+            frontier.retain(|id| id != &pdu.event_id);
+            for prev in &pdu.prev_events {
+                if !fetched.contains_key(prev)
+                    && storage.eventid_pdu.get(&prev.to_string())?.is_none()
+                    && !frontier.contains(prev)
+                {
+                    frontier.push(prev.clone());
+                }
+            }
+            stored += 1;
+        }
+        // What this answer held (stored, or refused for good) is asked for no more.
+        frontier.retain(|id| !fetched.contains_key(id));
+        frontier.truncate(64);
+        history.frontier = frontier;
+        record.backfill = Some(history);
+        storage.roomid_room.batch_insert(&mut batch, &room, &record)?;
+        storage.apply(batch)?;
+        storage.flush().await?;
+        Ok(stored)
     }
 
     /// Moves the visible position forward (never back) and wakes `/sync`.

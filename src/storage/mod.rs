@@ -267,7 +267,23 @@ impl Storage {
     }
 
     /// The last position handed out (0 before anything happened).
-    pub fn current_stream_position(&self) -> StorageResult<u64> {
+    /// Skips `count` positions of the global stream and returns the first of them: a block
+    /// no live event will take (a room joined over federation keeps one for its history).
+    pub fn reserve_stream_positions(&self, count: u64) -> StorageResult<u64> {
+        let next = self.meta.update_and_fetch(b"stream_position", |current| {
+            let current = current
+                .and_then(|bytes| <u64 as KeyCodec>::decode(bytes).ok())
+                .unwrap_or(0);
+            Some(current.saturating_add(count).encode())
+        })?;
+        let last = next
+            .map(|bytes| <u64 as KeyCodec>::decode(&bytes))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(last.saturating_sub(count) + 1)
+    }
+
+        pub fn current_stream_position(&self) -> StorageResult<u64> {
         self.meta
             .get(b"stream_position")?
             .map(|bytes| <u64 as KeyCodec>::decode(&bytes))

@@ -143,7 +143,21 @@ pub async fn messages(
         "b" => {
             let upto = from.unwrap_or(visible_until).min(visible_until);
             let after = to.unwrap_or(0).max(visible_from);
-            let page = timeline(&state, &room_id, (after, upto), &filter, device)?;
+            let mut page = timeline(&state, &room_id, (after, upto), &filter, device)?;
+            // At the start of what we hold of a room joined over federation: fetch older
+            // history from the servers in the room, then read again.
+            if !page.limited
+                && to.is_none()
+                && membership.membership == "join"
+                && state.config.federation.enabled
+            {
+                let wanted = filter.limit_or(crate::sync::DEFAULT_TIMELINE_LIMIT);
+                if crate::federation::backfill::backfill(&state, &room_id, wanted).await? > 0 {
+                    page = timeline(&state, &room_id, (after, upto), &filter, device)?;
+                    // More may be fetched: the client is told to keep going back.
+                    page.limited = true;
+                }
+            }
             // Continue just below the oldest event looked at (shown or not).
             let end = page.limited.then(|| page.examined_from.saturating_sub(1));
             let newest = page.events.last().map(|(position, _, _)| *position);

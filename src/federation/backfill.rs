@@ -1,0 +1,95 @@
+//! History from before we joined (spec: server-server API, "Backfilling and retrieving
+//! missing events"): when a client pages back past the oldest event we hold of a room
+//! joined over federation, older events are asked of the servers in the room (`/backfill`),
+//! checked, and stored below the join, in the block of positions kept for them.
+
+use std::collections::BTreeSet;
+
+use ruma::{CanonicalJsonObject, RoomId};
+
+use super::inbound::checked;
+use super::join::{encode, request_json, to_object};
+use crate::error::Error;
+use crate::events::Pdu;
+use crate::rooms::rules_of;
+use crate::state::AppState;
+
+/// The most events asked for at once.
+const MAX_BACKFILL: usize = 100;
+
+/// Fetches up to `wanted` events older than what we hold of `room_id`, from a server in the
+/// room; returns how many were stored.
+pub async fn backfill(state: &AppState, room_id: &RoomId, wanted: usize) -> Result<usize, Error> {
+    let Some(room) = state.storage.roomid_room.get(&room_id.to_string())? else {
+        return Ok(0);
+    };
+    let Some(history) = room.backfill.clone() else {
+        return Ok(0);
+    };
+    if history.frontier.is_empty() || history.next <= history.floor {
+        return Ok(0);
+    }
+    let rules = rules_of(&room)?;
+    let limit = wanted.clamp(1, MAX_BACKFILL);
+    let ids: String = history
+        .frontier
+        .iter()
+        .take(20)
+        .map(|id| format!("v={}", encode(id.as_str())))
+        .collect::<Vec<_>>()
+        .join("&");
+    let path = format!(
+        "/_matrix/federation/v1/backfill/{}?{ids}&limit={limit}",
+        encode(room_id.as_str())
+    );
+    for server in servers_in_room(state, room_id)? {
+        let answer = match request_json(state, &server, "GET", &path, None).await {
+            Ok(answer) => answer,
+            Err(err) => {
+                tracing::info!(%room_id, %server, "backfill failed: {err}");
+                continue;
+            }
+        };
+        let mut events: Vec<(CanonicalJsonObject, Pdu)> = Vec::new();
+        for value in answer["pdus"].as_array().into_iter().flatten().take(limit) {
+            let Some(json) = to_object(value) else {
+                continue;
+            };
+            match checked(state, json, &rules).await {
+                Ok((json, pdu)) if pdu.room_id.as_deref() == Some(room_id) => events.push((json, pdu)),
+                Ok(_) => {}
+                Err(err) => tracing::info!(%room_id, "a backfilled event was refused: {err}"),
+            }
+        }
+        let stored = state
+            .rooms
+            .store_backfilled(&state.storage, room_id, &rules, events)
+            .await?;
+        return Ok(stored);
+    }
+    Ok(0)
+}
+
+/// The other servers with members joined to the room (a few: any of them can answer).
+fn servers_in_room(state: &AppState, room_id: &RoomId) -> Result<Vec<String>, Error> {
+    let mut servers = BTreeSet::new();
+    for entry in state
+        .storage
+        .roomuser_membership
+        .scan_prefix(&crate::storage::pair_prefix(room_id.as_str()))
+    {
+        let ((_, user), membership) = entry?;
+        if membership != "join" {
+            continue;
+        }
+        if let Some((_, server)) = user.split_once(':')
+            && server != state.federation.origin.as_str()
+        {
+            servers.insert(server.to_owned());
+        }
+        if servers.len() >= 5 {
+            break;
+        }
+    }
+    Ok(servers.into_iter().collect())
+}
