@@ -56,7 +56,9 @@ pub async fn backfill(state: &AppState, room_id: &RoomId, wanted: usize) -> Resu
                 continue;
             };
             match checked(state, json, &rules).await {
-                Ok((json, pdu)) if pdu.room_id.as_deref() == Some(room_id) => events.push((json, pdu)),
+                Ok((json, pdu)) if pdu.room_id.as_deref() == Some(room_id) => {
+                    events.push((json, pdu))
+                }
                 Ok(_) => {}
                 Err(err) => tracing::info!(%room_id, "a backfilled event was refused: {err}"),
             }

@@ -610,11 +610,15 @@ impl Rooms {
             let position = history.next;
             history.next -= 1;
             let text = CanonicalJsonValue::Object(json.clone()).to_string();
-            storage.eventid_pdu.batch_insert(&mut batch, &event_id, &text)?;
-            remote::stage_meta(storage, &mut batch, &room, &event_id, Some(position))?;
             storage
-                .roomstream_eventid
-                .batch_insert(&mut batch, &(room.clone(), position), &event_id)?;
+                .eventid_pdu
+                .batch_insert(&mut batch, &event_id, &text)?;
+            remote::stage_meta(storage, &mut batch, &room, &event_id, Some(position))?;
+            storage.roomstream_eventid.batch_insert(
+                &mut batch,
+                &(room.clone(), position),
+                &event_id,
+            )?;
             frontier.retain(|id| id != &pdu.event_id);
             for prev in &pdu.prev_events {
                 if !fetched.contains_key(prev)
@@ -631,7 +635,9 @@ impl Rooms {
         frontier.truncate(64);
         history.frontier = frontier;
         record.backfill = Some(history);
-        storage.roomid_room.batch_insert(&mut batch, &room, &record)?;
+        storage
+            .roomid_room
+            .batch_insert(&mut batch, &room, &record)?;
         storage.apply(batch)?;
         storage.flush().await?;
         Ok(stored)

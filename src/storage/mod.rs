@@ -283,7 +283,7 @@ impl Storage {
         Ok(last.saturating_sub(count) + 1)
     }
 
-        pub fn current_stream_position(&self) -> StorageResult<u64> {
+    pub fn current_stream_position(&self) -> StorageResult<u64> {
         self.meta
             .get(b"stream_position")?
             .map(|bytes| <u64 as KeyCodec>::decode(&bytes))
