@@ -24,7 +24,14 @@ pub fn parse_filter(text: &str) -> Result<Targets, String> {
             ));
         }
     }
-    Targets::from_str(text).map_err(|err| err.to_string())
+    let targets = Targets::from_str(text).map_err(|err| err.to_string())?;
+    // ruma's auth checks log every rule at INFO: a line per event. Quiet unless asked for.
+    let quiet_already =
+        ["off", "error", "warn"].contains(&text.trim().to_ascii_lowercase().as_str());
+    if text.contains("ruma") || quiet_already {
+        return Ok(targets);
+    }
+    Ok(targets.with_target("ruma_state_res", tracing::Level::WARN))
 }
 
 /// Installs the global subscriber. `RUST_LOG`, when set and valid, wins over the config.
