@@ -11,10 +11,12 @@
 //! - [`keys`]: other servers' signing keys, fetched directly or through notaries, verified and
 //!   cached in storage; and the answers we give as a notary.
 //! - [`cache`]: the small bounded expiring map the caches above share.
+//! - [`acl`]: `m.room.server_acl` matching: whether a room lets a server take part.
 //!
 //! [`Federation`] ties them together: it is what the rest of Hearth holds to make a signed
 //! request to another server.
 
+pub mod acl;
 pub mod auth;
 pub mod cache;
 pub mod client;
