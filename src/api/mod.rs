@@ -456,8 +456,37 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             .service(get(
                 "/_matrix/federation/v1/query/profile",
                 federation::query::profile,
-            ));
+            ))
+            .configure(federation_serving_routes);
     }
+}
+
+/// The server-server endpoints that serve our rooms, users and directory to other servers.
+fn federation_serving_routes(config: &mut web::ServiceConfig) {
+    use federation::events;
+    config
+        .service(get("/_matrix/federation/v1/event/{eventId}", events::event))
+        .service(get("/_matrix/federation/v1/state/{roomId}", events::state))
+        .service(get(
+            "/_matrix/federation/v1/state_ids/{roomId}",
+            events::state_ids,
+        ))
+        .service(get(
+            "/_matrix/federation/v1/event_auth/{roomId}/{eventId}",
+            events::event_auth,
+        ))
+        .service(get(
+            "/_matrix/federation/v1/backfill/{roomId}",
+            events::backfill,
+        ))
+        .service(post(
+            "/_matrix/federation/v1/get_missing_events/{roomId}",
+            events::get_missing_events,
+        ))
+        .service(get(
+            "/_matrix/federation/v1/timestamp_to_event/{roomId}",
+            events::timestamp_to_event,
+        ));
 }
 
 /// A `PUT` route; other methods get `405 M_UNRECOGNIZED` with an `Allow` header.

@@ -12,6 +12,8 @@
 //!   cached in storage; and the answers we give as a notary.
 //! - [`cache`]: the small bounded expiring map the caches above share.
 //! - [`acl`]: `m.room.server_acl` matching: whether a room lets a server take part.
+//! - [`serve`]: our rooms' events, state, auth chains and history, served to other servers
+//!   as far as ACLs and history visibility let them see.
 //!
 //! [`Federation`] ties them together: it is what the rest of Hearth holds to make a signed
 //! request to another server.
@@ -24,6 +26,7 @@ pub mod discovery;
 mod error;
 pub mod http1;
 pub mod keys;
+pub mod serve;
 pub mod server_name;
 pub mod well_known;
 

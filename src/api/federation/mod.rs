@@ -1,6 +1,7 @@
 //! The server-server API, one file per area of the spec. Handlers that need to know which
 //! server asks take [`origin::FederationOrigin`] or [`origin::SignedJson`].
 
+pub mod events;
 pub mod origin;
 pub mod query;
 pub mod version;
