@@ -14,6 +14,8 @@
 //! - [`acl`]: `m.room.server_acl` matching: whether a room lets a server take part.
 //! - [`serve`]: our rooms' events, state, auth chains and history, served to other servers
 //!   as far as ACLs and history visibility let them see.
+//! - [`directory`], [`users`]: what other servers may ask about our aliases, published
+//!   rooms, spaces, OpenID tokens, devices and keys.
 //!
 //! [`Federation`] ties them together: it is what the rest of Hearth holds to make a signed
 //! request to another server.
@@ -22,12 +24,14 @@ pub mod acl;
 pub mod auth;
 pub mod cache;
 pub mod client;
+pub mod directory;
 pub mod discovery;
 mod error;
 pub mod http1;
 pub mod keys;
 pub mod serve;
 pub mod server_name;
+pub mod users;
 pub mod well_known;
 
 #[cfg(test)]
