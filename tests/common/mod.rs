@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod federation;
 pub mod http;
 
 use std::io::{BufRead as _, BufReader, Write as _};
