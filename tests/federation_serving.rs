@@ -658,3 +658,50 @@ fn refusals_unsigned_acl_visibility_unknown_and_hostile() {
     refused(&setup.get(&event_path), 404, "M_NOT_FOUND");
     refused(&setup.get(&state_path), 404, "M_NOT_FOUND");
 }
+
+#[test]
+fn a_space_lists_the_children_a_server_may_preview() {
+    let setup = Setup::new();
+    let space = setup.create_room(json!({
+        "preset": "public_chat",
+        "name": "Family",
+        "creation_content": { "type": "m.space" },
+    }));
+    let open = setup.create_room(json!({ "preset": "public_chat", "name": "Open" }));
+    let closed = setup.create_room(json!({ "preset": "private_chat", "name": "Closed" }));
+    let child = |room: &str, suggested: bool| {
+        let path = format!("/_matrix/client/v3/rooms/{space}/state/m.space.child/{room}");
+        let content = json!({ "via": [setup.name_a], "suggested": suggested });
+        ok(setup
+            .client()
+            .json("PUT", &path, Some(&setup.token), &content));
+    };
+    child(&open, true);
+    child(&closed, false);
+
+    let answer = ok(setup.get(&format!("/_matrix/federation/v1/hierarchy/{space}")));
+    assert_eq!(answer["room"]["room_id"], space.as_str());
+    assert_eq!(answer["room"]["room_type"], "m.space");
+    let children_state = pdu_list(&answer["room"], "children_state");
+    assert_eq!(children_state.len(), 2);
+    for event in children_state {
+        assert_eq!(event["type"], "m.space.child");
+        assert!(event["origin_server_ts"].is_u64(), "{event}");
+    }
+    let children = pdu_list(&answer, "children");
+    assert_eq!(children.len(), 1);
+    assert_eq!(children[0]["room_id"], open.as_str());
+    assert_eq!(children[0]["name"], "Open");
+    assert_eq!(answer["inaccessible_children"], json!([closed]));
+
+    // Only suggested children: the closed room is not considered at all.
+    let path = format!("/_matrix/federation/v1/hierarchy/{space}?suggested_only=true");
+    let answer = ok(setup.get(&path));
+    assert_eq!(pdu_list(&answer, "children").len(), 1);
+    assert_eq!(answer["inaccessible_children"], json!([]));
+    refused(
+        &setup.get(&format!("/_matrix/federation/v1/hierarchy/{closed}")),
+        404,
+        "M_NOT_FOUND",
+    );
+}
