@@ -85,11 +85,17 @@ fn main() {
         filled_in.as_secs_f64(),
         STATE_EVENTS as f64 / filled_in.as_secs_f64()
     );
-    println!("  join over federation              {:.2} s", took.as_secs_f64());
+    println!(
+        "  join over federation              {:.2} s",
+        took.as_secs_f64()
+    );
     println!("  joining server RSS before         {before:.1} MiB");
     println!("  joining server peak RSS (VmHWM)   {peak:.1} MiB (budget 128 MiB)");
     println!("  joining server RSS after          {after:.1} MiB (budget 64 MiB steady)");
-    println!("  joining server data directory     {:.1} MiB", size_b as f64 / 1_048_576.0);
+    println!(
+        "  joining server data directory     {:.1} MiB",
+        size_b as f64 / 1_048_576.0
+    );
 }
 
 fn dir_size(server: &common::Server) -> u64 {

@@ -142,20 +142,20 @@ fn position(root: &RoomId, request: &HierarchyRequest) -> Result<(Position, usiz
 /// A valid `m.space.child` event of a space: one whose `via` is a non-empty list of
 /// server names (anything else means the child was removed).
 #[derive(Debug, Clone)]
-struct Child {
-    room_id: OwnedRoomId,
+pub(crate) struct Child {
+    pub(crate) room_id: OwnedRoomId,
     /// `order`, when valid: 1 to 50 characters between `\x20` and `\x7E`.
     order: Option<String>,
     origin_server_ts: u64,
-    suggested: bool,
+    pub(crate) suggested: bool,
     /// The event as a stripped state event with its `origin_server_ts`.
-    stripped: Value,
+    pub(crate) stripped: Value,
 }
 
 /// The children of `room_id` in the spec's order ("Ordering of children within a space"):
 /// those with a valid `order` first, by `order`; then the rest; ties by the child event's
 /// `origin_server_ts`, then by room ID.
-fn children(state: &AppState, room_id: &RoomId) -> Result<Vec<Child>, Error> {
+pub(crate) fn children(state: &AppState, room_id: &RoomId) -> Result<Vec<Child>, Error> {
     let mut children = Vec::new();
     for ((kind, state_key), event_id) in rooms::current_state(&state.storage, room_id)? {
         if kind != "m.space.child" {

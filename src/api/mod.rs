@@ -480,8 +480,67 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             .service(put(
                 "/_matrix/federation/v2/send_leave/{roomId}/{eventId}",
                 federation::membership::send_leave,
-            ));
+            ))
+            .configure(federation_serving_routes);
     }
+}
+
+/// The server-server endpoints that serve our rooms, users and directory to other servers.
+fn federation_serving_routes(config: &mut web::ServiceConfig) {
+    use federation::{directory, events, query, user};
+    config
+        .service(get("/_matrix/federation/v1/event/{eventId}", events::event))
+        .service(get("/_matrix/federation/v1/state/{roomId}", events::state))
+        .service(get(
+            "/_matrix/federation/v1/state_ids/{roomId}",
+            events::state_ids,
+        ))
+        .service(get(
+            "/_matrix/federation/v1/event_auth/{roomId}/{eventId}",
+            events::event_auth,
+        ))
+        .service(get(
+            "/_matrix/federation/v1/backfill/{roomId}",
+            events::backfill,
+        ))
+        .service(post(
+            "/_matrix/federation/v1/get_missing_events/{roomId}",
+            events::get_missing_events,
+        ))
+        .service(get(
+            "/_matrix/federation/v1/timestamp_to_event/{roomId}",
+            events::timestamp_to_event,
+        ))
+        .service(get(
+            "/_matrix/federation/v1/query/directory",
+            query::directory,
+        ))
+        .service(
+            web::resource("/_matrix/federation/v1/publicRooms")
+                .route(web::get().to(directory::public_rooms))
+                .route(web::post().to(directory::search_public_rooms))
+                .default_service(web::to(|| async { method_not_allowed("GET, POST") })),
+        )
+        .service(get(
+            "/_matrix/federation/v1/hierarchy/{roomId}",
+            directory::hierarchy,
+        ))
+        .service(get(
+            "/_matrix/federation/v1/openid/userinfo",
+            user::openid_userinfo,
+        ))
+        .service(get(
+            "/_matrix/federation/v1/user/devices/{userId}",
+            user::devices,
+        ))
+        .service(post(
+            "/_matrix/federation/v1/user/keys/query",
+            user::query_keys,
+        ))
+        .service(post(
+            "/_matrix/federation/v1/user/keys/claim",
+            user::claim_keys,
+        ));
 }
 
 /// A `PUT` route; other methods get `405 M_UNRECOGNIZED` with an `Allow` header.

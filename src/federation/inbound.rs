@@ -227,7 +227,19 @@ async fn keys_of(
         let now = crate::accounts::now_ms();
         match federation.refresh_keys(storage, server, now).await {
             Ok(fresh) => stored = Some(fresh),
-            Err(err) => tracing::debug!(%server, "refreshing keys: {err}"),
+            Err(err) => {
+                // Another request may be fetching them right now (fetches are limited to
+                // one a minute per server): wait a little for its answer.
+                tracing::debug!(%server, "refreshing keys: {err}");
+                let racing = err.to_string().contains("too recently");
+                for _ in 0..if racing { 10 } else { 0 } {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    stored = storage.servername_keys.get(&server.to_owned())?;
+                    if knows_all(&stored) {
+                        break;
+                    }
+                }
+            }
         }
     }
     let stored = stored.ok_or_else(|| Refused::Signature(format!("no keys of {server}")))?;

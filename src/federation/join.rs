@@ -311,6 +311,16 @@ async fn store_joined_room(
             events.insert(pdu.event_id.clone(), (json, pdu));
         }
     }
+    if !state_ids.iter().any(|id| {
+        events
+            .get(id)
+            .is_some_and(|(_, pdu)| pdu.kind == ruma::events::TimelineEventType::RoomCreate)
+    }) {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            format!("The state given for {room_id} has no valid create event"),
+        ));
+    }
     let (join_json, join_pdu) = checked(state, join, rules)
         .await
         .map_err(|err| Error::new(ErrorKind::Forbidden, format!("Our join was refused: {err}")))?;

@@ -221,7 +221,27 @@ impl Federation {
         {
             return Ok(key);
         }
-        let refreshed = self.refresh_keys(storage, server, now).await?;
+        let refreshed = match self.refresh_keys(storage, server, now).await {
+            Ok(refreshed) => refreshed,
+            Err(err) if !err.to_string().contains("too recently") => return Err(err),
+            Err(err) => {
+                // Another request may be fetching them right now (one fetch a minute per
+                // server): wait a little for its answer before giving up.
+                let mut found = None;
+                for _ in 0..10 {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    if let Some(key) = storage
+                        .servername_keys
+                        .get(&server.to_owned())?
+                        .and_then(|keys| keys.current_key(key_id, now))
+                    {
+                        found = Some(key);
+                        break;
+                    }
+                }
+                return found.ok_or(err);
+            }
+        };
         refreshed
             .current_key(key_id, now)
             .ok_or_else(|| FederationError::keys(server, format!("no valid key {key_id}")))

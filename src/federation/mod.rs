@@ -11,14 +11,21 @@
 //! - [`keys`]: other servers' signing keys, fetched directly or through notaries, verified and
 //!   cached in storage; and the answers we give as a notary.
 //! - [`cache`]: the small bounded expiring map the caches above share.
+//! - [`acl`]: `m.room.server_acl` matching: whether a room lets a server take part.
+//! - [`serve`]: our rooms' events, state, auth chains and history, served to other servers
+//!   as far as ACLs and history visibility let them see.
+//! - [`directory`], [`users`]: what other servers may ask about our aliases, published
+//!   rooms, spaces, OpenID tokens, devices and keys.
 //!
 //! [`Federation`] ties them together: it is what the rest of Hearth holds to make a signed
 //! request to another server.
 
+pub mod acl;
 pub mod auth;
 pub mod backfill;
 pub mod cache;
 pub mod client;
+pub mod directory;
 pub mod discovery;
 mod error;
 pub mod http1;
@@ -27,7 +34,9 @@ pub mod invite;
 pub mod join;
 pub mod keys;
 pub mod queries;
+pub mod serve;
 pub mod server_name;
+pub mod users;
 pub mod well_known;
 
 #[cfg(test)]

@@ -22,18 +22,7 @@ impl Visibility {
         room_id: &RoomId,
         user_id: &str,
     ) -> Result<Visibility, StorageError> {
-        let mut settings = history::entries_over_time(
-            storage,
-            room_id,
-            ("m.room.history_visibility", ""),
-            "history_visibility",
-        )?;
-        // A value this server does not know counts as `shared`, the spec's default.
-        for (_, setting) in &mut settings {
-            if !["world_readable", "shared", "invited", "joined"].contains(&setting.as_str()) {
-                *setting = "shared".to_owned();
-            }
-        }
+        let settings = settings_over_time(storage, room_id)?;
         let memberships =
             history::entries_over_time(storage, room_id, ("m.room.member", user_id), "membership")?;
         Ok(Visibility {
@@ -79,6 +68,99 @@ impl Visibility {
             .into_iter()
             .find(|&at| self.allows(at))
             .unwrap_or(u64::MAX)
+    }
+}
+
+/// The room's `m.room.history_visibility` settings over time. A value this server does not
+/// know counts as `shared`, the spec's default.
+fn settings_over_time(
+    storage: &Storage,
+    room_id: &RoomId,
+) -> Result<Vec<(u64, String)>, StorageError> {
+    let mut settings = history::entries_over_time(
+        storage,
+        room_id,
+        ("m.room.history_visibility", ""),
+        "history_visibility",
+    )?;
+    for (_, setting) in &mut settings {
+        if !["world_readable", "shared", "invited", "joined"].contains(&setting.as_str()) {
+            *setting = "shared".to_owned();
+        }
+    }
+    Ok(settings)
+}
+
+/// The most users of one server whose memberships are read to decide what it may see:
+/// past this, the server is judged by these (a bound on the work one request costs).
+const MAX_SERVER_MEMBERS: usize = 1000;
+
+/// Another server's view of one room's history (spec: server-server API, history
+/// visibility for servers): an event is shown to a server if it is `world_readable`, if
+/// the history is `shared` and one of its users joined at some point, or if one of its
+/// users was invited (`invited`) or joined (`joined`, `invited`) when it was sent.
+#[derive(Debug, Clone, Default)]
+pub struct ServerVisibility {
+    settings: Vec<(u64, String)>,
+    /// The memberships over time of each of the server's users that ever had one.
+    members: Vec<Vec<(u64, String)>>,
+}
+
+impl ServerVisibility {
+    /// Reads the room's visibility changes and the membership changes of `server`'s users.
+    pub fn for_server(
+        storage: &Storage,
+        room_id: &RoomId,
+        server: &str,
+    ) -> Result<ServerVisibility, StorageError> {
+        let mut members = Vec::new();
+        for entry in storage
+            .roomuser_membership
+            .scan_prefix(&crate::storage::pair_prefix(room_id.as_str()))
+        {
+            let ((_, user), _) = entry?;
+            let on_server = ruma::UserId::parse(user.as_str())
+                .is_ok_and(|user| user.server_name().as_str() == server);
+            if !on_server {
+                continue;
+            }
+            members.push(history::entries_over_time(
+                storage,
+                room_id,
+                ("m.room.member", &user),
+                "membership",
+            )?);
+            if members.len() == MAX_SERVER_MEMBERS {
+                break;
+            }
+        }
+        Ok(ServerVisibility {
+            settings: settings_over_time(storage, room_id)?,
+            members,
+        })
+    }
+
+    /// Whether the event at `position` may be shown to the server. As for users, the
+    /// setting and memberships before the event decide, or those after it for an event
+    /// that changes them.
+    pub fn allows(&self, position: u64) -> bool {
+        let before = position.saturating_sub(1);
+        let ever_joined = self
+            .members
+            .iter()
+            .any(|changes| changes.iter().any(|(_, membership)| membership == "join"));
+        let member_with = |at: u64, accepted: &[&str]| {
+            self.members.iter().any(|changes| {
+                value_at(changes, at).is_some_and(|membership| accepted.contains(&membership))
+            })
+        };
+        let allowed = |at: u64| match value_at(&self.settings, at).unwrap_or("shared") {
+            "world_readable" => true,
+            "shared" => ever_joined,
+            "invited" => member_with(at, &["invite", "join"]),
+            _ => member_with(at, &["join"]),
+        };
+        allowed(before) || allowed(position)
     }
 }
 
@@ -155,6 +237,66 @@ mod tests {
         let declined = super::tests::view(&[(3, "invited")], &[(10, "invite"), (12, "leave")]);
         assert!(declined.allows(11));
         assert!(!declined.allows(13));
+    }
+
+    fn server_view(settings: &[(u64, &str)], members: &[&[(u64, &str)]]) -> ServerVisibility {
+        let owned = |list: &[(u64, &str)]| {
+            list.iter()
+                .map(|(at, value)| (*at, (*value).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        ServerVisibility {
+            settings: owned(settings),
+            members: members.iter().map(|list| owned(list)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_server_without_users_sees_only_world_readable_history() {
+        let open = server_view(&[(3, "world_readable")], &[]);
+        assert!(open.allows(3), "the setting itself");
+        assert!(open.allows(9));
+        assert!(!open.allows(2), "before it, shared applied");
+        let shared = server_view(&[(3, "shared")], &[]);
+        assert!(!shared.allows(9));
+    }
+
+    #[test]
+    fn shared_history_is_visible_once_one_user_of_the_server_joined() {
+        let view = server_view(
+            &[(3, "shared")],
+            &[&[(20, "invite")], &[(30, "join"), (40, "leave")]],
+        );
+        assert!(view.allows(1));
+        assert!(view.allows(50), "joined at some point");
+        let invited_only = server_view(&[(3, "shared")], &[&[(20, "invite")]]);
+        assert!(!invited_only.allows(25));
+    }
+
+    #[test]
+    fn joined_and_invited_history_need_a_user_of_the_server_then() {
+        let joined = server_view(
+            &[(1, "joined")],
+            &[&[(10, "invite"), (12, "join"), (20, "leave")]],
+        );
+        assert!(!joined.allows(11), "invited is not enough");
+        assert!(joined.allows(12));
+        assert!(joined.allows(15));
+        assert!(!joined.allows(25));
+        let invited = server_view(
+            &[(1, "invited")],
+            &[&[(10, "invite"), (12, "join"), (20, "leave")]],
+        );
+        assert!(!invited.allows(9));
+        assert!(invited.allows(11));
+        assert!(invited.allows(15));
+        assert!(!invited.allows(25));
+        // Two users: one left, the other still there.
+        let two = server_view(
+            &[(1, "joined")],
+            &[&[(5, "join"), (8, "leave")], &[(7, "join")]],
+        );
+        assert!(two.allows(9));
     }
 
     #[test]

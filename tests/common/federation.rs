@@ -1,10 +1,14 @@
-//! Federating test servers: a CA the test makes, and real Hearth processes with a TLS
-//! listener on a fixed free port (their server name names it) that trust that CA.
+//! Federation test support: a CA and a certificate for `localhost` and `127.0.0.1`, free
+//! ports, real Hearth servers federating over TLS on loopback, and requests signed as one
+//! of them with its real key.
 
 use std::net::TcpListener;
 use std::path::Path;
 
-use super::{Server, hearth};
+use hearth::crypto::SigningKey;
+use hearth::federation::auth::{RequestToSign, authorization_header};
+
+use super::{Server, hearth, http};
 
 /// Writes `ca.pem`, `cert.pem` and `key.pem` (for `localhost` and `127.0.0.1`) into `dir`.
 /// The certificates carry the usual extensions (key usages, names) so that strict verifiers
@@ -50,7 +54,8 @@ pub fn free_port() -> u16 {
 }
 
 /// A federating server named `name`, with its TLS listener on `port`, trusting `ca.pem`
-/// (copied from `certificates`), asking `notaries` for keys, with accounts `users`.
+/// (copied from `certificates`), asking `notaries` for keys, with accounts `users`
+/// (password `correct horse battery`).
 pub fn start(
     certificates: &Path,
     name: &str,
@@ -91,4 +96,53 @@ pub fn start(
     let mut server = Server::start_in(dir.path(), &[], &[]).expect("server starts");
     server.keep_dir(dir);
     server
+}
+
+/// The signing key a server made for itself in its data directory.
+pub fn signing_key(server: &Server) -> SigningKey {
+    SigningKey::load(&server.dir.join("data/signing.key")).expect("signing key")
+}
+
+/// Who signs a request, for whom: `origin` with `key`, to `destination`.
+pub struct Signer<'a> {
+    pub origin: &'a str,
+    pub key: &'a SigningKey,
+    pub destination: &'a str,
+}
+
+impl Signer<'_> {
+    /// Sends `method path` (with a JSON `body`, if any) to `server`, signed with `X-Matrix`.
+    pub fn send(
+        &self,
+        server: &Server,
+        method: &'static str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> http::Response {
+        let request = RequestToSign {
+            method,
+            uri: path,
+            origin: self.origin,
+            destination: self.destination,
+            content: body,
+        };
+        let authorization = authorization_header(&request, self.key).expect("sign");
+        let bytes = body.map(|body| serde_json::to_vec(body).expect("serialize"));
+        let mut headers = vec![("Authorization", authorization.as_str())];
+        if bytes.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        server
+            .client()
+            .request(method, path, &headers, bytes.as_deref())
+            .unwrap_or_else(|err| panic!("{method} {path}: {err}"))
+    }
+
+    pub fn get(&self, server: &Server, path: &str) -> http::Response {
+        self.send(server, "GET", path, None)
+    }
+
+    pub fn post(&self, server: &Server, path: &str, body: &serde_json::Value) -> http::Response {
+        self.send(server, "POST", path, Some(body))
+    }
 }

@@ -40,3 +40,19 @@ pub async fn profile(
     };
     Ok(HttpResponse::Ok().json(answer))
 }
+
+#[derive(Debug, Deserialize)]
+pub struct DirectoryQuery {
+    room_alias: String,
+}
+
+/// # GET /_matrix/federation/v1/query/directory
+pub async fn directory(
+    state: web::Data<AppState>,
+    origin: FederationOrigin,
+    query: web::Query<DirectoryQuery>,
+) -> Result<HttpResponse, Error> {
+    tracing::debug!(origin = %origin.0, alias = %query.room_alias, "directory query");
+    let answer = crate::federation::directory::resolve_alias(&state, &query.room_alias)?;
+    Ok(HttpResponse::Ok().json(answer))
+}

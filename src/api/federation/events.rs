@@ -1,0 +1,233 @@
+//! Events of our rooms for other servers (spec: server-server API, "Retrieving events",
+//! "Backfilling and retrieving missing events", "Retrieving event authorisation
+//! information"). Thin: the rules are in [`crate::federation::serve`].
+
+use actix_web::{HttpResponse, web};
+use ruma::{OwnedRoomId, RoomId};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::origin::{FederationOrigin, SignedJson};
+use crate::error::{Error, ErrorKind};
+use crate::federation::serve::{self, MissingEventsRequest, RoomAccess};
+use crate::state::AppState;
+
+/// A transaction carrying PDUs (`/event`, `/backfill`): the spec's answer shape.
+#[derive(Serialize)]
+struct Transaction {
+    origin: String,
+    origin_server_ts: u64,
+    pdus: Vec<Box<RawValue>>,
+}
+
+fn transaction(state: &AppState, pdus: Vec<Box<RawValue>>) -> HttpResponse {
+    HttpResponse::Ok().json(Transaction {
+        origin: state.config.server.server_name.to_string(),
+        origin_server_ts: crate::accounts::now_ms(),
+        pdus,
+    })
+}
+
+fn room_id(text: &str) -> Result<OwnedRoomId, Error> {
+    RoomId::parse(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
+}
+
+/// The room, checked for the asking server (ours, ACL).
+fn open<'a>(
+    state: &AppState,
+    origin: &FederationOrigin,
+    room_id: &'a RoomId,
+) -> Result<RoomAccess<'a>, Error> {
+    serve::open_room(
+        &state.storage,
+        &state.config.server.server_name,
+        &origin.0,
+        room_id,
+    )
+}
+
+/// # GET /_matrix/federation/v1/event/{eventId}
+pub async fn event(
+    state: web::Data<AppState>,
+    origin: FederationOrigin,
+    event_id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let pdu = serve::event(
+        &state.storage,
+        &state.config.server.server_name,
+        &origin.0,
+        &event_id,
+    )?;
+    Ok(transaction(&state, vec![pdu]))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AtEvent {
+    event_id: String,
+}
+
+/// # GET /_matrix/federation/v1/state_ids/{roomId}
+pub async fn state_ids(
+    state: web::Data<AppState>,
+    origin: FederationOrigin,
+    room: web::Path<String>,
+    query: web::Query<AtEvent>,
+) -> Result<HttpResponse, Error> {
+    let room = room_id(&room)?;
+    let access = open(&state, &origin, &room)?;
+    let ids = serve::state_ids(&state.storage, &access, &query.event_id)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "pdu_ids": ids.pdu_ids,
+        "auth_chain_ids": ids.auth_chain_ids,
+    })))
+}
+
+#[derive(Serialize)]
+struct StateAnswer {
+    pdus: Vec<Box<RawValue>>,
+    auth_chain: Vec<Box<RawValue>>,
+}
+
+/// # GET /_matrix/federation/v1/state/{roomId}
+pub async fn state(
+    state: web::Data<AppState>,
+    origin: FederationOrigin,
+    room: web::Path<String>,
+    query: web::Query<AtEvent>,
+) -> Result<HttpResponse, Error> {
+    let room = room_id(&room)?;
+    let access = open(&state, &origin, &room)?;
+    let found = serve::state(&state.storage, &access, &query.event_id)?;
+    Ok(HttpResponse::Ok().json(StateAnswer {
+        pdus: found.pdus,
+        auth_chain: found.auth_chain,
+    }))
+}
+
+#[derive(Serialize)]
+struct AuthChainAnswer {
+    auth_chain: Vec<Box<RawValue>>,
+}
+
+/// # GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}
+pub async fn event_auth(
+    state: web::Data<AppState>,
+    origin: FederationOrigin,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (room, event_id) = path.into_inner();
+    let room = room_id(&room)?;
+    let access = open(&state, &origin, &room)?;
+    let auth_chain = serve::event_auth(&state.storage, &access, &event_id)?;
+    Ok(HttpResponse::Ok().json(AuthChainAnswer { auth_chain }))
+}
+
+/// # GET /_matrix/federation/v1/backfill/{roomId}
+///
+/// `v` may repeat, so the query is read as a list of pairs.
+pub async fn backfill(
+    state: web::Data<AppState>,
+    origin: FederationOrigin,
+    room: web::Path<String>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, Error> {
+    let room = room_id(&room)?;
+    let access = open(&state, &origin, &room)?;
+    let v: Vec<String> = query
+        .iter()
+        .filter(|(key, _)| key == "v")
+        .map(|(_, value)| value.clone())
+        .collect();
+    if v.is_empty() {
+        return Err(Error::new(ErrorKind::MissingParam, "Missing v"));
+    }
+    let limit = query
+        .iter()
+        .find(|(key, _)| key == "limit")
+        .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing limit"))?;
+    let limit = clamped_limit(&limit.1)?;
+    let pdus = serve::backfill(&state.storage, &access, &v, limit)?;
+    Ok(transaction(&state, pdus))
+}
+
+/// A `limit` from a query string: an integer, where a negative one means 0 and one too
+/// large for 64 bits means as many as may be given; anything else is `M_INVALID_PARAM`.
+fn clamped_limit(text: &str) -> Result<u64, Error> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::new(
+            ErrorKind::InvalidParam,
+            "limit must be an integer",
+        ));
+    }
+    if text.starts_with('-') {
+        return Ok(0);
+    }
+    Ok(text.parse().unwrap_or(u64::MAX))
+}
+
+#[derive(Serialize)]
+struct MissingEventsAnswer {
+    events: Vec<Box<RawValue>>,
+}
+
+/// # POST /_matrix/federation/v1/get_missing_events/{roomId}
+pub async fn get_missing_events(
+    state: web::Data<AppState>,
+    room: web::Path<String>,
+    request: SignedJson<MissingEventsRequest>,
+) -> Result<HttpResponse, Error> {
+    let room = room_id(&room)?;
+    let origin = FederationOrigin(request.origin);
+    let access = open(&state, &origin, &room)?;
+    let events = serve::missing_events(&state.storage, &access, &request.body)?;
+    Ok(HttpResponse::Ok().json(MissingEventsAnswer { events }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TimestampQuery {
+    ts: u64,
+    dir: String,
+}
+
+/// # GET /_matrix/federation/v1/timestamp_to_event/{roomId}
+pub async fn timestamp_to_event(
+    state: web::Data<AppState>,
+    origin: FederationOrigin,
+    room: web::Path<String>,
+    query: web::Query<TimestampQuery>,
+) -> Result<HttpResponse, Error> {
+    let forward = match query.dir.as_str() {
+        "f" => true,
+        "b" => false,
+        _ => return Err(Error::new(ErrorKind::InvalidParam, "dir must be f or b")),
+    };
+    let room = room_id(&room)?;
+    let access = open(&state, &origin, &room)?;
+    let upto = state.rooms.visible_position();
+    let (event_id, origin_server_ts) =
+        serve::closest_event(&state.storage, &access, (query.ts, forward), upto)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "event_id": event_id,
+        "origin_server_ts": origin_server_ts,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_limits_are_clamped_or_refused() {
+        assert_eq!(clamped_limit("10").ok(), Some(10));
+        assert_eq!(clamped_limit("-5").ok(), Some(0));
+        assert_eq!(
+            clamped_limit("99999999999999999999999").ok(),
+            Some(u64::MAX)
+        );
+        assert!(clamped_limit("").is_err());
+        assert!(clamped_limit("-").is_err());
+        assert!(clamped_limit("1e3").is_err());
+    }
+}

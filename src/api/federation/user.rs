@@ -1,0 +1,65 @@
+//! Our users' devices and keys, and OpenID tokens, for other servers (spec: server-server
+//! API, "Device Management", "End-to-End Encryption", "OpenID"). Thin: the rules are in
+//! [`crate::federation::users`].
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::origin::{FederationOrigin, SignedJson};
+use crate::error::Error;
+use crate::federation::users;
+use crate::state::AppState;
+
+/// # GET /_matrix/federation/v1/user/devices/{userId}
+pub async fn devices(
+    state: web::Data<AppState>,
+    _origin: FederationOrigin,
+    user: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(users::devices(&state, &user)?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KeysQuery {
+    device_keys: BTreeMap<String, Value>,
+}
+
+/// # POST /_matrix/federation/v1/user/keys/query
+pub async fn query_keys(
+    state: web::Data<AppState>,
+    request: SignedJson<KeysQuery>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(users::query_keys(&state, &request.body.device_keys)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KeysClaim {
+    one_time_keys: BTreeMap<String, Value>,
+}
+
+/// # POST /_matrix/federation/v1/user/keys/claim
+pub async fn claim_keys(
+    state: web::Data<AppState>,
+    request: SignedJson<KeysClaim>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(users::claim_keys(&state, &request.body.one_time_keys)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UserInfoQuery {
+    access_token: String,
+}
+
+/// # GET /_matrix/federation/v1/openid/userinfo
+///
+/// Not signed: third parties (not only servers) ask it; the token is the credential.
+pub async fn openid_userinfo(
+    state: web::Data<AppState>,
+    query: web::Query<UserInfoQuery>,
+) -> Result<HttpResponse, Error> {
+    let user = users::openid_user(&state, &query.access_token, crate::accounts::now_ms())?;
+    Ok(HttpResponse::Ok().json(json!({ "sub": user })))
+}
