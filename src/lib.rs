@@ -36,6 +36,7 @@
 //! - [`notifications`]: push rules applied to each stored event: unread counts,
 //!   `/notifications`, read positions.
 //! - [`ratelimit`]: per-address token buckets for login and registration.
+//! - [`memory`]: handing freed memory back to the system after large bursts.
 //! - [`logging`], [`notify`]: tracing set-up and systemd readiness notification.
 
 pub mod account_data;
@@ -54,6 +55,7 @@ pub mod files;
 pub mod filter;
 pub mod init;
 pub mod logging;
+pub mod memory;
 pub mod notifications;
 pub mod notify;
 pub mod profile;

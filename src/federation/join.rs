@@ -80,12 +80,7 @@ async fn join_through(
         encode(event_id.as_str())
     );
     let body = serde_json::to_value(&join).map_err(Error::internal)?;
-    let answer = request_json(state, server, "PUT", &path, Some(&body)).await?;
-    // A restricted room's resident server signs the join too; take its copy when given.
-    let join = match answer.get("event").map(to_object) {
-        Some(Some(signed)) => signed,
-        _ => join,
-    };
+    let answer = request_raw(state, server, "PUT", &path, Some(&body)).await?;
     store_joined_room(state, room_id, &version, &rules, join, &answer).await?;
     Ok(event_id)
 }
@@ -275,30 +270,64 @@ fn sign_membership(
     Ok((pdu.event_id, event))
 }
 
+/// `send_join`'s answer, read without building a tree of it: each event stays raw text
+/// until it is checked, one at a time.
+#[derive(serde::Deserialize)]
+struct SendJoinAnswer<'a> {
+    #[serde(borrow, default)]
+    state: Vec<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    auth_chain: Vec<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    event: Option<&'a serde_json::value::RawValue>,
+}
+
+/// How many checked events are written to storage at a time while joining.
+const JOIN_WRITE_BATCH: usize = 500;
+
 /// Checks `send_join`'s answer (every event's format, signatures and auth; the join against
-/// the state) and stores the room: its auth chain and state as events outside the timeline,
-/// the state as the room's state before our join, and the join in the timeline.
+/// the state) and stores the room: its auth chain and state as events outside the timeline
+/// (written as they are checked, in batches: the answer of a large room is never held
+/// twice), the state as the room's state before our join, and the join in the timeline.
 async fn store_joined_room(
     state: &AppState,
     room_id: &RoomId,
     version: &str,
     rules: &RoomVersionRules,
     join: CanonicalJsonObject,
-    answer: &Value,
+    body: &[u8],
 ) -> Result<(), Error> {
-    let mut events: HashMap<OwnedEventId, (CanonicalJsonObject, Pdu)> = HashMap::new();
+    let answer: SendJoinAnswer<'_> = serde_json::from_slice(body)
+        .map_err(|err| Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {err}")))?;
+    // A restricted room's resident server signs the join too; take its copy when given.
+    let join = match answer
+        .event
+        .and_then(|raw| serde_json::from_str::<CanonicalJsonObject>(raw.get()).ok())
+    {
+        Some(signed) => signed,
+        None => join,
+    };
+    let mut events: HashMap<OwnedEventId, Pdu> = HashMap::new();
     let mut state_ids = Vec::new();
-    for (field, is_state) in [("auth_chain", false), ("state", true)] {
-        let list = answer[field].as_array().cloned().unwrap_or_default();
-        tracing::info!(%room_id, count = list.len(), "checking the {field} of the room joined");
-        for value in list {
-            let Some(json) = to_object(&value) else {
+    let mut refused = 0usize;
+    let mut first_refusal = None;
+    let mut batch = crate::storage::Batch::new();
+    let mut in_batch = 0;
+    let room = room_id.to_string();
+    let total = answer.state.len() + answer.auth_chain.len();
+    tracing::info!(%room_id, total, "checking the state and auth chain of the room joined");
+    let lists = [(answer.auth_chain, false), (answer.state, true)];
+    for (list, is_state) in lists {
+        for raw in list {
+            let Ok(json) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
+                refused += 1;
                 continue;
             };
             let (json, pdu) = match checked(state, json, rules).await {
                 Ok(checked) => checked,
                 Err(err) => {
-                    tracing::info!(%room_id, "an event of send_join was refused: {err}");
+                    refused += 1;
+                    first_refusal.get_or_insert(err.to_string());
                     continue;
                 }
             };
@@ -308,17 +337,39 @@ async fn store_joined_room(
             if is_state && pdu.state_key.is_some() {
                 state_ids.push(pdu.event_id.clone());
             }
-            events.insert(pdu.event_id.clone(), (json, pdu));
+            let id = pdu.event_id.to_string();
+            if state.storage.eventid_pdu.get(&id)?.is_none() {
+                let text = CanonicalJsonValue::Object(json).to_string();
+                state
+                    .storage
+                    .eventid_pdu
+                    .batch_insert(&mut batch, &id, &text)?;
+                remote::stage_meta(&state.storage, &mut batch, &room, &id, None)?;
+                in_batch += 1;
+            }
+            if in_batch >= JOIN_WRITE_BATCH {
+                state.storage.apply(std::mem::take(&mut batch))?;
+                in_batch = 0;
+                tracing::info!(%room_id, checked = events.len(), total, "joining: events checked");
+            }
+            events.insert(pdu.event_id.clone(), pdu);
         }
+    }
+    state.storage.apply(batch)?;
+    if refused > 0 {
+        tracing::info!(%room_id, refused, "events of send_join refused, first: {first_refusal:?}");
     }
     if !state_ids.iter().any(|id| {
         events
             .get(id)
-            .is_some_and(|(_, pdu)| pdu.kind == ruma::events::TimelineEventType::RoomCreate)
+            .is_some_and(|pdu| pdu.kind == ruma::events::TimelineEventType::RoomCreate)
     }) {
         return Err(Error::new(
             ErrorKind::Forbidden,
-            format!("The state given for {room_id} has no valid create event"),
+            format!(
+                "The state given for {room_id} has no valid create event ({refused} events refused; first: {})",
+                first_refusal.unwrap_or_default()
+            ),
         ));
     }
     let (join_json, join_pdu) = checked(state, join, rules)
@@ -326,7 +377,7 @@ async fn store_joined_room(
         .map_err(|err| Error::new(ErrorKind::Forbidden, format!("Our join was refused: {err}")))?;
     authorize_all(rules, &events, &state_ids)?;
     let version = version.to_owned();
-    state
+    let result = state
         .rooms
         .store_joined(
             &state.storage,
@@ -337,19 +388,22 @@ async fn store_joined_room(
             (join_json, join_pdu),
         )
         .await
-        .map_err(|err| Error::new(ErrorKind::Forbidden, err.to_string()))
+        .map_err(|err| Error::new(ErrorKind::Forbidden, err.to_string()));
+    // A large join frees much memory at once: hand it back to the system.
+    crate::memory::release_freed();
+    result
 }
 
 /// Every state event must pass the auth rules against its own auth events (all of which
 /// must be in the answer); a state that fails is refused whole.
 fn authorize_all(
     rules: &RoomVersionRules,
-    events: &HashMap<OwnedEventId, (CanonicalJsonObject, Pdu)>,
+    events: &HashMap<OwnedEventId, Pdu>,
     state_ids: &[OwnedEventId],
 ) -> Result<(), Error> {
-    let fetch = |id: &ruma::EventId| events.get(id).map(|(_, pdu)| pdu.clone());
+    let fetch = |id: &ruma::EventId| events.get(id).cloned();
     for id in state_ids {
-        let Some((_, pdu)) = events.get(id) else {
+        let Some(pdu) = events.get(id) else {
             continue;
         };
         ruma::state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch)
@@ -370,7 +424,7 @@ fn authorize_all(
         let by_type: HashMap<(String, String), Pdu> = auth_ids
             .iter()
             .filter_map(|auth| events.get(auth))
-            .filter_map(|(_, auth)| {
+            .filter_map(|auth| {
                 auth.state_key
                     .clone()
                     .map(|key| ((auth.kind.to_string(), key), auth.clone()))
@@ -522,7 +576,7 @@ pub async fn accept_join(
     room_id: &RoomId,
     event_id: &str,
     event: Value,
-) -> Result<Value, Error> {
+) -> Result<String, Error> {
     accept_membership(state, origin, room_id, event_id, event, "join").await?;
     join_answer(state, room_id, event_id).await
 }
@@ -587,7 +641,7 @@ async fn accept_membership(
 
 /// `send_join`'s answer: the room's state before the join, and the auth chain of that
 /// state and of the join.
-async fn join_answer(state: &AppState, room_id: &RoomId, event_id: &str) -> Result<Value, Error> {
+async fn join_answer(state: &AppState, room_id: &RoomId, event_id: &str) -> Result<String, Error> {
     let room = state
         .storage
         .roomid_room
@@ -598,35 +652,43 @@ async fn join_answer(state: &AppState, room_id: &RoomId, event_id: &str) -> Resu
         .ok_or_else(|| Error::not_found("The join is not stored"))?;
     let before =
         crate::rooms::snapshots::state_before(&state.storage, event_id)?.unwrap_or_default();
-    let mut state_pdus = Vec::new();
-    let mut ids: Vec<OwnedEventId> = Vec::new();
-    for (_, id) in &before {
-        if let Some(json) = load_json(&state.storage, id)? {
-            state_pdus.push(federation_form(json));
-        }
-        if let Ok(id) = OwnedEventId::try_from(id.as_str()) {
-            ids.push(id);
-        }
-    }
+    let mut ids: Vec<OwnedEventId> = before
+        .iter()
+        .filter_map(|(_, id)| OwnedEventId::try_from(id.as_str()).ok())
+        .collect();
+    let state_ids = ids.clone();
     ids.extend(pdu.auth_events.iter().cloned());
     let chain = remote::auth_chain(&state.storage, &rules, ids)
         .map_err(|err| Error::internal(err.to_string()))?;
-    let mut auth_chain = Vec::new();
-    for id in chain {
-        if let Some(json) = load_json(&state.storage, id.as_str())? {
-            auth_chain.push(federation_form(json));
-        }
-    }
-    Ok(json!({
-        "origin": state.federation.origin.as_str(),
-        "state": state_pdus,
-        "auth_chain": auth_chain,
-        "members_omitted": false,
-    }))
+    // Written from the stored JSON text as is: a large room's answer is never built as a
+    // tree in memory.
+    let origin =
+        serde_json::to_string(state.federation.origin.as_str()).map_err(Error::internal)?;
+    let mut answer = format!("{{\"origin\":{origin},\"members_omitted\":false,\"state\":[");
+    append_events(state, &mut answer, state_ids.iter())?;
+    answer.push_str("],\"auth_chain\":[");
+    append_events(state, &mut answer, chain.iter())?;
+    answer.push_str("]}");
+    Ok(answer)
 }
 
-fn federation_form(json: CanonicalJsonObject) -> Value {
-    serde_json::to_value(CanonicalJsonValue::Object(json)).unwrap_or(Value::Null)
+/// Appends the stored JSON of `ids` to `out`, comma-separated.
+fn append_events<'a>(
+    state: &AppState,
+    out: &mut String,
+    ids: impl Iterator<Item = &'a OwnedEventId>,
+) -> Result<(), Error> {
+    let mut first = true;
+    for id in ids {
+        if let Some(text) = state.storage.eventid_pdu.get(&id.to_string())? {
+            if !first {
+                out.push(',');
+            }
+            out.push_str(&text);
+            first = false;
+        }
+    }
+    Ok(())
 }
 
 pub fn to_object(value: &Value) -> Option<CanonicalJsonObject> {
@@ -634,6 +696,31 @@ pub fn to_object(value: &Value) -> Option<CanonicalJsonObject> {
         Ok(CanonicalJsonValue::Object(object)) => Some(object),
         _ => None,
     }
+}
+
+/// A signed request whose answer must have status 200; its body as it came.
+pub async fn request_raw(
+    state: &AppState,
+    server: &str,
+    method: &'static str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Vec<u8>, Error> {
+    let response = state
+        .federation
+        .signed_request(server, method, path, body, SEND_JOIN_LIMIT)
+        .await
+        .map_err(|err| Error::new(ErrorKind::Unknown, format!("{server}: {err}")))?;
+    if response.status != 200 {
+        let value: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+        let errcode = value["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned();
+        let message = value["error"].as_str().unwrap_or_default().to_owned();
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            format!("{server} answered {}: {errcode} {message}", response.status),
+        ));
+    }
+    Ok(response.body)
 }
 
 /// A signed request whose answer must be a JSON object with status 200.

@@ -404,7 +404,7 @@ impl Rooms {
                 false,
             )
             .map_err(|err| remote::Refused::Storage(err.to_string()))?;
-            let pending_json = HashMap::from([(event_id.clone(), staged.json.clone())]);
+            let pending_json = HashMap::from([(event_id.clone(), membership_of(&staged.pdu))]);
             remote::stage_state_diff(
                 storage,
                 &mut batch,
@@ -440,7 +440,7 @@ impl Rooms {
         storage: &Storage,
         room_id: &RoomId,
         version: &str,
-        events: HashMap<OwnedEventId, (CanonicalJsonObject, Pdu)>,
+        events: HashMap<OwnedEventId, Pdu>,
         state_ids: Vec<OwnedEventId>,
         (join_json, join_pdu): (CanonicalJsonObject, Pdu),
     ) -> Result<(), remote::Refused> {
@@ -457,28 +457,24 @@ impl Rooms {
             None => snapshots::StateMap::new(),
         };
         let mut batch = Batch::new();
-        let mut pending_json: HashMap<String, CanonicalJsonObject> = HashMap::new();
-        for (id, (json, _)) in &events {
-            let id = id.to_string();
-            if storage.eventid_pdu.get(&id)?.is_none() {
-                let text = CanonicalJsonValue::Object(json.clone()).to_string();
-                storage.eventid_pdu.batch_insert(&mut batch, &id, &text)?;
-                remote::stage_meta(storage, &mut batch, &room, &id, None)?;
-            }
-            pending_json.insert(id, json.clone());
-        }
+        // The membership of every member event of the state, for the membership indexes.
+        let mut memberships_given: HashMap<String, String> = HashMap::new();
         let mut before = snapshots::StateMap::new();
         for id in &state_ids {
-            if let Some((_, pdu)) = events.get(id)
+            if let Some(pdu) = events.get(id)
                 && let Some(state_key) = &pdu.state_key
             {
                 let key = snapshots::short_state_key(storage, &pdu.kind.to_string(), state_key)?;
                 before.insert(key, snapshots::short_event_id(storage, id.as_str())?);
+                if pdu.kind == ruma::events::TimelineEventType::RoomMember {
+                    memberships_given.insert(id.to_string(), membership_of(pdu));
+                }
             }
         }
         // Our join must be allowed by the state we were given.
         remote::authorize_against(storage, &rules, &join_pdu, &before, &events)
             .map_err(|why| remote::Refused::Unauthorized(format!("our join: {why}")))?;
+        drop(events);
         let event_id = join_pdu.event_id.to_string();
         let mut after = before.clone();
         let join_key = snapshots::short_state_key(
@@ -508,7 +504,6 @@ impl Rooms {
         storage
             .roomid_room
             .batch_insert(&mut batch, &room, &record)?;
-        pending_json.insert(event_id.clone(), join_json.clone());
         let staged = StagedEvent {
             pdu: join_pdu,
             json: join_json,
@@ -528,7 +523,7 @@ impl Rooms {
                 &room,
                 (&old_current, &before),
                 state_position,
-                &pending_json,
+                &memberships_given,
             )
             .map_err(|err| remote::Refused::Storage(err.to_string()))?;
             storage

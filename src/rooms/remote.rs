@@ -173,14 +173,15 @@ pub fn diff(old: &StateMap, new: &StateMap) -> (Vec<(u64, u64)>, Vec<u64>) {
 }
 
 /// Adds to `batch` the current-state changes from `old` to `new` at `position`: the state
-/// table, its history and the membership indexes, as for a local state event.
+/// table, its history and the membership indexes, as for a local state event. `pending`
+/// gives the membership of member events not readable from storage yet.
 pub fn stage_state_diff(
     storage: &Storage,
     batch: &mut Batch,
     room: &str,
     (old, new): (&StateMap, &StateMap),
     position: u64,
-    pending: &HashMap<String, CanonicalJsonObject>,
+    pending: &HashMap<String, String>,
 ) -> Result<(), crate::error::Error> {
     let (set, removed) = diff(old, new);
     let mut memberships: HashMap<String, MembershipRecord> = HashMap::new();
@@ -189,11 +190,11 @@ pub fn stage_state_diff(
         let ((kind, state_key), event_id) = named_entry(storage, key, event)?;
         changes.push(((kind.clone(), state_key.clone()), event_id.clone()));
         let membership = if kind == "m.room.member" {
-            let json = match pending.get(&event_id) {
-                Some(json) => Some(json.clone()),
-                None => super::load_json(storage, &event_id)?,
-            };
-            Some(json.map_or_else(|| "leave".to_owned(), |json| member_state(&json)))
+            Some(match pending.get(&event_id) {
+                Some(membership) => membership.clone(),
+                None => super::load_json(storage, &event_id)?
+                    .map_or_else(|| "leave".to_owned(), |json| member_state(&json)),
+            })
         } else {
             None
         };
@@ -316,7 +317,7 @@ pub fn authorize_against(
     rules: &RoomVersionRules,
     pdu: &Pdu,
     state: &StateMap,
-    unstored: &HashMap<OwnedEventId, (CanonicalJsonObject, Pdu)>,
+    unstored: &HashMap<OwnedEventId, Pdu>,
 ) -> Result<(), String> {
     let named: HashMap<(String, String), String> = snapshots::named(storage, state)
         .map_err(|err| err.to_string())?
@@ -327,7 +328,7 @@ pub fn authorize_against(
         pdu,
         |kind: &StateEventType, key: &str| {
             let id = named.get(&(kind.to_string(), key.to_owned()))?;
-            if let Some((_, pdu)) = OwnedEventId::try_from(id.as_str())
+            if let Some(pdu) = OwnedEventId::try_from(id.as_str())
                 .ok()
                 .and_then(|id| unstored.get(&id))
             {

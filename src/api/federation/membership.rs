@@ -60,7 +60,9 @@ pub async fn send_join(
         signed.body,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(answer))
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(answer))
 }
 
 /// # PUT /_matrix/federation/v2/invite/{roomId}/{eventId}
