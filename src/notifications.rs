@@ -12,7 +12,9 @@ use std::future::Future;
 use std::task::{Context, Poll, Waker};
 
 use ruma::events::TimelineEventType;
-use ruma::push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset};
+use ruma::push::{
+    Action, FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset,
+};
 use ruma::room_version_rules::{RoomPowerLevelsRules, RoomVersionRules};
 use ruma::serde::Raw;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, Int, OwnedUserId, RoomId, UInt, UserId};
@@ -98,6 +100,8 @@ pub fn evaluate(
         Ok(raw) => Raw::from_json(raw),
         Err(_) => return Ok(EventPush { outcomes, thread }),
     };
+    // Flattened once for every member's rules (ruma's `get_actions` would do it per user).
+    let flattened = FlattenedJson::from_raw(&raw);
     let power_levels = power_levels_context(storage, rules, room_id)?;
     let member_count = UInt::try_from(joined as u64).unwrap_or(UInt::MAX);
     for (user, display_name) in candidates {
@@ -116,7 +120,7 @@ pub fn evaluate(
         let mut context =
             PushConditionRoomCtx::new(room_id.to_owned(), member_count, user_id, display_name);
         context.power_levels = power_levels.clone();
-        let Some(actions) = now(ruleset.get_actions(&raw, &context)) else {
+        let Some(actions) = first_match(&ruleset, &flattened, &context) else {
             continue;
         };
         if !actions.iter().any(Action::should_notify) {
@@ -491,6 +495,20 @@ fn power_levels_context(
         notifications,
         RoomPowerLevelsRules::new(&rules.authorization, creators),
     )))
+}
+
+/// The actions of the first of `ruleset`'s rules that applies (none: no actions).
+fn first_match<'a>(
+    ruleset: &'a Ruleset,
+    event: &FlattenedJson,
+    context: &PushConditionRoomCtx,
+) -> Option<&'a [Action]> {
+    for rule in ruleset {
+        if now(rule.applies(event, context))? {
+            return Some(rule.actions());
+        }
+    }
+    Some(&[])
 }
 
 /// The value of a future that needs no waiting (ruma's rule matching is `async` for
