@@ -16,6 +16,8 @@
 //!   as far as ACLs and history visibility let them see.
 //! - [`directory`], [`users`]: what other servers may ask about our aliases, published
 //!   rooms, spaces, OpenID tokens, devices and keys.
+//! - [`outbound`]: the durable per-server queue and the transactions that carry our
+//!   users' events and EDUs to other servers, with backoff.
 //!
 //! [`Federation`] ties them together: it is what the rest of Hearth holds to make a signed
 //! request to another server.
@@ -33,12 +35,15 @@ pub mod inbound;
 pub mod invite;
 pub mod join;
 pub mod keys;
+pub mod outbound;
 pub mod queries;
 pub mod serve;
 pub mod server_name;
 pub mod users;
 pub mod well_known;
 
+#[cfg(test)]
+mod test_state;
 #[cfg(test)]
 mod tests;
 
