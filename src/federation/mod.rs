@@ -18,6 +18,7 @@
 //!   rooms, spaces, OpenID tokens, devices and keys.
 //! - [`outbound`]: the durable per-server queue and the transactions that carry our
 //!   users' events and EDUs to other servers, with backoff.
+//! - [`edu`]: what other servers' EDUs (typing, receipts, presence, E2EE) do here.
 //!
 //! [`Federation`] ties them together: it is what the rest of Hearth holds to make a signed
 //! request to another server.
@@ -29,6 +30,7 @@ pub mod cache;
 pub mod client;
 pub mod directory;
 pub mod discovery;
+pub mod edu;
 mod error;
 pub mod http1;
 pub mod inbound;

@@ -74,7 +74,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 12,
-        description: "federation queues: destination_queue, destination_txn, destination_known",
+        description: "federation queues: destination_queue, destination_txn, destination_known, seq_keptedu",
         apply: |_| Ok(()),
     },
 ];

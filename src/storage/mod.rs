@@ -24,6 +24,7 @@ use crate::accounts::AccountRecord;
 use crate::accounts::registration::RegistrationTokenRecord;
 use crate::accounts::sessions::{DeviceRecord, SessionRecord};
 use crate::directory::AliasRecord;
+use crate::federation::edu::KeptEdu;
 use crate::federation::keys::ServerKeys;
 use crate::federation::outbound::{PendingTxn, QueueItem};
 use crate::notifications::{NotificationRecord, UnreadFlags};
@@ -165,6 +166,9 @@ pub struct Storage {
     /// destination server → the sequence number last queued for it: every server that may
     /// have something queued, read at start-up.
     pub destination_known: Tree<String, u64>,
+    /// sequence number → [`KeptEdu`]: end-to-end encryption EDUs received from other
+    /// servers, kept (the newest few thousand) for the E2EE issue to consume.
+    pub seq_keptedu: Tree<u64, Json<KeptEdu>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -233,6 +237,7 @@ impl Storage {
             destination_queue: Tree::open(&db, "destination_queue")?,
             destination_txn: Tree::open(&db, "destination_txn")?,
             destination_known: Tree::open(&db, "destination_known")?,
+            seq_keptedu: Tree::open(&db, "seq_keptedu")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),
