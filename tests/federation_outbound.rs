@@ -206,6 +206,13 @@ fn stop_hearth(mut server: Server, signal: &str) -> PathBuf {
         server.wait_exit(Duration::from_secs(15)).is_some(),
         "hearth stops"
     );
+    if signal == "TERM" {
+        assert!(
+            server.wait_for_log("outbound sending stopped"),
+            "{}",
+            server.log_text()
+        );
+    }
     server.dir.clone()
 }
 
