@@ -68,8 +68,7 @@ pub async fn send(
         };
         results.insert(event_id.to_string(), result);
     }
-    if !body.edus.is_empty() {
-        tracing::debug!(%origin, count = body.edus.len(), "EDUs are not handled yet");
-    }
+    // After the PDUs: a receipt may point at an event of the same transaction.
+    crate::federation::edu::receive_edus(&state, &origin, body.edus).await;
     Ok(HttpResponse::Ok().json(json!({ "pdus": results })))
 }
