@@ -4,7 +4,10 @@
 //! lost and delivery happens when it is back; a transaction it did not accept is sent again
 //! after Hearth is killed and restarted, with the same `txnId` and content.
 //!
-//! The remote member is written into the room through the storage layer while Hearth is
+//! Then two real Hearths in one room: messages go both ways, typing and read receipts
+//! reach the other side's `/sync`.
+//!
+//! The remote member of the first test is written into the room through the storage layer while Hearth is
 //! stopped: the client API refuses to invite users of other servers until invites over
 //! federation exist, and joins over federation do not exist yet either.
 
@@ -17,31 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use common::{Server, hearth, login_token, ok};
+use common::federation::{free_port, start, write_certificates};
+use common::{Server, hearth, login_token, ok, query_encode};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 
 const HEARTH_NAME: &str = "hearth.test";
 const PASSWORD: &str = "correct horse battery";
-
-/// Writes `ca.pem`, `cert.pem` and `key.pem` (for `localhost` and `127.0.0.1`) into `dir`.
-fn write_certificates(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .expect("params")
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf");
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
-    std::fs::write(dir.join("cert.pem"), leaf.pem()).expect("write");
-    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).expect("write");
-}
 
 /// One transaction as the receiver got it.
 #[derive(Debug, Clone)]
@@ -151,11 +137,6 @@ fn tls_config(certificates: &Path) -> rustls::ServerConfig {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .expect("server config")
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
 }
 
 /// Waits up to `timeout` for `done`.
@@ -335,4 +316,106 @@ fn messages_reach_the_other_server_across_outages_and_restarts() {
     );
     drop(server);
     receiver.stop();
+}
+
+fn call(server: &Server, method: &str, path: &str, token: &str, body: Value) -> Value {
+    ok(server.client().json(method, path, Some(token), &body))
+}
+
+/// `bob`'s incremental sync until `found` says it holds what we wait for; returns that sync.
+fn sync_until(server: &Server, token: &str, found: impl Fn(&Value) -> bool) -> Value {
+    let mut since: Option<String> = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let path = match &since {
+            Some(since) => format!("/_matrix/client/v3/sync?timeout=1000&since={since}"),
+            None => "/_matrix/client/v3/sync".to_owned(),
+        };
+        let synced = ok(server.client().get_with(&path, token));
+        if found(&synced) {
+            return synced;
+        }
+        since = synced["next_batch"].as_str().map(str::to_owned);
+    }
+    panic!("not seen in time:\n{}", server.log_text());
+}
+
+fn ephemeral_of<'a>(synced: &'a Value, room: &str, kind: &str) -> Option<&'a Value> {
+    synced["rooms"]["join"][room]["ephemeral"]["events"]
+        .as_array()?
+        .iter()
+        .find(|event| event["type"] == kind)
+}
+
+fn timeline_bodies(synced: &Value, room: &str) -> Vec<String> {
+    synced["rooms"]["join"][room]["timeline"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|event| event["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn two_hearths_share_messages_typing_and_receipts() {
+    let certificates = tempfile::tempdir().expect("tempdir");
+    write_certificates(certificates.path());
+    let (port_a, port_b) = (free_port(), free_port());
+    let (name_a, name_b) = (format!("127.0.0.1:{port_a}"), format!("localhost:{port_b}"));
+    let a = start(certificates.path(), &name_a, port_a, &[], &["alice"]);
+    let b = start(certificates.path(), &name_b, port_b, &[], &["bob"]);
+    let alice = login_token(&a, "alice", PASSWORD);
+    let bob = login_token(&b, "bob", PASSWORD);
+    let created = call(
+        &a,
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &alice,
+        json!({ "preset": "public_chat" }),
+    );
+    let room = created["room_id"].as_str().expect("room").to_owned();
+    let join = format!(
+        "/_matrix/client/v3/join/{}?via={}",
+        query_encode(&room),
+        query_encode(&name_a)
+    );
+    call(&b, "POST", &join, &bob, json!({}));
+
+    // Alice's message, typing and read receipt reach Bob's server.
+    send_message(&a, &alice, &room, "from-alice");
+    sync_until(&b, &bob, |synced| {
+        timeline_bodies(synced, &room).contains(&"from-alice".to_owned())
+    });
+    let alice_id = format!("@alice:{name_a}");
+    let typing_path = format!("/_matrix/client/v3/rooms/{room}/typing/{alice_id}");
+    call(
+        &a,
+        "PUT",
+        &typing_path,
+        &alice,
+        json!({ "typing": true, "timeout": 30000 }),
+    );
+    sync_until(&b, &bob, |synced| {
+        ephemeral_of(synced, &room, "m.typing")
+            .is_some_and(|typing| typing["content"]["user_ids"] == json!([alice_id]))
+    });
+
+    // Bob's message reaches Alice's server; Alice reads it, and Bob's server hears so.
+    send_message(&b, &bob, &room, "from-bob");
+    let synced = sync_until(&a, &alice, |synced| {
+        timeline_bodies(synced, &room).contains(&"from-bob".to_owned())
+    });
+    let event_id = synced["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["content"]["body"] == "from-bob"))
+        .and_then(|event| event["event_id"].as_str())
+        .expect("bob's event")
+        .to_owned();
+    let receipt = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event_id}");
+    call(&a, "POST", &receipt, &alice, json!({}));
+    sync_until(&b, &bob, |synced| {
+        ephemeral_of(synced, &room, "m.receipt").is_some_and(|receipts| {
+            receipts["content"][&event_id]["m.read"][&alice_id]["ts"].is_u64()
+        })
+    });
 }
