@@ -72,6 +72,8 @@ pub struct Federation {
     /// Servers asked for keys a server cannot give us itself.
     pub notaries: Vec<String>,
     pub keys: keys::KeyCache,
+    /// Wakes the outbound senders: new work, or a server heard from again.
+    pub outbound: std::sync::Arc<outbound::Wake>,
 }
 
 /// How long a whole request to another server may take before we give up on it.
@@ -96,6 +98,7 @@ impl Federation {
             client,
             notaries: config.trusted_key_servers.clone(),
             keys: keys::KeyCache::default(),
+            outbound: Default::default(),
         })
     }
 

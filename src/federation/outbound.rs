@@ -42,11 +42,16 @@ const CHANGES_CAPACITY: usize = 256;
 /// The largest answer to a transaction we read: per-PDU results, nothing more.
 const RESPONSE_LIMIT: usize = 1024 * 1024;
 
-/// Destinations with new entries, handed from the follower to the dispatcher.
+/// Servers remembered as "heard from again" until the dispatcher looks, at most.
+const MAX_BACK: usize = 1024;
+
+/// Destinations with new entries, handed from the follower to the dispatcher; and servers
+/// that just sent us something, whose backoff is over (they are evidently up).
 #[derive(Default)]
 pub struct Wake {
     notify: Notify,
     destinations: Mutex<BTreeSet<String>>,
+    back: Mutex<BTreeSet<String>>,
 }
 
 impl Wake {
@@ -63,10 +68,32 @@ impl Wake {
         }
     }
 
+    /// Tells the dispatcher that `server` is up (it just sent us a transaction): if it is
+    /// backing off, it is retried now rather than in up to an hour. This is the catch-up
+    /// when a server comes back.
+    pub fn server_is_back(&self, server: &str) {
+        let mut back = self
+            .back
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if back.len() < MAX_BACK && back.insert(server.to_owned()) {
+            self.notify.notify_one();
+        }
+    }
+
     fn take(&self) -> BTreeSet<String> {
         std::mem::take(
             &mut *self
                 .destinations
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner()),
+        )
+    }
+
+    fn take_back(&self) -> BTreeSet<String> {
+        std::mem::take(
+            &mut *self
+                .back
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner()),
         )
@@ -76,7 +103,7 @@ impl Wake {
 /// Starts the follower and the dispatcher. The returned task ends once both have stopped,
 /// after `state.stopping` turns `true`; nothing is lost by stopping at any point.
 pub fn spawn(state: web::Data<AppState>) -> tokio::task::JoinHandle<()> {
-    let wake = Arc::new(Wake::default());
+    let wake = state.federation.outbound.clone();
     // Only one listener exists; a second call (never made) would follow no changes.
     let changes = state
         .ephemeral
@@ -147,7 +174,7 @@ impl Dispatcher {
                 _ = stopping.changed() => Event::Stopping,
             };
             match event {
-                Event::Woken => self.work.extend(self.wake.take()),
+                Event::Woken => self.woken(),
                 Event::Finished(done) => self.finished(done),
                 Event::RetryDue => {}
                 Event::Stopping => break,
@@ -155,6 +182,17 @@ impl Dispatcher {
         }
         // A transaction cut off mid-flight is recorded and will be sent again, the same.
         self.senders.shutdown().await;
+    }
+
+    /// Takes the new work, and ends the backoff of servers heard from again.
+    fn woken(&mut self) {
+        self.work.extend(self.wake.take());
+        for server in self.wake.take_back() {
+            if self.backoff.remove(&server).is_some() {
+                tracing::info!(destination = %server, "federation: server is back, retrying now");
+                self.work.insert(server);
+            }
+        }
     }
 
     /// Starts a sender for each server with work that is neither busy nor backing off, up
@@ -288,5 +326,36 @@ fn log_refused_pdus(destination: &str, body: &[u8]) {
         if let Some(error) = result.get("error").and_then(|error| error.as_str()) {
             tracing::info!(%destination, %event_id, "federation: the server refused an event: {error}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant as StdInstant;
+
+    use super::*;
+    use crate::federation::test_state::test_state;
+
+    #[actix_web::test]
+    async fn a_server_heard_from_is_retried_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = test_state(dir.path(), "");
+        let wake = state.federation.outbound.clone();
+        let mut dispatcher = Dispatcher::new(state, wake.clone());
+        let backoff = Backoff::first(Duration::from_secs(3600), StdInstant::now());
+        dispatcher.backoff.insert("down.test".to_owned(), backoff);
+        dispatcher
+            .backoff
+            .insert("still-down.test".to_owned(), backoff);
+        wake.server_is_back("down.test");
+        wake.server_is_back("never-failed.test");
+        wake.add(["new.test".to_owned()]);
+        dispatcher.woken();
+        let expected = BTreeSet::from(["down.test".to_owned(), "new.test".to_owned()]);
+        assert_eq!(dispatcher.work, expected);
+        assert_eq!(
+            dispatcher.backoff.keys().collect::<Vec<_>>(),
+            ["still-down.test"]
+        );
     }
 }

@@ -38,6 +38,8 @@ pub async fn send(
             "The transaction's origin is not the server that signed it",
         ));
     }
+    // A server that sends us transactions is up: whatever waits for it goes now.
+    state.federation.outbound.server_is_back(origin.as_str());
     if body.pdus.len() > MAX_PDUS || body.edus.len() > MAX_EDUS {
         return Err(Error::new(
             ErrorKind::BadJson,
