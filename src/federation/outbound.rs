@@ -274,9 +274,8 @@ async fn sleep_until(at: Option<Instant>) {
 /// Sends transactions to `destination` until its queue is empty; returns how many.
 async fn drain(state: web::Data<AppState>, destination: String) -> Result<usize, FederationError> {
     let mut sent = 0;
-    let now = crate::accounts::now_ms;
     while let Some(transaction) =
-        queue::next_transaction(&state.storage, &destination, now()).await?
+        queue::next_transaction(&state.storage, &destination, crate::accounts::now_ms()).await?
     {
         send(&state, &destination, &transaction).await?;
         queue::complete(&state.storage, &destination, &transaction).await?;
