@@ -349,6 +349,11 @@ fn hearth_and_synapse_hold_rooms_together() {
         eventually("a message from Synapse", || {
             bodies(h, &alice, &room).contains(&format!("from synapse {version}"))
         });
+        // Hearth's messages reach Synapse (the outbound queue's transactions).
+        send(h, &alice, &room, &format!("from hearth {version}"));
+        eventually("a message from Hearth at Synapse", || {
+            bodies(s, &carol, &room).contains(&format!("from hearth {version}"))
+        });
 
         // A Hearth room joined from Synapse.
         let room = create_room(
@@ -374,6 +379,10 @@ fn hearth_and_synapse_hold_rooms_together() {
         );
         eventually("Synapse's message in Hearth's room", || {
             bodies(h, &alice, &room).contains(&format!("synapse in hearth's room {version}"))
+        });
+        send(h, &alice, &room, &format!("hearth in its room {version}"));
+        eventually("Hearth's message in its room at Synapse", || {
+            bodies(s, &carol, &room).contains(&format!("hearth in its room {version}"))
         });
     }
 
