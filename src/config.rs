@@ -126,6 +126,14 @@ pub struct FederationConfig {
     pub trusted_key_servers: Vec<String>,
     /// Extra PEM CA bundle trusted for outbound federation, besides the system's roots.
     pub extra_ca_file: Option<PathBuf>,
+    /// Tell other servers our users' presence (costly: every change goes to every server
+    /// sharing a room with the user).
+    pub send_presence: bool,
+    /// Accept other servers' presence EDUs.
+    pub receive_presence: bool,
+    /// Seconds before the first retry of a server that did not take a transaction; the wait
+    /// doubles with each failure, up to an hour.
+    pub retry_initial_seconds: u64,
 }
 
 impl Default for FederationConfig {
@@ -134,6 +142,9 @@ impl Default for FederationConfig {
             enabled: true,
             trusted_key_servers: vec!["matrix.org".to_owned()],
             extra_ca_file: None,
+            send_presence: false,
+            receive_presence: false,
+            retry_initial_seconds: 30,
         }
     }
 }
@@ -452,6 +463,12 @@ fn validate_well_known(well_known: &WellKnownConfig) -> Result<(), Invalid> {
 }
 
 fn validate_federation(federation: &FederationConfig) -> Result<(), Invalid> {
+    if !(1..=3600).contains(&federation.retry_initial_seconds) {
+        return Err(invalid(
+            &["federation", "retry_initial_seconds"],
+            "must be from 1 to 3600",
+        ));
+    }
     for (position, server) in federation.trusted_key_servers.iter().enumerate() {
         if OwnedServerName::try_from(server.as_str()).is_err() {
             return Err(invalid(
@@ -623,6 +640,18 @@ mod tests {
         assert!(config.federation.trusted_key_servers.is_empty());
         let defaults = parse("[server]\nserver_name = \"a.org\"\n").expect("valid");
         assert_eq!(defaults.federation.trusted_key_servers, ["matrix.org"]);
+    }
+
+    #[test]
+    fn presence_is_off_by_default_and_the_retry_wait_is_checked() {
+        let defaults = parse("[server]\nserver_name = \"a.org\"\n").expect("valid");
+        assert!(!defaults.federation.send_presence);
+        assert!(!defaults.federation.receive_presence);
+        assert_eq!(defaults.federation.retry_initial_seconds, 30);
+        let err =
+            parse("[server]\nserver_name = \"a.org\"\n[federation]\nretry_initial_seconds = 0\n")
+                .expect_err("invalid");
+        assert_eq!(err.key.as_deref(), Some("federation.retry_initial_seconds"));
     }
 
     #[test]

@@ -3,11 +3,11 @@
 //! `/sync` token can say what a client has seen.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// The longest a client may say it keeps typing without repeating itself.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
@@ -56,10 +56,26 @@ struct Rooms {
     serial: u64,
 }
 
+/// A change told to whoever called [`Ephemeral::watch_changes`] (the federation sender,
+/// which tells other servers about our users).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `user_id` started (or, again, still is) typing, or stopped or timed out.
+    Typing {
+        room_id: OwnedRoomId,
+        user_id: OwnedUserId,
+        typing: bool,
+    },
+    /// `user_id`'s presence changed; read it with [`Ephemeral::presence_of`].
+    Presence { user_id: OwnedUserId },
+}
+
 pub struct Ephemeral {
     rooms: Mutex<Rooms>,
     /// The newest serial; `/sync` long-polls wake on it.
     serial: watch::Sender<u64>,
+    /// Where changes are told, once someone listens.
+    changes: OnceLock<mpsc::Sender<Change>>,
 }
 
 impl Default for Ephemeral {
@@ -73,6 +89,7 @@ impl Default for Ephemeral {
                 ..Rooms::default()
             }),
             serial: watch::channel(boot).0,
+            changes: OnceLock::new(),
         }
     }
 }
@@ -81,6 +98,22 @@ impl Default for Ephemeral {
 pub const MAX_STATUS_BYTES: usize = 1024;
 
 impl Ephemeral {
+    /// The one receiver of typing and presence changes (`None` for later callers). Holds at
+    /// most `capacity` changes: a listener that falls behind misses some, which for
+    /// ephemeral news is better than memory growing without bound.
+    pub fn watch_changes(&self, capacity: usize) -> Option<mpsc::Receiver<Change>> {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        self.changes.set(sender).ok().map(|()| receiver)
+    }
+
+    fn tell(&self, change: Change) {
+        if let Some(changes) = self.changes.get()
+            && changes.try_send(change).is_err()
+        {
+            tracing::debug!("a typing or presence change was dropped: its listener is behind");
+        }
+    }
+
     /// Marks the user active from a `/sync`: presence only ever goes up this way (offline →
     /// unavailable → online), so two devices syncing with different `set_presence` do not
     /// flip it back and forth.
@@ -135,6 +168,9 @@ impl Ephemeral {
         );
         if changed {
             self.serial.send_replace(serial);
+            self.tell(Change::Presence {
+                user_id: user_id.to_owned(),
+            });
         }
     }
 
@@ -177,6 +213,15 @@ impl Ephemeral {
         if changed {
             self.bump(&mut rooms, room_id);
         }
+        // A repeated "still typing" is no change here, but other servers time typing out
+        // on their own clock and need to hear it again.
+        if changed || timeout.is_some() {
+            self.tell(Change::Typing {
+                room_id: room_id.to_owned(),
+                user_id: user_id.to_owned(),
+                typing: timeout.is_some(),
+            });
+        }
     }
 
     /// Forgets whoever's typing time is up, and steps idle users down (online → unavailable
@@ -204,11 +249,22 @@ impl Ephemeral {
                 presence.changed = serial;
             }
             self.serial.send_replace(serial);
+            self.tell(Change::Presence { user_id: user });
         }
         let mut expired = Vec::new();
         for (room_id, users) in &mut rooms.typing {
             let before = users.len();
-            users.retain(|_, until| *until > now);
+            users.retain(|user_id, until| {
+                let typing = *until > now;
+                if !typing {
+                    self.tell(Change::Typing {
+                        room_id: room_id.clone(),
+                        user_id: user_id.clone(),
+                        typing: false,
+                    });
+                }
+                typing
+            });
             if users.len() != before {
                 expired.push(room_id.clone());
             }
@@ -285,6 +341,33 @@ mod tests {
         typing.expire();
         assert!(typing.serial() > before);
         assert_eq!(typing.typing_changed_since(room, before), Some(vec![]));
+    }
+
+    #[test]
+    fn typing_and_presence_changes_are_told_to_the_listener() {
+        let ephemeral = Ephemeral::default();
+        let mut changes = ephemeral.watch_changes(8).expect("first listener");
+        assert!(ephemeral.watch_changes(8).is_none(), "only one listener");
+        let room = <&RoomId>::try_from("!r:x").expect("room");
+        let alice = <&UserId>::try_from("@alice:x").expect("user");
+        ephemeral.set_typing(room, alice, Some(Duration::from_millis(1)));
+        std::thread::sleep(Duration::from_millis(5));
+        ephemeral.expire();
+        ephemeral.set_presence(alice, "online", None);
+        let typing = |typing| Change::Typing {
+            room_id: room.to_owned(),
+            user_id: alice.to_owned(),
+            typing,
+        };
+        assert_eq!(changes.try_recv().ok(), Some(typing(true)));
+        assert_eq!(changes.try_recv().ok(), Some(typing(false)));
+        assert_eq!(
+            changes.try_recv().ok(),
+            Some(Change::Presence {
+                user_id: alice.to_owned()
+            })
+        );
+        assert!(changes.try_recv().is_err());
     }
 
     #[test]

@@ -33,6 +33,19 @@ pub async fn set(
     event_id: &str,
     thread_id: Option<String>,
 ) -> Result<(), Error> {
+    let ts = crate::accounts::now_ms();
+    set_at(state, room_id, user_id, (kind, event_id), thread_id, ts).await
+}
+
+/// Like [`set`], with the time the receipt was made: another server's receipts keep theirs.
+pub async fn set_at(
+    state: &AppState,
+    room_id: &RoomId,
+    user_id: &UserId,
+    (kind, event_id): (&str, &str),
+    thread_id: Option<String>,
+    ts: u64,
+) -> Result<(), Error> {
     let key = (
         room_id.to_string(),
         kind.to_owned(),
@@ -52,7 +65,7 @@ pub async fn set(
             let record = ReceiptRecord {
                 user_id: user_id.to_string(),
                 event_id: event_id.to_owned(),
-                ts: crate::accounts::now_ms(),
+                ts,
                 thread_id,
                 stream,
             };

@@ -137,8 +137,24 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
             typing_state.ephemeral.expire();
         }
     });
+    let outbound = state
+        .config
+        .federation
+        .enabled
+        .then(|| crate::federation::outbound::spawn(state.clone()));
     notify("READY=1");
-    run(state, listeners, certificates, stopping).await
+    let result = run(state.clone(), listeners, certificates, stopping).await;
+    // The senders stop as soon as the server is stopping; wait for them (briefly) so the
+    // last flush below covers whatever they wrote.
+    if let Some(outbound) = outbound
+        && tokio::time::timeout(Duration::from_secs(5), outbound)
+            .await
+            .is_err()
+    {
+        tracing::warn!("federation: outbound sending did not stop in time");
+    }
+    state.storage.flush().await?;
+    result
 }
 
 /// Resolves on the first `SIGTERM` or `SIGINT`.

@@ -254,6 +254,54 @@ fn send(address: SocketAddr, token: &str, room: &str, body: &str) -> String {
         .to_owned()
 }
 
+/// Says that `user` is typing in `room`.
+fn typing(address: SocketAddr, token: &str, room: &str, user: &str) {
+    let path = format!("/_matrix/client/v3/rooms/{room}/typing/{user}");
+    call(
+        address,
+        "PUT",
+        &path,
+        token,
+        json!({ "typing": true, "timeout": 30000 }),
+    );
+}
+
+/// Where `/sync` is now, to watch for news from. Synapse serves a repeated initial sync
+/// from a cache for a while, so news is asked for incrementally; and this initial sync has
+/// a filter of its own, so it does not put a stale answer in that cache for a plain one.
+fn sync_token(address: SocketAddr, token: &str) -> String {
+    let filter = query_encode(r#"{"room":{"timeline":{"limit":1}}}"#);
+    let synced = call(
+        address,
+        "GET",
+        &format!("/_matrix/client/v3/sync?filter={filter}"),
+        token,
+        json!(null),
+    );
+    synced["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned()
+}
+
+/// The ephemeral event of type `kind` in `room` among the news since `since` (which moves
+/// on), or null.
+fn news(address: SocketAddr, token: &str, since: &mut String, room: &str, kind: &str) -> Value {
+    let path = format!(
+        "/_matrix/client/v3/sync?timeout=0&since={}",
+        query_encode(since)
+    );
+    let synced = call(address, "GET", &path, token, json!(null));
+    if let Some(next) = synced["next_batch"].as_str() {
+        *since = next.to_owned();
+    }
+    synced["rooms"]["join"][room]["ephemeral"]["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|event| event["type"] == kind))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 fn rand_bits() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -345,9 +393,44 @@ fn hearth_and_synapse_hold_rooms_together() {
             "version {version}: no backfilled history"
         );
         // Synapse's messages reach Hearth.
-        send(s, &carol, &room, &format!("from synapse {version}"));
+        let from_synapse = send(s, &carol, &room, &format!("from synapse {version}"));
         eventually("a message from Synapse", || {
             bodies(h, &alice, &room).contains(&format!("from synapse {version}"))
+        });
+        // Hearth's messages reach Synapse (the outbound queue's transactions).
+        let from_hearth = send(h, &alice, &room, &format!("from hearth {version}"));
+        eventually("a message from Hearth at Synapse", || {
+            bodies(s, &carol, &room).contains(&format!("from hearth {version}"))
+        });
+        // Typing and read receipts, both ways.
+        let (mut at_s, mut at_h) = (sync_token(s, &carol), sync_token(h, &alice));
+        typing(h, &alice, &room, &alice_id);
+        eventually("Hearth's typing at Synapse", || {
+            let typing = news(s, &carol, &mut at_s, &room, "m.typing");
+            typing["content"]["user_ids"] == json!([alice_id])
+        });
+        typing(s, &carol, &room, &carol_id);
+        eventually("Synapse's typing at Hearth", || {
+            let typing = news(h, &alice, &mut at_h, &room, "m.typing");
+            typing["content"]["user_ids"]
+                .as_array()
+                .is_some_and(|users| users.contains(&json!(carol_id)))
+        });
+        let receipt = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{from_hearth}");
+        call(s, "POST", &receipt, &carol, json!({}));
+        eventually("Synapse's read receipt at Hearth", || {
+            let receipts = news(h, &alice, &mut at_h, &room, "m.receipt");
+            receipts["content"][&from_hearth]["m.read"]
+                .get(&carol_id)
+                .is_some()
+        });
+        let receipt = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{from_synapse}");
+        call(h, "POST", &receipt, &alice, json!({}));
+        eventually("Hearth's read receipt at Synapse", || {
+            let receipts = news(s, &carol, &mut at_s, &room, "m.receipt");
+            receipts["content"][&from_synapse]["m.read"]
+                .get(&alice_id)
+                .is_some()
         });
 
         // A Hearth room joined from Synapse.
@@ -374,6 +457,10 @@ fn hearth_and_synapse_hold_rooms_together() {
         );
         eventually("Synapse's message in Hearth's room", || {
             bodies(h, &alice, &room).contains(&format!("synapse in hearth's room {version}"))
+        });
+        send(h, &alice, &room, &format!("hearth in its room {version}"));
+        eventually("Hearth's message in its room at Synapse", || {
+            bodies(s, &carol, &room).contains(&format!("hearth in its room {version}"))
         });
     }
 

@@ -540,7 +540,7 @@ mod tests {
         let config = crate::config::FederationConfig {
             enabled: true,
             trusted_key_servers: Vec::new(),
-            extra_ca_file: None,
+            ..Default::default()
         };
         let name = ruma::OwnedServerName::try_from("us.example").expect("name");
         Federation::new(name, key("us", 5), &config).expect("federation")

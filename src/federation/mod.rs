@@ -16,6 +16,9 @@
 //!   as far as ACLs and history visibility let them see.
 //! - [`directory`], [`users`]: what other servers may ask about our aliases, published
 //!   rooms, spaces, OpenID tokens, devices and keys.
+//! - [`outbound`]: the durable per-server queue and the transactions that carry our
+//!   users' events and EDUs to other servers, with backoff.
+//! - [`edu`]: what other servers' EDUs (typing, receipts, presence, E2EE) do here.
 //!
 //! [`Federation`] ties them together: it is what the rest of Hearth holds to make a signed
 //! request to another server.
@@ -27,18 +30,22 @@ pub mod cache;
 pub mod client;
 pub mod directory;
 pub mod discovery;
+pub mod edu;
 mod error;
 pub mod http1;
 pub mod inbound;
 pub mod invite;
 pub mod join;
 pub mod keys;
+pub mod outbound;
 pub mod queries;
 pub mod serve;
 pub mod server_name;
 pub mod users;
 pub mod well_known;
 
+#[cfg(test)]
+mod test_state;
 #[cfg(test)]
 mod tests;
 
@@ -65,6 +72,8 @@ pub struct Federation {
     /// Servers asked for keys a server cannot give us itself.
     pub notaries: Vec<String>,
     pub keys: keys::KeyCache,
+    /// Wakes the outbound senders: new work, or a server heard from again.
+    pub outbound: std::sync::Arc<outbound::Wake>,
 }
 
 /// How long a whole request to another server may take before we give up on it.
@@ -89,6 +98,7 @@ impl Federation {
             client,
             notaries: config.trusted_key_servers.clone(),
             keys: keys::KeyCache::default(),
+            outbound: Default::default(),
         })
     }
 

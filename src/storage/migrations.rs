@@ -72,6 +72,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "federation: servername_keys, userroom_invitestate",
         apply: |_| Ok(()),
     },
+    Migration {
+        version: 12,
+        description: "federation queues: destination_queue, destination_txn, destination_known, seq_keptedu",
+        apply: |_| Ok(()),
+    },
 ];
 
 /// Fills `roomstate_history` and `roomstream_state` from the events already stored: every

@@ -24,7 +24,9 @@ use crate::accounts::AccountRecord;
 use crate::accounts::registration::RegistrationTokenRecord;
 use crate::accounts::sessions::{DeviceRecord, SessionRecord};
 use crate::directory::AliasRecord;
+use crate::federation::edu::KeptEdu;
 use crate::federation::keys::ServerKeys;
+use crate::federation::outbound::{PendingTxn, QueueItem};
 use crate::notifications::{NotificationRecord, UnreadFlags};
 use crate::receipts::ReceiptRecord;
 use crate::rooms::snapshots::SnapshotRecord;
@@ -155,6 +157,18 @@ pub struct Storage {
     /// server name → [`ServerKeys`]: another server's signing keys, as last fetched and
     /// verified (directly or through a notary).
     pub servername_keys: Tree<String, Json<ServerKeys>>,
+    /// destination server 0xFF sequence number → [`QueueItem`]: what waits to be sent to
+    /// that server (an event ID or an EDU), in order.
+    pub destination_queue: Tree<(String, u64), Json<QueueItem>>,
+    /// destination server → [`PendingTxn`]: the transaction being sent there, so a retry,
+    /// even after a restart, sends the same ID with the same content.
+    pub destination_txn: Tree<String, Json<PendingTxn>>,
+    /// destination server → the sequence number last queued for it: every server that may
+    /// have something queued, read at start-up.
+    pub destination_known: Tree<String, u64>,
+    /// sequence number → [`KeptEdu`]: end-to-end encryption EDUs received from other
+    /// servers, kept (the newest few thousand) for the E2EE issue to consume.
+    pub seq_keptedu: Tree<u64, Json<KeptEdu>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -220,6 +234,10 @@ impl Storage {
             roomuser_membership: Tree::open(&db, "roomuser_membership")?,
             userroom_invitestate: Tree::open(&db, "userroom_invitestate")?,
             servername_keys: Tree::open(&db, "servername_keys")?,
+            destination_queue: Tree::open(&db, "destination_queue")?,
+            destination_txn: Tree::open(&db, "destination_txn")?,
+            destination_known: Tree::open(&db, "destination_known")?,
+            seq_keptedu: Tree::open(&db, "seq_keptedu")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),
@@ -251,6 +269,23 @@ impl Storage {
         next.map(|bytes| <u64 as KeyCodec>::decode(&bytes))
             .transpose()
             .map(|id| id.unwrap_or(0))
+    }
+
+    /// The value of the counter `name` (see [`Storage::next_id`]), or `None` if it was never
+    /// set: a task that remembers how far it got tells a first start from position 0.
+    pub fn counter(&self, name: &str) -> StorageResult<Option<u64>> {
+        let key = format!("counter.{name}");
+        self.meta
+            .get(key.as_bytes())?
+            .map(|bytes| <u64 as KeyCodec>::decode(&bytes))
+            .transpose()
+    }
+
+    /// Sets the counter `name` in `batch`, so it moves together with the batch's other
+    /// writes (a position handled and what handling it queued).
+    pub fn batch_set_counter(&self, batch: &mut Batch, name: &str, value: u64) {
+        let key = format!("counter.{name}");
+        batch.push(&self.meta, key.into_bytes(), Some(value.encode()));
     }
 
     /// The next position of the global stream that orders everything a client can receive.

@@ -38,6 +38,8 @@ pub async fn send(
             "The transaction's origin is not the server that signed it",
         ));
     }
+    // A server that sends us transactions is up: whatever waits for it goes now.
+    state.federation.outbound.server_is_back(origin.as_str());
     if body.pdus.len() > MAX_PDUS || body.edus.len() > MAX_EDUS {
         return Err(Error::new(
             ErrorKind::BadJson,
@@ -68,8 +70,7 @@ pub async fn send(
         };
         results.insert(event_id.to_string(), result);
     }
-    if !body.edus.is_empty() {
-        tracing::debug!(%origin, count = body.edus.len(), "EDUs are not handled yet");
-    }
+    // After the PDUs: a receipt may point at an event of the same transaction.
+    crate::federation::edu::receive_edus(&state, &origin, body.edus).await;
     Ok(HttpResponse::Ok().json(json!({ "pdus": results })))
 }

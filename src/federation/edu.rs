@@ -1,0 +1,270 @@
+//! Inbound EDUs (spec: server-server API, "EDUs", "Typing Notifications", "Receipts",
+//! "Presence", "Device Management", "Send-to-device messaging"): what another server's
+//! transaction says besides events. [`receive_edus`] is called by `/send` once the request's
+//! `X-Matrix` signature named the origin.
+//!
+//! A server may only speak for its own users, and only about rooms they are joined to here:
+//! anything else is ignored (with a debug log), as the spec asks for typing and receipts.
+//! - `m.typing`: into [`crate::ephemeral`], timing out on our clock.
+//! - `m.receipt`: stored like our users' receipts, so `/sync` shows them.
+//! - `m.presence`: only with `federation.receive_presence`, and only for users who share a
+//!   room with ours (the presence map stays as small as the rooms).
+//! - `m.device_list_update`, `m.signing_key_update`, `m.direct_to_device`: **kept raw** in
+//!   `seq_keptedu` (the newest [`MAX_KEPT`]) for the end-to-end encryption work to consume.
+//!   Kept rather than dropped because a to-device message is sent once: dropped, it is lost
+//!   for good, and an encrypted session with it.
+
+use std::time::Duration;
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, ServerName, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, ErrorKind};
+use crate::state::AppState;
+use crate::storage::Batch;
+
+/// End-to-end encryption EDUs kept, at most (the oldest go first).
+pub const MAX_KEPT: u64 = 2000;
+
+/// The largest EDU kept, serialized.
+const MAX_KEPT_BYTES: usize = 64 * 1024;
+
+/// EDUs read from one transaction, at most (the spec's limit).
+const MAX_EDUS: usize = 100;
+
+/// Receipts stored from one transaction, at most: each is a durable write.
+const MAX_RECEIPTS: usize = 200;
+
+/// Presence updates read from one EDU, at most.
+const MAX_PRESENCE_UPDATES: usize = 100;
+
+/// How long another server's "typing" lasts here unless repeated: `m.typing` carries no
+/// timeout, and a server that goes away must not leave someone typing forever.
+const REMOTE_TYPING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An EDU kept for later (`seq_keptedu`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeptEdu {
+    pub origin: String,
+    pub received_ms: u64,
+    pub edu: Value,
+}
+
+/// Applies the EDUs of a transaction from `origin`. Each EDU stands alone: one that is
+/// invalid, or not `origin`'s to send, is skipped and logged, and the others still apply.
+pub async fn receive_edus(state: &AppState, origin: &ServerName, edus: Vec<Value>) {
+    let mut receipts_left = MAX_RECEIPTS;
+    let mut kept = 0;
+    for edu in edus.into_iter().take(MAX_EDUS) {
+        let kind = edu
+            .get("edu_type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let content = edu.get("content").cloned().unwrap_or(Value::Null);
+        let result = match kind.as_str() {
+            "m.typing" => typing(state, origin, &content),
+            "m.receipt" => receipts(state, origin, &content, &mut receipts_left).await,
+            "m.presence" => presence(state, origin, &content),
+            "m.device_list_update" | "m.signing_key_update" | "m.direct_to_device" => {
+                keep(state, origin, &kind, edu).map(|()| kept += 1)
+            }
+            _ => Err(Error::new(ErrorKind::BadJson, "unknown EDU type")),
+        };
+        if let Err(err) = result {
+            tracing::debug!(%origin, edu_type = %kind, "federation: EDU ignored: {err}");
+        }
+    }
+    if kept > 0
+        && let Err(err) = state.storage.flush().await
+    {
+        tracing::warn!(%origin, "federation: kept EDUs not flushed: {err}");
+    }
+}
+
+/// `m.typing`: `{room_id, user_id, typing}`.
+fn typing(state: &AppState, origin: &ServerName, content: &Value) -> Result<(), Error> {
+    let room_id = parse_room_id(&content["room_id"])?;
+    let user_id = parse_user_id(&content["user_id"])?;
+    let typing = content["typing"]
+        .as_bool()
+        .ok_or_else(|| Error::new(ErrorKind::BadJson, "typing must be a boolean"))?;
+    ensure_joined(state, origin, &user_id, &room_id)?;
+    let timeout = typing.then_some(REMOTE_TYPING_TIMEOUT);
+    state.ephemeral.set_typing(&room_id, &user_id, timeout);
+    Ok(())
+}
+
+/// `m.receipt`: `{room: {"m.read": {user: {event_ids: [one], data: {ts, thread_id?}}}}}`.
+/// Only the receipts listed change, as the spec asks.
+async fn receipts(
+    state: &AppState,
+    origin: &ServerName,
+    content: &Value,
+    left: &mut usize,
+) -> Result<(), Error> {
+    let rooms = content
+        .as_object()
+        .ok_or_else(|| Error::new(ErrorKind::BadJson, "content must be an object"))?;
+    for (room, by_type) in rooms {
+        let Some(reads) = by_type
+            .get(crate::receipts::PUBLIC)
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        for (user, receipt) in reads {
+            if *left == 0 {
+                return Err(Error::new(ErrorKind::TooLarge, "too many receipts"));
+            }
+            *left -= 1;
+            if let Err(err) = read_receipt(state, origin, room, user, receipt).await {
+                tracing::debug!(%origin, %room, %user, "federation: receipt ignored: {err}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One user's read receipt in one room.
+async fn read_receipt(
+    state: &AppState,
+    origin: &ServerName,
+    room: &str,
+    user: &str,
+    receipt: &Value,
+) -> Result<(), Error> {
+    let room_id = parse_room_id(&Value::from(room))?;
+    let user_id = parse_user_id(&Value::from(user))?;
+    ensure_joined(state, origin, &user_id, &room_id)?;
+    let event_id = receipt["event_ids"]
+        .get(0)
+        .and_then(Value::as_str)
+        .and_then(|id| OwnedEventId::try_from(id).ok())
+        .ok_or_else(|| Error::new(ErrorKind::BadJson, "event_ids must hold an event ID"))?;
+    let data = &receipt["data"];
+    let ts = data["ts"].as_u64().unwrap_or_else(crate::accounts::now_ms);
+    let thread_id = match data.get("thread_id") {
+        None => None,
+        Some(Value::String(thread)) if thread.len() <= 255 => Some(thread.clone()),
+        Some(_) => return Err(Error::new(ErrorKind::BadJson, "invalid thread_id")),
+    };
+    let kind = (crate::receipts::PUBLIC, event_id.as_str());
+    crate::receipts::set_at(state, &room_id, &user_id, kind, thread_id, ts).await
+}
+
+/// `m.presence`: `{push: [{user_id, presence, status_msg?, ...}]}`, if configured.
+fn presence(state: &AppState, origin: &ServerName, content: &Value) -> Result<(), Error> {
+    if !state.config.federation.receive_presence {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "presence is off (federation.receive_presence)",
+        ));
+    }
+    let updates = content["push"]
+        .as_array()
+        .ok_or_else(|| Error::new(ErrorKind::BadJson, "push must be a list"))?;
+    for update in updates.iter().take(MAX_PRESENCE_UPDATES) {
+        if let Err(err) = presence_update(state, origin, update) {
+            tracing::debug!(%origin, "federation: presence ignored: {err}");
+        }
+    }
+    Ok(())
+}
+
+fn presence_update(state: &AppState, origin: &ServerName, update: &Value) -> Result<(), Error> {
+    let user_id = parse_user_id(&update["user_id"])?;
+    if user_id.server_name() != origin {
+        return Err(Error::new(ErrorKind::Forbidden, "not a user of the sender"));
+    }
+    let presence = update["presence"]
+        .as_str()
+        .filter(|p| matches!(*p, "online" | "unavailable" | "offline"))
+        .ok_or_else(|| Error::new(ErrorKind::BadJson, "invalid presence"))?;
+    let status_msg = match update.get("status_msg") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(status)) if status.len() <= crate::ephemeral::MAX_STATUS_BYTES => {
+            Some(status.clone())
+        }
+        Some(_) => return Err(Error::new(ErrorKind::BadJson, "invalid status_msg")),
+    };
+    let shares_a_room = crate::rooms::memberships(&state.storage, &user_id)?
+        .iter()
+        .any(|(_, record)| record.membership == "join");
+    if !shares_a_room {
+        return Err(Error::new(ErrorKind::Forbidden, "shares no room with us"));
+    }
+    state
+        .ephemeral
+        .set_presence(&user_id, presence, Some(status_msg));
+    Ok(())
+}
+
+/// Keeps an end-to-end encryption EDU for later, if it is `origin`'s to send, replacing
+/// the oldest once [`MAX_KEPT`] are kept.
+fn keep(state: &AppState, origin: &ServerName, kind: &str, edu: Value) -> Result<(), Error> {
+    let speaker = match kind {
+        "m.direct_to_device" => &edu["content"]["sender"],
+        _ => &edu["content"]["user_id"],
+    };
+    if parse_user_id(speaker)?.server_name() != origin {
+        return Err(Error::new(ErrorKind::Forbidden, "not a user of the sender"));
+    }
+    let size = serde_json::to_vec(&edu).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_KEPT_BYTES {
+        return Err(Error::new(ErrorKind::TooLarge, "EDU too large to keep"));
+    }
+    let storage = &state.storage;
+    let seq = storage.next_id("kept_edu")?;
+    let record = KeptEdu {
+        origin: origin.to_string(),
+        received_ms: crate::accounts::now_ms(),
+        edu,
+    };
+    let mut batch = Batch::new();
+    storage
+        .seq_keptedu
+        .batch_insert(&mut batch, &seq, &record)?;
+    if let Some(oldest) = seq.checked_sub(MAX_KEPT) {
+        storage.seq_keptedu.batch_remove(&mut batch, &oldest);
+    }
+    storage.apply(batch)?;
+    Ok(())
+}
+
+/// The user must be `origin`'s and joined to the room here.
+fn ensure_joined(
+    state: &AppState,
+    origin: &ServerName,
+    user_id: &UserId,
+    room_id: &RoomId,
+) -> Result<(), Error> {
+    if user_id.server_name() != origin {
+        return Err(Error::new(ErrorKind::Forbidden, "not a user of the sender"));
+    }
+    let joined = crate::rooms::membership(&state.storage, user_id, room_id)?
+        .is_some_and(|record| record.membership == "join");
+    if !joined {
+        return Err(Error::new(ErrorKind::Forbidden, "not joined to the room"));
+    }
+    Ok(())
+}
+
+fn parse_room_id(value: &Value) -> Result<OwnedRoomId, Error> {
+    value
+        .as_str()
+        .and_then(|id| OwnedRoomId::try_from(id).ok())
+        .ok_or_else(|| Error::new(ErrorKind::BadJson, "invalid room_id"))
+}
+
+fn parse_user_id(value: &Value) -> Result<OwnedUserId, Error> {
+    value
+        .as_str()
+        .and_then(|id| OwnedUserId::try_from(id).ok())
+        .ok_or_else(|| Error::new(ErrorKind::BadJson, "invalid user_id"))
+}
+
+#[cfg(test)]
+#[path = "edu_tests.rs"]
+mod tests;

@@ -1,0 +1,159 @@
+//! Inbound EDUs: applied for the sender's own joined users, ignored otherwise, never a panic.
+
+use ruma::{RoomId, ServerName};
+use serde_json::json;
+
+use super::*;
+use crate::federation::test_state::test_state;
+
+const ROOM: &str = "!room:here.test";
+
+/// A state where `@bob:there.test` is joined to [`ROOM`] and `@eve:there.test` only invited.
+fn state_with_members(dir: &std::path::Path, extra: &str) -> actix_web::web::Data<AppState> {
+    let state = test_state(dir, extra);
+    for (user, membership) in [("@bob:there.test", "join"), ("@eve:there.test", "invite")] {
+        let record = crate::rooms::MembershipRecord {
+            membership: membership.to_owned(),
+            stream: 1,
+            event_id: format!("$member_{membership}"),
+            joined_stream: None,
+            invited_stream: None,
+        };
+        state
+            .storage
+            .userroom_membership
+            .insert(&(user.to_owned(), ROOM.to_owned()), &record)
+            .expect("membership");
+    }
+    state
+}
+
+fn there() -> &'static ServerName {
+    <&ServerName>::try_from("there.test").expect("server name")
+}
+
+fn typing(user: &str) -> Value {
+    json!({ "edu_type": "m.typing", "content": { "room_id": ROOM, "user_id": user, "typing": true } })
+}
+
+fn receipt(user: &str, event_id: &str) -> Value {
+    json!({ "edu_type": "m.receipt", "content": { ROOM: { "m.read": {
+        user: { "event_ids": [event_id], "data": { "ts": 1234, "thread_id": "main" } }
+    } } } })
+}
+
+fn presence(user: &str) -> Value {
+    json!({ "edu_type": "m.presence", "content": { "push": [
+        { "user_id": user, "presence": "online", "status_msg": "hi", "last_active_ago": 5 }
+    ] } })
+}
+
+#[actix_web::test]
+async fn typing_counts_only_for_the_senders_joined_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = state_with_members(dir.path(), "");
+    let room = <&RoomId>::try_from(ROOM).expect("room");
+    let edus = vec![
+        typing("@bob:there.test"),
+        // Another server's user, an invited user, nonsense: ignored.
+        typing("@mallory:elsewhere.test"),
+        typing("@eve:there.test"),
+        json!({ "edu_type": "m.typing", "content": { "room_id": 5, "typing": "yes" } }),
+        json!("not even an object"),
+        json!({ "edu_type": "m.unknown" }),
+    ];
+    receive_edus(&state, there(), edus).await;
+    let typing = state.ephemeral.typing_changed_since(room, 0);
+    let bob = OwnedUserId::try_from("@bob:there.test").expect("user");
+    assert_eq!(typing, Some(vec![bob]));
+}
+
+#[actix_web::test]
+async fn receipts_are_stored_with_their_time_for_joined_users_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = state_with_members(dir.path(), "");
+    let room = <&RoomId>::try_from(ROOM).expect("room");
+    let edus = vec![
+        receipt("@bob:there.test", "$read:there.test"),
+        receipt("@mallory:elsewhere.test", "$read:there.test"),
+        receipt("@eve:there.test", "$read:there.test"),
+        receipt("@bob:there.test", "not an event id"),
+    ];
+    receive_edus(&state, there(), edus).await;
+    let viewer = <&UserId>::try_from("@alice:here.test").expect("user");
+    let upto = state.rooms.visible_position();
+    let receipts = crate::receipts::changes(&state, room, viewer, None, upto)
+        .expect("changes")
+        .expect("a receipt");
+    assert_eq!(
+        receipts["content"],
+        json!({ "$read:there.test": { "m.read": {
+            "@bob:there.test": { "ts": 1234, "thread_id": "main" }
+        } } })
+    );
+}
+
+#[actix_web::test]
+async fn presence_is_taken_only_when_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = state_with_members(dir.path(), "");
+    let bob = <&UserId>::try_from("@bob:there.test").expect("user");
+    receive_edus(&state, there(), vec![presence("@bob:there.test")]).await;
+    assert!(state.ephemeral.presence_of(bob).is_none(), "off by default");
+    drop(state);
+
+    let state = state_with_members(dir.path(), "[federation]\nreceive_presence = true\n");
+    let edus = vec![
+        presence("@bob:there.test"),
+        // Shares no room with us; another server's user.
+        presence("@stranger:there.test"),
+        presence("@mallory:elsewhere.test"),
+    ];
+    receive_edus(&state, there(), edus).await;
+    let seen = state.ephemeral.presence_of(bob).expect("presence");
+    assert_eq!(seen.presence, "online");
+    assert_eq!(seen.status_msg.as_deref(), Some("hi"));
+    assert_eq!(state.ephemeral.presence_changes(0).len(), 1);
+}
+
+#[actix_web::test]
+async fn encryption_edus_are_kept_boundedly_for_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = state_with_members(dir.path(), "");
+    let to_device = |n: u64| {
+        json!({ "edu_type": "m.direct_to_device", "content": {
+            "sender": "@bob:there.test", "type": "m.room_key_request", "message_id": n,
+            "messages": {}
+        } })
+    };
+    let forged = json!({ "edu_type": "m.device_list_update", "content": {
+        "user_id": "@mallory:elsewhere.test", "device_id": "X", "stream_id": 1
+    } });
+    receive_edus(&state, there(), vec![to_device(0), forged]).await;
+    let kept: Vec<KeptEdu> = state
+        .storage
+        .seq_keptedu
+        .iter()
+        .map(|entry| entry.expect("entry").1)
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].origin, "there.test");
+    assert_eq!(kept[0].edu, to_device(0));
+
+    // Beyond the bound, the oldest go.
+    for chunk in 0..(MAX_KEPT / 100) {
+        let edus = (0..100).map(|n| to_device(1 + chunk * 100 + n)).collect();
+        receive_edus(&state, there(), edus).await;
+    }
+    let count = state.storage.seq_keptedu.iter().count() as u64;
+    assert_eq!(count, MAX_KEPT);
+    let oldest = state
+        .storage
+        .seq_keptedu
+        .iter()
+        .next()
+        .expect("some")
+        .expect("entry")
+        .1;
+    assert_eq!(oldest.edu["content"]["message_id"], 1);
+}

@@ -1,0 +1,440 @@
+//! The follower: turns what our users do into queue entries for other servers.
+//!
+//! It reads the global stream from the last position it handled (a counter in storage) up
+//! to the position [`crate::rooms::Rooms::subscribe`] says is stored and flushed. Each
+//! event sent by one of our users goes to every other server with a joined member in the
+//! room; each public read receipt of one of our users goes as an `m.receipt` EDU. The
+//! entries and the new position are one batch: a crash either keeps both or neither, so
+//! nothing is lost and nothing is queued twice. Typing (and, if configured, presence)
+//! comes from [`crate::ephemeral`] as it happens and is queued with an expiry: it is news
+//! only for a while.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::web;
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, OwnedUserId, UserId};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use super::Wake;
+use super::queue::{self, QueueItem};
+use crate::ephemeral::Change;
+use crate::receipts::ReceiptRecord;
+use crate::state::AppState;
+use crate::storage::{Batch, StorageError, pair_prefix};
+
+/// The counter holding the last stream position handled.
+pub const POSITION_COUNTER: &str = "outbound_position";
+
+/// Stream positions handled in one batch: bounds the batch, and the work lost to a crash.
+const POSITIONS_PER_BATCH: u64 = 200;
+
+/// How long queued typing and presence stay worth sending.
+const TYPING_LIFETIME_MS: u64 = 60_000;
+const PRESENCE_LIFETIME_MS: u64 = 10 * 60_000;
+
+/// "Still typing" is repeated to other servers at most this often.
+const TYPING_REPEAT: Duration = Duration::from_secs(20);
+
+/// The most "still typing" times remembered (one per typing user and room).
+const MAX_TYPING_REMEMBERED: usize = 1024;
+
+/// Waited after a storage failure before trying again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
+pub(super) struct Follower {
+    state: web::Data<AppState>,
+    wake: Arc<Wake>,
+    /// The last stream position handled and recorded.
+    handled: u64,
+    /// When we last told other servers that a user is typing in a room.
+    typing_told: HashMap<(OwnedRoomId, OwnedUserId), Instant>,
+}
+
+/// Follows the stream and the ephemeral changes until the server stops.
+pub(super) async fn run(
+    state: web::Data<AppState>,
+    wake: Arc<Wake>,
+    mut changes: mpsc::Receiver<Change>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut visible = state.rooms.subscribe();
+    let mut follower = loop {
+        match Follower::start(state.clone(), wake.clone()) {
+            Ok(follower) => break follower,
+            Err(err) => {
+                tracing::error!("federation: cannot read the outbound position: {err}");
+                if pause(&mut stopping).await {
+                    return;
+                }
+            }
+        }
+    };
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        let upto = *visible.borrow_and_update();
+        if let Err(err) = follower.catch_up(upto).await {
+            tracing::error!("federation: queueing events for other servers failed: {err}");
+            if pause(&mut stopping).await {
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            changed = visible.changed() => if changed.is_err() { return },
+            Some(change) = changes.recv() => {
+                if let Err(err) = follower.handle_change(change) {
+                    tracing::warn!("federation: a typing or presence change was not queued: {err}");
+                }
+            }
+            _ = stopping.changed() => return,
+        }
+    }
+}
+
+/// Waits a little after a failure; `true` if the server is stopping meanwhile.
+async fn pause(stopping: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(RETRY_AFTER_FAILURE) => *stopping.borrow(),
+        _ = stopping.changed() => true,
+    }
+}
+
+impl Follower {
+    /// Starts where the last run stopped. The very first run starts at the present: the
+    /// history before federation existed here is not pushed to anyone.
+    pub(super) fn start(
+        state: web::Data<AppState>,
+        wake: Arc<Wake>,
+    ) -> Result<Follower, StorageError> {
+        let handled = match state.storage.counter(POSITION_COUNTER)? {
+            Some(handled) => handled,
+            None => {
+                let now = state.rooms.visible_position();
+                let mut batch = Batch::new();
+                state
+                    .storage
+                    .batch_set_counter(&mut batch, POSITION_COUNTER, now);
+                state.storage.apply(batch)?;
+                now
+            }
+        };
+        Ok(Follower {
+            state,
+            wake,
+            handled,
+            typing_told: HashMap::new(),
+        })
+    }
+
+    /// Handles every position up to `upto`, a bounded span at a time.
+    pub(super) async fn catch_up(&mut self, upto: u64) -> Result<(), StorageError> {
+        while self.handled < upto {
+            let to = upto.min(self.handled.saturating_add(POSITIONS_PER_BATCH));
+            self.handle_span(self.handled, to).await?;
+            self.handled = to;
+        }
+        Ok(())
+    }
+
+    /// Queues what positions `(from, to]` hold for other servers, and records `to` as
+    /// handled, in one batch; flushes; then wakes the senders.
+    async fn handle_span(&self, from: u64, to: u64) -> Result<(), StorageError> {
+        let storage = &self.state.storage;
+        let mut batch = Batch::new();
+        let mut servers = RoomServers::new(self.origin());
+        let mut touched = BTreeSet::new();
+        for entry in storage.stream_room.range(&(from + 1), &to) {
+            let (position, room) = entry?;
+            if let Some((item, destinations)) = self.outgoing_at(position, &room, &mut servers)? {
+                queue::stage(storage, &mut batch, &destinations, &item)?;
+                touched.extend(destinations);
+            }
+        }
+        storage.batch_set_counter(&mut batch, POSITION_COUNTER, to);
+        storage.apply(batch)?;
+        storage.flush().await?;
+        self.wake.add(touched);
+        Ok(())
+    }
+
+    fn origin(&self) -> &ruma::ServerName {
+        &self.state.federation.origin
+    }
+
+    /// What position `position` of `room` holds for other servers, and for which.
+    fn outgoing_at(
+        &self,
+        position: u64,
+        room: &str,
+        servers: &mut RoomServers,
+    ) -> Result<Option<(QueueItem, BTreeSet<String>)>, StorageError> {
+        let storage = &self.state.storage;
+        match storage
+            .roomstream_eventid
+            .get(&(room.to_owned(), position))?
+        {
+            Some(event_id) => self.event_outgoing(room, event_id, servers),
+            None => self.receipt_outgoing(room, position, servers),
+        }
+    }
+
+    /// An event one of our users sent goes to the servers of the room's joined members,
+    /// and, for a membership change, to the server of the user it is about (a kicked or
+    /// banned user's server hears of it).
+    fn event_outgoing(
+        &self,
+        room: &str,
+        event_id: String,
+        servers: &mut RoomServers,
+    ) -> Result<Option<(QueueItem, BTreeSet<String>)>, StorageError> {
+        let storage = &self.state.storage;
+        let Some(json) = crate::rooms::load_json(storage, &event_id)? else {
+            return Ok(None);
+        };
+        let local = string_field(&json, "sender")
+            .and_then(|sender| UserId::parse(sender).ok())
+            .is_some_and(|sender| sender.server_name() == self.origin());
+        if !local {
+            return Ok(None);
+        }
+        let mut destinations = servers.of(storage, room)?.clone();
+        if string_field(&json, "type") == Some("m.room.member")
+            && let Some(target) = string_field(&json, "state_key")
+            && let Ok(target) = UserId::parse(target)
+            && target.server_name() != self.origin()
+        {
+            destinations.insert(target.server_name().to_string());
+        }
+        Ok((!destinations.is_empty()).then_some((QueueItem::Pdu { event_id }, destinations)))
+    }
+
+    /// A public read receipt of one of our users, stored at `position`, as an `m.receipt`
+    /// EDU for the servers of the room's joined members.
+    fn receipt_outgoing(
+        &self,
+        room: &str,
+        position: u64,
+        servers: &mut RoomServers,
+    ) -> Result<Option<(QueueItem, BTreeSet<String>)>, StorageError> {
+        let storage = &self.state.storage;
+        let mut prefix = pair_prefix(room);
+        prefix.extend_from_slice(&pair_prefix(crate::receipts::PUBLIC));
+        for entry in storage.roomreceipt_record.scan_prefix(&prefix) {
+            let (_, record) = entry?;
+            let local = UserId::parse(&record.user_id)
+                .is_ok_and(|user| user.server_name() == self.origin());
+            if record.stream != position || !local {
+                continue;
+            }
+            let destinations = servers.of(storage, room)?.clone();
+            let item = QueueItem::Edu {
+                edu: receipt_edu(room, &record),
+                expires_ms: None,
+            };
+            return Ok((!destinations.is_empty()).then_some((item, destinations)));
+        }
+        Ok(None)
+    }
+
+    /// Queues a typing or presence change of one of our users.
+    pub(super) fn handle_change(&mut self, change: Change) -> Result<(), StorageError> {
+        let outgoing = match change {
+            Change::Typing {
+                room_id,
+                user_id,
+                typing,
+            } => self.typing_outgoing(&room_id, &user_id, typing)?,
+            Change::Presence { user_id } => self.presence_outgoing(&user_id)?,
+        };
+        let Some((edu, destinations, lifetime_ms)) = outgoing else {
+            return Ok(());
+        };
+        if destinations.is_empty() {
+            return Ok(());
+        }
+        let item = QueueItem::Edu {
+            edu,
+            expires_ms: Some(crate::accounts::now_ms() + lifetime_ms),
+        };
+        let storage = &self.state.storage;
+        let mut batch = Batch::new();
+        queue::stage(storage, &mut batch, &destinations, &item)?;
+        // Not flushed: news for a minute is not worth a disk write of its own (sled writes
+        // it out within half a second anyway).
+        storage.apply(batch)?;
+        self.wake.add(destinations);
+        Ok(())
+    }
+
+    /// An `m.typing` EDU for the room's servers, if the user is ours and this is news.
+    fn typing_outgoing(
+        &mut self,
+        room_id: &OwnedRoomId,
+        user_id: &OwnedUserId,
+        typing: bool,
+    ) -> Result<Option<Outgoing>, StorageError> {
+        if user_id.server_name() != self.origin() || !self.typing_is_news(room_id, user_id, typing)
+        {
+            return Ok(None);
+        }
+        let servers = room_servers(&self.state.storage, room_id.as_str(), self.origin())?;
+        let edu = typing_edu(room_id, user_id, typing);
+        Ok(Some((edu, servers, TYPING_LIFETIME_MS)))
+    }
+
+    /// An `m.presence` EDU for every server sharing a room with the user, if the user is
+    /// ours and the configuration says to send presence.
+    fn presence_outgoing(&self, user_id: &OwnedUserId) -> Result<Option<Outgoing>, StorageError> {
+        if !self.state.config.federation.send_presence || user_id.server_name() != self.origin() {
+            return Ok(None);
+        }
+        let Some(presence) = self.state.ephemeral.presence_of(user_id) else {
+            return Ok(None);
+        };
+        let mut content = presence.to_json();
+        content["user_id"] = json!(user_id);
+        let edu = json!({ "edu_type": "m.presence", "content": { "push": [content] } });
+        let servers = user_servers(&self.state.storage, user_id, self.origin())?;
+        Ok(Some((edu, servers, PRESENCE_LIFETIME_MS)))
+    }
+
+    /// Whether other servers should hear of this typing change: every start and stop, and
+    /// "still typing" again only every [`TYPING_REPEAT`].
+    fn typing_is_news(
+        &mut self,
+        room_id: &OwnedRoomId,
+        user_id: &OwnedUserId,
+        typing: bool,
+    ) -> bool {
+        let key = (room_id.clone(), user_id.clone());
+        if !typing {
+            self.typing_told.remove(&key);
+            return true;
+        }
+        let now = Instant::now();
+        if self
+            .typing_told
+            .get(&key)
+            .is_some_and(|told| now.duration_since(*told) < TYPING_REPEAT)
+        {
+            return false;
+        }
+        if self.typing_told.len() >= MAX_TYPING_REMEMBERED {
+            self.typing_told
+                .retain(|_, told| now.duration_since(*told) < TYPING_REPEAT);
+            if self.typing_told.len() >= MAX_TYPING_REMEMBERED {
+                self.typing_told.clear();
+            }
+        }
+        self.typing_told.insert(key, now);
+        true
+    }
+}
+
+/// An EDU, the servers it goes to, and how long it stays worth sending (ms).
+type Outgoing = (Value, BTreeSet<String>, u64);
+
+/// The servers of each room's joined members, read once per batch of positions.
+struct RoomServers<'a> {
+    origin: &'a ruma::ServerName,
+    rooms: HashMap<String, BTreeSet<String>>,
+}
+
+impl<'a> RoomServers<'a> {
+    fn new(origin: &'a ruma::ServerName) -> RoomServers<'a> {
+        RoomServers {
+            origin,
+            rooms: HashMap::new(),
+        }
+    }
+
+    fn of(
+        &mut self,
+        storage: &crate::storage::Storage,
+        room: &str,
+    ) -> Result<&BTreeSet<String>, StorageError> {
+        Ok(match self.rooms.entry(room.to_owned()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(room_servers(storage, room, self.origin)?),
+        })
+    }
+}
+
+/// The other servers with a joined member in `room`.
+pub fn room_servers(
+    storage: &crate::storage::Storage,
+    room: &str,
+    origin: &ruma::ServerName,
+) -> Result<BTreeSet<String>, StorageError> {
+    let mut servers = BTreeSet::new();
+    for entry in storage.roomuser_membership.scan_prefix(&pair_prefix(room)) {
+        let ((_, user), membership) = entry?;
+        if membership != "join" {
+            continue;
+        }
+        if let Ok(user) = UserId::parse(&user)
+            && user.server_name() != origin
+        {
+            servers.insert(user.server_name().to_string());
+        }
+    }
+    Ok(servers)
+}
+
+/// The other servers sharing a room with `user_id`.
+fn user_servers(
+    storage: &crate::storage::Storage,
+    user_id: &UserId,
+    origin: &ruma::ServerName,
+) -> Result<BTreeSet<String>, StorageError> {
+    let mut servers = BTreeSet::new();
+    for (room_id, record) in crate::rooms::memberships(storage, user_id)? {
+        if record.membership == "join" {
+            servers.extend(room_servers(storage, room_id.as_str(), origin)?);
+        }
+    }
+    Ok(servers)
+}
+
+fn string_field<'a>(json: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {
+    match json.get(key) {
+        Some(CanonicalJsonValue::String(value)) => Some(value),
+        _ => None,
+    }
+}
+
+/// The `m.receipt` EDU of one read receipt (spec: server-server API, "Receipts").
+pub fn receipt_edu(room: &str, record: &ReceiptRecord) -> Value {
+    let mut data = json!({ "ts": record.ts });
+    if let Some(thread_id) = &record.thread_id {
+        data["thread_id"] = json!(thread_id);
+    }
+    json!({
+        "edu_type": "m.receipt",
+        "content": {
+            room: {
+                crate::receipts::PUBLIC: {
+                    &record.user_id: { "event_ids": [&record.event_id], "data": data }
+                }
+            }
+        }
+    })
+}
+
+/// The `m.typing` EDU (spec: server-server API, "Typing Notifications").
+pub fn typing_edu(room_id: &OwnedRoomId, user_id: &OwnedUserId, typing: bool) -> Value {
+    json!({
+        "edu_type": "m.typing",
+        "content": { "room_id": room_id, "user_id": user_id, "typing": typing },
+    })
+}
+
+#[cfg(test)]
+#[path = "follower_tests.rs"]
+mod tests;
