@@ -303,3 +303,76 @@ fn profiles_of_remote_users_are_asked_of_their_server() {
         (404, "M_NOT_FOUND")
     );
 }
+
+#[test]
+fn a_user_of_another_server_knocks_and_is_let_in() {
+    let pair = pair();
+    let bob_id = format!("@bob:{}", pair.name_b);
+    let room = call(
+        &pair.a,
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &pair.alice,
+        json!({ "preset": "private_chat", "name": "Knock here",
+                "initial_state": [{ "type": "m.room.join_rules", "state_key": "",
+                                    "content": { "join_rule": "knock" } }] }),
+    )["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    call(
+        &pair.b,
+        "POST",
+        &format!(
+            "/_matrix/client/v3/knock/{}?via={}",
+            common::query_encode(&room),
+            common::query_encode(&pair.name_a)
+        ),
+        &pair.bob,
+        json!({ "reason": "it's me" }),
+    );
+    let member = call(
+        &pair.a,
+        "GET",
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{bob_id}"),
+        &pair.alice,
+        json!(null),
+    );
+    assert_eq!(member["membership"], "knock");
+    let synced = ok(pair
+        .b
+        .client()
+        .get_with("/_matrix/client/v3/sync", &pair.bob));
+    let knock_state = &synced["rooms"]["knock"][&room]["knock_state"]["events"];
+    assert!(
+        knock_state
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|event| event["type"] == "m.room.name" && event["content"]["name"] == "Knock here"),
+        "{synced}"
+    );
+    // Alice lets Bob in: an invite, which Bob accepts.
+    call(
+        &pair.a,
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/invite"),
+        &pair.alice,
+        json!({ "user_id": bob_id }),
+    );
+    call(
+        &pair.b,
+        "POST",
+        &format!("/_matrix/client/v3/join/{}", common::query_encode(&room)),
+        &pair.bob,
+        json!({}),
+    );
+    let members = call(
+        &pair.a,
+        "GET",
+        &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+        &pair.alice,
+        json!(null),
+    );
+    assert!(members["joined"].get(&bob_id).is_some(), "{members}");
+}

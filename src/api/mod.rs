@@ -481,6 +481,14 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
                 "/_matrix/federation/v2/send_leave/{roomId}/{eventId}",
                 federation::membership::send_leave,
             ))
+            .service(get(
+                "/_matrix/federation/v1/make_knock/{roomId}/{userId}",
+                federation::membership::make_knock,
+            ))
+            .service(put(
+                "/_matrix/federation/v1/send_knock/{roomId}/{eventId}",
+                federation::membership::send_knock,
+            ))
             .configure(federation_serving_routes);
     }
 }

@@ -202,7 +202,7 @@ pub async fn accept_invite(
 }
 
 /// Only the fields of stripped state (a full create event is stripped for clients).
-fn strip(event: &Value) -> Value {
+pub fn strip(event: &Value) -> Value {
     let mut stripped = serde_json::Map::new();
     for field in ["type", "state_key", "sender", "content"] {
         if let Some(value) = event.get(field) {
@@ -220,6 +220,19 @@ async fn store_invite(
     target: &UserId,
     json: &CanonicalJsonObject,
     pdu: &Pdu,
+    stripped: Vec<Value>,
+) -> Result<(), Error> {
+    store_outside_membership(state, room_id, target, (json, pdu), "invite", stripped).await
+}
+
+/// Keeps a membership of our user (`invite`, `knock`) in a room we do not hold: the event,
+/// the membership record and the room's stripped state, at a new stream position.
+pub async fn store_outside_membership(
+    state: &AppState,
+    room_id: &RoomId,
+    target: &UserId,
+    (json, pdu): (&CanonicalJsonObject, &Pdu),
+    membership: &str,
     stripped: Vec<Value>,
 ) -> Result<(), Error> {
     if state
@@ -252,11 +265,15 @@ async fn store_invite(
                 .userroom_membership
                 .get(&(user.clone(), room.clone()))?;
             let record = MembershipRecord {
-                membership: "invite".to_owned(),
+                membership: membership.to_owned(),
                 stream: position,
                 event_id: event_id.clone(),
                 joined_stream: previous.as_ref().and_then(|p| p.joined_stream),
-                invited_stream: Some(position),
+                invited_stream: if membership == "invite" {
+                    Some(position)
+                } else {
+                    previous.as_ref().and_then(|p| p.invited_stream)
+                },
             };
             storage.userroom_membership.batch_insert(
                 batch,

@@ -195,6 +195,79 @@ async fn record_leave(
     Ok(())
 }
 
+/// Knocks on a room held elsewhere (`make_knock`, `send_knock` through the servers given)
+/// and keeps the knock, with the room's stripped state, until it is answered.
+pub async fn knock_remote(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: &RoomId,
+    servers: &[String],
+) -> Result<(), Error> {
+    let mut last_error = Error::not_found("No server to knock through");
+    for server in servers {
+        if server == state.federation.origin.as_str() {
+            continue;
+        }
+        match knock_through(state, user_id, room_id, server).await {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                tracing::info!(%room_id, %server, "knocking through this server failed: {err}");
+                last_error = err;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+async fn knock_through(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: &RoomId,
+    server: &str,
+) -> Result<(), Error> {
+    let versions: String = SUPPORTED_VERSIONS
+        .iter()
+        .map(|v| format!("ver={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let path = format!(
+        "/_matrix/federation/v1/make_knock/{}/{}?{versions}",
+        encode(room_id.as_str()),
+        encode(user_id.as_str())
+    );
+    let answer = request_json(state, server, "GET", &path, None).await?;
+    let version = answer["room_version"].as_str().unwrap_or("1");
+    let rules = RoomVersionId::try_from(version)
+        .ok()
+        .and_then(|v| v.rules())
+        .ok_or_else(|| Error::new(ErrorKind::IncompatibleRoomVersion, "Unknown room version"))?;
+    let (event_id, knock) = sign_membership(state, &rules, &answer["event"], user_id, "knock")?;
+    let path = format!(
+        "/_matrix/federation/v1/send_knock/{}/{}",
+        encode(room_id.as_str()),
+        encode(event_id.as_str())
+    );
+    let body = serde_json::to_value(&knock).map_err(Error::internal)?;
+    let answer = request_json(state, server, "PUT", &path, Some(&body)).await?;
+    let stripped: Vec<Value> = answer["knock_room_state"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(64)
+        .map(super::invite::strip)
+        .collect();
+    let pdu = Pdu::from_json(&knock, &rules).map_err(|err| Error::internal(err.to_string()))?;
+    super::invite::store_outside_membership(
+        state,
+        room_id,
+        user_id,
+        (&knock, &pdu),
+        "knock",
+        stripped,
+    )
+    .await
+}
+
 /// Fills in `make_join`'s template for our user and signs it.
 fn sign_join(
     state: &AppState,
@@ -461,6 +534,17 @@ pub fn make_join_template(
     membership_template(state, room_id, user_id, origin, "join", Some(versions))
 }
 
+/// # The resident side: `make_knock` for a user of `origin` (room versions 7 and later).
+pub fn make_knock_template(
+    state: &AppState,
+    room_id: &RoomId,
+    user_id: &UserId,
+    origin: &str,
+    versions: &[String],
+) -> Result<Value, Error> {
+    membership_template(state, room_id, user_id, origin, "knock", Some(versions))
+}
+
 /// # The resident side: `make_leave` for a user of `origin` (to decline an invite, or leave).
 pub fn make_leave_template(
     state: &AppState,
@@ -579,6 +663,23 @@ pub async fn accept_join(
 ) -> Result<String, Error> {
     accept_membership(state, origin, room_id, event_id, event, "join").await?;
     join_answer(state, room_id, event_id).await
+}
+
+/// # The resident side: `send_knock`: stores the knock and answers with the room's
+/// stripped state, for the knocking user to see what they knocked on.
+pub async fn accept_knock(
+    state: &AppState,
+    origin: &str,
+    room_id: &RoomId,
+    event_id: &str,
+    event: Value,
+) -> Result<Value, Error> {
+    accept_membership(state, origin, room_id, event_id, event, "knock").await?;
+    let sender = crate::rooms::load_json(&state.storage, event_id)?
+        .and_then(|json| json.get("sender")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let stripped = super::invite::stripped_state(state, room_id, &sender, true)?;
+    Ok(json!({ "knock_room_state": stripped }))
 }
 
 /// # The resident side: `send_leave` v2.

@@ -619,6 +619,20 @@ async fn join_here_or_remote(
     change_own_membership(state, auth, room_id, "join", reason).await
 }
 
+/// The servers a client names to join or knock through: `via`, and the older
+/// `server_name`, each repeated as needed.
+fn via_servers(request: &actix_web::HttpRequest) -> Vec<String> {
+    request
+        .query_string()
+        .split('&')
+        .filter_map(|pair| {
+            pair.strip_prefix("via=")
+                .or_else(|| pair.strip_prefix("server_name="))
+        })
+        .map(|server| server.replace("%3A", ":").replace("%3a", ":"))
+        .collect()
+}
+
 /// # POST /_matrix/client/v3/join/{roomIdOrAlias}
 pub async fn join_by_id_or_alias(
     state: web::Data<AppState>,
@@ -629,15 +643,7 @@ pub async fn join_by_id_or_alias(
 ) -> Result<HttpResponse, Error> {
     auth.ensure_not_suspended()?;
     // `via` (and the older `server_name`) name servers to join through.
-    let mut via: Vec<String> = request
-        .query_string()
-        .split('&')
-        .filter_map(|pair| {
-            pair.strip_prefix("via=")
-                .or_else(|| pair.strip_prefix("server_name="))
-        })
-        .map(|server| server.replace("%3A", ":").replace("%3a", ":"))
-        .collect();
+    let mut via = via_servers(&request);
     // An alias of another server is asked of that server, which also names servers to
     // join through.
     let remote_alias = ruma::OwnedRoomAliasId::try_from(room.as_str())
@@ -1079,12 +1085,22 @@ pub async fn report_room(
 /// members then see the knock and may invite. Rooms on other servers need federation.
 pub async fn knock(
     state: web::Data<AppState>,
+    request: actix_web::HttpRequest,
     auth: Authenticated,
     room: web::Path<String>,
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
     auth.ensure_not_suspended()?;
     let room_id = crate::directory::room_id_or_alias(&state, &room)?;
+    // A room held elsewhere is knocked on through `via` servers or the room ID's own.
+    if state.config.federation.enabled
+        && crate::federation::join::needs_remote_join(&state, &room_id)?
+    {
+        let via = via_servers(&request);
+        let servers = crate::federation::join::servers_for(&state, &auth.user_id, &room_id, &via);
+        crate::federation::join::knock_remote(&state, &auth.user_id, &room_id, &servers).await?;
+        return Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })));
+    }
     change_own_membership(&state, &auth, &room_id, "knock", body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
 }

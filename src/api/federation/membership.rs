@@ -121,3 +121,47 @@ pub async fn send_leave(
     .await?;
     Ok(HttpResponse::Ok().json(answer))
 }
+
+/// # GET /_matrix/federation/v1/make_knock/{roomId}/{userId}
+pub async fn make_knock(
+    state: web::Data<AppState>,
+    origin: FederationOrigin,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (room, user) = path.into_inner();
+    let room_id = room_id(&room)?;
+    let user_id = OwnedUserId::try_from(user.as_str())
+        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid user ID"))?;
+    let versions = versions(request.query_string());
+    if versions.is_empty() {
+        return Err(Error::new(ErrorKind::MissingParam, "Missing `ver`"));
+    }
+    let template = crate::federation::join::make_knock_template(
+        &state,
+        &room_id,
+        &user_id,
+        origin.0.as_str(),
+        &versions,
+    )?;
+    Ok(HttpResponse::Ok().json(template))
+}
+
+/// # PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}
+pub async fn send_knock(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    signed: SignedJson<Value>,
+) -> Result<HttpResponse, Error> {
+    let (room, event_id) = path.into_inner();
+    let room_id = room_id(&room)?;
+    let answer = crate::federation::join::accept_knock(
+        &state,
+        signed.origin.as_str(),
+        &room_id,
+        &event_id,
+        signed.body,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
