@@ -376,3 +376,196 @@ fn a_user_of_another_server_knocks_and_is_let_in() {
     );
     assert!(members["joined"].get(&bob_id).is_some(), "{members}");
 }
+
+/// A message PDU by `sender` on server B, built and signed as B would, after `prev`.
+fn message_pdu(
+    room: &str,
+    sender: &str,
+    body: &str,
+    (prev, depth): (&str, u64),
+    auth_events: &[String],
+    (origin, key): (&str, &hearth::crypto::SigningKey),
+) -> ruma::CanonicalJsonObject {
+    let rules = ruma::RoomVersionId::V11.rules().expect("rules");
+    let event = json!({
+        "room_id": room, "sender": sender, "type": "m.room.message",
+        "content": { "msgtype": "m.text", "body": body },
+        "depth": depth + 1, "origin_server_ts": 1_800_000_000_000u64,
+        "prev_events": [prev], "auth_events": auth_events,
+    });
+    let Ok(ruma::CanonicalJsonValue::Object(mut object)) =
+        ruma::CanonicalJsonValue::try_from(event)
+    else {
+        panic!("object");
+    };
+    hearth::events::signing::hash_and_sign(&mut object, &rules, origin, key).expect("sign");
+    object
+}
+
+fn event_id_of(object: &ruma::CanonicalJsonObject) -> String {
+    let rules = ruma::RoomVersionId::V11.rules().expect("rules");
+    hearth::events::signing::event_id_for(object, &rules)
+        .expect("id")
+        .expect("v11 ids are hashes")
+        .to_string()
+}
+
+#[test]
+fn hostile_pdus_are_refused_one_by_one_and_replays_change_nothing() {
+    use common::federation::{Signer, signing_key};
+    let pair = pair();
+    let bob_id = format!("@bob:{}", pair.name_b);
+    let room = call(
+        &pair.a,
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &pair.alice,
+        json!({ "preset": "public_chat", "room_version": "11" }),
+    )["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    call(
+        &pair.b,
+        "POST",
+        &format!(
+            "/_matrix/client/v3/join/{}?via={}",
+            common::query_encode(&room),
+            common::query_encode(&pair.name_a)
+        ),
+        &pair.bob,
+        json!({}),
+    );
+    let key_b = signing_key(&pair.b);
+    let signer = Signer {
+        origin: &pair.name_b,
+        key: &key_b,
+        destination: &pair.name_a,
+    };
+    // Where the room stands on A: its latest event and the auth events of Bob's messages.
+    let latest = call(
+        &pair.a,
+        "GET",
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1"),
+        &pair.alice,
+        json!(null),
+    )["chunk"][0]["event_id"]
+        .as_str()
+        .expect("latest")
+        .to_owned();
+    let latest_pdu = ok(signer.get(&pair.a, &format!("/_matrix/federation/v1/event/{latest}")));
+    let depth = latest_pdu["pdus"][0]["depth"].as_u64().expect("depth");
+    let room_state = call(
+        &pair.a,
+        "GET",
+        &format!("/_matrix/client/v3/rooms/{room}/state"),
+        &pair.alice,
+        json!(null),
+    );
+    let state_id = |kind: &str, key: &str| -> String {
+        room_state
+            .as_array()
+            .expect("state")
+            .iter()
+            .find(|event| event["type"] == kind && event["state_key"] == key)
+            .and_then(|event| event["event_id"].as_str())
+            .expect("state event")
+            .to_owned()
+    };
+    let auth = vec![
+        state_id("m.room.create", ""),
+        state_id("m.room.power_levels", ""),
+        state_id("m.room.member", &bob_id),
+    ];
+    let b = (pair.name_b.as_str(), &key_b);
+    let at = (latest.as_str(), depth);
+    let good = message_pdu(&room, &bob_id, "a fine message", at, &auth, b);
+    let mut forged = message_pdu(&room, &bob_id, "forged", at, &auth, b);
+    if let Some(ruma::CanonicalJsonValue::Object(signatures)) = forged.get_mut("signatures")
+        && let Some(ruma::CanonicalJsonValue::Object(by_key)) = signatures.values_mut().next()
+        && let Some(signature) = by_key.values_mut().next()
+    {
+        *signature = ruma::CanonicalJsonValue::String("A".repeat(86));
+    }
+    let mut tampered = message_pdu(&room, &bob_id, "as signed", at, &auth, b);
+    if let Some(ruma::CanonicalJsonValue::Object(content)) = tampered.get_mut("content") {
+        content.insert(
+            "body".to_owned(),
+            ruma::CanonicalJsonValue::String("changed on the way".to_owned()),
+        );
+    }
+    let stranger = format!("@mallory:{}", pair.name_b);
+    let unauthorized = message_pdu(&room, &stranger, "let me in", at, &auth[..2], b);
+    let ids: Vec<String> = [&good, &forged, &tampered, &unauthorized]
+        .iter()
+        .map(|pdu| event_id_of(pdu))
+        .collect();
+    let transaction = json!({
+        "origin": pair.name_b, "origin_server_ts": 1_800_000_000_000u64,
+        "pdus": [good, forged, tampered, unauthorized],
+    });
+    let answer = ok(signer.send(
+        &pair.a,
+        "PUT",
+        "/_matrix/federation/v1/send/hostile1",
+        Some(&transaction),
+    ));
+    let results = &answer["pdus"];
+    assert_eq!(results[&ids[0]], json!({}), "{answer}");
+    assert!(results[&ids[1]]["error"].is_string(), "forged: {answer}");
+    assert_eq!(
+        results[&ids[2]],
+        json!({}),
+        "a wrong hash is kept, redacted: {answer}"
+    );
+    assert!(
+        results[&ids[3]]["error"].is_string(),
+        "not a member: {answer}"
+    );
+
+    let bodies = |token: &str| -> Vec<Value> {
+        call(
+            &pair.a,
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
+            token,
+            json!(null),
+        )["chunk"]
+            .as_array()
+            .expect("chunk")
+            .iter()
+            .filter(|event| event["type"] == "m.room.message")
+            .cloned()
+            .collect()
+    };
+    let shown = bodies(&pair.alice);
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert!(
+        shown
+            .iter()
+            .any(|event| event["content"]["body"] == "a fine message")
+    );
+    let redacted = shown
+        .iter()
+        .find(|event| event["event_id"] == ids[2].as_str())
+        .expect("the tampered event, redacted");
+    assert!(redacted["content"].get("body").is_none(), "{redacted}");
+
+    // The same transaction again: every PDU known, nothing new shown.
+    ok(signer.send(
+        &pair.a,
+        "PUT",
+        "/_matrix/federation/v1/send/hostile1",
+        Some(&transaction),
+    ));
+    assert_eq!(bodies(&pair.alice).len(), 2);
+    // A transaction claiming another origin than its signer is refused whole.
+    let spoofed = json!({ "origin": "elsewhere.example", "origin_server_ts": 0, "pdus": [] });
+    let refused = signer.send(
+        &pair.a,
+        "PUT",
+        "/_matrix/federation/v1/send/hostile2",
+        Some(&spoofed),
+    );
+    assert_eq!(refused.status, 403);
+}
