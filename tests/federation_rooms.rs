@@ -569,3 +569,49 @@ fn hostile_pdus_are_refused_one_by_one_and_replays_change_nothing() {
     );
     assert_eq!(refused.status, 403);
 }
+
+#[test]
+fn a_server_denied_by_the_rooms_acl_cannot_join() {
+    let pair = pair();
+    let room = call(
+        &pair.a,
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &pair.alice,
+        json!({ "preset": "public_chat" }),
+    )["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    call(
+        &pair.a,
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.server_acl/"),
+        &pair.alice,
+        json!({ "allow": ["*"], "deny": ["localhost"], "allow_ip_literals": true }),
+    );
+    let refused = pair.b.client().json(
+        "POST",
+        &format!(
+            "/_matrix/client/v3/join/{}?via={}",
+            common::query_encode(&room),
+            common::query_encode(&pair.name_a)
+        ),
+        Some(&pair.bob),
+        &json!({}),
+    );
+    assert_eq!(
+        refused.status,
+        403,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    let members = call(
+        &pair.a,
+        "GET",
+        &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+        &pair.alice,
+        json!(null),
+    );
+    assert_eq!(members["joined"].as_object().map(|m| m.len()), Some(1));
+}

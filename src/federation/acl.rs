@@ -15,6 +15,16 @@ const MAX_PATTERNS: usize = 4096;
 
 /// Whether the ACL with `content` (none: the room has no ACL) allows `server`.
 /// A server name that does not parse is denied whenever there is an ACL.
+/// Whether the current `m.room.server_acl` of `room_id` lets `server` take part.
+pub fn room_allows(
+    storage: &crate::storage::Storage,
+    room_id: &ruma::RoomId,
+    server: &str,
+) -> Result<bool, crate::storage::StorageError> {
+    let acl = crate::rooms::state_content(storage, room_id, "m.room.server_acl", "")?;
+    Ok(allows(acl.as_ref(), server))
+}
+
 pub fn allows(content: Option<&Value>, server: &str) -> bool {
     let Some(content) = content else {
         return true;

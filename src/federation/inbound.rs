@@ -31,6 +31,14 @@ pub async fn receive_pdu(
     let event_id = Pdu::from_json(&json, &rules).ok().map(|pdu| pdu.event_id);
     let result = async {
         let (json, pdu) = checked(state, json, &rules).await?;
+        // The room's server ACL: neither the sending server nor the sender's may be denied.
+        for server in [origin, pdu.sender.server_name().as_str()] {
+            if !super::acl::room_allows(&state.storage, &room_id, server)? {
+                return Err(Refused::Unauthorized(format!(
+                    "{server} is denied by the room's server ACL"
+                )));
+            }
+        }
         let first = state
             .rooms
             .store_remote(&state.storage, &room_id, json.clone(), pdu.clone())

@@ -570,6 +570,12 @@ fn membership_template(
             "A server may only join its own users",
         ));
     }
+    if !super::acl::room_allows(&state.storage, room_id, origin)? {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "Your server is denied access to this room by its server ACL",
+        ));
+    }
     let room = state
         .storage
         .roomid_room
@@ -710,6 +716,12 @@ async fn accept_membership(
         .get(&room_id.to_string())?
         .ok_or_else(|| Error::not_found("No such room here"))?;
     let rules = rules_of(&room)?;
+    if !super::acl::room_allows(&state.storage, room_id, origin)? {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "Your server is denied access to this room by its server ACL",
+        ));
+    }
     let json = to_object(&event).ok_or_else(|| Error::new(ErrorKind::BadJson, "Not an event"))?;
     let (json, pdu) = checked(state, json, &rules)
         .await
