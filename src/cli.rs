@@ -39,8 +39,21 @@ pub enum Command {
     /// `registration.enabled` is on and `registration.open` is off.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage the server's signing key.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Replace the signing key with a new one; the old one stays published (as an old key)
+    /// so other servers can still check what it signed. Restart the server afterwards.
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +184,22 @@ pub fn run(cli: Cli) -> Result<(), StartupError> {
         Command::CheckConfig(arg) => check_config(arg),
         Command::User(command) => user(command),
         Command::Token(command) => token(command),
+        Command::Key(KeyCommand::Rotate { config }) => {
+            let (config, _) = load_config(&config)?;
+            let path = &config.server.signing_key;
+            let key =
+                crate::crypto::rotation::rotate(path, accounts::now_ms()).map_err(|reason| {
+                    StartupError::SigningKey {
+                        path: path.clone(),
+                        reason,
+                    }
+                })?;
+            println!(
+                "new signing key {}; restart the server to use it",
+                key.key_id()
+            );
+            Ok(())
+        }
         Command::Version => {
             println!(
                 "{} {}",

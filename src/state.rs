@@ -15,6 +15,8 @@ pub struct AppState {
     pub config: Config,
     pub storage: Storage,
     pub signing_key: SigningKey,
+    /// Keys this server signed with before rotating them, published as `old_verify_keys`.
+    pub old_verify_keys: std::collections::BTreeMap<String, crate::crypto::rotation::OldKey>,
     pub password_hasher: PasswordHasher,
     pub uia: UiaSessions,
     /// Login, registration and user-name checks, per client address.
@@ -44,7 +46,13 @@ impl AppState {
             signing_key.clone(),
             &config.federation,
         )?;
+        let old_verify_keys = crate::crypto::rotation::load_old_keys(&config.server.signing_key)
+            .map_err(|reason| StartupError::SigningKey {
+                path: crate::crypto::rotation::old_keys_path(&config.server.signing_key),
+                reason,
+            })?;
         Ok(AppState {
+            old_verify_keys,
             federation,
             rooms: Rooms::new(position),
             ephemeral: crate::ephemeral::Ephemeral::default(),

@@ -38,6 +38,7 @@ fn every_command_has_help() {
         &["user", "passwd", "--help"],
         &["user", "deactivate", "--help"],
         &["user", "list", "--help"],
+        &["key", "rotate", "--help"],
         &["version", "--help"],
     ] {
         let output = hearth(dir.path(), args, "");
@@ -196,5 +197,37 @@ fn user_commands_are_refused_while_the_server_runs() {
         stderr(&output).contains("in use by another Hearth process"),
         "{}",
         stderr(&output)
+    );
+}
+
+#[test]
+fn a_rotated_key_stays_published_as_an_old_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("hearth.toml"), test_config("")).expect("config");
+    let mut server = Server::start_in(dir.path(), &[], &[]).expect("starts");
+    let before = common::ok(server.client().get("/_matrix/key/v2/server"));
+    let first_id = before["verify_keys"]
+        .as_object()
+        .and_then(|keys| keys.keys().next().cloned())
+        .expect("a key");
+    server.signal("TERM");
+    server
+        .wait_exit(std::time::Duration::from_secs(15))
+        .expect("stops");
+    let rotated = hearth(dir.path(), &["key", "rotate"], "");
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    assert!(stdout(&rotated).contains("new signing key"));
+    let server = Server::start_in(dir.path(), &[], &[]).expect("starts again");
+    let after = common::ok(server.client().get("/_matrix/key/v2/server"));
+    assert!(after["verify_keys"].get(&first_id).is_none());
+    assert!(
+        after["old_verify_keys"][&first_id]["expired_ts"]
+            .as_u64()
+            .is_some(),
+        "{after}"
+    );
+    assert_eq!(
+        after["old_verify_keys"][&first_id]["key"],
+        before["verify_keys"][&first_id]["key"]
     );
 }

@@ -30,7 +30,7 @@ pub fn server_keys(state: &AppState, now: SystemTime) -> Result<Value, Error> {
     let mut response = json!({
         "server_name": server_name,
         "verify_keys": { key.key_id().as_str(): { "key": key.public_key_base64() } },
-        "old_verify_keys": {},
+        "old_verify_keys": state.old_verify_keys,
         "valid_until_ts": valid_until_ts,
     });
     let object: &mut Map<String, Value> = response.as_object_mut().expect("built as an object");

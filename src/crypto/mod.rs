@@ -3,6 +3,7 @@
 //! writing the key file.
 
 pub mod password;
+pub mod rotation;
 pub mod signing;
 
 pub use signing::{KeyId, SigningKey, VerifyError, sign_json, verify_json};
