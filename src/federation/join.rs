@@ -422,6 +422,8 @@ async fn store_joined_room(
             }
             if in_batch >= JOIN_WRITE_BATCH {
                 state.storage.apply(std::mem::take(&mut batch))?;
+                // Written out now: the database keeps unwritten pages in memory.
+                state.storage.flush().await?;
                 in_batch = 0;
                 tracing::info!(%room_id, checked = events.len(), total, "joining: events checked");
             }
