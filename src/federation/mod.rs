@@ -19,6 +19,15 @@
 //! - [`outbound`]: the durable per-server queue and the transactions that carry our
 //!   users' events and EDUs to other servers, with backoff.
 //! - [`edu`]: what other servers' EDUs (typing, receipts, presence, E2EE) do here.
+//! - [`inbound`]: the first checks on a PDU from another server (format, signatures,
+//!   content hash) before the room service authorizes and stores it; gaps filled with
+//!   `get_missing_events`.
+//! - [`join`]: joining rooms held elsewhere and letting other servers' users join, leave
+//!   and knock on ours (`make_*`/`send_*`), large answers read event by event.
+//! - [`invite`]: invites across servers, co-signed, with the stripped state kept for rooms
+//!   we do not hold.
+//! - [`backfill`]: history from before a remote join, fetched as a client pages back.
+//! - [`queries`]: remote profiles, aliases and public room directories, for our users.
 //!
 //! [`Federation`] ties them together: it is what the rest of Hearth holds to make a signed
 //! request to another server.
