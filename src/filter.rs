@@ -134,11 +134,6 @@ impl RoomEventFilter {
         allowed(room_id, self.rooms.as_deref(), &self.not_rooms, false)
     }
 
-    /// Whether member events are lazy-loaded: only those of the senders shown.
-    pub fn lazy_members(&self) -> bool {
-        self.lazy_load_members
-    }
-
     pub fn limit_or(&self, default: u64) -> usize {
         self.limit.unwrap_or(default).clamp(1, MAX_LIMIT) as usize
     }

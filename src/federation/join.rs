@@ -35,15 +35,43 @@ pub async fn join_remote(
     room_id: &RoomId,
     servers: &[String],
 ) -> Result<OwnedEventId, Error> {
-    let mut last_error = Error::not_found("No server to join this room through");
+    first_server(state, room_id, servers, "joining", async |server: &str| {
+        let made = make_and_sign(state, user_id, room_id, server, "join").await?;
+        let body = serde_json::to_value(&made.event).map_err(Error::internal)?;
+        let path = send_path("v2/send_join", room_id, &made.event_id);
+        let answer = request_raw(state, server, "PUT", &path, Some(&body), SEND_JOIN_LIMIT).await?;
+        store_joined_room(
+            state,
+            room_id,
+            &made.version,
+            &made.rules,
+            made.event,
+            &answer,
+        )
+        .await?;
+        Ok(made.event_id)
+    })
+    .await
+}
+
+/// Asks `servers` in turn (ours left out) until `attempt` succeeds with one; logs each
+/// failure and returns the last.
+async fn first_server<T>(
+    state: &AppState,
+    room_id: &RoomId,
+    servers: &[String],
+    what: &str,
+    attempt: impl AsyncFn(&str) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut last_error = Error::not_found("No server to ask about this room");
     for server in servers {
         if server == state.federation.origin.as_str() {
             continue;
         }
-        match join_through(state, user_id, room_id, server).await {
-            Ok(event_id) => return Ok(event_id),
+        match attempt(server).await {
+            Ok(done) => return Ok(done),
             Err(err) => {
-                tracing::info!(%room_id, %server, "joining through this server failed: {err}");
+                tracing::info!(%room_id, %server, "{what} through this server failed: {err}");
                 last_error = err;
             }
         }
@@ -51,38 +79,59 @@ pub async fn join_remote(
     Err(last_error)
 }
 
-async fn join_through(
+/// A membership event made by a resident server (`make_join`, `make_leave`, `make_knock`)
+/// and signed by us, with the room's version.
+struct Made {
+    version: String,
+    rules: RoomVersionRules,
+    event_id: OwnedEventId,
+    event: CanonicalJsonObject,
+}
+
+/// Asks `server` for a `membership` template for our user and fills it in and signs it.
+async fn make_and_sign(
     state: &AppState,
     user_id: &UserId,
     room_id: &RoomId,
     server: &str,
-) -> Result<OwnedEventId, Error> {
-    let versions: String = SUPPORTED_VERSIONS
-        .iter()
-        .map(|v| format!("ver={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let path = format!(
-        "/_matrix/federation/v1/make_join/{}/{}?{versions}",
+    membership: &str,
+) -> Result<Made, Error> {
+    let mut path = format!(
+        "/_matrix/federation/v1/make_{membership}/{}/{}",
         encode(room_id.as_str()),
         encode(user_id.as_str())
     );
+    // Joins and knocks say which room versions we can take part in.
+    if membership != "leave" {
+        let versions: Vec<String> = SUPPORTED_VERSIONS
+            .iter()
+            .map(|v| format!("ver={v}"))
+            .collect();
+        path.push('?');
+        path.push_str(&versions.join("&"));
+    }
     let answer = request_json(state, server, "GET", &path, None).await?;
     let version = answer["room_version"].as_str().unwrap_or("1").to_owned();
     let rules = RoomVersionId::try_from(version.as_str())
         .ok()
         .and_then(|v| v.rules())
         .ok_or_else(|| Error::new(ErrorKind::IncompatibleRoomVersion, "Unknown room version"))?;
-    let (event_id, join) = sign_join(state, &rules, &answer["event"], user_id)?;
-    let path = format!(
-        "/_matrix/federation/v2/send_join/{}/{}",
+    let (event_id, event) = sign_membership(state, &rules, &answer["event"], user_id, membership)?;
+    Ok(Made {
+        version,
+        rules,
+        event_id,
+        event,
+    })
+}
+
+/// The path of a `send_*` endpoint (`v2/send_join`, …) for an event of a room.
+fn send_path(endpoint: &str, room_id: &RoomId, event_id: &OwnedEventId) -> String {
+    format!(
+        "/_matrix/federation/{endpoint}/{}/{}",
         encode(room_id.as_str()),
         encode(event_id.as_str())
-    );
-    let body = serde_json::to_value(&join).map_err(Error::internal)?;
-    let answer = request_raw(state, server, "PUT", &path, Some(&body)).await?;
-    store_joined_room(state, room_id, &version, &rules, join, &answer).await?;
-    Ok(event_id)
+    )
 }
 
 /// Declines an invite to a room held elsewhere (`make_leave`, `send_leave` v2 through the
@@ -94,50 +143,22 @@ pub async fn leave_remote(
     room_id: &RoomId,
     servers: &[String],
 ) -> Result<(), Error> {
-    let mut signed = None;
-    for server in servers {
-        if server == state.federation.origin.as_str() {
-            continue;
-        }
-        match leave_through(state, user_id, room_id, server).await {
-            Ok(event) => {
-                signed = Some(event);
-                break;
-            }
-            Err(err) => {
-                tracing::info!(%room_id, %server, "declining through this server failed: {err}")
-            }
-        }
-    }
+    let signed = first_server(
+        state,
+        room_id,
+        servers,
+        "declining",
+        async |server: &str| {
+            let made = make_and_sign(state, user_id, room_id, server, "leave").await?;
+            let body = serde_json::to_value(&made.event).map_err(Error::internal)?;
+            let path = send_path("v2/send_leave", room_id, &made.event_id);
+            request_json(state, server, "PUT", &path, Some(&body)).await?;
+            Ok((made.event_id, made.event))
+        },
+    )
+    .await
+    .ok();
     record_leave(state, user_id, room_id, signed).await
-}
-
-async fn leave_through(
-    state: &AppState,
-    user_id: &UserId,
-    room_id: &RoomId,
-    server: &str,
-) -> Result<(OwnedEventId, CanonicalJsonObject), Error> {
-    let path = format!(
-        "/_matrix/federation/v1/make_leave/{}/{}",
-        encode(room_id.as_str()),
-        encode(user_id.as_str())
-    );
-    let answer = request_json(state, server, "GET", &path, None).await?;
-    let version = answer["room_version"].as_str().unwrap_or("1");
-    let rules = RoomVersionId::try_from(version)
-        .ok()
-        .and_then(|v| v.rules())
-        .ok_or_else(|| Error::new(ErrorKind::IncompatibleRoomVersion, "Unknown room version"))?;
-    let (event_id, leave) = sign_membership(state, &rules, &answer["event"], user_id, "leave")?;
-    let path = format!(
-        "/_matrix/federation/v2/send_leave/{}/{}",
-        encode(room_id.as_str()),
-        encode(event_id.as_str())
-    );
-    let body = serde_json::to_value(&leave).map_err(Error::internal)?;
-    request_json(state, server, "PUT", &path, Some(&body)).await?;
-    Ok((event_id, leave))
 }
 
 /// Records that our user left (declined) a room we do not hold, with the signed leave
@@ -203,82 +224,34 @@ pub async fn knock_remote(
     room_id: &RoomId,
     servers: &[String],
 ) -> Result<(), Error> {
-    let mut last_error = Error::not_found("No server to knock through");
-    for server in servers {
-        if server == state.federation.origin.as_str() {
-            continue;
-        }
-        match knock_through(state, user_id, room_id, server).await {
-            Ok(()) => return Ok(()),
-            Err(err) => {
-                tracing::info!(%room_id, %server, "knocking through this server failed: {err}");
-                last_error = err;
-            }
-        }
-    }
-    Err(last_error)
-}
-
-async fn knock_through(
-    state: &AppState,
-    user_id: &UserId,
-    room_id: &RoomId,
-    server: &str,
-) -> Result<(), Error> {
-    let versions: String = SUPPORTED_VERSIONS
-        .iter()
-        .map(|v| format!("ver={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let path = format!(
-        "/_matrix/federation/v1/make_knock/{}/{}?{versions}",
-        encode(room_id.as_str()),
-        encode(user_id.as_str())
-    );
-    let answer = request_json(state, server, "GET", &path, None).await?;
-    let version = answer["room_version"].as_str().unwrap_or("1");
-    let rules = RoomVersionId::try_from(version)
-        .ok()
-        .and_then(|v| v.rules())
-        .ok_or_else(|| Error::new(ErrorKind::IncompatibleRoomVersion, "Unknown room version"))?;
-    let (event_id, knock) = sign_membership(state, &rules, &answer["event"], user_id, "knock")?;
-    let path = format!(
-        "/_matrix/federation/v1/send_knock/{}/{}",
-        encode(room_id.as_str()),
-        encode(event_id.as_str())
-    );
-    let body = serde_json::to_value(&knock).map_err(Error::internal)?;
-    let answer = request_json(state, server, "PUT", &path, Some(&body)).await?;
-    let stripped: Vec<Value> = answer["knock_room_state"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .take(64)
-        .map(super::invite::strip)
-        .collect();
-    let pdu = Pdu::from_json(&knock, &rules).map_err(|err| Error::internal(err.to_string()))?;
-    super::invite::store_outside_membership(
-        state,
-        room_id,
-        user_id,
-        (&knock, &pdu),
-        "knock",
-        stripped,
-    )
+    first_server(state, room_id, servers, "knocking", async |server: &str| {
+        let made = make_and_sign(state, user_id, room_id, server, "knock").await?;
+        let body = serde_json::to_value(&made.event).map_err(Error::internal)?;
+        let path = send_path("v1/send_knock", room_id, &made.event_id);
+        let answer = request_json(state, server, "PUT", &path, Some(&body)).await?;
+        let stripped: Vec<Value> = answer["knock_room_state"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(64)
+            .map(super::invite::strip)
+            .collect();
+        let pdu = Pdu::from_json(&made.event, &made.rules)
+            .map_err(|err| Error::internal(err.to_string()))?;
+        super::invite::store_outside_membership(
+            state,
+            room_id,
+            user_id,
+            (&made.event, &pdu),
+            "knock",
+            stripped,
+        )
+        .await
+    })
     .await
 }
 
-/// Fills in `make_join`'s template for our user and signs it.
-fn sign_join(
-    state: &AppState,
-    rules: &RoomVersionRules,
-    template: &Value,
-    user_id: &UserId,
-) -> Result<(OwnedEventId, CanonicalJsonObject), Error> {
-    sign_membership(state, rules, template, user_id, "join")
-}
-
-/// Fills in a `make_join`/`make_leave` template for our user and signs it.
+/// Fills in a `make_join`/`make_leave`/`make_knock` template for our user and signs it.
 fn sign_membership(
     state: &AppState,
     rules: &RoomVersionRules,
@@ -813,17 +786,23 @@ pub fn to_object(value: &Value) -> Option<CanonicalJsonObject> {
     }
 }
 
-/// A signed request whose answer must have status 200; its body as it came.
+/// The most an answer other than `send_join`'s may weigh (a page of 100 events of at most
+/// 64 KiB each fits).
+const ANSWER_LIMIT: usize = 16 * 1024 * 1024;
+
+/// A signed request whose answer must have status 200 (at most `limit` bytes); its body as
+/// it came.
 pub async fn request_raw(
     state: &AppState,
     server: &str,
     method: &'static str,
     path: &str,
     body: Option<&Value>,
+    limit: usize,
 ) -> Result<Vec<u8>, Error> {
     let response = state
         .federation
-        .signed_request(server, method, path, body, SEND_JOIN_LIMIT)
+        .signed_request(server, method, path, body, limit)
         .await
         .map_err(|err| Error::new(ErrorKind::Unknown, format!("{server}: {err}")))?;
     if response.status != 200 {
@@ -838,7 +817,7 @@ pub async fn request_raw(
     Ok(response.body)
 }
 
-/// A signed request whose answer must be a JSON object with status 200.
+/// A signed request whose answer must be JSON with status 200.
 pub async fn request_json(
     state: &AppState,
     server: &str,
@@ -846,21 +825,9 @@ pub async fn request_json(
     path: &str,
     body: Option<&Value>,
 ) -> Result<Value, Error> {
-    let response = state
-        .federation
-        .signed_request(server, method, path, body, SEND_JOIN_LIMIT)
-        .await
-        .map_err(|err| Error::new(ErrorKind::Unknown, format!("{server}: {err}")))?;
-    let value: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-    if response.status != 200 {
-        let errcode = value["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned();
-        let message = value["error"].as_str().unwrap_or_default().to_owned();
-        return Err(Error::new(
-            ErrorKind::Forbidden,
-            format!("{server} answered {}: {errcode} {message}", response.status),
-        ));
-    }
-    Ok(value)
+    let bytes = request_raw(state, server, method, path, body, ANSWER_LIMIT).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|err| Error::new(ErrorKind::BadJson, format!("{server} sent bad JSON: {err}")))
 }
 
 /// Percent-encodes a path segment (room and user IDs hold `!`, `@`, `:`, `$`).

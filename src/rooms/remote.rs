@@ -319,22 +319,24 @@ pub fn authorize_against(
     state: &StateMap,
     unstored: &HashMap<OwnedEventId, Pdu>,
 ) -> Result<(), String> {
-    let named: HashMap<(String, String), String> = snapshots::named(storage, state)
-        .map_err(|err| err.to_string())?
-        .into_iter()
-        .collect();
+    // Only the few entries the rules ask for are named: a room's whole state is not read
+    // for each event (this runs for every PDU of every transaction).
     ruma::state_res::check_state_dependent_auth_rules(
         &rules.authorization,
         pdu,
         |kind: &StateEventType, key: &str| {
-            let id = named.get(&(kind.to_string(), key.to_owned()))?;
+            let short_key = storage
+                .statekey_short
+                .get(&(kind.to_string(), key.to_owned()))
+                .ok()??;
+            let id = storage.short_eventid.get(state.get(&short_key)?).ok()??;
             if let Some(pdu) = OwnedEventId::try_from(id.as_str())
                 .ok()
                 .and_then(|id| unstored.get(&id))
             {
                 return Some(pdu.clone());
             }
-            load_pdu(storage, id, rules).ok().flatten()
+            load_pdu(storage, &id, rules).ok().flatten()
         },
     )
 }
