@@ -348,7 +348,20 @@ impl Rooms {
         };
         let mut batch = Batch::new();
         let mut pending = std::collections::BTreeMap::new();
-        let before = snapshots::store_full(storage, &mut batch, &plan.before, &mut pending)?;
+        // Snapshots are stored as small deltas on the nearest known one (the room's current
+        // state, or the state at the single event this one follows) wherever they can be:
+        // a whole copy per remote event would cost a large room's state on every message.
+        let base = match (record.state, pdu.prev_events.as_slice()) {
+            (Some(current), _) if plan.before == plan.current => {
+                Some((current, plan.current.clone()))
+            }
+            (_, [prev]) => match storage.eventid_statebefore.get(&prev.to_string())? {
+                Some(id) => Some((id, snapshots::load(storage, id)?)),
+                None => None,
+            },
+            _ => None,
+        };
+        let before = snapshot_near(storage, &mut batch, &mut pending, base, &plan.before)?;
         let event_id = pdu.event_id.to_string();
         storage
             .eventid_statebefore
@@ -356,11 +369,12 @@ impl Rooms {
         let current = if plan.new_current == plan.current {
             record.state
         } else {
-            Some(snapshots::store_full(
+            Some(snapshot_near(
                 storage,
                 &mut batch,
-                &plan.new_current,
                 &mut pending,
+                Some((before, plan.before.clone())),
+                &plan.new_current,
             )?)
         };
         let new_record = RoomRecord {
@@ -648,6 +662,28 @@ impl Rooms {
             newer
         });
     }
+}
+
+/// The snapshot of `target`: `base`'s snapshot itself when equal, a delta on it when
+/// `target` only adds or changes a few entries, else a whole copy.
+fn snapshot_near(
+    storage: &Storage,
+    batch: &mut Batch,
+    pending: &mut std::collections::BTreeMap<u64, snapshots::SnapshotRecord>,
+    base: Option<(u64, snapshots::StateMap)>,
+    target: &snapshots::StateMap,
+) -> Result<u64, StorageError> {
+    const MAX_DELTA: usize = 64;
+    if let Some((id, state)) = base {
+        let (set, removed) = remote::diff(&state, target);
+        if set.is_empty() && removed.is_empty() {
+            return Ok(id);
+        }
+        if removed.is_empty() && set.len() <= MAX_DELTA {
+            return snapshots::derive(storage, batch, Some(id), &set, pending);
+        }
+    }
+    snapshots::store_full(storage, batch, target, pending)
 }
 
 /// Records, in `batch`, the state snapshot before each event and derives the snapshot
