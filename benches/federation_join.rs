@@ -78,6 +78,13 @@ fn main() {
     let peak = status_mib(pid, "VmHWM:");
     let after = status_mib(pid, "VmRSS:");
     let size_b = dir_size(&b);
+    if std::env::var_os("HEARTH_BENCH_MEMORY_LOG").is_some() {
+        for line in b.log_text().lines() {
+            if line.contains("memory") {
+                println!("{line}");
+            }
+        }
+    }
 
     println!("hearth federation join benchmark ({STATE_EVENTS} state events)");
     println!(

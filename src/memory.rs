@@ -11,3 +11,34 @@ pub fn release_freed() {
         libc::malloc_trim(0);
     }
 }
+
+/// Heap in use (glibc's `mallinfo2`: the main arena and large blocks, not the arenas of
+/// other threads) and the resident set size, in MiB: logged at
+/// the steps of memory-heavy work so that where memory goes can be read from the logs.
+#[allow(unsafe_code)]
+pub fn usage_mib() -> (f64, f64) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let heap = {
+        let info = unsafe { libc::mallinfo2() };
+        (info.uordblks + info.hblkhd) as f64 / 1_048_576.0
+    };
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let heap = 0.0;
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |pages| pages * 4096.0 / 1_048_576.0);
+    (heap, rss)
+}
+
+/// Logs [`usage_mib`] at debug level, naming the step.
+pub fn log_usage(step: &str) {
+    let (heap, rss) = usage_mib();
+    tracing::debug!(
+        step,
+        heap_mib = format!("{heap:.1}"),
+        rss_mib = format!("{rss:.1}"),
+        "memory"
+    );
+}

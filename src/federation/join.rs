@@ -343,6 +343,7 @@ async fn store_joined_room(
     join: CanonicalJsonObject,
     body: &[u8],
 ) -> Result<(), Error> {
+    crate::memory::log_usage("join: answer received");
     let answer: SendJoinAnswer<'_> = serde_json::from_slice(body)
         .map_err(|err| Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {err}")))?;
     // A restricted room's resident server signs the join too; take its copy when given.
@@ -397,13 +398,16 @@ async fn store_joined_room(
                 state.storage.apply(std::mem::take(&mut batch))?;
                 // Written out now: the database keeps unwritten pages in memory.
                 state.storage.flush().await?;
+                state.storage.collect_garbage();
                 in_batch = 0;
                 tracing::info!(%room_id, checked = events.len(), total, "joining: events checked");
+                crate::memory::log_usage("join: batch written");
             }
             events.insert(pdu.event_id.clone(), pdu);
         }
     }
     state.storage.apply(batch)?;
+    crate::memory::log_usage("join: events checked and written");
     if refused > 0 {
         tracing::info!(%room_id, refused, "events of send_join refused, first: {first_refusal:?}");
     }
@@ -424,6 +428,7 @@ async fn store_joined_room(
         .await
         .map_err(|err| Error::new(ErrorKind::Forbidden, format!("Our join was refused: {err}")))?;
     authorize_all(rules, &events, &state_ids)?;
+    crate::memory::log_usage("join: state authorized");
     let version = version.to_owned();
     let result = state
         .rooms
@@ -438,7 +443,11 @@ async fn store_joined_room(
         .await
         .map_err(|err| Error::new(ErrorKind::Forbidden, err.to_string()));
     // A large join frees much memory at once: hand it back to the system.
+    crate::memory::log_usage("join: stored");
+    state.storage.collect_garbage();
+    crate::memory::log_usage("join: garbage collected");
     crate::memory::release_freed();
+    crate::memory::log_usage("join: freed memory released");
     result
 }
 

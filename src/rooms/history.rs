@@ -44,13 +44,42 @@ pub fn stage_state_changes(
         return Ok(());
     }
     for ((kind, state_key), event_id) in changes {
-        storage.roomstate_history.batch_insert(
-            batch,
-            &(room.to_owned(), kind.clone(), state_key.clone(), position),
-            event_id,
-        )?;
+        stage_history_row(storage, batch, room, (kind, state_key), event_id, position)?;
     }
     let keys: Vec<(String, String)> = changes.iter().map(|(key, _)| key.clone()).collect();
+    stage_changed_keys(storage, batch, room, keys, position)
+}
+
+/// The half of [`stage_state_changes`] kept by state key: `(type, state_key)` of `room`
+/// became `event_id` at `position`.
+pub fn stage_history_row(
+    storage: &Storage,
+    batch: &mut Batch,
+    room: &str,
+    (kind, state_key): (&str, &str),
+    event_id: &str,
+    position: u64,
+) -> Result<(), StorageError> {
+    storage.roomstate_history.batch_insert(
+        batch,
+        &(
+            room.to_owned(),
+            kind.to_owned(),
+            state_key.to_owned(),
+            position,
+        ),
+        &event_id.to_owned(),
+    )
+}
+
+/// The half of [`stage_state_changes`] kept by position: which keys changed at `position`.
+pub fn stage_changed_keys(
+    storage: &Storage,
+    batch: &mut Batch,
+    room: &str,
+    keys: Vec<(String, String)>,
+    position: u64,
+) -> Result<(), StorageError> {
     storage
         .roomstream_state
         .batch_insert(batch, &(room.to_owned(), position), &keys)

@@ -489,6 +489,7 @@ impl Rooms {
         remote::authorize_against(storage, &rules, &join_pdu, &before, &events)
             .map_err(|why| remote::Refused::Unauthorized(format!("our join: {why}")))?;
         drop(events);
+        crate::memory::log_usage("join: state named");
         let event_id = join_pdu.event_id.to_string();
         let mut after = before.clone();
         let join_key = snapshots::short_state_key(
@@ -499,12 +500,27 @@ impl Rooms {
         after.insert(join_key, snapshots::short_event_id(storage, &event_id)?);
         let mut pending = std::collections::BTreeMap::new();
         let before_id = snapshots::store_full(storage, &mut batch, &before, &mut pending)?;
+        crate::memory::log_usage("join: snapshot staged");
         let after_id = snapshots::store_full(storage, &mut batch, &after, &mut pending)?;
         storage
             .eventid_statebefore
             .batch_insert(&mut batch, &event_id, &before_id)?;
         // History before the join is fetched later, into positions kept free here.
         let floor = storage.reserve_stream_positions(BACKFILL_BLOCK)?;
+        // The state we were given takes the position after that block, our join the next:
+        // clients are shown that state as the room's state before the join. The state is
+        // written now, in parts (see `write_state_diff_in_parts`).
+        let state_position = storage.reserve_stream_positions(1)?;
+        remote::write_state_diff_in_parts(
+            storage,
+            &mut batch,
+            &room,
+            (&old_current, &before),
+            state_position,
+            &memberships_given,
+        )
+        .map_err(|err| remote::Refused::Storage(err.to_string()))?;
+        crate::memory::log_usage("join: state written in parts");
         let record = RoomRecord {
             version: version.to_owned(),
             extremities: vec![(join_pdu.event_id.clone(), join_pdu.depth)],
@@ -528,18 +544,6 @@ impl Rooms {
                 .ordered
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner());
-            // The state we were given takes one position, our join the next: clients are
-            // shown that state as the room's state before the join.
-            let state_position = storage.next_stream_position()?;
-            remote::stage_state_diff(
-                storage,
-                &mut batch,
-                &room,
-                (&old_current, &before),
-                state_position,
-                &memberships_given,
-            )
-            .map_err(|err| remote::Refused::Storage(err.to_string()))?;
             storage
                 .stream_room
                 .batch_insert(&mut batch, &state_position, &room)?;
@@ -555,10 +559,13 @@ impl Rooms {
                 true,
             )
             .map_err(|err| remote::Refused::Storage(err.to_string()))?;
+            crate::memory::log_usage("join: final batch staged");
             storage.apply(batch)?;
             position
         };
+        crate::memory::log_usage("join: final batch applied");
         storage.flush().await?;
+        crate::memory::log_usage("join: final batch flushed");
         self.publish(position);
         tracing::info!(%room_id, state = state_ids.len(), "joined a room over federation");
         Ok(())

@@ -222,6 +222,85 @@ pub fn stage_state_diff(
     Ok(())
 }
 
+/// Writes per part in [`write_state_diff_in_parts`].
+const STATE_PART_WRITES: usize = 2_000;
+
+/// Writes the current-state changes from `old` to `new` like [`stage_state_diff`], but in
+/// parts: the database keeps a copy of every tree page an atomic batch rewrites until the
+/// batch ends, so the whole state of a large room in one batch (10,000 entries, ~30,000
+/// rows) would cost ~80 MB at once. Only what clients read is kept for `last`, the
+/// caller's batch that makes the join visible: the entries of local users (their
+/// memberships) and the list of what changed at `position` (`roomstream_state`). The parts
+/// before it write rows nobody reads until then: the state table, its history at a
+/// position kept free for it, and remote users' memberships. If the server stops between
+/// parts, the room is not joined (its record is written by `last`); joining again rewrites
+/// the rows.
+pub fn write_state_diff_in_parts(
+    storage: &Storage,
+    last: &mut Batch,
+    room: &str,
+    (old, new): (&StateMap, &StateMap),
+    position: u64,
+    pending: &HashMap<String, String>,
+) -> Result<(), crate::error::Error> {
+    let (set, removed) = diff(old, new);
+    let mut memberships: HashMap<String, MembershipRecord> = HashMap::new();
+    let mut changed_keys = Vec::with_capacity(set.len());
+    let mut part = Batch::new();
+    for (key, event) in set {
+        let ((kind, state_key), event_id) = named_entry(storage, key, event)?;
+        let membership = if kind == "m.room.member" {
+            Some(match pending.get(&event_id) {
+                Some(membership) => membership.clone(),
+                None => super::load_json(storage, &event_id)?
+                    .map_or_else(|| "leave".to_owned(), |json| member_state(&json)),
+            })
+        } else {
+            None
+        };
+        let local = membership.is_some() && storage.userid_account.get(&state_key)?.is_some();
+        super::stage_state_entry(
+            storage,
+            if local { &mut *last } else { &mut part },
+            room,
+            (&kind, &state_key),
+            (&event_id, membership),
+            position,
+            &mut memberships,
+        )?;
+        super::history::stage_history_row(
+            storage,
+            &mut part,
+            room,
+            (&kind, &state_key),
+            &event_id,
+            position,
+        )?;
+        changed_keys.push((kind, state_key));
+        if part.len() >= STATE_PART_WRITES {
+            write_part(storage, std::mem::take(&mut part))?;
+        }
+    }
+    for key in removed {
+        let Some((kind, state_key)) = storage.short_statekey.get(&key)? else {
+            continue;
+        };
+        storage
+            .roomstate_eventid
+            .batch_remove(&mut part, &(room.to_owned(), kind, state_key));
+    }
+    write_part(storage, part)?;
+    super::history::stage_changed_keys(storage, last, room, changed_keys, position)?;
+    Ok(())
+}
+
+/// Applies one part of a large write and frees the page copies it left behind.
+fn write_part(storage: &Storage, part: Batch) -> Result<(), StorageError> {
+    storage.apply(part)?;
+    storage.collect_garbage();
+    Ok(())
+}
+
 fn member_state(json: &CanonicalJsonObject) -> String {
     json.get("content")
         .and_then(CanonicalJsonValue::as_object)

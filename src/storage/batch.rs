@@ -34,6 +34,11 @@ impl Batch {
         self.writes.is_empty()
     }
 
+    /// How many writes the batch holds.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
     pub(super) fn apply(self) -> StorageResult<()> {
         if self.writes.is_empty() {
             return Ok(());
