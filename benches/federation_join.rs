@@ -1,6 +1,7 @@
 //! Joining a large room over federation, measured: `cargo bench --bench federation_join`.
 //!
-//! A first Hearth holds a room with 10,000 state events (set by its owner); a user of a
+//! A first Hearth holds a room with 10,000 state events (set by its owner: half of them
+//! member events of users of another server, banned, half other state); a user of a
 //! second Hearth joins it over TLS on loopback. Prints how long the join took and the
 //! joining server's resident memory before, at its peak, and after. Budget (DESIGN.md):
 //! 64 MB steady, 128 MB peak. Prints figures, asserts nothing but success.
@@ -50,16 +51,28 @@ fn main() {
         .expect("room")
         .to_owned();
     let filling = Instant::now();
+    // Half member events (large rooms are mostly members: each is indexed by user too),
+    // half other state.
     for i in 0..STATE_EVENTS {
-        ok(client.json(
-            "PUT",
-            &format!("/_matrix/client/v3/rooms/{room}/state/org.example.bench/key{i}"),
-            Some(&alice),
-            &json!({ "i": i, "padding": "a state event of a large room" }),
-        ));
+        if i % 2 == 0 {
+            ok(client.json(
+                "POST",
+                &format!("/_matrix/client/v3/rooms/{room}/ban"),
+                Some(&alice),
+                &json!({ "user_id": format!("@member{i}:elsewhere.example"), "reason": "bench" }),
+            ));
+        } else {
+            ok(client.json(
+                "PUT",
+                &format!("/_matrix/client/v3/rooms/{room}/state/org.example.bench/key{i}"),
+                Some(&alice),
+                &json!({ "i": i, "padding": "a state event of a large room" }),
+            ));
+        }
     }
     let filled_in = filling.elapsed();
 
+    let resident_before = status_mib(a.child.id(), "VmRSS:");
     let pid = b.child.id();
     let before = status_mib(pid, "VmRSS:");
     let joining = Instant::now();
@@ -78,6 +91,7 @@ fn main() {
     let peak = status_mib(pid, "VmHWM:");
     let after = status_mib(pid, "VmRSS:");
     let size_b = dir_size(&b);
+    let resident_peak = status_mib(a.child.id(), "VmHWM:");
     if std::env::var_os("HEARTH_BENCH_MEMORY_LOG").is_some() {
         for line in b.log_text().lines() {
             if line.contains("memory") {
@@ -99,6 +113,9 @@ fn main() {
     println!("  joining server RSS before         {before:.1} MiB");
     println!("  joining server peak RSS (VmHWM)   {peak:.1} MiB (budget 128 MiB)");
     println!("  joining server RSS after          {after:.1} MiB (budget 64 MiB steady)");
+    println!(
+        "  resident server RSS before / peak {resident_before:.1} / {resident_peak:.1} MiB (peak includes filling the room)"
+    );
     println!(
         "  joining server data directory     {:.1} MiB",
         size_b as f64 / 1_048_576.0
