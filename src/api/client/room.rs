@@ -570,6 +570,19 @@ async fn change_own_membership(
     if let Some(reason) = reason {
         content["reason"] = json!(reason);
     }
+    // A restricted room lets our user in through a room they are in: one of our users in
+    // the room vouches for the join (the auth rules ask for it, and our signature).
+    if membership == "join"
+        && let rooms::restricted::JoinAuthorisation::Via(authoriser) =
+            rooms::restricted::authorise_join(
+                &state.storage,
+                room_id,
+                &auth.user_id,
+                auth.user_id.server_name(),
+            )?
+    {
+        content["join_authorised_via_users_server"] = json!(authoriser);
+    }
     let new = NewEvent::state("m.room.member", auth.user_id.as_str(), content);
     state
         .rooms
