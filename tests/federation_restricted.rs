@@ -152,6 +152,7 @@ fn a_member_of_an_allowed_room_joins_a_restricted_room_through_its_resident_serv
     let alice_id = format!("@alice:{}", pair.name_a);
     let bob_id = format!("@bob:{}", pair.name_b);
     let dave_id = format!("@dave:{}", pair.name_a);
+    let mallory_id = format!("@mallory:{}", pair.name_b);
     let key_b = signing_key(&pair.b);
     let signer = Signer {
         origin: &pair.name_b,
@@ -215,6 +216,24 @@ fn a_member_of_an_allowed_room_joins_a_restricted_room_through_its_resident_serv
         assert_eq!(refused.status, 403, "{case}: {}", body_text(&refused));
         assert_eq!(errcode(&refused), "M_FORBIDDEN", "{case}");
 
+        // Mallory joins the space: B holds the room now, but Bob may not invite, so B asks
+        // A to vouch for her.
+        ok(join(&pair.b, &mallory, &space, &pair.name_a));
+        wait_until(&format!("{case}: A sees Mallory in the space"), || {
+            joined_members(&pair.a, &alice, &space).contains(&mallory_id)
+        });
+        let joined = join(&pair.b, &mallory, &room, &pair.name_a);
+        assert_eq!(joined.status, 200, "{case}: {}", body_text(&joined));
+        let mallory_member = member_event(&pair.b, &bob, &room, &mallory_id);
+        assert_eq!(
+            mallory_member["content"]["join_authorised_via_users_server"], alice_id,
+            "{case}: {mallory_member}"
+        );
+        assert!(
+            joined_members(&pair.a, &alice, &room).contains(&mallory_id),
+            "{case}"
+        );
+
         // The same rules for A's own users: Dave, in the space, joins; Erin, not, cannot.
         ok(join(&pair.a, &dave, &space, &pair.name_a));
         ok(join(&pair.a, &dave, &room, &pair.name_a));
@@ -227,10 +246,27 @@ fn a_member_of_an_allowed_room_joins_a_restricted_room_through_its_resident_serv
         assert_eq!(refused.status, 403, "{case}: {}", body_text(&refused));
         assert_eq!(
             joined_members(&pair.a, &alice, &room),
-            [alice_id.clone(), bob_id.clone(), dave_id.clone()],
+            [
+                alice_id.clone(),
+                bob_id.clone(),
+                dave_id.clone(),
+                mallory_id.clone()
+            ],
             "{case}"
         );
     }
+}
+
+/// Waits until `done` holds (federation is asynchronous), failing after a while.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out waiting: {what}");
 }
 
 /// `make_join` as B would send it, for `user` in `room`.

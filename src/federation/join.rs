@@ -25,7 +25,7 @@ const SUPPORTED_VERSIONS: [&str; 12] = [
 ];
 
 /// The largest `send_join` answer read (the state of a large room).
-const SEND_JOIN_LIMIT: usize = 256 * 1024 * 1024;
+pub(super) const SEND_JOIN_LIMIT: usize = 256 * 1024 * 1024;
 
 /// Joins `user_id` to a room held elsewhere, asking `servers` in turn; returns the join
 /// event's ID once the room, its state and the join are stored here.
@@ -56,7 +56,7 @@ pub async fn join_remote(
 
 /// Asks `servers` in turn (ours left out) until `attempt` succeeds with one; logs each
 /// failure and returns the last.
-async fn first_server<T>(
+pub(super) async fn first_server<T>(
     state: &AppState,
     room_id: &RoomId,
     servers: &[String],
@@ -81,15 +81,15 @@ async fn first_server<T>(
 
 /// A membership event made by a resident server (`make_join`, `make_leave`, `make_knock`)
 /// and signed by us, with the room's version.
-struct Made {
+pub(super) struct Made {
     version: String,
     rules: RoomVersionRules,
-    event_id: OwnedEventId,
-    event: CanonicalJsonObject,
+    pub(super) event_id: OwnedEventId,
+    pub(super) event: CanonicalJsonObject,
 }
 
 /// Asks `server` for a `membership` template for our user and fills it in and signs it.
-async fn make_and_sign(
+pub(super) async fn make_and_sign(
     state: &AppState,
     user_id: &UserId,
     room_id: &RoomId,
@@ -126,7 +126,7 @@ async fn make_and_sign(
 }
 
 /// The path of a `send_*` endpoint (`v2/send_join`, …) for an event of a room.
-fn send_path(endpoint: &str, room_id: &RoomId, event_id: &OwnedEventId) -> String {
+pub(super) fn send_path(endpoint: &str, room_id: &RoomId, event_id: &OwnedEventId) -> String {
     format!(
         "/_matrix/federation/{endpoint}/{}/{}",
         encode(room_id.as_str()),

@@ -3,14 +3,19 @@
 //! conditions, name one of our users in `join_authorised_via_users_server` in the template,
 //! and sign the join the other server sends back (the auth rules ask for our signature), then
 //! return it in `send_join`'s `event`. As the joining server we take that copy only if it
-//! is the very event we signed. Which user vouches, and when, is [`crate::rooms::restricted`].
+//! is the very event we signed, and when we hold the room already but none of our users in
+//! it may vouch, we ask another resident server to. Which user vouches, and when, is
+//! [`crate::rooms::restricted`].
 
 use ruma::room_version_rules::RoomVersionRules;
-use ruma::{CanonicalJsonObject, CanonicalJsonValue, RoomId, UserId};
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
+use super::join::{SEND_JOIN_LIMIT, first_server, make_and_sign, request_raw, send_path};
+use super::outbound::follower::room_servers;
 use crate::error::{Error, ErrorKind};
 use crate::events::signing::add_signature;
+use crate::rooms::remote::Outcome;
 use crate::rooms::restricted::{JoinAuthorisation, authorise_join, may_authorise};
 use crate::state::AppState;
 
@@ -111,6 +116,62 @@ pub fn resident_copy(
         ));
     }
     Ok(theirs)
+}
+
+/// Joins our user to a restricted room we hold when none of our members there may vouch
+/// for the join (`M_UNABLE_TO_GRANT_JOIN` here): a resident server elsewhere, `via` first,
+/// then each server in the room, makes the join and signs it (`make_join`, `send_join`),
+/// and the signed join comes in like any event of the room.
+pub async fn join_through_resident(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: &RoomId,
+    via: &[String],
+) -> Result<OwnedEventId, Error> {
+    let mut servers = via.to_vec();
+    servers.extend(room_servers(
+        &state.storage,
+        room_id.as_str(),
+        &state.federation.origin,
+    )?);
+    let mut seen = std::collections::HashSet::new();
+    servers
+        .retain(|server| seen.insert(server.clone()) && server != state.federation.origin.as_str());
+    if servers.is_empty() {
+        return Err(Error::new(
+            ErrorKind::UnableToGrantJoin,
+            "No user of this server in the room may invite you, and no other server is in it",
+        ));
+    }
+    first_server(state, room_id, &servers, "joining", async |server: &str| {
+        let made = make_and_sign(state, user_id, room_id, server, "join").await?;
+        let body = serde_json::to_value(&made.event).map_err(Error::internal)?;
+        let path = send_path("v2/send_join", room_id, &made.event_id);
+        let answer = request_raw(state, server, "PUT", &path, Some(&body), SEND_JOIN_LIMIT).await?;
+        let answer: JoinedEvent = serde_json::from_slice(&answer).map_err(|err| {
+            Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {err}"))
+        })?;
+        let join = match answer.event {
+            Some(signed) => resident_copy(&made.event, signed)?,
+            None => made.event,
+        };
+        match super::inbound::receive_pdu(state, server, join).await.1 {
+            Ok(Outcome::Accepted | Outcome::Known) => Ok(made.event_id),
+            Ok(Outcome::SoftFailed) => Err(Error::new(
+                ErrorKind::Forbidden,
+                "The join is not allowed by the room's current state",
+            )),
+            Err(refused) => Err(refused.into()),
+        }
+    })
+    .await
+}
+
+/// The one field of a `send_join` answer needed when we hold the room already.
+#[derive(serde::Deserialize)]
+struct JoinedEvent {
+    #[serde(default)]
+    event: Option<CanonicalJsonObject>,
 }
 
 fn text<'a>(event: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {

@@ -160,8 +160,13 @@ pub fn may_authorise(
 
 /// The power level needed to invite (0 when the power levels do not say).
 fn invite_level(storage: &Storage, room_id: &RoomId) -> Result<i64, StorageError> {
+    // Room versions before 10 may give levels as strings ("50").
     power_level_for(storage, room_id, |levels| {
-        levels["invite"].as_i64().unwrap_or(0)
+        let invite = &levels["invite"];
+        invite
+            .as_i64()
+            .or_else(|| invite.as_str()?.trim().parse().ok())
+            .unwrap_or(0)
     })
 }
 
@@ -237,6 +242,45 @@ mod tests {
         assert_eq!(ids, ["!space:a.example"]);
         assert!(allowed_room_ids(&json!({ "join_rule": "restricted" })).is_empty());
         assert!(allowed_room_ids(&json!({ "allow": "nonsense" })).is_empty());
+    }
+
+    /// Conditions as we see the rooms: a remote user's membership counts only in rooms one
+    /// of our users is in; our own users' memberships always count.
+    #[test]
+    fn conditions_are_checked_only_where_we_can_see() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(&dir.path().join("data"), 1 << 20).expect("storage");
+        let ours = <&ServerName>::try_from("here.test").expect("name");
+        let member = |room: &str, user: &str, membership: &str| {
+            storage
+                .roomuser_membership
+                .insert(&(room.to_owned(), user.to_owned()), &membership.to_owned())
+                .expect("insert");
+        };
+        // We are in !seen (Alice is), not in !unseen, though we hold a stale copy of it.
+        member("!seen:here.test", "@alice:here.test", "join");
+        member("!seen:here.test", "@bob:there.test", "join");
+        member("!seen:here.test", "@eve:there.test", "invite");
+        member("!unseen:there.test", "@eve:there.test", "join");
+        member("!unseen:there.test", "@alice:here.test", "leave");
+        let allow = |rooms: &[&str]| {
+            json!({ "join_rule": "restricted", "allow": rooms.iter()
+                .map(|room| json!({ "type": "m.room_membership", "room_id": room }))
+                .collect::<Vec<_>>() })
+        };
+        let check = |rooms: &[&str], user: &str| {
+            let user = UserId::parse(user).expect("user");
+            check_conditions(&storage, &allow(rooms), &user, ours).expect("check")
+        };
+        let both = ["!unseen:there.test", "!seen:here.test"];
+        assert_eq!(check(&both, "@bob:there.test"), Conditions::Met);
+        // Invited is not joined; the join in the room we are not in cannot be trusted.
+        assert_eq!(check(&both, "@eve:there.test"), Conditions::Unverifiable);
+        assert_eq!(check(&both[1..], "@eve:there.test"), Conditions::Unmet);
+        assert_eq!(check(&[], "@bob:there.test"), Conditions::Unmet);
+        // Our own user left !unseen: known for sure, so plainly unmet.
+        assert_eq!(check(&both[..1], "@alice:here.test"), Conditions::Unmet);
+        assert_eq!(check(&both, "@alice:here.test"), Conditions::Met);
     }
 
     #[test]

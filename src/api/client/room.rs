@@ -629,7 +629,20 @@ async fn join_here_or_remote(
         crate::federation::join::join_remote(state, &auth.user_id, room_id, &servers).await?;
         return Ok(());
     }
-    change_own_membership(state, auth, room_id, "join", reason).await
+    match change_own_membership(state, auth, room_id, "join", reason).await {
+        // A restricted room none of our users in may vouch for: another resident server may.
+        Err(err) if err.kind == ErrorKind::UnableToGrantJoin && state.config.federation.enabled => {
+            crate::federation::restricted::join_through_resident(
+                state,
+                &auth.user_id,
+                room_id,
+                via,
+            )
+            .await?;
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// The servers a client names to join or knock through: `via`, and the older
