@@ -184,7 +184,7 @@ pub fn may_preview(
     match join_rules["join_rule"].as_str() {
         Some("public" | "knock" | "knock_restricted") => return Ok(true),
         Some("restricted") => {
-            for allowed in allowed_room_ids(&join_rules) {
+            for allowed in rooms::restricted::allowed_room_ids(&join_rules) {
                 if rooms::membership(&state.storage, user, &allowed)?
                     .is_some_and(|r| r.membership == "join")
                 {
@@ -195,19 +195,6 @@ pub fn may_preview(
         _ => {}
     }
     is_published(state, room_id)
-}
-
-/// The rooms whose members may join a `restricted` (or `knock_restricted`) room: the
-/// `m.room_membership` entries of its join rules' `allow`.
-pub fn allowed_room_ids(join_rules: &Value) -> Vec<OwnedRoomId> {
-    join_rules["allow"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|entry| entry["type"] == "m.room_membership")
-        .filter_map(|entry| entry["room_id"].as_str())
-        .filter_map(|id| OwnedRoomId::try_from(id).ok())
-        .collect()
 }
 
 /// A room's summary (spec: `RoomSummary`): its directory entry, with its version, its
@@ -228,7 +215,7 @@ pub fn summary(state: &AppState, room_id: &RoomId) -> Result<Value, StorageError
         join_rules["join_rule"].as_str(),
         Some("restricted" | "knock_restricted")
     ) {
-        summary["allowed_room_ids"] = json!(allowed_room_ids(&join_rules));
+        summary["allowed_room_ids"] = json!(rooms::restricted::allowed_room_ids(&join_rules));
     }
     Ok(summary)
 }

@@ -61,6 +61,12 @@ pub enum ErrorKind {
     UnsupportedRoomVersion,
     /// A server asked to join a room of a version it does not support (400).
     IncompatibleRoomVersion,
+    /// A restricted room's resident server cannot check any of the room's allow
+    /// conditions: it is in none of the rooms they name (400).
+    UnableToAuthoriseJoin,
+    /// The joining user meets a restricted room's allow condition, but none of our users
+    /// in the room may invite: another resident server should be asked (400).
+    UnableToGrantJoin,
     /// A profile would grow past its size limit (400).
     ProfileTooLarge,
     /// A profile key is longer than 255 bytes (400).
@@ -102,6 +108,8 @@ impl ErrorKind {
             ErrorKind::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             ErrorKind::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             ErrorKind::IncompatibleRoomVersion => "M_INCOMPATIBLE_ROOM_VERSION",
+            ErrorKind::UnableToAuthoriseJoin => "M_UNABLE_TO_AUTHORISE_JOIN",
+            ErrorKind::UnableToGrantJoin => "M_UNABLE_TO_GRANT_JOIN",
             ErrorKind::ProfileTooLarge => "M_PROFILE_TOO_LARGE",
             ErrorKind::KeyTooLarge => "M_KEY_TOO_LARGE",
             ErrorKind::ThreepidDenied => "M_THREEPID_DENIED",
@@ -124,6 +132,8 @@ impl ErrorKind {
             | ErrorKind::BadRequest
             | ErrorKind::UnsupportedRoomVersion
             | ErrorKind::IncompatibleRoomVersion
+            | ErrorKind::UnableToAuthoriseJoin
+            | ErrorKind::UnableToGrantJoin
             | ErrorKind::ProfileTooLarge
             | ErrorKind::KeyTooLarge
             | ErrorKind::RoomInUse

@@ -30,7 +30,7 @@
 //!   see of a room.
 //! - [`spaces`]: the space hierarchy, walked from `m.space.child` events.
 //! - [`rooms`]: rooms: appending authorized events, current state and its history,
-//!   timelines, memberships, creating rooms.
+//!   timelines, memberships, creating rooms, who may join restricted rooms.
 //! - [`search`]: `/search` over room events: matching, ranking, pages, context, groups;
 //!   reads the timelines (no index), a bounded number of events per request.
 //! - [`notifications`]: push rules applied to each stored event: unread counts,

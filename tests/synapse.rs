@@ -1,7 +1,8 @@
 //! Hearth federating with a real Synapse (installed from PyPI by scripts/test into
 //! `.venv-synapse`, pointed at by `HEARTH_TEST_SYNAPSE_PYTHON`), over TLS on loopback with a
 //! CA the test makes: rooms created on each side and joined from the other in room versions
-//! 10, 11 and 12, invites both ways, messages, history backfill, profile and alias lookups.
+//! 10, 11 and 12, invites both ways, messages, history backfill, profile and alias lookups,
+//! restricted rooms held by each side joined by members of their allowed rooms.
 
 mod common;
 
@@ -556,4 +557,130 @@ fn hearth_and_synapse_hold_rooms_together() {
         json!({}),
     );
     assert!(joined_members(s, &carol, &aliased).get(&alice_id).is_some());
+}
+
+/// A room of `version` whose join rules let in the members of `allowed` only.
+fn restricted_room_body(version: &str, allowed: &str) -> Value {
+    json!({
+        "room_version": version,
+        "preset": "private_chat",
+        "initial_state": [{
+            "type": "m.room.join_rules", "state_key": "",
+            "content": { "join_rule": "restricted",
+                         "allow": [{ "type": "m.room_membership", "room_id": allowed }] }
+        }],
+    })
+}
+
+/// `POST /join` that must fail: its status and `errcode`.
+fn refused_join(address: SocketAddr, token: &str, room: &str, via: &str) -> (u16, String) {
+    let response = Client::plain(address).json(
+        "POST",
+        &format!(
+            "/_matrix/client/v3/join/{}?via={}",
+            query_encode(room),
+            query_encode(via)
+        ),
+        Some(token),
+        &json!({}),
+    );
+    assert_ne!(response.status, 200, "the join should be refused");
+    (response.status, common::errcode(&response))
+}
+
+#[test]
+fn restricted_rooms_let_members_of_allowed_rooms_in_across_hearth_and_synapse() {
+    let Some(python) = synapse_python() else {
+        return;
+    };
+    let certificates = tempfile::tempdir().expect("tempdir");
+    write_certificates(certificates.path());
+    let synapse = Synapse::start(&python, certificates.path());
+    let carol = synapse.register(&python, "carol");
+    let carol_id = format!("@carol:{}", synapse.name);
+    let port = free_port();
+    let hearth_name = format!("localhost:{port}");
+    let hearth: Server = start(certificates.path(), &hearth_name, port, &[], &["alice"]);
+    let alice = common::login_token(&hearth, "alice", PASSWORD);
+    let alice_id = format!("@alice:{hearth_name}");
+    let (h, s) = (hearth.address("http"), synapse.client);
+
+    for version in ["9", "10"] {
+        // Hearth resident: Synapse's Carol joins the space, then the room Hearth vouches for.
+        let space = create_room(
+            h,
+            &alice,
+            json!({ "preset": "public_chat", "room_version": version,
+                    "creation_content": { "type": "m.space" } }),
+        );
+        let room = create_room(h, &alice, restricted_room_body(version, &space));
+        let (status, code) = refused_join(s, &carol, &room, &hearth_name);
+        assert_eq!(
+            (status, code.as_str()),
+            (403, "M_FORBIDDEN"),
+            "version {version}"
+        );
+        join(s, &carol, &space, &hearth_name);
+        join(s, &carol, &room, &hearth_name);
+        assert!(
+            joined_members(h, &alice, &room).get(&carol_id).is_some(),
+            "version {version}"
+        );
+        assert!(
+            joined_members(s, &carol, &room).get(&carol_id).is_some(),
+            "version {version}: {}",
+            synapse.log()
+        );
+        let member = call(
+            h,
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{carol_id}"),
+            &alice,
+            json!(null),
+        );
+        assert_eq!(
+            member["join_authorised_via_users_server"],
+            alice_id.as_str()
+        );
+
+        // Synapse resident: Hearth's Alice joins the space, then the room Synapse vouches for.
+        let space = create_room(
+            s,
+            &carol,
+            json!({ "preset": "public_chat", "room_version": version,
+                    "creation_content": { "type": "m.space" } }),
+        );
+        let room = create_room(s, &carol, restricted_room_body(version, &space));
+        let (status, _) = refused_join(h, &alice, &room, &synapse.name);
+        assert_eq!(status, 403, "version {version}");
+        join(h, &alice, &space, &synapse.name);
+        join(h, &alice, &room, &synapse.name);
+        assert!(
+            joined_members(s, &carol, &room).get(&alice_id).is_some(),
+            "version {version}: {}",
+            synapse.log()
+        );
+        let member = call(
+            h,
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{alice_id}"),
+            &alice,
+            json!(null),
+        );
+        assert_eq!(
+            member["join_authorised_via_users_server"],
+            carol_id.as_str()
+        );
+        // Talking works once in.
+        send(
+            h,
+            &alice,
+            &room,
+            &format!("alice in synapse's restricted room {version}"),
+        );
+        eventually("Hearth's message in Synapse's restricted room", || {
+            bodies(s, &carol, &room)
+                .contains(&format!("alice in synapse's restricted room {version}"))
+        });
+    }
 }

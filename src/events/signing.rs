@@ -35,6 +35,18 @@ pub fn hash_and_sign(
     key: &SigningKey,
 ) -> Result<(), SigningError> {
     ruma::signatures::add_content_hash_to_event(event).map_err(json_error)?;
+    add_signature(event, rules, server_name, key)
+}
+
+/// Adds our signature to an event another server made and hashed, keeping theirs: how a
+/// restricted room's resident server vouches for a join (`join_authorised_via_users_server`).
+/// The content hash is left as it is: the event must stay the one its sender signed.
+pub fn add_signature(
+    event: &mut CanonicalJsonObject,
+    rules: &RoomVersionRules,
+    server_name: &str,
+    key: &SigningKey,
+) -> Result<(), SigningError> {
     let redacted = redact(event.clone(), &rules.redaction, None).map_err(json_error)?;
     let mut redacted = match serde_json::to_value(CanonicalJsonValue::Object(redacted)) {
         Ok(serde_json::Value::Object(object)) => object,
@@ -140,6 +152,44 @@ mod tests {
             field(&event, &["signatures", "domain", "ed25519:1"]),
             "Wm+VzmOUOz08Ds+0NTWb1d4CZrVsJSikkeRxh6aCcUwu6pNC78FunoD7KNWzqFn241eYHYMGCA5McEiVPdhzBA"
         );
+    }
+
+    /// A restricted room's join: the resident server's signature is added to the joining
+    /// server's; the hash and the first signature stay, and both verify.
+    #[test]
+    fn a_second_signature_keeps_the_first_and_the_hash() {
+        let rules = RoomVersionRules::V10;
+        let mut event = object(json!({
+            "room_id": "!r:a.example", "sender": "@b:b.example", "state_key": "@b:b.example",
+            "type": "m.room.member", "origin_server_ts": 1, "depth": 3,
+            "content": { "membership": "join", "join_authorised_via_users_server": "@a:a.example" },
+            "prev_events": [], "auth_events": [],
+        }));
+        let joining = SigningKey::from_seed(KeyId::ed25519("b").expect("id"), [2; 32]);
+        hash_and_sign(&mut event, &rules, "b.example", &joining).expect("sign");
+        let before = event.clone();
+        let resident = spec_key();
+        add_signature(&mut event, &rules, "a.example", &resident).expect("sign");
+        assert_eq!(event["hashes"], before["hashes"]);
+        assert_eq!(
+            field(&event, &["signatures", "b.example", "ed25519:b"]),
+            field(&before, &["signatures", "b.example", "ed25519:b"])
+        );
+        let mut keys = ruma::signatures::PublicKeyMap::new();
+        for (server, key) in [("a.example", &resident), ("b.example", &joining)] {
+            keys.insert(
+                server.to_owned(),
+                [(
+                    key.key_id().to_string(),
+                    ruma::serde::Base64::new(key.public_key().to_vec()),
+                )]
+                .into(),
+            );
+        }
+        let verified = ruma::signatures::verify_event(&keys, &event, &rules).expect("verifies");
+        assert_eq!(verified, ruma::signatures::Verified::All);
+        // Without the resident's signature the join does not verify: it names a user of theirs.
+        assert!(ruma::signatures::verify_event(&keys, &before, &rules).is_err());
     }
 
     #[test]

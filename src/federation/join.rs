@@ -25,7 +25,7 @@ const SUPPORTED_VERSIONS: [&str; 12] = [
 ];
 
 /// The largest `send_join` answer read (the state of a large room).
-const SEND_JOIN_LIMIT: usize = 256 * 1024 * 1024;
+pub(super) const SEND_JOIN_LIMIT: usize = 256 * 1024 * 1024;
 
 /// Joins `user_id` to a room held elsewhere, asking `servers` in turn; returns the join
 /// event's ID once the room, its state and the join are stored here.
@@ -56,7 +56,7 @@ pub async fn join_remote(
 
 /// Asks `servers` in turn (ours left out) until `attempt` succeeds with one; logs each
 /// failure and returns the last.
-async fn first_server<T>(
+pub(super) async fn first_server<T>(
     state: &AppState,
     room_id: &RoomId,
     servers: &[String],
@@ -81,15 +81,15 @@ async fn first_server<T>(
 
 /// A membership event made by a resident server (`make_join`, `make_leave`, `make_knock`)
 /// and signed by us, with the room's version.
-struct Made {
+pub(super) struct Made {
     version: String,
     rules: RoomVersionRules,
-    event_id: OwnedEventId,
-    event: CanonicalJsonObject,
+    pub(super) event_id: OwnedEventId,
+    pub(super) event: CanonicalJsonObject,
 }
 
 /// Asks `server` for a `membership` template for our user and fills it in and signs it.
-async fn make_and_sign(
+pub(super) async fn make_and_sign(
     state: &AppState,
     user_id: &UserId,
     room_id: &RoomId,
@@ -126,7 +126,7 @@ async fn make_and_sign(
 }
 
 /// The path of a `send_*` endpoint (`v2/send_join`, …) for an event of a room.
-fn send_path(endpoint: &str, room_id: &RoomId, event_id: &OwnedEventId) -> String {
+pub(super) fn send_path(endpoint: &str, room_id: &RoomId, event_id: &OwnedEventId) -> String {
     format!(
         "/_matrix/federation/{endpoint}/{}/{}",
         encode(room_id.as_str()),
@@ -347,11 +347,13 @@ async fn store_joined_room(
     let answer: SendJoinAnswer<'_> = serde_json::from_slice(body)
         .map_err(|err| Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {err}")))?;
     // A restricted room's resident server signs the join too; take its copy when given.
-    let join = match answer
-        .event
-        .and_then(|raw| serde_json::from_str::<CanonicalJsonObject>(raw.get()).ok())
-    {
-        Some(signed) => signed,
+    let join = match answer.event {
+        Some(raw) => {
+            let signed = serde_json::from_str::<CanonicalJsonObject>(raw.get()).map_err(|err| {
+                Error::new(ErrorKind::BadJson, format!("Bad send_join event: {err}"))
+            })?;
+            super::restricted::resident_copy(&join, signed)?
+        }
         None => join,
     };
     let mut events: HashMap<OwnedEventId, Pdu> = HashMap::new();
@@ -576,7 +578,12 @@ fn membership_template(
         return Err(error);
     }
     let rules = rules_of(&room)?;
-    let content = json!({ "membership": membership });
+    let mut content = serde_json::Map::new();
+    content.insert("membership".to_owned(), json!(membership));
+    if membership == "join" {
+        super::restricted::vouch_in_template(state, room_id, user_id, &mut content)?;
+    }
+    let content = Value::Object(content);
     let content_raw = serde_json::value::to_raw_value(&content).map_err(Error::internal)?;
     let auth_types = ruma::state_res::auth_types_for_event(
         &ruma::events::TimelineEventType::RoomMember,
@@ -651,8 +658,8 @@ pub async fn accept_join(
     event_id: &str,
     event: Value,
 ) -> Result<String, Error> {
-    accept_membership(state, origin, room_id, event_id, event, "join").await?;
-    join_answer(state, room_id, event_id).await
+    let countersigned = accept_membership(state, origin, room_id, event_id, event, "join").await?;
+    join_answer(state, room_id, event_id, countersigned).await
 }
 
 /// # The resident side: `send_knock`: stores the knock and answers with the room's
@@ -684,8 +691,9 @@ pub async fn accept_leave(
     Ok(json!({}))
 }
 
-/// Checks and stores a membership event (`join` or `leave`) a user of `origin` signed about
-/// themselves in our room.
+/// Checks and stores a membership event (`join`, `leave` or `knock`) a user of `origin`
+/// signed about themselves in our room. Returns whether we signed it too (a join of a
+/// restricted room we vouch for).
 async fn accept_membership(
     state: &AppState,
     origin: &str,
@@ -693,7 +701,7 @@ async fn accept_membership(
     event_id: &str,
     event: Value,
     wanted: &str,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let room = state
         .storage
         .roomid_room
@@ -706,7 +714,10 @@ async fn accept_membership(
             "Your server is denied access to this room by its server ACL",
         ));
     }
-    let json = to_object(&event).ok_or_else(|| Error::new(ErrorKind::BadJson, "Not an event"))?;
+    let mut json =
+        to_object(&event).ok_or_else(|| Error::new(ErrorKind::BadJson, "Not an event"))?;
+    let countersigned = wanted == "join"
+        && super::restricted::countersign_join(state, origin, room_id, &rules, &mut json)?;
     let (json, pdu) = checked(state, json, &rules)
         .await
         .map_err(|err| Error::new(ErrorKind::BadJson, err.to_string()))?;
@@ -733,12 +744,17 @@ async fn accept_membership(
             "The event is not allowed by the room's current state",
         ));
     }
-    Ok(())
+    Ok(countersigned)
 }
 
 /// `send_join`'s answer: the room's state before the join, and the auth chain of that
-/// state and of the join.
-async fn join_answer(state: &AppState, room_id: &RoomId, event_id: &str) -> Result<String, Error> {
+/// state and of the join; with the join itself when we signed it too.
+async fn join_answer(
+    state: &AppState,
+    room_id: &RoomId,
+    event_id: &str,
+    countersigned: bool,
+) -> Result<String, Error> {
     let room = state
         .storage
         .roomid_room
@@ -765,7 +781,12 @@ async fn join_answer(state: &AppState, room_id: &RoomId, event_id: &str) -> Resu
     append_events(state, &mut answer, state_ids.iter())?;
     answer.push_str("],\"auth_chain\":[");
     append_events(state, &mut answer, chain.iter())?;
-    answer.push_str("]}");
+    answer.push(']');
+    if countersigned && let Some(join) = state.storage.eventid_pdu.get(&event_id.to_owned())? {
+        answer.push_str(",\"event\":");
+        answer.push_str(&join);
+    }
+    answer.push('}');
     Ok(answer)
 }
 
@@ -818,8 +839,14 @@ pub async fn request_raw(
         let value: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
         let errcode = value["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned();
         let message = value["error"].as_str().unwrap_or_default().to_owned();
+        // A restricted room's refusals are passed on as they are, for the client to explain.
+        let kind = match errcode.as_str() {
+            "M_UNABLE_TO_AUTHORISE_JOIN" => ErrorKind::UnableToAuthoriseJoin,
+            "M_UNABLE_TO_GRANT_JOIN" => ErrorKind::UnableToGrantJoin,
+            _ => ErrorKind::Forbidden,
+        };
         return Err(Error::new(
-            ErrorKind::Forbidden,
+            kind,
             format!("{server} answered {}: {errcode} {message}", response.status),
         ));
     }

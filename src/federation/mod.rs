@@ -48,6 +48,7 @@ pub mod join;
 pub mod keys;
 pub mod outbound;
 pub mod queries;
+pub mod restricted;
 pub mod serve;
 pub mod server_name;
 pub mod users;

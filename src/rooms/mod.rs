@@ -10,6 +10,7 @@ pub mod create;
 pub mod format;
 pub mod history;
 pub mod remote;
+pub mod restricted;
 pub mod snapshots;
 pub mod visibility;
 

@@ -570,6 +570,19 @@ async fn change_own_membership(
     if let Some(reason) = reason {
         content["reason"] = json!(reason);
     }
+    // A restricted room lets our user in through a room they are in: one of our users in
+    // the room vouches for the join (the auth rules ask for it, and our signature).
+    if membership == "join"
+        && let rooms::restricted::JoinAuthorisation::Via(authoriser) =
+            rooms::restricted::authorise_join(
+                &state.storage,
+                room_id,
+                &auth.user_id,
+                auth.user_id.server_name(),
+            )?
+    {
+        content["join_authorised_via_users_server"] = json!(authoriser);
+    }
     let new = NewEvent::state("m.room.member", auth.user_id.as_str(), content);
     state
         .rooms
@@ -616,7 +629,20 @@ async fn join_here_or_remote(
         crate::federation::join::join_remote(state, &auth.user_id, room_id, &servers).await?;
         return Ok(());
     }
-    change_own_membership(state, auth, room_id, "join", reason).await
+    match change_own_membership(state, auth, room_id, "join", reason).await {
+        // A restricted room none of our users in may vouch for: another resident server may.
+        Err(err) if err.kind == ErrorKind::UnableToGrantJoin && state.config.federation.enabled => {
+            crate::federation::restricted::join_through_resident(
+                state,
+                &auth.user_id,
+                room_id,
+                via,
+            )
+            .await?;
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// The servers a client names to join or knock through: `via`, and the older

@@ -1,0 +1,219 @@
+//! Joins of restricted rooms over federation (spec: server-server API, "Restricted rooms";
+//! `make_join` and `send_join` v2). As the resident server we check the room's allow
+//! conditions, name one of our users in `join_authorised_via_users_server` in the template,
+//! and sign the join the other server sends back (the auth rules ask for our signature), then
+//! return it in `send_join`'s `event`. As the joining server we take that copy only if it
+//! is the very event we signed, and when we hold the room already but none of our users in
+//! it may vouch, we ask another resident server to. Which user vouches, and when, is
+//! [`crate::rooms::restricted`].
+
+use ruma::room_version_rules::RoomVersionRules;
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, UserId};
+use serde_json::{Map, Value, json};
+
+use super::join::{SEND_JOIN_LIMIT, first_server, make_and_sign, request_raw, send_path};
+use super::outbound::follower::room_servers;
+use crate::error::{Error, ErrorKind};
+use crate::events::signing::add_signature;
+use crate::rooms::remote::Outcome;
+use crate::rooms::restricted::{JoinAuthorisation, authorise_join, may_authorise};
+use crate::state::AppState;
+
+/// The key of a join's content naming the member who vouches for it.
+const AUTHORISED_VIA: &str = "join_authorised_via_users_server";
+
+/// `make_join`: names in the template's content the user of ours who vouches for the join of
+/// `user_id`, when the room is restricted and the user needs one; refuses the join (with the
+/// spec's codes) when the user may not join that way.
+pub fn vouch_in_template(
+    state: &AppState,
+    room_id: &RoomId,
+    user_id: &UserId,
+    content: &mut Map<String, Value>,
+) -> Result<(), Error> {
+    let ours = &state.federation.origin;
+    if let JoinAuthorisation::Via(authoriser) =
+        authorise_join(&state.storage, room_id, user_id, ours)?
+    {
+        content.insert(AUTHORISED_VIA.to_owned(), json!(authoriser));
+    }
+    Ok(())
+}
+
+/// `send_join`: when the join names one of our users in `join_authorised_via_users_server`,
+/// checks that the user may still join and that ours may still vouch, and adds our
+/// signature. Returns whether we signed (the answer then carries the signed event). A join
+/// naming another server's user is left to the signature checks, which want that server's.
+pub fn countersign_join(
+    state: &AppState,
+    origin: &str,
+    room_id: &RoomId,
+    rules: &RoomVersionRules,
+    event: &mut CanonicalJsonObject,
+) -> Result<bool, Error> {
+    let Some(named) = content_field(event, AUTHORISED_VIA) else {
+        return Ok(false);
+    };
+    let ours = &state.federation.origin;
+    let named = named
+        .as_str()
+        .and_then(|text| UserId::parse(text).ok())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::BadJson,
+                "join_authorised_via_users_server is not a user ID",
+            )
+        })?;
+    // Before version 8 the field means nothing and needs no signature.
+    if named.server_name() != ours || !rules.authorization.restricted_join_rule {
+        return Ok(false);
+    }
+    let sender = text(event, "sender")
+        .and_then(|sender| UserId::parse(sender).ok())
+        .ok_or_else(|| Error::new(ErrorKind::BadJson, "The event has no valid sender"))?;
+    let is_own_join = text(event, "type") == Some("m.room.member")
+        && text(event, "state_key") == Some(sender.as_str())
+        && content_field(event, "membership").and_then(CanonicalJsonValue::as_str) == Some("join")
+        && sender.server_name().as_str() == origin
+        && text(event, "room_id") == Some(room_id.as_str());
+    if !is_own_join {
+        return Err(Error::new(
+            ErrorKind::BadJson,
+            "Only the join of a user of the sending server, in this room, is signed",
+        ));
+    }
+    // The conditions are checked again: the user may have left the allowed room since
+    // `make_join`. Invited or joined users need none, but the signature asked for is ours.
+    authorise_join(&state.storage, room_id, &sender, ours)?;
+    if !may_authorise(&state.storage, room_id, &named)? {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            format!("{named} is not a member of the room who may invite"),
+        ));
+    }
+    add_signature(event, rules, ours.as_str(), &state.signing_key)
+        .map_err(|err| Error::new(ErrorKind::BadJson, err.to_string()))?;
+    Ok(true)
+}
+
+/// The joining side: the resident server's signed copy of our join (`send_join`'s
+/// `event`), taken only if it is our event with signatures added; anything else the
+/// resident changed would be an event we never signed.
+pub fn resident_copy(
+    ours: &CanonicalJsonObject,
+    theirs: CanonicalJsonObject,
+) -> Result<CanonicalJsonObject, Error> {
+    let unsigned = |event: &CanonicalJsonObject| {
+        let mut event = event.clone();
+        event.remove("signatures");
+        event.remove("unsigned");
+        event
+    };
+    if unsigned(ours) != unsigned(&theirs) {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "The resident server answered with another join event than ours",
+        ));
+    }
+    Ok(theirs)
+}
+
+/// Joins our user to a restricted room we hold when none of our members there may vouch
+/// for the join (`M_UNABLE_TO_GRANT_JOIN` here): a resident server elsewhere, `via` first,
+/// then each server in the room, makes the join and signs it (`make_join`, `send_join`),
+/// and the signed join comes in like any event of the room.
+pub async fn join_through_resident(
+    state: &AppState,
+    user_id: &UserId,
+    room_id: &RoomId,
+    via: &[String],
+) -> Result<OwnedEventId, Error> {
+    let mut servers = via.to_vec();
+    servers.extend(room_servers(
+        &state.storage,
+        room_id.as_str(),
+        &state.federation.origin,
+    )?);
+    let mut seen = std::collections::HashSet::new();
+    servers
+        .retain(|server| seen.insert(server.clone()) && server != state.federation.origin.as_str());
+    if servers.is_empty() {
+        return Err(Error::new(
+            ErrorKind::UnableToGrantJoin,
+            "No user of this server in the room may invite you, and no other server is in it",
+        ));
+    }
+    first_server(state, room_id, &servers, "joining", async |server: &str| {
+        let made = make_and_sign(state, user_id, room_id, server, "join").await?;
+        let body = serde_json::to_value(&made.event).map_err(Error::internal)?;
+        let path = send_path("v2/send_join", room_id, &made.event_id);
+        let answer = request_raw(state, server, "PUT", &path, Some(&body), SEND_JOIN_LIMIT).await?;
+        let answer: JoinedEvent = serde_json::from_slice(&answer).map_err(|err| {
+            Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {err}"))
+        })?;
+        let join = match answer.event {
+            Some(signed) => resident_copy(&made.event, signed)?,
+            None => made.event,
+        };
+        match super::inbound::receive_pdu(state, server, join).await.1 {
+            Ok(Outcome::Accepted | Outcome::Known) => Ok(made.event_id),
+            Ok(Outcome::SoftFailed) => Err(Error::new(
+                ErrorKind::Forbidden,
+                "The join is not allowed by the room's current state",
+            )),
+            Err(refused) => Err(refused.into()),
+        }
+    })
+    .await
+}
+
+/// The one field of a `send_join` answer needed when we hold the room already.
+#[derive(serde::Deserialize)]
+struct JoinedEvent {
+    #[serde(default)]
+    event: Option<CanonicalJsonObject>,
+}
+
+fn text<'a>(event: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {
+    event.get(key).and_then(CanonicalJsonValue::as_str)
+}
+
+fn content_field<'a>(event: &'a CanonicalJsonObject, key: &str) -> Option<&'a CanonicalJsonValue> {
+    event
+        .get("content")
+        .and_then(CanonicalJsonValue::as_object)
+        .and_then(|content| content.get(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(value: Value) -> CanonicalJsonObject {
+        match CanonicalJsonValue::try_from(value).expect("canonical") {
+            CanonicalJsonValue::Object(object) => object,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn only_our_own_join_with_signatures_added_is_taken_back() {
+        let ours = object(json!({
+            "type": "m.room.member", "state_key": "@b:b.example", "sender": "@b:b.example",
+            "content": { "membership": "join", AUTHORISED_VIA: "@a:a.example" },
+            "signatures": { "b.example": { "ed25519:1": "sig" } },
+        }));
+        let mut signed = ours.clone();
+        signed.insert(
+            "signatures".to_owned(),
+            CanonicalJsonValue::try_from(json!({
+                "b.example": { "ed25519:1": "sig" }, "a.example": { "ed25519:1": "sig2" }
+            }))
+            .expect("canonical"),
+        );
+        assert_eq!(resident_copy(&ours, signed.clone()).expect("same"), signed);
+        let mut changed = signed;
+        changed.insert("depth".to_owned(), CanonicalJsonValue::Integer(7u32.into()));
+        assert!(resident_copy(&ours, changed).is_err());
+    }
+}

@@ -1,0 +1,300 @@
+//! Restricted rooms (join rule `restricted` from room version 8, `knock_restricted` from 10):
+//! who may join without an invite, and which of our users vouches for such a join.
+//!
+//! The spec splits the work. The client-server API ("Restricted rooms") names the one allow
+//! condition, `m.room_membership`: the joining user must be *joined* to one of the rooms
+//! listed. The auth rules (rule 4.3.5 of room versions 8 and later) cannot check that, as
+//! they see one room only; instead the join names, in `join_authorised_via_users_server`, a
+//! joined member who may invite, and that member's server signs the join. So whoever makes
+//! the join event checks the conditions first and picks the member: this module, for a
+//! join made here (our own user's) or a `make_join`/`send_join` of another server's user
+//! (server-server API, "Restricted rooms", which also gives the error codes used here).
+
+use ruma::room_version_rules::AuthorizationRules;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, ServerName, UserId};
+use serde_json::Value;
+
+use super::{power_level_for, rules_of, state_content, user_power_level};
+use crate::error::{Error, ErrorKind};
+use crate::storage::{Storage, StorageError, pair_prefix};
+
+/// What a join needs besides its sender's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinAuthorisation {
+    /// Nobody need vouch: the room is not restricted, or the user is invited or joined.
+    NotNeeded,
+    /// The user meets an allow condition, and this user of ours vouches for the join.
+    Via(OwnedUserId),
+}
+
+/// Whether `user_id` may join `room_id` (a room we hold) and who of ours vouches for it.
+///
+/// Refused with the server-server API's codes: `403 M_FORBIDDEN` when the user is banned
+/// or meets no condition we can check; `400 M_UNABLE_TO_AUTHORISE_JOIN` when we cannot check
+/// any condition the user might meet (we are in none of the other rooms named);
+/// `400 M_UNABLE_TO_GRANT_JOIN` when the user meets one but none of our users in the room
+/// may invite (another resident server may).
+pub fn authorise_join(
+    storage: &Storage,
+    room_id: &RoomId,
+    user_id: &UserId,
+    ours: &ServerName,
+) -> Result<JoinAuthorisation, Error> {
+    let room = storage
+        .roomid_room
+        .get(&room_id.to_string())?
+        .ok_or_else(|| Error::not_found("No such room here"))?;
+    let rules = rules_of(&room)?;
+    let join_rules = state_content(storage, room_id, "m.room.join_rules", "")?.unwrap_or_default();
+    if !is_restricted(&rules.authorization, &join_rules) {
+        return Ok(JoinAuthorisation::NotNeeded);
+    }
+    match membership_in(storage, room_id, user_id)?.as_deref() {
+        Some("join" | "invite") => return Ok(JoinAuthorisation::NotNeeded),
+        Some("ban") => {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "You are banned from this room",
+            ));
+        }
+        _ => {}
+    }
+    match check_conditions(storage, &join_rules, user_id, ours)? {
+        Conditions::Met => {}
+        Conditions::Unverifiable => {
+            return Err(Error::new(
+                ErrorKind::UnableToAuthoriseJoin,
+                "This server is in none of the rooms whose members may join this room",
+            ));
+        }
+        Conditions::Unmet => {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "You are not a member of any of the rooms whose members may join this room",
+            ));
+        }
+    }
+    let authoriser = best_authoriser(storage, room_id, ours)?.ok_or_else(|| {
+        Error::new(
+            ErrorKind::UnableToGrantJoin,
+            "No user of this server in the room may invite you: ask another server",
+        )
+    })?;
+    Ok(JoinAuthorisation::Via(authoriser))
+}
+
+/// Whether the join rules restrict joins, in a room version that knows the rule (in older
+/// versions, `restricted` is an unknown rule and lets nobody in uninvited).
+fn is_restricted(rules: &AuthorizationRules, join_rules: &Value) -> bool {
+    match join_rules["join_rule"].as_str() {
+        Some("restricted") => rules.restricted_join_rule,
+        Some("knock_restricted") => rules.knock_restricted_join_rule,
+        _ => false,
+    }
+}
+
+/// The rooms whose members may join a `restricted` (or `knock_restricted`) room: the
+/// `m.room_membership` entries of its join rules' `allow`. Entries of other types, or
+/// without a valid room ID, are conditions no one meets.
+pub fn allowed_room_ids(join_rules: &Value) -> Vec<OwnedRoomId> {
+    join_rules["allow"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry["type"] == "m.room_membership")
+        .filter_map(|entry| entry["room_id"].as_str())
+        .filter_map(|id| OwnedRoomId::try_from(id).ok())
+        .collect()
+}
+
+/// The outcome of checking a user against the allow conditions.
+#[derive(Debug, PartialEq, Eq)]
+enum Conditions {
+    /// The user is joined to one of the rooms named.
+    Met,
+    /// The user is joined to none of the rooms we can check.
+    Unmet,
+    /// Not met where we can check, and some rooms named we cannot check.
+    Unverifiable,
+}
+
+/// Checks the `m.room_membership` conditions as we see the rooms named. A room counts only
+/// while one of our users is joined to it: otherwise what we hold of it may be out of date,
+/// or we hold nothing. Our own users' memberships we always know.
+fn check_conditions(
+    storage: &Storage,
+    join_rules: &Value,
+    user_id: &UserId,
+    ours: &ServerName,
+) -> Result<Conditions, StorageError> {
+    let local_user = user_id.server_name() == ours;
+    let mut unchecked = false;
+    for allowed in allowed_room_ids(join_rules) {
+        if !local_user && local_members(storage, &allowed, ours)?.is_empty() {
+            unchecked = true;
+            continue;
+        }
+        if membership_in(storage, &allowed, user_id)?.as_deref() == Some("join") {
+            return Ok(Conditions::Met);
+        }
+    }
+    Ok(if unchecked {
+        Conditions::Unverifiable
+    } else {
+        Conditions::Unmet
+    })
+}
+
+/// Whether `user_id` may vouch for a join (auth rule 4.3.5.2): joined to the room, with at
+/// least the power level to invite.
+pub fn may_authorise(
+    storage: &Storage,
+    room_id: &RoomId,
+    user_id: &UserId,
+) -> Result<bool, StorageError> {
+    if membership_in(storage, room_id, user_id)?.as_deref() != Some("join") {
+        return Ok(false);
+    }
+    Ok(user_power_level(storage, room_id, user_id)? >= invite_level(storage, room_id)?)
+}
+
+/// The power level needed to invite (0 when the power levels do not say).
+fn invite_level(storage: &Storage, room_id: &RoomId) -> Result<i64, StorageError> {
+    // Room versions before 10 may give levels as strings ("50").
+    power_level_for(storage, room_id, |levels| {
+        let invite = &levels["invite"];
+        invite
+            .as_i64()
+            .or_else(|| invite.as_str()?.trim().parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+/// The user of ours best placed to vouch for a join: joined, allowed to invite, and the
+/// most powerful (whose power is likeliest to last until the join arrives). Ties go to the
+/// first user ID, so the choice is the same each time.
+fn best_authoriser(
+    storage: &Storage,
+    room_id: &RoomId,
+    ours: &ServerName,
+) -> Result<Option<OwnedUserId>, StorageError> {
+    let needed = invite_level(storage, room_id)?;
+    let mut best: Option<(i64, OwnedUserId)> = None;
+    for user in local_members(storage, room_id, ours)? {
+        let level = user_power_level(storage, room_id, &user)?;
+        if level >= needed && best.as_ref().is_none_or(|(top, _)| level > *top) {
+            best = Some((level, user));
+        }
+    }
+    Ok(best.map(|(_, user)| user))
+}
+
+/// Our users joined to a room, by user ID.
+fn local_members(
+    storage: &Storage,
+    room_id: &RoomId,
+    ours: &ServerName,
+) -> Result<Vec<OwnedUserId>, StorageError> {
+    let mut members = Vec::new();
+    for entry in storage
+        .roomuser_membership
+        .scan_prefix(&pair_prefix(room_id.as_str()))
+    {
+        let ((_, user), membership) = entry?;
+        if membership == "join"
+            && let Ok(user) = UserId::parse(user)
+            && user.server_name() == ours
+        {
+            members.push(user);
+        }
+    }
+    Ok(members)
+}
+
+/// A user's current membership of a room as we hold it (`join`, `invite`, …).
+fn membership_in(
+    storage: &Storage,
+    room_id: &RoomId,
+    user_id: &UserId,
+) -> Result<Option<String>, StorageError> {
+    storage
+        .roomuser_membership
+        .get(&(room_id.to_string(), user_id.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_membership_conditions_with_room_ids_count() {
+        let rules = json!({ "join_rule": "restricted", "allow": [
+            { "type": "m.room_membership", "room_id": "!space:a.example" },
+            { "type": "m.room_membership" },
+            { "type": "m.room_membership", "room_id": "not a room" },
+            { "type": "org.example.other", "room_id": "!other:a.example" },
+        ]});
+        let ids: Vec<String> = allowed_room_ids(&rules)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ids, ["!space:a.example"]);
+        assert!(allowed_room_ids(&json!({ "join_rule": "restricted" })).is_empty());
+        assert!(allowed_room_ids(&json!({ "allow": "nonsense" })).is_empty());
+    }
+
+    /// Conditions as we see the rooms: a remote user's membership counts only in rooms one
+    /// of our users is in; our own users' memberships always count.
+    #[test]
+    fn conditions_are_checked_only_where_we_can_see() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(&dir.path().join("data"), 1 << 20).expect("storage");
+        let ours = <&ServerName>::try_from("here.test").expect("name");
+        let member = |room: &str, user: &str, membership: &str| {
+            storage
+                .roomuser_membership
+                .insert(&(room.to_owned(), user.to_owned()), &membership.to_owned())
+                .expect("insert");
+        };
+        // We are in !seen (Alice is), not in !unseen, though we hold a stale copy of it.
+        member("!seen:here.test", "@alice:here.test", "join");
+        member("!seen:here.test", "@bob:there.test", "join");
+        member("!seen:here.test", "@eve:there.test", "invite");
+        member("!unseen:there.test", "@eve:there.test", "join");
+        member("!unseen:there.test", "@alice:here.test", "leave");
+        let allow = |rooms: &[&str]| {
+            json!({ "join_rule": "restricted", "allow": rooms.iter()
+                .map(|room| json!({ "type": "m.room_membership", "room_id": room }))
+                .collect::<Vec<_>>() })
+        };
+        let check = |rooms: &[&str], user: &str| {
+            let user = UserId::parse(user).expect("user");
+            check_conditions(&storage, &allow(rooms), &user, ours).expect("check")
+        };
+        let both = ["!unseen:there.test", "!seen:here.test"];
+        assert_eq!(check(&both, "@bob:there.test"), Conditions::Met);
+        // Invited is not joined; the join in the room we are not in cannot be trusted.
+        assert_eq!(check(&both, "@eve:there.test"), Conditions::Unverifiable);
+        assert_eq!(check(&both[1..], "@eve:there.test"), Conditions::Unmet);
+        assert_eq!(check(&[], "@bob:there.test"), Conditions::Unmet);
+        // Our own user left !unseen: known for sure, so plainly unmet.
+        assert_eq!(check(&both[..1], "@alice:here.test"), Conditions::Unmet);
+        assert_eq!(check(&both, "@alice:here.test"), Conditions::Met);
+    }
+
+    #[test]
+    fn restricted_rules_count_only_in_versions_that_know_them() {
+        let restricted = json!({ "join_rule": "restricted" });
+        let knock_restricted = json!({ "join_rule": "knock_restricted" });
+        let public = json!({ "join_rule": "public" });
+        let v7 = ruma::RoomVersionId::V7.rules().expect("v7").authorization;
+        let v9 = ruma::RoomVersionId::V9.rules().expect("v9").authorization;
+        let v10 = ruma::RoomVersionId::V10.rules().expect("v10").authorization;
+        assert!(!is_restricted(&v7, &restricted));
+        assert!(is_restricted(&v9, &restricted));
+        assert!(!is_restricted(&v9, &knock_restricted));
+        assert!(is_restricted(&v10, &knock_restricted));
+        assert!(!is_restricted(&v10, &public));
+    }
+}
