@@ -11,6 +11,7 @@ pub mod format;
 pub mod history;
 pub mod remote;
 pub mod snapshots;
+pub mod state_res_v1;
 pub mod visibility;
 
 use std::cell::RefCell;

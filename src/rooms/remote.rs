@@ -420,7 +420,8 @@ pub fn authorize_against(
     )
 }
 
-/// Resolves forked states with the room version's state resolution (one state needs none).
+/// Resolves forked states with the room version's state resolution (one state needs none):
+/// version 1 for room version 1, ruma's version 2 (2.1 from room version 12) for the others.
 pub fn resolve(
     storage: &Storage,
     rules: &RoomVersionRules,
@@ -432,9 +433,8 @@ pub fn resolve(
         return Ok(states.pop().unwrap_or_default());
     }
     let Some(v2_rules) = rules.state_res.v2_rules() else {
-        return Err(Refused::Unauthorized(
-            "state resolution v1 (room version 1) is not supported yet".to_owned(),
-        ));
+        // Room version 1: ruma has no version 1 of the algorithm; ours.
+        return super::state_res_v1::resolve_stored(storage, rules, &states);
     };
     let named: Vec<ruma::state_res::StateMap<OwnedEventId>> = states
         .iter()
