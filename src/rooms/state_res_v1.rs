@@ -31,15 +31,14 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ruma::events::StateEventType;
-use ruma::room_version_rules::{AuthorizationRules, RoomVersionRules};
+use ruma::room_version_rules::AuthorizationRules;
 use ruma::state_res::{StateMap, check_state_dependent_auth_rules};
 use ruma::{OwnedEventId, OwnedRoomId};
 
-use super::load_pdu;
-use super::remote::Refused;
+use super::remote::{EventSource, Refused};
 use super::snapshots;
 use crate::events::Pdu;
-use crate::storage::{Storage, StorageError};
+use crate::storage::StorageError;
 
 /// The most conflicted events one resolution considers (each costs a few auth checks);
 /// more is refused rather than worked through.
@@ -212,10 +211,10 @@ fn sha1_of_event_id(event: &Pdu) -> Vec<u8> {
 /// Resolves stored states (by short IDs) with state resolution v1: only the disputed keys
 /// and the entries the auth checks read are named and loaded, not the whole states.
 pub fn resolve_stored(
-    storage: &Storage,
-    rules: &RoomVersionRules,
+    events: EventSource<'_>,
     states: &[snapshots::StateMap],
 ) -> Result<snapshots::StateMap, Refused> {
+    let EventSource { storage, rules, .. } = events;
     let (mut unconflicted, conflicted) = separate(states);
     let disputed_events: usize = conflicted.values().map(BTreeSet::len).sum();
     if disputed_events > MAX_CONFLICTED_EVENTS {
@@ -224,7 +223,7 @@ pub fn resolve_stored(
              {MAX_CONFLICTED_EVENTS}"
         )));
     }
-    let candidates = load_candidates(storage, rules, &conflicted)?;
+    let candidates = load_candidates(events, &conflicted)?;
     let mut named: StateMap<Vec<Pdu>> = StateMap::new();
     let mut short_keys: HashMap<Key, u64> = HashMap::new();
     for Disputed {
@@ -246,7 +245,7 @@ pub fn resolve_stored(
             }
         }
     }
-    let undisputed = StoredState::new(storage, rules, &unconflicted);
+    let undisputed = StoredState::new(events, &unconflicted);
     let lookup = |kind: &StateEventType, state_key: &str| undisputed.get(kind, state_key);
     let chosen = resolve_conflicts(&rules.authorization, &named, &lookup);
     undisputed.into_result()?;
@@ -273,10 +272,10 @@ struct Disputed {
 /// The disputed keys named, with their events loaded. An event not stored here is left
 /// out (as Synapse does); events from more than one room are refused.
 fn load_candidates(
-    storage: &Storage,
-    rules: &RoomVersionRules,
+    events: EventSource<'_>,
     conflicted: &BTreeMap<u64, BTreeSet<u64>>,
 ) -> Result<Vec<Disputed>, Refused> {
+    let storage = events.storage;
     let mut room: Option<OwnedRoomId> = None;
     let mut candidates = Vec::with_capacity(conflicted.len());
     for (short_key, shorts) in conflicted {
@@ -284,12 +283,12 @@ fn load_candidates(
             .short_statekey
             .get(short_key)?
             .ok_or_else(|| StorageError::Corrupt(format!("unknown short state key {short_key}")))?;
-        let mut events = Vec::with_capacity(shorts.len());
+        let mut loaded = Vec::with_capacity(shorts.len());
         for short in shorts {
             let Some(event_id) = storage.short_eventid.get(short)? else {
                 continue;
             };
-            let Some(event) = load_pdu(storage, &event_id, rules)? else {
+            let Some(event) = events.get(&event_id)? else {
                 continue;
             };
             if event.room_id.is_none() || (room.is_some() && room != event.room_id) {
@@ -298,12 +297,12 @@ fn load_candidates(
                 )));
             }
             room.clone_from(&event.room_id);
-            events.push(event);
+            loaded.push(event);
         }
         candidates.push(Disputed {
             short_key: *short_key,
             key: (StateEventType::from(kind), state_key),
-            events,
+            events: loaded,
         });
     }
     Ok(candidates)
@@ -313,22 +312,16 @@ fn load_candidates(
 /// event loaded once. A storage error is kept and reported after the resolution (the auth
 /// rules' lookups cannot fail).
 struct StoredState<'a> {
-    storage: &'a Storage,
-    rules: &'a RoomVersionRules,
+    events: EventSource<'a>,
     state: &'a snapshots::StateMap,
     loaded: RefCell<HashMap<u64, Option<Pdu>>>,
     error: RefCell<Option<StorageError>>,
 }
 
 impl<'a> StoredState<'a> {
-    fn new(
-        storage: &'a Storage,
-        rules: &'a RoomVersionRules,
-        state: &'a snapshots::StateMap,
-    ) -> StoredState<'a> {
+    fn new(events: EventSource<'a>, state: &'a snapshots::StateMap) -> StoredState<'a> {
         StoredState {
-            storage,
-            rules,
+            events,
             state,
             loaded: RefCell::new(HashMap::new()),
             error: RefCell::new(None),
@@ -347,7 +340,8 @@ impl<'a> StoredState<'a> {
 
     fn load(&self, kind: &StateEventType, state_key: &str) -> Result<Option<Pdu>, StorageError> {
         let name = (kind.to_string(), state_key.to_owned());
-        let Some(short_key) = self.storage.statekey_short.get(&name)? else {
+        let storage = self.events.storage;
+        let Some(short_key) = storage.statekey_short.get(&name)? else {
             return Ok(None);
         };
         let Some(short_event) = self.state.get(&short_key) else {
@@ -356,8 +350,8 @@ impl<'a> StoredState<'a> {
         if let Some(event) = self.loaded.borrow().get(short_event) {
             return Ok(event.clone());
         }
-        let event = match self.storage.short_eventid.get(short_event)? {
-            Some(event_id) => load_pdu(self.storage, &event_id, self.rules)?,
+        let event = match storage.short_eventid.get(short_event)? {
+            Some(event_id) => self.events.get(&event_id)?,
             None => None,
         };
         self.loaded.borrow_mut().insert(*short_event, event.clone());

@@ -523,6 +523,7 @@ mod stored {
 
     use super::*;
     use crate::rooms::snapshots;
+    use crate::storage::Storage;
 
     fn store(storage: &Storage, event: &Pdu) {
         let json = json!({
@@ -593,7 +594,8 @@ mod stored {
             short_state(&storage, &second),
         ];
         let rules = RoomVersionRules::V1;
-        let resolved = resolve_stored(&storage, &rules, &states).expect("resolve");
+        let resolved =
+            resolve_stored(EventSource::stored(&storage, &rules), &states).expect("resolve");
         let named: Named = snapshots::named(&storage, &resolved)
             .expect("named")
             .into_iter()
@@ -606,14 +608,58 @@ mod stored {
     }
 
     #[test]
+    fn the_incoming_event_takes_part_before_it_is_stored() {
+        // An event from another server is stored only after its checks, but the room's
+        // state after it is resolved during them: it must be weighed, not left out.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let mut base = Base::new();
+        let ours = base
+            .room
+            .state("ours", ("m.room.topic", ""), ALICE, json!({}), 6);
+        let incoming = base
+            .room
+            .state("incoming", ("m.room.topic", ""), BOB, json!({}), 7);
+        for event in base.room.events.values() {
+            if *event.event_id != *incoming.as_str() {
+                store(&storage, event);
+            }
+        }
+        let states = [
+            short_state(&storage, &base.with(&[&ours])),
+            short_state(&storage, &base.with(&[&incoming])),
+        ];
+        let rules = RoomVersionRules::V1;
+        let topic = |resolved: &snapshots::StateMap| -> String {
+            let named: Named = snapshots::named(&storage, resolved)
+                .expect("named")
+                .into_iter()
+                .collect();
+            entry(&named, "m.room.topic", "").to_owned()
+        };
+        let stored_only = EventSource::stored(&storage, &rules);
+        let without = resolve_stored(stored_only, &states).expect("resolve");
+        assert_eq!(topic(&without), ours, "an event not here cannot be weighed");
+        let with_incoming = EventSource {
+            incoming: Some(&base.room.events[&incoming]),
+            ..stored_only
+        };
+        let resolved = resolve_stored(with_incoming, &states).expect("resolve");
+        assert_eq!(topic(&resolved), incoming, "the deeper, authorized topic");
+    }
+
+    #[test]
     fn too_many_conflicted_events_are_refused_before_any_is_read() {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = Storage::open(dir.path(), 1 << 20).expect("open");
         let keys = u64::try_from(MAX_CONFLICTED_EVENTS / 2 + 1).expect("fits");
         let first: snapshots::StateMap = (0..keys).map(|key| (key, 1)).collect();
         let second: snapshots::StateMap = (0..keys).map(|key| (key, 2)).collect();
-        let err =
-            resolve_stored(&storage, &RoomVersionRules::V1, &[first, second]).expect_err("refused");
+        let err = resolve_stored(
+            EventSource::stored(&storage, &RoomVersionRules::V1),
+            &[first, second],
+        )
+        .expect_err("refused");
         assert!(matches!(err, Refused::Invalid(_)), "{err}");
     }
 
@@ -638,7 +684,11 @@ mod stored {
             short_state(&storage, &base.with(&[&ours])),
             short_state(&storage, &base.with(&[&theirs])),
         ];
-        let err = resolve_stored(&storage, &RoomVersionRules::V1, &states).expect_err("refused");
+        let err = resolve_stored(
+            EventSource::stored(&storage, &RoomVersionRules::V1),
+            &states,
+        )
+        .expect_err("refused");
         assert!(err.to_string().contains("not of the room"), "{err}");
     }
 }
