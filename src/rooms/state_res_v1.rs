@@ -6,9 +6,9 @@
 //! four passes, each seeing the passes before it:
 //!
 //! 1. `m.room.power_levels`, 2. `m.room.join_rules`, 3. `m.room.member`, each conflicted key
-//!    by [iterative auth checks](iterative_auth_checks): its events sorted by ascending
-//!    depth then descending SHA-1 of the event ID, the first taken, each next one taken in
-//!    its place while it passes the authorization rules in R, up to the first that fails.
+//!    by iterative auth checks: its events sorted by ascending depth then descending SHA-1
+//!    of the event ID, the first taken, each next one taken in its place while it passes
+//!    the authorization rules in R, up to the first that fails.
 //! 4. Every other conflicted key: the event with the highest depth, then lowest SHA-1 of
 //!    the event ID, that passes the authorization rules in R.
 //!
@@ -21,7 +21,9 @@
 //! - when no event of an "other" key passes, the last one in that order (lowest depth) is
 //!   kept, as the key must have some value;
 //! - only the state-dependent rules are checked: the state-independent ones look at an
-//!   event's own `auth_events`, not at R, and every candidate passed them when received.
+//!   event's own `auth_events`, not at R, and every candidate passed them when received;
+//! - an event a state names but that is not stored here is left out of the weighing (the
+//!   event being received is weighed: [`EventSource`] hands it over before it is stored).
 //!
 //! The module's first half is pure (events in, choices out) and tested next to the code;
 //! [`resolve_stored`] feeds it from storage, bounded by [`MAX_CONFLICTED_EVENTS`].
