@@ -30,7 +30,9 @@
 //!   see of a room.
 //! - [`spaces`]: the space hierarchy, walked from `m.space.child` events.
 //! - [`rooms`]: rooms: appending authorized events, current state and its history,
-//!   timelines, memberships, creating rooms, who may join restricted rooms.
+//!   timelines, memberships, creating rooms, who may join restricted rooms, events from
+//!   other servers and state resolution where the graph forks (version 1 is ours:
+//!   `rooms::state_res_v1`).
 //! - [`search`]: `/search` over room events: matching, ranking, pages, context, groups;
 //!   reads the timelines (no index), a bounded number of events per request.
 //! - [`notifications`]: push rules applied to each stored event: unread counts,

@@ -12,6 +12,7 @@ pub mod history;
 pub mod remote;
 pub mod restricted;
 pub mod snapshots;
+pub mod state_res_v1;
 pub mod visibility;
 
 use std::cell::RefCell;

@@ -99,7 +99,7 @@ pub fn plan(
         .iter()
         .map(|id| state_after(storage, id.as_str()))
         .collect::<Result<_, _>>()?;
-    let before = resolve(storage, rules, states)?;
+    let before = resolve(EventSource::stored(storage, rules), states)?;
     authorize_against(storage, rules, pdu, &before, &HashMap::new())
         .map_err(|reason| Refused::Unauthorized(format!("by the state before it: {reason}")))?;
 
@@ -129,7 +129,12 @@ pub fn plan(
         // It builds on every extremity: the room's state is the state after it.
         after.clone()
     } else {
-        resolve(storage, rules, vec![current.clone(), after.clone()])?
+        // The event is not stored yet, and takes part in this resolution.
+        let events = EventSource {
+            incoming: Some(pdu),
+            ..EventSource::stored(storage, rules)
+        };
+        resolve(events, vec![current.clone(), after.clone()])?
     };
     if !soft_failed {
         extremities.push((pdu.event_id.clone(), pdu.depth));
@@ -420,21 +425,44 @@ pub fn authorize_against(
     )
 }
 
-/// Resolves forked states with the room version's state resolution (one state needs none).
-pub fn resolve(
-    storage: &Storage,
-    rules: &RoomVersionRules,
-    states: Vec<StateMap>,
-) -> Result<StateMap, Refused> {
+/// Where state resolution reads events: storage, and the incoming event while it is
+/// checked (it is stored only once its checks pass, but a state after it names it).
+#[derive(Clone, Copy)]
+pub struct EventSource<'a> {
+    pub storage: &'a Storage,
+    pub rules: &'a RoomVersionRules,
+    pub incoming: Option<&'a Pdu>,
+}
+
+impl<'a> EventSource<'a> {
+    pub fn stored(storage: &'a Storage, rules: &'a RoomVersionRules) -> EventSource<'a> {
+        EventSource {
+            storage,
+            rules,
+            incoming: None,
+        }
+    }
+
+    pub fn get(&self, event_id: &str) -> Result<Option<Pdu>, StorageError> {
+        match self.incoming {
+            Some(pdu) if pdu.event_id.as_str() == event_id => Ok(Some(pdu.clone())),
+            _ => load_pdu(self.storage, event_id, self.rules),
+        }
+    }
+}
+
+/// Resolves forked states with the room version's state resolution (one state needs none):
+/// version 1 for room version 1, ruma's version 2 (2.1 from room version 12) for the others.
+pub fn resolve(events: EventSource<'_>, states: Vec<StateMap>) -> Result<StateMap, Refused> {
+    let EventSource { storage, rules, .. } = events;
     let mut states: Vec<StateMap> = states;
     states.dedup();
     if states.len() <= 1 {
         return Ok(states.pop().unwrap_or_default());
     }
     let Some(v2_rules) = rules.state_res.v2_rules() else {
-        return Err(Refused::Unauthorized(
-            "state resolution v1 (room version 1) is not supported yet".to_owned(),
-        ));
+        // Room version 1: ruma has no version 1 of the algorithm; ours.
+        return super::state_res_v1::resolve_stored(events, &states);
     };
     let named: Vec<ruma::state_res::StateMap<OwnedEventId>> = states
         .iter()
@@ -443,13 +471,13 @@ pub fn resolve(
     let auth_chains = named
         .iter()
         .map(|state| {
-            auth_chain(storage, rules, state.values().cloned())
+            walk_auth_chain(events, state.values().cloned())
                 .map(|chain| chain.into_iter().collect::<EventIdSet<_>>())
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let fetch = |id: &EventId| load_pdu(storage, id.as_str(), rules).ok().flatten();
+    let fetch = |id: &EventId| events.get(id.as_str()).ok().flatten();
     let subgraph = |conflicted: &ruma::state_res::StateMap<Vec<OwnedEventId>>| {
-        conflicted_subgraph(storage, rules, conflicted)
+        conflicted_subgraph(events, conflicted)
             .ok()
             .map(|set| set.into_iter().collect::<EventIdSet<_>>())
     };
@@ -492,6 +520,13 @@ pub fn auth_chain(
     rules: &RoomVersionRules,
     start: impl IntoIterator<Item = OwnedEventId>,
 ) -> Result<HashSet<OwnedEventId>, Refused> {
+    walk_auth_chain(EventSource::stored(storage, rules), start)
+}
+
+fn walk_auth_chain(
+    events: EventSource<'_>,
+    start: impl IntoIterator<Item = OwnedEventId>,
+) -> Result<HashSet<OwnedEventId>, Refused> {
     let mut seen: HashSet<OwnedEventId> = HashSet::new();
     let mut todo: Vec<OwnedEventId> = start.into_iter().collect();
     while let Some(id) = todo.pop() {
@@ -501,7 +536,7 @@ pub fn auth_chain(
         if !seen.insert(id.clone()) {
             continue;
         }
-        if let Some(event) = load_pdu(storage, id.as_str(), rules)? {
+        if let Some(event) = events.get(id.as_str())? {
             todo.extend(event.auth_events.iter().cloned());
         }
     }
@@ -511,17 +546,16 @@ pub fn auth_chain(
 /// The conflicted state subgraph (state resolution v2.1): the events on `auth_events` paths
 /// between conflicted events, the conflicted events included.
 fn conflicted_subgraph(
-    storage: &Storage,
-    rules: &RoomVersionRules,
+    events: EventSource<'_>,
     conflicted: &ruma::state_res::StateMap<Vec<OwnedEventId>>,
 ) -> Result<HashSet<OwnedEventId>, Refused> {
     let targets: BTreeSet<OwnedEventId> = conflicted.values().flatten().cloned().collect();
-    let ancestors = auth_chain(storage, rules, targets.iter().cloned())?;
+    let ancestors = walk_auth_chain(events, targets.iter().cloned())?;
     // An ancestor is in the subgraph when some conflicted event lies among its own ancestors.
     let mut reaches: BTreeMap<OwnedEventId, bool> = BTreeMap::new();
     let mut subgraph = HashSet::new();
     for id in &ancestors {
-        if reaches_target(storage, rules, id, &targets, &mut reaches)? {
+        if reaches_target(events, id, &targets, &mut reaches)? {
             subgraph.insert(id.clone());
         }
     }
@@ -529,8 +563,7 @@ fn conflicted_subgraph(
 }
 
 fn reaches_target(
-    storage: &Storage,
-    rules: &RoomVersionRules,
+    events: EventSource<'_>,
     id: &OwnedEventId,
     targets: &BTreeSet<OwnedEventId>,
     memo: &mut BTreeMap<OwnedEventId, bool>,
@@ -545,7 +578,8 @@ fn reaches_target(
             memo.insert(current, true);
             continue;
         }
-        let parents = load_pdu(storage, current.as_str(), rules)?
+        let parents = events
+            .get(current.as_str())?
             .map(|event| event.auth_events)
             .unwrap_or_default();
         if expanded {
