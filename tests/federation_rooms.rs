@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::federation::{free_port, start, write_certificates};
+use common::federation::{Signer, free_port, signing_key, start, write_certificates};
 use common::{Server, ok};
 use serde_json::{Value, json};
 
@@ -614,4 +614,116 @@ fn a_server_denied_by_the_rooms_acl_cannot_join() {
         json!(null),
     );
     assert_eq!(members["joined"].as_object().map(|m| m.len()), Some(1));
+}
+
+/// Polls `members` of `room` on `server` until `check` holds, or fails after 20 s.
+fn wait_for_members(server: &Server, token: &str, room: &str, check: impl Fn(&Value) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let members = call(
+            server,
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/joined_members"),
+            token,
+            json!(null),
+        );
+        if check(&members) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "members never matched: {members}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A join for `user` made from `make_join`'s answer, hashed and signed by B as B would;
+/// returns the event and its ID.
+fn hand_made_join(
+    answer: &Value,
+    user: &str,
+    (origin, key): (&str, &hearth::crypto::SigningKey),
+) -> (Value, String) {
+    let rules = ruma::RoomVersionId::try_from(answer["room_version"].as_str().expect("version"))
+        .expect("version")
+        .rules()
+        .expect("rules");
+    let mut event = answer["event"].clone();
+    event["sender"] = json!(user);
+    event["state_key"] = json!(user);
+    let Ok(ruma::CanonicalJsonValue::Object(mut object)) =
+        ruma::CanonicalJsonValue::try_from(event)
+    else {
+        panic!("object");
+    };
+    hearth::events::signing::hash_and_sign(&mut object, &rules, origin, key).expect("sign");
+    let id = hearth::events::signing::event_id_for(&object, &rules)
+        .expect("id")
+        .expect("hashed IDs");
+    let event = serde_json::to_value(ruma::CanonicalJsonValue::Object(object)).expect("json");
+    (event, id.to_string())
+}
+
+#[test]
+fn a_join_through_a_resident_server_reaches_the_rooms_other_servers() {
+    let pair = pair();
+    // A third server (same test CA), in the room before Bob joins it through Alice's.
+    let port_c = free_port();
+    let name_c = format!("127.0.0.1:{port_c}");
+    let c = start(pair._certificates.path(), &name_c, port_c, &[], &["carol"]);
+    let carol = common::login_token(&c, "carol", PASSWORD);
+    let room = call(
+        &pair.a,
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &pair.alice,
+        json!({ "preset": "public_chat", "room_version": "11" }),
+    )["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    call(
+        &c,
+        "POST",
+        &format!(
+            "/_matrix/client/v3/join/{}?via={}",
+            common::query_encode(&room),
+            common::query_encode(&pair.name_a)
+        ),
+        &carol,
+        json!({}),
+    );
+
+    // A join made by hand as B (B's own server never stores it, so never sends it): only
+    // Alice's server gets it, through send_join, and must send it on to Carol's.
+    let key_b = signing_key(&pair.b);
+    let signer = Signer {
+        origin: &pair.name_b,
+        key: &key_b,
+        destination: &pair.name_a,
+    };
+    let dan_id = format!("@dan:{}", pair.name_b);
+    let template = ok(signer.get(
+        &pair.a,
+        &format!(
+            "/_matrix/federation/v1/make_join/{}/{}?ver=11",
+            common::query_encode(&room),
+            common::query_encode(&dan_id)
+        ),
+    ));
+    let (join, join_id) = hand_made_join(&template, &dan_id, (&pair.name_b, &key_b));
+    ok(signer.send(
+        &pair.a,
+        "PUT",
+        &format!(
+            "/_matrix/federation/v2/send_join/{}/{}",
+            common::query_encode(&room),
+            common::query_encode(&join_id)
+        ),
+        Some(&join),
+    ));
+    wait_for_members(&c, &carol, &room, |members| {
+        members["joined"].get(&dan_id).is_some()
+    });
 }

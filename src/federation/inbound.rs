@@ -41,7 +41,7 @@ pub async fn receive_pdu(
         }
         let first = state
             .rooms
-            .store_remote(&state.storage, &room_id, json.clone(), pdu.clone())
+            .store_remote(&state.storage, &room_id, json.clone(), pdu.clone(), false)
             .await;
         match first {
             // A gap before it: ask the sender for what we miss, then try once more.
@@ -49,7 +49,7 @@ pub async fn receive_pdu(
                 fill_gap(state, origin, &room_id, &rules, &pdu).await;
                 state
                     .rooms
-                    .store_remote(&state.storage, &room_id, json, pdu)
+                    .store_remote(&state.storage, &room_id, json, pdu, false)
                     .await
             }
             other => other,
@@ -124,7 +124,7 @@ async fn fill_gap(
             let (json, missing) = checked(state, json, rules).await?;
             state
                 .rooms
-                .store_remote(&state.storage, room_id, json, missing)
+                .store_remote(&state.storage, room_id, json, missing, false)
                 .await
         }
         .await;

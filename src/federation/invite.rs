@@ -120,7 +120,7 @@ pub async fn invite_remote(
     }
     let outcome = state
         .rooms
-        .store_remote(&state.storage, room_id, signed, signed_pdu)
+        .store_remote(&state.storage, room_id, signed, signed_pdu, false)
         .await?;
     if outcome == Outcome::SoftFailed {
         return Err(Error::new(

@@ -735,7 +735,8 @@ async fn accept_membership(
     }
     let outcome = state
         .rooms
-        .store_remote(&state.storage, room_id, json, pdu.clone())
+        // The spec: the resident server sends the event on to the room's other servers.
+        .store_remote(&state.storage, room_id, json, pdu.clone(), true)
         .await
         .map_err(|err| Error::new(ErrorKind::Forbidden, err.to_string()))?;
     if outcome == remote::Outcome::SoftFailed {

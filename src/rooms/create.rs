@@ -170,6 +170,7 @@ impl NewRoom<'_> {
             pdu,
             json,
             txn: None,
+            relay: false,
         });
         Ok(())
     }

@@ -75,6 +75,11 @@ pub struct EventMeta {
     /// redacted form from then on.
     #[serde(default)]
     pub redacted_by: Option<String>,
+    /// A remote user's join, leave or knock that came to us through `send_join`,
+    /// `send_leave` or `send_knock`: the spec asks us (the resident server) to send it on to
+    /// the room's other servers, as if it were ours.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relay: bool,
 }
 
 /// A user's membership of a room (`userroom_membership`).
@@ -100,6 +105,9 @@ pub struct StagedEvent {
     pub pdu: Pdu,
     pub json: CanonicalJsonObject,
     pub txn: Option<(TxnKey, String)>,
+    /// Sent on to the room's other servers although a remote user sent it (see
+    /// [`EventMeta::relay`]).
+    pub relay: bool,
 }
 
 /// The room service: the per-room locks, the ordering of stream positions, and the
@@ -169,6 +177,7 @@ impl Rooms {
             pdu: pdu.clone(),
             json,
             txn: None,
+            relay: false,
         };
         self.store_events(storage, room_id, &room.version, vec![staged])
             .await?;
@@ -208,6 +217,7 @@ impl Rooms {
             pdu,
             json,
             txn: Some((txn, txn_id)),
+            relay: false,
         };
         self.store_events(storage, room_id, &room.version, vec![staged])
             .await?;
@@ -326,6 +336,7 @@ impl Rooms {
         room_id: &RoomId,
         json: CanonicalJsonObject,
         pdu: Pdu,
+        relay: bool,
     ) -> Result<remote::Outcome, remote::Refused> {
         let lock = self.lock_for(room_id);
         let _serialized = lock.lock().await;
@@ -392,6 +403,7 @@ impl Rooms {
             pdu,
             json,
             txn: None,
+            relay,
         };
         if plan.soft_failed {
             let text = CanonicalJsonValue::Object(staged.json.clone()).to_string();
@@ -540,6 +552,7 @@ impl Rooms {
             pdu: join_pdu,
             json: join_json,
             txn: None,
+            relay: false,
         };
         let position = {
             let _ordered = self
@@ -754,6 +767,7 @@ fn stage_event(
             .as_ref()
             .map(|((_, device, _), txn_id)| (device.clone(), txn_id.clone())),
         redacted_by: None,
+        relay: staged.relay,
     };
     storage.eventid_meta.batch_insert(batch, &event_id, &meta)?;
     storage

@@ -336,6 +336,7 @@ pub fn stage_meta(
         stream: position.unwrap_or(0),
         txn: None,
         redacted_by: None,
+        relay: false,
     };
     storage
         .eventid_meta

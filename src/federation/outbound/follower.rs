@@ -186,7 +186,9 @@ impl Follower {
 
     /// An event one of our users sent goes to the servers of the room's joined members,
     /// and, for a membership change, to the server of the user it is about (a kicked or
-    /// banned user's server hears of it).
+    /// banned user's server hears of it). A remote user's join, leave or knock that came
+    /// through our `send_*` endpoints goes to the room's other servers (the spec asks the
+    /// resident server to send it on); its own server has it already.
     fn event_outgoing(
         &self,
         room: &str,
@@ -197,13 +199,25 @@ impl Follower {
         let Some(json) = crate::rooms::load_json(storage, &event_id)? else {
             return Ok(None);
         };
-        let local = string_field(&json, "sender")
-            .and_then(|sender| UserId::parse(sender).ok())
-            .is_some_and(|sender| sender.server_name() == self.origin());
-        if !local {
+        let Some(sender) = string_field(&json, "sender").and_then(|s| UserId::parse(s).ok()) else {
+            return Ok(None);
+        };
+        let local = sender.server_name() == self.origin();
+        let relayed = !local
+            && storage
+                .eventid_meta
+                .get(&event_id)?
+                .is_some_and(|meta| meta.relay);
+        if !local && !relayed {
             return Ok(None);
         }
         let mut destinations = servers.of(storage, room)?.clone();
+        if relayed {
+            destinations.remove(sender.server_name().as_str());
+            return Ok(
+                (!destinations.is_empty()).then_some((QueueItem::Pdu { event_id }, destinations))
+            );
+        }
         if string_field(&json, "type") == Some("m.room.member")
             && let Some(target) = string_field(&json, "state_key")
             && let Ok(target) = UserId::parse(target)
