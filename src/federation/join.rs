@@ -903,13 +903,27 @@ pub fn servers_for(
     if let Some(server) = room_id.server_name() {
         servers.push(server.to_string());
     }
+    // A room we held before (rejoining after a leave): the servers last known to be in it;
+    // from room version 12 the room ID names no server to fall back on.
+    if let Ok(known) = crate::federation::outbound::follower::room_servers(
+        &state.storage,
+        room_id.as_str(),
+        &state.federation.origin,
+    ) {
+        servers.extend(known);
+    }
     let mut seen = std::collections::HashSet::new();
     servers.retain(|server| seen.insert(server.clone()));
     servers
 }
 
-/// Whether a join of `room_id` must go over federation: we do not hold the room, or none of
-/// our users is in it any more.
+/// Whether a join of `room_id` (or declining an invite to it) must go through another
+/// server: we do not hold the room, or none of our users is in it any more while other
+/// servers' users are. Once our last user left, the other servers stopped sending us the
+/// room's events: our copy of its state is stale, and a join made from it would fork the
+/// room off events we never saw (and which could forbid the join), while the other servers
+/// would not count us in until it reached them. A room no other server is known to be in
+/// is joined here: nobody else could answer.
 pub fn needs_remote_join(state: &AppState, room_id: &OwnedRoomId) -> Result<bool, Error> {
     if state
         .storage
@@ -918,6 +932,29 @@ pub fn needs_remote_join(state: &AppState, room_id: &OwnedRoomId) -> Result<bool
         .is_none()
     {
         return Ok(true);
+    }
+    let others = crate::federation::outbound::follower::room_servers(
+        &state.storage,
+        room_id.as_str(),
+        &state.federation.origin,
+    )?;
+    Ok(!is_resident(state, room_id)? && !others.is_empty())
+}
+
+/// Whether one of our users is joined to `room_id`: only then do the other servers in the
+/// room send us its events (and invites to it), so that our copy of it is current.
+pub fn is_resident(state: &AppState, room_id: &RoomId) -> Result<bool, Error> {
+    for entry in state
+        .storage
+        .roomuser_membership
+        .scan_prefix(&crate::storage::pair_prefix(room_id.as_str()))
+    {
+        let ((_, user), membership) = entry?;
+        if membership == "join"
+            && UserId::parse(&user).is_ok_and(|user| user.server_name() == state.federation.origin)
+        {
+            return Ok(true);
+        }
     }
     Ok(false)
 }
