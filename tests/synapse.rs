@@ -377,6 +377,15 @@ fn get_or_null(address: SocketAddr, token: &str, path: &str) -> Value {
     }
 }
 
+/// The content of the state event `kind` (state key "") of `room`, or null.
+fn state(address: SocketAddr, token: &str, room: &str, kind: &str) -> Value {
+    get_or_null(
+        address,
+        token,
+        &format!("/_matrix/client/v3/rooms/{room}/state/{kind}/"),
+    )
+}
+
 /// `user`'s membership of `room`, as the holder of `token` sees it ("" if not visible).
 fn membership(address: SocketAddr, token: &str, room: &str, user: &str) -> String {
     let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{user}");
@@ -993,6 +1002,171 @@ fn restricted_rooms_let_members_of_allowed_rooms_in_across_hearth_and_synapse() 
         eventually("Hearth's message in Synapse's restricted room", || {
             bodies(s, &carol, &room)
                 .contains(&format!("alice in synapse's restricted room {version}"))
+        });
+    }
+}
+
+/// Room versions 1 to 9 (10 to 12 are above): a room made on each side in each version,
+/// joined from the other, with one message each way.
+#[test]
+fn joins_cross_both_ways_in_room_versions_1_to_9() {
+    let Some(pair) = Pair::start() else {
+        return;
+    };
+    let Pair {
+        synapse,
+        hearth_name,
+        alice,
+        alice_id,
+        carol,
+        carol_id,
+        h,
+        s,
+        ..
+    } = &pair;
+    let (h, s) = (*h, *s);
+    let capabilities = call(
+        s,
+        "GET",
+        "/_matrix/client/v3/capabilities",
+        carol,
+        json!(null),
+    );
+    let available = &capabilities["capabilities"]["m.room_versions"]["available"];
+    for version in 1..=9 {
+        let version = version.to_string();
+        assert!(available.get(&version).is_some(), "{capabilities}");
+        let exchange = |room: &str, from_synapse: &str, from_hearth: &str| {
+            send(s, carol, room, from_synapse);
+            eventually("a message from Synapse at Hearth", || {
+                bodies(h, alice, room).contains(&from_synapse.to_owned())
+            });
+            send(h, alice, room, from_hearth);
+            eventually("a message from Hearth at Synapse", || {
+                bodies(s, carol, room).contains(&from_hearth.to_owned())
+            });
+        };
+        let room = create_room(
+            s,
+            carol,
+            json!({ "preset": "public_chat", "room_version": version }),
+        );
+        join(h, alice, &room, &synapse.name);
+        assert!(
+            joined_members(s, carol, &room).get(alice_id).is_some(),
+            "version {version}"
+        );
+        let created = call(
+            h,
+            "GET",
+            &format!("/_matrix/client/v3/rooms/{room}/state/m.room.create/"),
+            alice,
+            json!(null),
+        );
+        assert_eq!(created["room_version"], version.as_str());
+        exchange(
+            &room,
+            &format!("synapse's room {version}, from synapse"),
+            &format!("synapse's room {version}, from hearth"),
+        );
+
+        let room = create_room(
+            h,
+            alice,
+            json!({ "preset": "public_chat", "room_version": version }),
+        );
+        join(s, carol, &room, hearth_name);
+        assert!(
+            joined_members(h, alice, &room).get(carol_id).is_some(),
+            "version {version}"
+        );
+        exchange(
+            &room,
+            &format!("hearth's room {version}, from synapse"),
+            &format!("hearth's room {version}, from hearth"),
+        );
+    }
+}
+
+/// Redactions and state changes cross both ways, in a room made on Synapse (version 11)
+/// and one made on Hearth (version 12), where everyone may set the name and topic.
+#[test]
+fn redactions_and_state_changes_cross_both_ways() {
+    let Some(pair) = Pair::start() else {
+        return;
+    };
+    let Pair {
+        synapse,
+        hearth_name,
+        alice,
+        carol,
+        h,
+        s,
+        ..
+    } = &pair;
+    let (h, s) = (*h, *s);
+    let open_state = json!({ "events": { "m.room.name": 0, "m.room.topic": 0 } });
+    for (maker, version) in ["synapse", "hearth"].into_iter().zip(["11", "12"]) {
+        let body = json!({ "preset": "public_chat", "room_version": version,
+                           "power_level_content_override": open_state });
+        let room = if maker == "synapse" {
+            let room = create_room(s, carol, body);
+            join(h, alice, &room, &synapse.name);
+            room
+        } else {
+            let room = create_room(h, alice, body);
+            join(s, carol, &room, hearth_name);
+            room
+        };
+        let event = |address: SocketAddr, token: &str, id: &str| {
+            get_or_null(
+                address,
+                token,
+                &format!("/_matrix/client/v3/rooms/{room}/event/{id}"),
+            )
+        };
+        let redact = |address: SocketAddr, token: &str, id: &str| {
+            let path = format!(
+                "/_matrix/client/v3/rooms/{room}/redact/{id}/r{}",
+                rand_bits()
+            );
+            call(address, "PUT", &path, token, json!({ "reason": "oops" }));
+        };
+        let redacted = |seen: &Value| {
+            seen["content"] == json!({}) && seen["unsigned"]["redacted_because"].is_object()
+        };
+
+        // Synapse's message redacted on Synapse, then at Hearth.
+        let message = send(s, carol, &room, &format!("carol's regret {version}"));
+        eventually("Synapse's message at Hearth", || {
+            event(h, alice, &message)["content"]["body"].is_string()
+        });
+        redact(s, carol, &message);
+        eventually("Synapse's redaction at Hearth", || {
+            redacted(&event(h, alice, &message))
+        });
+        // Hearth's message redacted on Hearth, then at Synapse.
+        let message = send(h, alice, &room, &format!("alice's regret {version}"));
+        eventually("Hearth's message at Synapse", || {
+            event(s, carol, &message)["content"]["body"].is_string()
+        });
+        redact(h, alice, &message);
+        eventually("Hearth's redaction at Synapse", || {
+            redacted(&event(s, carol, &message))
+        });
+
+        // The topic set on Synapse, the name set on Hearth, each seen on the other.
+        let topic = format!("carol's topic {version} {maker}");
+        let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/");
+        call(s, "PUT", &path, carol, json!({ "topic": topic }));
+        eventually("Synapse's topic at Hearth", || {
+            state(h, alice, &room, "m.room.topic")["topic"] == topic.as_str()
+        });
+        let name = format!("alice's name {version} {maker}");
+        let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/");
+        call(h, "PUT", &path, alice, json!({ "name": name }));
+        eventually("Hearth's name at Synapse", || {
+            state(s, carol, &room, "m.room.name")["name"] == name.as_str()
         });
     }
 }
