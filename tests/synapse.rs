@@ -838,6 +838,14 @@ fn leaves_and_declined_invites_cross_both_ways() {
         !synced.to_string().contains(r#""body":"after carol left""#),
         "{synced}"
     );
+    // Back in (through Hearth, the room's only resident server now): Hearth sends to
+    // Synapse again.
+    join(s, carol, &room, hearth_name);
+    assert!(joined_members(h, alice, &room).get(carol_id).is_some());
+    send(h, alice, &room, "after carol came back");
+    eventually("a message after Synapse's rejoin at Synapse", || {
+        bodies(s, carol, &room).contains(&"after carol came back".to_owned())
+    });
 
     // A Hearth user declines a Synapse invite (make_leave and send_leave to Synapse).
     let room = create_room(
