@@ -771,8 +771,10 @@ fn leaves_and_declined_invites_cross_both_ways() {
     eventually("a message after the rejoin at Hearth", || {
         bodies(h, alice, &room).contains(&"after alice came back".to_owned())
     });
-    // The message sent while she was away comes with the room's history.
-    assert!(bodies(h, alice, &room).contains(&"after alice left".to_owned()));
+    // The message sent while she was away comes with the room's history, once.
+    let history = bodies(h, alice, &room);
+    let away = history.iter().filter(|body| *body == "after alice left");
+    assert_eq!(away.count(), 1, "{history:?}");
     // Out again, invited again, and this time declining (through Synapse: Hearth's copy of
     // the room is stale once more).
     leave(h, alice, &room);

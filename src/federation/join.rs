@@ -964,3 +964,61 @@ impl From<Refused> for Error {
         Error::new(ErrorKind::Forbidden, err.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::federation::test_state::{SERVER_NAME, test_state};
+    use crate::rooms::RoomRecord;
+
+    /// Sets `user`'s membership of `room` in the room's membership index.
+    fn set_membership(state: &AppState, room: &str, user: &str, membership: &str) {
+        state
+            .storage
+            .roomuser_membership
+            .insert(&(room.to_owned(), user.to_owned()), &membership.to_owned())
+            .expect("insert");
+    }
+
+    #[test]
+    fn a_room_our_users_all_left_is_rejoined_through_the_servers_still_in_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = test_state(dir.path(), "");
+        let room_id = OwnedRoomId::try_from("!room:gone.test").expect("room id");
+        let room = room_id.as_str();
+        let ours = format!("@alice:{SERVER_NAME}");
+        // Not held at all (the room ID names a server that left long ago).
+        assert!(needs_remote_join(&state, &room_id).expect("check"));
+        let record = RoomRecord {
+            version: "11".to_owned(),
+            extremities: Vec::new(),
+            state: None,
+            backfill: None,
+        };
+        state
+            .storage
+            .roomid_room
+            .insert(&room.to_owned(), &record)
+            .expect("insert");
+        set_membership(&state, room, &ours, "join");
+        set_membership(&state, room, "@carol:elsewhere.test", "join");
+        assert!(is_resident(&state, &room_id).expect("check"));
+        assert!(!needs_remote_join(&state, &room_id).expect("check"));
+        // Our last user left: the copy we hold is stale while others are still in.
+        set_membership(&state, room, &ours, "leave");
+        assert!(!is_resident(&state, &room_id).expect("check"));
+        assert!(needs_remote_join(&state, &room_id).expect("check"));
+        assert!(
+            servers_for(
+                &state,
+                &ours.parse::<ruma::OwnedUserId>().expect("user id"),
+                &room_id,
+                &[]
+            )
+            .contains(&"elsewhere.test".to_owned())
+        );
+        // Nobody else is in it either: nobody could answer but us.
+        set_membership(&state, room, "@carol:elsewhere.test", "leave");
+        assert!(!needs_remote_join(&state, &room_id).expect("check"));
+    }
+}
