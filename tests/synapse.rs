@@ -1,8 +1,10 @@
 //! Hearth federating with a real Synapse (installed from PyPI by scripts/test into
 //! `.venv-synapse`, pointed at by `HEARTH_TEST_SYNAPSE_PYTHON`), over TLS on loopback with a
-//! CA the test makes: rooms created on each side and joined from the other in room versions
-//! 10, 11 and 12, invites both ways, messages, history backfill, profile and alias lookups,
-//! restricted rooms held by each side joined by members of their allowed rooms.
+//! CA the test makes: rooms created on each side and joined from the other in every room
+//! version 1 to 12, invites both ways, messages, history backfill, profile and alias lookups,
+//! restricted rooms held by each side joined by members of their allowed rooms, leaving,
+//! rejoining and declining invites both ways, redactions and state changes. Each test starts
+//! its own pair of servers (nextest runs each test in a process of its own).
 
 mod common;
 
