@@ -705,21 +705,22 @@ fn invited_room(
     room_id: &RoomId,
     record: &MembershipRecord,
 ) -> Result<Value, Error> {
-    // An invite from another server to a room we do not hold comes with its own state.
-    if state
+    // An invite from another server to a room we do not hold comes with its own state; so
+    // does one to a room we hold but have left, whose state we have not followed since.
+    let held = state
         .storage
         .roomid_room
         .get(&room_id.to_string())?
-        .is_none()
-    {
-        let user = load_json(&state.storage, &record.event_id)?
-            .and_then(|json| json.get("state_key")?.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let mut events = state
-            .storage
-            .userroom_invitestate
-            .get(&(user, room_id.to_string()))?
-            .unwrap_or_default();
+        .is_some();
+    let user = load_json(&state.storage, &record.event_id)?
+        .and_then(|json| json.get("state_key")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let kept = state
+        .storage
+        .userroom_invitestate
+        .get(&(user, room_id.to_string()))?;
+    if !held || (kept.is_some() && !crate::federation::join::is_resident(state, room_id)?) {
+        let mut events = kept.unwrap_or_default();
         if let Some(json) = load_json(&state.storage, &record.event_id)? {
             events.push(stripped_event(&json));
         }

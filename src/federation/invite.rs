@@ -235,14 +235,10 @@ pub async fn store_outside_membership(
     membership: &str,
     stripped: Vec<Value>,
 ) -> Result<(), Error> {
-    if state
-        .storage
-        .roomid_room
-        .get(&room_id.to_string())?
-        .is_some()
-    {
-        // A room we hold gets the invite through the room itself (as the inviting server
-        // sends it to every server in the room); nothing to keep apart.
+    if super::join::is_resident(state, room_id)? {
+        // A room we are in gets the invite through the room itself (as the inviting server
+        // sends it to every server in the room); nothing to keep apart. A room we hold but
+        // have left (none of our users is joined) does not: its events no longer reach us.
         return Ok(());
     }
     let room = room_id.to_string();

@@ -904,13 +904,27 @@ pub fn servers_for(
     if let Some(server) = room_id.server_name() {
         servers.push(server.to_string());
     }
+    // A room we held before (rejoining after a leave): the servers last known to be in it;
+    // from room version 12 the room ID names no server to fall back on.
+    if let Ok(known) = crate::federation::outbound::follower::room_servers(
+        &state.storage,
+        room_id.as_str(),
+        &state.federation.origin,
+    ) {
+        servers.extend(known);
+    }
     let mut seen = std::collections::HashSet::new();
     servers.retain(|server| seen.insert(server.clone()));
     servers
 }
 
-/// Whether a join of `room_id` must go over federation: we do not hold the room, or none of
-/// our users is in it any more.
+/// Whether a join of `room_id` (or declining an invite to it) must go through another
+/// server: we do not hold the room, or none of our users is in it any more while other
+/// servers' users are. Once our last user left, the other servers stopped sending us the
+/// room's events: our copy of its state is stale, and a join made from it would fork the
+/// room off events we never saw (and which could forbid the join), while the other servers
+/// would not count us in until it reached them. A room no other server is known to be in
+/// is joined here: nobody else could answer.
 pub fn needs_remote_join(state: &AppState, room_id: &OwnedRoomId) -> Result<bool, Error> {
     if state
         .storage
@@ -920,11 +934,92 @@ pub fn needs_remote_join(state: &AppState, room_id: &OwnedRoomId) -> Result<bool
     {
         return Ok(true);
     }
+    let others = crate::federation::outbound::follower::room_servers(
+        &state.storage,
+        room_id.as_str(),
+        &state.federation.origin,
+    )?;
+    Ok(!is_resident(state, room_id)? && !others.is_empty())
+}
+
+/// Whether one of our users is joined to `room_id`: only then do the other servers in the
+/// room send us its events (and invites to it), so that our copy of it is current.
+pub fn is_resident(state: &AppState, room_id: &RoomId) -> Result<bool, Error> {
+    for entry in state
+        .storage
+        .roomuser_membership
+        .scan_prefix(&crate::storage::pair_prefix(room_id.as_str()))
+    {
+        let ((_, user), membership) = entry?;
+        if membership == "join"
+            && UserId::parse(&user).is_ok_and(|user| user.server_name() == state.federation.origin)
+        {
+            return Ok(true);
+        }
+    }
     Ok(false)
 }
 
 impl From<Refused> for Error {
     fn from(err: Refused) -> Error {
         Error::new(ErrorKind::Forbidden, err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::federation::test_state::{SERVER_NAME, test_state};
+    use crate::rooms::RoomRecord;
+
+    /// Sets `user`'s membership of `room` in the room's membership index.
+    fn set_membership(state: &AppState, room: &str, user: &str, membership: &str) {
+        state
+            .storage
+            .roomuser_membership
+            .insert(&(room.to_owned(), user.to_owned()), &membership.to_owned())
+            .expect("insert");
+    }
+
+    #[test]
+    fn a_room_our_users_all_left_is_rejoined_through_the_servers_still_in_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = test_state(dir.path(), "");
+        let room_id = OwnedRoomId::try_from("!room:gone.test").expect("room id");
+        let room = room_id.as_str();
+        let ours = format!("@alice:{SERVER_NAME}");
+        // Not held at all (the room ID names a server that left long ago).
+        assert!(needs_remote_join(&state, &room_id).expect("check"));
+        let record = RoomRecord {
+            version: "11".to_owned(),
+            extremities: Vec::new(),
+            state: None,
+            backfill: None,
+        };
+        state
+            .storage
+            .roomid_room
+            .insert(&room.to_owned(), &record)
+            .expect("insert");
+        set_membership(&state, room, &ours, "join");
+        set_membership(&state, room, "@carol:elsewhere.test", "join");
+        assert!(is_resident(&state, &room_id).expect("check"));
+        assert!(!needs_remote_join(&state, &room_id).expect("check"));
+        // Our last user left: the copy we hold is stale while others are still in.
+        set_membership(&state, room, &ours, "leave");
+        assert!(!is_resident(&state, &room_id).expect("check"));
+        assert!(needs_remote_join(&state, &room_id).expect("check"));
+        assert!(
+            servers_for(
+                &state,
+                &ours.parse::<ruma::OwnedUserId>().expect("user id"),
+                &room_id,
+                &[]
+            )
+            .contains(&"elsewhere.test".to_owned())
+        );
+        // Nobody else is in it either: nobody could answer but us.
+        set_membership(&state, room, "@carol:elsewhere.test", "leave");
+        assert!(!needs_remote_join(&state, &room_id).expect("check"));
     }
 }

@@ -696,12 +696,9 @@ pub async fn leave(
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(&room_id)?;
-    // Declining an invite to a room held elsewhere goes through the inviter's server.
-    if state
-        .storage
-        .roomid_room
-        .get(&room_id.to_string())?
-        .is_none()
+    // Declining an invite to a room held elsewhere (or one we hold but have left, whose
+    // state is stale) goes through the inviter's server.
+    if crate::federation::join::needs_remote_join(&state, &room_id)?
         && rooms::membership(&state.storage, &auth.user_id, &room_id)?
             .is_some_and(|record| record.membership == "invite")
     {
