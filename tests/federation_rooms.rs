@@ -727,3 +727,81 @@ fn a_join_through_a_resident_server_reaches_the_rooms_other_servers() {
         members["joined"].get(&dan_id).is_some()
     });
 }
+
+#[test]
+fn a_version_1_invite_through_the_deprecated_v1_endpoint_is_signed_and_shown() {
+    let pair = pair();
+    let key_b = signing_key(&pair.b);
+    let signer = Signer {
+        origin: &pair.name_b,
+        key: &key_b,
+        destination: &pair.name_a,
+    };
+    let alice_id = format!("@alice:{}", pair.name_a);
+    let bob_id = format!("@bob:{}", pair.name_b);
+    let room = format!("!old{}:{}", std::process::id(), pair.name_b);
+    let event_id = format!("$invite:{}", pair.name_b);
+    let hashes = json!({ "sha256": "aGFzaA" });
+    let event = json!({
+        "event_id": event_id, "room_id": room, "sender": bob_id, "origin": pair.name_b,
+        "type": "m.room.member", "state_key": alice_id,
+        "content": { "membership": "invite" },
+        "depth": 4, "origin_server_ts": 1_800_000_000_000u64,
+        "prev_events": [[format!("$prev:{}", pair.name_b), hashes]],
+        "auth_events": [[format!("$create:{}", pair.name_b), hashes]],
+    });
+    let Ok(ruma::CanonicalJsonValue::Object(mut object)) =
+        ruma::CanonicalJsonValue::try_from(event)
+    else {
+        panic!("object");
+    };
+    let rules = ruma::RoomVersionId::V1.rules().expect("rules");
+    hearth::events::signing::hash_and_sign(&mut object, &rules, &pair.name_b, &key_b)
+        .expect("sign");
+    let mut event = serde_json::to_value(ruma::CanonicalJsonValue::Object(object)).expect("json");
+    event["unsigned"] = json!({ "invite_room_state": [
+        { "type": "m.room.name", "state_key": "", "sender": bob_id,
+          "content": { "name": "An old room" } },
+    ] });
+    let path = format!(
+        "/_matrix/federation/v1/invite/{}/{}",
+        common::query_encode(&room),
+        common::query_encode(&event_id)
+    );
+    let answer = ok(signer.send(&pair.a, "PUT", &path, Some(&event)));
+    assert_eq!(answer[0], 200, "{answer}");
+    let signed = &answer[1]["event"];
+    assert_eq!(signed["event_id"], event_id.as_str());
+    assert!(
+        signed["signatures"][&pair.name_a].is_object(),
+        "not signed by the invited server: {answer}"
+    );
+    assert!(signed["signatures"][&pair.name_b].is_object());
+
+    let synced = ok(pair
+        .a
+        .client()
+        .get_with("/_matrix/client/v3/sync", &pair.alice));
+    let invite = &synced["rooms"]["invite"][&room]["invite_state"]["events"];
+    assert!(
+        invite
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|event| event["content"]["name"] == "An old room"),
+        "{synced}"
+    );
+
+    // Not an invite (a join): refused, nothing signed.
+    let mut join = answer[1]["event"].clone();
+    join["content"]["membership"] = json!("join");
+    let refused = signer.send(&pair.a, "PUT", &path, Some(&join));
+    assert_eq!(
+        refused.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    let refused: Value = serde_json::from_slice(&refused.body).expect("json");
+    assert_eq!(refused["errcode"], "M_INVALID_PARAM", "{refused}");
+}

@@ -473,6 +473,10 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
                 "/_matrix/federation/v2/invite/{roomId}/{eventId}",
                 federation::membership::invite,
             ))
+            .service(put(
+                "/_matrix/federation/v1/invite/{roomId}/{eventId}",
+                federation::membership::invite_v1,
+            ))
             .service(get(
                 "/_matrix/federation/v1/make_leave/{roomId}/{userId}",
                 federation::membership::make_leave,

@@ -154,14 +154,20 @@ pub async fn accept_invite(
         })?;
     let json = super::join::to_object(&body["event"])
         .ok_or_else(|| Error::new(ErrorKind::BadJson, "`event` is not an event"))?;
+    // The spec: servers SHOULD answer M_INVALID_PARAM to an invite failing these checks.
     let (mut json, pdu) = checked(state, json, &rules)
         .await
-        .map_err(|err| Error::new(ErrorKind::BadJson, err.to_string()))?;
+        .map_err(|err| Error::new(ErrorKind::InvalidParam, err.to_string()))?;
     let target = pdu
         .state_key
         .as_deref()
         .and_then(|key| UserId::parse(key).ok())
-        .ok_or_else(|| Error::new(ErrorKind::BadJson, "The invite has no user as state key"))?;
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidParam,
+                "The invite has no user as state key",
+            )
+        })?;
     let is_invite = pdu.kind == ruma::events::TimelineEventType::RoomMember
         && crate::rooms::membership_of(&pdu) == "invite"
         && pdu.sender.server_name().as_str() == origin
@@ -170,7 +176,7 @@ pub async fn accept_invite(
         && target.server_name() == state.federation.origin.as_str();
     if !is_invite {
         return Err(Error::new(
-            ErrorKind::BadJson,
+            ErrorKind::InvalidParam,
             "Not an invite by a user of the sending server, of a user here, in this room",
         ));
     }

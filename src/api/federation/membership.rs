@@ -84,6 +84,35 @@ pub async fn invite(
     Ok(HttpResponse::Ok().json(answer))
 }
 
+/// # PUT /_matrix/federation/v1/invite/{roomId}/{eventId}
+///
+/// The deprecated first version: the body is the event itself (stripped state in its
+/// `unsigned`), the room version is not said (the spec: assume `1` or `2`, whose events
+/// look the same), and the answer is `[200, {"event": …}]`.
+pub async fn invite_v1(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    signed: SignedJson<Value>,
+) -> Result<HttpResponse, Error> {
+    let (room, event_id) = path.into_inner();
+    let room_id = room_id(&room)?;
+    let event = signed.body;
+    let as_v2 = serde_json::json!({
+        "room_version": "1",
+        "invite_room_state": event["unsigned"]["invite_room_state"].clone(),
+        "event": event,
+    });
+    let answer = crate::federation::invite::accept_invite(
+        &state,
+        signed.origin.as_str(),
+        &room_id,
+        &event_id,
+        &as_v2,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!([200, answer])))
+}
+
 /// # GET /_matrix/federation/v1/make_leave/{roomId}/{userId}
 pub async fn make_leave(
     state: web::Data<AppState>,
