@@ -567,8 +567,13 @@ fn hearth_and_synapse_hold_rooms_together() {
             alice,
             json!({ "preset": "public_chat", "room_version": version, "name": format!("Hearth {version}") }),
         );
+        // History from before Synapse joined: Synapse backfills it from Hearth.
+        send(h, alice, &room, &format!("before synapse joined {version}"));
         join(s, carol, &room, hearth_name);
         assert!(joined_members(h, alice, &room).get(carol_id).is_some());
+        eventually("Hearth's history backfilled by Synapse", || {
+            bodies(s, carol, &room).contains(&format!("before synapse joined {version}"))
+        });
         let name = call(
             s,
             "GET",
