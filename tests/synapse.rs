@@ -689,6 +689,35 @@ fn hearth_and_synapse_hold_rooms_together() {
         json!({}),
     );
     assert!(joined_members(s, carol, &aliased).get(alice_id).is_some());
+    // And the other way: Synapse resolves an alias of Hearth's and joins by it.
+    let hearths = create_room(
+        h,
+        alice,
+        json!({ "preset": "public_chat", "room_alias_name": "hearthside" }),
+    );
+    let alias = format!("#hearthside:{hearth_name}");
+    let resolved = call(
+        s,
+        "GET",
+        &format!("/_matrix/client/v3/directory/room/{}", query_encode(&alias)),
+        carol,
+        json!(null),
+    );
+    assert_eq!(resolved["room_id"], hearths.as_str(), "{resolved}");
+    assert!(
+        resolved["servers"]
+            .as_array()
+            .is_some_and(|servers| servers.contains(&json!(hearth_name))),
+        "{resolved}"
+    );
+    call(
+        s,
+        "POST",
+        &format!("/_matrix/client/v3/join/{}", query_encode(&alias)),
+        carol,
+        json!({}),
+    );
+    assert!(joined_members(h, alice, &hearths).get(carol_id).is_some());
 }
 
 /// Leaving and declining, both ways: the other server sees the leave, the server left
