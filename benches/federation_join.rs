@@ -17,6 +17,7 @@ use common::{ok, query_encode};
 use serde_json::json;
 
 const STATE_EVENTS: usize = 10_000;
+const MESSAGES: usize = 500;
 const PASSWORD: &str = "correct horse battery";
 
 fn status_mib(pid: u32, field: &str) -> f64 {
@@ -92,6 +93,31 @@ fn main() {
     let after = status_mib(pid, "VmRSS:");
     let size_b = dir_size(&b);
     let resident_peak = status_mib(a.child.id(), "VmHWM:");
+
+    // Then messages in that room, from the first server's user to the joined server: the
+    // receiving side checks each against the large state (signatures, auth, soft fail).
+    let sending = Instant::now();
+    for i in 0..MESSAGES {
+        ok(client.json(
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/bench{i}"),
+            Some(&alice),
+            &json!({ "msgtype": "m.text", "body": format!("message {i}") }),
+        ));
+    }
+    let sent_in = sending.elapsed();
+    let last = format!("message {}", MESSAGES - 1);
+    let mut receiving = Client::plain(b.address("http"));
+    let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1");
+    while receiving.get_with(&path, &bob).json()["chunk"][0]["content"]["body"]
+        .as_str()
+        .is_none_or(|body| body != last)
+    {
+        assert!(sending.elapsed().as_secs() < 300, "messages never arrived");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let delivered_in = sending.elapsed();
+    let after_messages = status_mib(pid, "VmRSS:");
     if std::env::var_os("HEARTH_BENCH_MEMORY_LOG").is_some() {
         for line in b.log_text().lines() {
             if line.contains("memory") {
@@ -113,6 +139,13 @@ fn main() {
     println!("  joining server RSS before         {before:.1} MiB");
     println!("  joining server peak RSS (VmHWM)   {peak:.1} MiB (budget 128 MiB)");
     println!("  joining server RSS after          {after:.1} MiB (budget 64 MiB steady)");
+    println!(
+        "  {MESSAGES} messages sent, then received  sent in {:.2} s, all received after {:.2} s ({:.0} messages/s over federation)",
+        sent_in.as_secs_f64(),
+        delivered_in.as_secs_f64(),
+        MESSAGES as f64 / delivered_in.as_secs_f64()
+    );
+    println!("  joining server RSS after messages {after_messages:.1} MiB");
     println!(
         "  resident server RSS before / peak {resident_before:.1} / {resident_peak:.1} MiB (peak includes filling the room)"
     );

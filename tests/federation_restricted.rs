@@ -458,3 +458,54 @@ fn the_resident_server_refuses_joins_it_cannot_vouch_for_with_the_specs_codes() 
         [alice_id, bob_id, dave_id]
     );
 }
+
+/// A join refused by the room's current state (it became invite-only after `make_join`)
+/// stays refused when sent again: it is stored (soft-failed), but not as accepted, so no
+/// state and no signature come back.
+#[test]
+fn a_refused_join_sent_again_is_refused_again() {
+    let pair = pair();
+    let alice = common::login_token(&pair.a, "alice", PASSWORD);
+    let bob = common::login_token(&pair.b, "bob", PASSWORD);
+    let alice_id = format!("@alice:{}", pair.name_a);
+    let bob_id = format!("@bob:{}", pair.name_b);
+    let key_b = signing_key(&pair.b);
+    let signer = Signer {
+        origin: &pair.name_b,
+        key: &key_b,
+        destination: &pair.name_a,
+    };
+    let b = (pair.name_b.as_str(), &key_b);
+    let space = create(
+        &pair.a,
+        &alice,
+        json!({ "room_version": "10", "preset": "public_chat" }),
+    );
+    let room = restricted_room(&pair.a, &alice, "10", "restricted", &space);
+    ok(join(&pair.b, &bob, &space, &pair.name_a));
+    let template = ok(make_join(&signer, &pair.a, &room, &bob_id));
+    call(
+        &pair.a,
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.join_rules/"),
+        &alice,
+        json!({ "join_rule": "invite" }),
+    );
+    let send_join = |(event, id): &(Value, String)| {
+        signer.send(
+            &pair.a,
+            "PUT",
+            &format!(
+                "/_matrix/federation/v2/send_join/{}/{}",
+                query_encode(&room),
+                query_encode(id)
+            ),
+            Some(event),
+        )
+    };
+    let join_event = forged_join(&template, &bob_id, Some(&alice_id), b);
+    for attempt in ["first", "second"] {
+        let refused = send_join(&join_event);
+        assert_eq!(refused.status, 403, "{attempt}: {}", body_text(&refused));
+    }
+}

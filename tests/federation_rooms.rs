@@ -805,3 +805,47 @@ fn a_version_1_invite_through_the_deprecated_v1_endpoint_is_signed_and_shown() {
     let refused: Value = serde_json::from_slice(&refused.body).expect("json");
     assert_eq!(refused["errcode"], "M_INVALID_PARAM", "{refused}");
 }
+
+#[test]
+fn a_server_whose_users_all_left_a_room_does_not_answer_joins_for_it() {
+    let pair = pair();
+    let room = call(
+        &pair.a,
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &pair.alice,
+        json!({ "preset": "public_chat" }),
+    )["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    let key_b = signing_key(&pair.b);
+    let signer = Signer {
+        origin: &pair.name_b,
+        key: &key_b,
+        destination: &pair.name_a,
+    };
+    let make_join = format!(
+        "/_matrix/federation/v1/make_join/{}/{}?ver=10&ver=11&ver=12",
+        common::query_encode(&room),
+        common::query_encode(&format!("@bob:{}", pair.name_b))
+    );
+    assert_eq!(signer.get(&pair.a, &make_join).status, 200);
+    call(
+        &pair.a,
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/leave"),
+        &pair.alice,
+        json!({}),
+    );
+    // Its copy of the room is stale now: it is not a resident server any more.
+    let refused = signer.get(&pair.a, &make_join);
+    assert_eq!(
+        refused.status,
+        404,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    let refused: Value = serde_json::from_slice(&refused.body).expect("json");
+    assert_eq!(refused["errcode"], "M_NOT_FOUND");
+}

@@ -116,7 +116,25 @@ pub(super) async fn make_and_sign(
         .ok()
         .and_then(|v| v.rules())
         .ok_or_else(|| Error::new(ErrorKind::IncompatibleRoomVersion, "Unknown room version"))?;
-    let (event_id, event) = sign_membership(state, &rules, &answer["event"], user_id, membership)?;
+    // A room's version never changes: a template of another version is for another room.
+    if let Some(held) = state.storage.roomid_room.get(&room_id.to_string())?
+        && held.version != version
+    {
+        return Err(Error::new(
+            ErrorKind::BadJson,
+            format!(
+                "Bad make_{membership} answer: room version {version}, but the room is version {}",
+                held.version
+            ),
+        ));
+    }
+    let (event_id, event) = sign_membership(
+        state,
+        &rules,
+        &answer["event"],
+        (room_id, user_id),
+        membership,
+    )?;
     Ok(Made {
         version,
         rules,
@@ -252,14 +270,22 @@ pub async fn knock_remote(
 }
 
 /// Fills in a `make_join`/`make_leave`/`make_knock` template for our user and signs it.
+/// The spec: the joining server MUST check the template's `type`, `room_id`, `sender`,
+/// `state_key` and `content.membership` (the membership is ours to set); a server answering
+/// with a template of another room would otherwise have us sign our user into it.
 fn sign_membership(
     state: &AppState,
     rules: &RoomVersionRules,
     template: &Value,
-    user_id: &UserId,
+    (room_id, user_id): (&RoomId, &UserId),
     membership: &str,
 ) -> Result<(OwnedEventId, CanonicalJsonObject), Error> {
-    let bad = |why: &str| Error::new(ErrorKind::BadJson, format!("Bad make_join answer: {why}"));
+    let bad = |why: &str| {
+        Error::new(
+            ErrorKind::BadJson,
+            format!("Bad make_{membership} answer: {why}"),
+        )
+    };
     let mut event = template.clone();
     let Some(object) = event.as_object_mut() else {
         return Err(bad("no event"));
@@ -268,7 +294,18 @@ fn sign_membership(
         || object.get("state_key").and_then(Value::as_str) != Some(user_id.as_str())
         || object.get("sender").and_then(Value::as_str) != Some(user_id.as_str())
     {
-        return Err(bad("not a join of this user"));
+        return Err(bad("not a membership event of this user"));
+    }
+    if object.get("room_id").and_then(Value::as_str) != Some(room_id.as_str()) {
+        return Err(bad("a template for another room"));
+    }
+    if object
+        .get("content")
+        .and_then(|content| content.get("membership"))
+        .and_then(Value::as_str)
+        .is_some_and(|given| given != membership)
+    {
+        return Err(bad("a template for another membership"));
     }
     object.remove("signatures");
     object.remove("hashes");
@@ -567,6 +604,7 @@ fn membership_template(
         .roomid_room
         .get(&room_id.to_string())?
         .ok_or_else(|| Error::not_found("No such room here"))?;
+    refuse_unless_resident(state, room_id)?;
     if versions.is_some_and(|versions| !versions.iter().any(|v| v == &room.version)) {
         let mut error = Error::new(
             ErrorKind::IncompatibleRoomVersion,
@@ -707,6 +745,7 @@ async fn accept_membership(
         .roomid_room
         .get(&room_id.to_string())?
         .ok_or_else(|| Error::not_found("No such room here"))?;
+    refuse_unless_resident(state, room_id)?;
     let rules = rules_of(&room)?;
     if !super::acl::room_allows(&state.storage, room_id, origin)? {
         return Err(Error::new(
@@ -739,7 +778,18 @@ async fn accept_membership(
         .store_remote(&state.storage, room_id, json, pdu.clone(), true)
         .await
         .map_err(|err| Error::new(ErrorKind::Forbidden, err.to_string()))?;
-    if outcome == remote::Outcome::SoftFailed {
+    // An event we hold already counts only if it was accepted into the room: one refused
+    // by the current state (soft-failed) stays refused when sent again.
+    let accepted = match outcome {
+        remote::Outcome::SoftFailed => false,
+        remote::Outcome::Known => state
+            .storage
+            .eventid_meta
+            .get(&pdu.event_id.to_string())?
+            .is_some_and(|meta| meta.stream != 0),
+        _ => true,
+    };
+    if !accepted {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "The event is not allowed by the room's current state",
@@ -944,6 +994,15 @@ pub fn needs_remote_join(state: &AppState, room_id: &OwnedRoomId) -> Result<bool
 
 /// Whether one of our users is joined to `room_id`: only then do the other servers in the
 /// room send us its events (and invites to it), so that our copy of it is current.
+/// Answers for a room only while one of our users is in it: the copy of a room everyone
+/// here left is stale (the spec's resident server is one in the room).
+fn refuse_unless_resident(state: &AppState, room_id: &RoomId) -> Result<(), Error> {
+    if is_resident(state, room_id)? {
+        return Ok(());
+    }
+    Err(Error::not_found("This server is no longer in the room"))
+}
+
 pub fn is_resident(state: &AppState, room_id: &RoomId) -> Result<bool, Error> {
     for entry in state
         .storage
@@ -971,6 +1030,34 @@ mod tests {
     use super::*;
     use crate::federation::test_state::{SERVER_NAME, test_state};
     use crate::rooms::RoomRecord;
+
+    #[test]
+    fn templates_of_another_room_or_membership_are_not_signed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = test_state(dir.path(), "");
+        let rules = ruma::RoomVersionId::V11.rules().expect("rules");
+        let room_id = OwnedRoomId::try_from("!asked:there.test").expect("room id");
+        let user_id = ruma::OwnedUserId::try_from(format!("@alice:{SERVER_NAME}")).expect("user");
+        let template = |room: &str, membership: &str| {
+            json!({
+                "type": "m.room.member", "room_id": room, "sender": user_id.as_str(),
+                "state_key": user_id.as_str(), "content": { "membership": membership },
+                "depth": 5, "prev_events": ["$prev"], "auth_events": ["$create"],
+                "origin_server_ts": 1,
+            })
+        };
+        let sign = |template: &Value, membership: &str| {
+            sign_membership(&state, &rules, template, (&room_id, &user_id), membership)
+        };
+        assert!(sign(&template(room_id.as_str(), "join"), "join").is_ok());
+        let other_room = sign(&template("!other:there.test", "join"), "join");
+        assert!(other_room.is_err(), "a template of another room was signed");
+        let other_membership = sign(&template(room_id.as_str(), "leave"), "join");
+        assert!(
+            other_membership.is_err(),
+            "a leave template was signed as a join"
+        );
+    }
 
     /// Sets `user`'s membership of `room` in the room's membership index.
     fn set_membership(state: &AppState, room: &str, user: &str, membership: &str) {

@@ -479,11 +479,10 @@ impl Rooms {
             .ok()
             .and_then(|v| v.rules())
             .ok_or_else(|| remote::Refused::Invalid(format!("room version {version}")))?;
-        let previous = storage.roomid_room.get(&room)?;
-        let old_current = match previous.as_ref().and_then(|record| record.state) {
-            Some(snapshot) => snapshots::load(storage, snapshot)?,
-            None => snapshots::StateMap::new(),
-        };
+        // The state table as it is, rather than the snapshot the room's record names: a
+        // join that stopped between its parts (see `write_state_diff_in_parts`) left rows
+        // of its own, which this one then replaces or removes.
+        let old_current = table_state(storage, room_id)?;
         let mut batch = Batch::new();
         // The membership of every member event of the state, for the membership indexes.
         let mut memberships_given: HashMap<String, String> = HashMap::new();
@@ -1085,6 +1084,16 @@ pub fn current_state(storage: &Storage, room_id: &RoomId) -> Result<Vec<StateEnt
         .scan_prefix(&pair_prefix(room_id.as_str()))
         .map(|entry| entry.map(|((_, kind, key), id)| ((kind, key), id)))
         .collect()
+}
+
+/// [`current_state`] as a map of short IDs (see [`snapshots`]).
+fn table_state(storage: &Storage, room_id: &RoomId) -> Result<snapshots::StateMap, StorageError> {
+    let mut state = snapshots::StateMap::new();
+    for ((kind, state_key), event_id) in current_state(storage, room_id)? {
+        let key = snapshots::short_state_key(storage, &kind, &state_key)?;
+        state.insert(key, snapshots::short_event_id(storage, &event_id)?);
+    }
+    Ok(state)
 }
 
 /// The event of the current state with this type and key.
