@@ -1202,3 +1202,6 @@ pub fn state_sender(
             .map(str::to_owned)
     }))
 }
+
+/// A state named in full: `(type, state_key)` → event.
+pub type NamedState = std::collections::BTreeMap<(String, String), OwnedEventId>;
