@@ -22,6 +22,8 @@
 //! - [`inbound`]: the first checks on a PDU from another server (format, signatures,
 //!   content hash) before the room service authorizes and stores it; gaps filled with
 //!   `get_missing_events`.
+//! - [`gap_state`]: the state at a gap `get_missing_events` cannot close, fetched from the
+//!   sender (`/state_ids`, `/event`, `/state`), checked whole, kept as outliers.
 //! - [`join`]: joining rooms held elsewhere and letting other servers' users join, leave
 //!   and knock on ours (`make_*`/`send_*`); [`join_answer`]: `send_join`'s answer, large
 //!   ones read event by event, checked one by one and as a whole, stored or refused whole.
@@ -45,6 +47,7 @@ pub mod directory;
 pub mod discovery;
 pub mod edu;
 mod error;
+pub mod gap_state;
 pub mod http1;
 pub mod inbound;
 pub mod invite;
