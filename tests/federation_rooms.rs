@@ -806,6 +806,100 @@ fn a_version_1_invite_through_the_deprecated_v1_endpoint_is_signed_and_shown() {
     assert_eq!(refused["errcode"], "M_INVALID_PARAM", "{refused}");
 }
 
+/// The message bodies Bob's server shows him in `room`, newest first.
+fn bodies_on(server: &Server, token: &str, room: &str) -> Vec<String> {
+    call(
+        server,
+        "GET",
+        &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
+        token,
+        json!(null),
+    )["chunk"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|event| event["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Waits up to `seconds` for `done`.
+fn wait_for(seconds: u64, done: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    done()
+}
+
+#[test]
+fn a_server_denied_by_the_rooms_acl_is_sent_nothing_more_of_the_room() {
+    let pair = pair();
+    let room = call(
+        &pair.a,
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &pair.alice,
+        json!({ "preset": "public_chat", "room_version": "11" }),
+    )["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    call(
+        &pair.b,
+        "POST",
+        &format!(
+            "/_matrix/client/v3/join/{}?via={}",
+            common::query_encode(&room),
+            common::query_encode(&pair.name_a)
+        ),
+        &pair.bob,
+        json!({}),
+    );
+    let send = |body: &str, txn: &str| {
+        call(
+            &pair.a,
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+            &pair.alice,
+            json!({ "msgtype": "m.text", "body": body }),
+        );
+    };
+    send("before the ACL", "t1");
+    assert!(
+        wait_for(20, || bodies_on(&pair.b, &pair.bob, &room)
+            .contains(&"before the ACL".to_owned())),
+        "B hears the room while allowed"
+    );
+    // B is `localhost:port`: the ACL denies it, and allows A (an IP literal).
+    call(
+        &pair.a,
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.server_acl/"),
+        &pair.alice,
+        json!({ "allow": ["*"], "deny": ["localhost"], "allow_ip_literals": true }),
+    );
+    send("after the ACL", "t2");
+    assert!(
+        !wait_for(5, || bodies_on(&pair.b, &pair.bob, &room)
+            .contains(&"after the ACL".to_owned())),
+        "a denied server must not be sent the room's events"
+    );
+    let state = call(
+        &pair.b,
+        "GET",
+        &format!("/_matrix/client/v3/rooms/{room}/state"),
+        &pair.bob,
+        json!(null),
+    );
+    assert_eq!(
+        state_keys(&state, "m.room.server_acl"),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn a_server_whose_users_all_left_a_room_does_not_answer_joins_for_it() {
     let pair = pair();

@@ -13,18 +13,26 @@ use super::server_name::{Host, ServerAddress};
 /// most), but a bound keeps a hostile one from costing more than a few thousand matches.
 const MAX_PATTERNS: usize = 4096;
 
-/// Whether the ACL with `content` (none: the room has no ACL) allows `server`.
-/// A server name that does not parse is denied whenever there is an ACL.
 /// Whether the current `m.room.server_acl` of `room_id` lets `server` take part.
 pub fn room_allows(
     storage: &crate::storage::Storage,
     room_id: &ruma::RoomId,
     server: &str,
 ) -> Result<bool, crate::storage::StorageError> {
-    let acl = crate::rooms::state_content(storage, room_id, "m.room.server_acl", "")?;
-    Ok(allows(acl.as_ref(), server))
+    Ok(allows(room_acl(storage, room_id)?.as_ref(), server))
 }
 
+/// The content of the room's current `m.room.server_acl`, if it has one: read once when
+/// many servers are to be judged.
+pub fn room_acl(
+    storage: &crate::storage::Storage,
+    room_id: &ruma::RoomId,
+) -> Result<Option<Value>, crate::storage::StorageError> {
+    crate::rooms::state_content(storage, room_id, "m.room.server_acl", "")
+}
+
+/// Whether the ACL with `content` (none: the room has no ACL) allows `server`.
+/// A server name that does not parse is denied whenever there is an ACL.
 pub fn allows(content: Option<&Value>, server: &str) -> bool {
     let Some(content) = content else {
         return true;

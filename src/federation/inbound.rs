@@ -39,24 +39,37 @@ pub async fn receive_pdu(
                 )));
             }
         }
-        let first = state
-            .rooms
-            .store_remote(&state.storage, &room_id, json.clone(), pdu.clone(), false)
-            .await;
-        match first {
-            // A gap before it: ask the sender for what we miss, then try once more.
-            Err(Refused::Missing(what)) if what.starts_with("prev event") => {
-                fill_gap(state, origin, &room_id, &rules, &pdu).await;
-                state
-                    .rooms
-                    .store_remote(&state.storage, &room_id, json, pdu, false)
-                    .await
-            }
-            other => other,
+        let store = || {
+            state
+                .rooms
+                .store_remote(&state.storage, &room_id, json.clone(), pdu.clone(), false)
+        };
+        let mut result = store().await;
+        // A gap before it: ask the sender for the events we miss, then try again.
+        if matches!(result, Err(Refused::Missing(_))) && has_unknown_prev(state, &pdu)? {
+            fill_gap(state, origin, &room_id, &rules, &pdu).await;
+            result = store().await;
         }
+        // Still missing: ask for the state before it instead, and try once more.
+        if let Err(Refused::Missing(what)) = &result {
+            tracing::info!(%room_id, event = %pdu.event_id, "fetching the state at a gap ({what})");
+            super::gap_state::fetch_state_at_gap(state, origin, &room_id, &rules, &pdu).await?;
+            result = store().await;
+        }
+        result
     }
     .await;
     (event_id, result)
+}
+
+/// Whether one of `pdu`'s prev events is not here at all.
+fn has_unknown_prev(state: &AppState, pdu: &Pdu) -> Result<bool, Refused> {
+    for prev in &pdu.prev_events {
+        if !state.storage.eventid_pdu.contains_key(&prev.to_string())? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// How many missing events one gap may bring (the spec's default for the request).
@@ -64,7 +77,8 @@ const MISSING_EVENTS_LIMIT: usize = 20;
 
 /// Asks `origin` for the events between our forward extremities and `pdu`
 /// (`get_missing_events`) and takes them in, oldest first. Events they depend on that are
-/// still missing are not chased further: the gap stays and the event waits.
+/// still missing are not chased further: the state at the gap is fetched instead
+/// ([`super::gap_state`]).
 async fn fill_gap(
     state: &AppState,
     origin: &str,

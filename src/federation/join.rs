@@ -1,8 +1,6 @@
 //! Joining rooms over federation (spec: server-server API, "Joining Rooms"): our users
-//! joining rooms held by other servers (`make_join`, then `send_join` v2, checking the state
-//! and auth chain we are given), and other servers' users joining ours.
-
-use std::collections::HashMap;
+//! joining rooms held by other servers (`make_join`, then `send_join` v2, whose answer
+//! [`super::join_answer`] checks and stores), and other servers' users joining ours.
 
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::{
@@ -40,7 +38,7 @@ pub async fn join_remote(
         let body = serde_json::to_value(&made.event).map_err(Error::internal)?;
         let path = send_path("v2/send_join", room_id, &made.event_id);
         let answer = request_raw(state, server, "PUT", &path, Some(&body), SEND_JOIN_LIMIT).await?;
-        store_joined_room(
+        super::join_answer::store_joined_room(
             state,
             room_id,
             &made.version,
@@ -351,196 +349,6 @@ fn sign_membership(
     .map_err(|err| bad(&err.to_string()))?;
     let pdu = Pdu::from_json(&event, rules).map_err(|err| bad(&err.to_string()))?;
     Ok((pdu.event_id, event))
-}
-
-/// `send_join`'s answer, read without building a tree of it: each event stays raw text
-/// until it is checked, one at a time.
-#[derive(serde::Deserialize)]
-struct SendJoinAnswer<'a> {
-    #[serde(borrow, default)]
-    state: Vec<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    auth_chain: Vec<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    event: Option<&'a serde_json::value::RawValue>,
-}
-
-/// How many checked events are written to storage at a time while joining.
-const JOIN_WRITE_BATCH: usize = 500;
-
-/// Checks `send_join`'s answer (every event's format, signatures and auth; the join against
-/// the state) and stores the room: its auth chain and state as events outside the timeline
-/// (written as they are checked, in batches: the answer of a large room is never held
-/// twice), the state as the room's state before our join, and the join in the timeline.
-async fn store_joined_room(
-    state: &AppState,
-    room_id: &RoomId,
-    version: &str,
-    rules: &RoomVersionRules,
-    join: CanonicalJsonObject,
-    body: &[u8],
-) -> Result<(), Error> {
-    crate::memory::log_usage("join: answer received");
-    let answer: SendJoinAnswer<'_> = serde_json::from_slice(body)
-        .map_err(|err| Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {err}")))?;
-    // A restricted room's resident server signs the join too; take its copy when given.
-    let join = match answer.event {
-        Some(raw) => {
-            let signed = serde_json::from_str::<CanonicalJsonObject>(raw.get()).map_err(|err| {
-                Error::new(ErrorKind::BadJson, format!("Bad send_join event: {err}"))
-            })?;
-            super::restricted::resident_copy(&join, signed)?
-        }
-        None => join,
-    };
-    let mut events: HashMap<OwnedEventId, Pdu> = HashMap::new();
-    let mut state_ids = Vec::new();
-    let mut refused = 0usize;
-    let mut first_refusal = None;
-    let mut batch = crate::storage::Batch::new();
-    let mut in_batch = 0;
-    let room = room_id.to_string();
-    let total = answer.state.len() + answer.auth_chain.len();
-    tracing::info!(%room_id, total, "checking the state and auth chain of the room joined");
-    let lists = [(answer.auth_chain, false), (answer.state, true)];
-    for (list, is_state) in lists {
-        for raw in list {
-            let Ok(json) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
-                refused += 1;
-                continue;
-            };
-            let (json, pdu) = match checked(state, json, rules).await {
-                Ok(checked) => checked,
-                Err(err) => {
-                    refused += 1;
-                    first_refusal.get_or_insert(err.to_string());
-                    continue;
-                }
-            };
-            if pdu.room_id.as_deref().is_some_and(|id| id != room_id) {
-                continue;
-            }
-            if is_state && pdu.state_key.is_some() {
-                state_ids.push(pdu.event_id.clone());
-            }
-            let id = pdu.event_id.to_string();
-            if state.storage.eventid_pdu.get(&id)?.is_none() {
-                let text = CanonicalJsonValue::Object(json).to_string();
-                state
-                    .storage
-                    .eventid_pdu
-                    .batch_insert(&mut batch, &id, &text)?;
-                remote::stage_meta(&state.storage, &mut batch, &room, &id, None)?;
-                in_batch += 1;
-            }
-            if in_batch >= JOIN_WRITE_BATCH {
-                state.storage.apply(std::mem::take(&mut batch))?;
-                // Written out now: the database keeps unwritten pages in memory.
-                state.storage.flush().await?;
-                state.storage.collect_garbage();
-                in_batch = 0;
-                tracing::info!(%room_id, checked = events.len(), total, "joining: events checked");
-                crate::memory::log_usage("join: batch written");
-            }
-            events.insert(pdu.event_id.clone(), pdu);
-        }
-    }
-    state.storage.apply(batch)?;
-    crate::memory::log_usage("join: events checked and written");
-    if refused > 0 {
-        tracing::info!(%room_id, refused, "events of send_join refused, first: {first_refusal:?}");
-    }
-    if !state_ids.iter().any(|id| {
-        events
-            .get(id)
-            .is_some_and(|pdu| pdu.kind == ruma::events::TimelineEventType::RoomCreate)
-    }) {
-        return Err(Error::new(
-            ErrorKind::Forbidden,
-            format!(
-                "The state given for {room_id} has no valid create event ({refused} events refused; first: {})",
-                first_refusal.unwrap_or_default()
-            ),
-        ));
-    }
-    let (join_json, join_pdu) = checked(state, join, rules)
-        .await
-        .map_err(|err| Error::new(ErrorKind::Forbidden, format!("Our join was refused: {err}")))?;
-    authorize_all(rules, &events, &state_ids)?;
-    crate::memory::log_usage("join: state authorized");
-    let version = version.to_owned();
-    let result = state
-        .rooms
-        .store_joined(
-            &state.storage,
-            room_id,
-            &version,
-            events,
-            state_ids,
-            (join_json, join_pdu),
-        )
-        .await
-        .map_err(|err| Error::new(ErrorKind::Forbidden, err.to_string()));
-    // A large join frees much memory at once: hand it back to the system.
-    crate::memory::log_usage("join: stored");
-    state.storage.collect_garbage();
-    crate::memory::log_usage("join: garbage collected");
-    crate::memory::release_freed();
-    crate::memory::log_usage("join: freed memory released");
-    result
-}
-
-/// Every state event must pass the auth rules against its own auth events (all of which
-/// must be in the answer); a state that fails is refused whole.
-fn authorize_all(
-    rules: &RoomVersionRules,
-    events: &HashMap<OwnedEventId, Pdu>,
-    state_ids: &[OwnedEventId],
-) -> Result<(), Error> {
-    let fetch = |id: &ruma::EventId| events.get(id).cloned();
-    for id in state_ids {
-        let Some(pdu) = events.get(id) else {
-            continue;
-        };
-        ruma::state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch)
-            .map_err(|why| {
-                Error::new(
-                    ErrorKind::Forbidden,
-                    format!("State event {id} fails auth: {why}"),
-                )
-            })?;
-        // From room version 12 the create event is named by the room ID instead.
-        let mut auth_ids = pdu.auth_events.clone();
-        if rules.authorization.room_create_event_id_as_room_id
-            && let Some(room_id) = &pdu.room_id
-            && let Ok(create) = OwnedEventId::try_from(format!("${}", &room_id.as_str()[1..]))
-        {
-            auth_ids.push(create);
-        }
-        let by_type: HashMap<(String, String), Pdu> = auth_ids
-            .iter()
-            .filter_map(|auth| events.get(auth))
-            .filter_map(|auth| {
-                auth.state_key
-                    .clone()
-                    .map(|key| ((auth.kind.to_string(), key), auth.clone()))
-            })
-            .collect();
-        ruma::state_res::check_state_dependent_auth_rules(
-            &rules.authorization,
-            pdu,
-            |kind: &ruma::events::StateEventType, key: &str| {
-                by_type.get(&(kind.to_string(), key.to_owned())).cloned()
-            },
-        )
-        .map_err(|why| {
-            Error::new(
-                ErrorKind::Forbidden,
-                format!("State event {id} fails auth: {why}"),
-            )
-        })?;
-    }
-    Ok(())
 }
 
 /// # The resident side: `make_join` for a user of `origin`.

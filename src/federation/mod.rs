@@ -22,8 +22,14 @@
 //! - [`inbound`]: the first checks on a PDU from another server (format, signatures,
 //!   content hash) before the room service authorizes and stores it; gaps filled with
 //!   `get_missing_events`.
+//! - [`gap_state`]: the state at a gap `get_missing_events` cannot close, fetched from the
+//!   sender (`/state_ids`, `/event`, `/state`), checked whole, kept as outliers.
 //! - [`join`]: joining rooms held elsewhere and letting other servers' users join, leave
-//!   and knock on ours (`make_*`/`send_*`), large answers read event by event.
+//!   and knock on ours (`make_*`/`send_*`); [`join_answer`]: `send_join`'s answer, large
+//!   ones read event by event, checked one by one and as a whole, stored or refused whole.
+//! - [`room_state`]: whether a room state another server gives us whole (a `send_join`
+//!   answer, the state bridging a gap) is coherent: one room, one event per key, its create
+//!   event, every event authorized by its own auth events, all given.
 //! - [`invite`]: invites across servers, co-signed, with the stripped state kept for rooms
 //!   we do not hold.
 //! - [`backfill`]: history from before a remote join, fetched as a client pages back.
@@ -41,14 +47,17 @@ pub mod directory;
 pub mod discovery;
 pub mod edu;
 mod error;
+pub mod gap_state;
 pub mod http1;
 pub mod inbound;
 pub mod invite;
 pub mod join;
+mod join_answer;
 pub mod keys;
 pub mod outbound;
 pub mod queries;
 pub mod restricted;
+pub mod room_state;
 pub mod serve;
 pub mod server_name;
 pub mod users;

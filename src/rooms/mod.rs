@@ -585,6 +585,56 @@ impl Rooms {
         Ok(())
     }
 
+    /// Stores events fetched to bridge a gap, already checked, as outliers: kept for the
+    /// graph and the auth rules, outside the timeline, never shown. With `state_at`, also
+    /// the state before that event (named as `(type, state_key)` → event), unless its state
+    /// is known already: later events following it are authorized against it.
+    pub async fn store_outliers(
+        &self,
+        storage: &Storage,
+        room_id: &RoomId,
+        events: Vec<(CanonicalJsonObject, Pdu)>,
+        state_at: Option<(&OwnedEventId, &NamedState)>,
+    ) -> Result<(), remote::Refused> {
+        let lock = self.lock_for(room_id);
+        let _serialized = lock.lock().await;
+        let room = room_id.to_string();
+        let mut batch = Batch::new();
+        for (json, pdu) in events {
+            let event_id = pdu.event_id.to_string();
+            if storage.eventid_pdu.contains_key(&event_id)? {
+                continue;
+            }
+            let text = CanonicalJsonValue::Object(json).to_string();
+            storage
+                .eventid_pdu
+                .batch_insert(&mut batch, &event_id, &text)?;
+            remote::stage_meta(storage, &mut batch, &room, &event_id, None)?;
+        }
+        if let Some((event_id, named)) = state_at
+            && storage
+                .eventid_statebefore
+                .get(&event_id.to_string())?
+                .is_none()
+        {
+            let mut state = snapshots::StateMap::new();
+            for ((kind, state_key), id) in named {
+                let key = snapshots::short_state_key(storage, kind, state_key)?;
+                state.insert(key, snapshots::short_event_id(storage, id.as_str())?);
+            }
+            let mut pending = std::collections::BTreeMap::new();
+            let snapshot = snapshots::store_full(storage, &mut batch, &state, &mut pending)?;
+            storage.eventid_statebefore.batch_insert(
+                &mut batch,
+                &event_id.to_string(),
+                &snapshot,
+            )?;
+        }
+        storage.apply(batch)?;
+        storage.flush().await?;
+        Ok(())
+    }
+
     /// Stores events fetched from the room's history, newest first, below everything we
     /// hold, each with a position of the room's history block. Events failing their own
     /// auth events are left out. Returns how many were stored.
@@ -1211,3 +1261,6 @@ pub fn state_sender(
             .map(str::to_owned)
     }))
 }
+
+/// A state named in full: `(type, state_key)` → event.
+pub type NamedState = std::collections::BTreeMap<(String, String), OwnedEventId>;

@@ -103,12 +103,26 @@ pub fn plan(
     authorize_against(storage, rules, pdu, &before, &HashMap::new())
         .map_err(|reason| Refused::Unauthorized(format!("by the state before it: {reason}")))?;
 
-    // 6. The current state: failing here only soft-fails it.
+    // 6. The current state: failing here only soft-fails it. An event on another branch
+    // than our forward extremities is judged by the state the room will have with that
+    // branch: the resolution of the current state and the state before it. (A user who
+    // joined on that branch, which we learned of only now, is no reason to hide their
+    // message; a ban here still wins the resolution. Where the states cannot be resolved,
+    // the current state alone decides.)
     let current = match room.state {
         Some(snapshot) => snapshots::load(storage, snapshot)?,
         None => StateMap::new(),
     };
-    let soft_failed = authorize_against(storage, rules, pdu, &current, &HashMap::new()).is_err();
+    let soft_failed = authorize_against(storage, rules, pdu, &current, &HashMap::new()).is_err()
+        && (before == current
+            || resolve(
+                EventSource::stored(storage, rules),
+                vec![current.clone(), before.clone()],
+            )
+            .ok()
+            .is_none_or(|merged| {
+                authorize_against(storage, rules, pdu, &merged, &HashMap::new()).is_err()
+            }));
 
     // The new forward extremities, and the room's state after them.
     let mut extremities: Vec<(OwnedEventId, u64)> = room

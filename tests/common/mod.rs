@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake;
 pub mod federation;
 pub mod http;
 

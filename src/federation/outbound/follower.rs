@@ -223,7 +223,8 @@ impl Follower {
             && let Ok(target) = UserId::parse(target)
             && target.server_name() != self.origin()
         {
-            destinations.insert(target.server_name().to_string());
+            let target = BTreeSet::from([target.server_name().to_string()]);
+            destinations.extend(allowed_by_acl(storage, room, target)?);
         }
         Ok((!destinations.is_empty()).then_some((QueueItem::Pdu { event_id }, destinations)))
     }
@@ -380,7 +381,9 @@ impl<'a> RoomServers<'a> {
     }
 }
 
-/// The other servers with a joined member in `room`.
+/// The other servers with a joined member in `room` that the room's server ACL lets take
+/// part: a denied server is sent none of the room's events and EDUs (spec: server-server
+/// API, "Server Access Control Lists"), even while its users are still members.
 pub fn room_servers(
     storage: &crate::storage::Storage,
     room: &str,
@@ -397,6 +400,21 @@ pub fn room_servers(
         {
             servers.insert(user.server_name().to_string());
         }
+    }
+    allowed_by_acl(storage, room, servers)
+}
+
+/// `servers` less those the current server ACL of `room` denies.
+fn allowed_by_acl(
+    storage: &crate::storage::Storage,
+    room: &str,
+    mut servers: BTreeSet<String>,
+) -> Result<BTreeSet<String>, StorageError> {
+    let Ok(room_id) = ruma::RoomId::parse(room) else {
+        return Ok(servers);
+    };
+    if let Some(acl) = crate::federation::acl::room_acl(storage, &room_id)? {
+        servers.retain(|server| crate::federation::acl::allows(Some(&acl), server));
     }
     Ok(servers)
 }

@@ -200,3 +200,70 @@ async fn presence_goes_to_the_servers_sharing_a_room_when_configured() {
     assert_eq!(push["status_msg"], "lunch");
     assert!(push["last_active_ago"].is_u64());
 }
+
+#[actix_web::test]
+async fn a_server_the_rooms_acl_denies_is_queued_nothing_and_sent_nothing_already_queued() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = test_state(dir.path(), "");
+    let alice = UserId::parse("@alice:here.test").expect("user");
+    let room_id = state
+        .rooms
+        .create_room(
+            &state.storage,
+            &state.signing_key,
+            &alice,
+            CreateRoomRequest::default(),
+            "11",
+        )
+        .await
+        .expect("room");
+    let storage = &state.storage;
+    let member = (room_id.to_string(), format!("@bob:{REMOTE}"));
+    storage
+        .roomuser_membership
+        .insert(&member, &"join".to_owned())
+        .expect("member");
+    let wake = Arc::new(Wake::default());
+    let mut follower = Follower::start(state.clone(), wake.clone()).expect("start");
+    let append = async |event: NewEvent| {
+        state
+            .rooms
+            .append(storage, &state.signing_key, &room_id, &alice, event)
+            .await
+            .expect("event")
+    };
+    // Queued while allowed, not sent yet when the ACL comes.
+    let early = append(NewEvent::message(
+        "m.room.message",
+        json!({ "body": "early" }),
+    ))
+    .await;
+    follower
+        .catch_up(state.rooms.visible_position())
+        .await
+        .expect("catch up");
+    assert_eq!(queued(&state).len(), 1);
+    let acl = json!({ "allow": ["*"], "deny": [REMOTE] });
+    append(NewEvent::state("m.room.server_acl", "", acl)).await;
+    append(NewEvent::message(
+        "m.room.message",
+        json!({ "body": "late" }),
+    ))
+    .await;
+    follower
+        .catch_up(state.rooms.visible_position())
+        .await
+        .expect("catch up");
+    assert_eq!(
+        queued(&state),
+        [QueueItem::Pdu {
+            event_id: early.event_id.to_string()
+        }],
+        "neither the ACL nor what follows is queued for the denied server"
+    );
+    let next = queue::next_transaction(storage, REMOTE, crate::accounts::now_ms())
+        .await
+        .expect("transaction");
+    assert_eq!(next, None, "what was queued before the ACL is not sent");
+    assert!(queued(&state).is_empty());
+}

@@ -93,20 +93,22 @@ pub struct Selection {
 
 /// Picks the head of a queue, in order, up to the spec's limits. It stops at the first item
 /// that does not fit rather than reaching past it: a receipt must not overtake the event
-/// it points at. Expired EDUs are stale; `exists` says whether a PDU can still be read.
+/// it points at. Expired EDUs are stale, and so is what `sendable` refuses (a PDU that can
+/// no longer be read, an item of a room whose server ACL now denies the destination).
 pub fn select(
     items: impl Iterator<Item = Result<(u64, QueueItem), StorageError>>,
     now_ms: u64,
-    exists: impl Fn(&str) -> Result<bool, StorageError>,
+    sendable: impl Fn(&QueueItem) -> Result<bool, StorageError>,
 ) -> Result<Selection, StorageError> {
     let mut selection = Selection::default();
     let (mut pdus, mut edus) = (0, 0);
     for item in items {
         let (seq, item) = item?;
-        let usable = match &item {
-            QueueItem::Pdu { event_id } => exists(event_id)?,
+        let fresh = match &item {
+            QueueItem::Pdu { .. } => true,
             QueueItem::Edu { expires_ms, .. } => expires_ms.is_none_or(|at| at > now_ms),
         };
+        let usable = fresh && sendable(&item)?;
         if !usable {
             selection.stale.push(seq);
             if selection.stale.len() >= MAX_SKIPPED {
@@ -142,8 +144,8 @@ pub async fn next_transaction(
         .destination_queue
         .scan_prefix(&pair_prefix(destination))
         .map(|entry| entry.map(|((_, seq), item)| (seq, item)));
-    let exists = |event_id: &str| storage.eventid_pdu.contains_key(&event_id.to_owned());
-    let selection = select(items, now_ms, exists)?;
+    let sendable = |item: &QueueItem| sendable_to(storage, destination, item);
+    let selection = select(items, now_ms, sendable)?;
     let mut batch = Batch::new();
     for seq in &selection.stale {
         storage
@@ -165,6 +167,47 @@ pub async fn next_transaction(
     storage.apply(batch)?;
     storage.flush().await?;
     load(storage, destination, pending).map(Some)
+}
+
+/// Whether `item` may still go to `destination`: a PDU must still be stored, and the
+/// server ACL of the item's room, as it is now, must allow the destination. Items were
+/// queued under the ACL of their time; one set since then is obeyed from the moment it is
+/// in the room's state.
+fn sendable_to(
+    storage: &Storage,
+    destination: &str,
+    item: &QueueItem,
+) -> Result<bool, StorageError> {
+    let room = match item {
+        QueueItem::Pdu { event_id } => {
+            if !storage.eventid_pdu.contains_key(&event_id.to_owned())? {
+                return Ok(false);
+            }
+            storage
+                .eventid_meta
+                .get(&event_id.to_owned())?
+                .map(|meta| meta.room_id)
+        }
+        QueueItem::Edu { edu, .. } => edu_room(edu).map(str::to_owned),
+    };
+    let Some(room_id) = room.and_then(|room| ruma::OwnedRoomId::try_from(room).ok()) else {
+        return Ok(true);
+    };
+    crate::federation::acl::room_allows(storage, &room_id, destination)
+}
+
+/// The room an EDU is about, for the EDUs of one room (`m.typing`, and the `m.receipt`s
+/// queued here, which hold one room each).
+fn edu_room(edu: &Value) -> Option<&str> {
+    let content = edu.get("content")?;
+    match edu.get("edu_type")?.as_str()? {
+        "m.typing" => content.get("room_id")?.as_str(),
+        "m.receipt" => {
+            let rooms = content.as_object()?;
+            (rooms.len() == 1).then(|| rooms.keys().next().map(String::as_str))?
+        }
+        _ => None,
+    }
 }
 
 /// Reads the content of a recorded transaction. Entries are never changed once queued, and

@@ -1,0 +1,251 @@
+//! Our side of a remote join's last step: `send_join`'s answer (the room's state and auth
+//! chain from the resident server), read event by event, checked one by one and as a whole
+//! ([`super::room_state`]), and stored as the room we joined, or refused with nothing kept.
+
+use std::collections::HashMap;
+
+use ruma::room_version_rules::RoomVersionRules;
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId};
+
+use super::inbound::checked;
+use super::room_state;
+use crate::error::{Error, ErrorKind};
+use crate::events::Pdu;
+use crate::rooms::remote;
+use crate::state::AppState;
+
+/// `send_join`'s answer, read without building a tree of it: each event stays raw text
+/// until it is checked, one at a time.
+#[derive(serde::Deserialize)]
+struct SendJoinAnswer<'a> {
+    #[serde(borrow, default)]
+    state: Vec<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    auth_chain: Vec<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    event: Option<&'a serde_json::value::RawValue>,
+}
+
+/// How many checked events are written to storage at a time while joining.
+const JOIN_WRITE_BATCH: usize = 500;
+
+/// Checks `send_join`'s answer (every event's format, signatures and auth; the answer's
+/// coherence, see [`super::room_state`]; the join against the state) and stores the room:
+/// its auth chain and state as events outside the timeline (written as they are checked,
+/// in batches: the answer of a large room is never held twice), the state as the room's
+/// state before our join, and the join in the timeline. An answer refused leaves nothing
+/// behind: the events written while checking it are removed again.
+pub(super) async fn store_joined_room(
+    state: &AppState,
+    room_id: &RoomId,
+    version: &str,
+    rules: &RoomVersionRules,
+    join: CanonicalJsonObject,
+    body: &[u8],
+) -> Result<(), Error> {
+    crate::memory::log_usage("join: answer received");
+    let answer: SendJoinAnswer<'_> = serde_json::from_slice(body)
+        .map_err(|err| Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {err}")))?;
+    // A restricted room's resident server signs the join too; take its copy when given.
+    let join = match answer.event {
+        Some(raw) => {
+            let signed = serde_json::from_str::<CanonicalJsonObject>(raw.get()).map_err(|err| {
+                Error::new(ErrorKind::BadJson, format!("Bad send_join event: {err}"))
+            })?;
+            super::restricted::resident_copy(&join, signed)?
+        }
+        None => join,
+    };
+    let mut written = Vec::new();
+    let result = check_and_store(state, room_id, version, rules, join, answer, &mut written).await;
+    if result.is_err() {
+        forget_outliers(state, room_id, &written).await;
+    }
+    // A large join frees much memory at once: hand it back to the system.
+    crate::memory::log_usage("join: stored");
+    state.storage.collect_garbage();
+    crate::memory::log_usage("join: garbage collected");
+    crate::memory::release_freed();
+    crate::memory::log_usage("join: freed memory released");
+    result
+}
+
+/// The error refusing a `send_join` answer that does not make a coherent room.
+fn incoherent(why: &str) -> Error {
+    Error::new(
+        ErrorKind::Forbidden,
+        format!("The resident server's answer is refused: {why}"),
+    )
+}
+
+/// Checks each event of the answer and writes it out (recording in `written` what was not
+/// here before), then the whole, then stores the room.
+async fn check_and_store(
+    state: &AppState,
+    room_id: &RoomId,
+    version: &str,
+    rules: &RoomVersionRules,
+    join: CanonicalJsonObject,
+    answer: SendJoinAnswer<'_>,
+    written: &mut Vec<String>,
+) -> Result<(), Error> {
+    let mut events: HashMap<OwnedEventId, Pdu> = HashMap::new();
+    let mut state_ids = Vec::new();
+    let mut refused = 0usize;
+    let mut first_refusal = None;
+    let mut batch = crate::storage::Batch::new();
+    let mut in_batch = 0;
+    let room = room_id.to_string();
+    let total = answer.state.len() + answer.auth_chain.len();
+    tracing::info!(%room_id, total, "checking the state and auth chain of the room joined");
+    let lists = [(answer.auth_chain, false), (answer.state, true)];
+    for (list, is_state) in lists {
+        for raw in list {
+            let Ok(json) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
+                refused += 1;
+                continue;
+            };
+            let (json, pdu) = match checked(state, json, rules).await {
+                Ok(checked) => checked,
+                Err(err) => {
+                    refused += 1;
+                    first_refusal.get_or_insert(err.to_string());
+                    continue;
+                }
+            };
+            if !room_state::is_of_room(&pdu, room_id, rules) {
+                state.storage.apply(std::mem::take(&mut batch))?;
+                return Err(incoherent(&format!(
+                    "event {} is not of this room",
+                    pdu.event_id
+                )));
+            }
+            if is_state {
+                state_ids.push(pdu.event_id.clone());
+            }
+            let id = pdu.event_id.to_string();
+            if state.storage.eventid_pdu.get(&id)?.is_none() && !events.contains_key(&pdu.event_id)
+            {
+                let text = CanonicalJsonValue::Object(json).to_string();
+                state
+                    .storage
+                    .eventid_pdu
+                    .batch_insert(&mut batch, &id, &text)?;
+                remote::stage_meta(&state.storage, &mut batch, &room, &id, None)?;
+                written.push(id);
+                in_batch += 1;
+            }
+            if in_batch >= JOIN_WRITE_BATCH {
+                state.storage.apply(std::mem::take(&mut batch))?;
+                // Written out now: the database keeps unwritten pages in memory.
+                state.storage.flush().await?;
+                state.storage.collect_garbage();
+                in_batch = 0;
+                tracing::info!(%room_id, checked = events.len(), total, "joining: events checked");
+                crate::memory::log_usage("join: batch written");
+            }
+            events.insert(pdu.event_id.clone(), pdu);
+        }
+    }
+    state.storage.apply(batch)?;
+    crate::memory::log_usage("join: events checked and written");
+    if refused > 0 {
+        tracing::info!(%room_id, refused, "events of send_join refused, first: {first_refusal:?}");
+    }
+    let (join_json, join_pdu) = checked(state, join, rules)
+        .await
+        .map_err(|err| Error::new(ErrorKind::Forbidden, format!("Our join was refused: {err}")))?;
+    room_state::named_state(room_id, version, rules, &events, &state_ids).map_err(|why| {
+        incoherent(&format!(
+            "{why} ({refused} events refused; first: {})",
+            first_refusal.unwrap_or_default()
+        ))
+    })?;
+    let checked_events = (&mut events, state_ids.as_slice());
+    authorize_all(state, room_id, rules, checked_events, &join_pdu, written).await?;
+    crate::memory::log_usage("join: state authorized");
+    let version = version.to_owned();
+    state
+        .rooms
+        .store_joined(
+            &state.storage,
+            room_id,
+            &version,
+            events,
+            state_ids,
+            (join_json, join_pdu),
+        )
+        .await
+        .map_err(|err| Error::new(ErrorKind::Forbidden, err.to_string()))
+}
+
+/// Every state event, and our join's auth events, must pass the auth rules against their
+/// own auth events, all of which must be in the answer; a state that fails is refused
+/// whole. Events of the auth chain alone that fail are dropped (and removed again from
+/// storage): nothing of the room rests on them.
+async fn authorize_all(
+    state: &AppState,
+    room_id: &RoomId,
+    rules: &RoomVersionRules,
+    (events, state_ids): (&mut HashMap<OwnedEventId, Pdu>, &[OwnedEventId]),
+    join: &Pdu,
+    written: &[String],
+) -> Result<(), Error> {
+    for id in room_state::auth_ids(join, rules) {
+        if !events.contains_key(&id) {
+            return Err(incoherent(&format!(
+                "our join's auth event {id} is neither in the state nor in the auth chain"
+            )));
+        }
+    }
+    let failing = room_state::failing_auth(rules, events, |_| None);
+    let needed = state_ids.iter().chain(&join.auth_events);
+    for id in needed {
+        if let Some(why) = failing.get(id) {
+            return Err(incoherent(&format!("state event {id} fails auth: {why}")));
+        }
+    }
+    if !failing.is_empty() {
+        tracing::info!(%room_id, failing = failing.len(), "auth chain events failing auth dropped");
+        // Only what this answer brought goes: an event here before stays.
+        let dropped: Vec<String> = written
+            .iter()
+            .filter(|id| {
+                OwnedEventId::try_from(id.as_str()).is_ok_and(|id| failing.contains_key(&id))
+            })
+            .cloned()
+            .collect();
+        events.retain(|id, _| !failing.contains_key(id));
+        forget_outliers(state, room_id, &dropped).await;
+    }
+    Ok(())
+}
+
+/// Removes events written outside the timeline while checking an answer that was then
+/// refused (or that failed auth). Only events of this room still without a place in the
+/// timeline are removed.
+async fn forget_outliers(state: &AppState, room_id: &RoomId, ids: &[String]) {
+    let storage = &state.storage;
+    let room = room_id.to_string();
+    let result: Result<(), crate::storage::StorageError> = async {
+        for chunk in ids.chunks(JOIN_WRITE_BATCH) {
+            let mut batch = crate::storage::Batch::new();
+            for id in chunk {
+                let outlier = storage
+                    .eventid_meta
+                    .get(id)?
+                    .is_some_and(|meta| meta.room_id == room && meta.stream == 0);
+                if outlier {
+                    storage.eventid_pdu.batch_remove(&mut batch, id);
+                    storage.eventid_meta.batch_remove(&mut batch, id);
+                }
+            }
+            storage.apply(batch)?;
+        }
+        storage.flush().await
+    }
+    .await;
+    if let Err(err) = result {
+        tracing::warn!(%room_id, "events of a refused join could not be removed: {err}");
+    }
+}
