@@ -160,13 +160,8 @@ pub fn may_authorise(
 
 /// The power level needed to invite (0 when the power levels do not say).
 fn invite_level(storage: &Storage, room_id: &RoomId) -> Result<i64, StorageError> {
-    // Room versions before 10 may give levels as strings ("50").
     power_level_for(storage, room_id, |levels| {
-        let invite = &levels["invite"];
-        invite
-            .as_i64()
-            .or_else(|| invite.as_str()?.trim().parse().ok())
-            .unwrap_or(0)
+        levels["invite"].as_i64().unwrap_or(0)
     })
 }
 
@@ -281,6 +276,81 @@ mod tests {
         // Our own user left !unseen: known for sure, so plainly unmet.
         assert_eq!(check(&both[..1], "@alice:here.test"), Conditions::Unmet);
         assert_eq!(check(&both, "@alice:here.test"), Conditions::Met);
+    }
+
+    /// A room held only as current state and memberships, enough for the power levels.
+    struct HeldRoom {
+        _dir: tempfile::TempDir,
+        storage: Storage,
+        room: OwnedRoomId,
+    }
+
+    impl HeldRoom {
+        fn new(version: &str, creator: &str) -> HeldRoom {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let storage = Storage::open(&dir.path().join("data"), 1 << 20).expect("storage");
+            let held = HeldRoom {
+                _dir: dir,
+                storage,
+                room: OwnedRoomId::try_from("!held:here.test").expect("room"),
+            };
+            held.state(
+                "m.room.create",
+                "",
+                creator,
+                json!({ "room_version": version, "creator": creator }),
+            );
+            held
+        }
+
+        fn state(&self, kind: &str, state_key: &str, sender: &str, content: Value) {
+            let event_id = format!("${kind}/{state_key}:here.test");
+            let event = json!({ "sender": sender, "content": content });
+            self.storage
+                .eventid_pdu
+                .insert(&event_id, &event.to_string())
+                .expect("event");
+            let key = (self.room.to_string(), kind.to_owned(), state_key.to_owned());
+            self.storage
+                .roomstate_eventid
+                .insert(&key, &event_id)
+                .expect("state");
+        }
+
+        fn level(&self, user: &str) -> i64 {
+            let user = UserId::parse(user).expect("user");
+            user_power_level(&self.storage, &self.room, &user).expect("level")
+        }
+    }
+
+    #[test]
+    fn levels_written_as_strings_count_before_version_10_only() {
+        let levels = json!({
+            "users": { "@alice:here.test": "100", "@bob:here.test": " +60 ",
+                       "@carol:here.test": "+-5", "@dave:here.test": "ten" },
+            "users_default": "7", "invite": "-1",
+        });
+        let v9 = HeldRoom::new("9", "@alice:here.test");
+        v9.state(
+            "m.room.power_levels",
+            "",
+            "@alice:here.test",
+            levels.clone(),
+        );
+        assert_eq!(v9.level("@alice:here.test"), 100);
+        assert_eq!(v9.level("@bob:here.test"), 60);
+        // Strings that are not integers read as no level: the default.
+        assert_eq!(v9.level("@carol:here.test"), 7);
+        assert_eq!(v9.level("@dave:here.test"), 7);
+        assert_eq!(v9.level("@erin:here.test"), 7);
+        assert_eq!(invite_level(&v9.storage, &v9.room).expect("invite"), -1);
+
+        // From version 10 on, levels are integers only.
+        let v10 = HeldRoom::new("10", "@alice:here.test");
+        v10.state("m.room.power_levels", "", "@alice:here.test", levels);
+        assert_eq!(v10.level("@alice:here.test"), 0);
+        assert_eq!(v10.level("@bob:here.test"), 0);
+        assert_eq!(invite_level(&v10.storage, &v10.room).expect("invite"), 0);
     }
 
     #[test]
