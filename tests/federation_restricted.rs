@@ -509,3 +509,38 @@ fn a_refused_join_sent_again_is_refused_again() {
         assert_eq!(refused.status, 403, "{attempt}: {}", body_text(&refused));
     }
 }
+
+/// Room versions before 10 let power levels be strings of integers ("100"): A reads them as
+/// the auth rules do, so it still finds Alice able to vouch, and the join it signs passes.
+#[test]
+fn power_levels_written_as_strings_count_before_version_10() {
+    let pair = pair();
+    let alice = common::login_token(&pair.a, "alice", PASSWORD);
+    let bob = common::login_token(&pair.b, "bob", PASSWORD);
+    let alice_id = format!("@alice:{}", pair.name_a);
+    let bob_id = format!("@bob:{}", pair.name_b);
+    let space = create(
+        &pair.a,
+        &alice,
+        json!({ "room_version": "9", "preset": "public_chat" }),
+    );
+    let room = restricted_room(&pair.a, &alice, "9", "restricted", &space);
+    let levels_path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/");
+    let mut levels = call(&pair.a, "GET", &levels_path, &alice, json!(null));
+    levels["users"] = json!({ alice_id.clone(): "100" });
+    levels["invite"] = json!(" +50 ");
+    call(&pair.a, "PUT", &levels_path, &alice, levels);
+
+    ok(join(&pair.b, &bob, &space, &pair.name_a));
+    let joined = join(&pair.b, &bob, &room, &pair.name_a);
+    assert_eq!(joined.status, 200, "{}", body_text(&joined));
+    let on_a = member_event(&pair.a, &alice, &room, &bob_id);
+    assert_eq!(
+        on_a["content"]["join_authorised_via_users_server"], alice_id,
+        "{on_a}"
+    );
+    assert_eq!(
+        joined_members(&pair.a, &alice, &room),
+        [alice_id, bob_id.clone()]
+    );
+}

@@ -96,9 +96,12 @@ pub fn countersign_join(
     Ok(true)
 }
 
-/// The joining side: the resident server's signed copy of our join (`send_join`'s
-/// `event`), taken only if it is our event with signatures added; anything else the
-/// resident changed would be an event we never signed.
+/// The joining side: our join with the resident server's signature (from `send_join`'s
+/// `event`) added. Its copy must be our event with signatures added, as anything else the
+/// resident changed would be an event we never signed; and of that copy only the signature
+/// of the server whose user vouches (`join_authorised_via_users_server`) is taken, the one
+/// the auth rules ask for. The rest of its `signatures` and its `unsigned` are not: a
+/// resident could otherwise drop our own signature or have us store and serve its data.
 pub fn resident_copy(
     ours: &CanonicalJsonObject,
     theirs: CanonicalJsonObject,
@@ -115,7 +118,32 @@ pub fn resident_copy(
             "The resident server answered with another join event than ours",
         ));
     }
-    Ok(theirs)
+    let Some(authoriser) = content_field(ours, AUTHORISED_VIA)
+        .and_then(CanonicalJsonValue::as_str)
+        .and_then(|user| UserId::parse(user).ok())
+    else {
+        return Ok(ours.clone());
+    };
+    let server = authoriser.server_name().as_str();
+    let signature = theirs
+        .get("signatures")
+        .and_then(CanonicalJsonValue::as_object)
+        .and_then(|signatures| signatures.get(server))
+        .filter(|signature| signature.as_object().is_some())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Forbidden,
+                format!("The resident server's copy of our join has no signature of {server}"),
+            )
+        })?;
+    let mut signed = ours.clone();
+    let signatures = signed
+        .entry("signatures".to_owned())
+        .or_insert_with(|| CanonicalJsonValue::Object(CanonicalJsonObject::new()));
+    if let CanonicalJsonValue::Object(signatures) = signatures {
+        signatures.insert(server.to_owned(), signature.clone());
+    }
+    Ok(signed)
 }
 
 /// Joins our user to a restricted room we hold when none of our members there may vouch
@@ -196,6 +224,10 @@ mod tests {
         }
     }
 
+    fn signatures(value: Value) -> CanonicalJsonValue {
+        CanonicalJsonValue::try_from(value).expect("canonical")
+    }
+
     #[test]
     fn only_our_own_join_with_signatures_added_is_taken_back() {
         let ours = object(json!({
@@ -206,14 +238,57 @@ mod tests {
         let mut signed = ours.clone();
         signed.insert(
             "signatures".to_owned(),
-            CanonicalJsonValue::try_from(json!({
+            signatures(json!({
                 "b.example": { "ed25519:1": "sig" }, "a.example": { "ed25519:1": "sig2" }
-            }))
-            .expect("canonical"),
+            })),
         );
         assert_eq!(resident_copy(&ours, signed.clone()).expect("same"), signed);
         let mut changed = signed;
         changed.insert("depth".to_owned(), CanonicalJsonValue::Integer(7u32.into()));
         assert!(resident_copy(&ours, changed).is_err());
+    }
+
+    #[test]
+    fn only_the_authorising_servers_signature_is_taken_from_the_residents_copy() {
+        let ours = object(json!({
+            "type": "m.room.member", "state_key": "@b:b.example", "sender": "@b:b.example",
+            "content": { "membership": "join", AUTHORISED_VIA: "@a:a.example" },
+            "signatures": { "b.example": { "ed25519:1": "sig" } },
+        }));
+        // The resident drops our signature, forges another of ours, adds a third server's
+        // and `unsigned` data: only a.example's signature is taken.
+        let mut theirs = ours.clone();
+        theirs.insert(
+            "signatures".to_owned(),
+            signatures(json!({
+                "b.example": { "ed25519:2": "forged" },
+                "a.example": { "ed25519:1": "sig2" },
+                "c.example": { "ed25519:1": "sig3" },
+            })),
+        );
+        theirs.insert(
+            "unsigned".to_owned(),
+            signatures(json!({ "age": 1, "org.example.extra": "stored and served" })),
+        );
+        let mut expected = ours.clone();
+        expected.insert(
+            "signatures".to_owned(),
+            signatures(json!({
+                "b.example": { "ed25519:1": "sig" }, "a.example": { "ed25519:1": "sig2" }
+            })),
+        );
+        assert_eq!(
+            resident_copy(&ours, theirs.clone()).expect("taken"),
+            expected
+        );
+
+        // Without the authorising server's signature there is nothing to take.
+        let mut unsigned_copy = theirs;
+        unsigned_copy.insert(
+            "signatures".to_owned(),
+            signatures(json!({ "c.example": { "ed25519:1": "sig3" } })),
+        );
+        let err = resident_copy(&ours, unsigned_copy).expect_err("refused");
+        assert_eq!(err.kind, ErrorKind::Forbidden);
     }
 }

@@ -1158,14 +1158,78 @@ pub fn state_event(
         .get(&(room_id.to_string(), kind.to_owned(), state_key.to_owned()))
 }
 
-/// A power level named in the room's current `m.room.power_levels` content, by `pick`.
+/// A power level named in the room's current `m.room.power_levels` content, by `pick`
+/// (levels written as strings already read as integers, see [`power_levels`]).
 pub fn power_level_for(
     storage: &Storage,
     room_id: &RoomId,
     pick: impl Fn(&serde_json::Value) -> i64,
 ) -> Result<i64, StorageError> {
-    let content = state_content(storage, room_id, "m.room.power_levels", "")?.unwrap_or_default();
+    let content = power_levels(storage, room_id)?.unwrap_or_default();
     Ok(pick(&content))
+}
+
+/// The room's current `m.room.power_levels` content, with its levels as integers. Before
+/// room version 10 the auth rules also read a level written as a string of an integer
+/// (`"50"`, `" +50 "`), so such strings are turned into the integers they name here, where
+/// the rules look for levels: the top-level fields and the `users`, `events` and
+/// `notifications` maps. From version 10 on only integers count (the event could not have
+/// passed the auth rules otherwise), and strings are left as they are, read by no one.
+pub fn power_levels(
+    storage: &Storage,
+    room_id: &RoomId,
+) -> Result<Option<serde_json::Value>, StorageError> {
+    let Some(mut content) = state_content(storage, room_id, "m.room.power_levels", "")? else {
+        return Ok(None);
+    };
+    let integer_only =
+        room_rules(storage, room_id)?.is_none_or(|rules| rules.authorization.integer_power_levels);
+    if !integer_only && let Some(fields) = content.as_object_mut() {
+        for (name, value) in fields.iter_mut() {
+            match (name.as_str(), value) {
+                ("users" | "events" | "notifications", serde_json::Value::Object(levels)) => {
+                    levels.values_mut().for_each(level_from_string);
+                }
+                (_, value) => level_from_string(value),
+            }
+        }
+    }
+    Ok(Some(content))
+}
+
+/// Turns a string naming an integer (as the pre-version-10 rules read it: spaces around, an
+/// optional sign) into that integer; anything else stays as it is.
+fn level_from_string(value: &mut serde_json::Value) {
+    let Some(text) = value.as_str() else {
+        return;
+    };
+    let text = text.trim();
+    let level = match text.strip_prefix('+') {
+        Some(unsigned) if unsigned.starts_with(['+', '-']) => None,
+        Some(unsigned) => unsigned.parse::<i64>().ok(),
+        None => text.parse::<i64>().ok(),
+    };
+    if let Some(level) = level {
+        *value = serde_json::Value::from(level);
+    }
+}
+
+/// The rules of the room's version, as its create event names it (version 1 when it names
+/// none); `None` for a version we do not know or a room without a create event.
+fn room_rules(
+    storage: &Storage,
+    room_id: &RoomId,
+) -> Result<Option<RoomVersionRules>, StorageError> {
+    let Some(create) = state_content(storage, room_id, "m.room.create", "")? else {
+        return Ok(None);
+    };
+    let version = create
+        .get("room_version")
+        .and_then(|v| v.as_str())
+        .unwrap_or("1");
+    Ok(RoomVersionId::try_from(version)
+        .ok()
+        .and_then(|version| version.rules()))
 }
 
 /// Whether `user_id` has the power to send state events of type `kind` in the room: the
@@ -1197,13 +1261,7 @@ pub fn user_power_level(
         Some(creator) => Some(creator.to_owned()),
         None => state_sender(storage, room_id, "m.room.create", "")?,
     };
-    let version = create
-        .get("room_version")
-        .and_then(|v| v.as_str())
-        .unwrap_or("1");
-    let privileged_creators = RoomVersionId::try_from(version)
-        .ok()
-        .and_then(|v| v.rules())
+    let privileged_creators = room_rules(storage, room_id)?
         .is_some_and(|rules| rules.authorization.explicitly_privilege_room_creators);
     let additional = create
         .get("additional_creators")
@@ -1215,7 +1273,7 @@ pub fn user_power_level(
     if privileged_creators && (creator.as_deref() == Some(user_id.as_str()) || additional) {
         return Ok(i64::MAX);
     }
-    match state_content(storage, room_id, "m.room.power_levels", "")? {
+    match power_levels(storage, room_id)? {
         Some(levels) => Ok(levels
             .get("users")
             .and_then(|users| users.get(user_id.as_str()))

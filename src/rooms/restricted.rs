@@ -14,7 +14,9 @@ use ruma::room_version_rules::AuthorizationRules;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, ServerName, UserId};
 use serde_json::Value;
 
-use super::{power_level_for, rules_of, state_content, user_power_level};
+use super::{
+    power_level_for, power_levels, rules_of, state_content, state_sender, user_power_level,
+};
 use crate::error::{Error, ErrorKind};
 use crate::storage::{Storage, StorageError, pair_prefix};
 
@@ -130,7 +132,7 @@ fn check_conditions(
     let local_user = user_id.server_name() == ours;
     let mut unchecked = false;
     for allowed in allowed_room_ids(join_rules) {
-        if !local_user && local_members(storage, &allowed, ours)?.is_empty() {
+        if !local_user && !has_local_member(storage, &allowed, ours)? {
             unchecked = true;
             continue;
         }
@@ -160,42 +162,112 @@ pub fn may_authorise(
 
 /// The power level needed to invite (0 when the power levels do not say).
 fn invite_level(storage: &Storage, room_id: &RoomId) -> Result<i64, StorageError> {
-    // Room versions before 10 may give levels as strings ("50").
     power_level_for(storage, room_id, |levels| {
-        let invite = &levels["invite"];
-        invite
-            .as_i64()
-            .or_else(|| invite.as_str()?.trim().parse().ok())
-            .unwrap_or(0)
+        levels["invite"].as_i64().unwrap_or(0)
     })
 }
 
 /// The user of ours best placed to vouch for a join: joined, allowed to invite, and the
 /// most powerful (whose power is likeliest to last until the join arrives). Ties go to the
 /// first user ID, so the choice is the same each time.
+///
+/// Any server can make us look (`make_join`), so the room's members are not all read: the
+/// users with a level of their own (the power levels' `users`, and the creators where they
+/// are privileged) are weighed first, and the members are scanned only when the default
+/// level may invite and could win, up to the first of ours with that default level.
 fn best_authoriser(
     storage: &Storage,
     room_id: &RoomId,
     ours: &ServerName,
 ) -> Result<Option<OwnedUserId>, StorageError> {
     let needed = invite_level(storage, room_id)?;
+    let explicit = users_with_own_level(storage, room_id)?;
     let mut best: Option<(i64, OwnedUserId)> = None;
-    for user in local_members(storage, room_id, ours)? {
-        let level = user_power_level(storage, room_id, &user)?;
+    for user in &explicit {
+        if user.server_name() != ours
+            || membership_in(storage, room_id, user)?.as_deref() != Some("join")
+        {
+            continue;
+        }
+        let level = user_power_level(storage, room_id, user)?;
         if level >= needed && best.as_ref().is_none_or(|(top, _)| level > *top) {
-            best = Some((level, user));
+            best = Some((level, user.clone()));
+        }
+    }
+    let default = default_level(storage, room_id)?;
+    let default_may_win = best.as_ref().is_none_or(|(top, _)| default >= *top);
+    if default >= needed && default_may_win {
+        let first = first_local_member(storage, room_id, ours, |user| !explicit.contains(user))?;
+        if let Some(user) = first {
+            let wins = best
+                .as_ref()
+                .is_none_or(|(top, top_user)| default > *top || user < *top_user);
+            if wins {
+                best = Some((default, user));
+            }
         }
     }
     Ok(best.map(|(_, user)| user))
 }
 
-/// Our users joined to a room, by user ID.
-fn local_members(
+/// The users whose power level is not the default one, in user ID order: those named in
+/// the power levels' `users`, and the room's creators (named in the create event, or its
+/// sender) who are privileged in their version or, without power levels, have 100.
+fn users_with_own_level(
+    storage: &Storage,
+    room_id: &RoomId,
+) -> Result<std::collections::BTreeSet<OwnedUserId>, StorageError> {
+    let levels = power_levels(storage, room_id)?.unwrap_or_default();
+    let mut users: std::collections::BTreeSet<OwnedUserId> = levels["users"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(user, _)| UserId::parse(user).ok())
+        .collect();
+    let create = state_content(storage, room_id, "m.room.create", "")?.unwrap_or_default();
+    let creator = match create["creator"].as_str() {
+        Some(creator) => Some(creator.to_owned()),
+        None => state_sender(storage, room_id, "m.room.create", "")?,
+    };
+    let additional = create["additional_creators"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    users.extend(
+        creator
+            .iter()
+            .map(String::as_str)
+            .chain(additional.filter_map(Value::as_str))
+            .filter_map(|user| UserId::parse(user).ok()),
+    );
+    Ok(users)
+}
+
+/// The level of a user with no level of their own: `users_default` (0 when the power
+/// levels do not say, or when there are none).
+fn default_level(storage: &Storage, room_id: &RoomId) -> Result<i64, StorageError> {
+    power_level_for(storage, room_id, |levels| {
+        levels["users_default"].as_i64().unwrap_or(0)
+    })
+}
+
+/// Whether one of our users is joined to a room.
+fn has_local_member(
     storage: &Storage,
     room_id: &RoomId,
     ours: &ServerName,
-) -> Result<Vec<OwnedUserId>, StorageError> {
-    let mut members = Vec::new();
+) -> Result<bool, StorageError> {
+    Ok(first_local_member(storage, room_id, ours, |_| true)?.is_some())
+}
+
+/// The first of our users (by user ID) joined to a room for whom `wanted` holds; the scan
+/// stops there.
+fn first_local_member(
+    storage: &Storage,
+    room_id: &RoomId,
+    ours: &ServerName,
+    wanted: impl Fn(&UserId) -> bool,
+) -> Result<Option<OwnedUserId>, StorageError> {
     for entry in storage
         .roomuser_membership
         .scan_prefix(&pair_prefix(room_id.as_str()))
@@ -204,11 +276,12 @@ fn local_members(
         if membership == "join"
             && let Ok(user) = UserId::parse(user)
             && user.server_name() == ours
+            && wanted(&user)
         {
-            members.push(user);
+            return Ok(Some(user));
         }
     }
-    Ok(members)
+    Ok(None)
 }
 
 /// A user's current membership of a room as we hold it (`join`, `invite`, …).
@@ -281,6 +354,177 @@ mod tests {
         // Our own user left !unseen: known for sure, so plainly unmet.
         assert_eq!(check(&both[..1], "@alice:here.test"), Conditions::Unmet);
         assert_eq!(check(&both, "@alice:here.test"), Conditions::Met);
+    }
+
+    /// A room held only as current state and memberships, enough for the power levels.
+    struct HeldRoom {
+        _dir: tempfile::TempDir,
+        storage: Storage,
+        room: OwnedRoomId,
+    }
+
+    impl HeldRoom {
+        fn new(version: &str, creator: &str) -> HeldRoom {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let storage = Storage::open(&dir.path().join("data"), 1 << 20).expect("storage");
+            let held = HeldRoom {
+                _dir: dir,
+                storage,
+                room: OwnedRoomId::try_from("!held:here.test").expect("room"),
+            };
+            held.state(
+                "m.room.create",
+                "",
+                creator,
+                json!({ "room_version": version, "creator": creator }),
+            );
+            held
+        }
+
+        fn state(&self, kind: &str, state_key: &str, sender: &str, content: Value) {
+            let event_id = format!("${kind}/{state_key}:here.test");
+            let event = json!({ "sender": sender, "content": content });
+            self.storage
+                .eventid_pdu
+                .insert(&event_id, &event.to_string())
+                .expect("event");
+            let key = (self.room.to_string(), kind.to_owned(), state_key.to_owned());
+            self.storage
+                .roomstate_eventid
+                .insert(&key, &event_id)
+                .expect("state");
+        }
+
+        fn joined(&self, user: &str) {
+            self.storage
+                .roomuser_membership
+                .insert(
+                    &(self.room.to_string(), user.to_owned()),
+                    &"join".to_owned(),
+                )
+                .expect("member");
+        }
+
+        fn level(&self, user: &str) -> i64 {
+            let user = UserId::parse(user).expect("user");
+            user_power_level(&self.storage, &self.room, &user).expect("level")
+        }
+
+        fn authoriser(&self) -> Option<String> {
+            let ours = <&ServerName>::try_from("here.test").expect("name");
+            best_authoriser(&self.storage, &self.room, ours)
+                .expect("authoriser")
+                .map(|user| user.to_string())
+        }
+    }
+
+    #[test]
+    fn levels_written_as_strings_count_before_version_10_only() {
+        let levels = json!({
+            "users": { "@alice:here.test": "100", "@bob:here.test": " +60 ",
+                       "@carol:here.test": "+-5", "@dave:here.test": "ten" },
+            "users_default": "7", "invite": "-1",
+        });
+        let v9 = HeldRoom::new("9", "@alice:here.test");
+        v9.state(
+            "m.room.power_levels",
+            "",
+            "@alice:here.test",
+            levels.clone(),
+        );
+        assert_eq!(v9.level("@alice:here.test"), 100);
+        assert_eq!(v9.level("@bob:here.test"), 60);
+        // Strings that are not integers read as no level: the default.
+        assert_eq!(v9.level("@carol:here.test"), 7);
+        assert_eq!(v9.level("@dave:here.test"), 7);
+        assert_eq!(v9.level("@erin:here.test"), 7);
+        assert_eq!(invite_level(&v9.storage, &v9.room).expect("invite"), -1);
+
+        // From version 10 on, levels are integers only.
+        let v10 = HeldRoom::new("10", "@alice:here.test");
+        v10.state("m.room.power_levels", "", "@alice:here.test", levels);
+        assert_eq!(v10.level("@alice:here.test"), 0);
+        assert_eq!(v10.level("@bob:here.test"), 0);
+        assert_eq!(invite_level(&v10.storage, &v10.room).expect("invite"), 0);
+    }
+
+    #[test]
+    fn the_authoriser_is_the_most_powerful_of_ours_first_by_user_id() {
+        let room = HeldRoom::new("10", "@alice:here.test");
+        let levels = |users: Value, users_default: i64, invite: i64| json!({ "users": users, "users_default": users_default, "invite": invite });
+        for user in ["@alice:here.test", "@bob:here.test", "@carol:here.test"] {
+            room.joined(user);
+        }
+        room.joined("@zed:there.test");
+        // The highest level of ours; users of other servers or not joined never.
+        room.state(
+            "m.room.power_levels",
+            "",
+            "@alice:here.test",
+            levels(
+                json!({ "@alice:here.test": 50, "@carol:here.test": 60,
+                        "@zed:there.test": 100, "@gone:here.test": 100 }),
+                0,
+                50,
+            ),
+        );
+        assert_eq!(room.authoriser().as_deref(), Some("@carol:here.test"));
+        // Ties go to the first user ID, whether named or at the default level.
+        room.state(
+            "m.room.power_levels",
+            "",
+            "@alice:here.test",
+            levels(json!({ "@carol:here.test": 50 }), 50, 50),
+        );
+        assert_eq!(room.authoriser().as_deref(), Some("@alice:here.test"));
+        room.state(
+            "m.room.power_levels",
+            "",
+            "@alice:here.test",
+            levels(
+                json!({ "@alice:here.test": 10, "@carol:here.test": 50 }),
+                50,
+                50,
+            ),
+        );
+        assert_eq!(room.authoriser().as_deref(), Some("@bob:here.test"));
+        // A default above every named level wins; below the invite level nobody may vouch.
+        room.state(
+            "m.room.power_levels",
+            "",
+            "@alice:here.test",
+            levels(json!({ "@alice:here.test": 10 }), 20, 20),
+        );
+        assert_eq!(room.authoriser().as_deref(), Some("@bob:here.test"));
+        room.state(
+            "m.room.power_levels",
+            "",
+            "@alice:here.test",
+            levels(json!({ "@alice:here.test": 10 }), 0, 20),
+        );
+        assert_eq!(room.authoriser(), None);
+
+        // Version 12: the creators are above everyone, named in `users` or not.
+        let v12 = HeldRoom::new("12", "@carol:here.test");
+        v12.joined("@bob:here.test");
+        v12.joined("@carol:here.test");
+        v12.state(
+            "m.room.power_levels",
+            "",
+            "@carol:here.test",
+            levels(json!({ "@bob:here.test": 100 }), 0, 50),
+        );
+        assert_eq!(v12.authoriser().as_deref(), Some("@carol:here.test"));
+        // Without power levels: the creator has 100, the others 0, and anyone may invite.
+        let bare = HeldRoom::new("9", "@carol:here.test");
+        bare.joined("@bob:here.test");
+        bare.joined("@carol:here.test");
+        assert_eq!(bare.authoriser().as_deref(), Some("@carol:here.test"));
+        bare.storage
+            .roomuser_membership
+            .remove(&(bare.room.to_string(), "@carol:here.test".to_owned()))
+            .expect("leave");
+        assert_eq!(bare.authoriser().as_deref(), Some("@bob:here.test"));
     }
 
     #[test]

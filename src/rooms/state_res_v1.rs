@@ -23,7 +23,9 @@
 //! - only the state-dependent rules are checked: the state-independent ones look at an
 //!   event's own `auth_events`, not at R, and every candidate passed them when received;
 //! - an event a state names but that is not stored here is left out of the weighing (the
-//!   event being received is weighed: [`EventSource`] hands it over before it is stored).
+//!   event being received is weighed: [`EventSource`] hands it over before it is stored);
+//!   a disputed key left with one event takes it in the result, but the checks of the
+//!   other keys do not see it (they read the undisputed state only).
 //!
 //! The module's first half is pure (events in, choices out) and tested next to the code;
 //! [`resolve_stored`] feeds it from storage, bounded by [`MAX_CONFLICTED_EVENTS`].
@@ -217,7 +219,7 @@ pub fn resolve_stored(
     states: &[snapshots::StateMap],
 ) -> Result<snapshots::StateMap, Refused> {
     let EventSource { storage, rules, .. } = events;
-    let (mut unconflicted, conflicted) = separate(states);
+    let (unconflicted, conflicted) = separate(states);
     let disputed_events: usize = conflicted.values().map(BTreeSet::len).sum();
     if disputed_events > MAX_CONFLICTED_EVENTS {
         return Err(Refused::Invalid(format!(
@@ -228,6 +230,9 @@ pub fn resolve_stored(
     let candidates = load_candidates(events, &conflicted)?;
     let mut named: StateMap<Vec<Pdu>> = StateMap::new();
     let mut short_keys: HashMap<Key, u64> = HashMap::new();
+    // Keys with a single stored event: nothing to resolve, but (as in Synapse) they join
+    // the result only, not the state the checks read, which stays the undisputed one.
+    let mut lone = Vec::new();
     for Disputed {
         short_key,
         key,
@@ -236,11 +241,7 @@ pub fn resolve_stored(
     {
         match events.len() {
             0 => {}
-            // Only one of its events is here to be weighed: nothing to resolve.
-            1 => {
-                let short = snapshots::short_event_id(storage, events[0].event_id.as_str())?;
-                unconflicted.insert(short_key, short);
-            }
+            1 => lone.push((short_key, events[0].event_id.clone())),
             _ => {
                 short_keys.insert(key.clone(), short_key);
                 named.insert(key, events);
@@ -251,13 +252,13 @@ pub fn resolve_stored(
     let lookup = |kind: &StateEventType, state_key: &str| undisputed.get(kind, state_key);
     let chosen = resolve_conflicts(&rules.authorization, &named, &lookup);
     undisputed.into_result()?;
+    let chosen = chosen
+        .into_iter()
+        .filter_map(|(key, event_id)| Some((*short_keys.get(&key)?, event_id)));
     let mut state = unconflicted;
-    for (key, event_id) in chosen {
-        let Some(short_key) = short_keys.get(&key) else {
-            continue;
-        };
+    for (short_key, event_id) in lone.into_iter().chain(chosen) {
         state.insert(
-            *short_key,
+            short_key,
             snapshots::short_event_id(storage, event_id.as_str())?,
         );
     }

@@ -649,6 +649,44 @@ mod stored {
     }
 
     #[test]
+    fn a_key_left_with_one_stored_event_is_not_seen_by_the_checks() {
+        // Bob's membership is disputed by an event not stored here, so his join is its only
+        // event: it stands in the result, but (as in Synapse, with which servers must agree)
+        // the checks read the undisputed state, where Bob has no membership. His deeper
+        // topic fails there, and Alice's stands.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let mut base = Base::new();
+        let alices = base
+            .room
+            .state("alices", ("m.room.topic", ""), ALICE, json!({}), 6);
+        let bobs = base
+            .room
+            .state("bobs", ("m.room.topic", ""), BOB, json!({}), 7);
+        for event in base.room.events.values() {
+            store(&storage, event);
+        }
+        let mut second = base.with(&[&bobs]);
+        second.insert(
+            ("m.room.member".to_owned(), BOB.to_owned()),
+            "$missing:x.test".to_owned(),
+        );
+        let states = [
+            short_state(&storage, &base.with(&[&alices])),
+            short_state(&storage, &second),
+        ];
+        let rules = RoomVersionRules::V1;
+        let resolved =
+            resolve_stored(EventSource::stored(&storage, &rules), &states).expect("resolve");
+        let named: Named = snapshots::named(&storage, &resolved)
+            .expect("named")
+            .into_iter()
+            .collect();
+        assert_eq!(entry(&named, "m.room.member", BOB), base.bob);
+        assert_eq!(entry(&named, "m.room.topic", ""), alices);
+    }
+
+    #[test]
     fn too_many_conflicted_events_are_refused_before_any_is_read() {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = Storage::open(dir.path(), 1 << 20).expect("open");
