@@ -429,18 +429,18 @@ fn joined_members(
     storage: &Storage,
     room_id: &RoomId,
 ) -> Result<(Vec<(String, String)>, usize), StorageError> {
+    // The count comes from the joined members' summary and our members from our accounts
+    // (a family's few): a large room's memberships are not read for each event.
+    let room = room_id.as_str();
+    let joined = storage.joined_summary(room)?.count;
     let mut local = Vec::new();
-    let mut joined = 0;
-    for entry in storage
-        .roomuser_membership
-        .scan_prefix(&pair_prefix(room_id.as_str()))
-    {
-        let ((_, user), membership) = entry?;
-        if membership != "join" {
-            continue;
-        }
-        joined += 1;
-        if !storage.userid_account.contains_key(&user)? {
+    for entry in storage.userid_account.iter() {
+        let (user, _) = entry?;
+        let is_joined = storage
+            .userroom_membership
+            .get(&(user.clone(), room.to_owned()))?
+            .is_some_and(|record| record.membership == "join");
+        if !is_joined {
             continue;
         }
         let name = rooms::state_content(storage, room_id, "m.room.member", &user)?

@@ -868,12 +868,19 @@ mod tests {
     }
 
     /// Sets `user`'s membership of `room` in the room's membership index.
+    /// (Through a batch, as the server writes it: the joined members' summary follows.)
     fn set_membership(state: &AppState, room: &str, user: &str, membership: &str) {
+        let mut batch = crate::storage::Batch::new();
         state
             .storage
             .roomuser_membership
-            .insert(&(room.to_owned(), user.to_owned()), &membership.to_owned())
-            .expect("insert");
+            .batch_insert(
+                &mut batch,
+                &(room.to_owned(), user.to_owned()),
+                &membership.to_owned(),
+            )
+            .expect("stage");
+        state.storage.apply(batch).expect("apply");
     }
 
     #[test]

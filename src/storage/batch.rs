@@ -34,6 +34,18 @@ impl Batch {
         self.writes.is_empty()
     }
 
+    /// The keys the batch writes (or removes) in the tree named `name`.
+    pub(super) fn keys_of(&self, name: sled::IVec) -> Vec<Vec<u8>> {
+        let Some(index) = self.trees.iter().position(|tree| tree.name() == name) else {
+            return Vec::new();
+        };
+        self.writes
+            .iter()
+            .filter(|(tree, _, _)| *tree == index)
+            .map(|(_, key, _)| key.clone())
+            .collect()
+    }
+
     /// How many writes the batch holds.
     pub fn len(&self) -> usize {
         self.writes.len()

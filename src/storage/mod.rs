@@ -8,6 +8,7 @@
 mod batch;
 mod codec;
 mod lock;
+mod members;
 mod migrations;
 mod tree;
 
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use batch::Batch;
 pub use codec::{Json, KeyCodec, ValueCodec, pair_prefix};
+pub use members::JoinedSummary;
 pub use migrations::SCHEMA_VERSION;
 pub use tree::Tree;
 
@@ -149,7 +151,8 @@ pub struct Storage {
     /// relates to an event by type, for bundled aggregations without reading reactions.
     pub parentrel_child: Tree<(String, String, u64), Json<(String, String)>>,
     /// room 0xFF user → their membership (`join`, `invite`, …): a room's members without
-    /// reading their events.
+    /// reading their events. Written only in a [`Batch`] given to [`Storage::apply`], which
+    /// keeps [`Storage::joined_summary`] in step.
     pub roomuser_membership: Tree<(String, String), String>,
     /// user 0xFF room → the stripped state another server sent with an invite to a room we
     /// do not hold.
@@ -172,6 +175,8 @@ pub struct Storage {
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
+    /// Rooms' joined members summed up (see [`members`]).
+    members: members::MembersCache,
     /// Held for as long as the database is open; dropped last.
     _lock: lock::DataDirLock,
 }
@@ -244,6 +249,7 @@ impl Storage {
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),
+            members: members::MembersCache::default(),
             _lock: lock,
         };
         migrations::run(&storage, migrations::MIGRATIONS)?;
@@ -343,7 +349,33 @@ impl Storage {
 
     /// Applies a [`Batch`]: all of its writes, or none.
     pub fn apply(&self, batch: Batch) -> StorageResult<()> {
-        batch.apply()
+        let touched = batch.keys_of(self.roomuser_membership.name());
+        let result = batch.apply();
+        self.members.touched(touched.iter().map(Vec::as_slice));
+        result
+    }
+
+    /// How many users are joined to `room`, and their servers: from memory when no write
+    /// touched the room's memberships since it was last read (see [`members`]).
+    pub fn joined_summary(&self, room: &str) -> StorageResult<std::sync::Arc<JoinedSummary>> {
+        let (cached, generation) = self.members.get(room);
+        if let Some(summary) = cached {
+            return Ok(summary);
+        }
+        let mut summary = JoinedSummary::default();
+        for entry in self.roomuser_membership.scan_prefix(&pair_prefix(room)) {
+            let ((_, user), membership) = entry?;
+            if membership != "join" {
+                continue;
+            }
+            summary.count += 1;
+            if let Some((_, server)) = user.split_once(':') {
+                summary.servers.insert(server.to_owned());
+            }
+        }
+        let summary = std::sync::Arc::new(summary);
+        self.members.keep(room, generation, summary.clone());
+        Ok(summary)
     }
 
     /// Writes everything buffered to disk. Acknowledged writes call this (grouped) before

@@ -18,6 +18,11 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
         })
     }
 
+    /// The tree's name in the database.
+    pub(super) fn name(&self) -> sled::IVec {
+        self.tree.name()
+    }
+
     pub fn get(&self, key: &K) -> StorageResult<Option<V::Value>> {
         self.tree
             .get(key.encode())?

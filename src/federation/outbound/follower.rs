@@ -389,18 +389,14 @@ pub fn room_servers(
     room: &str,
     origin: &ruma::ServerName,
 ) -> Result<BTreeSet<String>, StorageError> {
-    let mut servers = BTreeSet::new();
-    for entry in storage.roomuser_membership.scan_prefix(&pair_prefix(room)) {
-        let ((_, user), membership) = entry?;
-        if membership != "join" {
-            continue;
-        }
-        if let Ok(user) = UserId::parse(&user)
-            && user.server_name() != origin
-        {
-            servers.insert(user.server_name().to_string());
-        }
-    }
+    // From the joined members' summary, not a scan of every membership per event.
+    let servers = storage
+        .joined_summary(room)?
+        .servers
+        .iter()
+        .filter(|server| server.as_str() != origin.as_str())
+        .cloned()
+        .collect();
     allowed_by_acl(storage, room, servers)
 }
 
