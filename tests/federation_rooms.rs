@@ -943,3 +943,70 @@ fn a_server_whose_users_all_left_a_room_does_not_answer_joins_for_it() {
     let refused: Value = serde_json::from_slice(&refused.body).expect("json");
     assert_eq!(refused["errcode"], "M_NOT_FOUND");
 }
+
+#[test]
+fn the_deprecated_v1_send_join_and_send_leave_answer_in_their_own_shape() {
+    let pair = pair();
+    let room = call(
+        &pair.a,
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &pair.alice,
+        json!({ "preset": "public_chat", "room_version": "11" }),
+    )["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    let key_b = signing_key(&pair.b);
+    let signer = Signer {
+        origin: &pair.name_b,
+        key: &key_b,
+        destination: &pair.name_a,
+    };
+    let erin_id = format!("@erin:{}", pair.name_b);
+    let made = |membership: &str| {
+        let versions = if membership == "join" { "?ver=11" } else { "" };
+        ok(signer.get(
+            &pair.a,
+            &format!(
+                "/_matrix/federation/v1/make_{membership}/{}/{}{versions}",
+                common::query_encode(&room),
+                common::query_encode(&erin_id)
+            ),
+        ))
+    };
+    let send = |membership: &str, (event, id): &(Value, String)| {
+        ok(signer.send(
+            &pair.a,
+            "PUT",
+            &format!(
+                "/_matrix/federation/v1/send_{membership}/{}/{}",
+                common::query_encode(&room),
+                common::query_encode(id)
+            ),
+            Some(event),
+        ))
+    };
+    let answer = send(
+        "join",
+        &hand_made_join(&made("join"), &erin_id, (&pair.name_b, &key_b)),
+    );
+    assert_eq!(answer[0], 200, "{answer}");
+    assert!(
+        !state_keys(&answer[1]["state"], "m.room.create").is_empty(),
+        "{answer}"
+    );
+    wait_for_members(&pair.a, &pair.alice, &room, |members| {
+        members["joined"].get(&erin_id).is_some()
+    });
+    let mut template = made("leave");
+    template["room_version"] = json!("11");
+    let answer = send(
+        "leave",
+        &hand_made_join(&template, &erin_id, (&pair.name_b, &key_b)),
+    );
+    assert_eq!(answer, json!([200, {}]));
+    wait_for_members(&pair.a, &pair.alice, &room, |members| {
+        members["joined"].get(&erin_id).is_none()
+    });
+}
