@@ -424,6 +424,12 @@ fn directory_users_and_keys_answer_in_the_spec_shape() {
     refused(&setup.get(&path), 404, "M_NOT_FOUND");
     let path = "/_matrix/federation/v1/query/directory?room_alias=%23lounge%3Aelsewhere.org";
     refused(&setup.get(path), 404, "M_NOT_FOUND");
+    // The generic /query/{queryType}: a type with no definition is not found here.
+    refused(
+        &setup.get("/_matrix/federation/v1/query/org.example.weather"),
+        404,
+        "M_NOT_FOUND",
+    );
 
     // /publicRooms, GET and POST with filters.
     let listed = ok(setup.get("/_matrix/federation/v1/publicRooms?limit=10"));

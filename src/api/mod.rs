@@ -535,6 +535,10 @@ fn federation_serving_routes(config: &mut web::ServiceConfig) {
             "/_matrix/federation/v1/query/directory",
             query::directory,
         ))
+        .service(get(
+            "/_matrix/federation/v1/query/{queryType}",
+            query::unknown,
+        ))
         .service(
             web::resource("/_matrix/federation/v1/publicRooms")
                 .route(web::get().to(directory::public_rooms))

@@ -56,3 +56,18 @@ pub async fn directory(
     let answer = crate::federation::directory::resolve_alias(&state, &query.room_alias)?;
     Ok(HttpResponse::Ok().json(answer))
 }
+
+/// # GET /_matrix/federation/v1/query/{queryType}
+///
+/// The generic query endpoint, for the query types not defined (those that are have their
+/// own routes, registered first): the caller is authenticated, then told there is no such
+/// query here.
+pub async fn unknown(
+    _origin: FederationOrigin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    Err(Error::not_found(format!(
+        "No query of type {:?} here",
+        path.into_inner()
+    )))
+}
