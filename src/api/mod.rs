@@ -470,10 +470,6 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
                 federation::membership::send_join,
             ))
             .service(put(
-                "/_matrix/federation/v1/send_join/{roomId}/{eventId}",
-                federation::membership::send_join_v1,
-            ))
-            .service(put(
                 "/_matrix/federation/v2/invite/{roomId}/{eventId}",
                 federation::membership::invite,
             ))
@@ -488,10 +484,6 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
             .service(put(
                 "/_matrix/federation/v2/send_leave/{roomId}/{eventId}",
                 federation::membership::send_leave,
-            ))
-            .service(put(
-                "/_matrix/federation/v1/send_leave/{roomId}/{eventId}",
-                federation::membership::send_leave_v1,
             ))
             .service(get(
                 "/_matrix/federation/v1/make_knock/{roomId}/{userId}",

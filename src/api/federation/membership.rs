@@ -132,50 +132,6 @@ pub async fn make_leave(
     Ok(HttpResponse::Ok().json(template))
 }
 
-/// # PUT /_matrix/federation/v1/send_join/{roomId}/{eventId}
-///
-/// The deprecated first version: v2's answer inside `[200, …]`.
-pub async fn send_join_v1(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    signed: SignedJson<Value>,
-) -> Result<HttpResponse, Error> {
-    let (room, event_id) = path.into_inner();
-    let room_id = room_id(&room)?;
-    let answer = accept_join(
-        &state,
-        signed.origin.as_str(),
-        &room_id,
-        &event_id,
-        signed.body,
-    )
-    .await?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(format!("[200,{answer}]")))
-}
-
-/// # PUT /_matrix/federation/v1/send_leave/{roomId}/{eventId}
-///
-/// The deprecated first version: `[200, {}]`.
-pub async fn send_leave_v1(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    signed: SignedJson<Value>,
-) -> Result<HttpResponse, Error> {
-    let (room, event_id) = path.into_inner();
-    let room_id = room_id(&room)?;
-    let answer = crate::federation::join::accept_leave(
-        &state,
-        signed.origin.as_str(),
-        &room_id,
-        &event_id,
-        signed.body,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!([200, answer])))
-}
-
 /// # PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}
 pub async fn send_leave(
     state: web::Data<AppState>,
