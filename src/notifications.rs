@@ -429,26 +429,17 @@ fn joined_members(
     storage: &Storage,
     room_id: &RoomId,
 ) -> Result<(Vec<(String, String)>, usize), StorageError> {
-    // The count comes from the joined members' summary and our members from our accounts
-    // (a family's few): a large room's memberships are not read for each event.
-    let room = room_id.as_str();
-    let joined = storage.joined_summary(room)?.count;
+    // From the joined members' summary: a large room's memberships are not read for each
+    // event.
+    let summary = storage.joined_summary(room_id.as_str())?;
     let mut local = Vec::new();
-    for entry in storage.userid_account.iter() {
-        let (user, _) = entry?;
-        let is_joined = storage
-            .userroom_membership
-            .get(&(user.clone(), room.to_owned()))?
-            .is_some_and(|record| record.membership == "join");
-        if !is_joined {
-            continue;
-        }
+    for user in summary.local.iter().cloned() {
         let name = rooms::state_content(storage, room_id, "m.room.member", &user)?
             .and_then(|content| content["displayname"].as_str().map(str::to_owned))
             .unwrap_or_else(|| user.clone());
         local.push((user, name));
     }
-    Ok((local, joined))
+    Ok((local, summary.count))
 }
 
 /// What `sender_notification_permission` conditions (`@room`) need: the room's power levels.

@@ -496,13 +496,43 @@ fn hostile_pdus_are_refused_one_by_one_and_replays_change_nothing() {
     }
     let stranger = format!("@mallory:{}", pair.name_b);
     let unauthorized = message_pdu(&room, &stranger, "let me in", at, &auth[..2], b);
-    let ids: Vec<String> = [&good, &forged, &tampered, &unauthorized]
+    // A message whose prev event is an event of another room A holds (one Bob is not in):
+    // that room's state must not become this one's.
+    let elsewhere = call(
+        &pair.a,
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        &pair.alice,
+        json!({ "preset": "private_chat", "room_version": "11" }),
+    )["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    let elsewhere_latest = call(
+        &pair.a,
+        "GET",
+        &format!("/_matrix/client/v3/rooms/{elsewhere}/messages?dir=b&limit=1"),
+        &pair.alice,
+        json!(null),
+    )["chunk"][0]["event_id"]
+        .as_str()
+        .expect("latest")
+        .to_owned();
+    let crossed = message_pdu(
+        &room,
+        &bob_id,
+        "from another room's graph",
+        (elsewhere_latest.as_str(), depth),
+        &auth,
+        b,
+    );
+    let ids: Vec<String> = [&good, &forged, &tampered, &unauthorized, &crossed]
         .iter()
         .map(|pdu| event_id_of(pdu))
         .collect();
     let transaction = json!({
         "origin": pair.name_b, "origin_server_ts": 1_800_000_000_000u64,
-        "pdus": [good, forged, tampered, unauthorized],
+        "pdus": [good, forged, tampered, unauthorized, crossed],
     });
     let answer = ok(signer.send(
         &pair.a,
@@ -521,6 +551,12 @@ fn hostile_pdus_are_refused_one_by_one_and_replays_change_nothing() {
     assert!(
         results[&ids[3]]["error"].is_string(),
         "not a member: {answer}"
+    );
+    assert!(
+        results[&ids[4]]["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("another room")),
+        "a prev event of another room: {answer}"
     );
 
     let bodies = |token: &str| -> Vec<Value> {

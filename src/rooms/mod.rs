@@ -600,9 +600,12 @@ impl Rooms {
         let _serialized = lock.lock().await;
         let room = room_id.to_string();
         let mut batch = Batch::new();
+        let mut staged = std::collections::HashSet::new();
         for (json, pdu) in events {
             let event_id = pdu.event_id.to_string();
-            if storage.eventid_pdu.contains_key(&event_id)? {
+            // (Only this room's events: their meta names this room.)
+            let elsewhere = pdu.room_id.as_deref().is_some_and(|id| id != room_id);
+            if elsewhere || storage.eventid_pdu.contains_key(&event_id)? {
                 continue;
             }
             let text = CanonicalJsonValue::Object(json).to_string();
@@ -610,8 +613,20 @@ impl Rooms {
                 .eventid_pdu
                 .batch_insert(&mut batch, &event_id, &text)?;
             remote::stage_meta(storage, &mut batch, &room, &event_id, None)?;
+            staged.insert(event_id);
         }
+        // The state at an event is kept only for an event of this room (stored, or staged
+        // just now): never for one of another room a hostile server named.
+        let in_this_room = |event_id: &OwnedEventId| -> Result<bool, StorageError> {
+            let id = event_id.to_string();
+            Ok(staged.contains(&id)
+                || storage
+                    .eventid_meta
+                    .get(&id)?
+                    .is_some_and(|meta| meta.room_id == room))
+        };
         if let Some((event_id, named)) = state_at
+            && in_this_room(event_id)?
             && storage
                 .eventid_statebefore
                 .get(&event_id.to_string())?

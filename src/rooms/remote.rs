@@ -88,10 +88,18 @@ pub fn plan(
     authorize_against(storage, rules, pdu, &by_auth_events, &HashMap::new())
         .map_err(|reason| Refused::Unauthorized(format!("by its auth events: {reason}")))?;
 
-    // 5. The state before it: after its prev events, resolved where they fork.
+    // 5. The state before it: after its prev events, resolved where they fork. A prev
+    // event of another room would bring that room's state (and members) into this one.
+    let room_id = pdu.room_id.as_ref().map(|id| id.as_str());
     for id in &pdu.prev_events {
-        if storage.eventid_pdu.get(&id.to_string())?.is_none() {
-            return Err(Refused::Missing(format!("prev event {id}")));
+        match storage.eventid_meta.get(&id.to_string())? {
+            None => return Err(Refused::Missing(format!("prev event {id}"))),
+            Some(meta) if Some(meta.room_id.as_str()) != room_id => {
+                return Err(Refused::Invalid(format!(
+                    "prev event {id} is an event of another room"
+                )));
+            }
+            Some(_) => {}
         }
     }
     let states: Vec<StateMap> = pdu

@@ -18,6 +18,8 @@ pub struct JoinedSummary {
     pub count: usize,
     /// The server of every joined member (ours included).
     pub servers: BTreeSet<String>,
+    /// The joined members with an account here (our users), in user ID order.
+    pub local: Vec<String>,
 }
 
 #[derive(Default)]
@@ -102,7 +104,7 @@ mod tests {
     fn summary(count: usize) -> Arc<JoinedSummary> {
         Arc::new(JoinedSummary {
             count,
-            servers: BTreeSet::new(),
+            ..JoinedSummary::default()
         })
     }
 

@@ -355,7 +355,8 @@ impl Storage {
         result
     }
 
-    /// How many users are joined to `room`, and their servers: from memory when no write
+    /// How many users are joined to `room`, their servers, and which are ours: from memory
+    /// when no write
     /// touched the room's memberships since it was last read (see [`members`]).
     pub fn joined_summary(&self, room: &str) -> StorageResult<std::sync::Arc<JoinedSummary>> {
         let (cached, generation) = self.members.get(room);
@@ -371,6 +372,9 @@ impl Storage {
             summary.count += 1;
             if let Some((_, server)) = user.split_once(':') {
                 summary.servers.insert(server.to_owned());
+            }
+            if self.userid_account.contains_key(&user)? {
+                summary.local.push(user);
             }
         }
         let summary = std::sync::Arc::new(summary);

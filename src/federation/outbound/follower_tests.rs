@@ -38,14 +38,8 @@ async fn our_users_events_and_receipts_are_queued_with_the_position_handled() {
     let remote_member = (room.clone(), format!("@bob:{REMOTE}"));
     let left_member = (room.clone(), "@carol:gone.test".to_owned());
     let storage = &state.storage;
-    storage
-        .roomuser_membership
-        .insert(&remote_member, &"join".to_owned())
-        .expect("member");
-    storage
-        .roomuser_membership
-        .insert(&left_member, &"leave".to_owned())
-        .expect("member");
+    set_membership(storage, &remote_member, &"join".to_owned());
+    set_membership(storage, &left_member, &"leave".to_owned());
     let wake = Arc::new(Wake::default());
     let mut follower = Follower::start(state.clone(), wake.clone()).expect("start");
     let message = NewEvent::message("m.room.message", json!({ "body": "hi" }));
@@ -120,11 +114,7 @@ async fn typing_of_our_users_is_queued_once_per_repeat_and_presence_only_if_conf
     let bob = OwnedUserId::try_from(format!("@bob:{REMOTE}")).expect("user");
     for user in [&alice, &bob] {
         let key = (room_id.to_string(), user.to_string());
-        state
-            .storage
-            .roomuser_membership
-            .insert(&key, &"join".to_owned())
-            .expect("member");
+        set_membership(&state.storage, &key, &"join".to_owned());
     }
     let mut follower = Follower::start(state.clone(), Arc::new(Wake::default())).expect("start");
     let typing = |user_id: &OwnedUserId, typing| Change::Typing {
@@ -176,10 +166,11 @@ async fn presence_goes_to_the_servers_sharing_a_room_when_configured() {
         .insert(&(alice.to_string(), room.clone()), &record)
         .expect("alice's membership");
     for (user, membership) in [("@alice:here.test", "join"), ("@bob:there.test", "join")] {
-        storage
-            .roomuser_membership
-            .insert(&(room.clone(), user.to_owned()), &membership.to_owned())
-            .expect("member");
+        set_membership(
+            storage,
+            &(room.clone(), user.to_owned()),
+            &membership.to_owned(),
+        );
     }
     state
         .ephemeral
@@ -219,10 +210,7 @@ async fn a_server_the_rooms_acl_denies_is_queued_nothing_and_sent_nothing_alread
         .expect("room");
     let storage = &state.storage;
     let member = (room_id.to_string(), format!("@bob:{REMOTE}"));
-    storage
-        .roomuser_membership
-        .insert(&member, &"join".to_owned())
-        .expect("member");
+    set_membership(storage, &member, &"join".to_owned());
     let wake = Arc::new(Wake::default());
     let mut follower = Follower::start(state.clone(), wake.clone()).expect("start");
     let append = async |event: NewEvent| {
@@ -266,4 +254,15 @@ async fn a_server_the_rooms_acl_denies_is_queued_nothing_and_sent_nothing_alread
         .expect("transaction");
     assert_eq!(next, None, "what was queued before the ACL is not sent");
     assert!(queued(&state).is_empty());
+}
+
+/// Writes a membership as the server does (in a batch through `Storage::apply`), so the
+/// joined members' summary follows.
+fn set_membership(storage: &crate::storage::Storage, key: &(String, String), membership: &String) {
+    let mut batch = crate::storage::Batch::new();
+    storage
+        .roomuser_membership
+        .batch_insert(&mut batch, key, membership)
+        .expect("stage");
+    storage.apply(batch).expect("member");
 }
