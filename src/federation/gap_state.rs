@@ -29,7 +29,7 @@ use crate::rooms::remote::Refused;
 use crate::state::AppState;
 
 /// Prev events of one event whose state is fetched, at most (an event may name 20).
-const MAX_PREVS: usize = 5;
+const MAX_PREVS: usize = 2;
 
 /// State and auth chain IDs one `/state_ids` answer may name, at most.
 const MAX_IDS: usize = crate::rooms::remote::MAX_AUTH_CHAIN;

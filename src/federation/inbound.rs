@@ -17,11 +17,34 @@ use crate::rooms::rules_of;
 use crate::state::AppState;
 use crate::storage::Storage;
 
+/// How many times the PDUs of one transaction may make us fetch the state at a gap: each
+/// fetch can cost many requests and checks, and a transaction holds up to 50 PDUs. A PDU
+/// past the budget is refused as missing events; its server sends it again later.
+pub struct GapBudget(std::sync::atomic::AtomicUsize);
+
+impl GapBudget {
+    /// One fetch: what a transaction of an honest server needs (its other PDUs then build
+    /// on what that fetch brought).
+    pub fn per_transaction() -> GapBudget {
+        GapBudget(std::sync::atomic::AtomicUsize::new(1))
+    }
+
+    fn take(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
+    }
+}
+
 /// Takes one PDU of a room we are in: checks its format and signatures (redacting it if its
 /// content hash does not match), then hands it to the room service.
 pub async fn receive_pdu(
     state: &AppState,
     origin: &str,
+    gaps: &GapBudget,
     json: CanonicalJsonObject,
 ) -> (Option<OwnedEventId>, Result<Outcome, Refused>) {
     let (rules, room_id) = match room_of(&state.storage, &json) {
@@ -51,7 +74,9 @@ pub async fn receive_pdu(
             result = store().await;
         }
         // Still missing: ask for the state before it instead, and try once more.
-        if let Err(Refused::Missing(what)) = &result {
+        if let Err(Refused::Missing(what)) = &result
+            && gaps.take()
+        {
             tracing::info!(%room_id, event = %pdu.event_id, "fetching the state at a gap ({what})");
             super::gap_state::fetch_state_at_gap(state, origin, &room_id, &rules, &pdu).await?;
             result = store().await;

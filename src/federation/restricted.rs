@@ -183,7 +183,15 @@ pub async fn join_through_resident(
             Some(signed) => resident_copy(&made.event, signed)?,
             None => made.event,
         };
-        match super::inbound::receive_pdu(state, server, join).await.1 {
+        match super::inbound::receive_pdu(
+            state,
+            server,
+            &super::inbound::GapBudget::per_transaction(),
+            join,
+        )
+        .await
+        .1
+        {
             Ok(Outcome::Accepted | Outcome::Known) => Ok(made.event_id),
             Ok(Outcome::SoftFailed) => Err(Error::new(
                 ErrorKind::Forbidden,

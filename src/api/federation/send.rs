@@ -47,10 +47,11 @@ pub async fn send(
         ));
     }
     let mut results = Map::new();
+    let gaps = crate::federation::inbound::GapBudget::per_transaction();
     for pdu in body.pdus {
         let (event_id, outcome) = match ruma::CanonicalJsonValue::try_from(pdu) {
             Ok(ruma::CanonicalJsonValue::Object(json)) => {
-                receive_pdu(&state, origin.as_str(), json).await
+                receive_pdu(&state, origin.as_str(), &gaps, json).await
             }
             _ => continue,
         };
