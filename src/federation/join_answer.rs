@@ -57,10 +57,12 @@ pub(super) async fn store_joined_room(
         None => join,
     };
     let mut written = Vec::new();
+    let joining = state.rooms.joining(room_id).await;
     let result = check_and_store(state, room_id, version, rules, join, answer, &mut written).await;
     if result.is_err() {
         forget_outliers(state, room_id, &written).await;
     }
+    drop(joining);
     // A large join frees much memory at once: hand it back to the system.
     crate::memory::log_usage("join: stored");
     state.storage.collect_garbage();

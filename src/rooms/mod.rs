@@ -114,6 +114,9 @@ pub struct StagedEvent {
 /// notifier `/sync` waits on.
 pub struct Rooms {
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per room, held by a join over federation from checking the answer to storing it
+    /// (see [`Rooms::joining`]).
+    joins: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     /// Held while stream positions are taken and their batch applied (see
     /// [`Rooms::store_events`]).
     ordered: Mutex<()>,
@@ -125,6 +128,7 @@ impl Rooms {
     pub fn new(current_position: u64) -> Rooms {
         Rooms {
             locks: Mutex::new(HashMap::new()),
+            joins: Mutex::new(HashMap::new()),
             ordered: Mutex::new(()),
             visible: watch::channel(current_position).0,
         }
@@ -142,13 +146,14 @@ impl Rooms {
     }
 
     fn lock_for(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
-            .locks
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        // Locks no one holds are dropped, so the map stays as small as the active rooms.
-        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        locks.entry(room_id.to_owned()).or_default().clone()
+        lock_in(&self.locks, room_id)
+    }
+
+    /// Taken by a join over federation around checking and storing the resident server's
+    /// answer: a refused answer removes the events it wrote, which a second join of the
+    /// same room at the same time could otherwise be counting on.
+    pub async fn joining(&self, room_id: &RoomId) -> tokio::sync::OwnedMutexGuard<()> {
+        lock_in(&self.joins, room_id).lock_owned().await
     }
 
     /// Builds, authorizes and stores an event by `sender` in an existing room.
@@ -1159,6 +1164,17 @@ fn table_state(storage: &Storage, room_id: &RoomId) -> Result<snapshots::StateMa
         state.insert(key, snapshots::short_event_id(storage, &event_id)?);
     }
     Ok(state)
+}
+
+/// The lock of `room_id` in `locks`; locks no one holds are dropped, so the map stays as
+/// small as the active rooms.
+fn lock_in(
+    locks: &Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    room_id: &RoomId,
+) -> Arc<tokio::sync::Mutex<()>> {
+    let mut locks = locks.lock().unwrap_or_else(|poison| poison.into_inner());
+    locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+    locks.entry(room_id.to_owned()).or_default().clone()
 }
 
 /// The event of the current state with this type and key.
