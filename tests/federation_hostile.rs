@@ -410,6 +410,23 @@ fn a_gap_too_long_for_get_missing_events_is_bridged_by_the_state_at_it() {
         !paths.iter().any(|path| path.contains("/state/")),
         "a few missing events come one by one: {paths:?}"
     );
+    // The state fetched at the gap judged that one event: it is not kept as the state at
+    // the prev event (one server's word about the room's past), so A does not serve it.
+    let prev = latest["prev_events"][0].as_str().expect("prev");
+    let asked = signer.get(
+        &a,
+        &format!(
+            "/_matrix/federation/v1/state_ids/{}?event_id={}",
+            common::query_encode(&room_id),
+            common::query_encode(prev)
+        ),
+    );
+    assert_eq!(
+        asked.status,
+        404,
+        "{}",
+        String::from_utf8_lossy(&asked.body)
+    );
     let bodies = |token: &str| -> Vec<String> {
         ok(a.client().get_with(
             &format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=50"),

@@ -40,15 +40,21 @@ const MAX_SINGLE_FETCHES: usize = 50;
 /// The largest `/state` answer read.
 const STATE_ANSWER_LIMIT: usize = 64 * 1024 * 1024;
 
-/// Fetches, checks and stores the state before each prev event of `pdu` whose state we
-/// lack, and `pdu`'s missing auth events, from `origin`. An error says why the gap stays.
+/// The state before prev events, as fetched at a gap: used for the one event that
+/// needed it, never kept as the state of the prev events themselves (one server's word
+/// about a room's past would otherwise judge every later event building on it).
+pub type GapStates = Vec<(OwnedEventId, NamedState)>;
+
+/// Fetches and checks the state before each prev event of `pdu` whose state we lack (the
+/// events stored as outliers, the states returned), and stores `pdu`'s missing auth events,
+/// from `origin`. An error says why the gap stays.
 pub async fn fetch_state_at_gap(
     state: &AppState,
     origin: &str,
     room_id: &RoomId,
     rules: &RoomVersionRules,
     pdu: &Pdu,
-) -> Result<(), Refused> {
+) -> Result<GapStates, Refused> {
     let storage = &state.storage;
     let version = storage
         .roomid_room
@@ -78,8 +84,10 @@ pub async fn fetch_state_at_gap(
         rules,
         left: MAX_SINGLE_FETCHES,
     };
+    let mut states = GapStates::new();
     for prev in &prevs {
-        fetches.state_before(&version, prev).await?;
+        let named = fetches.state_before(&version, prev).await?;
+        states.push((prev.clone(), named));
     }
     let mut missing_auth = BTreeSet::new();
     for id in &pdu.auth_events {
@@ -89,9 +97,9 @@ pub async fn fetch_state_at_gap(
     }
     if !missing_auth.is_empty() {
         let fetched = fetches.one_by_one(&missing_auth).await;
-        fetches.store_checked(fetched, &missing_auth, None).await?;
+        fetches.store_checked(fetched, &missing_auth).await?;
     }
-    Ok(())
+    Ok(states)
 }
 
 /// The fetches made for one event: from whom, for which room, and how many more events may
@@ -108,8 +116,13 @@ struct Fetches<'a> {
 type Fetched = HashMap<OwnedEventId, (CanonicalJsonObject, Pdu)>;
 
 impl Fetches<'_> {
-    /// The state before `prev`, and `prev` itself, fetched, checked and stored.
-    async fn state_before(&mut self, version: &str, prev: &OwnedEventId) -> Result<(), Refused> {
+    /// The state before `prev`, and `prev` itself, fetched, checked and stored (as
+    /// outliers); the state returned.
+    async fn state_before(
+        &mut self,
+        version: &str,
+        prev: &OwnedEventId,
+    ) -> Result<NamedState, Refused> {
         let storage = &self.state.storage;
         let path = format!(
             "/_matrix/federation/v1/state_ids/{}?event_id={}",
@@ -145,8 +158,8 @@ impl Fetches<'_> {
         };
         let needed: BTreeSet<OwnedEventId> = pdu_ids.iter().chain([prev]).cloned().collect();
         let named = self.named_state(version, &pdu_ids, &fetched)?;
-        self.store_checked(fetched, &needed, Some((prev, &named)))
-            .await
+        self.store_checked(fetched, &needed).await?;
+        Ok(named)
     }
 
     /// The state `pdu_ids` names, of events fetched or already here.
@@ -175,13 +188,12 @@ impl Fetches<'_> {
     }
 
     /// Checks `fetched` by their own auth events (fetched or here); every event of `needed`
-    /// must be here or pass. Then stores those passing as outliers, with the state before
-    /// `state_at`'s event when given. Events failing that nothing needs are dropped.
+    /// must be here or pass. Then stores those passing as outliers. Events failing that
+    /// nothing needs are dropped.
     async fn store_checked(
         &self,
         fetched: Fetched,
         needed: &BTreeSet<OwnedEventId>,
-        state_at: Option<(&OwnedEventId, &NamedState)>,
     ) -> Result<(), Refused> {
         let storage = &self.state.storage;
         let pdus: HashMap<OwnedEventId, Pdu> = fetched
@@ -207,7 +219,7 @@ impl Fetches<'_> {
             .collect();
         self.state
             .rooms
-            .store_outliers(storage, self.room_id, outliers, state_at)
+            .store_outliers(storage, self.room_id, outliers)
             .await
     }
 

@@ -78,8 +78,18 @@ pub async fn receive_pdu(
             && gaps.take()
         {
             tracing::info!(%room_id, event = %pdu.event_id, "fetching the state at a gap ({what})");
-            super::gap_state::fetch_state_at_gap(state, origin, &room_id, &rules, &pdu).await?;
-            result = store().await;
+            let gap =
+                super::gap_state::fetch_state_at_gap(state, origin, &room_id, &rules, &pdu).await?;
+            result = state
+                .rooms
+                .store_remote_at_gap(
+                    &state.storage,
+                    &room_id,
+                    (json.clone(), pdu.clone()),
+                    false,
+                    &gap,
+                )
+                .await;
         }
         result
     }

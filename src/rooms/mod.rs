@@ -343,6 +343,20 @@ impl Rooms {
         pdu: Pdu,
         relay: bool,
     ) -> Result<remote::Outcome, remote::Refused> {
+        self.store_remote_at_gap(storage, room_id, (json, pdu), relay, &[])
+            .await
+    }
+
+    /// [`Rooms::store_remote`] for an event after a gap: `gap` gives the state before some
+    /// of its prev events, as fetched for it (used for this event only).
+    pub async fn store_remote_at_gap(
+        &self,
+        storage: &Storage,
+        room_id: &RoomId,
+        (json, pdu): (CanonicalJsonObject, Pdu),
+        relay: bool,
+        gap: &[(OwnedEventId, NamedState)],
+    ) -> Result<remote::Outcome, remote::Refused> {
         let lock = self.lock_for(room_id);
         let _serialized = lock.lock().await;
         let room = room_id.to_string();
@@ -358,7 +372,7 @@ impl Rooms {
             .get(&room)?
             .ok_or_else(|| remote::Refused::Invalid(format!("no room {room} here")))?;
         let rules = rules_of(&record).map_err(|err| remote::Refused::Invalid(err.to_string()))?;
-        let plan = remote::plan(storage, &record, &rules, &pdu)?;
+        let plan = remote::plan(storage, &record, &rules, &pdu, gap)?;
         let pushes = if plan.soft_failed {
             crate::notifications::EventPush::default()
         } else {
@@ -591,24 +605,20 @@ impl Rooms {
     }
 
     /// Stores events fetched to bridge a gap, already checked, as outliers: kept for the
-    /// graph and the auth rules, outside the timeline, never shown. With `state_at`, also
-    /// the state before that event (named as `(type, state_key)` → event), unless its state
-    /// is known already: later events following it are authorized against it.
+    /// graph and the auth rules, outside the timeline, never shown. Only this room's
+    /// events: their meta names this room.
     pub async fn store_outliers(
         &self,
         storage: &Storage,
         room_id: &RoomId,
         events: Vec<(CanonicalJsonObject, Pdu)>,
-        state_at: Option<(&OwnedEventId, &NamedState)>,
     ) -> Result<(), remote::Refused> {
         let lock = self.lock_for(room_id);
         let _serialized = lock.lock().await;
         let room = room_id.to_string();
         let mut batch = Batch::new();
-        let mut staged = std::collections::HashSet::new();
         for (json, pdu) in events {
             let event_id = pdu.event_id.to_string();
-            // (Only this room's events: their meta names this room.)
             let elsewhere = pdu.room_id.as_deref().is_some_and(|id| id != room_id);
             if elsewhere || storage.eventid_pdu.contains_key(&event_id)? {
                 continue;
@@ -618,37 +628,6 @@ impl Rooms {
                 .eventid_pdu
                 .batch_insert(&mut batch, &event_id, &text)?;
             remote::stage_meta(storage, &mut batch, &room, &event_id, None)?;
-            staged.insert(event_id);
-        }
-        // The state at an event is kept only for an event of this room (stored, or staged
-        // just now): never for one of another room a hostile server named.
-        let in_this_room = |event_id: &OwnedEventId| -> Result<bool, StorageError> {
-            let id = event_id.to_string();
-            Ok(staged.contains(&id)
-                || storage
-                    .eventid_meta
-                    .get(&id)?
-                    .is_some_and(|meta| meta.room_id == room))
-        };
-        if let Some((event_id, named)) = state_at
-            && in_this_room(event_id)?
-            && storage
-                .eventid_statebefore
-                .get(&event_id.to_string())?
-                .is_none()
-        {
-            let mut state = snapshots::StateMap::new();
-            for ((kind, state_key), id) in named {
-                let key = snapshots::short_state_key(storage, kind, state_key)?;
-                state.insert(key, snapshots::short_event_id(storage, id.as_str())?);
-            }
-            let mut pending = std::collections::BTreeMap::new();
-            let snapshot = snapshots::store_full(storage, &mut batch, &state, &mut pending)?;
-            storage.eventid_statebefore.batch_insert(
-                &mut batch,
-                &event_id.to_string(),
-                &snapshot,
-            )?;
         }
         storage.apply(batch)?;
         storage.flush().await?;

@@ -68,6 +68,7 @@ pub fn plan(
     room: &RoomRecord,
     rules: &RoomVersionRules,
     pdu: &Pdu,
+    gap: &[(OwnedEventId, super::NamedState)],
 ) -> Result<Plan, Refused> {
     // 4. Its own auth events: all here, of this room, and authorizing it.
     for id in &pdu.auth_events {
@@ -105,7 +106,10 @@ pub fn plan(
     let states: Vec<StateMap> = pdu
         .prev_events
         .iter()
-        .map(|id| state_after(storage, id.as_str()))
+        .map(|id| match gap.iter().find(|(prev, _)| prev == id) {
+            Some((_, named)) => state_after_given(storage, id.as_str(), named),
+            None => state_after(storage, id.as_str()),
+        })
         .collect::<Result<_, _>>()?;
     let before = resolve(EventSource::stored(storage, rules), states)?;
     authorize_against(storage, rules, pdu, &before, &HashMap::new())
@@ -402,7 +406,26 @@ pub fn state_after(storage: &Storage, event_id: &str) -> Result<StateMap, Refuse
         .eventid_statebefore
         .get(&event_id.to_owned())?
         .ok_or_else(|| Refused::Missing(format!("the state at {event_id}")))?;
-    let mut state = snapshots::load(storage, snapshot)?;
+    let state = snapshots::load(storage, snapshot)?;
+    with_event(storage, state, event_id)
+}
+
+/// The state after `event_id` from the state before it as given (fetched at a gap).
+fn state_after_given(
+    storage: &Storage,
+    event_id: &str,
+    before: &super::NamedState,
+) -> Result<StateMap, Refused> {
+    let mut state = StateMap::new();
+    for ((kind, state_key), id) in before {
+        let key = snapshots::short_state_key(storage, kind, state_key)?;
+        state.insert(key, snapshots::short_event_id(storage, id.as_str())?);
+    }
+    with_event(storage, state, event_id)
+}
+
+/// `state` with `event_id` applied, if it is a state event.
+fn with_event(storage: &Storage, mut state: StateMap, event_id: &str) -> Result<StateMap, Refused> {
     let Some(json) = super::load_json(storage, event_id)? else {
         return Err(Refused::Missing(format!("event {event_id}")));
     };
