@@ -32,8 +32,12 @@ pub fn usage_mib() -> (f64, f64) {
     (heap, rss)
 }
 
-/// Logs [`usage_mib`] at debug level, naming the step.
+/// Logs [`usage_mib`] at debug level, naming the step (nothing is measured when debug
+/// logging is off).
 pub fn log_usage(step: &str) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
     let (heap, rss) = usage_mib();
     tracing::debug!(
         step,

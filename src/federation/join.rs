@@ -812,19 +812,13 @@ fn refuse_unless_resident(state: &AppState, room_id: &RoomId) -> Result<(), Erro
 }
 
 pub fn is_resident(state: &AppState, room_id: &RoomId) -> Result<bool, Error> {
-    for entry in state
+    // From the joined members' summary (kept in memory): no scan of the room's
+    // memberships for every make_join or send_join.
+    Ok(state
         .storage
-        .roomuser_membership
-        .scan_prefix(&crate::storage::pair_prefix(room_id.as_str()))
-    {
-        let ((_, user), membership) = entry?;
-        if membership == "join"
-            && UserId::parse(&user).is_ok_and(|user| user.server_name() == state.federation.origin)
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+        .joined_summary(room_id.as_str())?
+        .servers
+        .contains(state.federation.origin.as_str()))
 }
 
 impl From<Refused> for Error {

@@ -210,47 +210,11 @@ pub fn stage_state_diff(
     storage: &Storage,
     batch: &mut Batch,
     room: &str,
-    (old, new): (&StateMap, &StateMap),
+    states: (&StateMap, &StateMap),
     position: u64,
     pending: &HashMap<String, String>,
 ) -> Result<(), crate::error::Error> {
-    let (set, removed) = diff(old, new);
-    let mut memberships: HashMap<String, MembershipRecord> = HashMap::new();
-    let mut changes = Vec::new();
-    for (key, event) in set {
-        let ((kind, state_key), event_id) = named_entry(storage, key, event)?;
-        changes.push(((kind.clone(), state_key.clone()), event_id.clone()));
-        let membership = if kind == "m.room.member" {
-            Some(match pending.get(&event_id) {
-                Some(membership) => membership.clone(),
-                None => super::load_json(storage, &event_id)?
-                    .map_or_else(|| "leave".to_owned(), |json| member_state(&json)),
-            })
-        } else {
-            None
-        };
-        super::stage_state_entry(
-            storage,
-            batch,
-            room,
-            (&kind, &state_key),
-            (&event_id, membership),
-            position,
-            &mut memberships,
-        )?;
-    }
-    // (A resolution that drops an entry is not kept in the history: state resolution
-    // keeps every key some fork has, so this does not happen in practice.)
-    for key in removed {
-        let Some((kind, state_key)) = storage.short_statekey.get(&key)? else {
-            continue;
-        };
-        storage
-            .roomstate_eventid
-            .batch_remove(batch, &(room.to_owned(), kind, state_key));
-    }
-    super::history::stage_state_changes(storage, batch, room, &changes, position)?;
-    Ok(())
+    state_diff(storage, batch, room, states, (position, pending), false)
 }
 
 /// Writes per part in [`write_state_diff_in_parts`].
@@ -270,9 +234,23 @@ pub fn write_state_diff_in_parts(
     storage: &Storage,
     last: &mut Batch,
     room: &str,
-    (old, new): (&StateMap, &StateMap),
+    states: (&StateMap, &StateMap),
     position: u64,
     pending: &HashMap<String, String>,
+) -> Result<(), crate::error::Error> {
+    state_diff(storage, last, room, states, (position, pending), true)
+}
+
+/// [`stage_state_diff`] (everything into `last`) or, `in_parts`,
+/// [`write_state_diff_in_parts`] (only our users' entries and the changed keys into
+/// `last`, the rest written in parts as it goes).
+fn state_diff(
+    storage: &Storage,
+    last: &mut Batch,
+    room: &str,
+    (old, new): (&StateMap, &StateMap),
+    (position, pending): (u64, &HashMap<String, String>),
+    in_parts: bool,
 ) -> Result<(), crate::error::Error> {
     let (set, removed) = diff(old, new);
     let mut memberships: HashMap<String, MembershipRecord> = HashMap::new();
@@ -289,10 +267,11 @@ pub fn write_state_diff_in_parts(
         } else {
             None
         };
-        let local = membership.is_some() && storage.userid_account.get(&state_key)?.is_some();
+        let entry_in_last = !in_parts
+            || (membership.is_some() && storage.userid_account.contains_key(&state_key)?);
         super::stage_state_entry(
             storage,
-            if local { &mut *last } else { &mut part },
+            if entry_in_last { &mut *last } else { &mut part },
             room,
             (&kind, &state_key),
             (&event_id, membership),
@@ -301,26 +280,31 @@ pub fn write_state_diff_in_parts(
         )?;
         super::history::stage_history_row(
             storage,
-            &mut part,
+            if in_parts { &mut part } else { &mut *last },
             room,
             (&kind, &state_key),
             &event_id,
             position,
         )?;
         changed_keys.push((kind, state_key));
-        if part.len() >= STATE_PART_WRITES {
+        if in_parts && part.len() >= STATE_PART_WRITES {
             write_part(storage, std::mem::take(&mut part))?;
         }
     }
+    // (A resolution that drops an entry is not kept in the history: state resolution
+    // keeps every key some fork has, so this does not happen in practice.)
     for key in removed {
         let Some((kind, state_key)) = storage.short_statekey.get(&key)? else {
             continue;
         };
-        storage
-            .roomstate_eventid
-            .batch_remove(&mut part, &(room.to_owned(), kind, state_key));
+        storage.roomstate_eventid.batch_remove(
+            if in_parts { &mut part } else { &mut *last },
+            &(room.to_owned(), kind, state_key),
+        );
     }
-    write_part(storage, part)?;
+    if in_parts {
+        write_part(storage, part)?;
+    }
     super::history::stage_changed_keys(storage, last, room, changed_keys, position)?;
     Ok(())
 }

@@ -15,6 +15,10 @@ fn room_id(text: &str) -> Result<OwnedRoomId, Error> {
     OwnedRoomId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
 }
 
+fn user_id(text: &str) -> Result<OwnedUserId, Error> {
+    OwnedUserId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid user ID"))
+}
+
 /// The `ver` parameters of a query string (repeated: one per supported room version).
 fn versions(query: &str) -> Vec<String> {
     query
@@ -33,8 +37,7 @@ pub async fn make_join(
 ) -> Result<HttpResponse, Error> {
     let (room, user) = path.into_inner();
     let room_id = room_id(&room)?;
-    let user_id = OwnedUserId::try_from(user.as_str())
-        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid user ID"))?;
+    let user_id = user_id(&user)?;
     // Without `ver`, the spec says only version 1 is supported by the asking server.
     let mut versions = versions(request.query_string());
     if versions.is_empty() {
@@ -121,8 +124,7 @@ pub async fn make_leave(
 ) -> Result<HttpResponse, Error> {
     let (room, user) = path.into_inner();
     let room_id = room_id(&room)?;
-    let user_id = OwnedUserId::try_from(user.as_str())
-        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid user ID"))?;
+    let user_id = user_id(&user)?;
     let template = crate::federation::join::make_leave_template(
         &state,
         &room_id,
@@ -160,8 +162,7 @@ pub async fn make_knock(
 ) -> Result<HttpResponse, Error> {
     let (room, user) = path.into_inner();
     let room_id = room_id(&room)?;
-    let user_id = OwnedUserId::try_from(user.as_str())
-        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid user ID"))?;
+    let user_id = user_id(&user)?;
     let versions = versions(request.query_string());
     if versions.is_empty() {
         return Err(Error::new(ErrorKind::MissingParam, "Missing `ver`"));
