@@ -260,21 +260,6 @@ impl Config {
         }
     }
 
-    /// Reads and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<Config, crate::error::StartupError> {
-        let text = std::fs::read_to_string(path).map_err(|source| {
-            crate::error::StartupError::ReadFile {
-                path: path.to_owned(),
-                source,
-            }
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base).map_err(|mut err| {
-            err.file = Some(path.to_owned());
-            err.into()
-        })
-    }
-
     /// Parses and validates config text; relative paths are resolved against `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|err| syntax_error(text, &err))?;
@@ -366,8 +351,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
     )?;
     validate_well_known(&raw.well_known)?;
     validate_federation(&raw.federation)?;
-    crate::logging::parse_filter(&raw.logging.level)
-        .map_err(|err| invalid(&["logging", "level"], err))?;
+    parse_filter(&raw.logging.level).map_err(|err| invalid(&["logging", "level"], err))?;
 
     let data_dir = resolve(base, &raw.database.path);
     let signing_key = raw
@@ -523,6 +507,32 @@ fn line_at(text: &str, offset: usize) -> usize {
         .filter(|&b| b == b'\n')
         .count()
         + 1
+}
+
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Parses `info` or `warn,hearth=debug`: each directive a level, or `target=level`.
+pub fn parse_filter(text: &str) -> Result<tracing_subscriber::filter::Targets, String> {
+    for directive in text.split(',').map(str::trim) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "`{directive}` is not a log level; use one of {} or `target=level`",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    let targets = <tracing_subscriber::filter::Targets as std::str::FromStr>::from_str(text)
+        .map_err(|err| err.to_string())?;
+    // ruma's auth checks log every rule at INFO: a line per event. Quiet unless asked for.
+    let quiet_already =
+        ["off", "error", "warn"].contains(&text.trim().to_ascii_lowercase().as_str());
+    if text.contains("ruma") || quiet_already {
+        return Ok(targets);
+    }
+    Ok(targets.with_target("ruma_state_res", tracing::Level::WARN))
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::path::PathBuf;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -276,61 +275,6 @@ impl From<crate::storage::StorageError> for Error {
     }
 }
 
-/// Everything that can stop Hearth from starting or a command from completing. Printed by
-/// `main` with its causes, one per line.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    #[error("could not read {path}")]
-    ReadFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("could not write {path}")]
-    WriteFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("TLS")]
-    Tls(#[from] crate::tls::TlsError),
-    #[error("database")]
-    Storage(#[from] crate::storage::StorageError),
-    #[error("signing key {path}: {reason}")]
-    SigningKey { path: PathBuf, reason: String },
-    #[error("could not listen on {address}")]
-    Bind {
-        address: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("HTTP server failed")]
-    Server(#[source] std::io::Error),
-    #[error("federation")]
-    Federation(#[from] crate::federation::FederationError),
-    #[error("{0}")]
-    Usage(String),
-}
-
-impl StartupError {
-    /// The error and its causes, one per line, as printed to the terminal.
-    pub fn chain(&self) -> String {
-        let mut text = format!("error: {self}");
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            // Some causes repeat their wrapper's words (`transparent` errors): say them once.
-            let line = cause.to_string();
-            if !text.contains(&line) {
-                text.push_str(&format!("\n  caused by: {line}"));
-            }
-            source = cause.source();
-        }
-        text
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,16 +307,5 @@ mod tests {
         let err = Error::internal("sled: corrupted page at /var/lib/hearth/db");
         assert_eq!(err.kind.errcode(), "M_UNKNOWN");
         assert!(!err.message.contains("sled"));
-    }
-
-    #[test]
-    fn startup_error_prints_its_causes() {
-        let err = StartupError::ReadFile {
-            path: "/etc/hearth/config.toml".into(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "No such file"),
-        };
-        let chain = err.chain();
-        assert!(chain.contains("could not read /etc/hearth/config.toml"));
-        assert!(chain.contains("caused by: No such file"));
     }
 }

@@ -41,36 +41,18 @@
 //! - [`memory`]: handing freed memory back to the system after large bursts.
 //! - [`logging`], [`notify`]: tracing set-up and systemd readiness notification.
 
-pub mod account_data;
-pub mod accounts;
 pub mod api;
-pub mod canonical_json;
-pub mod cli;
 pub mod config;
-pub mod crypto;
 pub mod directory;
-pub mod ephemeral;
 pub mod error;
-pub mod events;
 pub mod federation;
-pub mod files;
-pub mod filter;
-pub mod init;
-pub mod logging;
-pub mod memory;
-pub mod notifications;
-pub mod notify;
-pub mod profile;
-pub mod ratelimit;
-pub mod receipts;
+pub mod matrix;
 pub mod rooms;
 pub mod search;
 pub mod server;
-pub mod spaces;
-pub mod state;
 pub mod storage;
 pub mod sync;
-pub mod tls;
+pub mod users;
 
 /// The name and version this build reports to clients and other servers.
 pub const SERVER_SOFTWARE: &str = "Hearth";

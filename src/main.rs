@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
-    hearth::crypto::password::return_large_allocations_to_the_system();
-    let cli = hearth::cli::Cli::parse();
-    match hearth::cli::run(cli) {
+    hearth::matrix::crypto::password::return_large_allocations_to_the_system();
+    let cli = hearth::server::cli::Cli::parse();
+    match hearth::server::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{}", err.chain());

@@ -6,8 +6,8 @@ mod common;
 
 use common::federation::{free_port, start, write_certificates};
 use common::{Server, errcode, ok, query_encode};
-use hearth::crypto::{KeyId, SigningKey, verify_json};
 use hearth::federation::auth::{RequestToSign, authorization_header};
+use hearth::matrix::crypto::{KeyId, SigningKey, verify_json};
 use serde_json::{Value, json};
 
 /// The keys a server publishes, asked over plain HTTP by the test.
@@ -21,7 +21,8 @@ fn assert_signed_by(answer: &Value, signer: &str, signer_keys: &Value) {
     let object = answer.as_object().expect("object");
     let keys = signer_keys["verify_keys"].as_object().expect("verify keys");
     let valid = keys.iter().any(|(key_id, key)| {
-        let public = hearth::crypto::decode_base64(key["key"].as_str().expect("key")).expect("b64");
+        let public =
+            hearth::matrix::crypto::decode_base64(key["key"].as_str().expect("key")).expect("b64");
         verify_json(object, signer, key_id, &public).is_ok()
     });
     assert!(valid, "no valid signature of {signer} on {answer}");

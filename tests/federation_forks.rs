@@ -6,7 +6,7 @@ mod common;
 
 use common::federation::{Signer, free_port, signing_key, start, write_certificates};
 use common::{Server, ok};
-use hearth::crypto::SigningKey;
+use hearth::matrix::crypto::SigningKey;
 use ruma::RoomVersionId;
 use serde_json::{Value, json};
 
@@ -186,12 +186,18 @@ impl Setup {
         else {
             panic!("object");
         };
-        hearth::events::signing::hash_and_sign(&mut object, &rules, &self.name_b, &self.key_b)
-            .expect("sign");
-        let event_id = match hearth::events::signing::event_id_for(&object, &rules).expect("id") {
-            Some(id) => id.to_string(),
-            None => format!("${}:{}", draft.name, self.name_b),
-        };
+        hearth::matrix::events::signing::hash_and_sign(
+            &mut object,
+            &rules,
+            &self.name_b,
+            &self.key_b,
+        )
+        .expect("sign");
+        let event_id =
+            match hearth::matrix::events::signing::event_id_for(&object, &rules).expect("id") {
+                Some(id) => id.to_string(),
+                None => format!("${}:{}", draft.name, self.name_b),
+            };
         let mut pdu = serde_json::to_value(&object).expect("json");
         pdu["event_id"] = json!(event_id);
         (pdu, event_id)

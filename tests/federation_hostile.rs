@@ -83,7 +83,7 @@ fn send_join_answer(room: &FakeRoom, lie: Lie, other: Option<&FakeRoom>) -> Valu
             else {
                 return true;
             };
-            hearth::events::signing::event_id_for(&object, &rules)
+            hearth::matrix::events::signing::event_id_for(&object, &rules)
                 .ok()
                 .flatten()
                 .is_none_or(|event_id| event_id.as_str() != id)

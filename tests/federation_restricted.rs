@@ -295,7 +295,7 @@ fn forged_join(
     answer: &Value,
     user: &str,
     authoriser: Option<&str>,
-    (origin, key): (&str, &hearth::crypto::SigningKey),
+    (origin, key): (&str, &hearth::matrix::crypto::SigningKey),
 ) -> (Value, String) {
     let version = answer["room_version"].as_str().expect("version");
     let rules = ruma::RoomVersionId::try_from(version)
@@ -321,8 +321,8 @@ fn forged_join(
     else {
         panic!("object");
     };
-    hearth::events::signing::hash_and_sign(&mut object, &rules, origin, key).expect("sign");
-    let id = hearth::events::signing::event_id_for(&object, &rules)
+    hearth::matrix::events::signing::hash_and_sign(&mut object, &rules, origin, key).expect("sign");
+    let id = hearth::matrix::events::signing::event_id_for(&object, &rules)
         .expect("id")
         .expect("hashed IDs");
     (

@@ -384,7 +384,7 @@ fn message_pdu(
     body: &str,
     (prev, depth): (&str, u64),
     auth_events: &[String],
-    (origin, key): (&str, &hearth::crypto::SigningKey),
+    (origin, key): (&str, &hearth::matrix::crypto::SigningKey),
 ) -> ruma::CanonicalJsonObject {
     let rules = ruma::RoomVersionId::V11.rules().expect("rules");
     let event = json!({
@@ -398,13 +398,13 @@ fn message_pdu(
     else {
         panic!("object");
     };
-    hearth::events::signing::hash_and_sign(&mut object, &rules, origin, key).expect("sign");
+    hearth::matrix::events::signing::hash_and_sign(&mut object, &rules, origin, key).expect("sign");
     object
 }
 
 fn event_id_of(object: &ruma::CanonicalJsonObject) -> String {
     let rules = ruma::RoomVersionId::V11.rules().expect("rules");
-    hearth::events::signing::event_id_for(object, &rules)
+    hearth::matrix::events::signing::event_id_for(object, &rules)
         .expect("id")
         .expect("v11 ids are hashes")
         .to_string()
@@ -679,7 +679,7 @@ fn wait_for_members(server: &Server, token: &str, room: &str, check: impl Fn(&Va
 fn hand_made_join(
     answer: &Value,
     user: &str,
-    (origin, key): (&str, &hearth::crypto::SigningKey),
+    (origin, key): (&str, &hearth::matrix::crypto::SigningKey),
 ) -> (Value, String) {
     let rules = ruma::RoomVersionId::try_from(answer["room_version"].as_str().expect("version"))
         .expect("version")
@@ -693,8 +693,8 @@ fn hand_made_join(
     else {
         panic!("object");
     };
-    hearth::events::signing::hash_and_sign(&mut object, &rules, origin, key).expect("sign");
-    let id = hearth::events::signing::event_id_for(&object, &rules)
+    hearth::matrix::events::signing::hash_and_sign(&mut object, &rules, origin, key).expect("sign");
+    let id = hearth::matrix::events::signing::event_id_for(&object, &rules)
         .expect("id")
         .expect("hashed IDs");
     let event = serde_json::to_value(ruma::CanonicalJsonValue::Object(object)).expect("json");
@@ -792,7 +792,7 @@ fn a_version_1_invite_through_the_deprecated_v1_endpoint_is_signed_and_shown() {
         panic!("object");
     };
     let rules = ruma::RoomVersionId::V1.rules().expect("rules");
-    hearth::events::signing::hash_and_sign(&mut object, &rules, &pair.name_b, &key_b)
+    hearth::matrix::events::signing::hash_and_sign(&mut object, &rules, &pair.name_b, &key_b)
         .expect("sign");
     let mut event = serde_json::to_value(ruma::CanonicalJsonValue::Object(object)).expect("json");
     event["unsigned"] = json!({ "invite_room_state": [

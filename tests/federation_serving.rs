@@ -24,7 +24,7 @@ struct Setup {
     a: Server,
     name_a: String,
     name_b: String,
-    key_b: hearth::crypto::SigningKey,
+    key_b: hearth::matrix::crypto::SigningKey,
     /// A's published signing keys, to check A's signatures on PDUs.
     keys_a: PublicKeyMap,
     token: String,

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::{Server, test_config};
-use hearth::crypto::{decode_base64, verify_json};
+use hearth::matrix::crypto::{decode_base64, verify_json};
 
 #[test]
 fn client_versions_lists_only_what_is_implemented() {

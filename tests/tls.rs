@@ -38,8 +38,9 @@ fn init_with_tls() -> tempfile::TempDir {
 }
 
 fn replace_certificate(dir: &Path, contents: Option<(String, String)>) {
-    let (cert, key) = contents
-        .unwrap_or_else(|| hearth::tls::self_signed(vec!["localhost".into()]).expect("generate"));
+    let (cert, key) = contents.unwrap_or_else(|| {
+        hearth::server::tls::self_signed(vec!["localhost".into()]).expect("generate")
+    });
     std::fs::write(dir.join("tls/cert.pem"), cert).expect("write cert");
     std::fs::write(dir.join("tls/key.pem"), key).expect("write key");
 }
@@ -66,7 +67,7 @@ fn init_then_serve_answers_over_https() {
 fn an_untrusted_certificate_is_refused_by_a_verifying_client() {
     let dir = init_with_tls();
     let server = Server::start_in(dir.path(), &[], &[]).expect("starts");
-    let (other, _) = hearth::tls::self_signed(vec!["localhost".into()]).expect("generate");
+    let (other, _) = hearth::server::tls::self_signed(vec!["localhost".into()]).expect("generate");
     let other = CertificateDer::from_pem_slice(other.as_bytes()).expect("pem");
     let mut client = Client::tls(server.address("https"), "localhost", &[other]);
     assert!(

@@ -8,9 +8,10 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 
-use crate::accounts::{now_ms, sessions};
+use crate::api::app::Services;
 use crate::error::{Error, ErrorKind};
-use crate::state::AppState;
+use crate::matrix::time::now_ms;
+use crate::users::accounts::sessions;
 
 /// The session behind a valid access token. Taken from `Authorization: Bearer`, or from the
 /// deprecated `access_token` query parameter that some clients still send.
@@ -71,16 +72,15 @@ impl FromRequest for EvenIfLocked {
 }
 
 fn authenticate(req: &HttpRequest) -> Result<Authenticated, Error> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
+    let app = req
+        .app_data::<web::Data<Services>>()
         .ok_or_else(|| Error::internal("no application state"))?;
     let token = access_token(req)
         .ok_or_else(|| Error::new(ErrorKind::MissingToken, "Missing access token"))?;
-    let session =
-        sessions::authenticate(&state.storage, &token)?.ok_or_else(Error::unknown_token)?;
-    let ip = client_ip(req, state.config.limits.trust_forwarded_for).map(|ip| ip.to_string());
+    let session = sessions::authenticate(&app.storage, &token)?.ok_or_else(Error::unknown_token)?;
+    let ip = client_ip(req, app.config.limits.trust_forwarded_for).map(|ip| ip.to_string());
     sessions::touch_device(
-        &state.storage,
+        &app.storage,
         &session.user_id,
         &session.device_id,
         ip,
@@ -128,21 +128,19 @@ pub fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr>
 
 /// Refuses the request with `429` if `req`'s address has used up its login and registration
 /// attempts.
-pub fn check_auth_rate_limit(req: &HttpRequest, state: &AppState) -> Result<(), Error> {
-    let Some(address) = client_ip(req, state.config.limits.trust_forwarded_for) else {
+pub fn check_auth_rate_limit(req: &HttpRequest, app: &Services) -> Result<(), Error> {
+    let Some(address) = client_ip(req, app.config.limits.trust_forwarded_for) else {
         return Ok(());
     };
-    state
-        .auth_rate_limit
-        .check(crate::ratelimit::address_key(address))
+    app.auth_rate_limit
+        .check(crate::api::ratelimit::address_key(address))
         .map_err(too_many_attempts)
 }
 
 /// Refuses a password check for `user_id` if the account has had too many lately, from
 /// anywhere: an attacker spreading guesses over many addresses still gets few.
-pub fn check_account_rate_limit(user_id: &str, state: &AppState) -> Result<(), Error> {
-    state
-        .account_rate_limit
+pub fn check_account_rate_limit(user_id: &str, app: &Services) -> Result<(), Error> {
+    app.account_rate_limit
         .check(user_id.to_owned())
         .map_err(too_many_attempts)
 }

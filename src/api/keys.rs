@@ -5,32 +5,32 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::{HttpResponse, web};
 use serde_json::{Map, Value, json};
 
-use crate::crypto::sign_json;
+use crate::api::app::Services;
 use crate::error::Error;
-use crate::state::AppState;
+use crate::matrix::crypto::sign_json;
 
 /// How long other servers may cache our key response before asking again. Short enough that
 /// a key rotation spreads within a day, as Synapse's default does.
 const KEY_VALIDITY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// # GET /_matrix/key/v2/server
-pub async fn get_server_keys(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Ok().json(server_keys(&state, SystemTime::now())?))
+pub async fn get_server_keys(app: web::Data<Services>) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(server_keys(&app, SystemTime::now())?))
 }
 
 /// The self-signed key response: `server_name`, `verify_keys`, `old_verify_keys`,
 /// `valid_until_ts`, signed with the key it publishes.
-pub fn server_keys(state: &AppState, now: SystemTime) -> Result<Value, Error> {
-    let key = &state.signing_key;
+pub fn server_keys(app: &Services, now: SystemTime) -> Result<Value, Error> {
+    let key = &app.signing_key;
     let valid_until_ts = (now + KEY_VALIDITY)
         .duration_since(UNIX_EPOCH)
         .map_err(Error::internal)?
         .as_millis() as u64;
-    let server_name = state.config.server.server_name.as_str();
+    let server_name = app.config.server.server_name.as_str();
     let mut response = json!({
         "server_name": server_name,
         "verify_keys": { key.key_id().as_str(): { "key": key.public_key_base64() } },
-        "old_verify_keys": state.old_verify_keys,
+        "old_verify_keys": app.old_verify_keys,
         "valid_until_ts": valid_until_ts,
     });
     let object: &mut Map<String, Value> = response.as_object_mut().expect("built as an object");
@@ -48,13 +48,13 @@ pub struct MinimumValidUntil {
 
 /// # GET /_matrix/key/v2/query/{serverName}
 pub async fn query_one(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     server_name: web::Path<String>,
     query: web::Query<MinimumValidUntil>,
 ) -> Result<HttpResponse, Error> {
-    let now = crate::accounts::now_ms();
+    let now = crate::matrix::time::now_ms();
     let minimum = query.minimum_valid_until_ts.unwrap_or(now);
-    let keys = notary_answer(&state, &server_name, minimum, now).await?;
+    let keys = notary_answer(&app, &server_name, minimum, now).await?;
     Ok(HttpResponse::Ok().json(json!({ "server_keys": keys })))
 }
 
@@ -66,7 +66,7 @@ pub struct BatchQuery {
 
 /// # POST /_matrix/key/v2/query
 pub async fn query_batch(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     body: crate::api::MatrixJson<BatchQuery>,
 ) -> Result<HttpResponse, Error> {
     if body.0.server_keys.len() > MAX_QUERIED_SERVERS {
@@ -75,7 +75,7 @@ pub async fn query_batch(
             format!("At most {MAX_QUERIED_SERVERS} servers per query"),
         ));
     }
-    let now = crate::accounts::now_ms();
+    let now = crate::matrix::time::now_ms();
     let mut answers = Vec::new();
     for (server_name, by_key) in &body.0.server_keys {
         let minimum = by_key
@@ -83,7 +83,7 @@ pub async fn query_batch(
             .filter_map(|criteria| criteria.minimum_valid_until_ts)
             .max()
             .unwrap_or(now);
-        answers.extend(notary_answer(&state, server_name, minimum, now).await?);
+        answers.extend(notary_answer(&app, server_name, minimum, now).await?);
     }
     Ok(HttpResponse::Ok().json(json!({ "server_keys": answers })))
 }
@@ -91,20 +91,21 @@ pub async fn query_batch(
 /// Our own keys as we publish them, or another server's keys as we hold them, signed by us.
 /// A server we cannot reach and know nothing of gives an empty list, as the spec says.
 async fn notary_answer(
-    state: &AppState,
+    app: &Services,
     server_name: &str,
     minimum_valid_until_ts: u64,
     now: u64,
 ) -> Result<Vec<Value>, Error> {
-    if server_name == state.config.server.server_name.as_str() {
-        return Ok(vec![server_keys(state, SystemTime::now())?]);
+    if server_name == app.config.server.server_name.as_str() {
+        return Ok(vec![server_keys(app, SystemTime::now())?]);
     }
     if crate::federation::server_name::ServerAddress::parse(server_name).is_err() {
         return Ok(Vec::new());
     }
-    let answer = state
+    let answer = app
         .federation
-        .notary_answer(&state.storage, server_name, minimum_valid_until_ts, now)
+        .transport
+        .notary_answer(&app.storage, server_name, minimum_valid_until_ts, now)
         .await
         .map_err(Error::internal)?;
     Ok(answer.into_iter().collect())

@@ -2,12 +2,14 @@
 //! per area of the spec. Every answer is JSON; every route that exists answers other methods
 //! with `405 M_UNRECOGNIZED`, and every route that does not with `404 M_UNRECOGNIZED`.
 
+pub mod app;
 pub mod auth;
 pub mod client;
 pub mod federation;
 pub mod json;
 pub mod keys;
 pub mod middleware;
+pub mod ratelimit;
 pub mod well_known;
 
 use actix_web::body::MessageBody;
@@ -16,13 +18,12 @@ use actix_web::http::header;
 use actix_web::{App, FromRequest, Handler, HttpResponse, Responder, ResponseError as _, web};
 
 use crate::error::{Error, ErrorKind};
-use crate::state::AppState;
 
 pub use json::{BodyLimit, MatrixJson};
 
 /// The whole application, as each worker builds it.
 pub fn app(
-    state: web::Data<AppState>,
+    app: web::Data<app::Services>,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -32,10 +33,10 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let body_limit = BodyLimit(state.config.limits.max_request_body_bytes);
-    let federation_enabled = state.config.federation.enabled;
+    let body_limit = BodyLimit(app.config.limits.max_request_body_bytes);
+    let federation_enabled = app.config.federation.enabled;
     App::new()
-        .app_data(state)
+        .app_data(app)
         .app_data(body_limit)
         .app_data(web::QueryConfig::default().error_handler(|err, _| parameter_error(&err).into()))
         .app_data(web::PathConfig::default().error_handler(|err, _| parameter_error(&err).into()))

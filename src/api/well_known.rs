@@ -9,20 +9,20 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
+use crate::api::app::Services;
 use crate::config::Config;
 use crate::error::Error;
-use crate::state::AppState;
 
 /// # GET /.well-known/matrix/client
-pub async fn client(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
-    let base_url = client_base_url(&state.config)
+pub async fn client(app: web::Data<Services>) -> Result<HttpResponse, Error> {
+    let base_url = client_base_url(&app.config)
         .ok_or_else(|| Error::not_found("No client discovery information is configured"))?;
     Ok(HttpResponse::Ok().json(json!({ "m.homeserver": { "base_url": base_url } })))
 }
 
 /// # GET /.well-known/matrix/server
-pub async fn server(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
-    let delegated = server_delegation(&state.config)
+pub async fn server(app: web::Data<Services>) -> Result<HttpResponse, Error> {
+    let delegated = server_delegation(&app.config)
         .ok_or_else(|| Error::not_found("No server delegation is configured"))?;
     Ok(HttpResponse::Ok().json(json!({ "m.server": delegated })))
 }

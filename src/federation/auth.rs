@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::FederationError;
-use crate::crypto::{KeyId, SigningKey, VerifyError, sign_json, verify_json};
+use crate::matrix::crypto::{KeyId, SigningKey, VerifyError, sign_json, verify_json};
 
 /// What a request signature covers.
 #[derive(Debug, Clone, Copy)]

@@ -8,19 +8,19 @@ use std::collections::BTreeSet;
 use ruma::{CanonicalJsonObject, RoomId};
 
 use super::inbound::checked;
-use super::join::{encode, request_json, to_object};
+use super::transport::{encode, to_object};
 use crate::error::Error;
-use crate::events::Pdu;
+use crate::federation::Federation;
+use crate::matrix::events::Pdu;
 use crate::rooms::rules_of;
-use crate::state::AppState;
 
 /// The most events asked for at once.
 const MAX_BACKFILL: usize = 100;
 
 /// Fetches up to `wanted` events older than what we hold of `room_id`, from a server in the
 /// room; returns how many were stored.
-pub async fn backfill(state: &AppState, room_id: &RoomId, wanted: usize) -> Result<usize, Error> {
-    let Some(room) = state.storage.roomid_room.get(&room_id.to_string())? else {
+pub async fn backfill(fed: &Federation, room_id: &RoomId, wanted: usize) -> Result<usize, Error> {
+    let Some(room) = fed.storage.roomid_room.get(&room_id.to_string())? else {
         return Ok(0);
     };
     let Some(history) = room.backfill.clone() else {
@@ -42,8 +42,12 @@ pub async fn backfill(state: &AppState, room_id: &RoomId, wanted: usize) -> Resu
         "/_matrix/federation/v1/backfill/{}?{ids}&limit={limit}",
         encode(room_id.as_str())
     );
-    for server in servers_in_room(state, room_id)? {
-        let answer = match request_json(state, &server, "GET", &path, None).await {
+    for server in servers_in_room(fed, room_id)? {
+        let answer = match fed
+            .transport
+            .request_json(&server, "GET", &path, None)
+            .await
+        {
             Ok(answer) => answer,
             Err(err) => {
                 tracing::info!(%room_id, %server, "backfill failed: {err}");
@@ -55,7 +59,7 @@ pub async fn backfill(state: &AppState, room_id: &RoomId, wanted: usize) -> Resu
             let Some(json) = to_object(value) else {
                 continue;
             };
-            match checked(state, json, &rules).await {
+            match checked(fed, json, &rules).await {
                 Ok((json, pdu)) if pdu.room_id.as_deref() == Some(room_id) => {
                     events.push((json, pdu))
                 }
@@ -63,9 +67,9 @@ pub async fn backfill(state: &AppState, room_id: &RoomId, wanted: usize) -> Resu
                 Err(err) => tracing::info!(%room_id, "a backfilled event was refused: {err}"),
             }
         }
-        let stored = state
+        let stored = fed
             .rooms
-            .store_backfilled(&state.storage, room_id, &rules, events)
+            .store_backfilled(&fed.storage, room_id, &rules, events)
             .await?;
         return Ok(stored);
     }
@@ -73,9 +77,9 @@ pub async fn backfill(state: &AppState, room_id: &RoomId, wanted: usize) -> Resu
 }
 
 /// The other servers with members joined to the room (a few: any of them can answer).
-fn servers_in_room(state: &AppState, room_id: &RoomId) -> Result<Vec<String>, Error> {
+fn servers_in_room(fed: &Federation, room_id: &RoomId) -> Result<Vec<String>, Error> {
     let mut servers = BTreeSet::new();
-    for entry in state
+    for entry in fed
         .storage
         .roomuser_membership
         .scan_prefix(&crate::storage::pair_prefix(room_id.as_str()))
@@ -85,7 +89,7 @@ fn servers_in_room(state: &AppState, room_id: &RoomId) -> Result<Vec<String>, Er
             continue;
         }
         if let Some((_, server)) = user.split_once(':')
-            && server != state.federation.origin.as_str()
+            && server != fed.transport.origin.as_str()
         {
             servers.insert(server.to_owned());
         }

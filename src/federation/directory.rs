@@ -8,8 +8,8 @@ use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomId, ServerName};
 use serde_json::{Value, json};
 
 use crate::error::{Error, ErrorKind};
+use crate::federation::Federation;
 use crate::rooms;
-use crate::state::AppState;
 use crate::storage::pair_prefix;
 
 /// The most rooms one page of the directory holds.
@@ -19,24 +19,24 @@ const MAX_RESIDENT_SERVERS: usize = 50;
 
 /// # `/query/directory`: the room an alias of ours points at, with servers in the room
 /// (ours first). Aliases of other servers, and unknown ones, are `404 M_NOT_FOUND`.
-pub fn resolve_alias(state: &AppState, alias: &str) -> Result<Value, Error> {
+pub fn resolve_alias(fed: &Federation, alias: &str) -> Result<Value, Error> {
     let alias = OwnedRoomAliasId::try_from(alias)
         .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room alias"))?;
-    if alias.server_name() != state.config.server.server_name {
+    if alias.server_name() != fed.config.server.server_name {
         return Err(Error::not_found("This alias is not one of this server's"));
     }
-    let record = crate::directory::resolve(state, &alias)?
+    let record = crate::directory::resolve(&fed.storage, &alias)?
         .ok_or_else(|| Error::not_found("Unknown room alias"))?;
     let room_id = OwnedRoomId::try_from(record.room_id).map_err(Error::internal)?;
-    let servers = resident_servers(state, &room_id)?;
+    let servers = resident_servers(fed, &room_id)?;
     Ok(json!({ "room_id": room_id, "servers": servers }))
 }
 
 /// Our server, then the servers of the room's joined members, in name order.
-fn resident_servers(state: &AppState, room_id: &RoomId) -> Result<Vec<String>, Error> {
-    let ours = state.config.server.server_name.to_string();
+fn resident_servers(fed: &Federation, room_id: &RoomId) -> Result<Vec<String>, Error> {
+    let ours = fed.config.server.server_name.to_string();
     let mut others = BTreeSet::new();
-    for entry in state
+    for entry in fed
         .storage
         .roomuser_membership
         .scan_prefix(&pair_prefix(room_id.as_str()))
@@ -67,8 +67,8 @@ pub struct PublicRoomsRequest {
 
 /// # `/publicRooms`: a page of the rooms published here (largest first), filtered.
 /// `since` tokens are the index of a page's first room.
-pub fn public_rooms(state: &AppState, request: &PublicRoomsRequest) -> Result<Value, Error> {
-    let mut rooms = crate::directory::public_rooms(state, request.search.as_deref())?;
+pub fn public_rooms(fed: &Federation, request: &PublicRoomsRequest) -> Result<Value, Error> {
+    let mut rooms = crate::directory::public_rooms(&fed.storage, request.search.as_deref())?;
     if let Some(types) = &request.room_types {
         rooms.retain(|room| {
             let room_type = room["room_type"].as_str().map(str::to_owned);
@@ -104,11 +104,11 @@ pub fn public_rooms(state: &AppState, request: &PublicRoomsRequest) -> Result<Va
 /// that lets outsiders in or knock (`restricted` too: the asking server checks the
 /// allowed rooms it is told), or one of its users joined or invited. The ACL comes first.
 fn server_may_preview(
-    state: &AppState,
+    fed: &Federation,
     origin: &ServerName,
     room_id: &RoomId,
 ) -> Result<bool, Error> {
-    let content = |kind: &str| rooms::state_content(&state.storage, room_id, kind, "");
+    let content = |kind: &str| rooms::state_content(&fed.storage, room_id, kind, "");
     if !super::acl::allows(content("m.room.server_acl")?.as_ref(), origin.as_str()) {
         return Ok(false);
     }
@@ -124,7 +124,7 @@ fn server_may_preview(
     ) {
         return Ok(true);
     }
-    for entry in state
+    for entry in fed
         .storage
         .roomuser_membership
         .scan_prefix(&pair_prefix(room_id.as_str()))
@@ -140,17 +140,9 @@ fn server_may_preview(
 }
 
 /// Whether a room is here and one of our users is in it.
-fn is_ours(state: &AppState, room_id: &RoomId) -> Result<bool, Error> {
-    Ok(state
-        .storage
-        .roomid_room
-        .get(&room_id.to_string())?
-        .is_some()
-        && super::serve::has_local_member(
-            &state.storage,
-            room_id,
-            &state.config.server.server_name,
-        )?)
+fn is_ours(fed: &Federation, room_id: &RoomId) -> Result<bool, Error> {
+    Ok(fed.storage.roomid_room.get(&room_id.to_string())?.is_some()
+        && super::serve::has_local_member(&fed.storage, room_id, &fed.config.server.server_name)?)
 }
 
 /// # `/hierarchy/{roomId}`: a space of ours and its direct children, unpaginated. The
@@ -158,16 +150,16 @@ fn is_ours(state: &AppState, room_id: &RoomId) -> Result<bool, Error> {
 /// an unknown room). Children it may not preview are listed by ID only
 /// (`inaccessible_children`); children we are not in are left out.
 pub fn hierarchy(
-    state: &AppState,
+    fed: &Federation,
     origin: &ServerName,
     root: &RoomId,
     suggested_only: bool,
 ) -> Result<Value, Error> {
-    if !is_ours(state, root)? || !server_may_preview(state, origin, root)? {
+    if !is_ours(fed, root)? || !server_may_preview(fed, origin, root)? {
         return Err(Error::not_found("Unknown room, or not one you may preview"));
     }
-    let space_children = crate::spaces::children(state, root)?;
-    let mut room = crate::directory::summary(state, root)?;
+    let space_children = crate::directory::spaces::children(&fed.storage, root)?;
+    let mut room = crate::directory::summary(&fed.storage, root)?;
     room["children_state"] = Value::Array(
         space_children
             .iter()
@@ -180,11 +172,11 @@ pub fn hierarchy(
         if suggested_only && !child.suggested {
             continue;
         }
-        if !is_ours(state, &child.room_id)? {
+        if !is_ours(fed, &child.room_id)? {
             continue;
         }
-        if server_may_preview(state, origin, &child.room_id)? {
-            children.push(crate::directory::summary(state, &child.room_id)?);
+        if server_may_preview(fed, origin, &child.room_id)? {
+            children.push(crate::directory::summary(&fed.storage, &child.room_id)?);
         } else {
             inaccessible.push(child.room_id.to_string());
         }

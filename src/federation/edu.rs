@@ -5,7 +5,7 @@
 //!
 //! A server may only speak for its own users, and only about rooms they are joined to here:
 //! anything else is ignored (with a debug log), as the spec asks for typing and receipts.
-//! - `m.typing`: into [`crate::ephemeral`], timing out on our clock.
+//! - `m.typing`: into [`crate::sync::ephemeral`], timing out on our clock.
 //! - `m.receipt`: stored like our users' receipts, so `/sync` shows them.
 //! - `m.presence`: only with `federation.receive_presence`, and only for users who share a
 //!   room with ours (the presence map stays as small as the rooms).
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, ErrorKind};
-use crate::state::AppState;
+use crate::federation::Federation;
 use crate::storage::Batch;
 
 /// End-to-end encryption EDUs kept, at most (the oldest go first).
@@ -43,17 +43,11 @@ const MAX_PRESENCE_UPDATES: usize = 100;
 /// timeout, and a server that goes away must not leave someone typing forever.
 const REMOTE_TYPING_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// An EDU kept for later (`seq_keptedu`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeptEdu {
-    pub origin: String,
-    pub received_ms: u64,
-    pub edu: Value,
-}
+pub use crate::storage::records::KeptEdu;
 
 /// Applies the EDUs of a transaction from `origin`. Each EDU stands alone: one that is
 /// invalid, or not `origin`'s to send, is skipped and logged, and the others still apply.
-pub async fn receive_edus(state: &AppState, origin: &ServerName, edus: Vec<Value>) {
+pub async fn receive_edus(fed: &Federation, origin: &ServerName, edus: Vec<Value>) {
     let mut receipts_left = MAX_RECEIPTS;
     let mut kept = 0;
     for edu in edus.into_iter().take(MAX_EDUS) {
@@ -64,11 +58,11 @@ pub async fn receive_edus(state: &AppState, origin: &ServerName, edus: Vec<Value
             .to_owned();
         let content = edu.get("content").cloned().unwrap_or(Value::Null);
         let result = match kind.as_str() {
-            "m.typing" => typing(state, origin, &content),
-            "m.receipt" => receipts(state, origin, &content, &mut receipts_left).await,
-            "m.presence" => presence(state, origin, &content),
+            "m.typing" => typing(fed, origin, &content),
+            "m.receipt" => receipts(fed, origin, &content, &mut receipts_left).await,
+            "m.presence" => presence(fed, origin, &content),
             "m.device_list_update" | "m.signing_key_update" | "m.direct_to_device" => {
-                keep(state, origin, &kind, edu).map(|()| kept += 1)
+                keep(fed, origin, &kind, edu).map(|()| kept += 1)
             }
             _ => Err(Error::new(ErrorKind::BadJson, "unknown EDU type")),
         };
@@ -77,29 +71,29 @@ pub async fn receive_edus(state: &AppState, origin: &ServerName, edus: Vec<Value
         }
     }
     if kept > 0
-        && let Err(err) = state.storage.flush().await
+        && let Err(err) = fed.storage.flush().await
     {
         tracing::warn!(%origin, "federation: kept EDUs not flushed: {err}");
     }
 }
 
 /// `m.typing`: `{room_id, user_id, typing}`.
-fn typing(state: &AppState, origin: &ServerName, content: &Value) -> Result<(), Error> {
+fn typing(fed: &Federation, origin: &ServerName, content: &Value) -> Result<(), Error> {
     let room_id = parse_room_id(&content["room_id"])?;
     let user_id = parse_user_id(&content["user_id"])?;
     let typing = content["typing"]
         .as_bool()
         .ok_or_else(|| Error::new(ErrorKind::BadJson, "typing must be a boolean"))?;
-    ensure_joined(state, origin, &user_id, &room_id)?;
+    ensure_joined(fed, origin, &user_id, &room_id)?;
     let timeout = typing.then_some(REMOTE_TYPING_TIMEOUT);
-    state.ephemeral.set_typing(&room_id, &user_id, timeout);
+    fed.ephemeral.set_typing(&room_id, &user_id, timeout);
     Ok(())
 }
 
 /// `m.receipt`: `{room: {"m.read": {user: {event_ids: [one], data: {ts, thread_id?}}}}}`.
 /// Only the receipts listed change, as the spec asks.
 async fn receipts(
-    state: &AppState,
+    fed: &Federation,
     origin: &ServerName,
     content: &Value,
     left: &mut usize,
@@ -109,7 +103,7 @@ async fn receipts(
         .ok_or_else(|| Error::new(ErrorKind::BadJson, "content must be an object"))?;
     for (room, by_type) in rooms {
         let Some(reads) = by_type
-            .get(crate::receipts::PUBLIC)
+            .get(crate::sync::receipts::PUBLIC)
             .and_then(Value::as_object)
         else {
             continue;
@@ -119,7 +113,7 @@ async fn receipts(
                 return Err(Error::new(ErrorKind::TooLarge, "too many receipts"));
             }
             *left -= 1;
-            if let Err(err) = read_receipt(state, origin, room, user, receipt).await {
+            if let Err(err) = read_receipt(fed, origin, room, user, receipt).await {
                 tracing::debug!(%origin, %room, %user, "federation: receipt ignored: {err}");
             }
         }
@@ -129,7 +123,7 @@ async fn receipts(
 
 /// One user's read receipt in one room.
 async fn read_receipt(
-    state: &AppState,
+    fed: &Federation,
     origin: &ServerName,
     room: &str,
     user: &str,
@@ -137,26 +131,37 @@ async fn read_receipt(
 ) -> Result<(), Error> {
     let room_id = parse_room_id(&Value::from(room))?;
     let user_id = parse_user_id(&Value::from(user))?;
-    ensure_joined(state, origin, &user_id, &room_id)?;
+    ensure_joined(fed, origin, &user_id, &room_id)?;
     let event_id = receipt["event_ids"]
         .get(0)
         .and_then(Value::as_str)
         .and_then(|id| OwnedEventId::try_from(id).ok())
         .ok_or_else(|| Error::new(ErrorKind::BadJson, "event_ids must hold an event ID"))?;
     let data = &receipt["data"];
-    let ts = data["ts"].as_u64().unwrap_or_else(crate::accounts::now_ms);
+    let ts = data["ts"]
+        .as_u64()
+        .unwrap_or_else(crate::matrix::time::now_ms);
     let thread_id = match data.get("thread_id") {
         None => None,
         Some(Value::String(thread)) if thread.len() <= 255 => Some(thread.clone()),
         Some(_) => return Err(Error::new(ErrorKind::BadJson, "invalid thread_id")),
     };
-    let kind = (crate::receipts::PUBLIC, event_id.as_str());
-    crate::receipts::set_at(state, &room_id, &user_id, kind, thread_id, ts).await
+    let kind = (crate::sync::receipts::PUBLIC, event_id.as_str());
+    crate::sync::receipts::set_at(
+        &fed.storage,
+        &fed.rooms.stream,
+        &room_id,
+        &user_id,
+        kind,
+        thread_id,
+        ts,
+    )
+    .await
 }
 
 /// `m.presence`: `{push: [{user_id, presence, status_msg?, ...}]}`, if configured.
-fn presence(state: &AppState, origin: &ServerName, content: &Value) -> Result<(), Error> {
-    if !state.config.federation.receive_presence {
+fn presence(fed: &Federation, origin: &ServerName, content: &Value) -> Result<(), Error> {
+    if !fed.config.federation.receive_presence {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "presence is off (federation.receive_presence)",
@@ -166,14 +171,14 @@ fn presence(state: &AppState, origin: &ServerName, content: &Value) -> Result<()
         .as_array()
         .ok_or_else(|| Error::new(ErrorKind::BadJson, "push must be a list"))?;
     for update in updates.iter().take(MAX_PRESENCE_UPDATES) {
-        if let Err(err) = presence_update(state, origin, update) {
+        if let Err(err) = presence_update(fed, origin, update) {
             tracing::debug!(%origin, "federation: presence ignored: {err}");
         }
     }
     Ok(())
 }
 
-fn presence_update(state: &AppState, origin: &ServerName, update: &Value) -> Result<(), Error> {
+fn presence_update(fed: &Federation, origin: &ServerName, update: &Value) -> Result<(), Error> {
     let user_id = parse_user_id(&update["user_id"])?;
     if user_id.server_name() != origin {
         return Err(Error::new(ErrorKind::Forbidden, "not a user of the sender"));
@@ -184,26 +189,25 @@ fn presence_update(state: &AppState, origin: &ServerName, update: &Value) -> Res
         .ok_or_else(|| Error::new(ErrorKind::BadJson, "invalid presence"))?;
     let status_msg = match update.get("status_msg") {
         None | Some(Value::Null) => None,
-        Some(Value::String(status)) if status.len() <= crate::ephemeral::MAX_STATUS_BYTES => {
+        Some(Value::String(status)) if status.len() <= crate::sync::ephemeral::MAX_STATUS_BYTES => {
             Some(status.clone())
         }
         Some(_) => return Err(Error::new(ErrorKind::BadJson, "invalid status_msg")),
     };
-    let shares_a_room = crate::rooms::memberships(&state.storage, &user_id)?
+    let shares_a_room = crate::rooms::memberships(&fed.storage, &user_id)?
         .iter()
         .any(|(_, record)| record.membership == "join");
     if !shares_a_room {
         return Err(Error::new(ErrorKind::Forbidden, "shares no room with us"));
     }
-    state
-        .ephemeral
+    fed.ephemeral
         .set_presence(&user_id, presence, Some(status_msg));
     Ok(())
 }
 
 /// Keeps an end-to-end encryption EDU for later, if it is `origin`'s to send, replacing
 /// the oldest once [`MAX_KEPT`] are kept.
-fn keep(state: &AppState, origin: &ServerName, kind: &str, edu: Value) -> Result<(), Error> {
+fn keep(fed: &Federation, origin: &ServerName, kind: &str, edu: Value) -> Result<(), Error> {
     let speaker = match kind {
         "m.direct_to_device" => &edu["content"]["sender"],
         _ => &edu["content"]["user_id"],
@@ -215,11 +219,11 @@ fn keep(state: &AppState, origin: &ServerName, kind: &str, edu: Value) -> Result
     if size > MAX_KEPT_BYTES {
         return Err(Error::new(ErrorKind::TooLarge, "EDU too large to keep"));
     }
-    let storage = &state.storage;
+    let storage = &fed.storage;
     let seq = storage.next_id("kept_edu")?;
     let record = KeptEdu {
         origin: origin.to_string(),
-        received_ms: crate::accounts::now_ms(),
+        received_ms: crate::matrix::time::now_ms(),
         edu,
     };
     let mut batch = Batch::new();
@@ -235,7 +239,7 @@ fn keep(state: &AppState, origin: &ServerName, kind: &str, edu: Value) -> Result
 
 /// The user must be `origin`'s and joined to the room here.
 fn ensure_joined(
-    state: &AppState,
+    fed: &Federation,
     origin: &ServerName,
     user_id: &UserId,
     room_id: &RoomId,
@@ -243,7 +247,7 @@ fn ensure_joined(
     if user_id.server_name() != origin {
         return Err(Error::new(ErrorKind::Forbidden, "not a user of the sender"));
     }
-    let joined = crate::rooms::membership(&state.storage, user_id, room_id)?
+    let joined = crate::rooms::membership(&fed.storage, user_id, room_id)?
         .is_some_and(|record| record.membership == "join");
     if !joined {
         return Err(Error::new(ErrorKind::Forbidden, "not joined to the room"));

@@ -9,8 +9,11 @@ use crate::federation::test_state::test_state;
 const ROOM: &str = "!room:here.test";
 
 /// A state where `@bob:there.test` is joined to [`ROOM`] and `@eve:there.test` only invited.
-fn state_with_members(dir: &std::path::Path, extra: &str) -> actix_web::web::Data<AppState> {
-    let state = test_state(dir, extra);
+fn state_with_members(
+    dir: &std::path::Path,
+    extra: &str,
+) -> std::sync::Arc<crate::federation::Federation> {
+    let fed = test_state(dir, extra);
     for (user, membership) in [("@bob:there.test", "join"), ("@eve:there.test", "invite")] {
         let record = crate::rooms::MembershipRecord {
             membership: membership.to_owned(),
@@ -19,13 +22,12 @@ fn state_with_members(dir: &std::path::Path, extra: &str) -> actix_web::web::Dat
             joined_stream: None,
             invited_stream: None,
         };
-        state
-            .storage
+        fed.storage
             .userroom_membership
             .insert(&(user.to_owned(), ROOM.to_owned()), &record)
             .expect("membership");
     }
-    state
+    fed
 }
 
 fn there() -> &'static ServerName {
@@ -51,7 +53,7 @@ fn presence(user: &str) -> Value {
 #[actix_web::test]
 async fn typing_counts_only_for_the_senders_joined_users() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = state_with_members(dir.path(), "");
+    let fed = state_with_members(dir.path(), "");
     let room = <&RoomId>::try_from(ROOM).expect("room");
     let edus = vec![
         typing("@bob:there.test"),
@@ -62,8 +64,8 @@ async fn typing_counts_only_for_the_senders_joined_users() {
         json!("not even an object"),
         json!({ "edu_type": "m.unknown" }),
     ];
-    receive_edus(&state, there(), edus).await;
-    let typing = state.ephemeral.typing_changed_since(room, 0);
+    receive_edus(&fed, there(), edus).await;
+    let typing = fed.ephemeral.typing_changed_since(room, 0);
     let bob = OwnedUserId::try_from("@bob:there.test").expect("user");
     assert_eq!(typing, Some(vec![bob]));
 }
@@ -71,7 +73,7 @@ async fn typing_counts_only_for_the_senders_joined_users() {
 #[actix_web::test]
 async fn receipts_are_stored_with_their_time_for_joined_users_only() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = state_with_members(dir.path(), "");
+    let fed = state_with_members(dir.path(), "");
     let room = <&RoomId>::try_from(ROOM).expect("room");
     let edus = vec![
         receipt("@bob:there.test", "$read:there.test"),
@@ -79,10 +81,10 @@ async fn receipts_are_stored_with_their_time_for_joined_users_only() {
         receipt("@eve:there.test", "$read:there.test"),
         receipt("@bob:there.test", "not an event id"),
     ];
-    receive_edus(&state, there(), edus).await;
+    receive_edus(&fed, there(), edus).await;
     let viewer = <&UserId>::try_from("@alice:here.test").expect("user");
-    let upto = state.rooms.visible_position();
-    let receipts = crate::receipts::changes(&state, room, viewer, None, upto)
+    let upto = fed.rooms.visible_position();
+    let receipts = crate::sync::receipts::changes(&fed.storage, room, viewer, None, upto)
         .expect("changes")
         .expect("a receipt");
     assert_eq!(
@@ -96,30 +98,30 @@ async fn receipts_are_stored_with_their_time_for_joined_users_only() {
 #[actix_web::test]
 async fn presence_is_taken_only_when_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = state_with_members(dir.path(), "");
+    let fed = state_with_members(dir.path(), "");
     let bob = <&UserId>::try_from("@bob:there.test").expect("user");
-    receive_edus(&state, there(), vec![presence("@bob:there.test")]).await;
-    assert!(state.ephemeral.presence_of(bob).is_none(), "off by default");
-    drop(state);
+    receive_edus(&fed, there(), vec![presence("@bob:there.test")]).await;
+    assert!(fed.ephemeral.presence_of(bob).is_none(), "off by default");
+    drop(fed);
 
-    let state = state_with_members(dir.path(), "[federation]\nreceive_presence = true\n");
+    let fed = state_with_members(dir.path(), "[federation]\nreceive_presence = true\n");
     let edus = vec![
         presence("@bob:there.test"),
         // Shares no room with us; another server's user.
         presence("@stranger:there.test"),
         presence("@mallory:elsewhere.test"),
     ];
-    receive_edus(&state, there(), edus).await;
-    let seen = state.ephemeral.presence_of(bob).expect("presence");
+    receive_edus(&fed, there(), edus).await;
+    let seen = fed.ephemeral.presence_of(bob).expect("presence");
     assert_eq!(seen.presence, "online");
     assert_eq!(seen.status_msg.as_deref(), Some("hi"));
-    assert_eq!(state.ephemeral.presence_changes(0).len(), 1);
+    assert_eq!(fed.ephemeral.presence_changes(0).len(), 1);
 }
 
 #[actix_web::test]
 async fn encryption_edus_are_kept_boundedly_for_later() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = state_with_members(dir.path(), "");
+    let fed = state_with_members(dir.path(), "");
     let to_device = |n: u64| {
         json!({ "edu_type": "m.direct_to_device", "content": {
             "sender": "@bob:there.test", "type": "m.room_key_request", "message_id": n,
@@ -129,8 +131,8 @@ async fn encryption_edus_are_kept_boundedly_for_later() {
     let forged = json!({ "edu_type": "m.device_list_update", "content": {
         "user_id": "@mallory:elsewhere.test", "device_id": "X", "stream_id": 1
     } });
-    receive_edus(&state, there(), vec![to_device(0), forged]).await;
-    let kept: Vec<KeptEdu> = state
+    receive_edus(&fed, there(), vec![to_device(0), forged]).await;
+    let kept: Vec<KeptEdu> = fed
         .storage
         .seq_keptedu
         .iter()
@@ -143,11 +145,11 @@ async fn encryption_edus_are_kept_boundedly_for_later() {
     // Beyond the bound, the oldest go.
     for chunk in 0..(MAX_KEPT / 100) {
         let edus = (0..100).map(|n| to_device(1 + chunk * 100 + n)).collect();
-        receive_edus(&state, there(), edus).await;
+        receive_edus(&fed, there(), edus).await;
     }
-    let count = state.storage.seq_keptedu.iter().count() as u64;
+    let count = fed.storage.seq_keptedu.iter().count() as u64;
     assert_eq!(count, MAX_KEPT);
-    let oldest = state
+    let oldest = fed
         .storage
         .seq_keptedu
         .iter()

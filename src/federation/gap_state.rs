@@ -21,12 +21,12 @@ use ruma::{CanonicalJsonObject, EventId, OwnedEventId, RoomId};
 use serde_json::Value;
 
 use super::inbound::checked;
-use super::join::{encode, request_json, request_raw, to_object};
 use super::room_state::{self, NamedState};
-use crate::events::Pdu;
+use super::transport::{encode, to_object};
+use crate::federation::Federation;
+use crate::matrix::events::Pdu;
 use crate::rooms::load_pdu;
 use crate::rooms::remote::Refused;
-use crate::state::AppState;
 
 /// Prev events of one event whose state is fetched, at most (an event may name 20).
 const MAX_PREVS: usize = 2;
@@ -49,13 +49,13 @@ pub type GapStates = Vec<(OwnedEventId, NamedState)>;
 /// events stored as outliers, the states returned), and stores `pdu`'s missing auth events,
 /// from `origin`. An error says why the gap stays.
 pub async fn fetch_state_at_gap(
-    state: &AppState,
+    fed: &Federation,
     origin: &str,
     room_id: &RoomId,
     rules: &RoomVersionRules,
     pdu: &Pdu,
 ) -> Result<GapStates, Refused> {
-    let storage = &state.storage;
+    let storage = &fed.storage;
     let version = storage
         .roomid_room
         .get(&room_id.to_string())?
@@ -78,7 +78,7 @@ pub async fn fetch_state_at_gap(
         )));
     }
     let mut fetches = Fetches {
-        state,
+        fed,
         origin,
         room_id,
         rules,
@@ -105,7 +105,7 @@ pub async fn fetch_state_at_gap(
 /// The fetches made for one event: from whom, for which room, and how many more events may
 /// be fetched one by one.
 struct Fetches<'a> {
-    state: &'a AppState,
+    fed: &'a Federation,
     origin: &'a str,
     room_id: &'a RoomId,
     rules: &'a RoomVersionRules,
@@ -123,13 +123,16 @@ impl Fetches<'_> {
         version: &str,
         prev: &OwnedEventId,
     ) -> Result<NamedState, Refused> {
-        let storage = &self.state.storage;
+        let storage = &self.fed.storage;
         let path = format!(
             "/_matrix/federation/v1/state_ids/{}?event_id={}",
             encode(self.room_id.as_str()),
             encode(prev.as_str())
         );
-        let answer = request_json(self.state, self.origin, "GET", &path, None)
+        let answer = self
+            .fed
+            .transport
+            .request_json(self.origin, "GET", &path, None)
             .await
             .map_err(|err| Refused::Missing(format!("the state at {prev}: {err}")))?;
         let pdu_ids = event_ids(&answer["pdu_ids"])?;
@@ -173,7 +176,7 @@ impl Fetches<'_> {
         for id in pdu_ids {
             let pdu = match fetched.get(id) {
                 Some((_, pdu)) => pdu.clone(),
-                None => load_pdu(&self.state.storage, id.as_str(), self.rules)?
+                None => load_pdu(&self.fed.storage, id.as_str(), self.rules)?
                     .ok_or_else(|| Refused::Missing(format!("state event {id}")))?,
             };
             if !room_state::is_of_room(&pdu, self.room_id, self.rules) {
@@ -195,7 +198,7 @@ impl Fetches<'_> {
         fetched: Fetched,
         needed: &BTreeSet<OwnedEventId>,
     ) -> Result<(), Refused> {
-        let storage = &self.state.storage;
+        let storage = &self.fed.storage;
         let pdus: HashMap<OwnedEventId, Pdu> = fetched
             .iter()
             .map(|(id, (_, pdu))| (id.clone(), pdu.clone()))
@@ -217,7 +220,7 @@ impl Fetches<'_> {
             .filter(|(id, _)| !failing.contains_key(id))
             .map(|(_, event)| event)
             .collect();
-        self.state
+        self.fed
             .rooms
             .store_outliers(storage, self.room_id, outliers)
             .await
@@ -233,7 +236,12 @@ impl Fetches<'_> {
             }
             self.left -= 1;
             let path = format!("/_matrix/federation/v1/event/{}", encode(id.as_str()));
-            let answer = match request_json(self.state, self.origin, "GET", &path, None).await {
+            let answer = match self
+                .fed
+                .transport
+                .request_json(self.origin, "GET", &path, None)
+                .await
+            {
                 Ok(answer) => answer,
                 Err(err) => {
                     tracing::info!(room_id = %self.room_id, event = %id, "fetching an event for a gap failed: {err}");
@@ -270,16 +278,12 @@ impl Fetches<'_> {
             encode(self.room_id.as_str()),
             encode(prev.as_str())
         );
-        let body = request_raw(
-            self.state,
-            self.origin,
-            "GET",
-            &path,
-            None,
-            STATE_ANSWER_LIMIT,
-        )
-        .await
-        .map_err(|err| Refused::Missing(format!("the state at {prev}: {err}")))?;
+        let body = self
+            .fed
+            .transport
+            .request_raw(self.origin, "GET", &path, None, STATE_ANSWER_LIMIT)
+            .await
+            .map_err(|err| Refused::Missing(format!("the state at {prev}: {err}")))?;
         let answer: StateAnswer<'_> = serde_json::from_slice(&body)
             .map_err(|err| Refused::Invalid(format!("the state at {prev}: {err}")))?;
         if answer.pdus.len() + answer.auth_chain.len() > MAX_IDS {
@@ -306,7 +310,7 @@ impl Fetches<'_> {
 
     /// Checks 1 to 3 on one fetched event, and that it is of this room.
     async fn check(&self, json: CanonicalJsonObject) -> Option<(CanonicalJsonObject, Pdu)> {
-        match checked(self.state, json, self.rules).await {
+        match checked(self.fed, json, self.rules).await {
             Ok((json, pdu)) if room_state::is_of_room(&pdu, self.room_id, self.rules) => {
                 Some((json, pdu))
             }

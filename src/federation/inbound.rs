@@ -10,11 +10,10 @@ use ruma::serde::Base64;
 use ruma::signatures::{PublicKeyMap, Verified};
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId};
 
-use super::Federation;
-use crate::events::Pdu;
+use super::{Federation, Transport};
+use crate::matrix::events::Pdu;
 use crate::rooms::remote::{Outcome, Refused};
 use crate::rooms::rules_of;
-use crate::state::AppState;
 use crate::storage::Storage;
 
 /// How many times the PDUs of one transaction may make us fetch the state at a gap: each
@@ -42,35 +41,34 @@ impl GapBudget {
 /// Takes one PDU of a room we are in: checks its format and signatures (redacting it if its
 /// content hash does not match), then hands it to the room service.
 pub async fn receive_pdu(
-    state: &AppState,
+    fed: &Federation,
     origin: &str,
     gaps: &GapBudget,
     json: CanonicalJsonObject,
 ) -> (Option<OwnedEventId>, Result<Outcome, Refused>) {
-    let (rules, room_id) = match room_of(&state.storage, &json) {
+    let (rules, room_id) = match room_of(&fed.storage, &json) {
         Ok(found) => found,
         Err(err) => return (None, Err(err)),
     };
     let event_id = Pdu::from_json(&json, &rules).ok().map(|pdu| pdu.event_id);
     let result = async {
-        let (json, pdu) = checked(state, json, &rules).await?;
+        let (json, pdu) = checked(fed, json, &rules).await?;
         // The room's server ACL: neither the sending server nor the sender's may be denied.
         for server in [origin, pdu.sender.server_name().as_str()] {
-            if !super::acl::room_allows(&state.storage, &room_id, server)? {
+            if !super::acl::room_allows(&fed.storage, &room_id, server)? {
                 return Err(Refused::Unauthorized(format!(
                     "{server} is denied by the room's server ACL"
                 )));
             }
         }
         let store = || {
-            state
-                .rooms
-                .store_remote(&state.storage, &room_id, json.clone(), pdu.clone(), false)
+            fed.rooms
+                .store_remote(&fed.storage, &room_id, json.clone(), pdu.clone(), false)
         };
         let mut result = store().await;
         // A gap before it: ask the sender for the events we miss, then try again.
-        if matches!(result, Err(Refused::Missing(_))) && has_unknown_prev(state, &pdu)? {
-            fill_gap(state, origin, &room_id, &rules, &pdu).await;
+        if matches!(result, Err(Refused::Missing(_))) && has_unknown_prev(fed, &pdu)? {
+            fill_gap(fed, origin, &room_id, &rules, &pdu).await;
             result = store().await;
         }
         // Still missing: ask for the state before it instead, and try once more.
@@ -79,11 +77,11 @@ pub async fn receive_pdu(
         {
             tracing::info!(%room_id, event = %pdu.event_id, "fetching the state at a gap ({what})");
             let gap =
-                super::gap_state::fetch_state_at_gap(state, origin, &room_id, &rules, &pdu).await?;
-            result = state
+                super::gap_state::fetch_state_at_gap(fed, origin, &room_id, &rules, &pdu).await?;
+            result = fed
                 .rooms
                 .store_remote_at_gap(
-                    &state.storage,
+                    &fed.storage,
                     &room_id,
                     (json.clone(), pdu.clone()),
                     false,
@@ -98,9 +96,9 @@ pub async fn receive_pdu(
 }
 
 /// Whether one of `pdu`'s prev events is not here at all.
-fn has_unknown_prev(state: &AppState, pdu: &Pdu) -> Result<bool, Refused> {
+fn has_unknown_prev(fed: &Federation, pdu: &Pdu) -> Result<bool, Refused> {
     for prev in &pdu.prev_events {
-        if !state.storage.eventid_pdu.contains_key(&prev.to_string())? {
+        if !fed.storage.eventid_pdu.contains_key(&prev.to_string())? {
             return Ok(true);
         }
     }
@@ -115,13 +113,13 @@ const MISSING_EVENTS_LIMIT: usize = 20;
 /// still missing are not chased further: the state at the gap is fetched instead
 /// ([`super::gap_state`]).
 async fn fill_gap(
-    state: &AppState,
+    fed: &Federation,
     origin: &str,
     room_id: &ruma::RoomId,
     rules: &RoomVersionRules,
     pdu: &Pdu,
 ) {
-    let Ok(Some(room)) = state.storage.roomid_room.get(&room_id.to_string()) else {
+    let Ok(Some(room)) = fed.storage.roomid_room.get(&room_id.to_string()) else {
         return;
     };
     let earliest: Vec<String> = room
@@ -143,9 +141,13 @@ async fn fill_gap(
     });
     let path = format!(
         "/_matrix/federation/v1/get_missing_events/{}",
-        super::join::encode(room_id.as_str())
+        super::transport::encode(room_id.as_str())
     );
-    let answer = match super::join::request_json(state, origin, "POST", &path, Some(&body)).await {
+    let answer = match fed
+        .transport
+        .request_json(origin, "POST", &path, Some(&body))
+        .await
+    {
         Ok(answer) => answer,
         Err(err) => {
             tracing::info!(%room_id, %origin, "get_missing_events failed: {err}");
@@ -157,7 +159,7 @@ async fn fill_gap(
         .into_iter()
         .flatten()
         .take(MISSING_EVENTS_LIMIT)
-        .filter_map(super::join::to_object)
+        .filter_map(super::transport::to_object)
         .map(|json| {
             let depth = json
                 .get("depth")
@@ -170,10 +172,9 @@ async fn fill_gap(
     events.sort_by_key(|(depth, _)| *depth);
     for (_, json) in events {
         let result = async {
-            let (json, missing) = checked(state, json, rules).await?;
-            state
-                .rooms
-                .store_remote(&state.storage, room_id, json, missing, false)
+            let (json, missing) = checked(fed, json, rules).await?;
+            fed.rooms
+                .store_remote(&fed.storage, room_id, json, missing, false)
                 .await
         }
         .await;
@@ -204,13 +205,13 @@ pub fn room_of(
 /// Checks 1 to 3: the PDU format of the room version, the signatures of the servers that
 /// must sign, and the content hash (a mismatch redacts the event rather than refusing it).
 pub async fn checked(
-    state: &AppState,
+    fed: &Federation,
     json: CanonicalJsonObject,
     rules: &RoomVersionRules,
 ) -> Result<(CanonicalJsonObject, Pdu), Refused> {
     ruma::state_res::check_pdu_format(&json, &rules.event_format).map_err(Refused::Invalid)?;
     let pdu = Pdu::from_json(&json, rules).map_err(|err| Refused::Invalid(err.to_string()))?;
-    let keys = public_keys_for(&state.federation, &state.storage, &json).await?;
+    let keys = public_keys_for(&fed.transport, &fed.storage, &json).await?;
     let verified = ruma::signatures::verify_event(&keys, &json, rules)
         .map_err(|err| Refused::Signature(err.to_string()))?;
     let json = match verified {
@@ -228,7 +229,7 @@ pub async fn checked(
 /// stored ones, else fetched (directly or through a notary). A server we cannot get keys
 /// for is left out, and the signature check then fails if its signature was required.
 async fn public_keys_for(
-    federation: &Federation,
+    federation: &Transport,
     storage: &Storage,
     json: &CanonicalJsonObject,
 ) -> Result<PublicKeyMap, Refused> {
@@ -262,7 +263,7 @@ async fn public_keys_for(
 /// `server`'s keys that were valid at `ts` (old keys included), fetching them when one of
 /// `wanted` is unknown.
 async fn keys_of(
-    federation: &Federation,
+    federation: &Transport,
     storage: &Storage,
     server: &str,
     wanted: &[&String],
@@ -281,7 +282,7 @@ async fn keys_of(
             .is_some_and(|keys| wanted.iter().all(|id| keys.keys.contains_key(id.as_str())))
     };
     if !knows_all(&stored) {
-        let now = crate::accounts::now_ms();
+        let now = crate::matrix::time::now_ms();
         match federation.refresh_keys(storage, server, now).await {
             Ok(fresh) => stored = Some(fresh),
             Err(err) => {
@@ -305,7 +306,8 @@ async fn keys_of(
         .iter()
         .filter(|(_, key)| key.expired_ts.is_none_or(|expired| expired > ts))
         .filter_map(|(id, key)| {
-            crate::crypto::decode_base64(&key.key).map(|bytes| (id.clone(), Base64::new(bytes)))
+            crate::matrix::crypto::decode_base64(&key.key)
+                .map(|bytes| (id.clone(), Base64::new(bytes)))
         })
         .collect())
 }

@@ -9,37 +9,27 @@ use serde_json::{Value, json};
 
 use super::inbound::checked;
 use crate::error::{Error, ErrorKind};
-use crate::events::Pdu;
-use crate::events::builder::NewEvent;
-use crate::events::signing::hash_and_sign;
+use crate::federation::Federation;
+use crate::matrix::events::Pdu;
+use crate::matrix::events::builder::NewEvent;
+use crate::matrix::events::signing::hash_and_sign;
+use crate::rooms::format::INVITE_STATE_TYPES;
 use crate::rooms::remote::Outcome;
 use crate::rooms::{MembershipRecord, build_in_room, load_json, rules_of};
-use crate::state::AppState;
-
-/// The state events an invited user is shown about a room (spec: "stripped state").
-pub const INVITE_STATE_TYPES: [&str; 7] = [
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.topic",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-];
 
 /// The stripped state of a room we hold, for an invite sent by `inviter`: the spec's
 /// types, then the inviter's membership. With `full_create`, the create event is given
 /// whole (room version 12 invites need it so the invited server can check the room ID).
 pub fn stripped_state(
-    state: &AppState,
+    fed: &Federation,
     room_id: &RoomId,
     inviter: &str,
     full_create: bool,
 ) -> Result<Vec<Value>, Error> {
     let mut events = Vec::new();
     for kind in INVITE_STATE_TYPES {
-        if let Some(event_id) = crate::rooms::state_event(&state.storage, room_id, kind, "")?
-            && let Some(json) = load_json(&state.storage, &event_id)?
+        if let Some(event_id) = crate::rooms::state_event(&fed.storage, room_id, kind, "")?
+            && let Some(json) = load_json(&fed.storage, &event_id)?
         {
             if full_create && kind == "m.room.create" {
                 events.push(
@@ -51,8 +41,8 @@ pub fn stripped_state(
         }
     }
     if let Some(event_id) =
-        crate::rooms::state_event(&state.storage, room_id, "m.room.member", inviter)?
-        && let Some(member) = load_json(&state.storage, &event_id)?
+        crate::rooms::state_event(&fed.storage, room_id, "m.room.member", inviter)?
+        && let Some(member) = load_json(&fed.storage, &event_id)?
     {
         events.push(crate::rooms::format::stripped_event(&member));
     }
@@ -62,13 +52,13 @@ pub fn stripped_state(
 /// Invites `target`, a user of another server, to our room: builds and signs the invite,
 /// has the target's server co-sign it, and stores it in the room.
 pub async fn invite_remote(
-    state: &AppState,
+    fed: &Federation,
     room_id: &RoomId,
     sender: &UserId,
     target: &UserId,
     content: Value,
 ) -> Result<(), Error> {
-    let room = state
+    let room = fed
         .storage
         .roomid_room
         .get(&room_id.to_string())?
@@ -76,15 +66,15 @@ pub async fn invite_remote(
     let rules = rules_of(&room)?;
     let new = NewEvent::state("m.room.member", target.as_str(), content);
     let (pdu, json) = build_in_room(
-        &state.storage,
-        &state.signing_key,
+        &fed.storage,
+        &fed.signing_key,
         &rules,
         Some(room_id),
         &room.extremities,
         sender,
         new,
     )?;
-    let invite_room_state = stripped_state(state, room_id, sender.as_str(), true)?;
+    let invite_room_state = stripped_state(fed, room_id, sender.as_str(), true)?;
     let body = json!({
         "event": serde_json::to_value(CanonicalJsonValue::Object(json)).map_err(Error::internal)?,
         "room_version": room.version,
@@ -93,20 +83,23 @@ pub async fn invite_remote(
     let server = target.server_name().as_str();
     let path = format!(
         "/_matrix/federation/v2/invite/{}/{}",
-        super::join::encode(room_id.as_str()),
-        super::join::encode(pdu.event_id.as_str())
+        super::transport::encode(room_id.as_str()),
+        super::transport::encode(pdu.event_id.as_str())
     );
-    let answer = super::join::request_json(state, server, "PUT", &path, Some(&body)).await?;
+    let answer = fed
+        .transport
+        .request_json(server, "PUT", &path, Some(&body))
+        .await?;
     let signed = answer
         .get("event")
-        .and_then(super::join::to_object)
+        .and_then(super::transport::to_object)
         .ok_or_else(|| {
             Error::new(
                 ErrorKind::BadJson,
                 format!("{server} sent no signed invite"),
             )
         })?;
-    let (signed, signed_pdu) = checked(state, signed, &rules).await.map_err(|err| {
+    let (signed, signed_pdu) = checked(fed, signed, &rules).await.map_err(|err| {
         Error::new(
             ErrorKind::Forbidden,
             format!("The invite came back wrong: {err}"),
@@ -118,9 +111,9 @@ pub async fn invite_remote(
             format!("{server} changed the invite"),
         ));
     }
-    let outcome = state
+    let outcome = fed
         .rooms
-        .store_remote(&state.storage, room_id, signed, signed_pdu, false)
+        .store_remote(&fed.storage, room_id, signed, signed_pdu, false)
         .await?;
     if outcome == Outcome::SoftFailed {
         return Err(Error::new(
@@ -136,7 +129,7 @@ pub async fn invite_remote(
 /// Checks an invite of one of our users by a user of `origin` to a room we may not hold,
 /// co-signs it, and keeps it (with the room's stripped state) until the user acts on it.
 pub async fn accept_invite(
-    state: &AppState,
+    fed: &Federation,
     origin: &str,
     room_id: &RoomId,
     event_id: &str,
@@ -152,10 +145,10 @@ pub async fn accept_invite(
                 format!("Room version {version} is not supported here"),
             )
         })?;
-    let json = super::join::to_object(&body["event"])
+    let json = super::transport::to_object(&body["event"])
         .ok_or_else(|| Error::new(ErrorKind::BadJson, "`event` is not an event"))?;
     // The spec: servers SHOULD answer M_INVALID_PARAM to an invite failing these checks.
-    let (mut json, pdu) = checked(state, json, &rules)
+    let (mut json, pdu) = checked(fed, json, &rules)
         .await
         .map_err(|err| Error::new(ErrorKind::InvalidParam, err.to_string()))?;
     let target = pdu
@@ -173,14 +166,14 @@ pub async fn accept_invite(
         && pdu.sender.server_name().as_str() == origin
         && pdu.room_id.as_deref() == Some(room_id)
         && pdu.event_id.as_str() == event_id
-        && target.server_name() == state.federation.origin.as_str();
+        && target.server_name() == fed.transport.origin.as_str();
     if !is_invite {
         return Err(Error::new(
             ErrorKind::InvalidParam,
             "Not an invite by a user of the sending server, of a user here, in this room",
         ));
     }
-    let exists = crate::accounts::get(&state.storage, &target)
+    let exists = crate::users::accounts::get(&fed.storage, &target)
         .map_err(|err| Error::internal(err.to_string()))?
         .is_some_and(|account| !account.deactivated);
     if !exists {
@@ -189,8 +182,8 @@ pub async fn accept_invite(
     hash_and_sign(
         &mut json,
         &rules,
-        state.federation.origin.as_str(),
-        &state.signing_key,
+        fed.transport.origin.as_str(),
+        &fed.signing_key,
     )
     .map_err(|err| Error::internal(err.to_string()))?;
     let stripped: Vec<Value> = body["invite_room_state"]
@@ -201,7 +194,7 @@ pub async fn accept_invite(
         .take(64)
         .map(|event| strip(&event))
         .collect();
-    store_invite(state, room_id, &target, &json, &pdu, stripped).await?;
+    store_invite(fed, room_id, &target, &json, &pdu, stripped).await?;
     Ok(
         json!({ "event": serde_json::to_value(CanonicalJsonValue::Object(json)).map_err(Error::internal)? }),
     )
@@ -221,27 +214,27 @@ pub fn strip(event: &Value) -> Value {
 /// Keeps an invite to a room we do not hold (or hold without our user): the event, the
 /// user's membership, the stripped state, at a new stream position so `/sync` shows it.
 async fn store_invite(
-    state: &AppState,
+    fed: &Federation,
     room_id: &RoomId,
     target: &UserId,
     json: &CanonicalJsonObject,
     pdu: &Pdu,
     stripped: Vec<Value>,
 ) -> Result<(), Error> {
-    store_outside_membership(state, room_id, target, (json, pdu), "invite", stripped).await
+    store_outside_membership(fed, room_id, target, (json, pdu), "invite", stripped).await
 }
 
 /// Keeps a membership of our user (`invite`, `knock`) in a room we do not hold: the event,
 /// the membership record and the room's stripped state, at a new stream position.
 pub async fn store_outside_membership(
-    state: &AppState,
+    fed: &Federation,
     room_id: &RoomId,
     target: &UserId,
     (json, pdu): (&CanonicalJsonObject, &Pdu),
     membership: &str,
     stripped: Vec<Value>,
 ) -> Result<(), Error> {
-    if super::join::is_resident(state, room_id)? {
+    if crate::rooms::is_resident(&fed.storage, &fed.transport.origin, room_id)? {
         // A room we are in gets the invite through the room itself (as the inviting server
         // sends it to every server in the room); nothing to keep apart. A room we hold but
         // have left (none of our users is joined) does not: its events no longer reach us.
@@ -251,10 +244,9 @@ pub async fn store_outside_membership(
     let user = target.to_string();
     let event_id = pdu.event_id.to_string();
     let text = CanonicalJsonValue::Object(json.clone()).to_string();
-    state
-        .rooms
-        .commit_at_next_position(&state.storage, |batch, position| {
-            let storage = &state.storage;
+    fed.rooms
+        .commit_at_next_position(&fed.storage, |batch, position| {
+            let storage = &fed.storage;
             storage.eventid_pdu.batch_insert(batch, &event_id, &text)?;
             crate::rooms::remote::stage_meta(storage, batch, &room, &event_id, Some(position))?;
             storage.stream_room.batch_insert(batch, &position, &room)?;

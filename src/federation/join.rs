@@ -10,12 +10,13 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::inbound::checked;
+use super::transport::{encode, to_object};
 use crate::error::{Error, ErrorKind};
-use crate::events::Pdu;
-use crate::events::signing::hash_and_sign;
+use crate::federation::Federation;
+use crate::matrix::events::Pdu;
+use crate::matrix::events::signing::hash_and_sign;
 use crate::rooms::remote::{self, Refused};
 use crate::rooms::{load_json, rules_of};
-use crate::state::AppState;
 
 /// The room versions we can join, for `make_join`'s `ver` parameters.
 const SUPPORTED_VERSIONS: [&str; 12] = [
@@ -28,18 +29,21 @@ pub(super) const SEND_JOIN_LIMIT: usize = 256 * 1024 * 1024;
 /// Joins `user_id` to a room held elsewhere, asking `servers` in turn; returns the join
 /// event's ID once the room, its state and the join are stored here.
 pub async fn join_remote(
-    state: &AppState,
+    fed: &Federation,
     user_id: &UserId,
     room_id: &RoomId,
     servers: &[String],
 ) -> Result<OwnedEventId, Error> {
-    first_server(state, room_id, servers, "joining", async |server: &str| {
-        let made = make_and_sign(state, user_id, room_id, server, "join").await?;
+    first_server(fed, room_id, servers, "joining", async |server: &str| {
+        let made = make_and_sign(fed, user_id, room_id, server, "join").await?;
         let body = serde_json::to_value(&made.event).map_err(Error::internal)?;
         let path = send_path("v2/send_join", room_id, &made.event_id);
-        let answer = request_raw(state, server, "PUT", &path, Some(&body), SEND_JOIN_LIMIT).await?;
+        let answer = fed
+            .transport
+            .request_raw(server, "PUT", &path, Some(&body), SEND_JOIN_LIMIT)
+            .await?;
         super::join_answer::store_joined_room(
-            state,
+            fed,
             room_id,
             &made.version,
             &made.rules,
@@ -55,7 +59,7 @@ pub async fn join_remote(
 /// Asks `servers` in turn (ours left out) until `attempt` succeeds with one; logs each
 /// failure and returns the last.
 pub(super) async fn first_server<T>(
-    state: &AppState,
+    fed: &Federation,
     room_id: &RoomId,
     servers: &[String],
     what: &str,
@@ -63,7 +67,7 @@ pub(super) async fn first_server<T>(
 ) -> Result<T, Error> {
     let mut last_error = Error::not_found("No server to ask about this room");
     for server in servers {
-        if server == state.federation.origin.as_str() {
+        if server == fed.transport.origin.as_str() {
             continue;
         }
         match attempt(server).await {
@@ -88,7 +92,7 @@ pub(super) struct Made {
 
 /// Asks `server` for a `membership` template for our user and fills it in and signs it.
 pub(super) async fn make_and_sign(
-    state: &AppState,
+    fed: &Federation,
     user_id: &UserId,
     room_id: &RoomId,
     server: &str,
@@ -108,14 +112,17 @@ pub(super) async fn make_and_sign(
         path.push('?');
         path.push_str(&versions.join("&"));
     }
-    let answer = request_json(state, server, "GET", &path, None).await?;
+    let answer = fed
+        .transport
+        .request_json(server, "GET", &path, None)
+        .await?;
     let version = answer["room_version"].as_str().unwrap_or("1").to_owned();
     let rules = RoomVersionId::try_from(version.as_str())
         .ok()
         .and_then(|v| v.rules())
         .ok_or_else(|| Error::new(ErrorKind::IncompatibleRoomVersion, "Unknown room version"))?;
     // A room's version never changes: a template of another version is for another room.
-    if let Some(held) = state.storage.roomid_room.get(&room_id.to_string())?
+    if let Some(held) = fed.storage.roomid_room.get(&room_id.to_string())?
         && held.version != version
     {
         return Err(Error::new(
@@ -127,7 +134,7 @@ pub(super) async fn make_and_sign(
         ));
     }
     let (event_id, event) = sign_membership(
-        state,
+        fed,
         &rules,
         &answer["event"],
         (room_id, user_id),
@@ -154,40 +161,36 @@ pub(super) fn send_path(endpoint: &str, room_id: &RoomId, event_id: &OwnedEventI
 /// servers given), then records the user's leave here. When no server can be reached the
 /// invite is declined here only: the user asked to be rid of it.
 pub async fn leave_remote(
-    state: &AppState,
+    fed: &Federation,
     user_id: &UserId,
     room_id: &RoomId,
     servers: &[String],
 ) -> Result<(), Error> {
-    let signed = first_server(
-        state,
-        room_id,
-        servers,
-        "declining",
-        async |server: &str| {
-            let made = make_and_sign(state, user_id, room_id, server, "leave").await?;
-            let body = serde_json::to_value(&made.event).map_err(Error::internal)?;
-            let path = send_path("v2/send_leave", room_id, &made.event_id);
-            request_json(state, server, "PUT", &path, Some(&body)).await?;
-            Ok((made.event_id, made.event))
-        },
-    )
+    let signed = first_server(fed, room_id, servers, "declining", async |server: &str| {
+        let made = make_and_sign(fed, user_id, room_id, server, "leave").await?;
+        let body = serde_json::to_value(&made.event).map_err(Error::internal)?;
+        let path = send_path("v2/send_leave", room_id, &made.event_id);
+        fed.transport
+            .request_json(server, "PUT", &path, Some(&body))
+            .await?;
+        Ok((made.event_id, made.event))
+    })
     .await
     .ok();
-    record_leave(state, user_id, room_id, signed).await
+    record_leave(fed, user_id, room_id, signed).await
 }
 
 /// Records that our user left (declined) a room we do not hold, with the signed leave
 /// event when there is one.
 async fn record_leave(
-    state: &AppState,
+    fed: &Federation,
     user_id: &UserId,
     room_id: &RoomId,
     signed: Option<(OwnedEventId, CanonicalJsonObject)>,
 ) -> Result<(), Error> {
     let room = room_id.to_string();
     let user = user_id.to_string();
-    let previous = state
+    let previous = fed
         .storage
         .userroom_membership
         .get(&(user.clone(), room.clone()))?;
@@ -205,10 +208,9 @@ async fn record_leave(
             None,
         ),
     };
-    state
-        .rooms
-        .commit_at_next_position(&state.storage, |batch, position| {
-            let storage = &state.storage;
+    fed.rooms
+        .commit_at_next_position(&fed.storage, |batch, position| {
+            let storage = &fed.storage;
             if let Some(text) = &text {
                 storage.eventid_pdu.batch_insert(batch, &event_id, text)?;
                 crate::rooms::remote::stage_meta(storage, batch, &room, &event_id, Some(position))?;
@@ -235,16 +237,19 @@ async fn record_leave(
 /// Knocks on a room held elsewhere (`make_knock`, `send_knock` through the servers given)
 /// and keeps the knock, with the room's stripped state, until it is answered.
 pub async fn knock_remote(
-    state: &AppState,
+    fed: &Federation,
     user_id: &UserId,
     room_id: &RoomId,
     servers: &[String],
 ) -> Result<(), Error> {
-    first_server(state, room_id, servers, "knocking", async |server: &str| {
-        let made = make_and_sign(state, user_id, room_id, server, "knock").await?;
+    first_server(fed, room_id, servers, "knocking", async |server: &str| {
+        let made = make_and_sign(fed, user_id, room_id, server, "knock").await?;
         let body = serde_json::to_value(&made.event).map_err(Error::internal)?;
         let path = send_path("v1/send_knock", room_id, &made.event_id);
-        let answer = request_json(state, server, "PUT", &path, Some(&body)).await?;
+        let answer = fed
+            .transport
+            .request_json(server, "PUT", &path, Some(&body))
+            .await?;
         let stripped: Vec<Value> = answer["knock_room_state"]
             .as_array()
             .into_iter()
@@ -255,7 +260,7 @@ pub async fn knock_remote(
         let pdu = Pdu::from_json(&made.event, &made.rules)
             .map_err(|err| Error::internal(err.to_string()))?;
         super::invite::store_outside_membership(
-            state,
+            fed,
             room_id,
             user_id,
             (&made.event, &pdu),
@@ -272,7 +277,7 @@ pub async fn knock_remote(
 /// `state_key` and `content.membership` (the membership is ours to set); a server answering
 /// with a template of another room would otherwise have us sign our user into it.
 fn sign_membership(
-    state: &AppState,
+    fed: &Federation,
     rules: &RoomVersionRules,
     template: &Value,
     (room_id, user_id): (&RoomId, &UserId),
@@ -308,8 +313,11 @@ fn sign_membership(
     object.remove("signatures");
     object.remove("hashes");
     object.remove("unsigned");
-    object.insert("origin_server_ts".into(), json!(crate::accounts::now_ms()));
-    object.insert("origin".into(), json!(state.federation.origin.as_str()));
+    object.insert(
+        "origin_server_ts".into(),
+        json!(crate::matrix::time::now_ms()),
+    );
+    object.insert("origin".into(), json!(fed.transport.origin.as_str()));
     let mut content = object
         .get("content")
         .and_then(Value::as_object)
@@ -317,7 +325,7 @@ fn sign_membership(
         .unwrap_or_default();
     content.insert("membership".into(), json!(membership));
     if membership == "join"
-        && let Some(profile) = state.storage.userid_profile.get(&user_id.to_string())?
+        && let Some(profile) = fed.storage.userid_profile.get(&user_id.to_string())?
     {
         for field in ["displayname", "avatar_url"] {
             if let Some(value) = profile.get(field) {
@@ -331,11 +339,11 @@ fn sign_membership(
             "event_id".into(),
             json!(format!(
                 "${}:{}",
-                crate::crypto::random_bytes::<12>()
+                crate::matrix::crypto::random_bytes::<12>()
                     .iter()
                     .map(|byte| format!("{byte:02x}"))
                     .collect::<String>(),
-                state.federation.origin
+                fed.transport.origin
             )),
         );
     }
@@ -343,8 +351,8 @@ fn sign_membership(
     hash_and_sign(
         &mut event,
         rules,
-        state.federation.origin.as_str(),
-        &state.signing_key,
+        fed.transport.origin.as_str(),
+        &fed.signing_key,
     )
     .map_err(|err| bad(&err.to_string()))?;
     let pdu = Pdu::from_json(&event, rules).map_err(|err| bad(&err.to_string()))?;
@@ -356,39 +364,39 @@ fn sign_membership(
 /// A join event template for `user_id` in our room: its auth and prev events from the
 /// room's current state, unsigned; the joining server fills it in and signs it.
 pub fn make_join_template(
-    state: &AppState,
+    fed: &Federation,
     room_id: &RoomId,
     user_id: &UserId,
     origin: &str,
     versions: &[String],
 ) -> Result<Value, Error> {
-    membership_template(state, room_id, user_id, origin, "join", Some(versions))
+    membership_template(fed, room_id, user_id, origin, "join", Some(versions))
 }
 
 /// # The resident side: `make_knock` for a user of `origin` (room versions 7 and later).
 pub fn make_knock_template(
-    state: &AppState,
+    fed: &Federation,
     room_id: &RoomId,
     user_id: &UserId,
     origin: &str,
     versions: &[String],
 ) -> Result<Value, Error> {
-    membership_template(state, room_id, user_id, origin, "knock", Some(versions))
+    membership_template(fed, room_id, user_id, origin, "knock", Some(versions))
 }
 
 /// # The resident side: `make_leave` for a user of `origin` (to decline an invite, or leave).
 pub fn make_leave_template(
-    state: &AppState,
+    fed: &Federation,
     room_id: &RoomId,
     user_id: &UserId,
     origin: &str,
 ) -> Result<Value, Error> {
-    membership_template(state, room_id, user_id, origin, "leave", None)
+    membership_template(fed, room_id, user_id, origin, "leave", None)
 }
 
 /// A membership event template about `user_id` (a user of `origin`) in our room.
 fn membership_template(
-    state: &AppState,
+    fed: &Federation,
     room_id: &RoomId,
     user_id: &UserId,
     origin: &str,
@@ -401,18 +409,18 @@ fn membership_template(
             "A server may only join its own users",
         ));
     }
-    if !super::acl::room_allows(&state.storage, room_id, origin)? {
+    if !super::acl::room_allows(&fed.storage, room_id, origin)? {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "Your server is denied access to this room by its server ACL",
         ));
     }
-    let room = state
+    let room = fed
         .storage
         .roomid_room
         .get(&room_id.to_string())?
         .ok_or_else(|| Error::not_found("No such room here"))?;
-    refuse_unless_resident(state, room_id)?;
+    refuse_unless_resident(fed, room_id)?;
     if versions.is_some_and(|versions| !versions.iter().any(|v| v == &room.version)) {
         let mut error = Error::new(
             ErrorKind::IncompatibleRoomVersion,
@@ -427,7 +435,7 @@ fn membership_template(
     let mut content = serde_json::Map::new();
     content.insert("membership".to_owned(), json!(membership));
     if membership == "join" {
-        super::restricted::vouch_in_template(state, room_id, user_id, &mut content)?;
+        super::restricted::vouch_in_template(fed, room_id, user_id, &mut content)?;
     }
     let content = Value::Object(content);
     let content_raw = serde_json::value::to_raw_value(&content).map_err(Error::internal)?;
@@ -441,8 +449,7 @@ fn membership_template(
     .map_err(|err| Error::new(ErrorKind::BadJson, err))?;
     let mut auth_events = Vec::new();
     for (kind, key) in auth_types {
-        if let Some(id) =
-            crate::rooms::state_event(&state.storage, room_id, &kind.to_string(), &key)?
+        if let Some(id) = crate::rooms::state_event(&fed.storage, room_id, &kind.to_string(), &key)?
             && !auth_events.contains(&id)
         {
             auth_events.push(id);
@@ -460,7 +467,7 @@ fn membership_template(
         {
             ids.into_iter()
                 .map(|id| {
-                    let hash = load_json(&state.storage, &id)
+                    let hash = load_json(&fed.storage, &id)
                         .ok()
                         .flatten()
                         .and_then(|json| {
@@ -487,7 +494,7 @@ fn membership_template(
         "depth": depth,
         "prev_events": reference(prev),
         "auth_events": reference(auth_events),
-        "origin_server_ts": crate::accounts::now_ms(),
+        "origin_server_ts": crate::matrix::time::now_ms(),
         "origin": origin,
     });
     Ok(json!({ "room_version": room.version, "event": event }))
@@ -498,42 +505,42 @@ fn membership_template(
 /// Checks and stores the signed join of a user of `origin`, then answers with the room's
 /// state before it and the auth chain of that state and the join.
 pub async fn accept_join(
-    state: &AppState,
+    fed: &Federation,
     origin: &str,
     room_id: &RoomId,
     event_id: &str,
     event: Value,
 ) -> Result<String, Error> {
-    let countersigned = accept_membership(state, origin, room_id, event_id, event, "join").await?;
-    join_answer(state, room_id, event_id, countersigned).await
+    let countersigned = accept_membership(fed, origin, room_id, event_id, event, "join").await?;
+    join_answer(fed, room_id, event_id, countersigned).await
 }
 
 /// # The resident side: `send_knock`: stores the knock and answers with the room's
 /// stripped state, for the knocking user to see what they knocked on.
 pub async fn accept_knock(
-    state: &AppState,
+    fed: &Federation,
     origin: &str,
     room_id: &RoomId,
     event_id: &str,
     event: Value,
 ) -> Result<Value, Error> {
-    accept_membership(state, origin, room_id, event_id, event, "knock").await?;
-    let sender = crate::rooms::load_json(&state.storage, event_id)?
+    accept_membership(fed, origin, room_id, event_id, event, "knock").await?;
+    let sender = crate::rooms::load_json(&fed.storage, event_id)?
         .and_then(|json| json.get("sender")?.as_str().map(str::to_owned))
         .unwrap_or_default();
-    let stripped = super::invite::stripped_state(state, room_id, &sender, true)?;
+    let stripped = super::invite::stripped_state(fed, room_id, &sender, true)?;
     Ok(json!({ "knock_room_state": stripped }))
 }
 
 /// # The resident side: `send_leave` v2.
 pub async fn accept_leave(
-    state: &AppState,
+    fed: &Federation,
     origin: &str,
     room_id: &RoomId,
     event_id: &str,
     event: Value,
 ) -> Result<Value, Error> {
-    accept_membership(state, origin, room_id, event_id, event, "leave").await?;
+    accept_membership(fed, origin, room_id, event_id, event, "leave").await?;
     Ok(json!({}))
 }
 
@@ -541,21 +548,21 @@ pub async fn accept_leave(
 /// signed about themselves in our room. Returns whether we signed it too (a join of a
 /// restricted room we vouch for).
 async fn accept_membership(
-    state: &AppState,
+    fed: &Federation,
     origin: &str,
     room_id: &RoomId,
     event_id: &str,
     event: Value,
     wanted: &str,
 ) -> Result<bool, Error> {
-    let room = state
+    let room = fed
         .storage
         .roomid_room
         .get(&room_id.to_string())?
         .ok_or_else(|| Error::not_found("No such room here"))?;
-    refuse_unless_resident(state, room_id)?;
+    refuse_unless_resident(fed, room_id)?;
     let rules = rules_of(&room)?;
-    if !super::acl::room_allows(&state.storage, room_id, origin)? {
+    if !super::acl::room_allows(&fed.storage, room_id, origin)? {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "Your server is denied access to this room by its server ACL",
@@ -564,8 +571,8 @@ async fn accept_membership(
     let mut json =
         to_object(&event).ok_or_else(|| Error::new(ErrorKind::BadJson, "Not an event"))?;
     let countersigned = wanted == "join"
-        && super::restricted::countersign_join(state, origin, room_id, &rules, &mut json)?;
-    let (json, pdu) = checked(state, json, &rules)
+        && super::restricted::countersign_join(fed, origin, room_id, &rules, &mut json)?;
+    let (json, pdu) = checked(fed, json, &rules)
         .await
         .map_err(|err| Error::new(ErrorKind::BadJson, err.to_string()))?;
     let is_join = pdu.kind == ruma::events::TimelineEventType::RoomMember
@@ -580,17 +587,17 @@ async fn accept_membership(
             "Not a membership event of a user of the sending server about themselves, with this event ID, in this room",
         ));
     }
-    let outcome = state
+    let outcome = fed
         .rooms
         // The spec: the resident server sends the event on to the room's other servers.
-        .store_remote(&state.storage, room_id, json, pdu.clone(), true)
+        .store_remote(&fed.storage, room_id, json, pdu.clone(), true)
         .await
         .map_err(|err| Error::new(ErrorKind::Forbidden, err.to_string()))?;
     // An event we hold already counts only if it was accepted into the room: one refused
     // by the current state (soft-failed) stays refused when sent again.
     let accepted = match outcome {
         remote::Outcome::SoftFailed => false,
-        remote::Outcome::Known => state
+        remote::Outcome::Known => fed
             .storage
             .eventid_meta
             .get(&pdu.event_id.to_string())?
@@ -609,39 +616,38 @@ async fn accept_membership(
 /// `send_join`'s answer: the room's state before the join, and the auth chain of that
 /// state and of the join; with the join itself when we signed it too.
 async fn join_answer(
-    state: &AppState,
+    fed: &Federation,
     room_id: &RoomId,
     event_id: &str,
     countersigned: bool,
 ) -> Result<String, Error> {
-    let room = state
+    let room = fed
         .storage
         .roomid_room
         .get(&room_id.to_string())?
         .ok_or_else(|| Error::not_found("No such room here"))?;
     let rules = rules_of(&room)?;
-    let pdu = crate::rooms::load_pdu(&state.storage, event_id, &rules)?
+    let pdu = crate::rooms::load_pdu(&fed.storage, event_id, &rules)?
         .ok_or_else(|| Error::not_found("The join is not stored"))?;
     let before =
-        crate::rooms::snapshots::state_before(&state.storage, event_id)?.unwrap_or_default();
+        crate::storage::snapshots::state_before(&fed.storage, event_id)?.unwrap_or_default();
     let mut ids: Vec<OwnedEventId> = before
         .iter()
         .filter_map(|(_, id)| OwnedEventId::try_from(id.as_str()).ok())
         .collect();
     let state_ids = ids.clone();
     ids.extend(pdu.auth_events.iter().cloned());
-    let chain = remote::auth_chain(&state.storage, &rules, ids)
+    let chain = remote::auth_chain(&fed.storage, &rules, ids)
         .map_err(|err| Error::internal(err.to_string()))?;
     // Written from the stored JSON text as is: a large room's answer is never built as a
     // tree in memory.
-    let origin =
-        serde_json::to_string(state.federation.origin.as_str()).map_err(Error::internal)?;
+    let origin = serde_json::to_string(fed.transport.origin.as_str()).map_err(Error::internal)?;
     let mut answer = format!("{{\"origin\":{origin},\"members_omitted\":false,\"state\":[");
-    append_events(state, &mut answer, state_ids.iter())?;
+    append_events(fed, &mut answer, state_ids.iter())?;
     answer.push_str("],\"auth_chain\":[");
-    append_events(state, &mut answer, chain.iter())?;
+    append_events(fed, &mut answer, chain.iter())?;
     answer.push(']');
-    if countersigned && let Some(join) = state.storage.eventid_pdu.get(&event_id.to_owned())? {
+    if countersigned && let Some(join) = fed.storage.eventid_pdu.get(&event_id.to_owned())? {
         answer.push_str(",\"event\":");
         answer.push_str(&join);
     }
@@ -651,13 +657,13 @@ async fn join_answer(
 
 /// Appends the stored JSON of `ids` to `out`, comma-separated.
 fn append_events<'a>(
-    state: &AppState,
+    fed: &Federation,
     out: &mut String,
     ids: impl Iterator<Item = &'a OwnedEventId>,
 ) -> Result<(), Error> {
     let mut first = true;
     for id in ids {
-        if let Some(text) = state.storage.eventid_pdu.get(&id.to_string())? {
+        if let Some(text) = fed.storage.eventid_pdu.get(&id.to_string())? {
             if !first {
                 out.push(',');
             }
@@ -668,90 +674,20 @@ fn append_events<'a>(
     Ok(())
 }
 
-pub fn to_object(value: &Value) -> Option<CanonicalJsonObject> {
-    match CanonicalJsonValue::try_from(value.clone()) {
-        Ok(CanonicalJsonValue::Object(object)) => Some(object),
-        _ => None,
-    }
-}
-
-/// The most an answer other than `send_join`'s may weigh (a page of 100 events of at most
-/// 64 KiB each fits).
-const ANSWER_LIMIT: usize = 16 * 1024 * 1024;
-
-/// A signed request whose answer must have status 200 (at most `limit` bytes); its body as
-/// it came.
-pub async fn request_raw(
-    state: &AppState,
-    server: &str,
-    method: &'static str,
-    path: &str,
-    body: Option<&Value>,
-    limit: usize,
-) -> Result<Vec<u8>, Error> {
-    let response = state
-        .federation
-        .signed_request(server, method, path, body, limit)
-        .await
-        .map_err(|err| Error::new(ErrorKind::Unknown, format!("{server}: {err}")))?;
-    if response.status != 200 {
-        let value: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-        let errcode = value["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned();
-        let message = value["error"].as_str().unwrap_or_default().to_owned();
-        // A restricted room's refusals are passed on as they are, for the client to explain.
-        let kind = match errcode.as_str() {
-            "M_UNABLE_TO_AUTHORISE_JOIN" => ErrorKind::UnableToAuthoriseJoin,
-            "M_UNABLE_TO_GRANT_JOIN" => ErrorKind::UnableToGrantJoin,
-            _ => ErrorKind::Forbidden,
-        };
-        return Err(Error::new(
-            kind,
-            format!("{server} answered {}: {errcode} {message}", response.status),
-        ));
-    }
-    Ok(response.body)
-}
-
-/// A signed request whose answer must be JSON with status 200.
-pub async fn request_json(
-    state: &AppState,
-    server: &str,
-    method: &'static str,
-    path: &str,
-    body: Option<&Value>,
-) -> Result<Value, Error> {
-    let bytes = request_raw(state, server, method, path, body, ANSWER_LIMIT).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|err| Error::new(ErrorKind::BadJson, format!("{server} sent bad JSON: {err}")))
-}
-
-/// Percent-encodes a path segment (room and user IDs hold `!`, `@`, `:`, `$`).
-pub fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (byte as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
 /// The servers to try when joining `room_id`: those the client named, the server of
 /// whoever invited the user, then the room ID's own server (versions before 12 name one).
 pub fn servers_for(
-    state: &AppState,
+    fed: &Federation,
     user_id: &UserId,
     room_id: &RoomId,
     via: &[String],
 ) -> Vec<String> {
     let mut servers: Vec<String> = via.to_vec();
-    let inviter = crate::rooms::membership(&state.storage, user_id, room_id)
+    let inviter = crate::rooms::membership(&fed.storage, user_id, room_id)
         .ok()
         .flatten()
         .filter(|record| record.membership == "invite")
-        .and_then(|record| load_json(&state.storage, &record.event_id).ok().flatten())
+        .and_then(|record| load_json(&fed.storage, &record.event_id).ok().flatten())
         .and_then(|json| {
             let sender = json.get("sender")?.as_str()?;
             UserId::parse(sender)
@@ -765,9 +701,9 @@ pub fn servers_for(
     // A room we held before (rejoining after a leave): the servers last known to be in it;
     // from room version 12 the room ID names no server to fall back on.
     if let Ok(known) = crate::federation::outbound::follower::room_servers(
-        &state.storage,
+        &fed.storage,
         room_id.as_str(),
-        &state.federation.origin,
+        &fed.transport.origin,
     ) {
         servers.extend(known);
     }
@@ -783,42 +719,30 @@ pub fn servers_for(
 /// room off events we never saw (and which could forbid the join), while the other servers
 /// would not count us in until it reached them. A room no other server is known to be in
 /// is joined here: nobody else could answer.
-pub fn needs_remote_join(state: &AppState, room_id: &OwnedRoomId) -> Result<bool, Error> {
-    if state
-        .storage
-        .roomid_room
-        .get(&room_id.to_string())?
-        .is_none()
-    {
+pub fn needs_remote_join(fed: &Federation, room_id: &OwnedRoomId) -> Result<bool, Error> {
+    if fed.storage.roomid_room.get(&room_id.to_string())?.is_none() {
         return Ok(true);
     }
     let others = crate::federation::outbound::follower::room_servers(
-        &state.storage,
+        &fed.storage,
         room_id.as_str(),
-        &state.federation.origin,
+        &fed.transport.origin,
     )?;
-    Ok(!is_resident(state, room_id)? && !others.is_empty())
+    Ok(
+        !crate::rooms::is_resident(&fed.storage, &fed.transport.origin, room_id)?
+            && !others.is_empty(),
+    )
 }
 
 /// Whether one of our users is joined to `room_id`: only then do the other servers in the
 /// room send us its events (and invites to it), so that our copy of it is current.
 /// Answers for a room only while one of our users is in it: the copy of a room everyone
 /// here left is stale (the spec's resident server is one in the room).
-fn refuse_unless_resident(state: &AppState, room_id: &RoomId) -> Result<(), Error> {
-    if is_resident(state, room_id)? {
+fn refuse_unless_resident(fed: &Federation, room_id: &RoomId) -> Result<(), Error> {
+    if crate::rooms::is_resident(&fed.storage, &fed.transport.origin, room_id)? {
         return Ok(());
     }
     Err(Error::not_found("This server is no longer in the room"))
-}
-
-pub fn is_resident(state: &AppState, room_id: &RoomId) -> Result<bool, Error> {
-    // From the joined members' summary (kept in memory): no scan of the room's
-    // memberships for every make_join or send_join.
-    Ok(state
-        .storage
-        .joined_summary(room_id.as_str())?
-        .servers
-        .contains(state.federation.origin.as_str()))
 }
 
 impl From<Refused> for Error {
@@ -836,7 +760,7 @@ mod tests {
     #[test]
     fn templates_of_another_room_or_membership_are_not_signed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let state = test_state(dir.path(), "");
+        let fed = test_state(dir.path(), "");
         let rules = ruma::RoomVersionId::V11.rules().expect("rules");
         let room_id = OwnedRoomId::try_from("!asked:there.test").expect("room id");
         let user_id = ruma::OwnedUserId::try_from(format!("@alice:{SERVER_NAME}")).expect("user");
@@ -849,7 +773,7 @@ mod tests {
             })
         };
         let sign = |template: &Value, membership: &str| {
-            sign_membership(&state, &rules, template, (&room_id, &user_id), membership)
+            sign_membership(&fed, &rules, template, (&room_id, &user_id), membership)
         };
         assert!(sign(&template(room_id.as_str(), "join"), "join").is_ok());
         let other_room = sign(&template("!other:there.test", "join"), "join");
@@ -863,10 +787,9 @@ mod tests {
 
     /// Sets `user`'s membership of `room` in the room's membership index.
     /// (Through a batch, as the server writes it: the joined members' summary follows.)
-    fn set_membership(state: &AppState, room: &str, user: &str, membership: &str) {
+    fn set_membership(fed: &Federation, room: &str, user: &str, membership: &str) {
         let mut batch = crate::storage::Batch::new();
-        state
-            .storage
+        fed.storage
             .roomuser_membership
             .batch_insert(
                 &mut batch,
@@ -874,40 +797,45 @@ mod tests {
                 &membership.to_owned(),
             )
             .expect("stage");
-        state.storage.apply(batch).expect("apply");
+        fed.storage.apply(batch).expect("apply");
     }
 
     #[test]
     fn a_room_our_users_all_left_is_rejoined_through_the_servers_still_in_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let state = test_state(dir.path(), "");
+        let fed = test_state(dir.path(), "");
         let room_id = OwnedRoomId::try_from("!room:gone.test").expect("room id");
         let room = room_id.as_str();
         let ours = format!("@alice:{SERVER_NAME}");
         // Not held at all (the room ID names a server that left long ago).
-        assert!(needs_remote_join(&state, &room_id).expect("check"));
+        assert!(needs_remote_join(&fed, &room_id).expect("check"));
         let record = RoomRecord {
             version: "11".to_owned(),
             extremities: Vec::new(),
             state: None,
             backfill: None,
         };
-        state
-            .storage
+        fed.storage
             .roomid_room
             .insert(&room.to_owned(), &record)
             .expect("insert");
-        set_membership(&state, room, &ours, "join");
-        set_membership(&state, room, "@carol:elsewhere.test", "join");
-        assert!(is_resident(&state, &room_id).expect("check"));
-        assert!(!needs_remote_join(&state, &room_id).expect("check"));
+        set_membership(&fed, room, &ours, "join");
+        set_membership(&fed, room, "@carol:elsewhere.test", "join");
+        assert!(
+            crate::rooms::is_resident(&fed.storage, &fed.transport.origin, &room_id)
+                .expect("check")
+        );
+        assert!(!needs_remote_join(&fed, &room_id).expect("check"));
         // Our last user left: the copy we hold is stale while others are still in.
-        set_membership(&state, room, &ours, "leave");
-        assert!(!is_resident(&state, &room_id).expect("check"));
-        assert!(needs_remote_join(&state, &room_id).expect("check"));
+        set_membership(&fed, room, &ours, "leave");
+        assert!(
+            !crate::rooms::is_resident(&fed.storage, &fed.transport.origin, &room_id)
+                .expect("check")
+        );
+        assert!(needs_remote_join(&fed, &room_id).expect("check"));
         assert!(
             servers_for(
-                &state,
+                &fed,
                 &ours.parse::<ruma::OwnedUserId>().expect("user id"),
                 &room_id,
                 &[]
@@ -915,7 +843,7 @@ mod tests {
             .contains(&"elsewhere.test".to_owned())
         );
         // Nobody else is in it either: nobody could answer but us.
-        set_membership(&state, room, "@carol:elsewhere.test", "leave");
-        assert!(!needs_remote_join(&state, &room_id).expect("check"));
+        set_membership(&fed, room, "@carol:elsewhere.test", "leave");
+        assert!(!needs_remote_join(&fed, &room_id).expect("check"));
     }
 }

@@ -10,9 +10,9 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId};
 use super::inbound::checked;
 use super::room_state;
 use crate::error::{Error, ErrorKind};
-use crate::events::Pdu;
+use crate::federation::Federation;
+use crate::matrix::events::Pdu;
 use crate::rooms::remote;
-use crate::state::AppState;
 
 /// `send_join`'s answer, read without building a tree of it: each event stays raw text
 /// until it is checked, one at a time.
@@ -36,14 +36,14 @@ const JOIN_WRITE_BATCH: usize = 500;
 /// state before our join, and the join in the timeline. An answer refused leaves nothing
 /// behind: the events written while checking it are removed again.
 pub(super) async fn store_joined_room(
-    state: &AppState,
+    fed: &Federation,
     room_id: &RoomId,
     version: &str,
     rules: &RoomVersionRules,
     join: CanonicalJsonObject,
     body: &[u8],
 ) -> Result<(), Error> {
-    crate::memory::log_usage("join: answer received");
+    crate::storage::memory::log_usage("join: answer received");
     let answer: SendJoinAnswer<'_> = serde_json::from_slice(body)
         .map_err(|err| Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {err}")))?;
     // A restricted room's resident server signs the join too; take its copy when given.
@@ -57,18 +57,18 @@ pub(super) async fn store_joined_room(
         None => join,
     };
     let mut written = Vec::new();
-    let joining = state.rooms.joining(room_id).await;
-    let result = check_and_store(state, room_id, version, rules, join, answer, &mut written).await;
+    let joining = fed.rooms.joining(room_id).await;
+    let result = check_and_store(fed, room_id, version, rules, join, answer, &mut written).await;
     if result.is_err() {
-        forget_outliers(state, room_id, &written).await;
+        forget_outliers(fed, room_id, &written).await;
     }
     drop(joining);
     // A large join frees much memory at once: hand it back to the system.
-    crate::memory::log_usage("join: stored");
-    state.storage.collect_garbage();
-    crate::memory::log_usage("join: garbage collected");
-    crate::memory::release_freed();
-    crate::memory::log_usage("join: freed memory released");
+    crate::storage::memory::log_usage("join: stored");
+    fed.storage.collect_garbage();
+    crate::storage::memory::log_usage("join: garbage collected");
+    crate::storage::memory::release_freed();
+    crate::storage::memory::log_usage("join: freed memory released");
     result
 }
 
@@ -83,7 +83,7 @@ fn incoherent(why: &str) -> Error {
 /// Checks each event of the answer and writes it out (recording in `written` what was not
 /// here before), then the whole, then stores the room.
 async fn check_and_store(
-    state: &AppState,
+    fed: &Federation,
     room_id: &RoomId,
     version: &str,
     rules: &RoomVersionRules,
@@ -107,7 +107,7 @@ async fn check_and_store(
                 refused += 1;
                 continue;
             };
-            let (json, pdu) = match checked(state, json, rules).await {
+            let (json, pdu) = match checked(fed, json, rules).await {
                 Ok(checked) => checked,
                 Err(err) => {
                     refused += 1;
@@ -116,7 +116,7 @@ async fn check_and_store(
                 }
             };
             if !room_state::is_of_room(&pdu, room_id, rules) {
-                state.storage.apply(std::mem::take(&mut batch))?;
+                fed.storage.apply(std::mem::take(&mut batch))?;
                 return Err(incoherent(&format!(
                     "event {} is not of this room",
                     pdu.event_id
@@ -126,35 +126,33 @@ async fn check_and_store(
                 state_ids.push(pdu.event_id.clone());
             }
             let id = pdu.event_id.to_string();
-            if state.storage.eventid_pdu.get(&id)?.is_none() && !events.contains_key(&pdu.event_id)
-            {
+            if fed.storage.eventid_pdu.get(&id)?.is_none() && !events.contains_key(&pdu.event_id) {
                 let text = CanonicalJsonValue::Object(json).to_string();
-                state
-                    .storage
+                fed.storage
                     .eventid_pdu
                     .batch_insert(&mut batch, &id, &text)?;
-                remote::stage_meta(&state.storage, &mut batch, &room, &id, None)?;
+                remote::stage_meta(&fed.storage, &mut batch, &room, &id, None)?;
                 written.push(id);
                 in_batch += 1;
             }
             if in_batch >= JOIN_WRITE_BATCH {
-                state.storage.apply(std::mem::take(&mut batch))?;
+                fed.storage.apply(std::mem::take(&mut batch))?;
                 // Written out now: the database keeps unwritten pages in memory.
-                state.storage.flush().await?;
-                state.storage.collect_garbage();
+                fed.storage.flush().await?;
+                fed.storage.collect_garbage();
                 in_batch = 0;
                 tracing::info!(%room_id, checked = events.len(), total, "joining: events checked");
-                crate::memory::log_usage("join: batch written");
+                crate::storage::memory::log_usage("join: batch written");
             }
             events.insert(pdu.event_id.clone(), pdu);
         }
     }
-    state.storage.apply(batch)?;
-    crate::memory::log_usage("join: events checked and written");
+    fed.storage.apply(batch)?;
+    crate::storage::memory::log_usage("join: events checked and written");
     if refused > 0 {
         tracing::info!(%room_id, refused, "events of send_join refused, first: {first_refusal:?}");
     }
-    let (join_json, join_pdu) = checked(state, join, rules)
+    let (join_json, join_pdu) = checked(fed, join, rules)
         .await
         .map_err(|err| Error::new(ErrorKind::Forbidden, format!("Our join was refused: {err}")))?;
     room_state::named_state(room_id, version, rules, &events, &state_ids).map_err(|why| {
@@ -164,13 +162,12 @@ async fn check_and_store(
         ))
     })?;
     let checked_events = (&mut events, state_ids.as_slice());
-    authorize_all(state, room_id, rules, checked_events, &join_pdu, written).await?;
-    crate::memory::log_usage("join: state authorized");
+    authorize_all(fed, room_id, rules, checked_events, &join_pdu, written).await?;
+    crate::storage::memory::log_usage("join: state authorized");
     let version = version.to_owned();
-    state
-        .rooms
+    fed.rooms
         .store_joined(
-            &state.storage,
+            &fed.storage,
             room_id,
             &version,
             events,
@@ -186,7 +183,7 @@ async fn check_and_store(
 /// whole. Events of the auth chain alone that fail are dropped (and removed again from
 /// storage): nothing of the room rests on them.
 async fn authorize_all(
-    state: &AppState,
+    fed: &Federation,
     room_id: &RoomId,
     rules: &RoomVersionRules,
     (events, state_ids): (&mut HashMap<OwnedEventId, Pdu>, &[OwnedEventId]),
@@ -218,7 +215,7 @@ async fn authorize_all(
             .cloned()
             .collect();
         events.retain(|id, _| !failing.contains_key(id));
-        forget_outliers(state, room_id, &dropped).await;
+        forget_outliers(fed, room_id, &dropped).await;
     }
     Ok(())
 }
@@ -226,8 +223,8 @@ async fn authorize_all(
 /// Removes events written outside the timeline while checking an answer that was then
 /// refused (or that failed auth). Only events of this room still without a place in the
 /// timeline are removed.
-async fn forget_outliers(state: &AppState, room_id: &RoomId, ids: &[String]) {
-    let storage = &state.storage;
+async fn forget_outliers(fed: &Federation, room_id: &RoomId, ids: &[String]) {
+    let storage = &fed.storage;
     let room = room_id.to_string();
     let result: Result<(), crate::storage::StorageError> = async {
         for chunk in ids.chunks(JOIN_WRITE_BATCH) {

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use super::cache::ExpiringMap;
 use super::client::json_body;
-use super::{Federation, FederationError};
-use crate::crypto::{KeyId, decode_base64, verify_json};
+use super::{FederationError, Transport};
+use crate::matrix::crypto::{KeyId, decode_base64, verify_json};
 use crate::storage::Storage;
 
 /// The spec's cap on how far ahead a key answer is trusted.
@@ -29,25 +29,9 @@ const MAX_NOTARY_RESPONSE: usize = 1024 * 1024;
 /// How soon a server is asked again for a key it did not have.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 
-/// What we know of one server's keys, stored in `servername_keys`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServerKeys {
-    /// The latest answer, as the server signed it: what we hand out as a notary.
-    pub response: Value,
-    /// Until when the keys of `response` may sign requests (capped at 7 days after fetching).
-    pub valid_until_ts: u64,
-    /// Every key seen, current and old.
-    pub keys: BTreeMap<String, KnownKey>,
-}
+pub use crate::storage::records::ServerKeys;
 
-/// One public key of a server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KnownKey {
-    /// Unpadded base64 of the 32-byte ed25519 key.
-    pub key: String,
-    /// Set for keys the server no longer uses: they verify only what was signed before.
-    pub expired_ts: Option<u64>,
-}
+pub use crate::storage::records::KnownKey;
 
 impl ServerKeys {
     /// The key `key_id` if it may sign a request at `now`.
@@ -199,7 +183,7 @@ fn decode_key(key: &str) -> Option<[u8; 32]> {
     decode_base64(key)?.try_into().ok()
 }
 
-impl Federation {
+impl Transport {
     /// The public key `key_id` of `server`, valid for signing requests now: from storage, or
     /// fetched from the server, or from a notary. Our own key needs no fetching.
     pub async fn request_key(
@@ -403,7 +387,7 @@ impl Federation {
         let Value::Object(mut object) = keys.response else {
             return Ok(None);
         };
-        crate::crypto::sign_json(&mut object, self.origin.as_str(), &self.signing_key)
+        crate::matrix::crypto::sign_json(&mut object, self.origin.as_str(), &self.signing_key)
             .map_err(|err| FederationError::Signing(err.to_string()))?;
         Ok(Some(Value::Object(object)))
     }
@@ -412,7 +396,7 @@ impl Federation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{SigningKey, sign_json};
+    use crate::matrix::crypto::{SigningKey, sign_json};
 
     const NOW: u64 = 1_700_000_000_000;
 
@@ -536,14 +520,14 @@ mod tests {
         assert!(merged.current_key("ed25519:a", NOW).is_none());
     }
 
-    fn federation() -> Federation {
+    fn federation() -> Transport {
         let config = crate::config::FederationConfig {
             enabled: true,
             trusted_key_servers: Vec::new(),
             ..Default::default()
         };
         let name = ruma::OwnedServerName::try_from("us.example").expect("name");
-        Federation::new(name, key("us", 5), &config).expect("federation")
+        Transport::new(name, key("us", 5), &config).expect("federation")
     }
 
     #[actix_web::test]
@@ -554,7 +538,7 @@ mod tests {
         // A server nothing answers for: fetching again can only fail.
         let server = "127.0.0.1:1";
         let k = key("a", 1);
-        let now = crate::accounts::now_ms();
+        let now = crate::matrix::time::now_ms();
         let stored =
             verify_response(&answer(server, &[&k], now + 60_000), server, now).expect("valid");
         storage

@@ -35,8 +35,10 @@
 //! - [`backfill`]: history from before a remote join, fetched as a client pages back.
 //! - [`queries`]: remote profiles, aliases and public room directories, for our users.
 //!
-//! [`Federation`] ties them together: it is what the rest of Hearth holds to make a signed
-//! request to another server.
+//! - [`transport`]: signed requests to other servers ([`Transport`]): what every part above
+//!   sends through.
+//!
+//! [`Federation`] is the service: the handles its parts work with, assembled once.
 
 pub mod acl;
 pub mod auth;
@@ -60,6 +62,7 @@ pub mod restricted;
 pub mod room_state;
 pub mod serve;
 pub mod server_name;
+pub mod transport;
 pub mod users;
 pub mod well_known;
 
@@ -68,124 +71,30 @@ mod test_state;
 #[cfg(test)]
 mod tests;
 
-use std::time::Duration;
-
-use ruma::OwnedServerName;
-use serde_json::Value;
+use std::sync::Arc;
 
 pub use error::FederationError;
+pub use transport::Transport;
 
-use crate::config::FederationConfig;
-use crate::crypto::SigningKey;
-use client::{HttpsClient, Request, Response};
-use discovery::Resolver;
+use crate::config::Config;
+use crate::matrix::crypto::SigningKey;
+use crate::rooms::Rooms;
+use crate::storage::Storage;
+use crate::sync::ephemeral::Ephemeral;
 
-/// Everything needed to make requests to other servers, built once at start-up.
+/// The federation service: what its parts work with, assembled once at start-up. It holds
+/// the database, the room service (remote events are appended through it), the transport for
+/// signed requests, our signing key, the config, typing and presence (EDUs), and the flag
+/// that tells background senders the server is stopping.
 pub struct Federation {
-    /// Our server name: the `origin` of what we sign.
-    pub origin: OwnedServerName,
-    /// A copy of our signing key for `X-Matrix` headers and notary signatures.
-    signing_key: SigningKey,
-    pub resolver: Resolver,
-    pub client: HttpsClient,
-    /// Servers asked for keys a server cannot give us itself.
-    pub notaries: Vec<String>,
-    pub keys: keys::KeyCache,
-    /// Wakes the outbound senders: new work, or a server heard from again.
-    pub outbound: std::sync::Arc<outbound::Wake>,
+    pub storage: Arc<Storage>,
+    pub rooms: Arc<Rooms>,
+    pub transport: Transport,
+    pub signing_key: SigningKey,
+    pub config: Arc<Config>,
+    pub ephemeral: Arc<Ephemeral>,
+    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
-
-/// How long a whole request to another server may take before we give up on it.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The largest answer read from another server unless a caller asks for more.
 pub const DEFAULT_RESPONSE_LIMIT: usize = 4 * 1024 * 1024;
-
-impl Federation {
-    /// Builds the client (reading the system's and the configured CA certificates) and the
-    /// resolver (reading the system's DNS configuration).
-    pub fn new(
-        origin: OwnedServerName,
-        signing_key: SigningKey,
-        config: &FederationConfig,
-    ) -> Result<Federation, FederationError> {
-        let client = HttpsClient::new(config.extra_ca_file.as_deref())?;
-        Ok(Federation {
-            origin,
-            signing_key,
-            resolver: Resolver::from_system(),
-            client,
-            notaries: config.trusted_key_servers.clone(),
-            keys: keys::KeyCache::default(),
-            outbound: Default::default(),
-        })
-    }
-
-    /// Our signing key, for notary signatures.
-    pub fn signing_key(&self) -> &SigningKey {
-        &self.signing_key
-    }
-
-    /// Sends a request to `destination` signed with `X-Matrix`, and returns the answer
-    /// whatever its status. `path` is the request target from `/_matrix/...` on, with any
-    /// query string, exactly as it goes on the wire: that is what the signature covers.
-    pub async fn signed_request(
-        &self,
-        destination: &str,
-        method: &'static str,
-        path: &str,
-        content: Option<&Value>,
-        response_limit: usize,
-    ) -> Result<Response, FederationError> {
-        let authorization = auth::authorization_header(
-            &auth::RequestToSign {
-                method,
-                uri: path,
-                origin: self.origin.as_str(),
-                destination,
-                content,
-            },
-            &self.signing_key,
-        )?;
-        let body = content.map(serde_json::to_vec).transpose()?;
-        let request = Request {
-            method,
-            path: path.to_owned(),
-            body,
-            authorization: Some(authorization),
-        };
-        self.send(destination, &request, response_limit).await
-    }
-
-    /// Sends an unsigned request (key queries need no signature) to `destination`.
-    pub async fn unsigned_request(
-        &self,
-        destination: &str,
-        method: &'static str,
-        path: &str,
-        response_limit: usize,
-    ) -> Result<Response, FederationError> {
-        let request = Request {
-            method,
-            path: path.to_owned(),
-            body: None,
-            authorization: None,
-        };
-        self.send(destination, &request, response_limit).await
-    }
-
-    async fn send(
-        &self,
-        destination: &str,
-        request: &Request,
-        response_limit: usize,
-    ) -> Result<Response, FederationError> {
-        let work = async {
-            let endpoint = self.resolver.resolve(&self.client, destination).await?;
-            self.client.send(&endpoint, request, response_limit).await
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, work)
-            .await
-            .map_err(|_| FederationError::Timeout(destination.to_owned()))?
-    }
-}

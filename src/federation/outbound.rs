@@ -29,7 +29,7 @@ use tokio::time::Instant;
 pub use queue::{PendingTxn, QueueItem, Transaction};
 
 use super::FederationError;
-use crate::state::AppState;
+use crate::federation::Federation;
 use backoff::Backoff;
 
 /// Servers sent to at the same time, at most: bounds connections, memory (a transaction
@@ -102,22 +102,22 @@ impl Wake {
 
 /// Starts the follower and the dispatcher. The returned task ends once both have stopped,
 /// after `state.stopping` turns `true`; nothing is lost by stopping at any point.
-pub fn spawn(state: web::Data<AppState>) -> tokio::task::JoinHandle<()> {
-    let wake = state.federation.outbound.clone();
+pub fn spawn(fed: Arc<Federation>) -> tokio::task::JoinHandle<()> {
+    let wake = fed.transport.outbound.clone();
     // Only one listener exists; a second call (never made) would follow no changes.
-    let changes = state
+    let changes = fed
         .ephemeral
         .watch_changes(CHANGES_CAPACITY)
         .unwrap_or_else(|| mpsc::channel(1).1);
     let follower = actix_web::rt::spawn(follower::run(
-        state.clone(),
+        fed.clone(),
         wake.clone(),
         changes,
-        state.stopping.subscribe(),
+        fed.stopping.subscribe(),
     ));
     actix_web::rt::spawn(async move {
-        let stopping = state.stopping.subscribe();
-        Dispatcher::new(state, wake).run(stopping).await;
+        let stopping = fed.stopping.subscribe();
+        Dispatcher::new(fed, wake).run(stopping).await;
         if let Err(err) = follower.await {
             tracing::error!("federation: the outbound follower failed: {err}");
         }
@@ -135,7 +135,7 @@ enum Event {
 
 /// Runs the senders: which servers have work, which are backing off, which are busy.
 struct Dispatcher {
-    state: web::Data<AppState>,
+    fed: Arc<Federation>,
     wake: Arc<Wake>,
     /// Servers that may have something queued and no sender running.
     work: BTreeSet<String>,
@@ -145,9 +145,9 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn new(state: web::Data<AppState>, wake: Arc<Wake>) -> Dispatcher {
+    fn new(fed: Arc<Federation>, wake: Arc<Wake>) -> Dispatcher {
         Dispatcher {
-            state,
+            fed,
             wake,
             work: BTreeSet::new(),
             backoff: HashMap::new(),
@@ -157,7 +157,7 @@ impl Dispatcher {
     }
 
     async fn run(mut self, mut stopping: watch::Receiver<bool>) {
-        match queue::known_destinations(&self.state.storage) {
+        match queue::known_destinations(&self.fed.storage) {
             Ok(known) => self.work.extend(known),
             Err(err) => tracing::error!("federation: cannot read the outbound queues: {err}"),
         }
@@ -214,7 +214,7 @@ impl Dispatcher {
             .collect();
         for destination in ready {
             self.work.remove(&destination);
-            let sender = drain(self.state.clone(), destination.clone());
+            let sender = drain(self.fed.clone(), destination.clone());
             let id = self.senders.spawn(sender).id();
             self.running.insert(id, destination);
         }
@@ -247,8 +247,7 @@ impl Dispatcher {
                 }
             }
             Err(err) => {
-                let initial =
-                    Duration::from_secs(self.state.config.federation.retry_initial_seconds);
+                let initial = Duration::from_secs(self.fed.config.federation.retry_initial_seconds);
                 let previous = self.backoff.get(&destination).copied();
                 let backoff = Backoff::after_failure(previous, initial, Instant::now().into_std());
                 tracing::warn!(
@@ -272,13 +271,13 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Sends transactions to `destination` until its queue is empty; returns how many.
-async fn drain(state: web::Data<AppState>, destination: String) -> Result<usize, FederationError> {
+async fn drain(fed: Arc<Federation>, destination: String) -> Result<usize, FederationError> {
     let mut sent = 0;
     while let Some(transaction) =
-        queue::next_transaction(&state.storage, &destination, crate::accounts::now_ms()).await?
+        queue::next_transaction(&fed.storage, &destination, crate::matrix::time::now_ms()).await?
     {
-        send(&state, &destination, &transaction).await?;
-        queue::complete(&state.storage, &destination, &transaction).await?;
+        send(&fed, &destination, &transaction).await?;
+        queue::complete(&fed.storage, &destination, &transaction).await?;
         tracing::debug!(
             %destination,
             txn_id = %transaction.pending.txn_id,
@@ -294,14 +293,14 @@ async fn drain(state: web::Data<AppState>, destination: String) -> Result<usize,
 /// `PUT /_matrix/federation/v1/send/{txnId}`; only a `200` counts as delivered. PDUs the
 /// server refused are its decision, logged and not retried.
 async fn send(
-    state: &AppState,
+    fed: &Federation,
     destination: &str,
     transaction: &Transaction,
 ) -> Result<(), FederationError> {
     let path = format!("/_matrix/federation/v1/send/{}", transaction.pending.txn_id);
-    let body = transaction.body(state.federation.origin.as_str());
-    let response = state
-        .federation
+    let body = transaction.body(fed.transport.origin.as_str());
+    let response = fed
+        .transport
         .signed_request(destination, "PUT", &path, Some(&body), RESPONSE_LIMIT)
         .await?;
     if response.status != 200 {
@@ -338,9 +337,9 @@ mod tests {
     #[actix_web::test]
     async fn a_server_heard_from_is_retried_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let state = test_state(dir.path(), "");
-        let wake = state.federation.outbound.clone();
-        let mut dispatcher = Dispatcher::new(state, wake.clone());
+        let fed = test_state(dir.path(), "");
+        let wake = fed.transport.outbound.clone();
+        let mut dispatcher = Dispatcher::new(fed, wake.clone());
         let backoff = Backoff::first(Duration::from_secs(3600), StdInstant::now());
         dispatcher.backoff.insert("down.test".to_owned(), backoff);
         dispatcher

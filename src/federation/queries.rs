@@ -5,16 +5,16 @@
 use ruma::{OwnedRoomId, RoomAliasId, UserId};
 use serde_json::{Map, Value, json};
 
-use super::join::{encode, request_json};
+use super::transport::encode;
 use crate::error::{Error, ErrorKind};
-use crate::state::AppState;
+use crate::federation::Federation;
 
 /// The most a query answer may weigh.
 const QUERY_LIMIT: usize = 1024 * 1024;
 
 /// A remote user's profile (or one field of it), from their server.
 pub async fn remote_profile(
-    state: &AppState,
+    fed: &Federation,
     user_id: &UserId,
     field: Option<&str>,
 ) -> Result<Map<String, Value>, Error> {
@@ -25,7 +25,7 @@ pub async fn remote_profile(
     if let Some(field) = field {
         path.push_str(&format!("&field={}", encode(field)));
     }
-    let answer = remote_query(state, user_id.server_name().as_str(), &path).await?;
+    let answer = remote_query(fed, user_id.server_name().as_str(), &path).await?;
     // Only the fields of a profile, as strings: a server cannot inject anything else.
     Ok(answer
         .as_object()
@@ -42,14 +42,14 @@ pub async fn remote_profile(
 
 /// A remote alias: the room it names and servers to join it through.
 pub async fn remote_alias(
-    state: &AppState,
+    fed: &Federation,
     alias: &RoomAliasId,
 ) -> Result<(OwnedRoomId, Vec<String>), Error> {
     let path = format!(
         "/_matrix/federation/v1/query/directory?room_alias={}",
         encode(alias.as_str())
     );
-    let answer = remote_query(state, alias.server_name().as_str(), &path).await?;
+    let answer = remote_query(fed, alias.server_name().as_str(), &path).await?;
     let room_id = answer["room_id"]
         .as_str()
         .and_then(|id| OwnedRoomId::try_from(id).ok())
@@ -67,7 +67,7 @@ pub async fn remote_alias(
 
 /// A page of another server's public room directory.
 pub async fn remote_public_rooms(
-    state: &AppState,
+    fed: &Federation,
     server: &str,
     limit: Option<usize>,
     since: Option<&str>,
@@ -83,22 +83,22 @@ pub async fn remote_public_rooms(
     if let Some(search) = search {
         body["filter"] = json!({ "generic_search_term": search });
     }
-    request_json(
-        state,
-        server,
-        "POST",
-        "/_matrix/federation/v1/publicRooms",
-        Some(&body),
-    )
-    .await
+    fed.transport
+        .request_json(
+            server,
+            "POST",
+            "/_matrix/federation/v1/publicRooms",
+            Some(&body),
+        )
+        .await
 }
 
-async fn remote_query(state: &AppState, server: &str, path: &str) -> Result<Value, Error> {
-    if !state.config.federation.enabled {
+async fn remote_query(fed: &Federation, server: &str, path: &str) -> Result<Value, Error> {
+    if !fed.config.federation.enabled {
         return Err(Error::not_found("Federation is off on this server"));
     }
-    let response = state
-        .federation
+    let response = fed
+        .transport
         .signed_request(server, "GET", path, None, QUERY_LIMIT)
         .await
         .map_err(|err| Error::new(ErrorKind::Unknown, format!("{server}: {err}")))?;

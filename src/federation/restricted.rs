@@ -11,13 +11,13 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
-use super::join::{SEND_JOIN_LIMIT, first_server, make_and_sign, request_raw, send_path};
+use super::join::{SEND_JOIN_LIMIT, first_server, make_and_sign, send_path};
 use super::outbound::follower::room_servers;
 use crate::error::{Error, ErrorKind};
-use crate::events::signing::add_signature;
+use crate::federation::Federation;
+use crate::matrix::events::signing::add_signature;
 use crate::rooms::remote::Outcome;
 use crate::rooms::restricted::{JoinAuthorisation, authorise_join, may_authorise};
-use crate::state::AppState;
 
 /// The key of a join's content naming the member who vouches for it.
 const AUTHORISED_VIA: &str = "join_authorised_via_users_server";
@@ -26,14 +26,14 @@ const AUTHORISED_VIA: &str = "join_authorised_via_users_server";
 /// `user_id`, when the room is restricted and the user needs one; refuses the join (with the
 /// spec's codes) when the user may not join that way.
 pub fn vouch_in_template(
-    state: &AppState,
+    fed: &Federation,
     room_id: &RoomId,
     user_id: &UserId,
     content: &mut Map<String, Value>,
 ) -> Result<(), Error> {
-    let ours = &state.federation.origin;
+    let ours = &fed.transport.origin;
     if let JoinAuthorisation::Via(authoriser) =
-        authorise_join(&state.storage, room_id, user_id, ours)?
+        authorise_join(&fed.storage, room_id, user_id, ours)?
     {
         content.insert(AUTHORISED_VIA.to_owned(), json!(authoriser));
     }
@@ -45,7 +45,7 @@ pub fn vouch_in_template(
 /// signature. Returns whether we signed (the answer then carries the signed event). A join
 /// naming another server's user is left to the signature checks, which want that server's.
 pub fn countersign_join(
-    state: &AppState,
+    fed: &Federation,
     origin: &str,
     room_id: &RoomId,
     rules: &RoomVersionRules,
@@ -54,7 +54,7 @@ pub fn countersign_join(
     let Some(named) = content_field(event, AUTHORISED_VIA) else {
         return Ok(false);
     };
-    let ours = &state.federation.origin;
+    let ours = &fed.transport.origin;
     let named = named
         .as_str()
         .and_then(|text| UserId::parse(text).ok())
@@ -84,14 +84,14 @@ pub fn countersign_join(
     }
     // The conditions are checked again: the user may have left the allowed room since
     // `make_join`. Invited or joined users need none, but the signature asked for is ours.
-    authorise_join(&state.storage, room_id, &sender, ours)?;
-    if !may_authorise(&state.storage, room_id, &named)? {
+    authorise_join(&fed.storage, room_id, &sender, ours)?;
+    if !may_authorise(&fed.storage, room_id, &named)? {
         return Err(Error::new(
             ErrorKind::Forbidden,
             format!("{named} is not a member of the room who may invite"),
         ));
     }
-    add_signature(event, rules, ours.as_str(), &state.signing_key)
+    add_signature(event, rules, ours.as_str(), &fed.signing_key)
         .map_err(|err| Error::new(ErrorKind::BadJson, err.to_string()))?;
     Ok(true)
 }
@@ -151,31 +151,33 @@ pub fn resident_copy(
 /// then each server in the room, makes the join and signs it (`make_join`, `send_join`),
 /// and the signed join comes in like any event of the room.
 pub async fn join_through_resident(
-    state: &AppState,
+    fed: &Federation,
     user_id: &UserId,
     room_id: &RoomId,
     via: &[String],
 ) -> Result<OwnedEventId, Error> {
     let mut servers = via.to_vec();
     servers.extend(room_servers(
-        &state.storage,
+        &fed.storage,
         room_id.as_str(),
-        &state.federation.origin,
+        &fed.transport.origin,
     )?);
     let mut seen = std::collections::HashSet::new();
-    servers
-        .retain(|server| seen.insert(server.clone()) && server != state.federation.origin.as_str());
+    servers.retain(|server| seen.insert(server.clone()) && server != fed.transport.origin.as_str());
     if servers.is_empty() {
         return Err(Error::new(
             ErrorKind::UnableToGrantJoin,
             "No user of this server in the room may invite you, and no other server is in it",
         ));
     }
-    first_server(state, room_id, &servers, "joining", async |server: &str| {
-        let made = make_and_sign(state, user_id, room_id, server, "join").await?;
+    first_server(fed, room_id, &servers, "joining", async |server: &str| {
+        let made = make_and_sign(fed, user_id, room_id, server, "join").await?;
         let body = serde_json::to_value(&made.event).map_err(Error::internal)?;
         let path = send_path("v2/send_join", room_id, &made.event_id);
-        let answer = request_raw(state, server, "PUT", &path, Some(&body), SEND_JOIN_LIMIT).await?;
+        let answer = fed
+            .transport
+            .request_raw(server, "PUT", &path, Some(&body), SEND_JOIN_LIMIT)
+            .await?;
         let answer: JoinedEvent = serde_json::from_slice(&answer).map_err(|err| {
             Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {err}"))
         })?;
@@ -184,7 +186,7 @@ pub async fn join_through_resident(
             None => made.event,
         };
         match super::inbound::receive_pdu(
-            state,
+            fed,
             server,
             &super::inbound::GapBudget::per_transaction(),
             join,

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::{EventId, OwnedEventId, RoomId};
 
-use crate::events::Pdu;
+use crate::matrix::events::Pdu;
 
 pub use crate::rooms::NamedState;
 

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::crypto::SigningKey;
+use crate::matrix::crypto::SigningKey;
 
 const SERVER: &str = "there.test";
 const CREATOR: &str = "@creator:there.test";
@@ -49,7 +49,7 @@ impl Room {
         else {
             panic!("object");
         };
-        crate::events::signing::hash_and_sign(&mut object, &self.rules, SERVER, &self.key)
+        crate::matrix::events::signing::hash_and_sign(&mut object, &self.rules, SERVER, &self.key)
             .expect("sign");
         let pdu = Pdu::from_json(&object, &self.rules).expect("pdu");
         let id = pdu.event_id.clone();
@@ -175,7 +175,7 @@ fn a_version_12_create_event_is_of_the_room_its_id_names() {
     else {
         panic!("object");
     };
-    crate::events::signing::hash_and_sign(&mut object, &rules, SERVER, &key).expect("sign");
+    crate::matrix::events::signing::hash_and_sign(&mut object, &rules, SERVER, &key).expect("sign");
     let create = Pdu::from_json(&object, &rules).expect("pdu");
     let own = ruma::OwnedRoomId::try_from(format!("!{}", &create.event_id.as_str()[1..]))
         .expect("room id");

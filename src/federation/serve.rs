@@ -23,7 +23,8 @@ use serde_json::value::RawValue;
 
 use crate::error::{Error, ErrorKind};
 use crate::rooms::visibility::ServerVisibility;
-use crate::rooms::{self, EventMeta, snapshots};
+use crate::rooms::{self, EventMeta};
+use crate::storage::snapshots;
 use crate::storage::{Storage, pair_prefix};
 
 /// The most events one `/backfill` or `/get_missing_events` answer holds.

@@ -1,21 +1,38 @@
-//! An [`AppState`] for unit tests of federation services: a real database in a temporary
-//! directory, a fresh signing key, the default configuration plus `extra` TOML.
+//! A [`Federation`] service for unit tests: a real database in a temporary directory, a fresh
+//! signing key, the default configuration plus `extra` TOML.
 
-use actix_web::web;
+use std::sync::Arc;
 
 use crate::config::Config;
-use crate::crypto::SigningKey;
-use crate::state::AppState;
+use crate::federation::{Federation, Transport};
+use crate::matrix::crypto::SigningKey;
+use crate::rooms::Rooms;
 use crate::storage::Storage;
 
 /// The test server's name.
 pub const SERVER_NAME: &str = "here.test";
 
-/// A state whose database lives in `dir`; open it again on the same `dir` after dropping
+/// A service whose database lives in `dir`; open it again on the same `dir` after dropping
 /// it to see what survived.
-pub fn test_state(dir: &std::path::Path, extra: &str) -> web::Data<AppState> {
+pub fn test_state(dir: &std::path::Path, extra: &str) -> Arc<Federation> {
     let text = format!("[server]\nserver_name = \"{SERVER_NAME}\"\n{extra}");
     let config = Config::parse(&text, dir).expect("config");
     let storage = Storage::open(&dir.join("data"), 1 << 20).expect("storage");
-    web::Data::new(AppState::new(config, storage, SigningKey::generate()).expect("state"))
+    let signing_key = SigningKey::generate();
+    let transport = Transport::new(
+        config.server.server_name.clone(),
+        signing_key.clone(),
+        &config.federation,
+    )
+    .expect("transport");
+    let position = storage.current_stream_position().unwrap_or(0);
+    Arc::new(Federation {
+        storage: Arc::new(storage),
+        rooms: Arc::new(Rooms::new(position)),
+        transport,
+        signing_key,
+        config: Arc::new(config),
+        ephemeral: Default::default(),
+        stopping: Arc::new(tokio::sync::watch::channel(false).0),
+    })
 }

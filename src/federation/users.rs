@@ -14,15 +14,15 @@ use ruma::UserId;
 use serde_json::{Map, Value, json};
 
 use crate::error::{Error, ErrorKind};
-use crate::state::AppState;
+use crate::federation::Federation;
 
 /// The most users one key query or claim may name: a bound on the answer's size.
 const MAX_USERS_PER_QUERY: usize = 1000;
 
 /// # `/openid/userinfo`: the user an unexpired OpenID token was made for.
-pub fn openid_user(state: &AppState, access_token: &str, now_ms: u64) -> Result<String, Error> {
+pub fn openid_user(fed: &Federation, access_token: &str, now_ms: u64) -> Result<String, Error> {
     let unknown = || Error::new(ErrorKind::UnknownToken, "Access token unknown or expired");
-    let record = state
+    let record = fed
         .storage
         .openid_user
         .get(&access_token.to_owned())?
@@ -38,16 +38,16 @@ pub fn openid_user(state: &AppState, access_token: &str, now_ms: u64) -> Result<
 
 /// A user of this server named in a request: `400 M_INVALID_PARAM` for another server's,
 /// `404 M_NOT_FOUND` for one without an account.
-fn local_user(state: &AppState, user_id: &str) -> Result<ruma::OwnedUserId, Error> {
+fn local_user(fed: &Federation, user_id: &str) -> Result<ruma::OwnedUserId, Error> {
     let user = UserId::parse(user_id)
         .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid user ID"))?;
-    if user.server_name() != state.config.server.server_name {
+    if user.server_name() != fed.config.server.server_name {
         return Err(Error::new(
             ErrorKind::InvalidParam,
             "The user is not on this server",
         ));
     }
-    let exists = crate::accounts::get(&state.storage, &user)
+    let exists = crate::users::accounts::get(&fed.storage, &user)
         .map_err(|err| Error::internal(err.to_string()))?
         .is_some();
     if !exists {
@@ -57,23 +57,23 @@ fn local_user(state: &AppState, user_id: &str) -> Result<ruma::OwnedUserId, Erro
 }
 
 /// # `/user/devices/{userId}`: the user's devices that have identity keys (none yet).
-pub fn devices(state: &AppState, user_id: &str) -> Result<Value, Error> {
-    let user = local_user(state, user_id)?;
+pub fn devices(fed: &Federation, user_id: &str) -> Result<Value, Error> {
+    let user = local_user(fed, user_id)?;
     Ok(json!({ "user_id": user, "stream_id": 0, "devices": [] }))
 }
 
 /// Whether a user named in a key request is one of ours (others are left out of answers,
 /// as the spec asks servers to query only the users of the server they ask).
-fn is_local(state: &AppState, user_id: &str) -> bool {
-    UserId::parse(user_id).is_ok_and(|user| user.server_name() == state.config.server.server_name)
+fn is_local(fed: &Federation, user_id: &str) -> bool {
+    UserId::parse(user_id).is_ok_and(|user| user.server_name() == fed.config.server.server_name)
 }
 
 /// # `POST /user/keys/query`: the device keys of each of our users asked for (none yet),
 /// and no cross-signing keys.
-pub fn query_keys(state: &AppState, device_keys: &BTreeMap<String, Value>) -> Value {
+pub fn query_keys(fed: &Federation, device_keys: &BTreeMap<String, Value>) -> Value {
     let found: Map<String, Value> = device_keys
         .keys()
-        .filter(|user| is_local(state, user))
+        .filter(|user| is_local(fed, user))
         .take(MAX_USERS_PER_QUERY)
         .map(|user| (user.clone(), json!({})))
         .collect();
@@ -81,10 +81,10 @@ pub fn query_keys(state: &AppState, device_keys: &BTreeMap<String, Value>) -> Va
 }
 
 /// # `POST /user/keys/claim`: one-time keys for the devices asked for (none yet).
-pub fn claim_keys(state: &AppState, one_time_keys: &BTreeMap<String, Value>) -> Value {
+pub fn claim_keys(fed: &Federation, one_time_keys: &BTreeMap<String, Value>) -> Value {
     let found: Map<String, Value> = one_time_keys
         .keys()
-        .filter(|user| is_local(state, user))
+        .filter(|user| is_local(fed, user))
         .take(MAX_USERS_PER_QUERY)
         .map(|user| (user.clone(), json!({})))
         .collect();

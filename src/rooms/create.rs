@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{Rooms, StagedEvent, build_error};
-use crate::crypto::SigningKey;
 use crate::error::{Error, ErrorKind};
-use crate::events::Pdu;
-use crate::events::builder::{NewEvent, RoomContext, build_event, room_id_for};
+use crate::matrix::crypto::SigningKey;
+use crate::matrix::events::Pdu;
+use crate::matrix::events::builder::{NewEvent, RoomContext, build_event, room_id_for};
 use crate::storage::Storage;
 
 /// The body of `POST /createRoom`.
@@ -157,7 +157,7 @@ impl NewRoom<'_> {
             state: &lookup,
             event: &fetch,
         };
-        let (pdu, json) = build_event(new, sender, &context, key, crate::accounts::now_ms())
+        let (pdu, json) = build_event(new, sender, &context, key, crate::matrix::time::now_ms())
             .map_err(build_error)?;
         if let Some(state_key) = &pdu.state_key {
             self.state.insert(
@@ -264,7 +264,7 @@ fn check_request(
         ));
     }
     for invitee in &request.invite {
-        let exists = crate::accounts::get(storage, invitee)
+        let exists = crate::users::accounts::get(storage, invitee)
             .map_err(|err| Error::internal(err.to_string()))?
             .is_some_and(|account| !account.deactivated);
         if !exists {
@@ -300,7 +300,7 @@ fn events_after_create(
     let mut events = vec![NewEvent::state(
         "m.room.member",
         creator.as_str(),
-        crate::profile::member_content("join", profile),
+        crate::users::profile::member_content("join", profile),
     )];
     events.push(NewEvent::state(
         "m.room.power_levels",

@@ -4,6 +4,17 @@
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, RoomVersionId};
 use serde_json::{Map, Value};
 
+/// The state events an invited user is shown about a room (spec: "stripped state").
+pub const INVITE_STATE_TYPES: [&str; 7] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.topic",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+];
+
 use crate::storage::{Storage, StorageError};
 
 /// The fields a client event keeps.

@@ -9,10 +9,11 @@ pub mod aggregations;
 pub mod create;
 pub mod format;
 pub mod history;
+pub mod notifications;
 pub mod remote;
 pub mod restricted;
-pub mod snapshots;
 pub mod state_res_v1;
+pub mod timeline;
 pub mod visibility;
 
 use std::cell::RefCell;
@@ -28,74 +29,23 @@ use ruma::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::crypto::SigningKey;
 use crate::error::{Error, ErrorKind};
-use crate::events::Pdu;
-use crate::events::builder::{BuildError, NewEvent, RoomContext, build_event};
+use crate::matrix::crypto::SigningKey;
+use crate::matrix::events::Pdu;
+use crate::matrix::events::builder::{BuildError, NewEvent, RoomContext, build_event};
+use crate::storage::snapshots;
 use crate::storage::{Batch, Storage, StorageError, pair_prefix};
 
-/// What is kept per room (`roomid_room`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RoomRecord {
-    pub version: String,
-    /// The forward extremities and their depths: the `prev_events` of the next event.
-    pub extremities: Vec<(OwnedEventId, u64)>,
-    /// The state snapshot of the room's current state (after its extremities).
-    #[serde(default)]
-    pub state: Option<u64>,
-    /// For a room joined over federation: the history not fetched yet. Older events are
-    /// fetched (`/backfill`) into a block of stream positions kept free below the join.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backfill: Option<Backfill>,
-}
+pub use crate::storage::records::RoomRecord;
 
-/// Where a room's history fetched from other servers goes, and where it continues.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Backfill {
-    /// The lowest position of the block kept for history.
-    pub floor: u64,
-    /// The next (lower) position a fetched event takes.
-    pub next: u64,
-    /// The events whose predecessors are not here yet: where fetching goes on from.
-    pub frontier: Vec<OwnedEventId>,
-}
+pub use crate::storage::records::Backfill;
 
 /// How many older events a room joined over federation can take in.
 pub const BACKFILL_BLOCK: u64 = 1_000_000;
 
-/// Where an event sits (`eventid_meta`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EventMeta {
-    pub room_id: String,
-    pub stream: u64,
-    /// The sending device and its transaction ID, for the sender's own echo.
-    #[serde(default)]
-    pub txn: Option<(String, String)>,
-    /// The redaction that removed this event's content, if any: clients are shown the
-    /// redacted form from then on.
-    #[serde(default)]
-    pub redacted_by: Option<String>,
-    /// A remote user's join, leave or knock that came to us through `send_join`,
-    /// `send_leave` or `send_knock`: the spec asks us (the resident server) to send it on to
-    /// the room's other servers, as if it were ours.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub relay: bool,
-}
+pub use crate::storage::records::EventMeta;
 
-/// A user's membership of a room (`userroom_membership`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MembershipRecord {
-    pub membership: String,
-    /// The stream position of the membership event.
-    pub stream: u64,
-    pub event_id: String,
-    /// Where the user last joined, if ever: history is theirs to read only from a join.
-    #[serde(default)]
-    pub joined_stream: Option<u64>,
-    /// Where the user was last invited, if ever.
-    #[serde(default)]
-    pub invited_stream: Option<u64>,
-}
+pub use crate::storage::records::MembershipRecord;
 
 /// A client's transaction: user, device, and the request path's room, type and txn ID.
 pub type TxnKey = (String, String, String);
@@ -117,11 +67,8 @@ pub struct Rooms {
     /// Per room, held by a join over federation from checking the answer to storing it
     /// (see [`Rooms::joining`]).
     joins: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
-    /// Held while stream positions are taken and their batch applied (see
-    /// [`Rooms::store_events`]).
-    ordered: Mutex<()>,
-    /// The newest position whose event, and every earlier one, is stored and flushed.
-    visible: watch::Sender<u64>,
+    /// The global stream: positions, their ordering lock and the visible watermark.
+    pub stream: crate::storage::stream::Stream,
 }
 
 impl Rooms {
@@ -129,20 +76,19 @@ impl Rooms {
         Rooms {
             locks: Mutex::new(HashMap::new()),
             joins: Mutex::new(HashMap::new()),
-            ordered: Mutex::new(()),
-            visible: watch::channel(current_position).0,
+            stream: crate::storage::stream::Stream::new(current_position),
         }
     }
 
     /// A receiver that changes whenever new events become visible.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.visible.subscribe()
+        self.stream.subscribe()
     }
 
     /// The newest stream position that readers may serve: every event up to it is stored
     /// and on disk.
     pub fn visible_position(&self) -> u64 {
-        *self.visible.borrow()
+        self.stream.visible_position()
     }
 
     fn lock_for(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
@@ -154,6 +100,41 @@ impl Rooms {
     /// same room at the same time could otherwise be counting on.
     pub async fn joining(&self, room_id: &RoomId) -> tokio::sync::OwnedMutexGuard<()> {
         lock_in(&self.joins, room_id).lock_owned().await
+    }
+
+    /// Sets one profile field and, when membership events carry it, sends a new membership
+    /// event with the profile to every room the user is in, as the spec asks. A room that
+    /// refuses the change (its rules) keeps the old name; the others update.
+    pub async fn set_profile_field(
+        &self,
+        storage: &Storage,
+        signing_key: &SigningKey,
+        user_id: &UserId,
+        field: &str,
+        value: Option<serde_json::Value>,
+    ) -> Result<(), Error> {
+        let Some(profile) =
+            crate::users::profile::set_field(storage, user_id, field, value).await?
+        else {
+            return Ok(());
+        };
+        for (room_id, record) in memberships(storage, user_id)? {
+            if record.membership != "join" {
+                continue;
+            }
+            let new = NewEvent::state(
+                "m.room.member",
+                user_id.as_str(),
+                crate::users::profile::member_content("join", &profile),
+            );
+            if let Err(err) = self
+                .append(storage, signing_key, &room_id, user_id, new)
+                .await
+            {
+                tracing::warn!(%room_id, "could not update the membership with the new profile: {err}");
+            }
+        }
+        Ok(())
     }
 
     /// Builds, authorizes and stores an event by `sender` in an existing room.
@@ -264,7 +245,9 @@ impl Rooms {
         // lock, which is shared by every room and must stay short.
         let pushes = events
             .iter()
-            .map(|staged| crate::notifications::evaluate(storage, &rules, room_id, &staged.json))
+            .map(|staged| {
+                crate::rooms::notifications::evaluate(storage, &rules, room_id, &staged.json)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut batch = Batch::new();
         record.state = stage_snapshots(storage, &mut batch, &events, previous_state)?;
@@ -272,10 +255,7 @@ impl Rooms {
             .roomid_room
             .batch_insert(&mut batch, &room, &record)?;
         let position = {
-            let _ordered = self
-                .ordered
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
+            let _ordered = self.stream.ordered();
             let mut memberships: HashMap<String, MembershipRecord> = HashMap::new();
             let mut position = 0;
             for (staged, push) in events.iter().zip(&pushes) {
@@ -289,7 +269,7 @@ impl Rooms {
                     &mut memberships,
                     true,
                 )?;
-                crate::notifications::stage(
+                crate::rooms::notifications::stage(
                     storage,
                     &mut batch,
                     &room,
@@ -297,7 +277,7 @@ impl Rooms {
                     staged.pdu.sender.as_str(),
                     push,
                     position,
-                    crate::accounts::now_ms(),
+                    crate::matrix::time::now_ms(),
                 )?;
             }
             storage.apply(batch)?;
@@ -316,20 +296,7 @@ impl Rooms {
         storage: &Storage,
         stage: impl FnOnce(&mut Batch, u64) -> Result<(), Error>,
     ) -> Result<u64, Error> {
-        let position = {
-            let _ordered = self
-                .ordered
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            let position = storage.next_stream_position()?;
-            let mut batch = Batch::new();
-            stage(&mut batch, position)?;
-            storage.apply(batch)?;
-            position
-        };
-        storage.flush().await?;
-        self.publish(position);
-        Ok(position)
+        self.stream.commit_at_next_position(storage, stage).await
     }
 
     /// Checks (spec steps 4 to 6) and stores an event from another server whose format
@@ -374,9 +341,9 @@ impl Rooms {
         let rules = rules_of(&record).map_err(|err| remote::Refused::Invalid(err.to_string()))?;
         let plan = remote::plan(storage, &record, &rules, &pdu, gap)?;
         let pushes = if plan.soft_failed {
-            crate::notifications::EventPush::default()
+            crate::rooms::notifications::EventPush::default()
         } else {
-            crate::notifications::evaluate(storage, &rules, room_id, &json)?
+            crate::rooms::notifications::evaluate(storage, &rules, room_id, &json)?
         };
         let mut batch = Batch::new();
         let mut pending = std::collections::BTreeMap::new();
@@ -435,10 +402,7 @@ impl Rooms {
             return Ok(remote::Outcome::SoftFailed);
         }
         let position = {
-            let _ordered = self
-                .ordered
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
+            let _ordered = self.stream.ordered();
             let position = storage.next_stream_position()?;
             let mut memberships = HashMap::new();
             stage_event(
@@ -461,7 +425,7 @@ impl Rooms {
                 &pending_json,
             )
             .map_err(|err| remote::Refused::Storage(err.to_string()))?;
-            crate::notifications::stage(
+            crate::rooms::notifications::stage(
                 storage,
                 &mut batch,
                 &room,
@@ -469,7 +433,7 @@ impl Rooms {
                 staged.pdu.sender.as_str(),
                 &pushes,
                 position,
-                crate::accounts::now_ms(),
+                crate::matrix::time::now_ms(),
             )?;
             storage.apply(batch)?;
             position
@@ -521,7 +485,7 @@ impl Rooms {
         remote::authorize_against(storage, &rules, &join_pdu, &before, &events)
             .map_err(|why| remote::Refused::Unauthorized(format!("our join: {why}")))?;
         drop(events);
-        crate::memory::log_usage("join: state named");
+        crate::storage::memory::log_usage("join: state named");
         let event_id = join_pdu.event_id.to_string();
         let mut after = before.clone();
         let join_key = snapshots::short_state_key(
@@ -532,7 +496,7 @@ impl Rooms {
         after.insert(join_key, snapshots::short_event_id(storage, &event_id)?);
         let mut pending = std::collections::BTreeMap::new();
         let before_id = snapshots::store_full(storage, &mut batch, &before, &mut pending)?;
-        crate::memory::log_usage("join: snapshot staged");
+        crate::storage::memory::log_usage("join: snapshot staged");
         let after_id = snapshots::store_full(storage, &mut batch, &after, &mut pending)?;
         storage
             .eventid_statebefore
@@ -552,7 +516,7 @@ impl Rooms {
             &memberships_given,
         )
         .map_err(|err| remote::Refused::Storage(err.to_string()))?;
-        crate::memory::log_usage("join: state written in parts");
+        crate::storage::memory::log_usage("join: state written in parts");
         let record = RoomRecord {
             version: version.to_owned(),
             extremities: vec![(join_pdu.event_id.clone(), join_pdu.depth)],
@@ -573,10 +537,7 @@ impl Rooms {
             relay: false,
         };
         let position = {
-            let _ordered = self
-                .ordered
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
+            let _ordered = self.stream.ordered();
             storage
                 .stream_room
                 .batch_insert(&mut batch, &state_position, &room)?;
@@ -592,13 +553,13 @@ impl Rooms {
                 true,
             )
             .map_err(|err| remote::Refused::Storage(err.to_string()))?;
-            crate::memory::log_usage("join: final batch staged");
+            crate::storage::memory::log_usage("join: final batch staged");
             storage.apply(batch)?;
             position
         };
-        crate::memory::log_usage("join: final batch applied");
+        crate::storage::memory::log_usage("join: final batch applied");
         storage.flush().await?;
-        crate::memory::log_usage("join: final batch flushed");
+        crate::storage::memory::log_usage("join: final batch flushed");
         self.publish(position);
         tracing::info!(%room_id, state = state_ids.len(), "joined a room over federation");
         Ok(())
@@ -724,13 +685,7 @@ impl Rooms {
 
     /// Moves the visible position forward (never back) and wakes `/sync`.
     fn publish(&self, position: u64) {
-        self.visible.send_if_modified(|visible| {
-            let newer = position > *visible;
-            if newer {
-                *visible = position;
-            }
-            newer
-        });
+        self.stream.publish(position);
     }
 }
 
@@ -985,6 +940,20 @@ fn load_room(storage: &Storage, room_id: &RoomId) -> Result<RoomRecord, Error> {
 }
 
 /// The rules of a stored room's version.
+/// Whether one of our users is joined to `room_id`: only then do the other servers in the
+/// room send us its events, so that our copy of it is current. Read from the joined
+/// members' summary (kept in memory): no scan of the room's memberships.
+pub fn is_resident(
+    storage: &Storage,
+    our_server: &ruma::ServerName,
+    room_id: &RoomId,
+) -> Result<bool, StorageError> {
+    Ok(storage
+        .joined_summary(room_id.as_str())?
+        .servers
+        .contains(our_server.as_str()))
+}
+
 pub fn rules_of(room: &RoomRecord) -> Result<RoomVersionRules, Error> {
     RoomVersionId::try_from(room.version.as_str())
         .ok()
@@ -1032,7 +1001,7 @@ pub fn build_in_room(
         state: &state,
         event: &event,
     };
-    let built = build_event(new, sender, &context, key, crate::accounts::now_ms());
+    let built = build_event(new, sender, &context, key, crate::matrix::time::now_ms());
     if let Some(err) = failure.into_inner() {
         return Err(Error::internal(format!("reading room state: {err}")));
     }
@@ -1123,8 +1092,7 @@ pub fn memberships(
         .collect()
 }
 
-/// One entry of a room's state: `((type, state_key), event ID)`.
-pub type StateEntry = ((String, String), String);
+pub use crate::storage::StateEntry;
 
 /// The current state of a room.
 pub fn current_state(storage: &Storage, room_id: &RoomId) -> Result<Vec<StateEntry>, StorageError> {

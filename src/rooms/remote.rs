@@ -21,9 +21,9 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::state_res::utils::event_id_set::EventIdSet;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId};
 
-use super::snapshots::{self, StateMap};
 use super::{EventMeta, MembershipRecord, RoomRecord, StateEntry, load_pdu};
-use crate::events::Pdu;
+use crate::matrix::events::Pdu;
+use crate::storage::snapshots::{self, StateMap};
 use crate::storage::{Batch, Storage, StorageError};
 
 /// The most events one auth chain walk reads (state resolution, `/state_ids`).

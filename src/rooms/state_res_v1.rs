@@ -40,9 +40,9 @@ use ruma::state_res::{StateMap, check_state_dependent_auth_rules};
 use ruma::{OwnedEventId, OwnedRoomId};
 
 use super::remote::{EventSource, Refused};
-use super::snapshots;
-use crate::events::Pdu;
+use crate::matrix::events::Pdu;
 use crate::storage::StorageError;
+use crate::storage::snapshots;
 
 /// The most conflicted events one resolution considers (each costs a few auth checks);
 /// more is refused rather than worked through.

@@ -522,8 +522,8 @@ mod stored {
     //! The storage half: states by short IDs, events read back from the database.
 
     use super::*;
-    use crate::rooms::snapshots;
     use crate::storage::Storage;
+    use crate::storage::snapshots;
 
     fn store(storage: &Storage, event: &Pdu) {
         let json = json!({

@@ -8,10 +8,9 @@ use serde_json::{Map, Value, json};
 
 use super::scan::Window;
 use crate::error::Error;
+use crate::rooms::timeline::{Reader, client_form, timeline_form};
 use crate::rooms::{self, history};
-use crate::state::AppState;
-use crate::storage::StorageError;
-use crate::sync::{Reader, client_form, timeline_form};
+use crate::storage::{Storage, StorageError};
 
 /// Context events per side when the client does not say (the spec's default).
 const DEFAULT_CONTEXT: u64 = 5;
@@ -32,7 +31,7 @@ pub struct EventContext {
 /// position: backwards from `start` reads what precedes the context, forwards from `end`
 /// what follows it).
 pub fn event_context(
-    state: &AppState,
+    storage: &Storage,
     reader: Reader<'_>,
     window: &Window,
     (position, result): (u64, &Value),
@@ -49,19 +48,19 @@ pub fn event_context(
         .min(MAX_CONTEXT) as usize;
     let mut before = Vec::new();
     if before_n > 0 && position > window.from {
-        let range = state.storage.roomstream_eventid.range(
+        let range = storage.roomstream_eventid.range(
             &(room.to_owned(), window.from),
             &(room.to_owned(), position - 1),
         );
-        read_events(state, reader, room, range.rev(), before_n, &mut before)?;
+        read_events(storage, reader, room, range.rev(), before_n, &mut before)?;
     }
     let mut after = Vec::new();
     if after_n > 0 && position < window.visible_until {
-        let range = state.storage.roomstream_eventid.range(
+        let range = storage.roomstream_eventid.range(
             &(room.to_owned(), position + 1),
             &(room.to_owned(), window.visible_until),
         );
-        read_events(state, reader, room, range, after_n, &mut after)?;
+        read_events(storage, reader, room, range, after_n, &mut after)?;
     }
     let start = before
         .last()
@@ -83,14 +82,14 @@ pub fn event_context(
             .chain(std::iter::once(result))
             .filter_map(|event| event["sender"].as_str())
             .collect();
-        context["profile_info"] = profiles_at(state, window, &senders, position)?;
+        context["profile_info"] = profiles_at(storage, window, &senders, position)?;
     }
     Ok(context)
 }
 
 /// Up to `n` events of `entries`, in their order, in client form for `reader`.
 fn read_events(
-    state: &AppState,
+    storage: &Storage,
     reader: Reader<'_>,
     room: &str,
     entries: impl Iterator<Item = Result<((String, u64), String), StorageError>>,
@@ -102,7 +101,7 @@ fn read_events(
             break;
         }
         let ((_, position), event_id) = entry?;
-        if let Some(event) = timeline_form(state, &event_id, Some(room), Some(reader))? {
+        if let Some(event) = timeline_form(storage, &event_id, Some(room), Some(reader))? {
             out.push((position, event));
         }
     }
@@ -112,7 +111,7 @@ fn read_events(
 /// `profile_info`: each sender's display name and avatar from their member event as of
 /// `position`, the profile the room showed when the result was sent (not today's).
 fn profiles_at(
-    state: &AppState,
+    storage: &Storage,
     window: &Window,
     senders: &BTreeSet<&str>,
     position: u64,
@@ -120,13 +119,13 @@ fn profiles_at(
     let mut profiles = Map::new();
     for sender in senders {
         let member = history::entry_at(
-            &state.storage,
+            storage,
             &window.room_id,
             ("m.room.member", sender),
             position,
         )?;
         let content = match member {
-            Some(event_id) => client_form(state, &event_id, None, None)?
+            Some(event_id) => client_form(storage, &event_id, None, None)?
                 .map(|event| event["content"].clone())
                 .unwrap_or_default(),
             None => Value::Null,
@@ -144,15 +143,15 @@ fn profiles_at(
 
 /// `state` for `include_state`: the state of a room the user is in now, or of a room they
 /// left as it was when they left (what happened after is not theirs to see).
-pub fn room_state(state: &AppState, window: &Window) -> Result<Vec<Value>, StorageError> {
+pub fn room_state(storage: &Storage, window: &Window) -> Result<Vec<Value>, StorageError> {
     let entries = if window.joined {
-        rooms::current_state(&state.storage, &window.room_id)?
+        rooms::current_state(storage, &window.room_id)?
     } else {
-        history::state_at(&state.storage, &window.room_id, window.visible_until)?
+        history::state_at(storage, &window.room_id, window.visible_until)?
     };
     let mut events = Vec::new();
     for (_, event_id) in entries {
-        if let Some(event) = client_form(state, &event_id, Some(window.room_id.as_str()), None)? {
+        if let Some(event) = client_form(storage, &event_id, Some(window.room_id.as_str()), None)? {
             events.push(event);
         }
     }

@@ -29,9 +29,9 @@ use self::rank::SearchKey;
 use self::scan::Window;
 use self::token::{Cursor, Order, Scope};
 use crate::error::{Error, ErrorKind};
-use crate::filter::RoomEventFilter;
-use crate::state::AppState;
-use crate::sync::{Reader, client_form, timeline_form};
+use crate::rooms::timeline::{Reader, client_form, timeline_form};
+use crate::storage::Storage;
+use crate::users::filter::RoomEventFilter;
 
 /// Results per page when the filter does not say, and the most per page.
 pub const DEFAULT_RESULTS: u64 = 10;
@@ -80,7 +80,8 @@ struct Page {
 /// Answers `room_events` for `user_id` (reading from `device_id`), starting at
 /// `next_batch` when given.
 pub fn room_events(
-    state: &AppState,
+    storage: &Storage,
+    rooms: &crate::rooms::Rooms,
     user_id: &UserId,
     device_id: &str,
     criteria: &RoomEventsCriteria,
@@ -106,19 +107,20 @@ pub fn room_events(
             "next_batch was given for another order_by",
         ));
     }
-    let now = state.rooms.visible_position();
+    let now = rooms.visible_position();
     let snapshot = cursor
         .as_ref()
         .map_or(now, |cursor| cursor.snapshot.min(now));
     let scope = cursor.as_ref().and_then(|cursor| cursor.scope.clone());
-    let windows = scan::readable_windows(state, user_id, &filter, scope.as_ref(), snapshot)?;
+    let windows =
+        scan::readable_windows(storage, rooms, user_id, &filter, scope.as_ref(), snapshot)?;
     // Under `recent`, everything newer than the cursor was on earlier pages: not read again.
     let below = match (&cursor, order) {
         (Some(cursor), Order::Recent) => Some(cursor.position),
         _ => None,
     };
     let (found, cut_short) = find_matches(
-        state,
+        storage,
         &windows,
         below,
         (&words, &keys),
@@ -157,14 +159,14 @@ pub fn room_events(
             continue;
         };
         let Some(event) =
-            timeline_form(state, &found.event_id, Some(&found.room_id), Some(reader))?
+            timeline_form(storage, &found.event_id, Some(&found.room_id), Some(reader))?
         else {
             continue;
         };
         let mut result = json!({ "rank": found.rank as f64, "result": event });
         if let Some(wanted) = &criteria.event_context {
             result["context"] = context::event_context(
-                state,
+                storage,
                 reader,
                 window,
                 (found.position, &result["result"]),
@@ -186,7 +188,7 @@ pub fn room_events(
         room_events["next_batch"] = json!(token_after(last, scope.clone(), shown));
     }
     if criteria.include_state == Some(true) {
-        room_events["state"] = states_of(state, &windows, &page.results)?;
+        room_events["state"] = states_of(storage, &windows, &page.results)?;
     }
     if let Some(groupings) = &criteria.groupings {
         let keys: Vec<_> = groupings.group_by.iter().map(|group| group.key).collect();
@@ -209,7 +211,7 @@ pub fn room_events(
 /// must not be found by the words it had), and contain every search word in one of
 /// `keys`. Returns them unordered, and whether [`MAX_SCANNED`] cut the reading short.
 fn find_matches(
-    state: &AppState,
+    storage: &Storage,
     windows: &[Window],
     below: Option<u64>,
     (words, keys): (&[String], &[SearchKey]),
@@ -218,12 +220,12 @@ fn find_matches(
 ) -> Result<(Vec<Match>, bool), Error> {
     let mut found = Vec::new();
     let cut_short = scan::newest_first(
-        state,
+        storage,
         windows,
         below,
         MAX_SCANNED,
         |index, window, position, event_id| {
-            let Some(event) = client_form(state, &event_id, None, None)? else {
+            let Some(event) = client_form(storage, &event_id, None, None)? else {
                 return Ok(());
             };
             let redacted = event["unsigned"].get("redacted_because").is_some();
@@ -281,7 +283,7 @@ fn paginate(mut found: Vec<Match>, order: Order, cursor: Option<&Cursor>, limit:
 
 /// `state` for `include_state`: room ID → state events, for each room with a result on
 /// this page.
-fn states_of(state: &AppState, windows: &[Window], page: &[Match]) -> Result<Value, Error> {
+fn states_of(storage: &Storage, windows: &[Window], page: &[Match]) -> Result<Value, Error> {
     let rooms: BTreeMap<&str, usize> = page
         .iter()
         .map(|found| (found.room_id.as_str(), found.window))
@@ -291,7 +293,7 @@ fn states_of(state: &AppState, windows: &[Window], page: &[Match]) -> Result<Val
         if let Some(window) = windows.get(index) {
             states.insert(
                 room_id.to_owned(),
-                json!(context::room_state(state, window)?),
+                json!(context::room_state(storage, window)?),
             );
         }
     }

@@ -7,12 +7,11 @@ use ruma::{OwnedRoomId, UserId};
 
 use super::token::Scope;
 use crate::error::Error;
-use crate::filter::RoomEventFilter;
 use crate::rooms;
+use crate::rooms::timeline::history_start;
 use crate::rooms::visibility::Visibility;
-use crate::state::AppState;
-use crate::storage::{StorageError, StorageResult};
-use crate::sync::history_start;
+use crate::storage::{Storage, StorageError, StorageResult};
+use crate::users::filter::RoomEventFilter;
 
 /// The stretch of one room's timeline a user may search.
 #[derive(Debug, Clone)]
@@ -37,15 +36,16 @@ pub struct Window {
 /// their departure. The spec asks for both ("including those that they have left").
 /// Rooms the filter or the token's group leaves out are skipped.
 pub fn readable_windows(
-    state: &AppState,
+    storage: &Storage,
+    rooms: &crate::rooms::Rooms,
     user_id: &UserId,
     filter: &RoomEventFilter,
     scope: Option<&Scope>,
     snapshot: u64,
 ) -> Result<Vec<Window>, StorageError> {
-    let now = state.rooms.visible_position();
+    let now = rooms.visible_position();
     let mut windows = Vec::new();
-    for (room_id, record) in rooms::memberships(&state.storage, user_id)? {
+    for (room_id, record) in rooms::memberships(storage, user_id)? {
         let (visible_until, joined) = match record.membership.as_str() {
             "join" => (now, true),
             "leave" | "ban" if record.joined_stream.is_some() => (record.stream, false),
@@ -58,8 +58,8 @@ pub fn readable_windows(
         if !in_scope || !filter.allows_room(room_id.as_str()) {
             continue;
         }
-        let from = history_start(state, &room_id, &record)?;
-        let view = Visibility::for_user(&state.storage, &room_id, user_id.as_str())?;
+        let from = history_start(storage, &room_id, &record)?;
+        let view = Visibility::for_user(storage, &room_id, user_id.as_str())?;
         windows.push(Window {
             view,
             room_id,
@@ -81,7 +81,7 @@ type Entries<'a> = Box<dyn Iterator<Item = StorageResult<((String, u64), String)
 /// Cost: one sled range per room, and for each event read a look at every room's next
 /// entry (rooms are few for a family server); the caller's `visit` loads the event.
 pub fn newest_first(
-    state: &AppState,
+    storage: &Storage,
     windows: &[Window],
     below: Option<u64>,
     max_events: usize,
@@ -98,8 +98,7 @@ pub fn newest_first(
         } else {
             let room = window.room_id.to_string();
             Box::new(
-                state
-                    .storage
+                storage
                     .roomstream_eventid
                     .range(&(room.clone(), window.from), &(room, upto))
                     .rev(),

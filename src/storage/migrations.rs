@@ -152,7 +152,7 @@ fn index_change_streams(storage: &Storage) -> StorageResult<()> {
 /// stream order (rooms here so far are local, so their history is a line), and records each
 /// room's current snapshot. A room already done is skipped.
 fn index_snapshots(storage: &Storage) -> StorageResult<()> {
-    use crate::rooms::snapshots;
+    use super::snapshots;
     for entry in storage.roomid_room.iter() {
         let (room, mut record) = entry?;
         if record.state.is_some() {

@@ -7,9 +7,14 @@
 
 mod batch;
 mod codec;
+pub mod files;
 mod lock;
 mod members;
+pub mod memory;
 mod migrations;
+pub mod records;
+pub mod snapshots;
+pub mod stream;
 mod tree;
 
 use std::os::unix::fs::DirBuilderExt as _;
@@ -21,18 +26,11 @@ pub use members::JoinedSummary;
 pub use migrations::SCHEMA_VERSION;
 pub use tree::Tree;
 
-use crate::account_data::AccountDataRecord;
-use crate::accounts::AccountRecord;
-use crate::accounts::registration::RegistrationTokenRecord;
-use crate::accounts::sessions::{DeviceRecord, SessionRecord};
-use crate::directory::AliasRecord;
-use crate::federation::edu::KeptEdu;
-use crate::federation::keys::ServerKeys;
-use crate::federation::outbound::{PendingTxn, QueueItem};
-use crate::notifications::{NotificationRecord, UnreadFlags};
-use crate::receipts::ReceiptRecord;
-use crate::rooms::snapshots::SnapshotRecord;
-use crate::rooms::{EventMeta, MembershipRecord, RoomRecord};
+use records::{
+    AccountDataRecord, AccountRecord, AliasRecord, DeviceRecord, EventMeta, KeptEdu,
+    MembershipRecord, NotificationRecord, PendingTxn, QueueItem, ReceiptRecord,
+    RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
+};
 
 /// A storage failure. Shown in full to the operator at start-up; a client only ever sees
 /// `M_UNKNOWN` (see `error::Error::from`).
@@ -68,6 +66,9 @@ pub type StorageResult<T> = Result<T, StorageError>;
 
 /// A state entry's `(type, state key)`.
 pub type StateKey = (String, String);
+
+/// A state entry and the event that holds it: `((type, state key), event ID)`.
+pub type StateEntry = (StateKey, String);
 
 /// The open database and its typed trees.
 pub struct Storage {

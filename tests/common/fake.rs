@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use hearth::crypto::{KeyId, SigningKey};
+use hearth::matrix::crypto::{KeyId, SigningKey};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
@@ -60,7 +60,7 @@ pub fn new_key() -> SigningKey {
 }
 
 fn rand_seed() -> [u8; 32] {
-    hearth::crypto::random_bytes::<32>()
+    hearth::matrix::crypto::random_bytes::<32>()
 }
 
 struct Shared {
@@ -159,12 +159,12 @@ async fn answer(request: HttpRequest, body: web::Bytes, shared: web::Data<Shared
 fn key_response(name: &str, key: &SigningKey) -> Value {
     let mut response = json!({
         "server_name": name,
-        "valid_until_ts": hearth::accounts::now_ms() + 24 * 3600 * 1000,
+        "valid_until_ts": hearth::matrix::time::now_ms() + 24 * 3600 * 1000,
         "verify_keys": { key.key_id().as_str(): { "key": key.public_key_base64() } },
         "old_verify_keys": {},
     });
     let object = response.as_object_mut().expect("object");
-    hearth::crypto::sign_json(object, name, key).expect("sign");
+    hearth::matrix::crypto::sign_json(object, name, key).expect("sign");
     response
 }
 
@@ -227,8 +227,8 @@ pub fn sign(event: Value, server: &str, key: &SigningKey) -> (String, Value) {
         panic!("an event is an object");
     };
     let rules = rules();
-    hearth::events::signing::hash_and_sign(&mut object, &rules, server, key).expect("sign");
-    let id = hearth::events::signing::event_id_for(&object, &rules)
+    hearth::matrix::events::signing::hash_and_sign(&mut object, &rules, server, key).expect("sign");
+    let id = hearth::matrix::events::signing::event_id_for(&object, &rules)
         .expect("id")
         .expect("v11 ids are hashes")
         .to_string();
@@ -241,7 +241,7 @@ impl FakeRoom {
     /// (the creator at 100), public join rules.
     pub fn create(server: &str, key: &SigningKey, localpart: &str) -> FakeRoom {
         let creator = format!("@creator:{server}");
-        let suffix: String = hearth::crypto::random_bytes::<6>()
+        let suffix: String = hearth::matrix::crypto::random_bytes::<6>()
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect();
@@ -483,7 +483,7 @@ pub fn event_id_of(json: &Value) -> String {
     else {
         panic!("an event is an object");
     };
-    hearth::events::signing::event_id_for(&object, &rules())
+    hearth::matrix::events::signing::event_id_for(&object, &rules())
         .expect("id")
         .expect("v11 ids are hashes")
         .to_string()

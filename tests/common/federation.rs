@@ -5,8 +5,8 @@
 use std::net::TcpListener;
 use std::path::Path;
 
-use hearth::crypto::SigningKey;
 use hearth::federation::auth::{RequestToSign, authorization_header};
+use hearth::matrix::crypto::SigningKey;
 
 use super::{Server, hearth, http};
 

@@ -9,12 +9,13 @@ use super::session::{
     account_error, operation, optional_device_name, user_from_identifier, valid_device_field,
     verify_credentials,
 };
-use crate::accounts::uia::{self, Attempt, AuthData, Completed, Flows, Step};
-use crate::accounts::{self, now_ms, registration, sessions};
 use crate::api::MatrixJson;
+use crate::api::app::Services;
 use crate::api::auth::{Authenticated, check_auth_rate_limit, client_ip};
 use crate::error::{Error, ErrorKind};
-use crate::state::AppState;
+use crate::matrix::time::now_ms;
+use crate::users::accounts::uia::{self, Attempt, AuthData, Completed, Flows, Step};
+use crate::users::accounts::{self, registration, sessions};
 
 /// Registration flows. The token flow ends with a dummy stage, the shape Synapse uses:
 /// clients written against it (matrix-nio, for one) complete the token stage and then
@@ -44,7 +45,7 @@ pub struct RegisterRequest {
 /// # POST /_matrix/client/v3/register
 pub async fn register(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     query: web::Query<KindQuery>,
     MatrixJson(body): MatrixJson<RegisterRequest>,
 ) -> Result<HttpResponse, Error> {
@@ -63,14 +64,14 @@ pub async fn register(
             ));
         }
     }
-    let registration = &state.config.registration;
+    let registration = &app.config.registration;
     if !registration.enabled {
         return Err(Error::new(ErrorKind::Forbidden, "Registration is disabled"));
     }
-    check_auth_rate_limit(&req, &state)?;
+    check_auth_rate_limit(&req, &app)?;
     // Name and password are checked before authentication, so a client learns of a taken
     // name before the user spends a registration token.
-    let server_name = &state.config.server.server_name;
+    let server_name = &app.config.server.server_name;
     let user_id = body
         .username
         .as_deref()
@@ -78,7 +79,7 @@ pub async fn register(
         .transpose()
         .map_err(account_error)?;
     if let Some(user_id) = &user_id
-        && accounts::get(&state.storage, user_id)
+        && accounts::get(&app.storage, user_id)
             .map_err(account_error)?
             .is_some()
     {
@@ -95,7 +96,7 @@ pub async fn register(
     } else {
         TOKEN_FLOWS
     };
-    let completed = complete_registration_auth(&req, &state, body.auth, flows)?;
+    let completed = complete_registration_auth(&req, &app, body.auth, flows)?;
     // Only now, after the flows were shown to a client that sent nothing (Element asks
     // with an empty body first), is a missing password an error.
     let password = body
@@ -105,20 +106,20 @@ pub async fn register(
         Some(user_id) => user_id,
         None => accounts::local_user_id(&random_localpart(), server_name).map_err(account_error)?,
     };
-    let hash = state.password_hasher.hash(password).await?;
+    let hash = app.password_hasher.hash(password).await?;
     let token = completed.registration_token;
     if let Some(token) = &token
-        && !registration::consume(&state.storage, token, now_ms())?
+        && !registration::consume(&app.storage, token, now_ms())?
     {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "The registration token is used up or expired",
         ));
     }
-    if let Err(err) = accounts::add_user_with_hash(&state.storage, &user_id, hash, false) {
+    if let Err(err) = accounts::add_user_with_hash(&app.storage, &user_id, hash, false) {
         // The account was not made: the token's use is given back.
         if let Some(token) = &token {
-            registration::give_back(&state.storage, token)?;
+            registration::give_back(&app.storage, token)?;
         }
         return Err(account_error(err));
     }
@@ -126,18 +127,18 @@ pub async fn register(
     let mut response = json!({ "user_id": user_id });
     if !body.inhibit_login {
         let session = sessions::start_session(
-            &state.storage,
+            &app.storage,
             &user_id,
             device_id.as_deref(),
             display_name,
-            client_ip(&req, state.config.limits.trust_forwarded_for).map(|ip| ip.to_string()),
+            client_ip(&req, app.config.limits.trust_forwarded_for).map(|ip| ip.to_string()),
             now_ms(),
         )
         .map_err(account_error)?;
         response["access_token"] = json!(session.access_token);
         response["device_id"] = json!(session.device_id);
     }
-    state.storage.flush().await?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(response))
 }
 
@@ -145,27 +146,27 @@ pub async fn register(
 /// challenge). A completed session is spent: the account is made once.
 fn complete_registration_auth(
     req: &HttpRequest,
-    state: &AppState,
+    app: &Services,
     auth: Option<AuthData>,
     flows: Flows,
 ) -> Result<Completed, Error> {
-    let attempt = match state.uia.attempt(auth, flows, None, &operation(req))? {
+    let attempt = match app.uia.attempt(auth, flows, None, &operation(req))? {
         Step::AlreadyCompleted(completed) => return Ok(completed),
         Step::Check(attempt) => attempt,
     };
     let session = attempt.session.clone();
-    let outcome = check_registration_stage(state, &attempt);
-    let completed = state.uia.record(attempt, outcome, flows)?;
-    state.uia.forget(&session);
+    let outcome = check_registration_stage(app, &attempt);
+    let completed = app.uia.record(attempt, outcome, flows)?;
+    app.uia.forget(&session);
     Ok(completed)
 }
 
-fn check_registration_stage(state: &AppState, attempt: &Attempt) -> Result<Option<String>, Error> {
+fn check_registration_stage(app: &Services, attempt: &Attempt) -> Result<Option<String>, Error> {
     match attempt.kind.as_str() {
         uia::DUMMY => Ok(None),
         uia::REGISTRATION_TOKEN => {
             let token = attempt.auth.token.as_deref().unwrap_or_default();
-            if registration::is_usable(&state.storage, token, now_ms())? {
+            if registration::is_usable(&app.storage, token, now_ms())? {
                 Ok(Some(token.to_owned()))
             } else {
                 Err(Error::new(
@@ -182,7 +183,7 @@ fn check_registration_stage(state: &AppState, attempt: &Attempt) -> Result<Optio
 }
 
 fn random_localpart() -> String {
-    crate::crypto::random_bytes::<10>()
+    crate::matrix::crypto::random_bytes::<10>()
         .iter()
         .map(|b| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[usize::from(*b) % 36]))
         .collect()
@@ -196,20 +197,20 @@ pub struct UsernameQuery {
 /// # GET /_matrix/client/v3/register/available
 pub async fn available(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     query: web::Query<UsernameQuery>,
 ) -> Result<HttpResponse, Error> {
     // On a closed server, this would only tell strangers who has an account.
-    if !state.config.registration.enabled {
+    if !app.config.registration.enabled {
         return Err(Error::new(ErrorKind::Forbidden, "Registration is disabled"));
     }
-    check_auth_rate_limit(&req, &state)?;
+    check_auth_rate_limit(&req, &app)?;
     let user_id = accounts::local_user_id(
         &query.username.to_lowercase(),
-        &state.config.server.server_name,
+        &app.config.server.server_name,
     )
     .map_err(account_error)?;
-    if accounts::get(&state.storage, &user_id)
+    if accounts::get(&app.storage, &user_id)
         .map_err(account_error)?
         .is_some()
     {
@@ -226,52 +227,49 @@ pub struct TokenQuery {
 /// # GET /_matrix/client/v1/register/m.login.registration_token/validity
 pub async fn token_validity(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     query: web::Query<TokenQuery>,
 ) -> Result<HttpResponse, Error> {
-    if !state.config.registration.enabled {
+    if !app.config.registration.enabled {
         return Err(Error::new(ErrorKind::Forbidden, "Registration is disabled"));
     }
-    check_auth_rate_limit(&req, &state)?;
-    let valid = registration::is_usable(&state.storage, &query.token, now_ms())?;
+    check_auth_rate_limit(&req, &app)?;
+    let valid = registration::is_usable(&app.storage, &query.token, now_ms())?;
     Ok(HttpResponse::Ok().json(json!({ "valid": valid })))
 }
 
 /// Runs user-interactive authentication with the account's password.
 pub async fn require_password(
     req: &HttpRequest,
-    state: &AppState,
+    app: &Services,
     auth: &Authenticated,
     body_auth: Option<AuthData>,
 ) -> Result<(), Error> {
     let owner = Some(auth.user_id.as_str());
-    let attempt = match state
+    let attempt = match app
         .uia
         .attempt(body_auth, PASSWORD_FLOWS, owner, &operation(req))?
     {
         Step::AlreadyCompleted(_) => return Ok(()),
         Step::Check(attempt) => attempt,
     };
-    let outcome = verify_password_stage(req, state, auth, &attempt).await;
-    state
-        .uia
-        .record(attempt, outcome, PASSWORD_FLOWS)
-        .map(|_| ())
+    let outcome = verify_password_stage(req, app, auth, &attempt).await;
+    app.uia.record(attempt, outcome, PASSWORD_FLOWS).map(|_| ())
 }
 
 async fn verify_password_stage(
     req: &HttpRequest,
-    state: &AppState,
+    app: &Services,
     auth: &Authenticated,
     attempt: &Attempt,
 ) -> Result<Option<String>, Error> {
-    check_auth_rate_limit(req, state)?;
+    check_auth_rate_limit(req, app)?;
     let named = user_from_identifier(
         attempt.auth.identifier.as_ref(),
         attempt.auth.user.as_deref(),
     );
     if let Ok(name) = named {
-        let same_user = accounts::login_user_id(&name, &state.config.server.server_name)
+        let same_user = accounts::login_user_id(&name, &app.config.server.server_name)
             .is_ok_and(|user_id| user_id == auth.user_id);
         if !same_user {
             return Err(Error::new(
@@ -285,7 +283,7 @@ async fn verify_password_stage(
         .password
         .clone()
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing password"))?;
-    verify_credentials(state, Some(auth.user_id.clone()), password).await?;
+    verify_credentials(app, Some(auth.user_id.clone()), password).await?;
     Ok(None)
 }
 
@@ -305,18 +303,18 @@ fn default_true() -> bool {
 /// # POST /_matrix/client/v3/account/password
 pub async fn change_password(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     MatrixJson(body): MatrixJson<PasswordRequest>,
 ) -> Result<HttpResponse, Error> {
     accounts::check_password(&body.new_password).map_err(account_error)?;
-    require_password(&req, &state, &auth, body.auth).await?;
-    let hash = state.password_hasher.hash(body.new_password).await?;
-    accounts::set_password_hash(&state.storage, &auth.user_id, hash).map_err(account_error)?;
+    require_password(&req, &app, &auth, body.auth).await?;
+    let hash = app.password_hasher.hash(body.new_password).await?;
+    accounts::set_password_hash(&app.storage, &auth.user_id, hash).map_err(account_error)?;
     if body.logout_devices {
-        sessions::remove_all_devices(&state.storage, &auth.user_id, Some(&auth.device_id))?;
+        sessions::remove_all_devices(&app.storage, &auth.user_id, Some(&auth.device_id))?;
     }
-    state.storage.flush().await?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -328,13 +326,13 @@ pub struct DeactivateRequest {
 /// # POST /_matrix/client/v3/account/deactivate
 pub async fn deactivate(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     MatrixJson(body): MatrixJson<DeactivateRequest>,
 ) -> Result<HttpResponse, Error> {
-    require_password(&req, &state, &auth, body.auth).await?;
-    accounts::deactivate(&state.storage, &auth.user_id).map_err(account_error)?;
-    state.storage.flush().await?;
+    require_password(&req, &app, &auth, body.auth).await?;
+    accounts::deactivate(&app.storage, &auth.user_id).map_err(account_error)?;
+    app.storage.flush().await?;
     tracing::info!(user_id = %auth.user_id, "deactivated an account");
     // Hearth never binds identifiers at an identity server: with nothing to unbind, the spec
     // asks for `success`.

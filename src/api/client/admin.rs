@@ -1,15 +1,15 @@
 //! Server administration: locking and suspending accounts (spec: client-server API,
-//! "Server administration", v1.18). The rules live in [`crate::accounts::moderation`].
+//! "Server administration", v1.18). The rules live in [`crate::users::accounts::moderation`].
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::accounts::moderation::{self, Restriction};
 use crate::api::MatrixJson;
+use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::Error;
-use crate::state::AppState;
+use crate::users::accounts::moderation::{self, Restriction};
 
 #[derive(Debug, Deserialize)]
 pub struct LockRequest {
@@ -23,79 +23,72 @@ pub struct SuspendRequest {
 
 /// # GET /_matrix/client/v1/admin/lock/{userId}
 pub async fn get_lock(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     user: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let locked = status(&state, &auth, &user, Restriction::Lock)?;
+    let locked = status(&app, &auth, &user, Restriction::Lock)?;
     Ok(HttpResponse::Ok().json(json!({ "locked": locked })))
 }
 
 /// # PUT /_matrix/client/v1/admin/lock/{userId}
 pub async fn put_lock(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     user: web::Path<String>,
     MatrixJson(body): MatrixJson<LockRequest>,
 ) -> Result<HttpResponse, Error> {
-    change(&state, &auth, &user, Restriction::Lock, body.locked).await?;
+    change(&app, &auth, &user, Restriction::Lock, body.locked).await?;
     Ok(HttpResponse::Ok().json(json!({ "locked": body.locked })))
 }
 
 /// # GET /_matrix/client/v1/admin/suspend/{userId}
 pub async fn get_suspension(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     user: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let suspended = status(&state, &auth, &user, Restriction::Suspension)?;
+    let suspended = status(&app, &auth, &user, Restriction::Suspension)?;
     Ok(HttpResponse::Ok().json(json!({ "suspended": suspended })))
 }
 
 /// # PUT /_matrix/client/v1/admin/suspend/{userId}
 pub async fn put_suspension(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     user: web::Path<String>,
     MatrixJson(body): MatrixJson<SuspendRequest>,
 ) -> Result<HttpResponse, Error> {
-    change(
-        &state,
-        &auth,
-        &user,
-        Restriction::Suspension,
-        body.suspended,
-    )
-    .await?;
+    change(&app, &auth, &user, Restriction::Suspension, body.suspended).await?;
     Ok(HttpResponse::Ok().json(json!({ "suspended": body.suspended })))
 }
 
 fn status(
-    state: &AppState,
+    app: &Services,
     auth: &Authenticated,
     user: &str,
     restriction: Restriction,
 ) -> Result<bool, Error> {
-    let server_name = &state.config.server.server_name;
+    let server_name = &app.config.server.server_name;
     let target =
-        moderation::moderated_account(&state.storage, server_name, &auth.user_id, user, false)?;
-    moderation::is_restricted(&state.storage, &target, restriction)
+        moderation::moderated_account(&app.storage, server_name, &auth.user_id, user, false)?;
+    moderation::is_restricted(&app.storage, &target, restriction)
 }
 
 /// Sets the flag and flushes before answering: an administrator told "locked" can rely on
 /// it surviving a crash.
 async fn change(
-    state: &AppState,
+    app: &Services,
     auth: &Authenticated,
     user: &str,
     restriction: Restriction,
     on: bool,
 ) -> Result<(), Error> {
-    let server_name = &state.config.server.server_name;
+    let server_name = &app.config.server.server_name;
     let target =
-        moderation::moderated_account(&state.storage, server_name, &auth.user_id, user, true)?;
-    moderation::set_restricted_for_client(&state.storage, &target, restriction, on)?;
-    state.storage.flush().await?;
+        moderation::moderated_account(&app.storage, server_name, &auth.user_id, user, true)?;
+    moderation::set_restricted_for_client(&app.storage, &target, restriction, on)?;
+    app.storage.flush().await?;
     tracing::info!(
         admin = %auth.user_id,
         user = %target,

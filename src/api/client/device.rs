@@ -6,12 +6,12 @@ use serde_json::{Value, json};
 
 use super::account::require_password;
 use super::session::valid_device_field;
-use crate::accounts::sessions::{self, Device};
-use crate::accounts::uia::AuthData;
 use crate::api::MatrixJson;
+use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
-use crate::state::AppState;
+use crate::users::accounts::sessions::{self, Device};
+use crate::users::accounts::uia::AuthData;
 
 fn device_json(device: &Device) -> Value {
     let mut value = json!({ "device_id": device.device_id });
@@ -28,8 +28,8 @@ fn device_json(device: &Device) -> Value {
 }
 
 /// # GET /_matrix/client/v3/devices
-pub async fn list(state: web::Data<AppState>, auth: Authenticated) -> Result<HttpResponse, Error> {
-    let devices: Vec<Value> = sessions::list_devices(&state.storage, &auth.user_id)?
+pub async fn list(app: web::Data<Services>, auth: Authenticated) -> Result<HttpResponse, Error> {
+    let devices: Vec<Value> = sessions::list_devices(&app.storage, &auth.user_id)?
         .iter()
         .map(device_json)
         .collect();
@@ -38,11 +38,11 @@ pub async fn list(state: web::Data<AppState>, auth: Authenticated) -> Result<Htt
 
 /// # GET /_matrix/client/v3/devices/{deviceId}
 pub async fn get(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     device_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let device = sessions::get_device(&state.storage, &auth.user_id, &device_id)?
+    let device = sessions::get_device(&app.storage, &auth.user_id, &device_id)?
         .ok_or_else(|| Error::not_found("No such device"))?;
     Ok(HttpResponse::Ok().json(device_json(&device)))
 }
@@ -56,7 +56,7 @@ pub struct RenameRequest {
 ///
 /// Without `display_name`, the name is unchanged (the spec's words).
 pub async fn rename(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     device_id: web::Path<String>,
     MatrixJson(body): MatrixJson<RenameRequest>,
@@ -64,14 +64,14 @@ pub async fn rename(
     let exists = match body.display_name {
         Some(name) => {
             let name = valid_device_field(name)?;
-            sessions::rename_device(&state.storage, &auth.user_id, &device_id, name)?
+            sessions::rename_device(&app.storage, &auth.user_id, &device_id, name)?
         }
-        None => sessions::get_device(&state.storage, &auth.user_id, &device_id)?.is_some(),
+        None => sessions::get_device(&app.storage, &auth.user_id, &device_id)?.is_some(),
     };
     if !exists {
         return Err(Error::not_found("No such device"));
     }
-    state.storage.flush().await?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -85,14 +85,14 @@ pub struct DeleteRequest {
 /// A device already gone counts as deleted: a client retrying after a lost answer gets 200.
 pub async fn delete(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     device_id: web::Path<String>,
     MatrixJson(body): MatrixJson<DeleteRequest>,
 ) -> Result<HttpResponse, Error> {
-    require_password(&req, &state, &auth, body.auth).await?;
-    sessions::remove_devices(&state.storage, &auth.user_id, &[device_id.into_inner()])?;
-    state.storage.flush().await?;
+    require_password(&req, &app, &auth, body.auth).await?;
+    sessions::remove_devices(&app.storage, &auth.user_id, &[device_id.into_inner()])?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -108,7 +108,7 @@ const MAX_DEVICES_PER_REQUEST: usize = 1000;
 /// # POST /_matrix/client/v3/delete_devices
 pub async fn delete_many(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     MatrixJson(body): MatrixJson<DeleteManyRequest>,
 ) -> Result<HttpResponse, Error> {
@@ -118,8 +118,8 @@ pub async fn delete_many(
             format!("At most {MAX_DEVICES_PER_REQUEST} devices at a time"),
         ));
     }
-    require_password(&req, &state, &auth, body.auth).await?;
-    sessions::remove_devices(&state.storage, &auth.user_id, &body.devices)?;
-    state.storage.flush().await?;
+    require_password(&req, &app, &auth, body.auth).await?;
+    sessions::remove_devices(&app.storage, &auth.user_id, &body.devices)?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }

@@ -7,11 +7,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::MatrixJson;
+use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::directory;
 use crate::error::{Error, ErrorKind};
 use crate::rooms;
-use crate::state::AppState;
 
 fn parse_room_id(text: &str) -> Result<OwnedRoomId, Error> {
     OwnedRoomId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
@@ -24,43 +24,44 @@ pub struct AliasRequest {
 
 /// # PUT /_matrix/client/v3/directory/room/{roomAlias}
 pub async fn put_alias(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     alias: web::Path<String>,
     MatrixJson(body): MatrixJson<AliasRequest>,
 ) -> Result<HttpResponse, Error> {
     auth.ensure_not_suspended()?;
-    let alias = directory::local_alias(&state, &alias)?;
-    match rooms::membership(&state.storage, &auth.user_id, &body.room_id)? {
+    let alias = directory::local_alias(&app.config.server.server_name, &alias)?;
+    match rooms::membership(&app.storage, &auth.user_id, &body.room_id)? {
         Some(record) if record.membership == "join" => {}
         _ => return Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
     }
-    if !directory::create_alias(&state, &alias, &body.room_id, &auth.user_id)? {
+    if !directory::create_alias(&app.storage, &alias, &body.room_id, &auth.user_id)? {
         return Err(Error::new(
             ErrorKind::Conflict,
             format!("Room alias {alias} already exists"),
         ));
     }
-    state.storage.flush().await?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
 /// # GET /_matrix/client/v3/directory/room/{roomAlias}
 pub async fn get_alias(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     alias: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let alias = ruma::OwnedRoomAliasId::try_from(alias.as_str())
         .map_err(|_| Error::new(ErrorKind::InvalidParam, "Room alias invalid"))?;
-    if alias.server_name() != state.config.server.server_name {
-        let (room_id, servers) = crate::federation::queries::remote_alias(&state, &alias).await?;
+    if alias.server_name() != app.config.server.server_name {
+        let (room_id, servers) =
+            crate::federation::queries::remote_alias(&app.federation, &alias).await?;
         return Ok(HttpResponse::Ok().json(json!({ "room_id": room_id, "servers": servers })));
     }
-    let record = directory::resolve(&state, &alias)?
+    let record = directory::resolve(&app.storage, &alias)?
         .ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
     Ok(HttpResponse::Ok().json(json!({
         "room_id": record.room_id,
-        "servers": [state.config.server.server_name],
+        "servers": [app.config.server.server_name],
     })))
 }
 
@@ -69,17 +70,17 @@ pub async fn get_alias(
 /// Its creator may remove an alias, and so may whoever may change the room's canonical
 /// alias.
 pub async fn delete_alias(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     alias: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let alias = directory::local_alias(&state, &alias)?;
-    let record = directory::resolve(&state, &alias)?
+    let alias = directory::local_alias(&app.config.server.server_name, &alias)?;
+    let record = directory::resolve(&app.storage, &alias)?
         .ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
     let room_id = parse_room_id(&record.room_id)?;
     let allowed = record.creator == auth.user_id.as_str()
         || rooms::may_send_state(
-            &state.storage,
+            &app.storage,
             &room_id,
             &auth.user_id,
             "m.room.canonical_alias",
@@ -90,44 +91,40 @@ pub async fn delete_alias(
             "You may not remove this alias",
         ));
     }
-    directory::delete_alias(&state, &alias)?;
-    state.storage.flush().await?;
+    directory::delete_alias(&app.storage, &alias)?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/aliases
 pub async fn room_aliases(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(&room_id)?;
-    let member = rooms::membership(&state.storage, &auth.user_id, &room_id)?
+    let member = rooms::membership(&app.storage, &auth.user_id, &room_id)?
         .is_some_and(|r| r.membership == "join");
     let world_readable =
-        rooms::state_content(&state.storage, &room_id, "m.room.history_visibility", "")?
+        rooms::state_content(&app.storage, &room_id, "m.room.history_visibility", "")?
             .is_some_and(|c| c["history_visibility"] == "world_readable");
     if !member && !world_readable {
         return Err(Error::new(ErrorKind::Forbidden, "You are not in this room"));
     }
-    Ok(HttpResponse::Ok().json(json!({ "aliases": directory::aliases_of(&state, &room_id)? })))
+    Ok(HttpResponse::Ok()
+        .json(json!({ "aliases": directory::aliases_of(&app.storage, &room_id)? })))
 }
 
 /// # GET /_matrix/client/v3/directory/list/room/{roomId}
 pub async fn get_visibility(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(&room_id)?;
-    if state
-        .storage
-        .roomid_room
-        .get(&room_id.to_string())?
-        .is_none()
-    {
+    if app.storage.roomid_room.get(&room_id.to_string())?.is_none() {
         return Err(Error::not_found("Room not found"));
     }
-    let visibility = if directory::is_published(&state, &room_id)? {
+    let visibility = if directory::is_published(&app.storage, &room_id)? {
         "public"
     } else {
         "private"
@@ -144,7 +141,7 @@ pub struct VisibilityRequest {
 ///
 /// Who may change the room's join rules may list it.
 pub async fn set_visibility(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<VisibilityRequest>,
@@ -160,22 +157,17 @@ pub async fn set_visibility(
             ));
         }
     };
-    if state
-        .storage
-        .roomid_room
-        .get(&room_id.to_string())?
-        .is_none()
-    {
+    if app.storage.roomid_room.get(&room_id.to_string())?.is_none() {
         return Err(Error::not_found("Room not found"));
     }
-    if !rooms::may_send_state(&state.storage, &room_id, &auth.user_id, "m.room.join_rules")? {
+    if !rooms::may_send_state(&app.storage, &room_id, &auth.user_id, "m.room.join_rules")? {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "You may not change whether this room is listed",
         ));
     }
-    directory::set_published(&state, &room_id, published)?;
-    state.storage.flush().await?;
+    directory::set_published(&app.storage, &room_id, published)?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -202,21 +194,25 @@ pub struct PublicRoomsRequest {
 const MAX_PAGE: usize = 100;
 
 async fn page(
-    state: &AppState,
+    app: &Services,
     server: Option<&str>,
     limit: Option<usize>,
     since: Option<&str>,
     search: Option<&str>,
 ) -> Result<Value, Error> {
     if let Some(server) = server
-        && server != state.config.server.server_name.as_str()
+        && server != app.config.server.server_name.as_str()
     {
         return crate::federation::queries::remote_public_rooms(
-            state, server, limit, since, search,
+            &app.federation,
+            server,
+            limit,
+            since,
+            search,
         )
         .await;
     }
-    let rooms = directory::public_rooms(state, search)?;
+    let rooms = directory::public_rooms(&app.storage, search)?;
     let start: usize = match since {
         Some(token) => token
             .parse()
@@ -238,12 +234,12 @@ async fn page(
 
 /// # GET /_matrix/client/v3/publicRooms
 pub async fn public_rooms(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     query: web::Query<PublicRoomsQuery>,
 ) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::Ok().json(
         page(
-            &state,
+            &app,
             query.server.as_deref(),
             query.limit,
             query.since.as_deref(),
@@ -255,7 +251,7 @@ pub async fn public_rooms(
 
 /// # POST /_matrix/client/v3/publicRooms
 pub async fn search_public_rooms(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     _auth: Authenticated,
     query: web::Query<PublicRoomsQuery>,
     MatrixJson(body): MatrixJson<PublicRoomsRequest>,
@@ -266,7 +262,7 @@ pub async fn search_public_rooms(
         .and_then(|filter| filter.generic_search_term.as_deref());
     Ok(HttpResponse::Ok().json(
         page(
-            &state,
+            &app,
             query.server.as_deref(),
             body.limit,
             body.since.as_deref(),

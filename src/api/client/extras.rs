@@ -8,11 +8,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::api::MatrixJson;
+use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
+use crate::rooms::timeline::{Reader, history_start, timeline, timeline_form};
 use crate::rooms::{self, format::stored_event_for_client};
-use crate::state::AppState;
-use crate::sync::{Reader, history_start, timeline, timeline_form};
 
 fn room_id(text: &str) -> Result<OwnedRoomId, Error> {
     OwnedRoomId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
@@ -22,12 +22,8 @@ fn user_id(text: &str) -> Result<OwnedUserId, Error> {
     OwnedUserId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid user ID"))
 }
 
-fn joined(
-    state: &AppState,
-    user: &UserId,
-    room: &RoomId,
-) -> Result<rooms::MembershipRecord, Error> {
-    match rooms::membership(&state.storage, user, room)? {
+fn joined(app: &Services, user: &UserId, room: &RoomId) -> Result<rooms::MembershipRecord, Error> {
+    match rooms::membership(&app.storage, user, room)? {
         Some(record) if record.membership == "join" => Ok(record),
         _ => Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
     }
@@ -44,50 +40,59 @@ fn own(auth: &Authenticated, user: &UserId) -> Result<(), Error> {
 }
 
 /// Tags live in the room's `m.tag` account data.
-fn tags_of(state: &AppState, user: &UserId, room: &RoomId) -> Result<Map<String, Value>, Error> {
-    Ok(crate::account_data::get(state, user, Some(room), "m.tag")?
-        .and_then(|content| content.get("tags").and_then(Value::as_object).cloned())
-        .unwrap_or_default())
+fn tags_of(app: &Services, user: &UserId, room: &RoomId) -> Result<Map<String, Value>, Error> {
+    Ok(
+        crate::users::account_data::get(&app.storage, user, Some(room), "m.tag")?
+            .and_then(|content| content.get("tags").and_then(Value::as_object).cloned())
+            .unwrap_or_default(),
+    )
 }
 
 /// # GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags
 pub async fn get_tags(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (user, room) = path.into_inner();
     let (user, room) = (user_id(&user)?, room_id(&room)?);
     own(&auth, &user)?;
-    Ok(HttpResponse::Ok().json(json!({ "tags": tags_of(&state, &user, &room)? })))
+    Ok(HttpResponse::Ok().json(json!({ "tags": tags_of(&app, &user, &room)? })))
 }
 
-/// Changes a room's `m.tag` account data in one step (see [`crate::account_data::modify`]).
+/// Changes a room's `m.tag` account data in one step (see [`crate::users::account_data::modify`]).
 async fn change_tags(
-    state: &AppState,
+    app: &Services,
     user: &UserId,
     room: &RoomId,
     change: impl FnOnce(&mut Map<String, Value>),
 ) -> Result<(), Error> {
-    crate::account_data::modify(state, user, Some(room), "m.tag", |content| {
-        let mut tags = content
-            .and_then(|mut content| content.remove("tags"))
-            .and_then(|tags| match tags {
-                Value::Object(tags) => Some(tags),
-                _ => None,
-            })
-            .unwrap_or_default();
-        change(&mut tags);
-        let mut content = Map::new();
-        content.insert("tags".into(), Value::Object(tags));
-        Ok(content)
-    })
+    crate::users::account_data::modify(
+        &app.storage,
+        &app.rooms.stream,
+        user,
+        Some(room),
+        "m.tag",
+        |content| {
+            let mut tags = content
+                .and_then(|mut content| content.remove("tags"))
+                .and_then(|tags| match tags {
+                    Value::Object(tags) => Some(tags),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            change(&mut tags);
+            let mut content = Map::new();
+            content.insert("tags".into(), Value::Object(tags));
+            Ok(content)
+        },
+    )
     .await
 }
 
 /// # PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}
 pub async fn put_tag(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
     MatrixJson(body): MatrixJson<Map<String, Value>>,
@@ -95,7 +100,7 @@ pub async fn put_tag(
     let (user, room, tag) = path.into_inner();
     let (user, room) = (user_id(&user)?, room_id(&room)?);
     own(&auth, &user)?;
-    if rooms::membership(&state.storage, &user, &room)?.is_none() {
+    if rooms::membership(&app.storage, &user, &room)?.is_none() {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "You have never been in this room",
@@ -110,7 +115,7 @@ pub async fn put_tag(
     if body.get("order").is_some_and(|order| !order.is_number()) {
         return Err(Error::new(ErrorKind::BadJson, "order must be a number"));
     }
-    change_tags(&state, &user, &room, |tags| {
+    change_tags(&app, &user, &room, |tags| {
         tags.insert(tag, Value::Object(body));
     })
     .await?;
@@ -119,15 +124,15 @@ pub async fn put_tag(
 
 /// # DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}
 pub async fn delete_tag(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (user, room, tag) = path.into_inner();
     let (user, room) = (user_id(&user)?, room_id(&room)?);
     own(&auth, &user)?;
-    if tags_of(&state, &user, &room)?.contains_key(&tag) {
-        change_tags(&state, &user, &room, |tags| {
+    if tags_of(&app, &user, &room)?.contains_key(&tag) {
+        change_tags(&app, &user, &room, |tags| {
             tags.remove(&tag);
         })
         .await?;
@@ -143,26 +148,23 @@ pub struct ContextQuery {
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}
 pub async fn context(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
     query: web::Query<ContextQuery>,
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
     let room = room_id(&room)?;
-    let record = joined(&state, &auth.user_id, &room)?;
+    let record = joined(&app, &auth.user_id, &room)?;
     let not_found = || Error::not_found("No such event in this room");
-    let meta = state
+    let meta = app
         .storage
         .eventid_meta
         .get(&event_id)?
         .ok_or_else(not_found)?;
-    let start_of_history = history_start(&state, &room, &record)?;
-    let view = crate::rooms::visibility::Visibility::for_user(
-        &state.storage,
-        &room,
-        auth.user_id.as_str(),
-    )?;
+    let start_of_history = history_start(&app.storage, &room, &record)?;
+    let view =
+        crate::rooms::visibility::Visibility::for_user(&app.storage, &room, auth.user_id.as_str())?;
     if meta.room_id != room.as_str() || !view.allows(meta.stream) {
         return Err(not_found());
     }
@@ -170,15 +172,15 @@ pub async fn context(
         user_id: auth.user_id.as_str(),
         device_id: &auth.device_id,
     });
-    let event =
-        timeline_form(&state, &event_id, Some(room.as_str()), device)?.ok_or_else(not_found)?;
+    let event = timeline_form(&app.storage, &event_id, Some(room.as_str()), device)?
+        .ok_or_else(not_found)?;
     let mut filter = crate::api::client::sync::room_event_filter(query.filter.as_deref())?;
     let limit = query.limit.unwrap_or(10).min(100);
     let before_n = limit / 2;
     let after_n = (limit - before_n) as usize;
     filter.limit = Some(before_n.max(1));
     let before = timeline(
-        &state,
+        &app.storage,
         &room,
         (start_of_history.saturating_sub(1), meta.stream - 1),
         &filter,
@@ -186,22 +188,22 @@ pub async fn context(
     )?
     .events;
     let before: Vec<_> = if before_n == 0 { Vec::new() } else { before };
-    let upto = state.rooms.visible_position();
+    let upto = app.rooms.visible_position();
     let mut after = Vec::new();
-    let range = state.storage.roomstream_eventid.range(
+    let range = app.storage.roomstream_eventid.range(
         &(room.to_string(), meta.stream + 1),
         &(room.to_string(), upto),
     );
     for (examined, entry) in range.enumerate() {
-        if after.len() >= after_n || examined == crate::sync::MAX_EXAMINED {
+        if after.len() >= after_n || examined == crate::rooms::timeline::MAX_EXAMINED {
             break;
         }
         let ((_, position), id) = entry?;
         if !view.allows(position) {
             continue;
         }
-        let Some(event) = crate::sync::client_form(
-            &state,
+        let Some(event) = crate::rooms::timeline::client_form(
+            &app.storage,
             &id,
             Some(room.as_str()),
             device.map(|reader| reader.device_id),
@@ -212,7 +214,7 @@ pub async fn context(
         if filter.allows(&event) {
             after.push((
                 position,
-                crate::sync::with_aggregations(&state, event, device)?,
+                crate::rooms::timeline::with_aggregations(&app.storage, event, device)?,
             ));
         }
     }
@@ -235,12 +237,11 @@ pub async fn context(
         .filter_map(|event| event["sender"].as_str())
         .collect();
     let mut state_events = Vec::new();
-    for ((kind, key), id) in crate::rooms::history::state_at(&state.storage, &room, end)? {
+    for ((kind, key), id) in crate::rooms::history::state_at(&app.storage, &room, end)? {
         if filter.lazy_load_members && kind == "m.room.member" && !senders.contains(key.as_str()) {
             continue;
         }
-        if let Some(event) =
-            stored_event_for_client(&state.storage, &id, Some(room.as_str()), None)?
+        if let Some(event) = stored_event_for_client(&app.storage, &id, Some(room.as_str()), None)?
         {
             state_events.push(event);
         }
@@ -268,33 +269,29 @@ pub struct TimestampQuery {
 
 /// # GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event
 pub async fn timestamp_to_event(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room: web::Path<String>,
     query: web::Query<TimestampQuery>,
 ) -> Result<HttpResponse, Error> {
     let room = room_id(&room)?;
-    let record = joined(&state, &auth.user_id, &room)?;
+    let record = joined(&app, &auth.user_id, &room)?;
     let forward = match query.dir.as_str() {
         "f" => true,
         "b" => false,
         _ => return Err(Error::new(ErrorKind::InvalidParam, "dir must be f or b")),
     };
-    let from = history_start(&state, &room, &record)?;
-    let upto = state.rooms.visible_position();
-    let view = crate::rooms::visibility::Visibility::for_user(
-        &state.storage,
-        &room,
-        auth.user_id.as_str(),
-    )?;
+    let from = history_start(&app.storage, &room, &record)?;
+    let upto = app.rooms.visible_position();
+    let view =
+        crate::rooms::visibility::Visibility::for_user(&app.storage, &room, auth.user_id.as_str())?;
     // Timestamps follow the stream closely: a binary search finds where `ts` falls, and a
     // window of events around that point is searched exactly.
-    let pivot = first_at_or_after_ts(&state, &room, (from, upto), query.ts)?;
+    let pivot = first_at_or_after_ts(&app, &room, (from, upto), query.ts)?;
     let room_key = room.to_string();
     // (Empty spans are skipped: a range must not run backwards.)
     let before: Vec<_> = if pivot > from {
-        state
-            .storage
+        app.storage
             .roomstream_eventid
             .range(&(room_key.clone(), from), &(room_key.clone(), pivot - 1))
             .rev()
@@ -304,8 +301,7 @@ pub async fn timestamp_to_event(
         Vec::new()
     };
     let after: Vec<_> = if pivot <= upto {
-        state
-            .storage
+        app.storage
             .roomstream_eventid
             .range(&(room_key.clone(), pivot), &(room_key, upto))
             .take(TIMESTAMP_WINDOW)
@@ -319,7 +315,7 @@ pub async fn timestamp_to_event(
         if !view.allows(position) {
             continue;
         }
-        let Some(ts) = event_ts(&state, &event_id)? else {
+        let Some(ts) = event_ts(&app, &event_id)? else {
             continue;
         };
         let candidate = if forward {
@@ -348,20 +344,18 @@ pub async fn timestamp_to_event(
 const TIMESTAMP_WINDOW: usize = 200;
 
 /// An event's `origin_server_ts`.
-fn event_ts(state: &AppState, event_id: &str) -> Result<Option<u64>, Error> {
-    Ok(
-        rooms::load_json(&state.storage, event_id)?.and_then(|json| {
-            json.get("origin_server_ts")
-                .and_then(|ts| ts.as_integer())
-                .and_then(|ts| u64::try_from(i64::from(ts)).ok())
-        }),
-    )
+fn event_ts(app: &Services, event_id: &str) -> Result<Option<u64>, Error> {
+    Ok(rooms::load_json(&app.storage, event_id)?.and_then(|json| {
+        json.get("origin_server_ts")
+            .and_then(|ts| ts.as_integer())
+            .and_then(|ts| u64::try_from(i64::from(ts)).ok())
+    }))
 }
 
 /// The stream position, within `(from, upto)`, of roughly the first event sent at or after
 /// `ts`: a binary search over positions, each step reading one event.
 fn first_at_or_after_ts(
-    state: &AppState,
+    app: &Services,
     room: &RoomId,
     (from, upto): (u64, u64),
     ts: u64,
@@ -370,8 +364,7 @@ fn first_at_or_after_ts(
     while low < high {
         let middle = low + (high - low) / 2;
         let next = if middle <= upto {
-            state
-                .storage
+            app.storage
                 .roomstream_eventid
                 .range(&(room.to_string(), middle), &(room.to_string(), upto))
                 .next()
@@ -381,7 +374,7 @@ fn first_at_or_after_ts(
         };
         match next {
             Some(((_, position), event_id))
-                if event_ts(state, &event_id)?.is_some_and(|at| at < ts) =>
+                if event_ts(app, &event_id)?.is_some_and(|at| at < ts) =>
             {
                 low = position + 1;
             }
@@ -402,7 +395,7 @@ pub struct UserSearch {
 /// Users of this server who share a room with the searcher or are in a public room, found by
 /// ID or display name.
 pub async fn search_users(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     MatrixJson(body): MatrixJson<UserSearch>,
 ) -> Result<HttpResponse, Error> {
@@ -410,13 +403,13 @@ pub async fn search_users(
     let limit = body.limit.unwrap_or(10).clamp(1, 50);
     let mut results = Vec::new();
     let mut limited = false;
-    for account in
-        crate::accounts::list(&state.storage).map_err(|err| Error::internal(err.to_string()))?
+    for account in crate::users::accounts::list(&app.storage)
+        .map_err(|err| Error::internal(err.to_string()))?
     {
         if account.deactivated {
             continue;
         }
-        let profile = state
+        let profile = app
             .storage
             .userid_profile
             .get(&account.user_id.to_string())?
@@ -429,7 +422,7 @@ pub async fn search_users(
             || name.to_lowercase().contains(&term);
         if !matches
             || !(account.user_id == auth.user_id
-                || visible_to(&state, &auth.user_id, &account.user_id)?)
+                || visible_to(&app, &auth.user_id, &account.user_id)?)
         {
             continue;
         }
@@ -449,14 +442,13 @@ pub async fn search_users(
 }
 
 /// Whether `other` shares a room with `user`, or is in a published room.
-fn visible_to(state: &AppState, user: &UserId, other: &UserId) -> Result<bool, Error> {
-    for (room, record) in rooms::memberships(&state.storage, other)? {
+fn visible_to(app: &Services, user: &UserId, other: &UserId) -> Result<bool, Error> {
+    for (room, record) in rooms::memberships(&app.storage, other)? {
         if record.membership != "join" {
             continue;
         }
-        if crate::directory::is_published(state, &room)?
-            || rooms::membership(&state.storage, user, &room)?
-                .is_some_and(|r| r.membership == "join")
+        if crate::directory::is_published(&app.storage, &room)?
+            || rooms::membership(&app.storage, user, &room)?.is_some_and(|r| r.membership == "join")
         {
             return Ok(true);
         }
@@ -468,17 +460,17 @@ fn visible_to(state: &AppState, user: &UserId, other: &UserId) -> Result<bool, E
 ///
 /// A token a third party can check with this server to learn who the user is. Kept one hour.
 pub async fn openid_token(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     user: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let user = user_id(&user)?;
     own(&auth, &user)?;
-    let token = crate::accounts::sessions::new_access_token();
-    let now = crate::accounts::now_ms();
+    let token = crate::users::accounts::sessions::new_access_token();
+    let now = crate::matrix::time::now_ms();
     let expires_at = now + 3_600_000;
     // Expired tokens go as new ones come, so the table stays small.
-    let expired: Vec<String> = state
+    let expired: Vec<String> = app
         .storage
         .openid_user
         .iter()
@@ -487,17 +479,17 @@ pub async fn openid_token(
         .map(|(token, _)| token)
         .collect();
     for old in expired {
-        state.storage.openid_user.remove(&old)?;
+        app.storage.openid_user.remove(&old)?;
     }
-    state.storage.openid_user.insert(
+    app.storage.openid_user.insert(
         &token,
         &json!({ "user_id": user, "expires_at": expires_at }),
     )?;
-    state.storage.flush().await?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({
         "access_token": token,
         "token_type": "Bearer",
-        "matrix_server_name": state.config.server.server_name,
+        "matrix_server_name": app.config.server.server_name,
         "expires_in": 3600,
     })))
 }
@@ -509,13 +501,13 @@ pub struct ReportRequest {
 
 /// # POST /_matrix/client/v3/users/{userId}/report
 pub async fn report_user(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     user: web::Path<String>,
     MatrixJson(body): MatrixJson<ReportRequest>,
 ) -> Result<HttpResponse, Error> {
     let user = user_id(&user)?;
-    if crate::accounts::get(&state.storage, &user)
+    if crate::users::accounts::get(&app.storage, &user)
         .map_err(|err| Error::internal(err.to_string()))?
         .is_none()
     {
@@ -533,7 +525,7 @@ pub struct MutualQuery {
 
 /// # GET /_matrix/client/v1/mutual_rooms
 pub async fn mutual_rooms(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     query: web::Query<MutualQuery>,
 ) -> Result<HttpResponse, Error> {
@@ -542,9 +534,9 @@ pub async fn mutual_rooms(
         return Ok(HttpResponse::Ok().json(json!({ "joined": [], "count": 0 })));
     };
     let mut joined = Vec::new();
-    for (room, record) in rooms::memberships(&state.storage, &auth.user_id)? {
+    for (room, record) in rooms::memberships(&app.storage, &auth.user_id)? {
         if record.membership == "join"
-            && rooms::membership(&state.storage, &other, &room)?
+            && rooms::membership(&app.storage, &other, &room)?
                 .is_some_and(|r| r.membership == "join")
         {
             joined.push(room);
@@ -559,18 +551,18 @@ pub async fn mutual_rooms(
 /// For whoever [`crate::directory::may_preview`] the room; to anyone else it does not
 /// exist.
 pub async fn room_summary(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let room = crate::directory::room_id_or_alias(&state, &room)?;
-    if state.storage.roomid_room.get(&room.to_string())?.is_none()
-        || !crate::directory::may_preview(&state, &auth.user_id, &room)?
+    let room = crate::directory::room_id_or_alias(&app.storage, &room)?;
+    if app.storage.roomid_room.get(&room.to_string())?.is_none()
+        || !crate::directory::may_preview(&app.storage, &auth.user_id, &room)?
     {
         return Err(Error::not_found("No such room"));
     }
-    let mut summary = crate::directory::summary(&state, &room)?;
-    let membership = rooms::membership(&state.storage, &auth.user_id, &room)?
+    let mut summary = crate::directory::summary(&app.storage, &room)?;
+    let membership = rooms::membership(&app.storage, &auth.user_id, &room)?
         .map(|r| r.membership)
         .filter(|m| matches!(m.as_str(), "join" | "invite" | "knock"));
     if let Some(membership) = membership {
@@ -631,12 +623,12 @@ pub async fn policy_server() -> Result<HttpResponse, Error> {
 ///
 /// One's own sessions, or anyone's for a server administrator.
 pub async fn whois(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     user: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let user = user_id(&user)?;
-    let is_admin = crate::accounts::get(&state.storage, &auth.user_id)
+    let is_admin = crate::users::accounts::get(&app.storage, &auth.user_id)
         .map_err(|err| Error::internal(err.to_string()))?
         .is_some_and(|account| account.admin);
     if user != auth.user_id && !is_admin {
@@ -646,7 +638,7 @@ pub async fn whois(
         ));
     }
     let mut devices = Map::new();
-    for device in crate::accounts::sessions::list_devices(&state.storage, &user)? {
+    for device in crate::users::accounts::sessions::list_devices(&app.storage, &user)? {
         let mut connection = json!({});
         if let Some(ip) = &device.last_seen_ip {
             connection["ip"] = json!(ip);

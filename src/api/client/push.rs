@@ -1,6 +1,6 @@
 //! Push rules and pushers (spec: client-server API, "Push Notifications"). Rules are kept as
 //! the `m.push_rules` account data, as the spec says, starting from its default ruleset;
-//! clients see changes through `/sync`. [`crate::notifications`] applies them to each event
+//! clients see changes through `/sync`. [`crate::rooms::notifications`] applies them to each event
 //! (unread counts, `/notifications`); sending to push gateways is not built yet: pushers
 //! are stored faithfully for then.
 
@@ -14,37 +14,44 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::api::MatrixJson;
+use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
-use crate::state::AppState;
 
-fn ruleset(state: &AppState, user_id: &UserId) -> Result<Ruleset, Error> {
-    Ok(crate::notifications::ruleset(&state.storage, user_id)?)
+fn ruleset(app: &Services, user_id: &UserId) -> Result<Ruleset, Error> {
+    Ok(crate::rooms::notifications::ruleset(&app.storage, user_id)?)
 }
 
 /// Changes the user's push rules in one step: read, `change`, store, with no other write
-/// of them in between (see [`crate::account_data::modify`]).
+/// of them in between (see [`crate::users::account_data::modify`]).
 async fn change_rules(
-    state: &AppState,
+    app: &Services,
     user_id: &UserId,
     change: impl FnOnce(&mut Ruleset) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    crate::account_data::modify(state, user_id, None, "m.push_rules", |content| {
-        let mut rules = match content {
-            Some(content) => {
-                serde_json::from_value(content.get("global").cloned().unwrap_or_default())
-                    .map_err(|err| Error::internal(format!("stored push rules: {err}")))?
-            }
-            None => Ruleset::server_default(user_id),
-        };
-        change(&mut rules)?;
-        let mut content = Map::new();
-        content.insert(
-            "global".into(),
-            serde_json::to_value(&rules).map_err(Error::internal)?,
-        );
-        Ok(content)
-    })
+    crate::users::account_data::modify(
+        &app.storage,
+        &app.rooms.stream,
+        user_id,
+        None,
+        "m.push_rules",
+        |content| {
+            let mut rules = match content {
+                Some(content) => {
+                    serde_json::from_value(content.get("global").cloned().unwrap_or_default())
+                        .map_err(|err| Error::internal(format!("stored push rules: {err}")))?
+                }
+                None => Ruleset::server_default(user_id),
+            };
+            change(&mut rules)?;
+            let mut content = Map::new();
+            content.insert(
+                "global".into(),
+                serde_json::to_value(&rules).map_err(Error::internal)?,
+            );
+            Ok(content)
+        },
+    )
     .await
 }
 
@@ -87,30 +94,27 @@ fn not_found() -> Error {
 }
 
 /// # GET /_matrix/client/v3/pushrules/
-pub async fn get_all(
-    state: web::Data<AppState>,
-    auth: Authenticated,
-) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Ok().json(json!({ "global": ruleset(&state, &auth.user_id)? })))
+pub async fn get_all(app: web::Data<Services>, auth: Authenticated) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(json!({ "global": ruleset(&app, &auth.user_id)? })))
 }
 
 /// # GET /_matrix/client/v3/pushrules/global/
 pub async fn get_global(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Ok().json(ruleset(&state, &auth.user_id)?))
+    Ok(HttpResponse::Ok().json(ruleset(&app, &auth.user_id)?))
 }
 
 /// # GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}
 pub async fn get_rule(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (scope_name, kind, rule_id) = path.into_inner();
     scope(&scope_name)?;
-    let rules = ruleset(&state, &auth.user_id)?;
+    let rules = ruleset(&app, &auth.user_id)?;
     let rule = rules.get(kind_of(&kind)?, &rule_id).ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(rule_json(rule)))
 }
@@ -131,7 +135,7 @@ pub struct PositionQuery {
 
 /// # PUT /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}
 pub async fn put_rule(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
     query: web::Query<PositionQuery>,
@@ -169,7 +173,7 @@ pub async fn put_rule(
         }
         other => return Err(invalid(&format!("Unknown rule kind {other}"))),
     };
-    change_rules(&state, &auth.user_id, |rules| {
+    change_rules(&app, &auth.user_id, |rules| {
         rules
             .insert(rule, query.after.as_deref(), query.before.as_deref())
             .map_err(|err| match err {
@@ -183,14 +187,14 @@ pub async fn put_rule(
 
 /// # DELETE /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}
 pub async fn delete_rule(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (scope_name, kind, rule_id) = path.into_inner();
     scope(&scope_name)?;
     let kind = kind_of(&kind)?;
-    change_rules(&state, &auth.user_id, |rules| {
+    change_rules(&app, &auth.user_id, |rules| {
         rules.remove(kind, &rule_id).map_err(|err| match err {
             ruma::push::RemovePushRuleError::NotFound => not_found(),
             other => Error::new(ErrorKind::BadRequest, other.to_string()),
@@ -202,13 +206,13 @@ pub async fn delete_rule(
 
 /// # GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/{attribute}
 pub async fn get_attribute(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (scope_name, kind, rule_id, attribute) = path.into_inner();
     scope(&scope_name)?;
-    let rules = ruleset(&state, &auth.user_id)?;
+    let rules = ruleset(&app, &auth.user_id)?;
     let rule = rules.get(kind_of(&kind)?, &rule_id).ok_or_else(not_found)?;
     match attribute.as_str() {
         "enabled" => Ok(HttpResponse::Ok().json(json!({ "enabled": rule.enabled() }))),
@@ -219,7 +223,7 @@ pub async fn get_attribute(
 
 /// # PUT /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/{attribute}
 pub async fn put_attribute(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String, String)>,
     MatrixJson(body): MatrixJson<Map<String, Value>>,
@@ -239,7 +243,7 @@ pub async fn put_attribute(
                 .get("enabled")
                 .and_then(Value::as_bool)
                 .ok_or_else(|| bad("enabled"))?;
-            change_rules(&state, &auth.user_id, |rules| {
+            change_rules(&app, &auth.user_id, |rules| {
                 rules
                     .set_enabled(kind, &rule_id, enabled)
                     .map_err(|_| not_found())
@@ -252,7 +256,7 @@ pub async fn put_attribute(
                 .cloned()
                 .and_then(|actions| serde_json::from_value(actions).ok())
                 .ok_or_else(|| bad("actions"))?;
-            change_rules(&state, &auth.user_id, |rules| {
+            change_rules(&app, &auth.user_id, |rules| {
                 rules
                     .set_actions(kind, &rule_id, actions)
                     .map_err(|_| not_found())
@@ -266,10 +270,10 @@ pub async fn put_attribute(
 
 /// # GET /_matrix/client/v3/pushers
 pub async fn get_pushers(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
 ) -> Result<HttpResponse, Error> {
-    let pushers = state
+    let pushers = app
         .storage
         .userid_pushers
         .get(&auth.user_id.to_string())?
@@ -284,7 +288,7 @@ const MAX_PUSHERS: usize = 50;
 ///
 /// Creates, replaces (same `app_id` and `pushkey`) or, with `kind: null`, deletes a pusher.
 pub async fn set_pusher(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     MatrixJson(body): MatrixJson<Map<String, Value>>,
 ) -> Result<HttpResponse, Error> {
@@ -318,8 +322,8 @@ pub async fn set_pusher(
         }
     };
     // Read, change, write with no other write of this user's pushers in between.
-    let exclusive = state.storage.exclusive();
-    let mut pushers = state
+    let exclusive = app.storage.exclusive();
+    let mut pushers = app
         .storage
         .userid_pushers
         .get(&auth.user_id.to_string())?
@@ -368,12 +372,11 @@ pub async fn set_pusher(
             }
         }
     }
-    state
-        .storage
+    app.storage
         .userid_pushers
         .insert(&auth.user_id.to_string(), &pushers)?;
     drop(exclusive);
-    state.storage.flush().await?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -388,7 +391,7 @@ pub struct NotificationsQuery {
 ///
 /// The user's notifications, newest first; `from` is the `next_token` of the page before.
 pub async fn notifications(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     query: web::Query<NotificationsQuery>,
 ) -> Result<HttpResponse, Error> {
@@ -412,8 +415,8 @@ pub async fn notifications(
         }
     };
     let limit = query.limit.unwrap_or(20).clamp(1, 100);
-    let page = crate::notifications::list(
-        &state.storage,
+    let page = crate::rooms::notifications::list(
+        &app.storage,
         &auth.user_id,
         before,
         limit,
@@ -422,7 +425,7 @@ pub async fn notifications(
     let mut notifications = Vec::new();
     for notification in &page.notifications {
         let Some(event) = crate::rooms::format::stored_event_for_client(
-            &state.storage,
+            &app.storage,
             &notification.record.event_id,
             Some(&notification.record.room_id),
             None,

@@ -7,12 +7,13 @@ use ruma::OwnedRoomId;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
+use crate::rooms::timeline::history_start;
 use crate::rooms::{self, format::stored_event_for_client};
-use crate::state::AppState;
 use crate::storage::pair_prefix;
-use crate::sync::{history_start, parse_token};
+use crate::sync::parse_token;
 
 /// How deep `recurse=true` follows relations of relations (the spec asks for at least 3).
 const MAX_DEPTH: usize = 3;
@@ -33,22 +34,24 @@ fn room(text: &str) -> Result<OwnedRoomId, Error> {
 
 /// The room's event `event_id`, if the user may see it.
 fn visible_event(
-    state: &AppState,
+    app: &Services,
     auth: &Authenticated,
     room_id: &OwnedRoomId,
     event_id: &str,
 ) -> Result<u64, Error> {
     let not_found = || Error::not_found("No such event in this room");
-    let record = match rooms::membership(&state.storage, &auth.user_id, room_id)? {
+    let record = match rooms::membership(&app.storage, &auth.user_id, room_id)? {
         Some(record) if record.membership == "join" => record,
         _ => return Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
     };
-    let meta = state
+    let meta = app
         .storage
         .eventid_meta
         .get(&event_id.to_owned())?
         .ok_or_else(not_found)?;
-    if meta.room_id != room_id.as_str() || meta.stream < history_start(state, room_id, &record)? {
+    if meta.room_id != room_id.as_str()
+        || meta.stream < history_start(&app.storage, room_id, &record)?
+    {
         return Err(not_found());
     }
     Ok(meta.stream)
@@ -56,7 +59,7 @@ fn visible_event(
 
 /// # GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]
 pub async fn relations(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<Vec<String>>,
     query: web::Query<RelationsQuery>,
@@ -65,7 +68,7 @@ pub async fn relations(
     let (room_id, event_id) = (room(&parts[0])?, parts[1].clone());
     let rel_type = parts.get(2).cloned();
     let event_type = parts.get(3).cloned();
-    visible_event(&state, &auth, &room_id, &event_id)?;
+    visible_event(&app, &auth, &room_id, &event_id)?;
     let backwards = match query.dir.as_deref() {
         None | Some("b") => true,
         Some("f") => false,
@@ -95,7 +98,7 @@ pub async fn relations(
     for _ in 0..depth {
         let mut next = Vec::new();
         for parent in &parents {
-            for entry in state.storage.parent_child.scan_prefix(&pair_prefix(parent)) {
+            for entry in app.storage.parent_child.scan_prefix(&pair_prefix(parent)) {
                 let ((_, position), child) = entry?;
                 next.push(child.clone());
                 found.push((position, child));
@@ -122,7 +125,7 @@ pub async fn relations(
             continue;
         }
         let Some(event) = stored_event_for_client(
-            &state.storage,
+            &app.storage,
             &child,
             Some(room_id.as_str()),
             Some(&auth.device_id),
@@ -165,13 +168,13 @@ pub struct ThreadsQuery {
 
 /// # GET /_matrix/client/v1/rooms/{roomId}/threads
 pub async fn threads(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
     query: web::Query<ThreadsQuery>,
 ) -> Result<HttpResponse, Error> {
     let room_id = room(&room_id)?;
-    let record = match rooms::membership(&state.storage, &auth.user_id, &room_id)? {
+    let record = match rooms::membership(&app.storage, &auth.user_id, &room_id)? {
         Some(record) if record.membership == "join" => record,
         _ => return Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
     };
@@ -185,7 +188,7 @@ pub async fn threads(
             ));
         }
     };
-    let start = history_start(&state, &room_id, &record)?;
+    let start = history_start(&app.storage, &room_id, &record)?;
     let skip: usize = match query.from.as_deref() {
         Some(token) => token
             .parse()
@@ -194,7 +197,7 @@ pub async fn threads(
     };
     let limit = query.limit.unwrap_or(20).clamp(1, MAX_PAGE);
     let mut roots: Vec<(u64, String)> = Vec::new();
-    for entry in state
+    for entry in app
         .storage
         .roomthread_latest
         .scan_prefix(&pair_prefix(room_id.as_str()))
@@ -207,19 +210,18 @@ pub async fn threads(
     let mut seen = 0;
     let mut next_batch = None;
     for (_, root) in roots {
-        let Some(meta) = state.storage.eventid_meta.get(&root)? else {
+        let Some(meta) = app.storage.eventid_meta.get(&root)? else {
             continue;
         };
         if meta.stream < start {
             continue;
         }
         let Some(mut event) =
-            stored_event_for_client(&state.storage, &root, Some(room_id.as_str()), None)?
+            stored_event_for_client(&app.storage, &root, Some(room_id.as_str()), None)?
         else {
             continue;
         };
-        let children =
-            rooms::aggregations::children(&state.storage, &event, auth.user_id.as_str())?;
+        let children = rooms::aggregations::children(&app.storage, &event, auth.user_id.as_str())?;
         let summary = rooms::aggregations::thread_summary(&event, &children, auth.user_id.as_str());
         let participated = summary
             .as_ref()
@@ -235,7 +237,7 @@ pub async fn threads(
             next_batch = Some((skip + limit).to_string());
             break;
         }
-        rooms::aggregations::bundle(&state.storage, auth.user_id.as_str(), &mut event)?;
+        rooms::aggregations::bundle(&app.storage, auth.user_id.as_str(), &mut event)?;
         chunk.push(event);
     }
     let mut response = json!({ "chunk": chunk });

@@ -7,17 +7,17 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::api::MatrixJson;
+use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
-use crate::events::builder::NewEvent;
+use crate::matrix::events::builder::NewEvent;
 use crate::rooms::create::CreateRoomRequest;
 use crate::rooms::format::client_event;
 use crate::rooms::{self, load_json};
-use crate::state::AppState;
 
 /// # POST /_matrix/client/v3/createRoom
 pub async fn create_room(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     MatrixJson(mut body): MatrixJson<CreateRoomRequest>,
 ) -> Result<HttpResponse, Error> {
@@ -25,10 +25,10 @@ pub async fn create_room(
     let alias = match &body.room_alias_name {
         Some(name) => {
             let alias = crate::directory::local_alias(
-                &state,
-                &format!("#{name}:{}", state.config.server.server_name),
+                &app.config.server.server_name,
+                &format!("#{name}:{}", app.config.server.server_name),
             )?;
-            if crate::directory::resolve(&state, &alias)?.is_some() {
+            if crate::directory::resolve(&app.storage, &alias)?.is_some() {
                 return Err(Error::new(
                     ErrorKind::RoomInUse,
                     format!("The alias {alias} is taken"),
@@ -40,34 +40,34 @@ pub async fn create_room(
     };
     body.canonical_alias = alias.as_ref().map(ToString::to_string);
     let publish = body.visibility.as_deref() == Some("public");
-    let room_id = state
+    let room_id = app
         .rooms
         .create_room(
-            &state.storage,
-            &state.signing_key,
+            &app.storage,
+            &app.signing_key,
             &auth.user_id,
             body,
-            crate::events::DEFAULT_ROOM_VERSION,
+            crate::matrix::events::DEFAULT_ROOM_VERSION,
         )
         .await?;
     if let Some(alias) = &alias
-        && !crate::directory::create_alias(&state, alias, &room_id, &auth.user_id)?
+        && !crate::directory::create_alias(&app.storage, alias, &room_id, &auth.user_id)?
     {
         tracing::warn!(%alias, %room_id, "the alias was taken while the room was made");
     }
     if publish {
-        crate::directory::set_published(&state, &room_id, true)?;
+        crate::directory::set_published(&app.storage, &room_id, true)?;
     }
-    state.storage.flush().await?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
 }
 
 /// # GET /_matrix/client/v3/joined_rooms
 pub async fn joined_rooms(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
 ) -> Result<HttpResponse, Error> {
-    let joined: Vec<OwnedRoomId> = rooms::memberships(&state.storage, &auth.user_id)?
+    let joined: Vec<OwnedRoomId> = rooms::memberships(&app.storage, &auth.user_id)?
         .into_iter()
         .filter(|(_, record)| record.membership == "join")
         .map(|(room_id, _)| room_id)
@@ -86,8 +86,8 @@ fn parse_room_id(text: &str) -> Result<OwnedRoomId, Error> {
 
 /// The sender must be joined to read or write a room. Rooms the user was never in look the
 /// same as rooms that do not exist: `403`, as the spec asks, so IDs cannot be probed.
-fn require_joined(state: &AppState, user_id: &UserId, room_id: &RoomId) -> Result<(), Error> {
-    match rooms::membership(&state.storage, user_id, room_id)? {
+fn require_joined(app: &Services, user_id: &UserId, room_id: &RoomId) -> Result<(), Error> {
+    match rooms::membership(&app.storage, user_id, room_id)? {
         Some(record) if record.membership == "join" => Ok(()),
         _ => Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
     }
@@ -95,7 +95,7 @@ fn require_joined(state: &AppState, user_id: &UserId, room_id: &RoomId) -> Resul
 
 /// # PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
 pub async fn send_message(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
     MatrixJson(content): MatrixJson<Map<String, Value>>,
@@ -108,10 +108,10 @@ pub async fn send_message(
         auth.device_id.clone(),
         format!("{room_id}\u{0}{kind}\u{0}{txn_id}"),
     );
-    if let Some(event_id) = state.storage.txn_eventid.get(&txn_key)? {
+    if let Some(event_id) = app.storage.txn_eventid.get(&txn_key)? {
         return Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })));
     }
-    require_joined(&state, &auth.user_id, &room_id)?;
+    require_joined(&app, &auth.user_id, &room_id)?;
     let mut new = NewEvent::message(&kind, Value::Object(content.clone()));
     if kind == "m.room.redaction" {
         let redacts = content
@@ -124,19 +124,19 @@ pub async fn send_message(
                     "A redaction needs `redacts`: the event to redact",
                 )
             })?;
-        if !is_own_event(&state, &auth.user_id, &redacts)? {
+        if !is_own_event(&app, &auth.user_id, &redacts)? {
             auth.ensure_not_suspended()?;
         }
-        check_may_redact(&state, &auth.user_id, &room_id, &redacts)?;
+        check_may_redact(&app, &auth.user_id, &room_id, &redacts)?;
         new.redacts = Some(redacts);
     } else {
         auth.ensure_not_suspended()?;
     }
-    let event_id = state
+    let event_id = app
         .rooms
         .append_with_txn(
-            &state.storage,
-            &state.signing_key,
+            &app.storage,
+            &app.signing_key,
             &room_id,
             &auth.user_id,
             new,
@@ -148,13 +148,9 @@ pub async fn send_message(
 
 /// Whether `event_id` was sent by `user_id`: a suspended user may still redact their own
 /// events, not others'.
-fn is_own_event(
-    state: &AppState,
-    user_id: &UserId,
-    event_id: &ruma::EventId,
-) -> Result<bool, Error> {
+fn is_own_event(app: &Services, user_id: &UserId, event_id: &ruma::EventId) -> Result<bool, Error> {
     Ok(
-        load_json(&state.storage, event_id.as_str())?.is_some_and(|json| {
+        load_json(&app.storage, event_id.as_str())?.is_some_and(|json| {
             json.get("sender").and_then(|sender| sender.as_str()) == Some(user_id.as_str())
         }),
     )
@@ -164,18 +160,18 @@ fn is_own_event(
 /// each server to check this: one may redact one's own events, or others' with the power
 /// level `redact`.
 fn check_may_redact(
-    state: &AppState,
+    app: &Services,
     user_id: &UserId,
     room_id: &RoomId,
     target: &ruma::EventId,
 ) -> Result<(), Error> {
-    if is_own_event(state, user_id, target)? {
+    if is_own_event(app, user_id, target)? {
         return Ok(());
     }
-    let needed = rooms::power_level_for(&state.storage, room_id, |content| {
+    let needed = rooms::power_level_for(&app.storage, room_id, |content| {
         content.get("redact").and_then(Value::as_i64).unwrap_or(50)
     })?;
-    if rooms::user_power_level(&state.storage, room_id, user_id)? >= needed {
+    if rooms::user_power_level(&app.storage, room_id, user_id)? >= needed {
         Ok(())
     } else {
         Err(Error::new(
@@ -187,28 +183,28 @@ fn check_may_redact(
 
 /// # PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
 pub async fn put_state(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
     MatrixJson(content): MatrixJson<Map<String, Value>>,
 ) -> Result<HttpResponse, Error> {
     let (room_id, kind, state_key) = path.into_inner();
-    put_state_event(&state, &auth, &room_id, &kind, &state_key, content).await
+    put_state_event(&app, &auth, &room_id, &kind, &state_key, content).await
 }
 
 /// # PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}
 pub async fn put_state_empty_key(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
     MatrixJson(content): MatrixJson<Map<String, Value>>,
 ) -> Result<HttpResponse, Error> {
     let (room_id, kind) = path.into_inner();
-    put_state_event(&state, &auth, &room_id, &kind, "", content).await
+    put_state_event(&app, &auth, &room_id, &kind, "", content).await
 }
 
 async fn put_state_event(
-    state: &AppState,
+    app: &Services,
     auth: &Authenticated,
     room_id: &str,
     kind: &str,
@@ -217,7 +213,7 @@ async fn put_state_event(
 ) -> Result<HttpResponse, Error> {
     auth.ensure_not_suspended()?;
     let room_id = parse_room_id(room_id)?;
-    require_joined(state, &auth.user_id, &room_id)?;
+    require_joined(app, &auth.user_id, &room_id)?;
     if kind == "m.room.member" {
         return Err(Error::new(
             ErrorKind::BadRequest,
@@ -231,15 +227,9 @@ async fn put_state_event(
         ));
     }
     let new = NewEvent::state(kind, state_key, Value::Object(content));
-    let pdu = state
+    let pdu = app
         .rooms
-        .append(
-            &state.storage,
-            &state.signing_key,
-            &room_id,
-            &auth.user_id,
-            new,
-        )
+        .append(&app.storage, &app.signing_key, &room_id, &auth.user_id, new)
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "event_id": pdu.event_id })))
 }
@@ -251,14 +241,14 @@ pub struct FormatQuery {
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
 pub async fn get_state(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
     query: web::Query<FormatQuery>,
 ) -> Result<HttpResponse, Error> {
     let (room_id, kind, state_key) = path.into_inner();
     get_state_event(
-        &state,
+        &app,
         &auth,
         &room_id,
         &kind,
@@ -269,17 +259,17 @@ pub async fn get_state(
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}
 pub async fn get_state_empty_key(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
     query: web::Query<FormatQuery>,
 ) -> Result<HttpResponse, Error> {
     let (room_id, kind) = path.into_inner();
-    get_state_event(&state, &auth, &room_id, &kind, "", query.format.as_deref())
+    get_state_event(&app, &auth, &room_id, &kind, "", query.format.as_deref())
 }
 
 fn get_state_event(
-    state: &AppState,
+    app: &Services,
     auth: &Authenticated,
     room_id: &str,
     kind: &str,
@@ -287,11 +277,11 @@ fn get_state_event(
     format: Option<&str>,
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(room_id)?;
-    require_joined(state, &auth.user_id, &room_id)?;
-    let event_id = rooms::state_event(&state.storage, &room_id, kind, state_key)?
+    require_joined(app, &auth.user_id, &room_id)?;
+    let event_id = rooms::state_event(&app.storage, &room_id, kind, state_key)?
         .ok_or_else(|| Error::not_found("No such state event"))?;
     let event = crate::rooms::format::stored_event_for_client(
-        &state.storage,
+        &app.storage,
         &event_id,
         Some(room_id.as_str()),
         None,
@@ -309,16 +299,16 @@ fn get_state_event(
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/state
 pub async fn get_all_state(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(&room_id)?;
-    require_joined(&state, &auth.user_id, &room_id)?;
+    require_joined(&app, &auth.user_id, &room_id)?;
     let mut events = Vec::new();
-    for (_, event_id) in rooms::current_state(&state.storage, &room_id)? {
+    for (_, event_id) in rooms::current_state(&app.storage, &room_id)? {
         if let Some(event) = crate::rooms::format::stored_event_for_client(
-            &state.storage,
+            &app.storage,
             &event_id,
             Some(room_id.as_str()),
             None,
@@ -331,15 +321,15 @@ pub async fn get_all_state(
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
 pub async fn get_event(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (room_id, event_id) = path.into_inner();
     let room_id = parse_room_id(&room_id)?;
-    require_joined(&state, &auth.user_id, &room_id)?;
+    require_joined(&app, &auth.user_id, &room_id)?;
     let not_found = || Error::not_found("No such event in this room");
-    let meta = state
+    let meta = app
         .storage
         .eventid_meta
         .get(&event_id)?
@@ -348,37 +338,41 @@ pub async fn get_event(
         return Err(not_found());
     }
     let view = crate::rooms::visibility::Visibility::for_user(
-        &state.storage,
+        &app.storage,
         &room_id,
         auth.user_id.as_str(),
     )?;
     if !view.allows(meta.stream) {
         return Err(not_found());
     }
-    let reader = crate::sync::Reader {
+    let reader = crate::rooms::timeline::Reader {
         user_id: auth.user_id.as_str(),
         device_id: &auth.device_id,
     };
-    let event =
-        crate::sync::timeline_form(&state, &event_id, Some(room_id.as_str()), Some(reader))?
-            .ok_or_else(not_found)?;
+    let event = crate::rooms::timeline::timeline_form(
+        &app.storage,
+        &event_id,
+        Some(room_id.as_str()),
+        Some(reader),
+    )?
+    .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(event))
 }
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/joined_members
 pub async fn joined_members(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(&room_id)?;
-    require_joined(&state, &auth.user_id, &room_id)?;
+    require_joined(&app, &auth.user_id, &room_id)?;
     let mut joined = Map::new();
-    for ((kind, user), event_id) in rooms::current_state(&state.storage, &room_id)? {
+    for ((kind, user), event_id) in rooms::current_state(&app.storage, &room_id)? {
         if kind != "m.room.member" {
             continue;
         }
-        let Some(json) = load_json(&state.storage, &event_id)? else {
+        let Some(json) = load_json(&app.storage, &event_id)? else {
             continue;
         };
         let content = client_event(&json, &event_id, None)["content"].clone();
@@ -403,7 +397,7 @@ pub struct MembershipRequest {
 
 /// `invite`, `kick`, `ban`, `unban`: a membership event about another user, sent by a member.
 async fn change_other_membership(
-    state: &AppState,
+    app: &Services,
     auth: &Authenticated,
     room_id: &str,
     body: MembershipRequest,
@@ -414,9 +408,9 @@ async fn change_other_membership(
     let target = body
         .user_id
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing user_id"))?;
-    require_joined(state, &auth.user_id, &room_id)?;
+    require_joined(app, &auth.user_id, &room_id)?;
     if action == Action::Invite && target.server_name() != auth.user_id.server_name() {
-        if !state.config.federation.enabled {
+        if !app.config.federation.enabled {
             return Err(Error::new(
                 ErrorKind::Forbidden,
                 "Federation is off on this server: only its own users can be invited",
@@ -426,18 +420,24 @@ async fn change_other_membership(
         if let Some(reason) = body.reason {
             content["reason"] = json!(reason);
         }
-        crate::federation::invite::invite_remote(state, &room_id, &auth.user_id, &target, content)
-            .await?;
+        crate::federation::invite::invite_remote(
+            &app.federation,
+            &room_id,
+            &auth.user_id,
+            &target,
+            content,
+        )
+        .await?;
         return Ok(HttpResponse::Ok().json(json!({})));
     }
     // Each action has its own starting points: a kick acts on members (and invites and
     // knocks), an unban only on a ban, an invite only on an account that exists.
     let current =
-        rooms::membership(&state.storage, &target, &room_id)?.map(|record| record.membership);
+        rooms::membership(&app.storage, &target, &room_id)?.map(|record| record.membership);
     let current = current.as_deref().unwrap_or("leave");
     let allowed = match action {
         Action::Invite => {
-            let exists = crate::accounts::get(&state.storage, &target)
+            let exists = crate::users::accounts::get(&app.storage, &target)
                 .map_err(|err| Error::internal(err.to_string()))?
                 .is_some_and(|account| !account.deactivated);
             if !exists {
@@ -460,15 +460,8 @@ async fn change_other_membership(
         content["reason"] = json!(reason);
     }
     let new = NewEvent::state("m.room.member", target.as_str(), content);
-    state
-        .rooms
-        .append(
-            &state.storage,
-            &state.signing_key,
-            &room_id,
-            &auth.user_id,
-            new,
-        )
+    app.rooms
+        .append(&app.storage, &app.signing_key, &room_id, &auth.user_id, new)
         .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
@@ -494,42 +487,42 @@ impl Action {
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/invite
 pub async fn invite(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<MembershipRequest>,
 ) -> Result<HttpResponse, Error> {
-    change_other_membership(&state, &auth, &room_id, body, Action::Invite).await
+    change_other_membership(&app, &auth, &room_id, body, Action::Invite).await
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/kick
 pub async fn kick(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<MembershipRequest>,
 ) -> Result<HttpResponse, Error> {
-    change_other_membership(&state, &auth, &room_id, body, Action::Kick).await
+    change_other_membership(&app, &auth, &room_id, body, Action::Kick).await
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/ban
 pub async fn ban(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<MembershipRequest>,
 ) -> Result<HttpResponse, Error> {
-    change_other_membership(&state, &auth, &room_id, body, Action::Ban).await
+    change_other_membership(&app, &auth, &room_id, body, Action::Ban).await
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/unban
 pub async fn unban(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<MembershipRequest>,
 ) -> Result<HttpResponse, Error> {
-    change_other_membership(&state, &auth, &room_id, body, Action::Unban).await
+    change_other_membership(&app, &auth, &room_id, body, Action::Unban).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -540,30 +533,25 @@ pub struct OwnMembershipRequest {
 /// Joining or leaving: a membership event about oneself. Only rooms this server knows: a
 /// room elsewhere needs federation.
 async fn change_own_membership(
-    state: &AppState,
+    app: &Services,
     auth: &Authenticated,
     room_id: &RoomId,
     membership: &str,
     reason: Option<String>,
 ) -> Result<(), Error> {
-    if state
-        .storage
-        .roomid_room
-        .get(&room_id.to_string())?
-        .is_none()
-    {
+    if app.storage.roomid_room.get(&room_id.to_string())?.is_none() {
         return Err(Error::not_found(
             "This server is not in that room; joining rooms on other servers needs federation, which is not supported yet",
         ));
     }
     // Joining a room one is in already changes nothing (and sends nothing).
-    let current = rooms::membership(&state.storage, &auth.user_id, room_id)?;
+    let current = rooms::membership(&app.storage, &auth.user_id, room_id)?;
     if membership == "join" && current.is_some_and(|record| record.membership == "join") {
         return Ok(());
     }
-    let profile = crate::profile::get(state, &auth.user_id)?.unwrap_or_default();
+    let profile = crate::users::profile::get(&app.storage, &auth.user_id)?.unwrap_or_default();
     let mut content = if membership == "join" {
-        crate::profile::member_content(membership, &profile)
+        crate::users::profile::member_content(membership, &profile)
     } else {
         json!({ "membership": membership })
     };
@@ -575,7 +563,7 @@ async fn change_own_membership(
     if membership == "join"
         && let rooms::restricted::JoinAuthorisation::Via(authoriser) =
             rooms::restricted::authorise_join(
-                &state.storage,
+                &app.storage,
                 room_id,
                 &auth.user_id,
                 auth.user_id.server_name(),
@@ -584,56 +572,51 @@ async fn change_own_membership(
         content["join_authorised_via_users_server"] = json!(authoriser);
     }
     let new = NewEvent::state("m.room.member", auth.user_id.as_str(), content);
-    state
-        .rooms
-        .append(
-            &state.storage,
-            &state.signing_key,
-            room_id,
-            &auth.user_id,
-            new,
-        )
+    app.rooms
+        .append(&app.storage, &app.signing_key, room_id, &auth.user_id, new)
         .await?;
     if membership != "join" {
-        state.ephemeral.set_typing(room_id, &auth.user_id, None);
+        app.ephemeral.set_typing(room_id, &auth.user_id, None);
     }
     Ok(())
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/join
 pub async fn join(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
     auth.ensure_not_suspended()?;
     let room_id = parse_room_id(&room_id)?;
-    join_here_or_remote(&state, &auth, &room_id, &[], body.reason).await?;
+    join_here_or_remote(&app, &auth, &room_id, &[], body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
 }
 
 /// Joins a room we hold locally, or (federation on) one held by other servers, asked in
 /// turn: `via` first, then the room ID's own server.
 async fn join_here_or_remote(
-    state: &AppState,
+    app: &Services,
     auth: &Authenticated,
     room_id: &ruma::OwnedRoomId,
     via: &[String],
     reason: Option<String>,
 ) -> Result<(), Error> {
-    if state.config.federation.enabled
-        && crate::federation::join::needs_remote_join(state, room_id)?
+    if app.config.federation.enabled
+        && crate::federation::join::needs_remote_join(&app.federation, room_id)?
     {
-        let servers = crate::federation::join::servers_for(state, &auth.user_id, room_id, via);
-        crate::federation::join::join_remote(state, &auth.user_id, room_id, &servers).await?;
+        let servers =
+            crate::federation::join::servers_for(&app.federation, &auth.user_id, room_id, via);
+        crate::federation::join::join_remote(&app.federation, &auth.user_id, room_id, &servers)
+            .await?;
         return Ok(());
     }
-    match change_own_membership(state, auth, room_id, "join", reason).await {
+    match change_own_membership(app, auth, room_id, "join", reason).await {
         // A restricted room none of our users in may vouch for: another resident server may.
-        Err(err) if err.kind == ErrorKind::UnableToGrantJoin && state.config.federation.enabled => {
+        Err(err) if err.kind == ErrorKind::UnableToGrantJoin && app.config.federation.enabled => {
             crate::federation::restricted::join_through_resident(
-                state,
+                &app.federation,
                 &auth.user_id,
                 room_id,
                 via,
@@ -661,7 +644,7 @@ fn via_servers(request: &actix_web::HttpRequest) -> Vec<String> {
 
 /// # POST /_matrix/client/v3/join/{roomIdOrAlias}
 pub async fn join_by_id_or_alias(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     request: actix_web::HttpRequest,
     auth: Authenticated,
     room: web::Path<String>,
@@ -674,23 +657,23 @@ pub async fn join_by_id_or_alias(
     // join through.
     let remote_alias = ruma::OwnedRoomAliasId::try_from(room.as_str())
         .ok()
-        .filter(|alias| alias.server_name() != state.config.server.server_name);
+        .filter(|alias| alias.server_name() != app.config.server.server_name);
     let room_id = match remote_alias {
-        Some(alias) if state.config.federation.enabled => {
+        Some(alias) if app.config.federation.enabled => {
             let (room_id, servers) =
-                crate::federation::queries::remote_alias(&state, &alias).await?;
+                crate::federation::queries::remote_alias(&app.federation, &alias).await?;
             via.extend(servers);
             room_id
         }
-        _ => crate::directory::room_id_or_alias(&state, &room)?,
+        _ => crate::directory::room_id_or_alias(&app.storage, &room)?,
     };
-    join_here_or_remote(&state, &auth, &room_id, &via, body.reason).await?;
+    join_here_or_remote(&app, &auth, &room_id, &via, body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/leave
 pub async fn leave(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
@@ -698,21 +681,23 @@ pub async fn leave(
     let room_id = parse_room_id(&room_id)?;
     // Declining an invite to a room held elsewhere (or one we hold but have left, whose
     // state is stale) goes through the inviter's server.
-    if crate::federation::join::needs_remote_join(&state, &room_id)?
-        && rooms::membership(&state.storage, &auth.user_id, &room_id)?
+    if crate::federation::join::needs_remote_join(&app.federation, &room_id)?
+        && rooms::membership(&app.storage, &auth.user_id, &room_id)?
             .is_some_and(|record| record.membership == "invite")
     {
-        let servers = crate::federation::join::servers_for(&state, &auth.user_id, &room_id, &[]);
-        crate::federation::join::leave_remote(&state, &auth.user_id, &room_id, &servers).await?;
+        let servers =
+            crate::federation::join::servers_for(&app.federation, &auth.user_id, &room_id, &[]);
+        crate::federation::join::leave_remote(&app.federation, &auth.user_id, &room_id, &servers)
+            .await?;
         return Ok(HttpResponse::Ok().json(json!({})));
     }
-    match rooms::membership(&state.storage, &auth.user_id, &room_id)? {
+    match rooms::membership(&app.storage, &auth.user_id, &room_id)? {
         Some(record)
             if record.membership == "join"
                 || record.membership == "invite"
                 || record.membership == "knock" =>
         {
-            change_own_membership(&state, &auth, &room_id, "leave", body.reason).await?;
+            change_own_membership(&app, &auth, &room_id, "leave", body.reason).await?;
         }
         // Leaving a room one is not in is a success with nothing to do.
         Some(_) => {}
@@ -729,7 +714,7 @@ pub struct TypingRequest {
 
 /// # PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}
 pub async fn typing(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
     MatrixJson(body): MatrixJson<TypingRequest>,
@@ -742,11 +727,11 @@ pub async fn typing(
             "You can only say that you are typing",
         ));
     }
-    require_joined(&state, &auth.user_id, &room_id)?;
+    require_joined(&app, &auth.user_id, &room_id)?;
     let timeout = body
         .typing
         .then(|| std::time::Duration::from_millis(body.timeout.unwrap_or(30_000)));
-    state.ephemeral.set_typing(&room_id, &auth.user_id, timeout);
+    app.ephemeral.set_typing(&room_id, &auth.user_id, timeout);
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -756,8 +741,8 @@ pub struct ReceiptRequest {
 }
 
 /// The event must be one of the room's, for a receipt or read marker to point at it.
-fn require_room_event(state: &AppState, room_id: &RoomId, event_id: &str) -> Result<(), Error> {
-    match state.storage.eventid_meta.get(&event_id.to_owned())? {
+fn require_room_event(app: &Services, room_id: &RoomId, event_id: &str) -> Result<(), Error> {
+    match app.storage.eventid_meta.get(&event_id.to_owned())? {
         Some(meta) if meta.room_id == room_id.as_str() => Ok(()),
         _ => Err(Error::not_found("No such event in this room")),
     }
@@ -765,28 +750,28 @@ fn require_room_event(state: &AppState, room_id: &RoomId, event_id: &str) -> Res
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}
 pub async fn receipt(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
     MatrixJson(body): MatrixJson<ReceiptRequest>,
 ) -> Result<HttpResponse, Error> {
     let (room_id, kind, event_id) = path.into_inner();
     let room_id = parse_room_id(&room_id)?;
-    require_joined(&state, &auth.user_id, &room_id)?;
-    require_room_event(&state, &room_id, &event_id)?;
+    require_joined(&app, &auth.user_id, &room_id)?;
+    require_room_event(&app, &room_id, &event_id)?;
     // A threaded receipt's event must be in that thread (`main`: in no thread).
     if let Some(thread) = &body.thread_id
         && kind != "m.fully_read"
         && thread.len() <= 255
     {
-        let event_thread = crate::rooms::load_json(&state.storage, &event_id)?
-            .map(|json| crate::notifications::thread_of(&state.storage, &room_id, &json))
+        let event_thread = crate::rooms::load_json(&app.storage, &event_id)?
+            .map(|json| crate::rooms::notifications::thread_of(&app.storage, &room_id, &json))
             .transpose()?
             .flatten();
         let belongs = match event_thread {
             Some(root) => &root == thread,
             // The root of a thread is in the main timeline; so are unthreaded events.
-            None => thread == crate::notifications::MAIN || thread == &event_id,
+            None => thread == crate::rooms::notifications::MAIN || thread == &event_id,
         };
         if !belongs {
             return Err(Error::new(
@@ -805,7 +790,7 @@ pub async fn receipt(
                 "m.fully_read takes no thread_id",
             ));
         }
-        if thread.len() > 255 || require_room_event(&state, &room_id, thread).is_err() {
+        if thread.len() > 255 || require_room_event(&app, &room_id, thread).is_err() {
             return Err(Error::new(
                 ErrorKind::InvalidParam,
                 "thread_id must be main or an event of this room",
@@ -813,9 +798,10 @@ pub async fn receipt(
         }
     }
     match kind.as_str() {
-        crate::receipts::PUBLIC | crate::receipts::PRIVATE => {
-            crate::receipts::set(
-                &state,
+        crate::sync::receipts::PUBLIC | crate::sync::receipts::PRIVATE => {
+            crate::sync::receipts::set(
+                &app.storage,
+                &app.rooms.stream,
                 &room_id,
                 &auth.user_id,
                 &kind,
@@ -824,7 +810,7 @@ pub async fn receipt(
             )
             .await?;
         }
-        "m.fully_read" => set_fully_read(&state, &auth.user_id, &room_id, &event_id).await?,
+        "m.fully_read" => set_fully_read(&app, &auth.user_id, &room_id, &event_id).await?,
         _ => {
             return Err(Error::new(
                 ErrorKind::InvalidParam,
@@ -836,14 +822,22 @@ pub async fn receipt(
 }
 
 async fn set_fully_read(
-    state: &AppState,
+    app: &Services,
     user_id: &UserId,
     room_id: &RoomId,
     event_id: &str,
 ) -> Result<(), Error> {
     let mut content = Map::new();
     content.insert("event_id".to_owned(), json!(event_id));
-    crate::account_data::set_managed(state, user_id, Some(room_id), "m.fully_read", content).await
+    crate::users::account_data::set_managed(
+        &app.storage,
+        &app.rooms.stream,
+        user_id,
+        Some(room_id),
+        "m.fully_read",
+        content,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -858,39 +852,41 @@ pub struct ReadMarkersRequest {
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/read_markers
 pub async fn read_markers(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<ReadMarkersRequest>,
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(&room_id)?;
-    require_joined(&state, &auth.user_id, &room_id)?;
+    require_joined(&app, &auth.user_id, &room_id)?;
     for event_id in [&body.fully_read, &body.read, &body.read_private]
         .into_iter()
         .flatten()
     {
-        require_room_event(&state, &room_id, event_id)?;
+        require_room_event(&app, &room_id, event_id)?;
     }
     if let Some(event_id) = &body.fully_read {
-        set_fully_read(&state, &auth.user_id, &room_id, event_id).await?;
+        set_fully_read(&app, &auth.user_id, &room_id, event_id).await?;
     }
     if let Some(event_id) = &body.read {
-        crate::receipts::set(
-            &state,
+        crate::sync::receipts::set(
+            &app.storage,
+            &app.rooms.stream,
             &room_id,
             &auth.user_id,
-            crate::receipts::PUBLIC,
+            crate::sync::receipts::PUBLIC,
             event_id,
             None,
         )
         .await?;
     }
     if let Some(event_id) = &body.read_private {
-        crate::receipts::set(
-            &state,
+        crate::sync::receipts::set(
+            &app.storage,
+            &app.rooms.stream,
             &room_id,
             &auth.user_id,
-            crate::receipts::PRIVATE,
+            crate::sync::receipts::PRIVATE,
             event_id,
             None,
         )
@@ -906,7 +902,7 @@ pub struct RedactRequest {
 
 /// # PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
 pub async fn redact(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
     MatrixJson(body): MatrixJson<RedactRequest>,
@@ -918,17 +914,17 @@ pub async fn redact(
         auth.device_id.clone(),
         format!("{room_id}\u{0}redact\u{0}{txn_id}"),
     );
-    if let Some(event_id) = state.storage.txn_eventid.get(&txn_key)? {
+    if let Some(event_id) = app.storage.txn_eventid.get(&txn_key)? {
         return Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })));
     }
-    require_joined(&state, &auth.user_id, &room_id)?;
-    require_room_event(&state, &room_id, &target)?;
+    require_joined(&app, &auth.user_id, &room_id)?;
+    require_room_event(&app, &room_id, &target)?;
     let target = ruma::OwnedEventId::try_from(target.as_str())
         .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid event ID"))?;
-    if !is_own_event(&state, &auth.user_id, &target)? {
+    if !is_own_event(&app, &auth.user_id, &target)? {
         auth.ensure_not_suspended()?;
     }
-    check_may_redact(&state, &auth.user_id, &room_id, &target)?;
+    check_may_redact(&app, &auth.user_id, &room_id, &target)?;
     // From room version 11 `redacts` is part of the content; before, the builder puts it at
     // the top level. Older servers read either, so the content always carries it.
     let mut content = json!({ "redacts": target });
@@ -937,11 +933,11 @@ pub async fn redact(
     }
     let mut new = NewEvent::message("m.room.redaction", content);
     new.redacts = Some(target);
-    let event_id = state
+    let event_id = app
         .rooms
         .append_with_txn(
-            &state.storage,
-            &state.signing_key,
+            &app.storage,
+            &app.signing_key,
             &room_id,
             &auth.user_id,
             new,
@@ -963,15 +959,15 @@ pub struct MembersQuery {
 /// With `at`, the memberships as they were at that point of the timeline (from the room's
 /// state history).
 pub async fn members(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
     query: web::Query<MembersQuery>,
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(&room_id)?;
-    require_joined(&state, &auth.user_id, &room_id)?;
+    require_joined(&app, &auth.user_id, &room_id)?;
     let event_ids: Vec<String> = match &query.at {
-        None => rooms::current_state(&state.storage, &room_id)?
+        None => rooms::current_state(&app.storage, &room_id)?
             .into_iter()
             .filter(|((kind, _), _)| kind == "m.room.member")
             .map(|(_, event_id)| event_id)
@@ -985,13 +981,13 @@ pub async fn members(
                         "`at` is not a token from this server",
                     )
                 })?;
-            members_at(&state, &room_id, at)?
+            members_at(&app, &room_id, at)?
         }
     };
     let mut chunk = Vec::new();
     for event_id in event_ids {
         let Some(event) = crate::rooms::format::stored_event_for_client(
-            &state.storage,
+            &app.storage,
             &event_id,
             Some(room_id.as_str()),
             None,
@@ -1014,21 +1010,19 @@ pub async fn members(
 }
 
 /// The member events of the room's state as of stream position `at`.
-fn members_at(state: &AppState, room_id: &RoomId, at: u64) -> Result<Vec<String>, Error> {
-    Ok(
-        crate::rooms::history::state_at(&state.storage, room_id, at)?
-            .into_iter()
-            .filter(|((kind, _), _)| kind == "m.room.member")
-            .map(|(_, event_id)| event_id)
-            .collect(),
-    )
+fn members_at(app: &Services, room_id: &RoomId, at: u64) -> Result<Vec<String>, Error> {
+    Ok(crate::rooms::history::state_at(&app.storage, room_id, at)?
+        .into_iter()
+        .filter(|((kind, _), _)| kind == "m.room.member")
+        .map(|(_, event_id)| event_id)
+        .collect())
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/forget
 ///
 /// A room one has left disappears from one's view: sync, `/messages`, joined and left lists.
 pub async fn forget(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
@@ -1037,7 +1031,7 @@ pub async fn forget(
     let mut outcome = Err(Error::not_found(
         "You have no membership in this room to forget",
     ));
-    state.storage.userroom_membership.update(
+    app.storage.userroom_membership.update(
         &(auth.user_id.to_string(), room_id.to_string()),
         |record| {
             let record = record?;
@@ -1054,7 +1048,7 @@ pub async fn forget(
         },
     )?;
     outcome?;
-    state.storage.flush().await?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -1067,15 +1061,15 @@ pub struct ReportRequest {
 ///
 /// Reports go to the server's administrator: the log, at warning level.
 pub async fn report_event(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
     MatrixJson(body): MatrixJson<ReportRequest>,
 ) -> Result<HttpResponse, Error> {
     let (room_id, event_id) = path.into_inner();
     let room_id = parse_room_id(&room_id)?;
-    require_joined(&state, &auth.user_id, &room_id)?;
-    require_room_event(&state, &room_id, &event_id)?;
+    require_joined(&app, &auth.user_id, &room_id)?;
+    require_room_event(&app, &room_id, &event_id)?;
     let reason = body.reason.unwrap_or_default();
     tracing::warn!(reporter = %auth.user_id, %room_id, %event_id, reason = %reason.chars().take(500).collect::<String>(), "event reported");
     Ok(HttpResponse::Ok().json(json!({})))
@@ -1083,18 +1077,13 @@ pub async fn report_event(
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/report
 pub async fn report_room(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<ReportRequest>,
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(&room_id)?;
-    if state
-        .storage
-        .roomid_room
-        .get(&room_id.to_string())?
-        .is_none()
-    {
+    if app.storage.roomid_room.get(&room_id.to_string())?.is_none() {
         return Err(Error::not_found("No such room"));
     }
     let reason = body.reason.unwrap_or_default();
@@ -1107,24 +1096,26 @@ pub async fn report_room(
 /// Asks to be let into a room whose join rule is `knock` (room version 7 and later); its
 /// members then see the knock and may invite. Rooms on other servers need federation.
 pub async fn knock(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     request: actix_web::HttpRequest,
     auth: Authenticated,
     room: web::Path<String>,
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
     auth.ensure_not_suspended()?;
-    let room_id = crate::directory::room_id_or_alias(&state, &room)?;
+    let room_id = crate::directory::room_id_or_alias(&app.storage, &room)?;
     // A room held elsewhere is knocked on through `via` servers or the room ID's own.
-    if state.config.federation.enabled
-        && crate::federation::join::needs_remote_join(&state, &room_id)?
+    if app.config.federation.enabled
+        && crate::federation::join::needs_remote_join(&app.federation, &room_id)?
     {
         let via = via_servers(&request);
-        let servers = crate::federation::join::servers_for(&state, &auth.user_id, &room_id, &via);
-        crate::federation::join::knock_remote(&state, &auth.user_id, &room_id, &servers).await?;
+        let servers =
+            crate::federation::join::servers_for(&app.federation, &auth.user_id, &room_id, &via);
+        crate::federation::join::knock_remote(&app.federation, &auth.user_id, &room_id, &servers)
+            .await?;
         return Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })));
     }
-    change_own_membership(&state, &auth, &room_id, "knock", body.reason).await?;
+    change_own_membership(&app, &auth, &room_id, "knock", body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
 }
 
@@ -1154,15 +1145,15 @@ const UPGRADE_STATE: [&str; 9] = [
 /// `predecessor`, moves the local aliases, then ends the old room with a tombstone and
 /// restricts who may speak in it.
 pub async fn upgrade(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<UpgradeRequest>,
 ) -> Result<HttpResponse, Error> {
     auth.ensure_not_suspended()?;
     let old = parse_room_id(&room_id)?;
-    require_joined(&state, &auth.user_id, &old)?;
-    if !rooms::may_send_state(&state.storage, &old, &auth.user_id, "m.room.tombstone")? {
+    require_joined(&app, &auth.user_id, &old)?;
+    if !rooms::may_send_state(&app.storage, &old, &auth.user_id, "m.room.tombstone")? {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "You may not upgrade this room",
@@ -1182,7 +1173,7 @@ pub async fn upgrade(
         })?;
 
     let old_create =
-        rooms::state_content(&state.storage, &old, "m.room.create", "")?.unwrap_or_default();
+        rooms::state_content(&app.storage, &old, "m.room.create", "")?.unwrap_or_default();
     let mut creation = Map::new();
     for field in ["m.federate", "type"] {
         if let Some(value) = old_create.get(field) {
@@ -1198,12 +1189,12 @@ pub async fn upgrade(
     }
     let mut initial_state = Vec::new();
     for kind in UPGRADE_STATE {
-        if let Some(content) = rooms::state_content(&state.storage, &old, kind, "")? {
+        if let Some(content) = rooms::state_content(&app.storage, &old, kind, "")? {
             initial_state.push(json!({ "type": kind, "state_key": "", "content": content }));
         }
     }
     let mut levels =
-        rooms::state_content(&state.storage, &old, "m.room.power_levels", "")?.unwrap_or_default();
+        rooms::state_content(&app.storage, &old, "m.room.power_levels", "")?.unwrap_or_default();
     if let Some(users) = levels.get_mut("users").and_then(Value::as_object_mut) {
         if new_rules.authorization.explicitly_privilege_room_creators {
             // Creators of a version 12 room may not be listed; the upgrader is its creator.
@@ -1223,36 +1214,35 @@ pub async fn upgrade(
         "preset": "private_chat",
     }))
     .map_err(Error::internal)?;
-    let new = state
+    let new = app
         .rooms
         .create_room(
-            &state.storage,
-            &state.signing_key,
+            &app.storage,
+            &app.signing_key,
             &auth.user_id,
             request,
             &body.new_version,
         )
         .await?;
-    for alias in crate::directory::aliases_of(&state, &old)? {
+    for alias in crate::directory::aliases_of(&app.storage, &old)? {
         if let Ok(alias) = ruma::OwnedRoomAliasId::try_from(alias.as_str()) {
-            crate::directory::delete_alias(&state, &alias)?;
-            crate::directory::create_alias(&state, &alias, &new, &auth.user_id)?;
+            crate::directory::delete_alias(&app.storage, &alias)?;
+            crate::directory::create_alias(&app.storage, &alias, &new, &auth.user_id)?;
         }
     }
-    if crate::directory::is_published(&state, &old)? {
-        crate::directory::set_published(&state, &old, false)?;
-        crate::directory::set_published(&state, &new, true)?;
+    if crate::directory::is_published(&app.storage, &old)? {
+        crate::directory::set_published(&app.storage, &old, false)?;
+        crate::directory::set_published(&app.storage, &new, true)?;
     }
     let tombstone = NewEvent::state(
         "m.room.tombstone",
         "",
         json!({ "body": "This room has been replaced", "replacement_room": new }),
     );
-    state
-        .rooms
+    app.rooms
         .append(
-            &state.storage,
-            &state.signing_key,
+            &app.storage,
+            &app.signing_key,
             &old,
             &auth.user_id,
             tombstone,
@@ -1261,18 +1251,18 @@ pub async fn upgrade(
     // Members are nudged to the new room: the old one takes no more messages or invites
     // from ordinary members.
     if let Some(mut old_levels) =
-        rooms::state_content(&state.storage, &old, "m.room.power_levels", "")?
+        rooms::state_content(&app.storage, &old, "m.room.power_levels", "")?
     {
         let users_default = old_levels["users_default"].as_i64().unwrap_or(0);
         let restricted = (users_default + 1).max(50);
         old_levels["events_default"] = json!(restricted);
         old_levels["invite"] = json!(restricted);
         let restrict = NewEvent::state("m.room.power_levels", "", old_levels);
-        if let Err(err) = state
+        if let Err(err) = app
             .rooms
             .append(
-                &state.storage,
-                &state.signing_key,
+                &app.storage,
+                &app.signing_key,
                 &old,
                 &auth.user_id,
                 restrict,
@@ -1282,6 +1272,6 @@ pub async fn upgrade(
             tracing::warn!(room_id = %old, "could not restrict the old room after its upgrade: {err}");
         }
     }
-    state.storage.flush().await?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({ "replacement_room": new })))
 }

@@ -6,10 +6,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::MatrixJson;
+use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::Error;
 use crate::search::{self, RoomEventsCriteria};
-use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
 pub struct SearchRequest {
@@ -34,7 +34,7 @@ pub struct SearchQuery {
 /// the wrong type) is `400 M_BAD_JSON`; a bad `next_batch` or a term without words is
 /// `400 M_INVALID_PARAM`.
 pub async fn search(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     query: web::Query<SearchQuery>,
     MatrixJson(body): MatrixJson<SearchRequest>,
@@ -43,7 +43,8 @@ pub async fn search(
         return Ok(HttpResponse::Ok().json(json!({ "search_categories": {} })));
     };
     let response = search::room_events(
-        &state,
+        &app.storage,
+        &app.rooms,
         &auth.user_id,
         &auth.device_id,
         &criteria,

@@ -5,14 +5,15 @@ use ruma::OwnedUserId;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::accounts::uia::Identifier;
-use crate::accounts::{self, now_ms, sessions};
 use crate::api::MatrixJson;
+use crate::api::app::Services;
 use crate::api::auth::{
     Authenticated, EvenIfLocked, check_account_rate_limit, check_auth_rate_limit, client_ip,
 };
 use crate::error::{Error, ErrorKind};
-use crate::state::AppState;
+use crate::matrix::time::now_ms;
+use crate::users::accounts::uia::Identifier;
+use crate::users::accounts::{self, sessions};
 
 /// # GET /_matrix/client/v3/login
 pub async fn get_login_flows() -> HttpResponse {
@@ -35,10 +36,10 @@ pub struct LoginRequest {
 /// # POST /_matrix/client/v3/login
 pub async fn login(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     MatrixJson(body): MatrixJson<LoginRequest>,
 ) -> Result<HttpResponse, Error> {
-    check_auth_rate_limit(&req, &state)?;
+    check_auth_rate_limit(&req, &app)?;
     if body.kind != "m.login.password" {
         return Err(Error::new(
             ErrorKind::BadRequest,
@@ -51,25 +52,25 @@ pub async fn login(
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing password"))?;
     let device_id = body.device_id.map(valid_device_field).transpose()?;
     let display_name = optional_device_name(body.initial_device_display_name)?;
-    let user_id = accounts::login_user_id(&name, &state.config.server.server_name);
-    let user_id = verify_credentials(&state, user_id.ok(), password).await?;
+    let user_id = accounts::login_user_id(&name, &app.config.server.server_name);
+    let user_id = verify_credentials(&app, user_id.ok(), password).await?;
     let session = sessions::start_session(
-        &state.storage,
+        &app.storage,
         &user_id,
         device_id.as_deref(),
         display_name,
-        client_ip(&req, state.config.limits.trust_forwarded_for).map(|ip| ip.to_string()),
+        client_ip(&req, app.config.limits.trust_forwarded_for).map(|ip| ip.to_string()),
         now_ms(),
     )
     .map_err(account_error)?;
-    state.storage.flush().await?;
+    app.storage.flush().await?;
     let mut response = json!({
         "user_id": user_id,
         "access_token": session.access_token,
         "device_id": session.device_id,
-        "home_server": state.config.server.server_name,
+        "home_server": app.config.server.server_name,
     });
-    if let Some(base_url) = crate::api::well_known::client_base_url(&state.config) {
+    if let Some(base_url) = crate::api::well_known::client_base_url(&app.config) {
         response["well_known"] = json!({ "m.homeserver": { "base_url": base_url } });
     }
     Ok(HttpResponse::Ok().json(response))
@@ -104,22 +105,22 @@ pub fn user_from_identifier(
 /// users and wrong passwords get the same answer and take as long, so logins cannot probe
 /// which accounts exist. Each check counts against the account's rate limit.
 pub async fn verify_credentials(
-    state: &AppState,
+    app: &Services,
     user_id: Option<OwnedUserId>,
     password: String,
 ) -> Result<OwnedUserId, Error> {
     if let Some(user_id) = &user_id {
-        check_account_rate_limit(user_id.as_str(), state)?;
+        check_account_rate_limit(user_id.as_str(), app)?;
     }
     let account = match &user_id {
-        Some(user_id) => accounts::get(&state.storage, user_id).map_err(account_error)?,
+        Some(user_id) => accounts::get(&app.storage, user_id).map_err(account_error)?,
         None => None,
     };
     let stored_hash = account
         .as_ref()
         .filter(|account| !account.deactivated)
         .map(|account| account.password_hash.clone());
-    let matches = state.password_hasher.verify(password, stored_hash).await?;
+    let matches = app.password_hasher.verify(password, stored_hash).await?;
     match (user_id, account) {
         (Some(_), Some(account)) if account.deactivated => Err(Error::new(
             ErrorKind::UserDeactivated,
@@ -160,22 +161,22 @@ pub fn optional_device_name(value: Option<String>) -> Result<Option<String>, Err
 
 /// # POST /_matrix/client/v3/logout
 pub async fn logout(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     EvenIfLocked(auth): EvenIfLocked,
 ) -> Result<HttpResponse, Error> {
-    sessions::end_session(&state.storage, &auth)?;
-    state.storage.flush().await?;
+    sessions::end_session(&app.storage, &auth)?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
 /// # POST /_matrix/client/v3/logout/all
 pub async fn logout_all(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     EvenIfLocked(auth): EvenIfLocked,
 ) -> Result<HttpResponse, Error> {
-    sessions::remove_all_devices(&state.storage, &auth.user_id, None)?;
-    sessions::end_session(&state.storage, &auth)?;
-    state.storage.flush().await?;
+    sessions::remove_all_devices(&app.storage, &auth.user_id, None)?;
+    sessions::end_session(&app.storage, &auth)?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 

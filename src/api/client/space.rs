@@ -1,15 +1,15 @@
 //! Spaces (spec: client-server API, "Spaces"): the space hierarchy. The walk itself is in
-//! [`crate::spaces`].
+//! [`crate::directory::spaces`].
 
 use actix_web::{HttpResponse, web};
 use ruma::OwnedRoomId;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::api::app::Services;
 use crate::api::auth::Authenticated;
+use crate::directory::spaces::{self, HierarchyRequest};
 use crate::error::{Error, ErrorKind};
-use crate::spaces::{self, HierarchyRequest};
-use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
 pub struct HierarchyQuery {
@@ -21,7 +21,7 @@ pub struct HierarchyQuery {
 
 /// # GET /_matrix/client/v1/rooms/{roomId}/hierarchy
 pub async fn hierarchy(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
     query: web::Query<HierarchyQuery>,
@@ -35,7 +35,7 @@ pub async fn hierarchy(
         max_depth: query.max_depth,
         from: query.from,
     };
-    let page = spaces::hierarchy(&state, &auth.user_id, &room_id, &request)?;
+    let page = spaces::hierarchy(&app.storage, &auth.user_id, &room_id, &request)?;
     let mut body = json!({ "rooms": page.rooms });
     if let Some(next_batch) = page.next_batch {
         body["next_batch"] = json!(next_batch);

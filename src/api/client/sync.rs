@@ -7,16 +7,17 @@ use ruma::OwnedRoomId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
-use crate::filter::{Filter, RoomEventFilter};
 use crate::rooms;
-use crate::rooms::visibility::Visibility;
-use crate::state::AppState;
-use crate::sync::{
-    Reader, SyncRequest, TimelineEvent, client_form, history_start, lazy_loaded_members,
-    parse_token, sync, timeline, with_aggregations,
+use crate::rooms::timeline::{
+    Reader, TimelineEvent, client_form, history_start, lazy_loaded_members, timeline,
+    with_aggregations,
 };
+use crate::rooms::visibility::Visibility;
+use crate::sync::{SyncRequest, parse_token, sync};
+use crate::users::filter::{Filter, RoomEventFilter};
 
 #[derive(Debug, Deserialize)]
 pub struct SyncQuery {
@@ -42,7 +43,7 @@ fn position(token: &str) -> Result<u64, Error> {
 
 /// # GET /_matrix/client/v3/sync
 pub async fn get_sync(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     query: web::Query<SyncQuery>,
 ) -> Result<HttpResponse, Error> {
@@ -63,11 +64,7 @@ pub async fn get_sync(
         since_typing: since.map_or(0, |(_, serial)| serial),
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
         full_state: query.full_state.unwrap_or(false),
-        filter: Filter::resolve(
-            &state.storage,
-            auth.user_id.as_str(),
-            query.filter.as_deref(),
-        )?,
+        filter: Filter::resolve(&app.storage, auth.user_id.as_str(), query.filter.as_deref())?,
         use_state_after: query.use_state_after.unwrap_or(false),
         device_id: auth.device_id.clone(),
         set_presence: match query.set_presence.as_deref() {
@@ -81,7 +78,7 @@ pub async fn get_sync(
             }
         },
     };
-    let response = sync(&state, &auth.user_id, &request).await?;
+    let response = sync(&app.sync, &auth.user_id, &request).await?;
     Ok(HttpResponse::Ok().json(response))
 }
 
@@ -114,7 +111,7 @@ pub fn room_event_filter(text: Option<&str>) -> Result<RoomEventFilter, Error> {
 /// visibility lets them; a former member up to when they left; someone never in the room,
 /// nothing.
 pub async fn messages(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
     query: web::Query<MessagesQuery>,
@@ -123,13 +120,13 @@ pub async fn messages(
         .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))?;
     let not_in_room = || Error::new(ErrorKind::Forbidden, "You are not in this room");
     let membership =
-        rooms::membership(&state.storage, &auth.user_id, &room_id)?.ok_or_else(not_in_room)?;
+        rooms::membership(&app.storage, &auth.user_id, &room_id)?.ok_or_else(not_in_room)?;
     let visible_until = match membership.membership.as_str() {
-        "join" => state.rooms.visible_position(),
+        "join" => app.rooms.visible_position(),
         "leave" | "ban" if membership.joined_stream.is_some() => membership.stream,
         _ => return Err(not_in_room()),
     };
-    let visible_from = history_start(&state, &room_id, &membership)?.saturating_sub(1);
+    let visible_from = history_start(&app.storage, &room_id, &membership)?.saturating_sub(1);
     let mut filter = room_event_filter(query.filter.as_deref())?;
     // The `limit` parameter, else the filter's, else 10; clamped either way.
     filter.limit = query.limit.or(filter.limit);
@@ -143,17 +140,19 @@ pub async fn messages(
         "b" => {
             let upto = from.unwrap_or(visible_until).min(visible_until);
             let after = to.unwrap_or(0).max(visible_from);
-            let mut page = timeline(&state, &room_id, (after, upto), &filter, device)?;
+            let mut page = timeline(&app.storage, &room_id, (after, upto), &filter, device)?;
             // At the start of what we hold of a room joined over federation: fetch older
             // history from the servers in the room, then read again.
             if !page.limited
                 && to.is_none()
                 && membership.membership == "join"
-                && state.config.federation.enabled
+                && app.config.federation.enabled
             {
-                let wanted = filter.limit_or(crate::sync::DEFAULT_TIMELINE_LIMIT);
-                if crate::federation::backfill::backfill(&state, &room_id, wanted).await? > 0 {
-                    page = timeline(&state, &room_id, (after, upto), &filter, device)?;
+                let wanted = filter.limit_or(crate::rooms::timeline::DEFAULT_TIMELINE_LIMIT);
+                if crate::federation::backfill::backfill(&app.federation, &room_id, wanted).await?
+                    > 0
+                {
+                    page = timeline(&app.storage, &room_id, (after, upto), &filter, device)?;
                     // More may be fetched: the client is told to keep going back.
                     page.limited = true;
                 }
@@ -172,7 +171,7 @@ pub async fn messages(
         "f" => {
             let after = from.unwrap_or(0).max(visible_from);
             let upto = to.unwrap_or(visible_until).min(visible_until);
-            let (events, resume) = forward(&state, &room_id, (after, upto), &filter, device)?;
+            let (events, resume) = forward(&app, &room_id, (after, upto), &filter, device)?;
             let newest = events.last().map(|(position, _, _)| *position);
             let chunk: Vec<Value> = events
                 .into_iter()
@@ -186,7 +185,7 @@ pub async fn messages(
     if filter.lazy_load_members {
         // The senders' member events as the room had them at the page's newest event.
         let at = newest.unwrap_or(visible_until).min(visible_until);
-        response["state"] = json!(lazy_loaded_members(&state, &room_id, &chunk, at)?);
+        response["state"] = json!(lazy_loaded_members(&app.storage, &room_id, &chunk, at)?);
     }
     // No `end` when there is nothing more in that direction: the spec's signal to stop.
     if let Some(end) = end {
@@ -202,36 +201,32 @@ fn with_room(mut event: Value, room_id: &ruma::RoomId) -> Value {
 
 /// The oldest events `filter` lets through (at most its limit) with positions in
 /// `(after, upto]` that the reader may see, and, when more may follow, the position to
-/// continue from. At most [`crate::sync::MAX_EXAMINED`] events are looked at.
+/// continue from. At most [`crate::rooms::timeline::MAX_EXAMINED`] events are looked at.
 fn forward(
-    state: &AppState,
+    app: &Services,
     room_id: &ruma::RoomId,
     (after, upto): (u64, u64),
     filter: &RoomEventFilter,
     reader: Option<Reader<'_>>,
 ) -> Result<(Vec<TimelineEvent>, Option<u64>), Error> {
-    let limit = filter.limit_or(crate::sync::DEFAULT_TIMELINE_LIMIT);
+    let limit = filter.limit_or(crate::rooms::timeline::DEFAULT_TIMELINE_LIMIT);
     let room = room_id.to_string();
     let mut events = Vec::new();
     if after >= upto {
         return Ok((events, None));
     }
     let visibility = match reader {
-        Some(reader) => Some(Visibility::for_user(
-            &state.storage,
-            room_id,
-            reader.user_id,
-        )?),
+        Some(reader) => Some(Visibility::for_user(&app.storage, room_id, reader.user_id)?),
         None => None,
     };
-    let range = state
+    let range = app
         .storage
         .roomstream_eventid
         .range(&(room.clone(), after.saturating_add(1)), &(room, upto));
     let mut last_examined = after;
     for (examined, entry) in range.enumerate() {
         let ((_, position), event_id) = entry?;
-        if events.len() == limit || examined == crate::sync::MAX_EXAMINED {
+        if events.len() == limit || examined == crate::rooms::timeline::MAX_EXAMINED {
             return Ok((events, Some(last_examined)));
         }
         last_examined = position;
@@ -241,11 +236,16 @@ fn forward(
         {
             continue;
         }
-        let Some(event) = client_form(state, &event_id, None, reader.map(|r| r.device_id))? else {
+        let Some(event) = client_form(&app.storage, &event_id, None, reader.map(|r| r.device_id))?
+        else {
             continue;
         };
         if filter.allows(&event) {
-            events.push((position, event_id, with_aggregations(state, event, reader)?));
+            events.push((
+                position,
+                event_id,
+                with_aggregations(&app.storage, event, reader)?,
+            ));
         }
     }
     Ok((events, None))

@@ -6,10 +6,11 @@ use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::api::MatrixJson;
+use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
-use crate::state::AppState;
-use crate::{account_data, profile, rooms};
+use crate::rooms;
+use crate::users::{account_data, profile};
 
 fn parse_user_id(text: &str) -> Result<OwnedUserId, Error> {
     OwnedUserId::try_from(text).map_err(|_| {
@@ -35,21 +36,21 @@ fn require_self(auth: &Authenticated, user_id: &UserId) -> Result<(), Error> {
 /// Administrators are told they may lock and suspend accounts (`m.account_moderation`);
 /// for everyone else the spec asks that capability be left out.
 pub async fn capabilities(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
 ) -> Result<HttpResponse, Error> {
     let available: Map<String, Value> =
         (1..=12).map(|v| (v.to_string(), json!("stable"))).collect();
     let mut capabilities = json!({
         "m.change_password": { "enabled": true },
-        "m.room_versions": { "default": crate::events::DEFAULT_ROOM_VERSION, "available": available },
+        "m.room_versions": { "default": crate::matrix::events::DEFAULT_ROOM_VERSION, "available": available },
         "m.set_displayname": { "enabled": true },
         "m.set_avatar_url": { "enabled": true },
         "m.profile_fields": { "enabled": true },
         "m.3pid_changes": { "enabled": false },
         "m.get_login_token": { "enabled": false },
     });
-    let admin = crate::accounts::get(&state.storage, &auth.user_id)
+    let admin = crate::users::accounts::get(&app.storage, &auth.user_id)
         .map_err(|err| Error::internal(err.to_string()))?
         .is_some_and(|account| account.admin);
     if admin {
@@ -60,16 +61,17 @@ pub async fn capabilities(
 
 /// # GET /_matrix/client/v3/profile/{userId}
 pub async fn get_profile(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     user_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let user_id = parse_user_id(&user_id)?;
-    if user_id.server_name() != state.config.server.server_name {
-        let profile = crate::federation::queries::remote_profile(&state, &user_id, None).await?;
+    if user_id.server_name() != app.config.server.server_name {
+        let profile =
+            crate::federation::queries::remote_profile(&app.federation, &user_id, None).await?;
         return Ok(HttpResponse::Ok().json(profile));
     }
     let profile =
-        profile::get(&state, &user_id)?.ok_or_else(|| Error::not_found("No such user"))?;
+        profile::get(&app.storage, &user_id)?.ok_or_else(|| Error::not_found("No such user"))?;
     Ok(HttpResponse::Ok().json(profile))
 }
 
@@ -86,16 +88,16 @@ fn known_field(field: &str) -> Result<(), Error> {
 
 /// # GET /_matrix/client/v3/profile/{userId}/{keyName}
 pub async fn get_profile_field(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (user_id, field) = path.into_inner();
     known_field(&field)?;
     let user_id = parse_user_id(&user_id)?;
-    let profile = if user_id.server_name() != state.config.server.server_name {
-        crate::federation::queries::remote_profile(&state, &user_id, Some(&field)).await?
+    let profile = if user_id.server_name() != app.config.server.server_name {
+        crate::federation::queries::remote_profile(&app.federation, &user_id, Some(&field)).await?
     } else {
-        profile::get(&state, &user_id)?.ok_or_else(|| Error::not_found("No such user"))?
+        profile::get(&app.storage, &user_id)?.ok_or_else(|| Error::not_found("No such user"))?
     };
     let value = profile
         .get(&field)
@@ -105,7 +107,7 @@ pub async fn get_profile_field(
 
 /// # PUT /_matrix/client/v3/profile/{userId}/{keyName}
 pub async fn set_profile_field(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
     MatrixJson(body): MatrixJson<Map<String, Value>>,
@@ -126,13 +128,15 @@ pub async fn set_profile_field(
             ));
         }
     };
-    profile::set_field(&state, &user_id, &field, value).await?;
+    app.rooms
+        .set_profile_field(&app.storage, &app.signing_key, &user_id, &field, value)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
 /// # DELETE /_matrix/client/v3/profile/{userId}/{keyName}
 pub async fn delete_profile_field(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
@@ -141,27 +145,29 @@ pub async fn delete_profile_field(
     let user_id = parse_user_id(&user_id)?;
     require_self(&auth, &user_id)?;
     auth.ensure_not_suspended()?;
-    profile::set_field(&state, &user_id, &field, None).await?;
+    app.rooms
+        .set_profile_field(&app.storage, &app.signing_key, &user_id, &field, None)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
 /// # GET /_matrix/client/v3/user/{userId}/account_data/{type}
 pub async fn get_account_data(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (user_id, kind) = path.into_inner();
     let user_id = parse_user_id(&user_id)?;
     require_self(&auth, &user_id)?;
-    let content = account_data::get(&state, &user_id, None, &kind)?
+    let content = account_data::get(&app.storage, &user_id, None, &kind)?
         .ok_or_else(|| Error::not_found("No account data of that type"))?;
     Ok(HttpResponse::Ok().json(content))
 }
 
 /// # PUT /_matrix/client/v3/user/{userId}/account_data/{type}
 pub async fn set_account_data(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
     MatrixJson(content): MatrixJson<Map<String, Value>>,
@@ -169,18 +175,26 @@ pub async fn set_account_data(
     let (user_id, kind) = path.into_inner();
     let user_id = parse_user_id(&user_id)?;
     require_self(&auth, &user_id)?;
-    account_data::set(&state, &user_id, None, &kind, content).await?;
+    account_data::set(
+        &app.storage,
+        &app.rooms.stream,
+        &user_id,
+        None,
+        &kind,
+        content,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
 fn room_for_account_data(
-    state: &AppState,
+    app: &Services,
     user_id: &UserId,
     room_id: &str,
 ) -> Result<OwnedRoomId, Error> {
     let room_id = OwnedRoomId::try_from(room_id)
         .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))?;
-    if rooms::membership(&state.storage, user_id, &room_id)?.is_none() {
+    if rooms::membership(&app.storage, user_id, &room_id)?.is_none() {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "You have never been in this room",
@@ -191,22 +205,22 @@ fn room_for_account_data(
 
 /// # GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
 pub async fn get_room_account_data(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (user_id, room_id, kind) = path.into_inner();
     let user_id = parse_user_id(&user_id)?;
     require_self(&auth, &user_id)?;
-    let room_id = room_for_account_data(&state, &user_id, &room_id)?;
-    let content = account_data::get(&state, &user_id, Some(&room_id), &kind)?
+    let room_id = room_for_account_data(&app, &user_id, &room_id)?;
+    let content = account_data::get(&app.storage, &user_id, Some(&room_id), &kind)?
         .ok_or_else(|| Error::not_found("No account data of that type"))?;
     Ok(HttpResponse::Ok().json(content))
 }
 
 /// # PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
 pub async fn set_room_account_data(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
     MatrixJson(content): MatrixJson<Map<String, Value>>,
@@ -214,14 +228,22 @@ pub async fn set_room_account_data(
     let (user_id, room_id, kind) = path.into_inner();
     let user_id = parse_user_id(&user_id)?;
     require_self(&auth, &user_id)?;
-    let room_id = room_for_account_data(&state, &user_id, &room_id)?;
-    account_data::set(&state, &user_id, Some(&room_id), &kind, content).await?;
+    let room_id = room_for_account_data(&app, &user_id, &room_id)?;
+    account_data::set(
+        &app.storage,
+        &app.rooms.stream,
+        &user_id,
+        Some(&room_id),
+        &kind,
+        content,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
 /// # POST /_matrix/client/v3/user/{userId}/filter
 pub async fn create_filter(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     user_id: web::Path<String>,
     MatrixJson(filter): MatrixJson<Map<String, Value>>,
@@ -229,7 +251,7 @@ pub async fn create_filter(
     let user_id = parse_user_id(&user_id)?;
     require_self(&auth, &user_id)?;
     let text = Value::Object(filter).to_string();
-    crate::filter::Filter::parse(&text).map_err(|err| {
+    crate::users::filter::Filter::parse(&text).map_err(|err| {
         Error::new(
             ErrorKind::BadJson,
             format!("The filter is not valid: {err}"),
@@ -241,24 +263,23 @@ pub async fn create_filter(
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    state
-        .storage
+    app.storage
         .userfilter_filter
         .insert(&(user_id.to_string(), filter_id.clone()), &text)?;
-    state.storage.flush().await?;
+    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({ "filter_id": filter_id })))
 }
 
 /// # GET /_matrix/client/v3/user/{userId}/filter/{filterId}
 pub async fn get_filter(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (user_id, filter_id) = path.into_inner();
     let user_id = parse_user_id(&user_id)?;
     require_self(&auth, &user_id)?;
-    let text = state
+    let text = app
         .storage
         .userfilter_filter
         .get(&(user_id.to_string(), filter_id))?
@@ -304,7 +325,7 @@ pub struct PresenceRequest {
 
 /// # PUT /_matrix/client/v3/presence/{userId}/status
 pub async fn set_presence(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     user_id: web::Path<String>,
     MatrixJson(body): MatrixJson<PresenceRequest>,
@@ -320,15 +341,14 @@ pub async fn set_presence(
     if body
         .status_msg
         .as_ref()
-        .is_some_and(|message| message.len() > crate::ephemeral::MAX_STATUS_BYTES)
+        .is_some_and(|message| message.len() > crate::sync::ephemeral::MAX_STATUS_BYTES)
     {
         return Err(Error::new(
             ErrorKind::InvalidParam,
             "The status message is too long",
         ));
     }
-    state
-        .ephemeral
+    app.ephemeral
         .set_presence(&user_id, &body.presence, Some(body.status_msg));
     Ok(HttpResponse::Ok().json(json!({})))
 }
@@ -337,35 +357,34 @@ pub async fn set_presence(
 ///
 /// One's own, and that of people one shares a room with.
 pub async fn get_presence(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     auth: Authenticated,
     user_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let user_id = parse_user_id(&user_id)?;
-    if crate::accounts::get(&state.storage, &user_id)
+    if crate::users::accounts::get(&app.storage, &user_id)
         .map_err(|err| Error::internal(err.to_string()))?
         .is_none()
     {
         return Err(Error::not_found("No such user"));
     }
-    if user_id != auth.user_id && !share_a_room(&state, &auth.user_id, &user_id)? {
+    if user_id != auth.user_id && !share_a_room(&app, &auth.user_id, &user_id)? {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "You share no room with this user",
         ));
     }
-    let content = match state.ephemeral.presence_of(&user_id) {
+    let content = match app.ephemeral.presence_of(&user_id) {
         Some(presence) => presence.to_json(),
         None => json!({ "presence": "offline" }),
     };
     Ok(HttpResponse::Ok().json(content))
 }
 
-fn share_a_room(state: &AppState, a: &UserId, b: &UserId) -> Result<bool, Error> {
-    for (room_id, record) in rooms::memberships(&state.storage, a)? {
+fn share_a_room(app: &Services, a: &UserId, b: &UserId) -> Result<bool, Error> {
+    for (room_id, record) in rooms::memberships(&app.storage, a)? {
         if record.membership == "join"
-            && rooms::membership(&state.storage, b, &room_id)?
-                .is_some_and(|r| r.membership == "join")
+            && rooms::membership(&app.storage, b, &room_id)?.is_some_and(|r| r.membership == "join")
         {
             return Ok(true);
         }

@@ -6,9 +6,9 @@ use ruma::RoomId;
 use serde::Deserialize;
 
 use super::origin::{FederationOrigin, SignedJson};
+use crate::api::app::Services;
 use crate::error::{Error, ErrorKind};
 use crate::federation::directory::{self, PublicRoomsRequest};
-use crate::state::AppState;
 
 /// The query of `GET /publicRooms`. `include_all_networks` and `third_party_instance_id`
 /// are accepted and change nothing: Hearth bridges no third-party networks.
@@ -20,7 +20,7 @@ pub struct PublicRoomsQuery {
 
 /// # GET /_matrix/federation/v1/publicRooms
 pub async fn public_rooms(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     _origin: FederationOrigin,
     query: web::Query<PublicRoomsQuery>,
 ) -> Result<HttpResponse, Error> {
@@ -30,7 +30,7 @@ pub async fn public_rooms(
         since: query.since,
         ..Default::default()
     };
-    Ok(HttpResponse::Ok().json(directory::public_rooms(&state, &request)?))
+    Ok(HttpResponse::Ok().json(directory::public_rooms(&app.federation, &request)?))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,7 +48,7 @@ pub struct PublicRoomsBody {
 
 /// # POST /_matrix/federation/v1/publicRooms
 pub async fn search_public_rooms(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     request: SignedJson<PublicRoomsBody>,
 ) -> Result<HttpResponse, Error> {
     let body = request.body;
@@ -59,7 +59,7 @@ pub async fn search_public_rooms(
         search: filter.generic_search_term,
         room_types: filter.room_types,
     };
-    Ok(HttpResponse::Ok().json(directory::public_rooms(&state, &request)?))
+    Ok(HttpResponse::Ok().json(directory::public_rooms(&app.federation, &request)?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,7 +69,7 @@ pub struct HierarchyQuery {
 
 /// # GET /_matrix/federation/v1/hierarchy/{roomId}
 pub async fn hierarchy(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     origin: FederationOrigin,
     room: web::Path<String>,
     query: web::Query<HierarchyQuery>,
@@ -77,6 +77,6 @@ pub async fn hierarchy(
     let room = RoomId::parse(room.as_str())
         .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))?;
     let suggested_only = query.suggested_only.unwrap_or(false);
-    let answer = directory::hierarchy(&state, &origin.0, &room, suggested_only)?;
+    let answer = directory::hierarchy(&app.federation, &origin.0, &room, suggested_only)?;
     Ok(HttpResponse::Ok().json(answer))
 }

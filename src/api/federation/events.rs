@@ -9,9 +9,9 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::origin::{FederationOrigin, SignedJson};
+use crate::api::app::Services;
 use crate::error::{Error, ErrorKind};
 use crate::federation::serve::{self, MissingEventsRequest, RoomAccess};
-use crate::state::AppState;
 
 /// A transaction carrying PDUs (`/event`, `/backfill`): the spec's answer shape.
 #[derive(Serialize)]
@@ -21,10 +21,10 @@ struct Transaction {
     pdus: Vec<Box<RawValue>>,
 }
 
-fn transaction(state: &AppState, pdus: Vec<Box<RawValue>>) -> HttpResponse {
+fn transaction(app: &Services, pdus: Vec<Box<RawValue>>) -> HttpResponse {
     HttpResponse::Ok().json(Transaction {
-        origin: state.config.server.server_name.to_string(),
-        origin_server_ts: crate::accounts::now_ms(),
+        origin: app.config.server.server_name.to_string(),
+        origin_server_ts: crate::matrix::time::now_ms(),
         pdus,
     })
 }
@@ -35,13 +35,13 @@ fn room_id(text: &str) -> Result<OwnedRoomId, Error> {
 
 /// The room, checked for the asking server (ours, ACL).
 fn open<'a>(
-    state: &AppState,
+    app: &Services,
     origin: &FederationOrigin,
     room_id: &'a RoomId,
 ) -> Result<RoomAccess<'a>, Error> {
     serve::open_room(
-        &state.storage,
-        &state.config.server.server_name,
+        &app.storage,
+        &app.config.server.server_name,
         &origin.0,
         room_id,
     )
@@ -49,17 +49,17 @@ fn open<'a>(
 
 /// # GET /_matrix/federation/v1/event/{eventId}
 pub async fn event(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     origin: FederationOrigin,
     event_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let pdu = serve::event(
-        &state.storage,
-        &state.config.server.server_name,
+        &app.storage,
+        &app.config.server.server_name,
         &origin.0,
         &event_id,
     )?;
-    Ok(transaction(&state, vec![pdu]))
+    Ok(transaction(&app, vec![pdu]))
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,14 +69,14 @@ pub struct AtEvent {
 
 /// # GET /_matrix/federation/v1/state_ids/{roomId}
 pub async fn state_ids(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     origin: FederationOrigin,
     room: web::Path<String>,
     query: web::Query<AtEvent>,
 ) -> Result<HttpResponse, Error> {
     let room = room_id(&room)?;
-    let access = open(&state, &origin, &room)?;
-    let ids = serve::state_ids(&state.storage, &access, &query.event_id)?;
+    let access = open(&app, &origin, &room)?;
+    let ids = serve::state_ids(&app.storage, &access, &query.event_id)?;
     Ok(HttpResponse::Ok().json(json!({
         "pdu_ids": ids.pdu_ids,
         "auth_chain_ids": ids.auth_chain_ids,
@@ -91,14 +91,14 @@ struct StateAnswer {
 
 /// # GET /_matrix/federation/v1/state/{roomId}
 pub async fn state(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     origin: FederationOrigin,
     room: web::Path<String>,
     query: web::Query<AtEvent>,
 ) -> Result<HttpResponse, Error> {
     let room = room_id(&room)?;
-    let access = open(&state, &origin, &room)?;
-    let found = serve::state(&state.storage, &access, &query.event_id)?;
+    let access = open(&app, &origin, &room)?;
+    let found = serve::state(&app.storage, &access, &query.event_id)?;
     Ok(HttpResponse::Ok().json(StateAnswer {
         pdus: found.pdus,
         auth_chain: found.auth_chain,
@@ -112,14 +112,14 @@ struct AuthChainAnswer {
 
 /// # GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}
 pub async fn event_auth(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     origin: FederationOrigin,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
     let room = room_id(&room)?;
-    let access = open(&state, &origin, &room)?;
-    let auth_chain = serve::event_auth(&state.storage, &access, &event_id)?;
+    let access = open(&app, &origin, &room)?;
+    let auth_chain = serve::event_auth(&app.storage, &access, &event_id)?;
     Ok(HttpResponse::Ok().json(AuthChainAnswer { auth_chain }))
 }
 
@@ -127,13 +127,13 @@ pub async fn event_auth(
 ///
 /// `v` may repeat, so the query is read as a list of pairs.
 pub async fn backfill(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     origin: FederationOrigin,
     room: web::Path<String>,
     query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, Error> {
     let room = room_id(&room)?;
-    let access = open(&state, &origin, &room)?;
+    let access = open(&app, &origin, &room)?;
     let v: Vec<String> = query
         .iter()
         .filter(|(key, _)| key == "v")
@@ -147,8 +147,8 @@ pub async fn backfill(
         .find(|(key, _)| key == "limit")
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing limit"))?;
     let limit = clamped_limit(&limit.1)?;
-    let pdus = serve::backfill(&state.storage, &access, &v, limit)?;
-    Ok(transaction(&state, pdus))
+    let pdus = serve::backfill(&app.storage, &access, &v, limit)?;
+    Ok(transaction(&app, pdus))
 }
 
 /// A `limit` from a query string: an integer, where a negative one means 0 and one too
@@ -174,14 +174,14 @@ struct MissingEventsAnswer {
 
 /// # POST /_matrix/federation/v1/get_missing_events/{roomId}
 pub async fn get_missing_events(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     room: web::Path<String>,
     request: SignedJson<MissingEventsRequest>,
 ) -> Result<HttpResponse, Error> {
     let room = room_id(&room)?;
     let origin = FederationOrigin(request.origin);
-    let access = open(&state, &origin, &room)?;
-    let events = serve::missing_events(&state.storage, &access, &request.body)?;
+    let access = open(&app, &origin, &room)?;
+    let events = serve::missing_events(&app.storage, &access, &request.body)?;
     Ok(HttpResponse::Ok().json(MissingEventsAnswer { events }))
 }
 
@@ -193,7 +193,7 @@ pub struct TimestampQuery {
 
 /// # GET /_matrix/federation/v1/timestamp_to_event/{roomId}
 pub async fn timestamp_to_event(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     origin: FederationOrigin,
     room: web::Path<String>,
     query: web::Query<TimestampQuery>,
@@ -204,10 +204,10 @@ pub async fn timestamp_to_event(
         _ => return Err(Error::new(ErrorKind::InvalidParam, "dir must be f or b")),
     };
     let room = room_id(&room)?;
-    let access = open(&state, &origin, &room)?;
-    let upto = state.rooms.visible_position();
+    let access = open(&app, &origin, &room)?;
+    let upto = app.rooms.visible_position();
     let (event_id, origin_server_ts) =
-        serve::closest_event(&state.storage, &access, (query.ts, forward), upto)?;
+        serve::closest_event(&app.storage, &access, (query.ts, forward), upto)?;
     Ok(HttpResponse::Ok().json(json!({
         "event_id": event_id,
         "origin_server_ts": origin_server_ts,

@@ -7,9 +7,9 @@ use ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::Value;
 
 use super::origin::{FederationOrigin, SignedJson};
+use crate::api::app::Services;
 use crate::error::{Error, ErrorKind};
 use crate::federation::join::{accept_join, make_join_template};
-use crate::state::AppState;
 
 fn room_id(text: &str) -> Result<OwnedRoomId, Error> {
     OwnedRoomId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
@@ -30,7 +30,7 @@ fn versions(query: &str) -> Vec<String> {
 
 /// # GET /_matrix/federation/v1/make_join/{roomId}/{userId}
 pub async fn make_join(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     origin: FederationOrigin,
     request: HttpRequest,
     path: web::Path<(String, String)>,
@@ -43,20 +43,26 @@ pub async fn make_join(
     if versions.is_empty() {
         versions.push("1".to_owned());
     }
-    let template = make_join_template(&state, &room_id, &user_id, origin.0.as_str(), &versions)?;
+    let template = make_join_template(
+        &app.federation,
+        &room_id,
+        &user_id,
+        origin.0.as_str(),
+        &versions,
+    )?;
     Ok(HttpResponse::Ok().json(template))
 }
 
 /// # PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}
 pub async fn send_join(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     path: web::Path<(String, String)>,
     signed: SignedJson<Value>,
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
     let room_id = room_id(&room)?;
     let answer = accept_join(
-        &state,
+        &app.federation,
         signed.origin.as_str(),
         &room_id,
         &event_id,
@@ -70,14 +76,14 @@ pub async fn send_join(
 
 /// # PUT /_matrix/federation/v2/invite/{roomId}/{eventId}
 pub async fn invite(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     path: web::Path<(String, String)>,
     signed: SignedJson<Value>,
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
     let room_id = room_id(&room)?;
     let answer = crate::federation::invite::accept_invite(
-        &state,
+        &app.federation,
         signed.origin.as_str(),
         &room_id,
         &event_id,
@@ -93,7 +99,7 @@ pub async fn invite(
 /// `unsigned`), the room version is not said (the spec: assume `1` or `2`, whose events
 /// look the same), and the answer is `[200, {"event": …}]`.
 pub async fn invite_v1(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     path: web::Path<(String, String)>,
     signed: SignedJson<Value>,
 ) -> Result<HttpResponse, Error> {
@@ -106,7 +112,7 @@ pub async fn invite_v1(
         "event": event,
     });
     let answer = crate::federation::invite::accept_invite(
-        &state,
+        &app.federation,
         signed.origin.as_str(),
         &room_id,
         &event_id,
@@ -118,7 +124,7 @@ pub async fn invite_v1(
 
 /// # GET /_matrix/federation/v1/make_leave/{roomId}/{userId}
 pub async fn make_leave(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     origin: FederationOrigin,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
@@ -126,7 +132,7 @@ pub async fn make_leave(
     let room_id = room_id(&room)?;
     let user_id = user_id(&user)?;
     let template = crate::federation::join::make_leave_template(
-        &state,
+        &app.federation,
         &room_id,
         &user_id,
         origin.0.as_str(),
@@ -136,14 +142,14 @@ pub async fn make_leave(
 
 /// # PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}
 pub async fn send_leave(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     path: web::Path<(String, String)>,
     signed: SignedJson<Value>,
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
     let room_id = room_id(&room)?;
     let answer = crate::federation::join::accept_leave(
-        &state,
+        &app.federation,
         signed.origin.as_str(),
         &room_id,
         &event_id,
@@ -155,7 +161,7 @@ pub async fn send_leave(
 
 /// # GET /_matrix/federation/v1/make_knock/{roomId}/{userId}
 pub async fn make_knock(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     origin: FederationOrigin,
     request: HttpRequest,
     path: web::Path<(String, String)>,
@@ -168,7 +174,7 @@ pub async fn make_knock(
         return Err(Error::new(ErrorKind::MissingParam, "Missing `ver`"));
     }
     let template = crate::federation::join::make_knock_template(
-        &state,
+        &app.federation,
         &room_id,
         &user_id,
         origin.0.as_str(),
@@ -179,14 +185,14 @@ pub async fn make_knock(
 
 /// # PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}
 pub async fn send_knock(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     path: web::Path<(String, String)>,
     signed: SignedJson<Value>,
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
     let room_id = room_id(&room)?;
     let answer = crate::federation::join::accept_knock(
-        &state,
+        &app.federation,
         signed.origin.as_str(),
         &room_id,
         &event_id,

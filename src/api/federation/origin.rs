@@ -15,11 +15,11 @@ use ruma::OwnedServerName;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::accounts::now_ms;
 use crate::api::BodyLimit;
+use crate::api::app::Services;
 use crate::error::{Error, ErrorKind};
 use crate::federation::auth::XMatrix;
-use crate::state::AppState;
+use crate::matrix::time::now_ms;
 
 /// The server that signed a request without a body (`GET`, `DELETE`).
 #[derive(Debug, Clone)]
@@ -83,12 +83,12 @@ async fn authenticate(
     req: &HttpRequest,
     content: Option<&Value>,
 ) -> Result<OwnedServerName, Error> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
+    let app = req
+        .app_data::<web::Data<Services>>()
         .ok_or_else(|| Error::internal("no application state"))?;
     let headers = x_matrix_headers(req)?;
     let origin = headers[0].origin.clone();
-    let ours = state.config.server.server_name.as_str();
+    let ours = app.config.server.server_name.as_str();
     for header in &headers {
         if header.origin != origin {
             return Err(unauthorized("The X-Matrix headers name different origins"));
@@ -108,9 +108,10 @@ async fn authenticate(
     let method = req.method().as_str();
     let mut verified = false;
     for header in &headers {
-        let key = state
+        let key = app
             .federation
-            .request_key(&state.storage, &origin, header.key.as_str(), now_ms())
+            .transport
+            .request_key(&app.storage, &origin, header.key.as_str(), now_ms())
             .await;
         let key = match key {
             Ok(key) => key,

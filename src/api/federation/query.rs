@@ -5,8 +5,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::origin::FederationOrigin;
+use crate::api::app::Services;
 use crate::error::{Error, ErrorKind};
-use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
 pub struct ProfileQuery {
@@ -16,21 +16,21 @@ pub struct ProfileQuery {
 
 /// # GET /_matrix/federation/v1/query/profile
 pub async fn profile(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     origin: FederationOrigin,
     query: web::Query<ProfileQuery>,
 ) -> Result<HttpResponse, Error> {
     let user_id = ruma::UserId::parse(&query.user_id)
         .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid user_id"))?;
-    if user_id.server_name() != state.config.server.server_name {
+    if user_id.server_name() != app.config.server.server_name {
         return Err(Error::new(
             ErrorKind::InvalidParam,
             "The user is not on this server",
         ));
     }
     tracing::debug!(origin = %origin.0, user = %user_id, "profile query");
-    let profile =
-        crate::profile::get(&state, &user_id)?.ok_or_else(|| Error::not_found("No such user"))?;
+    let profile = crate::users::profile::get(&app.storage, &user_id)?
+        .ok_or_else(|| Error::not_found("No such user"))?;
     let answer: Map<String, Value> = match &query.field {
         Some(field) => profile
             .into_iter()
@@ -48,12 +48,12 @@ pub struct DirectoryQuery {
 
 /// # GET /_matrix/federation/v1/query/directory
 pub async fn directory(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     origin: FederationOrigin,
     query: web::Query<DirectoryQuery>,
 ) -> Result<HttpResponse, Error> {
     tracing::debug!(origin = %origin.0, alias = %query.room_alias, "directory query");
-    let answer = crate::federation::directory::resolve_alias(&state, &query.room_alias)?;
+    let answer = crate::federation::directory::resolve_alias(&app.federation, &query.room_alias)?;
     Ok(HttpResponse::Ok().json(answer))
 }
 

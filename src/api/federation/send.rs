@@ -7,9 +7,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::origin::SignedJson;
+use crate::api::app::Services;
 use crate::error::{Error, ErrorKind};
 use crate::federation::inbound::receive_pdu;
-use crate::state::AppState;
 
 /// The spec's limits on one transaction.
 const MAX_PDUS: usize = 50;
@@ -27,7 +27,7 @@ pub struct Transaction {
 
 /// # PUT /_matrix/federation/v1/send/{txnId}
 pub async fn send(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     _txn_id: web::Path<String>,
     signed: SignedJson<Transaction>,
 ) -> Result<HttpResponse, Error> {
@@ -39,7 +39,10 @@ pub async fn send(
         ));
     }
     // A server that sends us transactions is up: whatever waits for it goes now.
-    state.federation.outbound.server_is_back(origin.as_str());
+    app.federation
+        .transport
+        .outbound
+        .server_is_back(origin.as_str());
     if body.pdus.len() > MAX_PDUS || body.edus.len() > MAX_EDUS {
         return Err(Error::new(
             ErrorKind::BadJson,
@@ -51,7 +54,7 @@ pub async fn send(
     for pdu in body.pdus {
         let (event_id, outcome) = match ruma::CanonicalJsonValue::try_from(pdu) {
             Ok(ruma::CanonicalJsonValue::Object(json)) => {
-                receive_pdu(&state, origin.as_str(), &gaps, json).await
+                receive_pdu(&app.federation, origin.as_str(), &gaps, json).await
             }
             _ => continue,
         };
@@ -72,6 +75,6 @@ pub async fn send(
         results.insert(event_id.to_string(), result);
     }
     // After the PDUs: a receipt may point at an event of the same transaction.
-    crate::federation::edu::receive_edus(&state, &origin, body.edus).await;
+    crate::federation::edu::receive_edus(&app.federation, &origin, body.edus).await;
     Ok(HttpResponse::Ok().json(json!({ "pdus": results })))
 }

@@ -9,17 +9,17 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::origin::{FederationOrigin, SignedJson};
+use crate::api::app::Services;
 use crate::error::Error;
 use crate::federation::users;
-use crate::state::AppState;
 
 /// # GET /_matrix/federation/v1/user/devices/{userId}
 pub async fn devices(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     _origin: FederationOrigin,
     user: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Ok().json(users::devices(&state, &user)?))
+    Ok(HttpResponse::Ok().json(users::devices(&app.federation, &user)?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,10 +29,13 @@ pub struct KeysQuery {
 
 /// # POST /_matrix/federation/v1/user/keys/query
 pub async fn query_keys(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     request: SignedJson<KeysQuery>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Ok().json(users::query_keys(&state, &request.body.device_keys)))
+    Ok(HttpResponse::Ok().json(users::query_keys(
+        &app.federation,
+        &request.body.device_keys,
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,10 +45,13 @@ pub struct KeysClaim {
 
 /// # POST /_matrix/federation/v1/user/keys/claim
 pub async fn claim_keys(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     request: SignedJson<KeysClaim>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Ok().json(users::claim_keys(&state, &request.body.one_time_keys)))
+    Ok(HttpResponse::Ok().json(users::claim_keys(
+        &app.federation,
+        &request.body.one_time_keys,
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,9 +63,13 @@ pub struct UserInfoQuery {
 ///
 /// Not signed: third parties (not only servers) ask it; the token is the credential.
 pub async fn openid_userinfo(
-    state: web::Data<AppState>,
+    app: web::Data<Services>,
     query: web::Query<UserInfoQuery>,
 ) -> Result<HttpResponse, Error> {
-    let user = users::openid_user(&state, &query.access_token, crate::accounts::now_ms())?;
+    let user = users::openid_user(
+        &app.federation,
+        &query.access_token,
+        crate::matrix::time::now_ms(),
+    )?;
     Ok(HttpResponse::Ok().json(json!({ "sub": user })))
 }

@@ -6,7 +6,7 @@
 //! room; each public read receipt of one of our users goes as an `m.receipt` EDU. The
 //! entries and the new position are one batch: a crash either keeps both or neither, so
 //! nothing is lost and nothing is queued twice. Typing (and, if configured, presence)
-//! comes from [`crate::ephemeral`] as it happens and is queued with an expiry: it is news
+//! comes from [`crate::sync::ephemeral`] as it happens and is queued with an expiry: it is news
 //! only for a while.
 
 use std::collections::hash_map::Entry;
@@ -21,10 +21,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::Wake;
 use super::queue::{self, QueueItem};
-use crate::ephemeral::Change;
-use crate::receipts::ReceiptRecord;
-use crate::state::AppState;
+use crate::federation::Federation;
 use crate::storage::{Batch, StorageError, pair_prefix};
+use crate::sync::ephemeral::Change;
+use crate::sync::receipts::ReceiptRecord;
 
 /// The counter holding the last stream position handled.
 pub const POSITION_COUNTER: &str = "outbound_position";
@@ -46,7 +46,7 @@ const MAX_TYPING_REMEMBERED: usize = 1024;
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 pub(super) struct Follower {
-    state: web::Data<AppState>,
+    fed: Arc<Federation>,
     wake: Arc<Wake>,
     /// The last stream position handled and recorded.
     handled: u64,
@@ -56,14 +56,14 @@ pub(super) struct Follower {
 
 /// Follows the stream and the ephemeral changes until the server stops.
 pub(super) async fn run(
-    state: web::Data<AppState>,
+    fed: Arc<Federation>,
     wake: Arc<Wake>,
     mut changes: mpsc::Receiver<Change>,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let mut visible = state.rooms.subscribe();
+    let mut visible = fed.rooms.subscribe();
     let mut follower = loop {
-        match Follower::start(state.clone(), wake.clone()) {
+        match Follower::start(fed.clone(), wake.clone()) {
             Ok(follower) => break follower,
             Err(err) => {
                 tracing::error!("federation: cannot read the outbound position: {err}");
@@ -108,24 +108,20 @@ async fn pause(stopping: &mut watch::Receiver<bool>) -> bool {
 impl Follower {
     /// Starts where the last run stopped. The very first run starts at the present: the
     /// history before federation existed here is not pushed to anyone.
-    pub(super) fn start(
-        state: web::Data<AppState>,
-        wake: Arc<Wake>,
-    ) -> Result<Follower, StorageError> {
-        let handled = match state.storage.counter(POSITION_COUNTER)? {
+    pub(super) fn start(fed: Arc<Federation>, wake: Arc<Wake>) -> Result<Follower, StorageError> {
+        let handled = match fed.storage.counter(POSITION_COUNTER)? {
             Some(handled) => handled,
             None => {
-                let now = state.rooms.visible_position();
+                let now = fed.rooms.visible_position();
                 let mut batch = Batch::new();
-                state
-                    .storage
+                fed.storage
                     .batch_set_counter(&mut batch, POSITION_COUNTER, now);
-                state.storage.apply(batch)?;
+                fed.storage.apply(batch)?;
                 now
             }
         };
         Ok(Follower {
-            state,
+            fed,
             wake,
             handled,
             typing_told: HashMap::new(),
@@ -145,7 +141,7 @@ impl Follower {
     /// Queues what positions `(from, to]` hold for other servers, and records `to` as
     /// handled, in one batch; flushes; then wakes the senders.
     async fn handle_span(&self, from: u64, to: u64) -> Result<(), StorageError> {
-        let storage = &self.state.storage;
+        let storage = &self.fed.storage;
         let mut batch = Batch::new();
         let mut servers = RoomServers::new(self.origin());
         let mut touched = BTreeSet::new();
@@ -164,7 +160,7 @@ impl Follower {
     }
 
     fn origin(&self) -> &ruma::ServerName {
-        &self.state.federation.origin
+        &self.fed.transport.origin
     }
 
     /// What position `position` of `room` holds for other servers, and for which.
@@ -174,7 +170,7 @@ impl Follower {
         room: &str,
         servers: &mut RoomServers,
     ) -> Result<Option<(QueueItem, BTreeSet<String>)>, StorageError> {
-        let storage = &self.state.storage;
+        let storage = &self.fed.storage;
         match storage
             .roomstream_eventid
             .get(&(room.to_owned(), position))?
@@ -195,7 +191,7 @@ impl Follower {
         event_id: String,
         servers: &mut RoomServers,
     ) -> Result<Option<(QueueItem, BTreeSet<String>)>, StorageError> {
-        let storage = &self.state.storage;
+        let storage = &self.fed.storage;
         let Some(json) = crate::rooms::load_json(storage, &event_id)? else {
             return Ok(None);
         };
@@ -237,9 +233,9 @@ impl Follower {
         position: u64,
         servers: &mut RoomServers,
     ) -> Result<Option<(QueueItem, BTreeSet<String>)>, StorageError> {
-        let storage = &self.state.storage;
+        let storage = &self.fed.storage;
         let mut prefix = pair_prefix(room);
-        prefix.extend_from_slice(&pair_prefix(crate::receipts::PUBLIC));
+        prefix.extend_from_slice(&pair_prefix(crate::sync::receipts::PUBLIC));
         for entry in storage.roomreceipt_record.scan_prefix(&prefix) {
             let (_, record) = entry?;
             let local = UserId::parse(&record.user_id)
@@ -275,9 +271,9 @@ impl Follower {
         }
         let item = QueueItem::Edu {
             edu,
-            expires_ms: Some(crate::accounts::now_ms() + lifetime_ms),
+            expires_ms: Some(crate::matrix::time::now_ms() + lifetime_ms),
         };
-        let storage = &self.state.storage;
+        let storage = &self.fed.storage;
         let mut batch = Batch::new();
         queue::stage(storage, &mut batch, &destinations, &item)?;
         // Not flushed: news for a minute is not worth a disk write of its own (sled writes
@@ -298,7 +294,7 @@ impl Follower {
         {
             return Ok(None);
         }
-        let servers = room_servers(&self.state.storage, room_id.as_str(), self.origin())?;
+        let servers = room_servers(&self.fed.storage, room_id.as_str(), self.origin())?;
         let edu = typing_edu(room_id, user_id, typing);
         Ok(Some((edu, servers, TYPING_LIFETIME_MS)))
     }
@@ -306,16 +302,16 @@ impl Follower {
     /// An `m.presence` EDU for every server sharing a room with the user, if the user is
     /// ours and the configuration says to send presence.
     fn presence_outgoing(&self, user_id: &OwnedUserId) -> Result<Option<Outgoing>, StorageError> {
-        if !self.state.config.federation.send_presence || user_id.server_name() != self.origin() {
+        if !self.fed.config.federation.send_presence || user_id.server_name() != self.origin() {
             return Ok(None);
         }
-        let Some(presence) = self.state.ephemeral.presence_of(user_id) else {
+        let Some(presence) = self.fed.ephemeral.presence_of(user_id) else {
             return Ok(None);
         };
         let mut content = presence.to_json();
         content["user_id"] = json!(user_id);
         let edu = json!({ "edu_type": "m.presence", "content": { "push": [content] } });
-        let servers = user_servers(&self.state.storage, user_id, self.origin())?;
+        let servers = user_servers(&self.fed.storage, user_id, self.origin())?;
         Ok(Some((edu, servers, PRESENCE_LIFETIME_MS)))
     }
 
@@ -447,7 +443,7 @@ pub fn receipt_edu(room: &str, record: &ReceiptRecord) -> Value {
         "edu_type": "m.receipt",
         "content": {
             room: {
-                crate::receipts::PUBLIC: {
+                crate::sync::receipts::PUBLIC: {
                     &record.user_id: { "event_ids": [&record.event_id], "data": data }
                 }
             }

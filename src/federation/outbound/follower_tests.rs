@@ -3,15 +3,14 @@
 use serde_json::json;
 
 use super::*;
-use crate::events::builder::NewEvent;
 use crate::federation::test_state::test_state;
+use crate::matrix::events::builder::NewEvent;
 use crate::rooms::create::CreateRoomRequest;
 
 const REMOTE: &str = "there.test";
 
-fn queued(state: &AppState) -> Vec<QueueItem> {
-    state
-        .storage
+fn queued(fed: &Federation) -> Vec<QueueItem> {
+    fed.storage
         .destination_queue
         .scan_prefix(&pair_prefix(REMOTE))
         .map(|entry| entry.expect("entry").1)
@@ -21,13 +20,13 @@ fn queued(state: &AppState) -> Vec<QueueItem> {
 #[actix_web::test]
 async fn our_users_events_and_receipts_are_queued_with_the_position_handled() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = test_state(dir.path(), "");
+    let fed = test_state(dir.path(), "");
     let alice = UserId::parse("@alice:here.test").expect("user");
-    let room_id = state
+    let room_id = fed
         .rooms
         .create_room(
-            &state.storage,
-            &state.signing_key,
+            &fed.storage,
+            &fed.signing_key,
             &alice,
             CreateRoomRequest::default(),
             "12",
@@ -37,19 +36,20 @@ async fn our_users_events_and_receipts_are_queued_with_the_position_handled() {
     let room = room_id.to_string();
     let remote_member = (room.clone(), format!("@bob:{REMOTE}"));
     let left_member = (room.clone(), "@carol:gone.test".to_owned());
-    let storage = &state.storage;
+    let storage = &fed.storage;
     set_membership(storage, &remote_member, &"join".to_owned());
     set_membership(storage, &left_member, &"leave".to_owned());
     let wake = Arc::new(Wake::default());
-    let mut follower = Follower::start(state.clone(), wake.clone()).expect("start");
+    let mut follower = Follower::start(fed.clone(), wake.clone()).expect("start");
     let message = NewEvent::message("m.room.message", json!({ "body": "hi" }));
-    let event = state
+    let event = fed
         .rooms
-        .append(storage, &state.signing_key, &room_id, &alice, message)
+        .append(storage, &fed.signing_key, &room_id, &alice, message)
         .await
         .expect("message");
-    crate::receipts::set(
-        &state,
+    crate::sync::receipts::set(
+        &fed.storage,
+        &fed.rooms.stream,
         &room_id,
         &alice,
         "m.read",
@@ -58,9 +58,10 @@ async fn our_users_events_and_receipts_are_queued_with_the_position_handled() {
     )
     .await
     .expect("receipt");
-    let private = crate::receipts::PRIVATE;
-    crate::receipts::set(
-        &state,
+    let private = crate::sync::receipts::PRIVATE;
+    crate::sync::receipts::set(
+        &fed.storage,
+        &fed.rooms.stream,
         &room_id,
         &alice,
         private,
@@ -69,11 +70,11 @@ async fn our_users_events_and_receipts_are_queued_with_the_position_handled() {
     )
     .await
     .expect("private receipt");
-    let upto = state.rooms.visible_position();
+    let upto = fed.rooms.visible_position();
     follower.catch_up(upto).await.expect("catch up");
 
     // The room's creation was before the follower's first start: history, not sent.
-    let items = queued(&state);
+    let items = queued(&fed);
     assert_eq!(items.len(), 2, "{items:?}");
     assert_eq!(
         items[0],
@@ -99,24 +100,24 @@ async fn our_users_events_and_receipts_are_queued_with_the_position_handled() {
 
     // Restarted, the follower goes on from where it was: nothing is queued twice.
     drop(follower);
-    let mut follower = Follower::start(state.clone(), wake).expect("start");
+    let mut follower = Follower::start(fed.clone(), wake).expect("start");
     assert_eq!(follower.handled, upto);
     follower.catch_up(upto).await.expect("nothing to do");
-    assert_eq!(queued(&state).len(), 2);
+    assert_eq!(queued(&fed).len(), 2);
 }
 
 #[actix_web::test]
 async fn typing_of_our_users_is_queued_once_per_repeat_and_presence_only_if_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = test_state(dir.path(), "");
+    let fed = test_state(dir.path(), "");
     let room_id = OwnedRoomId::try_from("!room:here.test").expect("room");
     let alice = OwnedUserId::try_from("@alice:here.test").expect("user");
     let bob = OwnedUserId::try_from(format!("@bob:{REMOTE}")).expect("user");
     for user in [&alice, &bob] {
         let key = (room_id.to_string(), user.to_string());
-        set_membership(&state.storage, &key, &"join".to_owned());
+        set_membership(&fed.storage, &key, &"join".to_owned());
     }
-    let mut follower = Follower::start(state.clone(), Arc::new(Wake::default())).expect("start");
+    let mut follower = Follower::start(fed.clone(), Arc::new(Wake::default())).expect("start");
     let typing = |user_id: &OwnedUserId, typing| Change::Typing {
         room_id: room_id.clone(),
         user_id: user_id.clone(),
@@ -133,7 +134,7 @@ async fn typing_of_our_users_is_queued_once_per_repeat_and_presence_only_if_conf
     ] {
         follower.handle_change(change).expect("change");
     }
-    let edus: Vec<Value> = queued(&state)
+    let edus: Vec<Value> = queued(&fed)
         .into_iter()
         .map(|item| match item {
             QueueItem::Edu { edu, expires_ms } => {
@@ -150,7 +151,7 @@ async fn typing_of_our_users_is_queued_once_per_repeat_and_presence_only_if_conf
 #[actix_web::test]
 async fn presence_goes_to_the_servers_sharing_a_room_when_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = test_state(dir.path(), "[federation]\nsend_presence = true\n");
+    let fed = test_state(dir.path(), "[federation]\nsend_presence = true\n");
     let alice = OwnedUserId::try_from("@alice:here.test").expect("user");
     let room = "!room:here.test".to_owned();
     let record = crate::rooms::MembershipRecord {
@@ -160,7 +161,7 @@ async fn presence_goes_to_the_servers_sharing_a_room_when_configured() {
         joined_stream: Some(1),
         invited_stream: None,
     };
-    let storage = &state.storage;
+    let storage = &fed.storage;
     storage
         .userroom_membership
         .insert(&(alice.to_string(), room.clone()), &record)
@@ -172,15 +173,14 @@ async fn presence_goes_to_the_servers_sharing_a_room_when_configured() {
             &membership.to_owned(),
         );
     }
-    state
-        .ephemeral
+    fed.ephemeral
         .set_presence(&alice, "online", Some(Some("lunch".to_owned())));
-    let mut follower = Follower::start(state.clone(), Arc::new(Wake::default())).expect("start");
+    let mut follower = Follower::start(fed.clone(), Arc::new(Wake::default())).expect("start");
     let change = Change::Presence {
         user_id: alice.clone(),
     };
     follower.handle_change(change).expect("change");
-    let items = queued(&state);
+    let items = queued(&fed);
     let [QueueItem::Edu { edu, .. }] = items.as_slice() else {
         panic!("one presence EDU: {items:?}");
     };
@@ -195,28 +195,27 @@ async fn presence_goes_to_the_servers_sharing_a_room_when_configured() {
 #[actix_web::test]
 async fn a_server_the_rooms_acl_denies_is_queued_nothing_and_sent_nothing_already_queued() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = test_state(dir.path(), "");
+    let fed = test_state(dir.path(), "");
     let alice = UserId::parse("@alice:here.test").expect("user");
-    let room_id = state
+    let room_id = fed
         .rooms
         .create_room(
-            &state.storage,
-            &state.signing_key,
+            &fed.storage,
+            &fed.signing_key,
             &alice,
             CreateRoomRequest::default(),
             "11",
         )
         .await
         .expect("room");
-    let storage = &state.storage;
+    let storage = &fed.storage;
     let member = (room_id.to_string(), format!("@bob:{REMOTE}"));
     set_membership(storage, &member, &"join".to_owned());
     let wake = Arc::new(Wake::default());
-    let mut follower = Follower::start(state.clone(), wake.clone()).expect("start");
+    let mut follower = Follower::start(fed.clone(), wake.clone()).expect("start");
     let append = async |event: NewEvent| {
-        state
-            .rooms
-            .append(storage, &state.signing_key, &room_id, &alice, event)
+        fed.rooms
+            .append(storage, &fed.signing_key, &room_id, &alice, event)
             .await
             .expect("event")
     };
@@ -227,10 +226,10 @@ async fn a_server_the_rooms_acl_denies_is_queued_nothing_and_sent_nothing_alread
     ))
     .await;
     follower
-        .catch_up(state.rooms.visible_position())
+        .catch_up(fed.rooms.visible_position())
         .await
         .expect("catch up");
-    assert_eq!(queued(&state).len(), 1);
+    assert_eq!(queued(&fed).len(), 1);
     let acl = json!({ "allow": ["*"], "deny": [REMOTE] });
     append(NewEvent::state("m.room.server_acl", "", acl)).await;
     append(NewEvent::message(
@@ -239,21 +238,21 @@ async fn a_server_the_rooms_acl_denies_is_queued_nothing_and_sent_nothing_alread
     ))
     .await;
     follower
-        .catch_up(state.rooms.visible_position())
+        .catch_up(fed.rooms.visible_position())
         .await
         .expect("catch up");
     assert_eq!(
-        queued(&state),
+        queued(&fed),
         [QueueItem::Pdu {
             event_id: early.event_id.to_string()
         }],
         "neither the ACL nor what follows is queued for the denied server"
     );
-    let next = queue::next_transaction(storage, REMOTE, crate::accounts::now_ms())
+    let next = queue::next_transaction(storage, REMOTE, crate::matrix::time::now_ms())
         .await
         .expect("transaction");
     assert_eq!(next, None, "what was queued before the ACL is not sent");
-    assert!(queued(&state).is_empty());
+    assert!(queued(&fed).is_empty());
 }
 
 /// Writes a membership as the server does (in a batch through `Storage::apply`), so the

@@ -22,28 +22,9 @@ pub const MAX_EDUS: usize = 100;
 /// call after a long outage full of expired typing notifications.
 const MAX_SKIPPED: usize = 1000;
 
-/// One queued thing for one server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum QueueItem {
-    /// An event, sent as its stored canonical JSON (the federation format).
-    Pdu { event_id: String },
-    /// An EDU (`{edu_type, content}`); typing and presence are news only for a while and
-    /// are dropped unsent once `expires_ms` has passed.
-    Edu {
-        edu: Value,
-        #[serde(default)]
-        expires_ms: Option<u64>,
-    },
-}
+pub use crate::storage::records::QueueItem;
 
-/// The transaction in flight to a server: its ID, time and the queue entries it holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingTxn {
-    pub txn_id: String,
-    pub origin_server_ts: u64,
-    pub seqs: Vec<u64>,
-}
+pub use crate::storage::records::PendingTxn;
 
 /// A transaction ready to send.
 #[derive(Debug, Clone, PartialEq)]

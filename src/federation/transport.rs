@@ -1,0 +1,195 @@
+//! Signed requests to other servers: [`Transport`] holds our name and key, the resolver, the
+//! HTTPS client and the key cache, and sends requests signed with `X-Matrix` (or unsigned,
+//! for key queries) with a timeout and a size limit on the answer. The federation services
+//! (joins, invites, backfill, gaps, queries, the outbound sender) all send through it.
+
+use std::time::Duration;
+
+use ruma::OwnedServerName;
+use ruma::{CanonicalJsonObject, CanonicalJsonValue};
+use serde_json::Value;
+
+use super::client::{HttpsClient, Request, Response};
+use super::discovery::Resolver;
+use super::{FederationError, auth, keys, outbound};
+use crate::config::FederationConfig;
+use crate::error::{Error, ErrorKind};
+use crate::matrix::crypto::SigningKey;
+
+/// Everything needed to make requests to other servers, built once at start-up.
+pub struct Transport {
+    /// Our server name: the `origin` of what we sign.
+    pub origin: OwnedServerName,
+    /// A copy of our signing key for `X-Matrix` headers and notary signatures.
+    pub(super) signing_key: SigningKey,
+    pub resolver: Resolver,
+    pub client: HttpsClient,
+    /// Servers asked for keys a server cannot give us itself.
+    pub notaries: Vec<String>,
+    pub keys: keys::KeyCache,
+    /// Wakes the outbound senders: new work, or a server heard from again.
+    pub outbound: std::sync::Arc<outbound::Wake>,
+}
+
+/// How long a whole request to another server may take before we give up on it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Transport {
+    /// Builds the client (reading the system's and the configured CA certificates) and the
+    /// resolver (reading the system's DNS configuration).
+    pub fn new(
+        origin: OwnedServerName,
+        signing_key: SigningKey,
+        config: &FederationConfig,
+    ) -> Result<Transport, FederationError> {
+        let client = HttpsClient::new(config.extra_ca_file.as_deref())?;
+        Ok(Transport {
+            origin,
+            signing_key,
+            resolver: Resolver::from_system(),
+            client,
+            notaries: config.trusted_key_servers.clone(),
+            keys: keys::KeyCache::default(),
+            outbound: Default::default(),
+        })
+    }
+
+    /// Our signing key, for notary signatures.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing_key
+    }
+
+    /// Sends a request to `destination` signed with `X-Matrix`, and returns the answer
+    /// whatever its status. `path` is the request target from `/_matrix/...` on, with any
+    /// query string, exactly as it goes on the wire: that is what the signature covers.
+    pub async fn signed_request(
+        &self,
+        destination: &str,
+        method: &'static str,
+        path: &str,
+        content: Option<&Value>,
+        response_limit: usize,
+    ) -> Result<Response, FederationError> {
+        let authorization = auth::authorization_header(
+            &auth::RequestToSign {
+                method,
+                uri: path,
+                origin: self.origin.as_str(),
+                destination,
+                content,
+            },
+            &self.signing_key,
+        )?;
+        let body = content.map(serde_json::to_vec).transpose()?;
+        let request = Request {
+            method,
+            path: path.to_owned(),
+            body,
+            authorization: Some(authorization),
+        };
+        self.send(destination, &request, response_limit).await
+    }
+
+    /// Sends an unsigned request (key queries need no signature) to `destination`.
+    pub async fn unsigned_request(
+        &self,
+        destination: &str,
+        method: &'static str,
+        path: &str,
+        response_limit: usize,
+    ) -> Result<Response, FederationError> {
+        let request = Request {
+            method,
+            path: path.to_owned(),
+            body: None,
+            authorization: None,
+        };
+        self.send(destination, &request, response_limit).await
+    }
+
+    async fn send(
+        &self,
+        destination: &str,
+        request: &Request,
+        response_limit: usize,
+    ) -> Result<Response, FederationError> {
+        let work = async {
+            let endpoint = self.resolver.resolve(&self.client, destination).await?;
+            self.client.send(&endpoint, request, response_limit).await
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .map_err(|_| FederationError::Timeout(destination.to_owned()))?
+    }
+
+    /// A signed request whose answer must have status 200 (at most `limit` bytes); its body as
+    /// it came.
+    pub async fn request_raw(
+        &self,
+        server: &str,
+        method: &'static str,
+        path: &str,
+        body: Option<&Value>,
+        limit: usize,
+    ) -> Result<Vec<u8>, Error> {
+        let response = self
+            .signed_request(server, method, path, body, limit)
+            .await
+            .map_err(|err| Error::new(ErrorKind::Unknown, format!("{server}: {err}")))?;
+        if response.status != 200 {
+            let value: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+            let errcode = value["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned();
+            let message = value["error"].as_str().unwrap_or_default().to_owned();
+            // A restricted room's refusals are passed on as they are, for the client to explain.
+            let kind = match errcode.as_str() {
+                "M_UNABLE_TO_AUTHORISE_JOIN" => ErrorKind::UnableToAuthoriseJoin,
+                "M_UNABLE_TO_GRANT_JOIN" => ErrorKind::UnableToGrantJoin,
+                _ => ErrorKind::Forbidden,
+            };
+            return Err(Error::new(
+                kind,
+                format!("{server} answered {}: {errcode} {message}", response.status),
+            ));
+        }
+        Ok(response.body)
+    }
+
+    /// A signed request whose answer must be JSON with status 200.
+    pub async fn request_json(
+        &self,
+        server: &str,
+        method: &'static str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Error> {
+        let bytes = self
+            .request_raw(server, method, path, body, ANSWER_LIMIT)
+            .await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|err| Error::new(ErrorKind::BadJson, format!("{server} sent bad JSON: {err}")))
+    }
+}
+
+pub fn to_object(value: &Value) -> Option<CanonicalJsonObject> {
+    match CanonicalJsonValue::try_from(value.clone()) {
+        Ok(CanonicalJsonValue::Object(object)) => Some(object),
+        _ => None,
+    }
+}
+
+/// The most an answer other than `send_join`'s may weigh (a page of 100 events of at most
+/// 64 KiB each fits).
+const ANSWER_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Percent-encodes a path segment (room and user IDs hold `!`, `@`, `:`, `$`).
+pub fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

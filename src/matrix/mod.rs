@@ -1,0 +1,13 @@
+//! The pure core of the Matrix protocol: rules that hold whatever server runs them, tested
+//! with fixtures and the spec's own examples, doing no storage I/O.
+//!
+//! - [`canonical_json`]: the spec's canonical JSON, the form every signature and hash covers.
+//! - [`crypto`]: signing keys, signing and verifying JSON, key rotation, password hashing.
+//! - [`events`]: PDUs, room versions, content and reference hashes, event IDs, redaction,
+//!   building and signing new events.
+//! - [`time`]: the clock, as Matrix counts it (milliseconds since the Unix epoch).
+
+pub mod canonical_json;
+pub mod crypto;
+pub mod events;
+pub mod time;

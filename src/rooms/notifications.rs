@@ -1,0 +1,503 @@
+//! Push rules at work (spec: client-server API, "Push Notifications", "Receiving
+//! notifications"): when an event is stored, each local member's rules decide whether it
+//! notifies them and whether it highlights; those outcomes are stored with the event, in
+//! its batch, and give the unread counts of `/sync` and the list of `/notifications`.
+//!
+//! What a user has read is kept per room and per thread (`userroom_read`): it moves forward
+//! with their `m.read` and `m.read.private` receipts and when they send an event. Delivery
+//! to push gateways is not built yet.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
+use ruma::events::TimelineEventType;
+use ruma::push::{
+    Action, FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset,
+};
+use ruma::room_version_rules::{RoomPowerLevelsRules, RoomVersionRules};
+use ruma::serde::Raw;
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, Int, OwnedUserId, RoomId, UInt, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::rooms;
+use crate::storage::{Batch, Storage, StorageError, pair_prefix};
+
+pub use crate::storage::records::NotificationRecord;
+
+pub use crate::storage::records::UnreadFlags;
+
+/// What one event means for one local user: notify (and highlight) or nothing.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub user_id: String,
+    pub actions: Value,
+    pub highlight: bool,
+}
+
+/// The push outcome of an event for everyone it may notify, and its thread.
+#[derive(Debug, Clone, Default)]
+pub struct EventPush {
+    pub outcomes: Vec<Outcome>,
+    pub thread: Option<String>,
+}
+
+/// The thread key of the main timeline in `userroom_read` and threaded receipts.
+pub const MAIN: &str = "main";
+
+/// How many `m.relates_to` hops are followed to find an event's thread (the spec suggests
+/// three, so that a reaction to a threaded message counts in that thread).
+const THREAD_HOPS: usize = 3;
+
+/// The user's push rules: their `m.push_rules` account data, or the spec's defaults.
+pub fn ruleset(storage: &Storage, user_id: &UserId) -> Result<Ruleset, StorageError> {
+    match crate::users::account_data::get_stored(storage, user_id, None, "m.push_rules")? {
+        Some(content) => serde_json::from_value(content.get("global").cloned().unwrap_or_default())
+            .map_err(|err| StorageError::Corrupt(format!("stored push rules: {err}"))),
+        None => Ok(Ruleset::server_default(user_id)),
+    }
+}
+
+/// Evaluates `json`, an event about to be stored in `room_id`, against the push rules of
+/// each local user it may concern: the room's joined members (the sender excepted) and, for
+/// an invite, the invited user. Reads the room's state before the event.
+pub fn evaluate(
+    storage: &Storage,
+    rules: &RoomVersionRules,
+    room_id: &RoomId,
+    json: &CanonicalJsonObject,
+) -> Result<EventPush, StorageError> {
+    let thread = thread_of(storage, room_id, json)?;
+    let sender = json.get("sender").and_then(as_str).unwrap_or_default();
+    let (members, joined) = joined_members(storage, room_id)?;
+    let mut candidates: Vec<(String, String)> = members
+        .iter()
+        .filter(|(user, _)| user.as_str() != sender)
+        .map(|(user, name)| (user.clone(), name.clone()))
+        .collect();
+    if let Some(invited) = invite_target(json) {
+        candidates.push((invited.clone(), invited));
+    }
+    let mut outcomes = Vec::new();
+    if candidates.is_empty() {
+        return Ok(EventPush { outcomes, thread });
+    }
+    let raw: Raw<Value> = match serde_json::value::to_raw_value(json) {
+        Ok(raw) => Raw::from_json(raw),
+        Err(_) => return Ok(EventPush { outcomes, thread }),
+    };
+    // Flattened once for every member's rules (ruma's `get_actions` would do it per user).
+    let flattened = FlattenedJson::from_raw(&raw);
+    let power_levels = power_levels_context(storage, rules, room_id)?;
+    let member_count = UInt::try_from(joined as u64).unwrap_or(UInt::MAX);
+    for (user, display_name) in candidates {
+        let Ok(user_id) = OwnedUserId::try_from(user.as_str()) else {
+            continue;
+        };
+        // Only our own users have push rules here.
+        if !storage.userid_account.contains_key(&user)? {
+            continue;
+        }
+        // Rules that cannot be read must not stop the room: the defaults apply.
+        let ruleset = ruleset(storage, &user_id).unwrap_or_else(|err| {
+            tracing::warn!(user = %user_id, "push rules unreadable, defaults used: {err}");
+            Ruleset::server_default(&user_id)
+        });
+        let mut context =
+            PushConditionRoomCtx::new(room_id.to_owned(), member_count, user_id, display_name);
+        context.power_levels = power_levels.clone();
+        let Some(actions) = first_match(&ruleset, &flattened, &context) else {
+            continue;
+        };
+        if !actions.iter().any(Action::should_notify) {
+            continue;
+        }
+        outcomes.push(Outcome {
+            user_id: user,
+            actions: serde_json::to_value(actions).unwrap_or(Value::Array(Vec::new())),
+            highlight: actions.iter().any(Action::is_highlight),
+        });
+    }
+    Ok(EventPush { outcomes, thread })
+}
+
+/// Adds, to the event's batch, its notifications and the sender's implicit read marker
+/// (sending an event marks everything before it read, in its thread).
+#[allow(clippy::too_many_arguments)]
+pub fn stage(
+    storage: &Storage,
+    batch: &mut Batch,
+    room: &str,
+    event_id: &str,
+    sender: &str,
+    push: &EventPush,
+    position: u64,
+    ts: u64,
+) -> Result<(), StorageError> {
+    for outcome in &push.outcomes {
+        let record = NotificationRecord {
+            room_id: room.to_owned(),
+            event_id: event_id.to_owned(),
+            actions: outcome.actions.clone(),
+            highlight: outcome.highlight,
+            thread: push.thread.clone(),
+            ts,
+        };
+        storage.usernotify_record.batch_insert(
+            batch,
+            &(outcome.user_id.clone(), position),
+            &record,
+        )?;
+        storage.userroomnotify_flags.batch_insert(
+            batch,
+            &(outcome.user_id.clone(), room.to_owned(), position),
+            &(outcome.highlight, push.thread.clone()),
+        )?;
+    }
+    let thread = push.thread.as_deref().unwrap_or(MAIN);
+    mark_read(storage, batch, (sender, room, thread), position)
+}
+
+/// Moves what `user` has read in `room` (and `thread`: `""` for everything) forward to
+/// `position`, never back. Call under the room service's ordering lock.
+pub fn mark_read(
+    storage: &Storage,
+    batch: &mut Batch,
+    (user, room, thread): (&str, &str, &str),
+    position: u64,
+) -> Result<(), StorageError> {
+    let key = (user.to_owned(), room.to_owned(), thread.to_owned());
+    if storage.userroom_read.get(&key)?.unwrap_or(0) >= position {
+        return Ok(());
+    }
+    storage.userroom_read.batch_insert(batch, &key, &position)?;
+    // What is read no longer counts: its unread flags go, so counting later reads only
+    // what is still unread (the list for `/notifications` stays).
+    for entry in storage.userroomnotify_flags.range(
+        &(user.to_owned(), room.to_owned(), 0),
+        &(user.to_owned(), room.to_owned(), position),
+    ) {
+        let ((_, _, at), (_, flagged_thread)) = entry?;
+        let same_thread = match thread {
+            "" => true,
+            MAIN => flagged_thread.is_none(),
+            root => flagged_thread.as_deref() == Some(root),
+        };
+        if same_thread {
+            storage
+                .userroomnotify_flags
+                .batch_remove(batch, &(user.to_owned(), room.to_owned(), at));
+        }
+    }
+    Ok(())
+}
+
+/// Unread notification and highlight counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub notifications: u64,
+    pub highlights: u64,
+}
+
+impl Counts {
+    fn add(&mut self, highlight: bool) {
+        self.notifications += 1;
+        self.highlights += u64::from(highlight);
+    }
+
+    pub fn to_json(self) -> Value {
+        serde_json::json!({
+            "notification_count": self.notifications,
+            "highlight_count": self.highlights,
+        })
+    }
+}
+
+/// A user's unread counts in a room up to `upto`. With `per_thread`, the room's counts are
+/// the main timeline's and each thread's come apart (keyed by root); without, the room's
+/// counts hold everything.
+pub fn unread(
+    storage: &Storage,
+    user_id: &UserId,
+    room_id: &RoomId,
+    upto: u64,
+    per_thread: bool,
+) -> Result<(Counts, BTreeMap<String, Counts>), StorageError> {
+    let read = read_positions(storage, user_id, room_id)?;
+    let everything = read.get("").copied().unwrap_or(0);
+    let mut room = Counts::default();
+    let mut threads: BTreeMap<String, Counts> = BTreeMap::new();
+    if everything >= upto {
+        return Ok((room, threads));
+    }
+    let (user, room_key) = (user_id.to_string(), room_id.to_string());
+    for entry in storage.userroomnotify_flags.range(
+        &(user.clone(), room_key.clone(), everything + 1),
+        &(user, room_key, upto),
+    ) {
+        let ((_, _, position), (highlight, thread)) = entry?;
+        let thread_key = thread.as_deref().unwrap_or(MAIN);
+        if read.get(thread_key).is_some_and(|&read| position <= read) {
+            continue;
+        }
+        match thread {
+            Some(root) if per_thread => threads.entry(root).or_default().add(highlight),
+            _ => room.add(highlight),
+        }
+    }
+    Ok((room, threads))
+}
+
+/// The most notifications one `/notifications` page looks at (highlights may be rare).
+const MAX_EXAMINED: usize = 5000;
+
+/// One entry of `/notifications`.
+pub struct Listed {
+    pub record: NotificationRecord,
+    pub read: bool,
+}
+
+/// A page of a user's notifications, newest first, and where the next page starts.
+pub struct Page {
+    pub notifications: Vec<Listed>,
+    pub next: Option<u64>,
+}
+
+/// Up to `limit` of the user's notifications older than `before` (the newest without it),
+/// highlights only if asked.
+pub fn list(
+    storage: &Storage,
+    user_id: &UserId,
+    before: Option<u64>,
+    limit: usize,
+    only_highlights: bool,
+) -> Result<Page, StorageError> {
+    let user = user_id.to_string();
+    let upto = match before {
+        Some(0) => {
+            return Ok(Page {
+                notifications: Vec::new(),
+                next: None,
+            });
+        }
+        Some(before) => before - 1,
+        None => u64::MAX,
+    };
+    let mut read_by_room: HashMap<String, HashMap<String, u64>> = HashMap::new();
+    let mut notifications = Vec::new();
+    let mut next = None;
+    for (examined, entry) in storage
+        .usernotify_record
+        .range(&(user.clone(), 0), &(user, upto))
+        .rev()
+        .enumerate()
+    {
+        let ((_, position), record) = entry?;
+        // A page looks at a bounded number of notifications; the token resumes the walk.
+        if examined == MAX_EXAMINED {
+            next = Some(position + 1);
+            break;
+        }
+        if only_highlights && !record.highlight {
+            continue;
+        }
+        if notifications.len() == limit {
+            next = Some(position + 1);
+            break;
+        }
+        let read = match read_by_room.get(&record.room_id) {
+            Some(read) => read,
+            None => {
+                let room_id = match ruma::OwnedRoomId::try_from(record.room_id.as_str()) {
+                    Ok(room_id) => room_id,
+                    Err(_) => continue,
+                };
+                let read = read_positions(storage, user_id, &room_id)?;
+                read_by_room.entry(record.room_id.clone()).or_insert(read)
+            }
+        };
+        let read = is_read(read, record.thread.as_deref(), position);
+        notifications.push(Listed { record, read });
+    }
+    Ok(Page {
+        notifications,
+        next,
+    })
+}
+
+/// Whether the notification at `position` in `room` (in `thread`) is read.
+pub fn is_read(read: &HashMap<String, u64>, thread: Option<&str>, position: u64) -> bool {
+    read.get("").is_some_and(|&read| position <= read)
+        || read
+            .get(thread.unwrap_or(MAIN))
+            .is_some_and(|&read| position <= read)
+}
+
+/// Where the user has read up to in a room: `""` for everything, `main`, or a thread root.
+pub fn read_positions(
+    storage: &Storage,
+    user_id: &UserId,
+    room_id: &RoomId,
+) -> Result<HashMap<String, u64>, StorageError> {
+    let mut prefix = pair_prefix(user_id.as_str());
+    prefix.extend_from_slice(&pair_prefix(room_id.as_str()));
+    storage
+        .userroom_read
+        .scan_prefix(&prefix)
+        .map(|entry| entry.map(|((_, _, thread), position)| (thread, position)))
+        .collect()
+}
+
+/// The thread an event belongs to: the root of the first `m.thread` relation found by
+/// following `m.relates_to` up to [`THREAD_HOPS`] events.
+pub fn thread_of(
+    storage: &Storage,
+    room_id: &RoomId,
+    json: &CanonicalJsonObject,
+) -> Result<Option<String>, StorageError> {
+    let mut relation = relates_to(json);
+    for _ in 0..THREAD_HOPS {
+        let Some((rel_type, parent)) = relation else {
+            return Ok(None);
+        };
+        // Only an event of the same room can be a thread here.
+        let same_room = storage
+            .eventid_meta
+            .get(&parent)?
+            .is_some_and(|meta| meta.room_id == room_id.as_str());
+        if !same_room {
+            return Ok(None);
+        }
+        if rel_type.as_deref() == Some("m.thread") {
+            return Ok(Some(parent));
+        }
+        relation = rooms::load_json(storage, &parent)?.and_then(|parent| relates_to(&parent));
+    }
+    Ok(None)
+}
+
+/// `(rel_type, event_id)` of an event's `m.relates_to`.
+fn relates_to(json: &CanonicalJsonObject) -> Option<(Option<String>, String)> {
+    let relation = json
+        .get("content")?
+        .as_object()?
+        .get("m.relates_to")?
+        .as_object()?;
+    let parent = relation.get("event_id").and_then(as_str)?.to_owned();
+    let rel_type = relation.get("rel_type").and_then(as_str).map(str::to_owned);
+    Some((rel_type, parent))
+}
+
+fn as_str(value: &CanonicalJsonValue) -> Option<&str> {
+    value.as_str()
+}
+
+/// The invited user of an `m.room.member` invite event.
+fn invite_target(json: &CanonicalJsonObject) -> Option<String> {
+    let kind = json.get("type").and_then(as_str)?;
+    if kind != TimelineEventType::RoomMember.to_string() {
+        return None;
+    }
+    let membership = json
+        .get("content")?
+        .as_object()?
+        .get("membership")
+        .and_then(as_str)?;
+    (membership == "invite")
+        .then(|| json.get("state_key").and_then(as_str).map(str::to_owned))
+        .flatten()
+}
+
+/// The joined members of a room with their display names there (their user ID if none),
+/// and how many are joined in all. Only local members' events are read: only they have
+/// push rules here.
+fn joined_members(
+    storage: &Storage,
+    room_id: &RoomId,
+) -> Result<(Vec<(String, String)>, usize), StorageError> {
+    // From the joined members' summary: a large room's memberships are not read for each
+    // event.
+    let summary = storage.joined_summary(room_id.as_str())?;
+    let mut local = Vec::new();
+    for user in summary.local.iter().cloned() {
+        let name = rooms::state_content(storage, room_id, "m.room.member", &user)?
+            .and_then(|content| content["displayname"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| user.clone());
+        local.push((user, name));
+    }
+    Ok((local, summary.count))
+}
+
+/// What `sender_notification_permission` conditions (`@room`) need: the room's power levels.
+fn power_levels_context(
+    storage: &Storage,
+    rules: &RoomVersionRules,
+    room_id: &RoomId,
+) -> Result<Option<PushConditionPowerLevelsCtx>, StorageError> {
+    let levels = rooms::state_content(storage, room_id, "m.room.power_levels", "")?;
+    let create = rooms::state_content(storage, room_id, "m.room.create", "")?.unwrap_or_default();
+    let mut creators: Vec<OwnedUserId> = create["additional_creators"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|user| user.as_str().and_then(|u| OwnedUserId::try_from(u).ok()))
+        .collect();
+    if let Some(creator) = rooms::state_sender(storage, room_id, "m.room.create", "")?
+        .and_then(|creator| OwnedUserId::try_from(creator).ok())
+    {
+        creators.push(creator);
+    }
+    let Some(levels) = levels else {
+        return Ok(None);
+    };
+    let users = levels["users"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(user, level)| {
+            Some((
+                OwnedUserId::try_from(user.as_str()).ok()?,
+                Int::new(level.as_i64()?)?,
+            ))
+        })
+        .collect();
+    let users_default = levels["users_default"]
+        .as_i64()
+        .and_then(Int::new)
+        .unwrap_or_default();
+    let notifications = serde_json::from_value(levels["notifications"].clone()).unwrap_or_default();
+    Ok(Some(PushConditionPowerLevelsCtx::new(
+        users,
+        users_default,
+        notifications,
+        RoomPowerLevelsRules::new(&rules.authorization, creators),
+    )))
+}
+
+/// The actions of the first of `ruleset`'s rules that applies (none: no actions).
+fn first_match<'a>(
+    ruleset: &'a Ruleset,
+    event: &FlattenedJson,
+    context: &PushConditionRoomCtx,
+) -> Option<&'a [Action]> {
+    for rule in ruleset {
+        if now(rule.applies(event, context))? {
+            return Some(rule.actions());
+        }
+    }
+    Some(&[])
+}
+
+/// The value of a future that needs no waiting (ruma's rule matching is `async` for
+/// conditions this server does not use), or `None` if it would wait.
+fn now<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(value) => Some(value),
+        Poll::Pending => None,
+    }
+}

@@ -1,0 +1,475 @@
+//! The command line: clap definitions, turned into validated settings and run, one small
+//! function per command.
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::server::StartupError;
+use crate::server::init::{InitOptions, init};
+use crate::storage::Storage;
+use crate::users::accounts;
+use crate::users::accounts::moderation::Restriction;
+
+/// Hearth: a small Matrix homeserver for one person or a family.
+#[derive(Debug, Parser)]
+#[command(name = "hearth", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the homeserver. Without a config file (no --config, no $HEARTH_CONFIG, no
+    /// ./hearth.toml) it runs on a built-in default: server name `localhost`, data in
+    /// ./hearth-data, plain HTTP on 127.0.0.1:8008.
+    Serve(ConfigArg),
+    /// Write a commented config file and generate the server's signing key.
+    Init(InitArgs),
+    /// Check a config file and print the effective settings.
+    CheckConfig(ConfigArg),
+    /// Manage local user accounts (stop the server first: the database is locked while it runs).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage registration tokens: what family members type to make an account when
+    /// `registration.enabled` is on and `registration.open` is off.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage the server's signing key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Replace the signing key with a new one; the old one stays published (as an old key)
+    /// so other servers can still check what it signed. Restart the server afterwards.
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a registration token and print it.
+    Add {
+        /// The token (1 to 64 of A-Z a-z 0-9 . _ ~ -); random when left out.
+        token: Option<String>,
+        /// How many accounts it may make [default: no limit].
+        #[arg(long, value_name = "N")]
+        uses: Option<u64>,
+        /// Days until it expires [default: never].
+        #[arg(long, value_name = "DAYS")]
+        expires_in_days: Option<u64>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List registration tokens with their uses and expiry.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Delete a registration token.
+    Delete {
+        token: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The config file. Default: $HEARTH_CONFIG, else ./hearth.toml if it exists, else the
+    /// built-in default.
+    #[arg(long, short, env = "HEARTH_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the config file.
+    #[arg(long, short, default_value = "hearth.toml", value_name = "PATH")]
+    pub config: PathBuf,
+    /// Your domain: user IDs will look like @you:NAME. Cannot be changed later.
+    #[arg(long, default_value = "localhost", value_name = "NAME")]
+    pub server_name: String,
+    /// The data directory (database and signing key), relative to the config file.
+    #[arg(long, default_value = "hearth-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Generate a self-signed TLS certificate (for trying HTTPS, not for real federation)
+    /// and add an HTTPS listener.
+    #[arg(long)]
+    pub self_signed_cert: bool,
+    /// Address of the plain HTTP listener (for a reverse proxy).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8008")]
+    pub http: SocketAddr,
+    /// Address of the HTTPS listener [default with --self-signed-cert: 0.0.0.0:8448].
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
+    /// Replace an existing config file (the signing key is always kept).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account. The password is asked for on the terminal, or read as one line
+    /// from standard input when that is not a terminal.
+    Add {
+        /// The user name (`alice`) or full user ID (`@alice:example.org`).
+        name: String,
+        /// Make the account a server administrator.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Set a new password for an account and end all its sessions.
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Deactivate an account for good: it can no longer log in, and its ID is never reused.
+    Deactivate {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Lock an account: every request but logout is refused until it is unlocked. Its
+    /// sessions are kept.
+    Lock {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Lift the lock on an account.
+    Unlock {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Suspend an account: it can still read, sync and leave rooms, but not join, send,
+    /// invite or change its profile.
+    Suspend {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Lift the suspension of an account.
+    Unsuspend {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List the accounts on this server.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), StartupError> {
+    match cli.command {
+        Command::Serve(arg) => serve(arg),
+        Command::Init(args) => run_init(args),
+        Command::CheckConfig(arg) => check_config(arg),
+        Command::User(command) => user(command),
+        Command::Token(command) => token(command),
+        Command::Key(KeyCommand::Rotate { config }) => {
+            let (config, _) = load_config(&config)?;
+            let path = &config.server.signing_key;
+            let key = crate::matrix::crypto::rotation::rotate(path, crate::matrix::time::now_ms())
+                .map_err(|reason| StartupError::SigningKey {
+                    path: path.clone(),
+                    reason,
+                })?;
+            println!(
+                "new signing key {}; restart the server to use it",
+                key.key_id()
+            );
+            Ok(())
+        }
+        Command::Version => {
+            println!(
+                "{} {}",
+                crate::SERVER_SOFTWARE.to_lowercase(),
+                crate::VERSION
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Where the configuration came from, for the first log lines.
+enum ConfigSource {
+    File(PathBuf),
+    Embedded,
+}
+
+fn load_config(arg: &ConfigArg) -> Result<(Config, ConfigSource), StartupError> {
+    let path = arg.config.clone().or_else(|| {
+        let local = Path::new("hearth.toml");
+        local.exists().then(|| local.to_owned())
+    });
+    match path {
+        Some(path) => Ok((
+            crate::server::startup_error::load_config(&path)?,
+            ConfigSource::File(path),
+        )),
+        None => Ok((Config::embedded_default(), ConfigSource::Embedded)),
+    }
+}
+
+fn serve(arg: ConfigArg) -> Result<(), StartupError> {
+    let (config, source) = load_config(&arg)?;
+    crate::server::logging::init(&config.logging.level);
+    match source {
+        ConfigSource::File(path) => tracing::info!("configuration: {}", path.display()),
+        ConfigSource::Embedded => tracing::info!(
+            "no config file: running on the built-in default (server name `localhost`, data in \
+             ./hearth-data, plain HTTP on 127.0.0.1:8008); `hearth init --help` makes your own"
+        ),
+    }
+    actix_web::rt::System::new().block_on(crate::server::serve(config))
+}
+
+fn run_init(args: InitArgs) -> Result<(), StartupError> {
+    let report = init(&InitOptions {
+        config_path: args.config,
+        server_name: args.server_name,
+        data_dir: args.data_dir,
+        http: Some(args.http),
+        https: args.https,
+        self_signed_cert: args.self_signed_cert,
+        force: args.force,
+    })?;
+    println!("wrote {}", report.config_path.display());
+    if report.key_created {
+        println!("generated the signing key {}", report.signing_key.display());
+    } else {
+        println!(
+            "kept the existing signing key {}",
+            report.signing_key.display()
+        );
+    }
+    if let Some(certificate) = report.certificate {
+        println!("wrote a self-signed certificate {}", certificate.display());
+    }
+    println!(
+        "next: `hearth user add <name> --config {0}`, then `hearth serve --config {0}`",
+        report.config_path.display()
+    );
+    Ok(())
+}
+
+fn check_config(arg: ConfigArg) -> Result<(), StartupError> {
+    let (config, source) = load_config(&arg)?;
+    match source {
+        ConfigSource::File(path) => println!("# {} is valid. Effective settings:", path.display()),
+        ConfigSource::Embedded => println!("# No config file: the built-in default settings:"),
+    }
+    print!("{}", config.to_toml());
+    Ok(())
+}
+
+fn open_storage(config: &Config) -> Result<Storage, StartupError> {
+    Ok(Storage::open(
+        &config.database.path,
+        config.database.cache_capacity_bytes(),
+    )?)
+}
+
+fn user(command: UserCommand) -> Result<(), StartupError> {
+    let fail = |err: accounts::AccountError| StartupError::Usage(err.to_string());
+    match command {
+        UserCommand::Add {
+            name,
+            admin,
+            config,
+        } => {
+            let (config, _) = load_config(&config)?;
+            let user_id =
+                accounts::local_user_id(&name, &config.server.server_name).map_err(fail)?;
+            let storage = open_storage(&config)?;
+            let password = read_password(&format!("Password for {user_id}: "))?;
+            accounts::add_user(&storage, &user_id, &password, admin).map_err(fail)?;
+            storage.flush_blocking()?;
+            println!("created {user_id}{}", if admin { " (admin)" } else { "" });
+        }
+        UserCommand::Passwd { name, config } => {
+            let (config, _) = load_config(&config)?;
+            let user_id =
+                accounts::local_user_id(&name, &config.server.server_name).map_err(fail)?;
+            let storage = open_storage(&config)?;
+            let password = read_password(&format!("New password for {user_id}: "))?;
+            accounts::set_password(&storage, &user_id, &password).map_err(fail)?;
+            // A reset password usually means a lost or stolen device: its sessions end too.
+            let ended = accounts::sessions::remove_all_devices(&storage, &user_id, None)?;
+            storage.flush_blocking()?;
+            println!("changed the password of {user_id} and ended its {ended} session(s)");
+        }
+        UserCommand::Deactivate { name, config } => {
+            let (config, _) = load_config(&config)?;
+            let user_id =
+                accounts::local_user_id(&name, &config.server.server_name).map_err(fail)?;
+            let storage = open_storage(&config)?;
+            accounts::deactivate(&storage, &user_id).map_err(fail)?;
+            storage.flush_blocking()?;
+            println!("deactivated {user_id}");
+        }
+        UserCommand::Lock { name, config } => restrict(&name, &config, Restriction::Lock, true)?,
+        UserCommand::Unlock { name, config } => restrict(&name, &config, Restriction::Lock, false)?,
+        UserCommand::Suspend { name, config } => {
+            restrict(&name, &config, Restriction::Suspension, true)?
+        }
+        UserCommand::Unsuspend { name, config } => {
+            restrict(&name, &config, Restriction::Suspension, false)?
+        }
+        UserCommand::List { config } => {
+            let (config, _) = load_config(&config)?;
+            let storage = open_storage(&config)?;
+            for account in accounts::list(&storage).map_err(fail)? {
+                let mut flags = Vec::new();
+                if account.admin {
+                    flags.push("admin");
+                }
+                if account.deactivated {
+                    flags.push("deactivated");
+                }
+                if account.locked {
+                    flags.push("locked");
+                }
+                if account.suspended {
+                    flags.push("suspended");
+                }
+                println!("{}\t{}", account.user_id, flags.join(","));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `hearth user lock|unlock|suspend|unsuspend`: the same flags as the client API's
+/// `/admin/lock` and `/admin/suspend`, for when no administrator account is at hand.
+fn restrict(
+    name: &str,
+    config: &ConfigArg,
+    restriction: Restriction,
+    on: bool,
+) -> Result<(), StartupError> {
+    let fail = |err: accounts::AccountError| StartupError::Usage(err.to_string());
+    let (config, _) = load_config(config)?;
+    let user_id = accounts::local_user_id(name, &config.server.server_name).map_err(fail)?;
+    let storage = open_storage(&config)?;
+    accounts::moderation::set_restricted(&storage, &user_id, restriction, on).map_err(fail)?;
+    storage.flush_blocking()?;
+    let done = match (restriction, on) {
+        (Restriction::Lock, true) => "locked",
+        (Restriction::Lock, false) => "unlocked",
+        (Restriction::Suspension, true) => "suspended",
+        (Restriction::Suspension, false) => "unsuspended",
+    };
+    println!("{done} {user_id}");
+    Ok(())
+}
+
+fn token(command: TokenCommand) -> Result<(), StartupError> {
+    use crate::users::accounts::registration;
+    let fail = |err: accounts::AccountError| StartupError::Usage(err.to_string());
+    match command {
+        TokenCommand::Add {
+            token,
+            uses,
+            expires_in_days,
+            config,
+        } => {
+            let (config, _) = load_config(&config)?;
+            let storage = open_storage(&config)?;
+            let expiry = expires_in_days.map(|days| {
+                crate::matrix::time::now_ms().saturating_add(days.saturating_mul(86_400_000))
+            });
+            let token = registration::create(&storage, token, uses, expiry).map_err(fail)?;
+            storage.flush_blocking()?;
+            println!("{token}");
+            if !config.registration.enabled {
+                eprintln!(
+                    "note: registration.enabled is off in the config, so tokens cannot be used yet"
+                );
+            }
+        }
+        TokenCommand::List { config } => {
+            let (config, _) = load_config(&config)?;
+            let storage = open_storage(&config)?;
+            let now = crate::matrix::time::now_ms();
+            for (token, record) in registration::list(&storage)? {
+                let uses = record
+                    .uses_allowed
+                    .map_or("unlimited".to_owned(), |allowed| format!("{allowed}"));
+                let state = if record.is_usable(now) {
+                    "usable"
+                } else {
+                    "used up or expired"
+                };
+                println!("{token}\tused {} of {uses}\t{state}", record.completed);
+            }
+        }
+        TokenCommand::Delete { token, config } => {
+            let (config, _) = load_config(&config)?;
+            let storage = open_storage(&config)?;
+            if !registration::delete(&storage, &token)? {
+                return Err(StartupError::Usage(format!("no token {token}")));
+            }
+            storage.flush_blocking()?;
+            println!("deleted {token}");
+        }
+    }
+    Ok(())
+}
+
+/// Asks twice on a terminal; reads one line from standard input otherwise (for scripts).
+fn read_password(prompt: &str) -> Result<String, StartupError> {
+    let io_error = |source| StartupError::ReadFile {
+        path: PathBuf::from("<stdin>"),
+        source,
+    };
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(prompt).map_err(io_error)?;
+        let second = rpassword::prompt_password("Repeat it: ").map_err(io_error)?;
+        if first != second {
+            return Err(StartupError::Usage("the passwords differ".to_owned()));
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(io_error)?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        return Err(StartupError::Usage(
+            "no password on standard input".to_owned(),
+        ));
+    }
+    Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

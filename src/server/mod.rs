@@ -1,0 +1,229 @@
+//! Running the server: [`serve`] puts the pieces together for `hearth serve` (storage, key,
+//! TLS, listeners, signals, systemd); [`run`] takes bound listeners and a shutdown future, so
+//! a test can start a real server on `127.0.0.1:0` in a few lines.
+
+pub mod cli;
+pub mod init;
+pub mod logging;
+pub mod startup_error;
+pub mod systemd;
+pub mod tls;
+
+pub use startup_error::StartupError;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpServer, web};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::api::app::Services;
+use crate::config::Config;
+use crate::matrix::crypto::SigningKey;
+use crate::server::systemd::notify;
+use crate::server::tls::CertificateStore;
+use crate::storage::Storage;
+
+/// A socket we listen on, and whether it speaks TLS.
+pub struct BoundListener {
+    pub listener: TcpListener,
+    pub tls: bool,
+}
+
+/// Binds every configured listener, logging the address each really got (port 0 picks one).
+pub fn bind(config: &Config) -> Result<Vec<BoundListener>, StartupError> {
+    config
+        .listeners
+        .iter()
+        .map(|listener| {
+            let bind_error = |source| StartupError::Bind {
+                address: listener.address.to_string(),
+                source,
+            };
+            let socket = TcpListener::bind(listener.address).map_err(bind_error)?;
+            let address = socket.local_addr().map_err(bind_error)?;
+            let scheme = if listener.tls { "https" } else { "http" };
+            tracing::info!("listening on {scheme}://{address}");
+            Ok(BoundListener {
+                listener: socket,
+                tls: listener.tls,
+            })
+        })
+        .collect()
+}
+
+/// Serves HTTP on `listeners` until `shutdown` resolves, then lets in-flight requests finish
+/// (up to `limits.shutdown_grace_seconds`) and flushes storage.
+pub async fn run(
+    app: web::Data<Services>,
+    listeners: Vec<BoundListener>,
+    certificates: Option<Arc<CertificateStore>>,
+    shutdown: impl Future<Output = ()> + 'static,
+) -> Result<(), StartupError> {
+    let config = &app.config;
+    let tls_config = certificates
+        .as_ref()
+        .map(|store| store.server_config())
+        .transpose()?;
+    let app_state = app.clone();
+    let mut server = HttpServer::new(move || crate::api::app(app_state.clone()))
+        .workers(config.server.workers)
+        .max_connections(
+            config
+                .limits
+                .max_connections
+                .div_ceil(config.server.workers),
+        )
+        .keep_alive(Duration::from_secs(config.limits.keep_alive_seconds))
+        .disable_signals()
+        .shutdown_timeout(config.limits.shutdown_grace_seconds);
+    for bound in listeners {
+        server = match (&tls_config, bound.tls) {
+            (Some(tls), true) => server.listen_rustls_0_23(bound.listener, tls.clone()),
+            (None, true) => {
+                return Err(StartupError::Usage(
+                    "a TLS listener needs a certificate".to_owned(),
+                ));
+            }
+            (_, false) => server.listen(bound.listener),
+        }
+        .map_err(StartupError::Server)?;
+    }
+    let server = server.run();
+    let handle = server.handle();
+    let stopping_app = app.clone();
+    actix_web::rt::spawn(async move {
+        shutdown.await;
+        tracing::info!("stopping: finishing requests in flight");
+        stopping_app.stopping.send_replace(true);
+        notify("STOPPING=1");
+        handle.stop(true).await;
+    });
+    server.await.map_err(StartupError::Server)?;
+    app.storage.flush().await?;
+    tracing::info!("stopped; storage flushed");
+    Ok(())
+}
+
+/// `hearth serve`: everything from a validated config to a running server.
+pub async fn serve(config: Config) -> Result<(), StartupError> {
+    let started = Instant::now();
+    // Signal handlers come first. A SIGTERM during a migration then waits for it to finish
+    // and stops the server right after start-up; a SIGHUP is never fatal (its default action
+    // would end the process, and systemd would not restart it).
+    let stopping = stop_signal()?;
+    let hangup = signal(SignalKind::hangup()).map_err(StartupError::Server)?;
+    let storage = Storage::open(
+        &config.database.path,
+        config.database.cache_capacity_bytes(),
+    )?;
+    let signing_key = load_or_create_signing_key(&config.server.signing_key)?;
+    let certificates = config
+        .tls
+        .as_ref()
+        .map(CertificateStore::load)
+        .transpose()?;
+    let listeners = bind(&config)?;
+    actix_web::rt::spawn(reload_on_sighup(hangup, certificates.clone()));
+    tracing::info!(
+        server_name = %config.server.server_name,
+        key_id = %signing_key.key_id(),
+        "Hearth {} ready in {} ms",
+        crate::VERSION,
+        started.elapsed().as_millis()
+    );
+    let transport = crate::federation::Transport::new(
+        config.server.server_name.clone(),
+        signing_key.clone(),
+        &config.federation,
+    )?;
+    let old_verify_keys = crate::matrix::crypto::rotation::load_old_keys(
+        &config.server.signing_key,
+    )
+    .map_err(|reason| StartupError::SigningKey {
+        path: crate::matrix::crypto::rotation::old_keys_path(&config.server.signing_key),
+        reason,
+    })?;
+    let app = web::Data::new(Services::new(
+        config,
+        storage,
+        signing_key,
+        transport,
+        old_verify_keys,
+    ));
+    // Typing notifications time out even when nobody asks: a waiting /sync hears of it.
+    let typing_app = app.clone();
+    actix_web::rt::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            ticks.tick().await;
+            typing_app.ephemeral.expire();
+        }
+    });
+    let outbound = app
+        .config
+        .federation
+        .enabled
+        .then(|| crate::federation::outbound::spawn(app.federation.clone()));
+    notify("READY=1");
+    let result = run(app.clone(), listeners, certificates, stopping).await;
+    // The senders stop as soon as the server is stopping; wait for them (briefly) so the
+    // last flush below covers whatever they wrote.
+    if let Some(outbound) = outbound
+        && tokio::time::timeout(Duration::from_secs(5), outbound)
+            .await
+            .is_err()
+    {
+        tracing::warn!("federation: outbound sending did not stop in time");
+    }
+    app.storage.flush().await?;
+    result
+}
+
+/// Resolves on the first `SIGTERM` or `SIGINT`.
+fn stop_signal() -> Result<impl Future<Output = ()>, StartupError> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(StartupError::Server)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(StartupError::Server)?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("received SIGTERM"),
+            _ = interrupt.recv() => tracing::info!("received SIGINT"),
+        }
+    })
+}
+
+/// Reloads the TLS certificate on every `SIGHUP`. Open connections keep the certificate they
+/// were made with; a broken new file is reported and the old certificate stays.
+async fn reload_on_sighup(mut hangup: Signal, certificates: Option<Arc<CertificateStore>>) {
+    while hangup.recv().await.is_some() {
+        match &certificates {
+            None => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
+            Some(store) => match store.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(err) => tracing::error!("SIGHUP: kept the old TLS certificate: {err}"),
+            },
+        }
+        notify("READY=1");
+    }
+}
+
+/// Loads the signing key, generating one on the very first start.
+pub fn load_or_create_signing_key(path: &Path) -> Result<SigningKey, StartupError> {
+    if !path.exists() {
+        let key = SigningKey::generate();
+        key.write_new(path)
+            .map_err(|source| StartupError::WriteFile {
+                path: path.to_owned(),
+                source,
+            })?;
+        tracing::info!(key_id = %key.key_id(), "generated a new signing key at {}", path.display());
+        return Ok(key);
+    }
+    SigningKey::load(path).map_err(|reason| StartupError::SigningKey {
+        path: path.to_owned(),
+        reason,
+    })
+}
