@@ -4,7 +4,6 @@
 pub mod spaces;
 
 use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, ServerName, UserId};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{Error, ErrorKind};

@@ -26,7 +26,6 @@ use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, RoomId,
     RoomVersionId, UserId,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::error::{Error, ErrorKind};

@@ -18,7 +18,6 @@ use ruma::push::{
 use ruma::room_version_rules::{RoomPowerLevelsRules, RoomVersionRules};
 use ruma::serde::Raw;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, Int, OwnedUserId, RoomId, UInt, UserId};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::rooms;

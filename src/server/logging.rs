@@ -33,7 +33,6 @@ pub fn init(configured_level: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     #[test]
     fn accepts_levels_and_directives() {

@@ -9,8 +9,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use super::{Batch, StateEntry, Storage, StorageError};
 
 /// State keys and events by short ID: the state of a room at one point.

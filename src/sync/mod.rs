@@ -20,16 +20,14 @@ use serde_json::{Map, Value, json};
 
 use crate::error::Error;
 use crate::rooms::Rooms;
-use crate::rooms::format::{stored_event_for_client, stripped_event};
+use crate::rooms::format::stripped_event;
 use crate::rooms::timeline::{
-    DEFAULT_TIMELINE_LIMIT, Reader, Timeline, TimelineEvent, client_form, history_start,
-    lazy_loaded_members, timeline, timeline_form,
+    Reader, Timeline, TimelineEvent, client_form, history_start, timeline,
 };
-use crate::rooms::visibility::Visibility;
 use crate::rooms::{self, MembershipRecord, StateEntry, history, load_json};
 use crate::storage::{Storage, StorageError};
 use crate::users::account_data;
-use crate::users::filter::{Filter, RoomEventFilter};
+use crate::users::filter::Filter;
 use ephemeral::Ephemeral;
 
 /// The sync service: the database, the room service (its stream position and notifier),

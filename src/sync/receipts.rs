@@ -3,7 +3,6 @@
 //! (`m.read.private`) go only to their owner.
 
 use ruma::{RoomId, UserId};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::error::Error;

@@ -3,7 +3,6 @@
 //! delivered to every device through `/sync`.
 
 use ruma::{RoomId, UserId};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorKind};

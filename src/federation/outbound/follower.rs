@@ -14,7 +14,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::web;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::storage::{Batch, Storage, StorageError, pair_prefix};

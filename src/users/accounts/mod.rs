@@ -11,7 +11,6 @@ pub mod sessions;
 pub mod uia;
 
 use ruma::{OwnedServerName, OwnedUserId, UserId};
-use serde::{Deserialize, Serialize};
 
 use crate::matrix::crypto::password;
 use crate::storage::{Storage, StorageError};

@@ -1,8 +1,6 @@
 //! Registration tokens: what a family member types to make an account when open
 //! registration is off (`m.login.registration_token`). Made with `hearth token add`.
 
-use serde::{Deserialize, Serialize};
-
 use super::AccountError;
 use crate::storage::{Storage, StorageError};
 

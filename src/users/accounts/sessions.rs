@@ -3,7 +3,7 @@
 //! token. A device and its token are written together in one batch.
 
 use ruma::{OwnedUserId, UserId};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::AccountError;
 use crate::matrix::crypto::random_bytes;
