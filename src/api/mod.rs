@@ -53,7 +53,7 @@ const ACCOUNT_BODY_LIMIT: BodyLimit = BodyLimit(64 * 1024);
 
 /// Every route Hearth serves. Federation routes exist only while federation is enabled.
 fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
-    use client::{account, device, room, session};
+    use client::{account, device, membership, read_markers, report, room, session, upgrade};
     let small = |resource: actix_web::Resource| resource.app_data(ACCOUNT_BODY_LIMIT);
     config
         .service(get("/_matrix/client/versions", client::versions::get))
@@ -137,7 +137,7 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
         ))
         .service(get(
             "/_matrix/client/v3/rooms/{roomId}/joined_members",
-            room::joined_members,
+            membership::joined_members,
         ))
         .service(get(
             "/_matrix/client/v3/rooms/{roomId}/messages",
@@ -145,16 +145,31 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
         ))
         .service(post(
             "/_matrix/client/v3/rooms/{roomId}/invite",
-            room::invite,
+            membership::invite,
         ))
-        .service(post("/_matrix/client/v3/rooms/{roomId}/kick", room::kick))
-        .service(post("/_matrix/client/v3/rooms/{roomId}/ban", room::ban))
-        .service(post("/_matrix/client/v3/rooms/{roomId}/unban", room::unban))
-        .service(post("/_matrix/client/v3/rooms/{roomId}/join", room::join))
-        .service(post("/_matrix/client/v3/rooms/{roomId}/leave", room::leave))
+        .service(post(
+            "/_matrix/client/v3/rooms/{roomId}/kick",
+            membership::kick,
+        ))
+        .service(post(
+            "/_matrix/client/v3/rooms/{roomId}/ban",
+            membership::ban,
+        ))
+        .service(post(
+            "/_matrix/client/v3/rooms/{roomId}/unban",
+            membership::unban,
+        ))
+        .service(post(
+            "/_matrix/client/v3/rooms/{roomId}/join",
+            membership::join,
+        ))
+        .service(post(
+            "/_matrix/client/v3/rooms/{roomId}/leave",
+            membership::leave,
+        ))
         .service(post(
             "/_matrix/client/v3/join/{roomIdOrAlias}",
-            room::join_by_id_or_alias,
+            membership::join_by_id_or_alias,
         ))
         .service(small(post(
             "/_matrix/client/v3/search",
@@ -162,11 +177,11 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
         )))
         .service(small(post(
             "/_matrix/client/v3/knock/{roomIdOrAlias}",
-            room::knock,
+            membership::knock,
         )))
         .service(small(post(
             "/_matrix/client/v3/rooms/{roomId}/upgrade",
-            room::upgrade,
+            upgrade::upgrade,
         )))
         .service(get(
             "/_matrix/client/v1/rooms/{roomId}/relations/{eventId}",
@@ -358,19 +373,19 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
         ))
         .service(get(
             "/_matrix/client/v3/rooms/{roomId}/members",
-            room::members,
+            membership::members,
         ))
         .service(post(
             "/_matrix/client/v3/rooms/{roomId}/forget",
-            room::forget,
+            membership::forget,
         ))
         .service(post(
             "/_matrix/client/v3/rooms/{roomId}/report/{eventId}",
-            room::report_event,
+            report::report_event,
         ))
         .service(post(
             "/_matrix/client/v3/rooms/{roomId}/report",
-            room::report_room,
+            report::report_room,
         ))
         .service(get(
             "/_matrix/client/v3/account/3pid",
@@ -398,15 +413,15 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
         ))
         .service(small(put(
             "/_matrix/client/v3/rooms/{roomId}/typing/{userId}",
-            room::typing,
+            read_markers::typing,
         )))
         .service(small(post(
             "/_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}",
-            room::receipt,
+            read_markers::receipt,
         )))
         .service(small(post(
             "/_matrix/client/v3/rooms/{roomId}/read_markers",
-            room::read_markers,
+            read_markers::read_markers,
         )))
         .service(get(
             "/_matrix/client/v3/capabilities",

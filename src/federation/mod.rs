@@ -58,6 +58,7 @@ mod join_answer;
 pub mod keys;
 pub mod outbound;
 pub mod queries;
+pub mod resident;
 pub mod restricted;
 pub mod room_state;
 pub mod serve;

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::origin::{FederationOrigin, SignedJson};
 use crate::api::app::Services;
 use crate::error::{Error, ErrorKind};
-use crate::federation::join::{accept_join, make_join_template};
+use crate::federation::resident::{accept_join, make_join_template};
 
 fn room_id(text: &str) -> Result<OwnedRoomId, Error> {
     OwnedRoomId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
@@ -131,7 +131,7 @@ pub async fn make_leave(
     let (room, user) = path.into_inner();
     let room_id = room_id(&room)?;
     let user_id = user_id(&user)?;
-    let template = crate::federation::join::make_leave_template(
+    let template = crate::federation::resident::make_leave_template(
         &app.federation,
         &room_id,
         &user_id,
@@ -148,7 +148,7 @@ pub async fn send_leave(
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
     let room_id = room_id(&room)?;
-    let answer = crate::federation::join::accept_leave(
+    let answer = crate::federation::resident::accept_leave(
         &app.federation,
         signed.origin.as_str(),
         &room_id,
@@ -173,7 +173,7 @@ pub async fn make_knock(
     if versions.is_empty() {
         return Err(Error::new(ErrorKind::MissingParam, "Missing `ver`"));
     }
-    let template = crate::federation::join::make_knock_template(
+    let template = crate::federation::resident::make_knock_template(
         &app.federation,
         &room_id,
         &user_id,
@@ -191,7 +191,7 @@ pub async fn send_knock(
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
     let room_id = room_id(&room)?;
-    let answer = crate::federation::join::accept_knock(
+    let answer = crate::federation::resident::accept_knock(
         &app.federation,
         signed.origin.as_str(),
         &room_id,

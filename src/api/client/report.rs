@@ -1,0 +1,52 @@
+//! Reporting events and rooms to the server's administrators (spec: client-server API,
+//! "Reporting content").
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::read_markers::require_room_event;
+use super::room::{parse_room_id, require_joined};
+use crate::api::MatrixJson;
+use crate::api::app::Services;
+use crate::api::auth::Authenticated;
+use crate::error::Error;
+
+#[derive(Debug, Deserialize)]
+pub struct ReportRequest {
+    reason: Option<String>,
+}
+
+/// # POST /_matrix/client/v3/rooms/{roomId}/report/{eventId}
+///
+/// Reports go to the server's administrator: the log, at warning level.
+pub async fn report_event(
+    app: web::Data<Services>,
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+    MatrixJson(body): MatrixJson<ReportRequest>,
+) -> Result<HttpResponse, Error> {
+    let (room_id, event_id) = path.into_inner();
+    let room_id = parse_room_id(&room_id)?;
+    require_joined(&app, &auth.user_id, &room_id)?;
+    require_room_event(&app, &room_id, &event_id)?;
+    let reason = body.reason.unwrap_or_default();
+    tracing::warn!(reporter = %auth.user_id, %room_id, %event_id, reason = %reason.chars().take(500).collect::<String>(), "event reported");
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// # POST /_matrix/client/v3/rooms/{roomId}/report
+pub async fn report_room(
+    app: web::Data<Services>,
+    auth: Authenticated,
+    room_id: web::Path<String>,
+    MatrixJson(body): MatrixJson<ReportRequest>,
+) -> Result<HttpResponse, Error> {
+    let room_id = parse_room_id(&room_id)?;
+    if app.storage.roomid_room.get(&room_id.to_string())?.is_none() {
+        return Err(Error::not_found("No such room"));
+    }
+    let reason = body.reason.unwrap_or_default();
+    tracing::warn!(reporter = %auth.user_id, %room_id, reason = %reason.chars().take(500).collect::<String>(), "room reported");
+    Ok(HttpResponse::Ok().json(json!({})))
+}
