@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod budget;
 pub mod fake;
 pub mod federation;
 pub mod http;
@@ -68,6 +69,73 @@ pub fn login_token(server: &Server, user: &str, password: &str) -> String {
 }
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Whether `command` runs and exits successfully within `timeout` (`false` if it cannot be
+/// started: a missing Python); killed and a test failure if it runs longer.
+pub fn succeeds_within(command: &mut Command, timeout: Duration) -> bool {
+    let Ok(mut child) = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.success();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} still running after {timeout:?}, killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `command` to completion with its output captured, waiting at most `timeout`: past
+/// it, the process is killed and the test fails with what it wrote (a hung helper, a Python
+/// tool stuck on the network, must not hang the test run).
+pub fn output_within(command: &mut Command, timeout: Duration) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("start {command:?}: {err}"));
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = read(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.join().unwrap_or_default();
+            panic!(
+                "{command:?} still running after {timeout:?}, killed:\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
 /// Runs `hearth ARGS` to completion in `dir`, feeding `stdin`.
 pub fn hearth(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
     let mut child = Command::new(BINARY)
@@ -108,6 +176,8 @@ pub fn test_config(extra: &str) -> String {
 /// A running `hearth serve`, killed when dropped.
 pub struct Server {
     pub dir: PathBuf,
+    /// The server name, for servers started by [`federation::start`] (empty otherwise).
+    pub name: String,
     pub child: Child,
     /// `(scheme, address)` of each listener, in the order they were logged.
     pub listeners: Vec<(String, SocketAddr)>,
@@ -177,6 +247,7 @@ impl Server {
         });
         let mut server = Server {
             dir: dir.to_owned(),
+            name: String::new(),
             child,
             listeners: Vec::new(),
             log,
