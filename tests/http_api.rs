@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::{Server, test_config};
 use hearth::crypto::{decode_base64, verify_json};
@@ -199,10 +200,10 @@ fn server_key_is_self_signed_and_verifies() {
 #[test]
 fn server_key_verifies_with_an_independent_implementation() {
     let python = std::env::var("HEARTH_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let has_cryptography = Command::new(&python)
-        .args(["-c", "import cryptography"])
-        .status()
-        .is_ok_and(|status| status.success());
+    let has_cryptography = common::succeeds_within(
+        Command::new(&python).args(["-c", "import cryptography"]),
+        Duration::from_secs(60),
+    );
     if !has_cryptography {
         assert!(
             std::env::var_os("CI").is_none() && std::env::var_os("HEARTH_TEST_PYTHON").is_none(),
@@ -214,10 +215,10 @@ fn server_key_verifies_with_an_independent_implementation() {
     let server = Server::start(&test_config(""));
     let url = format!("http://{}/_matrix/key/v2/server", server.address("http"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/verify_server_key.py");
-    let output = Command::new(&python)
-        .args([script, &url, "localhost"])
-        .output()
-        .expect("python runs");
+    let output = common::output_within(
+        Command::new(&python).args([script, &url, "localhost"]),
+        Duration::from_secs(60),
+    );
     assert!(
         output.status.success(),
         "independent verification failed:\n{}{}",
