@@ -50,6 +50,37 @@ pub fn errcode(response: &http::Response) -> String {
         .to_owned()
 }
 
+/// Starts a long-polling `GET path` (with `token`) on a connection of its own, in a thread,
+/// and returns once the server is waiting on it: the request is written, and a request sent
+/// after it on another connection (the server's one worker takes connections in order) has
+/// been answered. Join the thread for the answer and the instant it arrived.
+pub fn waiting_request(
+    server: &Server,
+    path: &str,
+    token: &str,
+) -> std::thread::JoinHandle<(http::Response, Instant)> {
+    let address = server.address("http");
+    let (path, bearer) = (path.to_owned(), format!("Bearer {token}"));
+    let (written, is_written) = channel();
+    let waiting = std::thread::spawn(move || {
+        let mut client = http::Client::plain(address);
+        client
+            .send_only("GET", &path, &[("Authorization", &bearer)])
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"));
+        written.send(()).expect("tell");
+        let answer = client
+            .read_answer()
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"));
+        (answer, Instant::now())
+    });
+    is_written
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the waiting request is written");
+    let probe = server.client().get("/_matrix/client/versions");
+    assert_eq!(probe.status, 200);
+    waiting
+}
+
 /// Logs in with a password and returns the access token.
 pub fn login_token(server: &Server, user: &str, password: &str) -> String {
     let response = server.client().json(
