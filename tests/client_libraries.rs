@@ -5,6 +5,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::{Server, hearth, test_config};
 
@@ -12,10 +13,10 @@ use common::{Server, hearth, test_config};
 /// developer machine without them.
 fn python_with(module: &str) -> Option<String> {
     let python = std::env::var("HEARTH_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let present = Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .status()
-        .is_ok_and(|status| status.success());
+    let present = common::succeeds_within(
+        Command::new(&python).args(["-c", &format!("import {module}")]),
+        Duration::from_secs(60),
+    );
     if present {
         return Some(python);
     }
@@ -51,10 +52,11 @@ fn server_for_nio(token: &str) -> Option<(Server, String)> {
 
 fn run_script(server: &Server, python: &str, script: &str, token: &str) {
     let url = format!("http://{}", server.address("http"));
-    let output = Command::new(python)
-        .args([script, &url, token])
-        .output()
-        .expect("python runs");
+    // matrix-nio scripts talk to a local server: a few seconds; a stuck one is killed.
+    let output = common::output_within(
+        Command::new(python).args([script, &url, token]),
+        Duration::from_secs(120),
+    );
     assert!(
         output.status.success(),
         "{script} failed:\n{}{}\nserver log:\n{}",

@@ -6,6 +6,8 @@ mod common;
 
 use common::{errcode, ok};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::http::{Client, Response};
@@ -193,19 +195,17 @@ fn a_conversation_through_sync() {
         .to_owned();
 
     // A long-poll wakes as soon as the message is sent, not at its timeout.
-    let poll_server_address = server.address("http");
-    let bob_token = bob.clone();
-    let since_for_poll = since.clone();
-    let waiter = std::thread::spawn(move || {
-        let started = Instant::now();
-        let mut client = Client::plain(poll_server_address);
-        let response = sync(&mut client, &bob_token, Some(&since_for_poll), 20_000);
-        (response, started.elapsed())
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let waiter = common::waiting_request(
+        &server,
+        &format!("/_matrix/client/v3/sync?since={since}&timeout=20000"),
+        &bob,
+    );
+    let sending = Instant::now();
     ok(send(&mut a, &alice, &room, "t1", "dinner at 7?"));
-    let (woken, waited) = waiter.join().expect("poll");
+    let (woken, answered) = waiter.join().expect("poll");
+    let waited = answered.duration_since(sending);
     assert!(waited < Duration::from_secs(10), "woke after {waited:?}");
+    let woken = ok(woken);
     assert_eq!(timeline_bodies(&woken, &room), vec!["dinner at 7?"]);
     let since = woken["next_batch"].as_str().expect("next_batch").to_owned();
 
@@ -473,31 +473,57 @@ fn acknowledged_messages_survive_kill_9() {
     let address = server.address("http");
     let token = alice.clone();
     let room_for_burst = room.clone();
+    // The burst sends until the server is gone: each send is acknowledged (200) or the
+    // connection fails (the kill); any other answer fails the test.
+    let counted = Arc::new(AtomicUsize::new(0));
+    let counter = counted.clone();
     let burst = std::thread::spawn(move || {
         let mut client = Client::plain(address);
         let mut acknowledged = Vec::new();
-        for i in 0..400 {
-            match client.request(
+        for i in 0.. {
+            let sent = client.request(
                 "PUT",
                 &format!("/_matrix/client/v3/rooms/{room_for_burst}/send/m.room.message/burst{i}"),
                 &[("Authorization", &format!("Bearer {token}"))],
                 Some(format!("{{\"msgtype\":\"m.text\",\"body\":\"{i}\"}}").as_bytes()),
-            ) {
-                Ok(response) if response.status == 200 => {
+            );
+            match sent {
+                Ok(response) => {
+                    assert_eq!(
+                        response.status,
+                        200,
+                        "send {i} refused before the kill: {}",
+                        String::from_utf8_lossy(&response.body)
+                    );
                     acknowledged.push(response.json()["event_id"].as_str().expect("id").to_owned());
+                    counter.store(acknowledged.len(), Ordering::SeqCst);
                 }
-                _ => break,
+                Err(err) => return (acknowledged, err),
             }
         }
-        acknowledged
+        unreachable!("the burst ends with the kill")
     });
-    std::thread::sleep(Duration::from_millis(400));
+    // Killed in the middle of the burst: once a good number of sends were acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counted.load(Ordering::SeqCst) < 50 {
+        assert!(
+            Instant::now() < deadline && !burst.is_finished(),
+            "the burst did not get going:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     server.signal("KILL");
-    let acknowledged = burst.join().expect("burst");
+    let (acknowledged, ended) = burst.join().expect("burst");
     server.wait_exit(Duration::from_secs(10)).expect("killed");
     assert!(
-        !acknowledged.is_empty(),
-        "some sends were acknowledged before the kill"
+        acknowledged.len() >= 50,
+        "{} acknowledged before the kill",
+        acknowledged.len()
+    );
+    eprintln!(
+        "{} sends acknowledged before the kill; the next one ended with: {ended}",
+        acknowledged.len()
     );
     let dir = server.dir.clone();
     let restarted = Server::start_in(&dir, &[], &[]).expect("restarts");
@@ -933,24 +959,18 @@ fn typing_and_receipts_reach_the_other_members() {
         .to_owned();
 
     // Typing wakes a waiting sync.
-    let address = server.address("http");
-    let (bob_token, since_for_poll) = (bob.clone(), since.clone());
-    let waiter = std::thread::spawn(move || {
-        sync(
-            &mut Client::plain(address),
-            &bob_token,
-            Some(&since_for_poll),
-            20_000,
-        )
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let waiter = common::waiting_request(
+        &server,
+        &format!("/_matrix/client/v3/sync?since={since}&timeout=20000"),
+        &bob,
+    );
     ok(client.json(
         "PUT",
         &format!("/_matrix/client/v3/rooms/{room}/typing/@alice:localhost"),
         Some(&alice),
         &json!({ "typing": true, "timeout": 30000 }),
     ));
-    let woken = waiter.join().expect("poll");
+    let woken = ok(waiter.join().expect("poll").0);
     let ephemeral = &woken["rooms"]["join"][&room]["ephemeral"]["events"];
     assert_eq!(ephemeral[0]["type"], "m.typing");
     assert_eq!(
@@ -1327,6 +1347,60 @@ fn review_regressions_redaction_state_profile_rejoin_and_threads() {
     assert_eq!(timeline.len(), 1);
     assert_eq!(timeline[0]["content"]["displayname"], "Bob");
 
+    // A rejoin is a new join, unlike the profile change: bob leaves, is invited again (the
+    // room is invite only) and joins; his sync brings the room's state again, and he is a
+    // member who can talk.
+    let since = after["next_batch"].as_str().expect("batch").to_owned();
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/leave"),
+        Some(&bob),
+        &json!({}),
+    ));
+    assert_eq!(send(&mut client, &bob, &room, "gone", "hello?").status, 403);
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/invite"),
+        Some(&alice),
+        &json!({ "user_id": "@bob:localhost" }),
+    ));
+    join(&mut client, &bob, &room);
+    let rejoined = sync(&mut client, &bob, Some(&since), 0);
+    let joined = &rejoined["rooms"]["join"][&room];
+    let events: Vec<&Value> = joined["state"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(
+            joined["timeline"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
+    assert!(
+        events.iter().any(|event| event["type"] == "m.room.create"),
+        "a rejoined room comes with its state: {joined}"
+    );
+    let memberships: Vec<&Value> = joined["timeline"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|event| event["state_key"] == "@bob:localhost")
+        .map(|event| &event["content"]["membership"])
+        .collect();
+    assert_eq!(
+        memberships.last().copied(),
+        Some(&json!("join")),
+        "{joined}"
+    );
+    let member = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@bob:localhost"),
+        &alice,
+    ));
+    assert_eq!(member["membership"], "join");
+    ok(send(&mut client, &bob, &room, "back", "back again"));
+
     // Receipts name a thread by its root event here, or `main`.
     let bad_thread = client.json(
         "POST",
@@ -1468,10 +1542,82 @@ fn upgrading_a_room_replaces_it() {
         levels["users"].get("@alice:localhost").is_none(),
         "v12 creators are not listed"
     );
-    // The old room is closed to ordinary members; bob can follow into the new one.
+    // The old room is closed to ordinary members; bob follows into the new one.
     assert_eq!(send(&mut client, &bob, &old, "late", "hello?").status, 403);
-    let bob_sync = sync(&mut client, &bob, None, 0);
-    assert!(bob_sync["rooms"]["join"][&old].is_object());
+    let since = sync(&mut client, &bob, None, 0)["next_batch"]
+        .as_str()
+        .expect("batch")
+        .to_owned();
+    // The new room keeps the old one's join rules (invite only): bob is let in by an
+    // invite, as in the old room, then joins the room the tombstone names.
+    let rules = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{new}/state/m.room.join_rules/"),
+        &alice,
+    ));
+    assert_eq!(rules["join_rule"], "invite");
+    let uninvited = client.json(
+        "POST",
+        &format!("/_matrix/client/v3/join/{new}"),
+        Some(&bob),
+        &json!({}),
+    );
+    assert_eq!(uninvited.status, 403);
+    assert_eq!(errcode(&uninvited), "M_FORBIDDEN");
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{new}/invite"),
+        Some(&alice),
+        &json!({ "user_id": "@bob:localhost" }),
+    ));
+    join(&mut client, &bob, &new);
+    let message = ok(send(&mut client, &bob, &new, "followed", "here now"))["event_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let bob_sync = sync(&mut client, &bob, Some(&since), 0);
+    let followed = &bob_sync["rooms"]["join"][&new];
+    let events: Vec<&Value> = followed["state"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(
+            followed["timeline"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
+    let create = events
+        .iter()
+        .find(|event| event["type"] == "m.room.create")
+        .unwrap_or_else(|| panic!("the new room comes with its state: {followed}"));
+    assert_eq!(create["content"]["predecessor"]["room_id"], old);
+    assert!(
+        events
+            .iter()
+            .any(|event| event["type"] == "m.room.name" && event["content"]["name"] == "Old den"),
+        "{followed}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|event| event["event_id"] == message.as_str()),
+        "{followed}"
+    );
+    let members = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{new}/joined_members"),
+        &alice,
+    ));
+    assert!(
+        members["joined"].get("@bob:localhost").is_some(),
+        "{members}"
+    );
+    // Bob is still a member of the old room, whose timeline ends with the tombstone.
+    let old_members = ok(client.get_with(
+        &format!("/_matrix/client/v3/rooms/{old}/joined_members"),
+        &bob,
+    ));
+    assert!(old_members["joined"].get("@bob:localhost").is_some());
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::federation::{free_port, start, write_certificates};
+use common::federation::{Pair, start, write_certificates};
 use common::{Server, errcode, ok, query_encode};
 use hearth::federation::auth::{RequestToSign, authorization_header};
 use hearth::matrix::crypto::{KeyId, SigningKey, verify_json};
@@ -32,14 +32,11 @@ fn assert_signed_by(answer: &Value, signer: &str, signer_keys: &Value) {
 fn keys_are_fetched_directly_and_through_a_notary() {
     let certificates = tempfile::tempdir().expect("tempdir");
     write_certificates(certificates.path());
-    let (port_a, port_b, port_c) = (free_port(), free_port(), free_port());
     // An IP literal (discovery step 1) and host names with ports (step 2).
-    let name_b = format!("127.0.0.1:{port_b}");
-    let name_c = format!("localhost:{port_c}");
-    let name_a = format!("localhost:{port_a}");
-    let b = start(certificates.path(), &name_b, port_b, &[], &[]);
-    let c = start(certificates.path(), &name_c, port_c, &[], &[]);
-    let a = start(certificates.path(), &name_a, port_a, &[&name_b], &["alice"]);
+    let b = start(certificates.path(), "127.0.0.1", &[], &[]);
+    let c = start(certificates.path(), "localhost", &[], &[]);
+    let a = start(certificates.path(), "localhost", &[&b.name], &["alice"]);
+    let (name_a, name_b, name_c) = (a.name.clone(), b.name.clone(), c.name.clone());
     let (keys_a, keys_b, keys_c) = (published_keys(&a), published_keys(&b), published_keys(&c));
 
     // Directly: A fetches B's keys from B and vouches for them.
@@ -114,13 +111,13 @@ fn profile_query(
 
 #[test]
 fn signed_requests_are_accepted_and_forgeries_refused() {
-    let certificates = tempfile::tempdir().expect("tempdir");
-    write_certificates(certificates.path());
-    let (port_a, port_b) = (free_port(), free_port());
-    let name_a = format!("localhost:{port_a}");
-    let name_b = format!("127.0.0.1:{port_b}");
-    let a = start(certificates.path(), &name_a, port_a, &[], &[]);
-    let b = start(certificates.path(), &name_b, port_b, &[], &["alice"]);
+    let Pair {
+        a,
+        b,
+        name_a,
+        name_b,
+        ..
+    } = Pair::start_on(("localhost", &[]), ("127.0.0.1", &["alice"]));
     let key_a = SigningKey::load(&a.dir.join("data/signing.key")).expect("A's key");
     let path = format!(
         "/_matrix/federation/v1/query/profile?user_id={}",

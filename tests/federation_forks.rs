@@ -4,13 +4,11 @@
 
 mod common;
 
-use common::federation::{Signer, free_port, signing_key, start, write_certificates};
+use common::federation::{Pair, Signer, signing_key};
 use common::{Server, ok};
 use hearth::matrix::crypto::SigningKey;
 use ruma::RoomVersionId;
 use serde_json::{Value, json};
-
-const PASSWORD: &str = "correct horse battery";
 
 /// Alice's public room on server A, in one room version, joined by Bob of server B, who
 /// holds power 50 (enough to set the topic and to ban). Bob's server speaks for him with
@@ -18,7 +16,6 @@ const PASSWORD: &str = "correct horse battery";
 struct Setup {
     a: Server,
     _b: Server,
-    _certificates: tempfile::TempDir,
     version: RoomVersionId,
     alice: String,
     room: String,
@@ -29,41 +26,24 @@ struct Setup {
 }
 
 fn setup(version: &str) -> Setup {
-    let certificates = tempfile::tempdir().expect("tempdir");
-    write_certificates(certificates.path());
-    let (port_a, port_b) = (free_port(), free_port());
-    let name_a = format!("127.0.0.1:{port_a}");
-    let name_b = format!("localhost:{port_b}");
-    let a = start(certificates.path(), &name_a, port_a, &[], &["alice"]);
-    let b = start(certificates.path(), &name_b, port_b, &[], &["bob"]);
-    let alice = common::login_token(&a, "alice", PASSWORD);
-    let bob = common::login_token(&b, "bob", PASSWORD);
-    let room = call(
-        &a,
-        "POST",
-        "/_matrix/client/v3/createRoom",
+    let pair = Pair::start(&["alice"], &["bob"]);
+    let (alice, bob) = (pair.login_a("alice"), pair.login_b("bob"));
+    let room = pair.shared_room(
         &alice,
-        json!({ "preset": "public_chat", "room_version": version }),
-    )["room_id"]
-        .as_str()
-        .expect("room")
-        .to_owned();
-    call(
-        &b,
-        "POST",
-        &format!(
-            "/_matrix/client/v3/join/{}?via={}",
-            common::query_encode(&room),
-            common::query_encode(&name_a)
-        ),
-        &bob,
-        json!({}),
+        &json!({ "preset": "public_chat", "room_version": version }),
+        &[&bob],
     );
+    let Pair {
+        a,
+        b,
+        name_a,
+        name_b,
+        ..
+    } = pair;
     let key_b = signing_key(&b);
     let setup = Setup {
         a,
         _b: b,
-        _certificates: certificates,
         version: RoomVersionId::try_from(version).expect("version"),
         alice,
         room,

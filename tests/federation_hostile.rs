@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::fake::{FakeRequest, FakeRoom, FakeServer, bind, event_id_of, new_key};
-use common::federation::{free_port, start, write_certificates};
+use common::federation::{start, write_certificates};
 use common::{Server, ok};
 use serde_json::{Value, json};
 
@@ -165,9 +165,7 @@ fn joined_rooms(server: &Server, token: &str) -> Vec<String> {
 fn a_resident_server_lying_about_the_rooms_state_is_refused_and_leaves_nothing_behind() {
     let certificates = tempfile::tempdir().expect("tempdir");
     write_certificates(certificates.path());
-    let port_b = free_port();
-    let name_b = format!("localhost:{port_b}");
-    let mut b = start(certificates.path(), &name_b, port_b, &[], &["bob"]);
+    let mut b = start(certificates.path(), "localhost", &[], &["bob"]);
     let bob = common::login_token(&b, "bob", PASSWORD);
 
     let (listener, name_f) = bind();
@@ -338,9 +336,8 @@ fn a_gap_too_long_for_get_missing_events_is_bridged_by_the_state_at_it() {
     use common::federation::Signer;
     let certificates = tempfile::tempdir().expect("tempdir");
     write_certificates(certificates.path());
-    let port_a = free_port();
-    let name_a = format!("localhost:{port_a}");
-    let a = start(certificates.path(), &name_a, port_a, &[], &["alice"]);
+    let a = start(certificates.path(), "localhost", &[], &["alice"]);
+    let name_a = a.name.clone();
     let alice = common::login_token(&a, "alice", PASSWORD);
 
     let (listener, name_f) = bind();
@@ -518,9 +515,8 @@ fn a_banned_users_event_on_a_branch_from_before_the_ban_is_soft_failed() {
     use common::federation::Signer;
     let certificates = tempfile::tempdir().expect("tempdir");
     write_certificates(certificates.path());
-    let port_a = free_port();
-    let name_a = format!("localhost:{port_a}");
-    let a = start(certificates.path(), &name_a, port_a, &[], &["alice"]);
+    let a = start(certificates.path(), "localhost", &[], &["alice"]);
+    let name_a = a.name.clone();
     let alice = common::login_token(&a, "alice", PASSWORD);
     let (listener, name_f) = bind();
     let key_f = new_key();

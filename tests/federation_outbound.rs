@@ -1,43 +1,42 @@
 //! Outbound federation end to end: a real Hearth sends its user's messages to another
-//! server, here a small actix HTTPS server the test runs that records every
-//! `PUT /_matrix/federation/v1/send/{txnId}`. Messages reach it; while it is down nothing is
-//! lost and delivery happens when it is back; a transaction it did not accept is sent again
-//! after Hearth is killed and restarted, with the same `txnId` and content.
+//! server, here a fake server of the test (`common::fake`: HTTPS with the test CA, serving
+//! its own signing key) whose user joined the room over federation (`make_join` and
+//! `send_join`, signed as the fake), and which records every
+//! `PUT /_matrix/federation/v1/send/{txnId}`. Messages reach it; while it is down (every
+//! connection dropped) nothing is lost and delivery happens when it is back; a transaction
+//! it did not accept is sent again after Hearth is killed and restarted, with the same
+//! `txnId` and content, and once accepted it is not sent again.
 //!
 //! Then two real Hearths in one room: messages go both ways, typing and read receipts
 //! reach the other side's `/sync`.
-//!
-//! The remote member of the first test is written into the room through the storage layer while Hearth is
-//! stopped: the client API refuses to invite users of other servers until invites over
-//! federation exist, and joins over federation do not exist yet either.
 
 mod common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use common::federation::{free_port, start, write_certificates};
+use common::fake::{FakeRequest, FakeServer, new_key};
+use common::federation::{Pair, Signer, write_certificates};
 use common::{Server, hearth, login_token, ok, query_encode};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use hearth::crypto::SigningKey;
 use serde_json::{Value, json};
 
 const HEARTH_NAME: &str = "hearth.test";
 const PASSWORD: &str = "correct horse battery";
 
-/// One transaction as the receiver got it.
+/// One transaction as the receiver got it, and the status it answered.
 #[derive(Debug, Clone)]
 struct Received {
     txn_id: String,
     authorization: String,
     body: Value,
+    status: u16,
 }
 
-/// What the receiver's handler shares with the test: what it got, and what it answers.
+/// What the fake's handler shares with the test: what it got, and what it answers.
 #[derive(Default)]
 struct Recorded {
     transactions: Mutex<Vec<Received>>,
@@ -47,6 +46,18 @@ struct Recorded {
 impl Recorded {
     fn all(&self) -> Vec<Received> {
         self.transactions.lock().expect("lock").clone()
+    }
+
+    /// The transactions that carry PDUs (EDU-only ones left out), in order.
+    fn with_pdus(&self) -> Vec<Received> {
+        self.all()
+            .into_iter()
+            .filter(|txn| {
+                txn.body["pdus"]
+                    .as_array()
+                    .is_some_and(|pdus| !pdus.is_empty())
+            })
+            .collect()
     }
 
     /// The message bodies of every PDU received, in order (retries included).
@@ -59,84 +70,106 @@ impl Recorded {
     }
 }
 
-/// `PUT /_matrix/federation/v1/send/{txnId}`: records the transaction, answers `status`.
-async fn record(
-    request: HttpRequest,
-    txn_id: web::Path<String>,
-    body: web::Bytes,
-    recorded: web::Data<Recorded>,
-) -> HttpResponse {
-    let authorization = request
-        .headers()
-        .get("Authorization")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    recorded.transactions.lock().expect("lock").push(Received {
-        txn_id: txn_id.into_inner(),
-        authorization,
-        body,
-    });
-    let status = recorded.status.load(Ordering::SeqCst);
-    let status = actix_web::http::StatusCode::from_u16(status).expect("status");
-    HttpResponse::build(status).json(json!({ "pdus": {} }))
+/// The fake's answers: `/send` recorded and answered with the status of the moment;
+/// anything else unknown.
+fn handler(recorded: Arc<Recorded>) -> common::fake::Handler {
+    Arc::new(move |request: &FakeRequest| {
+        let Some(txn_id) = request.path.strip_prefix("/_matrix/federation/v1/send/") else {
+            return (
+                404,
+                json!({ "errcode": "M_UNRECOGNIZED", "error": "not here" }),
+            );
+        };
+        let status = recorded.status.load(Ordering::SeqCst);
+        recorded.transactions.lock().expect("lock").push(Received {
+            txn_id: txn_id.to_owned(),
+            authorization: request.authorization.clone(),
+            body: request.body.clone(),
+            status,
+        });
+        (status, json!({ "pdus": {} }))
+    })
 }
 
-/// The other server: HTTPS on a fixed port of 127.0.0.1, in a thread of its own, so it can
-/// go down and come back on the same address.
+/// The other server's address, held by the test for the whole test (so no other process
+/// can take its port): served by the fake while it is up; while it is down, a thread takes
+/// every connection and drops it at once.
 struct Receiver {
-    handle: actix_web::dev::ServerHandle,
-    thread: std::thread::JoinHandle<()>,
+    listener: TcpListener,
+    name: String,
+    key: SigningKey,
+    recorded: Arc<Recorded>,
+    certificates: PathBuf,
+    fake: Option<FakeServer>,
+    down: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 impl Receiver {
-    fn start(certificates: &Path, port: u16, recorded: Arc<Recorded>) -> Receiver {
-        let tls = tls_config(certificates);
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the receiver");
-        let (sender, handle) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let data = web::Data::from(recorded);
-                let server = HttpServer::new(move || {
-                    App::new().app_data(data.clone()).route(
-                        "/_matrix/federation/v1/send/{txn_id}",
-                        web::put().to(record),
-                    )
-                })
-                .workers(1)
-                .disable_signals()
-                .listen_rustls_0_23(listener, tls)
-                .expect("listen")
-                .run();
-                sender.send(server.handle()).expect("handle");
-                server.await.expect("receiver runs");
-            });
-        });
-        let handle = handle.recv().expect("receiver started");
-        Receiver { handle, thread }
+    fn start(certificates: &Path, recorded: Arc<Recorded>) -> Receiver {
+        let (listener, name) = common::fake::bind();
+        let mut receiver = Receiver {
+            listener,
+            name,
+            key: new_key(),
+            recorded,
+            certificates: certificates.to_owned(),
+            fake: None,
+            down: None,
+        };
+        receiver.up();
+        receiver
     }
 
-    /// Stops listening: connections are refused until it starts again.
-    fn stop(self) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        runtime.block_on(self.handle.stop(false));
-        self.thread.join().expect("receiver thread");
+    /// Serves again (the fake, on a copy of the same listening socket).
+    fn up(&mut self) {
+        if let Some((stop, thread)) = self.down.take() {
+            stop.store(true, Ordering::SeqCst);
+            thread.join().expect("the dropping thread");
+        }
+        let listener = self.listener.try_clone().expect("listener");
+        listener.set_nonblocking(false).expect("blocking");
+        self.fake = Some(FakeServer::start(
+            &self.certificates,
+            (listener, self.name.clone()),
+            self.key.clone(),
+            handler(self.recorded.clone()),
+        ));
+    }
+
+    /// Goes down: the fake stops, and every connection is dropped unanswered.
+    fn down(&mut self) {
+        drop(self.fake.take());
+        let listener = self.listener.try_clone().expect("listener");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((connection, _)) => drop(connection),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        self.down = Some((stop, thread));
+    }
+
+    fn signer(&self) -> Signer<'_> {
+        Signer {
+            origin: &self.name,
+            key: &self.key,
+            destination: HEARTH_NAME,
+        }
     }
 }
 
-fn tls_config(certificates: &Path) -> rustls::ServerConfig {
-    let certs = vec![CertificateDer::from_pem_file(certificates.join("cert.pem")).expect("cert")];
-    let key = PrivateKeyDer::from_pem_file(certificates.join("key.pem")).expect("key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("server config")
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.down.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Waits up to `timeout` for `done`.
@@ -197,15 +230,52 @@ fn stop_hearth(mut server: Server, signal: &str) -> PathBuf {
     server.dir.clone()
 }
 
-/// Makes `user` a joined member of `room_id` in the stopped Hearth's database, as a join
-/// over federation will once it exists.
-fn add_remote_member(dir: &Path, room_id: &str, user: &str) {
-    let storage = hearth::storage::Storage::open(&dir.join("data"), 1 << 20).expect("open");
-    storage
-        .roomuser_membership
-        .insert(&(room_id.to_owned(), user.to_owned()), &"join".to_owned())
-        .expect("member");
-    storage.flush_blocking().expect("flush");
+/// `user` of the fake joins `room_id` over federation: `make_join` and `send_join` (v2) to
+/// Hearth, signed as the fake, with the join event the fake builds from the template and
+/// signs.
+fn join_over_federation(server: &Server, receiver: &Receiver, room_id: &str, user: &str) {
+    over_federation(server, receiver, room_id, user, "join");
+}
+
+/// `make_{what}` and `send_{what}` (v2) for `user` of the fake in `room_id`.
+fn over_federation(server: &Server, receiver: &Receiver, room_id: &str, user: &str, what: &str) {
+    let signer = receiver.signer();
+    let query = if what == "join" { "?ver=11" } else { "" };
+    let template = ok(signer.get(
+        server,
+        &format!(
+            "/_matrix/federation/v1/make_{what}/{}/{}{query}",
+            query_encode(room_id),
+            query_encode(user)
+        ),
+    ));
+    let rules = ruma::RoomVersionId::try_from(template["room_version"].as_str().expect("version"))
+        .expect("version")
+        .rules()
+        .expect("rules");
+    let mut event = template["event"].clone();
+    event["origin_server_ts"] = json!(hearth::accounts::now_ms());
+    let Ok(ruma::CanonicalJsonValue::Object(mut object)) =
+        ruma::CanonicalJsonValue::try_from(event)
+    else {
+        panic!("an event is an object");
+    };
+    hearth::events::signing::hash_and_sign(&mut object, &rules, &receiver.name, &receiver.key)
+        .expect("sign");
+    let event_id = hearth::events::signing::event_id_for(&object, &rules)
+        .expect("id")
+        .expect("hashed IDs");
+    let event = serde_json::to_value(ruma::CanonicalJsonValue::Object(object)).expect("json");
+    ok(signer.send(
+        server,
+        "PUT",
+        &format!(
+            "/_matrix/federation/v2/send_{what}/{}/{}",
+            query_encode(room_id),
+            query_encode(event_id.as_str())
+        ),
+        Some(&event),
+    ));
 }
 
 fn send_message(server: &Server, token: &str, room_id: &str, body: &str) {
@@ -218,13 +288,12 @@ fn send_message(server: &Server, token: &str, room_id: &str, body: &str) {
 fn messages_reach_the_other_server_across_outages_and_restarts() {
     let certificates = tempfile::tempdir().expect("tempdir");
     write_certificates(certificates.path());
-    let port = free_port();
-    let destination = format!("127.0.0.1:{port}");
     let recorded = Arc::new(Recorded::default());
     recorded.status.store(200, Ordering::SeqCst);
-    let receiver = Receiver::start(certificates.path(), port, recorded.clone());
+    let mut receiver = Receiver::start(certificates.path(), recorded.clone());
+    let destination = receiver.name.clone();
 
-    // A room of alice's, with bob of the other server joined.
+    // A room of alice's, joined over federation by bob of the other server.
     let dir = hearth_dir(certificates.path());
     let server = start_hearth(dir.path());
     let token = login_token(&server, "alice", PASSWORD);
@@ -232,12 +301,16 @@ fn messages_reach_the_other_server_across_outages_and_restarts() {
         "POST",
         "/_matrix/client/v3/createRoom",
         Some(&token),
-        &json!({}),
+        &json!({ "preset": "public_chat", "room_version": "11" }),
     ));
     let room_id = created["room_id"].as_str().expect("room id").to_owned();
-    stop_hearth(server, "TERM");
-    add_remote_member(dir.path(), &room_id, &format!("@bob:{destination}"));
-    let server = start_hearth(dir.path());
+    let bob = format!("@bob:{destination}");
+    join_over_federation(&server, &receiver, &room_id, &bob);
+    let members = ok(server.client().get_with(
+        &format!("/_matrix/client/v3/rooms/{room_id}/joined_members"),
+        &token,
+    ));
+    assert!(members["joined"].get(&bob).is_some(), "{members}");
 
     // Live: the message arrives as a signed transaction with the PDU as stored.
     send_message(&server, &token, &room_id, "hello");
@@ -247,7 +320,7 @@ fn messages_reach_the_other_server_across_outages_and_restarts() {
         recorded.all(),
         server.log_text()
     );
-    let first = &recorded.all()[0];
+    let first = &recorded.with_pdus()[0];
     assert_eq!(first.body["origin"], HEARTH_NAME);
     assert!(first.body["origin_server_ts"].is_u64());
     let pdu = &first.body["pdus"][0];
@@ -268,7 +341,7 @@ fn messages_reach_the_other_server_across_outages_and_restarts() {
     );
 
     // Down: nothing is lost; back: everything arrives, in order.
-    receiver.stop();
+    receiver.down();
     send_message(&server, &token, &room_id, "while-down-1");
     send_message(&server, &token, &room_id, "while-down-2");
     assert!(
@@ -276,7 +349,7 @@ fn messages_reach_the_other_server_across_outages_and_restarts() {
         "{}",
         server.log_text()
     );
-    let receiver = Receiver::start(certificates.path(), port, recorded.clone());
+    receiver.up();
     let expected = ["hello", "while-down-1", "while-down-2"];
     assert!(
         wait_until(Duration::from_secs(20), || recorded.bodies() == expected),
@@ -287,35 +360,131 @@ fn messages_reach_the_other_server_across_outages_and_restarts() {
 
     // Refused, then Hearth is killed: after the restart the same transaction comes again.
     recorded.status.store(500, Ordering::SeqCst);
-    let delivered = recorded.all().len();
+    let delivered = recorded.with_pdus().len();
     send_message(&server, &token, &room_id, "across-restart");
-    assert!(wait_until(Duration::from_secs(20), || recorded.all().len() > delivered));
-    let refused = recorded.all().last().cloned().expect("refused transaction");
+    assert!(wait_until(Duration::from_secs(20), || recorded
+        .with_pdus()
+        .len()
+        > delivered));
+    let refused = recorded
+        .with_pdus()
+        .last()
+        .cloned()
+        .expect("refused transaction");
+    assert_eq!(refused.status, 500);
     stop_hearth(server, "KILL");
     recorded.status.store(200, Ordering::SeqCst);
-    let attempts_before = recorded.all().len();
+    let attempts_before = recorded.with_pdus().len();
     let server = start_hearth(dir.path());
     assert!(
-        wait_until(Duration::from_secs(20), || recorded.all().len()
+        wait_until(Duration::from_secs(20), || recorded.with_pdus().len()
             > attempts_before),
         "{}",
         server.log_text()
     );
-    let retried = recorded.all()[attempts_before].clone();
+    let retried = recorded.with_pdus()[attempts_before].clone();
     assert_eq!(retried.txn_id, refused.txn_id);
     assert_eq!(retried.body, refused.body);
+    assert_eq!(retried.status, 200);
     assert_eq!(retried.body["pdus"][0]["content"]["body"], "across-restart");
-    // Accepted now: nothing more is sent.
-    std::thread::sleep(Duration::from_secs(2));
-    let after = recorded.all();
+    // Accepted now: it is not sent again. The next message goes out in a transaction of its
+    // own, and the sender sends in order, so once it arrived nothing of the accepted one is
+    // still to come: exactly those two transactions, each PDU once.
+    send_message(&server, &token, &room_id, "after-restart");
     assert!(
-        after[attempts_before..]
-            .iter()
-            .all(|txn| txn.txn_id == refused.txn_id),
-        "{after:?}"
+        wait_until(Duration::from_secs(20), || recorded
+            .bodies()
+            .contains(&"after-restart".to_owned())),
+        "{}",
+        server.log_text()
+    );
+    let after = recorded.with_pdus()[attempts_before..].to_vec();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_ne!(after[1].txn_id, refused.txn_id, "{after:?}");
+    let bodies: Vec<&Value> = after[1].body["pdus"]
+        .as_array()
+        .expect("pdus")
+        .iter()
+        .map(|pdu| &pdu["content"]["body"])
+        .collect();
+    assert_eq!(bodies, [&json!("after-restart")], "{after:?}");
+    let accepted: Vec<String> = recorded
+        .all()
+        .iter()
+        .filter(|txn| txn.status == 200)
+        .flat_map(|txn| txn.body["pdus"].as_array().cloned().unwrap_or_default())
+        .filter_map(|pdu| pdu["content"]["body"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        accepted,
+        [
+            "hello",
+            "while-down-1",
+            "while-down-2",
+            "across-restart",
+            "after-restart"
+        ],
+        "each message accepted exactly once"
     );
     drop(server);
-    receiver.stop();
+}
+
+/// Once every user of a server left a room, Hearth sends it the room's events no more: the
+/// fake's user leaves one room over federation (`make_leave`, `send_leave`) and stays in
+/// another; a message in the room left, then one in the other, are sent; the fake gets the
+/// second (the sender sends in order, so the first would have come before it) and never the
+/// first.
+#[test]
+fn a_server_whose_users_all_left_a_room_is_sent_its_events_no_more() {
+    let certificates = tempfile::tempdir().expect("tempdir");
+    write_certificates(certificates.path());
+    let recorded = Arc::new(Recorded::default());
+    recorded.status.store(200, Ordering::SeqCst);
+    let receiver = Receiver::start(certificates.path(), recorded.clone());
+    let dir = hearth_dir(certificates.path());
+    let server = start_hearth(dir.path());
+    let token = login_token(&server, "alice", PASSWORD);
+    let bob = format!("@bob:{}", receiver.name);
+    let [left, lobby] = ["left", "lobby"].map(|_| {
+        let created = ok(server.client().json(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&token),
+            &json!({ "preset": "public_chat", "room_version": "11" }),
+        ));
+        let room = created["room_id"].as_str().expect("room id").to_owned();
+        join_over_federation(&server, &receiver, &room, &bob);
+        room
+    });
+    send_message(&server, &token, &left, "before-leaving");
+    assert!(
+        wait_until(Duration::from_secs(20), || recorded
+            .bodies()
+            .contains(&"before-leaving".to_owned())),
+        "{}",
+        server.log_text()
+    );
+
+    over_federation(&server, &receiver, &left, &bob, "leave");
+    let members = ok(server.client().get_with(
+        &format!("/_matrix/client/v3/rooms/{left}/joined_members"),
+        &token,
+    ));
+    assert!(members["joined"].get(&bob).is_none(), "{members}");
+    send_message(&server, &token, &left, "after-leaving");
+    send_message(&server, &token, &lobby, "in-the-lobby");
+    assert!(
+        wait_until(Duration::from_secs(20), || recorded
+            .bodies()
+            .contains(&"in-the-lobby".to_owned())),
+        "{}",
+        server.log_text()
+    );
+    assert!(
+        !recorded.bodies().contains(&"after-leaving".to_owned()),
+        "the room's event was sent to a server with no one left in it: {:?}",
+        recorded.bodies()
+    );
 }
 
 fn call(server: &Server, method: &str, path: &str, token: &str, body: Value) -> Value {
@@ -358,28 +527,10 @@ fn timeline_bodies(synced: &Value, room: &str) -> Vec<String> {
 
 #[test]
 fn two_hearths_share_messages_typing_and_receipts() {
-    let certificates = tempfile::tempdir().expect("tempdir");
-    write_certificates(certificates.path());
-    let (port_a, port_b) = (free_port(), free_port());
-    let (name_a, name_b) = (format!("127.0.0.1:{port_a}"), format!("localhost:{port_b}"));
-    let a = start(certificates.path(), &name_a, port_a, &[], &["alice"]);
-    let b = start(certificates.path(), &name_b, port_b, &[], &["bob"]);
-    let alice = login_token(&a, "alice", PASSWORD);
-    let bob = login_token(&b, "bob", PASSWORD);
-    let created = call(
-        &a,
-        "POST",
-        "/_matrix/client/v3/createRoom",
-        &alice,
-        json!({ "preset": "public_chat" }),
-    );
-    let room = created["room_id"].as_str().expect("room").to_owned();
-    let join = format!(
-        "/_matrix/client/v3/join/{}?via={}",
-        query_encode(&room),
-        query_encode(&name_a)
-    );
-    call(&b, "POST", &join, &bob, json!({}));
+    let pair = Pair::start(&["alice"], &["bob"]);
+    let (alice, bob) = (pair.login_a("alice"), pair.login_b("bob"));
+    let room = pair.shared_room(&alice, &json!({ "preset": "public_chat" }), &[&bob]);
+    let Pair { a, b, name_a, .. } = pair;
 
     // Alice's message, typing and read receipt reach Bob's server.
     send_message(&a, &alice, &room, "from-alice");

@@ -7,11 +7,9 @@
 
 mod common;
 
-use common::federation::{Signer, free_port, signing_key, start, write_certificates};
+use common::federation::{self, PASSWORD, Signer, signing_key};
 use common::{Server, errcode, ok, query_encode};
 use serde_json::{Value, json};
-
-const PASSWORD: &str = "correct horse battery";
 
 struct Pair {
     a: Server,
@@ -23,25 +21,13 @@ struct Pair {
 
 /// A holds `alice` (who creates the rooms), `dave` and `erin`; B holds `bob` and `mallory`.
 fn pair() -> Pair {
-    let certificates = tempfile::tempdir().expect("tempdir");
-    write_certificates(certificates.path());
-    let (port_a, port_b) = (free_port(), free_port());
-    let name_a = format!("127.0.0.1:{port_a}");
-    let name_b = format!("localhost:{port_b}");
-    let a = start(
-        certificates.path(),
-        &name_a,
-        port_a,
-        &[],
-        &["alice", "dave", "erin"],
-    );
-    let b = start(
-        certificates.path(),
-        &name_b,
-        port_b,
-        &[],
-        &["bob", "mallory"],
-    );
+    let federation::Pair {
+        a,
+        b,
+        name_a,
+        name_b,
+        certificates,
+    } = federation::Pair::start(&["alice", "dave", "erin"], &["bob", "mallory"]);
     Pair {
         a,
         b,

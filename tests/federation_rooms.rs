@@ -3,11 +3,9 @@
 
 mod common;
 
-use common::federation::{Signer, free_port, signing_key, start, write_certificates};
+use common::federation::{self, PASSWORD, Signer, signing_key};
 use common::{Server, ok};
 use serde_json::{Value, json};
-
-const PASSWORD: &str = "correct horse battery";
 
 struct Pair {
     a: Server,
@@ -20,13 +18,13 @@ struct Pair {
 }
 
 fn pair() -> Pair {
-    let certificates = tempfile::tempdir().expect("tempdir");
-    write_certificates(certificates.path());
-    let (port_a, port_b) = (free_port(), free_port());
-    let name_a = format!("127.0.0.1:{port_a}");
-    let name_b = format!("localhost:{port_b}");
-    let a = start(certificates.path(), &name_a, port_a, &[], &["alice"]);
-    let b = start(certificates.path(), &name_b, port_b, &[], &["bob"]);
+    let federation::Pair {
+        a,
+        b,
+        name_a,
+        name_b,
+        certificates,
+    } = federation::Pair::start(&["alice"], &["bob"]);
     let alice = common::login_token(&a, "alice", PASSWORD);
     let bob = common::login_token(&b, "bob", PASSWORD);
     Pair {
@@ -205,14 +203,31 @@ fn invites_cross_servers_and_the_invited_user_joins_through_the_inviter() {
     assert!(synced["rooms"]["join"].get(&room).is_some());
     assert!(synced["rooms"]["invite"].get(&room).is_none());
 
-    // Inviting someone who does not exist over there fails cleanly.
+    // Inviting someone who does not exist over there fails cleanly: the invitee's server
+    // refuses to co-sign (server-server API, `PUT /invite`: 403 `M_FORBIDDEN`), and the
+    // client is told 403 `M_FORBIDDEN`, the client API's code for an invite not allowed.
+    let nobody = format!("@nobody:{}", pair.name_b);
     let missing = pair.a.client().json(
         "POST",
         &format!("/_matrix/client/v3/rooms/{room}/invite"),
         Some(&pair.alice),
-        &json!({ "user_id": format!("@nobody:{}", pair.name_b) }),
+        &json!({ "user_id": nobody }),
     );
-    assert_ne!(missing.status, 200);
+    assert_eq!(
+        (missing.status, common::errcode(&missing).as_str()),
+        (403, "M_FORBIDDEN"),
+        "{}",
+        String::from_utf8_lossy(&missing.body)
+    );
+    // Nothing of it was kept: nobody is invited.
+    let state = call(
+        &pair.a,
+        "GET",
+        &format!("/_matrix/client/v3/rooms/{room}/state"),
+        &pair.alice,
+        json!(null),
+    );
+    assert!(!state.to_string().contains(&nobody), "{state}");
 }
 
 #[test]
@@ -705,9 +720,7 @@ fn hand_made_join(
 fn a_join_through_a_resident_server_reaches_the_rooms_other_servers() {
     let pair = pair();
     // A third server (same test CA), in the room before Bob joins it through Alice's.
-    let port_c = free_port();
-    let name_c = format!("127.0.0.1:{port_c}");
-    let c = start(pair._certificates.path(), &name_c, port_c, &[], &["carol"]);
+    let c = federation::start(pair._certificates.path(), "127.0.0.1", &[], &["carol"]);
     let carol = common::login_token(&c, "carol", PASSWORD);
     let room = call(
         &pair.a,

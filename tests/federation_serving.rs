@@ -9,15 +9,13 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::federation::{Signer, free_port, signing_key, start, write_certificates};
+use common::federation::{PASSWORD, Pair, Signer, signing_key};
 use common::http::{Client, Response};
 use common::{Server, errcode, login_token, ok, query_encode};
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::signatures::{PublicKeyMap, Verified, reference_hash, verify_event};
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, RoomVersionId};
 use serde_json::{Value, json};
-
-const PASSWORD: &str = "correct horse battery";
 
 /// The two servers and what the test needs to talk as and to them.
 struct Setup {
@@ -34,14 +32,14 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let certificates = tempfile::tempdir().expect("tempdir");
-        write_certificates(certificates.path());
-        let (port_a, port_b) = (free_port(), free_port());
-        let name_a = format!("localhost:{port_a}");
-        // An IP literal: what `allow_ip_literals` is about.
-        let name_b = format!("127.0.0.1:{port_b}");
-        let b = start(certificates.path(), &name_b, port_b, &[], &[]);
-        let a = start(certificates.path(), &name_a, port_a, &[], &["alice"]);
+        // B is named by an IP literal: what `allow_ip_literals` is about.
+        let Pair {
+            a,
+            b,
+            name_a,
+            name_b,
+            certificates,
+        } = Pair::start_on(("localhost", &["alice"]), ("127.0.0.1", &[]));
         let key_b = signing_key(&b);
         let published = ok(a.client().get("/_matrix/key/v2/server"));
         let mut keys = std::collections::BTreeMap::new();

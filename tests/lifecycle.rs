@@ -144,17 +144,14 @@ fn a_waiting_sync_answers_at_once_when_the_server_stops() {
     let token = common::login_token(&server, "alice", "correct horse battery");
     let first = common::ok(server.client().get_with("/_matrix/client/v3/sync", &token));
     let since = first["next_batch"].as_str().expect("token").to_owned();
-    let address = server.address("http");
-    let waiting = std::thread::spawn(move || {
-        let mut client = common::http::Client::plain(address);
-        let started = std::time::Instant::now();
-        let response = client.get_with(
-            &format!("/_matrix/client/v3/sync?since={since}&timeout=60000&set_presence=offline"),
-            &token,
-        );
-        (response.status, started.elapsed())
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    // Readiness, not a pause: the poll is written and the server has taken it (see
+    // `waiting_request`) before the signal.
+    let started = std::time::Instant::now();
+    let waiting = common::waiting_request(
+        &server,
+        &format!("/_matrix/client/v3/sync?since={since}&timeout=60000&set_presence=offline"),
+        &token,
+    );
     let stopping = std::time::Instant::now();
     server.signal("TERM");
     let status = server.wait_exit(Duration::from_secs(20)).expect("exits");
@@ -164,7 +161,16 @@ fn a_waiting_sync_answers_at_once_when_the_server_stops() {
         "the stop waited for the poll: {:?}",
         stopping.elapsed()
     );
-    let (code, waited) = waiting.join().expect("sync thread");
-    assert_eq!(code, 200);
+    let (answer, answered) = waiting.join().expect("sync thread");
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    // It was waiting, and the stop answered it: nothing new, the same position.
+    assert!(answered > stopping, "the poll was answered before the stop");
+    assert_eq!(answer.json()["next_batch"], first["next_batch"]);
+    let waited = answered.duration_since(started);
     assert!(waited < Duration::from_secs(30), "{waited:?}");
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::federation::{free_port, start, write_certificates};
+use common::federation::{free_port, lost_port_race, start, write_certificates};
 use common::http::Client;
 use common::{Server, ok, query_encode};
 use serde_json::{Value, json};
@@ -24,10 +24,10 @@ const PASSWORD: &str = "correct horse battery";
 fn synapse_python() -> Option<String> {
     let python =
         std::env::var("HEARTH_TEST_SYNAPSE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let present = Command::new(&python)
-        .args(["-c", "import synapse"])
-        .status()
-        .is_ok_and(|status| status.success());
+    let present = common::succeeds_within(
+        Command::new(&python).args(["-c", "import synapse"]),
+        Duration::from_secs(60),
+    );
     if present {
         return Some(python);
     }
@@ -63,10 +63,42 @@ impl Drop for Synapse {
     }
 }
 
+/// How long Synapse may take to start (it is slow on a loaded machine) and a helper of it
+/// (key generation, registration) to run.
+const SYNAPSE_START: Duration = Duration::from_secs(90);
+const SYNAPSE_TOOL: Duration = Duration::from_secs(120);
+
 impl Synapse {
+    /// A Synapse named `127.0.0.1:{port}` trusting the test CA. Its ports are chosen before
+    /// it binds them: if another process took one meanwhile, it is started again, from a new
+    /// directory, on other ports.
     fn start(python: &str, certificates: &Path) -> Synapse {
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let (federation_port, client_port) = (free_port(), free_port());
+            match Synapse::start_on(python, certificates, federation_port, client_port) {
+                Ok(synapse) => return synapse,
+                Err(log)
+                    if lost_port_race(&log, federation_port)
+                        || lost_port_race(&log, client_port)
+                        || log.contains("Address already in use") =>
+                {
+                    failures.push(log);
+                }
+                Err(log) => panic!("Synapse did not start:\n{log}"),
+            }
+        }
+        panic!("Synapse found no free ports:\n{}", failures.join("\n---\n"));
+    }
+
+    /// Starts Synapse on these ports; its log if it exits (or does not answer in time).
+    fn start_on(
+        python: &str,
+        certificates: &Path,
+        federation_port: u16,
+        client_port: u16,
+    ) -> Result<Synapse, String> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (federation_port, client_port) = (free_port(), free_port());
         let name = format!("127.0.0.1:{federation_port}");
         let path = |file: &str| dir.path().join(file).display().to_string();
         for file in ["ca.pem", "cert.pem", "key.pem"] {
@@ -116,12 +148,13 @@ impl Synapse {
             signing = path("signing.key"),
         );
         std::fs::write(dir.path().join("homeserver.yaml"), config).expect("config");
-        let keys = Command::new(python)
-            .args(["-m", "synapse.app.homeserver", "-c"])
-            .arg(dir.path().join("homeserver.yaml"))
-            .arg("--generate-keys")
-            .output()
-            .expect("synapse generate-keys");
+        let keys = common::output_within(
+            Command::new(python)
+                .args(["-m", "synapse.app.homeserver", "-c"])
+                .arg(dir.path().join("homeserver.yaml"))
+                .arg("--generate-keys"),
+            SYNAPSE_TOOL,
+        );
         assert!(
             keys.status.success(),
             "{}",
@@ -136,28 +169,33 @@ impl Synapse {
             ))
             .spawn()
             .expect("synapse starts");
-        let synapse = Synapse {
+        let mut synapse = Synapse {
             child,
             name,
             client: SocketAddr::from(([127, 0, 0, 1], client_port)),
             dir,
         };
-        synapse.wait_until_up();
-        synapse
+        synapse.wait_until_up()?;
+        Ok(synapse)
     }
 
-    fn wait_until_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(90);
+    /// Waits until Synapse answers on its client port; its log if it exits first or does
+    /// not answer in time (it is then stopped when dropped).
+    fn wait_until_up(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + SYNAPSE_START;
         while Instant::now() < deadline {
             if Client::plain(self.client)
                 .request("GET", "/_matrix/client/versions", &[], None)
                 .is_ok_and(|response| response.status == 200)
             {
-                return;
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("Synapse exited with {status}:\n{}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        panic!("Synapse did not start: {}", self.log());
+        Err(format!("Synapse did not answer in time:\n{}", self.log()))
     }
 
     fn log(&self) -> String {
@@ -171,19 +209,20 @@ impl Synapse {
             .parent()
             .expect("venv bin")
             .join("register_new_matrix_user");
-        let output = Command::new(script)
-            .args([
-                "-u",
-                user,
-                "-p",
-                PASSWORD,
-                "--no-admin",
-                "-k",
-                "test-secret",
-            ])
-            .arg(format!("http://{}", self.client))
-            .output()
-            .expect("register_new_matrix_user");
+        let output = common::output_within(
+            Command::new(script)
+                .args([
+                    "-u",
+                    user,
+                    "-p",
+                    PASSWORD,
+                    "--no-admin",
+                    "-k",
+                    "test-secret",
+                ])
+                .arg(format!("http://{}", self.client)),
+            SYNAPSE_TOOL,
+        );
         assert!(
             output.status.success(),
             "{}",
@@ -455,9 +494,8 @@ impl Pair {
         let synapse = Synapse::start(&python, certificates.path());
         let carol = synapse.register(&python, "carol");
         let carol_id = format!("@carol:{}", synapse.name);
-        let port = free_port();
-        let hearth_name = format!("localhost:{port}");
-        let hearth: Server = start(certificates.path(), &hearth_name, port, &[], &["alice"]);
+        let hearth: Server = start(certificates.path(), "localhost", &[], &["alice"]);
+        let hearth_name = hearth.name.clone();
         let alice = common::login_token(&hearth, "alice", PASSWORD);
         let alice_id = format!("@alice:{hearth_name}");
         let (h, s) = (hearth.address("http"), synapse.client);
@@ -831,9 +869,10 @@ fn leaves_and_declined_invites_cross_both_ways() {
     assert_eq!(membership(s, carol, &room, alice_id), "leave");
     assert!(rooms_in(h, alice, "invite").get(&room).is_none());
 
-    // A Synapse user leaves a Hearth room: Hearth sends that room's events to Synapse no
-    // more (Synapse would log that it ignores them).
-    const IGNORED: &str = "as we're not in the room";
+    // A Synapse user leaves a Hearth room: the leave reaches Hearth, and Carol's /sync
+    // moves the room to `leave` with nothing sent after it. (That Hearth sends the room's
+    // events to a server with no one left in it no more is checked where each transaction
+    // can be seen: federation_outbound.rs.)
     let room = create_room(h, alice, json!({ "preset": "public_chat" }));
     join(s, carol, &room, hearth_name);
     let mut at_s = sync_token(s, carol);
@@ -859,17 +898,11 @@ fn leaves_and_declined_invites_cross_both_ways() {
         Some(&json!("leave")),
         "{members}"
     );
-    let ignored_before = synapse.log().matches(IGNORED).count();
     send(h, alice, &room, "after carol left");
     send(h, alice, &lobby, "lobby after carol left");
     eventually("the lobby message at Synapse", || {
         bodies(s, carol, &lobby).contains(&"lobby after carol left".to_owned())
     });
-    assert_eq!(
-        synapse.log().matches(IGNORED).count(),
-        ignored_before,
-        "Hearth sent a room's event to a server with no one left in it"
-    );
     let synced = sync_since(s, carol, &mut at_s);
     assert!(synced["rooms"]["leave"].get(&room).is_some(), "{synced}");
     assert!(
@@ -939,7 +972,7 @@ fn restricted_room_body(version: &str, allowed: &str) -> Value {
     })
 }
 
-/// `POST /join` that must fail: its status and `errcode`.
+/// `POST /join` that must fail: its status and `errcode` (a success fails the test).
 fn refused_join(address: SocketAddr, token: &str, room: &str, via: &str) -> (u16, String) {
     let response = Client::plain(address).json(
         "POST",
@@ -951,7 +984,12 @@ fn refused_join(address: SocketAddr, token: &str, room: &str, via: &str) -> (u16
         Some(token),
         &json!({}),
     );
-    assert_ne!(response.status, 200, "the join should be refused");
+    assert!(
+        response.status >= 400,
+        "the join should be refused: {} {}",
+        response.status,
+        String::from_utf8_lossy(&response.body)
+    );
     (response.status, common::errcode(&response))
 }
 
@@ -965,9 +1003,8 @@ fn restricted_rooms_let_members_of_allowed_rooms_in_across_hearth_and_synapse() 
     let synapse = Synapse::start(&python, certificates.path());
     let carol = synapse.register(&python, "carol");
     let carol_id = format!("@carol:{}", synapse.name);
-    let port = free_port();
-    let hearth_name = format!("localhost:{port}");
-    let hearth: Server = start(certificates.path(), &hearth_name, port, &[], &["alice"]);
+    let hearth: Server = start(certificates.path(), "localhost", &[], &["alice"]);
+    let hearth_name = hearth.name.clone();
     let alice = common::login_token(&hearth, "alice", PASSWORD);
     let alice_id = format!("@alice:{hearth_name}");
     let (h, s) = (hearth.address("http"), synapse.client);
@@ -1018,8 +1055,13 @@ fn restricted_rooms_let_members_of_allowed_rooms_in_across_hearth_and_synapse() 
                     "creation_content": { "type": "m.space" } }),
         );
         let room = create_room(s, &carol, restricted_room_body(version, &space));
-        let (status, _) = refused_join(h, &alice, &room, &synapse.name);
-        assert_eq!(status, 403, "version {version}");
+        // The spec's code for a user in none of the allowed rooms: 403 `M_FORBIDDEN`.
+        let (status, code) = refused_join(h, &alice, &room, &synapse.name);
+        assert_eq!(
+            (status, code.as_str()),
+            (403, "M_FORBIDDEN"),
+            "version {version}"
+        );
         join(h, &alice, &space, &synapse.name);
         join(h, &alice, &room, &synapse.name);
         assert!(

@@ -19,6 +19,8 @@ pub struct FakeRequest {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The `Authorization` header, if any.
+    pub authorization: String,
     pub body: Value,
 }
 
@@ -147,6 +149,12 @@ async fn answer(request: HttpRequest, body: web::Bytes, shared: web::Data<Shared
         method: request.method().to_string(),
         path,
         query: request.query_string().to_owned(),
+        authorization: request
+            .headers()
+            .get("Authorization")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     };
     shared.requests.lock().expect("lock").push(request.clone());

@@ -154,6 +154,42 @@ impl Client {
         }
     }
 
+    /// Sends a request and returns once it is written, without reading the answer (read it
+    /// with [`Client::read_answer`]): the test knows the server has it, and can act while
+    /// it is in flight (a long-polling `/sync`).
+    pub fn send_only(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> io::Result<()> {
+        if self.connection.is_none() {
+            self.connection = Some(self.connect()?);
+        }
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.address);
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let stream = self.connection.as_mut().expect("connected").stream();
+        stream.write_all(head.as_bytes())?;
+        stream.flush()
+    }
+
+    /// Reads the answer to the request [`Client::send_only`] sent.
+    pub fn read_answer(&mut self) -> io::Result<Response> {
+        let stream = self
+            .connection
+            .as_mut()
+            .ok_or_else(|| io::Error::other("nothing sent"))?
+            .stream();
+        let result = read_response(stream, false);
+        if result.is_err() {
+            self.connection = None;
+        }
+        result
+    }
+
     fn send(
         &mut self,
         method: &str,

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod budget;
 pub mod fake;
 pub mod federation;
 pub mod http;
@@ -49,6 +50,37 @@ pub fn errcode(response: &http::Response) -> String {
         .to_owned()
 }
 
+/// Starts a long-polling `GET path` (with `token`) on a connection of its own, in a thread,
+/// and returns once the server is waiting on it: the request is written, and a request sent
+/// after it on another connection (the server's one worker takes connections in order) has
+/// been answered. Join the thread for the answer and the instant it arrived.
+pub fn waiting_request(
+    server: &Server,
+    path: &str,
+    token: &str,
+) -> std::thread::JoinHandle<(http::Response, Instant)> {
+    let address = server.address("http");
+    let (path, bearer) = (path.to_owned(), format!("Bearer {token}"));
+    let (written, is_written) = channel();
+    let waiting = std::thread::spawn(move || {
+        let mut client = http::Client::plain(address);
+        client
+            .send_only("GET", &path, &[("Authorization", &bearer)])
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"));
+        written.send(()).expect("tell");
+        let answer = client
+            .read_answer()
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"));
+        (answer, Instant::now())
+    });
+    is_written
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the waiting request is written");
+    let probe = server.client().get("/_matrix/client/versions");
+    assert_eq!(probe.status, 200);
+    waiting
+}
+
 /// Logs in with a password and returns the access token.
 pub fn login_token(server: &Server, user: &str, password: &str) -> String {
     let response = server.client().json(
@@ -67,6 +99,73 @@ pub fn login_token(server: &Server, user: &str, password: &str) -> String {
         .to_owned()
 }
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether `command` runs and exits successfully within `timeout` (`false` if it cannot be
+/// started: a missing Python); killed and a test failure if it runs longer.
+pub fn succeeds_within(command: &mut Command, timeout: Duration) -> bool {
+    let Ok(mut child) = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.success();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} still running after {timeout:?}, killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `command` to completion with its output captured, waiting at most `timeout`: past
+/// it, the process is killed and the test fails with what it wrote (a hung helper, a Python
+/// tool stuck on the network, must not hang the test run).
+pub fn output_within(command: &mut Command, timeout: Duration) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("start {command:?}: {err}"));
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = read(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.join().unwrap_or_default();
+            panic!(
+                "{command:?} still running after {timeout:?}, killed:\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
 
 /// Runs `hearth ARGS` to completion in `dir`, feeding `stdin`.
 pub fn hearth(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
@@ -108,6 +207,8 @@ pub fn test_config(extra: &str) -> String {
 /// A running `hearth serve`, killed when dropped.
 pub struct Server {
     pub dir: PathBuf,
+    /// The server name, for servers started by [`federation::start`] (empty otherwise).
+    pub name: String,
     pub child: Child,
     /// `(scheme, address)` of each listener, in the order they were logged.
     pub listeners: Vec<(String, SocketAddr)>,
@@ -177,6 +278,7 @@ impl Server {
         });
         let mut server = Server {
             dir: dir.to_owned(),
+            name: String::new(),
             child,
             listeners: Vec::new(),
             log,

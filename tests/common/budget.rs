@@ -1,0 +1,118 @@
+//! Benchmark figures against the budgets of /DESIGN.md ("Budgets that shape every
+//! decision"): each figure is printed with its budget and `ok`, or a loud `OVER`. A figure
+//! over its budget does not fail the run (figures vary with the machine; people read them),
+//! but the report ends with the list of those over.
+
+/// Idle memory (RSS): 10 MB.
+pub const IDLE_RSS_MB: f64 = 10.0;
+/// Memory while active: 64 MB steady.
+pub const ACTIVE_RSS_MB: f64 = 64.0;
+/// Memory while active: 128 MB at the peak.
+pub const PEAK_RSS_MB: f64 = 128.0;
+/// Cold start: 0.5 s.
+pub const COLD_START_MS: f64 = 500.0;
+/// A local message reaches a local `/sync`: 5 ms.
+pub const SEND_TO_SYNC_MS: f64 = 5.0;
+/// Disk: twice the canonical JSON of the stored events.
+pub const DISK_PER_CANONICAL_JSON: f64 = 2.0;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The figures of one benchmark, printed as they come.
+pub struct Report {
+    over: Vec<String>,
+}
+
+impl Report {
+    pub fn new(title: &str) -> Report {
+        println!("{title}");
+        Report { over: Vec::new() }
+    }
+
+    fn line(&mut self, label: &str, value: String, budget: Option<(String, bool)>) {
+        match budget {
+            None => println!("  {label:<36} {value:>12}"),
+            Some((budget, true)) => println!("  {label:<36} {value:>12}  budget {budget:<10} ok"),
+            Some((budget, false)) => {
+                println!("  {label:<36} {value:>12}  budget {budget:<10} OVER  <<<<<<<<");
+                self.over.push(format!("{label} {value} (budget {budget})"));
+            }
+        }
+    }
+
+    /// A memory figure in MiB, against a budget in MB (DESIGN.md's unit), if it has one.
+    pub fn memory(&mut self, label: &str, mib: f64, budget_mb: Option<f64>) {
+        let budget = budget_mb.map(|mb| (format!("{mb:.0} MB"), mib * MIB <= mb * 1e6));
+        self.line(label, format!("{mib:.1} MiB"), budget);
+    }
+
+    /// A time in milliseconds, against a budget in milliseconds, if it has one.
+    pub fn millis(&mut self, label: &str, ms: f64, budget_ms: Option<f64>) {
+        let budget = budget_ms.map(|budget| (format!("{budget} ms"), ms <= budget));
+        self.line(label, format!("{ms:.2} ms"), budget);
+    }
+
+    /// A ratio (disk per canonical JSON), against a budget, if it has one.
+    pub fn ratio(&mut self, label: &str, ratio: f64, budget: Option<f64>) {
+        let budget = budget.map(|budget| (format!("{budget:.1}×"), ratio <= budget));
+        self.line(label, format!("{ratio:.2}×"), budget);
+    }
+
+    /// A figure with no budget.
+    pub fn figure(&mut self, label: &str, value: String) {
+        self.line(label, value, None);
+    }
+
+    /// Prints which figures, if any, were over their budgets.
+    pub fn finish(self) {
+        if self.over.is_empty() {
+            println!("  every figure with a budget is within it");
+        } else {
+            println!("  OVER BUDGET ({}):", self.over.len());
+            for over in &self.over {
+                println!("    OVER  {over}");
+            }
+        }
+    }
+}
+
+/// Resident memory of process `pid` in MiB: `VmRSS:` now, `VmHWM:` at its peak.
+pub fn rss_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// The bytes of the files under `dir`.
+pub fn disk_usage(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => disk_usage(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The events stored in the database of the (stopped) server in `dir`: how many, and the
+/// bytes of their canonical JSON (what "2× the canonical JSON of stored events" counts).
+pub fn canonical_json_of_events(data_dir: &std::path::Path) -> (usize, u64) {
+    let storage = hearth::storage::Storage::open(data_dir, 1 << 20).expect("open the database");
+    let mut count = 0;
+    let mut bytes = 0;
+    for entry in storage.eventid_pdu.iter() {
+        let (_, json) = entry.expect("read an event");
+        count += 1;
+        bytes += json.len() as u64;
+    }
+    (count, bytes)
+}
