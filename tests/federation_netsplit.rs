@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::federation::{free_port, write_certificates};
+use common::federation::{free_port, lost_port_race, write_certificates};
 use common::http::Client;
 use common::{Server, hearth, query_encode};
 use serde_json::{Value, json};
@@ -116,6 +116,24 @@ fn relay(from: &TcpStream, to: &TcpStream) {
 /// A Hearth server behind a [`Link`]: named after the link's port, retrying a peer one
 /// second after a failure (30 s by default) so that the end of a split is noticed soon.
 fn start_hearth(certificates: &Path, host: &str, users: &[&str]) -> (Server, Link, String) {
+    // The server's own port is only free when asked: another process may take it first, so
+    // a start that lost that race is tried again on another port.
+    let mut failures = Vec::new();
+    for _ in 0..8 {
+        match try_start_hearth(certificates, host, users) {
+            Ok(started) => return started,
+            Err((log, port)) if lost_port_race(&log, port) => failures.push(log),
+            Err((log, _)) => panic!("server did not start: {log}"),
+        }
+    }
+    panic!("no free port in 8 attempts:\n{}", failures.join("\n"));
+}
+
+fn try_start_hearth(
+    certificates: &Path,
+    host: &str,
+    users: &[&str],
+) -> Result<(Server, Link, String), (String, u16)> {
     let port = free_port();
     let link = Link::to(port);
     let name = format!("{host}:{}", link.port);
@@ -141,9 +159,9 @@ fn start_hearth(certificates: &Path, host: &str, users: &[&str]) -> (Server, Lin
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let mut server = Server::start_in(dir.path(), &[], &[]).expect("server starts");
+    let mut server = Server::start_in(dir.path(), &[], &[]).map_err(|log| (log, port))?;
     server.keep_dir(dir);
-    (server, link, name)
+    Ok((server, link, name))
 }
 
 /// The Python with Synapse, or `None` (with a note) on a machine without it; CI insists.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use common::fake::{FakeRequest, FakeServer, new_key};
 use common::federation::{Pair, Signer, write_certificates};
 use common::{Server, hearth, login_token, ok, query_encode};
-use hearth::crypto::SigningKey;
+use hearth::matrix::crypto::SigningKey;
 use serde_json::{Value, json};
 
 const HEARTH_NAME: &str = "hearth.test";
@@ -254,15 +254,20 @@ fn over_federation(server: &Server, receiver: &Receiver, room_id: &str, user: &s
         .rules()
         .expect("rules");
     let mut event = template["event"].clone();
-    event["origin_server_ts"] = json!(hearth::accounts::now_ms());
+    event["origin_server_ts"] = json!(hearth::matrix::time::now_ms());
     let Ok(ruma::CanonicalJsonValue::Object(mut object)) =
         ruma::CanonicalJsonValue::try_from(event)
     else {
         panic!("an event is an object");
     };
-    hearth::events::signing::hash_and_sign(&mut object, &rules, &receiver.name, &receiver.key)
-        .expect("sign");
-    let event_id = hearth::events::signing::event_id_for(&object, &rules)
+    hearth::matrix::events::signing::hash_and_sign(
+        &mut object,
+        &rules,
+        &receiver.name,
+        &receiver.key,
+    )
+    .expect("sign");
+    let event_id = hearth::matrix::events::signing::event_id_for(&object, &rules)
         .expect("id")
         .expect("hashed IDs");
     let event = serde_json::to_value(ruma::CanonicalJsonValue::Object(object)).expect("json");

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::federation::{free_port, start, write_certificates};
+use common::federation::{start, write_certificates};
 use common::{Server, ok, query_encode};
 use serde_json::{Value, json};
 
@@ -67,17 +67,14 @@ fn state_or_null(server: &Server, token: &str, room: &str, kind: &str) -> Value 
 fn a_remote_member_follows_an_upgraded_room_into_its_replacement() {
     let certificates = tempfile::tempdir().expect("tempdir");
     write_certificates(certificates.path());
-    let (port_a, port_b) = (free_port(), free_port());
-    let name_a = format!("127.0.0.1:{port_a}");
-    let name_b = format!("localhost:{port_b}");
-    let a = start(certificates.path(), &name_a, port_a, &[], &["alice"]);
+    let a = start(certificates.path(), "127.0.0.1", &[], &["alice"]);
     let b = start(
         certificates.path(),
-        &name_b,
-        port_b,
+        "localhost",
         &[],
         &["bob", "carol", "dave"],
     );
+    let (name_a, name_b) = (a.name.clone(), b.name.clone());
     let alice = common::login_token(&a, "alice", PASSWORD);
     let bob = common::login_token(&b, "bob", PASSWORD);
     let carol = common::login_token(&b, "carol", PASSWORD);

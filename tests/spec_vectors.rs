@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
-use hearth::crypto::{KeyId, SigningKey, decode_base64, encode_base64, sign_json};
 use hearth::federation::auth::{RequestToSign, XMatrix, authorization_header};
+use hearth::matrix::crypto::{KeyId, SigningKey, decode_base64, encode_base64, sign_json};
 use rustls::SignatureScheme;
 use rustls::pki_types::PrivatePkcs8KeyDer;
 use serde_json::{Value, json};

@@ -263,7 +263,7 @@ mod tests {
     }
 
     #[test]
-    fn spec_example_signature_verifies() {
+    fn a_request_we_sign_without_a_body_verifies() {
         // A request without a body, as GET requests are: no `content` is signed.
         let header = authorization_header(&request(None), &key()).expect("sign");
         let parsed = parse(&header);
