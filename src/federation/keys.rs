@@ -531,8 +531,7 @@ mod tests {
 
     #[actix_web::test]
     async fn stored_keys_serve_until_they_expire() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("storage");
+        let (_dir, storage) = crate::storage::testing::temporary();
         let federation = federation();
         // A server nothing answers for: fetching again can only fail.
         let server = "127.0.0.1:1";

@@ -7,7 +7,6 @@ use crate::config::Config;
 use crate::federation::{Federation, Transport};
 use crate::matrix::crypto::SigningKey;
 use crate::rooms::Rooms;
-use crate::storage::Storage;
 
 /// The test server's name.
 pub const SERVER_NAME: &str = "here.test";
@@ -17,7 +16,7 @@ pub const SERVER_NAME: &str = "here.test";
 pub fn test_state(dir: &std::path::Path, extra: &str) -> Arc<Federation> {
     let text = format!("[server]\nserver_name = \"{SERVER_NAME}\"\n{extra}");
     let config = Config::parse(&text, dir).expect("config");
-    let storage = Storage::open(&dir.join("data"), 1 << 20).expect("storage");
+    let storage = crate::storage::testing::open(&dir.join("data"));
     let signing_key = SigningKey::generate();
     let transport = Transport::new(
         config.server.server_name.clone(),

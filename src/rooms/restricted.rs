@@ -322,7 +322,7 @@ mod tests {
     #[test]
     fn conditions_are_checked_only_where_we_can_see() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(&dir.path().join("data"), 1 << 20).expect("storage");
+        let storage = crate::storage::testing::open(&dir.path().join("data"));
         let ours = <&ServerName>::try_from("here.test").expect("name");
         let member = |room: &str, user: &str, membership: &str| {
             storage
@@ -366,7 +366,7 @@ mod tests {
     impl HeldRoom {
         fn new(version: &str, creator: &str) -> HeldRoom {
             let dir = tempfile::tempdir().expect("tempdir");
-            let storage = Storage::open(&dir.path().join("data"), 1 << 20).expect("storage");
+            let storage = crate::storage::testing::open(&dir.path().join("data"));
             let held = HeldRoom {
                 _dir: dir,
                 storage,

@@ -553,8 +553,7 @@ mod stored {
 
     #[test]
     fn stored_states_resolve_as_the_pure_algorithm_does() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         let mut base = Base::new();
         let demote = base.room.state(
             "demote",
@@ -611,8 +610,7 @@ mod stored {
     fn the_incoming_event_takes_part_before_it_is_stored() {
         // An event from another server is stored only after its checks, but the room's
         // state after it is resolved during them: it must be weighed, not left out.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         let mut base = Base::new();
         let ours = base
             .room
@@ -654,8 +652,7 @@ mod stored {
         // event: it stands in the result, but (as in Synapse, with which servers must agree)
         // the checks read the undisputed state, where Bob has no membership. His deeper
         // topic fails there, and Alice's stands.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         let mut base = Base::new();
         let alices = base
             .room
@@ -688,8 +685,7 @@ mod stored {
 
     #[test]
     fn too_many_conflicted_events_are_refused_before_any_is_read() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         let keys = u64::try_from(MAX_CONFLICTED_EVENTS / 2 + 1).expect("fits");
         let first: snapshots::StateMap = (0..keys).map(|key| (key, 1)).collect();
         let second: snapshots::StateMap = (0..keys).map(|key| (key, 2)).collect();
@@ -703,8 +699,7 @@ mod stored {
 
     #[test]
     fn events_of_another_room_are_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         let mut base = Base::new();
         let ours = base
             .room

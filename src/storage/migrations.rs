@@ -262,8 +262,7 @@ mod tests {
 
     #[test]
     fn pending_migrations_run_in_order_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         storage.set_schema_version(1).expect("set");
         run(&storage, TEST_MIGRATIONS).expect("migrate");
         run(&storage, TEST_MIGRATIONS).expect("nothing left to do");
@@ -288,8 +287,7 @@ mod tests {
                 apply: |_| Err(StorageError::Corrupt("test".into())),
             },
         ];
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         storage.set_schema_version(0).expect("set");
         let err = run(&storage, failing).expect_err("fails");
         assert!(err.to_string().contains("migration 2 (broken)"), "{err}");
@@ -298,8 +296,7 @@ mod tests {
 
     #[test]
     fn state_history_is_built_from_stored_events() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         let room = "!r:x".to_owned();
         let events = [
             (

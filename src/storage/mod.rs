@@ -15,6 +15,8 @@ mod migrations;
 pub mod records;
 pub mod snapshots;
 pub mod stream;
+#[cfg(test)]
+pub(crate) mod testing;
 mod tree;
 
 use std::os::unix::fs::DirBuilderExt as _;
@@ -418,8 +420,7 @@ mod tests {
 
     #[test]
     fn a_new_database_is_at_the_current_schema() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         assert_eq!(storage.schema_version().expect("version"), SCHEMA_VERSION);
     }
 
@@ -440,7 +441,7 @@ mod tests {
     fn a_database_from_a_newer_hearth_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+            let storage = crate::storage::testing::open(dir.path());
             storage.set_schema_version(SCHEMA_VERSION + 1).expect("set");
             storage.flush_blocking().expect("flush");
         }
@@ -452,7 +453,7 @@ mod tests {
     #[test]
     fn a_second_open_of_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let _first = Storage::open(dir.path(), 1 << 20).expect("open");
+        let _first = crate::storage::testing::open(dir.path());
         let err = Storage::open(dir.path(), 1 << 20).err().expect("locked");
         assert!(matches!(err, StorageError::InUse { .. }), "{err}");
         assert!(err.to_string().contains("in use by another Hearth process"));
@@ -461,7 +462,7 @@ mod tests {
     #[test]
     fn the_lock_is_released_on_close() {
         let dir = tempfile::tempdir().expect("tempdir");
-        drop(Storage::open(dir.path(), 1 << 20).expect("open"));
+        drop(crate::storage::testing::open(dir.path()));
         Storage::open(dir.path(), 1 << 20).expect("open again");
     }
 }

@@ -198,8 +198,7 @@ mod tests {
 
     #[test]
     fn deltas_stack_and_full_copies_bound_the_chain() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         let mut pending = BTreeMap::new();
         let mut batch = Batch::new();
         let empty =
@@ -240,8 +239,7 @@ mod tests {
 
     #[test]
     fn short_ids_are_stable_and_named_back() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         let topic = short_state_key(&storage, "m.room.topic", "").expect("short");
         assert_eq!(
             short_state_key(&storage, "m.room.topic", "").expect("again"),

@@ -137,12 +137,10 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
 
 #[cfg(test)]
 mod tests {
-    use crate::storage::Storage;
 
     #[test]
     fn ranges_run_both_ways_and_backwards_spans_are_empty() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         for position in [1u64, 5, 9] {
             storage
                 .stream_room

@@ -61,7 +61,7 @@ fn expired_edus_and_vanished_events_are_stale() {
 
 /// A database with `pdus` events stored and queued for [`DESTINATION`], then `edus` EDUs.
 fn queued_storage(dir: &std::path::Path, pdus: u64, edus: u64) -> Storage {
-    let storage = Storage::open(dir, 1 << 20).expect("open");
+    let storage = crate::storage::testing::open(dir);
     let mut batch = Batch::new();
     let destinations = BTreeSet::from([DESTINATION.to_owned()]);
     for n in 0..pdus {
@@ -99,7 +99,7 @@ async fn a_retry_sends_the_same_transaction_even_after_a_restart() {
         .expect("still there");
     assert_eq!(again, first);
     drop(storage);
-    let storage = Storage::open(dir.path(), 1 << 20).expect("reopen");
+    let storage = crate::storage::testing::open(dir.path());
     let after_restart = next_transaction(&storage, DESTINATION, 20_000)
         .await
         .expect("next")
@@ -139,7 +139,7 @@ fn queued_entries_survive_a_crash() {
     // Applied (not yet flushed by anyone else) and then the database is gone: reopening
     // it is what a restart after `kill -9` sees once the write was flushed.
     drop(queued_storage(dir.path(), 2, 1));
-    let storage = Storage::open(dir.path(), 1 << 20).expect("reopen");
+    let storage = crate::storage::testing::open(dir.path());
     assert_eq!(known_destinations(&storage).expect("known"), [DESTINATION]);
     let items: Vec<_> = storage
         .destination_queue

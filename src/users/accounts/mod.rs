@@ -284,8 +284,7 @@ mod tests {
 
     #[test]
     fn account_lifecycle() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         let alice = local_user_id("alice", &server()).expect("valid");
 
         add_user(&storage, &alice, "first password", true).expect("add");
@@ -317,8 +316,7 @@ mod tests {
 
     #[test]
     fn short_passwords_are_refused_before_anything_is_written() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         let bob = local_user_id("bob", &server()).expect("valid");
         assert!(matches!(
             add_user(&storage, &bob, "short", false),

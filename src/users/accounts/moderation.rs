@@ -142,8 +142,7 @@ mod tests {
 
     #[test]
     fn only_admins_moderate_and_only_other_local_non_admins() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         let (root, boss, bob) = (user("root"), user("boss"), user("bob"));
         super::super::add_user_with_hash(&storage, &root, "x".into(), true).expect("add");
         super::super::add_user_with_hash(&storage, &boss, "x".into(), true).expect("add");
@@ -167,8 +166,7 @@ mod tests {
 
     #[test]
     fn restrictions_are_independent_and_reversible() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         let bob = user("bob");
         super::super::add_user_with_hash(&storage, &bob, "x".into(), false).expect("add");
         set_restricted(&storage, &bob, Restriction::Lock, true).expect("lock");

@@ -112,8 +112,7 @@ mod tests {
 
     #[test]
     fn tokens_run_out_and_expire() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         let once = create(&storage, Some("family-2026".into()), Some(1), None).expect("create");
         assert!(is_usable(&storage, &once, 0).expect("check"));
         assert!(consume(&storage, &once, 0).expect("use"));
@@ -129,8 +128,7 @@ mod tests {
 
     #[test]
     fn invalid_and_unknown_tokens_are_unusable() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (_dir, storage) = crate::storage::testing::temporary();
         assert!(create(&storage, Some("has space".into()), None, None).is_err());
         assert!(!is_usable(&storage, "nope", 0).expect("check"));
         assert!(!is_usable(&storage, &"x".repeat(65), 0).expect("check"));

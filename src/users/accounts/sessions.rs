@@ -337,8 +337,7 @@ mod tests {
     use super::*;
 
     fn setup() -> (tempfile::TempDir, Storage, OwnedUserId) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path(), 1 << 20).expect("open");
+        let (dir, storage) = crate::storage::testing::temporary();
         let user = UserId::parse("@alice:example.org").expect("valid");
         super::super::add_user_with_hash(&storage, &user, "hash".into(), false).expect("account");
         (dir, storage, user)
