@@ -1,7 +1,7 @@
 //! Errors. [`Error`] is what a request can fail with: a Matrix `errcode`, a message meant for
 //! the client, and (decided in one `match`) the HTTP status. Internal details (I/O, sled) are
-//! logged, never sent. [`StartupError`] is everything that can stop Hearth from starting; it
-//! prints as a "caused by" chain for the person at the terminal.
+//! logged, never sent. What stops the server from starting is a different error, kept
+//! apart: `server::StartupError`.
 
 use std::borrow::Cow;
 use std::fmt;

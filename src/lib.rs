@@ -1,45 +1,63 @@
 //! Hearth: a Matrix homeserver for one person or a family, made for a Raspberry Pi.
 //!
 //! # Layout
-//! A request flows one way: `api` (thin actix handlers) → services → `storage` (the only module
-//! that knows sled). The pure core (`canonical_json`, `crypto`) does no I/O.
+//! The folders are the layers. A request flows one way, and no module imports one above it
+//! (`../shared/tools/layers` checks this, with the other facts below):
 //!
-//! - [`cli`]: the clap command line (`serve`, `init`, `check-config`, `user …`, `version`).
+//! ```text
+//!  server/   wiring: listeners, TLS, logging, systemd, start-up errors, the CLI
+//!  api/      HTTP: thin handlers (parse, call one service, shape the answer); api::app
+//!            assembles the services once (`Services`, the only "app state")
+//!  federation/  sync/  search/  directory/  rooms/  users/
+//!            services, each using only those after it: the rules of the domain, no HTTP
+//!  matrix/   the pure core: canonical JSON, signing, events, the clock
+//!  storage/  the only code that knows sled: typed trees, records, snapshots, the stream
+//! ```
+//!
+//! - [`server`]: `hearth serve` from a validated config to a running server ([`server::run`]
+//!   takes bound listeners and a shutdown future); [`server::cli`] and [`server::init`]: the
+//!   command line; [`server::tls`], [`server::logging`], [`server::systemd`];
+//!   [`server::StartupError`], printed as a "caused by" chain.
 //! - [`config`]: TOML → validated [`config::Config`]; errors name the key and the line.
 //! - [`error`]: the request [`error::Error`] (Matrix `errcode` + HTTP status, decided in one
-//!   place) and [`error::StartupError`] for everything that stops the server from starting.
-//! - [`server`]: binds listeners, builds the actix app, runs until a shutdown future resolves.
-//! - [`tls`]: loads the PEM certificate and key, and swaps them on `SIGHUP`.
-//! - [`api`]: HTTP handlers, one file per area of the spec.
-//! - [`accounts`]: local user accounts, sessions and devices, registration tokens,
-//!   user-interactive authentication.
-//! - [`canonical_json`], [`crypto`]: canonical JSON, signing keys, signing and verifying JSON,
-//!   password hashing.
-//! - [`federation`]: talking to other servers: discovery, the outbound HTTPS client,
-//!   `X-Matrix` signatures, other servers' keys.
-//! - [`files`]: writing files atomically (keys, config), never half-written.
-//! - [`events`]: the room model's pure core: PDUs, room versions, hashes, event IDs,
-//!   event signatures.
-//! - [`storage`]: typed sled trees, key codecs, schema migrations, the data-directory lock.
-//! - [`ephemeral`], [`receipts`]: typing and presence (in memory), who read what (stored).
-//! - [`filter`]: filter definitions (which events, which fields) for `/sync` and friends.
-//! - [`sync`]: `/sync`, everything new for a user since a stream position, long-polled.
-//! - [`state`]: [`state::AppState`], everything a handler may reach, passed as `web::Data`.
-//! - [`account_data`], [`profile`]: what users keep on the server about themselves.
-//! - [`directory`]: room aliases, the public room directory, and what non-members may
-//!   see of a room.
-//! - [`spaces`]: the space hierarchy, walked from `m.space.child` events.
-//! - [`rooms`]: rooms: appending authorized events, current state and its history,
-//!   timelines, memberships, creating rooms, who may join restricted rooms, events from
-//!   other servers and state resolution where the graph forks (version 1 is ours:
-//!   `rooms::state_res_v1`).
-//! - [`search`]: `/search` over room events: matching, ranking, pages, context, groups;
-//!   reads the timelines (no index), a bounded number of events per request.
-//! - [`notifications`]: push rules applied to each stored event: unread counts,
-//!   `/notifications`, read positions.
-//! - [`ratelimit`]: per-address token buckets for login and registration.
-//! - [`memory`]: handing freed memory back to the system after large bursts.
-//! - [`logging`], [`notify`]: tracing set-up and systemd readiness notification.
+//!   place).
+//! - [`api`]: HTTP handlers, one file per area of the spec, and [`api::app::Services`].
+//! - [`federation`]: other servers: discovery, the signed [`federation::Transport`], keys,
+//!   inbound transactions and gaps, joins (joining and resident sides), invites, backfill,
+//!   the outbound queue, and what we serve; [`federation::Federation`] is the service.
+//! - [`sync`]: `/sync` ([`sync::SyncService`], long-polled on the stream), receipts, typing
+//!   and presence.
+//! - [`search`]: `/search` over room events: matching, ranking, pages, context, groups.
+//! - [`directory`]: room aliases, the public room directory, room summaries, spaces.
+//! - [`rooms`]: the room service ([`rooms::Rooms`]): appending authorized events (local and
+//!   remote alike), current state and its history, timelines as a reader sees them,
+//!   memberships, push-rule evaluation and unread counts, creating and upgrading rooms,
+//!   restricted joins, state resolution where the graph forks (version 1 is ours:
+//!   [`rooms::state_res_v1`]).
+//! - [`users`]: accounts, sessions and devices, registration tokens, user-interactive
+//!   authentication, profiles, account data, filters.
+//! - [`matrix`]: canonical JSON, signing keys and signatures, password hashing, PDUs and room
+//!   versions, hashes, event IDs, redaction, the clock ([`matrix::time`]).
+//! - [`storage`]: typed sled trees with documented key layouts, the records stored in them,
+//!   state snapshots, the global stream ([`storage::stream`]), atomic files, migrations, the
+//!   data-directory lock.
+//!
+//! # Who writes what
+//! Each tree has one writing module; others ask it. Events, state, memberships, timelines,
+//! relations and notifications: [`rooms`] (through [`rooms::Rooms`], which orders stream
+//! positions). Accounts, sessions, devices, registration tokens, profiles, account data,
+//! filters: [`users`]. Receipts: [`sync::receipts`]. Aliases and published rooms:
+//! [`directory`]. Other servers' keys, outbound queues, kept EDUs: [`federation`].
+//!
+//! # How a request flows
+//! A client sends a message: [`api::auth`] turns the access token into a user and device; the
+//! handler calls [`rooms::Rooms::append`], which builds and authorizes the event, stages its
+//! rows in one batch, takes a stream position, flushes and wakes `/sync`. Another server sends
+//! a transaction: `api::federation::origin` checks its `X-Matrix` signature; each PDU goes
+//! through [`federation::inbound`] (format, signatures, hashes, gaps) to
+//! [`rooms::Rooms::store_remote`] (auth against the state before it and the current state);
+//! each EDU to [`federation::edu`]. [`federation::outbound`] follows the stream and sends our
+//! events to the rooms' other servers.
 
 pub mod api;
 pub mod config;

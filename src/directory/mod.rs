@@ -1,5 +1,6 @@
 //! Room aliases and the public room directory (spec: client-server API, "Room aliases",
 //! "Listing rooms"). Only this server's aliases and rooms: others' need federation.
+//! [`spaces`]: the space hierarchy, walked from `m.space.child` events.
 
 pub mod spaces;
 

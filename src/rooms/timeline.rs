@@ -29,7 +29,7 @@ pub struct Reader<'a> {
 pub type TimelineEvent = (u64, String, Value);
 
 /// The first stream position a member may read in a room (`u64::MAX` if none), by the
-/// visibility rules applied to each event ([`rooms::visibility`]). Scans stop there; each
+/// visibility rules applied to each event ([`super::visibility`]). Scans stop there; each
 /// event after it is still checked on its own.
 pub fn history_start(
     storage: &Storage,

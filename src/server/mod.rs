@@ -1,6 +1,10 @@
 //! Running the server: [`serve`] puts the pieces together for `hearth serve` (storage, key,
 //! TLS, listeners, signals, systemd); [`run`] takes bound listeners and a shutdown future, so
 //! a test can start a real server on `127.0.0.1:0` in a few lines.
+//!
+//! The wiring around the services: [`cli`] and [`init`] (the command line), [`tls`] (PEM
+//! files, reloaded on `SIGHUP`), [`logging`], [`systemd`] (readiness notification), and
+//! [`StartupError`]. Only this folder, `api` and the CLI name the assembled services.
 
 pub mod cli;
 pub mod init;

@@ -4,6 +4,12 @@
 //! the order that matters (big-endian integers), a schema version with numbered migrations,
 //! and a lock that keeps a second process out of the data directory. Trees are named
 //! `<key>_<value>`, with the key layout in a comment, so the on-disk shape reads off this file.
+//!
+//! It imports nothing else of Hearth's: what the rows hold is plain data in [`records`]
+//! (each service re-exports its own and gives them behaviour); [`snapshots`] stores room
+//! states as deltas on short IDs; [`stream`] hands out the global stream positions in order;
+//! [`files`] writes files atomically; [`memory`] hands freed memory back to the system after
+//! large batches; `testing` opens temporary databases for unit tests.
 
 mod batch;
 mod codec;

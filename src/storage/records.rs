@@ -30,11 +30,11 @@ pub struct AccountRecord {
     #[serde(default)]
     pub deactivated: bool,
     /// Locked by an administrator: every request but logout is refused until unlocked
-    /// ([`moderation`]).
+    /// (`users::accounts::moderation`).
     #[serde(default)]
     pub locked: bool,
     /// Suspended by an administrator: the account may read and leave, not act
-    /// ([`moderation`]).
+    /// (`users::accounts::moderation`).
     #[serde(default)]
     pub suspended: bool,
     /// Milliseconds since the Unix epoch.

@@ -7,6 +7,9 @@
 //! instead of at its start. Room state at any position comes from [`rooms::history`].
 //!
 //! Not sent yet: to-device messages and device lists (end-to-end encryption).
+//!
+//! Also here: [`receipts`] (who read what, stored) and [`ephemeral`] (typing and presence,
+//! in memory with expiry, as the spec lets them be).
 
 pub mod ephemeral;
 pub mod receipts;
