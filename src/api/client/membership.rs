@@ -117,9 +117,7 @@ async fn change_other_membership(
         content["reason"] = json!(reason);
     }
     let new = NewEvent::state("m.room.member", target.as_str(), content);
-    app.rooms
-        .append(&app.storage, &app.signing_key, &room_id, &auth.user_id, new)
-        .await?;
+    app.rooms.append(&room_id, &auth.user_id, new).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -229,9 +227,7 @@ async fn change_own_membership(
         content["join_authorised_via_users_server"] = json!(authoriser);
     }
     let new = NewEvent::state("m.room.member", auth.user_id.as_str(), content);
-    app.rooms
-        .append(&app.storage, &app.signing_key, room_id, &auth.user_id, new)
-        .await?;
+    app.rooms.append(room_id, &auth.user_id, new).await?;
     if membership != "join" {
         app.ephemeral.set_typing(room_id, &auth.user_id, None);
     }

@@ -43,8 +43,6 @@ pub async fn create_room(
     let room_id = app
         .rooms
         .create_room(
-            &app.storage,
-            &app.signing_key,
             &auth.user_id,
             body,
             crate::matrix::events::DEFAULT_ROOM_VERSION,
@@ -112,40 +110,33 @@ pub async fn send_message(
         auth.device_id.clone(),
         format!("{room_id}\u{0}{kind}\u{0}{txn_id}"),
     );
-    if let Some(event_id) = app.storage.txn_eventid.get(&txn_key)? {
-        return Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })));
-    }
-    require_joined(&app, &auth.user_id, &room_id)?;
-    let mut new = NewEvent::message(&kind, Value::Object(content.clone()));
-    if kind == "m.room.redaction" {
-        let redacts = content
-            .get("redacts")
-            .and_then(Value::as_str)
-            .and_then(|id| ruma::OwnedEventId::try_from(id).ok())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::BadJson,
-                    "A redaction needs `redacts`: the event to redact",
-                )
-            })?;
-        if !is_own_event(&app, &auth.user_id, &redacts)? {
+    let prepare = || {
+        require_joined(&app, &auth.user_id, &room_id)?;
+        let mut new = NewEvent::message(&kind, Value::Object(content.clone()));
+        if kind == "m.room.redaction" {
+            let redacts = content
+                .get("redacts")
+                .and_then(Value::as_str)
+                .and_then(|id| ruma::OwnedEventId::try_from(id).ok())
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::BadJson,
+                        "A redaction needs `redacts`: the event to redact",
+                    )
+                })?;
+            if !is_own_event(&app, &auth.user_id, &redacts)? {
+                auth.ensure_not_suspended()?;
+            }
+            check_may_redact(&app, &auth.user_id, &room_id, &redacts)?;
+            new.redacts = Some(redacts);
+        } else {
             auth.ensure_not_suspended()?;
         }
-        check_may_redact(&app, &auth.user_id, &room_id, &redacts)?;
-        new.redacts = Some(redacts);
-    } else {
-        auth.ensure_not_suspended()?;
-    }
+        Ok(new)
+    };
     let event_id = app
         .rooms
-        .append_with_txn(
-            &app.storage,
-            &app.signing_key,
-            &room_id,
-            &auth.user_id,
-            new,
-            (txn_key, txn_id),
-        )
+        .append_with_txn(&room_id, &auth.user_id, (txn_key, txn_id), prepare)
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })))
 }
@@ -235,10 +226,7 @@ async fn put_state_event(
         ));
     }
     let new = NewEvent::state(kind, state_key, Value::Object(content));
-    let pdu = app
-        .rooms
-        .append(&app.storage, &app.signing_key, &room_id, &auth.user_id, new)
-        .await?;
+    let pdu = app.rooms.append(&room_id, &auth.user_id, new).await?;
     Ok(HttpResponse::Ok().json(json!({ "event_id": pdu.event_id })))
 }
 
@@ -386,35 +374,28 @@ pub async fn redact(
         auth.device_id.clone(),
         format!("{room_id}\u{0}redact\u{0}{txn_id}"),
     );
-    if let Some(event_id) = app.storage.txn_eventid.get(&txn_key)? {
-        return Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })));
-    }
-    require_joined(&app, &auth.user_id, &room_id)?;
-    require_room_event(&app, &room_id, &target)?;
-    let target = ruma::OwnedEventId::try_from(target.as_str())
-        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid event ID"))?;
-    if !is_own_event(&app, &auth.user_id, &target)? {
-        auth.ensure_not_suspended()?;
-    }
-    check_may_redact(&app, &auth.user_id, &room_id, &target)?;
-    // From room version 11 `redacts` is part of the content; before, the builder puts it at
-    // the top level. Older servers read either, so the content always carries it.
-    let mut content = json!({ "redacts": target });
-    if let Some(reason) = body.reason {
-        content["reason"] = json!(reason);
-    }
-    let mut new = NewEvent::message("m.room.redaction", content);
-    new.redacts = Some(target);
+    let prepare = || {
+        require_joined(&app, &auth.user_id, &room_id)?;
+        require_room_event(&app, &room_id, &target)?;
+        let target = ruma::OwnedEventId::try_from(target.as_str())
+            .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid event ID"))?;
+        if !is_own_event(&app, &auth.user_id, &target)? {
+            auth.ensure_not_suspended()?;
+        }
+        check_may_redact(&app, &auth.user_id, &room_id, &target)?;
+        // From room version 11 `redacts` is part of the content; before, the builder puts
+        // it at the top level. Older servers read either, so the content always carries it.
+        let mut content = json!({ "redacts": target });
+        if let Some(reason) = body.reason {
+            content["reason"] = json!(reason);
+        }
+        let mut new = NewEvent::message("m.room.redaction", content);
+        new.redacts = Some(target);
+        Ok(new)
+    };
     let event_id = app
         .rooms
-        .append_with_txn(
-            &app.storage,
-            &app.signing_key,
-            &room_id,
-            &auth.user_id,
-            new,
-            (txn_key, txn_id),
-        )
+        .append_with_txn(&room_id, &auth.user_id, (txn_key, txn_id), prepare)
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })))
 }
