@@ -10,12 +10,15 @@ pub mod create;
 pub mod format;
 pub mod history;
 pub mod notifications;
+pub mod pagination;
+mod reads;
 pub mod remote;
 pub mod restricted;
 mod staging;
 mod state;
 pub mod state_res_v1;
 pub mod timeline;
+pub mod timestamp;
 pub mod visibility;
 
 pub use crate::storage::StateEntry;

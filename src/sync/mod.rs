@@ -295,6 +295,7 @@ fn joined_room(
         events: timeline,
         limited,
         examined_from,
+        ..
     } = if timeline_filter.allows_room(room_id.as_str()) {
         timeline(
             &service.storage,
@@ -652,6 +653,7 @@ fn left_room(
             events: own.into_iter().collect(),
             limited: false,
             examined_from: record.stream,
+            examined_to: record.stream,
         };
         (timeline, record.stream)
     };
@@ -659,6 +661,7 @@ fn left_room(
         events: timeline,
         limited,
         examined_from,
+        ..
     } = timeline;
     let timeline_start = timeline
         .first()
