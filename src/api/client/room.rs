@@ -13,7 +13,6 @@ use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
 use crate::matrix::events::builder::NewEvent;
 use crate::rooms::create::CreateRoomRequest;
-use crate::rooms::{self, load_json};
 
 /// # POST /_matrix/client/v3/createRoom
 pub async fn create_room(
@@ -65,7 +64,9 @@ pub async fn joined_rooms(
     app: web::Data<Services>,
     auth: Authenticated,
 ) -> Result<HttpResponse, Error> {
-    let joined: Vec<OwnedRoomId> = rooms::memberships(&app.storage, &auth.user_id)?
+    let joined: Vec<OwnedRoomId> = app
+        .rooms
+        .memberships(&auth.user_id)?
         .into_iter()
         .filter(|(_, record)| record.membership == "join")
         .map(|(room_id, _)| room_id)
@@ -89,10 +90,7 @@ pub(super) fn require_joined(
     user_id: &UserId,
     room_id: &RoomId,
 ) -> Result<(), Error> {
-    match rooms::membership(&app.storage, user_id, room_id)? {
-        Some(record) if record.membership == "join" => Ok(()),
-        _ => Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
-    }
+    app.rooms.require_joined(user_id, room_id).map(|_| ())
 }
 
 /// # PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
@@ -148,11 +146,9 @@ pub(super) fn is_own_event(
     user_id: &UserId,
     event_id: &ruma::EventId,
 ) -> Result<bool, Error> {
-    Ok(
-        load_json(&app.storage, event_id.as_str())?.is_some_and(|json| {
-            json.get("sender").and_then(|sender| sender.as_str()) == Some(user_id.as_str())
-        }),
-    )
+    Ok(app.rooms.load_json(event_id.as_str())?.is_some_and(|json| {
+        json.get("sender").and_then(|sender| sender.as_str()) == Some(user_id.as_str())
+    }))
 }
 
 /// The room's auth rules let any member send a redaction from room version 3 on, trusting
@@ -167,10 +163,10 @@ pub(super) fn check_may_redact(
     if is_own_event(app, user_id, target)? {
         return Ok(());
     }
-    let needed = rooms::power_level_for(&app.storage, room_id, |content| {
+    let needed = app.rooms.power_level_for(room_id, |content| {
         content.get("redact").and_then(Value::as_i64).unwrap_or(50)
     })?;
-    if rooms::user_power_level(&app.storage, room_id, user_id)? >= needed {
+    if app.rooms.user_power_level(room_id, user_id)? >= needed {
         Ok(())
     } else {
         Err(Error::new(
@@ -274,15 +270,14 @@ fn get_state_event(
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(room_id)?;
     require_joined(app, &auth.user_id, &room_id)?;
-    let event_id = rooms::state_event(&app.storage, &room_id, kind, state_key)?
+    let event_id = app
+        .rooms
+        .state_event(&room_id, kind, state_key)?
         .ok_or_else(|| Error::not_found("No such state event"))?;
-    let event = crate::rooms::format::stored_event_for_client(
-        &app.storage,
-        &event_id,
-        Some(room_id.as_str()),
-        None,
-    )?
-    .ok_or_else(|| Error::internal("state event missing"))?;
+    let event = app
+        .rooms
+        .event_for_client(&event_id, Some(room_id.as_str()), None)?
+        .ok_or_else(|| Error::internal("state event missing"))?;
     match format {
         Some("event") => Ok(HttpResponse::Ok().json(event)),
         None | Some("content") => Ok(HttpResponse::Ok().json(&event["content"])),
@@ -301,18 +296,7 @@ pub async fn get_all_state(
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(&room_id)?;
     require_joined(&app, &auth.user_id, &room_id)?;
-    let mut events = Vec::new();
-    for (_, event_id) in rooms::current_state(&app.storage, &room_id)? {
-        if let Some(event) = crate::rooms::format::stored_event_for_client(
-            &app.storage,
-            &event_id,
-            Some(room_id.as_str()),
-            None,
-        )? {
-            events.push(event);
-        }
-    }
-    Ok(HttpResponse::Ok().json(events))
+    Ok(HttpResponse::Ok().json(app.rooms.state_for_client(&room_id)?))
 }
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
@@ -325,19 +309,11 @@ pub async fn get_event(
     let room_id = parse_room_id(&room_id)?;
     require_joined(&app, &auth.user_id, &room_id)?;
     let not_found = || Error::not_found("No such event in this room");
-    let meta = app
-        .storage
-        .eventid_meta
-        .get(&event_id)?
-        .ok_or_else(not_found)?;
+    let meta = app.rooms.event_meta(&event_id)?.ok_or_else(not_found)?;
     if meta.room_id != room_id.as_str() {
         return Err(not_found());
     }
-    let view = crate::rooms::visibility::Visibility::for_user(
-        &app.storage,
-        &room_id,
-        auth.user_id.as_str(),
-    )?;
+    let view = app.rooms.visibility(&room_id, auth.user_id.as_str())?;
     if !view.allows(meta.stream) {
         return Err(not_found());
     }
@@ -345,13 +321,10 @@ pub async fn get_event(
         user_id: auth.user_id.as_str(),
         device_id: &auth.device_id,
     };
-    let event = crate::rooms::timeline::timeline_form(
-        &app.storage,
-        &event_id,
-        Some(room_id.as_str()),
-        Some(reader),
-    )?
-    .ok_or_else(not_found)?;
+    let event = app
+        .rooms
+        .timeline_form(&event_id, Some(room_id.as_str()), Some(reader))?
+        .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(event))
 }
 
