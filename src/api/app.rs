@@ -56,7 +56,7 @@ impl Services {
         let position = storage.current_stream_position().unwrap_or(0);
         let config = Arc::new(config);
         let storage = Arc::new(storage);
-        let rooms = Arc::new(Rooms::new(position));
+        let rooms = Arc::new(Rooms::new(storage.clone(), signing_key.clone(), position));
         let ephemeral = Arc::new(Ephemeral::default());
         let stopping = Arc::new(tokio::sync::watch::channel(false).0);
         let federation = Arc::new(Federation {

@@ -291,11 +291,11 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
         ))
         .service(get(
             "/_matrix/client/v3/rooms/{roomId}/context/{eventId}",
-            client::extras::context,
+            client::context::context,
         ))
         .service(get(
             "/_matrix/client/v1/rooms/{roomId}/timestamp_to_event",
-            client::extras::timestamp_to_event,
+            client::context::timestamp_to_event,
         ))
         .service(small(post(
             "/_matrix/client/v3/user_directory/search",

@@ -67,10 +67,7 @@ pub async fn backfill(fed: &Federation, room_id: &RoomId, wanted: usize) -> Resu
                 Err(err) => tracing::info!(%room_id, "a backfilled event was refused: {err}"),
             }
         }
-        let stored = fed
-            .rooms
-            .store_backfilled(&fed.storage, room_id, &rules, events)
-            .await?;
+        let stored = fed.rooms.store_backfilled(room_id, &rules, events).await?;
         return Ok(stored);
     }
     Ok(0)

@@ -220,10 +220,7 @@ impl Fetches<'_> {
             .filter(|(id, _)| !failing.contains_key(id))
             .map(|(_, event)| event)
             .collect();
-        self.fed
-            .rooms
-            .store_outliers(storage, self.room_id, outliers)
-            .await
+        self.fed.rooms.store_outliers(self.room_id, outliers).await
     }
 
     /// `ids` fetched with `/event` one at a time, while the budget lasts; those that do not

@@ -63,7 +63,7 @@ pub async fn receive_pdu(
         }
         let store = || {
             fed.rooms
-                .store_remote(&fed.storage, &room_id, json.clone(), pdu.clone(), false)
+                .store_remote(&room_id, json.clone(), pdu.clone(), false)
         };
         let mut result = store().await;
         // A gap before it: ask the sender for the events we miss, then try again.
@@ -80,13 +80,7 @@ pub async fn receive_pdu(
                 super::gap_state::fetch_state_at_gap(fed, origin, &room_id, &rules, &pdu).await?;
             result = fed
                 .rooms
-                .store_remote_at_gap(
-                    &fed.storage,
-                    &room_id,
-                    (json.clone(), pdu.clone()),
-                    false,
-                    &gap,
-                )
+                .store_remote_at_gap(&room_id, (json.clone(), pdu.clone()), false, &gap)
                 .await;
         }
         result
@@ -173,9 +167,7 @@ async fn fill_gap(
     for (_, json) in events {
         let result = async {
             let (json, missing) = checked(fed, json, rules).await?;
-            fed.rooms
-                .store_remote(&fed.storage, room_id, json, missing, false)
-                .await
+            fed.rooms.store_remote(room_id, json, missing, false).await
         }
         .await;
         if let Err(err) = result {

@@ -113,7 +113,7 @@ pub async fn invite_remote(
     }
     let outcome = fed
         .rooms
-        .store_remote(&fed.storage, room_id, signed, signed_pdu, false)
+        .store_remote(room_id, signed, signed_pdu, false)
         .await?;
     if outcome == Outcome::SoftFailed {
         return Err(Error::new(
@@ -245,7 +245,7 @@ pub async fn store_outside_membership(
     let event_id = pdu.event_id.to_string();
     let text = CanonicalJsonValue::Object(json.clone()).to_string();
     fed.rooms
-        .commit_at_next_position(&fed.storage, |batch, position| {
+        .commit_at_next_position(|batch, position| {
             let storage = &fed.storage;
             storage.eventid_pdu.batch_insert(batch, &event_id, &text)?;
             crate::rooms::remote::stage_meta(storage, batch, &room, &event_id, Some(position))?;

@@ -208,7 +208,7 @@ async fn record_leave(
         ),
     };
     fed.rooms
-        .commit_at_next_position(&fed.storage, |batch, position| {
+        .commit_at_next_position(|batch, position| {
             let storage = &fed.storage;
             if let Some(text) = &text {
                 storage.eventid_pdu.batch_insert(batch, &event_id, text)?;

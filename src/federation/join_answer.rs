@@ -166,14 +166,7 @@ async fn check_and_store(
     crate::storage::memory::log_usage("join: state authorized");
     let version = version.to_owned();
     fed.rooms
-        .store_joined(
-            &fed.storage,
-            room_id,
-            &version,
-            events,
-            state_ids,
-            (join_json, join_pdu),
-        )
+        .store_joined(room_id, &version, events, state_ids, (join_json, join_pdu))
         .await
         .map_err(|err| Error::new(ErrorKind::Forbidden, err.to_string()))
 }

@@ -243,7 +243,7 @@ async fn accept_membership(
     let outcome = fed
         .rooms
         // The spec: the resident server sends the event on to the room's other servers.
-        .store_remote(&fed.storage, room_id, json, pdu.clone(), true)
+        .store_remote(room_id, json, pdu.clone(), true)
         .await
         .map_err(|err| Error::new(ErrorKind::Forbidden, err.to_string()))?;
     // An event we hold already counts only if it was accepted into the room: one refused

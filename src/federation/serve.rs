@@ -476,80 +476,24 @@ fn enqueue_prev(queue: &mut VecDeque<String>, seen: &mut HashSet<String>, edges:
     }
 }
 
-/// How many events on each side of where a timestamp falls in the stream are compared.
-const TIMESTAMP_WINDOW: usize = 200;
-
 /// # `/timestamp_to_event/{roomId}`: the event the server may see that is closest to `ts`
 /// in the direction asked (`forward`: at or after `ts`, else at or before), as its ID and
-/// `origin_server_ts`. Events up to stream position `upto` are considered.
+/// `origin_server_ts`. Events up to stream position `upto` are considered. The same rule
+/// as for clients: [`rooms::timestamp`].
 pub fn closest_event(
     storage: &Storage,
     access: &RoomAccess<'_>,
     (ts, forward): (u64, bool),
     upto: u64,
 ) -> Result<(String, u64), Error> {
-    let room = access.room_id.to_string();
-    let pivot = position_near(storage, &room, ts, upto)?;
-    let before = storage
-        .roomstream_eventid
-        .range(&(room.clone(), 0), &(room.clone(), pivot.saturating_sub(1)))
-        .rev()
-        .take(if pivot > 0 { TIMESTAMP_WINDOW } else { 0 });
-    let after = storage
-        .roomstream_eventid
-        .range(&(room.clone(), pivot), &(room, upto))
-        .take(TIMESTAMP_WINDOW);
-    let mut best: Option<(String, u64)> = None;
-    for entry in before.chain(after) {
-        let ((_, position), event_id) = entry?;
-        if !access.view.allows(position) {
-            continue;
-        }
-        let Some(at) = event_ts(storage, &event_id)? else {
-            continue;
-        };
-        let on_side = if forward { at >= ts } else { at <= ts };
-        let closer = best
-            .as_ref()
-            .is_none_or(|(_, best)| if forward { at < *best } else { at > *best });
-        if on_side && closer {
-            best = Some((event_id, at));
-        }
-    }
-    best.ok_or_else(|| Error::not_found("No event found in that direction from that time"))
-}
-
-/// About the first stream position of the room whose event was sent at or after `ts`: a
-/// binary search over positions, reading one event per step (timestamps follow the stream
-/// closely, not exactly, so callers compare a window around it).
-fn position_near(storage: &Storage, room: &str, ts: u64, upto: u64) -> Result<u64, Error> {
-    let (mut low, mut high) = (0, upto.saturating_add(1));
-    while low < high {
-        let middle = low + (high - low) / 2;
-        let next = storage
-            .roomstream_eventid
-            .range(&(room.to_owned(), middle), &(room.to_owned(), upto))
-            .next()
-            .transpose()?;
-        match next {
-            Some(((_, position), event_id))
-                if event_ts(storage, &event_id)?.is_some_and(|at| at < ts) =>
-            {
-                low = position.saturating_add(1);
-            }
-            _ => high = middle,
-        }
-    }
-    Ok(low)
-}
-
-/// An event's `origin_server_ts`.
-fn event_ts(storage: &Storage, event_id: &str) -> Result<Option<u64>, Error> {
-    Ok(rooms::load_json(storage, event_id)?.and_then(|json| {
-        json.get("origin_server_ts")
-            .and_then(CanonicalJsonValue::as_integer)
-            .and_then(|ts| u64::try_from(i64::from(ts)).ok())
-    }))
+    rooms::timestamp::closest_event(
+        storage,
+        access.room_id,
+        (ts, forward),
+        (0, upto),
+        |position| access.view.allows(position),
+    )?
+    .ok_or_else(|| Error::not_found("No event found in that direction from that time"))
 }
 
 #[cfg(test)]

@@ -25,9 +25,10 @@ pub fn test_state(dir: &std::path::Path, extra: &str) -> Arc<Federation> {
     )
     .expect("transport");
     let position = storage.current_stream_position().unwrap_or(0);
+    let storage = Arc::new(storage);
     Arc::new(Federation {
-        storage: Arc::new(storage),
-        rooms: Arc::new(Rooms::new(position)),
+        rooms: Arc::new(Rooms::new(storage.clone(), signing_key.clone(), position)),
+        storage,
         transport,
         signing_key,
         config: Arc::new(config),

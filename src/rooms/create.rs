@@ -67,12 +67,11 @@ impl Rooms {
     /// half-made room behind.
     pub async fn create_room(
         &self,
-        storage: &Storage,
-        key: &SigningKey,
         creator: &UserId,
         request: CreateRoomRequest,
         default_version: &str,
     ) -> Result<OwnedRoomId, Error> {
+        let (storage, key) = (&*self.storage, &self.signing_key);
         let preset = preset_of(&request)?;
         check_request(storage, &request, creator)?;
         let version_text = request
@@ -118,7 +117,7 @@ impl Rooms {
             .room_id
             .clone()
             .ok_or_else(|| Error::internal("could not name the new room"))?;
-        self.store_events(storage, &room_id, version.as_str(), room.staged)
+        self.store_events(&room_id, version.as_str(), room.staged)
             .await?;
         tracing::info!(%room_id, version = version.as_str(), "created a room");
         Ok(room_id)

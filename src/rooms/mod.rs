@@ -10,12 +10,15 @@ pub mod create;
 pub mod format;
 pub mod history;
 pub mod notifications;
+pub mod pagination;
+mod reads;
 pub mod remote;
 pub mod restricted;
 mod staging;
 mod state;
 pub mod state_res_v1;
 pub mod timeline;
+pub mod timestamp;
 pub mod visibility;
 
 pub use crate::storage::StateEntry;
@@ -59,6 +62,13 @@ pub use crate::storage::records::MembershipRecord;
 /// A client's transaction: user, device, and the request path's room, type and txn ID.
 pub type TxnKey = (String, String, String);
 
+/// What [`Rooms::append_once`] did: stored a new event, or found the one the client's
+/// transaction sent before.
+enum Appended {
+    New(Box<Pdu>),
+    Earlier(OwnedEventId),
+}
+
 /// An event to store, with the client transaction that sent it, if any.
 pub struct StagedEvent {
     pub pdu: Pdu,
@@ -78,11 +88,20 @@ pub struct Rooms {
     joins: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     /// The global stream: positions, their ordering lock and the visible watermark.
     pub stream: crate::storage::stream::Stream,
+    /// The database: the room service writes the events, state, memberships, timelines,
+    /// relations and notifications, and reads them for the rest.
+    storage: Arc<Storage>,
+    /// Signs the events this server builds (a local user's, or a join it makes).
+    signing_key: SigningKey,
 }
 
 impl Rooms {
-    pub fn new(current_position: u64) -> Rooms {
+    /// The room service over `storage`, signing with `signing_key`; the stream starts at
+    /// `current_position`, the newest one stored.
+    pub fn new(storage: Arc<Storage>, signing_key: SigningKey, current_position: u64) -> Rooms {
         Rooms {
+            storage,
+            signing_key,
             locks: Mutex::new(HashMap::new()),
             joins: Mutex::new(HashMap::new()),
             stream: crate::storage::stream::Stream::new(current_position),
@@ -116,18 +135,16 @@ impl Rooms {
     /// refuses the change (its rules) keeps the old name; the others update.
     pub async fn set_profile_field(
         &self,
-        storage: &Storage,
-        signing_key: &SigningKey,
         user_id: &UserId,
         field: &str,
         value: Option<serde_json::Value>,
     ) -> Result<(), Error> {
         let Some(profile) =
-            crate::users::profile::set_field(storage, user_id, field, value).await?
+            crate::users::profile::set_field(&self.storage, user_id, field, value).await?
         else {
             return Ok(());
         };
-        for (room_id, record) in memberships(storage, user_id)? {
+        for (room_id, record) in memberships(&self.storage, user_id)? {
             if record.membership != "join" {
                 continue;
             }
@@ -136,10 +153,7 @@ impl Rooms {
                 user_id.as_str(),
                 crate::users::profile::member_content("join", &profile),
             );
-            if let Err(err) = self
-                .append(storage, signing_key, &room_id, user_id, new)
-                .await
-            {
+            if let Err(err) = self.append(&room_id, user_id, new).await {
                 tracing::warn!(%room_id, "could not update the membership with the new profile: {err}");
             }
         }
@@ -149,19 +163,62 @@ impl Rooms {
     /// Builds, authorizes and stores an event by `sender` in an existing room.
     pub async fn append(
         &self,
-        storage: &Storage,
-        key: &SigningKey,
         room_id: &RoomId,
         sender: &UserId,
         new: NewEvent,
     ) -> Result<Pdu, Error> {
+        match self.append_once(room_id, sender, None, || Ok(new)).await? {
+            Appended::New(pdu) => Ok(*pdu),
+            Appended::Earlier(_) => Err(Error::internal("no transaction to repeat")),
+        }
+    }
+
+    /// Like [`Rooms::append`] for a client's `/send`: the transaction ID is checked under the
+    /// room's lock and written in the event's batch, so a retry, however timed, returns the
+    /// first event instead of sending it twice. `prepare` (the request's own checks, and the
+    /// event) runs only for a transaction not seen before: a retry is answered even if the
+    /// sender could no longer send it (they left the room since, say).
+    pub async fn append_with_txn(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        txn: (TxnKey, String),
+        prepare: impl FnOnce() -> Result<NewEvent, Error>,
+    ) -> Result<OwnedEventId, Error> {
+        match self
+            .append_once(room_id, sender, Some(txn), prepare)
+            .await?
+        {
+            Appended::New(pdu) => Ok(pdu.event_id),
+            Appended::Earlier(event_id) => Ok(event_id),
+        }
+    }
+
+    /// [`Rooms::append`] and [`Rooms::append_with_txn`] in one: under the room's lock, a
+    /// transaction already used gives its event back; otherwise the event is built,
+    /// authorized and stored with the transaction, if any, in its batch.
+    async fn append_once(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        txn: Option<(TxnKey, String)>,
+        prepare: impl FnOnce() -> Result<NewEvent, Error>,
+    ) -> Result<Appended, Error> {
+        let storage = &*self.storage;
         let lock = self.lock_for(room_id);
         let _serialized = lock.lock().await;
+        if let Some((key, _)) = &txn
+            && let Some(event_id) = storage.txn_eventid.get(key)?
+        {
+            let event_id = OwnedEventId::try_from(event_id).map_err(Error::internal)?;
+            return Ok(Appended::Earlier(event_id));
+        }
+        let new = prepare()?;
         let room = load_room(storage, room_id)?;
         let rules = rules_of(&room)?;
         let (pdu, json) = build_in_room(
             storage,
-            key,
+            &self.signing_key,
             &rules,
             Some(room_id),
             &room.extremities,
@@ -171,52 +228,12 @@ impl Rooms {
         let staged = StagedEvent {
             pdu: pdu.clone(),
             json,
-            txn: None,
+            txn,
             relay: false,
         };
-        self.store_events(storage, room_id, &room.version, vec![staged])
+        self.store_events(room_id, &room.version, vec![staged])
             .await?;
-        Ok(pdu)
-    }
-
-    /// Like [`Rooms::append`] for a client's `/send`: the transaction ID is checked under the
-    /// room's lock and written in the event's batch, so a retry, however timed, returns the
-    /// first event instead of sending it twice.
-    pub async fn append_with_txn(
-        &self,
-        storage: &Storage,
-        key: &SigningKey,
-        room_id: &RoomId,
-        sender: &UserId,
-        new: NewEvent,
-        (txn, txn_id): (TxnKey, String),
-    ) -> Result<OwnedEventId, Error> {
-        let lock = self.lock_for(room_id);
-        let _serialized = lock.lock().await;
-        if let Some(event_id) = storage.txn_eventid.get(&txn)? {
-            return OwnedEventId::try_from(event_id).map_err(Error::internal);
-        }
-        let room = load_room(storage, room_id)?;
-        let rules = rules_of(&room)?;
-        let (pdu, json) = build_in_room(
-            storage,
-            key,
-            &rules,
-            Some(room_id),
-            &room.extremities,
-            sender,
-            new,
-        )?;
-        let event_id = pdu.event_id.clone();
-        let staged = StagedEvent {
-            pdu,
-            json,
-            txn: Some((txn, txn_id)),
-            relay: false,
-        };
-        self.store_events(storage, room_id, &room.version, vec![staged])
-            .await?;
-        Ok(event_id)
+        Ok(Appended::New(Box::new(pdu)))
     }
 
     /// Stores authorized events of one room, in order, with all their indexes in one batch;
@@ -229,11 +246,11 @@ impl Rooms {
     /// over an event still being written, or hand out a position a crash could take back.
     pub async fn store_events(
         &self,
-        storage: &Storage,
         room_id: &RoomId,
         version: &str,
         events: Vec<StagedEvent>,
     ) -> Result<u64, Error> {
+        let storage = &*self.storage;
         let Some(last) = events.last() else {
             return Ok(self.visible_position());
         };
@@ -302,10 +319,11 @@ impl Rooms {
     /// for the position it is given.
     pub async fn commit_at_next_position(
         &self,
-        storage: &Storage,
         stage: impl FnOnce(&mut Batch, u64) -> Result<(), Error>,
     ) -> Result<u64, Error> {
-        self.stream.commit_at_next_position(storage, stage).await
+        self.stream
+            .commit_at_next_position(&self.storage, stage)
+            .await
     }
 
     /// Checks (spec steps 4 to 6) and stores an event from another server whose format
@@ -313,13 +331,12 @@ impl Rooms {
     /// move the room's state; soft-failed ones are kept in the graph only.
     pub async fn store_remote(
         &self,
-        storage: &Storage,
         room_id: &RoomId,
         json: CanonicalJsonObject,
         pdu: Pdu,
         relay: bool,
     ) -> Result<remote::Outcome, remote::Refused> {
-        self.store_remote_at_gap(storage, room_id, (json, pdu), relay, &[])
+        self.store_remote_at_gap(room_id, (json, pdu), relay, &[])
             .await
     }
 
@@ -327,12 +344,12 @@ impl Rooms {
     /// of its prev events, as fetched for it (used for this event only).
     pub async fn store_remote_at_gap(
         &self,
-        storage: &Storage,
         room_id: &RoomId,
         (json, pdu): (CanonicalJsonObject, Pdu),
         relay: bool,
         gap: &[(OwnedEventId, NamedState)],
     ) -> Result<remote::Outcome, remote::Refused> {
+        let storage = &*self.storage;
         let lock = self.lock_for(room_id);
         let _serialized = lock.lock().await;
         let room = room_id.to_string();
@@ -457,13 +474,13 @@ impl Rooms {
     /// itself in the timeline, all in one batch.
     pub async fn store_joined(
         &self,
-        storage: &Storage,
         room_id: &RoomId,
         version: &str,
         events: HashMap<OwnedEventId, Pdu>,
         state_ids: Vec<OwnedEventId>,
         (join_json, join_pdu): (CanonicalJsonObject, Pdu),
     ) -> Result<(), remote::Refused> {
+        let storage = &*self.storage;
         let lock = self.lock_for(room_id);
         let _serialized = lock.lock().await;
         let room = room_id.to_string();
@@ -579,10 +596,10 @@ impl Rooms {
     /// events: their meta names this room.
     pub async fn store_outliers(
         &self,
-        storage: &Storage,
         room_id: &RoomId,
         events: Vec<(CanonicalJsonObject, Pdu)>,
     ) -> Result<(), remote::Refused> {
+        let storage = &*self.storage;
         let lock = self.lock_for(room_id);
         let _serialized = lock.lock().await;
         let room = room_id.to_string();
@@ -609,11 +626,11 @@ impl Rooms {
     /// auth events are left out. Returns how many were stored.
     pub async fn store_backfilled(
         &self,
-        storage: &Storage,
         room_id: &RoomId,
         rules: &RoomVersionRules,
         mut events: Vec<(CanonicalJsonObject, Pdu)>,
     ) -> Result<usize, Error> {
+        let storage = &*self.storage;
         let lock = self.lock_for(room_id);
         let _serialized = lock.lock().await;
         let room = room_id.to_string();

@@ -51,11 +51,15 @@ pub const MAX_EXAMINED: usize = 1000;
 pub struct Timeline {
     /// The events, oldest first.
     pub events: Vec<TimelineEvent>,
-    /// Whether older events in the span were left unexamined.
+    /// Whether events in the span were left unexamined (older ones reading backwards,
+    /// newer ones reading forwards).
     pub limited: bool,
     /// The position of the oldest event examined: everything from there up was looked at,
     /// so the next page back ends just before it.
     pub examined_from: u64,
+    /// The position of the newest event examined (reading forwards): the next page
+    /// forwards starts after it.
+    pub examined_to: u64,
 }
 
 impl Timeline {
@@ -67,6 +71,15 @@ impl Timeline {
     }
 }
 
+/// Which end of a span a timeline read starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the newest event back (`/sync`, `/messages?dir=b`, the events before a context).
+    Backward,
+    /// From the oldest event on (`/messages?dir=f`, the events after a context).
+    Forward,
+}
+
 /// The newest events of the room that `filter` lets through (at most its limit) with
 /// positions in `(after, upto]`, oldest first. Only events the reader may see are shown;
 /// events sent by their device carry transaction IDs, and every event shown its bundled
@@ -74,14 +87,41 @@ impl Timeline {
 pub fn timeline(
     storage: &Storage,
     room_id: &RoomId,
-    (after, upto): (u64, u64),
+    span: (u64, u64),
     filter: &RoomEventFilter,
     reader: Option<Reader<'_>>,
 ) -> Result<Timeline, StorageError> {
     let limit = filter.limit_or(DEFAULT_TIMELINE_LIMIT);
+    scan(
+        storage,
+        room_id,
+        span,
+        (filter, limit),
+        reader,
+        Direction::Backward,
+    )
+}
+
+/// The events of the room in `(after, upto]` that `filter` lets through, at most `limit`,
+/// read from the end `direction` names, oldest first in the answer. Only events the reader
+/// may see are shown, in client form with their transaction IDs and bundled aggregations.
+/// At most [`MAX_EXAMINED`] events are looked at: `limited` says the scan stopped before
+/// the far end of the span, and `examined_from`/`examined_to` where.
+///
+/// The one scan of a room's timeline: every reader of a stretch of timeline comes here, so
+/// the visibility check, the filter and the bound on the work are the same everywhere.
+pub fn scan(
+    storage: &Storage,
+    room_id: &RoomId,
+    (after, upto): (u64, u64),
+    (filter, limit): (&RoomEventFilter, usize),
+    reader: Option<Reader<'_>>,
+    direction: Direction,
+) -> Result<Timeline, StorageError> {
     let room = room_id.to_string();
     let mut timeline = Timeline {
         examined_from: upto.saturating_add(1),
+        examined_to: after,
         ..Timeline::default()
     };
     if after >= upto {
@@ -94,13 +134,20 @@ pub fn timeline(
     let range = storage
         .roomstream_eventid
         .range(&(room.clone(), after.saturating_add(1)), &(room, upto));
-    for (examined, entry) in range.rev().enumerate() {
+    let entries: Box<dyn Iterator<Item = _>> = match direction {
+        Direction::Backward => Box::new(range.rev()),
+        Direction::Forward => Box::new(range),
+    };
+    for (examined, entry) in entries.enumerate() {
         let ((_, position), event_id) = entry?;
         if timeline.events.len() == limit || examined == MAX_EXAMINED {
             timeline.limited = true;
             break;
         }
-        timeline.examined_from = position;
+        match direction {
+            Direction::Backward => timeline.examined_from = position,
+            Direction::Forward => timeline.examined_to = position,
+        }
         if visibility
             .as_ref()
             .is_some_and(|view| !view.allows(position))
@@ -118,7 +165,9 @@ pub fn timeline(
         let event = with_aggregations(storage, event, reader)?;
         timeline.events.push((position, event_id, event));
     }
-    timeline.events.reverse();
+    if direction == Direction::Backward {
+        timeline.events.reverse();
+    }
     Ok(timeline)
 }
 

@@ -298,6 +298,7 @@ fn joined_room(
         events: timeline,
         limited,
         examined_from,
+        ..
     } = if timeline_filter.allows_room(room_id.as_str()) {
         timeline(
             &service.storage,
@@ -655,6 +656,7 @@ fn left_room(
             events: own.into_iter().collect(),
             limited: false,
             examined_from: record.stream,
+            examined_to: record.stream,
         };
         (timeline, record.stream)
     };
@@ -662,6 +664,7 @@ fn left_room(
         events: timeline,
         limited,
         examined_from,
+        ..
     } = timeline;
     let timeline_start = timeline
         .first()

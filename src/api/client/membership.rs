@@ -13,8 +13,8 @@ use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
 use crate::matrix::events::builder::NewEvent;
+use crate::rooms;
 use crate::rooms::format::client_event;
-use crate::rooms::{self, load_json};
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/joined_members
 pub async fn joined_members(
@@ -25,11 +25,11 @@ pub async fn joined_members(
     let room_id = parse_room_id(&room_id)?;
     require_joined(&app, &auth.user_id, &room_id)?;
     let mut joined = Map::new();
-    for ((kind, user), event_id) in rooms::current_state(&app.storage, &room_id)? {
+    for ((kind, user), event_id) in app.rooms.current_state(&room_id)? {
         if kind != "m.room.member" {
             continue;
         }
-        let Some(json) = load_json(&app.storage, &event_id)? else {
+        let Some(json) = app.rooms.load_json(&event_id)? else {
             continue;
         };
         let content = client_event(&json, &event_id, None)["content"].clone();
@@ -89,8 +89,10 @@ async fn change_other_membership(
     }
     // Each action has its own starting points: a kick acts on members (and invites and
     // knocks), an unban only on a ban, an invite only on an account that exists.
-    let current =
-        rooms::membership(&app.storage, &target, &room_id)?.map(|record| record.membership);
+    let current = app
+        .rooms
+        .membership(&target, &room_id)?
+        .map(|record| record.membership);
     let current = current.as_deref().unwrap_or("leave");
     let allowed = match action {
         Action::Invite => {
@@ -117,9 +119,7 @@ async fn change_other_membership(
         content["reason"] = json!(reason);
     }
     let new = NewEvent::state("m.room.member", target.as_str(), content);
-    app.rooms
-        .append(&app.storage, &app.signing_key, &room_id, &auth.user_id, new)
-        .await?;
+    app.rooms.append(&room_id, &auth.user_id, new).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -196,13 +196,13 @@ async fn change_own_membership(
     membership: &str,
     reason: Option<String>,
 ) -> Result<(), Error> {
-    if app.storage.roomid_room.get(&room_id.to_string())?.is_none() {
+    if !app.rooms.exists(room_id)? {
         return Err(Error::not_found(
             "This server is not in that room; joining rooms on other servers needs federation, which is not supported yet",
         ));
     }
     // Joining a room one is in already changes nothing (and sends nothing).
-    let current = rooms::membership(&app.storage, &auth.user_id, room_id)?;
+    let current = app.rooms.membership(&auth.user_id, room_id)?;
     if membership == "join" && current.is_some_and(|record| record.membership == "join") {
         return Ok(());
     }
@@ -229,9 +229,7 @@ async fn change_own_membership(
         content["join_authorised_via_users_server"] = json!(authoriser);
     }
     let new = NewEvent::state("m.room.member", auth.user_id.as_str(), content);
-    app.rooms
-        .append(&app.storage, &app.signing_key, room_id, &auth.user_id, new)
-        .await?;
+    app.rooms.append(room_id, &auth.user_id, new).await?;
     if membership != "join" {
         app.ephemeral.set_typing(room_id, &auth.user_id, None);
     }
@@ -339,7 +337,9 @@ pub async fn leave(
     // Declining an invite to a room held elsewhere (or one we hold but have left, whose
     // state is stale) goes through the inviter's server.
     if crate::federation::join::needs_remote_join(&app.federation, &room_id)?
-        && rooms::membership(&app.storage, &auth.user_id, &room_id)?
+        && app
+            .rooms
+            .membership(&auth.user_id, &room_id)?
             .is_some_and(|record| record.membership == "invite")
     {
         let servers =
@@ -348,7 +348,7 @@ pub async fn leave(
             .await?;
         return Ok(HttpResponse::Ok().json(json!({})));
     }
-    match rooms::membership(&app.storage, &auth.user_id, &room_id)? {
+    match app.rooms.membership(&auth.user_id, &room_id)? {
         Some(record)
             if record.membership == "join"
                 || record.membership == "invite"
@@ -383,7 +383,9 @@ pub async fn members(
     let room_id = parse_room_id(&room_id)?;
     require_joined(&app, &auth.user_id, &room_id)?;
     let event_ids: Vec<String> = match &query.at {
-        None => rooms::current_state(&app.storage, &room_id)?
+        None => app
+            .rooms
+            .current_state(&room_id)?
             .into_iter()
             .filter(|((kind, _), _)| kind == "m.room.member")
             .map(|(_, event_id)| event_id)
@@ -402,12 +404,9 @@ pub async fn members(
     };
     let mut chunk = Vec::new();
     for event_id in event_ids {
-        let Some(event) = crate::rooms::format::stored_event_for_client(
-            &app.storage,
-            &event_id,
-            Some(room_id.as_str()),
-            None,
-        )?
+        let Some(event) = app
+            .rooms
+            .event_for_client(&event_id, Some(room_id.as_str()), None)?
         else {
             continue;
         };
@@ -427,7 +426,9 @@ pub async fn members(
 
 /// The member events of the room's state as of stream position `at`.
 fn members_at(app: &Services, room_id: &RoomId, at: u64) -> Result<Vec<String>, Error> {
-    Ok(crate::rooms::history::state_at(&app.storage, room_id, at)?
+    Ok(app
+        .rooms
+        .state_at(room_id, at)?
         .into_iter()
         .filter(|((kind, _), _)| kind == "m.room.member")
         .map(|(_, event_id)| event_id)

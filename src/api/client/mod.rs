@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod context;
 pub mod device;
 pub mod directory;
 pub mod extras;

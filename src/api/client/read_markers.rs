@@ -52,9 +52,10 @@ pub(super) fn require_room_event(
     room_id: &RoomId,
     event_id: &str,
 ) -> Result<(), Error> {
-    match app.storage.eventid_meta.get(&event_id.to_owned())? {
-        Some(meta) if meta.room_id == room_id.as_str() => Ok(()),
-        _ => Err(Error::not_found("No such event in this room")),
+    if app.rooms.is_room_event(room_id, event_id)? {
+        Ok(())
+    } else {
+        Err(Error::not_found("No such event in this room"))
     }
 }
 
@@ -74,10 +75,7 @@ pub async fn receipt(
         && kind != "m.fully_read"
         && thread.len() <= 255
     {
-        let event_thread = crate::rooms::load_json(&app.storage, &event_id)?
-            .map(|json| crate::rooms::notifications::thread_of(&app.storage, &room_id, &json))
-            .transpose()?
-            .flatten();
+        let event_thread = app.rooms.thread_of(&room_id, &event_id)?;
         let belongs = match event_thread {
             Some(root) => &root == thread,
             // The root of a thread is in the main timeline; so are unthreaded events.

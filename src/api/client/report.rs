@@ -43,7 +43,7 @@ pub async fn report_room(
     MatrixJson(body): MatrixJson<ReportRequest>,
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(&room_id)?;
-    if app.storage.roomid_room.get(&room_id.to_string())?.is_none() {
+    if !app.rooms.exists(&room_id)? {
         return Err(Error::not_found("No such room"));
     }
     let reason = body.reason.unwrap_or_default();

@@ -13,7 +13,6 @@ use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
 use crate::matrix::events::builder::NewEvent;
 use crate::rooms::create::CreateRoomRequest;
-use crate::rooms::{self, load_json};
 
 /// # POST /_matrix/client/v3/createRoom
 pub async fn create_room(
@@ -43,8 +42,6 @@ pub async fn create_room(
     let room_id = app
         .rooms
         .create_room(
-            &app.storage,
-            &app.signing_key,
             &auth.user_id,
             body,
             crate::matrix::events::DEFAULT_ROOM_VERSION,
@@ -67,7 +64,9 @@ pub async fn joined_rooms(
     app: web::Data<Services>,
     auth: Authenticated,
 ) -> Result<HttpResponse, Error> {
-    let joined: Vec<OwnedRoomId> = rooms::memberships(&app.storage, &auth.user_id)?
+    let joined: Vec<OwnedRoomId> = app
+        .rooms
+        .memberships(&auth.user_id)?
         .into_iter()
         .filter(|(_, record)| record.membership == "join")
         .map(|(room_id, _)| room_id)
@@ -91,10 +90,7 @@ pub(super) fn require_joined(
     user_id: &UserId,
     room_id: &RoomId,
 ) -> Result<(), Error> {
-    match rooms::membership(&app.storage, user_id, room_id)? {
-        Some(record) if record.membership == "join" => Ok(()),
-        _ => Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
-    }
+    app.rooms.require_joined(user_id, room_id).map(|_| ())
 }
 
 /// # PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
@@ -112,40 +108,33 @@ pub async fn send_message(
         auth.device_id.clone(),
         format!("{room_id}\u{0}{kind}\u{0}{txn_id}"),
     );
-    if let Some(event_id) = app.storage.txn_eventid.get(&txn_key)? {
-        return Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })));
-    }
-    require_joined(&app, &auth.user_id, &room_id)?;
-    let mut new = NewEvent::message(&kind, Value::Object(content.clone()));
-    if kind == "m.room.redaction" {
-        let redacts = content
-            .get("redacts")
-            .and_then(Value::as_str)
-            .and_then(|id| ruma::OwnedEventId::try_from(id).ok())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::BadJson,
-                    "A redaction needs `redacts`: the event to redact",
-                )
-            })?;
-        if !is_own_event(&app, &auth.user_id, &redacts)? {
+    let prepare = || {
+        require_joined(&app, &auth.user_id, &room_id)?;
+        let mut new = NewEvent::message(&kind, Value::Object(content.clone()));
+        if kind == "m.room.redaction" {
+            let redacts = content
+                .get("redacts")
+                .and_then(Value::as_str)
+                .and_then(|id| ruma::OwnedEventId::try_from(id).ok())
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::BadJson,
+                        "A redaction needs `redacts`: the event to redact",
+                    )
+                })?;
+            if !is_own_event(&app, &auth.user_id, &redacts)? {
+                auth.ensure_not_suspended()?;
+            }
+            check_may_redact(&app, &auth.user_id, &room_id, &redacts)?;
+            new.redacts = Some(redacts);
+        } else {
             auth.ensure_not_suspended()?;
         }
-        check_may_redact(&app, &auth.user_id, &room_id, &redacts)?;
-        new.redacts = Some(redacts);
-    } else {
-        auth.ensure_not_suspended()?;
-    }
+        Ok(new)
+    };
     let event_id = app
         .rooms
-        .append_with_txn(
-            &app.storage,
-            &app.signing_key,
-            &room_id,
-            &auth.user_id,
-            new,
-            (txn_key, txn_id),
-        )
+        .append_with_txn(&room_id, &auth.user_id, (txn_key, txn_id), prepare)
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })))
 }
@@ -157,11 +146,9 @@ pub(super) fn is_own_event(
     user_id: &UserId,
     event_id: &ruma::EventId,
 ) -> Result<bool, Error> {
-    Ok(
-        load_json(&app.storage, event_id.as_str())?.is_some_and(|json| {
-            json.get("sender").and_then(|sender| sender.as_str()) == Some(user_id.as_str())
-        }),
-    )
+    Ok(app.rooms.load_json(event_id.as_str())?.is_some_and(|json| {
+        json.get("sender").and_then(|sender| sender.as_str()) == Some(user_id.as_str())
+    }))
 }
 
 /// The room's auth rules let any member send a redaction from room version 3 on, trusting
@@ -176,10 +163,10 @@ pub(super) fn check_may_redact(
     if is_own_event(app, user_id, target)? {
         return Ok(());
     }
-    let needed = rooms::power_level_for(&app.storage, room_id, |content| {
+    let needed = app.rooms.power_level_for(room_id, |content| {
         content.get("redact").and_then(Value::as_i64).unwrap_or(50)
     })?;
-    if rooms::user_power_level(&app.storage, room_id, user_id)? >= needed {
+    if app.rooms.user_power_level(room_id, user_id)? >= needed {
         Ok(())
     } else {
         Err(Error::new(
@@ -235,10 +222,7 @@ async fn put_state_event(
         ));
     }
     let new = NewEvent::state(kind, state_key, Value::Object(content));
-    let pdu = app
-        .rooms
-        .append(&app.storage, &app.signing_key, &room_id, &auth.user_id, new)
-        .await?;
+    let pdu = app.rooms.append(&room_id, &auth.user_id, new).await?;
     Ok(HttpResponse::Ok().json(json!({ "event_id": pdu.event_id })))
 }
 
@@ -286,15 +270,14 @@ fn get_state_event(
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(room_id)?;
     require_joined(app, &auth.user_id, &room_id)?;
-    let event_id = rooms::state_event(&app.storage, &room_id, kind, state_key)?
+    let event_id = app
+        .rooms
+        .state_event(&room_id, kind, state_key)?
         .ok_or_else(|| Error::not_found("No such state event"))?;
-    let event = crate::rooms::format::stored_event_for_client(
-        &app.storage,
-        &event_id,
-        Some(room_id.as_str()),
-        None,
-    )?
-    .ok_or_else(|| Error::internal("state event missing"))?;
+    let event = app
+        .rooms
+        .event_for_client(&event_id, Some(room_id.as_str()), None)?
+        .ok_or_else(|| Error::internal("state event missing"))?;
     match format {
         Some("event") => Ok(HttpResponse::Ok().json(event)),
         None | Some("content") => Ok(HttpResponse::Ok().json(&event["content"])),
@@ -313,18 +296,7 @@ pub async fn get_all_state(
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(&room_id)?;
     require_joined(&app, &auth.user_id, &room_id)?;
-    let mut events = Vec::new();
-    for (_, event_id) in rooms::current_state(&app.storage, &room_id)? {
-        if let Some(event) = crate::rooms::format::stored_event_for_client(
-            &app.storage,
-            &event_id,
-            Some(room_id.as_str()),
-            None,
-        )? {
-            events.push(event);
-        }
-    }
-    Ok(HttpResponse::Ok().json(events))
+    Ok(HttpResponse::Ok().json(app.rooms.state_for_client(&room_id)?))
 }
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
@@ -337,19 +309,11 @@ pub async fn get_event(
     let room_id = parse_room_id(&room_id)?;
     require_joined(&app, &auth.user_id, &room_id)?;
     let not_found = || Error::not_found("No such event in this room");
-    let meta = app
-        .storage
-        .eventid_meta
-        .get(&event_id)?
-        .ok_or_else(not_found)?;
+    let meta = app.rooms.event_meta(&event_id)?.ok_or_else(not_found)?;
     if meta.room_id != room_id.as_str() {
         return Err(not_found());
     }
-    let view = crate::rooms::visibility::Visibility::for_user(
-        &app.storage,
-        &room_id,
-        auth.user_id.as_str(),
-    )?;
+    let view = app.rooms.visibility(&room_id, auth.user_id.as_str())?;
     if !view.allows(meta.stream) {
         return Err(not_found());
     }
@@ -357,13 +321,10 @@ pub async fn get_event(
         user_id: auth.user_id.as_str(),
         device_id: &auth.device_id,
     };
-    let event = crate::rooms::timeline::timeline_form(
-        &app.storage,
-        &event_id,
-        Some(room_id.as_str()),
-        Some(reader),
-    )?
-    .ok_or_else(not_found)?;
+    let event = app
+        .rooms
+        .timeline_form(&event_id, Some(room_id.as_str()), Some(reader))?
+        .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(event))
 }
 
@@ -386,35 +347,28 @@ pub async fn redact(
         auth.device_id.clone(),
         format!("{room_id}\u{0}redact\u{0}{txn_id}"),
     );
-    if let Some(event_id) = app.storage.txn_eventid.get(&txn_key)? {
-        return Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })));
-    }
-    require_joined(&app, &auth.user_id, &room_id)?;
-    require_room_event(&app, &room_id, &target)?;
-    let target = ruma::OwnedEventId::try_from(target.as_str())
-        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid event ID"))?;
-    if !is_own_event(&app, &auth.user_id, &target)? {
-        auth.ensure_not_suspended()?;
-    }
-    check_may_redact(&app, &auth.user_id, &room_id, &target)?;
-    // From room version 11 `redacts` is part of the content; before, the builder puts it at
-    // the top level. Older servers read either, so the content always carries it.
-    let mut content = json!({ "redacts": target });
-    if let Some(reason) = body.reason {
-        content["reason"] = json!(reason);
-    }
-    let mut new = NewEvent::message("m.room.redaction", content);
-    new.redacts = Some(target);
+    let prepare = || {
+        require_joined(&app, &auth.user_id, &room_id)?;
+        require_room_event(&app, &room_id, &target)?;
+        let target = ruma::OwnedEventId::try_from(target.as_str())
+            .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid event ID"))?;
+        if !is_own_event(&app, &auth.user_id, &target)? {
+            auth.ensure_not_suspended()?;
+        }
+        check_may_redact(&app, &auth.user_id, &room_id, &target)?;
+        // From room version 11 `redacts` is part of the content; before, the builder puts
+        // it at the top level. Older servers read either, so the content always carries it.
+        let mut content = json!({ "redacts": target });
+        if let Some(reason) = body.reason {
+            content["reason"] = json!(reason);
+        }
+        let mut new = NewEvent::message("m.room.redaction", content);
+        new.redacts = Some(target);
+        Ok(new)
+    };
     let event_id = app
         .rooms
-        .append_with_txn(
-            &app.storage,
-            &app.signing_key,
-            &room_id,
-            &auth.user_id,
-            new,
-            (txn_key, txn_id),
-        )
+        .append_with_txn(&room_id, &auth.user_id, (txn_key, txn_id), prepare)
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "event_id": event_id })))
 }

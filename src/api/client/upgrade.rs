@@ -112,13 +112,7 @@ pub async fn upgrade(
     .map_err(Error::internal)?;
     let new = app
         .rooms
-        .create_room(
-            &app.storage,
-            &app.signing_key,
-            &auth.user_id,
-            request,
-            &body.new_version,
-        )
+        .create_room(&auth.user_id, request, &body.new_version)
         .await?;
     for alias in crate::directory::aliases_of(&app.storage, &old)? {
         if let Ok(alias) = ruma::OwnedRoomAliasId::try_from(alias.as_str()) {
@@ -135,15 +129,7 @@ pub async fn upgrade(
         "",
         json!({ "body": "This room has been replaced", "replacement_room": new }),
     );
-    app.rooms
-        .append(
-            &app.storage,
-            &app.signing_key,
-            &old,
-            &auth.user_id,
-            tombstone,
-        )
-        .await?;
+    app.rooms.append(&old, &auth.user_id, tombstone).await?;
     // Members are nudged to the new room: the old one takes no more messages or invites
     // from ordinary members.
     if let Some(mut old_levels) =
@@ -154,17 +140,7 @@ pub async fn upgrade(
         old_levels["events_default"] = json!(restricted);
         old_levels["invite"] = json!(restricted);
         let restrict = NewEvent::state("m.room.power_levels", "", old_levels);
-        if let Err(err) = app
-            .rooms
-            .append(
-                &app.storage,
-                &app.signing_key,
-                &old,
-                &auth.user_id,
-                restrict,
-            )
-            .await
-        {
+        if let Err(err) = app.rooms.append(&old, &auth.user_id, restrict).await {
             tracing::warn!(room_id = %old, "could not restrict the old room after its upgrade: {err}");
         }
     }

@@ -128,9 +128,7 @@ pub async fn set_profile_field(
             ));
         }
     };
-    app.rooms
-        .set_profile_field(&app.storage, &app.signing_key, &user_id, &field, value)
-        .await?;
+    app.rooms.set_profile_field(&user_id, &field, value).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -145,9 +143,7 @@ pub async fn delete_profile_field(
     let user_id = parse_user_id(&user_id)?;
     require_self(&auth, &user_id)?;
     auth.ensure_not_suspended()?;
-    app.rooms
-        .set_profile_field(&app.storage, &app.signing_key, &user_id, &field, None)
-        .await?;
+    app.rooms.set_profile_field(&user_id, &field, None).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 

@@ -24,13 +24,7 @@ async fn our_users_events_and_receipts_are_queued_with_the_position_handled() {
     let alice = UserId::parse("@alice:here.test").expect("user");
     let room_id = fed
         .rooms
-        .create_room(
-            &fed.storage,
-            &fed.signing_key,
-            &alice,
-            CreateRoomRequest::default(),
-            "12",
-        )
+        .create_room(&alice, CreateRoomRequest::default(), "12")
         .await
         .expect("room");
     let room = room_id.to_string();
@@ -44,7 +38,7 @@ async fn our_users_events_and_receipts_are_queued_with_the_position_handled() {
     let message = NewEvent::message("m.room.message", json!({ "body": "hi" }));
     let event = fed
         .rooms
-        .append(storage, &fed.signing_key, &room_id, &alice, message)
+        .append(&room_id, &alice, message)
         .await
         .expect("message");
     crate::sync::receipts::set(
@@ -199,13 +193,7 @@ async fn a_server_the_rooms_acl_denies_is_queued_nothing_and_sent_nothing_alread
     let alice = UserId::parse("@alice:here.test").expect("user");
     let room_id = fed
         .rooms
-        .create_room(
-            &fed.storage,
-            &fed.signing_key,
-            &alice,
-            CreateRoomRequest::default(),
-            "11",
-        )
+        .create_room(&alice, CreateRoomRequest::default(), "11")
         .await
         .expect("room");
     let storage = &fed.storage;
@@ -215,7 +203,7 @@ async fn a_server_the_rooms_acl_denies_is_queued_nothing_and_sent_nothing_alread
     let mut follower = Follower::start(fed.clone(), wake.clone()).expect("start");
     let append = async |event: NewEvent| {
         fed.rooms
-            .append(storage, &fed.signing_key, &room_id, &alice, event)
+            .append(&room_id, &alice, event)
             .await
             .expect("event")
     };
