@@ -39,6 +39,8 @@ pub struct Services {
     pub federation: Arc<Federation>,
     /// `/sync`: what is new for a user, long-polled.
     pub sync: SyncService,
+    /// `/search` over the rooms' timelines.
+    pub search: crate::search::Search,
 }
 
 impl Services {
@@ -75,7 +77,12 @@ impl Services {
             stopping: stopping.clone(),
             our_server: config.server.server_name.clone(),
         };
+        let search = crate::search::Search {
+            storage: storage.clone(),
+            rooms: rooms.clone(),
+        };
         Services {
+            search,
             old_verify_keys,
             federation,
             sync,

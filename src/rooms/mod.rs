@@ -12,6 +12,7 @@ pub mod history;
 pub mod notifications;
 pub mod pagination;
 mod reads;
+pub mod relations;
 pub mod remote;
 pub mod restricted;
 mod staging;

@@ -77,9 +77,37 @@ struct Page {
     count: u64,
 }
 
+/// The search service: it reads the rooms' timelines (no index), a bounded number of events
+/// per request.
+pub struct Search {
+    pub storage: std::sync::Arc<Storage>,
+    pub rooms: std::sync::Arc<crate::rooms::Rooms>,
+}
+
+impl Search {
+    /// Answers `room_events` for `user_id` (reading from `device_id`), starting at
+    /// `next_batch` when given.
+    pub fn room_events(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        criteria: &RoomEventsCriteria,
+        next_batch: Option<&str>,
+    ) -> Result<Value, Error> {
+        room_events(
+            &self.storage,
+            &self.rooms,
+            user_id,
+            device_id,
+            criteria,
+            next_batch,
+        )
+    }
+}
+
 /// Answers `room_events` for `user_id` (reading from `device_id`), starting at
 /// `next_batch` when given.
-pub fn room_events(
+fn room_events(
     storage: &Storage,
     rooms: &crate::rooms::Rooms,
     user_id: &UserId,

@@ -42,9 +42,7 @@ pub async fn search(
     let Some(criteria) = body.search_categories.room_events else {
         return Ok(HttpResponse::Ok().json(json!({ "search_categories": {} })));
     };
-    let response = search::room_events(
-        &app.storage,
-        &app.rooms,
+    let response = app.search.room_events(
         &auth.user_id,
         &auth.device_id,
         &criteria,
