@@ -230,4 +230,32 @@ impl Rooms {
         }
         Ok(shared)
     }
+
+    /// Forgets a room the user has left or was banned from (spec: "Leaving rooms"): it
+    /// disappears from their sync, `/messages`, and joined and left lists.
+    pub async fn forget(&self, user_id: &UserId, room_id: &RoomId) -> Result<(), Error> {
+        // Removed only if still a leave or ban when written: a join racing in is kept.
+        let mut outcome = Err(Error::not_found(
+            "You have no membership in this room to forget",
+        ));
+        self.storage.userroom_membership.update(
+            &(user_id.to_string(), room_id.to_string()),
+            |record| {
+                let record = record?;
+                if record.membership == "leave" || record.membership == "ban" {
+                    outcome = Ok(());
+                    None
+                } else {
+                    outcome = Err(Error::new(
+                        ErrorKind::BadRequest,
+                        "Leave the room before forgetting it",
+                    ));
+                    Some(record)
+                }
+            },
+        )?;
+        outcome?;
+        self.storage.flush().await?;
+        Ok(())
+    }
 }

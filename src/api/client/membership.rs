@@ -444,28 +444,7 @@ pub async fn forget(
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let room_id = parse_room_id(&room_id)?;
-    // Removed only if still a leave or ban when written: a join racing in is kept.
-    let mut outcome = Err(Error::not_found(
-        "You have no membership in this room to forget",
-    ));
-    app.storage.userroom_membership.update(
-        &(auth.user_id.to_string(), room_id.to_string()),
-        |record| {
-            let record = record?;
-            if record.membership == "leave" || record.membership == "ban" {
-                outcome = Ok(());
-                None
-            } else {
-                outcome = Err(Error::new(
-                    ErrorKind::BadRequest,
-                    "Leave the room before forgetting it",
-                ));
-                Some(record)
-            }
-        },
-    )?;
-    outcome?;
-    app.storage.flush().await?;
+    app.rooms.forget(&auth.user_id, &room_id).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
