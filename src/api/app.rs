@@ -15,8 +15,7 @@ use crate::rooms::Rooms;
 use crate::storage::Storage;
 use crate::sync::SyncService;
 use crate::sync::ephemeral::Ephemeral;
-use crate::users::accounts::password_hasher::PasswordHasher;
-use crate::users::accounts::uia::UiaSessions;
+use crate::users::Users;
 
 pub struct Services {
     pub config: Arc<Config>,
@@ -24,8 +23,9 @@ pub struct Services {
     pub signing_key: SigningKey,
     /// Keys this server signed with before rotating them, published as `old_verify_keys`.
     pub old_verify_keys: BTreeMap<String, OldKey>,
-    pub password_hasher: PasswordHasher,
-    pub uia: UiaSessions,
+    /// Accounts, sessions and devices, moderation, profiles, account data, filters, push
+    /// rules.
+    pub users: Users,
     /// Login, registration and user-name checks, per client address.
     pub auth_rate_limit: RateLimiter,
     /// Password checks per account (login and re-authentication), whatever the address.
@@ -75,6 +75,7 @@ impl Services {
             stopping: stopping.clone(),
             our_server: config.server.server_name.clone(),
         };
+        let users = Users::new(storage.clone(), config.server.server_name.clone());
         Services {
             old_verify_keys,
             federation,
@@ -86,8 +87,7 @@ impl Services {
             config,
             storage,
             signing_key,
-            password_hasher: PasswordHasher::default(),
-            uia: UiaSessions::default(),
+            users,
             stopping,
         }
     }
