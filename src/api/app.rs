@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::api::ratelimit::RateLimiter;
 use crate::config::Config;
+use crate::directory::Directory;
 use crate::federation::{Federation, Transport};
 use crate::matrix::crypto::SigningKey;
 use crate::matrix::crypto::rotation::OldKey;
@@ -26,6 +27,8 @@ pub struct Services {
     /// Accounts, sessions and devices, moderation, profiles, account data, filters, push
     /// rules.
     pub users: Users,
+    /// Room aliases, the public room list, room summaries and spaces.
+    pub directory: Directory,
     /// Login, registration and user-name checks, per client address.
     pub auth_rate_limit: RateLimiter,
     /// Password checks per account (login and re-authentication), whatever the address.
@@ -76,6 +79,7 @@ impl Services {
             our_server: config.server.server_name.clone(),
         };
         let users = Users::new(storage.clone(), config.server.server_name.clone());
+        let directory = Directory::new(storage.clone(), config.server.server_name.clone());
         Services {
             old_verify_keys,
             federation,
@@ -88,6 +92,7 @@ impl Services {
             storage,
             signing_key,
             users,
+            directory,
             stopping,
         }
     }
