@@ -182,6 +182,34 @@ fn decode_key(key: &str) -> Option<[u8; 32]> {
     decode_base64(key)?.try_into().ok()
 }
 
+/// Key look-ups as methods of the federation service, which holds the database the keys
+/// are cached in: the HTTP layer calls these.
+impl super::Federation {
+    /// [`Transport::request_key`] with the service's storage.
+    pub async fn request_key(
+        &self,
+        server: &str,
+        key_id: &str,
+        now: u64,
+    ) -> Result<[u8; 32], FederationError> {
+        self.transport
+            .request_key(&self.storage, server, key_id, now)
+            .await
+    }
+
+    /// [`Transport::notary_answer`] with the service's storage.
+    pub async fn notary_answer(
+        &self,
+        server: &str,
+        minimum_valid_until_ts: u64,
+        now: u64,
+    ) -> Result<Option<Value>, FederationError> {
+        self.transport
+            .notary_answer(&self.storage, server, minimum_valid_until_ts, now)
+            .await
+    }
+}
+
 impl Transport {
     /// The public key `key_id` of `server`, valid for signing requests now: from storage, or
     /// fetched from the server, or from a notary. Our own key needs no fetching.
