@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::api::ratelimit::RateLimiter;
 use crate::config::Config;
+use crate::directory::Directory;
 use crate::federation::{Federation, Transport};
 use crate::matrix::crypto::SigningKey;
 use crate::matrix::crypto::rotation::OldKey;
@@ -15,8 +16,7 @@ use crate::rooms::Rooms;
 use crate::storage::Storage;
 use crate::sync::SyncService;
 use crate::sync::ephemeral::Ephemeral;
-use crate::users::accounts::password_hasher::PasswordHasher;
-use crate::users::accounts::uia::UiaSessions;
+use crate::users::Users;
 
 pub struct Services {
     pub config: Arc<Config>,
@@ -24,8 +24,11 @@ pub struct Services {
     pub signing_key: SigningKey,
     /// Keys this server signed with before rotating them, published as `old_verify_keys`.
     pub old_verify_keys: BTreeMap<String, OldKey>,
-    pub password_hasher: PasswordHasher,
-    pub uia: UiaSessions,
+    /// Accounts, sessions and devices, moderation, profiles, account data, filters, push
+    /// rules.
+    pub users: Users,
+    /// Room aliases, the public room list, room summaries and spaces.
+    pub directory: Directory,
     /// Login, registration and user-name checks, per client address.
     pub auth_rate_limit: RateLimiter,
     /// Password checks per account (login and re-authentication), whatever the address.
@@ -81,6 +84,8 @@ impl Services {
             storage: storage.clone(),
             rooms: rooms.clone(),
         };
+        let users = Users::new(storage.clone(), config.server.server_name.clone());
+        let directory = Directory::new(storage.clone(), config.server.server_name.clone());
         Services {
             search,
             old_verify_keys,
@@ -93,8 +98,8 @@ impl Services {
             config,
             storage,
             signing_key,
-            password_hasher: PasswordHasher::default(),
-            uia: UiaSessions::default(),
+            users,
+            directory,
             stopping,
         }
     }

@@ -10,7 +10,6 @@ use actix_web::{FromRequest, HttpRequest, web};
 
 use crate::api::app::Services;
 use crate::error::{Error, ErrorKind};
-use crate::matrix::time::now_ms;
 use crate::users::accounts::sessions;
 
 /// The session behind a valid access token. Taken from `Authorization: Bearer`, or from the
@@ -77,15 +76,11 @@ fn authenticate(req: &HttpRequest) -> Result<Authenticated, Error> {
         .ok_or_else(|| Error::internal("no application state"))?;
     let token = access_token(req)
         .ok_or_else(|| Error::new(ErrorKind::MissingToken, "Missing access token"))?;
-    let session = sessions::authenticate(&app.storage, &token)?.ok_or_else(Error::unknown_token)?;
     let ip = client_ip(req, app.config.limits.trust_forwarded_for).map(|ip| ip.to_string());
-    sessions::touch_device(
-        &app.storage,
-        &session.user_id,
-        &session.device_id,
-        ip,
-        now_ms(),
-    )?;
+    let session = app
+        .users
+        .authenticate(&token, ip)?
+        .ok_or_else(Error::unknown_token)?;
     Ok(Authenticated(session))
 }
 

@@ -104,8 +104,7 @@ async fn notary_answer(
     }
     let answer = app
         .federation
-        .transport
-        .notary_answer(&app.storage, server_name, minimum_valid_until_ts, now)
+        .notary_answer(server_name, minimum_valid_until_ts, now)
         .await
         .map_err(Error::internal)?;
     Ok(answer.into_iter().collect())

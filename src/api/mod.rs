@@ -9,6 +9,7 @@ pub mod federation;
 pub mod json;
 pub mod keys;
 pub mod middleware;
+pub mod path;
 pub mod ratelimit;
 pub mod well_known;
 

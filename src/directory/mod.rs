@@ -1,8 +1,14 @@
 //! Room aliases and the public room directory (spec: client-server API, "Room aliases",
-//! "Listing rooms"). Only this server's aliases and rooms: others' need federation.
-//! [`spaces`]: the space hierarchy, walked from `m.space.child` events.
+//! "Listing rooms"), room summaries and who may preview a room, and the space hierarchy
+//! ([`spaces`]). Only this server's aliases and rooms: others' need federation.
+//!
+//! [`Directory`] (in `service`) is what the HTTP layer asks; the free functions here are the
+//! rules it applies, over `&Storage`, shared with federation's directory answers.
 
+mod service;
 pub mod spaces;
+
+pub use service::Directory;
 
 use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, ServerName, UserId};
 use serde_json::{Value, json};

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use ruma::{CanonicalJsonObject, RoomId};
 
-use super::inbound::checked;
+use super::pdu_checks::checked;
 use super::transport::{encode, to_object};
 use crate::error::Error;
 use crate::federation::Federation;

@@ -1,5 +1,7 @@
 //! [`ExpiringMap`]: a capped map whose entries expire. Discovery and key fetching remember
 //! answers with it; the cap keeps a flood of distinct server names from growing memory.
+//! [`KeyCache`], the transport's record of recent key fetches, lives here too: the
+//! transport holds it and `keys` consults it, and neither should import the other for it.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -68,6 +70,36 @@ impl<K: Hash + Eq + Clone, V: Clone> ExpiringMap<K, V> {
         self.entries
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// How soon a server is asked again for a key it did not have.
+const REFETCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// In-memory bookkeeping of key fetches: which servers were asked recently, so a flood of
+/// requests naming unknown keys does not become a flood of fetches.
+pub struct KeyCache {
+    recently_fetched: ExpiringMap<String, ()>,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache {
+            recently_fetched: ExpiringMap::new(1024),
+        }
+    }
+}
+
+impl KeyCache {
+    /// Whether `server` may be asked for its keys now; if so, the next minute it may not.
+    pub(super) fn may_fetch(&self, server: &str) -> bool {
+        let now = Instant::now();
+        if self.recently_fetched.get(&server.to_owned(), now).is_some() {
+            return false;
+        }
+        self.recently_fetched
+            .insert(server.to_owned(), (), now + REFETCH_INTERVAL, now);
+        true
     }
 }
 

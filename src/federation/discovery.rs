@@ -2,18 +2,18 @@
 //! the addresses to connect to, the name the certificate must be valid for, and the `Host`
 //! header. One function per numbered step of the spec, each logging the step that matched.
 //! Well-known answers are remembered in a bounded map; DNS answers in hickory's own bounded
-//! cache, for their TTLs.
+//! cache, for their TTLs. The DNS client itself is [`super::dns`], which well-known
+//! fetching uses too.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use hickory_resolver::TokioResolver;
-use hickory_resolver::proto::rr::RData;
 use rustls::pki_types::ServerName;
 
 use super::FederationError;
 use super::cache::ExpiringMap;
 use super::client::{Endpoint, HttpsClient};
+use super::dns::{Dns, dns_tls_name};
 use super::server_name::{Host, ServerAddress};
 use super::well_known::{self, WellKnown};
 
@@ -166,122 +166,5 @@ fn step_1_ip_literal(server: &ServerAddress, ip: IpAddr, port: Option<u16>) -> E
         addresses: vec![SocketAddr::new(ip, port.unwrap_or(DEFAULT_PORT))],
         tls_name: ServerName::IpAddress(ip.into()),
         host_header: server.host_and_port(),
-    }
-}
-
-/// The name a certificate must be valid for, and sent as SNI.
-pub fn dns_tls_name(hostname: &str) -> Result<ServerName<'static>, FederationError> {
-    ServerName::try_from(hostname.to_owned())
-        .map_err(|_| FederationError::InvalidServerName(hostname.to_owned()))
-}
-
-/// DNS: hickory with the system's configuration; if that configuration cannot be read, the
-/// C library's resolver for addresses, and no SRV records.
-pub struct Dns {
-    resolver: Option<TokioResolver>,
-}
-
-/// How many SRV targets and addresses are tried at most: a hostile zone cannot make us
-/// dial hundreds of addresses.
-const MAX_TARGETS: usize = 8;
-
-impl Dns {
-    pub fn from_system() -> Dns {
-        let resolver = TokioResolver::builder_tokio().and_then(|builder| builder.build());
-        match resolver {
-            Ok(resolver) => Dns {
-                resolver: Some(resolver),
-            },
-            Err(err) => {
-                tracing::warn!(
-                    "cannot read the system DNS configuration ({err}); using the C library's resolver, without SRV records"
-                );
-                Dns { resolver: None }
-            }
-        }
-    }
-
-    /// The addresses of `hostname` (CNAME, AAAA and A records, and `/etc/hosts`) with `port`.
-    pub async fn lookup_ip(
-        &self,
-        hostname: &str,
-        port: u16,
-    ) -> Result<Vec<SocketAddr>, FederationError> {
-        let dns_error = |reason: String| FederationError::Dns {
-            name: hostname.to_owned(),
-            reason,
-        };
-        let addresses: Vec<SocketAddr> = match &self.resolver {
-            Some(resolver) => resolver
-                .lookup_ip(hostname)
-                .await
-                .map_err(|err| dns_error(err.to_string()))?
-                .iter()
-                .map(|ip| SocketAddr::new(ip, port))
-                .take(MAX_TARGETS)
-                .collect(),
-            None => tokio::net::lookup_host((hostname, port))
-                .await
-                .map_err(|err| dns_error(err.to_string()))?
-                .take(MAX_TARGETS)
-                .collect(),
-        };
-        if addresses.is_empty() {
-            return Err(FederationError::NoAddress(hostname.to_owned()));
-        }
-        Ok(addresses)
-    }
-
-    /// The targets of an SRV record, best first (lowest priority, then highest weight).
-    /// Empty when there is none, the lookup failed, or the record says "no service" (`.`).
-    pub async fn lookup_srv(&self, name: &str) -> Vec<(String, u16)> {
-        let Some(resolver) = &self.resolver else {
-            return Vec::new();
-        };
-        // A trailing dot: the name is complete, the search domains are not tried.
-        let lookup = match resolver.srv_lookup(format!("{name}.")).await {
-            Ok(lookup) => lookup,
-            Err(err) => {
-                tracing::debug!(name, "no SRV record: {err}");
-                return Vec::new();
-            }
-        };
-        let mut records: Vec<_> = lookup
-            .answers()
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::SRV(srv) => Some((srv.priority, srv.weight, srv.target.to_utf8(), srv.port)),
-                _ => None,
-            })
-            .collect();
-        records.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        records
-            .into_iter()
-            .map(|(_, _, target, port)| (target.trim_end_matches('.').to_owned(), port))
-            .filter(|(target, _)| !target.is_empty())
-            .take(MAX_TARGETS)
-            .collect()
-    }
-
-    /// The addresses of SRV targets, in the targets' order; targets that do not resolve are
-    /// skipped.
-    async fn lookup_targets(
-        &self,
-        targets: &[(String, u16)],
-    ) -> Result<Vec<SocketAddr>, FederationError> {
-        let mut addresses = Vec::new();
-        for (target, port) in targets {
-            match self.lookup_ip(target, *port).await {
-                Ok(found) => addresses.extend(found),
-                Err(err) => tracing::debug!("SRV target {target}: {err}"),
-            }
-        }
-        addresses.truncate(MAX_TARGETS);
-        if addresses.is_empty() {
-            return Err(FederationError::NoAddress(
-                targets.first().map(|t| t.0.clone()).unwrap_or_default(),
-            ));
-        }
-        Ok(addresses)
     }
 }

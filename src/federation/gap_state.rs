@@ -20,7 +20,7 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::{CanonicalJsonObject, EventId, OwnedEventId, RoomId};
 use serde_json::Value;
 
-use super::inbound::checked;
+use super::pdu_checks::checked;
 use super::room_state::{self, NamedState};
 use super::transport::{encode, to_object};
 use crate::federation::Federation;

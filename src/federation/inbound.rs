@@ -2,15 +2,11 @@
 //! checks on receipt of a PDU (format, signatures, content hash), before the room service
 //! runs the authorization checks and stores it ([`crate::rooms::remote`]).
 
-use std::collections::BTreeMap;
-
-use ruma::canonical_json::redact;
 use ruma::room_version_rules::RoomVersionRules;
-use ruma::serde::Base64;
-use ruma::signatures::{PublicKeyMap, Verified};
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId};
 
-use super::{Federation, Transport};
+use super::Federation;
+use super::pdu_checks::checked;
 use crate::matrix::events::Pdu;
 use crate::rooms::remote::{Outcome, Refused};
 use crate::rooms::rules_of;
@@ -192,114 +188,4 @@ pub fn room_of(
         .ok_or_else(|| Refused::Invalid(format!("this server is not in {room_id}")))?;
     let rules = rules_of(&record).map_err(|err| Refused::Invalid(err.to_string()))?;
     Ok((rules, room_id))
-}
-
-/// Checks 1 to 3: the PDU format of the room version, the signatures of the servers that
-/// must sign, and the content hash (a mismatch redacts the event rather than refusing it).
-pub async fn checked(
-    fed: &Federation,
-    json: CanonicalJsonObject,
-    rules: &RoomVersionRules,
-) -> Result<(CanonicalJsonObject, Pdu), Refused> {
-    ruma::state_res::check_pdu_format(&json, &rules.event_format).map_err(Refused::Invalid)?;
-    let pdu = Pdu::from_json(&json, rules).map_err(|err| Refused::Invalid(err.to_string()))?;
-    let keys = public_keys_for(&fed.transport, &fed.storage, &json).await?;
-    let verified = ruma::signatures::verify_event(&keys, &json, rules)
-        .map_err(|err| Refused::Signature(err.to_string()))?;
-    let json = match verified {
-        Verified::All => json,
-        Verified::Signatures => {
-            tracing::warn!(event = %pdu.event_id, "content hash mismatch: stored redacted");
-            redact(json, &rules.redaction, None).map_err(|err| Refused::Invalid(err.to_string()))?
-        }
-    };
-    let pdu = Pdu::from_json(&json, rules).map_err(|err| Refused::Invalid(err.to_string()))?;
-    Ok((json, pdu))
-}
-
-/// The public keys of every server that signed `json`, as the keys were when they signed:
-/// stored ones, else fetched (directly or through a notary). A server we cannot get keys
-/// for is left out, and the signature check then fails if its signature was required.
-async fn public_keys_for(
-    federation: &Transport,
-    storage: &Storage,
-    json: &CanonicalJsonObject,
-) -> Result<PublicKeyMap, Refused> {
-    let mut map = PublicKeyMap::new();
-    let Some(CanonicalJsonValue::Object(signatures)) = json.get("signatures") else {
-        return Err(Refused::Signature("the event is not signed".to_owned()));
-    };
-    let ts = json
-        .get("origin_server_ts")
-        .and_then(CanonicalJsonValue::as_integer)
-        .and_then(|ts| u64::try_from(i64::from(ts)).ok())
-        .unwrap_or(0);
-    // A hostile event could name many servers: only a few are ever needed.
-    for (server, by_key) in signatures.iter().take(8) {
-        let Some(by_key) = by_key.as_object() else {
-            continue;
-        };
-        let wanted: Vec<&String> = by_key.keys().collect();
-        let keys = match keys_of(federation, storage, server, &wanted, ts).await {
-            Ok(keys) => keys,
-            Err(err) => {
-                tracing::debug!(%server, "no keys for a signature: {err}");
-                continue;
-            }
-        };
-        map.insert(server.clone(), keys);
-    }
-    Ok(map)
-}
-
-/// `server`'s keys that were valid at `ts` (old keys included), fetching them when one of
-/// `wanted` is unknown.
-async fn keys_of(
-    federation: &Transport,
-    storage: &Storage,
-    server: &str,
-    wanted: &[&String],
-    ts: u64,
-) -> Result<BTreeMap<String, Base64>, Refused> {
-    if server == federation.origin.as_str() {
-        let key = federation.signing_key();
-        return Ok(BTreeMap::from([(
-            key.key_id().to_string(),
-            Base64::new(key.public_key().to_vec()),
-        )]));
-    }
-    let mut stored = storage.servername_keys.get(&server.to_owned())?;
-    let knows_all = |keys: &Option<crate::federation::keys::ServerKeys>| {
-        keys.as_ref()
-            .is_some_and(|keys| wanted.iter().all(|id| keys.keys.contains_key(id.as_str())))
-    };
-    if !knows_all(&stored) {
-        let now = crate::matrix::time::now_ms();
-        match federation.refresh_keys(storage, server, now).await {
-            Ok(fresh) => stored = Some(fresh),
-            Err(err) => {
-                // Another request may be fetching them right now (fetches are limited to
-                // one a minute per server): wait a little for its answer.
-                tracing::debug!(%server, "refreshing keys: {err}");
-                let racing = err.to_string().contains("too recently");
-                for _ in 0..if racing { 10 } else { 0 } {
-                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                    stored = storage.servername_keys.get(&server.to_owned())?;
-                    if knows_all(&stored) {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    let stored = stored.ok_or_else(|| Refused::Signature(format!("no keys of {server}")))?;
-    Ok(stored
-        .keys
-        .iter()
-        .filter(|(_, key)| key.expired_ts.is_none_or(|expired| expired > ts))
-        .filter_map(|(id, key)| {
-            crate::matrix::crypto::decode_base64(&key.key)
-                .map(|bytes| (id.clone(), Base64::new(bytes)))
-        })
-        .collect())
 }

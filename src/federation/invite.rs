@@ -7,7 +7,7 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, RoomId, RoomVersionId, UserId};
 use serde_json::{Value, json};
 
-use super::inbound::checked;
+use super::pdu_checks::checked;
 use crate::error::{Error, ErrorKind};
 use crate::federation::Federation;
 use crate::matrix::events::Pdu;

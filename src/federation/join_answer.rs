@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use ruma::room_version_rules::RoomVersionRules;
-use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId};
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, UserId};
 
-use super::inbound::checked;
+use super::pdu_checks::checked;
 use super::room_state;
 use crate::error::{Error, ErrorKind};
 use crate::federation::Federation;
@@ -52,7 +52,7 @@ pub(super) async fn store_joined_room(
             let signed = serde_json::from_str::<CanonicalJsonObject>(raw.get()).map_err(|err| {
                 Error::new(ErrorKind::BadJson, format!("Bad send_join event: {err}"))
             })?;
-            super::restricted::resident_copy(&join, signed)?
+            resident_copy(&join, signed)?
         }
         None => join,
     };
@@ -240,4 +240,67 @@ async fn forget_outliers(fed: &Federation, room_id: &RoomId, ids: &[String]) {
     if let Err(err) = result {
         tracing::warn!(%room_id, "events of a refused join could not be removed: {err}");
     }
+}
+
+/// The key of a join's content naming the member who vouches for it.
+pub(super) const AUTHORISED_VIA: &str = "join_authorised_via_users_server";
+
+/// The joining side: our join with the resident server's signature (from `send_join`'s
+/// `event`) added. Its copy must be our event with signatures added, as anything else the
+/// resident changed would be an event we never signed; and of that copy only the signature
+/// of the server whose user vouches (`join_authorised_via_users_server`) is taken, the one
+/// the auth rules ask for. The rest of its `signatures` and its `unsigned` are not: a
+/// resident could otherwise drop our own signature or have us store and serve its data.
+pub(super) fn resident_copy(
+    ours: &CanonicalJsonObject,
+    theirs: CanonicalJsonObject,
+) -> Result<CanonicalJsonObject, Error> {
+    let unsigned = |event: &CanonicalJsonObject| {
+        let mut event = event.clone();
+        event.remove("signatures");
+        event.remove("unsigned");
+        event
+    };
+    if unsigned(ours) != unsigned(&theirs) {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "The resident server answered with another join event than ours",
+        ));
+    }
+    let Some(authoriser) = content_field(ours, AUTHORISED_VIA)
+        .and_then(CanonicalJsonValue::as_str)
+        .and_then(|user| UserId::parse(user).ok())
+    else {
+        return Ok(ours.clone());
+    };
+    let server = authoriser.server_name().as_str();
+    let signature = theirs
+        .get("signatures")
+        .and_then(CanonicalJsonValue::as_object)
+        .and_then(|signatures| signatures.get(server))
+        .filter(|signature| signature.as_object().is_some())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Forbidden,
+                format!("The resident server's copy of our join has no signature of {server}"),
+            )
+        })?;
+    let mut signed = ours.clone();
+    let signatures = signed
+        .entry("signatures".to_owned())
+        .or_insert_with(|| CanonicalJsonValue::Object(CanonicalJsonObject::new()));
+    if let CanonicalJsonValue::Object(signatures) = signatures {
+        signatures.insert(server.to_owned(), signature.clone());
+    }
+    Ok(signed)
+}
+
+pub(super) fn content_field<'a>(
+    event: &'a CanonicalJsonObject,
+    key: &str,
+) -> Option<&'a CanonicalJsonValue> {
+    event
+        .get("content")
+        .and_then(CanonicalJsonValue::as_object)
+        .and_then(|content| content.get(key))
 }

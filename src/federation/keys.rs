@@ -7,11 +7,9 @@
 //! as a notary ourselves.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::cache::ExpiringMap;
 use super::client::json_body;
 use super::{FederationError, Transport};
 use crate::matrix::crypto::{KeyId, decode_base64, verify_json};
@@ -25,8 +23,6 @@ const MAX_KEYS_PER_SERVER: usize = 32;
 const MAX_KEY_RESPONSE: usize = 256 * 1024;
 /// A notary answer may carry a few servers' keys.
 const MAX_NOTARY_RESPONSE: usize = 1024 * 1024;
-/// How soon a server is asked again for a key it did not have.
-const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 
 pub use crate::storage::records::ServerKeys;
 
@@ -40,33 +36,6 @@ impl ServerKeys {
             return None;
         }
         decode_key(&known.key)
-    }
-}
-
-/// In-memory bookkeeping of key fetches: which servers were asked recently, so a flood of
-/// requests naming unknown keys does not become a flood of fetches.
-pub struct KeyCache {
-    recently_fetched: ExpiringMap<String, ()>,
-}
-
-impl Default for KeyCache {
-    fn default() -> Self {
-        KeyCache {
-            recently_fetched: ExpiringMap::new(1024),
-        }
-    }
-}
-
-impl KeyCache {
-    /// Whether `server` may be asked for its keys now; if so, the next minute it may not.
-    fn may_fetch(&self, server: &str) -> bool {
-        let now = Instant::now();
-        if self.recently_fetched.get(&server.to_owned(), now).is_some() {
-            return false;
-        }
-        self.recently_fetched
-            .insert(server.to_owned(), (), now + REFETCH_INTERVAL, now);
-        true
     }
 }
 
@@ -180,6 +149,34 @@ fn valid_key_id(key_id: &str) -> Result<(), String> {
 
 fn decode_key(key: &str) -> Option<[u8; 32]> {
     decode_base64(key)?.try_into().ok()
+}
+
+/// Key look-ups as methods of the federation service, which holds the database the keys
+/// are cached in: the HTTP layer calls these.
+impl super::Federation {
+    /// [`Transport::request_key`] with the service's storage.
+    pub async fn request_key(
+        &self,
+        server: &str,
+        key_id: &str,
+        now: u64,
+    ) -> Result<[u8; 32], FederationError> {
+        self.transport
+            .request_key(&self.storage, server, key_id, now)
+            .await
+    }
+
+    /// [`Transport::notary_answer`] with the service's storage.
+    pub async fn notary_answer(
+        &self,
+        server: &str,
+        minimum_valid_until_ts: u64,
+        now: u64,
+    ) -> Result<Option<Value>, FederationError> {
+        self.transport
+            .notary_answer(&self.storage, server, minimum_valid_until_ts, now)
+            .await
+    }
 }
 
 impl Transport {

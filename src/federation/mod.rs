@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`server_name`]: a server name split into host and port, as discovery needs it.
 //! - [`discovery`]: server name → where to connect and which name to expect, following the
-//!   spec's numbered steps, with [`well_known`] delegation and its caching rules.
+//!   spec's numbered steps, with [`well_known`] delegation and its caching rules, over
+//!   [`dns`] (SRV records, addresses).
 //! - [`client`]: the outbound HTTPS client (system roots plus an optional extra CA bundle,
 //!   SNI and `Host` per the spec, timeouts, response size limits), over [`http1`].
 //! - [`auth`]: `X-Matrix` request signatures, made for outgoing and checked on incoming
@@ -19,9 +20,9 @@
 //! - [`outbound`]: the durable per-server queue and the transactions that carry our
 //!   users' events and EDUs to other servers, with backoff.
 //! - [`edu`]: what other servers' EDUs (typing, receipts, presence, E2EE) do here.
-//! - [`inbound`]: the first checks on a PDU from another server (format, signatures,
-//!   content hash) before the room service authorizes and stores it; gaps filled with
-//!   `get_missing_events`.
+//! - [`inbound`]: events from other servers' transactions, checked first (`pdu_checks`:
+//!   format, signatures, content hash, shared by every way an event arrives) before the
+//!   room service authorizes and stores them; gaps filled with `get_missing_events`.
 //! - [`gap_state`]: the state at a gap `get_missing_events` cannot close, fetched from the
 //!   sender (`/state_ids`, `/event`, `/state`), checked whole, kept as outliers.
 //! - [`join`]: joining rooms held elsewhere and letting other servers' users join, leave
@@ -47,6 +48,7 @@ pub mod cache;
 pub mod client;
 pub mod directory;
 pub mod discovery;
+pub mod dns;
 pub mod edu;
 mod error;
 pub mod gap_state;
@@ -57,6 +59,7 @@ pub mod join;
 mod join_answer;
 pub mod keys;
 pub mod outbound;
+mod pdu_checks;
 pub mod queries;
 pub mod resident;
 pub mod restricted;

@@ -3,7 +3,7 @@
 //! signed events checked, stored and relayed to the room's other servers (`send_*`). Answered
 //! only while one of our users is in the room: our copy of a room everyone here left is stale.
 
-use super::inbound::checked;
+use super::pdu_checks::checked;
 use super::transport::to_object;
 use crate::error::{Error, ErrorKind};
 use crate::federation::Federation;

@@ -12,15 +12,13 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, UserId
 use serde_json::{Map, Value, json};
 
 use super::join::{SEND_JOIN_LIMIT, first_server, make_and_sign, send_path};
+use super::join_answer::{AUTHORISED_VIA, content_field, resident_copy};
 use super::outbound::follower::room_servers;
 use crate::error::{Error, ErrorKind};
 use crate::federation::Federation;
 use crate::matrix::events::signing::add_signature;
 use crate::rooms::remote::Outcome;
 use crate::rooms::restricted::{JoinAuthorisation, authorise_join, may_authorise};
-
-/// The key of a join's content naming the member who vouches for it.
-const AUTHORISED_VIA: &str = "join_authorised_via_users_server";
 
 /// `make_join`: names in the template's content the user of ours who vouches for the join of
 /// `user_id`, when the room is restricted and the user needs one; refuses the join (with the
@@ -96,56 +94,6 @@ pub fn countersign_join(
     Ok(true)
 }
 
-/// The joining side: our join with the resident server's signature (from `send_join`'s
-/// `event`) added. Its copy must be our event with signatures added, as anything else the
-/// resident changed would be an event we never signed; and of that copy only the signature
-/// of the server whose user vouches (`join_authorised_via_users_server`) is taken, the one
-/// the auth rules ask for. The rest of its `signatures` and its `unsigned` are not: a
-/// resident could otherwise drop our own signature or have us store and serve its data.
-pub fn resident_copy(
-    ours: &CanonicalJsonObject,
-    theirs: CanonicalJsonObject,
-) -> Result<CanonicalJsonObject, Error> {
-    let unsigned = |event: &CanonicalJsonObject| {
-        let mut event = event.clone();
-        event.remove("signatures");
-        event.remove("unsigned");
-        event
-    };
-    if unsigned(ours) != unsigned(&theirs) {
-        return Err(Error::new(
-            ErrorKind::Forbidden,
-            "The resident server answered with another join event than ours",
-        ));
-    }
-    let Some(authoriser) = content_field(ours, AUTHORISED_VIA)
-        .and_then(CanonicalJsonValue::as_str)
-        .and_then(|user| UserId::parse(user).ok())
-    else {
-        return Ok(ours.clone());
-    };
-    let server = authoriser.server_name().as_str();
-    let signature = theirs
-        .get("signatures")
-        .and_then(CanonicalJsonValue::as_object)
-        .and_then(|signatures| signatures.get(server))
-        .filter(|signature| signature.as_object().is_some())
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::Forbidden,
-                format!("The resident server's copy of our join has no signature of {server}"),
-            )
-        })?;
-    let mut signed = ours.clone();
-    let signatures = signed
-        .entry("signatures".to_owned())
-        .or_insert_with(|| CanonicalJsonValue::Object(CanonicalJsonObject::new()));
-    if let CanonicalJsonValue::Object(signatures) = signatures {
-        signatures.insert(server.to_owned(), signature.clone());
-    }
-    Ok(signed)
-}
-
 /// Joins our user to a restricted room we hold when none of our members there may vouch
 /// for the join (`M_UNABLE_TO_GRANT_JOIN` here): a resident server elsewhere, `via` first,
 /// then each server in the room, makes the join and signs it (`make_join`, `send_join`),
@@ -214,13 +162,6 @@ struct JoinedEvent {
 
 fn text<'a>(event: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {
     event.get(key).and_then(CanonicalJsonValue::as_str)
-}
-
-fn content_field<'a>(event: &'a CanonicalJsonObject, key: &str) -> Option<&'a CanonicalJsonValue> {
-    event
-        .get("content")
-        .and_then(CanonicalJsonValue::as_object)
-        .and_then(|content| content.get(key))
 }
 
 #[cfg(test)]

@@ -496,6 +496,86 @@ pub fn closest_event(
     .ok_or_else(|| Error::not_found("No event found in that direction from that time"))
 }
 
+/// The serving side as methods of the federation service, which holds the database and
+/// knows our server's name: the HTTP handlers call these and never touch storage.
+impl super::Federation {
+    /// [`open_room`] for `origin`, in a room of ours.
+    pub fn open_room<'a>(
+        &self,
+        origin: &ServerName,
+        room_id: &'a RoomId,
+    ) -> Result<RoomAccess<'a>, Error> {
+        open_room(
+            &self.storage,
+            &self.config.server.server_name,
+            origin,
+            room_id,
+        )
+    }
+
+    /// [`event`]: one event for `origin`.
+    pub fn serve_event(&self, origin: &ServerName, event_id: &str) -> Result<Box<RawValue>, Error> {
+        event(
+            &self.storage,
+            &self.config.server.server_name,
+            origin,
+            event_id,
+        )
+    }
+
+    /// [`state_ids`] before `event_id`.
+    pub fn serve_state_ids(
+        &self,
+        access: &RoomAccess<'_>,
+        event_id: &str,
+    ) -> Result<StateIds, Error> {
+        state_ids(&self.storage, access, event_id)
+    }
+
+    /// [`state`] before `event_id`.
+    pub fn serve_state(&self, access: &RoomAccess<'_>, event_id: &str) -> Result<StatePdus, Error> {
+        state(&self.storage, access, event_id)
+    }
+
+    /// [`event_auth`]: the auth chain of one event.
+    pub fn serve_event_auth(
+        &self,
+        access: &RoomAccess<'_>,
+        event_id: &str,
+    ) -> Result<Vec<Box<RawValue>>, Error> {
+        event_auth(&self.storage, access, event_id)
+    }
+
+    /// [`backfill`] from the events `v`.
+    pub fn serve_backfill(
+        &self,
+        access: &RoomAccess<'_>,
+        v: &[String],
+        limit: u64,
+    ) -> Result<Vec<Box<RawValue>>, Error> {
+        backfill(&self.storage, access, v, limit)
+    }
+
+    /// [`missing_events`].
+    pub fn serve_missing_events(
+        &self,
+        access: &RoomAccess<'_>,
+        request: &MissingEventsRequest,
+    ) -> Result<Vec<Box<RawValue>>, Error> {
+        missing_events(&self.storage, access, request)
+    }
+
+    /// [`closest_event`] to `ts`, among the events readers may see now.
+    pub fn serve_closest_event(
+        &self,
+        access: &RoomAccess<'_>,
+        (ts, forward): (u64, bool),
+    ) -> Result<(String, u64), Error> {
+        let upto = self.rooms.visible_position();
+        closest_event(&self.storage, access, (ts, forward), upto)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

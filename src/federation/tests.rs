@@ -11,7 +11,8 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use super::client::HttpsClient;
-use super::discovery::{Dns, Resolver};
+use super::discovery::Resolver;
+use super::dns::Dns;
 use super::well_known::{self, ERROR_LIFETIME};
 
 /// A CA (its PEM) and a certificate it signed for `localhost` and `127.0.0.1`.

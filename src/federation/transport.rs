@@ -9,9 +9,10 @@ use ruma::OwnedServerName;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue};
 use serde_json::Value;
 
+use super::cache::KeyCache;
 use super::client::{HttpsClient, Request, Response};
 use super::discovery::Resolver;
-use super::{FederationError, auth, keys, outbound};
+use super::{FederationError, auth, outbound};
 use crate::config::FederationConfig;
 use crate::error::{Error, ErrorKind};
 use crate::matrix::crypto::SigningKey;
@@ -26,7 +27,7 @@ pub struct Transport {
     pub client: HttpsClient,
     /// Servers asked for keys a server cannot give us itself.
     pub notaries: Vec<String>,
-    pub keys: keys::KeyCache,
+    pub keys: KeyCache,
     /// Wakes the outbound senders: new work, or a server heard from again.
     pub outbound: std::sync::Arc<outbound::Wake>,
 }
@@ -49,7 +50,7 @@ impl Transport {
             resolver: Resolver::from_system(),
             client,
             notaries: config.trusted_key_servers.clone(),
-            keys: keys::KeyCache::default(),
+            keys: KeyCache::default(),
             outbound: Default::default(),
         })
     }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use super::client::{Endpoint, HttpsClient, Request};
-use super::discovery::Dns;
+use super::dns::{Dns, dns_tls_name};
 use super::server_name::{Host, ServerAddress};
 use super::{FederationError, http1::RawResponse};
 
@@ -107,10 +107,7 @@ async fn get(client: &HttpsClient, dns: &Dns, url: &Url) -> Result<RawResponse, 
             vec![SocketAddr::new(*ip, url.port)],
             rustls::pki_types::ServerName::IpAddress((*ip).into()),
         ),
-        Host::Name(name) => (
-            dns.lookup_ip(name, url.port).await?,
-            super::discovery::dns_tls_name(name)?,
-        ),
+        Host::Name(name) => (dns.lookup_ip(name, url.port).await?, dns_tls_name(name)?),
     };
     let host_header = if url.port == 443 {
         server.host_text()

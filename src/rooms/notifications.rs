@@ -51,11 +51,7 @@ const THREAD_HOPS: usize = 3;
 
 /// The user's push rules: their `m.push_rules` account data, or the spec's defaults.
 pub fn ruleset(storage: &Storage, user_id: &UserId) -> Result<Ruleset, StorageError> {
-    match crate::users::account_data::get_stored(storage, user_id, None, "m.push_rules")? {
-        Some(content) => serde_json::from_value(content.get("global").cloned().unwrap_or_default())
-            .map_err(|err| StorageError::Corrupt(format!("stored push rules: {err}"))),
-        None => Ok(Ruleset::server_default(user_id)),
-    }
+    crate::users::push_rules::ruleset(storage, user_id)
 }
 
 /// Evaluates `json`, an event about to be stored in `room_id`, against the push rules of

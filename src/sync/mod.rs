@@ -12,6 +12,7 @@
 //! in memory with expiry, as the spec lets them be).
 
 pub mod ephemeral;
+mod notifications;
 pub mod receipts;
 
 use std::collections::{BTreeSet, HashMap};
@@ -515,7 +516,7 @@ fn presence_events(
     }
     let mut events = Vec::new();
     for (other, presence) in service.ephemeral.presence_changes(since) {
-        if other != user_id && !shares_a_room(service, user_id, &other)? {
+        if other != user_id && !service.shares_a_room(user_id, &other)? {
             continue;
         }
         events
@@ -525,21 +526,19 @@ fn presence_events(
     Ok(events)
 }
 
-/// Whether both users are joined to some room.
-fn shares_a_room(
-    service: &SyncService,
-    user_id: &UserId,
-    other: &UserId,
-) -> Result<bool, StorageError> {
-    for (room_id, record) in rooms::memberships(&service.storage, other)? {
-        if record.membership == "join"
-            && rooms::membership(&service.storage, user_id, &room_id)?
-                .is_some_and(|record| record.membership == "join")
-        {
-            return Ok(true);
+impl SyncService {
+    /// Whether both users are joined to some room: who may see whose presence.
+    pub fn shares_a_room(&self, user_id: &UserId, other: &UserId) -> Result<bool, StorageError> {
+        for (room_id, record) in rooms::memberships(&self.storage, other)? {
+            if record.membership == "join"
+                && rooms::membership(&self.storage, user_id, &room_id)?
+                    .is_some_and(|record| record.membership == "join")
+            {
+                return Ok(true);
+            }
         }
+        Ok(false)
     }
-    Ok(false)
 }
 
 /// Typing (when it changed since the last sync) and receipts (changed since then).

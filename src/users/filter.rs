@@ -9,10 +9,35 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorKind};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 
 /// The most events of one kind a filter may ask for: events are up to 64 KiB each.
 pub const MAX_LIMIT: u64 = 100;
+
+/// Stores a filter's text under an ID derived from it, and returns the ID: clients upload
+/// theirs on every start, and the same filter gets the same ID instead of a new row.
+pub fn store(storage: &Storage, user_id: &str, text: &str) -> Result<String, StorageError> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let filter_id: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    storage
+        .userfilter_filter
+        .insert(&(user_id.to_owned(), filter_id.clone()), &text.to_owned())?;
+    Ok(filter_id)
+}
+
+/// A stored filter's text.
+pub fn stored(
+    storage: &Storage,
+    user_id: &str,
+    filter_id: &str,
+) -> Result<Option<String>, StorageError> {
+    storage
+        .userfilter_filter
+        .get(&(user_id.to_owned(), filter_id.to_owned()))
+}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -161,9 +186,7 @@ impl Filter {
         let text = match filter {
             None => return Ok(Filter::default()),
             Some(text) if text.trim_start().starts_with('{') => text.to_owned(),
-            Some(id) => storage
-                .userfilter_filter
-                .get(&(user_id.to_owned(), id.to_owned()))?
+            Some(id) => stored(storage, user_id, id)?
                 .ok_or_else(|| Error::new(ErrorKind::InvalidParam, "No such filter"))?,
         };
         Filter::parse(&text).map_err(|err| {

@@ -1,13 +1,20 @@
 //! Users: what the server keeps about each of its own users and what they keep about
 //! themselves.
 //!
+//! - [`Users`] (in `service`): the service the HTTP layer asks; it holds the database
+//!   handle, the password hasher and the user-interactive auth sessions.
 //! - [`accounts`]: accounts, sessions and devices, registration tokens, user-interactive
 //!   authentication, password hashing with bounded concurrency.
 //! - [`profile`]: display names and avatars (the room service copies them into member events).
 //! - [`account_data`]: global and per-room account data, with its own stream.
 //! - [`filter`]: stored filter definitions and how they choose events and fields.
+//! - [`push_rules`]: push rules (kept as `m.push_rules` account data) and pushers.
 
 pub mod account_data;
 pub mod accounts;
 pub mod filter;
 pub mod profile;
+pub mod push_rules;
+mod service;
+
+pub use service::Users;

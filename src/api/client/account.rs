@@ -13,9 +13,8 @@ use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::{Authenticated, check_auth_rate_limit, client_ip};
 use crate::error::{Error, ErrorKind};
-use crate::matrix::time::now_ms;
+use crate::users::accounts;
 use crate::users::accounts::uia::{self, Attempt, AuthData, Completed, Flows, Step};
-use crate::users::accounts::{self, registration, sessions};
 
 /// Registration flows. The token flow ends with a dummy stage, the shape Synapse uses:
 /// clients written against it (matrix-nio, for one) complete the token stage and then
@@ -79,9 +78,7 @@ pub async fn register(
         .transpose()
         .map_err(account_error)?;
     if let Some(user_id) = &user_id
-        && accounts::get(&app.storage, user_id)
-            .map_err(account_error)?
-            .is_some()
+        && app.users.exists(user_id).map_err(account_error)?
     {
         return Err(Error::new(ErrorKind::UserInUse, "The user name is taken"));
     }
@@ -106,39 +103,25 @@ pub async fn register(
         Some(user_id) => user_id,
         None => accounts::local_user_id(&random_localpart(), server_name).map_err(account_error)?,
     };
-    let hash = app.password_hasher.hash(password).await?;
-    let token = completed.registration_token;
-    if let Some(token) = &token
-        && !registration::consume(&app.storage, token, now_ms())?
-    {
-        return Err(Error::new(
-            ErrorKind::Forbidden,
-            "The registration token is used up or expired",
-        ));
-    }
-    if let Err(err) = accounts::add_user_with_hash(&app.storage, &user_id, hash, false) {
-        // The account was not made: the token's use is given back.
-        if let Some(token) = &token {
-            registration::give_back(&app.storage, token)?;
-        }
-        return Err(account_error(err));
-    }
+    let hash = app.users.password_hasher.hash(password).await?;
+    app.users
+        .create_account(&user_id, hash, completed.registration_token.as_deref())?;
     tracing::info!(%user_id, "registered a new account");
     let mut response = json!({ "user_id": user_id });
     if !body.inhibit_login {
-        let session = sessions::start_session(
-            &app.storage,
-            &user_id,
-            device_id.as_deref(),
-            display_name,
-            client_ip(&req, app.config.limits.trust_forwarded_for).map(|ip| ip.to_string()),
-            now_ms(),
-        )
-        .map_err(account_error)?;
+        let session = app
+            .users
+            .start_session(
+                &user_id,
+                device_id.as_deref(),
+                display_name,
+                client_ip(&req, app.config.limits.trust_forwarded_for).map(|ip| ip.to_string()),
+            )
+            .map_err(account_error)?;
         response["access_token"] = json!(session.access_token);
         response["device_id"] = json!(session.device_id);
     }
-    app.storage.flush().await?;
+    app.users.flush().await?;
     Ok(HttpResponse::Ok().json(response))
 }
 
@@ -150,14 +133,14 @@ fn complete_registration_auth(
     auth: Option<AuthData>,
     flows: Flows,
 ) -> Result<Completed, Error> {
-    let attempt = match app.uia.attempt(auth, flows, None, &operation(req))? {
+    let attempt = match app.users.uia.attempt(auth, flows, None, &operation(req))? {
         Step::AlreadyCompleted(completed) => return Ok(completed),
         Step::Check(attempt) => attempt,
     };
     let session = attempt.session.clone();
     let outcome = check_registration_stage(app, &attempt);
-    let completed = app.uia.record(attempt, outcome, flows)?;
-    app.uia.forget(&session);
+    let completed = app.users.uia.record(attempt, outcome, flows)?;
+    app.users.uia.forget(&session);
     Ok(completed)
 }
 
@@ -166,7 +149,7 @@ fn check_registration_stage(app: &Services, attempt: &Attempt) -> Result<Option<
         uia::DUMMY => Ok(None),
         uia::REGISTRATION_TOKEN => {
             let token = attempt.auth.token.as_deref().unwrap_or_default();
-            if registration::is_usable(&app.storage, token, now_ms())? {
+            if app.users.registration_token_usable(token)? {
                 Ok(Some(token.to_owned()))
             } else {
                 Err(Error::new(
@@ -210,10 +193,7 @@ pub async fn available(
         &app.config.server.server_name,
     )
     .map_err(account_error)?;
-    if accounts::get(&app.storage, &user_id)
-        .map_err(account_error)?
-        .is_some()
-    {
+    if app.users.exists(&user_id).map_err(account_error)? {
         return Err(Error::new(ErrorKind::UserInUse, "The user name is taken"));
     }
     Ok(HttpResponse::Ok().json(json!({ "available": true })))
@@ -234,7 +214,7 @@ pub async fn token_validity(
         return Err(Error::new(ErrorKind::Forbidden, "Registration is disabled"));
     }
     check_auth_rate_limit(&req, &app)?;
-    let valid = registration::is_usable(&app.storage, &query.token, now_ms())?;
+    let valid = app.users.registration_token_usable(&query.token)?;
     Ok(HttpResponse::Ok().json(json!({ "valid": valid })))
 }
 
@@ -247,6 +227,7 @@ pub async fn require_password(
 ) -> Result<(), Error> {
     let owner = Some(auth.user_id.as_str());
     let attempt = match app
+        .users
         .uia
         .attempt(body_auth, PASSWORD_FLOWS, owner, &operation(req))?
     {
@@ -254,7 +235,10 @@ pub async fn require_password(
         Step::Check(attempt) => attempt,
     };
     let outcome = verify_password_stage(req, app, auth, &attempt).await;
-    app.uia.record(attempt, outcome, PASSWORD_FLOWS).map(|_| ())
+    app.users
+        .uia
+        .record(attempt, outcome, PASSWORD_FLOWS)
+        .map(|_| ())
 }
 
 async fn verify_password_stage(
@@ -309,12 +293,11 @@ pub async fn change_password(
 ) -> Result<HttpResponse, Error> {
     accounts::check_password(&body.new_password).map_err(account_error)?;
     require_password(&req, &app, &auth, body.auth).await?;
-    let hash = app.password_hasher.hash(body.new_password).await?;
-    accounts::set_password_hash(&app.storage, &auth.user_id, hash).map_err(account_error)?;
-    if body.logout_devices {
-        sessions::remove_all_devices(&app.storage, &auth.user_id, Some(&auth.device_id))?;
-    }
-    app.storage.flush().await?;
+    let hash = app.users.password_hasher.hash(body.new_password).await?;
+    let logout_devices_but = body.logout_devices.then_some(auth.device_id.as_str());
+    app.users
+        .change_password(&auth.user_id, hash, logout_devices_but)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -331,8 +314,7 @@ pub async fn deactivate(
     MatrixJson(body): MatrixJson<DeactivateRequest>,
 ) -> Result<HttpResponse, Error> {
     require_password(&req, &app, &auth, body.auth).await?;
-    accounts::deactivate(&app.storage, &auth.user_id).map_err(account_error)?;
-    app.storage.flush().await?;
+    app.users.deactivate(&auth.user_id).await?;
     tracing::info!(user_id = %auth.user_id, "deactivated an account");
     // Hearth never binds identifiers at an identity server: with nothing to unbind, the spec
     // asks for `success`.

@@ -9,7 +9,7 @@ use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::Error;
-use crate::users::accounts::moderation::{self, Restriction};
+use crate::users::accounts::moderation::Restriction;
 
 #[derive(Debug, Deserialize)]
 pub struct LockRequest {
@@ -69,14 +69,10 @@ fn status(
     user: &str,
     restriction: Restriction,
 ) -> Result<bool, Error> {
-    let server_name = &app.config.server.server_name;
-    let target =
-        moderation::moderated_account(&app.storage, server_name, &auth.user_id, user, false)?;
-    moderation::is_restricted(&app.storage, &target, restriction)
+    app.users.restriction(&auth.user_id, user, restriction)
 }
 
-/// Sets the flag and flushes before answering: an administrator told "locked" can rely on
-/// it surviving a crash.
+/// Sets the flag (flushed before answering, see [`crate::users::Users::set_restriction`]).
 async fn change(
     app: &Services,
     auth: &Authenticated,
@@ -84,11 +80,10 @@ async fn change(
     restriction: Restriction,
     on: bool,
 ) -> Result<(), Error> {
-    let server_name = &app.config.server.server_name;
-    let target =
-        moderation::moderated_account(&app.storage, server_name, &auth.user_id, user, true)?;
-    moderation::set_restricted_for_client(&app.storage, &target, restriction, on)?;
-    app.storage.flush().await?;
+    let target = app
+        .users
+        .set_restriction(&auth.user_id, user, restriction, on)
+        .await?;
     tracing::info!(
         admin = %auth.user_id,
         user = %target,

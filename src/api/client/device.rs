@@ -10,7 +10,7 @@ use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
-use crate::users::accounts::sessions::{self, Device};
+use crate::users::accounts::sessions::Device;
 use crate::users::accounts::uia::AuthData;
 
 fn device_json(device: &Device) -> Value {
@@ -29,7 +29,9 @@ fn device_json(device: &Device) -> Value {
 
 /// # GET /_matrix/client/v3/devices
 pub async fn list(app: web::Data<Services>, auth: Authenticated) -> Result<HttpResponse, Error> {
-    let devices: Vec<Value> = sessions::list_devices(&app.storage, &auth.user_id)?
+    let devices: Vec<Value> = app
+        .users
+        .devices(&auth.user_id)?
         .iter()
         .map(device_json)
         .collect();
@@ -42,7 +44,9 @@ pub async fn get(
     auth: Authenticated,
     device_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let device = sessions::get_device(&app.storage, &auth.user_id, &device_id)?
+    let device = app
+        .users
+        .device(&auth.user_id, &device_id)?
         .ok_or_else(|| Error::not_found("No such device"))?;
     Ok(HttpResponse::Ok().json(device_json(&device)))
 }
@@ -61,17 +65,14 @@ pub async fn rename(
     device_id: web::Path<String>,
     MatrixJson(body): MatrixJson<RenameRequest>,
 ) -> Result<HttpResponse, Error> {
-    let exists = match body.display_name {
-        Some(name) => {
-            let name = valid_device_field(name)?;
-            sessions::rename_device(&app.storage, &auth.user_id, &device_id, name)?
-        }
-        None => sessions::get_device(&app.storage, &auth.user_id, &device_id)?.is_some(),
-    };
-    if !exists {
+    let name = body.display_name.map(valid_device_field).transpose()?;
+    if !app
+        .users
+        .rename_device(&auth.user_id, &device_id, name)
+        .await?
+    {
         return Err(Error::not_found("No such device"));
     }
-    app.storage.flush().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -91,8 +92,9 @@ pub async fn delete(
     MatrixJson(body): MatrixJson<DeleteRequest>,
 ) -> Result<HttpResponse, Error> {
     require_password(&req, &app, &auth, body.auth).await?;
-    sessions::remove_devices(&app.storage, &auth.user_id, &[device_id.into_inner()])?;
-    app.storage.flush().await?;
+    app.users
+        .remove_devices(&auth.user_id, &[device_id.into_inner()])
+        .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -119,7 +121,8 @@ pub async fn delete_many(
         ));
     }
     require_password(&req, &app, &auth, body.auth).await?;
-    sessions::remove_devices(&app.storage, &auth.user_id, &body.devices)?;
-    app.storage.flush().await?;
+    app.users
+        .remove_devices(&auth.user_id, &body.devices)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }

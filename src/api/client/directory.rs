@@ -9,13 +9,8 @@ use serde_json::{Value, json};
 use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
-use crate::directory;
+use crate::api::path;
 use crate::error::{Error, ErrorKind};
-use crate::rooms;
-
-fn parse_room_id(text: &str) -> Result<OwnedRoomId, Error> {
-    OwnedRoomId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
-}
 
 #[derive(Debug, Deserialize)]
 pub struct AliasRequest {
@@ -30,18 +25,9 @@ pub async fn put_alias(
     MatrixJson(body): MatrixJson<AliasRequest>,
 ) -> Result<HttpResponse, Error> {
     auth.ensure_not_suspended()?;
-    let alias = directory::local_alias(&app.config.server.server_name, &alias)?;
-    match rooms::membership(&app.storage, &auth.user_id, &body.room_id)? {
-        Some(record) if record.membership == "join" => {}
-        _ => return Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
-    }
-    if !directory::create_alias(&app.storage, &alias, &body.room_id, &auth.user_id)? {
-        return Err(Error::new(
-            ErrorKind::Conflict,
-            format!("Room alias {alias} already exists"),
-        ));
-    }
-    app.storage.flush().await?;
+    app.directory
+        .put_alias(&auth.user_id, &alias, &body.room_id)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -57,7 +43,9 @@ pub async fn get_alias(
             crate::federation::queries::remote_alias(&app.federation, &alias).await?;
         return Ok(HttpResponse::Ok().json(json!({ "room_id": room_id, "servers": servers })));
     }
-    let record = directory::resolve(&app.storage, &alias)?
+    let record = app
+        .directory
+        .resolve(&alias)?
         .ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
     Ok(HttpResponse::Ok().json(json!({
         "room_id": record.room_id,
@@ -74,25 +62,7 @@ pub async fn delete_alias(
     auth: Authenticated,
     alias: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let alias = directory::local_alias(&app.config.server.server_name, &alias)?;
-    let record = directory::resolve(&app.storage, &alias)?
-        .ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
-    let room_id = parse_room_id(&record.room_id)?;
-    let allowed = record.creator == auth.user_id.as_str()
-        || rooms::may_send_state(
-            &app.storage,
-            &room_id,
-            &auth.user_id,
-            "m.room.canonical_alias",
-        )?;
-    if !allowed {
-        return Err(Error::new(
-            ErrorKind::Forbidden,
-            "You may not remove this alias",
-        ));
-    }
-    directory::delete_alias(&app.storage, &alias)?;
-    app.storage.flush().await?;
+    app.directory.remove_alias(&auth.user_id, &alias).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -102,17 +72,9 @@ pub async fn room_aliases(
     auth: Authenticated,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let room_id = parse_room_id(&room_id)?;
-    let member = rooms::membership(&app.storage, &auth.user_id, &room_id)?
-        .is_some_and(|r| r.membership == "join");
-    let world_readable =
-        rooms::state_content(&app.storage, &room_id, "m.room.history_visibility", "")?
-            .is_some_and(|c| c["history_visibility"] == "world_readable");
-    if !member && !world_readable {
-        return Err(Error::new(ErrorKind::Forbidden, "You are not in this room"));
-    }
-    Ok(HttpResponse::Ok()
-        .json(json!({ "aliases": directory::aliases_of(&app.storage, &room_id)? })))
+    let room_id: OwnedRoomId = path::id(&room_id)?;
+    let aliases = app.directory.room_aliases(&auth.user_id, &room_id)?;
+    Ok(HttpResponse::Ok().json(json!({ "aliases": aliases })))
 }
 
 /// # GET /_matrix/client/v3/directory/list/room/{roomId}
@@ -120,11 +82,8 @@ pub async fn get_visibility(
     app: web::Data<Services>,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let room_id = parse_room_id(&room_id)?;
-    if app.storage.roomid_room.get(&room_id.to_string())?.is_none() {
-        return Err(Error::not_found("Room not found"));
-    }
-    let visibility = if directory::is_published(&app.storage, &room_id)? {
+    let room_id: OwnedRoomId = path::id(&room_id)?;
+    let visibility = if app.directory.is_listed(&room_id)? {
         "public"
     } else {
         "private"
@@ -146,7 +105,7 @@ pub async fn set_visibility(
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<VisibilityRequest>,
 ) -> Result<HttpResponse, Error> {
-    let room_id = parse_room_id(&room_id)?;
+    let room_id: OwnedRoomId = path::id(&room_id)?;
     let published = match body.visibility.as_str() {
         "public" => true,
         "private" => false,
@@ -157,17 +116,9 @@ pub async fn set_visibility(
             ));
         }
     };
-    if app.storage.roomid_room.get(&room_id.to_string())?.is_none() {
-        return Err(Error::not_found("Room not found"));
-    }
-    if !rooms::may_send_state(&app.storage, &room_id, &auth.user_id, "m.room.join_rules")? {
-        return Err(Error::new(
-            ErrorKind::Forbidden,
-            "You may not change whether this room is listed",
-        ));
-    }
-    directory::set_published(&app.storage, &room_id, published)?;
-    app.storage.flush().await?;
+    app.directory
+        .set_listed(&auth.user_id, &room_id, published)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -190,9 +141,6 @@ pub struct PublicRoomsRequest {
     filter: Option<PublicRoomsFilter>,
 }
 
-/// The most rooms per page.
-const MAX_PAGE: usize = 100;
-
 async fn page(
     app: &Services,
     server: Option<&str>,
@@ -212,24 +160,7 @@ async fn page(
         )
         .await;
     }
-    let rooms = directory::public_rooms(&app.storage, search)?;
-    let start: usize = match since {
-        Some(token) => token
-            .parse()
-            .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid since token"))?,
-        None => 0,
-    };
-    let limit = limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
-    let total = rooms.len();
-    let chunk: Vec<Value> = rooms.into_iter().skip(start).take(limit).collect();
-    let mut response = json!({ "chunk": chunk, "total_room_count_estimate": total });
-    if start.saturating_add(limit) < total {
-        response["next_batch"] = json!((start + limit).to_string());
-    }
-    if start > 0 {
-        response["prev_batch"] = json!(start.saturating_sub(limit).to_string());
-    }
-    Ok(response)
+    app.directory.public_rooms_page(limit, since, search)
 }
 
 /// # GET /_matrix/client/v3/publicRooms

@@ -303,19 +303,8 @@ pub async fn room_summary(
     auth: Authenticated,
     room: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let room = crate::directory::room_id_or_alias(&app.storage, &room)?;
-    if app.storage.roomid_room.get(&room.to_string())?.is_none()
-        || !crate::directory::may_preview(&app.storage, &auth.user_id, &room)?
-    {
-        return Err(Error::not_found("No such room"));
-    }
-    let mut summary = crate::directory::summary(&app.storage, &room)?;
-    let membership = rooms::membership(&app.storage, &auth.user_id, &room)?
-        .map(|r| r.membership)
-        .filter(|m| matches!(m.as_str(), "join" | "invite" | "knock"));
-    if let Some(membership) = membership {
-        summary["membership"] = json!(membership);
-    }
+    let room = app.directory.room_id_or_alias(&room)?;
+    let summary = app.directory.room_summary(&auth.user_id, &room)?;
     Ok(HttpResponse::Ok().json(summary))
 }
 

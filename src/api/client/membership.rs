@@ -320,7 +320,7 @@ pub async fn join_by_id_or_alias(
             via.extend(servers);
             room_id
         }
-        _ => crate::directory::room_id_or_alias(&app.storage, &room)?,
+        _ => app.directory.room_id_or_alias(&room)?,
     };
     join_here_or_remote(&app, &auth, &room_id, &via, body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
@@ -460,7 +460,7 @@ pub async fn knock(
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
     auth.ensure_not_suspended()?;
-    let room_id = crate::directory::room_id_or_alias(&app.storage, &room)?;
+    let room_id = app.directory.room_id_or_alias(&room)?;
     // A room held elsewhere is knocked on through `via` servers or the room ID's own.
     if app.config.federation.enabled
         && crate::federation::join::needs_remote_join(&app.federation, &room_id)?

@@ -1,8 +1,7 @@
-//! Push rules and pushers (spec: client-server API, "Push Notifications"). Rules are kept as
-//! the `m.push_rules` account data, as the spec says, starting from its default ruleset;
-//! clients see changes through `/sync`. [`crate::rooms::notifications`] applies them to each event
-//! (unread counts, `/notifications`); sending to push gateways is not built yet: pushers
-//! are stored faithfully for then.
+//! Push rules, pushers and notifications (spec: client-server API, "Push Notifications").
+//! The rules and pushers live in [`crate::users::push_rules`]; [`crate::rooms::notifications`]
+//! applies the rules to each event (unread counts, `/notifications`, read through the sync
+//! service); sending to push gateways is not built yet.
 
 use actix_web::{HttpResponse, web};
 use ruma::push::{
@@ -19,40 +18,17 @@ use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
 
 fn ruleset(app: &Services, user_id: &UserId) -> Result<Ruleset, Error> {
-    Ok(crate::rooms::notifications::ruleset(&app.storage, user_id)?)
+    app.users.push_rules(user_id)
 }
 
-/// Changes the user's push rules in one step: read, `change`, store, with no other write
-/// of them in between (see [`crate::users::account_data::modify`]).
 async fn change_rules(
     app: &Services,
     user_id: &UserId,
     change: impl FnOnce(&mut Ruleset) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    crate::users::account_data::modify(
-        &app.storage,
-        &app.rooms.stream,
-        user_id,
-        None,
-        "m.push_rules",
-        |content| {
-            let mut rules = match content {
-                Some(content) => {
-                    serde_json::from_value(content.get("global").cloned().unwrap_or_default())
-                        .map_err(|err| Error::internal(format!("stored push rules: {err}")))?
-                }
-                None => Ruleset::server_default(user_id),
-            };
-            change(&mut rules)?;
-            let mut content = Map::new();
-            content.insert(
-                "global".into(),
-                serde_json::to_value(&rules).map_err(Error::internal)?,
-            );
-            Ok(content)
-        },
-    )
-    .await
+    app.users
+        .change_push_rules(&app.rooms.stream, user_id, change)
+        .await
 }
 
 fn rule_json(rule: AnyPushRuleRef<'_>) -> Value {
@@ -273,16 +249,9 @@ pub async fn get_pushers(
     app: web::Data<Services>,
     auth: Authenticated,
 ) -> Result<HttpResponse, Error> {
-    let pushers = app
-        .storage
-        .userid_pushers
-        .get(&auth.user_id.to_string())?
-        .unwrap_or_default();
+    let pushers = app.users.pushers(&auth.user_id)?;
     Ok(HttpResponse::Ok().json(json!({ "pushers": pushers })))
 }
-
-/// The most pushers one account may have.
-const MAX_PUSHERS: usize = 50;
 
 /// # POST /_matrix/client/v3/pushers/set
 ///
@@ -292,91 +261,7 @@ pub async fn set_pusher(
     auth: Authenticated,
     MatrixJson(body): MatrixJson<Map<String, Value>>,
 ) -> Result<HttpResponse, Error> {
-    let text = |field: &str| -> Result<String, Error> {
-        body.get(field)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::MissingParam,
-                    format!("`{field}` is missing or not a string"),
-                )
-            })
-    };
-    let app_id = text("app_id")?;
-    let pushkey = text("pushkey")?;
-    if app_id.len() > 64 || pushkey.len() > 512 {
-        return Err(Error::new(
-            ErrorKind::InvalidParam,
-            "app_id is at most 64 bytes and pushkey 512",
-        ));
-    }
-    let kind = match body.get("kind") {
-        Some(Value::Null) => None,
-        Some(Value::String(kind)) if kind == "http" || kind == "email" => Some(kind.clone()),
-        _ => {
-            return Err(Error::new(
-                ErrorKind::InvalidParam,
-                "kind must be http, email or null",
-            ));
-        }
-    };
-    // Read, change, write with no other write of this user's pushers in between.
-    let exclusive = app.storage.exclusive();
-    let mut pushers = app
-        .storage
-        .userid_pushers
-        .get(&auth.user_id.to_string())?
-        .unwrap_or_default();
-    let same = |pusher: &Value| {
-        pusher["app_id"] == app_id.as_str() && pusher["pushkey"] == pushkey.as_str()
-    };
-    match kind {
-        None => pushers.retain(|pusher| !same(pusher)),
-        Some(kind) => {
-            for field in ["app_display_name", "device_display_name", "lang"] {
-                text(field)?;
-            }
-            let data = body
-                .get("data")
-                .and_then(Value::as_object)
-                .ok_or_else(|| Error::new(ErrorKind::MissingParam, "`data` is missing"))?;
-            if kind == "http" {
-                let url = data.get("url").and_then(Value::as_str).unwrap_or_default();
-                if !(url.starts_with("https://") || url.starts_with("http://"))
-                    || !url.ends_with("/_matrix/push/v1/notify")
-                {
-                    return Err(Error::new(
-                        ErrorKind::InvalidParam,
-                        "data.url must be a push gateway URL ending in /_matrix/push/v1/notify",
-                    ));
-                }
-            }
-            let append = body.get("append").and_then(Value::as_bool).unwrap_or(false);
-            if !append {
-                // Without `append`, other users' pushers with this key go; ours: replaced.
-                pushers.retain(|pusher| {
-                    pusher["pushkey"] != pushkey.as_str() || pusher["app_id"] != app_id.as_str()
-                });
-            } else {
-                pushers.retain(|pusher| !same(pusher));
-            }
-            let mut pusher = body.clone();
-            pusher.remove("append");
-            pushers.push(Value::Object(pusher));
-            if pushers.len() > MAX_PUSHERS {
-                return Err(Error::new(
-                    ErrorKind::LimitExceeded { retry_after_ms: 0 },
-                    "Too many pushers",
-                ));
-            }
-        }
-    }
-    app.storage
-        .userid_pushers
-        .insert(&auth.user_id.to_string(), &pushers)?;
-    drop(exclusive);
-    app.storage.flush().await?;
+    app.users.set_pusher(&auth.user_id, body).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -415,35 +300,8 @@ pub async fn notifications(
         }
     };
     let limit = query.limit.unwrap_or(20).clamp(1, 100);
-    let page = crate::rooms::notifications::list(
-        &app.storage,
-        &auth.user_id,
-        before,
-        limit,
-        only_highlights,
-    )?;
-    let mut notifications = Vec::new();
-    for notification in &page.notifications {
-        let Some(event) = crate::rooms::format::stored_event_for_client(
-            &app.storage,
-            &notification.record.event_id,
-            Some(&notification.record.room_id),
-            None,
-        )?
-        else {
-            continue;
-        };
-        notifications.push(json!({
-            "actions": notification.record.actions,
-            "event": event,
-            "read": notification.read,
-            "room_id": notification.record.room_id,
-            "ts": notification.record.ts,
-        }));
-    }
-    let mut response = json!({ "notifications": notifications });
-    if let Some(next) = page.next {
-        response["next_token"] = json!(next.to_string());
-    }
+    let response = app
+        .sync
+        .notifications(&auth.user_id, before, limit, only_highlights)?;
     Ok(HttpResponse::Ok().json(response))
 }

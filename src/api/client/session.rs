@@ -11,7 +11,6 @@ use crate::api::auth::{
     Authenticated, EvenIfLocked, check_account_rate_limit, check_auth_rate_limit, client_ip,
 };
 use crate::error::{Error, ErrorKind};
-use crate::matrix::time::now_ms;
 use crate::users::accounts::uia::Identifier;
 use crate::users::accounts::{self, sessions};
 
@@ -54,16 +53,16 @@ pub async fn login(
     let display_name = optional_device_name(body.initial_device_display_name)?;
     let user_id = accounts::login_user_id(&name, &app.config.server.server_name);
     let user_id = verify_credentials(&app, user_id.ok(), password).await?;
-    let session = sessions::start_session(
-        &app.storage,
-        &user_id,
-        device_id.as_deref(),
-        display_name,
-        client_ip(&req, app.config.limits.trust_forwarded_for).map(|ip| ip.to_string()),
-        now_ms(),
-    )
-    .map_err(account_error)?;
-    app.storage.flush().await?;
+    let session = app
+        .users
+        .start_session(
+            &user_id,
+            device_id.as_deref(),
+            display_name,
+            client_ip(&req, app.config.limits.trust_forwarded_for).map(|ip| ip.to_string()),
+        )
+        .map_err(account_error)?;
+    app.users.flush().await?;
     let mut response = json!({
         "user_id": user_id,
         "access_token": session.access_token,
@@ -113,14 +112,18 @@ pub async fn verify_credentials(
         check_account_rate_limit(user_id.as_str(), app)?;
     }
     let account = match &user_id {
-        Some(user_id) => accounts::get(&app.storage, user_id).map_err(account_error)?,
+        Some(user_id) => app.users.account(user_id).map_err(account_error)?,
         None => None,
     };
     let stored_hash = account
         .as_ref()
         .filter(|account| !account.deactivated)
         .map(|account| account.password_hash.clone());
-    let matches = app.password_hasher.verify(password, stored_hash).await?;
+    let matches = app
+        .users
+        .password_hasher
+        .verify(password, stored_hash)
+        .await?;
     match (user_id, account) {
         (Some(_), Some(account)) if account.deactivated => Err(Error::new(
             ErrorKind::UserDeactivated,
@@ -164,8 +167,7 @@ pub async fn logout(
     app: web::Data<Services>,
     EvenIfLocked(auth): EvenIfLocked,
 ) -> Result<HttpResponse, Error> {
-    sessions::end_session(&app.storage, &auth)?;
-    app.storage.flush().await?;
+    app.users.logout(&auth, false).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -174,9 +176,7 @@ pub async fn logout_all(
     app: web::Data<Services>,
     EvenIfLocked(auth): EvenIfLocked,
 ) -> Result<HttpResponse, Error> {
-    sessions::remove_all_devices(&app.storage, &auth.user_id, None)?;
-    sessions::end_session(&app.storage, &auth)?;
-    app.storage.flush().await?;
+    app.users.logout(&auth, true).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -189,20 +189,10 @@ pub async fn whoami(auth: Authenticated) -> HttpResponse {
     }))
 }
 
-/// Maps account errors to the spec's error codes.
+/// Maps account errors to the spec's error codes (the `From` impl beside the users
+/// service).
 pub fn account_error(err: accounts::AccountError) -> Error {
-    use accounts::AccountError;
-    match err {
-        AccountError::InvalidUserId(message) => Error::new(ErrorKind::InvalidUsername, message),
-        AccountError::Exists(_) => Error::new(ErrorKind::UserInUse, "The user name is taken"),
-        AccountError::NoSuchUser(_) => Error::not_found("No such user"),
-        AccountError::Deactivated(_) => Error::new(
-            ErrorKind::UserDeactivated,
-            "This account has been deactivated",
-        ),
-        AccountError::WeakPassword(message) => Error::new(ErrorKind::WeakPassword, message),
-        AccountError::Storage(err) => Error::internal(err),
-    }
+    err.into()
 }
 
 /// The `METHOD path` a user-interactive auth session is bound to.

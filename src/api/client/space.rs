@@ -8,8 +8,9 @@ use serde_json::json;
 
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
-use crate::directory::spaces::{self, HierarchyRequest};
-use crate::error::{Error, ErrorKind};
+use crate::api::path;
+use crate::directory::spaces::HierarchyRequest;
+use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
 pub struct HierarchyQuery {
@@ -26,8 +27,7 @@ pub async fn hierarchy(
     room_id: web::Path<String>,
     query: web::Query<HierarchyQuery>,
 ) -> Result<HttpResponse, Error> {
-    let room_id = OwnedRoomId::try_from(room_id.as_str())
-        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))?;
+    let room_id: OwnedRoomId = path::id(&room_id)?;
     let query = query.into_inner();
     let request = HierarchyRequest {
         suggested_only: query.suggested_only,
@@ -35,7 +35,7 @@ pub async fn hierarchy(
         max_depth: query.max_depth,
         from: query.from,
     };
-    let page = spaces::hierarchy(&app.storage, &auth.user_id, &room_id, &request)?;
+    let page = app.directory.hierarchy(&auth.user_id, &room_id, &request)?;
     let mut body = json!({ "rooms": page.rooms });
     if let Some(next_batch) = page.next_batch {
         body["next_batch"] = json!(next_batch);

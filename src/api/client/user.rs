@@ -8,18 +8,9 @@ use serde_json::{Map, Value, json};
 use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
+use crate::api::path;
 use crate::error::{Error, ErrorKind};
-use crate::rooms;
-use crate::users::{account_data, profile};
-
-fn parse_user_id(text: &str) -> Result<OwnedUserId, Error> {
-    OwnedUserId::try_from(text).map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidParam,
-            format!("`{text}` is not a user ID"),
-        )
-    })
-}
+use crate::users::profile;
 
 fn require_self(auth: &Authenticated, user_id: &UserId) -> Result<(), Error> {
     if auth.user_id != user_id {
@@ -50,10 +41,7 @@ pub async fn capabilities(
         "m.3pid_changes": { "enabled": false },
         "m.get_login_token": { "enabled": false },
     });
-    let admin = crate::users::accounts::get(&app.storage, &auth.user_id)
-        .map_err(|err| Error::internal(err.to_string()))?
-        .is_some_and(|account| account.admin);
-    if admin {
+    if app.users.is_admin(&auth.user_id)? {
         capabilities["m.account_moderation"] = json!({ "lock": true, "suspend": true });
     }
     Ok(HttpResponse::Ok().json(json!({ "capabilities": capabilities })))
@@ -64,14 +52,16 @@ pub async fn get_profile(
     app: web::Data<Services>,
     user_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let user_id = parse_user_id(&user_id)?;
+    let user_id: OwnedUserId = path::id(&user_id)?;
     if user_id.server_name() != app.config.server.server_name {
         let profile =
             crate::federation::queries::remote_profile(&app.federation, &user_id, None).await?;
         return Ok(HttpResponse::Ok().json(profile));
     }
-    let profile =
-        profile::get(&app.storage, &user_id)?.ok_or_else(|| Error::not_found("No such user"))?;
+    let profile = app
+        .users
+        .profile(&user_id)?
+        .ok_or_else(|| Error::not_found("No such user"))?;
     Ok(HttpResponse::Ok().json(profile))
 }
 
@@ -93,11 +83,13 @@ pub async fn get_profile_field(
 ) -> Result<HttpResponse, Error> {
     let (user_id, field) = path.into_inner();
     known_field(&field)?;
-    let user_id = parse_user_id(&user_id)?;
+    let user_id: OwnedUserId = path::id(&user_id)?;
     let profile = if user_id.server_name() != app.config.server.server_name {
         crate::federation::queries::remote_profile(&app.federation, &user_id, Some(&field)).await?
     } else {
-        profile::get(&app.storage, &user_id)?.ok_or_else(|| Error::not_found("No such user"))?
+        app.users
+            .profile(&user_id)?
+            .ok_or_else(|| Error::not_found("No such user"))?
     };
     let value = profile
         .get(&field)
@@ -114,7 +106,7 @@ pub async fn set_profile_field(
 ) -> Result<HttpResponse, Error> {
     let (user_id, field) = path.into_inner();
     known_field(&field)?;
-    let user_id = parse_user_id(&user_id)?;
+    let user_id: OwnedUserId = path::id(&user_id)?;
     require_self(&auth, &user_id)?;
     auth.ensure_not_suspended()?;
     // The body's one property is the key of the URL.
@@ -140,7 +132,7 @@ pub async fn delete_profile_field(
 ) -> Result<HttpResponse, Error> {
     let (user_id, field) = path.into_inner();
     known_field(&field)?;
-    let user_id = parse_user_id(&user_id)?;
+    let user_id: OwnedUserId = path::id(&user_id)?;
     require_self(&auth, &user_id)?;
     auth.ensure_not_suspended()?;
     app.rooms.set_profile_field(&user_id, &field, None).await?;
@@ -154,9 +146,11 @@ pub async fn get_account_data(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (user_id, kind) = path.into_inner();
-    let user_id = parse_user_id(&user_id)?;
+    let user_id: OwnedUserId = path::id(&user_id)?;
     require_self(&auth, &user_id)?;
-    let content = account_data::get(&app.storage, &user_id, None, &kind)?
+    let content = app
+        .users
+        .account_data(&user_id, None, &kind)?
         .ok_or_else(|| Error::not_found("No account data of that type"))?;
     Ok(HttpResponse::Ok().json(content))
 }
@@ -169,17 +163,11 @@ pub async fn set_account_data(
     MatrixJson(content): MatrixJson<Map<String, Value>>,
 ) -> Result<HttpResponse, Error> {
     let (user_id, kind) = path.into_inner();
-    let user_id = parse_user_id(&user_id)?;
+    let user_id: OwnedUserId = path::id(&user_id)?;
     require_self(&auth, &user_id)?;
-    account_data::set(
-        &app.storage,
-        &app.rooms.stream,
-        &user_id,
-        None,
-        &kind,
-        content,
-    )
-    .await?;
+    app.users
+        .set_account_data(&app.rooms.stream, &user_id, None, &kind, content)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -188,9 +176,8 @@ fn room_for_account_data(
     user_id: &UserId,
     room_id: &str,
 ) -> Result<OwnedRoomId, Error> {
-    let room_id = OwnedRoomId::try_from(room_id)
-        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))?;
-    if rooms::membership(&app.storage, user_id, &room_id)?.is_none() {
+    let room_id: OwnedRoomId = path::id(room_id)?;
+    if !app.users.has_been_in_room(user_id, &room_id)? {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "You have never been in this room",
@@ -206,10 +193,12 @@ pub async fn get_room_account_data(
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (user_id, room_id, kind) = path.into_inner();
-    let user_id = parse_user_id(&user_id)?;
+    let user_id: OwnedUserId = path::id(&user_id)?;
     require_self(&auth, &user_id)?;
     let room_id = room_for_account_data(&app, &user_id, &room_id)?;
-    let content = account_data::get(&app.storage, &user_id, Some(&room_id), &kind)?
+    let content = app
+        .users
+        .account_data(&user_id, Some(&room_id), &kind)?
         .ok_or_else(|| Error::not_found("No account data of that type"))?;
     Ok(HttpResponse::Ok().json(content))
 }
@@ -222,18 +211,12 @@ pub async fn set_room_account_data(
     MatrixJson(content): MatrixJson<Map<String, Value>>,
 ) -> Result<HttpResponse, Error> {
     let (user_id, room_id, kind) = path.into_inner();
-    let user_id = parse_user_id(&user_id)?;
+    let user_id: OwnedUserId = path::id(&user_id)?;
     require_self(&auth, &user_id)?;
     let room_id = room_for_account_data(&app, &user_id, &room_id)?;
-    account_data::set(
-        &app.storage,
-        &app.rooms.stream,
-        &user_id,
-        Some(&room_id),
-        &kind,
-        content,
-    )
-    .await?;
+    app.users
+        .set_account_data(&app.rooms.stream, &user_id, Some(&room_id), &kind, content)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -244,7 +227,7 @@ pub async fn create_filter(
     user_id: web::Path<String>,
     MatrixJson(filter): MatrixJson<Map<String, Value>>,
 ) -> Result<HttpResponse, Error> {
-    let user_id = parse_user_id(&user_id)?;
+    let user_id: OwnedUserId = path::id(&user_id)?;
     require_self(&auth, &user_id)?;
     let text = Value::Object(filter).to_string();
     crate::users::filter::Filter::parse(&text).map_err(|err| {
@@ -254,15 +237,7 @@ pub async fn create_filter(
         )
     })?;
     // The same filter gets the same ID: clients upload theirs on every start.
-    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    let filter_id: String = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    app.storage
-        .userfilter_filter
-        .insert(&(user_id.to_string(), filter_id.clone()), &text)?;
-    app.storage.flush().await?;
+    let filter_id = app.users.create_filter(&user_id, &text).await?;
     Ok(HttpResponse::Ok().json(json!({ "filter_id": filter_id })))
 }
 
@@ -273,12 +248,11 @@ pub async fn get_filter(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (user_id, filter_id) = path.into_inner();
-    let user_id = parse_user_id(&user_id)?;
+    let user_id: OwnedUserId = path::id(&user_id)?;
     require_self(&auth, &user_id)?;
     let text = app
-        .storage
-        .userfilter_filter
-        .get(&(user_id.to_string(), filter_id))?
+        .users
+        .filter(&user_id, &filter_id)?
         .ok_or_else(|| Error::not_found("No such filter"))?;
     let filter: Value = serde_json::from_str(&text).map_err(Error::internal)?;
     Ok(HttpResponse::Ok().json(filter))
@@ -326,7 +300,7 @@ pub async fn set_presence(
     user_id: web::Path<String>,
     MatrixJson(body): MatrixJson<PresenceRequest>,
 ) -> Result<HttpResponse, Error> {
-    let user_id = parse_user_id(&user_id)?;
+    let user_id: OwnedUserId = path::id(&user_id)?;
     require_self(&auth, &user_id)?;
     if !matches!(body.presence.as_str(), "online" | "unavailable" | "offline") {
         return Err(Error::new(
@@ -357,14 +331,15 @@ pub async fn get_presence(
     auth: Authenticated,
     user_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let user_id = parse_user_id(&user_id)?;
-    if crate::users::accounts::get(&app.storage, &user_id)
+    let user_id: OwnedUserId = path::id(&user_id)?;
+    if !app
+        .users
+        .exists(&user_id)
         .map_err(|err| Error::internal(err.to_string()))?
-        .is_none()
     {
         return Err(Error::not_found("No such user"));
     }
-    if user_id != auth.user_id && !share_a_room(&app, &auth.user_id, &user_id)? {
+    if user_id != auth.user_id && !app.sync.shares_a_room(&auth.user_id, &user_id)? {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "You share no room with this user",
@@ -375,15 +350,4 @@ pub async fn get_presence(
         None => json!({ "presence": "offline" }),
     };
     Ok(HttpResponse::Ok().json(content))
-}
-
-fn share_a_room(app: &Services, a: &UserId, b: &UserId) -> Result<bool, Error> {
-    for (room_id, record) in rooms::memberships(&app.storage, a)? {
-        if record.membership == "join"
-            && rooms::membership(&app.storage, b, &room_id)?.is_some_and(|r| r.membership == "join")
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }

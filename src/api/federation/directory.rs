@@ -2,12 +2,13 @@
 //! Room Directory", "Spaces"). Thin: the rules are in [`crate::federation::directory`].
 
 use actix_web::{HttpResponse, web};
-use ruma::RoomId;
+use ruma::OwnedRoomId;
 use serde::Deserialize;
 
 use super::origin::{FederationOrigin, SignedJson};
 use crate::api::app::Services;
-use crate::error::{Error, ErrorKind};
+use crate::api::path;
+use crate::error::Error;
 use crate::federation::directory::{self, PublicRoomsRequest};
 
 /// The query of `GET /publicRooms`. `include_all_networks` and `third_party_instance_id`
@@ -74,8 +75,7 @@ pub async fn hierarchy(
     room: web::Path<String>,
     query: web::Query<HierarchyQuery>,
 ) -> Result<HttpResponse, Error> {
-    let room = RoomId::parse(room.as_str())
-        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))?;
+    let room: OwnedRoomId = path::id(&room)?;
     let suggested_only = query.suggested_only.unwrap_or(false);
     let answer = directory::hierarchy(&app.federation, &origin.0, &room, suggested_only)?;
     Ok(HttpResponse::Ok().json(answer))

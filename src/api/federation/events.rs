@@ -10,8 +10,9 @@ use serde_json::value::RawValue;
 
 use super::origin::{FederationOrigin, SignedJson};
 use crate::api::app::Services;
+use crate::api::path;
 use crate::error::{Error, ErrorKind};
-use crate::federation::serve::{self, MissingEventsRequest, RoomAccess};
+use crate::federation::serve::{MissingEventsRequest, RoomAccess};
 
 /// A transaction carrying PDUs (`/event`, `/backfill`): the spec's answer shape.
 #[derive(Serialize)]
@@ -29,22 +30,13 @@ fn transaction(app: &Services, pdus: Vec<Box<RawValue>>) -> HttpResponse {
     })
 }
 
-fn room_id(text: &str) -> Result<OwnedRoomId, Error> {
-    RoomId::parse(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
-}
-
 /// The room, checked for the asking server (ours, ACL).
 fn open<'a>(
     app: &Services,
     origin: &FederationOrigin,
     room_id: &'a RoomId,
 ) -> Result<RoomAccess<'a>, Error> {
-    serve::open_room(
-        &app.storage,
-        &app.config.server.server_name,
-        &origin.0,
-        room_id,
-    )
+    app.federation.open_room(&origin.0, room_id)
 }
 
 /// # GET /_matrix/federation/v1/event/{eventId}
@@ -53,12 +45,7 @@ pub async fn event(
     origin: FederationOrigin,
     event_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let pdu = serve::event(
-        &app.storage,
-        &app.config.server.server_name,
-        &origin.0,
-        &event_id,
-    )?;
+    let pdu = app.federation.serve_event(&origin.0, &event_id)?;
     Ok(transaction(&app, vec![pdu]))
 }
 
@@ -74,9 +61,9 @@ pub async fn state_ids(
     room: web::Path<String>,
     query: web::Query<AtEvent>,
 ) -> Result<HttpResponse, Error> {
-    let room = room_id(&room)?;
+    let room: OwnedRoomId = path::id(&room)?;
     let access = open(&app, &origin, &room)?;
-    let ids = serve::state_ids(&app.storage, &access, &query.event_id)?;
+    let ids = app.federation.serve_state_ids(&access, &query.event_id)?;
     Ok(HttpResponse::Ok().json(json!({
         "pdu_ids": ids.pdu_ids,
         "auth_chain_ids": ids.auth_chain_ids,
@@ -96,9 +83,9 @@ pub async fn state(
     room: web::Path<String>,
     query: web::Query<AtEvent>,
 ) -> Result<HttpResponse, Error> {
-    let room = room_id(&room)?;
+    let room: OwnedRoomId = path::id(&room)?;
     let access = open(&app, &origin, &room)?;
-    let found = serve::state(&app.storage, &access, &query.event_id)?;
+    let found = app.federation.serve_state(&access, &query.event_id)?;
     Ok(HttpResponse::Ok().json(StateAnswer {
         pdus: found.pdus,
         auth_chain: found.auth_chain,
@@ -117,9 +104,9 @@ pub async fn event_auth(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
-    let room = room_id(&room)?;
+    let room: OwnedRoomId = path::id(&room)?;
     let access = open(&app, &origin, &room)?;
-    let auth_chain = serve::event_auth(&app.storage, &access, &event_id)?;
+    let auth_chain = app.federation.serve_event_auth(&access, &event_id)?;
     Ok(HttpResponse::Ok().json(AuthChainAnswer { auth_chain }))
 }
 
@@ -132,7 +119,7 @@ pub async fn backfill(
     room: web::Path<String>,
     query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, Error> {
-    let room = room_id(&room)?;
+    let room: OwnedRoomId = path::id(&room)?;
     let access = open(&app, &origin, &room)?;
     let v: Vec<String> = query
         .iter()
@@ -147,7 +134,7 @@ pub async fn backfill(
         .find(|(key, _)| key == "limit")
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing limit"))?;
     let limit = clamped_limit(&limit.1)?;
-    let pdus = serve::backfill(&app.storage, &access, &v, limit)?;
+    let pdus = app.federation.serve_backfill(&access, &v, limit)?;
     Ok(transaction(&app, pdus))
 }
 
@@ -178,10 +165,12 @@ pub async fn get_missing_events(
     room: web::Path<String>,
     request: SignedJson<MissingEventsRequest>,
 ) -> Result<HttpResponse, Error> {
-    let room = room_id(&room)?;
+    let room: OwnedRoomId = path::id(&room)?;
     let origin = FederationOrigin(request.origin);
     let access = open(&app, &origin, &room)?;
-    let events = serve::missing_events(&app.storage, &access, &request.body)?;
+    let events = app
+        .federation
+        .serve_missing_events(&access, &request.body)?;
     Ok(HttpResponse::Ok().json(MissingEventsAnswer { events }))
 }
 
@@ -203,11 +192,11 @@ pub async fn timestamp_to_event(
         "b" => false,
         _ => return Err(Error::new(ErrorKind::InvalidParam, "dir must be f or b")),
     };
-    let room = room_id(&room)?;
+    let room: OwnedRoomId = path::id(&room)?;
     let access = open(&app, &origin, &room)?;
-    let upto = app.rooms.visible_position();
-    let (event_id, origin_server_ts) =
-        serve::closest_event(&app.storage, &access, (query.ts, forward), upto)?;
+    let (event_id, origin_server_ts) = app
+        .federation
+        .serve_closest_event(&access, (query.ts, forward))?;
     Ok(HttpResponse::Ok().json(json!({
         "event_id": event_id,
         "origin_server_ts": origin_server_ts,

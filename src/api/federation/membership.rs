@@ -8,16 +8,9 @@ use serde_json::Value;
 
 use super::origin::{FederationOrigin, SignedJson};
 use crate::api::app::Services;
+use crate::api::path;
 use crate::error::{Error, ErrorKind};
 use crate::federation::resident::{accept_join, make_join_template};
-
-fn room_id(text: &str) -> Result<OwnedRoomId, Error> {
-    OwnedRoomId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
-}
-
-fn user_id(text: &str) -> Result<OwnedUserId, Error> {
-    OwnedUserId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid user ID"))
-}
 
 /// The `ver` parameters of a query string (repeated: one per supported room version).
 fn versions(query: &str) -> Vec<String> {
@@ -36,8 +29,8 @@ pub async fn make_join(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (room, user) = path.into_inner();
-    let room_id = room_id(&room)?;
-    let user_id = user_id(&user)?;
+    let room_id: OwnedRoomId = path::id(&room)?;
+    let user_id: OwnedUserId = path::id(&user)?;
     // Without `ver`, the spec says only version 1 is supported by the asking server.
     let mut versions = versions(request.query_string());
     if versions.is_empty() {
@@ -60,7 +53,7 @@ pub async fn send_join(
     signed: SignedJson<Value>,
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
-    let room_id = room_id(&room)?;
+    let room_id: OwnedRoomId = path::id(&room)?;
     let answer = accept_join(
         &app.federation,
         signed.origin.as_str(),
@@ -81,7 +74,7 @@ pub async fn invite(
     signed: SignedJson<Value>,
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
-    let room_id = room_id(&room)?;
+    let room_id: OwnedRoomId = path::id(&room)?;
     let answer = crate::federation::invite::accept_invite(
         &app.federation,
         signed.origin.as_str(),
@@ -104,7 +97,7 @@ pub async fn invite_v1(
     signed: SignedJson<Value>,
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
-    let room_id = room_id(&room)?;
+    let room_id: OwnedRoomId = path::id(&room)?;
     let event = signed.body;
     let as_v2 = serde_json::json!({
         "room_version": "1",
@@ -129,8 +122,8 @@ pub async fn make_leave(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (room, user) = path.into_inner();
-    let room_id = room_id(&room)?;
-    let user_id = user_id(&user)?;
+    let room_id: OwnedRoomId = path::id(&room)?;
+    let user_id: OwnedUserId = path::id(&user)?;
     let template = crate::federation::resident::make_leave_template(
         &app.federation,
         &room_id,
@@ -147,7 +140,7 @@ pub async fn send_leave(
     signed: SignedJson<Value>,
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
-    let room_id = room_id(&room)?;
+    let room_id: OwnedRoomId = path::id(&room)?;
     let answer = crate::federation::resident::accept_leave(
         &app.federation,
         signed.origin.as_str(),
@@ -167,8 +160,8 @@ pub async fn make_knock(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (room, user) = path.into_inner();
-    let room_id = room_id(&room)?;
-    let user_id = user_id(&user)?;
+    let room_id: OwnedRoomId = path::id(&room)?;
+    let user_id: OwnedUserId = path::id(&user)?;
     let versions = versions(request.query_string());
     if versions.is_empty() {
         return Err(Error::new(ErrorKind::MissingParam, "Missing `ver`"));
@@ -190,7 +183,7 @@ pub async fn send_knock(
     signed: SignedJson<Value>,
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
-    let room_id = room_id(&room)?;
+    let room_id: OwnedRoomId = path::id(&room)?;
     let answer = crate::federation::resident::accept_knock(
         &app.federation,
         signed.origin.as_str(),

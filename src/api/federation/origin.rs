@@ -110,8 +110,7 @@ async fn authenticate(
     for header in &headers {
         let key = app
             .federation
-            .transport
-            .request_key(&app.storage, &origin, header.key.as_str(), now_ms())
+            .request_key(&origin, header.key.as_str(), now_ms())
             .await;
         let key = match key {
             Ok(key) => key,

@@ -29,7 +29,9 @@ pub async fn profile(
         ));
     }
     tracing::debug!(origin = %origin.0, user = %user_id, "profile query");
-    let profile = crate::users::profile::get(&app.storage, &user_id)?
+    let profile = app
+        .users
+        .profile(&user_id)?
         .ok_or_else(|| Error::not_found("No such user"))?;
     let answer: Map<String, Value> = match &query.field {
         Some(field) => profile

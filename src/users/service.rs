@@ -1,0 +1,326 @@
+//! [`Users`]: the users service the HTTP layer calls. It holds the database handle, our
+//! server's name, the password hasher and the user-interactive auth sessions, so a handler
+//! asks it and never reaches the trees itself. The rules stay in the modules beside it
+//! (`accounts`, `profile`, `account_data`, `filter`, `push_rules`), as free functions over
+//! `&Storage` that the CLI and the other services use too; each method here adds what a
+//! request needs on top (the time, a flush before answering).
+
+use std::sync::Arc;
+
+use ruma::{OwnedServerName, OwnedUserId, RoomId, UserId};
+use serde_json::{Map, Value};
+
+use super::accounts::moderation::{self, Restriction};
+use super::accounts::password_hasher::PasswordHasher;
+use super::accounts::sessions::{self, Device, NewSession, Session};
+use super::accounts::uia::UiaSessions;
+use super::accounts::{self, AccountError, AccountRecord, registration};
+use super::filter::{self, Filter};
+use super::{account_data, profile};
+use crate::error::{Error, ErrorKind};
+use crate::matrix::time::now_ms;
+use crate::storage::stream::Stream;
+use crate::storage::{Storage, StorageError};
+
+pub struct Users {
+    storage: Arc<Storage>,
+    server_name: OwnedServerName,
+    /// Hashes and checks passwords, a bounded number at a time (each hash takes ~19 MiB).
+    pub password_hasher: PasswordHasher,
+    /// User-interactive auth sessions in progress (registration, password checks).
+    pub uia: UiaSessions,
+}
+
+impl Users {
+    pub fn new(storage: Arc<Storage>, server_name: OwnedServerName) -> Users {
+        Users {
+            storage,
+            server_name,
+            password_hasher: PasswordHasher::default(),
+            uia: UiaSessions::default(),
+        }
+    }
+
+    /// Makes every write so far durable: callers answer a change only after it.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        self.storage.flush().await
+    }
+
+    // Accounts.
+
+    pub fn account(&self, user_id: &UserId) -> Result<Option<AccountRecord>, AccountError> {
+        accounts::get(&self.storage, user_id)
+    }
+
+    /// Whether an account (deactivated or not) holds this ID.
+    pub fn exists(&self, user_id: &UserId) -> Result<bool, AccountError> {
+        Ok(self.account(user_id)?.is_some())
+    }
+
+    pub fn is_admin(&self, user_id: &UserId) -> Result<bool, Error> {
+        Ok(self
+            .account(user_id)
+            .map_err(|err| Error::internal(err.to_string()))?
+            .is_some_and(|account| account.admin))
+    }
+
+    /// Creates an account, spending one use of `token` if registration needed it; the use
+    /// is given back if the account cannot be made.
+    pub fn create_account(
+        &self,
+        user_id: &UserId,
+        password_hash: String,
+        token: Option<&str>,
+    ) -> Result<(), Error> {
+        if let Some(token) = token
+            && !registration::consume(&self.storage, token, now_ms())?
+        {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "The registration token is used up or expired",
+            ));
+        }
+        if let Err(err) = accounts::add_user_with_hash(&self.storage, user_id, password_hash, false)
+        {
+            if let Some(token) = token {
+                registration::give_back(&self.storage, token)?;
+            }
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    pub fn registration_token_usable(&self, token: &str) -> Result<bool, StorageError> {
+        registration::is_usable(&self.storage, token, now_ms())
+    }
+
+    /// Stores a new password hash and, if `keep_device` says so, logs out every other
+    /// device; flushed.
+    pub async fn change_password(
+        &self,
+        user_id: &UserId,
+        password_hash: String,
+        logout_devices_but: Option<&str>,
+    ) -> Result<(), Error> {
+        accounts::set_password_hash(&self.storage, user_id, password_hash)?;
+        if let Some(keep) = logout_devices_but {
+            sessions::remove_all_devices(&self.storage, user_id, Some(keep))?;
+        }
+        Ok(self.flush().await?)
+    }
+
+    /// Deactivates the account for good; flushed.
+    pub async fn deactivate(&self, user_id: &UserId) -> Result<(), Error> {
+        accounts::deactivate(&self.storage, user_id)?;
+        Ok(self.flush().await?)
+    }
+
+    // Sessions and devices.
+
+    /// A new device (or a new token for `device_id`) for `user_id`; not flushed, so that
+    /// registration flushes the account and its session together.
+    pub fn start_session(
+        &self,
+        user_id: &UserId,
+        device_id: Option<&str>,
+        display_name: Option<String>,
+        ip: Option<String>,
+    ) -> Result<NewSession, AccountError> {
+        sessions::start_session(
+            &self.storage,
+            user_id,
+            device_id,
+            display_name,
+            ip,
+            now_ms(),
+        )
+    }
+
+    /// The session behind an access token, its device marked as seen from `ip` now.
+    pub fn authenticate(&self, token: &str, ip: Option<String>) -> Result<Option<Session>, Error> {
+        let Some(session) = sessions::authenticate(&self.storage, token)? else {
+            return Ok(None);
+        };
+        sessions::touch_device(
+            &self.storage,
+            &session.user_id,
+            &session.device_id,
+            ip,
+            now_ms(),
+        )?;
+        Ok(Some(session))
+    }
+
+    /// Ends this session (`all`: and every other device of the user); flushed.
+    pub async fn logout(&self, session: &Session, all: bool) -> Result<(), Error> {
+        if all {
+            sessions::remove_all_devices(&self.storage, &session.user_id, None)?;
+        }
+        sessions::end_session(&self.storage, session)?;
+        Ok(self.flush().await?)
+    }
+
+    pub fn devices(&self, user_id: &UserId) -> Result<Vec<Device>, StorageError> {
+        sessions::list_devices(&self.storage, user_id)
+    }
+
+    pub fn device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> Result<Option<Device>, StorageError> {
+        sessions::get_device(&self.storage, user_id, device_id)
+    }
+
+    /// Renames a device (`None`: leaves it as it is); `false` if there is no such device.
+    /// Flushed.
+    pub async fn rename_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<String>,
+    ) -> Result<bool, Error> {
+        let exists = match display_name {
+            Some(name) => sessions::rename_device(&self.storage, user_id, device_id, name)?,
+            None => self.device(user_id, device_id)?.is_some(),
+        };
+        if exists {
+            self.flush().await?;
+        }
+        Ok(exists)
+    }
+
+    /// Removes devices and their sessions (those already gone count as removed); flushed.
+    pub async fn remove_devices(
+        &self,
+        user_id: &UserId,
+        device_ids: &[String],
+    ) -> Result<(), Error> {
+        sessions::remove_devices(&self.storage, user_id, device_ids)?;
+        Ok(self.flush().await?)
+    }
+
+    // Moderation (spec: "Server administration").
+
+    /// Whether `restriction` is on `target`'s account, asked by the administrator
+    /// `requester` (the checks of [`moderation::moderated_account`]).
+    pub fn restriction(
+        &self,
+        requester: &UserId,
+        target: &str,
+        restriction: Restriction,
+    ) -> Result<bool, Error> {
+        let target = moderation::moderated_account(
+            &self.storage,
+            &self.server_name,
+            requester,
+            target,
+            false,
+        )?;
+        moderation::is_restricted(&self.storage, &target, restriction)
+    }
+
+    /// Puts `restriction` on `target`'s account or lifts it, and flushes before answering:
+    /// an administrator told "locked" can rely on it surviving a crash. Returns the
+    /// account's ID.
+    pub async fn set_restriction(
+        &self,
+        requester: &UserId,
+        target: &str,
+        restriction: Restriction,
+        on: bool,
+    ) -> Result<OwnedUserId, Error> {
+        let target = moderation::moderated_account(
+            &self.storage,
+            &self.server_name,
+            requester,
+            target,
+            true,
+        )?;
+        moderation::set_restricted_for_client(&self.storage, &target, restriction, on)?;
+        self.flush().await?;
+        Ok(target)
+    }
+
+    // Profiles, account data, filters.
+
+    /// A local user's profile; `None` if there is no such account.
+    pub fn profile(&self, user_id: &UserId) -> Result<Option<Map<String, Value>>, StorageError> {
+        profile::get(&self.storage, user_id)
+    }
+
+    pub fn account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        kind: &str,
+    ) -> Result<Option<Map<String, Value>>, StorageError> {
+        account_data::get(&self.storage, user_id, room_id, kind)
+    }
+
+    /// Stores a client's account data at the next position of `stream` (the room
+    /// service's: account data reaches `/sync` in the same order as events).
+    pub async fn set_account_data(
+        &self,
+        stream: &Stream,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        kind: &str,
+        content: Map<String, Value>,
+    ) -> Result<(), Error> {
+        account_data::set(&self.storage, stream, user_id, room_id, kind, content).await
+    }
+
+    /// Whether the user has ever had a membership in the room (room account data is kept
+    /// only for those). Reads the room service's membership index; the room service
+    /// writes it, and sits above this module, so the read is made here directly.
+    pub fn has_been_in_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<bool, Error> {
+        Ok(self
+            .storage
+            .userroom_membership
+            .get(&(user_id.to_string(), room_id.to_string()))?
+            .is_some())
+    }
+
+    /// Stores a filter (see [`filter::store`]) and returns its ID; flushed.
+    pub async fn create_filter(&self, user_id: &UserId, text: &str) -> Result<String, Error> {
+        let filter_id = filter::store(&self.storage, user_id.as_str(), text)?;
+        self.flush().await?;
+        Ok(filter_id)
+    }
+
+    /// A stored filter's text.
+    pub fn filter(
+        &self,
+        user_id: &UserId,
+        filter_id: &str,
+    ) -> Result<Option<String>, StorageError> {
+        filter::stored(&self.storage, user_id.as_str(), filter_id)
+    }
+
+    /// The filter a request names: inline JSON, a stored filter's ID, or none.
+    pub fn resolve_filter(&self, user_id: &UserId, filter: Option<&str>) -> Result<Filter, Error> {
+        Filter::resolve(&self.storage, user_id.as_str(), filter)
+    }
+
+    pub(super) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+}
+
+impl From<AccountError> for Error {
+    /// The spec's error codes for account errors.
+    fn from(err: AccountError) -> Error {
+        match err {
+            AccountError::InvalidUserId(message) => Error::new(ErrorKind::InvalidUsername, message),
+            AccountError::Exists(_) => Error::new(ErrorKind::UserInUse, "The user name is taken"),
+            AccountError::NoSuchUser(_) => Error::not_found("No such user"),
+            AccountError::Deactivated(_) => Error::new(
+                ErrorKind::UserDeactivated,
+                "This account has been deactivated",
+            ),
+            AccountError::WeakPassword(message) => Error::new(ErrorKind::WeakPassword, message),
+            AccountError::Storage(err) => Error::internal(err),
+        }
+    }
+}
