@@ -7,11 +7,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::format::stored_event_for_client;
-use super::timeline::history_start;
+use super::timeline::{history_start, parse_token};
 use super::{Rooms, membership};
 use crate::error::{Error, ErrorKind};
 use crate::storage::pair_prefix;
-use crate::sync::parse_token;
 
 /// How deep `recurse=true` follows relations of relations (the spec asks for at least 3).
 const MAX_DEPTH: usize = 3;

@@ -14,6 +14,14 @@ use super::{MembershipRecord, history, load_json};
 use crate::storage::{Storage, StorageError};
 use crate::users::filter::RoomEventFilter;
 
+/// A sync or pagination token: the stream position and the typing serial, `"{position}_{serial}"`.
+pub fn parse_token(token: &str) -> Option<(u64, u64)> {
+    match token.split_once('_') {
+        Some((position, serial)) => Some((position.parse().ok()?, serial.parse().ok()?)),
+        None => Some((token.parse().ok()?, 0)),
+    }
+}
+
 /// Timeline events per room when the client does not say.
 pub const DEFAULT_TIMELINE_LIMIT: u64 = 10;
 

@@ -107,13 +107,7 @@ pub async fn sync(
     }
 }
 
-/// A sync token: the stream position and the typing serial, `"{position}_{serial}"`.
-pub fn parse_token(token: &str) -> Option<(u64, u64)> {
-    match token.split_once('_') {
-        Some((position, serial)) => Some((position.parse().ok()?, serial.parse().ok()?)),
-        None => Some((token.parse().ok()?, 0)),
-    }
-}
+pub use crate::rooms::timeline::parse_token;
 
 /// The response for positions after `since` up to `upto`, and whether it holds anything.
 fn build(

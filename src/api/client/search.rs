@@ -9,7 +9,7 @@ use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::Error;
-use crate::search::{self, RoomEventsCriteria};
+use crate::search::RoomEventsCriteria;
 
 #[derive(Debug, Deserialize)]
 pub struct SearchRequest {
