@@ -15,7 +15,7 @@ use crate::matrix::events::builder::NewEvent;
 use crate::matrix::events::signing::hash_and_sign;
 use crate::rooms::format::INVITE_STATE_TYPES;
 use crate::rooms::remote::Outcome;
-use crate::rooms::{MembershipRecord, build_in_room, load_json, rules_of};
+use crate::rooms::{build_in_room, load_json, rules_of};
 
 /// The stripped state of a room we hold, for an invite sent by `inviter`: the spec's
 /// types, then the inviter's membership. With `full_create`, the create event is given
@@ -240,42 +240,14 @@ pub async fn store_outside_membership(
         // have left (none of our users is joined) does not: its events no longer reach us.
         return Ok(());
     }
-    let room = room_id.to_string();
-    let user = target.to_string();
-    let event_id = pdu.event_id.to_string();
     let text = CanonicalJsonValue::Object(json.clone()).to_string();
     fed.rooms
-        .commit_at_next_position(|batch, position| {
-            let storage = &fed.storage;
-            storage.eventid_pdu.batch_insert(batch, &event_id, &text)?;
-            crate::rooms::remote::stage_meta(storage, batch, &room, &event_id, Some(position))?;
-            storage.stream_room.batch_insert(batch, &position, &room)?;
-            storage.userroom_invitestate.batch_insert(
-                batch,
-                &(user.clone(), room.clone()),
-                &stripped,
-            )?;
-            let previous = storage
-                .userroom_membership
-                .get(&(user.clone(), room.clone()))?;
-            let record = MembershipRecord {
-                membership: membership.to_owned(),
-                stream: position,
-                event_id: event_id.clone(),
-                joined_stream: previous.as_ref().and_then(|p| p.joined_stream),
-                invited_stream: if membership == "invite" {
-                    Some(position)
-                } else {
-                    previous.as_ref().and_then(|p| p.invited_stream)
-                },
-            };
-            storage.userroom_membership.batch_insert(
-                batch,
-                &(user.clone(), room.clone()),
-                &record,
-            )?;
-            Ok(())
-        })
-        .await?;
-    Ok(())
+        .store_outside_membership(
+            room_id,
+            target,
+            Some((pdu.event_id.to_string(), text)),
+            membership,
+            Some(stripped),
+        )
+        .await
 }

@@ -187,50 +187,11 @@ async fn record_leave(
     room_id: &RoomId,
     signed: Option<(OwnedEventId, CanonicalJsonObject)>,
 ) -> Result<(), Error> {
-    let room = room_id.to_string();
-    let user = user_id.to_string();
-    let previous = fed
-        .storage
-        .userroom_membership
-        .get(&(user.clone(), room.clone()))?;
-    let (event_id, text) = match &signed {
-        Some((id, json)) => (
-            id.to_string(),
-            Some(CanonicalJsonValue::Object(json.clone()).to_string()),
-        ),
-        // Declined here only: the record points at the invite it declines.
-        None => (
-            previous
-                .as_ref()
-                .map(|record| record.event_id.clone())
-                .unwrap_or_default(),
-            None,
-        ),
-    };
+    let event =
+        signed.map(|(id, json)| (id.to_string(), CanonicalJsonValue::Object(json).to_string()));
     fed.rooms
-        .commit_at_next_position(|batch, position| {
-            let storage = &fed.storage;
-            if let Some(text) = &text {
-                storage.eventid_pdu.batch_insert(batch, &event_id, text)?;
-                crate::rooms::remote::stage_meta(storage, batch, &room, &event_id, Some(position))?;
-            }
-            storage.stream_room.batch_insert(batch, &position, &room)?;
-            let record = crate::rooms::MembershipRecord {
-                membership: "leave".to_owned(),
-                stream: position,
-                event_id: event_id.clone(),
-                joined_stream: previous.as_ref().and_then(|p| p.joined_stream),
-                invited_stream: previous.as_ref().and_then(|p| p.invited_stream),
-            };
-            storage.userroom_membership.batch_insert(
-                batch,
-                &(user.clone(), room.clone()),
-                &record,
-            )?;
-            Ok(())
-        })
-        .await?;
-    Ok(())
+        .store_outside_membership(room_id, user_id, event, "leave", None)
+        .await
 }
 
 /// Knocks on a room held elsewhere (`make_knock`, `send_knock` through the servers given)

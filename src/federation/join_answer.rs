@@ -128,10 +128,7 @@ async fn check_and_store(
             let id = pdu.event_id.to_string();
             if fed.storage.eventid_pdu.get(&id)?.is_none() && !events.contains_key(&pdu.event_id) {
                 let text = CanonicalJsonValue::Object(json).to_string();
-                fed.storage
-                    .eventid_pdu
-                    .batch_insert(&mut batch, &id, &text)?;
-                remote::stage_meta(&fed.storage, &mut batch, &room, &id, None)?;
+                remote::stage_outlier(&fed.storage, &mut batch, &room, &id, &text)?;
                 written.push(id);
                 in_batch += 1;
             }
@@ -217,26 +214,7 @@ async fn authorize_all(
 /// refused (or that failed auth). Only events of this room still without a place in the
 /// timeline are removed.
 async fn forget_outliers(fed: &Federation, room_id: &RoomId, ids: &[String]) {
-    let storage = &fed.storage;
-    let room = room_id.to_string();
-    let result: Result<(), crate::storage::StorageError> = async {
-        for chunk in ids.chunks(JOIN_WRITE_BATCH) {
-            let mut batch = crate::storage::Batch::new();
-            for id in chunk {
-                let outlier = storage
-                    .eventid_meta
-                    .get(id)?
-                    .is_some_and(|meta| meta.room_id == room && meta.stream == 0);
-                if outlier {
-                    storage.eventid_pdu.batch_remove(&mut batch, id);
-                    storage.eventid_meta.batch_remove(&mut batch, id);
-                }
-            }
-            storage.apply(batch)?;
-        }
-        storage.flush().await
-    }
-    .await;
+    let result = remote::forget_outliers(&fed.storage, room_id, ids, JOIN_WRITE_BATCH).await;
     if let Err(err) = result {
         tracing::warn!(%room_id, "events of a refused join could not be removed: {err}");
     }

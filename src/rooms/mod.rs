@@ -10,6 +10,7 @@ pub mod create;
 pub mod format;
 pub mod history;
 pub mod notifications;
+mod outside;
 pub mod pagination;
 mod reads;
 pub mod relations;
@@ -565,9 +566,12 @@ impl Rooms {
         };
         let position = {
             let _ordered = self.stream.ordered();
-            storage
-                .stream_room
-                .batch_insert(&mut batch, &state_position, &room)?;
+            crate::storage::stream::Stream::stage_room_change(
+                storage,
+                &mut batch,
+                state_position,
+                &room,
+            )?;
             let position = storage.next_stream_position()?;
             let mut memberships = HashMap::new();
             stage_event(

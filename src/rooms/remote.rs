@@ -629,3 +629,45 @@ fn reaches_target(
     }
     Ok(memo.get(id) == Some(&true))
 }
+
+/// Stages an event kept outside the timeline (an outlier: part of a room's state or auth
+/// chain as another server gave it, not yet placed in our stream).
+pub fn stage_outlier(
+    storage: &Storage,
+    batch: &mut Batch,
+    room: &str,
+    event_id: &str,
+    canonical_json: &str,
+) -> Result<(), StorageError> {
+    storage
+        .eventid_pdu
+        .batch_insert(batch, &event_id.to_owned(), &canonical_json.to_owned())?;
+    stage_meta(storage, batch, room, event_id, None)
+}
+
+/// Removes outliers written while checking an answer that was then refused: only events of
+/// `room_id` still without a place in the timeline, `per_batch` at a time (a batch costs
+/// memory in proportion to its writes).
+pub async fn forget_outliers(
+    storage: &Storage,
+    room_id: &ruma::RoomId,
+    ids: &[String],
+    per_batch: usize,
+) -> Result<(), StorageError> {
+    let room = room_id.to_string();
+    for chunk in ids.chunks(per_batch.max(1)) {
+        let mut batch = Batch::new();
+        for id in chunk {
+            let outlier = storage
+                .eventid_meta
+                .get(id)?
+                .is_some_and(|meta| meta.room_id == room && meta.stream == 0);
+            if outlier {
+                storage.eventid_pdu.batch_remove(&mut batch, id);
+                storage.eventid_meta.batch_remove(&mut batch, id);
+            }
+        }
+        storage.apply(batch)?;
+    }
+    storage.flush().await
+}

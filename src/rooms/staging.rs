@@ -95,9 +95,7 @@ pub(super) fn stage_event(
     storage
         .roomstream_eventid
         .batch_insert(batch, &(room.to_owned(), position), &event_id)?;
-    storage
-        .stream_room
-        .batch_insert(batch, &position, &room.to_owned())?;
+    crate::storage::stream::Stream::stage_room_change(storage, batch, position, room)?;
     if let Some((txn, _)) = &staged.txn {
         storage.txn_eventid.batch_insert(batch, txn, &event_id)?;
     }

@@ -65,6 +65,20 @@ impl Stream {
         Ok(position)
     }
 
+    /// Notes that something happened in `room` at `position` (an event, a receipt): an
+    /// incremental `/sync` then visits only the rooms that changed. The one writer of
+    /// `stream_room`.
+    pub fn stage_room_change(
+        storage: &Storage,
+        batch: &mut Batch,
+        position: u64,
+        room: &str,
+    ) -> Result<(), StorageError> {
+        storage
+            .stream_room
+            .batch_insert(batch, &position, &room.to_owned())
+    }
+
     /// Moves the visible position forward (never back) and wakes whoever waits on it.
     pub fn publish(&self, position: u64) {
         self.visible.send_if_modified(|visible| {

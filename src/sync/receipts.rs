@@ -76,9 +76,7 @@ pub async fn set_at(
                     position,
                 )?;
             }
-            storage
-                .stream_room
-                .batch_insert(batch, &stream, &room_id.to_string())?;
+            Stream::stage_room_change(storage, batch, stream, room_id.as_str())?;
             Ok(storage
                 .roomreceipt_record
                 .batch_insert(batch, &key, &record)?)
