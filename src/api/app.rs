@@ -1,5 +1,5 @@
-//! [`Services`]: the services assembled once at start-up for the HTTP layer, shared by every
-//! worker through `web::Data` (an `Arc`). Only the handlers, the server's wiring and the CLI
+//! [`Services`]: the services the HTTP layer calls, assembled once at start-up by the server
+//! wiring (`server::assemble`) and shared by every worker through `web::Data` (an `Arc`). Only the handlers, the server's wiring and the CLI
 //! name it; each service holds the handles it needs itself (no service takes the whole app,
 //! which would let everything reach everything). No globals.
 
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::api::ratelimit::RateLimiter;
 use crate::config::Config;
 use crate::directory::Directory;
-use crate::federation::{Federation, Transport};
+use crate::federation::Federation;
 use crate::matrix::crypto::SigningKey;
 use crate::matrix::crypto::rotation::OldKey;
 use crate::rooms::Rooms;
@@ -44,63 +44,4 @@ pub struct Services {
     pub sync: SyncService,
     /// `/search` over the rooms' timelines.
     pub search: crate::search::Search,
-}
-
-impl Services {
-    /// Assembles the services around one database and one signing key. `transport` (the
-    /// outbound client) and `old_verify_keys` are read by the caller, which reports their
-    /// failures as start-up errors.
-    pub fn new(
-        config: Config,
-        storage: Storage,
-        signing_key: SigningKey,
-        transport: Transport,
-        old_verify_keys: BTreeMap<String, OldKey>,
-    ) -> Services {
-        let per_minute = config.limits.auth_attempts_per_minute;
-        let position = storage.current_stream_position().unwrap_or(0);
-        let config = Arc::new(config);
-        let storage = Arc::new(storage);
-        let rooms = Arc::new(Rooms::new(storage.clone(), signing_key.clone(), position));
-        let ephemeral = Arc::new(Ephemeral::default());
-        let stopping = Arc::new(tokio::sync::watch::channel(false).0);
-        let federation = Arc::new(Federation {
-            storage: storage.clone(),
-            rooms: rooms.clone(),
-            transport,
-            signing_key: signing_key.clone(),
-            config: config.clone(),
-            ephemeral: ephemeral.clone(),
-            stopping: stopping.clone(),
-        });
-        let sync = SyncService {
-            storage: storage.clone(),
-            rooms: rooms.clone(),
-            ephemeral: ephemeral.clone(),
-            stopping: stopping.clone(),
-            our_server: config.server.server_name.clone(),
-        };
-        let search = crate::search::Search {
-            storage: storage.clone(),
-            rooms: rooms.clone(),
-        };
-        let users = Users::new(storage.clone(), config.server.server_name.clone());
-        let directory = Directory::new(storage.clone(), config.server.server_name.clone());
-        Services {
-            search,
-            old_verify_keys,
-            federation,
-            sync,
-            rooms,
-            ephemeral,
-            auth_rate_limit: RateLimiter::new(per_minute, per_minute.clamp(1, 10)),
-            account_rate_limit: RateLimiter::new(per_minute, per_minute.clamp(1, 10)),
-            config,
-            storage,
-            signing_key,
-            users,
-            directory,
-            stopping,
-        }
-    }
 }

@@ -6,6 +6,7 @@
 //! files, reloaded on `SIGHUP`), [`logging`], [`systemd`] (readiness notification), and
 //! [`StartupError`]. Only this folder, `api` and the CLI name the assembled services.
 
+pub mod assemble;
 pub mod cli;
 pub mod init;
 pub mod logging;
@@ -151,7 +152,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         path: crate::matrix::crypto::rotation::old_keys_path(&config.server.signing_key),
         reason,
     })?;
-    let app = web::Data::new(Services::new(
+    let app = web::Data::new(assemble::services(
         config,
         storage,
         signing_key,
