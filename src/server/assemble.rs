@@ -52,7 +52,7 @@ pub fn services(
         stopping: stopping.clone(),
         our_server: config.server.server_name.clone(),
     };
-    let search = crate::search::Search {
+    let search = Search {
         storage: storage.clone(),
         rooms: rooms.clone(),
     };
