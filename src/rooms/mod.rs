@@ -20,6 +20,7 @@ mod state;
 pub mod state_res_v1;
 pub mod timeline;
 pub mod timestamp;
+mod upgrade;
 pub mod visibility;
 
 pub use crate::storage::StateEntry;
