@@ -9,6 +9,7 @@ pub mod aggregations;
 pub mod create;
 pub mod format;
 pub mod history;
+mod joins;
 pub mod notifications;
 pub mod pagination;
 mod reads;

@@ -57,6 +57,14 @@ impl Users {
         Ok(self.account(user_id)?.is_some())
     }
 
+    /// Whether an account holds this ID and is not deactivated: who may be invited.
+    pub fn is_active(&self, user_id: &UserId) -> Result<bool, Error> {
+        Ok(self
+            .account(user_id)
+            .map_err(|err| Error::internal(err.to_string()))?
+            .is_some_and(|account| !account.deactivated))
+    }
+
     pub fn is_admin(&self, user_id: &UserId) -> Result<bool, Error> {
         Ok(self
             .account(user_id)
