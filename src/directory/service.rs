@@ -13,6 +13,7 @@ use super::spaces::{self, HierarchyPage, HierarchyRequest};
 use super::{AliasRecord, aliases_of, create_alias, delete_alias, is_published, local_alias};
 use crate::error::{Error, ErrorKind};
 use crate::rooms;
+use crate::rooms::create::CreateRoomRequest;
 use crate::storage::{Storage, StorageError};
 
 /// The most rooms per page of the public room list.
@@ -131,6 +132,69 @@ impl Directory {
     /// flushed.
     pub fn publish(&self, room_id: &RoomId, published: bool) -> Result<(), StorageError> {
         super::set_published(&self.storage, room_id, published)
+    }
+
+    /// `POST /createRoom`: a room made by `creator` through the room service, with the
+    /// alias `room_alias_name` asks for (refused with `M_ROOM_IN_USE` before anything is
+    /// made if it is taken) and, for `visibility: public`, a place in the public list.
+    /// The alias becomes the room's canonical alias, so it is claimed only after the room
+    /// exists; a race that takes it meanwhile leaves the room without it (logged).
+    /// Flushed.
+    pub async fn create_room(
+        &self,
+        rooms: &rooms::Rooms,
+        creator: &UserId,
+        mut request: CreateRoomRequest,
+    ) -> Result<OwnedRoomId, Error> {
+        let alias = match &request.room_alias_name {
+            Some(name) => {
+                let alias = self.local_alias(&format!("#{name}:{}", self.server_name))?;
+                if self.resolve(&alias)?.is_some() {
+                    return Err(Error::new(
+                        ErrorKind::RoomInUse,
+                        format!("The alias {alias} is taken"),
+                    ));
+                }
+                Some(alias)
+            }
+            None => None,
+        };
+        request.canonical_alias = alias.as_ref().map(ToString::to_string);
+        let publish = request.visibility.as_deref() == Some("public");
+        let room_id = rooms
+            .create_room(
+                creator,
+                request,
+                crate::matrix::events::DEFAULT_ROOM_VERSION,
+            )
+            .await?;
+        if let Some(alias) = &alias
+            && !create_alias(&self.storage, alias, &room_id, creator)?
+        {
+            tracing::warn!(%alias, %room_id, "the alias was taken while the room was made");
+        }
+        if publish {
+            self.publish(&room_id, true)?;
+        }
+        self.storage.flush().await?;
+        Ok(room_id)
+    }
+
+    /// After a room upgrade: `old`'s local aliases point at `new` instead (recreated in
+    /// `user`'s name, who made the upgrade), and if `old` was in the public list, `new`
+    /// takes its place. Not flushed: the room service flushes the upgrade as a whole.
+    pub fn move_room(&self, old: &RoomId, new: &RoomId, user: &UserId) -> Result<(), Error> {
+        for alias in aliases_of(&self.storage, old)? {
+            if let Ok(alias) = OwnedRoomAliasId::try_from(alias.as_str()) {
+                delete_alias(&self.storage, &alias)?;
+                create_alias(&self.storage, &alias, new, user)?;
+            }
+        }
+        if is_published(&self.storage, old)? {
+            self.publish(old, false)?;
+            self.publish(new, true)?;
+        }
+        Ok(())
     }
 
     fn known_room(&self, room_id: &RoomId) -> Result<(), Error> {

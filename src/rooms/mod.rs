@@ -9,6 +9,7 @@ pub mod aggregations;
 pub mod create;
 pub mod format;
 pub mod history;
+mod joins;
 pub mod notifications;
 mod outside;
 pub mod pagination;
@@ -21,6 +22,7 @@ mod state;
 pub mod state_res_v1;
 pub mod timeline;
 pub mod timestamp;
+mod upgrade;
 pub mod visibility;
 
 pub use crate::storage::StateEntry;

@@ -5,7 +5,7 @@
 use ruma::{RoomId, UserId};
 use serde_json::{Map, Value, json};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::storage::stream::Stream;
 use crate::storage::{Storage, StorageError, pair_prefix};
 
@@ -143,4 +143,98 @@ pub fn changes(
         by_event[&kind][&record.user_id] = receipt;
     }
     Ok((!content.is_empty()).then(|| json!({ "type": "m.receipt", "content": content })))
+}
+
+/// What the client-server endpoints ask of receipts, over the sync service's database and
+/// the room service's stream (receipts reach `/sync` in the same order as events).
+impl super::SyncService {
+    /// The checks of `POST /receipt` before anything is stored, in the order the errors
+    /// are given: `user_id` is joined (`403`), the event is the room's (`404`), a threaded
+    /// receipt's event is in that thread and the thread is `main` or one of the room's
+    /// events (`400`; `m.fully_read` takes no thread), and `kind` is a receipt type
+    /// (`400`). `m.fully_read` is account data: the caller stores it through the users
+    /// service.
+    pub fn check_receipt(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        kind: &str,
+        event_id: &str,
+        thread_id: Option<&str>,
+    ) -> Result<(), Error> {
+        self.rooms.require_joined(user_id, room_id)?;
+        self.require_room_event(room_id, event_id)?;
+        // A threaded receipt's event must be in that thread (`main`: in no thread).
+        if let Some(thread) = thread_id
+            && kind != "m.fully_read"
+            && thread.len() <= 255
+        {
+            let belongs = match self.rooms.thread_of(room_id, event_id)? {
+                Some(root) => root == thread,
+                // The root of a thread is in the main timeline; so are unthreaded events.
+                None => thread == crate::rooms::notifications::MAIN || thread == event_id,
+            };
+            if !belongs {
+                return Err(Error::new(
+                    ErrorKind::InvalidParam,
+                    "The event is not in the thread thread_id names",
+                ));
+            }
+        }
+        // A receipt's thread is `main` or the root event of a thread in this room.
+        if let Some(thread) = thread_id
+            && thread != "main"
+        {
+            if kind == "m.fully_read" {
+                return Err(Error::new(
+                    ErrorKind::InvalidParam,
+                    "m.fully_read takes no thread_id",
+                ));
+            }
+            if thread.len() > 255 || self.require_room_event(room_id, thread).is_err() {
+                return Err(Error::new(
+                    ErrorKind::InvalidParam,
+                    "thread_id must be main or an event of this room",
+                ));
+            }
+        }
+        match kind {
+            PUBLIC | PRIVATE | "m.fully_read" => Ok(()),
+            _ => Err(Error::new(
+                ErrorKind::InvalidParam,
+                format!("Unknown receipt type {kind}"),
+            )),
+        }
+    }
+
+    /// Records `user_id`'s receipt of `kind` (`m.read` or `m.read.private`) at `event_id`,
+    /// now (see [`set`]).
+    pub async fn set_receipt(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        kind: &str,
+        event_id: &str,
+        thread_id: Option<String>,
+    ) -> Result<(), Error> {
+        set(
+            &self.storage,
+            &self.rooms.stream,
+            room_id,
+            user_id,
+            kind,
+            event_id,
+            thread_id,
+        )
+        .await
+    }
+
+    /// `404` unless `event_id` is one of the room's events: a receipt points at one.
+    fn require_room_event(&self, room_id: &RoomId, event_id: &str) -> Result<(), Error> {
+        if self.rooms.is_room_event(room_id, event_id)? {
+            Ok(())
+        } else {
+            Err(Error::not_found("No such event in this room"))
+        }
+    }
 }

@@ -57,6 +57,14 @@ impl Users {
         Ok(self.account(user_id)?.is_some())
     }
 
+    /// Whether an account holds this ID and is not deactivated: who may be invited.
+    pub fn is_active(&self, user_id: &UserId) -> Result<bool, Error> {
+        Ok(self
+            .account(user_id)
+            .map_err(|err| Error::internal(err.to_string()))?
+            .is_some_and(|account| !account.deactivated))
+    }
+
     pub fn is_admin(&self, user_id: &UserId) -> Result<bool, Error> {
         Ok(self
             .account(user_id)
@@ -269,6 +277,29 @@ impl Users {
         content: Map<String, Value>,
     ) -> Result<(), Error> {
         account_data::set(&self.storage, stream, user_id, room_id, kind, content).await
+    }
+
+    /// Moves the user's `m.fully_read` marker of the room to `event_id`. The marker is
+    /// account data the server manages (clients cannot set it as account data), stored at
+    /// the next position of `stream` like theirs.
+    pub async fn set_fully_read(
+        &self,
+        stream: &Stream,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &str,
+    ) -> Result<(), Error> {
+        let mut content = Map::new();
+        content.insert("event_id".to_owned(), Value::from(event_id));
+        account_data::set_managed(
+            &self.storage,
+            stream,
+            user_id,
+            Some(room_id),
+            "m.fully_read",
+            content,
+        )
+        .await
     }
 
     /// Whether the user has ever had a membership in the room (room account data is kept

@@ -3,17 +3,17 @@
 //! room.
 
 use actix_web::{HttpResponse, web};
-use ruma::{OwnedUserId, RoomId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::room::{parse_room_id, require_joined};
+use super::room::require_joined;
 use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
+use crate::api::path;
 use crate::error::{Error, ErrorKind};
 use crate::matrix::events::builder::NewEvent;
-use crate::rooms;
 use crate::rooms::format::client_event;
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/joined_members
@@ -22,7 +22,7 @@ pub async fn joined_members(
     auth: Authenticated,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let room_id = parse_room_id(&room_id)?;
+    let room_id: OwnedRoomId = path::id(&room_id)?;
     require_joined(&app, &auth.user_id, &room_id)?;
     let mut joined = Map::new();
     for ((kind, user), event_id) in app.rooms.current_state(&room_id)? {
@@ -61,7 +61,7 @@ async fn change_other_membership(
     action: Action,
 ) -> Result<HttpResponse, Error> {
     auth.ensure_not_suspended()?;
-    let room_id = parse_room_id(room_id)?;
+    let room_id: OwnedRoomId = path::id(room_id)?;
     let target = body
         .user_id
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing user_id"))?;
@@ -96,10 +96,7 @@ async fn change_other_membership(
     let current = current.as_deref().unwrap_or("leave");
     let allowed = match action {
         Action::Invite => {
-            let exists = crate::users::accounts::get(&app.storage, &target)
-                .map_err(|err| Error::internal(err.to_string()))?
-                .is_some_and(|account| !account.deactivated);
-            if !exists {
+            if !app.users.is_active(&target)? {
                 return Err(Error::not_found(format!("There is no user {target}")));
             }
             true
@@ -187,8 +184,10 @@ pub struct OwnMembershipRequest {
     reason: Option<String>,
 }
 
-/// Joining or leaving: a membership event about oneself. Only rooms this server knows: a
-/// room elsewhere needs federation.
+/// Joining, leaving or knocking in a room this server holds ([`Rooms::change_own_membership`],
+/// with the user's profile for a join). Whoever leaves or knocks stops typing there.
+///
+/// [`Rooms::change_own_membership`]: crate::rooms::Rooms::change_own_membership
 async fn change_own_membership(
     app: &Services,
     auth: &Authenticated,
@@ -196,40 +195,10 @@ async fn change_own_membership(
     membership: &str,
     reason: Option<String>,
 ) -> Result<(), Error> {
-    if !app.rooms.exists(room_id)? {
-        return Err(Error::not_found(
-            "This server is not in that room; joining rooms on other servers needs federation, which is not supported yet",
-        ));
-    }
-    // Joining a room one is in already changes nothing (and sends nothing).
-    let current = app.rooms.membership(&auth.user_id, room_id)?;
-    if membership == "join" && current.is_some_and(|record| record.membership == "join") {
-        return Ok(());
-    }
-    let profile = crate::users::profile::get(&app.storage, &auth.user_id)?.unwrap_or_default();
-    let mut content = if membership == "join" {
-        crate::users::profile::member_content(membership, &profile)
-    } else {
-        json!({ "membership": membership })
-    };
-    if let Some(reason) = reason {
-        content["reason"] = json!(reason);
-    }
-    // A restricted room lets our user in through a room they are in: one of our users in
-    // the room vouches for the join (the auth rules ask for it, and our signature).
-    if membership == "join"
-        && let rooms::restricted::JoinAuthorisation::Via(authoriser) =
-            rooms::restricted::authorise_join(
-                &app.storage,
-                room_id,
-                &auth.user_id,
-                auth.user_id.server_name(),
-            )?
-    {
-        content["join_authorised_via_users_server"] = json!(authoriser);
-    }
-    let new = NewEvent::state("m.room.member", auth.user_id.as_str(), content);
-    app.rooms.append(room_id, &auth.user_id, new).await?;
+    let profile = app.users.profile(&auth.user_id)?.unwrap_or_default();
+    app.rooms
+        .change_own_membership(&auth.user_id, room_id, membership, reason, &profile)
+        .await?;
     if membership != "join" {
         app.ephemeral.set_typing(room_id, &auth.user_id, None);
     }
@@ -244,7 +213,7 @@ pub async fn join(
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
     auth.ensure_not_suspended()?;
-    let room_id = parse_room_id(&room_id)?;
+    let room_id: OwnedRoomId = path::id(&room_id)?;
     join_here_or_remote(&app, &auth, &room_id, &[], body.reason).await?;
     Ok(HttpResponse::Ok().json(json!({ "room_id": room_id })))
 }
@@ -333,7 +302,7 @@ pub async fn leave(
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<OwnMembershipRequest>,
 ) -> Result<HttpResponse, Error> {
-    let room_id = parse_room_id(&room_id)?;
+    let room_id: OwnedRoomId = path::id(&room_id)?;
     // Declining an invite to a room held elsewhere (or one we hold but have left, whose
     // state is stale) goes through the inviter's server.
     if crate::federation::join::needs_remote_join(&app.federation, &room_id)?
@@ -380,7 +349,7 @@ pub async fn members(
     room_id: web::Path<String>,
     query: web::Query<MembersQuery>,
 ) -> Result<HttpResponse, Error> {
-    let room_id = parse_room_id(&room_id)?;
+    let room_id: OwnedRoomId = path::id(&room_id)?;
     require_joined(&app, &auth.user_id, &room_id)?;
     let event_ids: Vec<String> = match &query.at {
         None => app
@@ -443,7 +412,7 @@ pub async fn forget(
     auth: Authenticated,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let room_id = parse_room_id(&room_id)?;
+    let room_id: OwnedRoomId = path::id(&room_id)?;
     app.rooms.forget(&auth.user_id, &room_id).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
