@@ -35,7 +35,7 @@
 //!   restricted joins, state resolution where the graph forks (version 1 is ours:
 //!   [`rooms::state_res_v1`]).
 //! - [`users`]: accounts, sessions and devices, registration tokens, user-interactive
-//!   authentication, profiles, account data, filters.
+//!   authentication, profiles, account data (room tags among it), filters, OpenID tokens.
 //! - [`matrix`]: canonical JSON, signing keys and signatures, password hashing, PDUs and room
 //!   versions, hashes, event IDs, redaction, the clock ([`matrix::time`]).
 //! - [`storage`]: typed sled trees with documented key layouts, the records stored in them,
@@ -46,7 +46,7 @@
 //! Each tree has one writing module; others ask it. Events, state, memberships, timelines,
 //! relations and notifications: [`rooms`] (through [`rooms::Rooms`], which orders stream
 //! positions). Accounts, sessions, devices, registration tokens, profiles, account data,
-//! filters: [`users`]. Receipts: [`sync::receipts`]. Aliases and published rooms:
+//! filters, OpenID tokens: [`users`]. Receipts: [`sync::receipts`]. Aliases and published rooms:
 //! [`directory`]. Other servers' keys, outbound queues, kept EDUs: [`federation`].
 //!
 //! # How a request flows

@@ -202,7 +202,7 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
         ))
         .service(get(
             "/_matrix/client/v3/admin/whois/{userId}",
-            client::extras::whois,
+            client::admin::whois,
         ))
         .service(small(
             web::resource("/_matrix/client/v1/admin/lock/{userId}")
@@ -222,36 +222,39 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
         ))
         .service(get(
             "/_matrix/client/v3/voip/turnServer",
-            client::extras::turn_server,
+            client::not_offered::turn_server,
         ))
-        .service(post("/_matrix/client/v3/refresh", client::extras::refresh))
+        .service(post(
+            "/_matrix/client/v3/refresh",
+            client::not_offered::refresh,
+        ))
         .service(get(
             "/.well-known/matrix/policy_server",
-            client::extras::policy_server,
+            client::not_offered::policy_server,
         ))
         .service(post(
             "/_matrix/client/v3/register/email/requestToken",
-            client::extras::no_third_party_validation,
+            client::not_offered::no_third_party_validation,
         ))
         .service(post(
             "/_matrix/client/v3/register/msisdn/requestToken",
-            client::extras::no_third_party_validation,
+            client::not_offered::no_third_party_validation,
         ))
         .service(post(
             "/_matrix/client/v3/account/password/email/requestToken",
-            client::extras::no_third_party_validation,
+            client::not_offered::no_third_party_validation,
         ))
         .service(post(
             "/_matrix/client/v3/account/password/msisdn/requestToken",
-            client::extras::no_third_party_validation,
+            client::not_offered::no_third_party_validation,
         ))
         .service(post(
             "/_matrix/client/v3/account/3pid/email/requestToken",
-            client::extras::no_third_party_validation,
+            client::not_offered::no_third_party_validation,
         ))
         .service(post(
             "/_matrix/client/v3/account/3pid/msisdn/requestToken",
-            client::extras::no_third_party_validation,
+            client::not_offered::no_third_party_validation,
         ))
         .service(get("/_matrix/client/v3/pushrules/", client::push::get_all))
         .service(get(
@@ -282,12 +285,12 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
         )))
         .service(get(
             "/_matrix/client/v3/user/{userId}/rooms/{roomId}/tags",
-            client::extras::get_tags,
+            client::tags::get_tags,
         ))
         .service(small(
             web::resource("/_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}")
-                .route(web::put().to(client::extras::put_tag))
-                .route(web::delete().to(client::extras::delete_tag))
+                .route(web::put().to(client::tags::put_tag))
+                .route(web::delete().to(client::tags::delete_tag))
                 .default_service(web::to(|| async { method_not_allowed("PUT, DELETE") })),
         ))
         .service(get(
@@ -300,45 +303,48 @@ fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
         ))
         .service(small(post(
             "/_matrix/client/v3/user_directory/search",
-            client::extras::search_users,
+            client::user_directory::search_users,
         )))
         .service(post(
             "/_matrix/client/v3/user/{userId}/openid/request_token",
-            client::extras::openid_token,
+            client::openid::request_token,
         ))
         .service(post(
             "/_matrix/client/v3/users/{userId}/report",
-            client::extras::report_user,
+            report::report_user,
         ))
         .service(get(
             "/_matrix/client/v1/mutual_rooms",
-            client::extras::mutual_rooms,
+            client::mutual_rooms::mutual_rooms,
         ))
         .service(get(
             "/_matrix/client/v1/room_summary/{roomIdOrAlias}",
-            client::extras::room_summary,
+            client::summary::room_summary,
         ))
         .service(get(
             "/_matrix/client/v3/thirdparty/protocol/{protocol}",
-            client::extras::unknown_protocol,
+            client::not_offered::unknown_protocol,
         ))
         .service(get(
             "/_matrix/client/v3/thirdparty/location/{protocol}",
-            client::extras::unknown_protocol,
+            client::not_offered::unknown_protocol,
         ))
         .service(get(
             "/_matrix/client/v3/thirdparty/user/{protocol}",
-            client::extras::unknown_protocol,
+            client::not_offered::unknown_protocol,
         ))
         .service(get(
             "/_matrix/client/v3/thirdparty/location",
-            client::extras::no_third_party_matches,
+            client::not_offered::no_third_party_matches,
         ))
         .service(get(
             "/_matrix/client/v3/thirdparty/user",
-            client::extras::no_third_party_matches,
+            client::not_offered::no_third_party_matches,
         ))
-        .service(get("/.well-known/matrix/support", client::extras::support))
+        .service(get(
+            "/.well-known/matrix/support",
+            client::not_offered::support,
+        ))
         .service(small(
             web::resource("/_matrix/client/v3/presence/{userId}/status")
                 .route(web::get().to(client::user::get_presence))

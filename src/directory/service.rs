@@ -266,6 +266,41 @@ impl Directory {
         Ok(summary)
     }
 
+    /// The user directory (spec: client-server API, "User directory"): this server's users
+    /// whose ID or display name contains `term`, among those `searcher` may find: themself,
+    /// anyone they share a room with, anyone in a published room. At most `limit` (10
+    /// unless asked, 1 to 50); the second value says whether more were found. The search
+    /// over accounts and profiles is the users module's ([`crate::users::profile::search`]);
+    /// who may be found is a question of memberships and published rooms, answered here,
+    /// the one service that sees both.
+    pub fn search_users(
+        &self,
+        searcher: &UserId,
+        term: &str,
+        limit: Option<usize>,
+    ) -> Result<(Vec<Value>, bool), Error> {
+        let limit = limit.unwrap_or(10).clamp(1, 50);
+        crate::users::profile::search(&self.storage, term, limit, |other| {
+            Ok(other == searcher || self.findable_by(searcher, other)?)
+        })
+    }
+
+    /// Whether `other` shares a room with `user`, or is in a published room.
+    fn findable_by(&self, user: &UserId, other: &UserId) -> Result<bool, Error> {
+        for (room, record) in rooms::memberships(&self.storage, other)? {
+            if record.membership != "join" {
+                continue;
+            }
+            if is_published(&self.storage, &room)?
+                || rooms::membership(&self.storage, user, &room)?
+                    .is_some_and(|r| r.membership == "join")
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// A page of the space tree under `root`, as `user` may see it ([`spaces::hierarchy`]).
     pub fn hierarchy(
         &self,

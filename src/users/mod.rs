@@ -5,16 +5,21 @@
 //!   handle, the password hasher and the user-interactive auth sessions.
 //! - [`accounts`]: accounts, sessions and devices, registration tokens, user-interactive
 //!   authentication, password hashing with bounded concurrency.
-//! - [`profile`]: display names and avatars (the room service copies them into member events).
+//! - [`profile`]: display names and avatars (the room service copies them into member events),
+//!   and the user directory's search over them.
 //! - [`account_data`]: global and per-room account data, with its own stream.
 //! - [`filter`]: stored filter definitions and how they choose events and fields.
 //! - [`push_rules`]: push rules (kept as `m.push_rules` account data) and pushers.
+//! - [`tags`]: room tags (kept as `m.tag` room account data).
+//! - [`openid`]: OpenID tokens for third parties, checked over federation.
 
 pub mod account_data;
 pub mod accounts;
 pub mod filter;
+pub mod openid;
 pub mod profile;
 pub mod push_rules;
 mod service;
+pub mod tags;
 
 pub use service::Users;

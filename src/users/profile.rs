@@ -138,3 +138,50 @@ pub fn member_content(membership: &str, profile: &Map<String, Value>) -> Value {
     }
     content
 }
+
+/// The user directory's search over this server's accounts (spec: client-server API, "User
+/// directory"): active accounts whose ID or display name contains `term` (case aside) and
+/// that `visible` lets the searcher see, in account order, at most `limit` of them, each
+/// as `{user_id, displayname?, avatar_url?}`. The second value says whether more were
+/// found. Who may see whom is a question of rooms, which this module does not know: the
+/// directory service asks it through `visible`, only for accounts that match.
+pub fn search(
+    storage: &Storage,
+    term: &str,
+    limit: usize,
+    mut visible: impl FnMut(&UserId) -> Result<bool, Error>,
+) -> Result<(Vec<Value>, bool), Error> {
+    let term = term.to_lowercase();
+    let mut results = Vec::new();
+    for account in
+        crate::users::accounts::list(storage).map_err(|err| Error::internal(err.to_string()))?
+    {
+        if account.deactivated {
+            continue;
+        }
+        let profile = storage
+            .userid_profile
+            .get(&account.user_id.to_string())?
+            .unwrap_or_default();
+        let name = profile
+            .get("displayname")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let matches = account.user_id.as_str().to_lowercase().contains(&term)
+            || name.to_lowercase().contains(&term);
+        if !matches || !visible(&account.user_id)? {
+            continue;
+        }
+        if results.len() == limit {
+            return Ok((results, true));
+        }
+        let mut result = json!({ "user_id": account.user_id });
+        for field in ["displayname", "avatar_url"] {
+            if let Some(value) = profile.get(field) {
+                result[field] = value.clone();
+            }
+        }
+        results.push(result);
+    }
+    Ok((results, false))
+}

@@ -16,7 +16,7 @@ use super::accounts::sessions::{self, Device, NewSession, Session};
 use super::accounts::uia::UiaSessions;
 use super::accounts::{self, AccountError, AccountRecord, registration};
 use super::filter::{self, Filter};
-use super::{account_data, profile};
+use super::{account_data, openid, profile, tags};
 use crate::error::{Error, ErrorKind};
 use crate::matrix::time::now_ms;
 use crate::storage::stream::Stream;
@@ -208,6 +208,29 @@ impl Users {
         Ok(self.flush().await?)
     }
 
+    /// The devices `target` has sessions on, each with where and when it was last seen
+    /// (spec: "Server administration", whois): one's own, or anyone's for a server
+    /// administrator; `403` for anyone else.
+    pub fn whois_devices(&self, requester: &UserId, target: &UserId) -> Result<Vec<Device>, Error> {
+        let is_admin = self.is_admin(requester)?;
+        if target != requester && !is_admin {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "Only server administrators may look at others",
+            ));
+        }
+        Ok(self.devices(target)?)
+    }
+
+    /// A new OpenID token for the user (see [`openid::issue`]), flushed before it is handed
+    /// out: the third party it is for may ask this server about it at once. Returns the
+    /// token and how many seconds it is good for.
+    pub async fn issue_openid_token(&self, user_id: &UserId) -> Result<(String, u64), Error> {
+        let token = openid::issue(&self.storage, user_id, now_ms())?;
+        self.flush().await?;
+        Ok((token, openid::LIFETIME_SECS))
+    }
+
     // Moderation (spec: "Server administration").
 
     /// Whether `restriction` is on `target`'s account, asked by the administrator
@@ -311,6 +334,67 @@ impl Users {
             .userroom_membership
             .get(&(user_id.to_string(), room_id.to_string()))?
             .is_some())
+    }
+
+    // Room tags (spec: "Room Tagging"), kept as the room's `m.tag` account data.
+
+    /// The user's tags of the room: tag name → its content.
+    pub fn tags(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Map<String, Value>, StorageError> {
+        tags::get(&self.storage, user_id, room_id)
+    }
+
+    /// Tags a room the user has been in (like any room account data), `content` the tag's
+    /// (its `order`, if any, a number); written at the next position of the room service's
+    /// `stream`, as [`Users::set_account_data`] is.
+    pub async fn put_tag(
+        &self,
+        stream: &Stream,
+        user_id: &UserId,
+        room_id: &RoomId,
+        tag: String,
+        content: Map<String, Value>,
+    ) -> Result<(), Error> {
+        if !self.has_been_in_room(user_id, room_id)? {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "You have never been in this room",
+            ));
+        }
+        if tag.is_empty() || tag.len() > 255 {
+            return Err(Error::new(
+                ErrorKind::InvalidParam,
+                "A tag is 1 to 255 bytes",
+            ));
+        }
+        if content.get("order").is_some_and(|order| !order.is_number()) {
+            return Err(Error::new(ErrorKind::BadJson, "order must be a number"));
+        }
+        tags::change(&self.storage, stream, user_id, room_id, |tags| {
+            tags.insert(tag, Value::Object(content));
+        })
+        .await
+    }
+
+    /// Removes a tag from a room; removing one that is not there changes nothing (and
+    /// writes nothing, so `/sync` has nothing new to tell).
+    pub async fn remove_tag(
+        &self,
+        stream: &Stream,
+        user_id: &UserId,
+        room_id: &RoomId,
+        tag: &str,
+    ) -> Result<(), Error> {
+        if self.tags(user_id, room_id)?.contains_key(tag) {
+            tags::change(&self.storage, stream, user_id, room_id, |tags| {
+                tags.remove(tag);
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Stores a filter (see [`filter::store`]) and returns its ID; flushed.

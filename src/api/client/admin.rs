@@ -1,13 +1,16 @@
-//! Server administration: locking and suspending accounts (spec: client-server API,
-//! "Server administration", v1.18). The rules live in [`crate::users::accounts::moderation`].
+//! Server administration: who is connected from where (whois), locking and suspending
+//! accounts (spec: client-server API, "Server administration", v1.18). The rules live in
+//! [`crate::users::accounts::moderation`] and the users service.
 
 use actix_web::{HttpResponse, web};
+use ruma::OwnedUserId;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Map, json};
 
 use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
+use crate::api::path;
 use crate::error::Error;
 use crate::users::accounts::moderation::Restriction;
 
@@ -19,6 +22,32 @@ pub struct LockRequest {
 #[derive(Debug, Deserialize)]
 pub struct SuspendRequest {
     suspended: bool,
+}
+
+/// # GET /_matrix/client/v3/admin/whois/{userId}
+///
+/// One's own sessions, or anyone's for a server administrator.
+pub async fn whois(
+    app: web::Data<Services>,
+    auth: Authenticated,
+    user: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let user: OwnedUserId = path::id(&user)?;
+    let mut devices = Map::new();
+    for device in app.users.whois_devices(&auth.user_id, &user)? {
+        let mut connection = json!({});
+        if let Some(ip) = &device.last_seen_ip {
+            connection["ip"] = json!(ip);
+        }
+        if let Some(ts) = device.last_seen_ts {
+            connection["last_seen"] = json!(ts);
+        }
+        devices.insert(
+            device.device_id,
+            json!({ "sessions": [{ "connections": [connection] }] }),
+        );
+    }
+    Ok(HttpResponse::Ok().json(json!({ "user_id": user, "devices": devices })))
 }
 
 /// # GET /_matrix/client/v1/admin/lock/{userId}

@@ -1,7 +1,8 @@
-//! Reporting events and rooms to the server's administrators (spec: client-server API,
-//! "Reporting content").
+//! Reporting events, rooms and users to the server's administrators (spec: client-server
+//! API, "Reporting content").
 
 use actix_web::{HttpResponse, web};
+use ruma::OwnedUserId;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -10,6 +11,7 @@ use super::room::{parse_room_id, require_joined};
 use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
+use crate::api::path;
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
@@ -48,5 +50,25 @@ pub async fn report_room(
     }
     let reason = body.reason.unwrap_or_default();
     tracing::warn!(reporter = %auth.user_id, %room_id, reason = %reason.chars().take(500).collect::<String>(), "room reported");
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// # POST /_matrix/client/v3/users/{userId}/report
+pub async fn report_user(
+    app: web::Data<Services>,
+    auth: Authenticated,
+    user: web::Path<String>,
+    MatrixJson(body): MatrixJson<ReportRequest>,
+) -> Result<HttpResponse, Error> {
+    let user: OwnedUserId = path::id(&user)?;
+    if !app
+        .users
+        .exists(&user)
+        .map_err(|err| Error::internal(err.to_string()))?
+    {
+        return Err(Error::not_found("No such user"));
+    }
+    let reason: String = body.reason.unwrap_or_default().chars().take(500).collect();
+    tracing::warn!(reporter = %auth.user_id, reported = %user, %reason, "user reported");
     Ok(HttpResponse::Ok().json(json!({})))
 }

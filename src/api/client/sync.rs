@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind};
 use crate::rooms::pagination::MessagesRequest;
 use crate::rooms::timeline::{Direction, Reader};
 use crate::sync::{SyncRequest, parse_token, sync};
-use crate::users::filter::{Filter, RoomEventFilter};
+use crate::users::filter::RoomEventFilter;
 
 #[derive(Debug, Deserialize)]
 pub struct SyncQuery {
@@ -60,7 +60,9 @@ pub async fn get_sync(
         since_typing: since.map_or(0, |(_, serial)| serial),
         timeout: Duration::from_millis(query.timeout.unwrap_or(0)),
         full_state: query.full_state.unwrap_or(false),
-        filter: Filter::resolve(&app.storage, auth.user_id.as_str(), query.filter.as_deref())?,
+        filter: app
+            .users
+            .resolve_filter(&auth.user_id, query.filter.as_deref())?,
         use_state_after: query.use_state_after.unwrap_or(false),
         device_id: auth.device_id.clone(),
         set_presence: match query.set_presence.as_deref() {

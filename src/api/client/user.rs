@@ -12,7 +12,7 @@ use crate::api::path;
 use crate::error::{Error, ErrorKind};
 use crate::users::profile;
 
-fn require_self(auth: &Authenticated, user_id: &UserId) -> Result<(), Error> {
+pub(super) fn require_self(auth: &Authenticated, user_id: &UserId) -> Result<(), Error> {
     if auth.user_id != user_id {
         return Err(Error::new(
             ErrorKind::Forbidden,
