@@ -13,14 +13,12 @@ use crate::federation::Federation;
 use crate::matrix::crypto::SigningKey;
 use crate::matrix::crypto::rotation::OldKey;
 use crate::rooms::Rooms;
-use crate::storage::Storage;
 use crate::sync::SyncService;
 use crate::sync::ephemeral::Ephemeral;
 use crate::users::Users;
 
 pub struct Services {
     pub config: Arc<Config>,
-    pub storage: Arc<Storage>,
     pub signing_key: SigningKey,
     /// Keys this server signed with before rotating them, published as `old_verify_keys`.
     pub old_verify_keys: BTreeMap<String, OldKey>,

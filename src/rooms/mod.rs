@@ -164,6 +164,11 @@ impl Rooms {
         Ok(())
     }
 
+    /// Makes everything written so far durable: the last step of stopping the server.
+    pub async fn flush(&self) -> Result<(), crate::storage::StorageError> {
+        self.storage.flush().await.map(|_| ())
+    }
+
     /// Builds, authorizes and stores an event by `sender` in an existing room.
     pub async fn append(
         &self,

@@ -68,7 +68,6 @@ pub fn services(
         auth_rate_limit: RateLimiter::new(per_minute, per_minute.clamp(1, 10)),
         account_rate_limit: RateLimiter::new(per_minute, per_minute.clamp(1, 10)),
         config,
-        storage,
         signing_key,
         users,
         directory,

@@ -108,7 +108,7 @@ pub async fn run(
         handle.stop(true).await;
     });
     server.await.map_err(StartupError::Server)?;
-    app.storage.flush().await?;
+    app.rooms.flush().await?;
     tracing::info!("stopped; storage flushed");
     Ok(())
 }
@@ -184,7 +184,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     {
         tracing::warn!("federation: outbound sending did not stop in time");
     }
-    app.storage.flush().await?;
+    app.rooms.flush().await?;
     result
 }
 
