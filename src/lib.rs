@@ -59,6 +59,10 @@
 //! each EDU to [`federation::edu`]. [`federation::outbound`] follows the stream and sends our
 //! events to the rooms' other servers.
 
+// An owned argument the function never consumes is a copy every caller pays for. (Handlers
+// take actix extractors by value, which the lint knows and allows.)
+#![warn(clippy::needless_pass_by_value)]
+
 pub mod api;
 pub mod config;
 pub mod directory;

@@ -588,7 +588,7 @@ fn concurrent_sends_reach_sync_exactly_once() {
         .expect("batch")
         .to_owned();
     let address = server.address("http");
-    let senders: Vec<_> = [alice.clone(), bob.clone()]
+    let senders: Vec<_> = [alice, bob.clone()]
         .into_iter()
         .enumerate()
         .map(|(who, token)| {

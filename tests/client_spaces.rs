@@ -74,7 +74,7 @@ impl Family {
 }
 
 fn owned(rooms: &[&String]) -> Vec<String> {
-    rooms.iter().map(|room| room.to_string()).collect()
+    rooms.iter().map(|room| (*room).clone()).collect()
 }
 
 fn ids(page: &Value) -> Vec<String> {

@@ -525,8 +525,5 @@ fn power_levels_written_as_strings_count_before_version_10() {
         on_a["content"]["join_authorised_via_users_server"], alice_id,
         "{on_a}"
     );
-    assert_eq!(
-        joined_members(&pair.a, &alice, &room),
-        [alice_id, bob_id.clone()]
-    );
+    assert_eq!(joined_members(&pair.a, &alice, &room), [alice_id, bob_id]);
 }

@@ -174,7 +174,8 @@ fn server_key_is_self_signed_and_verifies() {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
-        .as_millis() as u64;
+        .as_millis();
+    let now_ms = u64::try_from(now_ms).expect("milliseconds fit in u64");
     let valid_until = json["valid_until_ts"].as_u64().expect("valid_until_ts");
     assert!(
         valid_until > now_ms + 3_600_000,

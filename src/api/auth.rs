@@ -79,7 +79,7 @@ fn authenticate(req: &HttpRequest) -> Result<Authenticated, Error> {
     let ip = client_ip(req, app.config.limits.trust_forwarded_for).map(|ip| ip.to_string());
     let session = app
         .users
-        .authenticate(&token, ip)?
+        .authenticate(&token, ip.as_deref())?
         .ok_or_else(Error::unknown_token)?;
     Ok(Authenticated(session))
 }

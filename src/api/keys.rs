@@ -25,7 +25,8 @@ pub fn server_keys(app: &Services, now: SystemTime) -> Result<Value, Error> {
     let valid_until_ts = (now + KEY_VALIDITY)
         .duration_since(UNIX_EPOCH)
         .map_err(Error::internal)?
-        .as_millis() as u64;
+        .as_millis();
+    let valid_until_ts = u64::try_from(valid_until_ts).unwrap_or(u64::MAX);
     let server_name = app.config.server.server_name.as_str();
     let mut response = json!({
         "server_name": server_name,

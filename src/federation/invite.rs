@@ -72,7 +72,7 @@ pub async fn invite_remote(
         Some(room_id),
         &room.extremities,
         sender,
-        new,
+        &new,
     )?;
     let invite_room_state = stripped_state(fed, room_id, sender.as_str(), true)?;
     let body = json!({

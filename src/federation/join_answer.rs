@@ -52,7 +52,7 @@ pub(super) async fn store_joined_room(
             let signed = serde_json::from_str::<CanonicalJsonObject>(raw.get()).map_err(|err| {
                 Error::new(ErrorKind::BadJson, format!("Bad send_join event: {err}"))
             })?;
-            resident_copy(&join, signed)?
+            resident_copy(&join, &signed)?
         }
         None => join,
     };
@@ -231,7 +231,7 @@ pub(super) const AUTHORISED_VIA: &str = "join_authorised_via_users_server";
 /// resident could otherwise drop our own signature or have us store and serve its data.
 pub(super) fn resident_copy(
     ours: &CanonicalJsonObject,
-    theirs: CanonicalJsonObject,
+    theirs: &CanonicalJsonObject,
 ) -> Result<CanonicalJsonObject, Error> {
     let unsigned = |event: &CanonicalJsonObject| {
         let mut event = event.clone();
@@ -239,7 +239,7 @@ pub(super) fn resident_copy(
         event.remove("unsigned");
         event
     };
-    if unsigned(ours) != unsigned(&theirs) {
+    if unsigned(ours) != unsigned(theirs) {
         return Err(Error::new(
             ErrorKind::Forbidden,
             "The resident server answered with another join event than ours",

@@ -247,7 +247,7 @@ impl Transport {
                     .ok_or(err)?
             }
         };
-        self.store_keys(storage, server, fresh, now)
+        self.store_keys(storage, server, &fresh, now)
     }
 
     /// Stores a verified answer unless we already hold a newer one.
@@ -255,7 +255,7 @@ impl Transport {
         &self,
         storage: &Storage,
         server: &str,
-        fresh: ServerKeys,
+        fresh: &ServerKeys,
         now: u64,
     ) -> Result<ServerKeys, FederationError> {
         let key = server.to_owned();
@@ -354,7 +354,7 @@ impl Transport {
             return Ok(keys);
         }
         let fresh = self.fetch_direct(notary, now).await?;
-        self.store_keys(storage, notary, fresh, now)
+        self.store_keys(storage, notary, &fresh, now)
     }
 
     /// What we answer as a notary for `server`: its latest answer we hold (fetched again if
@@ -375,7 +375,7 @@ impl Transport {
             .is_none_or(|keys| keys.valid_until_ts < minimum_valid_until_ts);
         if stale && self.keys.may_fetch(server) {
             match self.fetch_direct(server, now).await {
-                Ok(fresh) => held = Some(self.store_keys(storage, server, fresh, now)?),
+                Ok(fresh) => held = Some(self.store_keys(storage, server, &fresh, now)?),
                 Err(err) => tracing::debug!(server, "notary: cannot refresh keys: {err}"),
             }
         }

@@ -130,7 +130,7 @@ pub async fn join_through_resident(
             Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {err}"))
         })?;
         let join = match answer.event {
-            Some(signed) => resident_copy(&made.event, signed)?,
+            Some(signed) => resident_copy(&made.event, &signed)?,
             None => made.event,
         };
         match super::inbound::receive_pdu(
@@ -193,10 +193,10 @@ mod tests {
                 "b.example": { "ed25519:1": "sig" }, "a.example": { "ed25519:1": "sig2" }
             })),
         );
-        assert_eq!(resident_copy(&ours, signed.clone()).expect("same"), signed);
+        assert_eq!(resident_copy(&ours, &signed.clone()).expect("same"), signed);
         let mut changed = signed;
         changed.insert("depth".to_owned(), CanonicalJsonValue::Integer(7u32.into()));
-        assert!(resident_copy(&ours, changed).is_err());
+        assert!(resident_copy(&ours, &changed).is_err());
     }
 
     #[test]
@@ -229,7 +229,7 @@ mod tests {
             })),
         );
         assert_eq!(
-            resident_copy(&ours, theirs.clone()).expect("taken"),
+            resident_copy(&ours, &theirs.clone()).expect("taken"),
             expected
         );
 
@@ -239,7 +239,7 @@ mod tests {
             "signatures".to_owned(),
             signatures(json!({ "c.example": { "ed25519:1": "sig3" } })),
         );
-        let err = resident_copy(&ours, unsigned_copy).expect_err("refused");
+        let err = resident_copy(&ours, &unsigned_copy).expect_err("refused");
         assert_eq!(err.kind, ErrorKind::Forbidden);
     }
 }

@@ -33,7 +33,7 @@ impl Room {
         &mut self,
         (kind, state_key): (&str, Option<&str>),
         sender: &str,
-        content: Value,
+        content: &Value,
         auth: &[&OwnedEventId],
     ) -> OwnedEventId {
         let mut event = json!({
@@ -69,25 +69,25 @@ fn basic_room() -> (Room, Vec<OwnedEventId>) {
     let create = room.add(
         ("m.room.create", Some("")),
         CREATOR,
-        json!({ "room_version": "11" }),
+        &json!({ "room_version": "11" }),
         &[],
     );
     let member = room.add(
         ("m.room.member", Some(CREATOR)),
         CREATOR,
-        json!({ "membership": "join" }),
+        &json!({ "membership": "join" }),
         &[&create],
     );
     let power = room.add(
         ("m.room.power_levels", Some("")),
         CREATOR,
-        json!({ "users": { CREATOR: 100 } }),
+        &json!({ "users": { CREATOR: 100 } }),
         &[&create, &member],
     );
     let rules = room.add(
         ("m.room.join_rules", Some("")),
         CREATOR,
-        json!({ "join_rule": "public" }),
+        &json!({ "join_rule": "public" }),
         &[&create, &member, &power],
     );
     (room, vec![create, member, power, rules])
@@ -115,7 +115,7 @@ fn two_events_for_one_key_no_create_or_another_version_are_refused() {
     let fork = room.add(
         ("m.room.join_rules", Some("")),
         CREATOR,
-        json!({ "join_rule": "invite" }),
+        &json!({ "join_rule": "invite" }),
         &[&create, &member, &power],
     );
     ids.push(fork);
@@ -133,7 +133,7 @@ fn an_event_failing_its_own_auth_fails_with_what_rests_on_it() {
     let forged = room.add(
         ("m.room.member", Some(mallory)),
         CREATOR,
-        json!({ "membership": "join" }),
+        &json!({ "membership": "join" }),
         &[create, power, member, join_rules],
     );
     let (create, power) = (create.clone(), power.clone());
@@ -141,7 +141,7 @@ fn an_event_failing_its_own_auth_fails_with_what_rests_on_it() {
     let message = room.add(
         ("m.room.message", None),
         mallory,
-        json!({ "body": "hello" }),
+        &json!({ "body": "hello" }),
         &[&create, &power, &forged],
     );
     let failing = failing_auth(&room.rules, &room.events, |_| None);

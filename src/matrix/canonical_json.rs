@@ -24,7 +24,10 @@ fn whole_floats_as_integers(value: serde_json::Value) -> serde_json::Value {
     match value {
         Value::Number(number) if !number.is_i64() && !number.is_u64() => match number.as_f64() {
             Some(float) if float.fract() == 0.0 && float.abs() <= MAX_SAFE_INTEGER => {
-                Value::from(float as i64)
+                // A whole number within ±2^53: exactly representable as i64.
+                #[allow(clippy::cast_possible_truncation)]
+                let whole = float as i64;
+                Value::from(whole)
             }
             _ => Value::Number(number),
         },

@@ -100,7 +100,7 @@ impl Rooms {
         room.add(
             key,
             creator,
-            create_event(&request, preset, creator, &rules, version.as_str()),
+            &create_event(&request, preset, creator, &rules, version.as_str()),
         )?;
         if room.room_id.is_none() {
             // A version 12 room is named by its create event.
@@ -111,7 +111,7 @@ impl Rooms {
             .get(&creator.to_string())?
             .unwrap_or_default();
         for new in events_after_create(&request, preset, creator, &rules, &profile) {
-            room.add(key, creator, new)?;
+            room.add(key, creator, &new)?;
         }
         let room_id = room
             .room_id
@@ -134,7 +134,7 @@ struct NewRoom<'a> {
 }
 
 impl NewRoom<'_> {
-    fn add(&mut self, key: &SigningKey, sender: &UserId, new: NewEvent) -> Result<(), Error> {
+    fn add(&mut self, key: &SigningKey, sender: &UserId, new: &NewEvent) -> Result<(), Error> {
         let events = &self.events;
         let state = &self.state;
         let lookup = |kind: &StateEventType, state_key: &str| {

@@ -73,6 +73,8 @@ pub fn stage_history_row(
 }
 
 /// The half of [`stage_state_changes`] kept by position: which keys changed at `position`.
+/// Takes the list whole: the tree's codec encodes a `Vec`, and callers build one for it.
+#[allow(clippy::needless_pass_by_value)]
 pub fn stage_changed_keys(
     storage: &Storage,
     batch: &mut Batch,

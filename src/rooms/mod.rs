@@ -232,7 +232,7 @@ impl Rooms {
             Some(room_id),
             &room.extremities,
             sender,
-            new,
+            &new,
         )?;
         let staged = StagedEvent {
             pdu: pdu.clone(),

@@ -176,7 +176,7 @@ impl Rooms {
         let mut filter = filter()?;
         let limit = limit.min(100);
         let before_n = limit / 2;
-        let after_n = (limit - before_n) as usize;
+        let after_n = usize::try_from(limit - before_n).unwrap_or(usize::MAX);
         filter.limit = Some(before_n.max(1));
         let before = if before_n == 0 {
             Vec::new()

@@ -376,12 +376,12 @@ mod tests {
                 "m.room.create",
                 "",
                 creator,
-                json!({ "room_version": version, "creator": creator }),
+                &json!({ "room_version": version, "creator": creator }),
             );
             held
         }
 
-        fn state(&self, kind: &str, state_key: &str, sender: &str, content: Value) {
+        fn state(&self, kind: &str, state_key: &str, sender: &str, content: &Value) {
             let event_id = format!("${kind}/{state_key}:here.test");
             let event = json!({ "sender": sender, "content": content });
             self.storage
@@ -426,12 +426,7 @@ mod tests {
             "users_default": "7", "invite": "-1",
         });
         let v9 = HeldRoom::new("9", "@alice:here.test");
-        v9.state(
-            "m.room.power_levels",
-            "",
-            "@alice:here.test",
-            levels.clone(),
-        );
+        v9.state("m.room.power_levels", "", "@alice:here.test", &levels);
         assert_eq!(v9.level("@alice:here.test"), 100);
         assert_eq!(v9.level("@bob:here.test"), 60);
         // Strings that are not integers read as no level: the default.
@@ -442,7 +437,7 @@ mod tests {
 
         // From version 10 on, levels are integers only.
         let v10 = HeldRoom::new("10", "@alice:here.test");
-        v10.state("m.room.power_levels", "", "@alice:here.test", levels);
+        v10.state("m.room.power_levels", "", "@alice:here.test", &levels);
         assert_eq!(v10.level("@alice:here.test"), 0);
         assert_eq!(v10.level("@bob:here.test"), 0);
         assert_eq!(invite_level(&v10.storage, &v10.room).expect("invite"), 0);
@@ -461,7 +456,7 @@ mod tests {
             "m.room.power_levels",
             "",
             "@alice:here.test",
-            levels(
+            &levels(
                 json!({ "@alice:here.test": 50, "@carol:here.test": 60,
                         "@zed:there.test": 100, "@gone:here.test": 100 }),
                 0,
@@ -474,14 +469,14 @@ mod tests {
             "m.room.power_levels",
             "",
             "@alice:here.test",
-            levels(json!({ "@carol:here.test": 50 }), 50, 50),
+            &levels(json!({ "@carol:here.test": 50 }), 50, 50),
         );
         assert_eq!(room.authoriser().as_deref(), Some("@alice:here.test"));
         room.state(
             "m.room.power_levels",
             "",
             "@alice:here.test",
-            levels(
+            &levels(
                 json!({ "@alice:here.test": 10, "@carol:here.test": 50 }),
                 50,
                 50,
@@ -493,14 +488,14 @@ mod tests {
             "m.room.power_levels",
             "",
             "@alice:here.test",
-            levels(json!({ "@alice:here.test": 10 }), 20, 20),
+            &levels(json!({ "@alice:here.test": 10 }), 20, 20),
         );
         assert_eq!(room.authoriser().as_deref(), Some("@bob:here.test"));
         room.state(
             "m.room.power_levels",
             "",
             "@alice:here.test",
-            levels(json!({ "@alice:here.test": 10 }), 0, 20),
+            &levels(json!({ "@alice:here.test": 10 }), 0, 20),
         );
         assert_eq!(room.authoriser(), None);
 
@@ -512,7 +507,7 @@ mod tests {
             "m.room.power_levels",
             "",
             "@carol:here.test",
-            levels(json!({ "@bob:here.test": 100 }), 0, 50),
+            &levels(json!({ "@bob:here.test": 100 }), 0, 50),
         );
         assert_eq!(v12.authoriser().as_deref(), Some("@carol:here.test"));
         // Without power levels: the creator has 100, the others 0, and anyone may invite.

@@ -56,7 +56,7 @@ pub fn build_in_room(
     room_id: Option<&RoomId>,
     extremities: &[(OwnedEventId, u64)],
     sender: &UserId,
-    new: NewEvent,
+    new: &NewEvent,
 ) -> Result<(Pdu, CanonicalJsonObject), Error> {
     let room = room_id.map(ToString::to_string).unwrap_or_default();
     // A lookup that fails must not look like "no such event": a ban that cannot be read

@@ -31,7 +31,7 @@ impl Room {
         id: &str,
         (kind, state_key): (&str, &str),
         sender: &str,
-        content: Value,
+        content: &Value,
         depth: u64,
     ) -> String {
         let event_id = format!("${id}:x.test");
@@ -66,7 +66,7 @@ impl Room {
             id,
             ("m.room.member", target),
             sender,
-            json!({ "membership": membership }),
+            &json!({ "membership": membership }),
             depth,
         )
     }
@@ -123,7 +123,7 @@ impl Base {
             "create",
             ("m.room.create", ""),
             ALICE,
-            json!({ "creator": ALICE }),
+            &json!({ "creator": ALICE }),
             1,
         );
         let alice = room.member("alice", ALICE, ALICE, "join", 2);
@@ -131,14 +131,14 @@ impl Base {
             "power",
             ("m.room.power_levels", ""),
             ALICE,
-            power_levels(50),
+            &power_levels(50),
             3,
         );
         let join_rules = room.state(
             "public",
             ("m.room.join_rules", ""),
             ALICE,
-            json!({ "join_rule": "public" }),
+            &json!({ "join_rule": "public" }),
             4,
         );
         let bob = room.member("bob", BOB, BOB, "join", 5);
@@ -217,7 +217,7 @@ fn power_levels_run_from_the_shallowest_and_stop_at_the_first_refused() {
             &format!("demote{alice_depth}"),
             ("m.room.power_levels", ""),
             ALICE,
-            power_levels(0),
+            &power_levels(0),
             alice_depth,
         );
         let mut lowered = power_levels(50);
@@ -226,7 +226,7 @@ fn power_levels_run_from_the_shallowest_and_stop_at_the_first_refused() {
             &format!("lower{bob_depth}"),
             ("m.room.power_levels", ""),
             BOB,
-            lowered,
+            &lowered,
             bob_depth,
         );
         let resolved = base
@@ -250,19 +250,19 @@ fn the_first_refused_power_levels_end_the_pass_though_a_deeper_one_would_pass() 
         "demote",
         ("m.room.power_levels", ""),
         ALICE,
-        power_levels(0),
+        &power_levels(0),
         6,
     );
     let mut lowered = power_levels(50);
     lowered["state_default"] = json!(40);
     let bobs = base
         .room
-        .state("lower", ("m.room.power_levels", ""), BOB, lowered, 7);
+        .state("lower", ("m.room.power_levels", ""), BOB, &lowered, 7);
     let later = base.room.state(
         "later",
         ("m.room.power_levels", ""),
         ALICE,
-        power_levels(10),
+        &power_levels(10),
         8,
     );
     let resolved = base.room.resolve(&[
@@ -281,14 +281,14 @@ fn power_levels_of_one_depth_that_all_pass_end_with_the_lowest_sha1() {
         "levels-one",
         ("m.room.power_levels", ""),
         ALICE,
-        power_levels(10),
+        &power_levels(10),
         6,
     );
     let two = base.room.state(
         "levels-two",
         ("m.room.power_levels", ""),
         ALICE,
-        power_levels(20),
+        &power_levels(20),
         6,
     );
     let resolved = base.room.resolve(&[base.with(&[&one]), base.with(&[&two])]);
@@ -308,14 +308,14 @@ fn join_rules_are_checked_against_the_resolved_power_levels() {
         "demote",
         ("m.room.power_levels", ""),
         ALICE,
-        power_levels(0),
+        &power_levels(0),
         6,
     );
     let invite_only = base.room.state(
         "invite-only",
         ("m.room.join_rules", ""),
         BOB,
-        json!({ "join_rule": "invite" }),
+        &json!({ "join_rule": "invite" }),
         7,
     );
     let resolved = base
@@ -330,7 +330,7 @@ fn join_rules_are_checked_against_the_resolved_power_levels() {
         "invite-only",
         ("m.room.join_rules", ""),
         BOB,
-        json!({ "join_rule": "invite" }),
+        &json!({ "join_rule": "invite" }),
         7,
     );
     let other = again.room.member("carol", CAROL, CAROL, "join", 6);
@@ -398,7 +398,7 @@ fn members_resolve_under_the_resolved_join_rules() {
         "invite-only",
         ("m.room.join_rules", ""),
         ALICE,
-        json!({ "join_rule": "invite" }),
+        &json!({ "join_rule": "invite" }),
         6,
     );
     let join = base.room.member("carol", CAROL, CAROL, "join", 6);
@@ -417,7 +417,7 @@ fn members_resolve_under_the_resolved_join_rules() {
         "invite-only",
         ("m.room.join_rules", ""),
         ALICE,
-        json!({ "join_rule": "invite" }),
+        &json!({ "join_rule": "invite" }),
         8,
     );
     let rejoin = base.room.member("carol-again", CAROL, CAROL, "join", 8);
@@ -436,7 +436,7 @@ fn other_keys_take_the_deepest_authorized_event_then_the_lowest_sha1() {
             id,
             ("m.room.topic", ""),
             sender,
-            json!({ "topic": id }),
+            &json!({ "topic": id }),
             depth,
         )
     };
@@ -465,7 +465,7 @@ fn other_keys_take_the_deepest_authorized_event_then_the_lowest_sha1() {
         "demote",
         ("m.room.power_levels", ""),
         ALICE,
-        power_levels(0),
+        &power_levels(0),
         6,
     );
     let alices = topic(&mut base.room, "alices", ALICE, 7);
@@ -481,7 +481,7 @@ fn other_keys_take_the_deepest_authorized_event_then_the_lowest_sha1() {
         "demote",
         ("m.room.power_levels", ""),
         ALICE,
-        json!({ "users": { ALICE: 100 }, "events": { "m.room.topic": 100 } }),
+        &json!({ "users": { ALICE: 100 }, "events": { "m.room.topic": 100 } }),
         6,
     );
     let first = topic(&mut base.room, "first", BOB, 7);
@@ -501,15 +501,15 @@ fn a_disputed_create_event_leaves_nothing_authorized_and_does_not_panic() {
         "create-two",
         ("m.room.create", ""),
         BOB,
-        json!({ "creator": BOB }),
+        &json!({ "creator": BOB }),
         1,
     );
     let topic_a = base
         .room
-        .state("t-a", ("m.room.topic", ""), ALICE, json!({}), 6);
+        .state("t-a", ("m.room.topic", ""), ALICE, &json!({}), 6);
     let topic_b = base
         .room
-        .state("t-b", ("m.room.topic", ""), ALICE, json!({}), 7);
+        .state("t-b", ("m.room.topic", ""), ALICE, &json!({}), 7);
     let mut second = base.with(&[&topic_b]);
     second.insert(("m.room.create".to_owned(), String::new()), other_create);
     let resolved = base.room.resolve(&[base.with(&[&topic_a]), second]);
@@ -559,22 +559,22 @@ mod stored {
             "demote",
             ("m.room.power_levels", ""),
             ALICE,
-            power_levels(0),
+            &power_levels(0),
             6,
         );
         let invite_only = base.room.state(
             "invite-only",
             ("m.room.join_rules", ""),
             BOB,
-            json!({ "join_rule": "invite" }),
+            &json!({ "join_rule": "invite" }),
             7,
         );
         let topic = base
             .room
-            .state("topic", ("m.room.topic", ""), BOB, json!({}), 8);
+            .state("topic", ("m.room.topic", ""), BOB, &json!({}), 8);
         let name = base
             .room
-            .state("name", ("m.room.name", ""), BOB, json!({}), 8);
+            .state("name", ("m.room.name", ""), BOB, &json!({}), 8);
         for event in base.room.events.values() {
             store(&storage, event);
         }
@@ -614,10 +614,10 @@ mod stored {
         let mut base = Base::new();
         let ours = base
             .room
-            .state("ours", ("m.room.topic", ""), ALICE, json!({}), 6);
+            .state("ours", ("m.room.topic", ""), ALICE, &json!({}), 6);
         let incoming = base
             .room
-            .state("incoming", ("m.room.topic", ""), BOB, json!({}), 7);
+            .state("incoming", ("m.room.topic", ""), BOB, &json!({}), 7);
         for event in base.room.events.values() {
             if *event.event_id != *incoming.as_str() {
                 store(&storage, event);
@@ -656,10 +656,10 @@ mod stored {
         let mut base = Base::new();
         let alices = base
             .room
-            .state("alices", ("m.room.topic", ""), ALICE, json!({}), 6);
+            .state("alices", ("m.room.topic", ""), ALICE, &json!({}), 6);
         let bobs = base
             .room
-            .state("bobs", ("m.room.topic", ""), BOB, json!({}), 7);
+            .state("bobs", ("m.room.topic", ""), BOB, &json!({}), 7);
         for event in base.room.events.values() {
             store(&storage, event);
         }
@@ -703,10 +703,10 @@ mod stored {
         let mut base = Base::new();
         let ours = base
             .room
-            .state("ours", ("m.room.topic", ""), ALICE, json!({}), 6);
+            .state("ours", ("m.room.topic", ""), ALICE, &json!({}), 6);
         let theirs = base
             .room
-            .state("theirs", ("m.room.topic", ""), ALICE, json!({}), 6);
+            .state("theirs", ("m.room.topic", ""), ALICE, &json!({}), 6);
         if let Some(event) = base.room.events.get_mut(&theirs) {
             event.room_id = Some("!elsewhere:x.test".try_into().expect("room"));
         }

@@ -57,7 +57,7 @@ pub fn services(
         rooms: rooms.clone(),
     };
     let users = Users::new(storage.clone(), config.server.server_name.clone());
-    let directory = Directory::new(storage.clone(), config.server.server_name.clone());
+    let directory = Directory::new(storage, config.server.server_name.clone());
     Services {
         search,
         old_verify_keys,

@@ -179,9 +179,9 @@ pub enum UserCommand {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), StartupError> {
     match cli.command {
-        Command::Serve(arg) => serve(arg),
+        Command::Serve(arg) => serve(&arg),
         Command::Init(args) => run_init(args),
-        Command::CheckConfig(arg) => check_config(arg),
+        Command::CheckConfig(arg) => check_config(&arg),
         Command::User(command) => user(command),
         Command::Token(command) => token(command),
         Command::Key(KeyCommand::Rotate { config }) => {
@@ -229,8 +229,8 @@ fn load_config(arg: &ConfigArg) -> Result<(Config, ConfigSource), StartupError> 
     }
 }
 
-fn serve(arg: ConfigArg) -> Result<(), StartupError> {
-    let (config, source) = load_config(&arg)?;
+fn serve(arg: &ConfigArg) -> Result<(), StartupError> {
+    let (config, source) = load_config(arg)?;
     crate::server::logging::init(&config.logging.level);
     match source {
         ConfigSource::File(path) => tracing::info!("configuration: {}", path.display()),
@@ -271,8 +271,8 @@ fn run_init(args: InitArgs) -> Result<(), StartupError> {
     Ok(())
 }
 
-fn check_config(arg: ConfigArg) -> Result<(), StartupError> {
-    let (config, source) = load_config(&arg)?;
+fn check_config(arg: &ConfigArg) -> Result<(), StartupError> {
+    let (config, source) = load_config(arg)?;
     match source {
         ConfigSource::File(path) => println!("# {} is valid. Effective settings:", path.display()),
         ConfigSource::Embedded => println!("# No config file: the built-in default settings:"),

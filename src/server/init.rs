@@ -86,7 +86,7 @@ pub fn init(options: &InitOptions) -> Result<InitReport, StartupError> {
         }
         None => None,
     };
-    let signing_key = config.server.signing_key.clone();
+    let signing_key = config.server.signing_key;
     let key_created = !signing_key.exists();
     if key_created {
         SigningKey::generate()

@@ -35,7 +35,7 @@ impl Batch {
     }
 
     /// The keys the batch writes (or removes) in the tree named `name`.
-    pub(super) fn keys_of(&self, name: sled::IVec) -> Vec<Vec<u8>> {
+    pub(super) fn keys_of(&self, name: &sled::IVec) -> Vec<Vec<u8>> {
         let Some(index) = self.trees.iter().position(|tree| tree.name() == name) else {
             return Vec::new();
         };

@@ -331,7 +331,7 @@ mod tests {
             .map(|entry| entry.expect("entry").0.1)
             .collect();
         assert_eq!(changes, vec![1, 3]);
-        let first = (room.clone(), "m.room.topic".to_owned(), String::new(), 1);
+        let first = (room, "m.room.topic".to_owned(), String::new(), 1);
         assert_eq!(
             storage
                 .roomstate_history

@@ -358,7 +358,7 @@ impl Storage {
 
     /// Applies a [`Batch`]: all of its writes, or none.
     pub fn apply(&self, batch: Batch) -> StorageResult<()> {
-        let touched = batch.keys_of(self.roomuser_membership.name());
+        let touched = batch.keys_of(&self.roomuser_membership.name());
         let result = batch.apply();
         self.members.touched(touched.iter().map(Vec::as_slice));
         result

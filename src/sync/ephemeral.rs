@@ -36,7 +36,7 @@ impl Presence {
         let ago = self.last_active.elapsed();
         let mut content = serde_json::json!({
             "presence": self.presence,
-            "last_active_ago": ago.as_millis() as u64,
+            "last_active_ago": u64::try_from(ago.as_millis()).unwrap_or(u64::MAX),
             "currently_active": self.presence == "online" && ago < CURRENTLY_ACTIVE,
         });
         if let Some(status) = &self.status_msg {

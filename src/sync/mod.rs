@@ -186,7 +186,7 @@ fn build(
             {
                 leave.insert(
                     room_id.to_string(),
-                    left_room(service, user_id, &room_id, &record, request, data)?,
+                    left_room(service, user_id, &room_id, &record, request, &data)?,
                 );
             }
             _ => {}
@@ -347,7 +347,7 @@ fn joined_room(
         user_id,
         room_id,
         request,
-        StateSpan {
+        &StateSpan {
             full,
             after,
             timeline_start,
@@ -426,7 +426,7 @@ fn state_section(
     user_id: &UserId,
     room_id: &RoomId,
     request: &SyncRequest,
-    span: StateSpan,
+    span: &StateSpan,
     timeline: &[TimelineEvent],
 ) -> Result<(&'static str, Vec<Value>), StorageError> {
     let (key, at) = if request.use_state_after {
@@ -626,7 +626,7 @@ fn left_room(
     room_id: &RoomId,
     record: &MembershipRecord,
     request: &SyncRequest,
-    account_data: Vec<Value>,
+    account_data: &[Value],
 ) -> Result<Value, Error> {
     let (timeline, after) = if record.joined_stream.is_some() {
         let start = history_start(&service.storage, room_id, record)?;
@@ -676,7 +676,7 @@ fn left_room(
             user_id,
             room_id,
             request,
-            StateSpan {
+            &StateSpan {
                 full: request.since.is_none() || request.full_state,
                 after,
                 timeline_start,

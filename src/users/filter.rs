@@ -318,7 +318,10 @@ mod tests {
         assert_eq!(filter.room.timeline.limit_or(10), 5);
         assert_eq!(Filter::default().room.timeline.limit_or(10), 10);
         let huge = Filter::parse(r#"{"room":{"timeline":{"limit":100000}}}"#).expect("filter");
-        assert_eq!(huge.room.timeline.limit_or(10), MAX_LIMIT as usize);
+        assert_eq!(
+            huge.room.timeline.limit_or(10),
+            usize::try_from(MAX_LIMIT).expect("fits")
+        );
     }
 
     #[test]

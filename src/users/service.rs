@@ -110,7 +110,7 @@ impl Users {
         password_hash: String,
         logout_devices_but: Option<&str>,
     ) -> Result<(), Error> {
-        accounts::set_password_hash(&self.storage, user_id, password_hash)?;
+        accounts::set_password_hash(&self.storage, user_id, &password_hash)?;
         if let Some(keep) = logout_devices_but {
             sessions::remove_all_devices(&self.storage, user_id, Some(keep))?;
         }
@@ -145,7 +145,7 @@ impl Users {
     }
 
     /// The session behind an access token, its device marked as seen from `ip` now.
-    pub fn authenticate(&self, token: &str, ip: Option<String>) -> Result<Option<Session>, Error> {
+    pub fn authenticate(&self, token: &str, ip: Option<&str>) -> Result<Option<Session>, Error> {
         let Some(session) = sessions::authenticate(&self.storage, token)? else {
             return Ok(None);
         };
@@ -189,7 +189,7 @@ impl Users {
         display_name: Option<String>,
     ) -> Result<bool, Error> {
         let exists = match display_name {
-            Some(name) => sessions::rename_device(&self.storage, user_id, device_id, name)?,
+            Some(name) => sessions::rename_device(&self.storage, user_id, device_id, &name)?,
             None => self.device(user_id, device_id)?.is_some(),
         };
         if exists {

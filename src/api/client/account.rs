@@ -139,7 +139,7 @@ fn complete_registration_auth(
     };
     let session = attempt.session.clone();
     let outcome = check_registration_stage(app, &attempt);
-    let completed = app.users.uia.record(attempt, outcome, flows)?;
+    let completed = app.users.uia.record(&attempt, outcome, flows)?;
     app.users.uia.forget(&session);
     Ok(completed)
 }
@@ -237,7 +237,7 @@ pub async fn require_password(
     let outcome = verify_password_stage(req, app, auth, &attempt).await;
     app.users
         .uia
-        .record(attempt, outcome, PASSWORD_FLOWS)
+        .record(&attempt, outcome, PASSWORD_FLOWS)
         .map(|_| ())
 }
 

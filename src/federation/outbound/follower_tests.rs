@@ -170,9 +170,7 @@ async fn presence_goes_to_the_servers_sharing_a_room_when_configured() {
     fed.ephemeral
         .set_presence(&alice, "online", Some(Some("lunch".to_owned())));
     let mut follower = Follower::start(fed.clone(), Arc::new(Wake::default())).expect("start");
-    let change = Change::Presence {
-        user_id: alice.clone(),
-    };
+    let change = Change::Presence { user_id: alice };
     follower.handle_change(change).expect("change");
     let items = queued(&fed);
     let [QueueItem::Edu { edu, .. }] = items.as_slice() else {

@@ -240,13 +240,13 @@ mod tests {
         SigningKey::from_seed(key_id, seed.try_into().expect("32 bytes"))
     }
 
-    fn object(value: Value) -> Map<String, Value> {
+    fn object(value: &Value) -> Map<String, Value> {
         value.as_object().expect("object").clone()
     }
 
     #[test]
     fn spec_vector_empty_object() {
-        let mut signed = object(json!({}));
+        let mut signed = object(&json!({}));
         sign_json(&mut signed, "domain", &spec_key()).expect("sign");
         assert_eq!(
             Value::Object(signed),
@@ -257,7 +257,7 @@ mod tests {
 
     #[test]
     fn spec_vector_object_with_data() {
-        let mut signed = object(json!({ "one": 1, "two": "Two" }));
+        let mut signed = object(&json!({ "one": 1, "two": "Two" }));
         sign_json(&mut signed, "domain", &spec_key()).expect("sign");
         assert_eq!(
             signed["signatures"]["domain"]["ed25519:1"],
@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn signatures_and_unsigned_are_not_covered() {
         let key = spec_key();
-        let mut signed = object(json!({ "one": 1, "unsigned": { "age": 5 } }));
+        let mut signed = object(&json!({ "one": 1, "unsigned": { "age": 5 } }));
         sign_json(&mut signed, "domain", &key).expect("sign");
         signed.insert("unsigned".into(), json!({ "age": 99 }));
         let public = key.public_key();
@@ -278,7 +278,7 @@ mod tests {
     #[test]
     fn tampering_is_detected() {
         let key = spec_key();
-        let mut signed = object(json!({ "one": 1 }));
+        let mut signed = object(&json!({ "one": 1 }));
         sign_json(&mut signed, "domain", &key).expect("sign");
         signed.insert("one".into(), json!(2));
         let result = verify_json(&signed, "domain", "ed25519:1", &key.public_key());
@@ -288,12 +288,12 @@ mod tests {
     #[test]
     fn missing_or_malformed_signatures_are_reported() {
         let key = spec_key();
-        let unsigned = object(json!({ "one": 1 }));
+        let unsigned = object(&json!({ "one": 1 }));
         assert!(matches!(
             verify_json(&unsigned, "domain", "ed25519:1", &key.public_key()),
             Err(VerifyError::Missing { .. })
         ));
-        let garbled = object(json!({ "signatures": { "domain": { "ed25519:1": "!!" } } }));
+        let garbled = object(&json!({ "signatures": { "domain": { "ed25519:1": "!!" } } }));
         assert_eq!(
             verify_json(&garbled, "domain", "ed25519:1", &key.public_key()),
             Err(VerifyError::Malformed)
@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn other_servers_signatures_are_kept() {
-        let mut signed = object(json!({ "signatures": { "other.org": { "ed25519:x": "abc" } } }));
+        let mut signed = object(&json!({ "signatures": { "other.org": { "ed25519:x": "abc" } } }));
         sign_json(&mut signed, "domain", &spec_key()).expect("sign");
         assert_eq!(signed["signatures"]["other.org"]["ed25519:x"], "abc");
         assert!(signed["signatures"]["domain"]["ed25519:1"].is_string());

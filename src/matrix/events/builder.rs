@@ -70,7 +70,7 @@ pub struct RoomContext<'a> {
 
 /// Builds, signs and authorizes an event sent by `sender` (one of our users).
 pub fn build_event(
-    new: NewEvent,
+    new: &NewEvent,
     sender: &UserId,
     room: &RoomContext<'_>,
     key: &SigningKey,
@@ -261,7 +261,7 @@ mod tests {
             }
         }
 
-        fn send(&mut self, sender: &str, new: NewEvent) -> Result<Pdu, BuildError> {
+        fn send(&mut self, sender: &str, new: &NewEvent) -> Result<Pdu, BuildError> {
             let key = SigningKey::generate();
             let sender = UserId::parse(sender).expect("user");
             let events = &self.events;
@@ -301,11 +301,11 @@ mod tests {
             if !self.rules.authorization.use_room_create_sender {
                 content["creator"] = json!(creator);
             }
-            self.send(creator, NewEvent::state("m.room.create", "", content))
+            self.send(creator, &NewEvent::state("m.room.create", "", content))
                 .expect("create");
             self.send(
                 creator,
-                NewEvent::state("m.room.member", creator, json!({ "membership": "join" })),
+                &NewEvent::state("m.room.member", creator, json!({ "membership": "join" })),
             )
             .expect("creator joins");
             let mut users = json!({});
@@ -314,12 +314,12 @@ mod tests {
             }
             self.send(
                 creator,
-                NewEvent::state("m.room.power_levels", "", json!({ "users": users })),
+                &NewEvent::state("m.room.power_levels", "", json!({ "users": users })),
             )
             .expect("power levels");
             self.send(
                 creator,
-                NewEvent::state("m.room.join_rules", "", json!({ "join_rule": "invite" })),
+                &NewEvent::state("m.room.join_rules", "", json!({ "join_rule": "invite" })),
             )
             .expect("join rules");
         }
@@ -335,7 +335,7 @@ mod tests {
         let message = room
             .send(
                 "@alice:example.org",
-                NewEvent::message(
+                &NewEvent::message(
                     "m.room.message",
                     json!({ "body": "hi", "msgtype": "m.text" }),
                 ),
@@ -359,7 +359,7 @@ mod tests {
             room.create_as("@alice:example.org", version);
             let stranger = room.send(
                 "@mallory:example.org",
-                NewEvent::message("m.room.message", json!({ "body": "x" })),
+                &NewEvent::message("m.room.message", json!({ "body": "x" })),
             );
             assert!(
                 matches!(stranger, Err(BuildError::Forbidden(_))),
@@ -367,7 +367,7 @@ mod tests {
             );
             let self_join = room.send(
                 "@bob:example.org",
-                NewEvent::state(
+                &NewEvent::state(
                     "m.room.member",
                     "@bob:example.org",
                     json!({ "membership": "join" }),
@@ -379,7 +379,7 @@ mod tests {
             );
             room.send(
                 "@alice:example.org",
-                NewEvent::state(
+                &NewEvent::state(
                     "m.room.member",
                     "@bob:example.org",
                     json!({ "membership": "invite" }),
@@ -388,7 +388,7 @@ mod tests {
             .expect("invite");
             room.send(
                 "@bob:example.org",
-                NewEvent::state(
+                &NewEvent::state(
                     "m.room.member",
                     "@bob:example.org",
                     json!({ "membership": "join" }),
@@ -397,7 +397,7 @@ mod tests {
             .expect("the invited user joins");
             room.send(
                 "@bob:example.org",
-                NewEvent::message("m.room.message", json!({ "body": "hello" })),
+                &NewEvent::message("m.room.message", json!({ "body": "hello" })),
             )
             .expect("a member talks");
         }
@@ -410,7 +410,7 @@ mod tests {
         let message = room
             .send(
                 "@alice:example.org",
-                NewEvent::message("m.room.message", json!({ "body": "hi" })),
+                &NewEvent::message("m.room.message", json!({ "body": "hi" })),
             )
             .expect("send");
         assert!(message.event_id.as_str().ends_with(":example.org"));
@@ -436,7 +436,7 @@ mod tests {
         room.create_as("@alice:example.org", "12");
         let huge = NewEvent::message("m.room.message", json!({ "body": "x".repeat(70_000) }));
         assert!(matches!(
-            room.send("@alice:example.org", huge),
+            room.send("@alice:example.org", &huge),
             Err(BuildError::TooLarge)
         ));
         let mut deep = json!("bottom");
@@ -445,20 +445,20 @@ mod tests {
         }
         let deep = NewEvent::message("m.room.message", deep);
         assert!(matches!(
-            room.send("@alice:example.org", deep),
+            room.send("@alice:example.org", &deep),
             Err(BuildError::Invalid(_))
         ));
         let long_type = NewEvent::state(&"t".repeat(300), "", json!({}));
-        let result = room.send("@alice:example.org", long_type);
+        let result = room.send("@alice:example.org", &long_type);
         assert!(matches!(result, Err(BuildError::Invalid(_))), "{result:?}");
         let float = NewEvent::message("m.room.message", json!({ "n": 1.5 }));
         assert!(matches!(
-            room.send("@alice:example.org", float),
+            room.send("@alice:example.org", &float),
             Err(BuildError::Invalid(_))
         ));
         let not_object = NewEvent::message("m.room.message", json!("text"));
         assert!(matches!(
-            room.send("@alice:example.org", not_object),
+            room.send("@alice:example.org", &not_object),
             Err(BuildError::Invalid(_))
         ));
     }

@@ -217,7 +217,7 @@ mod tests {
         // The same hash: standard base64 in room version 3, URL-safe from version 4.
         assert_eq!(v3.as_str().replace('+', "-").replace('/', "_"), v4.as_str());
         // The ID covers the redacted event: unsigned data and signatures do not change it.
-        let mut signed = event.clone();
+        let mut signed = event;
         signed.insert(
             "unsigned".into(),
             CanonicalJsonValue::Object(Default::default()),

@@ -168,16 +168,16 @@ pub fn set_password(
 ) -> Result<(), AccountError> {
     check_password(password)?;
     let hash = password::hash(password).map_err(AccountError::WeakPassword)?;
-    set_password_hash(storage, user_id, hash)
+    set_password_hash(storage, user_id, &hash)
 }
 
 pub fn set_password_hash(
     storage: &Storage,
     user_id: &UserId,
-    password_hash: String,
+    password_hash: &str,
 ) -> Result<(), AccountError> {
     change_active_account(storage, user_id, |record| {
-        record.password_hash = password_hash.clone()
+        record.password_hash = password_hash.to_owned()
     })
 }
 

@@ -215,7 +215,7 @@ pub fn touch_device(
     storage: &Storage,
     user_id: &UserId,
     device_id: &str,
-    ip: Option<String>,
+    ip: Option<&str>,
     now_ms: u64,
 ) -> Result<(), StorageError> {
     let key = device_key(user_id, device_id);
@@ -225,13 +225,13 @@ pub fn touch_device(
     let recent = device
         .last_seen_ts
         .is_some_and(|seen| now_ms.saturating_sub(seen) < LAST_SEEN_RESOLUTION_MS);
-    if recent && device.last_seen_ip == ip {
+    if recent && device.last_seen_ip == ip.map(str::to_owned) {
         return Ok(());
     }
     storage.userdevice_device.update(&key, |current| {
         current.map(|mut device| {
             device.last_seen_ts = Some(now_ms);
-            device.last_seen_ip = ip.clone();
+            device.last_seen_ip = ip.map(str::to_owned);
             device
         })
     })?;
@@ -311,12 +311,12 @@ pub fn rename_device(
     storage: &Storage,
     user_id: &UserId,
     device_id: &str,
-    display_name: String,
+    display_name: &str,
 ) -> Result<bool, StorageError> {
     let key = device_key(user_id, device_id);
     let updated = storage.userdevice_device.update(&key, |current| {
         current.map(|mut device| {
-            device.display_name = Some(display_name.clone());
+            device.display_name = Some(display_name.to_owned());
             device
         })
     })?;
@@ -355,7 +355,7 @@ mod tests {
             .expect("valid");
         assert_eq!(
             (found.user_id, found.device_id),
-            (user.clone(), session.device_id.clone())
+            (user, session.device_id.clone())
         );
         assert_eq!(authenticate(&storage, "hth_wrong").expect("lookup"), None);
         storage.flush_blocking().expect("flush");

@@ -153,7 +153,7 @@ impl UiaSessions {
     /// the failure's error code, if the stage failed).
     pub fn record(
         &self,
-        attempt: Attempt,
+        attempt: &Attempt,
         outcome: Result<Option<String>, Error>,
         flows: Flows,
     ) -> Result<Completed, Error> {
@@ -322,12 +322,14 @@ mod tests {
         let token = auth(json!({ "type": REGISTRATION_TOKEN, "token": "t", "session": session }));
         let attempt = check(sessions.attempt(token, FLOWS, None, OP));
         let next = sessions
-            .record(attempt, Ok(Some("t".into())), FLOWS)
+            .record(&attempt, Ok(Some("t".into())), FLOWS)
             .expect_err("one more");
         assert_eq!(body(&next)["completed"], json!([REGISTRATION_TOKEN]));
         let dummy = || auth(json!({ "type": DUMMY, "session": session }));
         let attempt = check(sessions.attempt(dummy(), FLOWS, None, OP));
-        let done = sessions.record(attempt, Ok(None), FLOWS).expect("complete");
+        let done = sessions
+            .record(&attempt, Ok(None), FLOWS)
+            .expect("complete");
         assert_eq!(done.registration_token.as_deref(), Some("t"));
         // A retry (the answer was lost) is told the session is complete.
         match sessions.attempt(dummy(), FLOWS, None, OP) {
@@ -362,7 +364,7 @@ mod tests {
         let session = attempt.session.clone();
         let failure = Error::new(ErrorKind::Forbidden, "Invalid registration token");
         let error = sessions
-            .record(attempt, Err(failure), FLOWS)
+            .record(&attempt, Err(failure), FLOWS)
             .expect_err("failed");
         let fields = body(&error);
         assert_eq!(fields["errcode"], "M_FORBIDDEN");
