@@ -14,57 +14,57 @@ use serde::{Deserialize, Serialize};
 
 /// The whole configuration, validated.
 #[derive(Debug, Clone, Serialize)]
-pub struct Config {
-    pub server: ServerConfig,
-    pub listeners: Vec<ListenerConfig>,
-    pub tls: Option<TlsConfig>,
-    pub database: DatabaseConfig,
-    pub limits: LimitsConfig,
-    pub registration: RegistrationConfig,
-    pub federation: FederationConfig,
-    pub well_known: WellKnownConfig,
-    pub logging: LoggingConfig,
+pub(crate) struct Config {
+    pub(crate) server: ServerConfig,
+    pub(crate) listeners: Vec<ListenerConfig>,
+    pub(crate) tls: Option<TlsConfig>,
+    pub(crate) database: DatabaseConfig,
+    pub(crate) limits: LimitsConfig,
+    pub(crate) registration: RegistrationConfig,
+    pub(crate) federation: FederationConfig,
+    pub(crate) well_known: WellKnownConfig,
+    pub(crate) logging: LoggingConfig,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     /// The name in every user ID (`@alice:server_name`) and room alias. Cannot change later.
-    pub server_name: OwnedServerName,
+    pub(crate) server_name: OwnedServerName,
     /// The ed25519 key that signs our events and federation requests.
-    pub signing_key: PathBuf,
+    pub(crate) signing_key: PathBuf,
     /// HTTP worker threads.
-    pub workers: usize,
+    pub(crate) workers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
-    pub address: SocketAddr,
+pub(crate) struct ListenerConfig {
+    pub(crate) address: SocketAddr,
     #[serde(default)]
-    pub tls: bool,
+    pub(crate) tls: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsConfig {
+pub(crate) struct TlsConfig {
     /// PEM certificate chain, leaf first.
-    pub certificate: PathBuf,
+    pub(crate) certificate: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub private_key: PathBuf,
+    pub(crate) private_key: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DatabaseConfig {
+pub(crate) struct DatabaseConfig {
     /// The data directory: the database, the signing key and the lock file live here.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Memory sled may use for its page cache, in MiB.
-    pub cache_capacity_mb: u64,
+    pub(crate) cache_capacity_mb: u64,
 }
 
 impl DatabaseConfig {
     /// The page cache size in bytes (validated to at most 64 GiB, so this cannot overflow).
-    pub fn cache_capacity_bytes(&self) -> u64 {
+    pub(crate) fn cache_capacity_bytes(&self) -> u64 {
         self.cache_capacity_mb.saturating_mul(1024 * 1024)
     }
 }
@@ -80,19 +80,19 @@ impl Default for DatabaseConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
+pub(crate) struct LimitsConfig {
     /// Largest request body accepted, in bytes (`413 M_TOO_LARGE` above it).
-    pub max_request_body_bytes: usize,
+    pub(crate) max_request_body_bytes: usize,
     /// Seconds in-flight requests get to finish when Hearth is asked to stop.
-    pub shutdown_grace_seconds: u64,
+    pub(crate) shutdown_grace_seconds: u64,
     /// Seconds an idle HTTP connection is kept open for the client's next request.
-    pub keep_alive_seconds: u64,
+    pub(crate) keep_alive_seconds: u64,
     /// Open connections accepted at once, across all workers; more wait in the backlog.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Login and registration attempts allowed per client address and minute.
-    pub auth_attempts_per_minute: u32,
+    pub(crate) auth_attempts_per_minute: u32,
     /// Trust `X-Forwarded-For` from a reverse proxy on this machine (loopback peers only).
-    pub trust_forwarded_for: bool,
+    pub(crate) trust_forwarded_for: bool,
 }
 
 impl Default for LimitsConfig {
@@ -111,29 +111,29 @@ impl Default for LimitsConfig {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RegistrationConfig {
+pub(crate) struct RegistrationConfig {
     /// Allow `/register` at all (with a registration token unless `open`).
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Allow anyone to register without a token. Dangerous on a public server.
-    pub open: bool,
+    pub(crate) open: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct FederationConfig {
-    pub enabled: bool,
+pub(crate) struct FederationConfig {
+    pub(crate) enabled: bool,
     /// Notary servers asked for other servers' keys.
-    pub trusted_key_servers: Vec<String>,
+    pub(crate) trusted_key_servers: Vec<String>,
     /// Extra PEM CA bundle trusted for outbound federation, besides the system's roots.
-    pub extra_ca_file: Option<PathBuf>,
+    pub(crate) extra_ca_file: Option<PathBuf>,
     /// Tell other servers our users' presence (costly: every change goes to every server
     /// sharing a room with the user).
-    pub send_presence: bool,
+    pub(crate) send_presence: bool,
     /// Accept other servers' presence EDUs.
-    pub receive_presence: bool,
+    pub(crate) receive_presence: bool,
     /// Seconds before the first retry of a server that did not take a transaction; the wait
     /// doubles with each failure, up to an hour.
-    pub retry_initial_seconds: u64,
+    pub(crate) retry_initial_seconds: u64,
 }
 
 impl Default for FederationConfig {
@@ -151,19 +151,19 @@ impl Default for FederationConfig {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct WellKnownConfig {
+pub(crate) struct WellKnownConfig {
     /// Served as `m.homeserver.base_url` at `/.well-known/matrix/client`.
-    pub client: Option<String>,
+    pub(crate) client: Option<String>,
     /// Served as `m.server` at `/.well-known/matrix/server` (`host` or `host:port`).
-    pub server: Option<String>,
+    pub(crate) server: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LoggingConfig {
+pub(crate) struct LoggingConfig {
     /// A level (`info`) or a list of `target=level` directives (`info,hearth=debug`).
     /// `RUST_LOG`, when set, wins.
-    pub level: String,
+    pub(crate) level: String,
 }
 
 impl Default for LoggingConfig {
@@ -214,10 +214,10 @@ fn default_listeners() -> Vec<ListenerConfig> {
 /// A configuration problem, naming the key and the line where the file has them.
 #[derive(Debug)]
 pub struct ConfigError {
-    pub file: Option<PathBuf>,
-    pub key: Option<String>,
-    pub line: Option<usize>,
-    pub message: String,
+    pub(crate) file: Option<PathBuf>,
+    pub(crate) key: Option<String>,
+    pub(crate) line: Option<usize>,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for ConfigError {
@@ -241,7 +241,7 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// The configuration `hearth serve` uses when there is no config file: a server named
     /// `localhost`, data in `./hearth-data`, plain HTTP on 127.0.0.1:8008.
-    pub fn embedded_default() -> Config {
+    pub(crate) fn embedded_default() -> Config {
         let database = DatabaseConfig::default();
         Config {
             server: ServerConfig {
@@ -271,13 +271,8 @@ impl Config {
         })
     }
 
-    /// The sled database directory inside the data directory.
-    pub fn database_dir(&self) -> PathBuf {
-        self.database.path.join("db")
-    }
-
     /// The effective settings as TOML, for `hearth check-config`.
-    pub fn to_toml(&self) -> String {
+    pub(crate) fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|err| format!("# cannot display: {err}\n"))
     }
 }
@@ -512,7 +507,7 @@ fn line_at(text: &str, offset: usize) -> usize {
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
 /// Parses `info` or `warn,hearth=debug`: each directive a level, or `target=level`.
-pub fn parse_filter(text: &str) -> Result<tracing_subscriber::filter::Targets, String> {
+pub(crate) fn parse_filter(text: &str) -> Result<tracing_subscriber::filter::Targets, String> {
     for directive in text.split(',').map(str::trim) {
         let level = directive
             .rsplit_once('=')

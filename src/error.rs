@@ -13,7 +13,7 @@ use serde_json::json;
 /// The Matrix error codes Hearth answers with. The HTTP status of each is decided in
 /// [`ErrorKind::status`], and nowhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     /// No such endpoint (404).
     Unrecognized,
     /// The endpoint exists, but not for this method (405, still `M_UNRECOGNIZED`).
@@ -84,7 +84,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub fn errcode(self) -> &'static str {
+    pub(crate) fn errcode(self) -> &'static str {
         match self {
             ErrorKind::Unrecognized | ErrorKind::MethodNotAllowed => "M_UNRECOGNIZED",
             ErrorKind::NotJson => "M_NOT_JSON",
@@ -120,7 +120,7 @@ impl ErrorKind {
         }
     }
 
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             ErrorKind::Unrecognized | ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -159,17 +159,15 @@ impl ErrorKind {
 
 /// A request error: what the client is told.
 #[derive(Debug, Clone)]
-pub struct Error {
-    pub kind: ErrorKind,
-    pub message: Cow<'static, str>,
+pub(crate) struct Error {
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: Cow<'static, str>,
     /// Fields added to the JSON body (`soft_logout`, the flows of user-interactive auth).
-    pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+    pub(crate) extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
 impl Error {
-    pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
         Error {
             kind,
             message: message.into(),
@@ -178,7 +176,10 @@ impl Error {
     }
 
     /// Adds fields to the JSON body.
-    pub fn with_fields(mut self, fields: serde_json::Map<String, serde_json::Value>) -> Self {
+    pub(crate) fn with_fields(
+        mut self,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
         self.extra
             .get_or_insert_with(Default::default)
             .extend(fields);
@@ -186,7 +187,7 @@ impl Error {
     }
 
     /// `401 M_UNKNOWN_TOKEN`, with `soft_logout: false`: the client must log in again.
-    pub fn unknown_token() -> Self {
+    pub(crate) fn unknown_token() -> Self {
         let mut fields = serde_json::Map::new();
         fields.insert("soft_logout".into(), false.into());
         Error::new(ErrorKind::UnknownToken, "Unknown access token").with_fields(fields)
@@ -194,38 +195,38 @@ impl Error {
 
     /// `401 M_USER_LOCKED`, with `soft_logout: true`: the client keeps its session (and its
     /// keys) and may carry on once an administrator lifts the lock.
-    pub fn user_locked() -> Self {
+    pub(crate) fn user_locked() -> Self {
         let mut fields = serde_json::Map::new();
         fields.insert("soft_logout".into(), true.into());
         Error::new(ErrorKind::UserLocked, "This account has been locked").with_fields(fields)
     }
 
     /// `403 M_USER_SUSPENDED`: what a suspended account may not do.
-    pub fn user_suspended() -> Self {
+    pub(crate) fn user_suspended() -> Self {
         Error::new(
             ErrorKind::UserSuspended,
             "You cannot perform this action while suspended",
         )
     }
 
-    pub fn unrecognized() -> Self {
+    pub(crate) fn unrecognized() -> Self {
         Error::new(ErrorKind::Unrecognized, "Unrecognized request")
     }
 
-    pub fn method_not_allowed() -> Self {
+    pub(crate) fn method_not_allowed() -> Self {
         Error::new(
             ErrorKind::MethodNotAllowed,
             "Method not allowed for this endpoint",
         )
     }
 
-    pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
         Error::new(ErrorKind::NotFound, message)
     }
 
     /// Logs `detail` (which may name files or database internals) and tells the client only
     /// that something failed on our side.
-    pub fn internal(detail: impl fmt::Display) -> Self {
+    pub(crate) fn internal(detail: impl fmt::Display) -> Self {
         tracing::error!("internal error: {detail}");
         Error::new(ErrorKind::Unknown, "Internal server error")
     }

@@ -17,29 +17,29 @@ use crate::sync::SyncService;
 use crate::sync::ephemeral::Ephemeral;
 use crate::users::Users;
 
-pub struct Services {
-    pub config: Arc<Config>,
-    pub signing_key: SigningKey,
+pub(crate) struct Services {
+    pub(crate) config: Arc<Config>,
+    pub(crate) signing_key: SigningKey,
     /// Keys this server signed with before rotating them, published as `old_verify_keys`.
-    pub old_verify_keys: BTreeMap<String, OldKey>,
+    pub(crate) old_verify_keys: BTreeMap<String, OldKey>,
     /// Accounts, sessions and devices, moderation, profiles, account data, filters, push
     /// rules.
-    pub users: Users,
+    pub(crate) users: Users,
     /// Room aliases, the public room list, room summaries and spaces.
-    pub directory: Directory,
+    pub(crate) directory: Directory,
     /// Login, registration and user-name checks, per client address.
-    pub auth_rate_limit: RateLimiter,
+    pub(crate) auth_rate_limit: RateLimiter,
     /// Password checks per account (login and re-authentication), whatever the address.
-    pub account_rate_limit: RateLimiter<String>,
-    pub rooms: Arc<Rooms>,
-    pub ephemeral: Arc<Ephemeral>,
+    pub(crate) account_rate_limit: RateLimiter<String>,
+    pub(crate) rooms: Arc<Rooms>,
+    pub(crate) ephemeral: Arc<Ephemeral>,
     /// Becomes `true` when the server starts stopping: long polls answer at once instead
     /// of holding the stop up.
-    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
     /// Talking to other servers: joins, invites, backfill, the outbound queue, EDUs.
-    pub federation: Arc<Federation>,
+    pub(crate) federation: Arc<Federation>,
     /// `/sync`: what is new for a user, long-polled.
-    pub sync: SyncService,
+    pub(crate) sync: SyncService,
     /// `/search` over the rooms' timelines.
-    pub search: crate::search::Search,
+    pub(crate) search: crate::search::Search,
 }

@@ -15,7 +15,7 @@ use crate::users::accounts::sessions;
 /// The session behind a valid access token. Taken from `Authorization: Bearer`, or from the
 /// deprecated `access_token` query parameter that some clients still send.
 #[derive(Debug, Clone)]
-pub struct Authenticated(pub sessions::Session);
+pub(crate) struct Authenticated(pub sessions::Session);
 
 impl std::ops::Deref for Authenticated {
     type Target = sessions::Session;
@@ -47,7 +47,7 @@ impl Authenticated {
     /// actions the spec recommends forbidding (joining, knocking, inviting, sending,
     /// creating rooms, changing the profile, redacting others' events) call this first;
     /// reading, syncing and leaving do not.
-    pub fn ensure_not_suspended(&self) -> Result<(), Error> {
+    pub(crate) fn ensure_not_suspended(&self) -> Result<(), Error> {
         if self.suspended {
             Err(Error::user_suspended())
         } else {
@@ -59,7 +59,7 @@ impl Authenticated {
 /// The session behind a valid access token, locked or not: the spec lets a locked account
 /// log out (`/logout`, `/logout/all`) and nothing else.
 #[derive(Debug, Clone)]
-pub struct EvenIfLocked(pub Authenticated);
+pub(crate) struct EvenIfLocked(pub Authenticated);
 
 impl FromRequest for EvenIfLocked {
     type Error = Error;
@@ -104,7 +104,7 @@ fn access_token(req: &HttpRequest) -> Option<String> {
 /// the config trusts it, the address that proxy saw. Proxies append the address they saw to
 /// `X-Forwarded-For`, after whatever the client wrote there itself: only the last entry of
 /// the last header line is the proxy's word.
-pub fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
+pub(crate) fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
     let peer = req.peer_addr()?.ip().to_canonical();
     if trust_forwarded_for && peer.is_loopback() {
         let forwarded = req
@@ -123,7 +123,7 @@ pub fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr>
 
 /// Refuses the request with `429` if `req`'s address has used up its login and registration
 /// attempts.
-pub fn check_auth_rate_limit(req: &HttpRequest, app: &Services) -> Result<(), Error> {
+pub(crate) fn check_auth_rate_limit(req: &HttpRequest, app: &Services) -> Result<(), Error> {
     let Some(address) = client_ip(req, app.config.limits.trust_forwarded_for) else {
         return Ok(());
     };
@@ -134,7 +134,7 @@ pub fn check_auth_rate_limit(req: &HttpRequest, app: &Services) -> Result<(), Er
 
 /// Refuses a password check for `user_id` if the account has had too many lately, from
 /// anywhere: an attacker spreading guesses over many addresses still gets few.
-pub fn check_account_rate_limit(user_id: &str, app: &Services) -> Result<(), Error> {
+pub(crate) fn check_account_rate_limit(user_id: &str, app: &Services) -> Result<(), Error> {
     app.account_rate_limit
         .check(user_id.to_owned())
         .map_err(too_many_attempts)

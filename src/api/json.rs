@@ -17,11 +17,11 @@ use crate::error::{Error, ErrorKind};
 
 /// The largest body accepted, from `limits.max_request_body_bytes`.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub(crate) struct BodyLimit(pub usize);
 
 /// A request body parsed as JSON into `T`.
 #[derive(Debug)]
-pub struct MatrixJson<T>(pub T);
+pub(crate) struct MatrixJson<T>(pub T);
 
 impl<T: DeserializeOwned + 'static> FromRequest for MatrixJson<T> {
     type Error = Error;
@@ -47,7 +47,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for MatrixJson<T> {
 }
 
 /// Parses a JSON body, mapping serde's error classes to the spec's error codes.
-pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {

@@ -14,13 +14,13 @@ use crate::matrix::crypto::sign_json;
 const KEY_VALIDITY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// # GET /_matrix/key/v2/server
-pub async fn get_server_keys(app: web::Data<Services>) -> Result<HttpResponse, Error> {
+pub(crate) async fn get_server_keys(app: web::Data<Services>) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::Ok().json(server_keys(&app, SystemTime::now())?))
 }
 
 /// The self-signed key response: `server_name`, `verify_keys`, `old_verify_keys`,
 /// `valid_until_ts`, signed with the key it publishes.
-pub fn server_keys(app: &Services, now: SystemTime) -> Result<Value, Error> {
+pub(crate) fn server_keys(app: &Services, now: SystemTime) -> Result<Value, Error> {
     let key = &app.signing_key;
     let valid_until_ts = (now + KEY_VALIDITY)
         .duration_since(UNIX_EPOCH)
@@ -43,12 +43,12 @@ pub fn server_keys(app: &Services, now: SystemTime) -> Result<Value, Error> {
 const MAX_QUERIED_SERVERS: usize = 32;
 
 #[derive(Debug, serde::Deserialize)]
-pub struct MinimumValidUntil {
+pub(crate) struct MinimumValidUntil {
     minimum_valid_until_ts: Option<u64>,
 }
 
 /// # GET /_matrix/key/v2/query/{serverName}
-pub async fn query_one(
+pub(crate) async fn query_one(
     app: web::Data<Services>,
     server_name: web::Path<String>,
     query: web::Query<MinimumValidUntil>,
@@ -60,13 +60,13 @@ pub async fn query_one(
 }
 
 #[derive(Debug, serde::Deserialize)]
-pub struct BatchQuery {
+pub(crate) struct BatchQuery {
     server_keys:
         std::collections::BTreeMap<String, std::collections::BTreeMap<String, MinimumValidUntil>>,
 }
 
 /// # POST /_matrix/key/v2/query
-pub async fn query_batch(
+pub(crate) async fn query_batch(
     app: web::Data<Services>,
     body: crate::api::MatrixJson<BatchQuery>,
 ) -> Result<HttpResponse, Error> {

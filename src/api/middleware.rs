@@ -16,7 +16,7 @@ use crate::error::{Error, ErrorKind};
 type Response<B> = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
 
 /// Logs method, path (never the query string: it may hold an access token), status and time.
-pub async fn log_request(
+pub(crate) async fn log_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -39,7 +39,7 @@ pub async fn log_request(
 
 /// The CORS headers of the spec's "Web Browser Clients" section on every answer, and an empty
 /// `204` to every pre-flight `OPTIONS` request.
-pub async fn cors<B: MessageBody>(req: ServiceRequest, next: Next<B>) -> Response<B> {
+pub(crate) async fn cors<B: MessageBody>(req: ServiceRequest, next: Next<B>) -> Response<B> {
     if req.method() == Method::OPTIONS {
         let mut response = req.into_response(HttpResponse::NoContent().finish());
         add_cors_headers(response.headers_mut());
@@ -69,7 +69,7 @@ fn add_cors_headers(headers: &mut HeaderMap) {
 
 /// Refuses a body whose declared `Content-Length` is over the limit before reading any of
 /// it. Bodies without a length are counted as they stream, in [`super::MatrixJson`].
-pub async fn limit_body<B: MessageBody>(req: ServiceRequest, next: Next<B>) -> Response<B> {
+pub(crate) async fn limit_body<B: MessageBody>(req: ServiceRequest, next: Next<B>) -> Response<B> {
     let limit = req
         .app_data::<BodyLimit>()
         .map_or(usize::MAX, |limit| limit.0);

@@ -2,16 +2,16 @@
 //! per area of the spec. Every answer is JSON; every route that exists answers other methods
 //! with `405 M_UNRECOGNIZED`, and every route that does not with `404 M_UNRECOGNIZED`.
 
-pub mod app;
-pub mod auth;
-pub mod client;
-pub mod federation;
-pub mod json;
-pub mod keys;
-pub mod middleware;
-pub mod path;
-pub mod ratelimit;
-pub mod well_known;
+pub(crate) mod app;
+pub(crate) mod auth;
+pub(crate) mod client;
+pub(crate) mod federation;
+pub(crate) mod json;
+pub(crate) mod keys;
+pub(crate) mod middleware;
+pub(crate) mod path;
+pub(crate) mod ratelimit;
+pub(crate) mod well_known;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -20,10 +20,10 @@ use actix_web::{App, FromRequest, Handler, HttpResponse, Responder, ResponseErro
 
 use crate::error::{Error, ErrorKind};
 
-pub use json::{BodyLimit, MatrixJson};
+pub(crate) use json::{BodyLimit, MatrixJson};
 
 /// The whole application, as each worker builds it.
-pub fn app(
+pub(crate) fn app(
     app: web::Data<app::Services>,
 ) -> App<
     impl ServiceFactory<

@@ -10,7 +10,7 @@ use ruma::{
 use crate::error::{Error, ErrorKind};
 
 /// An ID type a path segment may hold, and how to name it in an error.
-pub trait PathId: Sized {
+pub(crate) trait PathId: Sized {
     /// What the segment should have been, for the error message ("room ID").
     const WHAT: &'static str;
     fn parse(text: &str) -> Option<Self>;
@@ -37,7 +37,7 @@ path_id! {
 }
 
 /// The ID in a path segment, or `400 M_INVALID_PARAM`.
-pub fn id<T: PathId>(text: &str) -> Result<T, Error> {
+pub(crate) fn id<T: PathId>(text: &str) -> Result<T, Error> {
     T::parse(text).ok_or_else(|| {
         Error::new(
             ErrorKind::InvalidParam,

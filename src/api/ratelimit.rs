@@ -15,7 +15,7 @@ struct Bucket {
     updated: Instant,
 }
 
-pub struct RateLimiter<K = IpAddr> {
+pub(crate) struct RateLimiter<K = IpAddr> {
     per_second: f64,
     burst: f64,
     buckets: Mutex<HashMap<K, Bucket>>,
@@ -23,7 +23,7 @@ pub struct RateLimiter<K = IpAddr> {
 
 /// The key an address is limited by: IPv4 addresses one by one (IPv4-mapped IPv6 too), IPv6
 /// addresses by their /64, since one host commonly holds a whole /64.
-pub fn address_key(address: IpAddr) -> IpAddr {
+pub(crate) fn address_key(address: IpAddr) -> IpAddr {
     match address.to_canonical() {
         IpAddr::V6(v6) => {
             let mut octets = v6.octets();
@@ -36,7 +36,7 @@ pub fn address_key(address: IpAddr) -> IpAddr {
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// `per_minute` requests a minute on average, in bursts of up to `burst`.
-    pub fn new(per_minute: u32, burst: u32) -> RateLimiter<K> {
+    pub(crate) fn new(per_minute: u32, burst: u32) -> RateLimiter<K> {
         RateLimiter {
             per_second: f64::from(per_minute) / 60.0,
             burst: f64::from(burst.max(1)),
@@ -45,7 +45,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     /// Takes one request from `key`'s bucket, or says how many milliseconds to wait.
-    pub fn check(&self, key: K) -> Result<(), u64> {
+    pub(crate) fn check(&self, key: K) -> Result<(), u64> {
         self.check_at(key, Instant::now())
     }
 

@@ -14,14 +14,14 @@ use crate::config::Config;
 use crate::error::Error;
 
 /// # GET /.well-known/matrix/client
-pub async fn client(app: web::Data<Services>) -> Result<HttpResponse, Error> {
+pub(crate) async fn client(app: web::Data<Services>) -> Result<HttpResponse, Error> {
     let base_url = client_base_url(&app.config)
         .ok_or_else(|| Error::not_found("No client discovery information is configured"))?;
     Ok(HttpResponse::Ok().json(json!({ "m.homeserver": { "base_url": base_url } })))
 }
 
 /// # GET /.well-known/matrix/server
-pub async fn server(app: web::Data<Services>) -> Result<HttpResponse, Error> {
+pub(crate) async fn server(app: web::Data<Services>) -> Result<HttpResponse, Error> {
     let delegated = server_delegation(&app.config)
         .ok_or_else(|| Error::not_found("No server delegation is configured"))?;
     Ok(HttpResponse::Ok().json(json!({ "m.server": delegated })))
@@ -34,13 +34,13 @@ fn serves_tls_on_443(config: &Config) -> bool {
         .any(|listener| listener.tls && listener.address.port() == 443)
 }
 
-pub fn client_base_url(config: &Config) -> Option<String> {
+pub(crate) fn client_base_url(config: &Config) -> Option<String> {
     config.well_known.client.clone().or_else(|| {
         serves_tls_on_443(config).then(|| format!("https://{}", config.server.server_name.host()))
     })
 }
 
-pub fn server_delegation(config: &Config) -> Option<String> {
+pub(crate) fn server_delegation(config: &Config) -> Option<String> {
     config.well_known.server.clone().or_else(|| {
         (serves_tls_on_443(config) && config.server.server_name.port().is_none())
             .then(|| format!("{}:443", config.server.server_name))

@@ -6,9 +6,9 @@
 //! rules it applies, over `&Storage`, shared with federation's directory answers.
 
 mod service;
-pub mod spaces;
+pub(crate) mod spaces;
 
-pub use service::Directory;
+pub(crate) use service::Directory;
 
 use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, ServerName, UserId};
 use serde_json::{Value, json};
@@ -17,10 +17,10 @@ use crate::error::{Error, ErrorKind};
 use crate::rooms;
 use crate::storage::{Storage, StorageError};
 
-pub use crate::storage::records::AliasRecord;
+pub(crate) use crate::storage::records::AliasRecord;
 
 /// An alias of this server, or `M_INVALID_PARAM`.
-pub fn local_alias(our_server: &ServerName, text: &str) -> Result<OwnedRoomAliasId, Error> {
+pub(crate) fn local_alias(our_server: &ServerName, text: &str) -> Result<OwnedRoomAliasId, Error> {
     let alias = OwnedRoomAliasId::try_from(text).map_err(|_| {
         Error::new(
             ErrorKind::InvalidParam,
@@ -37,7 +37,7 @@ pub fn local_alias(our_server: &ServerName, text: &str) -> Result<OwnedRoomAlias
 }
 
 /// The room a `roomIdOrAlias` path segment names: an ID as is, a local alias resolved.
-pub fn room_id_or_alias(storage: &Storage, text: &str) -> Result<OwnedRoomId, Error> {
+pub(crate) fn room_id_or_alias(storage: &Storage, text: &str) -> Result<OwnedRoomId, Error> {
     if text.starts_with('#') {
         let alias = OwnedRoomAliasId::try_from(text)
             .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room alias"))?;
@@ -54,7 +54,7 @@ pub fn room_id_or_alias(storage: &Storage, text: &str) -> Result<OwnedRoomId, Er
 }
 
 /// Points `alias` at `room_id`; `false` if the alias exists already.
-pub fn create_alias(
+pub(crate) fn create_alias(
     storage: &Storage,
     alias: &RoomAliasId,
     room_id: &RoomId,
@@ -67,19 +67,19 @@ pub fn create_alias(
     storage.alias_room.insert_new(&alias.to_string(), &record)
 }
 
-pub fn resolve(
+pub(crate) fn resolve(
     storage: &Storage,
     alias: &RoomAliasId,
 ) -> Result<Option<AliasRecord>, StorageError> {
     storage.alias_room.get(&alias.to_string())
 }
 
-pub fn delete_alias(storage: &Storage, alias: &RoomAliasId) -> Result<(), StorageError> {
+pub(crate) fn delete_alias(storage: &Storage, alias: &RoomAliasId) -> Result<(), StorageError> {
     storage.alias_room.remove(&alias.to_string())
 }
 
 /// The local aliases of a room.
-pub fn aliases_of(storage: &Storage, room_id: &RoomId) -> Result<Vec<String>, StorageError> {
+pub(crate) fn aliases_of(storage: &Storage, room_id: &RoomId) -> Result<Vec<String>, StorageError> {
     let mut aliases = Vec::new();
     for entry in storage.alias_room.iter() {
         let (alias, record) = entry?;
@@ -90,11 +90,11 @@ pub fn aliases_of(storage: &Storage, room_id: &RoomId) -> Result<Vec<String>, St
     Ok(aliases)
 }
 
-pub fn is_published(storage: &Storage, room_id: &RoomId) -> Result<bool, StorageError> {
+pub(crate) fn is_published(storage: &Storage, room_id: &RoomId) -> Result<bool, StorageError> {
     storage.roomid_published.contains_key(&room_id.to_string())
 }
 
-pub fn set_published(
+pub(crate) fn set_published(
     storage: &Storage,
     room_id: &RoomId,
     published: bool,
@@ -107,7 +107,7 @@ pub fn set_published(
 }
 
 /// The directory entry of a published room, from its current state.
-pub fn public_entry(storage: &Storage, room_id: &RoomId) -> Result<Value, StorageError> {
+pub(crate) fn public_entry(storage: &Storage, room_id: &RoomId) -> Result<Value, StorageError> {
     let content = |kind: &str| rooms::state_content(storage, room_id, kind, "");
     let text = |value: Option<Value>, field: &str| {
         value.and_then(|c| c.get(field).and_then(Value::as_str).map(str::to_owned))
@@ -158,7 +158,7 @@ pub fn public_entry(storage: &Storage, room_id: &RoomId) -> Result<Value, Storag
 /// its join rule lets anyone join or knock (`public`, `knock`, `knock_restricted`), or
 /// is `restricted` and the user is in one of the rooms it allows. A published room is
 /// listed for everyone anyway. A banned user sees nothing.
-pub fn may_preview(
+pub(crate) fn may_preview(
     storage: &Storage,
     user: &UserId,
     room_id: &RoomId,
@@ -194,7 +194,7 @@ pub fn may_preview(
 
 /// A room's summary (spec: `RoomSummary`): its directory entry, with its version, its
 /// encryption and, for restricted rooms, the rooms that let one in.
-pub fn summary(storage: &Storage, room_id: &RoomId) -> Result<Value, StorageError> {
+pub(crate) fn summary(storage: &Storage, room_id: &RoomId) -> Result<Value, StorageError> {
     let mut summary = public_entry(storage, room_id)?;
     if let Some(room) = storage.roomid_room.get(&room_id.to_string())? {
         summary["room_version"] = json!(room.version);
@@ -216,7 +216,10 @@ pub fn summary(storage: &Storage, room_id: &RoomId) -> Result<Value, StorageErro
 }
 
 /// The published rooms, largest first, filtered by a search term in name, topic or alias.
-pub fn public_rooms(storage: &Storage, search: Option<&str>) -> Result<Vec<Value>, StorageError> {
+pub(crate) fn public_rooms(
+    storage: &Storage,
+    search: Option<&str>,
+) -> Result<Vec<Value>, StorageError> {
     let search = search.map(str::to_lowercase);
     let mut entries = Vec::new();
     for entry in storage.roomid_published.iter() {

@@ -19,13 +19,13 @@ use crate::storage::{Storage, StorageError};
 /// The most rooms per page of the public room list.
 const MAX_PAGE: usize = 100;
 
-pub struct Directory {
+pub(crate) struct Directory {
     storage: Arc<Storage>,
     server_name: OwnedServerName,
 }
 
 impl Directory {
-    pub fn new(storage: Arc<Storage>, server_name: OwnedServerName) -> Directory {
+    pub(crate) fn new(storage: Arc<Storage>, server_name: OwnedServerName) -> Directory {
         Directory {
             storage,
             server_name,
@@ -33,23 +33,23 @@ impl Directory {
     }
 
     /// An alias of this server, or `M_INVALID_PARAM`.
-    pub fn local_alias(&self, text: &str) -> Result<OwnedRoomAliasId, Error> {
+    pub(crate) fn local_alias(&self, text: &str) -> Result<OwnedRoomAliasId, Error> {
         local_alias(&self.server_name, text)
     }
 
     /// The room a `roomIdOrAlias` path segment names: an ID as is, a local alias resolved.
-    pub fn room_id_or_alias(&self, text: &str) -> Result<OwnedRoomId, Error> {
+    pub(crate) fn room_id_or_alias(&self, text: &str) -> Result<OwnedRoomId, Error> {
         super::room_id_or_alias(&self.storage, text)
     }
 
     /// Where a local alias points.
-    pub fn resolve(&self, alias: &RoomAliasId) -> Result<Option<AliasRecord>, StorageError> {
+    pub(crate) fn resolve(&self, alias: &RoomAliasId) -> Result<Option<AliasRecord>, StorageError> {
         super::resolve(&self.storage, alias)
     }
 
     /// `PUT /directory/room/{roomAlias}`: a member of the room points a new alias of ours
     /// at it (`409` if the alias exists); flushed.
-    pub async fn put_alias(
+    pub(crate) async fn put_alias(
         &self,
         user: &UserId,
         alias: &str,
@@ -71,7 +71,7 @@ impl Directory {
 
     /// `DELETE /directory/room/{roomAlias}`: its creator may remove an alias, and so may
     /// whoever may change the room's canonical alias; flushed.
-    pub async fn remove_alias(&self, user: &UserId, alias: &str) -> Result<(), Error> {
+    pub(crate) async fn remove_alias(&self, user: &UserId, alias: &str) -> Result<(), Error> {
         let alias = self.local_alias(alias)?;
         let record = self
             .resolve(&alias)?
@@ -91,7 +91,11 @@ impl Directory {
     }
 
     /// A room's local aliases, for its members (or anyone, if it is world-readable).
-    pub fn room_aliases(&self, user: &UserId, room_id: &RoomId) -> Result<Vec<String>, Error> {
+    pub(crate) fn room_aliases(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+    ) -> Result<Vec<String>, Error> {
         let member = rooms::membership(&self.storage, user, room_id)?
             .is_some_and(|r| r.membership == "join");
         let world_readable =
@@ -104,14 +108,14 @@ impl Directory {
     }
 
     /// Whether a room of this server is in the public room list (`404` for an unknown room).
-    pub fn is_listed(&self, room_id: &RoomId) -> Result<bool, Error> {
+    pub(crate) fn is_listed(&self, room_id: &RoomId) -> Result<bool, Error> {
         self.known_room(room_id)?;
         Ok(is_published(&self.storage, room_id)?)
     }
 
     /// Lists a room in the public room list or takes it off; who may change the room's join
     /// rules may. Flushed.
-    pub async fn set_listed(
+    pub(crate) async fn set_listed(
         &self,
         user: &UserId,
         room_id: &RoomId,
@@ -130,7 +134,7 @@ impl Directory {
 
     /// Lists or unlists a room without checks (the creator of a room made public); not
     /// flushed.
-    pub fn publish(&self, room_id: &RoomId, published: bool) -> Result<(), StorageError> {
+    pub(crate) fn publish(&self, room_id: &RoomId, published: bool) -> Result<(), StorageError> {
         super::set_published(&self.storage, room_id, published)
     }
 
@@ -140,7 +144,7 @@ impl Directory {
     /// The alias becomes the room's canonical alias, so it is claimed only after the room
     /// exists; a race that takes it meanwhile leaves the room without it (logged).
     /// Flushed.
-    pub async fn create_room(
+    pub(crate) async fn create_room(
         &self,
         rooms: &rooms::Rooms,
         creator: &UserId,
@@ -183,7 +187,7 @@ impl Directory {
     /// After a room upgrade: `old`'s local aliases point at `new` instead (recreated in
     /// `user`'s name, who made the upgrade), and if `old` was in the public list, `new`
     /// takes its place. Not flushed: the room service flushes the upgrade as a whole.
-    pub fn move_room(&self, old: &RoomId, new: &RoomId, user: &UserId) -> Result<(), Error> {
+    pub(crate) fn move_room(&self, old: &RoomId, new: &RoomId, user: &UserId) -> Result<(), Error> {
         for alias in aliases_of(&self.storage, old)? {
             if let Ok(alias) = OwnedRoomAliasId::try_from(alias.as_str()) {
                 delete_alias(&self.storage, &alias)?;
@@ -212,7 +216,7 @@ impl Directory {
     /// A page of this server's public room list: `since` is the offset a previous page
     /// gave (`next_batch`, `prev_batch`), `search` a term to look for in names, topics and
     /// aliases.
-    pub fn public_rooms_page(
+    pub(crate) fn public_rooms_page(
         &self,
         limit: Option<usize>,
         since: Option<&str>,
@@ -239,14 +243,18 @@ impl Directory {
     }
 
     /// Whether `user` may see what a room is without being in it ([`super::may_preview`]).
-    pub fn may_preview(&self, user: &UserId, room_id: &RoomId) -> Result<bool, StorageError> {
+    pub(crate) fn may_preview(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+    ) -> Result<bool, StorageError> {
         super::may_preview(&self.storage, user, room_id)
     }
 
     /// A room's summary (spec: `RoomSummary`) as `user` may see it, with their membership
     /// if they have one worth telling; a room here they may not preview is `404`, as if it
     /// did not exist.
-    pub fn room_summary(&self, user: &UserId, room_id: &RoomId) -> Result<Value, Error> {
+    pub(crate) fn room_summary(&self, user: &UserId, room_id: &RoomId) -> Result<Value, Error> {
         if self
             .storage
             .roomid_room
@@ -273,7 +281,7 @@ impl Directory {
     /// over accounts and profiles is the users module's ([`crate::users::profile::search`]);
     /// who may be found is a question of memberships and published rooms, answered here,
     /// the one service that sees both.
-    pub fn search_users(
+    pub(crate) fn search_users(
         &self,
         searcher: &UserId,
         term: &str,
@@ -302,7 +310,7 @@ impl Directory {
     }
 
     /// A page of the space tree under `root`, as `user` may see it ([`spaces::hierarchy`]).
-    pub fn hierarchy(
+    pub(crate) fn hierarchy(
         &self,
         user: &UserId,
         root: &RoomId,

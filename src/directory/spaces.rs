@@ -20,29 +20,29 @@ use crate::rooms;
 use crate::storage::Storage;
 
 /// Rooms per page when the client names no `limit`, and the most it may ask for.
-pub const DEFAULT_LIMIT: usize = 20;
-pub const MAX_LIMIT: usize = 50;
+pub(crate) const DEFAULT_LIMIT: usize = 20;
+pub(crate) const MAX_LIMIT: usize = 50;
 /// How deep the walk goes when the client names no `max_depth`, and the deepest it may.
-pub const DEFAULT_MAX_DEPTH: usize = 5;
-pub const MAX_DEPTH: usize = 10;
+pub(crate) const DEFAULT_MAX_DEPTH: usize = 5;
+pub(crate) const MAX_DEPTH: usize = 10;
 /// The most rooms one walk looks at (shown or not), however it is paginated: a huge or
 /// hostile tree costs a bounded amount of work, and past this the hierarchy simply ends.
 const MAX_ROOMS_WALKED: usize = 1000;
 
 /// What the client asked for (the query string of `/hierarchy`).
 #[derive(Debug, Default, Clone)]
-pub struct HierarchyRequest {
-    pub suggested_only: Option<bool>,
-    pub limit: Option<u64>,
-    pub max_depth: Option<u64>,
-    pub from: Option<String>,
+pub(crate) struct HierarchyRequest {
+    pub(crate) suggested_only: Option<bool>,
+    pub(crate) limit: Option<u64>,
+    pub(crate) max_depth: Option<u64>,
+    pub(crate) from: Option<String>,
 }
 
 /// One page of the hierarchy.
 #[derive(Debug)]
-pub struct HierarchyPage {
-    pub rooms: Vec<Value>,
-    pub next_batch: Option<String>,
+pub(crate) struct HierarchyPage {
+    pub(crate) rooms: Vec<Value>,
+    pub(crate) next_batch: Option<String>,
 }
 
 /// Where a page starts and the settings of the walk it continues. `from` tokens carry the
@@ -223,7 +223,7 @@ fn is_local(storage: &Storage, room_id: &RoomId) -> Result<bool, Error> {
 /// as the spec says for a room one cannot view or that does not exist). Below it, rooms
 /// the user may not preview and rooms this server is not in are left out, and so is what
 /// lies beneath them.
-pub fn hierarchy(
+pub(crate) fn hierarchy(
     storage: &Storage,
     user: &UserId,
     root: &RoomId,

@@ -14,7 +14,7 @@ use super::server_name::{Host, ServerAddress};
 const MAX_PATTERNS: usize = 4096;
 
 /// Whether the current `m.room.server_acl` of `room_id` lets `server` take part.
-pub fn room_allows(
+pub(crate) fn room_allows(
     storage: &crate::storage::Storage,
     room_id: &ruma::RoomId,
     server: &str,
@@ -24,7 +24,7 @@ pub fn room_allows(
 
 /// The content of the room's current `m.room.server_acl`, if it has one: read once when
 /// many servers are to be judged.
-pub fn room_acl(
+pub(crate) fn room_acl(
     storage: &crate::storage::Storage,
     room_id: &ruma::RoomId,
 ) -> Result<Option<Value>, crate::storage::StorageError> {
@@ -33,7 +33,7 @@ pub fn room_acl(
 
 /// Whether the ACL with `content` (none: the room has no ACL) allows `server`.
 /// A server name that does not parse is denied whenever there is an ACL.
-pub fn allows(content: Option<&Value>, server: &str) -> bool {
+pub(crate) fn allows(content: Option<&Value>, server: &str) -> bool {
     let Some(content) = content else {
         return true;
     };
@@ -69,7 +69,7 @@ fn any_matches(list: Option<&Value>, host: &str) -> bool {
 /// Glob matching (spec appendix, "Glob-style matching"): `*` is any run of characters,
 /// `?` exactly one. Greedy with one backtrack point, so the cost stays
 /// `pattern × text` whatever the pattern holds, never exponential.
-pub fn glob_matches(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_matches(pattern: &str, text: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();
     let (mut p, mut t) = (0, 0);

@@ -65,8 +65,8 @@ pub struct XMatrix {
     pub origin: String,
     /// Absent in requests of servers older than spec v1.3.
     pub destination: Option<String>,
-    pub key: KeyId,
-    pub sig: String,
+    pub(crate) key: KeyId,
+    pub(crate) sig: String,
 }
 
 /// Why a header could not be read. The message is safe to show the requester.

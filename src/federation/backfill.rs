@@ -19,7 +19,11 @@ const MAX_BACKFILL: usize = 100;
 
 /// Fetches up to `wanted` events older than what we hold of `room_id`, from a server in the
 /// room; returns how many were stored.
-pub async fn backfill(fed: &Federation, room_id: &RoomId, wanted: usize) -> Result<usize, Error> {
+pub(crate) async fn backfill(
+    fed: &Federation,
+    room_id: &RoomId,
+    wanted: usize,
+) -> Result<usize, Error> {
     let Some(room) = fed.storage.roomid_room.get(&room_id.to_string())? else {
         return Ok(0);
     };

@@ -10,13 +10,13 @@ use std::time::Instant;
 
 /// A map of at most `capacity` entries, each valid until its own deadline. When full, expired
 /// entries go first, then the one closest to expiry.
-pub struct ExpiringMap<K, V> {
+pub(crate) struct ExpiringMap<K, V> {
     capacity: usize,
     entries: Mutex<HashMap<K, (V, Instant)>>,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> ExpiringMap<K, V> {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         ExpiringMap {
             capacity: capacity.max(1),
             entries: Mutex::new(HashMap::new()),
@@ -24,7 +24,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ExpiringMap<K, V> {
     }
 
     /// The value for `key` if it has not expired at `now`.
-    pub fn get(&self, key: &K, now: Instant) -> Option<V> {
+    pub(crate) fn get(&self, key: &K, now: Instant) -> Option<V> {
         let mut entries = self.lock();
         match entries.get(key) {
             Some((value, until)) if *until > now => Some(value.clone()),
@@ -37,7 +37,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ExpiringMap<K, V> {
     }
 
     /// Remembers `value` until `until`, making room if the map is full.
-    pub fn insert(&self, key: K, value: V, until: Instant, now: Instant) {
+    pub(crate) fn insert(&self, key: K, value: V, until: Instant, now: Instant) {
         let mut entries = self.lock();
         if entries.len() >= self.capacity && !entries.contains_key(&key) {
             entries.retain(|_, (_, deadline)| *deadline > now);
@@ -53,14 +53,12 @@ impl<K: Hash + Eq + Clone, V: Clone> ExpiringMap<K, V> {
         entries.insert(key, (value, until));
     }
 
-    pub fn remove(&self, key: &K) {
-        self.lock().remove(key);
-    }
-
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -78,7 +76,7 @@ const REFETCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60)
 
 /// In-memory bookkeeping of key fetches: which servers were asked recently, so a flood of
 /// requests naming unknown keys does not become a flood of fetches.
-pub struct KeyCache {
+pub(crate) struct KeyCache {
     recently_fetched: ExpiringMap<String, ()>,
 }
 

@@ -22,23 +22,23 @@ use super::http1::{self, RawResponse};
 /// Where a request goes: the addresses to try in order, the name the certificate must be
 /// valid for, and the `Host` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub addresses: Vec<SocketAddr>,
-    pub tls_name: ServerName<'static>,
-    pub host_header: String,
+pub(crate) struct Endpoint {
+    pub(crate) addresses: Vec<SocketAddr>,
+    pub(crate) tls_name: ServerName<'static>,
+    pub(crate) host_header: String,
 }
 
 /// A request to send: the target from `/_matrix/...` on, an optional JSON body and an
 /// optional `Authorization` header.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: &'static str,
-    pub path: String,
-    pub body: Option<Vec<u8>>,
-    pub authorization: Option<String>,
+    pub(crate) path: String,
+    pub(crate) body: Option<Vec<u8>>,
+    pub(crate) authorization: Option<String>,
 }
 
-pub type Response = RawResponse;
+pub(crate) type Response = RawResponse;
 
 /// How long a TCP connection and TLS handshake may take, per address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,13 +52,13 @@ const SYSTEM_BUNDLES: &[&str] = &[
 ];
 
 /// The HTTPS client, shared by every outbound request.
-pub struct HttpsClient {
+pub(crate) struct HttpsClient {
     connector: TlsConnector,
 }
 
 impl HttpsClient {
     /// Reads the system's roots and, if given, the extra CA bundle.
-    pub fn new(extra_ca_file: Option<&Path>) -> Result<HttpsClient, FederationError> {
+    pub(crate) fn new(extra_ca_file: Option<&Path>) -> Result<HttpsClient, FederationError> {
         let roots = load_roots(extra_ca_file)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ClientConfig::builder_with_provider(provider)
@@ -74,7 +74,7 @@ impl HttpsClient {
 
     /// Sends `request` to `endpoint` and reads the answer (at most `limit` bytes of body),
     /// whatever its status.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         endpoint: &Endpoint,
         request: &Request,
@@ -130,7 +130,7 @@ impl HttpsClient {
 }
 
 /// The body of a `200` answer parsed as `T`; any other status is an error naming it.
-pub fn json_body<T: DeserializeOwned>(
+pub(crate) fn json_body<T: DeserializeOwned>(
     server: &str,
     response: &Response,
 ) -> Result<T, FederationError> {

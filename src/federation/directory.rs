@@ -13,13 +13,13 @@ use crate::rooms;
 use crate::storage::pair_prefix;
 
 /// The most rooms one page of the directory holds.
-pub const MAX_PAGE: usize = 100;
+pub(crate) const MAX_PAGE: usize = 100;
 /// The most servers named as holding a room: enough to join through, small to send.
 const MAX_RESIDENT_SERVERS: usize = 50;
 
 /// # `/query/directory`: the room an alias of ours points at, with servers in the room
 /// (ours first). Aliases of other servers, and unknown ones, are `404 M_NOT_FOUND`.
-pub fn resolve_alias(fed: &Federation, alias: &str) -> Result<Value, Error> {
+pub(crate) fn resolve_alias(fed: &Federation, alias: &str) -> Result<Value, Error> {
     let alias = OwnedRoomAliasId::try_from(alias)
         .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room alias"))?;
     if alias.server_name() != fed.config.server.server_name {
@@ -57,17 +57,17 @@ fn resident_servers(fed: &Federation, room_id: &RoomId) -> Result<Vec<String>, E
 
 /// What a server asks of `/publicRooms` (`GET` query or `POST` body).
 #[derive(Debug, Default)]
-pub struct PublicRoomsRequest {
-    pub limit: Option<u64>,
-    pub since: Option<String>,
-    pub search: Option<String>,
+pub(crate) struct PublicRoomsRequest {
+    pub(crate) limit: Option<u64>,
+    pub(crate) since: Option<String>,
+    pub(crate) search: Option<String>,
     /// Room types to keep (`None` in the list: rooms without a type); none: every room.
-    pub room_types: Option<Vec<Option<String>>>,
+    pub(crate) room_types: Option<Vec<Option<String>>>,
 }
 
 /// # `/publicRooms`: a page of the rooms published here (largest first), filtered.
 /// `since` tokens are the index of a page's first room.
-pub fn public_rooms(fed: &Federation, request: &PublicRoomsRequest) -> Result<Value, Error> {
+pub(crate) fn public_rooms(fed: &Federation, request: &PublicRoomsRequest) -> Result<Value, Error> {
     let mut rooms = crate::directory::public_rooms(&fed.storage, request.search.as_deref())?;
     if let Some(types) = &request.room_types {
         rooms.retain(|room| {
@@ -149,7 +149,7 @@ fn is_ours(fed: &Federation, room_id: &RoomId) -> Result<bool, Error> {
 /// space must be one the asking server may preview (`404 M_NOT_FOUND` otherwise, as for
 /// an unknown room). Children it may not preview are listed by ID only
 /// (`inaccessible_children`); children we are not in are left out.
-pub fn hierarchy(
+pub(crate) fn hierarchy(
     fed: &Federation,
     origin: &ServerName,
     root: &RoomId,

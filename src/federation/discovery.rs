@@ -18,13 +18,13 @@ use super::server_name::{Host, ServerAddress};
 use super::well_known::{self, WellKnown};
 
 /// The port of federation when nothing says otherwise.
-pub const DEFAULT_PORT: u16 = 8448;
+pub(crate) const DEFAULT_PORT: u16 = 8448;
 /// Well-known answers remembered at once; more evict the ones closest to expiry.
 const WELL_KNOWN_CACHE_SIZE: usize = 1024;
 
 /// Resolves server names to endpoints.
-pub struct Resolver {
-    pub dns: Dns,
+pub(crate) struct Resolver {
+    pub(crate) dns: Dns,
     well_known: ExpiringMap<String, WellKnown>,
     /// Where `/.well-known` is fetched: 443, except in tests.
     well_known_port: u16,
@@ -32,12 +32,12 @@ pub struct Resolver {
 
 impl Resolver {
     /// A resolver using the system's DNS configuration (`/etc/resolv.conf`, `/etc/hosts`).
-    pub fn from_system() -> Resolver {
+    pub(crate) fn from_system() -> Resolver {
         Resolver::new(Dns::from_system(), 443)
     }
 
     /// A resolver fetching well-known files from another port than 443 (for tests).
-    pub fn new(dns: Dns, well_known_port: u16) -> Resolver {
+    pub(crate) fn new(dns: Dns, well_known_port: u16) -> Resolver {
         Resolver {
             dns,
             well_known: ExpiringMap::new(WELL_KNOWN_CACHE_SIZE),
@@ -46,7 +46,7 @@ impl Resolver {
     }
 
     /// Follows the spec's steps for `server_name`.
-    pub async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         client: &HttpsClient,
         server_name: &str,

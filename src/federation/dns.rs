@@ -12,14 +12,14 @@ use rustls::pki_types::ServerName;
 use super::FederationError;
 
 /// The name a certificate must be valid for, and sent as SNI.
-pub fn dns_tls_name(hostname: &str) -> Result<ServerName<'static>, FederationError> {
+pub(crate) fn dns_tls_name(hostname: &str) -> Result<ServerName<'static>, FederationError> {
     ServerName::try_from(hostname.to_owned())
         .map_err(|_| FederationError::InvalidServerName(hostname.to_owned()))
 }
 
 /// DNS: hickory with the system's configuration; if that configuration cannot be read, the
 /// C library's resolver for addresses, and no SRV records.
-pub struct Dns {
+pub(crate) struct Dns {
     resolver: Option<TokioResolver>,
 }
 
@@ -28,7 +28,7 @@ pub struct Dns {
 const MAX_TARGETS: usize = 8;
 
 impl Dns {
-    pub fn from_system() -> Dns {
+    pub(crate) fn from_system() -> Dns {
         let resolver = TokioResolver::builder_tokio().and_then(|builder| builder.build());
         match resolver {
             Ok(resolver) => Dns {
@@ -44,7 +44,7 @@ impl Dns {
     }
 
     /// The addresses of `hostname` (CNAME, AAAA and A records, and `/etc/hosts`) with `port`.
-    pub async fn lookup_ip(
+    pub(crate) async fn lookup_ip(
         &self,
         hostname: &str,
         port: u16,
@@ -76,7 +76,7 @@ impl Dns {
 
     /// The targets of an SRV record, best first (lowest priority, then highest weight).
     /// Empty when there is none, the lookup failed, or the record says "no service" (`.`).
-    pub async fn lookup_srv(&self, name: &str) -> Vec<(String, u16)> {
+    pub(crate) async fn lookup_srv(&self, name: &str) -> Vec<(String, u16)> {
         let Some(resolver) = &self.resolver else {
             return Vec::new();
         };

@@ -24,7 +24,7 @@ use crate::federation::Federation;
 use crate::storage::Batch;
 
 /// End-to-end encryption EDUs kept, at most (the oldest go first).
-pub const MAX_KEPT: u64 = 2000;
+pub(crate) const MAX_KEPT: u64 = 2000;
 
 /// The largest EDU kept, serialized.
 const MAX_KEPT_BYTES: usize = 64 * 1024;
@@ -42,11 +42,11 @@ const MAX_PRESENCE_UPDATES: usize = 100;
 /// timeout, and a server that goes away must not leave someone typing forever.
 const REMOTE_TYPING_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub use crate::storage::records::KeptEdu;
+pub(crate) use crate::storage::records::KeptEdu;
 
 /// Applies the EDUs of a transaction from `origin`. Each EDU stands alone: one that is
 /// invalid, or not `origin`'s to send, is skipped and logged, and the others still apply.
-pub async fn receive_edus(fed: &Federation, origin: &ServerName, edus: Vec<Value>) {
+pub(crate) async fn receive_edus(fed: &Federation, origin: &ServerName, edus: Vec<Value>) {
     let mut receipts_left = MAX_RECEIPTS;
     let mut kept = 0;
     for edu in edus.into_iter().take(MAX_EDUS) {

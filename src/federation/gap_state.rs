@@ -43,12 +43,12 @@ const STATE_ANSWER_LIMIT: usize = 64 * 1024 * 1024;
 /// The state before prev events, as fetched at a gap: used for the one event that
 /// needed it, never kept as the state of the prev events themselves (one server's word
 /// about a room's past would otherwise judge every later event building on it).
-pub type GapStates = Vec<(OwnedEventId, NamedState)>;
+pub(crate) type GapStates = Vec<(OwnedEventId, NamedState)>;
 
 /// Fetches and checks the state before each prev event of `pdu` whose state we lack (the
 /// events stored as outliers, the states returned), and stores `pdu`'s missing auth events,
 /// from `origin`. An error says why the gap stays.
-pub async fn fetch_state_at_gap(
+pub(crate) async fn fetch_state_at_gap(
     fed: &Federation,
     origin: &str,
     room_id: &RoomId,

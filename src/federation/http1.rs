@@ -13,16 +13,16 @@ const MAX_HEADERS: usize = 64;
 
 /// An answer as read off the wire.
 #[derive(Debug, Clone)]
-pub struct RawResponse {
-    pub status: u16,
+pub(crate) struct RawResponse {
+    pub(crate) status: u16,
     /// Header names lower-cased.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl RawResponse {
     /// The first header of that (lower-case) name.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(key, _)| key == name)
@@ -31,7 +31,7 @@ impl RawResponse {
 }
 
 /// The bytes of a request. `host` is the `Host` header; `extra` headers follow it.
-pub fn encode_request(
+pub(crate) fn encode_request(
     method: &str,
     path: &str,
     host: &str,
@@ -61,7 +61,7 @@ pub fn encode_request(
 }
 
 /// Reads one answer, refusing bodies over `limit` bytes.
-pub async fn read_response<R: AsyncBufRead + Unpin>(
+pub(crate) async fn read_response<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     limit: usize,
 ) -> Result<RawResponse, FederationError> {

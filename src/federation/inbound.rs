@@ -15,12 +15,12 @@ use crate::storage::Storage;
 /// How many times the PDUs of one transaction may make us fetch the state at a gap: each
 /// fetch can cost many requests and checks, and a transaction holds up to 50 PDUs. A PDU
 /// past the budget is refused as missing events; its server sends it again later.
-pub struct GapBudget(std::sync::atomic::AtomicUsize);
+pub(crate) struct GapBudget(std::sync::atomic::AtomicUsize);
 
 impl GapBudget {
     /// One fetch: what a transaction of an honest server needs (its other PDUs then build
     /// on what that fetch brought).
-    pub fn per_transaction() -> GapBudget {
+    pub(crate) fn per_transaction() -> GapBudget {
         GapBudget(std::sync::atomic::AtomicUsize::new(1))
     }
 
@@ -36,7 +36,7 @@ impl GapBudget {
 
 /// Takes one PDU of a room we are in: checks its format and signatures (redacting it if its
 /// content hash does not match), then hands it to the room service.
-pub async fn receive_pdu(
+pub(crate) async fn receive_pdu(
     fed: &Federation,
     origin: &str,
     gaps: &GapBudget,
@@ -173,7 +173,7 @@ async fn fill_gap(
 }
 
 /// The room version rules and ID of the room a PDU names, if we hold that room.
-pub fn room_of(
+pub(crate) fn room_of(
     storage: &Storage,
     json: &CanonicalJsonObject,
 ) -> Result<(RoomVersionRules, OwnedRoomId), Refused> {

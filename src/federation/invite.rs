@@ -20,7 +20,7 @@ use crate::rooms::{build_in_room, load_json, rules_of};
 /// The stripped state of a room we hold, for an invite sent by `inviter`: the spec's
 /// types, then the inviter's membership. With `full_create`, the create event is given
 /// whole (room version 12 invites need it so the invited server can check the room ID).
-pub fn stripped_state(
+pub(crate) fn stripped_state(
     fed: &Federation,
     room_id: &RoomId,
     inviter: &str,
@@ -51,7 +51,7 @@ pub fn stripped_state(
 
 /// Invites `target`, a user of another server, to our room: builds and signs the invite,
 /// has the target's server co-sign it, and stores it in the room.
-pub async fn invite_remote(
+pub(crate) async fn invite_remote(
     fed: &Federation,
     room_id: &RoomId,
     sender: &UserId,
@@ -128,7 +128,7 @@ pub async fn invite_remote(
 ///
 /// Checks an invite of one of our users by a user of `origin` to a room we may not hold,
 /// co-signs it, and keeps it (with the room's stripped state) until the user acts on it.
-pub async fn accept_invite(
+pub(crate) async fn accept_invite(
     fed: &Federation,
     origin: &str,
     room_id: &RoomId,
@@ -201,7 +201,7 @@ pub async fn accept_invite(
 }
 
 /// Only the fields of stripped state (a full create event is stripped for clients).
-pub fn strip(event: &Value) -> Value {
+pub(crate) fn strip(event: &Value) -> Value {
     let mut stripped = serde_json::Map::new();
     for field in ["type", "state_key", "sender", "content"] {
         if let Some(value) = event.get(field) {
@@ -226,7 +226,7 @@ async fn store_invite(
 
 /// Keeps a membership of our user (`invite`, `knock`) in a room we do not hold: the event,
 /// the membership record and the room's stripped state, at a new stream position.
-pub async fn store_outside_membership(
+pub(crate) async fn store_outside_membership(
     fed: &Federation,
     room_id: &RoomId,
     target: &UserId,

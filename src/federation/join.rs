@@ -27,7 +27,7 @@ pub(super) const SEND_JOIN_LIMIT: usize = 256 * 1024 * 1024;
 
 /// Joins `user_id` to a room held elsewhere, asking `servers` in turn; returns the join
 /// event's ID once the room, its state and the join are stored here.
-pub async fn join_remote(
+pub(crate) async fn join_remote(
     fed: &Federation,
     user_id: &UserId,
     room_id: &RoomId,
@@ -159,7 +159,7 @@ pub(super) fn send_path(endpoint: &str, room_id: &RoomId, event_id: &OwnedEventI
 /// Declines an invite to a room held elsewhere (`make_leave`, `send_leave` v2 through the
 /// servers given), then records the user's leave here. When no server can be reached the
 /// invite is declined here only: the user asked to be rid of it.
-pub async fn leave_remote(
+pub(crate) async fn leave_remote(
     fed: &Federation,
     user_id: &UserId,
     room_id: &RoomId,
@@ -196,7 +196,7 @@ async fn record_leave(
 
 /// Knocks on a room held elsewhere (`make_knock`, `send_knock` through the servers given)
 /// and keeps the knock, with the room's stripped state, until it is answered.
-pub async fn knock_remote(
+pub(crate) async fn knock_remote(
     fed: &Federation,
     user_id: &UserId,
     room_id: &RoomId,
@@ -321,7 +321,7 @@ fn sign_membership(
 
 /// The servers to try when joining `room_id`: those the client named, the server of
 /// whoever invited the user, then the room ID's own server (versions before 12 name one).
-pub fn servers_for(
+pub(crate) fn servers_for(
     fed: &Federation,
     user_id: &UserId,
     room_id: &RoomId,
@@ -364,7 +364,7 @@ pub fn servers_for(
 /// room off events we never saw (and which could forbid the join), while the other servers
 /// would not count us in until it reached them. A room no other server is known to be in
 /// is joined here: nobody else could answer.
-pub fn needs_remote_join(fed: &Federation, room_id: &OwnedRoomId) -> Result<bool, Error> {
+pub(crate) fn needs_remote_join(fed: &Federation, room_id: &OwnedRoomId) -> Result<bool, Error> {
     if fed.storage.roomid_room.get(&room_id.to_string())?.is_none() {
         return Ok(true);
     }

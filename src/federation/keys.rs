@@ -24,13 +24,13 @@ const MAX_KEY_RESPONSE: usize = 256 * 1024;
 /// A notary answer may carry a few servers' keys.
 const MAX_NOTARY_RESPONSE: usize = 1024 * 1024;
 
-pub use crate::storage::records::ServerKeys;
+pub(crate) use crate::storage::records::ServerKeys;
 
-pub use crate::storage::records::KnownKey;
+pub(crate) use crate::storage::records::KnownKey;
 
 impl ServerKeys {
     /// The key `key_id` if it may sign a request at `now`.
-    pub fn current_key(&self, key_id: &str, now: u64) -> Option<[u8; 32]> {
+    pub(crate) fn current_key(&self, key_id: &str, now: u64) -> Option<[u8; 32]> {
         let known = self.keys.get(key_id)?;
         if known.expired_ts.is_some() || self.valid_until_ts < now {
             return None;
@@ -42,7 +42,11 @@ impl ServerKeys {
 /// Checks a key answer: it names `server`, lists at least one well-formed ed25519 key, is
 /// signed by every key it lists, and says until when it is valid. Returns what to store,
 /// with `valid_until_ts` capped at 7 days after `now`.
-pub fn verify_response(response: &Value, server: &str, now: u64) -> Result<ServerKeys, String> {
+pub(crate) fn verify_response(
+    response: &Value,
+    server: &str,
+    now: u64,
+) -> Result<ServerKeys, String> {
     let object = response.as_object().ok_or("the answer is not an object")?;
     if object.get("server_name").and_then(Value::as_str) != Some(server) {
         return Err(format!("the answer is not for {server}"));
@@ -93,7 +97,7 @@ pub fn verify_response(response: &Value, server: &str, now: u64) -> Result<Serve
 }
 
 /// Checks that `notary` signed `response` with one of its current keys.
-pub fn verify_notary_signature(
+pub(crate) fn verify_notary_signature(
     response: &Value,
     notary: &str,
     notary_keys: &ServerKeys,
@@ -155,7 +159,7 @@ fn decode_key(key: &str) -> Option<[u8; 32]> {
 /// are cached in: the HTTP layer calls these.
 impl super::Federation {
     /// [`Transport::request_key`] with the service's storage.
-    pub async fn request_key(
+    pub(crate) async fn request_key(
         &self,
         server: &str,
         key_id: &str,
@@ -167,7 +171,7 @@ impl super::Federation {
     }
 
     /// [`Transport::notary_answer`] with the service's storage.
-    pub async fn notary_answer(
+    pub(crate) async fn notary_answer(
         &self,
         server: &str,
         minimum_valid_until_ts: u64,
@@ -182,7 +186,7 @@ impl super::Federation {
 impl Transport {
     /// The public key `key_id` of `server`, valid for signing requests now: from storage, or
     /// fetched from the server, or from a notary. Our own key needs no fetching.
-    pub async fn request_key(
+    pub(crate) async fn request_key(
         &self,
         storage: &Storage,
         server: &str,
@@ -229,7 +233,7 @@ impl Transport {
 
     /// Fetches `server`'s keys, directly or else through the notaries, and stores them.
     /// Asked at most once a minute per server.
-    pub async fn refresh_keys(
+    pub(crate) async fn refresh_keys(
         &self,
         storage: &Storage,
         server: &str,
@@ -360,7 +364,7 @@ impl Transport {
     /// What we answer as a notary for `server`: its latest answer we hold (fetched again if
     /// it expires before `minimum_valid_until_ts`), with our signature added. `None` when we
     /// have nothing and cannot reach it.
-    pub async fn notary_answer(
+    pub(crate) async fn notary_answer(
         &self,
         storage: &Storage,
         server: &str,

@@ -41,34 +41,34 @@
 //!
 //! [`Federation`] is the service: the handles its parts work with, assembled once.
 
-pub mod acl;
+pub(crate) mod acl;
 pub mod auth;
-pub mod backfill;
-pub mod cache;
-pub mod client;
-pub mod directory;
-pub mod discovery;
-pub mod dns;
-pub mod edu;
+pub(crate) mod backfill;
+pub(crate) mod cache;
+pub(crate) mod client;
+pub(crate) mod directory;
+pub(crate) mod discovery;
+pub(crate) mod dns;
+pub(crate) mod edu;
 mod error;
-pub mod gap_state;
-pub mod http1;
-pub mod inbound;
-pub mod invite;
-pub mod join;
+pub(crate) mod gap_state;
+pub(crate) mod http1;
+pub(crate) mod inbound;
+pub(crate) mod invite;
+pub(crate) mod join;
 mod join_answer;
-pub mod keys;
-pub mod outbound;
+pub(crate) mod keys;
+pub(crate) mod outbound;
 mod pdu_checks;
-pub mod queries;
-pub mod resident;
-pub mod restricted;
-pub mod room_state;
-pub mod serve;
-pub mod server_name;
-pub mod transport;
-pub mod users;
-pub mod well_known;
+pub(crate) mod queries;
+pub(crate) mod resident;
+pub(crate) mod restricted;
+pub(crate) mod room_state;
+pub(crate) mod serve;
+pub(crate) mod server_name;
+pub(crate) mod transport;
+pub(crate) mod users;
+pub(crate) mod well_known;
 
 #[cfg(test)]
 mod test_state;
@@ -77,8 +77,8 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use error::FederationError;
-pub use transport::Transport;
+pub(crate) use error::FederationError;
+pub(crate) use transport::Transport;
 
 use crate::config::Config;
 use crate::matrix::crypto::SigningKey;
@@ -90,14 +90,14 @@ use crate::sync::ephemeral::Ephemeral;
 /// the database, the room service (remote events are appended through it), the transport for
 /// signed requests, our signing key, the config, typing and presence (EDUs), and the flag
 /// that tells background senders the server is stopping.
-pub struct Federation {
-    pub storage: Arc<Storage>,
-    pub rooms: Arc<Rooms>,
-    pub transport: Transport,
-    pub signing_key: SigningKey,
-    pub config: Arc<Config>,
-    pub ephemeral: Arc<Ephemeral>,
-    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
+pub(crate) struct Federation {
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) rooms: Arc<Rooms>,
+    pub(crate) transport: Transport,
+    pub(crate) signing_key: SigningKey,
+    pub(crate) config: Arc<Config>,
+    pub(crate) ephemeral: Arc<Ephemeral>,
+    pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// The largest answer read from another server unless a caller asks for more.

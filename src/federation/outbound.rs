@@ -13,9 +13,9 @@
 //! backs off (30 s doubling to an hour, by default). A restart forgets the backoffs and
 //! retries every server with a queue: that is the catch-up after an outage.
 
-pub mod backoff;
-pub mod follower;
-pub mod queue;
+pub(crate) mod backoff;
+pub(crate) mod follower;
+pub(crate) mod queue;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
-pub use queue::{PendingTxn, QueueItem, Transaction};
+pub(crate) use queue::Transaction;
 
 use super::FederationError;
 use crate::federation::Federation;
@@ -33,7 +33,7 @@ use backoff::Backoff;
 
 /// Servers sent to at the same time, at most: bounds connections, memory (a transaction
 /// can be 3 MB) and the load on a small machine catching up after an outage.
-pub const MAX_CONCURRENT_DESTINATIONS: usize = 8;
+pub(crate) const MAX_CONCURRENT_DESTINATIONS: usize = 8;
 
 /// Typing and presence changes waiting for the follower, at most.
 const CHANGES_CAPACITY: usize = 256;
@@ -47,7 +47,7 @@ const MAX_BACK: usize = 1024;
 /// Destinations with new entries, handed from the follower to the dispatcher; and servers
 /// that just sent us something, whose backoff is over (they are evidently up).
 #[derive(Default)]
-pub struct Wake {
+pub(crate) struct Wake {
     notify: Notify,
     destinations: Mutex<BTreeSet<String>>,
     back: Mutex<BTreeSet<String>>,
@@ -55,7 +55,7 @@ pub struct Wake {
 
 impl Wake {
     /// Tells the dispatcher that these servers have something new to send.
-    pub fn add(&self, destinations: impl IntoIterator<Item = String>) {
+    pub(crate) fn add(&self, destinations: impl IntoIterator<Item = String>) {
         let mut pending = self
             .destinations
             .lock()
@@ -70,7 +70,7 @@ impl Wake {
     /// Tells the dispatcher that `server` is up (it just sent us a transaction): if it is
     /// backing off, it is retried now rather than in up to an hour. This is the catch-up
     /// when a server comes back.
-    pub fn server_is_back(&self, server: &str) {
+    pub(crate) fn server_is_back(&self, server: &str) {
         let mut back = self
             .back
             .lock()
@@ -101,7 +101,7 @@ impl Wake {
 
 /// Starts the follower and the dispatcher. The returned task ends once both have stopped,
 /// after `state.stopping` turns `true`; nothing is lost by stopping at any point.
-pub fn spawn(fed: Arc<Federation>) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn(fed: Arc<Federation>) -> tokio::task::JoinHandle<()> {
     let wake = fed.transport.outbound.clone();
     // Only one listener exists; a second call (never made) would follow no changes.
     let changes = fed

@@ -19,7 +19,7 @@ use crate::storage::Storage;
 
 /// Checks 1 to 3: the PDU format of the room version, the signatures of the servers that
 /// must sign, and the content hash (a mismatch redacts the event rather than refusing it).
-pub async fn checked(
+pub(crate) async fn checked(
     fed: &Federation,
     json: CanonicalJsonObject,
     rules: &RoomVersionRules,

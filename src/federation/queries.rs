@@ -13,7 +13,7 @@ use crate::federation::Federation;
 const QUERY_LIMIT: usize = 1024 * 1024;
 
 /// A remote user's profile (or one field of it), from their server.
-pub async fn remote_profile(
+pub(crate) async fn remote_profile(
     fed: &Federation,
     user_id: &UserId,
     field: Option<&str>,
@@ -41,7 +41,7 @@ pub async fn remote_profile(
 }
 
 /// A remote alias: the room it names and servers to join it through.
-pub async fn remote_alias(
+pub(crate) async fn remote_alias(
     fed: &Federation,
     alias: &RoomAliasId,
 ) -> Result<(OwnedRoomId, Vec<String>), Error> {
@@ -66,7 +66,7 @@ pub async fn remote_alias(
 }
 
 /// A page of another server's public room directory.
-pub async fn remote_public_rooms(
+pub(crate) async fn remote_public_rooms(
     fed: &Federation,
     server: &str,
     limit: Option<usize>,

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 ///
 /// A join event template for `user_id` in our room: its auth and prev events from the
 /// room's current state, unsigned; the joining server fills it in and signs it.
-pub fn make_join_template(
+pub(crate) fn make_join_template(
     fed: &Federation,
     room_id: &RoomId,
     user_id: &UserId,
@@ -27,7 +27,7 @@ pub fn make_join_template(
 }
 
 /// # The resident side: `make_knock` for a user of `origin` (room versions 7 and later).
-pub fn make_knock_template(
+pub(crate) fn make_knock_template(
     fed: &Federation,
     room_id: &RoomId,
     user_id: &UserId,
@@ -38,7 +38,7 @@ pub fn make_knock_template(
 }
 
 /// # The resident side: `make_leave` for a user of `origin` (to decline an invite, or leave).
-pub fn make_leave_template(
+pub(crate) fn make_leave_template(
     fed: &Federation,
     room_id: &RoomId,
     user_id: &UserId,
@@ -157,7 +157,7 @@ fn membership_template(
 ///
 /// Checks and stores the signed join of a user of `origin`, then answers with the room's
 /// state before it and the auth chain of that state and the join.
-pub async fn accept_join(
+pub(crate) async fn accept_join(
     fed: &Federation,
     origin: &str,
     room_id: &RoomId,
@@ -170,7 +170,7 @@ pub async fn accept_join(
 
 /// # The resident side: `send_knock`: stores the knock and answers with the room's
 /// stripped state, for the knocking user to see what they knocked on.
-pub async fn accept_knock(
+pub(crate) async fn accept_knock(
     fed: &Federation,
     origin: &str,
     room_id: &RoomId,
@@ -186,7 +186,7 @@ pub async fn accept_knock(
 }
 
 /// # The resident side: `send_leave` v2.
-pub async fn accept_leave(
+pub(crate) async fn accept_leave(
     fed: &Federation,
     origin: &str,
     room_id: &RoomId,

@@ -23,7 +23,7 @@ use crate::rooms::restricted::{JoinAuthorisation, authorise_join, may_authorise}
 /// `make_join`: names in the template's content the user of ours who vouches for the join of
 /// `user_id`, when the room is restricted and the user needs one; refuses the join (with the
 /// spec's codes) when the user may not join that way.
-pub fn vouch_in_template(
+pub(crate) fn vouch_in_template(
     fed: &Federation,
     room_id: &RoomId,
     user_id: &UserId,
@@ -42,7 +42,7 @@ pub fn vouch_in_template(
 /// checks that the user may still join and that ours may still vouch, and adds our
 /// signature. Returns whether we signed (the answer then carries the signed event). A join
 /// naming another server's user is left to the signature checks, which want that server's.
-pub fn countersign_join(
+pub(crate) fn countersign_join(
     fed: &Federation,
     origin: &str,
     room_id: &RoomId,
@@ -98,7 +98,7 @@ pub fn countersign_join(
 /// for the join (`M_UNABLE_TO_GRANT_JOIN` here): a resident server elsewhere, `via` first,
 /// then each server in the room, makes the join and signs it (`make_join`, `send_join`),
 /// and the signed join comes in like any event of the room.
-pub async fn join_through_resident(
+pub(crate) async fn join_through_resident(
     fed: &Federation,
     user_id: &UserId,
     room_id: &RoomId,

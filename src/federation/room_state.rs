@@ -23,11 +23,11 @@ use ruma::{EventId, OwnedEventId, RoomId};
 
 use crate::matrix::events::Pdu;
 
-pub use crate::rooms::NamedState;
+pub(crate) use crate::rooms::NamedState;
 
 /// Whether `pdu` is an event of `room_id`: it says so, or it is the room version 12 create
 /// event whose ID is the room's.
-pub fn is_of_room(pdu: &Pdu, room_id: &RoomId, rules: &RoomVersionRules) -> bool {
+pub(crate) fn is_of_room(pdu: &Pdu, room_id: &RoomId, rules: &RoomVersionRules) -> bool {
     match &pdu.room_id {
         Some(id) => id == room_id,
         None => {
@@ -39,7 +39,7 @@ pub fn is_of_room(pdu: &Pdu, room_id: &RoomId, rules: &RoomVersionRules) -> bool
 }
 
 /// The ID of the create event a room version 12 room ID names.
-pub fn create_id_of(room_id: &RoomId) -> Option<OwnedEventId> {
+pub(crate) fn create_id_of(room_id: &RoomId) -> Option<OwnedEventId> {
     OwnedEventId::try_from(format!("${}", room_id.as_str().get(1..)?)).ok()
 }
 
@@ -49,7 +49,7 @@ fn is_create(pdu: &Pdu) -> bool {
 
 /// The events `pdu`'s authorization rests on: its `auth_events`, and from room version 12
 /// the create event its room ID names.
-pub fn auth_ids(pdu: &Pdu, rules: &RoomVersionRules) -> Vec<OwnedEventId> {
+pub(crate) fn auth_ids(pdu: &Pdu, rules: &RoomVersionRules) -> Vec<OwnedEventId> {
     let mut ids = pdu.auth_events.clone();
     if rules.authorization.room_create_event_id_as_room_id
         && !is_create(pdu)
@@ -63,7 +63,7 @@ pub fn auth_ids(pdu: &Pdu, rules: &RoomVersionRules) -> Vec<OwnedEventId> {
 
 /// Names the state `state_ids` makes of `events`: one event per `(type, state_key)`, with
 /// the room's create event, of room version `version`.
-pub fn named_state(
+pub(crate) fn named_state(
     room_id: &RoomId,
     version: &str,
     rules: &RoomVersionRules,
@@ -121,7 +121,7 @@ fn create_room_version(create: &Pdu) -> String {
 /// Runs the auth rules for `pdu` against its own auth events, looked up with `fetch`: the
 /// checks that need no state first, then those that do, with the state its auth events
 /// make up. Every auth event must be found.
-pub fn authorized_by_own_auth_events(
+pub(crate) fn authorized_by_own_auth_events(
     rules: &RoomVersionRules,
     pdu: &Pdu,
     fetch: impl Fn(&EventId) -> Option<Pdu>,
@@ -146,7 +146,7 @@ pub fn authorized_by_own_auth_events(
 /// The events of `events` that fail the auth rules against their own auth events (looked
 /// up in `events`, else with `known`), or rest, through their auth events, on one that
 /// fails: with why, for each.
-pub fn failing_auth(
+pub(crate) fn failing_auth(
     rules: &RoomVersionRules,
     events: &HashMap<OwnedEventId, Pdu>,
     known: impl Fn(&EventId) -> Option<Pdu>,

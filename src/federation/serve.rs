@@ -28,9 +28,9 @@ use crate::storage::snapshots;
 use crate::storage::{Storage, pair_prefix};
 
 /// The most events one `/backfill` or `/get_missing_events` answer holds.
-pub const MAX_HISTORY_LIMIT: u64 = 100;
+pub(crate) const MAX_HISTORY_LIMIT: u64 = 100;
 /// `/get_missing_events` without a `limit`: the spec's default.
-pub const DEFAULT_MISSING_LIMIT: u64 = 10;
+pub(crate) const DEFAULT_MISSING_LIMIT: u64 = 10;
 /// The most events an auth chain walk visits: far beyond any real room's chain, it stops a
 /// corrupt or hostile graph from taking the server's memory.
 const MAX_AUTH_CHAIN: usize = 100_000;
@@ -40,22 +40,22 @@ const MAX_REQUEST_IDS: usize = 1000;
 const MAX_PREV_PER_EVENT: usize = 50;
 
 /// A room as one asking server may read it.
-pub struct RoomAccess<'a> {
-    pub room_id: &'a RoomId,
-    pub rules: RoomVersionRules,
-    pub view: ServerVisibility,
+pub(crate) struct RoomAccess<'a> {
+    pub(crate) room_id: &'a RoomId,
+    pub(crate) rules: RoomVersionRules,
+    pub(crate) view: ServerVisibility,
 }
 
 impl RoomAccess<'_> {
     /// Whether the asking server may see the event at `meta`.
-    pub fn sees(&self, meta: &EventMeta) -> bool {
+    pub(crate) fn sees(&self, meta: &EventMeta) -> bool {
         self.view.allows(meta.stream)
     }
 }
 
 /// Checks that the room is ours to serve and `origin` may ask about it: the room exists
 /// here, one of our users is joined, and its ACL allows `origin`.
-pub fn open_room<'a>(
+pub(crate) fn open_room<'a>(
     storage: &Storage,
     ours: &ServerName,
     origin: &ServerName,
@@ -83,7 +83,7 @@ pub fn open_room<'a>(
 }
 
 /// Whether one of our users is joined to the room: we serve only rooms we are in.
-pub fn has_local_member(
+pub(crate) fn has_local_member(
     storage: &Storage,
     room_id: &RoomId,
     ours: &ServerName,
@@ -106,7 +106,7 @@ fn user_server(user: &str) -> Option<&str> {
 }
 
 /// The room an event is in, if we have it.
-pub fn event_room(storage: &Storage, event_id: &str) -> Result<EventMeta, Error> {
+pub(crate) fn event_room(storage: &Storage, event_id: &str) -> Result<EventMeta, Error> {
     storage
         .eventid_meta
         .get(&event_id.to_owned())?
@@ -136,7 +136,7 @@ fn forbidden_event() -> Error {
 /// An event in federation format: the stored canonical JSON, redacted when a redaction
 /// removed its content or when `redact` asks for it (the server may not see it), and
 /// without `unsigned`, which is ours and not covered by the signatures.
-pub fn federation_pdu(
+pub(crate) fn federation_pdu(
     storage: &Storage,
     rules: &RoomVersionRules,
     event_id: &str,
@@ -191,7 +191,7 @@ fn pdus(
 }
 
 /// # `/event/{eventId}`: one event, if its room is ours and the server may see it.
-pub fn event(
+pub(crate) fn event(
     storage: &Storage,
     ours: &ServerName,
     origin: &ServerName,
@@ -208,13 +208,13 @@ pub fn event(
 }
 
 /// The state before an event, as event IDs, and the auth chain of that state.
-pub struct StateIds {
-    pub pdu_ids: Vec<String>,
-    pub auth_chain_ids: Vec<String>,
+pub(crate) struct StateIds {
+    pub(crate) pdu_ids: Vec<String>,
+    pub(crate) auth_chain_ids: Vec<String>,
 }
 
 /// # `/state_ids/{roomId}`: the state before `event_id` and its auth chain.
-pub fn state_ids(
+pub(crate) fn state_ids(
     storage: &Storage,
     access: &RoomAccess<'_>,
     event_id: &str,
@@ -231,13 +231,13 @@ pub fn state_ids(
 }
 
 /// The state and auth chain of [`state_ids`] as whole events.
-pub struct StatePdus {
-    pub pdus: Vec<Box<RawValue>>,
-    pub auth_chain: Vec<Box<RawValue>>,
+pub(crate) struct StatePdus {
+    pub(crate) pdus: Vec<Box<RawValue>>,
+    pub(crate) auth_chain: Vec<Box<RawValue>>,
 }
 
 /// # `/state/{roomId}`: as [`state_ids`], with the events themselves.
-pub fn state(
+pub(crate) fn state(
     storage: &Storage,
     access: &RoomAccess<'_>,
     event_id: &str,
@@ -250,7 +250,7 @@ pub fn state(
 }
 
 /// # `/event_auth/{roomId}/{eventId}`: the auth chain of one event.
-pub fn event_auth(
+pub(crate) fn event_auth(
     storage: &Storage,
     access: &RoomAccess<'_>,
     event_id: &str,
@@ -299,7 +299,7 @@ fn edges(storage: &Storage, event_id: &str) -> Result<Option<Edges>, Error> {
 
 /// The auth chain of `events`: their `auth_events`, and theirs, recursively, each once
 /// (a visited set), in the order found; the walk stops at [`MAX_AUTH_CHAIN`] events.
-pub fn auth_chain(storage: &Storage, events: &[String]) -> Result<Vec<String>, Error> {
+pub(crate) fn auth_chain(storage: &Storage, events: &[String]) -> Result<Vec<String>, Error> {
     let mut seen: HashSet<String> = HashSet::new();
     let mut chain = Vec::new();
     let mut queue: VecDeque<String> = events.iter().cloned().collect();
@@ -362,7 +362,7 @@ fn require_one_visible(
 
 /// # `/backfill/{roomId}`: the events of `v` and those before them, newest (deepest)
 /// first, up to `limit` (at most [`MAX_HISTORY_LIMIT`]).
-pub fn backfill(
+pub(crate) fn backfill(
     storage: &Storage,
     access: &RoomAccess<'_>,
     v: &[String],
@@ -407,19 +407,19 @@ pub fn backfill(
 
 /// What `/get_missing_events` asks for.
 #[derive(Debug, Deserialize)]
-pub struct MissingEventsRequest {
+pub(crate) struct MissingEventsRequest {
     #[serde(default)]
-    pub limit: Option<i64>,
+    pub(crate) limit: Option<i64>,
     #[serde(default)]
-    pub min_depth: Option<i64>,
-    pub earliest_events: Vec<String>,
-    pub latest_events: Vec<String>,
+    pub(crate) min_depth: Option<i64>,
+    pub(crate) earliest_events: Vec<String>,
+    pub(crate) latest_events: Vec<String>,
 }
 
 /// # `/get_missing_events/{roomId}`: a breadth-first walk of the `prev_events` of
 /// `latest_events`, not entering `earliest_events` nor events below `min_depth`, up to
 /// `limit` events (at most [`MAX_HISTORY_LIMIT`]); returned oldest first.
-pub fn missing_events(
+pub(crate) fn missing_events(
     storage: &Storage,
     access: &RoomAccess<'_>,
     request: &MissingEventsRequest,
@@ -480,7 +480,7 @@ fn enqueue_prev(queue: &mut VecDeque<String>, seen: &mut HashSet<String>, edges:
 /// in the direction asked (`forward`: at or after `ts`, else at or before), as its ID and
 /// `origin_server_ts`. Events up to stream position `upto` are considered. The same rule
 /// as for clients: [`rooms::timestamp`].
-pub fn closest_event(
+pub(crate) fn closest_event(
     storage: &Storage,
     access: &RoomAccess<'_>,
     (ts, forward): (u64, bool),
@@ -500,7 +500,7 @@ pub fn closest_event(
 /// knows our server's name: the HTTP handlers call these and never touch storage.
 impl super::Federation {
     /// [`open_room`] for `origin`, in a room of ours.
-    pub fn open_room<'a>(
+    pub(crate) fn open_room<'a>(
         &self,
         origin: &ServerName,
         room_id: &'a RoomId,
@@ -514,7 +514,11 @@ impl super::Federation {
     }
 
     /// [`event`]: one event for `origin`.
-    pub fn serve_event(&self, origin: &ServerName, event_id: &str) -> Result<Box<RawValue>, Error> {
+    pub(crate) fn serve_event(
+        &self,
+        origin: &ServerName,
+        event_id: &str,
+    ) -> Result<Box<RawValue>, Error> {
         event(
             &self.storage,
             &self.config.server.server_name,
@@ -524,7 +528,7 @@ impl super::Federation {
     }
 
     /// [`state_ids`] before `event_id`.
-    pub fn serve_state_ids(
+    pub(crate) fn serve_state_ids(
         &self,
         access: &RoomAccess<'_>,
         event_id: &str,
@@ -533,12 +537,16 @@ impl super::Federation {
     }
 
     /// [`state`] before `event_id`.
-    pub fn serve_state(&self, access: &RoomAccess<'_>, event_id: &str) -> Result<StatePdus, Error> {
+    pub(crate) fn serve_state(
+        &self,
+        access: &RoomAccess<'_>,
+        event_id: &str,
+    ) -> Result<StatePdus, Error> {
         state(&self.storage, access, event_id)
     }
 
     /// [`event_auth`]: the auth chain of one event.
-    pub fn serve_event_auth(
+    pub(crate) fn serve_event_auth(
         &self,
         access: &RoomAccess<'_>,
         event_id: &str,
@@ -547,7 +555,7 @@ impl super::Federation {
     }
 
     /// [`backfill`] from the events `v`.
-    pub fn serve_backfill(
+    pub(crate) fn serve_backfill(
         &self,
         access: &RoomAccess<'_>,
         v: &[String],
@@ -557,7 +565,7 @@ impl super::Federation {
     }
 
     /// [`missing_events`].
-    pub fn serve_missing_events(
+    pub(crate) fn serve_missing_events(
         &self,
         access: &RoomAccess<'_>,
         request: &MissingEventsRequest,
@@ -566,7 +574,7 @@ impl super::Federation {
     }
 
     /// [`closest_event`] to `ts`, among the events readers may see now.
-    pub fn serve_closest_event(
+    pub(crate) fn serve_closest_event(
         &self,
         access: &RoomAccess<'_>,
         (ts, forward): (u64, bool),

@@ -8,7 +8,7 @@ use super::FederationError;
 
 /// The host part of a server name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Host {
+pub(crate) enum Host {
     /// An IPv4 literal or a bracketed IPv6 literal.
     Ip(IpAddr),
     /// A DNS name, lower-cased (DNS names compare case-insensitively).
@@ -17,9 +17,9 @@ pub enum Host {
 
 /// A parsed server name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerAddress {
-    pub host: Host,
-    pub port: Option<u16>,
+pub(crate) struct ServerAddress {
+    pub(crate) host: Host,
+    pub(crate) port: Option<u16>,
 }
 
 impl ServerAddress {
@@ -36,7 +36,7 @@ impl ServerAddress {
     }
 
     /// The host as it appears in a URL or a `Host` header (IPv6 in brackets).
-    pub fn host_text(&self) -> String {
+    pub(crate) fn host_text(&self) -> String {
         match &self.host {
             Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
             Host::Ip(ip) => ip.to_string(),
@@ -45,7 +45,7 @@ impl ServerAddress {
     }
 
     /// The host, with the port if the name had one: what a `Host` header carries.
-    pub fn host_and_port(&self) -> String {
+    pub(crate) fn host_and_port(&self) -> String {
         match self.port {
             Some(port) => format!("{}:{port}", self.host_text()),
             None => self.host_text(),

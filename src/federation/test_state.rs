@@ -9,11 +9,11 @@ use crate::matrix::crypto::SigningKey;
 use crate::rooms::Rooms;
 
 /// The test server's name.
-pub const SERVER_NAME: &str = "here.test";
+pub(crate) const SERVER_NAME: &str = "here.test";
 
 /// A service whose database lives in `dir`; open it again on the same `dir` after dropping
 /// it to see what survived.
-pub fn test_state(dir: &std::path::Path, extra: &str) -> Arc<Federation> {
+pub(crate) fn test_state(dir: &std::path::Path, extra: &str) -> Arc<Federation> {
     let text = format!("[server]\nserver_name = \"{SERVER_NAME}\"\n{extra}");
     let config = Config::parse(&text, dir).expect("config");
     let storage = crate::storage::testing::open(&dir.join("data"));

@@ -18,18 +18,18 @@ use crate::error::{Error, ErrorKind};
 use crate::matrix::crypto::SigningKey;
 
 /// Everything needed to make requests to other servers, built once at start-up.
-pub struct Transport {
+pub(crate) struct Transport {
     /// Our server name: the `origin` of what we sign.
     pub origin: OwnedServerName,
     /// A copy of our signing key for `X-Matrix` headers and notary signatures.
     pub(super) signing_key: SigningKey,
-    pub resolver: Resolver,
-    pub client: HttpsClient,
+    pub(crate) resolver: Resolver,
+    pub(crate) client: HttpsClient,
     /// Servers asked for keys a server cannot give us itself.
-    pub notaries: Vec<String>,
-    pub keys: KeyCache,
+    pub(crate) notaries: Vec<String>,
+    pub(crate) keys: KeyCache,
     /// Wakes the outbound senders: new work, or a server heard from again.
-    pub outbound: std::sync::Arc<outbound::Wake>,
+    pub(crate) outbound: std::sync::Arc<outbound::Wake>,
 }
 
 /// How long a whole request to another server may take before we give up on it.
@@ -38,7 +38,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 impl Transport {
     /// Builds the client (reading the system's and the configured CA certificates) and the
     /// resolver (reading the system's DNS configuration).
-    pub fn new(
+    pub(crate) fn new(
         origin: OwnedServerName,
         signing_key: SigningKey,
         config: &FederationConfig,
@@ -56,14 +56,14 @@ impl Transport {
     }
 
     /// Our signing key, for notary signatures.
-    pub fn signing_key(&self) -> &SigningKey {
+    pub(crate) fn signing_key(&self) -> &SigningKey {
         &self.signing_key
     }
 
     /// Sends a request to `destination` signed with `X-Matrix`, and returns the answer
     /// whatever its status. `path` is the request target from `/_matrix/...` on, with any
     /// query string, exactly as it goes on the wire: that is what the signature covers.
-    pub async fn signed_request(
+    pub(crate) async fn signed_request(
         &self,
         destination: &str,
         method: &'static str,
@@ -92,7 +92,7 @@ impl Transport {
     }
 
     /// Sends an unsigned request (key queries need no signature) to `destination`.
-    pub async fn unsigned_request(
+    pub(crate) async fn unsigned_request(
         &self,
         destination: &str,
         method: &'static str,
@@ -125,7 +125,7 @@ impl Transport {
 
     /// A signed request whose answer must have status 200 (at most `limit` bytes); its body as
     /// it came.
-    pub async fn request_raw(
+    pub(crate) async fn request_raw(
         &self,
         server: &str,
         method: &'static str,
@@ -156,7 +156,7 @@ impl Transport {
     }
 
     /// A signed request whose answer must be JSON with status 200.
-    pub async fn request_json(
+    pub(crate) async fn request_json(
         &self,
         server: &str,
         method: &'static str,
@@ -171,7 +171,7 @@ impl Transport {
     }
 }
 
-pub fn to_object(value: &Value) -> Option<CanonicalJsonObject> {
+pub(crate) fn to_object(value: &Value) -> Option<CanonicalJsonObject> {
     match CanonicalJsonValue::try_from(value.clone()) {
         Ok(CanonicalJsonValue::Object(object)) => Some(object),
         _ => None,
@@ -183,7 +183,7 @@ pub fn to_object(value: &Value) -> Option<CanonicalJsonObject> {
 const ANSWER_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Percent-encodes a path segment (room and user IDs hold `!`, `@`, `:`, `$`).
-pub fn encode(segment: &str) -> String {
+pub(crate) fn encode(segment: &str) -> String {
     segment
         .bytes()
         .map(|byte| match byte {

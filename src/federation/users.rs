@@ -20,7 +20,11 @@ use crate::federation::Federation;
 const MAX_USERS_PER_QUERY: usize = 1000;
 
 /// # `/openid/userinfo`: the user an unexpired OpenID token was made for.
-pub fn openid_user(fed: &Federation, access_token: &str, now_ms: u64) -> Result<String, Error> {
+pub(crate) fn openid_user(
+    fed: &Federation,
+    access_token: &str,
+    now_ms: u64,
+) -> Result<String, Error> {
     let unknown = || Error::new(ErrorKind::UnknownToken, "Access token unknown or expired");
     let record = fed
         .storage
@@ -57,7 +61,7 @@ fn local_user(fed: &Federation, user_id: &str) -> Result<ruma::OwnedUserId, Erro
 }
 
 /// # `/user/devices/{userId}`: the user's devices that have identity keys (none yet).
-pub fn devices(fed: &Federation, user_id: &str) -> Result<Value, Error> {
+pub(crate) fn devices(fed: &Federation, user_id: &str) -> Result<Value, Error> {
     let user = local_user(fed, user_id)?;
     Ok(json!({ "user_id": user, "stream_id": 0, "devices": [] }))
 }
@@ -70,7 +74,7 @@ fn is_local(fed: &Federation, user_id: &str) -> bool {
 
 /// # `POST /user/keys/query`: the device keys of each of our users asked for (none yet),
 /// and no cross-signing keys.
-pub fn query_keys(fed: &Federation, device_keys: &BTreeMap<String, Value>) -> Value {
+pub(crate) fn query_keys(fed: &Federation, device_keys: &BTreeMap<String, Value>) -> Value {
     let found: Map<String, Value> = device_keys
         .keys()
         .filter(|user| is_local(fed, user))
@@ -81,7 +85,7 @@ pub fn query_keys(fed: &Federation, device_keys: &BTreeMap<String, Value>) -> Va
 }
 
 /// # `POST /user/keys/claim`: one-time keys for the devices asked for (none yet).
-pub fn claim_keys(fed: &Federation, one_time_keys: &BTreeMap<String, Value>) -> Value {
+pub(crate) fn claim_keys(fed: &Federation, one_time_keys: &BTreeMap<String, Value>) -> Value {
     let found: Map<String, Value> = one_time_keys
         .keys()
         .filter(|user| is_local(fed, user))

@@ -12,23 +12,23 @@ use super::server_name::{Host, ServerAddress};
 use super::{FederationError, http1::RawResponse};
 
 /// The spec's recommended default when the answer carries no caching headers.
-pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const DEFAULT_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 /// The spec's recommended upper bound.
-pub const MAX_LIFETIME: Duration = Duration::from_secs(48 * 60 * 60);
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(48 * 60 * 60);
 /// A lower bound of our own: `no-store` must not turn every request into two.
-pub const MIN_LIFETIME: Duration = Duration::from_secs(5 * 60);
+pub(crate) const MIN_LIFETIME: Duration = Duration::from_secs(5 * 60);
 /// How long a failure (no answer, not 200, bad JSON) is remembered.
-pub const ERROR_LIFETIME: Duration = Duration::from_secs(60 * 60);
+pub(crate) const ERROR_LIFETIME: Duration = Duration::from_secs(60 * 60);
 /// A delegation is a few dozen bytes; anything much larger is not one.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 const MAX_REDIRECTS: usize = 5;
 
 /// What a fetch found: the delegated server name, or nothing usable (the spec's "error").
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WellKnown {
-    pub delegated: Option<String>,
+pub(crate) struct WellKnown {
+    pub(crate) delegated: Option<String>,
     /// How long to remember this answer.
-    pub lifetime: Duration,
+    pub(crate) lifetime: Duration,
 }
 
 impl WellKnown {
@@ -42,7 +42,7 @@ impl WellKnown {
 
 /// Fetches `https://<hostname>:<port>/.well-known/matrix/server` (port 443 but in tests).
 /// Never fails: any problem is the spec's "error" outcome, remembered for an hour.
-pub async fn fetch(client: &HttpsClient, dns: &Dns, hostname: &str, port: u16) -> WellKnown {
+pub(crate) async fn fetch(client: &HttpsClient, dns: &Dns, hostname: &str, port: u16) -> WellKnown {
     match fetch_following_redirects(client, dns, hostname, port).await {
         Ok(response) if response.status == 200 => match parse_body(&response.body) {
             Some(delegated) => WellKnown {
@@ -163,7 +163,7 @@ impl Url {
 
 /// The delegated server name of a well-known body, if it is valid JSON with a valid
 /// `m.server` (the content type does not matter, as the spec says).
-pub fn parse_body(body: &[u8]) -> Option<String> {
+pub(crate) fn parse_body(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let delegated = value.get("m.server")?.as_str()?;
     ServerAddress::parse(delegated).ok()?;
@@ -172,7 +172,7 @@ pub fn parse_body(body: &[u8]) -> Option<String> {
 
 /// How long to keep an answer, from its `Cache-Control` (`max-age`, `no-store`,
 /// `no-cache`) or `Expires` header, bounded by [`MIN_LIFETIME`] and [`MAX_LIFETIME`].
-pub fn cache_lifetime(response: &RawResponse, now: SystemTime) -> Duration {
+pub(crate) fn cache_lifetime(response: &RawResponse, now: SystemTime) -> Duration {
     let from_headers = response
         .header("cache-control")
         .and_then(cache_control_lifetime)

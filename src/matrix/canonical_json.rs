@@ -4,15 +4,18 @@
 //! an exponent or as `-0` are integers to the spec (`1e10` encodes as `10000000000`, `-0` as
 //! `0`), so whole-valued floats become integers first; fractions are refused.
 
-pub use ruma::{CanonicalJsonError, CanonicalJsonObject, CanonicalJsonValue};
+pub(crate) use ruma::{CanonicalJsonError, CanonicalJsonObject, CanonicalJsonValue};
 
+#[cfg(test)]
 /// The canonical encoding of any serializable value.
 pub fn to_canonical_string<T: serde::Serialize>(value: &T) -> Result<String, CanonicalJsonError> {
     Ok(ruma::canonical_json::to_canonical_value(value)?.to_string())
 }
 
 /// Converts parsed JSON into its canonical form, refusing what canonical JSON cannot hold.
-pub fn from_json(value: serde_json::Value) -> Result<CanonicalJsonValue, CanonicalJsonError> {
+pub(crate) fn from_json(
+    value: serde_json::Value,
+) -> Result<CanonicalJsonValue, CanonicalJsonError> {
     CanonicalJsonValue::try_from(whole_floats_as_integers(value))
 }
 

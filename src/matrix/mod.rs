@@ -7,7 +7,7 @@
 //!   building and signing new events.
 //! - [`time`]: the clock, as Matrix counts it (milliseconds since the Unix epoch).
 
-pub mod canonical_json;
+pub(crate) mod canonical_json;
 pub mod crypto;
 pub mod events;
 pub mod time;

@@ -20,15 +20,15 @@ const REFERENCE: &str = "m.reference";
 
 /// The events relating to one event, as one reader may see them.
 #[derive(Default)]
-pub struct Children {
-    pub thread_count: usize,
+pub(crate) struct Children {
+    pub(crate) thread_count: usize,
     /// The latest thread reply, in client form.
-    pub thread_latest: Option<Value>,
+    pub(crate) thread_latest: Option<Value>,
     /// Whether the reader wrote a reply.
-    pub replied: bool,
+    pub(crate) replied: bool,
     /// Valid replacements (edits), in client form.
-    pub replacements: Vec<Value>,
-    pub references: Vec<String>,
+    pub(crate) replacements: Vec<Value>,
+    pub(crate) references: Vec<String>,
 }
 
 /// One indexed child: its stream position, ID and sender.
@@ -70,7 +70,11 @@ fn indexed(
 
 /// What relates to `parent` (its client form: its sender and type decide which edits
 /// count) that `viewer` may see.
-pub fn children(storage: &Storage, parent: &Value, viewer: &str) -> Result<Children, StorageError> {
+pub(crate) fn children(
+    storage: &Storage,
+    parent: &Value,
+    viewer: &str,
+) -> Result<Children, StorageError> {
     let mut found = Children::default();
     let Some(parent_id) = parent["event_id"].as_str() else {
         return Ok(found);
@@ -121,7 +125,11 @@ pub fn children(storage: &Storage, parent: &Value, viewer: &str) -> Result<Child
 
 /// Adds `unsigned.m.relations` to `event` (a client-format event) when anything `viewer`
 /// may see relates to it. Redacted events get none.
-pub fn bundle(storage: &Storage, viewer: &str, event: &mut Value) -> Result<(), StorageError> {
+pub(crate) fn bundle(
+    storage: &Storage,
+    viewer: &str,
+    event: &mut Value,
+) -> Result<(), StorageError> {
     if event["unsigned"].get("redacted_because").is_some() {
         return Ok(());
     }
@@ -158,7 +166,7 @@ pub fn bundle(storage: &Storage, viewer: &str, event: &mut Value) -> Result<(), 
 
 /// A thread root's summary: its latest reply, how many, and whether `viewer` took part
 /// (wrote the root or a reply). `None` when it has no replies the viewer may see.
-pub fn thread_summary(root: &Value, children: &Children, viewer: &str) -> Option<Value> {
+pub(crate) fn thread_summary(root: &Value, children: &Children, viewer: &str) -> Option<Value> {
     let latest = children.thread_latest.as_ref()?;
     Some(json!({
         "latest_event": latest,

@@ -19,35 +19,35 @@ use crate::storage::Storage;
 
 /// The body of `POST /createRoom`.
 #[derive(Debug, Default, Deserialize)]
-pub struct CreateRoomRequest {
-    pub visibility: Option<String>,
-    pub room_alias_name: Option<String>,
-    pub name: Option<String>,
-    pub topic: Option<String>,
+pub(crate) struct CreateRoomRequest {
+    pub(crate) visibility: Option<String>,
+    pub(crate) room_alias_name: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) topic: Option<String>,
     #[serde(default)]
-    pub invite: Vec<OwnedUserId>,
+    pub(crate) invite: Vec<OwnedUserId>,
     #[serde(default)]
-    pub invite_3pid: Vec<Value>,
-    pub room_version: Option<String>,
-    pub creation_content: Option<Map<String, Value>>,
+    pub(crate) invite_3pid: Vec<Value>,
+    pub(crate) room_version: Option<String>,
+    pub(crate) creation_content: Option<Map<String, Value>>,
     #[serde(default)]
-    pub initial_state: Vec<InitialStateEvent>,
-    pub preset: Option<String>,
+    pub(crate) initial_state: Vec<InitialStateEvent>,
+    pub(crate) preset: Option<String>,
     #[serde(default)]
-    pub is_direct: bool,
-    pub power_level_content_override: Option<Map<String, Value>>,
+    pub(crate) is_direct: bool,
+    pub(crate) power_level_content_override: Option<Map<String, Value>>,
     /// The full alias made from `room_alias_name`, set by the caller once it is known to be
     /// free: it becomes the room's canonical alias.
     #[serde(skip)]
-    pub canonical_alias: Option<String>,
+    pub(crate) canonical_alias: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct InitialStateEvent {
+pub(crate) struct InitialStateEvent {
     #[serde(rename = "type")]
-    pub kind: String,
+    pub(crate) kind: String,
     #[serde(default)]
-    pub state_key: String,
+    pub(crate) state_key: String,
     pub content: Map<String, Value>,
 }
 
@@ -65,7 +65,7 @@ impl Rooms {
     /// Creates a room for `creator` and returns its ID. Every event is built and authorized
     /// in memory first, then all are stored in one batch: a request that fails leaves no
     /// half-made room behind.
-    pub async fn create_room(
+    pub(crate) async fn create_room(
         &self,
         creator: &UserId,
         request: CreateRoomRequest,

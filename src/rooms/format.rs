@@ -5,7 +5,7 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, RoomVersionId};
 use serde_json::{Map, Value};
 
 /// The state events an invited user is shown about a room (spec: "stripped state").
-pub const INVITE_STATE_TYPES: [&str; 7] = [
+pub(crate) const INVITE_STATE_TYPES: [&str; 7] = [
     "m.room.create",
     "m.room.join_rules",
     "m.room.name",
@@ -32,7 +32,11 @@ const CLIENT_FIELDS: [&str; 8] = [
 /// The client form of a stored event. `room_id`: where the event is shown outside its room
 /// (`/sync` leaves it out, the event sits under its room already). It is given rather than
 /// read from the event because a version 12 create event has none.
-pub fn client_event(json: &CanonicalJsonObject, event_id: &str, room_id: Option<&str>) -> Value {
+pub(crate) fn client_event(
+    json: &CanonicalJsonObject,
+    event_id: &str,
+    room_id: Option<&str>,
+) -> Value {
     let mut event = Map::new();
     for field in CLIENT_FIELDS {
         if field == "room_id" {
@@ -50,7 +54,7 @@ pub fn client_event(json: &CanonicalJsonObject, event_id: &str, room_id: Option<
 }
 
 /// Adds `unsigned.transaction_id`: the sending device recognizes its own message.
-pub fn with_transaction_id(mut event: Value, transaction_id: &str) -> Value {
+pub(crate) fn with_transaction_id(mut event: Value, transaction_id: &str) -> Value {
     set_unsigned(
         &mut event,
         "transaction_id",
@@ -61,7 +65,7 @@ pub fn with_transaction_id(mut event: Value, transaction_id: &str) -> Value {
 
 /// Sets `unsigned.<key>`, replacing an `unsigned` that is not an object (an event from
 /// elsewhere may carry anything there) rather than failing.
-pub fn set_unsigned(event: &mut Value, key: &str, value: Value) {
+pub(crate) fn set_unsigned(event: &mut Value, key: &str, value: Value) {
     if let Some(object) = event.as_object_mut() {
         let unsigned = object
             .entry("unsigned")
@@ -78,7 +82,7 @@ pub fn set_unsigned(event: &mut Value, key: &str, value: Value) {
 /// The client form of a stored event as a user sees it now: redacted if a redaction removed
 /// its content (with `unsigned.redacted_because`), and with its transaction ID when `device`
 /// sent it.
-pub fn stored_event_for_client(
+pub(crate) fn stored_event_for_client(
     storage: &Storage,
     event_id: &str,
     room_id: Option<&str>,
@@ -117,7 +121,7 @@ pub fn stored_event_for_client(
 }
 
 /// An invite's "stripped state" event: only type, state key, sender and content.
-pub fn stripped_event(json: &CanonicalJsonObject) -> Value {
+pub(crate) fn stripped_event(json: &CanonicalJsonObject) -> Value {
     let mut event = Map::new();
     for field in ["type", "state_key", "sender", "content"] {
         if let Some(value) = json.get(field) {

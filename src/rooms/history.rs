@@ -14,7 +14,7 @@ use super::StateEntry;
 use crate::storage::{Batch, Storage, StorageError};
 
 /// Records, in `batch`, that `(type, state_key)` of `room` became `event_id` at `position`.
-pub fn stage_state_change(
+pub(crate) fn stage_state_change(
     storage: &Storage,
     batch: &mut Batch,
     room: &str,
@@ -33,7 +33,7 @@ pub fn stage_state_change(
 
 /// Records, in `batch`, every change of `room`'s state at `position` (one for a local
 /// event; several when state resolution moves more than one entry at once).
-pub fn stage_state_changes(
+pub(crate) fn stage_state_changes(
     storage: &Storage,
     batch: &mut Batch,
     room: &str,
@@ -52,7 +52,7 @@ pub fn stage_state_changes(
 
 /// The half of [`stage_state_changes`] kept by state key: `(type, state_key)` of `room`
 /// became `event_id` at `position`.
-pub fn stage_history_row(
+pub(crate) fn stage_history_row(
     storage: &Storage,
     batch: &mut Batch,
     room: &str,
@@ -75,7 +75,7 @@ pub fn stage_history_row(
 /// The half of [`stage_state_changes`] kept by position: which keys changed at `position`.
 /// Takes the list whole: the tree's codec encodes a `Vec`, and callers build one for it.
 #[allow(clippy::needless_pass_by_value)]
-pub fn stage_changed_keys(
+pub(crate) fn stage_changed_keys(
     storage: &Storage,
     batch: &mut Batch,
     room: &str,
@@ -89,7 +89,7 @@ pub fn stage_changed_keys(
 
 /// The state entries that changed at positions in `(after, upto]`, each with its value at
 /// `upto`, in `(type, state key)` order.
-pub fn changes_between(
+pub(crate) fn changes_between(
     storage: &Storage,
     room_id: &RoomId,
     after: u64,
@@ -117,7 +117,7 @@ pub fn changes_between(
 }
 
 /// The value of one state entry as of `position`, if it had one then.
-pub fn entry_at(
+pub(crate) fn entry_at(
     storage: &Storage,
     room_id: &RoomId,
     (kind, state_key): (&str, &str),
@@ -135,7 +135,7 @@ pub fn entry_at(
 /// The whole state of a room as of `position`: the current state with every entry changed
 /// since taken back to its value then (or dropped, if it did not exist yet). Costs the
 /// current state plus the changes after `position`.
-pub fn state_at(
+pub(crate) fn state_at(
     storage: &Storage,
     room_id: &RoomId,
     position: u64,
@@ -165,7 +165,7 @@ pub fn state_at(
 
 /// Every value one state entry has had, as `(position, content[field])` in stream order
 /// (`""` where the field is missing): a user's memberships, a room's visibility settings.
-pub fn entries_over_time(
+pub(crate) fn entries_over_time(
     storage: &Storage,
     room_id: &RoomId,
     (kind, state_key): (&str, &str),

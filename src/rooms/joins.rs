@@ -18,7 +18,7 @@ impl Rooms {
     /// clients show members by it; joining a room one is in already sends nothing. In a
     /// restricted room one of our users in the room vouches for the join, as the auth rules
     /// ask (`M_UNABLE_TO_GRANT_JOIN` if none may: another resident server might).
-    pub async fn change_own_membership(
+    pub(crate) async fn change_own_membership(
         &self,
         user_id: &UserId,
         room_id: &RoomId,

@@ -5,30 +5,30 @@
 //! with its indexes in one batch and flushed before anyone is told it exists. Appends to one
 //! room are serialized (one lock per room); rooms proceed in parallel.
 
-pub mod aggregations;
-pub mod create;
-pub mod format;
-pub mod history;
+pub(crate) mod aggregations;
+pub(crate) mod create;
+pub(crate) mod format;
+pub(crate) mod history;
 mod joins;
-pub mod notifications;
+pub(crate) mod notifications;
 mod outside;
-pub mod pagination;
+pub(crate) mod pagination;
 mod reads;
-pub mod relations;
-pub mod remote;
-pub mod restricted;
+pub(crate) mod relations;
+pub(crate) mod remote;
+pub(crate) mod restricted;
 mod staging;
 mod state;
-pub mod state_res_v1;
-pub mod timeline;
-pub mod timestamp;
+pub(crate) mod state_res_v1;
+pub(crate) mod timeline;
+pub(crate) mod timestamp;
 mod upgrade;
-pub mod visibility;
+pub(crate) mod visibility;
 
-pub use crate::storage::StateEntry;
-pub use staging::stage_state_entry;
+pub(crate) use crate::storage::StateEntry;
+pub(crate) use staging::stage_state_entry;
 use staging::{snapshot_near, stage_event, stage_snapshots};
-pub use state::{
+pub(crate) use state::{
     NamedState, build_error, build_in_room, current_state, is_resident, load_json, load_pdu,
     may_send_state, membership, membership_of, memberships, power_level_for, power_levels,
     rules_of, state_content, state_event, state_sender, user_power_level,
@@ -52,19 +52,19 @@ use crate::matrix::events::builder::NewEvent;
 use crate::storage::snapshots;
 use crate::storage::{Batch, Storage};
 
-pub use crate::storage::records::RoomRecord;
+pub(crate) use crate::storage::records::RoomRecord;
 
-pub use crate::storage::records::Backfill;
+pub(crate) use crate::storage::records::Backfill;
 
 /// How many older events a room joined over federation can take in.
-pub const BACKFILL_BLOCK: u64 = 1_000_000;
+pub(crate) const BACKFILL_BLOCK: u64 = 1_000_000;
 
-pub use crate::storage::records::EventMeta;
+pub(crate) use crate::storage::records::EventMeta;
 
-pub use crate::storage::records::MembershipRecord;
+pub(crate) use crate::storage::records::MembershipRecord;
 
 /// A client's transaction: user, device, and the request path's room, type and txn ID.
-pub type TxnKey = (String, String, String);
+pub(crate) type TxnKey = (String, String, String);
 
 /// What [`Rooms::append_once`] did: stored a new event, or found the one the client's
 /// transaction sent before.
@@ -74,24 +74,24 @@ enum Appended {
 }
 
 /// An event to store, with the client transaction that sent it, if any.
-pub struct StagedEvent {
-    pub pdu: Pdu,
-    pub json: CanonicalJsonObject,
-    pub txn: Option<(TxnKey, String)>,
+pub(crate) struct StagedEvent {
+    pub(crate) pdu: Pdu,
+    pub(crate) json: CanonicalJsonObject,
+    pub(crate) txn: Option<(TxnKey, String)>,
     /// Sent on to the room's other servers although a remote user sent it (see
     /// [`EventMeta::relay`]).
-    pub relay: bool,
+    pub(crate) relay: bool,
 }
 
 /// The room service: the per-room locks, the ordering of stream positions, and the
 /// notifier `/sync` waits on.
-pub struct Rooms {
+pub(crate) struct Rooms {
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     /// Per room, held by a join over federation from checking the answer to storing it
     /// (see [`Rooms::joining`]).
     joins: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     /// The global stream: positions, their ordering lock and the visible watermark.
-    pub stream: crate::storage::stream::Stream,
+    pub(crate) stream: crate::storage::stream::Stream,
     /// The database: the room service writes the events, state, memberships, timelines,
     /// relations and notifications, and reads them for the rest.
     storage: Arc<Storage>,
@@ -102,7 +102,11 @@ pub struct Rooms {
 impl Rooms {
     /// The room service over `storage`, signing with `signing_key`; the stream starts at
     /// `current_position`, the newest one stored.
-    pub fn new(storage: Arc<Storage>, signing_key: SigningKey, current_position: u64) -> Rooms {
+    pub(crate) fn new(
+        storage: Arc<Storage>,
+        signing_key: SigningKey,
+        current_position: u64,
+    ) -> Rooms {
         Rooms {
             storage,
             signing_key,
@@ -113,13 +117,13 @@ impl Rooms {
     }
 
     /// A receiver that changes whenever new events become visible.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.stream.subscribe()
     }
 
     /// The newest stream position that readers may serve: every event up to it is stored
     /// and on disk.
-    pub fn visible_position(&self) -> u64 {
+    pub(crate) fn visible_position(&self) -> u64 {
         self.stream.visible_position()
     }
 
@@ -130,14 +134,14 @@ impl Rooms {
     /// Taken by a join over federation around checking and storing the resident server's
     /// answer: a refused answer removes the events it wrote, which a second join of the
     /// same room at the same time could otherwise be counting on.
-    pub async fn joining(&self, room_id: &RoomId) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(crate) async fn joining(&self, room_id: &RoomId) -> tokio::sync::OwnedMutexGuard<()> {
         lock_in(&self.joins, room_id).lock_owned().await
     }
 
     /// Sets one profile field and, when membership events carry it, sends a new membership
     /// event with the profile to every room the user is in, as the spec asks. A room that
     /// refuses the change (its rules) keeps the old name; the others update.
-    pub async fn set_profile_field(
+    pub(crate) async fn set_profile_field(
         &self,
         user_id: &UserId,
         field: &str,
@@ -165,12 +169,12 @@ impl Rooms {
     }
 
     /// Makes everything written so far durable: the last step of stopping the server.
-    pub async fn flush(&self) -> Result<(), crate::storage::StorageError> {
+    pub(crate) async fn flush(&self) -> Result<(), crate::storage::StorageError> {
         self.storage.flush().await.map(|_| ())
     }
 
     /// Builds, authorizes and stores an event by `sender` in an existing room.
-    pub async fn append(
+    pub(crate) async fn append(
         &self,
         room_id: &RoomId,
         sender: &UserId,
@@ -187,7 +191,7 @@ impl Rooms {
     /// first event instead of sending it twice. `prepare` (the request's own checks, and the
     /// event) runs only for a transaction not seen before: a retry is answered even if the
     /// sender could no longer send it (they left the room since, say).
-    pub async fn append_with_txn(
+    pub(crate) async fn append_with_txn(
         &self,
         room_id: &RoomId,
         sender: &UserId,
@@ -253,7 +257,7 @@ impl Rooms {
     /// work); the visible position only moves forward, once the flush is done. A reader
     /// that sees position N has every event up to N, stored and on disk: no `/sync` can step
     /// over an event still being written, or hand out a position a crash could take back.
-    pub async fn store_events(
+    pub(crate) async fn store_events(
         &self,
         room_id: &RoomId,
         version: &str,
@@ -326,7 +330,7 @@ impl Rooms {
     /// Writes something else a client syncs (account data, say) at the next stream position,
     /// with the same ordering and durability as events: `stage` adds its writes to the batch
     /// for the position it is given.
-    pub async fn commit_at_next_position(
+    pub(crate) async fn commit_at_next_position(
         &self,
         stage: impl FnOnce(&mut Batch, u64) -> Result<(), Error>,
     ) -> Result<u64, Error> {
@@ -338,7 +342,7 @@ impl Rooms {
     /// Checks (spec steps 4 to 6) and stores an event from another server whose format
     /// and signatures passed, under the room's lock: accepted events join the timeline and
     /// move the room's state; soft-failed ones are kept in the graph only.
-    pub async fn store_remote(
+    pub(crate) async fn store_remote(
         &self,
         room_id: &RoomId,
         json: CanonicalJsonObject,
@@ -351,7 +355,7 @@ impl Rooms {
 
     /// [`Rooms::store_remote`] for an event after a gap: `gap` gives the state before some
     /// of its prev events, as fetched for it (used for this event only).
-    pub async fn store_remote_at_gap(
+    pub(crate) async fn store_remote_at_gap(
         &self,
         room_id: &RoomId,
         (json, pdu): (CanonicalJsonObject, Pdu),
@@ -481,7 +485,7 @@ impl Rooms {
     /// Stores a room joined over federation: the checked events of its state and auth chain
     /// (kept outside the timeline), the state as it was before our join, and the join
     /// itself in the timeline, all in one batch.
-    pub async fn store_joined(
+    pub(crate) async fn store_joined(
         &self,
         room_id: &RoomId,
         version: &str,
@@ -606,7 +610,7 @@ impl Rooms {
     /// Stores events fetched to bridge a gap, already checked, as outliers: kept for the
     /// graph and the auth rules, outside the timeline, never shown. Only this room's
     /// events: their meta names this room.
-    pub async fn store_outliers(
+    pub(crate) async fn store_outliers(
         &self,
         room_id: &RoomId,
         events: Vec<(CanonicalJsonObject, Pdu)>,
@@ -636,7 +640,7 @@ impl Rooms {
     /// Stores events fetched from the room's history, newest first, below everything we
     /// hold, each with a position of the room's history block. Events failing their own
     /// auth events are left out. Returns how many were stored.
-    pub async fn store_backfilled(
+    pub(crate) async fn store_backfilled(
         &self,
         room_id: &RoomId,
         rules: &RoomVersionRules,

@@ -23,41 +23,39 @@ use serde_json::Value;
 use crate::rooms;
 use crate::storage::{Batch, Storage, StorageError, pair_prefix};
 
-pub use crate::storage::records::NotificationRecord;
-
-pub use crate::storage::records::UnreadFlags;
+pub(crate) use crate::storage::records::NotificationRecord;
 
 /// What one event means for one local user: notify (and highlight) or nothing.
 #[derive(Debug, Clone)]
-pub struct Outcome {
-    pub user_id: String,
-    pub actions: Value,
-    pub highlight: bool,
+pub(crate) struct Outcome {
+    pub(crate) user_id: String,
+    pub(crate) actions: Value,
+    pub(crate) highlight: bool,
 }
 
 /// The push outcome of an event for everyone it may notify, and its thread.
 #[derive(Debug, Clone, Default)]
-pub struct EventPush {
-    pub outcomes: Vec<Outcome>,
-    pub thread: Option<String>,
+pub(crate) struct EventPush {
+    pub(crate) outcomes: Vec<Outcome>,
+    pub(crate) thread: Option<String>,
 }
 
 /// The thread key of the main timeline in `userroom_read` and threaded receipts.
-pub const MAIN: &str = "main";
+pub(crate) const MAIN: &str = "main";
 
 /// How many `m.relates_to` hops are followed to find an event's thread (the spec suggests
 /// three, so that a reaction to a threaded message counts in that thread).
 const THREAD_HOPS: usize = 3;
 
 /// The user's push rules: their `m.push_rules` account data, or the spec's defaults.
-pub fn ruleset(storage: &Storage, user_id: &UserId) -> Result<Ruleset, StorageError> {
+pub(crate) fn ruleset(storage: &Storage, user_id: &UserId) -> Result<Ruleset, StorageError> {
     crate::users::push_rules::ruleset(storage, user_id)
 }
 
 /// Evaluates `json`, an event about to be stored in `room_id`, against the push rules of
 /// each local user it may concern: the room's joined members (the sender excepted) and, for
 /// an invite, the invited user. Reads the room's state before the event.
-pub fn evaluate(
+pub(crate) fn evaluate(
     storage: &Storage,
     rules: &RoomVersionRules,
     room_id: &RoomId,
@@ -120,7 +118,7 @@ pub fn evaluate(
 /// Adds, to the event's batch, its notifications and the sender's implicit read marker
 /// (sending an event marks everything before it read, in its thread).
 #[allow(clippy::too_many_arguments)]
-pub fn stage(
+pub(crate) fn stage(
     storage: &Storage,
     batch: &mut Batch,
     room: &str,
@@ -156,7 +154,7 @@ pub fn stage(
 
 /// Moves what `user` has read in `room` (and `thread`: `""` for everything) forward to
 /// `position`, never back. Call under the room service's ordering lock.
-pub fn mark_read(
+pub(crate) fn mark_read(
     storage: &Storage,
     batch: &mut Batch,
     (user, room, thread): (&str, &str, &str),
@@ -190,9 +188,9 @@ pub fn mark_read(
 
 /// Unread notification and highlight counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub notifications: u64,
-    pub highlights: u64,
+pub(crate) struct Counts {
+    pub(crate) notifications: u64,
+    pub(crate) highlights: u64,
 }
 
 impl Counts {
@@ -201,7 +199,7 @@ impl Counts {
         self.highlights += u64::from(highlight);
     }
 
-    pub fn to_json(self) -> Value {
+    pub(crate) fn to_json(self) -> Value {
         serde_json::json!({
             "notification_count": self.notifications,
             "highlight_count": self.highlights,
@@ -212,7 +210,7 @@ impl Counts {
 /// A user's unread counts in a room up to `upto`. With `per_thread`, the room's counts are
 /// the main timeline's and each thread's come apart (keyed by root); without, the room's
 /// counts hold everything.
-pub fn unread(
+pub(crate) fn unread(
     storage: &Storage,
     user_id: &UserId,
     room_id: &RoomId,
@@ -248,20 +246,20 @@ pub fn unread(
 const MAX_EXAMINED: usize = 5000;
 
 /// One entry of `/notifications`.
-pub struct Listed {
-    pub record: NotificationRecord,
-    pub read: bool,
+pub(crate) struct Listed {
+    pub(crate) record: NotificationRecord,
+    pub(crate) read: bool,
 }
 
 /// A page of a user's notifications, newest first, and where the next page starts.
-pub struct Page {
-    pub notifications: Vec<Listed>,
-    pub next: Option<u64>,
+pub(crate) struct Page {
+    pub(crate) notifications: Vec<Listed>,
+    pub(crate) next: Option<u64>,
 }
 
 /// Up to `limit` of the user's notifications older than `before` (the newest without it),
 /// highlights only if asked.
-pub fn list(
+pub(crate) fn list(
     storage: &Storage,
     user_id: &UserId,
     before: Option<u64>,
@@ -322,7 +320,7 @@ pub fn list(
 }
 
 /// Whether the notification at `position` in `room` (in `thread`) is read.
-pub fn is_read(read: &HashMap<String, u64>, thread: Option<&str>, position: u64) -> bool {
+pub(crate) fn is_read(read: &HashMap<String, u64>, thread: Option<&str>, position: u64) -> bool {
     read.get("").is_some_and(|&read| position <= read)
         || read
             .get(thread.unwrap_or(MAIN))
@@ -330,7 +328,7 @@ pub fn is_read(read: &HashMap<String, u64>, thread: Option<&str>, position: u64)
 }
 
 /// Where the user has read up to in a room: `""` for everything, `main`, or a thread root.
-pub fn read_positions(
+pub(crate) fn read_positions(
     storage: &Storage,
     user_id: &UserId,
     room_id: &RoomId,
@@ -346,7 +344,7 @@ pub fn read_positions(
 
 /// The thread an event belongs to: the root of the first `m.thread` relation found by
 /// following `m.relates_to` up to [`THREAD_HOPS`] events.
-pub fn thread_of(
+pub(crate) fn thread_of(
     storage: &Storage,
     room_id: &RoomId,
     json: &CanonicalJsonObject,

@@ -14,7 +14,7 @@ impl Rooms {
     /// event when there is one (`(event ID, canonical JSON)`; a leave declined here only has
     /// none and points at the invite it declines), and with the room's stripped state when
     /// one was given.
-    pub async fn store_outside_membership(
+    pub(crate) async fn store_outside_membership(
         &self,
         room_id: &RoomId,
         user_id: &UserId,

@@ -15,34 +15,34 @@ use crate::users::filter::RoomEventFilter;
 
 /// A `/messages` request, its tokens read as stream positions.
 #[derive(Debug)]
-pub struct MessagesRequest {
-    pub from: Option<u64>,
-    pub to: Option<u64>,
-    pub direction: Direction,
-    pub filter: RoomEventFilter,
+pub(crate) struct MessagesRequest {
+    pub(crate) from: Option<u64>,
+    pub(crate) to: Option<u64>,
+    pub(crate) direction: Direction,
+    pub(crate) filter: RoomEventFilter,
 }
 
 /// A page of `/messages`: the events in the order asked, the token it started from, where
 /// to continue (none at the end of what may be read), and, when members are lazy-loaded,
 /// the senders' member events.
 #[derive(Debug)]
-pub struct MessagesPage {
-    pub chunk: Vec<Value>,
-    pub start: u64,
-    pub end: Option<u64>,
-    pub state: Option<Vec<Value>>,
+pub(crate) struct MessagesPage {
+    pub(crate) chunk: Vec<Value>,
+    pub(crate) start: u64,
+    pub(crate) end: Option<u64>,
+    pub(crate) state: Option<Vec<Value>>,
 }
 
 /// An event with the events around it (`/context`): `before` newest first, `after` oldest
 /// first, the tokens at either end, and the room's state at the last event returned.
 #[derive(Debug)]
-pub struct EventContext {
-    pub event: Value,
-    pub before: Vec<Value>,
-    pub after: Vec<Value>,
-    pub start: u64,
-    pub end: u64,
-    pub state: Vec<Value>,
+pub(crate) struct EventContext {
+    pub(crate) event: Value,
+    pub(crate) before: Vec<Value>,
+    pub(crate) after: Vec<Value>,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) state: Vec<Value>,
 }
 
 impl Rooms {
@@ -56,7 +56,7 @@ impl Rooms {
     /// Going back from the newest page and finding nothing older, `fetch_older` is asked to
     /// bring in more history (over federation: a service above this one, so it is handed
     /// in) and the page is read again; the number of events it fetched says whether to.
-    pub async fn messages(
+    pub(crate) async fn messages(
         &self,
         reader: Reader<'_>,
         room_id: &RoomId,
@@ -153,7 +153,7 @@ impl Rooms {
     /// for a joined member who may see it, and the state at the last event returned (with
     /// lazy-loading, only the shown senders' members). `filter` reads the request's filter
     /// once the event is found visible (the order of the checks, and so of the errors).
-    pub fn context(
+    pub(crate) fn context(
         &self,
         reader: Reader<'_>,
         room_id: &RoomId,
@@ -249,7 +249,7 @@ impl Rooms {
     /// The event nearest to `ts` in the direction asked that a joined member may see (the
     /// rule: [`super::timestamp`]), as its ID and `origin_server_ts`. `forward` reads the
     /// request's direction once access is checked.
-    pub fn event_at_time(
+    pub(crate) fn event_at_time(
         &self,
         user_id: &UserId,
         room_id: &RoomId,

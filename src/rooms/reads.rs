@@ -15,7 +15,7 @@ use crate::users::filter::RoomEventFilter;
 
 impl Rooms {
     /// Whether this server holds the room (created here or joined over federation).
-    pub fn exists(&self, room_id: &RoomId) -> Result<bool, StorageError> {
+    pub(crate) fn exists(&self, room_id: &RoomId) -> Result<bool, StorageError> {
         Ok(self
             .storage
             .roomid_room
@@ -24,7 +24,7 @@ impl Rooms {
     }
 
     /// `user_id`'s latest membership of the room, if they ever had one.
-    pub fn membership(
+    pub(crate) fn membership(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
@@ -33,7 +33,7 @@ impl Rooms {
     }
 
     /// Every room `user_id` has a membership of, with it.
-    pub fn memberships(
+    pub(crate) fn memberships(
         &self,
         user_id: &UserId,
     ) -> Result<Vec<(OwnedRoomId, MembershipRecord)>, StorageError> {
@@ -41,7 +41,11 @@ impl Rooms {
     }
 
     /// Whether `user_id` is joined to the room now.
-    pub fn is_joined(&self, user_id: &UserId, room_id: &RoomId) -> Result<bool, StorageError> {
+    pub(crate) fn is_joined(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<bool, StorageError> {
         Ok(self
             .membership(user_id, room_id)?
             .is_some_and(|record| record.membership == "join"))
@@ -50,7 +54,7 @@ impl Rooms {
     /// `user_id`'s membership if they are joined; `403` otherwise. Rooms the user was never
     /// in look the same as rooms that do not exist, as the spec asks, so IDs cannot be
     /// probed.
-    pub fn require_joined(
+    pub(crate) fn require_joined(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
@@ -62,17 +66,21 @@ impl Rooms {
     }
 
     /// The room's current state: `((type, state_key), event ID)`.
-    pub fn current_state(&self, room_id: &RoomId) -> Result<Vec<StateEntry>, StorageError> {
+    pub(crate) fn current_state(&self, room_id: &RoomId) -> Result<Vec<StateEntry>, StorageError> {
         super::current_state(&self.storage, room_id)
     }
 
     /// The room's state as of stream position `at` (see [`super::history::state_at`]).
-    pub fn state_at(&self, room_id: &RoomId, at: u64) -> Result<Vec<StateEntry>, StorageError> {
+    pub(crate) fn state_at(
+        &self,
+        room_id: &RoomId,
+        at: u64,
+    ) -> Result<Vec<StateEntry>, StorageError> {
         super::history::state_at(&self.storage, room_id, at)
     }
 
     /// The event ID of one entry of the current state.
-    pub fn state_event(
+    pub(crate) fn state_event(
         &self,
         room_id: &RoomId,
         kind: &str,
@@ -82,7 +90,7 @@ impl Rooms {
     }
 
     /// The content of one entry of the current state.
-    pub fn state_content(
+    pub(crate) fn state_content(
         &self,
         room_id: &RoomId,
         kind: &str,
@@ -92,7 +100,7 @@ impl Rooms {
     }
 
     /// The power level the room's `m.room.power_levels` content asks for, as `pick` reads it.
-    pub fn power_level_for(
+    pub(crate) fn power_level_for(
         &self,
         room_id: &RoomId,
         pick: impl Fn(&Value) -> i64,
@@ -101,7 +109,7 @@ impl Rooms {
     }
 
     /// `user_id`'s power level in the room.
-    pub fn user_power_level(
+    pub(crate) fn user_power_level(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
@@ -110,7 +118,7 @@ impl Rooms {
     }
 
     /// Whether `user_id`'s power level lets them send state events of type `kind`.
-    pub fn may_send_state(
+    pub(crate) fn may_send_state(
         &self,
         room_id: &RoomId,
         user_id: &UserId,
@@ -120,24 +128,35 @@ impl Rooms {
     }
 
     /// A stored event's canonical JSON.
-    pub fn load_json(&self, event_id: &str) -> Result<Option<CanonicalJsonObject>, StorageError> {
+    pub(crate) fn load_json(
+        &self,
+        event_id: &str,
+    ) -> Result<Option<CanonicalJsonObject>, StorageError> {
         super::load_json(&self.storage, event_id)
     }
 
     /// What is kept about a stored event: its room, stream position, redaction.
-    pub fn event_meta(&self, event_id: &str) -> Result<Option<EventMeta>, StorageError> {
+    pub(crate) fn event_meta(&self, event_id: &str) -> Result<Option<EventMeta>, StorageError> {
         self.storage.eventid_meta.get(&event_id.to_owned())
     }
 
     /// Whether `event_id` is one of the room's events.
-    pub fn is_room_event(&self, room_id: &RoomId, event_id: &str) -> Result<bool, StorageError> {
+    pub(crate) fn is_room_event(
+        &self,
+        room_id: &RoomId,
+        event_id: &str,
+    ) -> Result<bool, StorageError> {
         Ok(self
             .event_meta(event_id)?
             .is_some_and(|meta| meta.room_id == room_id.as_str()))
     }
 
     /// The thread (its root's ID) a stored event of the room belongs to, if any.
-    pub fn thread_of(&self, room_id: &RoomId, event_id: &str) -> Result<Option<String>, Error> {
+    pub(crate) fn thread_of(
+        &self,
+        room_id: &RoomId,
+        event_id: &str,
+    ) -> Result<Option<String>, Error> {
         match self.load_json(event_id)? {
             Some(json) => Ok(super::notifications::thread_of(
                 &self.storage,
@@ -149,7 +168,7 @@ impl Rooms {
     }
 
     /// A stored event in client form, as [`super::format::stored_event_for_client`] makes it.
-    pub fn event_for_client(
+    pub(crate) fn event_for_client(
         &self,
         event_id: &str,
         room_id: Option<&str>,
@@ -159,7 +178,7 @@ impl Rooms {
     }
 
     /// A timeline event in client form for `reader`, with its bundled aggregations.
-    pub fn timeline_form(
+    pub(crate) fn timeline_form(
         &self,
         event_id: &str,
         room_id: Option<&str>,
@@ -169,7 +188,7 @@ impl Rooms {
     }
 
     /// The client form of each current state event of the room.
-    pub fn state_for_client(&self, room_id: &RoomId) -> Result<Vec<Value>, StorageError> {
+    pub(crate) fn state_for_client(&self, room_id: &RoomId) -> Result<Vec<Value>, StorageError> {
         let mut events = Vec::new();
         for (_, event_id) in self.current_state(room_id)? {
             if let Some(event) = self.event_for_client(&event_id, Some(room_id.as_str()), None)? {
@@ -180,12 +199,16 @@ impl Rooms {
     }
 
     /// What `user_id` may see of the room's history (see [`Visibility`]).
-    pub fn visibility(&self, room_id: &RoomId, user_id: &str) -> Result<Visibility, StorageError> {
+    pub(crate) fn visibility(
+        &self,
+        room_id: &RoomId,
+        user_id: &str,
+    ) -> Result<Visibility, StorageError> {
         Visibility::for_user(&self.storage, room_id, user_id)
     }
 
     /// The first stream position the member may read (see [`timeline::history_start`]).
-    pub fn history_start(
+    pub(crate) fn history_start(
         &self,
         room_id: &RoomId,
         record: &MembershipRecord,
@@ -195,7 +218,7 @@ impl Rooms {
 
     /// The newest events in `(after, upto]` the filter lets through (see
     /// [`timeline::timeline`]).
-    pub fn timeline(
+    pub(crate) fn timeline(
         &self,
         room_id: &RoomId,
         span: (u64, u64),
@@ -207,7 +230,7 @@ impl Rooms {
 
     /// The member events of `events`' senders as of position `at` (see
     /// [`timeline::lazy_loaded_members`]).
-    pub fn lazy_loaded_members(
+    pub(crate) fn lazy_loaded_members(
         &self,
         room_id: &RoomId,
         events: &[Value],
@@ -217,7 +240,7 @@ impl Rooms {
     }
 
     /// The rooms `user_id` and `other` are both joined to.
-    pub fn shared_rooms(
+    pub(crate) fn shared_rooms(
         &self,
         user_id: &UserId,
         other: &UserId,
@@ -233,7 +256,7 @@ impl Rooms {
 
     /// Forgets a room the user has left or was banned from (spec: "Leaving rooms"): it
     /// disappears from their sync, `/messages`, and joined and left lists.
-    pub async fn forget(&self, user_id: &UserId, room_id: &RoomId) -> Result<(), Error> {
+    pub(crate) async fn forget(&self, user_id: &UserId, room_id: &RoomId) -> Result<(), Error> {
         // Removed only if still a leave or ban when written: a join racing in is kept.
         let mut outcome = Err(Error::not_found(
             "You have no membership in this room to forget",

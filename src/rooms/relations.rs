@@ -17,26 +17,26 @@ const MAX_DEPTH: usize = 3;
 const MAX_PAGE: usize = 100;
 
 #[derive(Debug, Deserialize)]
-pub struct RelationsQuery {
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub limit: Option<usize>,
-    pub dir: Option<String>,
-    pub recurse: Option<bool>,
+pub(crate) struct RelationsQuery {
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) dir: Option<String>,
+    pub(crate) recurse: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ThreadsQuery {
-    pub include: Option<String>,
-    pub from: Option<String>,
-    pub limit: Option<usize>,
+pub(crate) struct ThreadsQuery {
+    pub(crate) include: Option<String>,
+    pub(crate) from: Option<String>,
+    pub(crate) limit: Option<usize>,
 }
 
 impl Rooms {
     /// The events that relate to `event_id` (spec: "Relationships"), as `user_id` may see
     /// them: of one relation type and event type if asked, following relations of relations
     /// up to [`MAX_DEPTH`] with `recurse`, paged by stream position.
-    pub fn relations(
+    pub(crate) fn relations(
         &self,
         (user_id, device_id): (&UserId, &str),
         room_id: &RoomId,
@@ -137,7 +137,7 @@ impl Rooms {
 
     /// The room's threads (spec: "Threading"), newest activity first, all of them or those
     /// `user_id` took part in.
-    pub fn threads(
+    pub(crate) fn threads(
         &self,
         user_id: &UserId,
         room_id: &RoomId,

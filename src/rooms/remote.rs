@@ -27,11 +27,11 @@ use crate::storage::snapshots::{self, StateMap};
 use crate::storage::{Batch, Storage, StorageError};
 
 /// The most events one auth chain walk reads (state resolution, `/state_ids`).
-pub const MAX_AUTH_CHAIN: usize = 50_000;
+pub(crate) const MAX_AUTH_CHAIN: usize = 50_000;
 
 /// What became of a remote event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Stored and shown: it is part of the room now.
     Accepted,
     /// Stored in the graph but failed the current state's checks: not shown, not built on.
@@ -42,7 +42,7 @@ pub enum Outcome {
 
 /// Why a remote event was refused.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     #[error("invalid event: {0}")]
     Invalid(String),
     #[error("bad signature: {0}")]
@@ -63,7 +63,7 @@ impl From<StorageError> for Refused {
 
 /// Checks 4 to 6 and the state around a remote event whose format and signatures passed,
 /// in a room we hold, under the room's lock. Returns the plan to store it.
-pub fn plan(
+pub(crate) fn plan(
     storage: &Storage,
     room: &RoomRecord,
     rules: &RoomVersionRules,
@@ -177,19 +177,19 @@ pub fn plan(
 }
 
 /// How a checked remote event is to be stored.
-pub struct Plan {
+pub(crate) struct Plan {
     /// The state before the event (its snapshot).
-    pub before: StateMap,
+    pub(crate) before: StateMap,
     /// The room's state before this event arrived, and after.
-    pub current: StateMap,
-    pub new_current: StateMap,
-    pub extremities: Vec<(OwnedEventId, u64)>,
-    pub soft_failed: bool,
+    pub(crate) current: StateMap,
+    pub(crate) new_current: StateMap,
+    pub(crate) extremities: Vec<(OwnedEventId, u64)>,
+    pub(crate) soft_failed: bool,
 }
 
 /// The entries of `new` that differ from `old` (set or changed), and those `old` had and
 /// `new` lacks.
-pub fn diff(old: &StateMap, new: &StateMap) -> (Vec<(u64, u64)>, Vec<u64>) {
+pub(crate) fn diff(old: &StateMap, new: &StateMap) -> (Vec<(u64, u64)>, Vec<u64>) {
     let set = new
         .iter()
         .filter(|(key, event)| old.get(key) != Some(event))
@@ -206,7 +206,7 @@ pub fn diff(old: &StateMap, new: &StateMap) -> (Vec<(u64, u64)>, Vec<u64>) {
 /// Adds to `batch` the current-state changes from `old` to `new` at `position`: the state
 /// table, its history and the membership indexes, as for a local state event. `pending`
 /// gives the membership of member events not readable from storage yet.
-pub fn stage_state_diff(
+pub(crate) fn stage_state_diff(
     storage: &Storage,
     batch: &mut Batch,
     room: &str,
@@ -230,7 +230,7 @@ const STATE_PART_WRITES: usize = 2_000;
 /// position kept free for it, and remote users' memberships. If the server stops between
 /// parts, the room is not joined (its record is written by `last`); joining again rewrites
 /// the rows.
-pub fn write_state_diff_in_parts(
+pub(crate) fn write_state_diff_in_parts(
     storage: &Storage,
     last: &mut Batch,
     room: &str,
@@ -334,7 +334,7 @@ fn named_entry(storage: &Storage, key: u64, event: u64) -> Result<StateEntry, St
 
 /// Records a stored remote event's metadata: accepted ones in the timeline at `position`,
 /// soft-failed ones without a position (never shown).
-pub fn stage_meta(
+pub(crate) fn stage_meta(
     storage: &Storage,
     batch: &mut Batch,
     room: &str,
@@ -385,7 +385,7 @@ fn auth_events_state(
 }
 
 /// The room's state after `event_id`: the state before it, plus itself if a state event.
-pub fn state_after(storage: &Storage, event_id: &str) -> Result<StateMap, Refused> {
+pub(crate) fn state_after(storage: &Storage, event_id: &str) -> Result<StateMap, Refused> {
     let snapshot = storage
         .eventid_statebefore
         .get(&event_id.to_owned())?
@@ -426,7 +426,7 @@ fn with_event(storage: &Storage, mut state: StateMap, event_id: &str) -> Result<
 
 /// Runs the state-dependent auth rules for `pdu` against `state`; events not stored yet
 /// may be given in `unstored`.
-pub fn authorize_against(
+pub(crate) fn authorize_against(
     storage: &Storage,
     rules: &RoomVersionRules,
     pdu: &Pdu,
@@ -458,14 +458,14 @@ pub fn authorize_against(
 /// Where state resolution reads events: storage, and the incoming event while it is
 /// checked (it is stored only once its checks pass, but a state after it names it).
 #[derive(Clone, Copy)]
-pub struct EventSource<'a> {
-    pub storage: &'a Storage,
-    pub rules: &'a RoomVersionRules,
-    pub incoming: Option<&'a Pdu>,
+pub(crate) struct EventSource<'a> {
+    pub(crate) storage: &'a Storage,
+    pub(crate) rules: &'a RoomVersionRules,
+    pub(crate) incoming: Option<&'a Pdu>,
 }
 
 impl<'a> EventSource<'a> {
-    pub fn stored(storage: &'a Storage, rules: &'a RoomVersionRules) -> EventSource<'a> {
+    pub(crate) fn stored(storage: &'a Storage, rules: &'a RoomVersionRules) -> EventSource<'a> {
         EventSource {
             storage,
             rules,
@@ -473,7 +473,7 @@ impl<'a> EventSource<'a> {
         }
     }
 
-    pub fn get(&self, event_id: &str) -> Result<Option<Pdu>, StorageError> {
+    pub(crate) fn get(&self, event_id: &str) -> Result<Option<Pdu>, StorageError> {
         match self.incoming {
             Some(pdu) if pdu.event_id.as_str() == event_id => Ok(Some(pdu.clone())),
             _ => load_pdu(self.storage, event_id, self.rules),
@@ -483,7 +483,7 @@ impl<'a> EventSource<'a> {
 
 /// Resolves forked states with the room version's state resolution (one state needs none):
 /// version 1 for room version 1, ruma's version 2 (2.1 from room version 12) for the others.
-pub fn resolve(events: EventSource<'_>, states: Vec<StateMap>) -> Result<StateMap, Refused> {
+pub(crate) fn resolve(events: EventSource<'_>, states: Vec<StateMap>) -> Result<StateMap, Refused> {
     let EventSource { storage, rules, .. } = events;
     let mut states: Vec<StateMap> = states;
     states.dedup();
@@ -545,7 +545,7 @@ fn to_ruma_map(
 
 /// Every event reachable from `start` through `auth_events` (the events themselves
 /// included), at most [`MAX_AUTH_CHAIN`].
-pub fn auth_chain(
+pub(crate) fn auth_chain(
     storage: &Storage,
     rules: &RoomVersionRules,
     start: impl IntoIterator<Item = OwnedEventId>,
@@ -632,7 +632,7 @@ fn reaches_target(
 
 /// Stages an event kept outside the timeline (an outlier: part of a room's state or auth
 /// chain as another server gave it, not yet placed in our stream).
-pub fn stage_outlier(
+pub(crate) fn stage_outlier(
     storage: &Storage,
     batch: &mut Batch,
     room: &str,
@@ -648,7 +648,7 @@ pub fn stage_outlier(
 /// Removes outliers written while checking an answer that was then refused: only events of
 /// `room_id` still without a place in the timeline, `per_batch` at a time (a batch costs
 /// memory in proportion to its writes).
-pub async fn forget_outliers(
+pub(crate) async fn forget_outliers(
     storage: &Storage,
     room_id: &ruma::RoomId,
     ids: &[String],

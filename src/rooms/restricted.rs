@@ -22,7 +22,7 @@ use crate::storage::{Storage, StorageError, pair_prefix};
 
 /// What a join needs besides its sender's signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JoinAuthorisation {
+pub(crate) enum JoinAuthorisation {
     /// Nobody need vouch: the room is not restricted, or the user is invited or joined.
     NotNeeded,
     /// The user meets an allow condition, and this user of ours vouches for the join.
@@ -36,7 +36,7 @@ pub enum JoinAuthorisation {
 /// any condition the user might meet (we are in none of the other rooms named);
 /// `400 M_UNABLE_TO_GRANT_JOIN` when the user meets one but none of our users in the room
 /// may invite (another resident server may).
-pub fn authorise_join(
+pub(crate) fn authorise_join(
     storage: &Storage,
     room_id: &RoomId,
     user_id: &UserId,
@@ -98,7 +98,7 @@ fn is_restricted(rules: &AuthorizationRules, join_rules: &Value) -> bool {
 /// The rooms whose members may join a `restricted` (or `knock_restricted`) room: the
 /// `m.room_membership` entries of its join rules' `allow`. Entries of other types, or
 /// without a valid room ID, are conditions no one meets.
-pub fn allowed_room_ids(join_rules: &Value) -> Vec<OwnedRoomId> {
+pub(crate) fn allowed_room_ids(join_rules: &Value) -> Vec<OwnedRoomId> {
     join_rules["allow"]
         .as_array()
         .into_iter()
@@ -149,7 +149,7 @@ fn check_conditions(
 
 /// Whether `user_id` may vouch for a join (auth rule 4.3.5.2): joined to the room, with at
 /// least the power level to invite.
-pub fn may_authorise(
+pub(crate) fn may_authorise(
     storage: &Storage,
     room_id: &RoomId,
     user_id: &UserId,

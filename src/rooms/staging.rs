@@ -141,7 +141,7 @@ pub(super) fn stage_event(
 /// Makes `event_id` the room's current state for `(kind, state_key)` from `position` on:
 /// the current state and (for member events, whose `membership` is given) the membership
 /// indexes. The caller records the change in the state history. `memberships` holds the records staged earlier in the batch.
-pub fn stage_state_entry(
+pub(crate) fn stage_state_entry(
     storage: &Storage,
     batch: &mut Batch,
     room: &str,

@@ -29,7 +29,7 @@ pub(super) fn load_room(storage: &Storage, room_id: &RoomId) -> Result<RoomRecor
 /// Whether one of our users is joined to `room_id`: only then do the other servers in the
 /// room send us its events, so that our copy of it is current. Read from the joined
 /// members' summary (kept in memory): no scan of the room's memberships.
-pub fn is_resident(
+pub(crate) fn is_resident(
     storage: &Storage,
     our_server: &ruma::ServerName,
     room_id: &RoomId,
@@ -40,7 +40,7 @@ pub fn is_resident(
         .contains(our_server.as_str()))
 }
 
-pub fn rules_of(room: &RoomRecord) -> Result<RoomVersionRules, Error> {
+pub(crate) fn rules_of(room: &RoomRecord) -> Result<RoomVersionRules, Error> {
     RoomVersionId::try_from(room.version.as_str())
         .ok()
         .and_then(|version| version.rules())
@@ -49,7 +49,7 @@ pub fn rules_of(room: &RoomRecord) -> Result<RoomVersionRules, Error> {
 
 /// Builds an event against the stored current state of `room_id` (or, for the create event
 /// of a version 12 room, no room yet).
-pub fn build_in_room(
+pub(crate) fn build_in_room(
     storage: &Storage,
     key: &SigningKey,
     rules: &RoomVersionRules,
@@ -95,7 +95,7 @@ pub fn build_in_room(
 }
 
 /// Maps the builder's refusals to the client API's errors.
-pub fn build_error(err: BuildError) -> Error {
+pub(crate) fn build_error(err: BuildError) -> Error {
     match err {
         BuildError::Forbidden(reason) => {
             Error::new(ErrorKind::Forbidden, format!("Not allowed: {reason}"))
@@ -108,7 +108,7 @@ pub fn build_error(err: BuildError) -> Error {
 }
 
 /// The stored event `event_id`, parsed.
-pub fn load_pdu(
+pub(crate) fn load_pdu(
     storage: &Storage,
     event_id: &str,
     rules: &RoomVersionRules,
@@ -122,7 +122,7 @@ pub fn load_pdu(
 }
 
 /// The stored canonical JSON of `event_id`.
-pub fn load_json(
+pub(crate) fn load_json(
     storage: &Storage,
     event_id: &str,
 ) -> Result<Option<CanonicalJsonObject>, StorageError> {
@@ -138,7 +138,7 @@ pub fn load_json(
 }
 
 /// `content.membership` of a member event (`leave` if unreadable).
-pub fn membership_of(pdu: &Pdu) -> String {
+pub(crate) fn membership_of(pdu: &Pdu) -> String {
     serde_json::from_str::<serde_json::Value>(pdu.content.get())
         .ok()
         .and_then(|content| {
@@ -151,7 +151,7 @@ pub fn membership_of(pdu: &Pdu) -> String {
 }
 
 /// A user's membership of a room, if any.
-pub fn membership(
+pub(crate) fn membership(
     storage: &Storage,
     user_id: &UserId,
     room_id: &RoomId,
@@ -162,7 +162,7 @@ pub fn membership(
 }
 
 /// Every room a user has a membership in, with it.
-pub fn memberships(
+pub(crate) fn memberships(
     storage: &Storage,
     user_id: &UserId,
 ) -> Result<Vec<(OwnedRoomId, MembershipRecord)>, StorageError> {
@@ -179,7 +179,10 @@ pub fn memberships(
 }
 
 /// The current state of a room.
-pub fn current_state(storage: &Storage, room_id: &RoomId) -> Result<Vec<StateEntry>, StorageError> {
+pub(crate) fn current_state(
+    storage: &Storage,
+    room_id: &RoomId,
+) -> Result<Vec<StateEntry>, StorageError> {
     storage
         .roomstate_eventid
         .scan_prefix(&pair_prefix(room_id.as_str()))
@@ -212,7 +215,7 @@ pub(super) fn lock_in(
 }
 
 /// The event of the current state with this type and key.
-pub fn state_event(
+pub(crate) fn state_event(
     storage: &Storage,
     room_id: &RoomId,
     kind: &str,
@@ -225,7 +228,7 @@ pub fn state_event(
 
 /// A power level named in the room's current `m.room.power_levels` content, by `pick`
 /// (levels written as strings already read as integers, see [`power_levels`]).
-pub fn power_level_for(
+pub(crate) fn power_level_for(
     storage: &Storage,
     room_id: &RoomId,
     pick: impl Fn(&serde_json::Value) -> i64,
@@ -240,7 +243,7 @@ pub fn power_level_for(
 /// the rules look for levels: the top-level fields and the `users`, `events` and
 /// `notifications` maps. From version 10 on only integers count (the event could not have
 /// passed the auth rules otherwise), and strings are left as they are, read by no one.
-pub fn power_levels(
+pub(crate) fn power_levels(
     storage: &Storage,
     room_id: &RoomId,
 ) -> Result<Option<serde_json::Value>, StorageError> {
@@ -299,7 +302,7 @@ pub(super) fn room_rules(
 
 /// Whether `user_id` has the power to send state events of type `kind` in the room: the
 /// level named for the type in `events`, else `state_default`.
-pub fn may_send_state(
+pub(crate) fn may_send_state(
     storage: &Storage,
     room_id: &RoomId,
     user_id: &UserId,
@@ -316,7 +319,7 @@ pub fn may_send_state(
 
 /// A user's power level: room creators are above everyone in room version 12, otherwise
 /// `users`, `users_default`, or (without power levels) 100 for the creator and 0 for others.
-pub fn user_power_level(
+pub(crate) fn user_power_level(
     storage: &Storage,
     room_id: &RoomId,
     user_id: &UserId,
@@ -354,7 +357,7 @@ pub fn user_power_level(
 }
 
 /// The content of a current state event, as JSON.
-pub fn state_content(
+pub(crate) fn state_content(
     storage: &Storage,
     room_id: &RoomId,
     kind: &str,
@@ -369,7 +372,7 @@ pub fn state_content(
     }))
 }
 
-pub fn state_sender(
+pub(crate) fn state_sender(
     storage: &Storage,
     room_id: &RoomId,
     kind: &str,
@@ -386,4 +389,4 @@ pub fn state_sender(
 }
 
 /// A state named in full: `(type, state_key)` → event.
-pub type NamedState = std::collections::BTreeMap<(String, String), OwnedEventId>;
+pub(crate) type NamedState = std::collections::BTreeMap<(String, String), OwnedEventId>;

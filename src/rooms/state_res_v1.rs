@@ -46,14 +46,14 @@ use crate::storage::snapshots;
 
 /// The most conflicted events one resolution considers (each costs a few auth checks);
 /// more is refused rather than worked through.
-pub const MAX_CONFLICTED_EVENTS: usize = super::remote::MAX_AUTH_CHAIN;
+pub(crate) const MAX_CONFLICTED_EVENTS: usize = super::remote::MAX_AUTH_CHAIN;
 
 /// A `(type, state_key)` pair, named.
 type Key = (StateEventType, String);
 
 /// Splits `states` into the entries none of them disputes (a key some states lack is not
 /// disputed) and, for each disputed key, every event the states name for it.
-pub fn separate<K: Ord + Clone, V: Ord + Clone>(
+pub(crate) fn separate<K: Ord + Clone, V: Ord + Clone>(
     states: &[BTreeMap<K, V>],
 ) -> (BTreeMap<K, V>, BTreeMap<K, BTreeSet<V>>) {
     let mut named: BTreeMap<K, BTreeSet<V>> = BTreeMap::new();
@@ -105,7 +105,7 @@ impl AuthPass {
 /// Chooses an event for each conflicted key. `conflicted` holds the candidate events of
 /// each key; `unconflicted` looks up the undisputed entries of the states. Keys with no
 /// candidate get no entry.
-pub fn resolve_conflicts(
+pub(crate) fn resolve_conflicts(
     rules: &AuthorizationRules,
     conflicted: &StateMap<Vec<Pdu>>,
     unconflicted: &dyn Fn(&StateEventType, &str) -> Option<Pdu>,
@@ -214,7 +214,7 @@ fn sha1_of_event_id(event: &Pdu) -> Vec<u8> {
 
 /// Resolves stored states (by short IDs) with state resolution v1: only the disputed keys
 /// and the entries the auth checks read are named and loaded, not the whole states.
-pub fn resolve_stored(
+pub(crate) fn resolve_stored(
     events: EventSource<'_>,
     states: &[snapshots::StateMap],
 ) -> Result<snapshots::StateMap, Refused> {

@@ -15,7 +15,7 @@ use crate::storage::{Storage, StorageError};
 use crate::users::filter::RoomEventFilter;
 
 /// A sync or pagination token: the stream position and the typing serial, `"{position}_{serial}"`.
-pub fn parse_token(token: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_token(token: &str) -> Option<(u64, u64)> {
     match token.split_once('_') {
         Some((position, serial)) => Some((position.parse().ok()?, serial.parse().ok()?)),
         None => Some((token.parse().ok()?, 0)),
@@ -23,23 +23,23 @@ pub fn parse_token(token: &str) -> Option<(u64, u64)> {
 }
 
 /// Timeline events per room when the client does not say.
-pub const DEFAULT_TIMELINE_LIMIT: u64 = 10;
+pub(crate) const DEFAULT_TIMELINE_LIMIT: u64 = 10;
 
 /// Who reads a timeline: their own events carry the device's transaction IDs, and
 /// bundled thread summaries say whether they took part.
 #[derive(Debug, Clone, Copy)]
-pub struct Reader<'a> {
-    pub user_id: &'a str,
-    pub device_id: &'a str,
+pub(crate) struct Reader<'a> {
+    pub(crate) user_id: &'a str,
+    pub(crate) device_id: &'a str,
 }
 
 /// An event of a room's timeline: its stream position, ID, and client form.
-pub type TimelineEvent = (u64, String, Value);
+pub(crate) type TimelineEvent = (u64, String, Value);
 
 /// The first stream position a member may read in a room (`u64::MAX` if none), by the
 /// visibility rules applied to each event ([`super::visibility`]). Scans stop there; each
 /// event after it is still checked on its own.
-pub fn history_start(
+pub(crate) fn history_start(
     storage: &Storage,
     room_id: &RoomId,
     record: &MembershipRecord,
@@ -52,36 +52,29 @@ pub fn history_start(
 
 /// The most events one timeline request examines: a filter that matches little, or history
 /// the reader may not see, must not make one request walk a whole room.
-pub const MAX_EXAMINED: usize = 1000;
+pub(crate) const MAX_EXAMINED: usize = 1000;
 
 /// A stretch of a room's timeline as one reader sees it.
 #[derive(Debug, Default)]
-pub struct Timeline {
+pub(crate) struct Timeline {
     /// The events, oldest first.
-    pub events: Vec<TimelineEvent>,
+    pub(crate) events: Vec<TimelineEvent>,
     /// Whether events in the span were left unexamined (older ones reading backwards,
     /// newer ones reading forwards).
-    pub limited: bool,
+    pub(crate) limited: bool,
     /// The position of the oldest event examined: everything from there up was looked at,
     /// so the next page back ends just before it.
-    pub examined_from: u64,
+    pub(crate) examined_from: u64,
     /// The position of the newest event examined (reading forwards): the next page
     /// forwards starts after it.
-    pub examined_to: u64,
+    pub(crate) examined_to: u64,
 }
 
-impl Timeline {
-    /// The position the timeline's first event has, or `upto + 1` without events.
-    pub fn first_position(&self, upto: u64) -> u64 {
-        self.events
-            .first()
-            .map_or(upto.saturating_add(1), |(position, _, _)| *position)
-    }
-}
+impl Timeline {}
 
 /// Which end of a span a timeline read starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     /// From the newest event back (`/sync`, `/messages?dir=b`, the events before a context).
     Backward,
     /// From the oldest event on (`/messages?dir=f`, the events after a context).
@@ -92,7 +85,7 @@ pub enum Direction {
 /// positions in `(after, upto]`, oldest first. Only events the reader may see are shown;
 /// events sent by their device carry transaction IDs, and every event shown its bundled
 /// aggregations. At most [`MAX_EXAMINED`] events are looked at.
-pub fn timeline(
+pub(crate) fn timeline(
     storage: &Storage,
     room_id: &RoomId,
     span: (u64, u64),
@@ -118,7 +111,7 @@ pub fn timeline(
 ///
 /// The one scan of a room's timeline: every reader of a stretch of timeline comes here, so
 /// the visibility check, the filter and the bound on the work are the same everywhere.
-pub fn scan(
+pub(crate) fn scan(
     storage: &Storage,
     room_id: &RoomId,
     (after, upto): (u64, u64),
@@ -180,7 +173,7 @@ pub fn scan(
 }
 
 /// `event` with its bundled aggregations, as `reader` may see them.
-pub fn with_aggregations(
+pub(crate) fn with_aggregations(
     storage: &Storage,
     mut event: Value,
     reader: Option<Reader<'_>>,
@@ -193,7 +186,7 @@ pub fn with_aggregations(
 
 /// The member events (as the room's state had them at position `at`) of the senders of
 /// `events`, for a client that lazy-loads members while paginating.
-pub fn lazy_loaded_members(
+pub(crate) fn lazy_loaded_members(
     storage: &Storage,
     room_id: &RoomId,
     events: &[Value],
@@ -216,7 +209,7 @@ pub fn lazy_loaded_members(
 
 /// The client form of a timeline event for `reader`: with its transaction ID when their
 /// device sent it, and with its bundled aggregations.
-pub fn timeline_form(
+pub(crate) fn timeline_form(
     storage: &Storage,
     event_id: &str,
     room_id: Option<&str>,
@@ -229,7 +222,7 @@ pub fn timeline_form(
 }
 
 /// The client form of a stored event, as [`stored_event_for_client`] makes it.
-pub fn client_form(
+pub(crate) fn client_form(
     storage: &Storage,
     event_id: &str,
     room_id: Option<&str>,

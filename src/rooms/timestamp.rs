@@ -19,7 +19,7 @@ const TIMESTAMP_WINDOW: usize = 200;
 /// `ts`, else at or before), among those at positions in `[from, upto]` that `visible`
 /// allows, as its ID and `origin_server_ts`. A binary search finds where `ts` falls in the
 /// stream; a window of events around that point is compared exactly.
-pub fn closest_event(
+pub(crate) fn closest_event(
     storage: &Storage,
     room_id: &RoomId,
     (ts, forward): (u64, bool),

@@ -35,7 +35,7 @@ impl Rooms {
     /// its tombstone and its power levels are raised so ordinary members may no longer
     /// speak or invite there (a failure of this last step is only logged: the upgrade has
     /// happened). Everything is flushed before returning.
-    pub async fn upgrade(
+    pub(crate) async fn upgrade(
         &self,
         old: &RoomId,
         user: &UserId,

@@ -10,14 +10,14 @@ use crate::storage::{Storage, StorageError};
 /// One reader's view of one room's history: the visibility settings and the reader's
 /// memberships over time, each as `(position, value)` in stream order.
 #[derive(Debug, Clone, Default)]
-pub struct Visibility {
+pub(crate) struct Visibility {
     settings: Vec<(u64, String)>,
     memberships: Vec<(u64, String)>,
 }
 
 impl Visibility {
     /// Reads the room's visibility changes and `user_id`'s membership changes.
-    pub fn for_user(
+    pub(crate) fn for_user(
         storage: &Storage,
         room_id: &RoomId,
         user_id: &str,
@@ -34,7 +34,7 @@ impl Visibility {
     /// Whether the event at `position` is visible. The state before the event decides;
     /// for an event that itself changes the visibility or the reader's membership, the
     /// value before *or* after may allow it.
-    pub fn allows(&self, position: u64) -> bool {
+    pub(crate) fn allows(&self, position: u64) -> bool {
         let before = position.saturating_sub(1);
         let joined_later = self
             .memberships
@@ -56,7 +56,7 @@ impl Visibility {
     /// The first position the reader may see (`u64::MAX` if none): where scans can stop.
     /// Visibility only changes where a setting or a membership does, so checking each
     /// change point and the first position after it is enough.
-    pub fn first_visible(&self) -> u64 {
+    pub(crate) fn first_visible(&self) -> u64 {
         let mut points: Vec<u64> = std::iter::once(1)
             .chain(self.settings.iter().map(|(at, _)| *at))
             .chain(self.memberships.iter().map(|(at, _)| *at))
@@ -100,7 +100,7 @@ const MAX_SERVER_MEMBERS: usize = 1000;
 /// the history is `shared` and one of its users joined at some point, or if one of its
 /// users was invited (`invited`) or joined (`joined`, `invited`) when it was sent.
 #[derive(Debug, Clone, Default)]
-pub struct ServerVisibility {
+pub(crate) struct ServerVisibility {
     settings: Vec<(u64, String)>,
     /// The memberships over time of each of the server's users that ever had one.
     members: Vec<Vec<(u64, String)>>,
@@ -108,7 +108,7 @@ pub struct ServerVisibility {
 
 impl ServerVisibility {
     /// Reads the room's visibility changes and the membership changes of `server`'s users.
-    pub fn for_server(
+    pub(crate) fn for_server(
         storage: &Storage,
         room_id: &RoomId,
         server: &str,
@@ -143,7 +143,7 @@ impl ServerVisibility {
     /// Whether the event at `position` may be shown to the server. As for users, the
     /// setting and memberships before the event decide, or those after it for an event
     /// that changes them.
-    pub fn allows(&self, position: u64) -> bool {
+    pub(crate) fn allows(&self, position: u64) -> bool {
         let before = position.saturating_sub(1);
         let ever_joined = self
             .members

@@ -19,10 +19,10 @@ const MAX_CONTEXT: u64 = 20;
 
 /// `event_context` of a search request.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct EventContext {
-    pub before_limit: Option<u64>,
-    pub after_limit: Option<u64>,
-    pub include_profile: Option<bool>,
+pub(crate) struct EventContext {
+    pub(crate) before_limit: Option<u64>,
+    pub(crate) after_limit: Option<u64>,
+    pub(crate) include_profile: Option<bool>,
 }
 
 /// The `context` of a result at `position` in `window`'s room: up to `before_limit` events
@@ -30,7 +30,7 @@ pub struct EventContext {
 /// from what the user may read there; `start` and `end` are `/messages` tokens (a stream
 /// position: backwards from `start` reads what precedes the context, forwards from `end`
 /// what follows it).
-pub fn event_context(
+pub(crate) fn event_context(
     storage: &Storage,
     reader: Reader<'_>,
     window: &Window,
@@ -143,7 +143,7 @@ fn profiles_at(
 
 /// `state` for `include_state`: the state of a room the user is in now, or of a room they
 /// left as it was when they left (what happened after is not theirs to see).
-pub fn room_state(storage: &Storage, window: &Window) -> Result<Vec<Value>, StorageError> {
+pub(crate) fn room_state(storage: &Storage, window: &Window) -> Result<Vec<Value>, StorageError> {
     let entries = if window.joined {
         rooms::current_state(storage, &window.room_id)?
     } else {

@@ -9,19 +9,19 @@ use super::token::Scope;
 
 /// `groupings` of a search request.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct Groupings {
+pub(crate) struct Groupings {
     #[serde(default)]
-    pub group_by: Vec<Group>,
+    pub(crate) group_by: Vec<Group>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct Group {
-    pub key: GroupKey,
+pub(crate) struct Group {
+    pub(crate) key: GroupKey,
 }
 
 /// What results can be grouped by: the two groupings the spec requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum GroupKey {
+pub(crate) enum GroupKey {
     #[serde(rename = "room_id")]
     RoomId,
     #[serde(rename = "sender")]
@@ -56,7 +56,7 @@ impl GroupKey {
 /// by first appearance, so groups sort the way the results do). A group with matches past
 /// this page gets a `next_batch` that continues within the group: `token_after(last result
 /// of the group, group)` makes it.
-pub fn groups(
+pub(crate) fn groups(
     keys: &[GroupKey],
     page: &[Match],
     rest: &[Match],

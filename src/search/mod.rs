@@ -11,11 +11,11 @@
 //! rank, ties newest first). A `next_batch` token ([`token`]) says where the next page
 //! starts, so the server keeps nothing between pages.
 
-pub mod context;
-pub mod groups;
-pub mod rank;
+pub(crate) mod context;
+pub(crate) mod groups;
+pub(crate) mod rank;
 mod scan;
-pub mod token;
+pub(crate) mod token;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,39 +34,39 @@ use crate::storage::Storage;
 use crate::users::filter::RoomEventFilter;
 
 /// Results per page when the filter does not say, and the most per page.
-pub const DEFAULT_RESULTS: u64 = 10;
-pub const MAX_RESULTS: u64 = 50;
+pub(crate) const DEFAULT_RESULTS: u64 = 10;
+pub(crate) const MAX_RESULTS: u64 = 50;
 /// The most events one search request reads. Each is loaded and its text split into words:
 /// on a Raspberry Pi 4, some hundreds of milliseconds for the full amount. A `rank` search
 /// reads the newest this many on every page (ranking needs them all); a `recent` search
 /// reads from where the last page ended, so its pages reach further back.
-pub const MAX_SCANNED: usize = 100_000;
+pub(crate) const MAX_SCANNED: usize = 100_000;
 
 /// `search_categories.room_events` of a request.
 #[derive(Debug, Clone, Deserialize)]
-pub struct RoomEventsCriteria {
-    pub search_term: String,
+pub(crate) struct RoomEventsCriteria {
+    pub(crate) search_term: String,
     /// Fields to search; none (or an empty list) means all of them.
-    pub keys: Option<Vec<SearchKey>>,
-    pub filter: Option<RoomEventFilter>,
-    pub order_by: Option<Order>,
-    pub event_context: Option<EventContext>,
-    pub include_state: Option<bool>,
-    pub groupings: Option<Groupings>,
+    pub(crate) keys: Option<Vec<SearchKey>>,
+    pub(crate) filter: Option<RoomEventFilter>,
+    pub(crate) order_by: Option<Order>,
+    pub(crate) event_context: Option<EventContext>,
+    pub(crate) include_state: Option<bool>,
+    pub(crate) groupings: Option<Groupings>,
 }
 
 /// An event that matched.
 #[derive(Debug, Clone)]
-pub struct Match {
-    pub position: u64,
-    pub rank: u64,
-    pub event_id: String,
-    pub room_id: String,
-    pub sender: String,
+pub(crate) struct Match {
+    pub(crate) position: u64,
+    pub(crate) rank: u64,
+    pub(crate) event_id: String,
+    pub(crate) room_id: String,
+    pub(crate) sender: String,
     /// The index of its room's [`Window`].
-    pub window: usize,
+    pub(crate) window: usize,
     /// The words of its text that matched.
-    pub matched: BTreeSet<String>,
+    pub(crate) matched: BTreeSet<String>,
 }
 
 /// One page of ordered matches, what follows it, and the `count` to report.
@@ -79,15 +79,15 @@ struct Page {
 
 /// The search service: it reads the rooms' timelines (no index), a bounded number of events
 /// per request.
-pub struct Search {
-    pub storage: std::sync::Arc<Storage>,
-    pub rooms: std::sync::Arc<crate::rooms::Rooms>,
+pub(crate) struct Search {
+    pub(crate) storage: std::sync::Arc<Storage>,
+    pub(crate) rooms: std::sync::Arc<crate::rooms::Rooms>,
 }
 
 impl Search {
     /// Answers `room_events` for `user_id` (reading from `device_id`), starting at
     /// `next_batch` when given.
-    pub fn room_events(
+    pub(crate) fn room_events(
         &self,
         user_id: &UserId,
         device_id: &str,

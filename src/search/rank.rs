@@ -23,13 +23,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The most words of a search term that are used; the rest are ignored.
-pub const MAX_WORDS: usize = 16;
+pub(crate) const MAX_WORDS: usize = 16;
 /// The most occurrences of one word that add to the rank.
-pub const MAX_COUNTED_OCCURRENCES: usize = 5;
+pub(crate) const MAX_COUNTED_OCCURRENCES: usize = 5;
 
 /// The fields the spec lets a client search (`keys`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SearchKey {
+pub(crate) enum SearchKey {
     /// `content.body` of `m.room.message` events.
     #[serde(rename = "content.body")]
     Body,
@@ -42,7 +42,7 @@ pub enum SearchKey {
 }
 
 impl SearchKey {
-    pub const ALL: [SearchKey; 3] = [SearchKey::Body, SearchKey::Name, SearchKey::Topic];
+    pub(crate) const ALL: [SearchKey; 3] = [SearchKey::Body, SearchKey::Name, SearchKey::Topic];
 
     fn weight(self) -> u64 {
         match self {
@@ -56,13 +56,13 @@ impl SearchKey {
 /// How an event matched: its rank and the words of its text that matched (for
 /// `highlights`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Score {
-    pub rank: u64,
-    pub matched: BTreeSet<String>,
+pub(crate) struct Score {
+    pub(crate) rank: u64,
+    pub(crate) matched: BTreeSet<String>,
 }
 
 /// The words of a search term, lowercased, each once, at most [`MAX_WORDS`].
-pub fn search_words(term: &str) -> Vec<String> {
+pub(crate) fn search_words(term: &str) -> Vec<String> {
     let mut words: Vec<String> = Vec::new();
     for word in split_words(term) {
         if !words.contains(&word) {
@@ -77,7 +77,7 @@ pub fn search_words(term: &str) -> Vec<String> {
 
 /// The searched texts of a client-format event, by key, as the spec lists them: message
 /// bodies, room names, topics. Other event types (encrypted ones included) have none.
-pub fn searchable_texts(event: &Value, keys: &[SearchKey]) -> Vec<(SearchKey, String)> {
+pub(crate) fn searchable_texts(event: &Value, keys: &[SearchKey]) -> Vec<(SearchKey, String)> {
     let content = &event["content"];
     let kind = event["type"].as_str().unwrap_or_default();
     let mut texts = Vec::new();
@@ -116,7 +116,7 @@ fn plain_topic(content: &Value) -> Option<&str> {
 }
 
 /// The score of `texts` for `words`, or `None` when a word occurs nowhere.
-pub fn score(texts: &[(SearchKey, String)], words: &[String]) -> Option<Score> {
+pub(crate) fn score(texts: &[(SearchKey, String)], words: &[String]) -> Option<Score> {
     let tokens: Vec<(SearchKey, String)> = texts
         .iter()
         .flat_map(|(key, text)| split_words(text).map(move |word| (*key, word)))

@@ -15,27 +15,27 @@ use crate::users::filter::RoomEventFilter;
 
 /// The stretch of one room's timeline a user may search.
 #[derive(Debug, Clone)]
-pub struct Window {
-    pub room_id: OwnedRoomId,
+pub(crate) struct Window {
+    pub(crate) room_id: OwnedRoomId,
     /// The first position they may read (from the room's history visibility; each event
     /// after it is checked too, by `view`).
-    pub from: u64,
+    pub(crate) from: u64,
     /// The last position they may read now: the newest for a member, their departure for a
     /// former member.
-    pub visible_until: u64,
+    pub(crate) visible_until: u64,
     /// The last position this search reads (`visible_until`, or less for a later page).
-    pub upto: u64,
+    pub(crate) upto: u64,
     /// Whether they are still in the room (their state view is the current state).
-    pub joined: bool,
+    pub(crate) joined: bool,
     /// Which events of the window they may see, each by the visibility when it was sent.
-    pub view: Visibility,
+    pub(crate) view: Visibility,
 }
 
 /// The windows of the rooms a user may search, as `/messages` would let them read: rooms
 /// they are in, up to now; rooms they left (or were banned from) after being in, up to
 /// their departure. The spec asks for both ("including those that they have left").
 /// Rooms the filter or the token's group leaves out are skipped.
-pub fn readable_windows(
+pub(crate) fn readable_windows(
     storage: &Storage,
     rooms: &crate::rooms::Rooms,
     user_id: &UserId,
@@ -80,7 +80,7 @@ type Entries<'a> = Box<dyn Iterator<Item = StorageResult<((String, u64), String)
 ///
 /// Cost: one sled range per room, and for each event read a look at every room's next
 /// entry (rooms are few for a family server); the caller's `visit` loads the event.
-pub fn newest_first(
+pub(crate) fn newest_first(
     storage: &Storage,
     windows: &[Window],
     below: Option<u64>,

@@ -18,7 +18,7 @@ const MAX_TOKEN_LENGTH: usize = 2048;
 /// The order results come in (`order_by`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Order {
+pub(crate) enum Order {
     /// Newest first.
     Recent,
     /// Highest rank first, then newest first.
@@ -30,7 +30,7 @@ pub enum Order {
 /// results from within that group").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Scope {
+pub(crate) enum Scope {
     Room(String),
     Sender(String),
 }
@@ -38,32 +38,32 @@ pub enum Scope {
 /// Where a page of results starts: after the result with `rank` and `position`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Cursor {
+pub(crate) struct Cursor {
     #[serde(rename = "o")]
-    pub order: Order,
+    pub(crate) order: Order,
     /// The stream position the search reads up to.
     #[serde(rename = "s")]
-    pub snapshot: u64,
+    pub(crate) snapshot: u64,
     #[serde(rename = "r")]
-    pub rank: u64,
+    pub(crate) rank: u64,
     #[serde(rename = "p")]
-    pub position: u64,
+    pub(crate) position: u64,
     /// Results given before this page (for `count` under `recent`).
     #[serde(rename = "n")]
-    pub offset: u64,
+    pub(crate) offset: u64,
     #[serde(rename = "g", default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<Scope>,
+    pub(crate) scope: Option<Scope>,
 }
 
 impl Cursor {
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         // Serializing plain integers, strings and enums cannot fail.
         let json = serde_json::to_vec(self).unwrap_or_default();
         URL_SAFE_NO_PAD.encode(json)
     }
 
     /// Reads a `next_batch` token back; anything else is `400 M_INVALID_PARAM`.
-    pub fn decode(token: &str) -> Result<Cursor, Error> {
+    pub(crate) fn decode(token: &str) -> Result<Cursor, Error> {
         let invalid = || {
             Error::new(
                 ErrorKind::InvalidParam,
@@ -78,7 +78,7 @@ impl Cursor {
     }
 
     /// Whether a result with `rank` at `position` comes after this cursor in `self.order`.
-    pub fn comes_after(&self, rank: u64, position: u64) -> bool {
+    pub(crate) fn comes_after(&self, rank: u64, position: u64) -> bool {
         match self.order {
             Order::Recent => position < self.position,
             Order::Rank => rank < self.rank || (rank == self.rank && position < self.position),

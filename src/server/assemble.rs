@@ -22,7 +22,7 @@ use crate::users::Users;
 /// Assembles the services around one database and one signing key. `transport` (the
 /// outbound client) and `old_verify_keys` are read by the caller, which reports their
 /// failures as start-up errors.
-pub fn services(
+pub(crate) fn services(
     config: Config,
     storage: Storage,
     signing_key: SigningKey,

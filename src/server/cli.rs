@@ -19,11 +19,11 @@ use crate::users::accounts::moderation::Restriction;
 #[command(name = "hearth", version, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the homeserver. Without a config file (no --config, no $HEARTH_CONFIG, no
     /// ./hearth.toml) it runs on a built-in default: server name `localhost`, data in
     /// ./hearth-data, plain HTTP on 127.0.0.1:8008.
@@ -47,7 +47,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum KeyCommand {
+pub(crate) enum KeyCommand {
     /// Replace the signing key with a new one; the old one stays published (as an old key)
     /// so other servers can still check what it signed. Restart the server afterwards.
     Rotate {
@@ -57,7 +57,7 @@ pub enum KeyCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum TokenCommand {
+pub(crate) enum TokenCommand {
     /// Create a registration token and print it.
     Add {
         /// The token (1 to 64 of A-Z a-z 0-9 . _ ~ -); random when left out.
@@ -85,41 +85,41 @@ pub enum TokenCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct ConfigArg {
+pub(crate) struct ConfigArg {
     /// The config file. Default: $HEARTH_CONFIG, else ./hearth.toml if it exists, else the
     /// built-in default.
     #[arg(long, short, env = "HEARTH_CONFIG", value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// Where to write the config file.
     #[arg(long, short, default_value = "hearth.toml", value_name = "PATH")]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Your domain: user IDs will look like @you:NAME. Cannot be changed later.
     #[arg(long, default_value = "localhost", value_name = "NAME")]
-    pub server_name: String,
+    pub(crate) server_name: String,
     /// The data directory (database and signing key), relative to the config file.
     #[arg(long, default_value = "hearth-data", value_name = "DIR")]
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Generate a self-signed TLS certificate (for trying HTTPS, not for real federation)
     /// and add an HTTPS listener.
     #[arg(long)]
-    pub self_signed_cert: bool,
+    pub(crate) self_signed_cert: bool,
     /// Address of the plain HTTP listener (for a reverse proxy).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8008")]
-    pub http: SocketAddr,
+    pub(crate) http: SocketAddr,
     /// Address of the HTTPS listener [default with --self-signed-cert: 0.0.0.0:8448].
     #[arg(long, value_name = "ADDR")]
-    pub https: Option<SocketAddr>,
+    pub(crate) https: Option<SocketAddr>,
     /// Replace an existing config file (the signing key is always kept).
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum UserCommand {
+pub(crate) enum UserCommand {
     /// Create an account. The password is asked for on the terminal, or read as one line
     /// from standard input when that is not a terminal.
     Add {

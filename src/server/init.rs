@@ -12,27 +12,27 @@ use crate::matrix::crypto::SigningKey;
 use crate::server::StartupError;
 
 #[derive(Debug, Clone)]
-pub struct InitOptions {
-    pub config_path: PathBuf,
-    pub server_name: String,
+pub(crate) struct InitOptions {
+    pub(crate) config_path: PathBuf,
+    pub(crate) server_name: String,
     /// As written into the config: relative paths are relative to the config file.
-    pub data_dir: PathBuf,
-    pub http: Option<SocketAddr>,
-    pub https: Option<SocketAddr>,
-    pub self_signed_cert: bool,
-    pub force: bool,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) http: Option<SocketAddr>,
+    pub(crate) https: Option<SocketAddr>,
+    pub(crate) self_signed_cert: bool,
+    pub(crate) force: bool,
 }
 
 /// What `init` did, for the command to report.
 #[derive(Debug)]
-pub struct InitReport {
-    pub config_path: PathBuf,
-    pub signing_key: PathBuf,
-    pub key_created: bool,
-    pub certificate: Option<PathBuf>,
+pub(crate) struct InitReport {
+    pub(crate) config_path: PathBuf,
+    pub(crate) signing_key: PathBuf,
+    pub(crate) key_created: bool,
+    pub(crate) certificate: Option<PathBuf>,
 }
 
-pub fn init(options: &InitOptions) -> Result<InitReport, StartupError> {
+pub(crate) fn init(options: &InitOptions) -> Result<InitReport, StartupError> {
     let server_name = OwnedServerName::try_from(options.server_name.as_str()).map_err(|_| {
         StartupError::Usage(format!(
             "`{}` is not a valid server name: use the domain your users' IDs will end in, like example.org",

@@ -9,7 +9,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Installs the global subscriber. `RUST_LOG`, when set and valid, wins over the config.
-pub fn init(configured_level: &str) {
+pub(crate) fn init(configured_level: &str) {
     let from_env = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty());

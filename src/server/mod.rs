@@ -6,15 +6,15 @@
 //! files, reloaded on `SIGHUP`), [`logging`], [`systemd`] (readiness notification), and
 //! [`StartupError`]. Only this folder, `api` and the CLI name the assembled services.
 
-pub mod assemble;
+pub(crate) mod assemble;
 pub mod cli;
-pub mod init;
-pub mod logging;
-pub mod startup_error;
+pub(crate) mod init;
+pub(crate) mod logging;
+pub(crate) mod startup_error;
 pub mod systemd;
 pub mod tls;
 
-pub use startup_error::StartupError;
+pub(crate) use startup_error::StartupError;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -33,13 +33,13 @@ use crate::server::tls::CertificateStore;
 use crate::storage::Storage;
 
 /// A socket we listen on, and whether it speaks TLS.
-pub struct BoundListener {
-    pub listener: TcpListener,
-    pub tls: bool,
+pub(crate) struct BoundListener {
+    pub(crate) listener: TcpListener,
+    pub(crate) tls: bool,
 }
 
 /// Binds every configured listener, logging the address each really got (port 0 picks one).
-pub fn bind(config: &Config) -> Result<Vec<BoundListener>, StartupError> {
+pub(crate) fn bind(config: &Config) -> Result<Vec<BoundListener>, StartupError> {
     config
         .listeners
         .iter()
@@ -62,7 +62,7 @@ pub fn bind(config: &Config) -> Result<Vec<BoundListener>, StartupError> {
 
 /// Serves HTTP on `listeners` until `shutdown` resolves, then lets in-flight requests finish
 /// (up to `limits.shutdown_grace_seconds`) and flushes storage.
-pub async fn run(
+pub(crate) async fn run(
     app: web::Data<Services>,
     listeners: Vec<BoundListener>,
     certificates: Option<Arc<CertificateStore>>,
@@ -114,7 +114,7 @@ pub async fn run(
 }
 
 /// `hearth serve`: everything from a validated config to a running server.
-pub async fn serve(config: Config) -> Result<(), StartupError> {
+pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
     let started = Instant::now();
     // Signal handlers come first. A SIGTERM during a migration then waits for it to finish
     // and stops the server right after start-up; a SIGHUP is never fatal (its default action
@@ -216,7 +216,7 @@ async fn reload_on_sighup(mut hangup: Signal, certificates: Option<Arc<Certifica
 }
 
 /// Loads the signing key, generating one on the very first start.
-pub fn load_or_create_signing_key(path: &Path) -> Result<SigningKey, StartupError> {
+pub(crate) fn load_or_create_signing_key(path: &Path) -> Result<SigningKey, StartupError> {
     if !path.exists() {
         let key = SigningKey::generate();
         key.write_new(path)

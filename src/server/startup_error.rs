@@ -63,7 +63,7 @@ impl StartupError {
 }
 
 /// Reads and validates the config file at `path`.
-pub fn load_config(path: &Path) -> Result<Config, StartupError> {
+pub(crate) fn load_config(path: &Path) -> Result<Config, StartupError> {
     let text = std::fs::read_to_string(path).map_err(|source| StartupError::ReadFile {
         path: path.to_owned(),
         source,

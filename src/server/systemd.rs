@@ -5,7 +5,7 @@ use std::os::unix::net::UnixDatagram;
 
 /// Sends `state` (e.g. `READY=1`) to systemd if we run under it. Failures are logged, not
 /// fatal: a server that works but could not say so is better than one that stops.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };

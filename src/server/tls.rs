@@ -29,19 +29,19 @@ pub enum TlsError {
 
 /// The crypto provider every TLS use in Hearth shares: ring, which needs no C toolchain and
 /// cross-compiles for ARM64.
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The current certificate, shared by every TLS listener, swappable at run time.
 #[derive(Debug)]
-pub struct CertificateStore {
+pub(crate) struct CertificateStore {
     files: TlsConfig,
     current: RwLock<Arc<CertifiedKey>>,
 }
 
 impl CertificateStore {
-    pub fn load(files: &TlsConfig) -> Result<Arc<CertificateStore>, TlsError> {
+    pub(crate) fn load(files: &TlsConfig) -> Result<Arc<CertificateStore>, TlsError> {
         let key = load_certified_key(files)?;
         Ok(Arc::new(CertificateStore {
             files: files.clone(),
@@ -50,7 +50,7 @@ impl CertificateStore {
     }
 
     /// Reads the files again; on success new handshakes use the new certificate.
-    pub fn reload(&self) -> Result<(), TlsError> {
+    pub(crate) fn reload(&self) -> Result<(), TlsError> {
         let key = Arc::new(load_certified_key(&self.files)?);
         *self
             .current
@@ -68,7 +68,7 @@ impl CertificateStore {
 
     /// A rustls server configuration that asks this store for the certificate on every
     /// handshake. ALPN offers HTTP/1.1, the protocol our listeners speak.
-    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, TlsError> {
+    pub(crate) fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()

@@ -8,14 +8,14 @@ use super::{StorageError, StorageResult};
 /// Writes collected with `Tree::batch_insert` and `Tree::batch_remove`, applied by
 /// [`super::Storage::apply`].
 #[derive(Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     trees: Vec<sled::Tree>,
     /// (index into `trees`, key, new value or `None` to remove)
     writes: Vec<(usize, Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl Batch {
-    pub fn new() -> Batch {
+    pub(crate) fn new() -> Batch {
         Batch::default()
     }
 
@@ -28,10 +28,6 @@ impl Batch {
             }
         };
         self.writes.push((index, key, value));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
     }
 
     /// The keys the batch writes (or removes) in the tree named `name`.
@@ -47,7 +43,7 @@ impl Batch {
     }
 
     /// How many writes the batch holds.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.writes.len()
     }
 

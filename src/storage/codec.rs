@@ -180,7 +180,7 @@ impl KeyCodec for [u8; 32] {
 }
 
 /// The encoded prefix shared by every pair key whose first part is `first`.
-pub fn pair_prefix(first: &str) -> Vec<u8> {
+pub(crate) fn pair_prefix(first: &str) -> Vec<u8> {
     let mut bytes = first.as_bytes().to_vec();
     bytes.push(0xFF);
     bytes

@@ -8,7 +8,7 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 /// Writes a new file; fails with `AlreadyExists` (and changes nothing) if `path` exists.
-pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+pub(crate) fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let temporary = write_temporary(path, contents, mode)?;
     // A hard link never replaces an existing name: the check and the write are one step.
     let linked = fs::hard_link(&temporary, path);
@@ -18,7 +18,7 @@ pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 }
 
 /// Writes `path`, replacing any existing file in one step.
-pub fn replace(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+pub(crate) fn replace(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let temporary = write_temporary(path, contents, mode)?;
     if let Err(err) = fs::rename(&temporary, path) {
         let _ = fs::remove_file(&temporary);

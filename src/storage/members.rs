@@ -14,12 +14,12 @@ const CAPACITY: usize = 512;
 
 /// A room's joined members, summed up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JoinedSummary {
-    pub count: usize,
+pub(crate) struct JoinedSummary {
+    pub(crate) count: usize,
     /// The server of every joined member (ours included).
-    pub servers: BTreeSet<String>,
+    pub(crate) servers: BTreeSet<String>,
     /// The joined members with an account here (our users), in user ID order.
-    pub local: Vec<String>,
+    pub(crate) local: Vec<String>,
 }
 
 #[derive(Default)]
@@ -41,7 +41,7 @@ impl Inner {
 
 /// The cache of [`JoinedSummary`]s (see the module's doc).
 #[derive(Default)]
-pub struct MembersCache {
+pub(crate) struct MembersCache {
     inner: Mutex<Inner>,
 }
 
@@ -53,13 +53,13 @@ impl MembersCache {
     }
 
     /// The cached summary of `room`, and the room's generation (to hand to [`Self::keep`]).
-    pub fn get(&self, room: &str) -> (Option<Arc<JoinedSummary>>, u64) {
+    pub(crate) fn get(&self, room: &str) -> (Option<Arc<JoinedSummary>>, u64) {
         let inner = self.lock();
         (inner.summaries.get(room).cloned(), inner.generation(room))
     }
 
     /// Keeps a summary read at `generation`, unless a write touched the room since.
-    pub fn keep(&self, room: &str, generation: u64, summary: Arc<JoinedSummary>) {
+    pub(crate) fn keep(&self, room: &str, generation: u64, summary: Arc<JoinedSummary>) {
         let mut inner = self.lock();
         if inner.generation(room) != generation {
             return;
@@ -72,7 +72,7 @@ impl MembersCache {
 
     /// Forgets the summaries of the rooms whose memberships a write touched (keys of
     /// `roomuser_membership`, which begin with the room ID).
-    pub fn touched<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) {
+    pub(crate) fn touched<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) {
         let mut rooms: Vec<String> = keys
             .filter_map(|key| key.split(|&byte| byte == 0xFF).next())
             .map(|room| String::from_utf8_lossy(room).into_owned())

@@ -4,7 +4,7 @@
 
 /// Returns freed heap memory to the system (glibc); a no-op elsewhere.
 #[allow(unsafe_code)]
-pub fn release_freed() {
+pub(crate) fn release_freed() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's free lists; it takes its own locks.
     unsafe {
@@ -16,7 +16,7 @@ pub fn release_freed() {
 /// other threads) and the resident set size, in MiB: logged at
 /// the steps of memory-heavy work so that where memory goes can be read from the logs.
 #[allow(unsafe_code)]
-pub fn usage_mib() -> (f64, f64) {
+pub(crate) fn usage_mib() -> (f64, f64) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallinfo2 only reads the allocator's counters.
     let heap = {
@@ -34,7 +34,7 @@ pub fn usage_mib() -> (f64, f64) {
 
 /// Logs [`usage_mib`] at debug level, naming the step (nothing is measured when debug
 /// logging is off).
-pub fn log_usage(step: &str) {
+pub(crate) fn log_usage(step: &str) {
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }

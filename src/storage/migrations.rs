@@ -5,9 +5,9 @@
 use super::{Storage, StorageError, StorageResult};
 
 pub(super) struct Migration {
-    pub version: u64,
-    pub description: &'static str,
-    pub apply: fn(&Storage) -> StorageResult<()>,
+    pub(crate) version: u64,
+    pub(crate) description: &'static str,
+    pub(crate) apply: fn(&Storage) -> StorageResult<()>,
 }
 
 pub(super) const MIGRATIONS: &[Migration] = &[
@@ -198,6 +198,7 @@ fn index_snapshots(storage: &Storage) -> StorageResult<()> {
     Ok(())
 }
 
+#[cfg(test)]
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 

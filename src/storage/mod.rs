@@ -13,14 +13,14 @@
 
 mod batch;
 mod codec;
-pub mod files;
+pub(crate) mod files;
 mod lock;
 mod members;
-pub mod memory;
+pub(crate) mod memory;
 mod migrations;
-pub mod records;
-pub mod snapshots;
-pub mod stream;
+pub(crate) mod records;
+pub(crate) mod snapshots;
+pub(crate) mod stream;
 #[cfg(test)]
 pub(crate) mod testing;
 mod tree;
@@ -28,11 +28,12 @@ mod tree;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
-pub use batch::Batch;
-pub use codec::{Json, KeyCodec, ValueCodec, pair_prefix};
-pub use members::JoinedSummary;
-pub use migrations::SCHEMA_VERSION;
-pub use tree::Tree;
+pub(crate) use batch::Batch;
+pub(crate) use codec::{Json, KeyCodec, pair_prefix};
+pub(crate) use members::JoinedSummary;
+#[cfg(test)]
+pub(crate) use migrations::SCHEMA_VERSION;
+pub(crate) use tree::Tree;
 
 use records::{
     AccountDataRecord, AccountRecord, AliasRecord, DeviceRecord, EventMeta, KeptEdu,
@@ -70,13 +71,13 @@ pub enum StorageError {
     },
 }
 
-pub type StorageResult<T> = Result<T, StorageError>;
+pub(crate) type StorageResult<T> = Result<T, StorageError>;
 
 /// A state entry's `(type, state key)`.
-pub type StateKey = (String, String);
+pub(crate) type StateKey = (String, String);
 
 /// A state entry and the event that holds it: `((type, state key), event ID)`.
-pub type StateEntry = (StateKey, String);
+pub(crate) type StateEntry = (StateKey, String);
 
 /// The open database and its typed trees.
 pub struct Storage {
@@ -84,13 +85,13 @@ pub struct Storage {
     /// `key name` → value: `schema_version` (u64).
     meta: sled::Tree,
     /// `@user:server` → [`AccountRecord`] (JSON).
-    pub userid_account: Tree<String, Json<AccountRecord>>,
+    pub(crate) userid_account: Tree<String, Json<AccountRecord>>,
     /// SHA-256 of an access token (32 bytes) → [`SessionRecord`]: who the token is.
-    pub tokenhash_session: Tree<[u8; 32], Json<SessionRecord>>,
+    pub(crate) tokenhash_session: Tree<[u8; 32], Json<SessionRecord>>,
     /// `@user:server` 0xFF `DEVICEID` → [`DeviceRecord`].
-    pub userdevice_device: Tree<(String, String), Json<DeviceRecord>>,
+    pub(crate) userdevice_device: Tree<(String, String), Json<DeviceRecord>>,
     /// registration token → [`RegistrationTokenRecord`].
-    pub token_registration: Tree<String, Json<RegistrationTokenRecord>>,
+    pub(crate) token_registration: Tree<String, Json<RegistrationTokenRecord>>,
     /// event ID → the event's canonical JSON, as received or sent.
     pub eventid_pdu: Tree<String, String>,
     /// event ID → [`EventMeta`]: its room and stream position.
@@ -98,89 +99,89 @@ pub struct Storage {
     /// room ID → [`RoomRecord`]: version and forward extremities.
     pub roomid_room: Tree<String, Json<RoomRecord>>,
     /// room 0xFF event type 0xFF state key → event ID: the room's current state.
-    pub roomstate_eventid: Tree<(String, String, String), String>,
+    pub(crate) roomstate_eventid: Tree<(String, String, String), String>,
     /// room 0xFF stream position (u64) → event ID: the room's timeline, in order.
-    pub roomstream_eventid: Tree<(String, u64), String>,
+    pub(crate) roomstream_eventid: Tree<(String, u64), String>,
     /// user 0xFF room → [`MembershipRecord`]: the user's membership and its stream position.
-    pub userroom_membership: Tree<(String, String), Json<MembershipRecord>>,
+    pub(crate) userroom_membership: Tree<(String, String), Json<MembershipRecord>>,
     /// user 0xFF device 0xFF transaction ID → event ID: a resent message is not sent twice.
-    pub txn_eventid: Tree<(String, String, String), String>,
+    pub(crate) txn_eventid: Tree<(String, String, String), String>,
     /// user 0xFF scope (room ID, or empty for global) 0xFF type → [`AccountDataRecord`].
-    pub useraccountdata_data: Tree<(String, String, String), Json<AccountDataRecord>>,
+    pub(crate) useraccountdata_data: Tree<(String, String, String), Json<AccountDataRecord>>,
     /// user → profile fields (`displayname`, `avatar_url`).
-    pub userid_profile: Tree<String, Json<serde_json::Map<String, serde_json::Value>>>,
+    pub(crate) userid_profile: Tree<String, Json<serde_json::Map<String, serde_json::Value>>>,
     /// user 0xFF filter ID → the filter's JSON.
-    pub userfilter_filter: Tree<(String, String), String>,
+    pub(crate) userfilter_filter: Tree<(String, String), String>,
     /// room 0xFF receipt type 0xFF user NUL thread → [`ReceiptRecord`].
-    pub roomreceipt_record: Tree<(String, String, String), Json<ReceiptRecord>>,
+    pub(crate) roomreceipt_record: Tree<(String, String, String), Json<ReceiptRecord>>,
     /// room alias → [`AliasRecord`].
-    pub alias_room: Tree<String, Json<AliasRecord>>,
+    pub(crate) alias_room: Tree<String, Json<AliasRecord>>,
     /// room ID → 1: the rooms listed in the public room directory.
-    pub roomid_published: Tree<String, u64>,
+    pub(crate) roomid_published: Tree<String, u64>,
     /// OpenID token → `{user_id, expires_at}`, for third parties to check (federation).
-    pub openid_user: Tree<String, Json<serde_json::Value>>,
+    pub(crate) openid_user: Tree<String, Json<serde_json::Value>>,
     /// user → the user's pushers, as clients set them.
-    pub userid_pushers: Tree<String, Json<Vec<serde_json::Value>>>,
+    pub(crate) userid_pushers: Tree<String, Json<Vec<serde_json::Value>>>,
     /// parent event 0xFF stream position → child event ID: events that relate to another
     /// (`m.relates_to`: threads, annotations, edits, references).
-    pub parent_child: Tree<(String, u64), String>,
+    pub(crate) parent_child: Tree<(String, u64), String>,
     /// room 0xFF thread root → stream position of the thread's latest event.
-    pub roomthread_latest: Tree<(String, String), u64>,
+    pub(crate) roomthread_latest: Tree<(String, String), u64>,
     /// room 0xFF type 0xFF state key 0xFF stream position → event ID: every value a state
     /// entry has had, so the room's state as of any position can be read back.
-    pub roomstate_history: Tree<(String, String, String, u64), String>,
+    pub(crate) roomstate_history: Tree<(String, String, String, u64), String>,
     /// room 0xFF stream position → the `(type, state key)`s that changed there: the state
     /// changes between two positions without reading the events between them.
-    pub roomstream_state: Tree<(String, u64), Json<Vec<StateKey>>>,
+    pub(crate) roomstream_state: Tree<(String, u64), Json<Vec<StateKey>>>,
     /// user 0xFF stream position → a notification (push rules said `notify`), newest last.
-    pub usernotify_record: Tree<(String, u64), Json<NotificationRecord>>,
+    pub(crate) usernotify_record: Tree<(String, u64), Json<NotificationRecord>>,
     /// user 0xFF room 0xFF stream position → `(highlight, thread)`: unread counts per room.
-    pub userroomnotify_flags: Tree<(String, String, u64), Json<UnreadFlags>>,
+    pub(crate) userroomnotify_flags: Tree<(String, String, u64), Json<UnreadFlags>>,
     /// user 0xFF room 0xFF thread (`""` unthreaded, `main`, or a thread root) → the stream
     /// position the user has read up to there (receipts, or sending an event).
-    pub userroom_read: Tree<(String, String, String), u64>,
+    pub(crate) userroom_read: Tree<(String, String, String), u64>,
     /// stream position → the room something happened in there (an event or a receipt):
     /// an incremental `/sync` visits only the rooms that changed.
-    pub stream_room: Tree<u64, String>,
+    pub(crate) stream_room: Tree<u64, String>,
     /// user 0xFF stream position → `(scope, type)` of the account data changed there (only
     /// each key's latest change is kept).
-    pub userstream_accountdata: Tree<(String, u64), Json<(String, String)>>,
+    pub(crate) userstream_accountdata: Tree<(String, u64), Json<(String, String)>>,
     /// `(type, state key)` → its short ID, and back: snapshots hold numbers, not strings.
-    pub statekey_short: Tree<(String, String), u64>,
-    pub short_statekey: Tree<u64, Json<(String, String)>>,
+    pub(crate) statekey_short: Tree<(String, String), u64>,
+    pub(crate) short_statekey: Tree<u64, Json<(String, String)>>,
     /// event ID → its short ID, and back.
-    pub eventid_short: Tree<String, u64>,
-    pub short_eventid: Tree<u64, String>,
+    pub(crate) eventid_short: Tree<String, u64>,
+    pub(crate) short_eventid: Tree<u64, String>,
     /// snapshot ID → a state snapshot (a delta on a parent, or a full copy).
-    pub snapshot_data: Tree<u64, Json<SnapshotRecord>>,
+    pub(crate) snapshot_data: Tree<u64, Json<SnapshotRecord>>,
     /// event ID → the snapshot of the room's state before it (what it was authorized
     /// against).
-    pub eventid_statebefore: Tree<String, u64>,
+    pub(crate) eventid_statebefore: Tree<String, u64>,
     /// parent event 0xFF relation type 0xFF stream position → `(child, sender)`: what
     /// relates to an event by type, for bundled aggregations without reading reactions.
-    pub parentrel_child: Tree<(String, String, u64), Json<(String, String)>>,
+    pub(crate) parentrel_child: Tree<(String, String, u64), Json<(String, String)>>,
     /// room 0xFF user → their membership (`join`, `invite`, …): a room's members without
     /// reading their events. Written only in a [`Batch`] given to [`Storage::apply`], which
     /// keeps [`Storage::joined_summary`] in step.
-    pub roomuser_membership: Tree<(String, String), String>,
+    pub(crate) roomuser_membership: Tree<(String, String), String>,
     /// user 0xFF room → the stripped state another server sent with an invite to a room we
     /// do not hold.
-    pub userroom_invitestate: Tree<(String, String), Json<Vec<serde_json::Value>>>,
+    pub(crate) userroom_invitestate: Tree<(String, String), Json<Vec<serde_json::Value>>>,
     /// server name → [`ServerKeys`]: another server's signing keys, as last fetched and
     /// verified (directly or through a notary).
-    pub servername_keys: Tree<String, Json<ServerKeys>>,
+    pub(crate) servername_keys: Tree<String, Json<ServerKeys>>,
     /// destination server 0xFF sequence number → [`QueueItem`]: what waits to be sent to
     /// that server (an event ID or an EDU), in order.
-    pub destination_queue: Tree<(String, u64), Json<QueueItem>>,
+    pub(crate) destination_queue: Tree<(String, u64), Json<QueueItem>>,
     /// destination server → [`PendingTxn`]: the transaction being sent there, so a retry,
     /// even after a restart, sends the same ID with the same content.
-    pub destination_txn: Tree<String, Json<PendingTxn>>,
+    pub(crate) destination_txn: Tree<String, Json<PendingTxn>>,
     /// destination server → the sequence number last queued for it: every server that may
     /// have something queued, read at start-up.
-    pub destination_known: Tree<String, u64>,
+    pub(crate) destination_known: Tree<String, u64>,
     /// sequence number → [`KeptEdu`]: end-to-end encryption EDUs received from other
     /// servers, kept (the newest few thousand) for the E2EE issue to consume.
-    pub seq_keptedu: Tree<u64, Json<KeptEdu>>,
+    pub(crate) seq_keptedu: Tree<u64, Json<KeptEdu>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -266,7 +267,7 @@ impl Storage {
     }
 
     /// The schema version recorded in the database (0 for a database never migrated).
-    pub fn schema_version(&self) -> StorageResult<u64> {
+    pub(crate) fn schema_version(&self) -> StorageResult<u64> {
         self.meta
             .get(b"schema_version")?
             .map(|bytes| <u64 as KeyCodec>::decode(&bytes))
@@ -276,7 +277,7 @@ impl Storage {
 
     /// A new number from the counter `name` (short IDs, snapshot IDs): never handed out twice,
     /// though a crash may skip some.
-    pub fn next_id(&self, name: &str) -> StorageResult<u64> {
+    pub(crate) fn next_id(&self, name: &str) -> StorageResult<u64> {
         let key = format!("counter.{name}");
         let next = self.meta.update_and_fetch(key.as_bytes(), |current| {
             let current = current
@@ -291,7 +292,7 @@ impl Storage {
 
     /// The value of the counter `name` (see [`Storage::next_id`]), or `None` if it was never
     /// set: a task that remembers how far it got tells a first start from position 0.
-    pub fn counter(&self, name: &str) -> StorageResult<Option<u64>> {
+    pub(crate) fn counter(&self, name: &str) -> StorageResult<Option<u64>> {
         let key = format!("counter.{name}");
         self.meta
             .get(key.as_bytes())?
@@ -301,13 +302,13 @@ impl Storage {
 
     /// Sets the counter `name` in `batch`, so it moves together with the batch's other
     /// writes (a position handled and what handling it queued).
-    pub fn batch_set_counter(&self, batch: &mut Batch, name: &str, value: u64) {
+    pub(crate) fn batch_set_counter(&self, batch: &mut Batch, name: &str, value: u64) {
         let key = format!("counter.{name}");
         batch.push(&self.meta, key.into_bytes(), Some(value.encode()));
     }
 
     /// The next position of the global stream that orders everything a client can receive.
-    pub fn next_stream_position(&self) -> StorageResult<u64> {
+    pub(crate) fn next_stream_position(&self) -> StorageResult<u64> {
         let next = self.meta.update_and_fetch(b"stream_position", |current| {
             let current = current
                 .and_then(|bytes| <u64 as KeyCodec>::decode(bytes).ok())
@@ -322,7 +323,7 @@ impl Storage {
     /// The last position handed out (0 before anything happened).
     /// Skips `count` positions of the global stream and returns the first of them: a block
     /// no live event will take (a room joined over federation keeps one for its history).
-    pub fn reserve_stream_positions(&self, count: u64) -> StorageResult<u64> {
+    pub(crate) fn reserve_stream_positions(&self, count: u64) -> StorageResult<u64> {
         let next = self.meta.update_and_fetch(b"stream_position", |current| {
             let current = current
                 .and_then(|bytes| <u64 as KeyCodec>::decode(bytes).ok())
@@ -336,7 +337,7 @@ impl Storage {
         Ok(last.saturating_sub(count) + 1)
     }
 
-    pub fn current_stream_position(&self) -> StorageResult<u64> {
+    pub(crate) fn current_stream_position(&self) -> StorageResult<u64> {
         self.meta
             .get(b"stream_position")?
             .map(|bytes| <u64 as KeyCodec>::decode(&bytes))
@@ -350,14 +351,14 @@ impl Storage {
     }
 
     /// Held while reading records and writing a batch that depends on what was read.
-    pub fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
+    pub(crate) fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
         self.write_lock
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Applies a [`Batch`]: all of its writes, or none.
-    pub fn apply(&self, batch: Batch) -> StorageResult<()> {
+    pub(crate) fn apply(&self, batch: Batch) -> StorageResult<()> {
         let touched = batch.keys_of(&self.roomuser_membership.name());
         let result = batch.apply();
         self.members.touched(touched.iter().map(Vec::as_slice));
@@ -367,7 +368,10 @@ impl Storage {
     /// How many users are joined to `room`, their servers, and which are ours: from memory
     /// when no write
     /// touched the room's memberships since it was last read (see [`members`]).
-    pub fn joined_summary(&self, room: &str) -> StorageResult<std::sync::Arc<JoinedSummary>> {
+    pub(crate) fn joined_summary(
+        &self,
+        room: &str,
+    ) -> StorageResult<std::sync::Arc<JoinedSummary>> {
         let (cached, generation) = self.members.get(room);
         if let Some(summary) = cached {
             return Ok(summary);
@@ -393,13 +397,13 @@ impl Storage {
 
     /// Writes everything buffered to disk. Acknowledged writes call this (grouped) before
     /// answering; shutdown calls it last.
-    pub async fn flush(&self) -> StorageResult<()> {
+    pub(crate) async fn flush(&self) -> StorageResult<()> {
         self.db.flush_async().await?;
         Ok(())
     }
 
     /// The blocking variant of [`Storage::flush`], for CLI commands.
-    pub fn flush_blocking(&self) -> StorageResult<()> {
+    pub(crate) fn flush_blocking(&self) -> StorageResult<()> {
         self.db.flush()?;
         Ok(())
     }
@@ -408,7 +412,7 @@ impl Storage {
     /// freeing them until no reader can hold them, and then frees only a few at each later
     /// operation: after a large write (a room joined with 10,000 state events), tens of MB
     /// would stay allocated for a long time. Each pin-and-flush here advances that work.
-    pub fn collect_garbage(&self) {
+    pub(crate) fn collect_garbage(&self) {
         for _ in 0..GARBAGE_ROUNDS {
             sled::pin().flush();
         }

@@ -12,16 +12,16 @@ use std::collections::BTreeMap;
 use super::{Batch, StateEntry, Storage, StorageError};
 
 /// State keys and events by short ID: the state of a room at one point.
-pub type StateMap = BTreeMap<u64, u64>;
+pub(crate) type StateMap = BTreeMap<u64, u64>;
 
 /// How many deltas may be stacked before a snapshot is stored whole.
 const FULL_COPY_EVERY: u32 = 32;
 
-pub use super::records::SnapshotRecord;
+pub(crate) use super::records::SnapshotRecord;
 
 /// The short ID of `(kind, state_key)`, given one now if it had none. Written at once,
 /// outside any batch: a mapping nobody uses yet is harmless, and two writers agree on one.
-pub fn short_state_key(
+pub(crate) fn short_state_key(
     storage: &Storage,
     kind: &str,
     state_key: &str,
@@ -43,7 +43,7 @@ pub fn short_state_key(
 }
 
 /// The short ID of an event, given one now if it had none (as [`short_state_key`]).
-pub fn short_event_id(storage: &Storage, event_id: &str) -> Result<u64, StorageError> {
+pub(crate) fn short_event_id(storage: &Storage, event_id: &str) -> Result<u64, StorageError> {
     let key = event_id.to_owned();
     if let Some(short) = storage.eventid_short.get(&key)? {
         return Ok(short);
@@ -60,13 +60,13 @@ pub fn short_event_id(storage: &Storage, event_id: &str) -> Result<u64, StorageE
 }
 
 /// Reads a snapshot back whole: the chain of deltas down to its full copy, applied in order.
-pub fn load(storage: &Storage, snapshot: u64) -> Result<StateMap, StorageError> {
+pub(crate) fn load(storage: &Storage, snapshot: u64) -> Result<StateMap, StorageError> {
     load_pending(storage, snapshot, &BTreeMap::new())
 }
 
 /// Adds to `batch` a snapshot that is `parent` (none: the empty state) with `changes`
 /// applied, and returns its ID. Stored whole when the chain would grow too long.
-pub fn derive(
+pub(crate) fn derive(
     storage: &Storage,
     batch: &mut Batch,
     parent: Option<u64>,
@@ -111,7 +111,7 @@ pub fn derive(
 }
 
 /// Stores a whole state as a new snapshot (after a join over federation, or a resolution).
-pub fn store_full(
+pub(crate) fn store_full(
     storage: &Storage,
     batch: &mut Batch,
     state: &StateMap,
@@ -164,7 +164,7 @@ fn load_pending(
 }
 
 /// The state before `event_id`, with full names: `((type, state key), event ID)`.
-pub fn state_before(
+pub(crate) fn state_before(
     storage: &Storage,
     event_id: &str,
 ) -> Result<Option<Vec<StateEntry>>, StorageError> {
@@ -175,7 +175,7 @@ pub fn state_before(
 }
 
 /// A state map with its short IDs turned back into names.
-pub fn named(storage: &Storage, state: &StateMap) -> Result<Vec<StateEntry>, StorageError> {
+pub(crate) fn named(storage: &Storage, state: &StateMap) -> Result<Vec<StateEntry>, StorageError> {
     state
         .iter()
         .map(|(key, event)| {

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::{Batch, Storage, StorageError};
 
-pub struct Stream {
+pub(crate) struct Stream {
     /// Held while stream positions are taken and their batch applied.
     ordered: Mutex<()>,
     /// The newest position whose write, and every earlier one, is stored and flushed.
@@ -20,7 +20,7 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(current_position: u64) -> Stream {
+    pub(crate) fn new(current_position: u64) -> Stream {
         Stream {
             ordered: Mutex::new(()),
             visible: watch::channel(current_position).0,
@@ -28,18 +28,18 @@ impl Stream {
     }
 
     /// A receiver that changes whenever new positions become visible.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.visible.subscribe()
     }
 
     /// The newest stream position that readers may serve.
-    pub fn visible_position(&self) -> u64 {
+    pub(crate) fn visible_position(&self) -> u64 {
         *self.visible.borrow()
     }
 
     /// Held around taking positions and applying their batch (keep it short: it is shared
     /// by every room and user).
-    pub fn ordered(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn ordered(&self) -> MutexGuard<'_, ()> {
         self.ordered
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -47,7 +47,7 @@ impl Stream {
 
     /// Takes the next position, lets `stage` fill a batch for it, applies and flushes the
     /// batch, then makes the position visible.
-    pub async fn commit_at_next_position<E: From<StorageError>>(
+    pub(crate) async fn commit_at_next_position<E: From<StorageError>>(
         &self,
         storage: &Storage,
         stage: impl FnOnce(&mut Batch, u64) -> Result<(), E>,
@@ -68,7 +68,7 @@ impl Stream {
     /// Notes that something happened in `room` at `position` (an event, a receipt): an
     /// incremental `/sync` then visits only the rooms that changed. The one writer of
     /// `stream_room`.
-    pub fn stage_room_change(
+    pub(crate) fn stage_room_change(
         storage: &Storage,
         batch: &mut Batch,
         position: u64,
@@ -80,7 +80,7 @@ impl Stream {
     }
 
     /// Moves the visible position forward (never back) and wakes whoever waits on it.
-    pub fn publish(&self, position: u64) {
+    pub(crate) fn publish(&self, position: u64) {
         self.visible.send_if_modified(|visible| {
             let newer = position > *visible;
             if newer {

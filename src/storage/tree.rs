@@ -30,25 +30,25 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
             .transpose()
     }
 
-    pub fn contains_key(&self, key: &K) -> StorageResult<bool> {
+    pub(crate) fn contains_key(&self, key: &K) -> StorageResult<bool> {
         Ok(self.tree.contains_key(key.encode())?)
     }
 
-    pub fn insert(&self, key: &K, value: &V::Value) -> StorageResult<()> {
+    pub(crate) fn insert(&self, key: &K, value: &V::Value) -> StorageResult<()> {
         self.tree.insert(key.encode(), V::encode(value)?)?;
         Ok(())
     }
 
     /// Inserts only when the key is absent; returns whether it did. Atomic, so two writers
     /// cannot both create the same record.
-    pub fn insert_new(&self, key: &K, value: &V::Value) -> StorageResult<bool> {
+    pub(crate) fn insert_new(&self, key: &K, value: &V::Value) -> StorageResult<bool> {
         let swapped =
             self.tree
                 .compare_and_swap(key.encode(), None::<&[u8]>, Some(V::encode(value)?))?;
         Ok(swapped.is_ok())
     }
 
-    pub fn remove(&self, key: &K) -> StorageResult<()> {
+    pub(crate) fn remove(&self, key: &K) -> StorageResult<()> {
         self.tree.remove(key.encode())?;
         Ok(())
     }
@@ -56,7 +56,7 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
     /// Changes one value in place, atomically: `change` sees the current value (or `None`)
     /// and returns the new one (`None` removes it). It may run more than once under
     /// contention, so it must not have side effects. Returns the value written.
-    pub fn update(
+    pub(crate) fn update(
         &self,
         key: &K,
         mut change: impl FnMut(Option<V::Value>) -> Option<V::Value>,
@@ -85,18 +85,23 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
     }
 
     /// Adds an insert to `batch`, applied with the batch's other writes or not at all.
-    pub fn batch_insert(&self, batch: &mut Batch, key: &K, value: &V::Value) -> StorageResult<()> {
+    pub(crate) fn batch_insert(
+        &self,
+        batch: &mut Batch,
+        key: &K,
+        value: &V::Value,
+    ) -> StorageResult<()> {
         batch.push(&self.tree, key.encode(), Some(V::encode(value)?));
         Ok(())
     }
 
     /// Adds a removal to `batch`.
-    pub fn batch_remove(&self, batch: &mut Batch, key: &K) {
+    pub(crate) fn batch_remove(&self, batch: &mut Batch, key: &K) {
         batch.push(&self.tree, key.encode(), None);
     }
 
     /// The entries whose encoded key starts with `prefix`, in key order.
-    pub fn scan_prefix(
+    pub(crate) fn scan_prefix(
         &self,
         prefix: &[u8],
     ) -> impl Iterator<Item = StorageResult<(K, V::Value)>> + '_ {
@@ -108,7 +113,7 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
 
     /// The entries from `from` to `to` (both included), in key order or, with `.rev()`,
     /// backwards; none when `to` comes before `from`. Streams: nothing is collected here.
-    pub fn range(
+    pub(crate) fn range(
         &self,
         from: &K,
         to: &K,

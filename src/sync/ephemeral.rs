@@ -10,17 +10,17 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::{mpsc, watch};
 
 /// The longest a client may say it keeps typing without repeating itself.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A user's presence.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Presence {
+pub(crate) struct Presence {
     /// `online`, `unavailable` or `offline`.
-    pub presence: String,
-    pub status_msg: Option<String>,
-    pub last_active: Instant,
+    pub(crate) presence: String,
+    pub(crate) status_msg: Option<String>,
+    pub(crate) last_active: Instant,
     /// The serial of its last change.
-    pub changed: u64,
+    pub(crate) changed: u64,
 }
 
 /// Idle this long, an online user becomes unavailable, and an unavailable one offline.
@@ -32,7 +32,7 @@ const CURRENTLY_ACTIVE: Duration = Duration::from_secs(5 * 60);
 
 impl Presence {
     /// The client form: `presence`, `last_active_ago`, `currently_active`, `status_msg`.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let ago = self.last_active.elapsed();
         let mut content = serde_json::json!({
             "presence": self.presence,
@@ -59,7 +59,7 @@ struct Rooms {
 /// A change told to whoever called [`Ephemeral::watch_changes`] (the federation sender,
 /// which tells other servers about our users).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// `user_id` started (or, again, still is) typing, or stopped or timed out.
     Typing {
         room_id: OwnedRoomId,
@@ -70,7 +70,7 @@ pub enum Change {
     Presence { user_id: OwnedUserId },
 }
 
-pub struct Ephemeral {
+pub(crate) struct Ephemeral {
     rooms: Mutex<Rooms>,
     /// The newest serial; `/sync` long-polls wake on it.
     serial: watch::Sender<u64>,
@@ -95,13 +95,13 @@ impl Default for Ephemeral {
 }
 
 /// The longest status message kept.
-pub const MAX_STATUS_BYTES: usize = 1024;
+pub(crate) const MAX_STATUS_BYTES: usize = 1024;
 
 impl Ephemeral {
     /// The one receiver of typing and presence changes (`None` for later callers). Holds at
     /// most `capacity` changes: a listener that falls behind misses some, which for
     /// ephemeral news is better than memory growing without bound.
-    pub fn watch_changes(&self, capacity: usize) -> Option<mpsc::Receiver<Change>> {
+    pub(crate) fn watch_changes(&self, capacity: usize) -> Option<mpsc::Receiver<Change>> {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
         self.changes.set(sender).ok().map(|()| receiver)
     }
@@ -114,29 +114,9 @@ impl Ephemeral {
         }
     }
 
-    /// Marks the user active from a `/sync`: presence only ever goes up this way (offline →
-    /// unavailable → online), so two devices syncing with different `set_presence` do not
-    /// flip it back and forth.
-    pub fn mark_active(&self, user_id: &UserId, presence: &str) {
-        let rank = |p: &str| match p {
-            "online" => 2,
-            "unavailable" => 1,
-            _ => 0,
-        };
-        let current = self.presence_of(user_id);
-        match current {
-            Some(current) if rank(&current.presence) >= rank(presence) => {
-                if let Some(entry) = self.lock().presence.get_mut(user_id) {
-                    entry.last_active = Instant::now();
-                }
-            }
-            _ => self.set_presence(user_id, presence, None),
-        }
-    }
-
     /// Sets a user's presence. Only a change of state or message is a change others hear of;
     /// activity alone refreshes `last_active`.
-    pub fn set_presence(
+    pub(crate) fn set_presence(
         &self,
         user_id: &UserId,
         presence: &str,
@@ -174,12 +154,12 @@ impl Ephemeral {
         }
     }
 
-    pub fn presence_of(&self, user_id: &UserId) -> Option<Presence> {
+    pub(crate) fn presence_of(&self, user_id: &UserId) -> Option<Presence> {
         self.lock().presence.get(user_id).cloned()
     }
 
     /// Every presence that changed after serial `since`.
-    pub fn presence_changes(&self, since: u64) -> Vec<(OwnedUserId, Presence)> {
+    pub(crate) fn presence_changes(&self, since: u64) -> Vec<(OwnedUserId, Presence)> {
         let rooms = self.lock();
         rooms
             .presence
@@ -189,16 +169,16 @@ impl Ephemeral {
             .collect()
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.serial.subscribe()
     }
 
-    pub fn serial(&self) -> u64 {
+    pub(crate) fn serial(&self) -> u64 {
         *self.serial.borrow()
     }
 
     /// Marks `user` as typing in `room` for `timeout`, or (with `None`) as done.
-    pub fn set_typing(&self, room_id: &RoomId, user_id: &UserId, timeout: Option<Duration>) {
+    pub(crate) fn set_typing(&self, room_id: &RoomId, user_id: &UserId, timeout: Option<Duration>) {
         let mut rooms = self.lock();
         let users = rooms.typing.entry(room_id.to_owned()).or_default();
         let changed = match timeout {
@@ -226,7 +206,7 @@ impl Ephemeral {
 
     /// Forgets whoever's typing time is up, and steps idle users down (online → unavailable
     /// after 5 minutes, → offline after 30); a change wakes `/sync`.
-    pub fn expire(&self) {
+    pub(crate) fn expire(&self) {
         let mut rooms = self.lock();
         let now = Instant::now();
         let mut stepped = Vec::new();
@@ -276,7 +256,7 @@ impl Ephemeral {
     }
 
     /// The rooms whose typing changed after serial `since`.
-    pub fn typing_rooms_changed_since(&self, since: u64) -> Vec<OwnedRoomId> {
+    pub(crate) fn typing_rooms_changed_since(&self, since: u64) -> Vec<OwnedRoomId> {
         let rooms = self.lock();
         rooms
             .changed
@@ -287,7 +267,11 @@ impl Ephemeral {
     }
 
     /// Who is typing in `room`, if that changed after serial `since`.
-    pub fn typing_changed_since(&self, room_id: &RoomId, since: u64) -> Option<Vec<OwnedUserId>> {
+    pub(crate) fn typing_changed_since(
+        &self,
+        room_id: &RoomId,
+        since: u64,
+    ) -> Option<Vec<OwnedUserId>> {
         let rooms = self.lock();
         let changed = rooms.changed.get(room_id).copied().unwrap_or(0);
         (changed > since).then(|| {

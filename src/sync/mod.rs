@@ -11,9 +11,9 @@
 //! Also here: [`receipts`] (who read what, stored) and [`ephemeral`] (typing and presence,
 //! in memory with expiry, as the spec lets them be).
 
-pub mod ephemeral;
+pub(crate) mod ephemeral;
 mod notifications;
-pub mod receipts;
+pub(crate) mod receipts;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -37,36 +37,36 @@ use ephemeral::Ephemeral;
 /// The sync service: the database, the room service (its stream position and notifier),
 /// typing and presence, our server's name, and the flag that ends long polls when the server
 /// stops.
-pub struct SyncService {
-    pub storage: Arc<Storage>,
-    pub rooms: Arc<Rooms>,
-    pub ephemeral: Arc<Ephemeral>,
-    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
-    pub our_server: ruma::OwnedServerName,
+pub(crate) struct SyncService {
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) rooms: Arc<Rooms>,
+    pub(crate) ephemeral: Arc<Ephemeral>,
+    pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    pub(crate) our_server: ruma::OwnedServerName,
 }
 
 /// The longest a request waits for something new.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
-pub struct SyncRequest {
+pub(crate) struct SyncRequest {
     /// The stream position of the last sync.
-    pub since: Option<u64>,
+    pub(crate) since: Option<u64>,
     /// The typing serial of the last sync.
-    pub since_typing: u64,
-    pub timeout: Duration,
-    pub full_state: bool,
-    pub filter: Filter,
+    pub(crate) since_typing: u64,
+    pub(crate) timeout: Duration,
+    pub(crate) full_state: bool,
+    pub(crate) filter: Filter,
     /// Send `state_after` (the state at the end of the timeline) instead of `state`.
-    pub use_state_after: bool,
+    pub(crate) use_state_after: bool,
     /// The requesting device: its own messages carry their transaction IDs.
-    pub device_id: String,
+    pub(crate) device_id: String,
     /// How this sync marks the user: `online` (the default), `unavailable`, or `offline`
     /// (not marked at all).
-    pub set_presence: String,
+    pub(crate) set_presence: String,
 }
 
 /// Answers a sync, waiting up to `request.timeout` for news when there is none.
-pub async fn sync(
+pub(crate) async fn sync(
     service: &SyncService,
     user_id: &UserId,
     request: &SyncRequest,
@@ -107,7 +107,7 @@ pub async fn sync(
     }
 }
 
-pub use crate::rooms::timeline::parse_token;
+pub(crate) use crate::rooms::timeline::parse_token;
 
 /// The response for positions after `since` up to `upto`, and whether it holds anything.
 fn build(
@@ -522,7 +522,11 @@ fn presence_events(
 
 impl SyncService {
     /// Whether both users are joined to some room: who may see whose presence.
-    pub fn shares_a_room(&self, user_id: &UserId, other: &UserId) -> Result<bool, StorageError> {
+    pub(crate) fn shares_a_room(
+        &self,
+        user_id: &UserId,
+        other: &UserId,
+    ) -> Result<bool, StorageError> {
         for (room_id, record) in rooms::memberships(&self.storage, other)? {
             if record.membership == "join"
                 && rooms::membership(&self.storage, user_id, &room_id)?

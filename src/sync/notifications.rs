@@ -13,7 +13,7 @@ use crate::rooms;
 impl SyncService {
     /// Up to `limit` notifications before the stream position `before` (the newest
     /// without it), only highlights if asked; `next_token` names the page after.
-    pub fn notifications(
+    pub(crate) fn notifications(
         &self,
         user_id: &UserId,
         before: Option<u64>,

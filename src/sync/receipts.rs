@@ -9,13 +9,13 @@ use crate::error::{Error, ErrorKind};
 use crate::storage::stream::Stream;
 use crate::storage::{Storage, StorageError, pair_prefix};
 
-pub const PUBLIC: &str = "m.read";
-pub const PRIVATE: &str = "m.read.private";
+pub(crate) const PUBLIC: &str = "m.read";
+pub(crate) const PRIVATE: &str = "m.read.private";
 
-pub use crate::storage::records::ReceiptRecord;
+pub(crate) use crate::storage::records::ReceiptRecord;
 
 /// Records `user`'s receipt of `kind` at `event_id` (a thread's, with `thread_id`).
-pub async fn set(
+pub(crate) async fn set(
     storage: &Storage,
     stream: &Stream,
     room_id: &RoomId,
@@ -38,7 +38,7 @@ pub async fn set(
 }
 
 /// Like [`set`], with the time the receipt was made: another server's receipts keep theirs.
-pub async fn set_at(
+pub(crate) async fn set_at(
     storage: &Storage,
     stream: &Stream,
     room_id: &RoomId,
@@ -87,7 +87,7 @@ pub async fn set_at(
 
 /// Whether `user_id` set a read receipt (public or private) in the room at a position in
 /// `(since, upto]`: their unread counts there may have changed.
-pub fn own_changed(
+pub(crate) fn own_changed(
     storage: &Storage,
     room_id: &RoomId,
     user_id: &UserId,
@@ -114,7 +114,7 @@ pub fn own_changed(
 
 /// The `m.receipt` event for `viewer` with the receipts of `room` changed after `since`
 /// (all of them without it) up to `upto`, if any.
-pub fn changes(
+pub(crate) fn changes(
     storage: &Storage,
     room_id: &RoomId,
     viewer: &UserId,
@@ -154,7 +154,7 @@ impl super::SyncService {
     /// events (`400`; `m.fully_read` takes no thread), and `kind` is a receipt type
     /// (`400`). `m.fully_read` is account data: the caller stores it through the users
     /// service.
-    pub fn check_receipt(
+    pub(crate) fn check_receipt(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
@@ -209,7 +209,7 @@ impl super::SyncService {
 
     /// Records `user_id`'s receipt of `kind` (`m.read` or `m.read.private`) at `event_id`,
     /// now (see [`set`]).
-    pub async fn set_receipt(
+    pub(crate) async fn set_receipt(
         &self,
         room_id: &RoomId,
         user_id: &UserId,

@@ -9,7 +9,7 @@ use crate::error::{Error, ErrorKind};
 use crate::storage::stream::Stream;
 use crate::storage::{Storage, StorageError};
 
-pub use crate::storage::records::AccountDataRecord;
+pub(crate) use crate::storage::records::AccountDataRecord;
 
 /// Types the server manages itself: clients may not set them here.
 const SERVER_MANAGED: [&str; 2] = ["m.fully_read", "m.push_rules"];
@@ -23,7 +23,7 @@ fn key(user_id: &UserId, room_id: Option<&RoomId>, kind: &str) -> (String, Strin
 }
 
 /// Stores `content` as the user's `kind` account data (for a room, or global).
-pub async fn set(
+pub(crate) async fn set(
     storage: &Storage,
     stream: &Stream,
     user_id: &UserId,
@@ -60,10 +60,10 @@ pub async fn set(
 }
 
 /// How many kinds of account data (global and per room) one user may keep.
-pub const MAX_TYPES_PER_USER: usize = 2000;
+pub(crate) const MAX_TYPES_PER_USER: usize = 2000;
 
 /// Stores account data the server manages itself (`m.fully_read` from read markers).
-pub async fn set_managed(
+pub(crate) async fn set_managed(
     storage: &Storage,
     stream: &Stream,
     user_id: &UserId,
@@ -83,7 +83,7 @@ pub async fn set_managed(
 /// Reads, changes and stores one kind of account data in one step, so that two devices
 /// of the same user changing it at once (two tags added together) are applied one after
 /// the other and neither is lost. `change` sees the current content and returns the new.
-pub async fn modify(
+pub(crate) async fn modify(
     storage: &Storage,
     stream: &Stream,
     user_id: &UserId,
@@ -130,7 +130,7 @@ fn stage_write(
         .batch_insert(batch, key, &record)?)
 }
 
-pub fn get(
+pub(crate) fn get(
     storage: &Storage,
     user_id: &UserId,
     room_id: Option<&RoomId>,
@@ -140,7 +140,7 @@ pub fn get(
 }
 
 /// [`get`] for code that holds the storage only.
-pub fn get_stored(
+pub(crate) fn get_stored(
     storage: &Storage,
     user_id: &UserId,
     room_id: Option<&RoomId>,
@@ -153,10 +153,10 @@ pub fn get_stored(
 }
 
 /// One change: `(scope, type, content)`, scope `""` for global.
-pub type Change = (String, String, Map<String, Value>);
+pub(crate) type Change = (String, String, Map<String, Value>);
 
 /// The user's account data changed after `since` (everything without it), up to `upto`.
-pub fn changes(
+pub(crate) fn changes(
     storage: &Storage,
     user_id: &UserId,
     since: Option<u64>,

@@ -12,11 +12,11 @@ use crate::error::{Error, ErrorKind};
 use crate::storage::{Storage, StorageError};
 
 /// The most events of one kind a filter may ask for: events are up to 64 KiB each.
-pub const MAX_LIMIT: u64 = 100;
+pub(crate) const MAX_LIMIT: u64 = 100;
 
 /// Stores a filter's text under an ID derived from it, and returns the ID: clients upload
 /// theirs on every start, and the same filter gets the same ID instead of a new row.
-pub fn store(storage: &Storage, user_id: &str, text: &str) -> Result<String, StorageError> {
+pub(crate) fn store(storage: &Storage, user_id: &str, text: &str) -> Result<String, StorageError> {
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     let filter_id: String = digest.as_ref()[..8]
         .iter()
@@ -29,7 +29,7 @@ pub fn store(storage: &Storage, user_id: &str, text: &str) -> Result<String, Sto
 }
 
 /// A stored filter's text.
-pub fn stored(
+pub(crate) fn stored(
     storage: &Storage,
     user_id: &str,
     filter_id: &str,
@@ -41,18 +41,18 @@ pub fn stored(
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// Dotted paths of the event fields to keep (`content.body`; `\.` for a literal dot).
-    pub event_fields: Option<Vec<String>>,
-    pub event_format: EventFormat,
-    pub presence: EventFilter,
-    pub account_data: EventFilter,
-    pub room: RoomFilter,
+    pub(crate) event_fields: Option<Vec<String>>,
+    pub(crate) event_format: EventFormat,
+    pub(crate) presence: EventFilter,
+    pub(crate) account_data: EventFilter,
+    pub(crate) room: RoomFilter,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum EventFormat {
+pub(crate) enum EventFormat {
     #[default]
     Client,
     Federation,
@@ -61,45 +61,45 @@ pub enum EventFormat {
 /// Events by type and sender.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-pub struct EventFilter {
-    pub limit: Option<u64>,
-    pub types: Option<Vec<String>>,
-    pub not_types: Vec<String>,
-    pub senders: Option<Vec<String>>,
-    pub not_senders: Vec<String>,
+pub(crate) struct EventFilter {
+    pub(crate) limit: Option<u64>,
+    pub(crate) types: Option<Vec<String>>,
+    pub(crate) not_types: Vec<String>,
+    pub(crate) senders: Option<Vec<String>>,
+    pub(crate) not_senders: Vec<String>,
 }
 
 /// Room events: an [`EventFilter`] plus rooms, URLs and member lazy-loading.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-pub struct RoomEventFilter {
-    pub limit: Option<u64>,
-    pub types: Option<Vec<String>>,
-    pub not_types: Vec<String>,
-    pub senders: Option<Vec<String>>,
-    pub not_senders: Vec<String>,
-    pub rooms: Option<Vec<String>>,
-    pub not_rooms: Vec<String>,
-    pub contains_url: Option<bool>,
-    pub lazy_load_members: bool,
-    pub include_redundant_members: bool,
-    pub unread_thread_notifications: bool,
+pub(crate) struct RoomEventFilter {
+    pub(crate) limit: Option<u64>,
+    pub(crate) types: Option<Vec<String>>,
+    pub(crate) not_types: Vec<String>,
+    pub(crate) senders: Option<Vec<String>>,
+    pub(crate) not_senders: Vec<String>,
+    pub(crate) rooms: Option<Vec<String>>,
+    pub(crate) not_rooms: Vec<String>,
+    pub(crate) contains_url: Option<bool>,
+    pub(crate) lazy_load_members: bool,
+    pub(crate) include_redundant_members: bool,
+    pub(crate) unread_thread_notifications: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-pub struct RoomFilter {
-    pub rooms: Option<Vec<String>>,
-    pub not_rooms: Vec<String>,
-    pub include_leave: bool,
-    pub timeline: RoomEventFilter,
-    pub state: RoomEventFilter,
-    pub ephemeral: RoomEventFilter,
-    pub account_data: RoomEventFilter,
+pub(crate) struct RoomFilter {
+    pub(crate) rooms: Option<Vec<String>>,
+    pub(crate) not_rooms: Vec<String>,
+    pub(crate) include_leave: bool,
+    pub(crate) timeline: RoomEventFilter,
+    pub(crate) state: RoomEventFilter,
+    pub(crate) ephemeral: RoomEventFilter,
+    pub(crate) account_data: RoomEventFilter,
 }
 
 /// Whether `value` matches `pattern`, where `*` stands for any run of characters.
-pub fn glob_matches(pattern: &str, value: &str) -> bool {
+pub(crate) fn glob_matches(pattern: &str, value: &str) -> bool {
     let Some((first, rest)) = pattern.split_once('*') else {
         return pattern == value;
     };
@@ -129,22 +129,17 @@ fn allowed(value: &str, only: Option<&[String]>, not: &[String], glob: bool) -> 
 }
 
 impl EventFilter {
-    pub fn allows(&self, kind: &str, sender: Option<&str>) -> bool {
+    pub(crate) fn allows(&self, kind: &str, sender: Option<&str>) -> bool {
         allowed(kind, self.types.as_deref(), &self.not_types, true)
             && sender.is_none_or(|sender| {
                 allowed(sender, self.senders.as_deref(), &self.not_senders, false)
             })
     }
-
-    /// How many events to send at most: the filter's limit, clamped.
-    pub fn limit_or(&self, default: u64) -> usize {
-        self.limit.unwrap_or(default).clamp(1, MAX_LIMIT) as usize
-    }
 }
 
 impl RoomEventFilter {
     /// Whether a client-format event passes the type, sender and URL conditions.
-    pub fn allows(&self, event: &Value) -> bool {
+    pub(crate) fn allows(&self, event: &Value) -> bool {
         let kind = event["type"].as_str().unwrap_or_default();
         let sender = event["sender"].as_str();
         let by_kind_and_sender = allowed(kind, self.types.as_deref(), &self.not_types, true)
@@ -155,17 +150,17 @@ impl RoomEventFilter {
         by_kind_and_sender && self.contains_url.is_none_or(|wanted| wanted == has_url)
     }
 
-    pub fn allows_room(&self, room_id: &str) -> bool {
+    pub(crate) fn allows_room(&self, room_id: &str) -> bool {
         allowed(room_id, self.rooms.as_deref(), &self.not_rooms, false)
     }
 
-    pub fn limit_or(&self, default: u64) -> usize {
+    pub(crate) fn limit_or(&self, default: u64) -> usize {
         self.limit.unwrap_or(default).clamp(1, MAX_LIMIT) as usize
     }
 }
 
 impl RoomFilter {
-    pub fn allows_room(&self, room_id: &str) -> bool {
+    pub(crate) fn allows_room(&self, room_id: &str) -> bool {
         allowed(room_id, self.rooms.as_deref(), &self.not_rooms, false)
     }
 }
@@ -178,7 +173,7 @@ impl Filter {
 
     /// The filter a request names: inline JSON (starting with `{`), a stored filter's ID,
     /// or none (everything).
-    pub fn resolve(
+    pub(crate) fn resolve(
         storage: &Storage,
         user_id: &str,
         filter: Option<&str>,
@@ -198,7 +193,7 @@ impl Filter {
     }
 
     /// The event with only the fields `event_fields` names (all of them without it).
-    pub fn project(&self, event: Value) -> Value {
+    pub(crate) fn project(&self, event: Value) -> Value {
         match &self.event_fields {
             Some(fields) => project(&event, fields),
             None => event,

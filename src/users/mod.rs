@@ -13,13 +13,13 @@
 //! - [`tags`]: room tags (kept as `m.tag` room account data).
 //! - [`openid`]: OpenID tokens for third parties, checked over federation.
 
-pub mod account_data;
-pub mod accounts;
-pub mod filter;
-pub mod openid;
-pub mod profile;
-pub mod push_rules;
+pub(crate) mod account_data;
+pub(crate) mod accounts;
+pub(crate) mod filter;
+pub(crate) mod openid;
+pub(crate) mod profile;
+pub(crate) mod push_rules;
 mod service;
-pub mod tags;
+pub(crate) mod tags;
 
-pub use service::Users;
+pub(crate) use service::Users;

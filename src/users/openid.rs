@@ -10,11 +10,15 @@ use super::accounts::sessions::new_access_token;
 use crate::storage::{Storage, StorageError};
 
 /// How long a token is good for, in seconds.
-pub const LIFETIME_SECS: u64 = 3600;
+pub(crate) const LIFETIME_SECS: u64 = 3600;
 
 /// A new token for `user_id`, good for [`LIFETIME_SECS`] from `now_ms`. Expired tokens are
 /// removed as new ones come, so the tree stays small. Not flushed.
-pub fn issue(storage: &Storage, user_id: &UserId, now_ms: u64) -> Result<String, StorageError> {
+pub(crate) fn issue(
+    storage: &Storage,
+    user_id: &UserId,
+    now_ms: u64,
+) -> Result<String, StorageError> {
     let token = new_access_token();
     let expires_at = now_ms + LIFETIME_SECS * 1000;
     let expired: Vec<String> = storage

@@ -9,20 +9,20 @@ use crate::error::{Error, ErrorKind};
 use crate::storage::{Storage, StorageError};
 
 /// The display name and avatar URL are each at most this long.
-pub const MAX_FIELD_BYTES: usize = 1024;
+pub(crate) const MAX_FIELD_BYTES: usize = 1024;
 
 /// A whole profile, as canonical JSON, is at most this large (spec: 64 KiB).
-pub const MAX_PROFILE_BYTES: usize = 65_536;
+pub(crate) const MAX_PROFILE_BYTES: usize = 65_536;
 
 /// A profile key is at most this long (spec: 255 bytes).
-pub const MAX_KEY_BYTES: usize = 255;
+pub(crate) const MAX_KEY_BYTES: usize = 255;
 
 /// The fields shown in membership events: changing one updates the user's rooms.
 const MEMBER_FIELDS: [&str; 2] = ["displayname", "avatar_url"];
 
 /// Checks a new value for `field`: the spec's fields are strings (the avatar an `mxc://`
 /// URI); other fields take any JSON.
-pub fn check_value(field: &str, value: &Value) -> Result<(), Error> {
+pub(crate) fn check_value(field: &str, value: &Value) -> Result<(), Error> {
     if field.is_empty() {
         return Err(Error::new(ErrorKind::MissingParam, "The key is empty"));
     }
@@ -41,7 +41,7 @@ pub fn check_value(field: &str, value: &Value) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn get(
+pub(crate) fn get(
     storage: &Storage,
     user_id: &UserId,
 ) -> Result<Option<Map<String, Value>>, StorageError> {
@@ -62,7 +62,7 @@ pub fn get(
 /// Sets (or, with `None`, removes) one profile field. Answers the new profile when the field
 /// is one that membership events carry (display name, avatar): the room service then sends
 /// a new membership event with it to every room the user is in, as the spec asks.
-pub async fn set_field(
+pub(crate) async fn set_field(
     storage: &Storage,
     user_id: &UserId,
     field: &str,
@@ -129,7 +129,7 @@ pub async fn set_field(
 }
 
 /// A membership event's content with the user's profile, as joins and profile changes send.
-pub fn member_content(membership: &str, profile: &Map<String, Value>) -> Value {
+pub(crate) fn member_content(membership: &str, profile: &Map<String, Value>) -> Value {
     let mut content = json!({ "membership": membership });
     for field in ["displayname", "avatar_url"] {
         if let Some(value) = profile.get(field) {
@@ -145,7 +145,7 @@ pub fn member_content(membership: &str, profile: &Map<String, Value>) -> Value {
 /// as `{user_id, displayname?, avatar_url?}`. The second value says whether more were
 /// found. Who may see whom is a question of rooms, which this module does not know: the
 /// directory service asks it through `visible`, only for accounts that match.
-pub fn search(
+pub(crate) fn search(
     storage: &Storage,
     term: &str,
     limit: usize,

@@ -17,7 +17,7 @@ use crate::storage::{Storage, StorageError};
 const MAX_PUSHERS: usize = 50;
 
 /// The user's push rules: their `m.push_rules` account data, or the spec's defaults.
-pub fn ruleset(storage: &Storage, user_id: &UserId) -> Result<Ruleset, StorageError> {
+pub(crate) fn ruleset(storage: &Storage, user_id: &UserId) -> Result<Ruleset, StorageError> {
     match super::account_data::get_stored(storage, user_id, None, "m.push_rules")? {
         Some(content) => serde_json::from_value(content.get("global").cloned().unwrap_or_default())
             .map_err(|err| StorageError::Corrupt(format!("stored push rules: {err}"))),
@@ -26,14 +26,14 @@ pub fn ruleset(storage: &Storage, user_id: &UserId) -> Result<Ruleset, StorageEr
 }
 
 impl Users {
-    pub fn push_rules(&self, user_id: &UserId) -> Result<Ruleset, Error> {
+    pub(crate) fn push_rules(&self, user_id: &UserId) -> Result<Ruleset, Error> {
         Ok(ruleset(self.storage(), user_id)?)
     }
 
     /// Changes the user's push rules in one step: read, `change`, store, with no other
     /// write of them in between (see [`super::account_data::modify`]), at the next position
     /// of `stream` so `/sync` sends the new rules.
-    pub async fn change_push_rules(
+    pub(crate) async fn change_push_rules(
         &self,
         stream: &Stream,
         user_id: &UserId,
@@ -65,7 +65,7 @@ impl Users {
         .await
     }
 
-    pub fn pushers(&self, user_id: &UserId) -> Result<Vec<Value>, StorageError> {
+    pub(crate) fn pushers(&self, user_id: &UserId) -> Result<Vec<Value>, StorageError> {
         Ok(self
             .storage()
             .userid_pushers
@@ -75,7 +75,7 @@ impl Users {
 
     /// `POST /pushers/set`: creates, replaces (same `app_id` and `pushkey`) or, with
     /// `kind: null`, deletes a pusher; flushed.
-    pub async fn set_pusher(
+    pub(crate) async fn set_pusher(
         &self,
         user_id: &UserId,
         body: Map<String, Value>,

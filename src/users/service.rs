@@ -22,17 +22,17 @@ use crate::matrix::time::now_ms;
 use crate::storage::stream::Stream;
 use crate::storage::{Storage, StorageError};
 
-pub struct Users {
+pub(crate) struct Users {
     storage: Arc<Storage>,
     server_name: OwnedServerName,
     /// Hashes and checks passwords, a bounded number at a time (each hash takes ~19 MiB).
-    pub password_hasher: PasswordHasher,
+    pub(crate) password_hasher: PasswordHasher,
     /// User-interactive auth sessions in progress (registration, password checks).
-    pub uia: UiaSessions,
+    pub(crate) uia: UiaSessions,
 }
 
 impl Users {
-    pub fn new(storage: Arc<Storage>, server_name: OwnedServerName) -> Users {
+    pub(crate) fn new(storage: Arc<Storage>, server_name: OwnedServerName) -> Users {
         Users {
             storage,
             server_name,
@@ -42,30 +42,30 @@ impl Users {
     }
 
     /// Makes every write so far durable: callers answer a change only after it.
-    pub async fn flush(&self) -> Result<(), StorageError> {
+    pub(crate) async fn flush(&self) -> Result<(), StorageError> {
         self.storage.flush().await
     }
 
     // Accounts.
 
-    pub fn account(&self, user_id: &UserId) -> Result<Option<AccountRecord>, AccountError> {
+    pub(crate) fn account(&self, user_id: &UserId) -> Result<Option<AccountRecord>, AccountError> {
         accounts::get(&self.storage, user_id)
     }
 
     /// Whether an account (deactivated or not) holds this ID.
-    pub fn exists(&self, user_id: &UserId) -> Result<bool, AccountError> {
+    pub(crate) fn exists(&self, user_id: &UserId) -> Result<bool, AccountError> {
         Ok(self.account(user_id)?.is_some())
     }
 
     /// Whether an account holds this ID and is not deactivated: who may be invited.
-    pub fn is_active(&self, user_id: &UserId) -> Result<bool, Error> {
+    pub(crate) fn is_active(&self, user_id: &UserId) -> Result<bool, Error> {
         Ok(self
             .account(user_id)
             .map_err(|err| Error::internal(err.to_string()))?
             .is_some_and(|account| !account.deactivated))
     }
 
-    pub fn is_admin(&self, user_id: &UserId) -> Result<bool, Error> {
+    pub(crate) fn is_admin(&self, user_id: &UserId) -> Result<bool, Error> {
         Ok(self
             .account(user_id)
             .map_err(|err| Error::internal(err.to_string()))?
@@ -74,7 +74,7 @@ impl Users {
 
     /// Creates an account, spending one use of `token` if registration needed it; the use
     /// is given back if the account cannot be made.
-    pub fn create_account(
+    pub(crate) fn create_account(
         &self,
         user_id: &UserId,
         password_hash: String,
@@ -98,13 +98,13 @@ impl Users {
         Ok(())
     }
 
-    pub fn registration_token_usable(&self, token: &str) -> Result<bool, StorageError> {
+    pub(crate) fn registration_token_usable(&self, token: &str) -> Result<bool, StorageError> {
         registration::is_usable(&self.storage, token, now_ms())
     }
 
     /// Stores a new password hash and, if `keep_device` says so, logs out every other
     /// device; flushed.
-    pub async fn change_password(
+    pub(crate) async fn change_password(
         &self,
         user_id: &UserId,
         password_hash: String,
@@ -118,7 +118,7 @@ impl Users {
     }
 
     /// Deactivates the account for good; flushed.
-    pub async fn deactivate(&self, user_id: &UserId) -> Result<(), Error> {
+    pub(crate) async fn deactivate(&self, user_id: &UserId) -> Result<(), Error> {
         accounts::deactivate(&self.storage, user_id)?;
         Ok(self.flush().await?)
     }
@@ -127,7 +127,7 @@ impl Users {
 
     /// A new device (or a new token for `device_id`) for `user_id`; not flushed, so that
     /// registration flushes the account and its session together.
-    pub fn start_session(
+    pub(crate) fn start_session(
         &self,
         user_id: &UserId,
         device_id: Option<&str>,
@@ -145,7 +145,11 @@ impl Users {
     }
 
     /// The session behind an access token, its device marked as seen from `ip` now.
-    pub fn authenticate(&self, token: &str, ip: Option<&str>) -> Result<Option<Session>, Error> {
+    pub(crate) fn authenticate(
+        &self,
+        token: &str,
+        ip: Option<&str>,
+    ) -> Result<Option<Session>, Error> {
         let Some(session) = sessions::authenticate(&self.storage, token)? else {
             return Ok(None);
         };
@@ -160,7 +164,7 @@ impl Users {
     }
 
     /// Ends this session (`all`: and every other device of the user); flushed.
-    pub async fn logout(&self, session: &Session, all: bool) -> Result<(), Error> {
+    pub(crate) async fn logout(&self, session: &Session, all: bool) -> Result<(), Error> {
         if all {
             sessions::remove_all_devices(&self.storage, &session.user_id, None)?;
         }
@@ -168,11 +172,11 @@ impl Users {
         Ok(self.flush().await?)
     }
 
-    pub fn devices(&self, user_id: &UserId) -> Result<Vec<Device>, StorageError> {
+    pub(crate) fn devices(&self, user_id: &UserId) -> Result<Vec<Device>, StorageError> {
         sessions::list_devices(&self.storage, user_id)
     }
 
-    pub fn device(
+    pub(crate) fn device(
         &self,
         user_id: &UserId,
         device_id: &str,
@@ -182,7 +186,7 @@ impl Users {
 
     /// Renames a device (`None`: leaves it as it is); `false` if there is no such device.
     /// Flushed.
-    pub async fn rename_device(
+    pub(crate) async fn rename_device(
         &self,
         user_id: &UserId,
         device_id: &str,
@@ -199,7 +203,7 @@ impl Users {
     }
 
     /// Removes devices and their sessions (those already gone count as removed); flushed.
-    pub async fn remove_devices(
+    pub(crate) async fn remove_devices(
         &self,
         user_id: &UserId,
         device_ids: &[String],
@@ -211,7 +215,11 @@ impl Users {
     /// The devices `target` has sessions on, each with where and when it was last seen
     /// (spec: "Server administration", whois): one's own, or anyone's for a server
     /// administrator; `403` for anyone else.
-    pub fn whois_devices(&self, requester: &UserId, target: &UserId) -> Result<Vec<Device>, Error> {
+    pub(crate) fn whois_devices(
+        &self,
+        requester: &UserId,
+        target: &UserId,
+    ) -> Result<Vec<Device>, Error> {
         let is_admin = self.is_admin(requester)?;
         if target != requester && !is_admin {
             return Err(Error::new(
@@ -225,7 +233,10 @@ impl Users {
     /// A new OpenID token for the user (see [`openid::issue`]), flushed before it is handed
     /// out: the third party it is for may ask this server about it at once. Returns the
     /// token and how many seconds it is good for.
-    pub async fn issue_openid_token(&self, user_id: &UserId) -> Result<(String, u64), Error> {
+    pub(crate) async fn issue_openid_token(
+        &self,
+        user_id: &UserId,
+    ) -> Result<(String, u64), Error> {
         let token = openid::issue(&self.storage, user_id, now_ms())?;
         self.flush().await?;
         Ok((token, openid::LIFETIME_SECS))
@@ -235,7 +246,7 @@ impl Users {
 
     /// Whether `restriction` is on `target`'s account, asked by the administrator
     /// `requester` (the checks of [`moderation::moderated_account`]).
-    pub fn restriction(
+    pub(crate) fn restriction(
         &self,
         requester: &UserId,
         target: &str,
@@ -254,7 +265,7 @@ impl Users {
     /// Puts `restriction` on `target`'s account or lifts it, and flushes before answering:
     /// an administrator told "locked" can rely on it surviving a crash. Returns the
     /// account's ID.
-    pub async fn set_restriction(
+    pub(crate) async fn set_restriction(
         &self,
         requester: &UserId,
         target: &str,
@@ -276,11 +287,14 @@ impl Users {
     // Profiles, account data, filters.
 
     /// A local user's profile; `None` if there is no such account.
-    pub fn profile(&self, user_id: &UserId) -> Result<Option<Map<String, Value>>, StorageError> {
+    pub(crate) fn profile(
+        &self,
+        user_id: &UserId,
+    ) -> Result<Option<Map<String, Value>>, StorageError> {
         profile::get(&self.storage, user_id)
     }
 
-    pub fn account_data(
+    pub(crate) fn account_data(
         &self,
         user_id: &UserId,
         room_id: Option<&RoomId>,
@@ -291,7 +305,7 @@ impl Users {
 
     /// Stores a client's account data at the next position of `stream` (the room
     /// service's: account data reaches `/sync` in the same order as events).
-    pub async fn set_account_data(
+    pub(crate) async fn set_account_data(
         &self,
         stream: &Stream,
         user_id: &UserId,
@@ -305,7 +319,7 @@ impl Users {
     /// Moves the user's `m.fully_read` marker of the room to `event_id`. The marker is
     /// account data the server manages (clients cannot set it as account data), stored at
     /// the next position of `stream` like theirs.
-    pub async fn set_fully_read(
+    pub(crate) async fn set_fully_read(
         &self,
         stream: &Stream,
         user_id: &UserId,
@@ -328,7 +342,11 @@ impl Users {
     /// Whether the user has ever had a membership in the room (room account data is kept
     /// only for those). Reads the room service's membership index; the room service
     /// writes it, and sits above this module, so the read is made here directly.
-    pub fn has_been_in_room(&self, user_id: &UserId, room_id: &RoomId) -> Result<bool, Error> {
+    pub(crate) fn has_been_in_room(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> Result<bool, Error> {
         Ok(self
             .storage
             .userroom_membership
@@ -339,7 +357,7 @@ impl Users {
     // Room tags (spec: "Room Tagging"), kept as the room's `m.tag` account data.
 
     /// The user's tags of the room: tag name → its content.
-    pub fn tags(
+    pub(crate) fn tags(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
@@ -350,7 +368,7 @@ impl Users {
     /// Tags a room the user has been in (like any room account data), `content` the tag's
     /// (its `order`, if any, a number); written at the next position of the room service's
     /// `stream`, as [`Users::set_account_data`] is.
-    pub async fn put_tag(
+    pub(crate) async fn put_tag(
         &self,
         stream: &Stream,
         user_id: &UserId,
@@ -381,7 +399,7 @@ impl Users {
 
     /// Removes a tag from a room; removing one that is not there changes nothing (and
     /// writes nothing, so `/sync` has nothing new to tell).
-    pub async fn remove_tag(
+    pub(crate) async fn remove_tag(
         &self,
         stream: &Stream,
         user_id: &UserId,
@@ -398,14 +416,18 @@ impl Users {
     }
 
     /// Stores a filter (see [`filter::store`]) and returns its ID; flushed.
-    pub async fn create_filter(&self, user_id: &UserId, text: &str) -> Result<String, Error> {
+    pub(crate) async fn create_filter(
+        &self,
+        user_id: &UserId,
+        text: &str,
+    ) -> Result<String, Error> {
         let filter_id = filter::store(&self.storage, user_id.as_str(), text)?;
         self.flush().await?;
         Ok(filter_id)
     }
 
     /// A stored filter's text.
-    pub fn filter(
+    pub(crate) fn filter(
         &self,
         user_id: &UserId,
         filter_id: &str,
@@ -414,7 +436,11 @@ impl Users {
     }
 
     /// The filter a request names: inline JSON, a stored filter's ID, or none.
-    pub fn resolve_filter(&self, user_id: &UserId, filter: Option<&str>) -> Result<Filter, Error> {
+    pub(crate) fn resolve_filter(
+        &self,
+        user_id: &UserId,
+        filter: Option<&str>,
+    ) -> Result<Filter, Error> {
         Filter::resolve(&self.storage, user_id.as_str(), filter)
     }
 

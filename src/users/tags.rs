@@ -14,7 +14,7 @@ use crate::storage::{Storage, StorageError};
 const KIND: &str = "m.tag";
 
 /// The user's tags of the room: tag name → its content (`order`, ...).
-pub fn get(
+pub(crate) fn get(
     storage: &Storage,
     user_id: &UserId,
     room_id: &RoomId,
@@ -26,7 +26,7 @@ pub fn get(
 
 /// Changes the room's tags in one step (see [`account_data::modify`]): two devices adding
 /// a tag at once both keep theirs.
-pub async fn change(
+pub(crate) async fn change(
     storage: &Storage,
     stream: &Stream,
     user_id: &UserId,

@@ -22,16 +22,16 @@ use crate::users::accounts::uia::{self, Attempt, AuthData, Completed, Flows, Ste
 const OPEN_FLOWS: Flows = &[&[uia::DUMMY], &[uia::REGISTRATION_TOKEN, uia::DUMMY]];
 const TOKEN_FLOWS: Flows = &[&[uia::REGISTRATION_TOKEN, uia::DUMMY]];
 /// What endpoints that change an account ask of its owner.
-pub const PASSWORD_FLOWS: Flows = &[&[uia::PASSWORD]];
+pub(crate) const PASSWORD_FLOWS: Flows = &[&[uia::PASSWORD]];
 
 #[derive(Debug, Deserialize)]
-pub struct KindQuery {
+pub(crate) struct KindQuery {
     kind: Option<String>,
 }
 
 /// The body of `POST /register`. No `Debug`: it holds a password.
 #[derive(Deserialize)]
-pub struct RegisterRequest {
+pub(crate) struct RegisterRequest {
     auth: Option<AuthData>,
     username: Option<String>,
     password: Option<String>,
@@ -42,7 +42,7 @@ pub struct RegisterRequest {
 }
 
 /// # POST /_matrix/client/v3/register
-pub async fn register(
+pub(crate) async fn register(
     req: HttpRequest,
     app: web::Data<Services>,
     query: web::Query<KindQuery>,
@@ -173,12 +173,12 @@ fn random_localpart() -> String {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct UsernameQuery {
+pub(crate) struct UsernameQuery {
     username: String,
 }
 
 /// # GET /_matrix/client/v3/register/available
-pub async fn available(
+pub(crate) async fn available(
     req: HttpRequest,
     app: web::Data<Services>,
     query: web::Query<UsernameQuery>,
@@ -200,12 +200,12 @@ pub async fn available(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct TokenQuery {
+pub(crate) struct TokenQuery {
     token: String,
 }
 
 /// # GET /_matrix/client/v1/register/m.login.registration_token/validity
-pub async fn token_validity(
+pub(crate) async fn token_validity(
     req: HttpRequest,
     app: web::Data<Services>,
     query: web::Query<TokenQuery>,
@@ -219,7 +219,7 @@ pub async fn token_validity(
 }
 
 /// Runs user-interactive authentication with the account's password.
-pub async fn require_password(
+pub(crate) async fn require_password(
     req: &HttpRequest,
     app: &Services,
     auth: &Authenticated,
@@ -273,7 +273,7 @@ async fn verify_password_stage(
 
 /// The body of `POST /account/password`. No `Debug`: it holds passwords.
 #[derive(Deserialize)]
-pub struct PasswordRequest {
+pub(crate) struct PasswordRequest {
     auth: Option<AuthData>,
     new_password: String,
     #[serde(default = "default_true")]
@@ -285,7 +285,7 @@ fn default_true() -> bool {
 }
 
 /// # POST /_matrix/client/v3/account/password
-pub async fn change_password(
+pub(crate) async fn change_password(
     req: HttpRequest,
     app: web::Data<Services>,
     auth: Authenticated,
@@ -302,12 +302,12 @@ pub async fn change_password(
 }
 
 #[derive(Deserialize)]
-pub struct DeactivateRequest {
+pub(crate) struct DeactivateRequest {
     auth: Option<AuthData>,
 }
 
 /// # POST /_matrix/client/v3/account/deactivate
-pub async fn deactivate(
+pub(crate) async fn deactivate(
     req: HttpRequest,
     app: web::Data<Services>,
     auth: Authenticated,

@@ -15,19 +15,19 @@ use crate::error::Error;
 use crate::users::accounts::moderation::Restriction;
 
 #[derive(Debug, Deserialize)]
-pub struct LockRequest {
+pub(crate) struct LockRequest {
     locked: bool,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct SuspendRequest {
+pub(crate) struct SuspendRequest {
     suspended: bool,
 }
 
 /// # GET /_matrix/client/v3/admin/whois/{userId}
 ///
 /// One's own sessions, or anyone's for a server administrator.
-pub async fn whois(
+pub(crate) async fn whois(
     app: web::Data<Services>,
     auth: Authenticated,
     user: web::Path<String>,
@@ -51,7 +51,7 @@ pub async fn whois(
 }
 
 /// # GET /_matrix/client/v1/admin/lock/{userId}
-pub async fn get_lock(
+pub(crate) async fn get_lock(
     app: web::Data<Services>,
     auth: Authenticated,
     user: web::Path<String>,
@@ -61,7 +61,7 @@ pub async fn get_lock(
 }
 
 /// # PUT /_matrix/client/v1/admin/lock/{userId}
-pub async fn put_lock(
+pub(crate) async fn put_lock(
     app: web::Data<Services>,
     auth: Authenticated,
     user: web::Path<String>,
@@ -72,7 +72,7 @@ pub async fn put_lock(
 }
 
 /// # GET /_matrix/client/v1/admin/suspend/{userId}
-pub async fn get_suspension(
+pub(crate) async fn get_suspension(
     app: web::Data<Services>,
     auth: Authenticated,
     user: web::Path<String>,
@@ -82,7 +82,7 @@ pub async fn get_suspension(
 }
 
 /// # PUT /_matrix/client/v1/admin/suspend/{userId}
-pub async fn put_suspension(
+pub(crate) async fn put_suspension(
     app: web::Data<Services>,
     auth: Authenticated,
     user: web::Path<String>,

@@ -11,13 +11,13 @@ use crate::error::{Error, ErrorKind};
 use crate::rooms::timeline::Reader;
 
 #[derive(Debug, Deserialize)]
-pub struct ContextQuery {
+pub(crate) struct ContextQuery {
     limit: Option<u64>,
     filter: Option<String>,
 }
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}
-pub async fn context(
+pub(crate) async fn context(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
@@ -44,13 +44,13 @@ pub async fn context(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct TimestampQuery {
+pub(crate) struct TimestampQuery {
     ts: u64,
     dir: String,
 }
 
 /// # GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event
-pub async fn timestamp_to_event(
+pub(crate) async fn timestamp_to_event(
     app: web::Data<Services>,
     auth: Authenticated,
     room: web::Path<String>,

@@ -28,7 +28,10 @@ fn device_json(device: &Device) -> Value {
 }
 
 /// # GET /_matrix/client/v3/devices
-pub async fn list(app: web::Data<Services>, auth: Authenticated) -> Result<HttpResponse, Error> {
+pub(crate) async fn list(
+    app: web::Data<Services>,
+    auth: Authenticated,
+) -> Result<HttpResponse, Error> {
     let devices: Vec<Value> = app
         .users
         .devices(&auth.user_id)?
@@ -39,7 +42,7 @@ pub async fn list(app: web::Data<Services>, auth: Authenticated) -> Result<HttpR
 }
 
 /// # GET /_matrix/client/v3/devices/{deviceId}
-pub async fn get(
+pub(crate) async fn get(
     app: web::Data<Services>,
     auth: Authenticated,
     device_id: web::Path<String>,
@@ -52,14 +55,14 @@ pub async fn get(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct RenameRequest {
+pub(crate) struct RenameRequest {
     display_name: Option<String>,
 }
 
 /// # PUT /_matrix/client/v3/devices/{deviceId}
 ///
 /// Without `display_name`, the name is unchanged (the spec's words).
-pub async fn rename(
+pub(crate) async fn rename(
     app: web::Data<Services>,
     auth: Authenticated,
     device_id: web::Path<String>,
@@ -77,14 +80,14 @@ pub async fn rename(
 }
 
 #[derive(Deserialize)]
-pub struct DeleteRequest {
+pub(crate) struct DeleteRequest {
     auth: Option<AuthData>,
 }
 
 /// # DELETE /_matrix/client/v3/devices/{deviceId}
 ///
 /// A device already gone counts as deleted: a client retrying after a lost answer gets 200.
-pub async fn delete(
+pub(crate) async fn delete(
     req: HttpRequest,
     app: web::Data<Services>,
     auth: Authenticated,
@@ -99,7 +102,7 @@ pub async fn delete(
 }
 
 #[derive(Deserialize)]
-pub struct DeleteManyRequest {
+pub(crate) struct DeleteManyRequest {
     auth: Option<AuthData>,
     devices: Vec<String>,
 }
@@ -108,7 +111,7 @@ pub struct DeleteManyRequest {
 const MAX_DEVICES_PER_REQUEST: usize = 1000;
 
 /// # POST /_matrix/client/v3/delete_devices
-pub async fn delete_many(
+pub(crate) async fn delete_many(
     req: HttpRequest,
     app: web::Data<Services>,
     auth: Authenticated,

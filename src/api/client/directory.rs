@@ -13,12 +13,12 @@ use crate::api::path;
 use crate::error::{Error, ErrorKind};
 
 #[derive(Debug, Deserialize)]
-pub struct AliasRequest {
+pub(crate) struct AliasRequest {
     room_id: OwnedRoomId,
 }
 
 /// # PUT /_matrix/client/v3/directory/room/{roomAlias}
-pub async fn put_alias(
+pub(crate) async fn put_alias(
     app: web::Data<Services>,
     auth: Authenticated,
     alias: web::Path<String>,
@@ -32,7 +32,7 @@ pub async fn put_alias(
 }
 
 /// # GET /_matrix/client/v3/directory/room/{roomAlias}
-pub async fn get_alias(
+pub(crate) async fn get_alias(
     app: web::Data<Services>,
     alias: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
@@ -57,7 +57,7 @@ pub async fn get_alias(
 ///
 /// Its creator may remove an alias, and so may whoever may change the room's canonical
 /// alias.
-pub async fn delete_alias(
+pub(crate) async fn delete_alias(
     app: web::Data<Services>,
     auth: Authenticated,
     alias: web::Path<String>,
@@ -67,7 +67,7 @@ pub async fn delete_alias(
 }
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/aliases
-pub async fn room_aliases(
+pub(crate) async fn room_aliases(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
@@ -78,7 +78,7 @@ pub async fn room_aliases(
 }
 
 /// # GET /_matrix/client/v3/directory/list/room/{roomId}
-pub async fn get_visibility(
+pub(crate) async fn get_visibility(
     app: web::Data<Services>,
     room_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
@@ -92,14 +92,14 @@ pub async fn get_visibility(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct VisibilityRequest {
+pub(crate) struct VisibilityRequest {
     visibility: String,
 }
 
 /// # PUT /_matrix/client/v3/directory/list/room/{roomId}
 ///
 /// Who may change the room's join rules may list it.
-pub async fn set_visibility(
+pub(crate) async fn set_visibility(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
@@ -123,19 +123,19 @@ pub async fn set_visibility(
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct PublicRoomsQuery {
+pub(crate) struct PublicRoomsQuery {
     limit: Option<usize>,
     since: Option<String>,
     server: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct PublicRoomsFilter {
+pub(crate) struct PublicRoomsFilter {
     generic_search_term: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct PublicRoomsRequest {
+pub(crate) struct PublicRoomsRequest {
     limit: Option<usize>,
     since: Option<String>,
     filter: Option<PublicRoomsFilter>,
@@ -164,7 +164,7 @@ async fn page(
 }
 
 /// # GET /_matrix/client/v3/publicRooms
-pub async fn public_rooms(
+pub(crate) async fn public_rooms(
     app: web::Data<Services>,
     query: web::Query<PublicRoomsQuery>,
 ) -> Result<HttpResponse, Error> {
@@ -181,7 +181,7 @@ pub async fn public_rooms(
 }
 
 /// # POST /_matrix/client/v3/publicRooms
-pub async fn search_public_rooms(
+pub(crate) async fn search_public_rooms(
     app: web::Data<Services>,
     _auth: Authenticated,
     query: web::Query<PublicRoomsQuery>,

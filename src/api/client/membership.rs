@@ -17,7 +17,7 @@ use crate::matrix::events::builder::NewEvent;
 use crate::rooms::format::client_event;
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/joined_members
-pub async fn joined_members(
+pub(crate) async fn joined_members(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
@@ -47,7 +47,7 @@ pub async fn joined_members(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct MembershipRequest {
+pub(crate) struct MembershipRequest {
     user_id: Option<OwnedUserId>,
     reason: Option<String>,
 }
@@ -140,7 +140,7 @@ impl Action {
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/invite
-pub async fn invite(
+pub(crate) async fn invite(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
@@ -150,7 +150,7 @@ pub async fn invite(
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/kick
-pub async fn kick(
+pub(crate) async fn kick(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
@@ -160,7 +160,7 @@ pub async fn kick(
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/ban
-pub async fn ban(
+pub(crate) async fn ban(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
@@ -170,7 +170,7 @@ pub async fn ban(
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/unban
-pub async fn unban(
+pub(crate) async fn unban(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
@@ -180,7 +180,7 @@ pub async fn unban(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct OwnMembershipRequest {
+pub(crate) struct OwnMembershipRequest {
     reason: Option<String>,
 }
 
@@ -206,7 +206,7 @@ async fn change_own_membership(
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/join
-pub async fn join(
+pub(crate) async fn join(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
@@ -267,7 +267,7 @@ fn via_servers(request: &actix_web::HttpRequest) -> Vec<String> {
 }
 
 /// # POST /_matrix/client/v3/join/{roomIdOrAlias}
-pub async fn join_by_id_or_alias(
+pub(crate) async fn join_by_id_or_alias(
     app: web::Data<Services>,
     request: actix_web::HttpRequest,
     auth: Authenticated,
@@ -296,7 +296,7 @@ pub async fn join_by_id_or_alias(
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/leave
-pub async fn leave(
+pub(crate) async fn leave(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
@@ -333,7 +333,7 @@ pub async fn leave(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct MembersQuery {
+pub(crate) struct MembersQuery {
     at: Option<String>,
     membership: Option<String>,
     not_membership: Option<String>,
@@ -343,7 +343,7 @@ pub struct MembersQuery {
 ///
 /// With `at`, the memberships as they were at that point of the timeline (from the room's
 /// state history).
-pub async fn members(
+pub(crate) async fn members(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
@@ -407,7 +407,7 @@ fn members_at(app: &Services, room_id: &RoomId, at: u64) -> Result<Vec<String>, 
 /// # POST /_matrix/client/v3/rooms/{roomId}/forget
 ///
 /// A room one has left disappears from one's view: sync, `/messages`, joined and left lists.
-pub async fn forget(
+pub(crate) async fn forget(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
@@ -421,7 +421,7 @@ pub async fn forget(
 ///
 /// Asks to be let into a room whose join rule is `knock` (room version 7 and later); its
 /// members then see the knock and may invite. Rooms on other servers need federation.
-pub async fn knock(
+pub(crate) async fn knock(
     app: web::Data<Services>,
     request: actix_web::HttpRequest,
     auth: Authenticated,

@@ -10,14 +10,14 @@ use crate::api::auth::Authenticated;
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
-pub struct MutualQuery {
+pub(crate) struct MutualQuery {
     user_id: String,
 }
 
 /// # GET /_matrix/client/v1/mutual_rooms
 ///
 /// The rooms the requester and `user_id` are both joined to ([`crate::rooms::Rooms::shared_rooms`]).
-pub async fn mutual_rooms(
+pub(crate) async fn mutual_rooms(
     app: web::Data<Services>,
     auth: Authenticated,
     query: web::Query<MutualQuery>,

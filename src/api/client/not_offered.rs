@@ -11,26 +11,26 @@ use crate::error::{Error, ErrorKind};
 /// # GET /_matrix/client/v3/thirdparty/protocol/{protocol} (and the other lookups)
 ///
 /// No bridges are connected, so no protocol is known.
-pub async fn unknown_protocol(_auth: Authenticated) -> Result<HttpResponse, Error> {
+pub(crate) async fn unknown_protocol(_auth: Authenticated) -> Result<HttpResponse, Error> {
     Err(Error::not_found(
         "No bridge for this protocol is connected to this server",
     ))
 }
 
 /// # GET /_matrix/client/v3/thirdparty/location, /thirdparty/user
-pub async fn no_third_party_matches(_auth: Authenticated) -> HttpResponse {
+pub(crate) async fn no_third_party_matches(_auth: Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(json!([]))
 }
 
 /// # GET /.well-known/matrix/support
-pub async fn support() -> Result<HttpResponse, Error> {
+pub(crate) async fn support() -> Result<HttpResponse, Error> {
     Err(Error::not_found("No support contacts are configured"))
 }
 
 /// # POST /_matrix/client/v3/{register,account/password,account/3pid}/{email,msisdn}/requestToken
 ///
 /// Hearth sends no e-mails or texts and keeps no addresses: validation tokens are refused.
-pub async fn no_third_party_validation() -> Result<HttpResponse, Error> {
+pub(crate) async fn no_third_party_validation() -> Result<HttpResponse, Error> {
     Err(Error::new(
         ErrorKind::ThreepidDenied,
         "This server does not use e-mail addresses or phone numbers",
@@ -40,18 +40,18 @@ pub async fn no_third_party_validation() -> Result<HttpResponse, Error> {
 /// # POST /_matrix/client/v3/refresh
 ///
 /// Hearth hands out no refresh tokens (its access tokens do not expire), so none is valid.
-pub async fn refresh() -> Result<HttpResponse, Error> {
+pub(crate) async fn refresh() -> Result<HttpResponse, Error> {
     Err(Error::unknown_token())
 }
 
 /// # GET /_matrix/client/v3/voip/turnServer
 ///
 /// No TURN server is configured: an empty answer tells clients to call without one.
-pub async fn turn_server(_auth: Authenticated) -> HttpResponse {
+pub(crate) async fn turn_server(_auth: Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(json!({}))
 }
 
 /// # GET /.well-known/matrix/policy_server
-pub async fn policy_server() -> Result<HttpResponse, Error> {
+pub(crate) async fn policy_server() -> Result<HttpResponse, Error> {
     Err(Error::not_found("This server is not a policy server"))
 }

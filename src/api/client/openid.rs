@@ -15,7 +15,7 @@ use crate::error::Error;
 ///
 /// A token a third party can check with this server to learn who the user is. Kept one hour
 /// ([`crate::users::openid`]).
-pub async fn request_token(
+pub(crate) async fn request_token(
     app: web::Data<Services>,
     auth: Authenticated,
     user: web::Path<String>,

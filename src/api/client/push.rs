@@ -70,12 +70,15 @@ fn not_found() -> Error {
 }
 
 /// # GET /_matrix/client/v3/pushrules/
-pub async fn get_all(app: web::Data<Services>, auth: Authenticated) -> Result<HttpResponse, Error> {
+pub(crate) async fn get_all(
+    app: web::Data<Services>,
+    auth: Authenticated,
+) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::Ok().json(json!({ "global": ruleset(&app, &auth.user_id)? })))
 }
 
 /// # GET /_matrix/client/v3/pushrules/global/
-pub async fn get_global(
+pub(crate) async fn get_global(
     app: web::Data<Services>,
     auth: Authenticated,
 ) -> Result<HttpResponse, Error> {
@@ -83,7 +86,7 @@ pub async fn get_global(
 }
 
 /// # GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}
-pub async fn get_rule(
+pub(crate) async fn get_rule(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
@@ -96,7 +99,7 @@ pub async fn get_rule(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct RuleRequest {
+pub(crate) struct RuleRequest {
     actions: Vec<Action>,
     #[serde(default)]
     conditions: Vec<PushCondition>,
@@ -104,13 +107,13 @@ pub struct RuleRequest {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct PositionQuery {
+pub(crate) struct PositionQuery {
     before: Option<String>,
     after: Option<String>,
 }
 
 /// # PUT /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}
-pub async fn put_rule(
+pub(crate) async fn put_rule(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
@@ -162,7 +165,7 @@ pub async fn put_rule(
 }
 
 /// # DELETE /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}
-pub async fn delete_rule(
+pub(crate) async fn delete_rule(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
@@ -181,7 +184,7 @@ pub async fn delete_rule(
 }
 
 /// # GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/{attribute}
-pub async fn get_attribute(
+pub(crate) async fn get_attribute(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String, String)>,
@@ -198,7 +201,7 @@ pub async fn get_attribute(
 }
 
 /// # PUT /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/{attribute}
-pub async fn put_attribute(
+pub(crate) async fn put_attribute(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String, String)>,
@@ -245,7 +248,7 @@ pub async fn put_attribute(
 }
 
 /// # GET /_matrix/client/v3/pushers
-pub async fn get_pushers(
+pub(crate) async fn get_pushers(
     app: web::Data<Services>,
     auth: Authenticated,
 ) -> Result<HttpResponse, Error> {
@@ -256,7 +259,7 @@ pub async fn get_pushers(
 /// # POST /_matrix/client/v3/pushers/set
 ///
 /// Creates, replaces (same `app_id` and `pushkey`) or, with `kind: null`, deletes a pusher.
-pub async fn set_pusher(
+pub(crate) async fn set_pusher(
     app: web::Data<Services>,
     auth: Authenticated,
     MatrixJson(body): MatrixJson<Map<String, Value>>,
@@ -266,7 +269,7 @@ pub async fn set_pusher(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct NotificationsQuery {
+pub(crate) struct NotificationsQuery {
     from: Option<String>,
     limit: Option<usize>,
     only: Option<String>,
@@ -275,7 +278,7 @@ pub struct NotificationsQuery {
 /// # GET /_matrix/client/v3/notifications
 ///
 /// The user's notifications, newest first; `from` is the `next_token` of the page before.
-pub async fn notifications(
+pub(crate) async fn notifications(
     app: web::Data<Services>,
     auth: Authenticated,
     query: web::Query<NotificationsQuery>,

@@ -15,13 +15,13 @@ use crate::error::{Error, ErrorKind};
 use crate::sync::receipts::{PRIVATE, PUBLIC};
 
 #[derive(Debug, Deserialize)]
-pub struct TypingRequest {
+pub(crate) struct TypingRequest {
     typing: bool,
     timeout: Option<u64>,
 }
 
 /// # PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}
-pub async fn typing(
+pub(crate) async fn typing(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
@@ -44,7 +44,7 @@ pub async fn typing(
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct ReceiptRequest {
+pub(crate) struct ReceiptRequest {
     thread_id: Option<String>,
 }
 
@@ -65,7 +65,7 @@ pub(super) fn require_room_event(
 ///
 /// `m.read` and `m.read.private` are receipts (the sync service's); `m.fully_read` is the
 /// read marker, account data (the users service's).
-pub async fn receipt(
+pub(crate) async fn receipt(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
@@ -93,7 +93,7 @@ pub async fn receipt(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ReadMarkersRequest {
+pub(crate) struct ReadMarkersRequest {
     #[serde(rename = "m.fully_read")]
     fully_read: Option<String>,
     #[serde(rename = "m.read")]
@@ -105,7 +105,7 @@ pub struct ReadMarkersRequest {
 /// # POST /_matrix/client/v3/rooms/{roomId}/read_markers
 ///
 /// Every event named must be the room's before any marker moves.
-pub async fn read_markers(
+pub(crate) async fn read_markers(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,

@@ -14,7 +14,7 @@ fn room(text: &str) -> Result<OwnedRoomId, Error> {
 }
 
 /// # GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]
-pub async fn relations(
+pub(crate) async fn relations(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<Vec<String>>,
@@ -34,7 +34,7 @@ pub async fn relations(
 }
 
 /// # GET /_matrix/client/v1/rooms/{roomId}/threads
-pub async fn threads(
+pub(crate) async fn threads(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,

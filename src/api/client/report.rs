@@ -15,14 +15,14 @@ use crate::api::path;
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
-pub struct ReportRequest {
+pub(crate) struct ReportRequest {
     reason: Option<String>,
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/report/{eventId}
 ///
 /// Reports go to the server's administrator: the log, at warning level.
-pub async fn report_event(
+pub(crate) async fn report_event(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
@@ -38,7 +38,7 @@ pub async fn report_event(
 }
 
 /// # POST /_matrix/client/v3/rooms/{roomId}/report
-pub async fn report_room(
+pub(crate) async fn report_room(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
@@ -54,7 +54,7 @@ pub async fn report_room(
 }
 
 /// # POST /_matrix/client/v3/users/{userId}/report
-pub async fn report_user(
+pub(crate) async fn report_user(
     app: web::Data<Services>,
     auth: Authenticated,
     user: web::Path<String>,

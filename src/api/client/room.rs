@@ -16,7 +16,7 @@ use crate::matrix::events::builder::NewEvent;
 use crate::rooms::create::CreateRoomRequest;
 
 /// # POST /_matrix/client/v3/createRoom
-pub async fn create_room(
+pub(crate) async fn create_room(
     app: web::Data<Services>,
     auth: Authenticated,
     MatrixJson(body): MatrixJson<CreateRoomRequest>,
@@ -30,7 +30,7 @@ pub async fn create_room(
 }
 
 /// # GET /_matrix/client/v3/joined_rooms
-pub async fn joined_rooms(
+pub(crate) async fn joined_rooms(
     app: web::Data<Services>,
     auth: Authenticated,
 ) -> Result<HttpResponse, Error> {
@@ -61,7 +61,7 @@ pub(super) fn require_joined(
 }
 
 /// # PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
-pub async fn send_message(
+pub(crate) async fn send_message(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
@@ -144,7 +144,7 @@ pub(super) fn check_may_redact(
 }
 
 /// # PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
-pub async fn put_state(
+pub(crate) async fn put_state(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
@@ -155,7 +155,7 @@ pub async fn put_state(
 }
 
 /// # PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}
-pub async fn put_state_empty_key(
+pub(crate) async fn put_state_empty_key(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
@@ -194,12 +194,12 @@ async fn put_state_event(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct FormatQuery {
+pub(crate) struct FormatQuery {
     format: Option<String>,
 }
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
-pub async fn get_state(
+pub(crate) async fn get_state(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
@@ -217,7 +217,7 @@ pub async fn get_state(
 }
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}
-pub async fn get_state_empty_key(
+pub(crate) async fn get_state_empty_key(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
@@ -256,7 +256,7 @@ fn get_state_event(
 }
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/state
-pub async fn get_all_state(
+pub(crate) async fn get_all_state(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,
@@ -267,7 +267,7 @@ pub async fn get_all_state(
 }
 
 /// # GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
-pub async fn get_event(
+pub(crate) async fn get_event(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
@@ -296,12 +296,12 @@ pub async fn get_event(
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RedactRequest {
+pub(crate) struct RedactRequest {
     reason: Option<String>,
 }
 
 /// # PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
-pub async fn redact(
+pub(crate) async fn redact(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,

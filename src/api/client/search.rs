@@ -12,19 +12,19 @@ use crate::error::Error;
 use crate::search::RoomEventsCriteria;
 
 #[derive(Debug, Deserialize)]
-pub struct SearchRequest {
+pub(crate) struct SearchRequest {
     search_categories: Categories,
 }
 
 /// The categories to search. `room_events` is the only one the spec defines; a request
 /// without it gets no categories back.
 #[derive(Debug, Deserialize)]
-pub struct Categories {
+pub(crate) struct Categories {
     room_events: Option<RoomEventsCriteria>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct SearchQuery {
+pub(crate) struct SearchQuery {
     next_batch: Option<String>,
 }
 
@@ -33,7 +33,7 @@ pub struct SearchQuery {
 /// A body of the wrong shape (an unknown `order_by`, `keys` or group key, a filter field of
 /// the wrong type) is `400 M_BAD_JSON`; a bad `next_batch` or a term without words is
 /// `400 M_INVALID_PARAM`.
-pub async fn search(
+pub(crate) async fn search(
     app: web::Data<Services>,
     auth: Authenticated,
     query: web::Query<SearchQuery>,

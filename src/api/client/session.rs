@@ -15,13 +15,13 @@ use crate::users::accounts::uia::Identifier;
 use crate::users::accounts::{self, sessions};
 
 /// # GET /_matrix/client/v3/login
-pub async fn get_login_flows() -> HttpResponse {
+pub(crate) async fn get_login_flows() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "flows": [{ "type": "m.login.password" }] }))
 }
 
 /// The body of `POST /login`. No `Debug`: it holds a password.
 #[derive(Deserialize)]
-pub struct LoginRequest {
+pub(crate) struct LoginRequest {
     #[serde(rename = "type")]
     kind: String,
     identifier: Option<Identifier>,
@@ -33,7 +33,7 @@ pub struct LoginRequest {
 }
 
 /// # POST /_matrix/client/v3/login
-pub async fn login(
+pub(crate) async fn login(
     req: HttpRequest,
     app: web::Data<Services>,
     MatrixJson(body): MatrixJson<LoginRequest>,
@@ -76,7 +76,7 @@ pub async fn login(
 }
 
 /// The user named by an `m.id.user` identifier (or the deprecated top-level `user`).
-pub fn user_from_identifier(
+pub(crate) fn user_from_identifier(
     identifier: Option<&Identifier>,
     legacy_user: Option<&str>,
 ) -> Result<String, Error> {
@@ -103,7 +103,7 @@ pub fn user_from_identifier(
 /// Checks a password for `user_id` (`None`: a name that cannot be a local user). Unknown
 /// users and wrong passwords get the same answer and take as long, so logins cannot probe
 /// which accounts exist. Each check counts against the account's rate limit.
-pub async fn verify_credentials(
+pub(crate) async fn verify_credentials(
     app: &Services,
     user_id: Option<OwnedUserId>,
     password: String,
@@ -141,7 +141,7 @@ pub async fn verify_credentials(
 }
 
 /// Device IDs and display names: at most 255 bytes, no control characters.
-pub fn valid_device_field(value: String) -> Result<String, Error> {
+pub(crate) fn valid_device_field(value: String) -> Result<String, Error> {
     if value.is_empty()
         || value.len() > sessions::MAX_DEVICE_FIELD_BYTES
         || value.chars().any(char::is_control)
@@ -155,7 +155,7 @@ pub fn valid_device_field(value: String) -> Result<String, Error> {
 }
 
 /// An optional device name, where an empty one means none.
-pub fn optional_device_name(value: Option<String>) -> Result<Option<String>, Error> {
+pub(crate) fn optional_device_name(value: Option<String>) -> Result<Option<String>, Error> {
     value
         .filter(|name| !name.is_empty())
         .map(valid_device_field)
@@ -163,7 +163,7 @@ pub fn optional_device_name(value: Option<String>) -> Result<Option<String>, Err
 }
 
 /// # POST /_matrix/client/v3/logout
-pub async fn logout(
+pub(crate) async fn logout(
     app: web::Data<Services>,
     EvenIfLocked(auth): EvenIfLocked,
 ) -> Result<HttpResponse, Error> {
@@ -172,7 +172,7 @@ pub async fn logout(
 }
 
 /// # POST /_matrix/client/v3/logout/all
-pub async fn logout_all(
+pub(crate) async fn logout_all(
     app: web::Data<Services>,
     EvenIfLocked(auth): EvenIfLocked,
 ) -> Result<HttpResponse, Error> {
@@ -181,7 +181,7 @@ pub async fn logout_all(
 }
 
 /// # GET /_matrix/client/v3/account/whoami
-pub async fn whoami(auth: Authenticated) -> HttpResponse {
+pub(crate) async fn whoami(auth: Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "user_id": auth.user_id,
         "device_id": auth.device_id,
@@ -191,11 +191,11 @@ pub async fn whoami(auth: Authenticated) -> HttpResponse {
 
 /// Maps account errors to the spec's error codes (the `From` impl beside the users
 /// service).
-pub fn account_error(err: accounts::AccountError) -> Error {
+pub(crate) fn account_error(err: accounts::AccountError) -> Error {
     err.into()
 }
 
 /// The `METHOD path` a user-interactive auth session is bound to.
-pub fn operation(req: &HttpRequest) -> String {
+pub(crate) fn operation(req: &HttpRequest) -> String {
     format!("{} {}", req.method(), req.path())
 }

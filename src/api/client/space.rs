@@ -13,7 +13,7 @@ use crate::directory::spaces::HierarchyRequest;
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
-pub struct HierarchyQuery {
+pub(crate) struct HierarchyQuery {
     suggested_only: Option<bool>,
     limit: Option<u64>,
     max_depth: Option<u64>,
@@ -21,7 +21,7 @@ pub struct HierarchyQuery {
 }
 
 /// # GET /_matrix/client/v1/rooms/{roomId}/hierarchy
-pub async fn hierarchy(
+pub(crate) async fn hierarchy(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,

@@ -11,7 +11,7 @@ use crate::error::Error;
 ///
 /// For whoever [`crate::directory::may_preview`] the room; to anyone else it does not
 /// exist.
-pub async fn room_summary(
+pub(crate) async fn room_summary(
     app: web::Data<Services>,
     auth: Authenticated,
     room: web::Path<String>,

@@ -16,7 +16,7 @@ use crate::sync::{SyncRequest, parse_token, sync};
 use crate::users::filter::RoomEventFilter;
 
 #[derive(Debug, Deserialize)]
-pub struct SyncQuery {
+pub(crate) struct SyncQuery {
     since: Option<String>,
     set_presence: Option<String>,
     timeout: Option<u64>,
@@ -38,7 +38,7 @@ fn position(token: &str) -> Result<u64, Error> {
 }
 
 /// # GET /_matrix/client/v3/sync
-pub async fn get_sync(
+pub(crate) async fn get_sync(
     app: web::Data<Services>,
     auth: Authenticated,
     query: web::Query<SyncQuery>,
@@ -81,7 +81,7 @@ pub async fn get_sync(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct MessagesQuery {
+pub(crate) struct MessagesQuery {
     from: Option<String>,
     to: Option<String>,
     dir: String,
@@ -90,7 +90,7 @@ pub struct MessagesQuery {
 }
 
 /// A room event filter given as a query parameter (JSON); none lets everything through.
-pub fn room_event_filter(text: Option<&str>) -> Result<RoomEventFilter, Error> {
+pub(crate) fn room_event_filter(text: Option<&str>) -> Result<RoomEventFilter, Error> {
     match text {
         None => Ok(RoomEventFilter::default()),
         Some(text) => serde_json::from_str(text).map_err(|err| {
@@ -106,7 +106,7 @@ pub fn room_event_filter(text: Option<&str>) -> Result<RoomEventFilter, Error> {
 ///
 /// Tokens are stream positions: `from` is the last position already seen going backwards
 /// (or the first one going forwards). Who may read what: [`crate::rooms::Rooms::messages`].
-pub async fn messages(
+pub(crate) async fn messages(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,

@@ -24,7 +24,7 @@ fn own_room(
 }
 
 /// # GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags
-pub async fn get_tags(
+pub(crate) async fn get_tags(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
@@ -35,7 +35,7 @@ pub async fn get_tags(
 }
 
 /// # PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}
-pub async fn put_tag(
+pub(crate) async fn put_tag(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
@@ -50,7 +50,7 @@ pub async fn put_tag(
 }
 
 /// # DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}
-pub async fn delete_tag(
+pub(crate) async fn delete_tag(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,

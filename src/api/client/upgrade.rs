@@ -15,7 +15,7 @@ use crate::api::path;
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
-pub struct UpgradeRequest {
+pub(crate) struct UpgradeRequest {
     new_version: String,
     #[serde(default)]
     additional_creators: Vec<OwnedUserId>,
@@ -26,7 +26,7 @@ pub struct UpgradeRequest {
 /// Makes a replacement room of `new_version` with the old room's settings and a
 /// `predecessor`, moves the local aliases, then ends the old room with a tombstone and
 /// restricts who may speak in it.
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     app: web::Data<Services>,
     auth: Authenticated,
     room_id: web::Path<String>,

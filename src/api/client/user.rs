@@ -26,7 +26,7 @@ pub(super) fn require_self(auth: &Authenticated, user_id: &UserId) -> Result<(),
 ///
 /// Administrators are told they may lock and suspend accounts (`m.account_moderation`);
 /// for everyone else the spec asks that capability be left out.
-pub async fn capabilities(
+pub(crate) async fn capabilities(
     app: web::Data<Services>,
     auth: Authenticated,
 ) -> Result<HttpResponse, Error> {
@@ -48,7 +48,7 @@ pub async fn capabilities(
 }
 
 /// # GET /_matrix/client/v3/profile/{userId}
-pub async fn get_profile(
+pub(crate) async fn get_profile(
     app: web::Data<Services>,
     user_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
@@ -77,7 +77,7 @@ fn known_field(field: &str) -> Result<(), Error> {
 }
 
 /// # GET /_matrix/client/v3/profile/{userId}/{keyName}
-pub async fn get_profile_field(
+pub(crate) async fn get_profile_field(
     app: web::Data<Services>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
@@ -98,7 +98,7 @@ pub async fn get_profile_field(
 }
 
 /// # PUT /_matrix/client/v3/profile/{userId}/{keyName}
-pub async fn set_profile_field(
+pub(crate) async fn set_profile_field(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
@@ -125,7 +125,7 @@ pub async fn set_profile_field(
 }
 
 /// # DELETE /_matrix/client/v3/profile/{userId}/{keyName}
-pub async fn delete_profile_field(
+pub(crate) async fn delete_profile_field(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
@@ -140,7 +140,7 @@ pub async fn delete_profile_field(
 }
 
 /// # GET /_matrix/client/v3/user/{userId}/account_data/{type}
-pub async fn get_account_data(
+pub(crate) async fn get_account_data(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
@@ -156,7 +156,7 @@ pub async fn get_account_data(
 }
 
 /// # PUT /_matrix/client/v3/user/{userId}/account_data/{type}
-pub async fn set_account_data(
+pub(crate) async fn set_account_data(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
@@ -187,7 +187,7 @@ fn room_for_account_data(
 }
 
 /// # GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
-pub async fn get_room_account_data(
+pub(crate) async fn get_room_account_data(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
@@ -204,7 +204,7 @@ pub async fn get_room_account_data(
 }
 
 /// # PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
-pub async fn set_room_account_data(
+pub(crate) async fn set_room_account_data(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
@@ -221,7 +221,7 @@ pub async fn set_room_account_data(
 }
 
 /// # POST /_matrix/client/v3/user/{userId}/filter
-pub async fn create_filter(
+pub(crate) async fn create_filter(
     app: web::Data<Services>,
     auth: Authenticated,
     user_id: web::Path<String>,
@@ -242,7 +242,7 @@ pub async fn create_filter(
 }
 
 /// # GET /_matrix/client/v3/user/{userId}/filter/{filterId}
-pub async fn get_filter(
+pub(crate) async fn get_filter(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
@@ -261,12 +261,12 @@ pub async fn get_filter(
 /// # GET /_matrix/client/v3/account/3pid
 ///
 /// Hearth keeps no e-mail addresses or phone numbers: the list is empty, truthfully.
-pub async fn third_party_ids(_auth: Authenticated) -> HttpResponse {
+pub(crate) async fn third_party_ids(_auth: Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "threepids": [] }))
 }
 
 /// # POST /_matrix/client/v3/account/3pid/add, /bind
-pub async fn add_third_party_id(_auth: Authenticated) -> Result<HttpResponse, Error> {
+pub(crate) async fn add_third_party_id(_auth: Authenticated) -> Result<HttpResponse, Error> {
     Err(Error::new(
         ErrorKind::ThreepidDenied,
         "This server does not keep e-mail addresses or phone numbers",
@@ -276,25 +276,25 @@ pub async fn add_third_party_id(_auth: Authenticated) -> Result<HttpResponse, Er
 /// # POST /_matrix/client/v3/account/3pid/delete, /unbind
 ///
 /// Nothing is ever bound, so there is nothing to remove.
-pub async fn remove_third_party_id(_auth: Authenticated) -> HttpResponse {
+pub(crate) async fn remove_third_party_id(_auth: Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "id_server_unbind_result": "success" }))
 }
 
 /// # GET /_matrix/client/v3/thirdparty/protocols
 ///
 /// No bridges are connected to this server.
-pub async fn third_party_protocols(_auth: Authenticated) -> HttpResponse {
+pub(crate) async fn third_party_protocols(_auth: Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(json!({}))
 }
 
 #[derive(Debug, serde::Deserialize)]
-pub struct PresenceRequest {
+pub(crate) struct PresenceRequest {
     presence: String,
     status_msg: Option<String>,
 }
 
 /// # PUT /_matrix/client/v3/presence/{userId}/status
-pub async fn set_presence(
+pub(crate) async fn set_presence(
     app: web::Data<Services>,
     auth: Authenticated,
     user_id: web::Path<String>,
@@ -326,7 +326,7 @@ pub async fn set_presence(
 /// # GET /_matrix/client/v3/presence/{userId}/status
 ///
 /// One's own, and that of people one shares a room with.
-pub async fn get_presence(
+pub(crate) async fn get_presence(
     app: web::Data<Services>,
     auth: Authenticated,
     user_id: web::Path<String>,

@@ -11,7 +11,7 @@ use crate::api::auth::Authenticated;
 use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
-pub struct UserSearch {
+pub(crate) struct UserSearch {
     search_term: String,
     limit: Option<usize>,
 }
@@ -20,7 +20,7 @@ pub struct UserSearch {
 ///
 /// Users of this server who share a room with the searcher or are in a public room, found by
 /// ID or display name ([`crate::directory::Directory::search_users`]).
-pub async fn search_users(
+pub(crate) async fn search_users(
     app: web::Data<Services>,
     auth: Authenticated,
     MatrixJson(body): MatrixJson<UserSearch>,

@@ -9,13 +9,13 @@ use serde_json::json;
 /// `404 M_UNRECOGNIZED`, as the spec lets a server answer for what it does not offer, and
 /// clients fall back to unencrypted rooms without attachments. Without a version here,
 /// clients such as Element refuse to log in at all.
-pub const SUPPORTED_VERSIONS: &[&str] = &[
+pub(crate) const SUPPORTED_VERSIONS: &[&str] = &[
     "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11",
     "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18", "v1.19",
 ];
 
 /// # GET /_matrix/client/versions
-pub async fn get() -> HttpResponse {
+pub(crate) async fn get() -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "versions": SUPPORTED_VERSIONS,
         "unstable_features": {},

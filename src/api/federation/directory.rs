@@ -14,13 +14,13 @@ use crate::federation::directory::{self, PublicRoomsRequest};
 /// The query of `GET /publicRooms`. `include_all_networks` and `third_party_instance_id`
 /// are accepted and change nothing: Hearth bridges no third-party networks.
 #[derive(Debug, Deserialize)]
-pub struct PublicRoomsQuery {
+pub(crate) struct PublicRoomsQuery {
     limit: Option<u64>,
     since: Option<String>,
 }
 
 /// # GET /_matrix/federation/v1/publicRooms
-pub async fn public_rooms(
+pub(crate) async fn public_rooms(
     app: web::Data<Services>,
     _origin: FederationOrigin,
     query: web::Query<PublicRoomsQuery>,
@@ -35,20 +35,20 @@ pub async fn public_rooms(
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct PublicRoomsFilter {
+pub(crate) struct PublicRoomsFilter {
     generic_search_term: Option<String>,
     room_types: Option<Vec<Option<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct PublicRoomsBody {
+pub(crate) struct PublicRoomsBody {
     limit: Option<u64>,
     since: Option<String>,
     filter: Option<PublicRoomsFilter>,
 }
 
 /// # POST /_matrix/federation/v1/publicRooms
-pub async fn search_public_rooms(
+pub(crate) async fn search_public_rooms(
     app: web::Data<Services>,
     request: SignedJson<PublicRoomsBody>,
 ) -> Result<HttpResponse, Error> {
@@ -64,12 +64,12 @@ pub async fn search_public_rooms(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct HierarchyQuery {
+pub(crate) struct HierarchyQuery {
     suggested_only: Option<bool>,
 }
 
 /// # GET /_matrix/federation/v1/hierarchy/{roomId}
-pub async fn hierarchy(
+pub(crate) async fn hierarchy(
     app: web::Data<Services>,
     origin: FederationOrigin,
     room: web::Path<String>,

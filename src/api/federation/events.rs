@@ -40,7 +40,7 @@ fn open<'a>(
 }
 
 /// # GET /_matrix/federation/v1/event/{eventId}
-pub async fn event(
+pub(crate) async fn event(
     app: web::Data<Services>,
     origin: FederationOrigin,
     event_id: web::Path<String>,
@@ -50,12 +50,12 @@ pub async fn event(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct AtEvent {
+pub(crate) struct AtEvent {
     event_id: String,
 }
 
 /// # GET /_matrix/federation/v1/state_ids/{roomId}
-pub async fn state_ids(
+pub(crate) async fn state_ids(
     app: web::Data<Services>,
     origin: FederationOrigin,
     room: web::Path<String>,
@@ -77,7 +77,7 @@ struct StateAnswer {
 }
 
 /// # GET /_matrix/federation/v1/state/{roomId}
-pub async fn state(
+pub(crate) async fn state(
     app: web::Data<Services>,
     origin: FederationOrigin,
     room: web::Path<String>,
@@ -98,7 +98,7 @@ struct AuthChainAnswer {
 }
 
 /// # GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}
-pub async fn event_auth(
+pub(crate) async fn event_auth(
     app: web::Data<Services>,
     origin: FederationOrigin,
     path: web::Path<(String, String)>,
@@ -113,7 +113,7 @@ pub async fn event_auth(
 /// # GET /_matrix/federation/v1/backfill/{roomId}
 ///
 /// `v` may repeat, so the query is read as a list of pairs.
-pub async fn backfill(
+pub(crate) async fn backfill(
     app: web::Data<Services>,
     origin: FederationOrigin,
     room: web::Path<String>,
@@ -160,7 +160,7 @@ struct MissingEventsAnswer {
 }
 
 /// # POST /_matrix/federation/v1/get_missing_events/{roomId}
-pub async fn get_missing_events(
+pub(crate) async fn get_missing_events(
     app: web::Data<Services>,
     room: web::Path<String>,
     request: SignedJson<MissingEventsRequest>,
@@ -175,13 +175,13 @@ pub async fn get_missing_events(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct TimestampQuery {
+pub(crate) struct TimestampQuery {
     ts: u64,
     dir: String,
 }
 
 /// # GET /_matrix/federation/v1/timestamp_to_event/{roomId}
-pub async fn timestamp_to_event(
+pub(crate) async fn timestamp_to_event(
     app: web::Data<Services>,
     origin: FederationOrigin,
     room: web::Path<String>,

@@ -22,7 +22,7 @@ fn versions(query: &str) -> Vec<String> {
 }
 
 /// # GET /_matrix/federation/v1/make_join/{roomId}/{userId}
-pub async fn make_join(
+pub(crate) async fn make_join(
     app: web::Data<Services>,
     origin: FederationOrigin,
     request: HttpRequest,
@@ -47,7 +47,7 @@ pub async fn make_join(
 }
 
 /// # PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}
-pub async fn send_join(
+pub(crate) async fn send_join(
     app: web::Data<Services>,
     path: web::Path<(String, String)>,
     signed: SignedJson<Value>,
@@ -68,7 +68,7 @@ pub async fn send_join(
 }
 
 /// # PUT /_matrix/federation/v2/invite/{roomId}/{eventId}
-pub async fn invite(
+pub(crate) async fn invite(
     app: web::Data<Services>,
     path: web::Path<(String, String)>,
     signed: SignedJson<Value>,
@@ -91,7 +91,7 @@ pub async fn invite(
 /// The deprecated first version: the body is the event itself (stripped state in its
 /// `unsigned`), the room version is not said (the spec: assume `1` or `2`, whose events
 /// look the same), and the answer is `[200, {"event": …}]`.
-pub async fn invite_v1(
+pub(crate) async fn invite_v1(
     app: web::Data<Services>,
     path: web::Path<(String, String)>,
     signed: SignedJson<Value>,
@@ -116,7 +116,7 @@ pub async fn invite_v1(
 }
 
 /// # GET /_matrix/federation/v1/make_leave/{roomId}/{userId}
-pub async fn make_leave(
+pub(crate) async fn make_leave(
     app: web::Data<Services>,
     origin: FederationOrigin,
     path: web::Path<(String, String)>,
@@ -134,7 +134,7 @@ pub async fn make_leave(
 }
 
 /// # PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}
-pub async fn send_leave(
+pub(crate) async fn send_leave(
     app: web::Data<Services>,
     path: web::Path<(String, String)>,
     signed: SignedJson<Value>,
@@ -153,7 +153,7 @@ pub async fn send_leave(
 }
 
 /// # GET /_matrix/federation/v1/make_knock/{roomId}/{userId}
-pub async fn make_knock(
+pub(crate) async fn make_knock(
     app: web::Data<Services>,
     origin: FederationOrigin,
     request: HttpRequest,
@@ -177,7 +177,7 @@ pub async fn make_knock(
 }
 
 /// # PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}
-pub async fn send_knock(
+pub(crate) async fn send_knock(
     app: web::Data<Services>,
     path: web::Path<(String, String)>,
     signed: SignedJson<Value>,

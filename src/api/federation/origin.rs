@@ -23,13 +23,13 @@ use crate::matrix::time::now_ms;
 
 /// The server that signed a request without a body (`GET`, `DELETE`).
 #[derive(Debug, Clone)]
-pub struct FederationOrigin(pub OwnedServerName);
+pub(crate) struct FederationOrigin(pub OwnedServerName);
 
 /// A signed request's JSON body, parsed as `T`, and the server that signed it.
 #[derive(Debug)]
-pub struct SignedJson<T> {
+pub(crate) struct SignedJson<T> {
     pub origin: OwnedServerName,
-    pub body: T,
+    pub(crate) body: T,
 }
 
 impl FromRequest for FederationOrigin {

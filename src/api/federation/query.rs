@@ -9,13 +9,13 @@ use crate::api::app::Services;
 use crate::error::{Error, ErrorKind};
 
 #[derive(Debug, Deserialize)]
-pub struct ProfileQuery {
+pub(crate) struct ProfileQuery {
     user_id: String,
     field: Option<String>,
 }
 
 /// # GET /_matrix/federation/v1/query/profile
-pub async fn profile(
+pub(crate) async fn profile(
     app: web::Data<Services>,
     origin: FederationOrigin,
     query: web::Query<ProfileQuery>,
@@ -44,12 +44,12 @@ pub async fn profile(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct DirectoryQuery {
+pub(crate) struct DirectoryQuery {
     room_alias: String,
 }
 
 /// # GET /_matrix/federation/v1/query/directory
-pub async fn directory(
+pub(crate) async fn directory(
     app: web::Data<Services>,
     origin: FederationOrigin,
     query: web::Query<DirectoryQuery>,
@@ -64,7 +64,7 @@ pub async fn directory(
 /// The generic query endpoint, for the query types not defined (those that are have their
 /// own routes, registered first): the caller is authenticated, then told there is no such
 /// query here.
-pub async fn unknown(
+pub(crate) async fn unknown(
     _origin: FederationOrigin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Error> {

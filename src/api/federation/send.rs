@@ -16,7 +16,7 @@ const MAX_PDUS: usize = 50;
 const MAX_EDUS: usize = 100;
 
 #[derive(Debug, Deserialize)]
-pub struct Transaction {
+pub(crate) struct Transaction {
     origin: String,
     #[allow(dead_code)]
     origin_server_ts: u64,
@@ -26,7 +26,7 @@ pub struct Transaction {
 }
 
 /// # PUT /_matrix/federation/v1/send/{txnId}
-pub async fn send(
+pub(crate) async fn send(
     app: web::Data<Services>,
     _txn_id: web::Path<String>,
     signed: SignedJson<Transaction>,

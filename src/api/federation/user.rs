@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::federation::users;
 
 /// # GET /_matrix/federation/v1/user/devices/{userId}
-pub async fn devices(
+pub(crate) async fn devices(
     app: web::Data<Services>,
     _origin: FederationOrigin,
     user: web::Path<String>,
@@ -23,12 +23,12 @@ pub async fn devices(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct KeysQuery {
+pub(crate) struct KeysQuery {
     device_keys: BTreeMap<String, Value>,
 }
 
 /// # POST /_matrix/federation/v1/user/keys/query
-pub async fn query_keys(
+pub(crate) async fn query_keys(
     app: web::Data<Services>,
     request: SignedJson<KeysQuery>,
 ) -> Result<HttpResponse, Error> {
@@ -39,12 +39,12 @@ pub async fn query_keys(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct KeysClaim {
+pub(crate) struct KeysClaim {
     one_time_keys: BTreeMap<String, Value>,
 }
 
 /// # POST /_matrix/federation/v1/user/keys/claim
-pub async fn claim_keys(
+pub(crate) async fn claim_keys(
     app: web::Data<Services>,
     request: SignedJson<KeysClaim>,
 ) -> Result<HttpResponse, Error> {
@@ -55,14 +55,14 @@ pub async fn claim_keys(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct UserInfoQuery {
+pub(crate) struct UserInfoQuery {
     access_token: String,
 }
 
 /// # GET /_matrix/federation/v1/openid/userinfo
 ///
 /// Not signed: third parties (not only servers) ask it; the token is the credential.
-pub async fn openid_userinfo(
+pub(crate) async fn openid_userinfo(
     app: web::Data<Services>,
     query: web::Query<UserInfoQuery>,
 ) -> Result<HttpResponse, Error> {

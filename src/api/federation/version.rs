@@ -4,7 +4,7 @@ use actix_web::HttpResponse;
 use serde_json::json;
 
 /// # GET /_matrix/federation/v1/version
-pub async fn get() -> HttpResponse {
+pub(crate) async fn get() -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "server": { "name": crate::SERVER_SOFTWARE, "version": crate::VERSION }
     }))

@@ -5,18 +5,18 @@
 use std::time::{Duration, Instant};
 
 /// The longest wait between two tries.
-pub const MAX_DELAY: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(3600);
 
 /// A server's failures so far: the wait before the next try, and when that is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub delay: Duration,
-    pub until: Instant,
+pub(crate) struct Backoff {
+    pub(crate) delay: Duration,
+    pub(crate) until: Instant,
 }
 
 impl Backoff {
     /// After the first failure: wait `initial`.
-    pub fn first(initial: Duration, now: Instant) -> Backoff {
+    pub(crate) fn first(initial: Duration, now: Instant) -> Backoff {
         let delay = initial.min(MAX_DELAY);
         Backoff {
             delay,
@@ -25,7 +25,7 @@ impl Backoff {
     }
 
     /// After one more failure: twice the last wait, at most [`MAX_DELAY`].
-    pub fn next(self, now: Instant) -> Backoff {
+    pub(crate) fn next(self, now: Instant) -> Backoff {
         let delay = self.delay.saturating_mul(2).min(MAX_DELAY);
         Backoff {
             delay,
@@ -34,14 +34,18 @@ impl Backoff {
     }
 
     /// The backoff after a failure, from the one before it (if any).
-    pub fn after_failure(previous: Option<Backoff>, initial: Duration, now: Instant) -> Backoff {
+    pub(crate) fn after_failure(
+        previous: Option<Backoff>,
+        initial: Duration,
+        now: Instant,
+    ) -> Backoff {
         match previous {
             Some(previous) => previous.next(now),
             None => Backoff::first(initial, now),
         }
     }
 
-    pub fn is_over(&self, now: Instant) -> bool {
+    pub(crate) fn is_over(&self, now: Instant) -> bool {
         now >= self.until
     }
 }

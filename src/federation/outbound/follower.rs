@@ -26,7 +26,7 @@ use crate::sync::ephemeral::Change;
 use crate::sync::receipts::ReceiptRecord;
 
 /// The counter holding the last stream position handled.
-pub const POSITION_COUNTER: &str = "outbound_position";
+pub(crate) const POSITION_COUNTER: &str = "outbound_position";
 
 /// Stream positions handled in one batch: bounds the batch, and the work lost to a crash.
 const POSITIONS_PER_BATCH: u64 = 200;
@@ -379,7 +379,7 @@ impl<'a> RoomServers<'a> {
 /// The other servers with a joined member in `room` that the room's server ACL lets take
 /// part: a denied server is sent none of the room's events and EDUs (spec: server-server
 /// API, "Server Access Control Lists"), even while its users are still members.
-pub fn room_servers(
+pub(crate) fn room_servers(
     storage: &crate::storage::Storage,
     room: &str,
     origin: &ruma::ServerName,
@@ -433,7 +433,7 @@ fn string_field<'a>(json: &'a CanonicalJsonObject, key: &str) -> Option<&'a str>
 }
 
 /// The `m.receipt` EDU of one read receipt (spec: server-server API, "Receipts").
-pub fn receipt_edu(room: &str, record: &ReceiptRecord) -> Value {
+pub(crate) fn receipt_edu(room: &str, record: &ReceiptRecord) -> Value {
     let mut data = json!({ "ts": record.ts });
     if let Some(thread_id) = &record.thread_id {
         data["thread_id"] = json!(thread_id);
@@ -451,7 +451,7 @@ pub fn receipt_edu(room: &str, record: &ReceiptRecord) -> Value {
 }
 
 /// The `m.typing` EDU (spec: server-server API, "Typing Notifications").
-pub fn typing_edu(room_id: &OwnedRoomId, user_id: &OwnedUserId, typing: bool) -> Value {
+pub(crate) fn typing_edu(room_id: &OwnedRoomId, user_id: &OwnedUserId, typing: bool) -> Value {
     json!({
         "edu_type": "m.typing",
         "content": { "room_id": room_id, "user_id": user_id, "typing": typing },

@@ -14,28 +14,28 @@ use serde_json::{Value, json};
 use crate::storage::{Batch, Storage, StorageError, pair_prefix};
 
 /// The spec's limits of one transaction.
-pub const MAX_PDUS: usize = 50;
-pub const MAX_EDUS: usize = 100;
+pub(crate) const MAX_PDUS: usize = 50;
+pub(crate) const MAX_EDUS: usize = 100;
 
 /// Stale items skipped while building one transaction, at most: bounds the work of one
 /// call after a long outage full of expired typing notifications.
 const MAX_SKIPPED: usize = 1000;
 
-pub use crate::storage::records::QueueItem;
+pub(crate) use crate::storage::records::QueueItem;
 
-pub use crate::storage::records::PendingTxn;
+pub(crate) use crate::storage::records::PendingTxn;
 
 /// A transaction ready to send.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Transaction {
-    pub pending: PendingTxn,
-    pub pdus: Vec<Value>,
-    pub edus: Vec<Value>,
+pub(crate) struct Transaction {
+    pub(crate) pending: PendingTxn,
+    pub(crate) pdus: Vec<Value>,
+    pub(crate) edus: Vec<Value>,
 }
 
 impl Transaction {
     /// The request body of `PUT /_matrix/federation/v1/send/{txnId}`.
-    pub fn body(&self, origin: &str) -> Value {
+    pub(crate) fn body(&self, origin: &str) -> Value {
         json!({
             "origin": origin,
             "origin_server_ts": self.pending.origin_server_ts,
@@ -46,7 +46,7 @@ impl Transaction {
 }
 
 /// Adds `item` to the queue of each of `destinations`, in `batch`.
-pub fn stage(
+pub(crate) fn stage(
     storage: &Storage,
     batch: &mut Batch,
     destinations: &BTreeSet<String>,
@@ -66,16 +66,16 @@ pub fn stage(
 
 /// Which queue entries go into the next transaction, and which are stale and go away.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Selection {
-    pub seqs: Vec<u64>,
-    pub stale: Vec<u64>,
+pub(crate) struct Selection {
+    pub(crate) seqs: Vec<u64>,
+    pub(crate) stale: Vec<u64>,
 }
 
 /// Picks the head of a queue, in order, up to the spec's limits. It stops at the first item
 /// that does not fit rather than reaching past it: a receipt must not overtake the event
 /// it points at. Expired EDUs are stale, and so is what `sendable` refuses (a PDU that can
 /// no longer be read, an item of a room whose server ACL now denies the destination).
-pub fn select(
+pub(crate) fn select(
     items: impl Iterator<Item = Result<(u64, QueueItem), StorageError>>,
     now_ms: u64,
     sendable: impl Fn(&QueueItem) -> Result<bool, StorageError>,
@@ -112,7 +112,7 @@ pub fn select(
 /// The next transaction for `destination`: the one in flight, if any, exactly as it was;
 /// else a new one from the head of the queue, recorded as in flight (and flushed) before
 /// it is returned. `None` when nothing waits.
-pub async fn next_transaction(
+pub(crate) async fn next_transaction(
     storage: &Storage,
     destination: &str,
     now_ms: u64,
@@ -221,7 +221,7 @@ fn load(
 }
 
 /// Forgets a transaction the server accepted, with its entries, in one batch.
-pub async fn complete(
+pub(crate) async fn complete(
     storage: &Storage,
     destination: &str,
     transaction: &Transaction,
@@ -240,7 +240,7 @@ pub async fn complete(
 }
 
 /// Every server something was ever queued for: where to look for work at start-up.
-pub fn known_destinations(storage: &Storage) -> Result<Vec<String>, StorageError> {
+pub(crate) fn known_destinations(storage: &Storage) -> Result<Vec<String>, StorageError> {
     storage
         .destination_known
         .iter()

@@ -10,12 +10,12 @@ use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier 
 use argon2::{Algorithm, Argon2, Params, Version};
 
 /// Memory per hash, in KiB.
-pub const MEMORY_KIB: u32 = 7 * 1024;
+pub(crate) const MEMORY_KIB: u32 = 7 * 1024;
 const PASSES: u32 = 5;
 const LANES: u32 = 1;
 
 /// The longest password accepted, in bytes: hashing is expensive, input is not free.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+pub(crate) const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// Makes the allocator give large blocks (such as each hash's Argon2 memory) back to the
 /// system when freed. glibc otherwise raises its mmap threshold after the first large free
@@ -35,7 +35,7 @@ fn argon2() -> Argon2<'static> {
 }
 
 /// Hashes a password with a fresh random salt, as a PHC string.
-pub fn hash(password: &str) -> Result<String, String> {
+pub(crate) fn hash(password: &str) -> Result<String, String> {
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(format!(
             "passwords are limited to {MAX_PASSWORD_BYTES} bytes"
@@ -49,7 +49,7 @@ pub fn hash(password: &str) -> Result<String, String> {
 }
 
 /// Whether `password` matches the stored PHC hash. A malformed hash never matches.
-pub fn verify(password: &str, stored: &str) -> bool {
+pub(crate) fn verify(password: &str, stored: &str) -> bool {
     if password.len() > MAX_PASSWORD_BYTES {
         return false;
     }

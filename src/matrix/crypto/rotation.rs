@@ -12,21 +12,21 @@ use super::SigningKey;
 
 /// A key no longer used: its public half and when it stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OldKey {
+pub(crate) struct OldKey {
     /// Unpadded base64 of the 32-byte public key.
-    pub key: String,
-    pub expired_ts: u64,
+    pub(crate) key: String,
+    pub(crate) expired_ts: u64,
 }
 
 /// Where the old keys of the signing key at `path` are kept.
-pub fn old_keys_path(path: &Path) -> PathBuf {
+pub(crate) fn old_keys_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".old");
     PathBuf::from(name)
 }
 
 /// The old keys kept beside the signing key at `path` (none if there is no file).
-pub fn load_old_keys(path: &Path) -> Result<BTreeMap<String, OldKey>, String> {
+pub(crate) fn load_old_keys(path: &Path) -> Result<BTreeMap<String, OldKey>, String> {
     let old = old_keys_path(path);
     match std::fs::read_to_string(&old) {
         Ok(text) => serde_json::from_str(&text).map_err(|err| format!("{}: {err}", old.display())),
@@ -37,7 +37,7 @@ pub fn load_old_keys(path: &Path) -> Result<BTreeMap<String, OldKey>, String> {
 
 /// Replaces the signing key at `path` with a new one, keeping the current one as old (the
 /// old keys first, so a crash in between loses no key). Returns the new key.
-pub fn rotate(path: &Path, now_ms: u64) -> Result<SigningKey, String> {
+pub(crate) fn rotate(path: &Path, now_ms: u64) -> Result<SigningKey, String> {
     let current = SigningKey::load(path)?;
     let mut old = load_old_keys(path)?;
     old.insert(

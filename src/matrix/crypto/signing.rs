@@ -32,7 +32,7 @@ impl KeyId {
     }
 
     /// The part after `ed25519:`.
-    pub fn version(&self) -> &str {
+    pub(crate) fn version(&self) -> &str {
         self.0.split_once(':').map_or("", |(_, version)| version)
     }
 }
@@ -69,7 +69,7 @@ impl SigningKey {
     }
 
     /// A fresh key with a random version such as `a_Xy3k`.
-    pub fn generate() -> SigningKey {
+    pub(crate) fn generate() -> SigningKey {
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
         let version: String = random_bytes::<6>()
             .iter()
@@ -93,7 +93,7 @@ impl SigningKey {
 
     /// Signs `message`. Ed25519 signatures are deterministic: no noise is mixed in, so the
     /// spec's test vectors reproduce exactly.
-    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+    pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
         *self.keypair.sk.sign(message, None)
     }
 
@@ -117,7 +117,7 @@ impl SigningKey {
     }
 
     /// The key file's line.
-    pub fn to_file_line(&self) -> String {
+    pub(crate) fn to_file_line(&self) -> String {
         format!(
             "ed25519 {} {}\n",
             self.key_id.version(),
@@ -141,7 +141,7 @@ impl SigningKey {
 
     /// Writes the key to a new file with mode 0600, atomically; an existing file is never
     /// overwritten.
-    pub fn write_new(&self, path: &Path) -> std::io::Result<()> {
+    pub(crate) fn write_new(&self, path: &Path) -> std::io::Result<()> {
         crate::storage::files::write_new(path, self.to_file_line().as_bytes(), 0o600)
     }
 }

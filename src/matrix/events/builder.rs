@@ -16,15 +16,15 @@ use crate::matrix::events::signing::hash_and_sign;
 
 /// What the sender asks for.
 #[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub kind: String,
-    pub state_key: Option<String>,
+pub(crate) struct NewEvent {
+    pub(crate) kind: String,
+    pub(crate) state_key: Option<String>,
     pub content: Value,
-    pub redacts: Option<OwnedEventId>,
+    pub(crate) redacts: Option<OwnedEventId>,
 }
 
 impl NewEvent {
-    pub fn state(kind: &str, state_key: &str, content: Value) -> NewEvent {
+    pub(crate) fn state(kind: &str, state_key: &str, content: Value) -> NewEvent {
         NewEvent {
             kind: kind.to_owned(),
             state_key: Some(state_key.to_owned()),
@@ -33,7 +33,7 @@ impl NewEvent {
         }
     }
 
-    pub fn message(kind: &str, content: Value) -> NewEvent {
+    pub(crate) fn message(kind: &str, content: Value) -> NewEvent {
         NewEvent {
             kind: kind.to_owned(),
             state_key: None,
@@ -45,7 +45,7 @@ impl NewEvent {
 
 /// Why an event could not be made.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+pub(crate) enum BuildError {
     /// The room's rules forbid it (the client is told `M_FORBIDDEN`).
     #[error("{0}")]
     Forbidden(String),
@@ -59,17 +59,17 @@ pub enum BuildError {
 
 /// The room an event is built in: its rules, its ID (`None` only while creating a version 12
 /// room, whose ID is the create event's), its forward extremities, and its current state.
-pub struct RoomContext<'a> {
-    pub rules: &'a RoomVersionRules,
-    pub room_id: Option<&'a ruma::RoomId>,
+pub(crate) struct RoomContext<'a> {
+    pub(crate) rules: &'a RoomVersionRules,
+    pub(crate) room_id: Option<&'a ruma::RoomId>,
     /// The forward extremities, with their depths.
-    pub prev_events: &'a [(OwnedEventId, u64)],
-    pub state: &'a dyn Fn(&StateEventType, &str) -> Option<Pdu>,
-    pub event: &'a dyn Fn(&EventId) -> Option<Pdu>,
+    pub(crate) prev_events: &'a [(OwnedEventId, u64)],
+    pub(crate) state: &'a dyn Fn(&StateEventType, &str) -> Option<Pdu>,
+    pub(crate) event: &'a dyn Fn(&EventId) -> Option<Pdu>,
 }
 
 /// Builds, signs and authorizes an event sent by `sender` (one of our users).
-pub fn build_event(
+pub(crate) fn build_event(
     new: &NewEvent,
     sender: &UserId,
     room: &RoomContext<'_>,
@@ -170,7 +170,7 @@ pub fn build_event(
 }
 
 /// The room version's authorization rules, state-independent then state-dependent.
-pub fn authorize(pdu: &Pdu, room: &RoomContext<'_>) -> Result<(), BuildError> {
+pub(crate) fn authorize(pdu: &Pdu, room: &RoomContext<'_>) -> Result<(), BuildError> {
     check_state_independent_auth_rules(&room.rules.authorization, pdu, |id: &EventId| {
         (room.event)(id)
     })
@@ -184,7 +184,7 @@ pub fn authorize(pdu: &Pdu, room: &RoomContext<'_>) -> Result<(), BuildError> {
 }
 
 /// Content nested deeper than this is refused.
-pub const MAX_CONTENT_DEPTH: usize = 64;
+pub(crate) const MAX_CONTENT_DEPTH: usize = 64;
 
 fn nesting_depth(value: &Value) -> usize {
     match value {
@@ -222,7 +222,7 @@ fn random_id() -> String {
 }
 
 /// The ID of a new room: derived from its create event in room version 12, random before.
-pub fn room_id_for(
+pub(crate) fn room_id_for(
     rules: &RoomVersionRules,
     create_event: Option<&Pdu>,
     server_name: &str,

@@ -6,12 +6,11 @@
 //! the hashing; this module puts them together the way Hearth uses them, and signs with our
 //! ed25519 key.
 
-pub mod builder;
-pub mod pdu;
+pub(crate) mod builder;
+pub(crate) mod pdu;
 pub mod signing;
 
-pub use pdu::{Pdu, PduError};
-pub use signing::{event_id_for, hash_and_sign};
+pub(crate) use pdu::Pdu;
 
 use ruma::RoomVersionId;
 use ruma::room_version_rules::RoomVersionRules;
@@ -22,7 +21,7 @@ pub fn rules_for(version: &RoomVersionId) -> Option<RoomVersionRules> {
 }
 
 /// The room version new rooms get unless asked for another.
-pub const DEFAULT_ROOM_VERSION: &str = "12";
+pub(crate) const DEFAULT_ROOM_VERSION: &str = "12";
 
 /// The largest PDU the spec allows, in bytes of canonical JSON.
-pub const MAX_PDU_BYTES: usize = 65_536;
+pub(crate) const MAX_PDU_BYTES: usize = 65_536;

@@ -5,37 +5,37 @@
 use ruma::events::TimelineEventType;
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId,
-    OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
+    OwnedUserId, RoomId, UInt, UserId,
 };
 use serde_json::value::RawValue;
 
 use super::signing::event_id_for;
 
 #[derive(Debug, Clone)]
-pub struct Pdu {
-    pub event_id: OwnedEventId,
+pub(crate) struct Pdu {
+    pub(crate) event_id: OwnedEventId,
     /// Absent only for the create event of room version 12, whose ID names the room.
-    pub room_id: Option<OwnedRoomId>,
-    pub sender: OwnedUserId,
-    pub kind: TimelineEventType,
-    pub state_key: Option<String>,
+    pub(crate) room_id: Option<OwnedRoomId>,
+    pub(crate) sender: OwnedUserId,
+    pub(crate) kind: TimelineEventType,
+    pub(crate) state_key: Option<String>,
     pub content: Box<RawValue>,
-    pub prev_events: Vec<OwnedEventId>,
-    pub auth_events: Vec<OwnedEventId>,
-    pub redacts: Option<OwnedEventId>,
-    pub depth: u64,
-    pub origin_server_ts: MilliSecondsSinceUnixEpoch,
+    pub(crate) prev_events: Vec<OwnedEventId>,
+    pub(crate) auth_events: Vec<OwnedEventId>,
+    pub(crate) redacts: Option<OwnedEventId>,
+    pub(crate) depth: u64,
+    pub(crate) origin_server_ts: MilliSecondsSinceUnixEpoch,
     /// The content hash, which events of room versions 1 and 2 repeat when they refer to
     /// this one.
-    pub sha256: Option<String>,
-    pub rejected: bool,
+    pub(crate) sha256: Option<String>,
+    pub(crate) rejected: bool,
 }
 
 /// Why JSON is not a PDU of the room version.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid PDU: {0}")]
-pub struct PduError(pub String);
+pub(crate) struct PduError(pub String);
 
 fn invalid(message: impl Into<String>) -> PduError {
     PduError(message.into())
@@ -44,7 +44,7 @@ fn invalid(message: impl Into<String>) -> PduError {
 impl Pdu {
     /// Parses a PDU of a room with `rules`. The event ID comes from the JSON in room versions
     /// 1 and 2, and is computed (the reference hash) in later ones.
-    pub fn from_json(
+    pub(crate) fn from_json(
         event: &CanonicalJsonObject,
         rules: &RoomVersionRules,
     ) -> Result<Pdu, PduError> {
@@ -101,10 +101,6 @@ impl Pdu {
                 .map(str::to_owned),
             rejected: false,
         })
-    }
-
-    pub fn is_state(&self) -> bool {
-        self.state_key.is_some()
     }
 }
 
@@ -208,11 +204,6 @@ impl ruma::state_res::Event for Pdu {
     }
 }
 
-/// For `Borrow<EventId>` lookups in maps keyed by owned IDs.
-pub fn as_event_id(id: &OwnedEventId) -> &EventId {
-    id
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,7 +227,7 @@ mod tests {
         let pdu = Pdu::from_json(&event, &RoomVersionRules::V1).expect("valid");
         assert_eq!(pdu.event_id.as_str(), "$abc:example.org");
         assert_eq!(pdu.prev_events[0].as_str(), "$p:example.org");
-        assert!(pdu.is_state());
+        assert!(pdu.state_key.is_some());
         assert_eq!(pdu.kind, TimelineEventType::RoomMember);
     }
 

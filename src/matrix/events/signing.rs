@@ -41,7 +41,7 @@ pub fn hash_and_sign(
 /// Adds our signature to an event another server made and hashed, keeping theirs: how a
 /// restricted room's resident server vouches for a join (`join_authorised_via_users_server`).
 /// The content hash is left as it is: the event must stay the one its sender signed.
-pub fn add_signature(
+pub(crate) fn add_signature(
     event: &mut CanonicalJsonObject,
     rules: &RoomVersionRules,
     server_name: &str,

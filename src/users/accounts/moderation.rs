@@ -12,7 +12,7 @@ use crate::storage::Storage;
 
 /// What an administrator may put on an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Restriction {
+pub(crate) enum Restriction {
     Lock,
     Suspension,
 }
@@ -38,7 +38,7 @@ impl Restriction {
 /// that a non-administrator learns nothing about which accounts exist; then the ID (ours,
 /// valid: `400 M_INVALID_PARAM`), then the account (unknown or deactivated: `404`;
 /// another administrator, or oneself when `changing`: `403`).
-pub fn moderated_account(
+pub(crate) fn moderated_account(
     storage: &Storage,
     server_name: &OwnedServerName,
     requester: &UserId,
@@ -84,7 +84,7 @@ pub fn moderated_account(
 
 /// Whether `restriction` is on `user_id`'s account. An unknown or deactivated account is
 /// `404`.
-pub fn is_restricted(
+pub(crate) fn is_restricted(
     storage: &Storage,
     user_id: &UserId,
     restriction: Restriction,
@@ -98,7 +98,7 @@ pub fn is_restricted(
 
 /// Puts `restriction` on `user_id`'s account or lifts it, in one atomic update (a
 /// deactivation racing it wins). Callers flush before answering.
-pub fn set_restricted(
+pub(crate) fn set_restricted(
     storage: &Storage,
     user_id: &UserId,
     restriction: Restriction,
@@ -119,7 +119,7 @@ fn account_error(err: AccountError) -> Error {
 }
 
 /// [`set_restricted`] for the client API: errors as the spec's.
-pub fn set_restricted_for_client(
+pub(crate) fn set_restricted_for_client(
     storage: &Storage,
     user_id: &UserId,
     restriction: Restriction,

@@ -7,9 +7,9 @@ use tokio::sync::Semaphore;
 use crate::error::Error;
 use crate::matrix::crypto::password;
 
-pub const CONCURRENT_HASHES: usize = 2;
+pub(crate) const CONCURRENT_HASHES: usize = 2;
 
-pub struct PasswordHasher {
+pub(crate) struct PasswordHasher {
     permits: Semaphore,
 }
 
@@ -22,7 +22,7 @@ impl Default for PasswordHasher {
 }
 
 impl PasswordHasher {
-    pub async fn hash(&self, password: String) -> Result<String, Error> {
+    pub(crate) async fn hash(&self, password: String) -> Result<String, Error> {
         let _permit = self.permits.acquire().await.map_err(Error::internal)?;
         actix_web::web::block(move || password::hash(&password))
             .await
@@ -33,7 +33,11 @@ impl PasswordHasher {
     /// Whether `password` matches `stored`. Without a stored hash (no such user, or a
     /// deactivated one) it hashes anyway and answers `false`: the answer takes as long, so
     /// timing does not tell which accounts exist.
-    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, Error> {
+    pub(crate) async fn verify(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<bool, Error> {
         let _permit = self.permits.acquire().await.map_err(Error::internal)?;
         actix_web::web::block(move || match stored.filter(|hash| !hash.is_empty()) {
             Some(stored) => password::verify(&password, &stored),

@@ -4,10 +4,10 @@
 use super::AccountError;
 use crate::storage::{Storage, StorageError};
 
-pub use crate::storage::records::RegistrationTokenRecord;
+pub(crate) use crate::storage::records::RegistrationTokenRecord;
 
 impl RegistrationTokenRecord {
-    pub fn is_usable(&self, now_ms: u64) -> bool {
+    pub(crate) fn is_usable(&self, now_ms: u64) -> bool {
         self.uses_allowed
             .is_none_or(|allowed| self.completed < allowed)
             && self.expiry_time.is_none_or(|expiry| now_ms < expiry)
@@ -15,7 +15,7 @@ impl RegistrationTokenRecord {
 }
 
 /// The spec's grammar for tokens: 1 to 64 of `A-Z a-z 0-9 . _ ~ -`.
-pub fn is_valid_token(token: &str) -> bool {
+pub(crate) fn is_valid_token(token: &str) -> bool {
     (1..=64).contains(&token.len())
         && token
             .bytes()
@@ -23,7 +23,7 @@ pub fn is_valid_token(token: &str) -> bool {
 }
 
 /// Creates a token (a random 16-character one when `token` is `None`).
-pub fn create(
+pub(crate) fn create(
     storage: &Storage,
     token: Option<String>,
     uses_allowed: Option<u64>,
@@ -54,7 +54,7 @@ pub fn create(
     Ok(token)
 }
 
-pub fn is_usable(storage: &Storage, token: &str, now_ms: u64) -> Result<bool, StorageError> {
+pub(crate) fn is_usable(storage: &Storage, token: &str, now_ms: u64) -> Result<bool, StorageError> {
     if !is_valid_token(token) {
         return Ok(false);
     }
@@ -65,7 +65,7 @@ pub fn is_usable(storage: &Storage, token: &str, now_ms: u64) -> Result<bool, St
 }
 
 /// Counts one use, atomically; `false` if the token was used up or expired meanwhile.
-pub fn consume(storage: &Storage, token: &str, now_ms: u64) -> Result<bool, StorageError> {
+pub(crate) fn consume(storage: &Storage, token: &str, now_ms: u64) -> Result<bool, StorageError> {
     let mut consumed = false;
     storage
         .token_registration
@@ -83,7 +83,7 @@ pub fn consume(storage: &Storage, token: &str, now_ms: u64) -> Result<bool, Stor
 }
 
 /// Gives back a use taken by [`consume`] for an account that was then not made.
-pub fn give_back(storage: &Storage, token: &str) -> Result<(), StorageError> {
+pub(crate) fn give_back(storage: &Storage, token: &str) -> Result<(), StorageError> {
     storage
         .token_registration
         .update(&token.to_owned(), |record| {
@@ -95,11 +95,13 @@ pub fn give_back(storage: &Storage, token: &str) -> Result<(), StorageError> {
     Ok(())
 }
 
-pub fn list(storage: &Storage) -> Result<Vec<(String, RegistrationTokenRecord)>, StorageError> {
+pub(crate) fn list(
+    storage: &Storage,
+) -> Result<Vec<(String, RegistrationTokenRecord)>, StorageError> {
     storage.token_registration.iter().collect()
 }
 
-pub fn delete(storage: &Storage, token: &str) -> Result<bool, StorageError> {
+pub(crate) fn delete(storage: &Storage, token: &str) -> Result<bool, StorageError> {
     let key = token.to_owned();
     let existed = storage.token_registration.contains_key(&key)?;
     storage.token_registration.remove(&key)?;

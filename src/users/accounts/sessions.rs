@@ -9,9 +9,9 @@ use super::AccountError;
 use crate::matrix::crypto::random_bytes;
 use crate::storage::{Batch, Storage, StorageError, pair_prefix};
 
-pub use crate::storage::records::SessionRecord;
+pub(crate) use crate::storage::records::SessionRecord;
 
-pub use crate::storage::records::DeviceRecord;
+pub(crate) use crate::storage::records::DeviceRecord;
 
 impl std::fmt::Debug for DeviceRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -24,18 +24,18 @@ impl std::fmt::Debug for DeviceRecord {
 
 /// A device as clients see it (`GET /devices`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Device {
-    pub device_id: String,
-    pub display_name: Option<String>,
-    pub last_seen_ip: Option<String>,
-    pub last_seen_ts: Option<u64>,
+pub(crate) struct Device {
+    pub(crate) device_id: String,
+    pub(crate) display_name: Option<String>,
+    pub(crate) last_seen_ip: Option<String>,
+    pub(crate) last_seen_ts: Option<u64>,
 }
 
 /// What a successful login hands to the client. Its `Debug` leaves the token out.
 #[derive(Clone)]
-pub struct NewSession {
-    pub access_token: String,
-    pub device_id: String,
+pub(crate) struct NewSession {
+    pub(crate) access_token: String,
+    pub(crate) device_id: String,
 }
 
 impl std::fmt::Debug for NewSession {
@@ -48,25 +48,25 @@ impl std::fmt::Debug for NewSession {
 
 /// The user and device behind a valid access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
-    pub user_id: OwnedUserId,
-    pub device_id: String,
+pub(crate) struct Session {
+    pub(crate) user_id: OwnedUserId,
+    pub(crate) device_id: String,
     /// The token's hash, so logout can revoke exactly this token.
-    pub token_hash: [u8; 32],
+    pub(crate) token_hash: [u8; 32],
     /// The account is locked ([`super::moderation`]): read with the account, which is
     /// read anyway, so that enforcing a lock costs no extra lookup.
-    pub locked: bool,
+    pub(crate) locked: bool,
     /// The account is suspended ([`super::moderation`]).
-    pub suspended: bool,
+    pub(crate) suspended: bool,
 }
 
 /// The longest device ID or display name accepted from a client.
-pub const MAX_DEVICE_FIELD_BYTES: usize = 255;
+pub(crate) const MAX_DEVICE_FIELD_BYTES: usize = 255;
 
 /// How often a device's "last seen" is written: not on every request (an SD card wears).
 const LAST_SEEN_RESOLUTION_MS: u64 = 5 * 60 * 1000;
 
-pub fn token_hash(token: &str) -> [u8; 32] {
+pub(crate) fn token_hash(token: &str) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
@@ -84,7 +84,7 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
 }
 
 /// A new access token: 256 random bits.
-pub fn new_access_token() -> String {
+pub(crate) fn new_access_token() -> String {
     format!("hth_{}", base64url(&random_bytes::<32>()))
 }
 
@@ -94,7 +94,7 @@ fn base64url(bytes: &[u8]) -> String {
 }
 
 /// A new device ID: ten capital letters, as most servers make them.
-pub fn new_device_id() -> String {
+pub(crate) fn new_device_id() -> String {
     random_bytes::<10>()
         .iter()
         .map(|b| (b'A' + b % 26) as char)
@@ -107,7 +107,7 @@ fn device_key(user_id: &UserId, device_id: &str) -> (String, String) {
 
 /// Starts a session on `device_id` (a new device when `None` or unknown). Logging in again
 /// on a known device replaces its token, so the old one stops working.
-pub fn start_session(
+pub(crate) fn start_session(
     storage: &Storage,
     user_id: &UserId,
     device_id: Option<&str>,
@@ -161,7 +161,7 @@ pub fn start_session(
 /// The session an access token belongs to, if it is valid: its session record exists, its
 /// account is active, and its device still holds this very token (a token whose device was replaced or removed
 /// never works again, whatever order concurrent requests ran in).
-pub fn authenticate(
+pub(crate) fn authenticate(
     storage: &Storage,
     access_token: &str,
 ) -> Result<Option<Session>, StorageError> {
@@ -195,7 +195,7 @@ pub fn authenticate(
 }
 
 /// Ends the session `session`: its token, and its device if the device still holds it.
-pub fn end_session(storage: &Storage, session: &Session) -> Result<(), StorageError> {
+pub(crate) fn end_session(storage: &Storage, session: &Session) -> Result<(), StorageError> {
     let _exclusive = storage.exclusive();
     let mut batch = Batch::new();
     storage
@@ -211,7 +211,7 @@ pub fn end_session(storage: &Storage, session: &Session) -> Result<(), StorageEr
 }
 
 /// Notes that a device was used, at most every few minutes.
-pub fn touch_device(
+pub(crate) fn touch_device(
     storage: &Storage,
     user_id: &UserId,
     device_id: &str,
@@ -239,7 +239,7 @@ pub fn touch_device(
 }
 
 /// Removes devices and their tokens, in one batch; unknown devices are skipped.
-pub fn remove_devices(
+pub(crate) fn remove_devices(
     storage: &Storage,
     user_id: &UserId,
     device_ids: &[String],
@@ -260,7 +260,7 @@ pub fn remove_devices(
 
 /// Ends every session of a user except `keep` (the device asking, when it stays logged in).
 /// Returns how many devices were removed.
-pub fn remove_all_devices(
+pub(crate) fn remove_all_devices(
     storage: &Storage,
     user_id: &UserId,
     keep: Option<&str>,
@@ -286,7 +286,10 @@ pub fn remove_all_devices(
     Ok(removed)
 }
 
-pub fn list_devices(storage: &Storage, user_id: &UserId) -> Result<Vec<Device>, StorageError> {
+pub(crate) fn list_devices(
+    storage: &Storage,
+    user_id: &UserId,
+) -> Result<Vec<Device>, StorageError> {
     storage
         .userdevice_device
         .scan_prefix(&pair_prefix(user_id.as_str()))
@@ -294,7 +297,7 @@ pub fn list_devices(storage: &Storage, user_id: &UserId) -> Result<Vec<Device>, 
         .collect()
 }
 
-pub fn get_device(
+pub(crate) fn get_device(
     storage: &Storage,
     user_id: &UserId,
     device_id: &str,
@@ -307,7 +310,7 @@ pub fn get_device(
 }
 
 /// Renames a device; `false` when there is no such device.
-pub fn rename_device(
+pub(crate) fn rename_device(
     storage: &Storage,
     user_id: &UserId,
     device_id: &str,

@@ -19,38 +19,38 @@ use serde_json::{Map, Value, json};
 use crate::error::{Error, ErrorKind};
 use crate::matrix::crypto::random_bytes;
 
-pub const MAX_SESSIONS: usize = 1000;
-pub const SESSION_LIFETIME: Duration = Duration::from_secs(15 * 60);
+pub(crate) const MAX_SESSIONS: usize = 1000;
+pub(crate) const SESSION_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
-pub const PASSWORD: &str = "m.login.password";
-pub const DUMMY: &str = "m.login.dummy";
-pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
+pub(crate) const PASSWORD: &str = "m.login.password";
+pub(crate) const DUMMY: &str = "m.login.dummy";
+pub(crate) const REGISTRATION_TOKEN: &str = "m.login.registration_token";
 
 /// The flows an endpoint accepts: each a list of stage types.
-pub type Flows = &'static [&'static [&'static str]];
+pub(crate) type Flows = &'static [&'static [&'static str]];
 
 /// The `auth` object of a request, typed: unknown fields are skipped without being kept, so
 /// a hostile client cannot make the server hold a huge object.
 #[derive(Debug, Default, Deserialize)]
-pub struct AuthData {
+pub(crate) struct AuthData {
     #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub session: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) session: Option<String>,
     /// `m.login.registration_token`
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// `m.login.password`
-    pub password: Option<String>,
-    pub identifier: Option<Identifier>,
+    pub(crate) password: Option<String>,
+    pub(crate) identifier: Option<Identifier>,
     /// Deprecated form of `identifier`.
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
 }
 
 /// A user identifier (`m.id.user`; other types are read but not supported).
 #[derive(Debug, Deserialize)]
-pub struct Identifier {
+pub(crate) struct Identifier {
     #[serde(rename = "type")]
-    pub kind: String,
-    pub user: Option<String>,
+    pub(crate) kind: String,
+    pub(crate) user: Option<String>,
 }
 
 struct Session {
@@ -66,34 +66,34 @@ struct Session {
 }
 
 #[derive(Default)]
-pub struct UiaSessions {
+pub(crate) struct UiaSessions {
     sessions: Mutex<HashMap<String, Session>>,
 }
 
 /// A stage the client is attempting: its type and fields (`password`, `token`, …).
-pub struct Attempt {
-    pub session: String,
-    pub kind: String,
-    pub auth: AuthData,
+pub(crate) struct Attempt {
+    pub(crate) session: String,
+    pub(crate) kind: String,
+    pub(crate) auth: AuthData,
 }
 
 /// What [`UiaSessions::attempt`] found: a stage to check, or a session already complete.
-pub enum Step {
+pub(crate) enum Step {
     Check(Attempt),
     AlreadyCompleted(Completed),
 }
 
 /// A flow completed: the request may proceed.
 #[derive(Debug, Default)]
-pub struct Completed {
-    pub registration_token: Option<String>,
+pub(crate) struct Completed {
+    pub(crate) registration_token: Option<String>,
 }
 
 impl UiaSessions {
     /// Reads the request's `auth` object. Without one (or without a stage `type`), answers
     /// with the `401` challenge. `owner` ties the session to the authenticated user and
     /// `operation` to the request, so a session cannot be carried over to another one.
-    pub fn attempt(
+    pub(crate) fn attempt(
         &self,
         auth: Option<AuthData>,
         flows: Flows,
@@ -151,7 +151,7 @@ impl UiaSessions {
     /// Records the outcome of checking `attempt`'s stage. Returns `Ok` once a whole flow is
     /// complete (the session then ends), else the `401` challenge for the next stage (with
     /// the failure's error code, if the stage failed).
-    pub fn record(
+    pub(crate) fn record(
         &self,
         attempt: &Attempt,
         outcome: Result<Option<String>, Error>,
@@ -190,7 +190,7 @@ impl UiaSessions {
 
     /// Forgets a completed session whose operation must not be repeated (a registration),
     /// so a replay starts afresh.
-    pub fn forget(&self, session: &str) {
+    pub(crate) fn forget(&self, session: &str) {
         self.lock().remove(session);
     }
 
