@@ -7,7 +7,7 @@
 //! ```text
 //!  server/   wiring: listeners, TLS, logging, systemd, start-up errors, the CLI
 //!  api/      HTTP: thin handlers (parse, call one service, shape the answer); api::app
-//!            assembles the services once (`Services`, the only "app state")
+//!            declares `Services`, the only "app state" (assembled by server::assemble)
 //!  federation/  sync/  search/  directory/  rooms/  users/
 //!            services, each using only those after it: the rules of the domain, no HTTP
 //!  matrix/   the pure core: canonical JSON, signing, events, the clock
@@ -46,8 +46,9 @@
 //! Each tree has one writing module; others ask it. Events, state, memberships, timelines,
 //! relations and notifications: [`rooms`] (through [`rooms::Rooms`], which orders stream
 //! positions). Accounts, sessions, devices, registration tokens, profiles, account data,
-//! filters, OpenID tokens: [`users`]. Receipts: [`sync::receipts`]. Aliases and published rooms:
-//! [`directory`]. Other servers' keys, outbound queues, kept EDUs: [`federation`].
+//! filters, OpenID tokens, push rules and pushers: [`users`]. Receipts: [`sync::receipts`].
+//! Aliases and published rooms: [`directory`]. Other servers' keys, outbound queues, kept
+//! EDUs: [`federation`]. Stream positions and the stream's room index: [`storage::stream`].
 //!
 //! # How a request flows
 //! A client sends a message: [`api::auth`] turns the access token into a user and device; the
