@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
+use crate::api::path;
 use crate::error::{Error, ErrorKind};
 use crate::rooms::timeline::Reader;
 
@@ -24,7 +25,7 @@ pub(crate) async fn context(
     query: web::Query<ContextQuery>,
 ) -> Result<HttpResponse, Error> {
     let (room, event_id) = path.into_inner();
-    let room = room_id(&room)?;
+    let room: ruma::OwnedRoomId = path::id(&room)?;
     let reader = Reader {
         user_id: auth.user_id.as_str(),
         device_id: &auth.device_id,
@@ -56,7 +57,7 @@ pub(crate) async fn timestamp_to_event(
     room: web::Path<String>,
     query: web::Query<TimestampQuery>,
 ) -> Result<HttpResponse, Error> {
-    let room = room_id(&room)?;
+    let room: ruma::OwnedRoomId = path::id(&room)?;
     let forward = || match query.dir.as_str() {
         "f" => Ok(true),
         "b" => Ok(false),
@@ -67,10 +68,4 @@ pub(crate) async fn timestamp_to_event(
             .event_at_time(&auth.user_id, &room, query.ts, forward)?;
     Ok(HttpResponse::Ok()
         .json(json!({ "event_id": event_id, "origin_server_ts": origin_server_ts })))
-}
-
-/// These endpoints have always named a bad room ID this way.
-fn room_id(text: &str) -> Result<ruma::OwnedRoomId, Error> {
-    ruma::OwnedRoomId::try_from(text)
-        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
 }

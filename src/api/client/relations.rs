@@ -6,12 +6,9 @@ use ruma::OwnedRoomId;
 
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
-use crate::error::{Error, ErrorKind};
+use crate::api::path;
+use crate::error::Error;
 use crate::rooms::relations::{RelationsQuery, ThreadsQuery};
-
-fn room(text: &str) -> Result<OwnedRoomId, Error> {
-    OwnedRoomId::try_from(text).map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))
-}
 
 /// # GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]
 pub(crate) async fn relations(
@@ -21,7 +18,7 @@ pub(crate) async fn relations(
     query: web::Query<RelationsQuery>,
 ) -> Result<HttpResponse, Error> {
     let parts = path.into_inner();
-    let (room_id, event_id) = (room(&parts[0])?, parts[1].clone());
+    let (room_id, event_id) = (path::id::<OwnedRoomId>(&parts[0])?, parts[1].clone());
     let kinds = (parts.get(2).cloned(), parts.get(3).cloned());
     let answer = app.rooms.relations(
         (&auth.user_id, &auth.device_id),
@@ -40,7 +37,7 @@ pub(crate) async fn threads(
     room_id: web::Path<String>,
     query: web::Query<ThreadsQuery>,
 ) -> Result<HttpResponse, Error> {
-    let room_id = room(&room_id)?;
+    let room_id: OwnedRoomId = path::id(&room_id)?;
     let answer = app.rooms.threads(&auth.user_id, &room_id, &query)?;
     Ok(HttpResponse::Ok().json(answer))
 }

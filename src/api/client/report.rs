@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::read_markers::require_room_event;
-use super::room::{parse_room_id, require_joined};
+use super::room::require_joined;
 use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
@@ -29,7 +29,7 @@ pub(crate) async fn report_event(
     MatrixJson(body): MatrixJson<ReportRequest>,
 ) -> Result<HttpResponse, Error> {
     let (room_id, event_id) = path.into_inner();
-    let room_id = parse_room_id(&room_id)?;
+    let room_id: ruma::OwnedRoomId = path::id(&room_id)?;
     require_joined(&app, &auth.user_id, &room_id)?;
     require_room_event(&app, &room_id, &event_id)?;
     let reason = body.reason.unwrap_or_default();
@@ -44,7 +44,7 @@ pub(crate) async fn report_room(
     room_id: web::Path<String>,
     MatrixJson(body): MatrixJson<ReportRequest>,
 ) -> Result<HttpResponse, Error> {
-    let room_id = parse_room_id(&room_id)?;
+    let room_id: ruma::OwnedRoomId = path::id(&room_id)?;
     if !app.rooms.exists(&room_id)? {
         return Err(Error::not_found("No such room"));
     }

@@ -44,12 +44,6 @@ pub(crate) async fn joined_rooms(
     Ok(HttpResponse::Ok().json(json!({ "joined_rooms": joined })))
 }
 
-/// A room ID from a path segment, as [`path::id`] parses it. Kept for the handlers of
-/// other files that still call it (`report.rs`); new code calls [`path::id`].
-pub(super) fn parse_room_id(text: &str) -> Result<OwnedRoomId, Error> {
-    path::id(text)
-}
-
 /// The sender must be joined to read or write a room. Rooms the user was never in look the
 /// same as rooms that do not exist: `403`, as the spec asks, so IDs cannot be probed.
 pub(super) fn require_joined(

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
+use crate::api::path;
 use crate::error::{Error, ErrorKind};
 use crate::rooms::pagination::MessagesRequest;
 use crate::rooms::timeline::{Direction, Reader};
@@ -112,8 +113,7 @@ pub(crate) async fn messages(
     room_id: web::Path<String>,
     query: web::Query<MessagesQuery>,
 ) -> Result<HttpResponse, Error> {
-    let room_id = OwnedRoomId::try_from(room_id.as_str())
-        .map_err(|_| Error::new(ErrorKind::InvalidParam, "Invalid room ID"))?;
+    let room_id: OwnedRoomId = path::id(&room_id)?;
     let request = || {
         let mut filter = room_event_filter(query.filter.as_deref())?;
         // The `limit` parameter, else the filter's, else 10; clamped either way.
