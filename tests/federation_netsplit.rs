@@ -17,13 +17,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::federation::{free_port, lost_port_race, write_certificates};
 use common::http::Client;
+use common::synapse::{Synapse, synapse_python};
 use common::{Server, hearth, query_encode};
 use serde_json::{Value, json};
 
@@ -164,174 +164,20 @@ fn try_start_hearth(
     Ok((server, link, name))
 }
 
-/// The Python with Synapse, or `None` (with a note) on a machine without it; CI insists.
-fn synapse_python() -> Option<String> {
-    let python =
-        std::env::var("HEARTH_TEST_SYNAPSE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let present = Command::new(&python)
-        .args(["-c", "import synapse"])
-        .status()
-        .is_ok_and(|status| status.success());
-    if present {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("CI").is_none()
-            && std::env::var_os("HEARTH_TEST_SYNAPSE_PYTHON").is_none(),
-        "{python} lacks Synapse: run the tests with scripts/test"
-    );
-    eprintln!("SKIPPED: no Synapse; scripts/test installs it into .venv-synapse");
-    None
-}
-
-/// A Synapse behind a [`Link`], stopped when dropped (its log is printed if the test
-/// failed). Configured as in tests/synapse.rs, and retrying a peer a second after a
-/// failure (10 minutes by default).
-struct Synapse {
-    child: Child,
-    client: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Synapse {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log =
-                std::fs::read_to_string(self.dir.path().join("synapse.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(80).collect();
-            eprintln!("--- Synapse log (last lines) ---");
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A Synapse behind a [`Link`] (named after the link's port), retrying a peer a second after
+/// a failure (10 minutes by default) so that the end of a split is noticed soon.
 fn start_synapse(python: &str, certificates: &Path) -> (Synapse, Link, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (federation_port, client_port) = (free_port(), free_port());
-    let link = Link::to(federation_port);
-    let name = format!("127.0.0.1:{}", link.port);
-    let path = |file: &str| dir.path().join(file).display().to_string();
-    for file in ["ca.pem", "cert.pem", "key.pem"] {
-        std::fs::copy(certificates.join(file), dir.path().join(file)).expect("copy");
-    }
-    let log_config = format!(
-        "version: 1\nformatters:\n  plain:\n    format: '%(asctime)s %(levelname)s %(name)s %(message)s'\n\
-         handlers:\n  file:\n    class: logging.FileHandler\n    formatter: plain\n    filename: {}\n\
-         root:\n  level: INFO\n  handlers: [file]\ndisable_existing_loggers: false\n",
-        path("synapse.log")
-    );
-    std::fs::write(dir.path().join("log.yaml"), log_config).expect("log config");
-    let limits = "{per_second: 1000, burst_count: 1000}";
-    let config = format!(
-        "server_name: \"{name}\"\n\
-         pid_file: {pid}\n\
-         listeners:\n\
-         \x20 - {{port: {federation_port}, bind_addresses: ['127.0.0.1'], type: http, tls: true, resources: [{{names: [federation], compress: false}}]}}\n\
-         \x20 - {{port: {client_port}, bind_addresses: ['127.0.0.1'], type: http, tls: false, resources: [{{names: [client], compress: false}}]}}\n\
-         tls_certificate_path: {cert}\n\
-         tls_private_key_path: {key}\n\
-         federation_custom_ca_list: [{ca}]\n\
-         federation_verify_certificates: true\n\
-         federation:\n\
-         \x20 destination_min_retry_interval: 1s\n\
-         \x20 destination_max_retry_interval: 4s\n\
-         \x20 max_long_retries: 2\n\
-         \x20 max_long_retry_delay: 1s\n\
-         ip_range_blacklist: []\n\
-         ip_range_whitelist: ['127.0.0.0/8']\n\
-         database: {{name: sqlite3, args: {{database: {db}}}}}\n\
-         log_config: {log}\n\
-         media_store_path: {media}\n\
-         registration_shared_secret: \"test-secret\"\n\
-         report_stats: false\n\
-         macaroon_secret_key: \"test-macaroon\"\n\
-         form_secret: \"test-form\"\n\
-         signing_key_path: {signing}\n\
-         trusted_key_servers: []\n\
-         suppress_key_server_warning: true\n\
-         rc_message: {limits}\n\
-         rc_joins: {{local: {limits}, remote: {limits}}}\n\
-         rc_login: {{address: {limits}, account: {limits}}}\n\
-         rc_invites: {{per_room: {limits}, per_user: {limits}}}\n",
-        pid = path("synapse.pid"),
-        cert = path("cert.pem"),
-        key = path("key.pem"),
-        ca = path("ca.pem"),
-        db = path("homeserver.db"),
-        log = path("log.yaml"),
-        media = path("media"),
-        signing = path("signing.key"),
-    );
-    std::fs::write(dir.path().join("homeserver.yaml"), config).expect("config");
-    let keys = Command::new(python)
-        .args(["-m", "synapse.app.homeserver", "-c"])
-        .arg(dir.path().join("homeserver.yaml"))
-        .arg("--generate-keys")
-        .output()
-        .expect("synapse generate-keys");
-    assert!(
-        keys.status.success(),
-        "{}",
-        String::from_utf8_lossy(&keys.stderr)
-    );
-    let child = Command::new(python)
-        .args(["-m", "synapse.app.homeserver", "-c"])
-        .arg(dir.path().join("homeserver.yaml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.path().join("stderr.log")).expect("stderr"),
-        ))
-        .spawn()
-        .expect("synapse starts");
-    let synapse = Synapse {
-        child,
-        client: SocketAddr::from(([127, 0, 0, 1], client_port)),
-        dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !Client::plain(synapse.client)
-        .request("GET", "/_matrix/client/versions", &[], None)
-        .is_ok_and(|response| response.status == 200)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "Synapse did not start: {}",
-            std::fs::read_to_string(synapse.dir.path().join("stderr.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let retry_soon = "federation:\n\
+                      \x20 destination_min_retry_interval: 1s\n\
+                      \x20 destination_max_retry_interval: 4s\n\
+                      \x20 max_long_retries: 2\n\
+                      \x20 max_long_retry_delay: 1s\n";
+    let (synapse, link) = Synapse::start_with(python, certificates, retry_soon, |port| {
+        let link = Link::to(port);
+        (link.port, link)
+    });
+    let name = synapse.name.clone();
     (synapse, link, name)
-}
-
-impl Synapse {
-    fn register(&self, python: &str, user: &str) {
-        let script = PathBuf::from(python)
-            .parent()
-            .expect("venv bin")
-            .join("register_new_matrix_user");
-        let output = Command::new(script)
-            .args([
-                "-u",
-                user,
-                "-p",
-                PASSWORD,
-                "--no-admin",
-                "-k",
-                "test-secret",
-            ])
-            .arg(format!("http://{}", self.client))
-            .output()
-            .expect("register_new_matrix_user");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
 }
 
 /// One server as its clients see it: its client API, its name, and its users' tokens.

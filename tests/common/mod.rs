@@ -8,6 +8,7 @@ pub mod budget;
 pub mod fake;
 pub mod federation;
 pub mod http;
+pub mod synapse;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
