@@ -66,10 +66,12 @@ pub(crate) use crate::storage::records::MembershipRecord;
 /// A client's transaction: user, device, and the request path's room, type and txn ID.
 pub(crate) type TxnKey = (String, String, String);
 
-/// What [`Rooms::append_once`] did: stored a new event, or found the one the client's
-/// transaction sent before.
+/// What [`Rooms::append_once`] did: stored a new event (whole when the caller wants it,
+/// else its ID: a client's `/send` needs only the ID, and copying the event on every message
+/// would be waste), or found the one the client's transaction sent before.
 enum Appended {
     New(Box<Pdu>),
+    Sent(OwnedEventId),
     Earlier(OwnedEventId),
 }
 
@@ -182,7 +184,9 @@ impl Rooms {
     ) -> Result<Pdu, Error> {
         match self.append_once(room_id, sender, None, || Ok(new)).await? {
             Appended::New(pdu) => Ok(*pdu),
-            Appended::Earlier(_) => Err(Error::internal("no transaction to repeat")),
+            Appended::Sent(_) | Appended::Earlier(_) => {
+                Err(Error::internal("no transaction to repeat"))
+            }
         }
     }
 
@@ -203,7 +207,7 @@ impl Rooms {
             .await?
         {
             Appended::New(pdu) => Ok(pdu.event_id),
-            Appended::Earlier(event_id) => Ok(event_id),
+            Appended::Sent(event_id) | Appended::Earlier(event_id) => Ok(event_id),
         }
     }
 
@@ -238,15 +242,19 @@ impl Rooms {
             sender,
             &new,
         )?;
+        let appended = match txn {
+            None => Appended::New(Box::new(pdu.clone())),
+            Some(_) => Appended::Sent(pdu.event_id.clone()),
+        };
         let staged = StagedEvent {
-            pdu: pdu.clone(),
+            pdu,
             json,
             txn,
             relay: false,
         };
         self.store_events(room_id, &room.version, vec![staged])
             .await?;
-        Ok(Appended::New(Box::new(pdu)))
+        Ok(appended)
     }
 
     /// Stores authorized events of one room, in order, with all their indexes in one batch;
