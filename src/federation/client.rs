@@ -1,7 +1,10 @@
 //! The outbound HTTPS client. Certificates are checked against the system's roots plus the
 //! optional `federation.extra_ca_file`; the name checked (and sent as SNI unless it is an IP
 //! address) and the `Host` header come from discovery, as the spec's steps say. Every
-//! connection has a time limit and every answer a size limit.
+//! connection has a time limit and every answer a size limit, and every address is checked
+//! against [`is_private`] right before connecting: this is the one place all outbound
+//! connections pass (discovery, well-known redirects, keys, requests), so no caller can
+//! reach the owner's network by mistake.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,6 +21,7 @@ use tokio_rustls::TlsConnector;
 
 use super::FederationError;
 use super::http1::{self, RawResponse};
+use super::private_address::is_private;
 
 /// Where a request goes: the addresses to try in order, the name the certificate must be
 /// valid for, and the `Host` header.
@@ -54,11 +58,17 @@ const SYSTEM_BUNDLES: &[&str] = &[
 /// The HTTPS client, shared by every outbound request.
 pub(crate) struct HttpsClient {
     connector: TlsConnector,
+    /// `federation.allow_private_addresses`: connect to loopback and LAN addresses too.
+    allow_private_addresses: bool,
 }
 
 impl HttpsClient {
-    /// Reads the system's roots and, if given, the extra CA bundle.
-    pub(crate) fn new(extra_ca_file: Option<&Path>) -> Result<HttpsClient, FederationError> {
+    /// Reads the system's roots and, if given, the extra CA bundle. Private addresses are
+    /// refused unless `allow_private_addresses`.
+    pub(crate) fn new(
+        extra_ca_file: Option<&Path>,
+        allow_private_addresses: bool,
+    ) -> Result<HttpsClient, FederationError> {
         let roots = load_roots(extra_ca_file)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ClientConfig::builder_with_provider(provider)
@@ -69,6 +79,7 @@ impl HttpsClient {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(HttpsClient {
             connector: TlsConnector::from(Arc::new(config)),
+            allow_private_addresses,
         })
     }
 
@@ -99,12 +110,24 @@ impl HttpsClient {
     }
 
     /// Tries each address in turn; the first that completes a verified handshake wins.
+    /// Private addresses are skipped (unless allowed) before any packet is sent; the error
+    /// then reads like any unreachable server's, so what a client sees does not tell a
+    /// refused address from a closed port.
     async fn connect(
         &self,
         endpoint: &Endpoint,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, FederationError> {
         let mut last_error = FederationError::NoAddress(endpoint.host_header.clone());
         for address in &endpoint.addresses {
+            if !self.allow_private_addresses && is_private(address.ip()) {
+                tracing::info!(
+                    %address,
+                    destination = endpoint.host_header,
+                    "refused to connect to a private address (federation.allow_private_addresses is off)"
+                );
+                last_error = FederationError::PrivateAddress(endpoint.host_header.clone());
+                continue;
+            }
             let attempt = async {
                 let tcp = TcpStream::connect(address).await?;
                 tcp.set_nodelay(true)?;
@@ -190,7 +213,7 @@ mod tests {
 
     #[test]
     fn a_missing_extra_bundle_is_an_error() {
-        let err = HttpsClient::new(Some(Path::new("/nonexistent/ca.pem")))
+        let err = HttpsClient::new(Some(Path::new("/nonexistent/ca.pem")), false)
             .err()
             .expect("refused");
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
@@ -201,11 +224,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("empty.pem");
         std::fs::write(&path, "nothing here\n").expect("write");
-        assert!(HttpsClient::new(Some(&path)).is_err());
+        assert!(HttpsClient::new(Some(&path), false).is_err());
     }
 
     #[test]
     fn the_system_roots_load() {
-        HttpsClient::new(None).expect("client");
+        HttpsClient::new(None, false).expect("client");
     }
 }

@@ -60,6 +60,7 @@ mod join_answer;
 pub(crate) mod keys;
 pub(crate) mod outbound;
 mod pdu_checks;
+pub(crate) mod private_address;
 pub(crate) mod queries;
 pub(crate) mod resident;
 pub(crate) mod restricted;

@@ -75,7 +75,7 @@ fn client(ca: &TestCa) -> (HttpsClient, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ca.pem");
     std::fs::write(&path, &ca.ca_pem).expect("write ca");
-    (HttpsClient::new(Some(&path)).expect("client"), dir)
+    (HttpsClient::new(Some(&path), true).expect("client"), dir)
 }
 
 fn delegate_with_cache_header(config: &mut web::ServiceConfig) {
@@ -210,7 +210,7 @@ async fn an_untrusted_certificate_is_an_error() {
         delegate_with_cache_header,
         Arc::new(AtomicUsize::new(0)),
     );
-    let other = HttpsClient::new(None).expect("system roots only");
+    let other = HttpsClient::new(None, true).expect("system roots only");
     let answer = well_known::fetch(&other, &Dns::from_system(), "localhost", port).await;
     assert_eq!(answer.delegated, None);
 }

@@ -43,7 +43,10 @@ impl Transport {
         signing_key: SigningKey,
         config: &FederationConfig,
     ) -> Result<Transport, FederationError> {
-        let client = HttpsClient::new(config.extra_ca_file.as_deref())?;
+        let client = HttpsClient::new(
+            config.extra_ca_file.as_deref(),
+            config.allow_private_addresses,
+        )?;
         Ok(Transport {
             origin,
             signing_key,
@@ -136,7 +139,7 @@ impl Transport {
         let response = self
             .signed_request(server, method, path, body, limit)
             .await
-            .map_err(|err| Error::new(ErrorKind::Unknown, format!("{server}: {err}")))?;
+            .map_err(|err| unreachable(server, &err))?;
         if response.status != 200 {
             let value: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
             let errcode = value["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned();
@@ -166,9 +169,26 @@ impl Transport {
         let bytes = self
             .request_raw(server, method, path, body, ANSWER_LIMIT)
             .await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|err| Error::new(ErrorKind::BadJson, format!("{server} sent bad JSON: {err}")))
+        serde_json::from_slice(&bytes).map_err(|err| {
+            tracing::info!(server, path, "the answer is not JSON: {err}");
+            Error::new(
+                ErrorKind::RemoteUnavailable,
+                format!("{server} sent an invalid answer"),
+            )
+        })
     }
+}
+
+/// What a client is told when `server` could not be reached: `502 M_UNKNOWN` naming the
+/// server and nothing else. The detail (OS errors, TLS alerts, addresses, a refused private
+/// address) is logged: telling it to the client would let any user map which hosts and
+/// ports around us answer, and a refused private address must look like a dead server.
+pub(crate) fn unreachable(server: &str, err: &FederationError) -> Error {
+    tracing::info!(server, "federation request failed: {err}");
+    Error::new(
+        ErrorKind::RemoteUnavailable,
+        format!("Could not reach {server}"),
+    )
 }
 
 pub(crate) fn to_object(value: &Value) -> Option<CanonicalJsonObject> {
