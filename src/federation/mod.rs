@@ -72,6 +72,8 @@ pub(crate) mod users;
 pub(crate) mod well_known;
 
 #[cfg(test)]
+mod keys_tests;
+#[cfg(test)]
 mod test_state;
 #[cfg(test)]
 mod tests;
