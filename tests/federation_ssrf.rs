@@ -193,3 +193,74 @@ fn connection_failures_reach_clients_without_their_details() {
         "the open port was tried"
     );
 }
+
+/// A profile query signed by `origin` (with a key the test makes up) for the server at
+/// `server`.
+fn signed_profile_query(server: std::net::SocketAddr, origin: &str) -> common::http::Response {
+    use hearth::federation::auth::{RequestToSign, authorization_header};
+    use hearth::matrix::crypto::{KeyId, SigningKey};
+    let key = SigningKey::from_seed(KeyId::ed25519("a").expect("id"), [7; 32]);
+    let path = "/_matrix/federation/v1/query/profile?user_id=%40alice%3Alocalhost";
+    let request = RequestToSign {
+        method: "GET",
+        uri: path,
+        origin,
+        destination: "localhost",
+        content: None,
+    };
+    let authorization = authorization_header(&request, &key).expect("sign");
+    common::http::Client::plain(server)
+        .request("GET", path, &[("Authorization", &authorization)], None)
+        .expect("request")
+}
+
+#[test]
+fn a_dead_origin_named_by_many_requests_is_asked_once() {
+    let (server, _token) = server(true);
+    let (port, accepted) = counting_port();
+    let origin = format!("127.0.0.1:{port}");
+    let address = server.address("http");
+    std::thread::scope(|scope| {
+        let answers: Vec<_> = (0..20)
+            .map(|_| scope.spawn(|| signed_profile_query(address, &origin).status))
+            .collect();
+        for answer in answers {
+            let status = answer.join().expect("thread");
+            assert_ne!(status, 200);
+        }
+    });
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one key fetch");
+    let again = signed_profile_query(server.address("http"), &origin);
+    assert_ne!(again.status, 200);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the failure is remembered"
+    );
+}
+
+#[test]
+fn a_hanging_origin_is_given_up_on_quickly() {
+    let (server, _token) = server(true);
+    // Accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let started = std::time::Instant::now();
+    let answer = signed_profile_query(server.address("http"), &format!("127.0.0.1:{port}"));
+    let took = started.elapsed();
+    assert_eq!(
+        answer.status,
+        401,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert!(took < Duration::from_secs(11), "gave up after {took:?}");
+    let health = server.client().get("/_matrix/client/versions");
+    assert_eq!(health.status, 200);
+}

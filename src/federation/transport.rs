@@ -32,6 +32,9 @@ pub(crate) struct Transport {
     pub(crate) outbound: std::sync::Arc<outbound::Wake>,
 }
 
+/// How much of another server's `errcode` and `error` is passed on to a client.
+const MAX_RELAYED_CHARS: usize = 200;
+
 /// How long a whole request to another server may take before we give up on it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -142,12 +145,22 @@ impl Transport {
             .map_err(|err| unreachable(server, &err))?;
         if response.status != 200 {
             let value: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-            let errcode = value["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned();
-            let message = value["error"].as_str().unwrap_or_default().to_owned();
-            // A restricted room's refusals are passed on as they are, for the client to explain.
+            // The other server's words, cut short: its answer may weigh megabytes, and our
+            // client should get an error, not a copy of it.
+            let short = |text: Option<&str>, default: &str| -> String {
+                text.unwrap_or(default)
+                    .chars()
+                    .take(MAX_RELAYED_CHARS)
+                    .collect()
+            };
+            let errcode = short(value["errcode"].as_str(), "M_UNKNOWN");
+            let message = short(value["error"].as_str(), "");
+            // A restricted room's refusals are passed on as they are, for the client to
+            // explain; the other server failing is not a refusal.
             let kind = match errcode.as_str() {
                 "M_UNABLE_TO_AUTHORISE_JOIN" => ErrorKind::UnableToAuthoriseJoin,
                 "M_UNABLE_TO_GRANT_JOIN" => ErrorKind::UnableToGrantJoin,
+                _ if response.status >= 500 => ErrorKind::RemoteUnavailable,
                 _ => ErrorKind::Forbidden,
             };
             return Err(Error::new(
