@@ -90,8 +90,10 @@ const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 const FAILURE_MEMORY: Duration = Duration::from_secs(2 * 60);
 /// How long keys not confirmed by a verified request are kept in memory.
 const UNCONFIRMED_LIFETIME: Duration = Duration::from_secs(10 * 60);
-/// Servers whose unconfirmed keys are held in memory at once (a few KiB each at most).
-const MAX_UNCONFIRMED_SERVERS: usize = 512;
+/// Servers whose unconfirmed keys are held in memory at once. An answer is at most 16 KiB
+/// of JSON (typically under 1 KiB), a few times that as a parsed tree: at most ~12 MiB in
+/// all against a hostile flood, well under 1 MiB in ordinary use.
+const MAX_UNCONFIRMED_SERVERS: usize = 256;
 /// Servers remembered as failing at once (a name and a deadline each).
 const MAX_FAILED_SERVERS: usize = 4096;
 /// Key fetches running at once; over this, a fetch is refused rather than queued.
