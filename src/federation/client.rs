@@ -6,7 +6,7 @@
 //! connections pass (discovery, well-known redirects, keys, requests), so no caller can
 //! reach the owner's network by mistake.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,8 +58,9 @@ const SYSTEM_BUNDLES: &[&str] = &[
 /// The HTTPS client, shared by every outbound request.
 pub(crate) struct HttpsClient {
     connector: TlsConnector,
-    /// `federation.allow_private_addresses`: connect to loopback and LAN addresses too.
-    allow_private_addresses: bool,
+    /// The addresses never connected to: [`is_private`], or none when
+    /// `federation.allow_private_addresses` is set.
+    refused: fn(IpAddr) -> bool,
 }
 
 impl HttpsClient {
@@ -79,7 +80,11 @@ impl HttpsClient {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(HttpsClient {
             connector: TlsConnector::from(Arc::new(config)),
-            allow_private_addresses,
+            refused: if allow_private_addresses {
+                |_| false
+            } else {
+                is_private
+            },
         })
     }
 
@@ -109,6 +114,13 @@ impl HttpsClient {
         http1::read_response(&mut stream, limit).await
     }
 
+    /// The same client refusing the addresses `refused` says (tests: refuse one loopback
+    /// address and not another).
+    #[cfg(test)]
+    pub(crate) fn refusing(self, refused: fn(IpAddr) -> bool) -> HttpsClient {
+        HttpsClient { refused, ..self }
+    }
+
     /// Tries each address in turn; the first that completes a verified handshake wins.
     /// Private addresses are skipped (unless allowed) before any packet is sent; the error
     /// then reads like any unreachable server's, so what a client sees does not tell a
@@ -119,7 +131,7 @@ impl HttpsClient {
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, FederationError> {
         let mut last_error = FederationError::NoAddress(endpoint.host_header.clone());
         for address in &endpoint.addresses {
-            if !self.allow_private_addresses && is_private(address.ip()) {
+            if (self.refused)(address.ip()) {
                 tracing::info!(
                     %address,
                     destination = endpoint.host_header,

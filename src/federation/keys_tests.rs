@@ -247,3 +247,59 @@ async fn fetched_keys_are_stored_only_once_confirmed() {
     assert!(object["signatures"]["us.example"].is_object());
     super::keys::verify_response(&served, &server2, now).expect("still self-signed");
 }
+
+/// A listener on `ip` counting connections (closing each at once).
+fn counting_listener(ip: &str) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind((ip, 0)).expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (port, accepted)
+}
+
+#[actix_web::test]
+async fn every_well_known_redirect_is_checked_before_connecting() {
+    let ca = test_ca();
+    // The first hop (127.0.0.1) is allowed and redirects to 127.0.0.2, which is "private".
+    let (target_port, accepted) = counting_listener("127.0.0.2");
+    let routes = move |config: &mut web::ServiceConfig| {
+        config.route(
+            "/.well-known/matrix/server",
+            web::get().to(move || async move {
+                HttpResponse::Found()
+                    .insert_header((
+                        "Location",
+                        format!("https://127.0.0.2:{target_port}/.well-known/matrix/server"),
+                    ))
+                    .finish()
+            }),
+        );
+    };
+    let hits = Arc::new(AtomicUsize::new(0));
+    let port = serve(&ca, routes, hits.clone());
+    let (transport, _dir) = transport(&ca, true);
+    let dns = super::dns::Dns::from_system();
+    let refusing = |ip: std::net::IpAddr| ip == std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let client = transport.client.refusing(refusing);
+    let answer = super::well_known::fetch(&client, &dns, "127.0.0.1", port).await;
+    assert_eq!(answer.delegated, None);
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the first hop was asked");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "the redirect was not followed"
+    );
+    // The control: allowed, the redirect is followed (and fails there).
+    let (allowing, _dir) = transport_again(&ca);
+    let answer = super::well_known::fetch(&allowing.client, &dns, "127.0.0.1", port).await;
+    assert_eq!(answer.delegated, None);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "followed when allowed");
+}
