@@ -229,6 +229,31 @@ impl super::Federation {
         self.transport.confirm_keys(&self.storage, server, now)
     }
 
+    /// Cuts the key answers stored whole by earlier versions (up to 256 KiB each, padding
+    /// and all) down to what is kept now ([`servable`]). Run at start-up; rows already cut
+    /// are read and left alone. Returns how many were rewritten.
+    pub(crate) fn reduce_stored_key_answers(&self) -> Result<usize, FederationError> {
+        let mut rewritten = 0;
+        for entry in self.storage.servername_keys.iter() {
+            let (server, keys) = entry?;
+            let Value::Object(object) = &keys.response else {
+                continue;
+            };
+            let reduced = servable(object, &server, &keys.keys);
+            if reduced == keys.response {
+                continue;
+            }
+            self.storage.servername_keys.update(&server, |current| {
+                current.map(|mut current| {
+                    current.response = reduced.clone();
+                    current
+                })
+            })?;
+            rewritten += 1;
+        }
+        Ok(rewritten)
+    }
+
     /// [`Transport::notary_answer`] with the service's storage.
     pub(crate) async fn notary_answer(
         &self,
@@ -652,6 +677,37 @@ mod tests {
         assert_eq!(merged.keys["ed25519:a"].expired_ts, Some(NOW + 5));
         assert!(merged.current_key("ed25519:b", NOW).is_some());
         assert!(merged.current_key("ed25519:a", NOW).is_none());
+    }
+
+    #[test]
+    fn answers_stored_whole_are_cut_at_start_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fed = crate::federation::test_state::test_state(dir.path(), "");
+        let k = key("a", 1);
+        let mut full = answer("b.org", &[&k], NOW + 1000);
+        sign_json(full.as_object_mut().expect("object"), "n.org", &key("n", 2)).expect("sign");
+        let mut stored = verify_response(&full, "b.org", NOW).expect("valid");
+        let cut = stored.response.clone();
+        stored.response = full;
+        fed.storage
+            .servername_keys
+            .insert(&"b.org".to_owned(), &stored)
+            .expect("store");
+        assert_eq!(fed.reduce_stored_key_answers().expect("reduced"), 1);
+        let now_stored = fed
+            .storage
+            .servername_keys
+            .get(&"b.org".to_owned())
+            .expect("read")
+            .expect("kept");
+        assert_eq!(now_stored.response, cut);
+        assert!(now_stored.response["signatures"].get("n.org").is_none());
+        verify_response(&now_stored.response, "b.org", NOW).expect("still self-signed");
+        assert_eq!(
+            fed.reduce_stored_key_answers().expect("again"),
+            0,
+            "left alone"
+        );
     }
 
     fn federation() -> Transport {
