@@ -5,6 +5,13 @@
 //! answer must also carry the notary's signature. Answers are kept until their
 //! `valid_until_ts`, never trusted more than 7 days ahead, and what we keep is what we serve
 //! as a notary ourselves.
+//!
+//! Strangers cannot make this cost disk or time: answers over 16 KiB are refused; only the
+//! signed fields and the server's own signatures are kept; keys are stored only once a
+//! request they signed verified ([`Transport::confirm_keys`]) and otherwise held in a
+//! bounded memory cache ([`super::cache::KeyCache`]); and every fetch goes through
+//! [`Transport::fetch_keys`]: one at a time per server, 10 s in all, failures remembered
+//! for two minutes.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
