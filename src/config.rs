@@ -134,6 +134,10 @@ pub(crate) struct FederationConfig {
     /// Seconds before the first retry of a server that did not take a transaction; the wait
     /// doubles with each failure, up to an hour.
     pub(crate) retry_initial_seconds: u64,
+    /// Let outbound federation connect to loopback, LAN and other non-public addresses
+    /// (off: any user could make the server probe the owner's network). For tests and
+    /// LAN-only set-ups.
+    pub(crate) allow_private_addresses: bool,
 }
 
 impl Default for FederationConfig {
@@ -145,6 +149,7 @@ impl Default for FederationConfig {
             send_presence: false,
             receive_presence: false,
             retry_initial_seconds: 30,
+            allow_private_addresses: false,
         }
     }
 }

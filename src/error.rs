@@ -81,6 +81,9 @@ pub(crate) enum ErrorKind {
     BadRequest,
     /// Something went wrong on our side; details are in the log.
     Unknown,
+    /// Another server could not be reached, or answered with something unusable (502,
+    /// `M_UNKNOWN`). The message names the server only: connection details stay in the log.
+    RemoteUnavailable,
 }
 
 impl ErrorKind {
@@ -116,7 +119,9 @@ impl ErrorKind {
             ErrorKind::RoomInUse => "M_ROOM_IN_USE",
             // A failed stage says why in the body; the first challenge has no error code.
             ErrorKind::UserInteractiveAuth => "M_FORBIDDEN",
-            ErrorKind::BadRequest | ErrorKind::Unknown => "M_UNKNOWN",
+            ErrorKind::BadRequest | ErrorKind::Unknown | ErrorKind::RemoteUnavailable => {
+                "M_UNKNOWN"
+            }
         }
     }
 
@@ -153,6 +158,7 @@ impl ErrorKind {
             | ErrorKind::UserInteractiveAuth => StatusCode::UNAUTHORIZED,
             ErrorKind::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::RemoteUnavailable => StatusCode::BAD_GATEWAY,
         }
     }
 }

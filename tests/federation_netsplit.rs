@@ -148,7 +148,7 @@ fn try_start_hearth(
          [[listeners]]\naddress = \"127.0.0.1:{port}\"\ntls = true\n\n\
          [tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n\n\
          [federation]\ntrusted_key_servers = []\nextra_ca_file = \"ca.pem\"\n\
-         retry_initial_seconds = 1\n"
+         retry_initial_seconds = 1\nallow_private_addresses = true\n"
     );
     std::fs::write(dir.path().join("hearth.toml"), config).expect("config");
     for user in users {

@@ -193,7 +193,7 @@ fn hearth_dir(certificates: &Path) -> tempfile::TempDir {
          [database]\npath = \"data\"\n\n\
          [[listeners]]\naddress = \"127.0.0.1:0\"\n\n\
          [federation]\ntrusted_key_servers = []\nextra_ca_file = \"{}\"\n\
-         retry_initial_seconds = 1\n",
+         retry_initial_seconds = 1\nallow_private_addresses = true\n",
         certificates.join("ca.pem").display()
     );
     std::fs::write(dir.path().join("hearth.toml"), config).expect("config");

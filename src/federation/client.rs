@@ -1,9 +1,12 @@
 //! The outbound HTTPS client. Certificates are checked against the system's roots plus the
 //! optional `federation.extra_ca_file`; the name checked (and sent as SNI unless it is an IP
 //! address) and the `Host` header come from discovery, as the spec's steps say. Every
-//! connection has a time limit and every answer a size limit.
+//! connection has a time limit and every answer a size limit, and every address is checked
+//! against [`is_private`] right before connecting: this is the one place all outbound
+//! connections pass (discovery, well-known redirects, keys, requests), so no caller can
+//! reach the owner's network by mistake.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +21,7 @@ use tokio_rustls::TlsConnector;
 
 use super::FederationError;
 use super::http1::{self, RawResponse};
+use super::private_address::is_private;
 
 /// Where a request goes: the addresses to try in order, the name the certificate must be
 /// valid for, and the `Host` header.
@@ -54,11 +58,18 @@ const SYSTEM_BUNDLES: &[&str] = &[
 /// The HTTPS client, shared by every outbound request.
 pub(crate) struct HttpsClient {
     connector: TlsConnector,
+    /// The addresses never connected to: [`is_private`], or none when
+    /// `federation.allow_private_addresses` is set.
+    refused: fn(IpAddr) -> bool,
 }
 
 impl HttpsClient {
-    /// Reads the system's roots and, if given, the extra CA bundle.
-    pub(crate) fn new(extra_ca_file: Option<&Path>) -> Result<HttpsClient, FederationError> {
+    /// Reads the system's roots and, if given, the extra CA bundle. Private addresses are
+    /// refused unless `allow_private_addresses`.
+    pub(crate) fn new(
+        extra_ca_file: Option<&Path>,
+        allow_private_addresses: bool,
+    ) -> Result<HttpsClient, FederationError> {
         let roots = load_roots(extra_ca_file)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ClientConfig::builder_with_provider(provider)
@@ -69,6 +80,11 @@ impl HttpsClient {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(HttpsClient {
             connector: TlsConnector::from(Arc::new(config)),
+            refused: if allow_private_addresses {
+                |_| false
+            } else {
+                is_private
+            },
         })
     }
 
@@ -98,13 +114,32 @@ impl HttpsClient {
         http1::read_response(&mut stream, limit).await
     }
 
+    /// The same client refusing the addresses `refused` says (tests: refuse one loopback
+    /// address and not another).
+    #[cfg(test)]
+    pub(crate) fn refusing(self, refused: fn(IpAddr) -> bool) -> HttpsClient {
+        HttpsClient { refused, ..self }
+    }
+
     /// Tries each address in turn; the first that completes a verified handshake wins.
+    /// Private addresses are skipped (unless allowed) before any packet is sent; the error
+    /// then reads like any unreachable server's, so what a client sees does not tell a
+    /// refused address from a closed port.
     async fn connect(
         &self,
         endpoint: &Endpoint,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, FederationError> {
         let mut last_error = FederationError::NoAddress(endpoint.host_header.clone());
         for address in &endpoint.addresses {
+            if (self.refused)(address.ip()) {
+                tracing::info!(
+                    %address,
+                    destination = endpoint.host_header,
+                    "refused to connect to a private address (federation.allow_private_addresses is off)"
+                );
+                last_error = FederationError::PrivateAddress(endpoint.host_header.clone());
+                continue;
+            }
             let attempt = async {
                 let tcp = TcpStream::connect(address).await?;
                 tcp.set_nodelay(true)?;
@@ -190,7 +225,7 @@ mod tests {
 
     #[test]
     fn a_missing_extra_bundle_is_an_error() {
-        let err = HttpsClient::new(Some(Path::new("/nonexistent/ca.pem")))
+        let err = HttpsClient::new(Some(Path::new("/nonexistent/ca.pem")), false)
             .err()
             .expect("refused");
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
@@ -201,11 +236,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("empty.pem");
         std::fs::write(&path, "nothing here\n").expect("write");
-        assert!(HttpsClient::new(Some(&path)).is_err());
+        assert!(HttpsClient::new(Some(&path), false).is_err());
     }
 
     #[test]
     fn the_system_roots_load() {
-        HttpsClient::new(None).expect("client");
+        HttpsClient::new(None, false).expect("client");
     }
 }

@@ -13,6 +13,10 @@ pub enum FederationError {
     Dns { name: String, reason: String },
     #[error("could not connect to {destination}: {reason}")]
     Connect { destination: String, reason: String },
+    #[error(
+        "{0} resolves only to private addresses, which federation.allow_private_addresses forbids"
+    )]
+    PrivateAddress(String),
     #[error("TLS set-up failed: {0}")]
     TlsConfig(String),
     #[error("{0} did not answer in time")]

@@ -5,8 +5,16 @@
 //! answer must also carry the notary's signature. Answers are kept until their
 //! `valid_until_ts`, never trusted more than 7 days ahead, and what we keep is what we serve
 //! as a notary ourselves.
+//!
+//! Strangers cannot make this cost disk or time: answers over 16 KiB are refused; only the
+//! signed fields and the server's own signatures are kept; keys are stored only once a
+//! request they signed verified ([`Transport::confirm_keys`]) and otherwise held in a
+//! bounded memory cache ([`super::cache::KeyCache`]); and every fetch goes through
+//! [`Transport::fetch_keys`]: one at a time per server, 10 s in all, failures remembered
+//! for two minutes.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -19,10 +27,23 @@ use crate::storage::Storage;
 const MAX_VALIDITY_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// Keys remembered per server: a server that rotates keys wildly cannot grow our storage.
 const MAX_KEYS_PER_SERVER: usize = 32;
-/// A key answer is small; anything much larger is not one.
-const MAX_KEY_RESPONSE: usize = 256 * 1024;
-/// A notary answer may carry a few servers' keys.
-const MAX_NOTARY_RESPONSE: usize = 1024 * 1024;
+/// A key answer is a few hundred bytes; anything over this is refused, so no server can
+/// make us hold (or store) more than this for it.
+pub(crate) const MAX_KEY_RESPONSE: usize = 16 * 1024;
+/// A notary answer for one server may carry a few answers of it.
+const MAX_NOTARY_RESPONSE: usize = 4 * MAX_KEY_RESPONSE;
+/// How long fetching a server's keys may take in all, notaries included: a request waiting
+/// for an origin's key holds its resources that long.
+pub(crate) const FETCH_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the server itself is given, leaving the rest to the notaries.
+const DIRECT_DEADLINE: Duration = Duration::from_secs(6);
+/// The fields of a key answer we keep and serve again as a notary.
+const SIGNED_FIELDS: [&str; 4] = [
+    "server_name",
+    "verify_keys",
+    "old_verify_keys",
+    "valid_until_ts",
+];
 
 pub(crate) use crate::storage::records::ServerKeys;
 
@@ -90,10 +111,47 @@ pub(crate) fn verify_response(
         }
     }
     Ok(ServerKeys {
-        response: response.clone(),
+        response: servable(object, server, &keys),
         valid_until_ts: valid_until_ts.min(now.saturating_add(MAX_VALIDITY_MS)),
         keys,
     })
+}
+
+/// What we keep of a verified answer, to serve again as a notary: the signed fields and
+/// the server's own signatures, nothing else (no padding, no other servers' signatures).
+/// The server's signatures still cover it if it signed only those fields, as servers do;
+/// if it signed more, the reduced answer would not verify and is not kept (`null`): the
+/// keys are still used, we just do not vouch for them to others. At most the size of the
+/// answer, which is at most [`MAX_KEY_RESPONSE`].
+fn servable(
+    object: &serde_json::Map<String, Value>,
+    server: &str,
+    keys: &BTreeMap<String, KnownKey>,
+) -> Value {
+    let mut reduced: serde_json::Map<String, Value> = SIGNED_FIELDS
+        .iter()
+        .filter_map(|field| Some(((*field).to_owned(), object.get(*field)?.clone())))
+        .collect();
+    let own_signatures = object
+        .get("signatures")
+        .and_then(|signatures| signatures.get(server))
+        .cloned();
+    let Some(own_signatures) = own_signatures else {
+        return Value::Null;
+    };
+    reduced.insert("signatures".to_owned(), json!({ server: own_signatures }));
+    let still_signed = keys
+        .iter()
+        .filter(|(_, known)| known.expired_ts.is_none())
+        .all(|(key_id, known)| {
+            decode_key(&known.key)
+                .is_some_and(|public| verify_json(&reduced, server, key_id, &public).is_ok())
+        });
+    if still_signed {
+        Value::Object(reduced)
+    } else {
+        Value::Null
+    }
 }
 
 /// Checks that `notary` signed `response` with one of its current keys.
@@ -156,7 +214,7 @@ fn decode_key(key: &str) -> Option<[u8; 32]> {
 }
 
 /// Key look-ups as methods of the federation service, which holds the database the keys
-/// are cached in: the HTTP layer calls these.
+/// are stored in: the HTTP layer calls these.
 impl super::Federation {
     /// [`Transport::request_key`] with the service's storage.
     pub(crate) async fn request_key(
@@ -168,6 +226,39 @@ impl super::Federation {
         self.transport
             .request_key(&self.storage, server, key_id, now)
             .await
+    }
+
+    /// [`Transport::confirm_keys`] with the service's storage.
+    // Called by `api::federation::origin` once a request's signature verified: that file is
+    // being rewritten on another branch, which adds the call.
+    #[allow(dead_code)]
+    pub(crate) fn confirm_keys(&self, server: &str, now: u64) -> Result<(), FederationError> {
+        self.transport.confirm_keys(&self.storage, server, now)
+    }
+
+    /// Cuts the key answers stored whole by earlier versions (up to 256 KiB each, padding
+    /// and all) down to what is kept now ([`servable`]). Run at start-up; rows already cut
+    /// are read and left alone. Returns how many were rewritten.
+    pub(crate) fn reduce_stored_key_answers(&self) -> Result<usize, FederationError> {
+        let mut rewritten = 0;
+        for entry in self.storage.servername_keys.iter() {
+            let (server, keys) = entry?;
+            let Value::Object(object) = &keys.response else {
+                continue;
+            };
+            let reduced = servable(object, &server, &keys.keys);
+            if reduced == keys.response {
+                continue;
+            }
+            self.storage.servername_keys.update(&server, |current| {
+                current.map(|mut current| {
+                    current.response = reduced.clone();
+                    current
+                })
+            })?;
+            rewritten += 1;
+        }
+        Ok(rewritten)
     }
 
     /// [`Transport::notary_answer`] with the service's storage.
@@ -184,8 +275,13 @@ impl super::Federation {
 }
 
 impl Transport {
-    /// The public key `key_id` of `server`, valid for signing requests now: from storage, or
-    /// fetched from the server, or from a notary. Our own key needs no fetching.
+    /// The public key `key_id` of `server`, valid for signing requests now: from storage,
+    /// from keys fetched recently, or fetched from the server or a notary. Our own key needs
+    /// no fetching.
+    ///
+    /// Keys fetched here are held in memory only: call [`Transport::confirm_keys`] once a
+    /// request's signature verified with the key, and they are stored. A stranger naming
+    /// made-up origins thus costs a bounded cache, never disk.
     pub(crate) async fn request_key(
         &self,
         storage: &Storage,
@@ -205,53 +301,117 @@ impl Transport {
         {
             return Ok(key);
         }
-        let refreshed = match self.refresh_keys(storage, server, now).await {
-            Ok(refreshed) => refreshed,
-            Err(err) if !err.to_string().contains("too recently") => return Err(err),
-            Err(err) => {
-                // Another request may be fetching them right now (one fetch a minute per
-                // server): wait a little for its answer before giving up.
-                let mut found = None;
-                for _ in 0..10 {
-                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                    if let Some(key) = storage
-                        .servername_keys
-                        .get(&server.to_owned())?
-                        .and_then(|keys| keys.current_key(key_id, now))
-                    {
-                        found = Some(key);
-                        break;
-                    }
-                }
-                return found.ok_or(err);
-            }
-        };
-        refreshed
+        let fetched = self.fetch_keys(storage, server, Some(key_id), now).await?;
+        fetched
             .current_key(key_id, now)
             .ok_or_else(|| FederationError::keys(server, format!("no valid key {key_id}")))
     }
 
-    /// Fetches `server`'s keys, directly or else through the notaries, and stores them.
-    /// Asked at most once a minute per server.
+    /// Stores the keys of `server` fetched into memory by [`Transport::request_key`]: a
+    /// request signed by `server` verified with them. Nothing to do when they are stored
+    /// already (or were never fetched).
+    #[allow(dead_code)]
+    pub(crate) fn confirm_keys(
+        &self,
+        storage: &Storage,
+        server: &str,
+        now: u64,
+    ) -> Result<(), FederationError> {
+        if let Some(keys) = self.keys.take(server) {
+            self.store_keys(storage, server, &keys, now)?;
+        }
+        Ok(())
+    }
+
+    /// `server`'s keys, for checking event signatures: the stored ones if any, otherwise
+    /// fetched (at most once a minute per server; in memory unless the server's keys are
+    /// stored already).
     pub(crate) async fn refresh_keys(
         &self,
         storage: &Storage,
         server: &str,
         now: u64,
     ) -> Result<ServerKeys, FederationError> {
-        if !self.keys.may_fetch(server) {
-            return Err(FederationError::keys(server, "asked too recently"));
+        self.fetch_keys(storage, server, None, now).await
+    }
+
+    /// The one way keys are fetched. One fetch per server at a time (others asking wait for
+    /// it and take its result); a server that answered less than a minute ago is not asked
+    /// again, nor one that failed in the last two minutes; a fetch has [`FETCH_DEADLINE`] in
+    /// all. The result goes to memory, and to storage only if the server's keys are stored
+    /// already (it was confirmed before). `wanted`: the key the caller needs; keys fetched
+    /// in the last minute that lack it are not fetched again either.
+    async fn fetch_keys(
+        &self,
+        storage: &Storage,
+        server: &str,
+        wanted: Option<&str>,
+        now: u64,
+    ) -> Result<ServerKeys, FederationError> {
+        let held = |fetched: &super::cache::Fetched| {
+            wanted.is_none_or(|key_id| fetched.keys.current_key(key_id, now).is_some())
+                || fetched.is_recent(Instant::now())
+        };
+        if let Some(fetched) = self.keys.fetched(server).filter(held) {
+            return Ok(fetched.keys);
         }
-        let fresh = match self.fetch_direct(server, now).await {
+        if self.keys.failed_recently(server) {
+            return Err(FederationError::keys(server, "fetching failed recently"));
+        }
+        let _turn = self
+            .keys
+            .turn(server)
+            .await
+            .ok_or_else(|| FederationError::keys(server, "too many key fetches under way"))?;
+        // A fetch we waited for may have answered already.
+        if let Some(fetched) = self.keys.fetched(server).filter(held) {
+            return Ok(fetched.keys);
+        }
+        if self.keys.failed_recently(server) {
+            return Err(FederationError::keys(server, "fetching failed recently"));
+        }
+        let fetched =
+            tokio::time::timeout(FETCH_DEADLINE, self.fetch_anywhere(storage, server, now))
+                .await
+                .unwrap_or_else(|_| Err(FederationError::Timeout(format!("{server} (keys)"))));
+        let fresh = match fetched {
             Ok(fresh) => fresh,
+            Err(err) => {
+                tracing::info!(server, "cannot fetch the server's keys: {err}");
+                self.keys.fail(server);
+                return Err(err);
+            }
+        };
+        // Remembered in memory either way: that is what spaces fetches a minute apart.
+        let fresh = if storage.servername_keys.get(&server.to_owned())?.is_some() {
+            self.store_keys(storage, server, &fresh, now)?
+        } else {
+            fresh
+        };
+        self.keys.remember(server, fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Directly (within [`DIRECT_DEADLINE`], so a hanging server leaves time for the
+    /// notaries), then through the notaries.
+    async fn fetch_anywhere(
+        &self,
+        storage: &Storage,
+        server: &str,
+        now: u64,
+    ) -> Result<ServerKeys, FederationError> {
+        let direct = tokio::time::timeout(DIRECT_DEADLINE, self.fetch_direct(server, now))
+            .await
+            .unwrap_or_else(|_| Err(FederationError::Timeout(server.to_owned())));
+        match direct {
+            Ok(fresh) => Ok(fresh),
             Err(err) => {
                 tracing::debug!(server, "direct key fetch failed: {err}; asking notaries");
                 self.fetch_from_notaries(storage, server, now)
                     .await
-                    .ok_or(err)?
+                    .ok_or(err)
             }
-        };
-        self.store_keys(storage, server, &fresh, now)
+        }
     }
 
     /// Stores a verified answer unless we already hold a newer one.
@@ -330,6 +490,11 @@ impl Transport {
             .unwrap_or_default();
         let mut best: Option<ServerKeys> = None;
         for candidate in candidates.iter().filter(|c| c["server_name"] == server) {
+            if serde_json::to_vec(candidate).map_or(usize::MAX, |bytes| bytes.len())
+                > MAX_KEY_RESPONSE
+            {
+                return Err(FederationError::keys(server, "a key answer over 16 KiB"));
+            }
             verify_notary_signature(candidate, notary, &notary_keys, now)
                 .map_err(|reason| FederationError::keys(server, reason))?;
             let keys = verify_response(candidate, server, now)
@@ -345,7 +510,8 @@ impl Transport {
     }
 
     /// A notary's own keys: stored, or fetched from the notary directly (never through
-    /// another notary, so trust does not go round in circles).
+    /// another notary, so trust does not go round in circles). Stored: notaries are the
+    /// configured few.
     async fn notary_keys(
         &self,
         storage: &Storage,
@@ -361,9 +527,10 @@ impl Transport {
         self.store_keys(storage, notary, &fresh, now)
     }
 
-    /// What we answer as a notary for `server`: its latest answer we hold (fetched again if
-    /// it expires before `minimum_valid_until_ts`), with our signature added. `None` when we
-    /// have nothing and cannot reach it.
+    /// What we answer as a notary for `server`: its latest answer we hold, stored or in
+    /// memory (fetched again if it expires before `minimum_valid_until_ts`, within the
+    /// limits of [`Transport::fetch_keys`]), with our signature added. `None` when we have
+    /// nothing and cannot reach it. What is fetched for a stranger's query stays in memory.
     pub(crate) async fn notary_answer(
         &self,
         storage: &Storage,
@@ -371,16 +538,15 @@ impl Transport {
         minimum_valid_until_ts: u64,
         now: u64,
     ) -> Result<Option<Value>, FederationError> {
+        let fresh_enough = |keys: &ServerKeys| keys.valid_until_ts >= minimum_valid_until_ts;
         let mut held = storage.servername_keys.get(&server.to_owned())?;
-        // Whatever the requester asks for, a server is fetched at most once a minute: our
-        // notary endpoint must not become a way to flood other servers.
-        let stale = held
-            .as_ref()
-            .is_none_or(|keys| keys.valid_until_ts < minimum_valid_until_ts);
-        if stale && self.keys.may_fetch(server) {
-            match self.fetch_direct(server, now).await {
-                Ok(fresh) => held = Some(self.store_keys(storage, server, &fresh, now)?),
-                Err(err) => tracing::debug!(server, "notary: cannot refresh keys: {err}"),
+        if held.as_ref().is_none_or(|keys| !fresh_enough(keys)) {
+            match self.keys.fetched(server) {
+                Some(fetched) if fresh_enough(&fetched.keys) => held = Some(fetched.keys),
+                _ => match self.fetch_keys(storage, server, None, now).await {
+                    Ok(fresh) => held = Some(fresh),
+                    Err(err) => tracing::debug!(server, "notary: cannot refresh keys: {err}"),
+                },
             }
         }
         let Some(keys) = held else { return Ok(None) };
@@ -518,6 +684,37 @@ mod tests {
         assert_eq!(merged.keys["ed25519:a"].expired_ts, Some(NOW + 5));
         assert!(merged.current_key("ed25519:b", NOW).is_some());
         assert!(merged.current_key("ed25519:a", NOW).is_none());
+    }
+
+    #[test]
+    fn answers_stored_whole_are_cut_at_start_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fed = crate::federation::test_state::test_state(dir.path(), "");
+        let k = key("a", 1);
+        let mut full = answer("b.org", &[&k], NOW + 1000);
+        sign_json(full.as_object_mut().expect("object"), "n.org", &key("n", 2)).expect("sign");
+        let mut stored = verify_response(&full, "b.org", NOW).expect("valid");
+        let cut = stored.response.clone();
+        stored.response = full;
+        fed.storage
+            .servername_keys
+            .insert(&"b.org".to_owned(), &stored)
+            .expect("store");
+        assert_eq!(fed.reduce_stored_key_answers().expect("reduced"), 1);
+        let now_stored = fed
+            .storage
+            .servername_keys
+            .get(&"b.org".to_owned())
+            .expect("read")
+            .expect("kept");
+        assert_eq!(now_stored.response, cut);
+        assert!(now_stored.response["signatures"].get("n.org").is_none());
+        verify_response(&now_stored.response, "b.org", NOW).expect("still self-signed");
+        assert_eq!(
+            fed.reduce_stored_key_answers().expect("again"),
+            0,
+            "left alone"
+        );
     }
 
     fn federation() -> Transport {

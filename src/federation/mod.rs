@@ -60,6 +60,7 @@ mod join_answer;
 pub(crate) mod keys;
 pub(crate) mod outbound;
 mod pdu_checks;
+pub(crate) mod private_address;
 pub(crate) mod queries;
 pub(crate) mod resident;
 pub(crate) mod restricted;
@@ -70,6 +71,8 @@ pub(crate) mod transport;
 pub(crate) mod users;
 pub(crate) mod well_known;
 
+#[cfg(test)]
+mod keys_tests;
 #[cfg(test)]
 mod test_state;
 #[cfg(test)]

@@ -101,7 +101,7 @@ async fn remote_query(fed: &Federation, server: &str, path: &str) -> Result<Valu
         .transport
         .signed_request(server, "GET", path, None, QUERY_LIMIT)
         .await
-        .map_err(|err| Error::new(ErrorKind::Unknown, format!("{server}: {err}")))?;
+        .map_err(|err| super::transport::unreachable(server, &err))?;
     let value: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
     match response.status {
         200 => Ok(value),
@@ -109,7 +109,7 @@ async fn remote_query(fed: &Federation, server: &str, path: &str) -> Result<Valu
             value["error"].as_str().unwrap_or("Not found").to_owned(),
         )),
         status => Err(Error::new(
-            ErrorKind::Unknown,
+            ErrorKind::RemoteUnavailable,
             format!("{server} answered {status}"),
         )),
     }

@@ -16,13 +16,13 @@ use super::dns::Dns;
 use super::well_known::{self, ERROR_LIFETIME};
 
 /// A CA (its PEM) and a certificate it signed for `localhost` and `127.0.0.1`.
-struct TestCa {
-    ca_pem: String,
+pub(super) struct TestCa {
+    pub(super) ca_pem: String,
     cert_pem: String,
     key_pem: String,
 }
 
-fn test_ca() -> TestCa {
+pub(super) fn test_ca() -> TestCa {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().expect("ca key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -42,7 +42,11 @@ fn test_ca() -> TestCa {
 }
 
 /// Serves `routes` over HTTPS on 127.0.0.1 with the CA's certificate; returns the port.
-fn serve(ca: &TestCa, routes: fn(&mut web::ServiceConfig), hits: Arc<AtomicUsize>) -> u16 {
+pub(super) fn serve(
+    ca: &TestCa,
+    routes: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+    hits: Arc<AtomicUsize>,
+) -> u16 {
     let certs = vec![CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).expect("cert")];
     let key = PrivateKeyDer::from_pem_slice(ca.key_pem.as_bytes()).expect("key");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -56,12 +60,13 @@ fn serve(ca: &TestCa, routes: fn(&mut web::ServiceConfig), hits: Arc<AtomicUsize
     let port = listener.local_addr().expect("address").port();
     let server = HttpServer::new(move || {
         let hits = hits.clone();
+        let routes = routes.clone();
         App::new()
             .wrap_fn(move |req, service| {
                 hits.fetch_add(1, Ordering::SeqCst);
                 actix_web::dev::Service::call(service, req)
             })
-            .configure(routes)
+            .configure(move |config| routes(config))
     })
     .workers(1)
     .listen_rustls_0_23(listener, config)
@@ -75,7 +80,7 @@ fn client(ca: &TestCa) -> (HttpsClient, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ca.pem");
     std::fs::write(&path, &ca.ca_pem).expect("write ca");
-    (HttpsClient::new(Some(&path)).expect("client"), dir)
+    (HttpsClient::new(Some(&path), true).expect("client"), dir)
 }
 
 fn delegate_with_cache_header(config: &mut web::ServiceConfig) {
@@ -210,7 +215,7 @@ async fn an_untrusted_certificate_is_an_error() {
         delegate_with_cache_header,
         Arc::new(AtomicUsize::new(0)),
     );
-    let other = HttpsClient::new(None).expect("system roots only");
+    let other = HttpsClient::new(None, true).expect("system roots only");
     let answer = well_known::fetch(&other, &Dns::from_system(), "localhost", port).await;
     assert_eq!(answer.delegated, None);
 }

@@ -32,6 +32,9 @@ pub(crate) struct Transport {
     pub(crate) outbound: std::sync::Arc<outbound::Wake>,
 }
 
+/// How much of another server's `errcode` and `error` is passed on to a client.
+const MAX_RELAYED_CHARS: usize = 200;
+
 /// How long a whole request to another server may take before we give up on it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -43,7 +46,10 @@ impl Transport {
         signing_key: SigningKey,
         config: &FederationConfig,
     ) -> Result<Transport, FederationError> {
-        let client = HttpsClient::new(config.extra_ca_file.as_deref())?;
+        let client = HttpsClient::new(
+            config.extra_ca_file.as_deref(),
+            config.allow_private_addresses,
+        )?;
         Ok(Transport {
             origin,
             signing_key,
@@ -136,15 +142,25 @@ impl Transport {
         let response = self
             .signed_request(server, method, path, body, limit)
             .await
-            .map_err(|err| Error::new(ErrorKind::Unknown, format!("{server}: {err}")))?;
+            .map_err(|err| unreachable(server, &err))?;
         if response.status != 200 {
             let value: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-            let errcode = value["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned();
-            let message = value["error"].as_str().unwrap_or_default().to_owned();
-            // A restricted room's refusals are passed on as they are, for the client to explain.
+            // The other server's words, cut short: its answer may weigh megabytes, and our
+            // client should get an error, not a copy of it.
+            let short = |text: Option<&str>, default: &str| -> String {
+                text.unwrap_or(default)
+                    .chars()
+                    .take(MAX_RELAYED_CHARS)
+                    .collect()
+            };
+            let errcode = short(value["errcode"].as_str(), "M_UNKNOWN");
+            let message = short(value["error"].as_str(), "");
+            // A restricted room's refusals are passed on as they are, for the client to
+            // explain; the other server failing is not a refusal.
             let kind = match errcode.as_str() {
                 "M_UNABLE_TO_AUTHORISE_JOIN" => ErrorKind::UnableToAuthoriseJoin,
                 "M_UNABLE_TO_GRANT_JOIN" => ErrorKind::UnableToGrantJoin,
+                _ if response.status >= 500 => ErrorKind::RemoteUnavailable,
                 _ => ErrorKind::Forbidden,
             };
             return Err(Error::new(
@@ -166,9 +182,26 @@ impl Transport {
         let bytes = self
             .request_raw(server, method, path, body, ANSWER_LIMIT)
             .await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|err| Error::new(ErrorKind::BadJson, format!("{server} sent bad JSON: {err}")))
+        serde_json::from_slice(&bytes).map_err(|err| {
+            tracing::info!(server, path, "the answer is not JSON: {err}");
+            Error::new(
+                ErrorKind::RemoteUnavailable,
+                format!("{server} sent an invalid answer"),
+            )
+        })
     }
+}
+
+/// What a client is told when `server` could not be reached: `502 M_UNKNOWN` naming the
+/// server and nothing else. The detail (OS errors, TLS alerts, addresses, a refused private
+/// address) is logged: telling it to the client would let any user map which hosts and
+/// ports around us answer, and a refused private address must look like a dead server.
+pub(crate) fn unreachable(server: &str, err: &FederationError) -> Error {
+    tracing::info!(server, "federation request failed: {err}");
+    Error::new(
+        ErrorKind::RemoteUnavailable,
+        format!("Could not reach {server}"),
+    )
 }
 
 pub(crate) fn to_object(value: &Value) -> Option<CanonicalJsonObject> {

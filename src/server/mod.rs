@@ -168,6 +168,11 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
             typing_app.ephemeral.expire();
         }
     });
+    match app.federation.reduce_stored_key_answers() {
+        Ok(0) => {}
+        Ok(rewritten) => tracing::info!("federation: cut {rewritten} stored key answers"),
+        Err(err) => tracing::warn!("federation: cannot cut the stored key answers: {err}"),
+    }
     let outbound = app
         .config
         .federation

@@ -96,7 +96,10 @@ pub(crate) struct KeptEdu {
 /// What we know of one server's keys, stored in `servername_keys`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ServerKeys {
-    /// The latest answer, as the server signed it: what we hand out as a notary.
+    /// The latest answer reduced to the fields the server signed (`server_name`,
+    /// `verify_keys`, `old_verify_keys`, `valid_until_ts`, its own signatures; at most
+    /// 16 KiB): what we hand out as a notary. `null` when the reduced answer no longer
+    /// verifies (the server signed other fields too).
     pub(crate) response: Value,
     /// Until when the keys of `response` may sign requests (capped at 7 days after fetching).
     pub(crate) valid_until_ts: u64,

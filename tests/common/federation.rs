@@ -114,7 +114,8 @@ fn write_config(dir: &Path, certificates: &Path, name: &str, port: u16, notaries
          [[listeners]]\naddress = \"127.0.0.1:0\"\n\n\
          [[listeners]]\naddress = \"127.0.0.1:{port}\"\ntls = true\n\n\
          [tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n\n\
-         [federation]\ntrusted_key_servers = [{notaries}]\nextra_ca_file = \"ca.pem\"\n"
+         [federation]\ntrusted_key_servers = [{notaries}]\nextra_ca_file = \"ca.pem\"\n\
+         allow_private_addresses = true\n"
     );
     std::fs::write(dir.join("hearth.toml"), config).expect("config");
 }
