@@ -671,3 +671,7 @@ mod tests {
         assert!(shown.contains("server_name = \"localhost\""), "{shown}");
     }
 }
+
+#[cfg(test)]
+#[path = "config_props.rs"]
+mod props;
