@@ -41,6 +41,9 @@ pub struct Case {
     pub expect: Vec<(u16, &'static str)>,
     /// Who fixes the known finding this case shows (`None`: it must pass today).
     pub known: Option<&'static str>,
+    /// Compare the snapshots even though the answer may be a success (a transaction whose
+    /// PDUs must all be refused is answered `200`).
+    pub unchanged: bool,
 }
 
 impl Case {
@@ -53,6 +56,7 @@ impl Case {
             body: Body::None,
             expect: Vec::new(),
             known: None,
+            unchanged: false,
         }
     }
 
@@ -95,8 +99,14 @@ impl Case {
         self
     }
 
-    fn is_error(&self) -> bool {
-        self.expect.iter().all(|(status, _)| *status >= 400)
+    /// Nothing may change, whatever the answer.
+    pub fn unchanged(mut self) -> Case {
+        self.unchanged = true;
+        self
+    }
+
+    fn must_not_change(&self) -> bool {
+        self.unchanged || self.expect.iter().all(|(status, _)| *status >= 400)
     }
 }
 
@@ -121,7 +131,7 @@ pub fn run(target: &Target<'_>, cases: &[&Case]) -> Vec<String> {
         if let Some(problem) = problem {
             failures.push(format!("{}: {problem}", case.name));
         }
-        if case.is_error() {
+        if case.must_not_change() {
             let after = (target.snapshot)();
             if before != after {
                 failures.push(format!(
