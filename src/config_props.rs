@@ -88,7 +88,8 @@ fn value() -> impl Strategy<Value = String> {
 fn toml_ish() -> impl Strategy<Value = String> {
     let line = prop_oneof![
         2 => prop::sample::select(SECTIONS).prop_map(str::to_owned),
-        6 => (prop::sample::select(KEYS), value()).prop_map(|(key, value)| format!("{key} = {value}")),
+        6 => (prop::sample::select(KEYS), value())
+            .prop_map(|(key, value)| format!("{key} = {value}")),
         1 => Just("# a comment".to_owned()),
         1 => ".{0,16}",
     ];

@@ -288,31 +288,55 @@ fn cases(f: &Fixture) -> Vec<Case> {
             .expect(200, "")
             .known("client-fixes"),
         // Tokens.
-        Case::new("whoami: no token", "GET", "/_matrix/client/v3/account/whoami")
-            .expect(401, "M_MISSING_TOKEN"),
-        Case::new("whoami: an unknown token", "GET", "/_matrix/client/v3/account/whoami")
-            .token("syt_not_a_token")
-            .expect(401, "M_UNKNOWN_TOKEN"),
-        Case::new("whoami: a logged-out token", "GET", "/_matrix/client/v3/account/whoami")
-            .token(&f.logged_out)
-            .expect(401, "M_UNKNOWN_TOKEN"),
+        Case::new(
+            "whoami: no token",
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+        )
+        .expect(401, "M_MISSING_TOKEN"),
+        Case::new(
+            "whoami: an unknown token",
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+        )
+        .token("syt_not_a_token")
+        .expect(401, "M_UNKNOWN_TOKEN"),
+        Case::new(
+            "whoami: a logged-out token",
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+        )
+        .token(&f.logged_out)
+        .expect(401, "M_UNKNOWN_TOKEN"),
         Case::new(
             "whoami: an unknown token in the query",
             "GET",
             "/_matrix/client/v3/account/whoami?access_token=nope",
         )
         .expect(401, "M_UNKNOWN_TOKEN"),
-        Case::new("whoami: an empty bearer", "GET", "/_matrix/client/v3/account/whoami")
-            .header("Authorization", "Bearer ")
-            .expect(401, "M_MISSING_TOKEN")
-            .expect(401, "M_UNKNOWN_TOKEN"),
-        Case::new("whoami: another scheme", "GET", "/_matrix/client/v3/account/whoami")
-            .header("Authorization", "Basic YWxpY2U6cGFzcw==")
-            .expect(401, "M_MISSING_TOKEN")
-            .expect(401, "M_UNKNOWN_TOKEN"),
-        Case::new("whoami: a 6 KiB token", "GET", "/_matrix/client/v3/account/whoami")
-            .token(&"x".repeat(6 * 1024))
-            .expect(401, "M_UNKNOWN_TOKEN"),
+        Case::new(
+            "whoami: an empty bearer",
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+        )
+        .header("Authorization", "Bearer ")
+        .expect(401, "M_MISSING_TOKEN")
+        .expect(401, "M_UNKNOWN_TOKEN"),
+        Case::new(
+            "whoami: another scheme",
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+        )
+        .header("Authorization", "Basic YWxpY2U6cGFzcw==")
+        .expect(401, "M_MISSING_TOKEN")
+        .expect(401, "M_UNKNOWN_TOKEN"),
+        Case::new(
+            "whoami: a 6 KiB token",
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+        )
+        .token(&"x".repeat(6 * 1024))
+        .expect(401, "M_UNKNOWN_TOKEN"),
         Case::new("send: no token", "PUT", send("t18"))
             .json(&message)
             .expect(401, "M_MISSING_TOKEN"),
@@ -342,18 +366,30 @@ fn cases(f: &Fixture) -> Vec<Case> {
         Case::new("outsider: members", "GET", in_room("members"))
             .token(b)
             .expect(403, "M_FORBIDDEN"),
-        Case::new("outsider: an event", "GET", in_room(&format!("event/{event}")))
-            .token(b)
-            .expect(404, "M_NOT_FOUND")
-            .known("new-finding"),
-        Case::new("outsider: context", "GET", in_room(&format!("context/{event}")))
-            .token(b)
-            .expect(404, "M_NOT_FOUND")
-            .expect(403, "M_FORBIDDEN"),
-        Case::new("outsider: join an invite-only room", "POST", in_room("join"))
-            .token(b)
-            .json(&json!({}))
-            .expect(403, "M_FORBIDDEN"),
+        Case::new(
+            "outsider: an event",
+            "GET",
+            in_room(&format!("event/{event}")),
+        )
+        .token(b)
+        .expect(404, "M_NOT_FOUND")
+        .known("new-finding"),
+        Case::new(
+            "outsider: context",
+            "GET",
+            in_room(&format!("context/{event}")),
+        )
+        .token(b)
+        .expect(404, "M_NOT_FOUND")
+        .expect(403, "M_FORBIDDEN"),
+        Case::new(
+            "outsider: join an invite-only room",
+            "POST",
+            in_room("join"),
+        )
+        .token(b)
+        .json(&json!({}))
+        .expect(403, "M_FORBIDDEN"),
         Case::new("outsider: invite themself", "POST", in_room("invite"))
             .token(b)
             .json(&json!({ "user_id": "@bob:localhost" }))
@@ -362,21 +398,37 @@ fn cases(f: &Fixture) -> Vec<Case> {
             .token(b)
             .json(&json!({ "typing": true, "timeout": 1000 }))
             .expect(403, "M_FORBIDDEN"),
-        Case::new("outsider: redact", "PUT", in_room(&format!("redact/{event}/r1")))
-            .token(b)
-            .json(&json!({}))
-            .expect(403, "M_FORBIDDEN"),
-        Case::new("outsider: publish the room", "PUT", format!("/_matrix/client/v3/directory/list/room/{room}"))
-            .token(b)
-            .json(&json!({ "visibility": "public" }))
-            .expect(403, "M_FORBIDDEN"),
-        Case::new("outsider: delete the alias", "DELETE", alias("#catalogue:localhost"))
-            .token(b)
-            .expect(403, "M_FORBIDDEN"),
-        Case::new("another user's account data", "PUT", format!("{account_data}/m.catalogue"))
-            .token(b)
-            .json(&json!({ "kept": false }))
-            .expect(403, "M_FORBIDDEN"),
+        Case::new(
+            "outsider: redact",
+            "PUT",
+            in_room(&format!("redact/{event}/r1")),
+        )
+        .token(b)
+        .json(&json!({}))
+        .expect(403, "M_FORBIDDEN"),
+        Case::new(
+            "outsider: publish the room",
+            "PUT",
+            format!("/_matrix/client/v3/directory/list/room/{room}"),
+        )
+        .token(b)
+        .json(&json!({ "visibility": "public" }))
+        .expect(403, "M_FORBIDDEN"),
+        Case::new(
+            "outsider: delete the alias",
+            "DELETE",
+            alias("#catalogue:localhost"),
+        )
+        .token(b)
+        .expect(403, "M_FORBIDDEN"),
+        Case::new(
+            "another user's account data",
+            "PUT",
+            format!("{account_data}/m.catalogue"),
+        )
+        .token(b)
+        .json(&json!({ "kept": false }))
+        .expect(403, "M_FORBIDDEN"),
         Case::new("another user's displayname", "PUT", displayname)
             .token(b)
             .json(&json!({ "displayname": "Mallory" }))
@@ -385,10 +437,14 @@ fn cases(f: &Fixture) -> Vec<Case> {
             .token(b)
             .json(&json!({}))
             .expect(403, "M_FORBIDDEN"),
-        Case::new("another user's typing", "PUT", in_room("typing/@bob:localhost"))
-            .token(a)
-            .json(&json!({ "typing": true, "timeout": 1000 }))
-            .expect(403, "M_FORBIDDEN"),
+        Case::new(
+            "another user's typing",
+            "PUT",
+            in_room("typing/@bob:localhost"),
+        )
+        .token(a)
+        .json(&json!({ "typing": true, "timeout": 1000 }))
+        .expect(403, "M_FORBIDDEN"),
         // Bad identifiers in paths.
         Case::new("room ID: `!`", "PUT", with_room_id("!"))
             .token(a)
@@ -399,19 +455,31 @@ fn cases(f: &Fixture) -> Vec<Case> {
             .token(a)
             .json(&message)
             .expect(400, "M_INVALID_PARAM"),
-        Case::new("room ID: an alias", "PUT", with_room_id("#catalogue:localhost"))
-            .token(a)
-            .json(&message)
-            .expect(400, "M_INVALID_PARAM"),
-        Case::new("room ID: 300 bytes", "PUT", with_room_id(&format!("!{}:localhost", "a".repeat(300))))
-            .token(a)
-            .json(&message)
-            .expect(400, "M_INVALID_PARAM"),
-        Case::new("room ID: a bad server name", "PUT", with_room_id("!abc:bad server!"))
-            .token(a)
-            .json(&message)
-            .expect(400, "M_INVALID_PARAM")
-            .known("client-fixes"),
+        Case::new(
+            "room ID: an alias",
+            "PUT",
+            with_room_id("#catalogue:localhost"),
+        )
+        .token(a)
+        .json(&message)
+        .expect(400, "M_INVALID_PARAM"),
+        Case::new(
+            "room ID: 300 bytes",
+            "PUT",
+            with_room_id(&format!("!{}:localhost", "a".repeat(300))),
+        )
+        .token(a)
+        .json(&message)
+        .expect(400, "M_INVALID_PARAM"),
+        Case::new(
+            "room ID: a bad server name",
+            "PUT",
+            with_room_id("!abc:bad server!"),
+        )
+        .token(a)
+        .json(&message)
+        .expect(400, "M_INVALID_PARAM")
+        .known("client-fixes"),
         Case::new(
             "room ID: percent-encoded invalid UTF-8",
             "PUT",
@@ -420,7 +488,7 @@ fn cases(f: &Fixture) -> Vec<Case> {
         .token(a)
         .json(&message)
         .expect(400, "M_INVALID_PARAM")
-            .known("client-fixes"),
+        .known("client-fixes"),
         Case::new(
             "room ID: an encoded NUL",
             "PUT",
@@ -429,20 +497,36 @@ fn cases(f: &Fixture) -> Vec<Case> {
         .token(a)
         .json(&message)
         .expect(400, "M_INVALID_PARAM"),
-        Case::new("room ID: 64 KiB", "GET", format!("/_matrix/client/v3/rooms/!{}/state", "a".repeat(64 * 1024)))
-            .token(a)
-            .expect(400, "*")
-            .expect(414, "*")
-            .known("client-fixes"),
-        Case::new("user ID: `@` in a profile path", "GET", "/_matrix/client/v3/profile/%40")
-            .token(a)
-            .expect(400, "M_INVALID_PARAM"),
-        Case::new("user ID: no sigil in a profile path", "GET", "/_matrix/client/v3/profile/alice")
-            .token(a)
-            .expect(400, "M_INVALID_PARAM"),
-        Case::new("user ID: unknown", "GET", "/_matrix/client/v3/profile/%40nobody%3Alocalhost")
-            .token(a)
-            .expect(404, "M_NOT_FOUND"),
+        Case::new(
+            "room ID: 64 KiB",
+            "GET",
+            format!("/_matrix/client/v3/rooms/!{}/state", "a".repeat(64 * 1024)),
+        )
+        .token(a)
+        .expect(400, "*")
+        .expect(414, "*")
+        .known("client-fixes"),
+        Case::new(
+            "user ID: `@` in a profile path",
+            "GET",
+            "/_matrix/client/v3/profile/%40",
+        )
+        .token(a)
+        .expect(400, "M_INVALID_PARAM"),
+        Case::new(
+            "user ID: no sigil in a profile path",
+            "GET",
+            "/_matrix/client/v3/profile/alice",
+        )
+        .token(a)
+        .expect(400, "M_INVALID_PARAM"),
+        Case::new(
+            "user ID: unknown",
+            "GET",
+            "/_matrix/client/v3/profile/%40nobody%3Alocalhost",
+        )
+        .token(a)
+        .expect(404, "M_NOT_FOUND"),
         Case::new("user ID: bad in an invite", "POST", in_room("invite"))
             .token(a)
             .json(&json!({ "user_id": "not a user" }))
@@ -452,9 +536,13 @@ fn cases(f: &Fixture) -> Vec<Case> {
             .token(a)
             .expect(400, "M_INVALID_PARAM")
             .expect(404, "M_NOT_FOUND"),
-        Case::new("event ID: unknown", "GET", in_room(&format!("event/{}", query_encode("$nothing_here"))))
-            .token(a)
-            .expect(404, "M_NOT_FOUND"),
+        Case::new(
+            "event ID: unknown",
+            "GET",
+            in_room(&format!("event/{}", query_encode("$nothing_here"))),
+        )
+        .token(a)
+        .expect(404, "M_NOT_FOUND"),
         Case::new("alias: no sigil", "GET", alias("catalogue:localhost"))
             .token(a)
             .expect(400, "M_INVALID_PARAM"),
@@ -483,21 +571,38 @@ fn cases(f: &Fixture) -> Vec<Case> {
             .expect(400, "M_BAD_JSON"),
         // Login.
         Case::new("login: type a number", "POST", login)
-            .json(&json!({ "type": 5, "identifier": { "type": "m.id.user", "user": "alice" }, "password": PASSWORD }))
+            .json(&json!({
+                "type": 5,
+                "identifier": { "type": "m.id.user", "user": "alice" },
+                "password": PASSWORD,
+            }))
             .expect(400, "M_BAD_JSON")
             .expect(400, "M_UNKNOWN"),
         Case::new("login: an unknown type", "POST", login)
-            .json(&json!({ "type": "m.login.nope", "identifier": { "type": "m.id.user", "user": "alice" } }))
+            .json(&json!({
+                "type": "m.login.nope",
+                "identifier": { "type": "m.id.user", "user": "alice" },
+            }))
             .expect(400, "M_UNKNOWN"),
         Case::new("login: user a number", "POST", login)
-            .json(&json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": 5 }, "password": PASSWORD }))
+            .json(&json!({
+                "type": "m.login.password",
+                "identifier": { "type": "m.id.user", "user": 5 },
+                "password": PASSWORD,
+            }))
             .expect(400, "M_BAD_JSON")
             .expect(400, "M_INVALID_PARAM"),
         Case::new("login: password a number", "POST", login)
-            .json(&json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": 5 }))
+            .json(&json!({
+                "type": "m.login.password",
+                "identifier": { "type": "m.id.user", "user": "alice" },
+                "password": 5,
+            }))
             .expect(400, "M_BAD_JSON"),
         Case::new("login: identifier a string", "POST", login)
-            .json(&json!({ "type": "m.login.password", "identifier": "alice", "password": PASSWORD }))
+            .json(
+                &json!({ "type": "m.login.password", "identifier": "alice", "password": PASSWORD }),
+            )
             .expect(400, "M_BAD_JSON")
             .expect(400, "M_UNKNOWN"),
         Case::new("login: body an array", "POST", login)
@@ -505,7 +610,11 @@ fn cases(f: &Fixture) -> Vec<Case> {
             .expect(400, "M_BAD_JSON")
             .expect(400, "M_NOT_JSON"),
         Case::new("login: the wrong password", "POST", login)
-            .json(&json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "wrong" }))
+            .json(&json!({
+                "type": "m.login.password",
+                "identifier": { "type": "m.id.user", "user": "alice" },
+                "password": "wrong",
+            }))
             .expect(403, "M_FORBIDDEN"),
         Case::new("login: invalid JSON", "POST", login)
             .bytes(&b"{type: m.login.password}"[..])
@@ -525,7 +634,11 @@ fn cases(f: &Fixture) -> Vec<Case> {
             .json(&json!({ "username": "newcomer", "password": 12345678 }))
             .expect(400, "M_BAD_JSON"),
         Case::new("register: inhibit_login a string", "POST", register)
-            .json(&json!({ "username": "newcomer", "password": "a long enough password", "inhibit_login": "yes" }))
+            .json(&json!({
+                "username": "newcomer",
+                "password": "a long enough password",
+                "inhibit_login": "yes",
+            }))
             .expect(400, "M_BAD_JSON"),
         // createRoom.
         Case::new("createRoom: name a number", "POST", create)
@@ -555,10 +668,14 @@ fn cases(f: &Fixture) -> Vec<Case> {
             .json(&json!({ "initial_state": [5] }))
             .expect(400, "M_BAD_JSON")
             .expect(400, "M_INVALID_ROOM_STATE"),
-        Case::new("createRoom: power_level_content_override a list", "POST", create)
-            .token(a)
-            .json(&json!({ "power_level_content_override": [] }))
-            .expect(400, "M_BAD_JSON"),
+        Case::new(
+            "createRoom: power_level_content_override a list",
+            "POST",
+            create,
+        )
+        .token(a)
+        .json(&json!({ "power_level_content_override": [] }))
+        .expect(400, "M_BAD_JSON"),
         Case::new("createRoom: an alias with a colon", "POST", create)
             .token(a)
             .json(&json!({ "room_alias_name": "a:b" }))
@@ -572,31 +689,51 @@ fn cases(f: &Fixture) -> Vec<Case> {
             .bytes(&br#"{"creation_content":{"n":0.5}}"#[..])
             .expect(400, "M_BAD_JSON"),
         // State events.
-        Case::new("state: malformed power levels", "PUT", state("m.room.power_levels", ""))
-            .token(a)
-            .json(&json!({ "users": "everyone" }))
-            .expect(400, "M_BAD_JSON")
-            .known("client-fixes"),
-        Case::new("state: membership a number", "PUT", state("m.room.member", "@alice:localhost"))
-            .token(a)
-            .json(&json!({ "membership": 5 }))
-            .expect(400, "M_BAD_JSON")
-            .known("client-fixes"),
-        Case::new("state: a body that is a list", "PUT", state("m.room.topic", ""))
-            .token(a)
-            .json(&json!(["topic"]))
-            .expect(400, "M_BAD_JSON")
-            .expect(400, "M_NOT_JSON"),
-        Case::new("state: a second create event", "PUT", state("m.room.create", ""))
-            .token(a)
-            .json(&json!({ "room_version": "1" }))
-            .expect(403, "M_FORBIDDEN")
-            .expect(400, "M_BAD_JSON"),
-        Case::new("state: join another user", "PUT", state("m.room.member", "@bob:localhost"))
-            .token(a)
-            .json(&json!({ "membership": "join" }))
-            .expect(403, "M_FORBIDDEN")
-            .known("client-fixes"),
+        Case::new(
+            "state: malformed power levels",
+            "PUT",
+            state("m.room.power_levels", ""),
+        )
+        .token(a)
+        .json(&json!({ "users": "everyone" }))
+        .expect(400, "M_BAD_JSON")
+        .known("client-fixes"),
+        Case::new(
+            "state: membership a number",
+            "PUT",
+            state("m.room.member", "@alice:localhost"),
+        )
+        .token(a)
+        .json(&json!({ "membership": 5 }))
+        .expect(400, "M_BAD_JSON")
+        .known("client-fixes"),
+        Case::new(
+            "state: a body that is a list",
+            "PUT",
+            state("m.room.topic", ""),
+        )
+        .token(a)
+        .json(&json!(["topic"]))
+        .expect(400, "M_BAD_JSON")
+        .expect(400, "M_NOT_JSON"),
+        Case::new(
+            "state: a second create event",
+            "PUT",
+            state("m.room.create", ""),
+        )
+        .token(a)
+        .json(&json!({ "room_version": "1" }))
+        .expect(403, "M_FORBIDDEN")
+        .expect(400, "M_BAD_JSON"),
+        Case::new(
+            "state: join another user",
+            "PUT",
+            state("m.room.member", "@bob:localhost"),
+        )
+        .token(a)
+        .json(&json!({ "membership": "join" }))
+        .expect(403, "M_FORBIDDEN")
+        .known("client-fixes"),
         Case::new(
             "state: own member event with a displayname",
             "PUT",
@@ -620,10 +757,14 @@ fn cases(f: &Fixture) -> Vec<Case> {
             .json(&json!({ "timeout": 1000 }))
             .expect(400, "M_BAD_JSON"),
         // Receipts.
-        Case::new("receipt: an unknown type", "POST", in_room(&format!("receipt/m.nope/{event}")))
-            .token(a)
-            .json(&json!({}))
-            .expect(400, "M_INVALID_PARAM"),
+        Case::new(
+            "receipt: an unknown type",
+            "POST",
+            in_room(&format!("receipt/m.nope/{event}")),
+        )
+        .token(a)
+        .json(&json!({}))
+        .expect(400, "M_INVALID_PARAM"),
         Case::new("receipt: thread_id a number", "POST", receipt.clone())
             .token(a)
             .json(&json!({ "thread_id": 5 }))
@@ -648,79 +789,137 @@ fn cases(f: &Fixture) -> Vec<Case> {
         Case::new("filter: an unknown ID", "GET", format!("{filter}/999999"))
             .token(a)
             .expect(404, "M_NOT_FOUND"),
-        Case::new("sync: an unknown filter ID", "GET", "/_matrix/client/v3/sync?filter=nonexistent&timeout=0")
-            .token(a)
-            .expect(400, "M_INVALID_PARAM")
-            .expect(404, "M_NOT_FOUND"),
+        Case::new(
+            "sync: an unknown filter ID",
+            "GET",
+            "/_matrix/client/v3/sync?filter=nonexistent&timeout=0",
+        )
+        .token(a)
+        .expect(400, "M_INVALID_PARAM")
+        .expect(404, "M_NOT_FOUND"),
         Case::new(
             "sync: inline filter broken",
             "GET",
-            format!("/_matrix/client/v3/sync?timeout=0&filter={}", query_encode("{\"room\":")),
+            format!(
+                "/_matrix/client/v3/sync?timeout=0&filter={}",
+                query_encode("{\"room\":")
+            ),
         )
         .token(a)
         .expect(400, "M_INVALID_PARAM")
         .expect(400, "M_NOT_JSON")
         .expect(400, "M_BAD_JSON"),
-        Case::new("sync: since garbage", "GET", "/_matrix/client/v3/sync?since=garbage&timeout=0")
-            .token(a)
-            .expect(400, "M_INVALID_PARAM"),
-        Case::new("sync: since past u64", "GET", "/_matrix/client/v3/sync?since=99999999999999999999999&timeout=0")
-            .token(a)
-            .expect(400, "M_INVALID_PARAM"),
-        Case::new("sync: timeout negative", "GET", "/_matrix/client/v3/sync?timeout=-5")
-            .token(a)
-            .expect(400, "M_INVALID_PARAM"),
-        Case::new("messages: from garbage", "GET", in_room("messages?dir=b&from=garbage"))
-            .token(a)
-            .expect(400, "M_INVALID_PARAM"),
+        Case::new(
+            "sync: since garbage",
+            "GET",
+            "/_matrix/client/v3/sync?since=garbage&timeout=0",
+        )
+        .token(a)
+        .expect(400, "M_INVALID_PARAM"),
+        Case::new(
+            "sync: since past u64",
+            "GET",
+            "/_matrix/client/v3/sync?since=99999999999999999999999&timeout=0",
+        )
+        .token(a)
+        .expect(400, "M_INVALID_PARAM"),
+        Case::new(
+            "sync: timeout negative",
+            "GET",
+            "/_matrix/client/v3/sync?timeout=-5",
+        )
+        .token(a)
+        .expect(400, "M_INVALID_PARAM"),
+        Case::new(
+            "messages: from garbage",
+            "GET",
+            in_room("messages?dir=b&from=garbage"),
+        )
+        .token(a)
+        .expect(400, "M_INVALID_PARAM"),
         Case::new("messages: dir x", "GET", in_room("messages?dir=x"))
             .token(a)
             .expect(400, "M_INVALID_PARAM"),
-        Case::new("messages: limit abc", "GET", in_room("messages?dir=b&limit=abc"))
-            .token(a)
-            .expect(400, "M_INVALID_PARAM"),
+        Case::new(
+            "messages: limit abc",
+            "GET",
+            in_room("messages?dir=b&limit=abc"),
+        )
+        .token(a)
+        .expect(400, "M_INVALID_PARAM"),
         // Profile.
         Case::new("profile: displayname a number", "PUT", displayname)
             .token(a)
             .json(&json!({ "displayname": 5 }))
             .expect(400, "M_BAD_JSON"),
-        Case::new("profile: avatar_url a list", "PUT", "/_matrix/client/v3/profile/@alice:localhost/avatar_url")
-            .token(a)
-            .json(&json!({ "avatar_url": ["mxc://x/y"] }))
-            .expect(400, "M_BAD_JSON"),
+        Case::new(
+            "profile: avatar_url a list",
+            "PUT",
+            "/_matrix/client/v3/profile/@alice:localhost/avatar_url",
+        )
+        .token(a)
+        .json(&json!({ "avatar_url": ["mxc://x/y"] }))
+        .expect(400, "M_BAD_JSON"),
         Case::new("profile: a body that is a list", "PUT", displayname)
             .token(a)
             .json(&json!(["Alice"]))
             .expect(400, "M_BAD_JSON")
             .expect(400, "M_NOT_JSON"),
-        Case::new("profile: a key of 300 bytes", "PUT", format!("/_matrix/client/v3/profile/@alice:localhost/{}", "k".repeat(300)))
-            .token(a)
-            .json(&json!({ "k".repeat(300): "v" }))
-            .expect(400, "M_KEY_TOO_LARGE"),
-        Case::new("profile: a field of 70 KiB", "PUT", "/_matrix/client/v3/profile/@alice:localhost/org.example.big")
-            .token(a)
-            .json(&json!({ "org.example.big": "v".repeat(70 * 1024) }))
-            .expect(400, "M_PROFILE_TOO_LARGE")
-            .expect(413, "M_TOO_LARGE"),
+        Case::new(
+            "profile: a key of 300 bytes",
+            "PUT",
+            format!(
+                "/_matrix/client/v3/profile/@alice:localhost/{}",
+                "k".repeat(300)
+            ),
+        )
+        .token(a)
+        .json(&json!({ "k".repeat(300): "v" }))
+        .expect(400, "M_KEY_TOO_LARGE"),
+        Case::new(
+            "profile: a field of 70 KiB",
+            "PUT",
+            "/_matrix/client/v3/profile/@alice:localhost/org.example.big",
+        )
+        .token(a)
+        .json(&json!({ "org.example.big": "v".repeat(70 * 1024) }))
+        .expect(400, "M_PROFILE_TOO_LARGE")
+        .expect(413, "M_TOO_LARGE"),
         // Account data.
-        Case::new("account data: a list", "PUT", format!("{account_data}/m.catalogue"))
-            .token(a)
-            .json(&json!([1]))
-            .expect(400, "M_BAD_JSON")
-            .expect(400, "M_NOT_JSON"),
-        Case::new("account data: m.fully_read", "PUT", format!("{account_data}/m.fully_read"))
-            .token(a)
-            .json(&json!({ "event_id": f.event }))
-            .expect(405, "M_BAD_JSON")
-            .known("new-finding"),
-        Case::new("account data: m.push_rules", "PUT", format!("{account_data}/m.push_rules"))
-            .token(a)
-            .json(&json!({}))
-            .expect(405, "M_BAD_JSON")
-            .known("new-finding"),
-        Case::new("account data: unknown type", "GET", format!("{account_data}/m.nothing"))
-            .token(a)
-            .expect(404, "M_NOT_FOUND"),
+        Case::new(
+            "account data: a list",
+            "PUT",
+            format!("{account_data}/m.catalogue"),
+        )
+        .token(a)
+        .json(&json!([1]))
+        .expect(400, "M_BAD_JSON")
+        .expect(400, "M_NOT_JSON"),
+        Case::new(
+            "account data: m.fully_read",
+            "PUT",
+            format!("{account_data}/m.fully_read"),
+        )
+        .token(a)
+        .json(&json!({ "event_id": f.event }))
+        .expect(405, "M_BAD_JSON")
+        .known("new-finding"),
+        Case::new(
+            "account data: m.push_rules",
+            "PUT",
+            format!("{account_data}/m.push_rules"),
+        )
+        .token(a)
+        .json(&json!({}))
+        .expect(405, "M_BAD_JSON")
+        .known("new-finding"),
+        Case::new(
+            "account data: unknown type",
+            "GET",
+            format!("{account_data}/m.nothing"),
+        )
+        .token(a)
+        .expect(404, "M_NOT_FOUND"),
         Case::new(
             "account data: a bad room ID",
             "PUT",
@@ -730,97 +929,155 @@ fn cases(f: &Fixture) -> Vec<Case> {
         .json(&json!({}))
         .expect(400, "M_INVALID_PARAM"),
         // Push rules.
-        Case::new("pushrules: an unknown kind", "PUT", format!("{pushrule}/nope/x"))
-            .token(a)
-            .json(&json!({ "actions": ["notify"] }))
-            .expect(400, "M_INVALID_PARAM")
-            .expect(400, "M_UNKNOWN")
-            .expect(404, "M_NOT_FOUND"),
-        Case::new("pushrules: a server-default rule ID", "PUT", format!("{pushrule}/override/.m.rule.mine"))
-            .token(a)
-            .json(&json!({ "actions": ["notify"] }))
-            .expect(400, "M_INVALID_PARAM")
-            .expect(400, "M_UNKNOWN"),
-        Case::new("pushrules: actions a string", "PUT", format!("{pushrule}/override/mine"))
-            .token(a)
-            .json(&json!({ "actions": "notify" }))
-            .expect(400, "M_BAD_JSON")
-            .expect(400, "M_INVALID_PARAM")
-            .expect(400, "M_UNKNOWN"),
-        Case::new("pushrules: a content rule without pattern", "PUT", format!("{pushrule}/content/mine"))
-            .token(a)
-            .json(&json!({ "actions": ["notify"] }))
-            .expect(400, "M_BAD_JSON")
-            .expect(400, "M_INVALID_PARAM")
-            .expect(400, "M_MISSING_PARAM")
-            .expect(400, "M_UNKNOWN"),
-        Case::new("pushrules: before an unknown rule", "PUT", format!("{pushrule}/override/mine?before=nothing"))
-            .token(a)
-            .json(&json!({ "actions": ["notify"], "conditions": [] }))
-            .expect(404, "M_NOT_FOUND")
-            .expect(400, "M_UNKNOWN"),
-        Case::new("pushrules: get an unknown rule", "GET", format!("{pushrule}/override/nothing"))
-            .token(a)
-            .expect(404, "M_NOT_FOUND"),
-        Case::new("pushrules: enabled a string", "PUT", format!("{pushrule}/override/.m.rule.master/enabled"))
-            .token(a)
-            .json(&json!({ "enabled": "yes" }))
-            .expect(400, "M_BAD_JSON"),
+        Case::new(
+            "pushrules: an unknown kind",
+            "PUT",
+            format!("{pushrule}/nope/x"),
+        )
+        .token(a)
+        .json(&json!({ "actions": ["notify"] }))
+        .expect(400, "M_INVALID_PARAM")
+        .expect(400, "M_UNKNOWN")
+        .expect(404, "M_NOT_FOUND"),
+        Case::new(
+            "pushrules: a server-default rule ID",
+            "PUT",
+            format!("{pushrule}/override/.m.rule.mine"),
+        )
+        .token(a)
+        .json(&json!({ "actions": ["notify"] }))
+        .expect(400, "M_INVALID_PARAM")
+        .expect(400, "M_UNKNOWN"),
+        Case::new(
+            "pushrules: actions a string",
+            "PUT",
+            format!("{pushrule}/override/mine"),
+        )
+        .token(a)
+        .json(&json!({ "actions": "notify" }))
+        .expect(400, "M_BAD_JSON")
+        .expect(400, "M_INVALID_PARAM")
+        .expect(400, "M_UNKNOWN"),
+        Case::new(
+            "pushrules: a content rule without pattern",
+            "PUT",
+            format!("{pushrule}/content/mine"),
+        )
+        .token(a)
+        .json(&json!({ "actions": ["notify"] }))
+        .expect(400, "M_BAD_JSON")
+        .expect(400, "M_INVALID_PARAM")
+        .expect(400, "M_MISSING_PARAM")
+        .expect(400, "M_UNKNOWN"),
+        Case::new(
+            "pushrules: before an unknown rule",
+            "PUT",
+            format!("{pushrule}/override/mine?before=nothing"),
+        )
+        .token(a)
+        .json(&json!({ "actions": ["notify"], "conditions": [] }))
+        .expect(404, "M_NOT_FOUND")
+        .expect(400, "M_UNKNOWN"),
+        Case::new(
+            "pushrules: get an unknown rule",
+            "GET",
+            format!("{pushrule}/override/nothing"),
+        )
+        .token(a)
+        .expect(404, "M_NOT_FOUND"),
+        Case::new(
+            "pushrules: enabled a string",
+            "PUT",
+            format!("{pushrule}/override/.m.rule.master/enabled"),
+        )
+        .token(a)
+        .json(&json!({ "enabled": "yes" }))
+        .expect(400, "M_BAD_JSON"),
         // Directory.
-        Case::new("directory: an unknown visibility", "PUT", format!("/_matrix/client/v3/directory/list/room/{room}"))
-            .token(a)
-            .json(&json!({ "visibility": "secret" }))
-            .expect(400, "M_INVALID_PARAM")
-            .expect(400, "M_BAD_JSON"),
-        Case::new("publicRooms: limit a string", "POST", "/_matrix/client/v3/publicRooms")
-            .token(a)
-            .json(&json!({ "limit": "all" }))
-            .expect(400, "M_BAD_JSON"),
-        Case::new("publicRooms: since garbage", "GET", "/_matrix/client/v3/publicRooms?since=garbage")
-            .token(a)
-            .expect(400, "M_INVALID_PARAM"),
+        Case::new(
+            "directory: an unknown visibility",
+            "PUT",
+            format!("/_matrix/client/v3/directory/list/room/{room}"),
+        )
+        .token(a)
+        .json(&json!({ "visibility": "secret" }))
+        .expect(400, "M_INVALID_PARAM")
+        .expect(400, "M_BAD_JSON"),
+        Case::new(
+            "publicRooms: limit a string",
+            "POST",
+            "/_matrix/client/v3/publicRooms",
+        )
+        .token(a)
+        .json(&json!({ "limit": "all" }))
+        .expect(400, "M_BAD_JSON"),
+        Case::new(
+            "publicRooms: since garbage",
+            "GET",
+            "/_matrix/client/v3/publicRooms?since=garbage",
+        )
+        .token(a)
+        .expect(400, "M_INVALID_PARAM"),
         // Huge bodies and heads.
         Case::new("send: a 9 MiB body", "PUT", send("t21"))
             .token(a)
             .bytes(format!("{{\"body\":\"{}\"}}", "a".repeat(huge)).into_bytes())
             .expect(413, "M_TOO_LARGE"),
         Case::new("send: 100 MB declared, nothing sent", "PUT", send("t22"))
-            .raw(raw_head("PUT", &send("t22"), &[
-                &format!("Authorization: Bearer {a}"),
-                "Content-Type: application/json",
-                "Content-Length: 100000000",
-            ]))
+            .raw(raw_head(
+                "PUT",
+                &send("t22"),
+                &[
+                    &format!("Authorization: Bearer {a}"),
+                    "Content-Type: application/json",
+                    "Content-Length: 100000000",
+                ],
+            ))
             .expect(413, "M_TOO_LARGE"),
         Case::new("send: 9 MiB chunked", "PUT", send("t23"))
             .raw({
-                let mut request = raw_head("PUT", &send("t23"), &[
-                    &format!("Authorization: Bearer {a}"),
-                    "Content-Type: application/json",
-                    "Transfer-Encoding: chunked",
-                ])
+                let mut request = raw_head(
+                    "PUT",
+                    &send("t23"),
+                    &[
+                        &format!("Authorization: Bearer {a}"),
+                        "Content-Type: application/json",
+                        "Transfer-Encoding: chunked",
+                    ],
+                )
                 .into_bytes();
                 let chunk = "a".repeat(64 * 1024);
-                request.extend_from_slice(format!("{:x}\r\n{{\"body\":\"{chunk}\r\n", chunk.len() + 9).as_bytes());
+                request.extend_from_slice(
+                    format!("{:x}\r\n{{\"body\":\"{chunk}\r\n", chunk.len() + 9).as_bytes(),
+                );
                 for _ in 0..(huge / chunk.len()) {
-                    request.extend_from_slice(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes());
+                    request
+                        .extend_from_slice(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes());
                 }
                 request.extend_from_slice(b"2\r\n\"}\r\n0\r\n\r\n");
                 request
             })
             .expect(413, "M_TOO_LARGE"),
         Case::new("a 1 MB header", "GET", "/_matrix/client/v3/account/whoami")
-            .raw(raw_head("GET", "/_matrix/client/v3/account/whoami", &[
-                &format!("Authorization: Bearer {a}"),
-                &format!("X-Padding: {}", "p".repeat(1024 * 1024)),
-            ]))
+            .raw(raw_head(
+                "GET",
+                "/_matrix/client/v3/account/whoami",
+                &[
+                    &format!("Authorization: Bearer {a}"),
+                    &format!("X-Padding: {}", "p".repeat(1024 * 1024)),
+                ],
+            ))
             .expect(431, "*")
             .known("client-fixes"),
         // Routing.
-        Case::new("an unknown endpoint", "GET", "/_matrix/client/v3/nothing/here")
-            .token(a)
-            .expect(404, "M_UNRECOGNIZED"),
-        Case::new("a method not allowed", "DELETE", login)
-            .expect(405, "M_UNRECOGNIZED"),
+        Case::new(
+            "an unknown endpoint",
+            "GET",
+            "/_matrix/client/v3/nothing/here",
+        )
+        .token(a)
+        .expect(404, "M_UNRECOGNIZED"),
+        Case::new("a method not allowed", "DELETE", login).expect(405, "M_UNRECOGNIZED"),
     ]
 }
 

@@ -106,7 +106,10 @@ proptest! {
         sig in "[A-Za-z0-9+/]{1,86}",
         styles in prop::collection::vec(style(), 4),
         order in Just(vec![0_usize, 1, 2, 3]).prop_shuffle(),
-        separators in prop::collection::vec(prop::sample::select(vec![",", ", ", " ,", "\t,\t", " , "]), 4),
+        separators in prop::collection::vec(
+            prop::sample::select(vec![",", ", ", " ,", "\t,\t", " , "]),
+            4,
+        ),
         scheme in prop::sample::select(vec!["X-Matrix", "x-matrix", "X-MATRIX"]),
     ) {
         let key = format!("ed25519:{version}");

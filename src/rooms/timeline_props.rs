@@ -35,7 +35,10 @@ proptest! {
 
     /// Numbers past `u64`, signs and extra parts are refused, not wrapped or cut.
     #[test]
-    fn prop_out_of_range_or_extra_parts_are_refused(position in any::<u64>(), serial in any::<u64>()) {
+    fn prop_out_of_range_or_extra_parts_are_refused(
+        position in any::<u64>(),
+        serial in any::<u64>(),
+    ) {
         prop_assert_eq!(parse_token(&format!("{position}0000000000000000000000")), None);
         prop_assert_eq!(parse_token(&format!("-{position}")), None);
         prop_assert_eq!(parse_token(&format!("{position}_{serial}_1")), None);
