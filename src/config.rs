@@ -671,7 +671,3 @@ mod tests {
         assert!(shown.contains("server_name = \"localhost\""), "{shown}");
     }
 }
-
-#[cfg(test)]
-#[path = "config_props.rs"]
-mod props;

@@ -1,7 +1,8 @@
 //! Property tests of the config file parser (issue 10): an owner's hand-edited file can hold
 //! anything, and a mistake must come back as a message naming the line, never a panic at
 //! start-up. Arbitrary text and TOML-ish text (the real sections and keys, with values of any
-//! type and range) are parsed, and their errors displayed.
+//! type and range) are parsed, and their errors displayed. (Here, beside the start-up that
+//! reads the file, rather than in `config.rs`, which is near the 800-line bound.)
 //!
 //! Cases: 256, or `PROPTEST_CASES` (proptest's default config reads it; `scripts/test`
 //! raises it under a time bound).
@@ -10,7 +11,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 
-use super::Config;
+use crate::config::Config;
 
 const SECTIONS: &[&str] = &[
     "[server]",
