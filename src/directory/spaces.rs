@@ -363,3 +363,7 @@ mod tests {
         assert!(super::position(root, &zero).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "spaces_props.rs"]
+mod props;

@@ -321,3 +321,7 @@ mod tests {
         assert!(XMatrix::parse(&long).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "auth_props.rs"]
+mod props;

@@ -120,3 +120,7 @@ mod tests {
         assert_eq!(text, r#"{"apple":"x","zebra":1}"#);
     }
 }
+
+#[cfg(test)]
+#[path = "canonical_json_props.rs"]
+pub(crate) mod props;

@@ -230,3 +230,7 @@ pub(crate) fn client_form(
 ) -> Result<Option<Value>, StorageError> {
     stored_event_for_client(storage, event_id, room_id, device)
 }
+
+#[cfg(test)]
+#[path = "timeline_props.rs"]
+mod props;

@@ -8,6 +8,8 @@
 
 pub(crate) mod assemble;
 pub mod cli;
+#[cfg(test)]
+mod config_props;
 pub(crate) mod init;
 pub(crate) mod logging;
 pub(crate) mod startup_error;

@@ -341,3 +341,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "filter_props.rs"]
+mod props;

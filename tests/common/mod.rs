@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod budget;
+pub mod catalogue;
 pub mod fake;
 pub mod federation;
 pub mod http;

@@ -268,3 +268,7 @@ mod tests {
         assert!(Pdu::from_json(&object(event), &RoomVersionRules::V10).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "pdu_props.rs"]
+mod props;
