@@ -909,8 +909,7 @@ fn cases(f: &Fixture) -> Vec<Case> {
             make_join(&f.private, &mallory, "?ver=11"),
             None,
         )
-        .expect(403, "M_FORBIDDEN")
-        .known("new-finding"),
+        .expect(403, "M_FORBIDDEN"),
         signed(
             "send_join: junk",
             "PUT",
@@ -1072,8 +1071,7 @@ fn cases(f: &Fixture) -> Vec<Case> {
             None,
         )
         .expect(404, "M_NOT_FOUND")
-        .expect(400, "M_INVALID_PARAM")
-        .known("new-finding"),
+        .expect(400, "M_INVALID_PARAM"),
         signed(
             "query/directory: an alias of another server",
             "GET",
@@ -1204,13 +1202,6 @@ fn the_federation_api_refuses_hostile_input_cleanly() {
             .is_some_and(|ids| ids.contains(&json!(id))),
         "the honest message is in the timeline: {timeline}"
     );
-}
-
-/// Findings of this catalogue that no part of issue 10 fixes yet (listed in the report).
-#[test]
-#[ignore = "issue 10: new findings of the catalogue, not yet assigned"]
-fn new_findings() {
-    run(|target, cases| check_known(target, cases, "new-finding"));
 }
 
 #[test]

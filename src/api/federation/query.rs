@@ -33,11 +33,16 @@ pub(crate) async fn profile(
         .users
         .profile(&user_id)?
         .ok_or_else(|| Error::not_found("No such user"))?;
+    // A field the user has not set is a `404`, as the client API's
+    // `GET /profile/{userId}/{keyName}` answers: an empty object would read as "no such field".
     let answer: Map<String, Value> = match &query.field {
-        Some(field) => profile
-            .into_iter()
-            .filter(|(key, _)| key == field)
-            .collect(),
+        Some(field) => {
+            let value = profile
+                .get(field)
+                .cloned()
+                .ok_or_else(|| Error::not_found("The user has not set that profile field"))?;
+            Map::from_iter([(field.clone(), value)])
+        }
         None => profile,
     };
     Ok(HttpResponse::Ok().json(answer))
