@@ -348,7 +348,7 @@ fn permissions_and_bad_input() {
     for (path, method) in [
         (format!("/_matrix/client/v3/rooms/{room}/state"), "GET"),
         (
-            "/_matrix/client/v3/rooms/!nosuchroom/state".to_owned(),
+            "/_matrix/client/v3/rooms/!nosuchroom:localhost/state".to_owned(),
             "GET",
         ),
     ] {

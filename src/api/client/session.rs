@@ -195,7 +195,16 @@ pub(crate) fn account_error(err: accounts::AccountError) -> Error {
     err.into()
 }
 
-/// The `METHOD path` a user-interactive auth session is bound to.
+/// The `METHOD path` a registration's user-interactive auth session is bound to.
+/// (Registration clients may change the body between stages; the session is spent once
+/// the account is made.)
 pub(crate) fn operation(req: &HttpRequest) -> String {
     format!("{} {}", req.method(), req.path())
+}
+
+/// The `METHOD path body-digest` an authenticated user's auth session is bound to: the
+/// session authorizes this one request, and a retry of the very same request (the spec's
+/// lost answer) gets its result, never a request with another body.
+pub(crate) fn bound_operation(req: &HttpRequest, body_digest: &str) -> String {
+    format!("{} {} {body_digest}", req.method(), req.path())
 }
