@@ -293,3 +293,124 @@ fn members_at_a_point_the_reader_could_not_see_are_refused() {
         &bob,
     ));
 }
+
+/// `POST /login` for `user` with `password`, as if from `address` (the server trusts
+/// `X-Forwarded-For` from a proxy on loopback, as the tests' clients are).
+fn login_from(server: &Server, address: &str, user: &str, password: &str) -> Response {
+    let body = serde_json::to_vec(&json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": user },
+        "password": password,
+    }))
+    .expect("body");
+    server
+        .client()
+        .request(
+            "POST",
+            "/_matrix/client/v3/login",
+            &[("X-Forwarded-For", address)],
+            Some(&body),
+        )
+        .expect("answer")
+}
+
+#[test]
+fn strangers_guessing_do_not_lock_the_owner_out() {
+    // The default limits: 10 attempts a minute per address.
+    let server = Server::start_with_users(&test_config(""), &[("alice", PASSWORD)]);
+    // Twelve guesses from twelve places, then twelve from one: the one place is slowed...
+    for n in 0..12 {
+        let guess = login_from(&server, &format!("203.0.113.{n}"), "alice", "guess");
+        assert_eq!((guess.status, errcode(&guess)), (403, "M_FORBIDDEN".into()));
+    }
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| login_from(&server, "198.51.100.9", "alice", "guess").status)
+        .collect();
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // ...and the owner, elsewhere, logs in.
+    let owner = login_from(&server, "192.0.2.1", "alice", PASSWORD);
+    assert_eq!(
+        owner.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&owner.body)
+    );
+}
+
+#[test]
+fn a_deactivated_account_is_told_only_to_its_password() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let mut client = server.client();
+    let path = "/_matrix/client/v3/account/deactivate";
+    let challenge = client.json("POST", path, Some(&alice), &json!({})).json();
+    let auth = json!({ "auth": { "type": "m.login.password", "session": challenge["session"],
+        "identifier": { "type": "m.id.user", "user": "alice" }, "password": PASSWORD } });
+    ok(client.json("POST", path, Some(&alice), &auth));
+
+    let wrong = login_from(&server, "192.0.2.1", "alice", "not the password");
+    let unknown = login_from(&server, "192.0.2.1", "nobody", "not the password");
+    assert_eq!((wrong.status, errcode(&wrong)), (403, "M_FORBIDDEN".into()));
+    assert_eq!(wrong.json(), unknown.json());
+    let right = login_from(&server, "192.0.2.1", "alice", PASSWORD);
+    assert_eq!(
+        (right.status, errcode(&right)),
+        (403, "M_USER_DEACTIVATED".into())
+    );
+}
+
+#[test]
+fn a_completed_auth_session_authorizes_its_own_request_only() {
+    let server = server();
+    let alice = login(&server, "alice");
+    let phone = ok(server.client().json(
+        "POST",
+        "/_matrix/client/v3/login",
+        None,
+        &json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" },
+                 "password": PASSWORD, "device_id": "PHONE" }),
+    ));
+    assert_eq!(phone["device_id"], "PHONE");
+    let mut client = server.client();
+    let path = "/_matrix/client/v3/delete_devices";
+    let challenge = client
+        .json("POST", path, Some(&alice), &json!({ "devices": ["GONE"] }))
+        .json();
+    let session = &challenge["session"];
+    let done = client.json(
+        "POST",
+        path,
+        Some(&alice),
+        &json!({ "devices": ["GONE"], "auth": { "type": "m.login.password", "session": session,
+            "identifier": { "type": "m.id.user", "user": "alice" }, "password": PASSWORD } }),
+    );
+    assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+    // The same request again (a lost answer) gets its result...
+    let retry = client.json(
+        "POST",
+        path,
+        Some(&alice),
+        &json!({ "devices": ["GONE"], "auth": { "session": session } }),
+    );
+    assert_eq!(retry.status, 200);
+    // ...another body does not ride on the session.
+    let replay = client.json(
+        "POST",
+        path,
+        Some(&alice),
+        &json!({ "devices": ["PHONE"], "auth": { "session": session } }),
+    );
+    assert_eq!(
+        (replay.status, errcode(&replay)),
+        (403, "M_FORBIDDEN".into())
+    );
+    let devices = ok(client.get_with("/_matrix/client/v3/devices", &alice));
+    assert!(
+        devices["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .any(|device| device["device_id"] == "PHONE"),
+        "{devices}"
+    );
+}

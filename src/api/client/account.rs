@@ -271,7 +271,7 @@ async fn verify_password_stage(
         .password
         .clone()
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing password"))?;
-    verify_credentials(app, Some(auth.user_id.clone()), password).await?;
+    verify_credentials(req, app, Some(auth.user_id.clone()), password).await?;
     Ok(None)
 }
 
