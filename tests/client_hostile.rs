@@ -142,7 +142,14 @@ fn malformed_paths_get_the_spec_answers() {
     let server = server();
     let alice = login(&server, "alice");
     let mut client = server.client();
-    for room in ["!", "%21", "!:", "!:localhost", "!abc"] {
+    for room in [
+        "!",
+        "%21",
+        "!:",
+        "!:localhost",
+        "!abc",
+        "!abc:bad%20server!",
+    ] {
         let answer = client.get_with(&format!("/_matrix/client/v3/rooms/{room}/state"), &alice);
         assert_eq!(
             (answer.status, errcode(&answer)),

@@ -39,13 +39,14 @@ impl PathId for OwnedRoomId {
 /// The spec's two forms of room ID (appendices, "Room IDs"): `!opaque_id:server_name`, or,
 /// from room version 12, `!` and the create event's reference hash (43 characters of
 /// URL-safe unpadded base64). ruma accepts more (`!`, `!:x`, `!abc`), which no room can
-/// have: such IDs are malformed (`400`), not rooms one is missing from (`403`).
+/// have, and does not check the server name: such IDs are malformed (`400`), not rooms one
+/// is missing from (`403`).
 fn well_formed_room_id(text: &str) -> bool {
     let Some(rest) = text.strip_prefix('!') else {
         return false;
     };
     match rest.split_once(':') {
-        Some((opaque, server)) => !opaque.is_empty() && !server.is_empty(),
+        Some((opaque, server)) => !opaque.is_empty() && ruma::ServerName::parse(server).is_ok(),
         None => {
             rest.len() == 43
                 && rest
