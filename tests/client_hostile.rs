@@ -157,6 +157,18 @@ fn malformed_paths_get_the_spec_answers() {
             "{room}"
         );
     }
+    let bad_utf8 = raw(
+        &mut client,
+        "PUT",
+        "/_matrix/client/v3/rooms/%21%ff%fe%3Alocalhost/send/m.room.message/bad-utf8",
+        &alice,
+        br#"{"msgtype":"m.text","body":"x"}"#,
+    );
+    assert_eq!(
+        (bad_utf8.status, errcode(&bad_utf8)),
+        (400, "M_INVALID_PARAM".into()),
+        "percent-encoded invalid UTF-8"
+    );
     // A 60 KiB room ID: a short JSON error with an errcode, not the ID echoed back.
     let long = format!("!{}:localhost", "a".repeat(60 * 1024));
     let answer = client.get_with(&format!("/_matrix/client/v3/rooms/{long}/state"), &alice);

@@ -68,9 +68,12 @@ path_id! {
     OwnedServerName => "server name",
 }
 
-/// The ID in a path segment, or `400 M_INVALID_PARAM`.
+/// The ID in a path segment, or `400 M_INVALID_PARAM`. A segment with U+FFFD is refused
+/// whatever the type: actix puts one where percent-decoding met invalid UTF-8, so the ID
+/// the client sent was not text.
 pub(crate) fn id<T: PathId>(text: &str) -> Result<T, Error> {
-    T::parse(text).ok_or_else(|| {
+    let decoded = (!text.contains('\u{FFFD}')).then_some(text);
+    decoded.and_then(T::parse).ok_or_else(|| {
         let shown = match text.char_indices().nth(MAX_ECHOED) {
             Some((end, _)) => format!("{}…", &text[..end]),
             None => text.to_owned(),
@@ -116,6 +119,7 @@ mod tests {
         ] {
             assert!(id::<OwnedRoomId>(bad).is_err(), "{bad}");
         }
+        assert!(id::<OwnedRoomId>("!\u{FFFD}\u{FFFD}:example.org").is_err());
         let long = format!("!{}:example.org", "a".repeat(70_000));
         let err = id::<OwnedRoomId>(&long).expect_err("too long");
         assert!(err.message.len() < 200, "{}", err.message.len());
