@@ -134,7 +134,17 @@ fn odd_bodies_get_the_spec_answers() {
         Some(&alice),
         &json!({ "membership": "join", "displayname": "Bob" }),
     );
-    assert_eq!(other.status, 400);
+    assert_eq!((other.status, errcode(&other)), (403, "M_FORBIDDEN".into()));
+    let number = client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@alice:localhost"),
+        Some(&alice),
+        &json!({ "membership": 5 }),
+    );
+    assert_eq!(
+        (number.status, errcode(&number)),
+        (400, "M_BAD_JSON".into())
+    );
 }
 
 #[test]

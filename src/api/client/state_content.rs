@@ -61,14 +61,28 @@ pub(crate) fn check_power_levels(content: &Map<String, Value>) -> Result<(), Err
 /// Whether an `m.room.member` event sent as state is one the client may send this way: its
 /// own, keeping its `join` (a per-room display name or avatar, the spec's own example for
 /// this endpoint). Other changes go through `/join`, `/invite`, `/leave`, `/kick`, `/ban`,
-/// which do the work around them (federation, invites' stripped state).
+/// which do the work around them (federation, invites' stripped state). A `membership`
+/// that is no string is `M_BAD_JSON`; joining someone else is `M_FORBIDDEN`, as the auth
+/// rules would answer.
 pub(crate) fn check_own_member_event(
     sender: &str,
     state_key: &str,
     content: &Map<String, Value>,
 ) -> Result<(), Error> {
-    let profile_change = state_key == sender && content.get("membership") == Some(&"join".into());
-    if !profile_change {
+    let Some(membership) = content.get("membership").and_then(Value::as_str) else {
+        return Err(Error::new(
+            ErrorKind::BadJson,
+            "`membership` must be a string",
+        ));
+    };
+    if membership == "join" && state_key != sender {
+        // The auth rules' answer: only a user may join themselves.
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "Only a user may join themselves",
+        ));
+    }
+    if membership != "join" || state_key != sender {
         return Err(Error::new(
             ErrorKind::BadRequest,
             "Change memberships with /invite, /join, /leave, /kick and /ban",
@@ -125,7 +139,11 @@ mod tests {
     fn only_ones_own_join_is_sent_as_state() {
         let join = object(json!({ "membership": "join", "displayname": "A" }));
         assert!(check_own_member_event("@a:x", "@a:x", &join).is_ok());
-        assert!(check_own_member_event("@a:x", "@b:x", &join).is_err());
+        let other = check_own_member_event("@a:x", "@b:x", &join).expect_err("not theirs");
+        assert!(matches!(other.kind, ErrorKind::Forbidden));
+        let number = object(json!({ "membership": 5 }));
+        let err = check_own_member_event("@a:x", "@a:x", &number).expect_err("a number");
+        assert!(matches!(err.kind, ErrorKind::BadJson));
         let leave = object(json!({ "membership": "leave" }));
         assert!(check_own_member_event("@a:x", "@a:x", &leave).is_err());
         let odd = object(json!({ "membership": "join", "displayname": 3 }));
