@@ -526,6 +526,17 @@ pub(crate) fn parse_filter(text: &str) -> Result<tracing_subscriber::filter::Tar
     }
     let targets = <tracing_subscriber::filter::Targets as std::str::FromStr>::from_str(text)
         .map_err(|err| err.to_string())?;
+    // actix logs every malformed request it cannot parse (a URI over 64 KiB, a header over
+    // its buffer) at ERROR, one line per request: a stranger could fill the disk with them.
+    // It has already answered 400 or 431; nothing there is ours to act on.
+    let targets = if text.contains("actix_http") {
+        targets
+    } else {
+        targets.with_target(
+            "actix_http::h1::dispatcher",
+            tracing::level_filters::LevelFilter::OFF,
+        )
+    };
     // ruma's auth checks log every rule at INFO: a line per event. Quiet unless asked for.
     let quiet_already =
         ["off", "error", "warn"].contains(&text.trim().to_ascii_lowercase().as_str());

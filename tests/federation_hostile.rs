@@ -586,7 +586,8 @@ fn a_banned_users_event_on_a_branch_from_before_the_ban_is_soft_failed() {
         &eve,
         json!({ "msgtype": "m.text", "body": "still here" }),
     );
-    send("b4", before_ban.sign(evading).1);
+    let (evading_id, evading) = before_ban.sign(evading);
+    send("b4", evading);
     // The fake answers Alice's server (history) only once the room is free again.
     drop(room);
     let bodies: Vec<String> = ok(a.client().get_with(
@@ -600,4 +601,18 @@ fn a_banned_users_event_on_a_branch_from_before_the_ban_is_soft_failed() {
         .collect();
     assert!(bodies.contains(&"hello".to_owned()), "{bodies:?}");
     assert!(!bodies.contains(&"still here".to_owned()), "{bodies:?}");
+    // Stored without a stream position, it is no event of the room to clients: neither
+    // fetched by ID nor jumped to (position 0 once made `/context` subtract below zero).
+    for path in [
+        format!("/_matrix/client/v3/rooms/{room_id}/event/{evading_id}"),
+        format!("/_matrix/client/v3/rooms/{room_id}/context/{evading_id}"),
+        format!("/_matrix/client/v1/rooms/{room_id}/relations/{evading_id}"),
+    ] {
+        let answer = a.client().get_with(&path, &alice);
+        assert_eq!(
+            (answer.status, common::errcode(&answer)),
+            (404, "M_NOT_FOUND".to_owned()),
+            "{path}"
+        );
+    }
 }

@@ -132,15 +132,24 @@ pub(crate) fn check_auth_rate_limit(req: &HttpRequest, app: &Services) -> Result
         .map_err(too_many_attempts)
 }
 
-/// Refuses a password check for `user_id` if the account has had too many lately, from
-/// anywhere: an attacker spreading guesses over many addresses still gets few.
-pub(crate) fn check_account_rate_limit(user_id: &str, app: &Services) -> Result<(), Error> {
-    app.account_rate_limit
-        .check(user_id.to_owned())
-        .map_err(too_many_attempts)
+/// Refuses a password check for `user_id` from `address` (its limiting key) if that pair
+/// has had too many lately. Keyed by account *and* address: guesses from one place slow
+/// that place, never the owner elsewhere. (Guesses spread over many addresses are bounded
+/// per account by `users::accounts::login_attempts`, which spares the owner's addresses.)
+pub(crate) fn check_account_rate_limit(
+    user_id: &str,
+    address: Option<IpAddr>,
+    app: &Services,
+) -> Result<(), Error> {
+    let key = match address {
+        Some(address) => format!("{user_id} {address}"),
+        None => user_id.to_owned(),
+    };
+    app.account_rate_limit.check(key).map_err(too_many_attempts)
 }
 
-fn too_many_attempts(retry_after_ms: u64) -> Error {
+/// `429 M_LIMIT_EXCEEDED`, asking the client to wait `retry_after_ms`.
+pub(crate) fn too_many_attempts(retry_after_ms: u64) -> Error {
     Error::new(
         ErrorKind::LimitExceeded { retry_after_ms },
         "Too many attempts; try again later",

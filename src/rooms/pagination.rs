@@ -181,9 +181,14 @@ impl Rooms {
         let before = if before_n == 0 {
             Vec::new()
         } else {
+            // `view.allows` refused position 0 above; the subtraction cannot wrap, and
+            // saturates anyway so that it never could.
             self.timeline(
                 room_id,
-                (start_of_history.saturating_sub(1), meta.stream - 1),
+                (
+                    start_of_history.saturating_sub(1),
+                    meta.stream.saturating_sub(1),
+                ),
                 &filter,
                 Some(reader),
             )?

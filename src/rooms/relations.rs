@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::format::stored_event_for_client;
 use super::timeline::{history_start, parse_token};
+use super::visibility::Visibility;
 use super::{Rooms, membership};
 use crate::error::{Error, ErrorKind};
 use crate::storage::pair_prefix;
@@ -44,7 +45,7 @@ impl Rooms {
         (rel_type, event_type): (Option<String>, Option<String>),
         query: &RelationsQuery,
     ) -> Result<Value, Error> {
-        self.visible_event(user_id, room_id, event_id)?;
+        let view = self.visible_event(user_id, room_id, event_id)?;
         let backwards = match query.dir.as_deref() {
             None | Some("b") => true,
             Some("f") => false,
@@ -97,7 +98,9 @@ impl Rooms {
             } else {
                 from.is_none_or(|from| position >= from) && to.is_none_or(|to| position < to)
             };
-            if !in_range {
+            // Each child on its own: a member who left and came back does not read
+            // what was said while away through the relations of an event they saw.
+            if !in_range || !view.allows(position) {
                 continue;
             }
             let Some(event) = stored_event_for_client(
@@ -158,6 +161,7 @@ impl Rooms {
             }
         };
         let start = history_start(&self.storage, room_id, &record)?;
+        let view = Visibility::for_user(&self.storage, room_id, user_id.as_str())?;
         let skip: usize = match query.from.as_deref() {
             Some(token) => token
                 .parse()
@@ -182,7 +186,10 @@ impl Rooms {
             let Some(meta) = self.storage.eventid_meta.get(&root)? else {
                 continue;
             };
-            if meta.stream < start {
+            // A thread whose root the reader may not see is not theirs to list (its replies
+            // they may see are counted in its summary, each checked on its own).
+            if meta.stream < start || meta.room_id != room_id.as_str() || !view.allows(meta.stream)
+            {
                 continue;
             }
             let Some(mut event) =
@@ -216,28 +223,29 @@ impl Rooms {
         Ok(response)
     }
 
-    /// The room's event `event_id`, if the user may see it.
+    /// Checks that the user, joined, may see the room's event `event_id` (history
+    /// visibility at that event), and returns their view of the room's history, by which
+    /// each related event is then checked.
     fn visible_event(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
         event_id: &str,
-    ) -> Result<u64, Error> {
+    ) -> Result<Visibility, Error> {
         let not_found = || Error::not_found("No such event in this room");
-        let record = match membership(&self.storage, user_id, room_id)? {
-            Some(record) if record.membership == "join" => record,
+        match membership(&self.storage, user_id, room_id)? {
+            Some(record) if record.membership == "join" => {}
             _ => return Err(Error::new(ErrorKind::Forbidden, "You are not in this room")),
-        };
+        }
         let meta = self
             .storage
             .eventid_meta
             .get(&event_id.to_owned())?
             .ok_or_else(not_found)?;
-        if meta.room_id != room_id.as_str()
-            || meta.stream < history_start(&self.storage, room_id, &record)?
-        {
+        let view = Visibility::for_user(&self.storage, room_id, user_id.as_str())?;
+        if meta.room_id != room_id.as_str() || !view.allows(meta.stream) {
             return Err(not_found());
         }
-        Ok(meta.stream)
+        Ok(view)
     }
 }

@@ -34,7 +34,14 @@ impl Visibility {
     /// Whether the event at `position` is visible. The state before the event decides;
     /// for an event that itself changes the visibility or the reader's membership, the
     /// value before *or* after may allow it.
+    ///
+    /// Position 0 is no place in the timeline: the events stored there (outliers fetched
+    /// for their state, soft-failed events such as a banned user's posts) are never shown
+    /// to clients.
     pub(crate) fn allows(&self, position: u64) -> bool {
+        if position == 0 {
+            return false;
+        }
         let before = position.saturating_sub(1);
         let joined_later = self
             .memberships
@@ -297,6 +304,15 @@ mod tests {
             &[&[(5, "join"), (8, "leave")], &[(7, "join")]],
         );
         assert!(two.allows(9));
+    }
+
+    #[test]
+    fn events_without_a_stream_position_are_never_visible() {
+        let open = view(&[(1, "world_readable")], &[(2, "join")]);
+        assert!(!open.allows(0));
+        let shared = view(&[], &[(5, "join")]);
+        assert!(!shared.allows(0), "shared history joined later");
+        assert!(shared.allows(1));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use ruma::{OwnedServerName, OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value};
 
+use super::accounts::login_attempts::LoginAttempts;
 use super::accounts::moderation::{self, Restriction};
 use super::accounts::password_hasher::PasswordHasher;
 use super::accounts::sessions::{self, Device, NewSession, Session};
@@ -29,6 +30,9 @@ pub(crate) struct Users {
     pub(crate) password_hasher: PasswordHasher,
     /// User-interactive auth sessions in progress (registration, password checks).
     pub(crate) uia: UiaSessions,
+    /// The account-wide bound on wrong passwords, which spares addresses the account
+    /// logged in from.
+    pub(crate) login_attempts: LoginAttempts,
 }
 
 impl Users {
@@ -38,6 +42,7 @@ impl Users {
             server_name,
             password_hasher: PasswordHasher::default(),
             uia: UiaSessions::default(),
+            login_attempts: LoginAttempts::default(),
         }
     }
 

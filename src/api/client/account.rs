@@ -5,9 +5,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::body::UiaJson;
 use super::session::{
-    account_error, operation, optional_device_name, user_from_identifier, valid_device_field,
-    verify_credentials,
+    account_error, bound_operation, operation, optional_device_name, user_from_identifier,
+    valid_device_field, verify_credentials,
 };
 use crate::api::MatrixJson;
 use crate::api::app::Services;
@@ -218,18 +219,21 @@ pub(crate) async fn token_validity(
     Ok(HttpResponse::Ok().json(json!({ "valid": valid })))
 }
 
-/// Runs user-interactive authentication with the account's password.
+/// Runs user-interactive authentication with the account's password, for this request
+/// with this body (`body_digest`, from [`UiaJson`]): a completed session authorizes
+/// nothing else.
 pub(crate) async fn require_password(
     req: &HttpRequest,
     app: &Services,
     auth: &Authenticated,
-    body_auth: Option<AuthData>,
+    (body_auth, body_digest): (Option<AuthData>, &str),
 ) -> Result<(), Error> {
     let owner = Some(auth.user_id.as_str());
+    let operation = bound_operation(req, body_digest);
     let attempt = match app
         .users
         .uia
-        .attempt(body_auth, PASSWORD_FLOWS, owner, &operation(req))?
+        .attempt(body_auth, PASSWORD_FLOWS, owner, &operation)?
     {
         Step::AlreadyCompleted(_) => return Ok(()),
         Step::Check(attempt) => attempt,
@@ -267,7 +271,7 @@ async fn verify_password_stage(
         .password
         .clone()
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing password"))?;
-    verify_credentials(app, Some(auth.user_id.clone()), password).await?;
+    verify_credentials(req, app, Some(auth.user_id.clone()), password).await?;
     Ok(None)
 }
 
@@ -289,10 +293,10 @@ pub(crate) async fn change_password(
     req: HttpRequest,
     app: web::Data<Services>,
     auth: Authenticated,
-    MatrixJson(body): MatrixJson<PasswordRequest>,
+    UiaJson { body, digest }: UiaJson<PasswordRequest>,
 ) -> Result<HttpResponse, Error> {
     accounts::check_password(&body.new_password).map_err(account_error)?;
-    require_password(&req, &app, &auth, body.auth).await?;
+    require_password(&req, &app, &auth, (body.auth, &digest)).await?;
     let hash = app.users.password_hasher.hash(body.new_password).await?;
     let logout_devices_but = body.logout_devices.then_some(auth.device_id.as_str());
     app.users
@@ -311,9 +315,9 @@ pub(crate) async fn deactivate(
     req: HttpRequest,
     app: web::Data<Services>,
     auth: Authenticated,
-    MatrixJson(body): MatrixJson<DeactivateRequest>,
+    UiaJson { body, digest }: UiaJson<DeactivateRequest>,
 ) -> Result<HttpResponse, Error> {
-    require_password(&req, &app, &auth, body.auth).await?;
+    require_password(&req, &app, &auth, (body.auth, &digest)).await?;
     app.users.deactivate(&auth.user_id).await?;
     tracing::info!(user_id = %auth.user_id, "deactivated an account");
     // Hearth never binds identifiers at an identity server: with nothing to unbind, the spec

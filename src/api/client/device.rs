@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::account::require_password;
+use super::body::UiaJson;
 use super::session::valid_device_field;
 use crate::api::MatrixJson;
 use crate::api::app::Services;
@@ -92,9 +93,9 @@ pub(crate) async fn delete(
     app: web::Data<Services>,
     auth: Authenticated,
     device_id: web::Path<String>,
-    MatrixJson(body): MatrixJson<DeleteRequest>,
+    UiaJson { body, digest }: UiaJson<DeleteRequest>,
 ) -> Result<HttpResponse, Error> {
-    require_password(&req, &app, &auth, body.auth).await?;
+    require_password(&req, &app, &auth, (body.auth, &digest)).await?;
     app.users
         .remove_devices(&auth.user_id, &[device_id.into_inner()])
         .await?;
@@ -115,7 +116,7 @@ pub(crate) async fn delete_many(
     req: HttpRequest,
     app: web::Data<Services>,
     auth: Authenticated,
-    MatrixJson(body): MatrixJson<DeleteManyRequest>,
+    UiaJson { body, digest }: UiaJson<DeleteManyRequest>,
 ) -> Result<HttpResponse, Error> {
     if body.devices.len() > MAX_DEVICES_PER_REQUEST {
         return Err(Error::new(
@@ -123,7 +124,7 @@ pub(crate) async fn delete_many(
             format!("At most {MAX_DEVICES_PER_REQUEST} devices at a time"),
         ));
     }
-    require_password(&req, &app, &auth, body.auth).await?;
+    require_password(&req, &app, &auth, (body.auth, &digest)).await?;
     app.users
         .remove_devices(&auth.user_id, &body.devices)
         .await?;

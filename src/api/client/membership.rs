@@ -368,6 +368,15 @@ pub(crate) async fn members(
                         "`at` is not a token from this server",
                     )
                 })?;
+            // The members at a point the user may not see are history they may not
+            // read (who was there before they could see the room).
+            let view = app.rooms.visibility(&room_id, auth.user_id.as_str())?;
+            if !view.allows(at) {
+                return Err(Error::new(
+                    ErrorKind::Forbidden,
+                    "You may not see the room's members at that point",
+                ));
+            }
             members_at(&app, &room_id, at)?
         }
     };

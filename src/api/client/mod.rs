@@ -2,6 +2,7 @@
 
 pub(crate) mod account;
 pub(crate) mod admin;
+pub(crate) mod body;
 pub(crate) mod context;
 pub(crate) mod device;
 pub(crate) mod directory;
@@ -17,6 +18,7 @@ pub(crate) mod room;
 pub(crate) mod search;
 pub(crate) mod session;
 pub(crate) mod space;
+pub(crate) mod state_content;
 pub(crate) mod summary;
 pub(crate) mod sync;
 pub(crate) mod tags;

@@ -6,7 +6,9 @@ use ruma::{OwnedRoomId, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::body::{RequiredJson, event_content};
 use super::read_markers::require_room_event;
+use super::state_content;
 use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
@@ -55,14 +57,17 @@ pub(super) fn require_joined(
 }
 
 /// # PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
+///
+/// The body is the event's content: an empty one is `M_NOT_JSON`, not an empty event.
 pub(crate) async fn send_message(
     app: web::Data<Services>,
     auth: Authenticated,
     path: web::Path<(String, String, String)>,
-    MatrixJson(content): MatrixJson<Map<String, Value>>,
+    RequiredJson(content): RequiredJson<Map<String, Value>>,
 ) -> Result<HttpResponse, Error> {
     let (room_id, kind, txn_id) = path.into_inner();
     let room_id: OwnedRoomId = path::id(&room_id)?;
+    let content = event_content(content)?;
     // The same request path from the same device is the same message, sent once.
     let txn_key = (
         auth.user_id.to_string(),
@@ -170,11 +175,13 @@ async fn put_state_event(
     auth.ensure_not_suspended()?;
     let room_id: OwnedRoomId = path::id(room_id)?;
     require_joined(app, &auth.user_id, &room_id)?;
-    if kind == "m.room.member" {
-        return Err(Error::new(
-            ErrorKind::BadRequest,
-            "Change memberships with /invite, /join, /leave, /kick and /ban",
-        ));
+    let content = event_content(content)?;
+    match kind {
+        "m.room.member" => {
+            state_content::check_own_member_event(auth.user_id.as_str(), state_key, &content)?;
+        }
+        "m.room.power_levels" => state_content::check_power_levels(&content)?,
+        _ => {}
     }
     if kind == "m.room.redaction" {
         return Err(Error::new(

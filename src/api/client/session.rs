@@ -9,6 +9,7 @@ use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::{
     Authenticated, EvenIfLocked, check_account_rate_limit, check_auth_rate_limit, client_ip,
+    too_many_attempts,
 };
 use crate::error::{Error, ErrorKind};
 use crate::users::accounts::uia::Identifier;
@@ -52,7 +53,7 @@ pub(crate) async fn login(
     let device_id = body.device_id.map(valid_device_field).transpose()?;
     let display_name = optional_device_name(body.initial_device_display_name)?;
     let user_id = accounts::login_user_id(&name, &app.config.server.server_name);
-    let user_id = verify_credentials(&app, user_id.ok(), password).await?;
+    let user_id = verify_credentials(&req, &app, user_id.ok(), password).await?;
     let session = app
         .users
         .start_session(
@@ -100,44 +101,76 @@ pub(crate) fn user_from_identifier(
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing identifier"))
 }
 
-/// Checks a password for `user_id` (`None`: a name that cannot be a local user). Unknown
-/// users and wrong passwords get the same answer and take as long, so logins cannot probe
-/// which accounts exist. Each check counts against the account's rate limit.
+/// Checks a password for `user_id` (`None`: a name that cannot be a local user) from the
+/// client at `req`. Unknown users, deactivated accounts and wrong passwords get the same
+/// answer and take as long, so logins cannot probe which accounts exist or were
+/// deactivated; only the right password hears `M_USER_DEACTIVATED`.
+///
+/// Guesses are bounded per address (the caller), per account and address, and per account
+/// from addresses it never logged in from ([`LoginAttempts`]): a stranger guessing,
+/// from one place or many, cannot lock the owner out.
+///
+/// [`LoginAttempts`]: crate::users::accounts::login_attempts::LoginAttempts
 pub(crate) async fn verify_credentials(
+    req: &HttpRequest,
     app: &Services,
     user_id: Option<OwnedUserId>,
     password: String,
 ) -> Result<OwnedUserId, Error> {
-    if let Some(user_id) = &user_id {
-        check_account_rate_limit(user_id.as_str(), app)?;
-    }
+    let address = client_ip(req, app.config.limits.trust_forwarded_for)
+        .map(crate::api::ratelimit::address_key);
+    let reservation = match &user_id {
+        Some(user_id) => {
+            check_account_rate_limit(user_id.as_str(), address, app)?;
+            Some(
+                app.users
+                    .login_attempts
+                    .begin(user_id.as_str(), address)
+                    .map_err(too_many_attempts)?,
+            )
+        }
+        None => None,
+    };
     let account = match &user_id {
         Some(user_id) => app.users.account(user_id).map_err(account_error)?,
         None => None,
     };
     let stored_hash = account
         .as_ref()
-        .filter(|account| !account.deactivated)
         .map(|account| account.password_hash.clone());
     let matches = app
         .users
         .password_hasher
         .verify(password, stored_hash)
         .await?;
-    match (user_id, account) {
-        (Some(_), Some(account)) if account.deactivated => Err(Error::new(
+    let (Some(user_id), Some(account)) = (user_id, account) else {
+        return Err(wrong_password());
+    };
+    if !matches {
+        return Err(wrong_password());
+    }
+    if let Some(reservation) = reservation {
+        app.users
+            .login_attempts
+            .succeeded(user_id.as_str(), address, reservation);
+    }
+    if account.deactivated {
+        return Err(Error::new(
             ErrorKind::UserDeactivated,
             "This account has been deactivated",
-        )),
-        // A locked account gets no new token until unlocked; saying so only to whoever
-        // knows the password tells nobody else that the account is locked.
-        (Some(_), Some(account)) if matches && account.locked => Err(Error::user_locked()),
-        (Some(user_id), Some(_)) if matches => Ok(user_id),
-        _ => Err(Error::new(
-            ErrorKind::Forbidden,
-            "Invalid user name or password",
-        )),
+        ));
     }
+    // A locked account gets no new token until unlocked; saying so only to whoever knows
+    // the password tells nobody else that the account is locked.
+    if account.locked {
+        return Err(Error::user_locked());
+    }
+    Ok(user_id)
+}
+
+/// The one answer to any wrong password, unknown user or deactivated account.
+fn wrong_password() -> Error {
+    Error::new(ErrorKind::Forbidden, "Invalid user name or password")
 }
 
 /// Device IDs and display names: at most 255 bytes, no control characters.
@@ -195,7 +228,16 @@ pub(crate) fn account_error(err: accounts::AccountError) -> Error {
     err.into()
 }
 
-/// The `METHOD path` a user-interactive auth session is bound to.
+/// The `METHOD path` a registration's user-interactive auth session is bound to.
+/// (Registration clients may change the body between stages; the session is spent once
+/// the account is made.)
 pub(crate) fn operation(req: &HttpRequest) -> String {
     format!("{} {}", req.method(), req.path())
+}
+
+/// The `METHOD path body-digest` an authenticated user's auth session is bound to: the
+/// session authorizes this one request, and a retry of the very same request (the spec's
+/// lost answer) gets its result, never a request with another body.
+pub(crate) fn bound_operation(req: &HttpRequest, body_digest: &str) -> String {
+    format!("{} {} {body_digest}", req.method(), req.path())
 }

@@ -4,6 +4,7 @@
 //! `hearth user …` commands and the client API (`/register`, `/login`, `/account/*`,
 //! `/devices`) both use this.
 
+pub(crate) mod login_attempts;
 pub(crate) mod moderation;
 pub(crate) mod password_hasher;
 pub(crate) mod registration;
@@ -183,12 +184,13 @@ pub(crate) fn set_password_hash(
     })
 }
 
-/// Marks the account deactivated, forgets its password and ends all its sessions. The user
-/// ID stays taken for ever: the spec forbids giving it to someone else.
+/// Marks the account deactivated and ends all its sessions. The user ID stays taken for
+/// ever: the spec forbids giving it to someone else. The password's hash is kept, never to
+/// log in again, only so that `/login` tells the account is deactivated to whoever knows
+/// its password and to nobody else (a stranger gets the answer of any wrong password).
 pub(crate) fn deactivate(storage: &Storage, user_id: &UserId) -> Result<(), AccountError> {
     change_active_account(storage, user_id, |record| {
         record.deactivated = true;
-        record.password_hash.clear();
     })?;
     sessions::remove_all_devices(storage, user_id, None)?;
     Ok(())
