@@ -22,6 +22,9 @@ pub(crate) enum ErrorKind {
     NotJson,
     /// The body is JSON of the wrong shape.
     BadJson,
+    /// Account data the server manages itself (`m.fully_read`, `m.push_rules`) set by hand:
+    /// the spec's `405 M_BAD_JSON`.
+    ManagedByServer,
     /// The body is larger than the configured limit.
     TooLarge,
     /// A query or path parameter is invalid.
@@ -91,7 +94,7 @@ impl ErrorKind {
         match self {
             ErrorKind::Unrecognized | ErrorKind::MethodNotAllowed => "M_UNRECOGNIZED",
             ErrorKind::NotJson => "M_NOT_JSON",
-            ErrorKind::BadJson => "M_BAD_JSON",
+            ErrorKind::BadJson | ErrorKind::ManagedByServer => "M_BAD_JSON",
             ErrorKind::TooLarge => "M_TOO_LARGE",
             ErrorKind::InvalidParam => "M_INVALID_PARAM",
             ErrorKind::MissingParam => "M_MISSING_PARAM",
@@ -128,7 +131,9 @@ impl ErrorKind {
     pub(crate) fn status(self) -> StatusCode {
         match self {
             ErrorKind::Unrecognized | ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::MethodNotAllowed | ErrorKind::ManagedByServer => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             ErrorKind::NotJson
             | ErrorKind::BadJson
             | ErrorKind::InvalidParam

@@ -626,7 +626,7 @@ fn cases(f: &Fixture) -> Vec<Case> {
         )
         .expect(400, "*")
         .expect(414, "*")
-        .known("client-fixes"),
+        .known("actix"),
         // PDUs refused inside a 200 answer: nothing may change.
         transaction(
             "pdu: a string",
@@ -1204,8 +1204,12 @@ fn the_federation_api_refuses_hostile_input_cleanly() {
     );
 }
 
+/// Malformed requests actix-web answers itself, before any of our code runs: a bare `400`
+/// or `431` without a JSON body (a URI over the `http` crate's 65,534 bytes, a header block
+/// over 128 KiB, broken request framing). What matters holds (refused, nothing changed, the
+/// server healthy: the main catalogue checks that); only the JSON body is missing.
 #[test]
-#[ignore = "issue 10: client-fixes"]
-fn known_findings_fixed_by_client_fixes() {
-    run(|target, cases| check_known(target, cases, "client-fixes"));
+#[ignore = "actix-web answers these before our code: no JSON body possible"]
+fn refused_by_actix_without_a_json_body() {
+    run(|target, cases| check_known(target, cases, "actix"));
 }

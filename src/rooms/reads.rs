@@ -99,6 +99,13 @@ impl Rooms {
         super::state_content(&self.storage, room_id, kind, state_key)
     }
 
+    /// Whether the room's version takes only integers as power levels (10 and later); `true`
+    /// for a room whose version we do not know, the stricter answer.
+    pub(crate) fn integer_power_levels(&self, room_id: &RoomId) -> Result<bool, StorageError> {
+        Ok(super::state::room_rules(&self.storage, room_id)?
+            .is_none_or(|rules| rules.authorization.integer_power_levels))
+    }
+
     /// The power level the room's `m.room.power_levels` content asks for, as `pick` reads it.
     pub(crate) fn power_level_for(
         &self,

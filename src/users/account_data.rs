@@ -39,7 +39,7 @@ pub(crate) async fn set(
     }
     if SERVER_MANAGED.contains(&kind) {
         return Err(Error::new(
-            ErrorKind::BadJson,
+            ErrorKind::ManagedByServer,
             format!("{kind} is managed by the server and cannot be set here"),
         ));
     }

@@ -25,13 +25,22 @@ const LEVEL_MAPS: [&str; 3] = ["events", "notifications", "users"];
 /// Canonical JSON's integer range, ±(2^53 - 1): what a power level may be.
 const MAX_LEVEL: i64 = (1 << 53) - 1;
 
-/// Refuses `m.room.power_levels` content whose levels are not integers (the spec's type;
-/// room versions before 10 tolerate strings in events from other servers, but a client
-/// has no reason to send one), whose maps are not maps, or whose `users` keys are not
-/// user IDs.
-pub(crate) fn check_power_levels(content: &Map<String, Value>) -> Result<(), Error> {
+/// Refuses `m.room.power_levels` content whose levels are not integers (the spec's type),
+/// whose maps are not maps, or whose `users` keys are not user IDs. Room versions before 10
+/// also take a string holding an integer (`"50"`), as their auth rules do: older clients
+/// and bots write them, and those rooms count them (`integer_only` is false there).
+pub(crate) fn check_power_levels(
+    content: &Map<String, Value>,
+    integer_only: bool,
+) -> Result<(), Error> {
     let bad = |what: String| Error::new(ErrorKind::BadJson, what);
-    let is_level = |value: &Value| value.as_i64().is_some_and(|level| level.abs() <= MAX_LEVEL);
+    let is_level = |value: &Value| {
+        let level = match value {
+            Value::String(text) if !integer_only => text.trim().parse::<i64>().ok(),
+            other => other.as_i64(),
+        };
+        level.is_some_and(|level| level.abs() <= MAX_LEVEL)
+    };
     for field in LEVELS {
         if let Some(value) = content.get(field)
             && !is_level(value)
@@ -120,7 +129,7 @@ mod tests {
             "ban": 50, "users": { "@a:x": 100 }, "events": { "m.room.name": 50 },
             "notifications": { "room": 50 }, "historical": "unknown fields pass"
         }));
-        assert!(check_power_levels(&good).is_ok());
+        assert!(check_power_levels(&good, true).is_ok());
         for bad in [
             json!({ "ban": "50" }),
             json!({ "kick": 1.5 }),
@@ -130,9 +139,18 @@ mod tests {
             json!({ "users": { "a": 100 } }),
             json!({ "notifications": { "room": null } }),
         ] {
-            let err = check_power_levels(&object(bad.clone())).expect_err("refused");
+            let err = check_power_levels(&object(bad.clone()), true).expect_err("refused");
             assert!(matches!(err.kind, ErrorKind::BadJson), "{bad}");
         }
+    }
+
+    #[test]
+    fn rooms_before_version_10_take_levels_written_as_strings() {
+        let strings = object(json!({ "ban": "50", "users": { "@a:x": " 100" } }));
+        assert!(check_power_levels(&strings, false).is_ok());
+        assert!(check_power_levels(&strings, true).is_err());
+        let junk = object(json!({ "ban": "fifty" }));
+        assert!(check_power_levels(&junk, false).is_err());
     }
 
     #[test]
