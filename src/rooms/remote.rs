@@ -630,6 +630,22 @@ fn reaches_target(
     Ok(memo.get(id) == Some(&true))
 }
 
+/// Whether `event_id` is held only as an outlier: stored (as part of a state or auth chain
+/// another server gave us) but never placed in the timeline nor checked as a timeline event.
+/// Such an event is not "known" when it arrives as a timeline event (`/send`,
+/// `get_missing_events`): it is checked then, and shown if it passes. Otherwise a server
+/// could hide a message from our users by naming it first in a state answer. Outliers
+/// are the events without a stream position and without a state snapshot before them;
+/// soft-failed events have that snapshot (their checks ran) and stay soft-failed.
+pub(crate) fn is_outlier(storage: &Storage, event_id: &str) -> Result<bool, StorageError> {
+    let id = event_id.to_owned();
+    Ok(storage
+        .eventid_meta
+        .get(&id)?
+        .is_some_and(|meta| meta.stream == 0)
+        && storage.eventid_statebefore.get(&id)?.is_none())
+}
+
 /// Stages an event kept outside the timeline (an outlier: part of a room's state or auth
 /// chain as another server gave it, not yet placed in our stream).
 pub(crate) fn stage_outlier(
