@@ -1,6 +1,13 @@
 //! Events other servers send us (`/send` transactions, and the events of joins): the first
 //! checks on receipt of a PDU (format, signatures, content hash), before the room service
 //! runs the authorization checks and stores it ([`crate::rooms::remote`]).
+//!
+//! What a PDU may make us do is bounded, for a hostile server in the room: the events it
+//! needs are fetched with no room lock held (the room service takes it only to check and
+//! store, and checks again then what changed), within the budget of its transaction
+//! ([`GapBudget`]), one PDU of a server at a time ([`OriginWork`]); its checks (state
+//! resolution, auth chain walks) run on the room service's bounded blocking pool, never
+//! on an HTTP worker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -370,4 +377,49 @@ pub(crate) fn room_of(
         .ok_or_else(|| Refused::Invalid(format!("this server is not in {room_id}")))?;
     let rules = rules_of(&record).map_err(|err| Refused::Invalid(err.to_string()))?;
     Ok((rules, room_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_events_answer_keeps_its_first_events_unparsed_and_skips_the_rest() {
+        // A million empty objects: only the first 20 are kept.
+        let mut answer = String::from(r#"{"events":["#);
+        answer.push_str(&vec![r#"{"n":1}"#; 1_000_000].join(","));
+        answer.push_str(r#"],"other":{"deep":[1,2,3]}}"#);
+        let parsed: MissingEvents<'_> = serde_json::from_str(&answer).expect("parse");
+        assert_eq!(parsed.events.0.len(), MISSING_EVENTS_LIMIT);
+        assert_eq!(parsed.events.0[0].get(), r#"{"n":1}"#);
+        let few: MissingEvents<'_> =
+            serde_json::from_str(r#"{"events":[{"a":1},{"b":2}]}"#).expect("parse");
+        assert_eq!(few.events.0.len(), 2);
+        let none: MissingEvents<'_> = serde_json::from_str("{}").expect("parse");
+        assert!(none.events.0.is_empty());
+        assert!(serde_json::from_str::<MissingEvents<'_>>(r#"{"events":{}}"#).is_err());
+        assert!(serde_json::from_str::<MissingEvents<'_>>(r#"{"events":[1,"#).is_err());
+    }
+
+    #[test]
+    fn a_transaction_budget_is_taken_and_given_back() {
+        let budget = GapBudget::per_transaction();
+        assert!(GapBudget::take(&budget.forked_prevs, 20));
+        assert!(GapBudget::take(&budget.forked_prevs, 20));
+        assert!(!GapBudget::take(&budget.forked_prevs, 2));
+        let first = GapBudget::take_up_to(&budget.missing_bytes, MISSING_ANSWER_LIMIT);
+        assert_eq!(first, MISSING_ANSWER_LIMIT);
+        GapBudget::give_back(&budget.missing_bytes, first - 1000);
+        let mut taken = 1000;
+        loop {
+            let more = GapBudget::take_up_to(&budget.missing_bytes, MISSING_ANSWER_LIMIT);
+            if more == 0 {
+                break;
+            }
+            taken += more;
+        }
+        assert_eq!(taken, MISSING_BYTES_PER_TRANSACTION);
+        assert!(GapBudget::take(&budget.state_fetches, 1));
+        assert!(!GapBudget::take(&budget.state_fetches, 1));
+    }
 }

@@ -498,10 +498,13 @@ pub(crate) fn resolve(events: EventSource<'_>, states: Vec<StateMap>) -> Result<
         .iter()
         .map(|state| to_ruma_map(storage, state))
         .collect::<Result<_, _>>()?;
+    // The forked states mostly share their auth chains: each event is read once for all
+    // of them (an event naming 20 forks would otherwise read a large room's chain 20 times).
+    let mut parents = AuthParents::new();
     let auth_chains = named
         .iter()
         .map(|state| {
-            walk_auth_chain(events, state.values().cloned())
+            walk_auth_chain_with(events, state.values().cloned(), &mut parents)
                 .map(|chain| chain.into_iter().collect::<EventIdSet<_>>())
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -557,6 +560,19 @@ fn walk_auth_chain(
     events: EventSource<'_>,
     start: impl IntoIterator<Item = OwnedEventId>,
 ) -> Result<HashSet<OwnedEventId>, Refused> {
+    walk_auth_chain_with(events, start, &mut AuthParents::new())
+}
+
+/// The auth events of events read by earlier walks (none for an event not here).
+type AuthParents = HashMap<OwnedEventId, Vec<OwnedEventId>>;
+
+/// [`walk_auth_chain`], reading each event's auth events from `parents` when an earlier
+/// walk read it, and keeping those it reads there.
+fn walk_auth_chain_with(
+    events: EventSource<'_>,
+    start: impl IntoIterator<Item = OwnedEventId>,
+    parents: &mut AuthParents,
+) -> Result<HashSet<OwnedEventId>, Refused> {
     let mut seen: HashSet<OwnedEventId> = HashSet::new();
     let mut todo: Vec<OwnedEventId> = start.into_iter().collect();
     while let Some(id) = todo.pop() {
@@ -566,8 +582,18 @@ fn walk_auth_chain(
         if !seen.insert(id.clone()) {
             continue;
         }
-        if let Some(event) = events.get(id.as_str())? {
-            todo.extend(event.auth_events.iter().cloned());
+        if let Some(known) = parents.get(&id) {
+            todo.extend(known.iter().cloned());
+            continue;
+        }
+        let auth_events = events
+            .get(id.as_str())?
+            .map(|event| event.auth_events)
+            .unwrap_or_default();
+        todo.extend(auth_events.iter().cloned());
+        // The memory kept for later walks is bounded like one walk's.
+        if parents.len() < MAX_AUTH_CHAIN {
+            parents.insert(id, auth_events);
         }
     }
     Ok(seen)
