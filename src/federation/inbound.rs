@@ -298,7 +298,7 @@ async fn fill_gap(
     };
     let mut events: Vec<(u64, CanonicalJsonObject)> = events
         .into_iter()
-        .filter_map(|raw| serde_json::from_str::<CanonicalJsonObject>(raw.get()).ok())
+        .filter_map(raw_object)
         .map(|json| {
             let depth = json
                 .get("depth")
@@ -326,39 +326,63 @@ async fn fill_gap(
 #[derive(serde::Deserialize)]
 struct MissingEvents<'a> {
     #[serde(borrow, default)]
-    events: FirstEvents<'a>,
+    events: RawList<'a, MISSING_EVENTS_LIMIT, true>,
 }
 
-/// The first [`MISSING_EVENTS_LIMIT`] elements of a JSON array, unparsed; the rest are
-/// skipped without being kept (an answer of a million `{}` costs no million entries).
+/// A JSON array of another server's answer, its elements unparsed (borrowed from the
+/// answer's bytes), at most `MAX` of them: past `MAX`, the rest are skipped without being
+/// kept (`SKIP_REST`) or the answer is refused. An answer of a million `{}` thus costs no
+/// million entries, whatever its byte limit.
 #[derive(Default)]
-struct FirstEvents<'a>(Vec<&'a RawValue>);
+pub(crate) struct RawList<'a, const MAX: usize, const SKIP_REST: bool>(
+    pub(crate) Vec<&'a RawValue>,
+);
 
-impl<'de: 'a, 'a> serde::Deserialize<'de> for FirstEvents<'a> {
+impl<'de: 'a, 'a, const MAX: usize, const SKIP_REST: bool> serde::Deserialize<'de>
+    for RawList<'a, MAX, SKIP_REST>
+{
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
-            type Value = FirstEvents<'a>;
+        struct Visitor<'a, const MAX: usize, const SKIP_REST: bool>(
+            std::marker::PhantomData<&'a ()>,
+        );
+        impl<'de: 'a, 'a, const MAX: usize, const SKIP_REST: bool> serde::de::Visitor<'de>
+            for Visitor<'a, MAX, SKIP_REST>
+        {
+            type Value = RawList<'a, MAX, SKIP_REST>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a list of events")
+                write!(f, "a list of at most {MAX} elements")
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
             ) -> Result<Self::Value, A::Error> {
                 let mut kept = Vec::new();
-                while kept.len() < MISSING_EVENTS_LIMIT {
+                while kept.len() < MAX {
                     match seq.next_element::<&'de RawValue>()? {
                         Some(raw) => kept.push(raw),
-                        None => return Ok(FirstEvents(kept)),
+                        None => return Ok(RawList(kept)),
                     }
                 }
+                if !SKIP_REST {
+                    if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX} elements"
+                        )));
+                    }
+                    return Ok(RawList(kept));
+                }
                 while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(FirstEvents(kept))
+                Ok(RawList(kept))
             }
         }
         deserializer.deserialize_seq(Visitor(std::marker::PhantomData))
     }
+}
+
+/// An event of another server's answer, parsed alone; `None` if it is no JSON object
+/// (or not canonical: floats, numbers out of range).
+pub(crate) fn raw_object(raw: &RawValue) -> Option<CanonicalJsonObject> {
+    serde_json::from_str::<CanonicalJsonObject>(raw.get()).ok()
 }
 
 /// The room version rules and ID of the room a PDU names, if we hold that room.
@@ -399,6 +423,15 @@ mod tests {
         assert!(none.events.0.is_empty());
         assert!(serde_json::from_str::<MissingEvents<'_>>(r#"{"events":{}}"#).is_err());
         assert!(serde_json::from_str::<MissingEvents<'_>>(r#"{"events":[1,"#).is_err());
+        // A list that must not be longer is refused past its length.
+        assert_eq!(
+            serde_json::from_str::<RawList<'_, 2, false>>("[1,2]")
+                .expect("two")
+                .0
+                .len(),
+            2
+        );
+        assert!(serde_json::from_str::<RawList<'_, 2, false>>("[1,2,3]").is_err());
     }
 
     #[test]
