@@ -272,6 +272,36 @@ fn a_message_first_given_as_an_outlier_reaches_the_timeline_when_sent() {
         "{:?}",
         setup.synced_bodies()
     );
+    // It is no forward extremity (the message after it builds on it): Alice's next
+    // message names only that one.
+    let sent = ok(setup.a.client().json(
+        "PUT",
+        &format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/t1",
+            setup.room_id
+        ),
+        Some(&setup.alice),
+        &json!({ "msgtype": "m.text", "body": "alice after" }),
+    ));
+    let alice_id = sent["event_id"].as_str().expect("event_id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let prevs = loop {
+        let found = setup
+            .server
+            .requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|request| request.path.contains("/send/"))
+            .flat_map(|request| request.body["pdus"].as_array().cloned().unwrap_or_default())
+            .find(|pdu| event_id_of(pdu) == alice_id);
+        if let Some(pdu) = found {
+            break common::fake::prev_ids(&pdu);
+        }
+        assert!(Instant::now() < deadline, "Alice's message never sent");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(prevs, vec![after_id]);
     // Sent again, it is known: shown once.
     let hidden = setup.fake.lock().expect("lock").room.json(&hidden_id);
     let answer = setup.send("outlier3", &[hidden.expect("hidden")]);

@@ -163,7 +163,9 @@ pub(crate) fn plan(
         resolve(events, vec![current.clone(), after.clone()])?
     };
     if !soft_failed {
-        extremities.push((pdu.event_id.clone(), pdu.depth));
+        if !is_prev_of_any(storage, rules, pdu, &extremities)? {
+            extremities.push((pdu.event_id.clone(), pdu.depth));
+        }
     } else {
         extremities = room.extremities.clone();
     }
@@ -174,6 +176,32 @@ pub(crate) fn plan(
         extremities,
         soft_failed,
     })
+}
+
+/// Whether `pdu` is a prev event of one of `extremities`: an outlier promoted to the
+/// timeline after events building on it (see [`is_outlier`]) is no forward extremity.
+/// Only an event already stored can be one, so only then are the extremities read (a
+/// room has a few; the first 20 are looked at).
+fn is_prev_of_any(
+    storage: &Storage,
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    extremities: &[(OwnedEventId, u64)],
+) -> Result<bool, Refused> {
+    if !storage
+        .eventid_pdu
+        .contains_key(&pdu.event_id.to_string())?
+    {
+        return Ok(false);
+    }
+    for (id, _) in extremities.iter().take(20) {
+        if load_pdu(storage, id.as_str(), rules)?
+            .is_some_and(|event| event.prev_events.contains(&pdu.event_id))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// How a checked remote event is to be stored.
