@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 
 use ruma::{CanonicalJsonObject, RoomId};
 
+use super::inbound::{RawList, raw_object};
 use super::pdu_checks::checked;
-use super::transport::{encode, to_object};
+use super::transport::encode;
 use crate::error::Error;
 use crate::federation::Federation;
 use crate::matrix::events::Pdu;
@@ -16,6 +17,18 @@ use crate::rooms::rules_of;
 
 /// The most events asked for at once.
 const MAX_BACKFILL: usize = 100;
+
+/// The largest `/backfill` answer read: [`MAX_BACKFILL`] events of the largest size the
+/// spec allows (64 KiB), with room for the envelope. The answer is read as bytes and its
+/// events parsed one at a time (no JSON tree of the whole).
+const BACKFILL_ANSWER_LIMIT: usize = MAX_BACKFILL * 64 * 1024 + 256 * 1024;
+
+/// A `/backfill` answer, borrowed from its bytes: its first [`MAX_BACKFILL`] events.
+#[derive(serde::Deserialize)]
+struct BackfillAnswer<'a> {
+    #[serde(borrow, default)]
+    pdus: RawList<'a, MAX_BACKFILL, true>,
+}
 
 /// Fetches up to `wanted` events older than what we hold of `room_id`, from a server in the
 /// room; returns how many were stored.
@@ -47,20 +60,27 @@ pub(crate) async fn backfill(
         encode(room_id.as_str())
     );
     for server in servers_in_room(fed, room_id)? {
-        let answer = match fed
+        let body = match fed
             .transport
-            .request_json(&server, "GET", &path, None)
+            .request_raw(&server, "GET", &path, None, BACKFILL_ANSWER_LIMIT)
             .await
         {
-            Ok(answer) => answer,
+            Ok(body) => body,
             Err(err) => {
                 tracing::info!(%room_id, %server, "backfill failed: {err}");
                 continue;
             }
         };
+        let answer = match serde_json::from_slice::<BackfillAnswer<'_>>(&body) {
+            Ok(answer) => answer,
+            Err(err) => {
+                tracing::info!(%room_id, %server, "a bad backfill answer: {err}");
+                continue;
+            }
+        };
         let mut events: Vec<(CanonicalJsonObject, Pdu)> = Vec::new();
-        for value in answer["pdus"].as_array().into_iter().flatten().take(limit) {
-            let Some(json) = to_object(value) else {
+        for raw in answer.pdus.0.into_iter().take(limit) {
+            let Some(json) = raw_object(raw) else {
                 continue;
             };
             match checked(fed, json, &rules).await {

@@ -18,11 +18,12 @@ use std::collections::{BTreeSet, HashMap};
 
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::{CanonicalJsonObject, EventId, OwnedEventId, RoomId};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
+use super::inbound::{RawList, raw_object};
 use super::pdu_checks::checked;
 use super::room_state::{self, NamedState};
-use super::transport::{encode, to_object};
+use super::transport::encode;
 use crate::federation::Federation;
 use crate::matrix::events::Pdu;
 use crate::rooms::load_pdu;
@@ -39,6 +40,16 @@ const MAX_SINGLE_FETCHES: usize = 50;
 
 /// The largest `/state` answer read.
 const STATE_ANSWER_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The largest `/state_ids` answer read: [`MAX_IDS`] event IDs of a usual length (44
+/// characters from room version 4) take ~2.5 MB.
+const STATE_IDS_ANSWER_LIMIT: usize = 8 * 1024 * 1024;
+
+/// The largest `/event` answer read: one event of the largest size the spec allows
+/// (64 KiB), with room for the envelope and escapes written longer than canonical JSON's.
+/// (It was read up to the transport's 16 MiB, into a JSON tree, for each of up to
+/// [`MAX_SINGLE_FETCHES`] events.)
+const EVENT_ANSWER_LIMIT: usize = 256 * 1024;
 
 /// The state before prev events, as fetched at a gap: used for the one event that
 /// needed it, never kept as the state of the prev events themselves (one server's word
@@ -129,14 +140,17 @@ impl Fetches<'_> {
             encode(self.room_id.as_str()),
             encode(prev.as_str())
         );
-        let answer = self
+        let body = self
             .fed
             .transport
-            .request_json(self.origin, "GET", &path, None)
+            .request_raw(self.origin, "GET", &path, None, STATE_IDS_ANSWER_LIMIT)
             .await
             .map_err(|err| Refused::Missing(format!("the state at {prev}: {err}")))?;
-        let pdu_ids = event_ids(&answer["pdu_ids"])?;
-        let chain_ids = event_ids(&answer["auth_chain_ids"])?;
+        let answer: StateIdsAnswer<'_> = serde_json::from_slice(&body)
+            .map_err(|err| Refused::Invalid(format!("the state IDs at {prev}: {err}")))?;
+        let pdu_ids = event_ids(&answer.pdu_ids.0)?;
+        let chain_ids = event_ids(&answer.auth_chain_ids.0)?;
+        drop(body);
         if pdu_ids.len() + chain_ids.len() > MAX_IDS {
             return Err(Refused::Invalid(format!(
                 "the state at {prev} names more than {MAX_IDS} events"
@@ -236,7 +250,7 @@ impl Fetches<'_> {
             let answer = match self
                 .fed
                 .transport
-                .request_json(self.origin, "GET", &path, None)
+                .request_raw(self.origin, "GET", &path, None, EVENT_ANSWER_LIMIT)
                 .await
             {
                 Ok(answer) => answer,
@@ -245,7 +259,10 @@ impl Fetches<'_> {
                     continue;
                 }
             };
-            let Some(json) = answer["pdus"].get(0).and_then(to_object) else {
+            let first = serde_json::from_slice::<EventAnswer<'_>>(&answer)
+                .ok()
+                .and_then(|answer| answer.pdus.0.first().and_then(|raw| raw_object(raw)));
+            let Some(json) = first else {
                 continue;
             };
             if let Some((json, pdu)) = self.check(json).await
@@ -265,10 +282,11 @@ impl Fetches<'_> {
     ) -> Result<Fetched, Refused> {
         #[derive(serde::Deserialize)]
         struct StateAnswer<'a> {
+            // Each list bounded while it is read: 64 MiB of `{}` would be millions.
             #[serde(borrow, default)]
-            pdus: Vec<&'a serde_json::value::RawValue>,
+            pdus: RawList<'a, MAX_IDS, false>,
             #[serde(borrow, default)]
-            auth_chain: Vec<&'a serde_json::value::RawValue>,
+            auth_chain: RawList<'a, MAX_IDS, false>,
         }
         let path = format!(
             "/_matrix/federation/v1/state/{}?event_id={}",
@@ -283,13 +301,13 @@ impl Fetches<'_> {
             .map_err(|err| Refused::Missing(format!("the state at {prev}: {err}")))?;
         let answer: StateAnswer<'_> = serde_json::from_slice(&body)
             .map_err(|err| Refused::Invalid(format!("the state at {prev}: {err}")))?;
-        if answer.pdus.len() + answer.auth_chain.len() > MAX_IDS {
+        if answer.pdus.0.len() + answer.auth_chain.0.len() > MAX_IDS {
             return Err(Refused::Invalid(format!(
                 "the state at {prev} holds more than {MAX_IDS} events"
             )));
         }
         let mut fetched = Fetched::new();
-        for raw in answer.pdus.into_iter().chain(answer.auth_chain) {
+        for raw in answer.pdus.0.into_iter().chain(answer.auth_chain.0) {
             let Ok(json) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
                 continue;
             };
@@ -323,21 +341,31 @@ impl Fetches<'_> {
     }
 }
 
-/// A list of event IDs from an answer, at most [`MAX_IDS`].
-fn event_ids(value: &Value) -> Result<Vec<OwnedEventId>, Refused> {
-    let list = value
-        .as_array()
-        .ok_or_else(|| Refused::Invalid("an answer without its list of event IDs".to_owned()))?;
-    if list.len() > MAX_IDS {
-        return Err(Refused::Invalid(format!(
-            "an answer names more than {MAX_IDS} events"
-        )));
-    }
+/// A `/state_ids` answer, borrowed from its bytes: both lists required, each of at most
+/// [`MAX_IDS`] elements (a longer one is refused while it is read).
+#[derive(serde::Deserialize)]
+struct StateIdsAnswer<'a> {
+    #[serde(borrow)]
+    pdu_ids: RawList<'a, MAX_IDS, false>,
+    #[serde(borrow)]
+    auth_chain_ids: RawList<'a, MAX_IDS, false>,
+}
+
+/// An `/event` answer: only its first PDU is read.
+#[derive(serde::Deserialize)]
+struct EventAnswer<'a> {
+    #[serde(borrow, default)]
+    pdus: RawList<'a, 1, true>,
+}
+
+/// The event IDs of a list of an answer.
+fn event_ids(list: &[&RawValue]) -> Result<Vec<OwnedEventId>, Refused> {
     list.iter()
-        .map(|id| {
-            id.as_str()
+        .map(|raw| {
+            serde_json::from_str::<&str>(raw.get())
+                .ok()
                 .and_then(|id| OwnedEventId::try_from(id).ok())
-                .ok_or_else(|| Refused::Invalid(format!("{id} is not an event ID")))
+                .ok_or_else(|| Refused::Invalid(format!("{} is not an event ID", raw.get())))
         })
         .collect()
 }

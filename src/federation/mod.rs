@@ -101,6 +101,8 @@ pub(crate) struct Federation {
     pub(crate) config: Arc<Config>,
     pub(crate) ephemeral: Arc<Ephemeral>,
     pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The inbound work in progress per origin (see [`inbound::OriginWork`]).
+    pub(crate) inbound: inbound::OriginWork,
 }
 
 /// The largest answer read from another server unless a caller asks for more.

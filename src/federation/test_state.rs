@@ -34,5 +34,6 @@ pub(crate) fn test_state(dir: &std::path::Path, extra: &str) -> Arc<Federation> 
         config: Arc::new(config),
         ephemeral: Default::default(),
         stopping: Arc::new(tokio::sync::watch::channel(false).0),
+        inbound: Default::default(),
     })
 }

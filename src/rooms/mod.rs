@@ -99,7 +99,18 @@ pub(crate) struct Rooms {
     storage: Arc<Storage>,
     /// Signs the events this server builds (a local user's, or a join it makes).
     signing_key: SigningKey,
+    /// Permits to run the checks of a remote event (state resolution, auth chain walks) on
+    /// the blocking pool: see [`REMOTE_CHECK_WORKERS`].
+    remote_checks: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many remote events are checked at once (spec steps 4 to 6, with state resolution
+/// where their prev events fork). The checks run on tokio's blocking pool so the HTTP
+/// workers keep answering while a hostile event makes us resolve many forked states; two
+/// at a time bounds the CPU remote servers can take (a Pi has 4 cores, and local users'
+/// events and `/sync` need the others), and the per-origin limit of the federation layer
+/// leaves one of them to other servers while one server's costly event is checked.
+pub(crate) const REMOTE_CHECK_WORKERS: usize = 2;
 
 impl Rooms {
     /// The room service over `storage`, signing with `signing_key`; the stream starts at
@@ -115,6 +126,7 @@ impl Rooms {
             locks: Mutex::new(HashMap::new()),
             joins: Mutex::new(HashMap::new()),
             stream: crate::storage::stream::Stream::new(current_position),
+            remote_checks: Arc::new(tokio::sync::Semaphore::new(REMOTE_CHECK_WORKERS)),
         }
     }
 
@@ -374,10 +386,10 @@ impl Rooms {
         let lock = self.lock_for(room_id);
         let _serialized = lock.lock().await;
         let room = room_id.to_string();
-        if storage
-            .eventid_pdu
-            .get(&pdu.event_id.to_string())?
-            .is_some()
+        // An event held only as an outlier is no timeline event yet: it is checked as one
+        // now (see `remote::is_outlier`).
+        let event_id = pdu.event_id.to_string();
+        if storage.eventid_pdu.contains_key(&event_id)? && !remote::is_outlier(storage, &event_id)?
         {
             return Ok(remote::Outcome::Known);
         }
@@ -386,7 +398,7 @@ impl Rooms {
             .get(&room)?
             .ok_or_else(|| remote::Refused::Invalid(format!("no room {room} here")))?;
         let rules = rules_of(&record).map_err(|err| remote::Refused::Invalid(err.to_string()))?;
-        let plan = remote::plan(storage, &record, &rules, &pdu, gap)?;
+        let plan = self.plan_remote(&record, &rules, &pdu, gap).await?;
         let pushes = if plan.soft_failed {
             crate::rooms::notifications::EventPush::default()
         } else {
@@ -408,7 +420,6 @@ impl Rooms {
             _ => None,
         };
         let before = snapshot_near(storage, &mut batch, &mut pending, base, &plan.before)?;
-        let event_id = pdu.event_id.to_string();
         storage
             .eventid_statebefore
             .batch_insert(&mut batch, &event_id, &before)?;
@@ -488,6 +499,28 @@ impl Rooms {
         storage.flush().await?;
         self.publish(position);
         Ok(remote::Outcome::Accepted)
+    }
+
+    /// [`remote::plan`] on the blocking pool, [`REMOTE_CHECK_WORKERS`] at a time: its state
+    /// resolution and auth chain walks can take seconds for an event naming many forked
+    /// prev events, and must not hold up the HTTP worker that received it.
+    async fn plan_remote(
+        &self,
+        record: &RoomRecord,
+        rules: &RoomVersionRules,
+        pdu: &Pdu,
+        gap: &[(OwnedEventId, NamedState)],
+    ) -> Result<remote::Plan, remote::Refused> {
+        let _permit = self
+            .remote_checks
+            .acquire()
+            .await
+            .map_err(|err| remote::Refused::Storage(err.to_string()))?;
+        let storage = self.storage.clone();
+        let (record, rules, pdu, gap) = (record.clone(), rules.clone(), pdu.clone(), gap.to_vec());
+        tokio::task::spawn_blocking(move || remote::plan(&storage, &record, &rules, &pdu, &gap))
+            .await
+            .map_err(|err| remote::Refused::Storage(format!("checking the event: {err}")))?
     }
 
     /// Stores a room joined over federation: the checked events of its state and auth chain
@@ -680,13 +713,12 @@ impl Rooms {
         let mut frontier: Vec<OwnedEventId> = history.frontier.clone();
         for (json, pdu) in &events {
             let event_id = pdu.event_id.to_string();
-            // Events we hold only as part of the state we joined with (no position) join
-            // the timeline now; those already in it are skipped.
-            let in_timeline = storage
-                .eventid_meta
-                .get(&event_id)?
-                .is_some_and(|meta| meta.stream != 0);
-            if history.next <= history.floor || in_timeline {
+            // Events we hold only as outliers (part of the state we joined with, no
+            // position) join the timeline now; those already in it are skipped, and so are
+            // soft-failed ones (a history answer must not show what our checks hid).
+            let placed = storage.eventid_meta.contains_key(&event_id)?
+                && !remote::is_outlier(storage, &event_id)?;
+            if history.next <= history.floor || placed {
                 continue;
             }
             if let Err(why) = ruma::state_res::check_state_independent_auth_rules(

@@ -163,7 +163,9 @@ pub(crate) fn plan(
         resolve(events, vec![current.clone(), after.clone()])?
     };
     if !soft_failed {
-        extremities.push((pdu.event_id.clone(), pdu.depth));
+        if !is_prev_of_any(storage, rules, pdu, &extremities)? {
+            extremities.push((pdu.event_id.clone(), pdu.depth));
+        }
     } else {
         extremities = room.extremities.clone();
     }
@@ -174,6 +176,32 @@ pub(crate) fn plan(
         extremities,
         soft_failed,
     })
+}
+
+/// Whether `pdu` is a prev event of one of `extremities`: an outlier promoted to the
+/// timeline after events building on it (see [`is_outlier`]) is no forward extremity.
+/// Only an event already stored can be one, so only then are the extremities read (a
+/// room has a few; the first 20 are looked at).
+fn is_prev_of_any(
+    storage: &Storage,
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    extremities: &[(OwnedEventId, u64)],
+) -> Result<bool, Refused> {
+    if !storage
+        .eventid_pdu
+        .contains_key(&pdu.event_id.to_string())?
+    {
+        return Ok(false);
+    }
+    for (id, _) in extremities.iter().take(20) {
+        if load_pdu(storage, id.as_str(), rules)?
+            .is_some_and(|event| event.prev_events.contains(&pdu.event_id))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// How a checked remote event is to be stored.
@@ -498,10 +526,13 @@ pub(crate) fn resolve(events: EventSource<'_>, states: Vec<StateMap>) -> Result<
         .iter()
         .map(|state| to_ruma_map(storage, state))
         .collect::<Result<_, _>>()?;
+    // The forked states mostly share their auth chains: each event is read once for all
+    // of them (an event naming 20 forks would otherwise read a large room's chain 20 times).
+    let mut parents = AuthParents::new();
     let auth_chains = named
         .iter()
         .map(|state| {
-            walk_auth_chain(events, state.values().cloned())
+            walk_auth_chain_with(events, state.values().cloned(), &mut parents)
                 .map(|chain| chain.into_iter().collect::<EventIdSet<_>>())
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -557,6 +588,19 @@ fn walk_auth_chain(
     events: EventSource<'_>,
     start: impl IntoIterator<Item = OwnedEventId>,
 ) -> Result<HashSet<OwnedEventId>, Refused> {
+    walk_auth_chain_with(events, start, &mut AuthParents::new())
+}
+
+/// The auth events of events read by earlier walks (none for an event not here).
+type AuthParents = HashMap<OwnedEventId, Vec<OwnedEventId>>;
+
+/// [`walk_auth_chain`], reading each event's auth events from `parents` when an earlier
+/// walk read it, and keeping those it reads there.
+fn walk_auth_chain_with(
+    events: EventSource<'_>,
+    start: impl IntoIterator<Item = OwnedEventId>,
+    parents: &mut AuthParents,
+) -> Result<HashSet<OwnedEventId>, Refused> {
     let mut seen: HashSet<OwnedEventId> = HashSet::new();
     let mut todo: Vec<OwnedEventId> = start.into_iter().collect();
     while let Some(id) = todo.pop() {
@@ -566,8 +610,18 @@ fn walk_auth_chain(
         if !seen.insert(id.clone()) {
             continue;
         }
-        if let Some(event) = events.get(id.as_str())? {
-            todo.extend(event.auth_events.iter().cloned());
+        if let Some(known) = parents.get(&id) {
+            todo.extend(known.iter().cloned());
+            continue;
+        }
+        let auth_events = events
+            .get(id.as_str())?
+            .map(|event| event.auth_events)
+            .unwrap_or_default();
+        todo.extend(auth_events.iter().cloned());
+        // The memory kept for later walks is bounded like one walk's.
+        if parents.len() < MAX_AUTH_CHAIN {
+            parents.insert(id, auth_events);
         }
     }
     Ok(seen)
@@ -628,6 +682,22 @@ fn reaches_target(
         }
     }
     Ok(memo.get(id) == Some(&true))
+}
+
+/// Whether `event_id` is held only as an outlier: stored (as part of a state or auth chain
+/// another server gave us) but never placed in the timeline nor checked as a timeline event.
+/// Such an event is not "known" when it arrives as a timeline event (`/send`,
+/// `get_missing_events`): it is checked then, and shown if it passes. Otherwise a server
+/// could hide a message from our users by naming it first in a state answer. Outliers
+/// are the events without a stream position and without a state snapshot before them;
+/// soft-failed events have that snapshot (their checks ran) and stay soft-failed.
+pub(crate) fn is_outlier(storage: &Storage, event_id: &str) -> Result<bool, StorageError> {
+    let id = event_id.to_owned();
+    Ok(storage
+        .eventid_meta
+        .get(&id)?
+        .is_some_and(|meta| meta.stream == 0)
+        && storage.eventid_statebefore.get(&id)?.is_none())
 }
 
 /// Stages an event kept outside the timeline (an outlier: part of a room's state or auth

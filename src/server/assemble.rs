@@ -44,6 +44,7 @@ pub(crate) fn services(
         config: config.clone(),
         ephemeral: ephemeral.clone(),
         stopping: stopping.clone(),
+        inbound: Default::default(),
     });
     let sync = SyncService {
         storage: storage.clone(),
