@@ -24,6 +24,8 @@ pub(crate) enum ErrorKind {
     BadJson,
     /// The body is larger than the configured limit.
     TooLarge,
+    /// The body did not arrive in time (408, `M_UNKNOWN`); the connection is closed after.
+    RequestTimeout,
     /// A query or path parameter is invalid.
     InvalidParam,
     /// A required parameter is missing.
@@ -116,7 +118,7 @@ impl ErrorKind {
             ErrorKind::RoomInUse => "M_ROOM_IN_USE",
             // A failed stage says why in the body; the first challenge has no error code.
             ErrorKind::UserInteractiveAuth => "M_FORBIDDEN",
-            ErrorKind::BadRequest | ErrorKind::Unknown => "M_UNKNOWN",
+            ErrorKind::BadRequest | ErrorKind::Unknown | ErrorKind::RequestTimeout => "M_UNKNOWN",
         }
     }
 
@@ -140,6 +142,7 @@ impl ErrorKind {
             | ErrorKind::InvalidUsername
             | ErrorKind::WeakPassword => StatusCode::BAD_REQUEST,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Forbidden
             | ErrorKind::UserDeactivated
@@ -265,6 +268,11 @@ impl ResponseError for Error {
         let mut response = HttpResponse::build(self.status_code());
         if let ErrorKind::LimitExceeded { retry_after_ms } = self.kind {
             response.insert_header(("Retry-After", retry_after_ms.div_ceil(1000).to_string()));
+        }
+        // The rest of a late body may still be on its way: the connection cannot carry
+        // another request, and holding it open is what a slow sender wants.
+        if self.kind == ErrorKind::RequestTimeout {
+            response.force_close();
         }
         response.json(body)
     }
