@@ -406,3 +406,106 @@ fn transactions_waiting_for_a_key_that_never_comes_hold_no_body() {
     drop(streams);
     drop(silent);
 }
+
+#[test]
+fn a_second_concurrent_transaction_from_one_origin_gets_429() {
+    use common::fake::{FakeServer, bind, new_key, sign};
+    use common::federation::{Signer, create_room, start, write_certificates};
+    use serde_json::json;
+
+    let certificates = tempfile::tempdir().expect("tempdir");
+    write_certificates(certificates.path());
+    let server = start(certificates.path(), "127.0.0.1", &[], &["alice"]);
+    let token = common::login_token(&server, "alice", common::federation::PASSWORD);
+    let room = create_room(&server, &token, &json!({ "preset": "public_chat" }));
+    let fake = FakeServer::start(
+        certificates.path(),
+        bind(),
+        new_key(),
+        std::sync::Arc::new(|_: &common::fake::FakeRequest| (404, json!({}))),
+    );
+    // A PDU signed by a server whose port accepts connections and never answers: checking its
+    // signature holds the first transaction (the key fetch waits for its time limit).
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_name = format!("127.0.0.1:{}", silent.local_addr().expect("address").port());
+    let (_, pdu) = sign(
+        json!({
+            "room_id": room,
+            "sender": format!("@x:{silent_name}"),
+            "type": "m.room.message",
+            "content": { "msgtype": "m.text", "body": "held" },
+            "origin_server_ts": 1,
+            "depth": 10,
+            "prev_events": [],
+            "auth_events": [],
+        }),
+        &silent_name,
+        &new_key(),
+    );
+    let transaction =
+        |pdus: Vec<Value>| json!({ "origin": fake.name, "origin_server_ts": 1, "pdus": pdus });
+    let signer = Signer {
+        origin: &fake.name,
+        key: &fake.key,
+        destination: &server.name,
+    };
+    std::thread::scope(|scope| {
+        let address = server.address("http");
+        let first_body = transaction(vec![pdu.clone()]);
+        let path = "/_matrix/federation/v1/send/first";
+        let authorization = hearth::federation::auth::authorization_header(
+            &hearth::federation::auth::RequestToSign {
+                method: "PUT",
+                uri: path,
+                origin: &fake.name,
+                destination: &server.name,
+                content: Some(&first_body),
+            },
+            &fake.key,
+        )
+        .expect("sign");
+        let first = scope.spawn(move || {
+            let bytes = serde_json::to_vec(&first_body).expect("json");
+            common::http::Client::plain(address)
+                .request(
+                    "PUT",
+                    path,
+                    &[("Authorization", authorization.as_str())],
+                    Some(&bytes),
+                )
+                .expect("the first transaction")
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut attempt = 0;
+        loop {
+            assert!(!first.is_finished(), "the first transaction was not held");
+            assert!(Instant::now() < deadline, "no 429 while the first was held");
+            attempt += 1;
+            let second = signer.send(
+                &server,
+                "PUT",
+                &format!("/_matrix/federation/v1/send/second{attempt}"),
+                Some(&transaction(Vec::new())),
+            );
+            if second.status == 429 {
+                let body = second.json();
+                assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+                assert!(body["retry_after_ms"].as_u64().is_some());
+                break;
+            }
+            assert_eq!(second.status, 200);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let first = first.join().expect("first");
+        assert_eq!(first.status, 200);
+    });
+    // Once the first is done, the origin's place is free again.
+    let after = signer.send(
+        &server,
+        "PUT",
+        "/_matrix/federation/v1/send/after",
+        Some(&transaction(Vec::new())),
+    );
+    assert_eq!(after.status, 200);
+    drop(silent);
+}
