@@ -22,7 +22,7 @@ use crate::error::{Error, ErrorKind};
 const TRANSACTIONS_PER_ORIGIN: usize = 1;
 /// Other signed requests in flight per origin (joins, backfill, state, key queries...): a few,
 /// as a server fetching what it missed may ask for several things at once.
-const REQUESTS_PER_ORIGIN: usize = 8;
+const REQUESTS_PER_ORIGIN: usize = 16;
 /// What a refused request is told to wait: these limits free up as requests finish.
 const RETRY_AFTER_MS: u64 = 1000;
 
