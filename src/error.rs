@@ -92,6 +92,7 @@ impl ErrorKind {
             ErrorKind::NotJson => "M_NOT_JSON",
             ErrorKind::BadJson => "M_BAD_JSON",
             ErrorKind::TooLarge => "M_TOO_LARGE",
+            ErrorKind::RequestTimeout => "M_UNKNOWN",
             ErrorKind::InvalidParam => "M_INVALID_PARAM",
             ErrorKind::MissingParam => "M_MISSING_PARAM",
             ErrorKind::NotFound => "M_NOT_FOUND",
@@ -118,7 +119,7 @@ impl ErrorKind {
             ErrorKind::RoomInUse => "M_ROOM_IN_USE",
             // A failed stage says why in the body; the first challenge has no error code.
             ErrorKind::UserInteractiveAuth => "M_FORBIDDEN",
-            ErrorKind::BadRequest | ErrorKind::Unknown | ErrorKind::RequestTimeout => "M_UNKNOWN",
+            ErrorKind::BadRequest | ErrorKind::Unknown => "M_UNKNOWN",
         }
     }
 
