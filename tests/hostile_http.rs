@@ -365,7 +365,7 @@ fn transactions_waiting_for_a_key_that_never_comes_hold_no_body() {
     let before = resident_kib(&server);
     let body = {
         let mut body = b"[".to_vec();
-        body.extend(std::iter::repeat_n(*b"0,", TRANSACTION_LENGTH / 2 - 1).flatten());
+        body.extend(std::iter::repeat_n(*b"0,", TRANSACTION_LENGTH / 2 - 2).flatten());
         body.push(b'0');
         body.push(b']');
         body
@@ -403,6 +403,10 @@ fn transactions_waiting_for_a_key_that_never_comes_hold_no_body() {
         grown_mib < 24,
         "12 transactions waiting for a key took {grown_mib} MiB"
     );
+    // They are still waiting for the key (it has seconds to come), with their bodies unread.
+    let mut streams = streams;
+    let early = answer(&mut streams[0], Duration::from_millis(500));
+    assert!(early.is_none(), "{early:?}");
     drop(streams);
     drop(silent);
 }
