@@ -78,31 +78,48 @@ fn flood(report: &mut Report) {
     ));
     let pid = server.child.id();
     let address = server.address("http");
-    // The origin: accepts connections, never answers (kept open until the end).
-    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let origin = format!("127.0.0.1:{}", silent.local_addr().expect("address").port());
-    let accepting = silent.try_clone().expect("listener");
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = accepting.accept() {
-            held.push(stream);
-        }
-    });
+    // Twelve origins (one key fetch each: requests naming one origin share its fetch), whose
+    // ports accept connections and never answer (kept open until the end).
+    let silent: Vec<TcpListener> = (0..FLOOD_REQUESTS)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let origins: Vec<String> = silent
+        .iter()
+        .map(|listener| {
+            format!(
+                "127.0.0.1:{}",
+                listener.local_addr().expect("address").port()
+            )
+        })
+        .collect();
+    for listener in &silent {
+        let accepting = listener.try_clone().expect("listener");
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = accepting.accept() {
+                held.push(stream);
+            }
+        });
+    }
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss_mib(pid, "VmRSS:");
     let mut body = b"[".to_vec();
     body.extend(std::iter::repeat_n(*b"0,", FLOOD_BODY / 2 - 2).flatten());
     body.extend_from_slice(b"0]");
-    let head = format!(
-        "PUT /_matrix/federation/v1/send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\
-         Authorization: X-Matrix origin=\"{origin}\",destination=\"localhost\",key=\"ed25519:a\",sig=\"AAAA\"\r\n\r\n",
-        body.len()
-    );
+    let length = body.len();
+    let head = |origin: &str| {
+        format!(
+            "PUT /_matrix/federation/v1/send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\
+             Authorization: X-Matrix origin=\"{origin}\",destination=\"localhost\",key=\"ed25519:a\",sig=\"AAAA\"\r\n\r\n",
+            length
+        )
+    };
     let body = std::sync::Arc::new(body);
     let started = Instant::now();
-    let senders: Vec<_> = (0..FLOOD_REQUESTS)
-        .map(|_| {
-            let head = head.clone();
+    let senders: Vec<_> = origins
+        .iter()
+        .map(|origin| {
+            let head = head(origin);
             let body = body.clone();
             std::thread::spawn(move || {
                 let mut stream = TcpStream::connect(address).expect("connect");
