@@ -93,6 +93,15 @@ pub(crate) struct LimitsConfig {
     pub(crate) auth_attempts_per_minute: u32,
     /// Trust `X-Forwarded-For` from a reverse proxy on this machine (loopback peers only).
     pub(crate) trust_forwarded_for: bool,
+    /// Bytes of request bodies held at once, across the server, for requests nobody has
+    /// authenticated yet (federation requests before their signature is checked, `/login`,
+    /// `/register`): more get `429 M_LIMIT_EXCEEDED` instead of more memory.
+    pub(crate) unauthenticated_body_bytes: usize,
+    /// Seconds a request body has to arrive in full (`408` and the connection closed after).
+    pub(crate) body_timeout_seconds: u64,
+    /// Requests in flight at once from one client address (an IPv6 /64); more get `429` and
+    /// the connection closed.
+    pub(crate) max_requests_per_address: usize,
 }
 
 impl Default for LimitsConfig {
@@ -105,6 +114,13 @@ impl Default for LimitsConfig {
             max_connections: 1024,
             auth_attempts_per_minute: 10,
             trust_forwarded_for: true,
+            // Four transactions of the largest size, or thousands of logins, at once.
+            unauthenticated_body_bytes: 32 * 1024 * 1024,
+            // A 8 MiB transaction needs 2.2 Mbit/s to arrive in time.
+            body_timeout_seconds: 30,
+            // A household behind one address: a few devices, each with a long-polling /sync
+            // and a few requests, stay far below it.
+            max_requests_per_address: 64,
         }
     }
 }
@@ -347,6 +363,24 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
         &["limits", "max_connections"],
         limits.max_connections as u64,
         16,
+        1 << 20,
+    )?;
+    check_range(
+        &["limits", "unauthenticated_body_bytes"],
+        limits.unauthenticated_body_bytes as u64,
+        64 * 1024,
+        1 << 32,
+    )?;
+    check_range(
+        &["limits", "body_timeout_seconds"],
+        limits.body_timeout_seconds,
+        1,
+        600,
+    )?;
+    check_range(
+        &["limits", "max_requests_per_address"],
+        limits.max_requests_per_address as u64,
+        1,
         1 << 20,
     )?;
     validate_well_known(&raw.well_known)?;

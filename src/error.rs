@@ -27,6 +27,8 @@ pub(crate) enum ErrorKind {
     ManagedByServer,
     /// The body is larger than the configured limit.
     TooLarge,
+    /// The body did not arrive in time (408, `M_UNKNOWN`); the connection is closed after.
+    RequestTimeout,
     /// A query or path parameter is invalid.
     InvalidParam,
     /// A required parameter is missing.
@@ -96,6 +98,7 @@ impl ErrorKind {
             ErrorKind::NotJson => "M_NOT_JSON",
             ErrorKind::BadJson | ErrorKind::ManagedByServer => "M_BAD_JSON",
             ErrorKind::TooLarge => "M_TOO_LARGE",
+            ErrorKind::RequestTimeout => "M_UNKNOWN",
             ErrorKind::InvalidParam => "M_INVALID_PARAM",
             ErrorKind::MissingParam => "M_MISSING_PARAM",
             ErrorKind::NotFound => "M_NOT_FOUND",
@@ -150,6 +153,7 @@ impl ErrorKind {
             | ErrorKind::InvalidUsername
             | ErrorKind::WeakPassword => StatusCode::BAD_REQUEST,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Forbidden
             | ErrorKind::UserDeactivated
@@ -276,6 +280,11 @@ impl ResponseError for Error {
         let mut response = HttpResponse::build(self.status_code());
         if let ErrorKind::LimitExceeded { retry_after_ms } = self.kind {
             response.insert_header(("Retry-After", retry_after_ms.div_ceil(1000).to_string()));
+        }
+        // The rest of a late body may still be on its way: the connection cannot carry
+        // another request, and holding it open is what a slow sender wants.
+        if self.kind == ErrorKind::RequestTimeout {
+            response.force_close();
         }
         response.json(body)
     }

@@ -51,6 +51,10 @@
 //! EDUs: [`federation`]. Stream positions and the stream's room index: [`storage::stream`].
 //!
 //! # How a request flows
+//! Every request first passes `api::middleware` (at most a few requests in flight per client
+//! address), and its body is read only by `api::json` (a cap per endpoint, a time limit, and
+//! for strangers the server-wide budget of unauthenticated bytes in `api::strangers`); a
+//! signed federation request has its origin's key in hand before its body is read.
 //! A client sends a message: [`api::auth`] turns the access token into a user and device; the
 //! handler calls [`rooms::Rooms::append`], which builds and authorizes the event, stages its
 //! rows in one batch, takes a stream position, flushes and wakes `/sync`. Another server sends

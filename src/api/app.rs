@@ -31,6 +31,8 @@ pub(crate) struct Services {
     pub(crate) auth_rate_limit: RateLimiter,
     /// Password checks per account (login and re-authentication), whatever the address.
     pub(crate) account_rate_limit: RateLimiter<String>,
+    /// What unauthenticated requests may hold: body bytes, requests per address and origin.
+    pub(crate) strangers: crate::api::strangers::Strangers,
     pub(crate) rooms: Arc<Rooms>,
     pub(crate) ephemeral: Arc<Ephemeral>,
     /// Becomes `true` when the server starts stopping: long polls answer at once instead

@@ -1,16 +1,30 @@
 //! Middleware every request passes through: a log line without secrets, the CORS headers the
-//! spec asks for (and pre-flight answers), and an early `413` for bodies declared too large.
+//! spec asks for (and pre-flight answers), an early `413` for bodies declared larger than any
+//! endpoint takes, a cap on the requests in flight from one address, and closing the
+//! connection of a chunked body left unread.
 
 use std::time::Instant;
 
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use actix_web::HttpMessage as _;
 use actix_web::HttpResponse;
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::web::Bytes;
+use futures_util::Stream as _;
 
-use super::json::BodyLimit;
+use actix_web::http::ConnectionType;
+use actix_web::web;
+
+use super::app::Services;
+use super::auth::client_ip;
 use crate::error::{Error, ErrorKind};
 
 type Response<B> = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
@@ -67,17 +81,18 @@ fn add_cors_headers(headers: &mut HeaderMap) {
     );
 }
 
-/// Refuses a body whose declared `Content-Length` is over the limit before reading any of
-/// it. Bodies without a length are counted as they stream, in [`super::MatrixJson`].
+/// Refuses a body whose declared `Content-Length` is over the server's ceiling
+/// (`limits.max_request_body_bytes`) before reading any of it. Each endpoint's own, smaller
+/// cap is checked the same way by the extractor that reads the body ([`super::json`]).
 pub(crate) async fn limit_body<B: MessageBody>(req: ServiceRequest, next: Next<B>) -> Response<B> {
     let limit = req
-        .app_data::<BodyLimit>()
-        .map_or(usize::MAX, |limit| limit.0);
+        .app_data::<web::Data<Services>>()
+        .map_or(usize::MAX, |app| app.config.limits.max_request_body_bytes);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
+        .and_then(|value| value.trim().parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
         let error = Error::new(
             ErrorKind::TooLarge,
@@ -86,4 +101,87 @@ pub(crate) async fn limit_body<B: MessageBody>(req: ServiceRequest, next: Next<B
         return Ok(req.error_response(error).map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// At most `limits.max_requests_per_address` requests in flight from one address (the one a
+/// reverse proxy on loopback forwards, when trusted; an IPv6 /64), so that one address cannot
+/// take every connection with bodies it never finishes. Over it the answer is an immediate
+/// `429` that closes the connection: the slot is what the sender wants to keep.
+pub(crate) async fn limit_address<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Response<B> {
+    let Some(app) = req.app_data::<web::Data<Services>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let address = client_ip(req.request(), app.config.limits.trust_forwarded_for);
+    let slot = match address.map(|address| app.strangers.enter_address(address)) {
+        Some(Ok(slot)) => Some(slot),
+        Some(Err(error)) => {
+            let mut response = req.error_response(error);
+            response
+                .response_mut()
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+            return Ok(response.map_into_right_body());
+        }
+        // No peer address (a test request): nothing to count.
+        None => None,
+    };
+    let response = next.call(req).await;
+    drop(slot);
+    Ok(response?.map_into_left_body())
+}
+
+/// Keeps the connection of a chunked request whose body was not read to the end (an endpoint
+/// that takes none, an error, a body cut at its time limit) from staying open. actix-http
+/// drains such a body for as long as it keeps coming, with no time limit, once the request's
+/// payload is dropped; while the payload is still alive when the answer goes out, it closes
+/// the connection instead (after a short linger, `client_disconnect_timeout`). So the payload
+/// is held here, and handed to the answer's body to keep until it is sent. A body with a
+/// `Content-Length` needs none of this: actix closes the connection after an answer that
+/// left it unread.
+pub(crate) async fn close_unread_chunked_body(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<HoldingBody>, actix_web::Error> {
+    if !req.headers().contains_key(header::TRANSFER_ENCODING) {
+        return Ok(next.call(req).await?.map_body(|_, body| HoldingBody {
+            body: BoxBody::new(body),
+            _payload: None,
+        }));
+    }
+    let held = Rc::new(RefCell::new(req.take_payload()));
+    let reader = held.clone();
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        let mut payload = reader.borrow_mut();
+        Pin::new(&mut *payload).poll_next(cx)
+    });
+    let stream: Pin<Box<dyn futures_util::Stream<Item = _>>> = Box::pin(stream);
+    req.set_payload(Payload::Stream { payload: stream });
+    Ok(next.call(req).await?.map_body(|_, body| HoldingBody {
+        body: BoxBody::new(body),
+        _payload: Some(held),
+    }))
+}
+
+/// An answer's body, holding its request's payload until it is sent.
+pub(crate) struct HoldingBody {
+    body: BoxBody,
+    _payload: Option<Rc<RefCell<Payload>>>,
+}
+
+impl MessageBody for HoldingBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.body).poll_next(cx)
+    }
 }

@@ -13,6 +13,7 @@ pub(crate) mod keys;
 pub(crate) mod middleware;
 pub(crate) mod path;
 pub(crate) mod ratelimit;
+pub(crate) mod strangers;
 pub(crate) mod well_known;
 
 use actix_web::body::MessageBody;
@@ -36,7 +37,7 @@ pub(crate) fn app(
         InitError = (),
     >,
 > {
-    let body_limit = BodyLimit(app.config.limits.max_request_body_bytes);
+    let body_limit = BodyLimit(json::DEFAULT_BODY_LIMIT);
     let federation_enabled = app.config.federation.enabled;
     App::new()
         .app_data(app)
@@ -45,6 +46,10 @@ pub(crate) fn app(
         .app_data(web::PathConfig::default().error_handler(|err, _| parameter_error(&err).into()))
         .configure(move |config| routes(config, federation_enabled))
         .default_service(web::to(unrecognized))
+        .wrap(actix_web::middleware::from_fn(
+            middleware::close_unread_chunked_body,
+        ))
+        .wrap(actix_web::middleware::from_fn(middleware::limit_address))
         .wrap(actix_web::middleware::from_fn(middleware::limit_body))
         .wrap(actix_web::middleware::from_fn(middleware::cors))
         .wrap(actix_web::middleware::from_fn(middleware::log_request))

@@ -68,6 +68,7 @@ pub(crate) fn services(
         ephemeral,
         auth_rate_limit: RateLimiter::new(per_minute, per_minute.clamp(1, 10)),
         account_rate_limit: RateLimiter::new(per_minute, per_minute.clamp(1, 10)),
+        strangers: crate::api::strangers::Strangers::new(&config.limits),
         config,
         signing_key,
         users,

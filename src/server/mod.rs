@@ -85,6 +85,13 @@ pub(crate) async fn run(
                 .div_ceil(config.server.workers),
         )
         .keep_alive(Duration::from_secs(config.limits.keep_alive_seconds))
+        // A request's head must arrive within 5 s of the connection (or of the previous
+        // answer); its body has `limits.body_timeout_seconds`, counted by the extractor that
+        // reads it. An answer to a request whose body was not read (an error, or an endpoint
+        // that takes none) closes the connection, after a short linger for the client to
+        // read it: a body left unread cannot keep a connection.
+        .client_request_timeout(Duration::from_secs(5))
+        .client_disconnect_timeout(Duration::from_secs(1))
         .disable_signals()
         .shutdown_timeout(config.limits.shutdown_grace_seconds);
     for bound in listeners {

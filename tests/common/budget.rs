@@ -58,6 +58,18 @@ impl Report {
         self.line(label, format!("{ratio:.2}×"), budget);
     }
 
+    /// A memory figure in MiB against a goal in MiB (for goals set in MiB, not DESIGN.md's).
+    pub fn memory_mib(&mut self, label: &str, mib: f64, goal_mib: f64) {
+        let budget = Some((format!("{goal_mib:.0} MiB"), mib <= goal_mib));
+        self.line(label, format!("{mib:.1} MiB"), budget);
+    }
+
+    /// A count against the most it may be.
+    pub fn count(&mut self, label: &str, count: usize, most: usize) {
+        let budget = Some((most.to_string(), count <= most));
+        self.line(label, count.to_string(), budget);
+    }
+
     /// A figure with no budget.
     pub fn figure(&mut self, label: &str, value: String) {
         self.line(label, value, None);

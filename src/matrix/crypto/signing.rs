@@ -207,13 +207,24 @@ pub fn verify_json(
             server_name: server_name.to_owned(),
             key_id: key_id.to_owned(),
         })?;
+    let message = signed_bytes(object).map_err(|err| VerifyError::NotCanonical(err.to_string()))?;
+    verify_signature(message.as_bytes(), signature, public_key)
+}
+
+/// Checks an unpadded-base64 ed25519 `signature` over `message`, bytes the caller already
+/// made canonical (a request body too large to hold as a tree is, in
+/// [`crate::matrix::canonical_bytes`]).
+pub fn verify_signature(
+    message: &[u8],
+    signature: &str,
+    public_key: &[u8],
+) -> Result<(), VerifyError> {
     let signature = decode_base64(signature)
         .and_then(|bytes| Signature::from_slice(&bytes).ok())
         .ok_or(VerifyError::Malformed)?;
     let public_key = PublicKey::from_slice(public_key).map_err(|_| VerifyError::BadPublicKey)?;
-    let message = signed_bytes(object).map_err(|err| VerifyError::NotCanonical(err.to_string()))?;
     public_key
-        .verify(message.as_bytes(), &signature)
+        .verify(message, &signature)
         .map_err(|_| VerifyError::Mismatch)
 }
 
