@@ -74,7 +74,7 @@ fn versions(server: SocketAddr) -> Option<Duration> {
 
 fn flood(report: &mut Report) {
     let server = Server::start(&test_config(
-        "[federation]\ntrusted_key_servers = []\n# needs allow_private_addresses\n",
+        "[federation]\ntrusted_key_servers = []\nallow_private_addresses = true\n",
     ));
     let pid = server.child.id();
     let address = server.address("http");

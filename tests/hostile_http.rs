@@ -320,7 +320,7 @@ const TRANSACTION_LENGTH: usize = 8 * 1024 * 1024;
 #[test]
 fn a_transaction_without_a_usable_key_is_refused_before_its_body_is_read() {
     let server = Server::start(&test_config(
-        "[federation]\ntrusted_key_servers = []\n# needs allow_private_addresses\n",
+        "[federation]\ntrusted_key_servers = []\nallow_private_addresses = true\n",
     ));
     // A port where nothing listens: the key fetch fails at once.
     let closed_port = TcpListener::bind("127.0.0.1:0")
@@ -357,7 +357,7 @@ fn resident_kib(server: &Server) -> u64 {
 #[test]
 fn transactions_waiting_for_a_key_that_never_comes_hold_no_body() {
     let server = Server::start(&test_config(
-        "[federation]\ntrusted_key_servers = []\n# needs allow_private_addresses\n",
+        "[federation]\ntrusted_key_servers = []\nallow_private_addresses = true\n",
     ));
     // Twelve origins (requests naming one origin share its key fetch) whose ports accept
     // connections and never answer.

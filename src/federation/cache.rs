@@ -191,7 +191,6 @@ impl KeyCache {
     }
 
     /// Takes out the keys fetched for `server`: they are being stored.
-    #[allow(dead_code)]
     pub(super) fn take(&self, server: &str) -> Option<ServerKeys> {
         self.fetched
             .remove(&server.to_owned())

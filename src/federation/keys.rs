@@ -231,7 +231,6 @@ impl super::Federation {
     /// [`Transport::confirm_keys`] with the service's storage.
     // Called by `api::federation::origin` once a request's signature verified: that file is
     // being rewritten on another branch, which adds the call.
-    #[allow(dead_code)]
     pub(crate) fn confirm_keys(&self, server: &str, now: u64) -> Result<(), FederationError> {
         self.transport.confirm_keys(&self.storage, server, now)
     }
@@ -310,7 +309,6 @@ impl Transport {
     /// Stores the keys of `server` fetched into memory by [`Transport::request_key`]: a
     /// request signed by `server` verified with them. Nothing to do when they are stored
     /// already (or were never fetched).
-    #[allow(dead_code)]
     pub(crate) fn confirm_keys(
         &self,
         storage: &Storage,

@@ -167,7 +167,8 @@ impl Signer {
         keys: &[(usize, [u8; 32])],
         content: Option<&[u8]>,
     ) -> Result<(), Error> {
-        let ours = services(req)?.config.server.server_name.to_string();
+        let app = services(req)?;
+        let ours = app.config.server.server_name.to_string();
         let uri = req
             .uri()
             .path_and_query()
@@ -179,6 +180,11 @@ impl Signer {
                 tracing::info!(origin = %self.origin, key = %header.key, "refused a federation request: {err}");
                 return Err(unauthorized("Invalid signature"));
             }
+        }
+        // The keys verified a request of their server: now worth keeping on disk (keys
+        // fetched for a name nobody signs with stay in a small in-memory cache only).
+        if let Err(err) = app.federation.confirm_keys(&self.origin, now_ms()) {
+            tracing::warn!(origin = %self.origin, "could not store the origin's keys: {err}");
         }
         Ok(())
     }
