@@ -36,8 +36,8 @@ pub(crate) use migrations::SCHEMA_VERSION;
 pub(crate) use tree::Tree;
 
 use records::{
-    AccountDataRecord, AccountRecord, AliasRecord, DeviceRecord, EventMeta, KeptEdu,
-    MembershipRecord, NotificationRecord, PendingTxn, QueueItem, ReceiptRecord,
+    AccountDataRecord, AccountRecord, AliasRecord, DestinationState, DeviceRecord, EventMeta,
+    KeptEdu, MembershipRecord, NotificationRecord, PendingTxn, QueueItem, ReceiptRecord,
     RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
 };
 
@@ -179,6 +179,13 @@ pub struct Storage {
     /// destination server → the sequence number last queued for it: every server that may
     /// have something queued, read at start-up.
     pub(crate) destination_known: Tree<String, u64>,
+    /// destination server 0xFF room 0xFF (empty, or a user ID) → [`QueueItem`]: the backlog
+    /// of a server in catch-up, collapsed to the room's newest event (empty third part) and
+    /// each of our users' newest read receipt there; overwritten as newer ones come, so a
+    /// dead server costs disk per room, not per event.
+    pub(crate) destination_catchup: Tree<(String, String, String), Json<QueueItem>>,
+    /// destination server → [`DestinationState`]: servers failing to take transactions.
+    pub(crate) destination_state: Tree<String, Json<DestinationState>>,
     /// sequence number → [`KeptEdu`]: end-to-end encryption EDUs received from other
     /// servers, kept (the newest few thousand) for the E2EE issue to consume.
     pub(crate) seq_keptedu: Tree<u64, Json<KeptEdu>>,
@@ -255,6 +262,8 @@ impl Storage {
             destination_queue: Tree::open(&db, "destination_queue")?,
             destination_txn: Tree::open(&db, "destination_txn")?,
             destination_known: Tree::open(&db, "destination_known")?,
+            destination_catchup: Tree::open(&db, "destination_catchup")?,
+            destination_state: Tree::open(&db, "destination_state")?,
             seq_keptedu: Tree::open(&db, "seq_keptedu")?,
             meta,
             db,
