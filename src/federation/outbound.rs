@@ -37,6 +37,7 @@ pub(crate) use queue::Transaction;
 
 use super::FederationError;
 use crate::federation::Federation;
+use crate::matrix::time::now_ms;
 use backoff::Backoff;
 
 /// Healthy servers sent to at the same time, at most: bounds connections, memory (a
@@ -75,14 +76,14 @@ pub(crate) struct Wake {
     destinations: Mutex<BTreeSet<String>>,
     back: Mutex<BTreeSet<String>>,
     /// Serializes the follower's staging with the changes of a server's mode (catch-up
-    /// in, on a failure; out, on a success): see [`queue`].
-    staging: Mutex<()>,
+    /// in, on a failure; out, on a success), and holds what staging counts: see [`queue`].
+    staging: Mutex<queue::Staging>,
 }
 
 impl Wake {
     /// Taken around staging a batch and around changing a server's mode; never held
     /// across an `await`.
-    pub(crate) fn staging(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn staging(&self) -> MutexGuard<'_, queue::Staging> {
         self.staging
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -376,8 +377,9 @@ impl Dispatcher {
     fn record_failure(&self, destination: &str, backoff: Backoff) -> bool {
         let delay_ms = u64::try_from(backoff.delay.as_millis()).unwrap_or(u64::MAX);
         let retry_at_ms = crate::matrix::time::now_ms().saturating_add(delay_ms);
-        let _staging = self.wake.staging();
-        match queue::record_failure(&self.fed.storage, destination, delay_ms, retry_at_ms) {
+        let mut staging = self.wake.staging();
+        let storage = &self.fed.storage;
+        match queue::record_failure(storage, &mut staging, destination, delay_ms, retry_at_ms) {
             Ok(state) => state.catching_up,
             Err(err) => {
                 tracing::error!(%destination, "federation: cannot record a failure: {err}");
@@ -403,8 +405,9 @@ async fn drain(
     failing: bool,
 ) -> Result<usize, FederationError> {
     let mut sent = 0;
+    let origin = fed.transport.origin.as_str();
     while let Some(transaction) =
-        queue::next_transaction(&fed.storage, &destination, crate::matrix::time::now_ms()).await?
+        queue::next_transaction(&fed.storage, origin, &destination, now_ms()).await?
     {
         let sending = send(&fed, &destination, &transaction);
         if failing {
@@ -416,7 +419,7 @@ async fn drain(
         }
         {
             let _staging = fed.transport.outbound.staging();
-            queue::complete(&fed.storage, &destination, &transaction)?;
+            queue::complete(&fed.storage, origin, &destination, &transaction)?;
         }
         fed.storage.flush().await?;
         tracing::debug!(
@@ -557,7 +560,9 @@ mod tests {
         let fed = test_state(dir.path(), "");
         let now_ms = crate::matrix::time::now_ms();
         for (name, retry_at_ms) in [("later.test", now_ms + 3_600_000), ("due.test", 0)] {
-            queue::record_failure(&fed.storage, name, 3_600_000, retry_at_ms).expect("record");
+            let mut staging = queue::Staging::default();
+            queue::record_failure(&fed.storage, &mut staging, name, 3_600_000, retry_at_ms)
+                .expect("record");
         }
         let wake = fed.transport.outbound.clone();
         let mut dispatcher = Dispatcher::new(fed, wake.clone());

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::Wake;
-use super::queue::{self, QueueItem};
+use super::queue::QueueItem;
 use crate::federation::Federation;
 use crate::storage::{Batch, StorageError, pair_prefix};
 use crate::sync::ephemeral::Change;
@@ -145,9 +145,9 @@ impl Follower {
         {
             // Held until the batch is applied: a server changing mode meanwhile would get
             // its items in the wrong place.
-            let _staging = self.wake.staging();
+            let mut staging = self.wake.staging();
             let mut batch = Batch::new();
-            let mut staging = queue::Staging::start(storage, &mut batch)?;
+            staging.start(storage, &mut batch)?;
             let mut servers = RoomServers::new(self.origin());
             for entry in storage.stream_room.range(&(from + 1), &to) {
                 let (position, room) = entry?;
@@ -282,9 +282,9 @@ impl Follower {
             expires_ms: Some(crate::matrix::time::now_ms() + lifetime_ms),
         };
         let storage = &self.fed.storage;
-        let _staging = self.wake.staging();
+        let mut staging = self.wake.staging();
         let mut batch = Batch::new();
-        let mut staging = queue::Staging::start(storage, &mut batch)?;
+        staging.start(storage, &mut batch)?;
         staging.stage(storage, &mut batch, &destinations, &item, None)?;
         staging.finish(storage, &mut batch)?;
         // Not flushed: news for a minute is not worth a disk write of its own (sled writes

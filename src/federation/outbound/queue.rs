@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::storage::{Batch, Storage, StorageError, pair_prefix};
+use crate::storage::{Batch, Storage, StorageError, StorageResult, pair_prefix};
 
 /// The spec's limits of one transaction.
 pub(crate) const MAX_PDUS: usize = 50;
@@ -117,35 +117,45 @@ fn receipt_room_user(edu: &Value) -> Option<(String, String)> {
     Some((room.to_owned(), user.clone()))
 }
 
-/// The follower's view of the failing servers while it stages one batch: which are in
-/// catch-up, and how much waits for the others. Made and used under the staging lock.
+/// What staging knows of the failing servers, kept behind [`super::Wake`]'s staging lock:
+/// their recorded states (read again for each batch), and how many items were queued for
+/// each since its failure was recorded (counted in memory: a disk write per event is what
+/// this module avoids).
+#[derive(Default)]
 pub(crate) struct Staging {
     failing: BTreeMap<String, DestinationState>,
+    queued: BTreeMap<String, u64>,
     changed: BTreeSet<String>,
 }
 
 impl Staging {
-    /// Reads the failing servers, and collapses (in `batch`) the backlog of those that
-    /// queued too much since they started failing.
-    pub(crate) fn start(storage: &Storage, batch: &mut Batch) -> Result<Staging, StorageError> {
-        let mut staging = Staging {
-            failing: BTreeMap::new(),
-            changed: BTreeSet::new(),
-        };
+    /// Reads the failing servers for a new batch, and collapses (in `batch`) the backlog of
+    /// those that queued more than [`CATCH_UP_BACKLOG`] items since they started failing.
+    pub(crate) fn start(&mut self, storage: &Storage, batch: &mut Batch) -> StorageResult<()> {
+        self.failing.clear();
+        self.changed.clear();
         for entry in storage.destination_state.iter() {
-            let (destination, mut state) = entry?;
-            if !state.catching_up && state.queued > CATCH_UP_BACKLOG {
-                collapse(storage, batch, &destination)?;
-                state.catching_up = true;
-                staging.changed.insert(destination.clone());
-            }
-            staging.failing.insert(destination, state);
+            let (destination, state) = entry?;
+            self.failing.insert(destination, state);
         }
-        Ok(staging)
+        let failing = &self.failing;
+        self.queued
+            .retain(|destination, _| failing.contains_key(destination));
+        for (destination, state) in &mut self.failing {
+            let queued = self.queued.get(destination).copied().unwrap_or_default();
+            if !state.catching_up && state.queued.saturating_add(queued) > CATCH_UP_BACKLOG {
+                collapse(storage, batch, destination)?;
+                state.catching_up = true;
+                self.changed.insert(destination.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Adds `item` (of `room`, if known) for each of `destinations`, in `batch`: to the
-    /// queue, or, for a server in catch-up, over its row of the room (or nowhere).
+    /// queue; or, for a server in catch-up, as a mark on the room's row (written only if
+    /// the room has none: the newest event is looked up when it is sent), a receipt over
+    /// the user's row, or nowhere.
     pub(crate) fn stage(
         &mut self,
         storage: &Storage,
@@ -153,45 +163,50 @@ impl Staging {
         destinations: &BTreeSet<String>,
         item: &QueueItem,
         room: Option<&str>,
-    ) -> Result<(), StorageError> {
+    ) -> StorageResult<()> {
         for destination in destinations {
-            let state = self.failing.get_mut(destination);
-            let catching_up = state.as_ref().is_some_and(|state| state.catching_up);
-            if let Some(state) = state {
-                state.queued = state.queued.saturating_add(1);
-                self.changed.insert(destination.clone());
-            }
-            if catching_up {
-                match catch_up_slot(item, room) {
+            match self.failing.get(destination) {
+                Some(state) if state.catching_up => match catch_up_slot(item, room) {
                     CatchUpSlot::Row { room_id, user_id } => {
                         let key = (destination.clone(), room_id, user_id);
-                        storage
-                            .destination_catchup
-                            .batch_insert(batch, &key, item)?;
+                        let is_event = matches!(item, QueueItem::Pdu { .. });
+                        if !is_event || !storage.destination_catchup.contains_key(&key)? {
+                            storage
+                                .destination_catchup
+                                .batch_insert(batch, &key, item)?;
+                        }
                         continue;
                     }
                     CatchUpSlot::Drop => continue,
                     CatchUpSlot::Queue => {}
+                },
+                Some(_) => {
+                    let queued = self.queued.entry(destination.clone()).or_default();
+                    *queued = queued.saturating_add(1);
                 }
+                None => {}
             }
             let seq = storage.next_id("outbound_queue")?;
             storage
                 .destination_queue
                 .batch_insert(batch, &(destination.clone(), seq), item)?;
-            storage
-                .destination_known
-                .batch_insert(batch, destination, &seq)?;
+            // Only the key is read (at start-up): written once, not once per event.
+            if !storage.destination_known.contains_key(destination)? {
+                storage
+                    .destination_known
+                    .batch_insert(batch, destination, &seq)?;
+            }
         }
         Ok(())
     }
 
-    /// Records, in `batch`, the failing servers' new counts and modes.
-    pub(crate) fn finish(self, storage: &Storage, batch: &mut Batch) -> Result<(), StorageError> {
-        for destination in &self.changed {
-            if let Some(state) = self.failing.get(destination) {
+    /// Records, in `batch`, the servers that went into catch-up in this batch.
+    pub(crate) fn finish(&mut self, storage: &Storage, batch: &mut Batch) -> StorageResult<()> {
+        for destination in std::mem::take(&mut self.changed) {
+            if let Some(state) = self.failing.get(&destination) {
                 storage
                     .destination_state
-                    .batch_insert(batch, destination, state)?;
+                    .batch_insert(batch, &destination, state)?;
             }
         }
         Ok(())
@@ -205,12 +220,8 @@ pub(crate) fn stage(
     batch: &mut Batch,
     destinations: &BTreeSet<String>,
     item: &QueueItem,
-) -> Result<(), StorageError> {
-    let mut staging = Staging {
-        failing: BTreeMap::new(),
-        changed: BTreeSet::new(),
-    };
-    staging.stage(storage, batch, destinations, item, None)
+) -> StorageResult<()> {
+    Staging::default().stage(storage, batch, destinations, item, None)
 }
 
 /// Moves `destination`'s queue into catch-up rows, in `batch`: each PDU and receipt over
@@ -281,11 +292,14 @@ fn backlog(storage: &Storage, destination: &str, limit: u64) -> Result<u64, Stor
 /// queue holds more than [`CATCH_UP_BACKLOG`] items. Call under the staging lock.
 pub(crate) fn record_failure(
     storage: &Storage,
+    staging: &mut Staging,
     destination: &str,
     delay_ms: u64,
     retry_at_ms: u64,
 ) -> Result<DestinationState, StorageError> {
     let key = destination.to_owned();
+    // Counted afresh here, from the queue itself.
+    staging.queued.remove(destination);
     let mut state = storage.destination_state.get(&key)?.unwrap_or_default();
     state.failures = state.failures.saturating_add(1);
     state.delay_ms = delay_ms;
@@ -362,13 +376,14 @@ pub(crate) fn select(
 /// it is returned. `None` when nothing waits.
 pub(crate) async fn next_transaction(
     storage: &Storage,
+    origin: &str,
     destination: &str,
     now_ms: u64,
 ) -> Result<Option<Transaction>, StorageError> {
     if let Some(pending) = storage.destination_txn.get(&destination.to_owned())? {
         return load(storage, destination, pending).map(Some);
     }
-    if let Some(transaction) = next_catch_up(storage, destination, now_ms).await? {
+    if let Some(transaction) = next_catch_up(storage, origin, destination, now_ms).await? {
         return Ok(Some(transaction));
     }
     let items = storage
@@ -405,6 +420,7 @@ pub(crate) async fn next_transaction(
 /// PDUs and EDUs), recorded as in flight with its items; `None` when there are none.
 async fn next_catch_up(
     storage: &Storage,
+    origin: &str,
     destination: &str,
     now_ms: u64,
 ) -> Result<Option<Transaction>, StorageError> {
@@ -415,7 +431,8 @@ async fn next_catch_up(
         .destination_catchup
         .scan_prefix(&pair_prefix(destination))
     {
-        let (key, item) = entry?;
+        let (key, marked) = entry?;
+        let item = resolve(storage, origin, &key.1, &key.2, &marked)?;
         if !sendable_to(storage, destination, &item)? {
             storage.destination_catchup.batch_remove(&mut batch, &key);
             skipped += 1;
@@ -458,6 +475,75 @@ async fn next_catch_up(
     storage.apply(batch)?;
     storage.flush().await?;
     load(storage, destination, pending).map(Some)
+}
+
+/// How far back from a room's newest event [`resolve`] looks for ours, at most.
+const MAX_RESOLVE: usize = 2000;
+
+/// What a catch-up row stands for now. A room's row is a mark (written once, so a dead
+/// server costs no disk write per event): it stands for the newest event of the room that
+/// goes to other servers (ours, or one we relay), looked for from the room's newest event
+/// back to the marked one, which it falls back to. A receipt row holds its receipt.
+fn resolve(
+    storage: &Storage,
+    origin: &str,
+    room: &str,
+    user: &str,
+    marked: &QueueItem,
+) -> StorageResult<QueueItem> {
+    let QueueItem::Pdu { event_id } = marked else {
+        return Ok(marked.clone());
+    };
+    if !user.is_empty() {
+        return Ok(marked.clone());
+    }
+    let floor = storage
+        .eventid_meta
+        .get(event_id)?
+        .map_or(0, |meta| meta.stream);
+    let newest_first = storage
+        .roomstream_eventid
+        .range(&(room.to_owned(), floor), &(room.to_owned(), u64::MAX))
+        .rev()
+        .take(MAX_RESOLVE);
+    for entry in newest_first {
+        let ((_, position), candidate) = entry?;
+        if position <= floor {
+            break;
+        }
+        if goes_out(storage, origin, &candidate)? {
+            return Ok(QueueItem::Pdu {
+                event_id: candidate,
+            });
+        }
+    }
+    Ok(marked.clone())
+}
+
+/// Whether a stored event is one the follower sends to other servers: sent by one of our
+/// users, or relayed by us (see [`super::follower`]).
+fn goes_out(storage: &Storage, origin: &str, event_id: &str) -> StorageResult<bool> {
+    #[derive(serde::Deserialize)]
+    struct Sender {
+        sender: String,
+    }
+    if storage
+        .eventid_meta
+        .get(&event_id.to_owned())?
+        .is_some_and(|meta| meta.relay)
+    {
+        return Ok(true);
+    }
+    let Some(text) = storage.eventid_pdu.get(&event_id.to_owned())? else {
+        return Ok(false);
+    };
+    Ok(serde_json::from_str::<Sender>(&text)
+        .ok()
+        .and_then(|event| {
+            let (_, server) = event.sender.split_once(':')?;
+            Some(server == origin)
+        })
+        .unwrap_or(false))
 }
 
 /// Whether `item` may still go to `destination`: a PDU must still be stored, and the
@@ -545,11 +631,12 @@ fn load(
 }
 
 /// Forgets a transaction the server accepted, with its entries, in one batch: queue rows,
-/// and catch-up rows still holding what was sent (a newer event that overwrote one stays,
-/// to be sent next). Once no catch-up row is left, the server is no longer failing: its
+/// and catch-up rows that still stand for what was sent (a row of a room with a newer
+/// event, or a newer receipt, stays, to be sent next). Once no catch-up row is left, the server is no longer failing: its
 /// state goes, and what comes next is queued per event again. Call under the staging lock.
 pub(crate) fn complete(
     storage: &Storage,
+    origin: &str,
     destination: &str,
     transaction: &Transaction,
 ) -> Result<(), StorageError> {
@@ -566,7 +653,11 @@ pub(crate) fn complete(
             entry.room_id.clone(),
             entry.user_id.clone(),
         );
-        if storage.destination_catchup.get(&key)?.as_ref() == Some(&entry.item) {
+        let Some(marked) = storage.destination_catchup.get(&key)? else {
+            continue;
+        };
+        // Still what was sent: nothing newer came for the row meanwhile.
+        if resolve(storage, origin, &key.1, &key.2, &marked)? == entry.item {
             storage.destination_catchup.batch_remove(&mut batch, &key);
             removed.insert(key);
         }

@@ -9,6 +9,7 @@ use super::*;
 use crate::storage::Storage;
 
 const DESTINATION: &str = "there.test";
+const ORIGIN: &str = "here.test";
 
 fn pdu(n: u64) -> (u64, QueueItem) {
     let event_id = format!("$event{n}");
@@ -82,7 +83,7 @@ fn queued_storage(dir: &std::path::Path, pdus: u64, edus: u64) -> Storage {
 async fn a_retry_sends_the_same_transaction_even_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = queued_storage(dir.path(), 70, 3);
-    let first = next_transaction(&storage, DESTINATION, 1_000)
+    let first = next_transaction(&storage, ORIGIN, DESTINATION, 1_000)
         .await
         .expect("next")
         .expect("something to send");
@@ -93,14 +94,14 @@ async fn a_retry_sends_the_same_transaction_even_after_a_restart() {
     assert_eq!(body["origin"], "here.test");
     assert_eq!(body["origin_server_ts"], 1_000);
     // Not acknowledged: asked again, later, it is the very same transaction.
-    let again = next_transaction(&storage, DESTINATION, 9_000)
+    let again = next_transaction(&storage, ORIGIN, DESTINATION, 9_000)
         .await
         .expect("next")
         .expect("still there");
     assert_eq!(again, first);
     drop(storage);
     let storage = crate::storage::testing::open(dir.path());
-    let after_restart = next_transaction(&storage, DESTINATION, 20_000)
+    let after_restart = next_transaction(&storage, ORIGIN, DESTINATION, 20_000)
         .await
         .expect("next")
         .expect("still there");
@@ -108,15 +109,15 @@ async fn a_retry_sends_the_same_transaction_even_after_a_restart() {
     assert_eq!(after_restart.body("here.test"), body);
 
     // Acknowledged: the next one has a new ID and the rest, then nothing is left.
-    complete(&storage, DESTINATION, &first).expect("complete");
-    let second = next_transaction(&storage, DESTINATION, 30_000)
+    complete(&storage, ORIGIN, DESTINATION, &first).expect("complete");
+    let second = next_transaction(&storage, ORIGIN, DESTINATION, 30_000)
         .await
         .expect("next")
         .expect("the rest");
     assert_ne!(second.pending.txn_id, first.pending.txn_id);
     assert_eq!((second.pdus.len(), second.edus.len()), (20, 3));
-    complete(&storage, DESTINATION, &second).expect("complete");
-    let none = next_transaction(&storage, DESTINATION, 40_000)
+    complete(&storage, ORIGIN, DESTINATION, &second).expect("complete");
+    let none = next_transaction(&storage, ORIGIN, DESTINATION, 40_000)
         .await
         .expect("next");
     assert!(none.is_none());
@@ -160,14 +161,18 @@ const ROOM_B: &str = "!b:here.test";
 /// Stores event `n` of `room` (its JSON and where it sits).
 fn store_event(storage: &Storage, n: u64, room: &str) -> QueueItem {
     let event_id = format!("$event{n}");
-    let json = json!({ "type": "m.room.message", "room_id": room, "content": { "n": n } });
+    let json = json!({ "type": "m.room.message", "room_id": room, "sender": "@a:here.test", "content": { "n": n } });
     storage
         .eventid_pdu
         .insert(&event_id, &json.to_string())
         .expect("pdu");
+    storage
+        .roomstream_eventid
+        .insert(&(room.to_owned(), n + 1), &event_id)
+        .expect("stream");
     let meta = crate::storage::records::EventMeta {
         room_id: room.to_owned(),
-        stream: n,
+        stream: n + 1,
         txn: None,
         redacted_by: None,
         relay: false,
@@ -205,8 +210,24 @@ fn lasting_edu() -> QueueItem {
 
 /// Stages `item` for [`DESTINATION`] as the follower does, in a batch of its own.
 fn stage_one(storage: &Storage, item: &QueueItem, room: Option<&str>) {
+    STAGING.with_borrow_mut(|staging| stage_with(storage, staging, item, room));
+}
+
+thread_local! {
+    /// The follower's staging state, one per test (each test runs on a thread of its own).
+    static STAGING: std::cell::RefCell<Staging> = std::cell::RefCell::new(Staging::default());
+}
+
+/// Records a failure of [`DESTINATION`], as the dispatcher does.
+fn fail(storage: &Storage, delay_ms: u64, retry_at_ms: u64) -> DestinationState {
+    STAGING.with_borrow_mut(|staging| {
+        record_failure(storage, staging, DESTINATION, delay_ms, retry_at_ms).expect("failure")
+    })
+}
+
+fn stage_with(storage: &Storage, staging: &mut Staging, item: &QueueItem, room: Option<&str>) {
     let mut batch = Batch::new();
-    let mut staging = Staging::start(storage, &mut batch).expect("start");
+    staging.start(storage, &mut batch).expect("start");
     let destinations = BTreeSet::from([DESTINATION.to_owned()]);
     staging
         .stage(storage, &mut batch, &destinations, item, room)
@@ -266,7 +287,7 @@ async fn a_failing_servers_backlog_collapses_to_the_newest_event_per_room() {
     backlog_of_two_rooms(&storage);
     assert_eq!(queue_len(&storage), 104);
     // A transaction was in flight when the server went down.
-    let in_flight = next_transaction(&storage, DESTINATION, 1_000)
+    let in_flight = next_transaction(&storage, ORIGIN, DESTINATION, 1_000)
         .await
         .expect("next")
         .expect("a transaction");
@@ -274,7 +295,7 @@ async fn a_failing_servers_backlog_collapses_to_the_newest_event_per_room() {
 
     // Two failures: a short outage keeps every event.
     for failures in 1..CATCH_UP_AFTER_FAILURES {
-        let recorded = record_failure(&storage, DESTINATION, 1_000, 2_000).expect("failure");
+        let recorded = fail(&storage, 1_000, 2_000);
         assert_eq!(recorded.failures, failures);
         assert!(!recorded.catching_up);
     }
@@ -282,7 +303,7 @@ async fn a_failing_servers_backlog_collapses_to_the_newest_event_per_room() {
     // The third: the backlog collapses to the newest event of each room, the newest
     // receipt; typing is dropped, the EDU of another kind stays queued; the transaction in
     // flight is forgotten (its events are in the rows).
-    let recorded = record_failure(&storage, DESTINATION, 4_000, 5_000).expect("failure");
+    let recorded = fail(&storage, 4_000, 5_000);
     assert!(recorded.catching_up);
     assert_eq!(queue_len(&storage), 1);
     let rows = catch_up_rows(&storage);
@@ -327,7 +348,7 @@ async fn a_failing_servers_backlog_collapses_to_the_newest_event_per_room() {
     assert_eq!(catch_up_rows(&storage).len(), 3);
 
     // Back: the newest event of each room and the receipt go first, in one transaction.
-    let first = next_transaction(&storage, DESTINATION, 10_000)
+    let first = next_transaction(&storage, ORIGIN, DESTINATION, 10_000)
         .await
         .expect("next")
         .expect("catch-up");
@@ -343,28 +364,28 @@ async fn a_failing_servers_backlog_collapses_to_the_newest_event_per_room() {
     // and the newer event is not lost when it is accepted.
     let newer = store_event(&storage, 1100, ROOM_A);
     stage_one(&storage, &newer, Some(ROOM_A));
-    let again = next_transaction(&storage, DESTINATION, 11_000)
+    let again = next_transaction(&storage, ORIGIN, DESTINATION, 11_000)
         .await
         .expect("next")
         .expect("the same");
     assert_eq!(again, first);
-    complete(&storage, DESTINATION, &first).expect("complete");
+    complete(&storage, ORIGIN, DESTINATION, &first).expect("complete");
     assert!(state(&storage).is_some_and(|state| state.catching_up));
-    let second = next_transaction(&storage, DESTINATION, 12_000)
+    let second = next_transaction(&storage, ORIGIN, DESTINATION, 12_000)
         .await
         .expect("next")
         .expect("the newer event");
     assert_eq!(event_numbers(&second), [1100]);
-    complete(&storage, DESTINATION, &second).expect("complete");
+    complete(&storage, ORIGIN, DESTINATION, &second).expect("complete");
     // Caught up: the server is healthy again, the lasting EDU follows, and new events are
     // queued one by one again.
     assert_eq!(state(&storage), None);
-    let third = next_transaction(&storage, DESTINATION, 13_000)
+    let third = next_transaction(&storage, ORIGIN, DESTINATION, 13_000)
         .await
         .expect("next")
         .expect("the lasting EDU");
     assert_eq!(third.edus[0]["edu_type"], "m.direct_to_device");
-    complete(&storage, DESTINATION, &third).expect("complete");
+    complete(&storage, ORIGIN, DESTINATION, &third).expect("complete");
     for n in 1101..1103 {
         let item = store_event(&storage, n, ROOM_B);
         stage_one(&storage, &item, Some(ROOM_B));
@@ -379,7 +400,7 @@ fn a_backlog_over_the_limit_collapses_at_the_next_batch_after_one_failure() {
     let storage = crate::storage::testing::open(dir.path());
     let first = store_event(&storage, 0, ROOM_A);
     stage_one(&storage, &first, Some(ROOM_A));
-    let recorded = record_failure(&storage, DESTINATION, 30_000, 40_000).expect("failure");
+    let recorded = fail(&storage, 30_000, 40_000);
     assert!(!recorded.catching_up, "one failure, a short backlog");
     let mut rows_seen = Vec::new();
     for n in 1..=CATCH_UP_BACKLOG + 10 {
@@ -401,12 +422,14 @@ async fn catch_up_and_backoff_survive_a_restart() {
         let storage = crate::storage::testing::open(dir.path());
         backlog_of_two_rooms(&storage);
         for _ in 0..CATCH_UP_AFTER_FAILURES {
-            record_failure(&storage, DESTINATION, 86_400_000, 90_000_000).expect("failure");
+            fail(&storage, 86_400_000, 90_000_000);
         }
         let item = store_event(&storage, 100, ROOM_B);
         stage_one(&storage, &item, Some(ROOM_B));
         storage.flush_blocking().expect("flush");
     }
+    // A new process: the counts in memory are gone.
+    STAGING.set(Staging::default());
     let storage = crate::storage::testing::open(dir.path());
     let failing = failing_destinations(&storage).expect("failing");
     assert_eq!(failing.len(), 1);
@@ -421,7 +444,7 @@ async fn catch_up_and_backoff_survive_a_restart() {
     let item = store_event(&storage, 101, ROOM_A);
     stage_one(&storage, &item, Some(ROOM_A));
     assert_eq!(queue_len(&storage), 1, "only the lasting EDU");
-    let resumed = next_transaction(&storage, DESTINATION, 1_000)
+    let resumed = next_transaction(&storage, ORIGIN, DESTINATION, 1_000)
         .await
         .expect("next")
         .expect("catch-up");
