@@ -431,6 +431,22 @@ impl Storage {
     pub fn size_on_disk(&self) -> StorageResult<u64> {
         Ok(self.db.size_on_disk()?)
     }
+
+    /// Entries and bytes (keys and values) of the outbound federation queues, all
+    /// servers together: what a server that is down costs, for the `outbound_backlog`
+    /// bench.
+    pub fn outbound_footprint(&self) -> StorageResult<(u64, u64)> {
+        let trees = [
+            self.destination_queue.footprint()?,
+            self.destination_txn.footprint()?,
+            self.destination_known.footprint()?,
+            self.destination_catchup.footprint()?,
+            self.destination_state.footprint()?,
+        ];
+        Ok(trees
+            .iter()
+            .fold((0, 0), |(entries, bytes), (e, b)| (entries + e, bytes + b)))
+    }
 }
 
 #[cfg(test)]
