@@ -561,6 +561,9 @@ fn a_live_server_gets_our_events_while_dead_ones_hang() {
     }
 
     for (message, limit) in [("first", 12), ("second", 5), ("third", 5)] {
+        // The dead servers' senders are at work (first tries, then retries after 1 s, 2 s,
+        // …): on a server where they take every slot, the live one waits for their timeouts.
+        std::thread::sleep(Duration::from_secs(3));
         let started = Instant::now();
         send_message(&server, &token, &room_id, message);
         let arrived = wait_until(Duration::from_secs(limit), || {

@@ -17,15 +17,16 @@
 //!
 //! Failing servers never hold up live ones: healthy servers have
 //! [`MAX_CONCURRENT_DESTINATIONS`] slots of their own; servers backing off are retried in
-//! [`MAX_FAILING_DESTINATIONS`] other slots, with a shorter timeout; and a sender still
-//! busy after [`SLOW_AFTER`] (a server that accepts connections and never answers) stops
-//! counting against the healthy slots.
+//! [`MAX_FAILING_DESTINATIONS`] other slots, with a shorter timeout; a sender still busy
+//! after [`SLOW_AFTER`] (a server that accepts connections and never answers) stops
+//! counting against the healthy slots; and servers whose last transaction was accepted
+//! pick healthy slots first.
 
 pub(crate) mod backoff;
 pub(crate) mod follower;
 pub(crate) mod queue;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -188,6 +189,9 @@ struct Dispatcher {
     /// Servers that may have something queued and no sender running.
     work: BTreeSet<String>,
     backoff: HashMap<String, Backoff>,
+    /// Servers whose last transaction was accepted: they go first, so a live server does
+    /// not wait behind servers never tried that turn out to hang.
+    reachable: HashSet<String>,
     running: HashMap<tokio::task::Id, Running>,
     senders: JoinSet<Result<usize, FederationError>>,
 }
@@ -199,6 +203,7 @@ impl Dispatcher {
             wake,
             work: BTreeSet::new(),
             backoff: HashMap::new(),
+            reachable: HashSet::new(),
             running: HashMap::new(),
             senders: JoinSet::new(),
         }
@@ -277,7 +282,11 @@ impl Dispatcher {
             MAX_FAILING_DESTINATIONS.saturating_sub(self.running.len() - healthy_busy);
         let mut total_free = MAX_SENDERS.saturating_sub(self.running.len());
         let mut ready = Vec::new();
-        for destination in &self.work {
+        let (known_good, others): (Vec<&String>, Vec<&String>) = self
+            .work
+            .iter()
+            .partition(|destination| self.reachable.contains(*destination));
+        for destination in known_good.into_iter().chain(others) {
             if total_free == 0 {
                 break;
             }
@@ -350,6 +359,7 @@ impl Dispatcher {
             // Nothing was sent, so nothing was learnt: a backoff stays as it is.
             Ok(0) => {}
             Ok(sent) => {
+                self.reachable.insert(destination.clone());
                 if self.backoff.remove(&destination).is_some() {
                     tracing::info!(%destination, sent, "federation: server reachable again");
                 }
@@ -358,6 +368,7 @@ impl Dispatcher {
                 let initial = Duration::from_secs(self.fed.config.federation.retry_initial_seconds);
                 let previous = self.backoff.get(&destination).copied();
                 let backoff = Backoff::after_failure(previous, initial, Instant::now().into_std());
+                self.reachable.remove(&destination);
                 let catching_up = self.record_failure(&destination, backoff);
                 tracing::warn!(
                     %destination,
@@ -543,6 +554,19 @@ mod tests {
         dispatcher.work.insert("late.test".to_owned());
         dispatcher.start_ready();
         assert!(!running(&dispatcher).1.contains("late.test"), "no slot yet");
+        // A server that took our last transaction goes before those never tried.
+        let first_slot = dispatcher
+            .running
+            .iter()
+            .find(|(_, running)| running.destination == "silent0.test")
+            .map(|(id, _)| *id)
+            .expect("running");
+        dispatcher.running.remove(&first_slot);
+        dispatcher.work.insert("zz-known-good.test".to_owned());
+        dispatcher.reachable.insert("zz-known-good.test".to_owned());
+        dispatcher.start_ready();
+        assert!(running(&dispatcher).1.contains("zz-known-good.test"));
+        assert!(!running(&dispatcher).1.contains("late.test"));
         let due = dispatcher.next_retry().expect("a slot frees up");
         assert!(due <= Instant::now() + SLOW_AFTER);
         for running in dispatcher.running.values_mut() {
