@@ -176,8 +176,8 @@ pub struct Storage {
     /// destination server → [`PendingTxn`]: the transaction being sent there, so a retry,
     /// even after a restart, sends the same ID with the same content.
     pub(crate) destination_txn: Tree<String, Json<PendingTxn>>,
-    /// destination server → the sequence number last queued for it: every server that may
-    /// have something queued, read at start-up.
+    /// destination server → the first sequence number queued for it (written once; only
+    /// the key is read): every server that may have something queued, read at start-up.
     pub(crate) destination_known: Tree<String, u64>,
     /// destination server 0xFF room 0xFF (empty, or a user ID) → [`QueueItem`]: the backlog
     /// of a server in catch-up, collapsed to the room's newest event (empty third part) and
