@@ -154,8 +154,8 @@ impl Staging {
 
     /// Adds `item` (of `room`, if known) for each of `destinations`, in `batch`: to the
     /// queue; or, for a server in catch-up, as a mark on the room's row (written only if
-    /// the room has none: the newest event is looked up when it is sent), a receipt over
-    /// the user's row, or nowhere.
+    /// the room has none or an old one: see [`resolve`]), a receipt over the user's row, or
+    /// nowhere.
     pub(crate) fn stage(
         &mut self,
         storage: &Storage,
@@ -169,8 +169,7 @@ impl Staging {
                 Some(state) if state.catching_up => match catch_up_slot(item, room) {
                     CatchUpSlot::Row { room_id, user_id } => {
                         let key = (destination.clone(), room_id, user_id);
-                        let is_event = matches!(item, QueueItem::Pdu { .. });
-                        if !is_event || !storage.destination_catchup.contains_key(&key)? {
+                        if needs_mark(storage, &key, item)? {
                             storage
                                 .destination_catchup
                                 .batch_insert(batch, &key, item)?;
@@ -477,13 +476,43 @@ async fn next_catch_up(
     load(storage, destination, pending).map(Some)
 }
 
-/// How far back from a room's newest event [`resolve`] looks for ours, at most.
-const MAX_RESOLVE: usize = 2000;
+/// Stream positions a room's catch-up mark may lag behind a newer event of ours before it
+/// is written again: bounds what [`resolve`] reads (at most this many events of the room)
+/// at one disk write per this many positions, not one per event.
+pub(crate) const REMARK_AFTER: u64 = 1000;
 
-/// What a catch-up row stands for now. A room's row is a mark (written once, so a dead
-/// server costs no disk write per event): it stands for the newest event of the room that
-/// goes to other servers (ours, or one we relay), looked for from the room's newest event
-/// back to the marked one, which it falls back to. A receipt row holds its receipt.
+/// The stream position of a stored event (0 if unknown).
+fn position_of(storage: &Storage, event_id: &str) -> StorageResult<u64> {
+    Ok(storage
+        .eventid_meta
+        .get(&event_id.to_owned())?
+        .map_or(0, |meta| meta.stream))
+}
+
+/// Whether a room's catch-up row must be written for `item`: it has none, or it marks an
+/// event more than [`REMARK_AFTER`] positions older.
+fn needs_mark(
+    storage: &Storage,
+    key: &(String, String, String),
+    item: &QueueItem,
+) -> StorageResult<bool> {
+    let (Some(QueueItem::Pdu { event_id: marked }), QueueItem::Pdu { event_id }) =
+        (storage.destination_catchup.get(key)?, item)
+    else {
+        return Ok(true);
+    };
+    let (marked_at, at) = (
+        position_of(storage, &marked)?,
+        position_of(storage, event_id)?,
+    );
+    Ok(at.saturating_sub(marked_at) > REMARK_AFTER)
+}
+
+/// What a catch-up row stands for now. A room's row is a mark, written again only every
+/// [`REMARK_AFTER`] positions (so a dead server costs next to no disk writes per event):
+/// it stands for the newest event of the room that goes to other servers (ours, or one we
+/// relay), which is the marked one or comes at most [`REMARK_AFTER`] positions after it.
+/// A receipt row holds its receipt.
 fn resolve(
     storage: &Storage,
     origin: &str,
@@ -497,27 +526,21 @@ fn resolve(
     if !user.is_empty() {
         return Ok(marked.clone());
     }
-    let floor = storage
-        .eventid_meta
-        .get(event_id)?
-        .map_or(0, |meta| meta.stream);
-    let newest_first = storage
-        .roomstream_eventid
-        .range(&(room.to_owned(), floor), &(room.to_owned(), u64::MAX))
-        .rev()
-        .take(MAX_RESOLVE);
-    for entry in newest_first {
-        let ((_, position), candidate) = entry?;
-        if position <= floor {
-            break;
-        }
+    let floor = position_of(storage, event_id)?;
+    let after_mark = storage.roomstream_eventid.range(
+        &(room.to_owned(), floor.saturating_add(1)),
+        &(room.to_owned(), floor.saturating_add(REMARK_AFTER)),
+    );
+    let mut newest = marked.clone();
+    for entry in after_mark {
+        let ((_, _), candidate) = entry?;
         if goes_out(storage, origin, &candidate)? {
-            return Ok(QueueItem::Pdu {
+            newest = QueueItem::Pdu {
                 event_id: candidate,
-            });
+            };
         }
     }
-    Ok(marked.clone())
+    Ok(newest)
 }
 
 /// Whether a stored event is one the follower sends to other servers: sent by one of our

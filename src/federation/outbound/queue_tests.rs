@@ -199,6 +199,16 @@ fn typing(room: &str) -> QueueItem {
     }
 }
 
+/// Stores event `n` of `room`, sent by a user of another server (not ours to send).
+fn store_remote_event(storage: &Storage, n: u64, room: &str) {
+    store_event(storage, n, room);
+    let json = json!({ "type": "m.room.message", "room_id": room, "sender": "@r:there.test", "content": { "n": n } });
+    storage
+        .eventid_pdu
+        .insert(&format!("$event{n}"), &json.to_string())
+        .expect("pdu");
+}
+
 /// An EDU of a kind that is never collapsed nor dropped (say, a to-device message).
 fn lasting_edu() -> QueueItem {
     let edu = json!({ "edu_type": "m.direct_to_device", "content": { "message_id": "m1" } });
@@ -449,4 +459,45 @@ async fn catch_up_and_backoff_survive_a_restart() {
         .expect("next")
         .expect("catch-up");
     assert_eq!(event_numbers(&resumed), [101, 100]);
+}
+
+#[actix_web::test]
+async fn the_newest_of_our_events_is_found_among_others_with_a_mark_now_and_then() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = crate::storage::testing::open(dir.path());
+    let first = store_event(&storage, 0, ROOM_A);
+    stage_one(&storage, &first, Some(ROOM_A));
+    for _ in 0..CATCH_UP_AFTER_FAILURES {
+        fail(&storage, 1_000, 2_000);
+    }
+    // 3,000 more events in the room, one in seven ours (staged, as the follower does).
+    let mut marks = BTreeSet::new();
+    let mut newest_ours = 0;
+    for n in 1..=3_000 {
+        if n % 7 == 0 {
+            let item = store_event(&storage, n, ROOM_A);
+            stage_one(&storage, &item, Some(ROOM_A));
+            newest_ours = n;
+        } else {
+            store_remote_event(&storage, n, ROOM_A);
+        }
+        let rows = catch_up_rows(&storage);
+        assert_eq!(rows.len(), 1);
+        if let QueueItem::Pdu { event_id } = &rows[0].1 {
+            marks.insert(event_id.clone());
+        }
+    }
+    assert!(
+        marks.len() <= 4,
+        "a mark per {REMARK_AFTER} positions: {}",
+        marks.len()
+    );
+    let transaction = next_transaction(&storage, ORIGIN, DESTINATION, 1_000)
+        .await
+        .expect("next")
+        .expect("catch-up");
+    assert_eq!(event_numbers(&transaction), [newest_ours]);
+    complete(&storage, ORIGIN, DESTINATION, &transaction).expect("complete");
+    assert!(catch_up_rows(&storage).is_empty());
+    assert_eq!(state(&storage), None, "caught up");
 }
