@@ -9,9 +9,10 @@
 //!
 //! # Catch-up
 //! A server that keeps failing (see [`CATCH_UP_AFTER_FAILURES`] and [`CATCH_UP_BACKLOG`])
-//! stops getting one row per event: its backlog collapses to the newest event of each room
-//! (and each of our users' newest read receipt there), in `destination_catchup`, rows that
-//! newer events overwrite; typing and presence for it are dropped. When it takes
+//! stops getting one row per event: its backlog collapses to one row per room in
+//! `destination_catchup` (a mark from which the room's newest event of ours is found when
+//! it is sent, rewritten only every [`REMARK_AFTER`] positions) and each of our users'
+//! newest read receipt there; typing and presence for it are dropped. When it takes
 //! transactions again it is sent those newest events, and fills the gaps itself with
 //! `/get_missing_events` and backfill, as the spec intends (this is what Synapse does too).
 //! A dead server thus costs disk per room, not per event. EDUs of other kinds (none are
