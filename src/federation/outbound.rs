@@ -432,7 +432,10 @@ async fn drain(
             let _staging = fed.transport.outbound.staging();
             queue::complete(&fed.storage, origin, &destination, &transaction)?;
         }
-        fed.storage.flush().await?;
+        // Not flushed here (sled writes it out within half a second): were it lost in a
+        // crash, the same transaction would go again, and the server ignores a `txnId` it
+        // has seen. One `flush_async` fewer per transaction also makes sled 0.34's
+        // deadlock between concurrent `flush_async` calls and batches rarer.
         tracing::debug!(
             %destination,
             txn_id = %transaction.pending.txn_id,
