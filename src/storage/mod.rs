@@ -407,8 +407,19 @@ impl Storage {
     /// Writes everything buffered to disk. Acknowledged writes call this (grouped) before
     /// answering; shutdown calls it last.
     pub(crate) async fn flush(&self) -> StorageResult<()> {
-        self.db.flush_async().await?;
-        Ok(())
+        // Not sled's `flush_async`: in sled 0.34, concurrent `flush_async` calls and batches
+        // can deadlock every thread of the process (spacejam/sled#1308; seen here with a
+        // dozen outbound senders). The blocking flush, on the blocking pool, does not.
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(flushed) => {
+                flushed?;
+                Ok(())
+            }
+            Err(err) => Err(StorageError::Sled(sled::Error::Io(std::io::Error::other(
+                format!("the flush did not finish: {err}"),
+            )))),
+        }
     }
 
     /// The blocking variant of [`Storage::flush`], for CLI commands.
