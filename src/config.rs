@@ -148,7 +148,7 @@ pub(crate) struct FederationConfig {
     /// Accept other servers' presence EDUs.
     pub(crate) receive_presence: bool,
     /// Seconds before the first retry of a server that did not take a transaction; the wait
-    /// doubles with each failure, up to an hour.
+    /// doubles with each failure, up to a day.
     pub(crate) retry_initial_seconds: u64,
     /// Let outbound federation connect to loopback, LAN and other non-public addresses
     /// (off: any user could make the server probe the owner's network). For tests and

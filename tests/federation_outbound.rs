@@ -138,14 +138,27 @@ impl Receiver {
 
     /// Goes down: the fake stops, and every connection is dropped unanswered.
     fn down(&mut self) {
+        self.unanswering(false);
+    }
+
+    /// Goes silent: the fake stops, and every connection is accepted and held, never
+    /// answered (until the receiver is dropped or up again), as a dead host behind a
+    /// proxy, or a hostile server, does.
+    fn silent(&mut self) {
+        self.unanswering(true);
+    }
+
+    fn unanswering(&mut self, hold: bool) {
         drop(self.fake.take());
         let listener = self.listener.try_clone().expect("listener");
         listener.set_nonblocking(true).expect("non-blocking");
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
             while !stopping.load(Ordering::SeqCst) {
                 match listener.accept() {
+                    Ok((connection, _)) if hold => held.push(connection),
                     Ok((connection, _)) => drop(connection),
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -490,6 +503,178 @@ fn a_server_whose_users_all_left_a_room_is_sent_its_events_no_more() {
         "the room's event was sent to a server with no one left in it: {:?}",
         recorded.bodies()
     );
+}
+
+/// A live server is not held up by dead ones: ten servers in the room accept
+/// connections and never answer (more than Hearth's eight sending slots), and our message
+/// still reaches the one live server within seconds, first while the dead ones are tried
+/// for the first time (their senders turn slow and free their slots), then while they are
+/// retried (in slots of their own).
+#[test]
+fn a_live_server_gets_our_events_while_dead_ones_hang() {
+    const DEAD: usize = 10;
+    let certificates = tempfile::tempdir().expect("tempdir");
+    write_certificates(certificates.path());
+    let recorded = Arc::new(Recorded::default());
+    recorded.status.store(200, Ordering::SeqCst);
+    let live = Receiver::start(certificates.path(), recorded.clone());
+    let dead_recorded = Arc::new(Recorded::default());
+    dead_recorded.status.store(200, Ordering::SeqCst);
+    let mut dead: Vec<Receiver> = (0..DEAD)
+        .map(|_| Receiver::start(certificates.path(), dead_recorded.clone()))
+        .collect();
+    let dir = hearth_dir(certificates.path());
+    let server = start_hearth(dir.path());
+    let token = login_token(&server, "alice", PASSWORD);
+    let created = ok(server.client().json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&token),
+        &json!({ "preset": "public_chat", "room_version": "11" }),
+    ));
+    let room_id = created["room_id"].as_str().expect("room id").to_owned();
+    for receiver in dead.iter().chain([&live]) {
+        join_over_federation(
+            &server,
+            receiver,
+            &room_id,
+            &format!("@bob:{}", receiver.name),
+        );
+    }
+    // Joins are sent on to the room's other servers: let those go before they go silent.
+    let live_bob = format!("@bob:{}", live.name);
+    let live_join_arrivals = || {
+        dead_recorded
+            .all()
+            .iter()
+            .flat_map(|txn| txn.body["pdus"].as_array().cloned().unwrap_or_default())
+            .filter(|pdu| pdu["state_key"] == live_bob.as_str())
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || live_join_arrivals() >= DEAD),
+        "{}",
+        server.log_text()
+    );
+    for receiver in &mut dead {
+        receiver.silent();
+    }
+
+    for (message, limit) in [("first", 12), ("second", 5), ("third", 5)] {
+        // The dead servers' senders are at work (first tries, then retries after 1 s, 2 s,
+        // …): on a server where they take every slot, the live one waits for their timeouts.
+        std::thread::sleep(Duration::from_secs(3));
+        let started = Instant::now();
+        send_message(&server, &token, &room_id, message);
+        let arrived = wait_until(Duration::from_secs(limit), || {
+            recorded.bodies().contains(&message.to_owned())
+        });
+        let took = started.elapsed();
+        assert!(
+            arrived,
+            "{message} did not reach the live server in {limit} s\n{}",
+            server.log_text()
+        );
+        println!("{message}: reached the live server in {took:?} with {DEAD} dead servers");
+    }
+    drop(server);
+}
+
+/// A server down long enough to be in catch-up gets, once back, the newest event of the
+/// room rather than every event it missed, as soon as it contacts us (its backoff has
+/// grown well past the test's waits); later messages go to it one by one again.
+#[test]
+fn a_dead_server_back_gets_the_newest_event_when_it_contacts_us() {
+    let certificates = tempfile::tempdir().expect("tempdir");
+    write_certificates(certificates.path());
+    let recorded = Arc::new(Recorded::default());
+    recorded.status.store(200, Ordering::SeqCst);
+    let mut receiver = Receiver::start(certificates.path(), recorded.clone());
+    let dir = hearth_dir(certificates.path());
+    let server = start_hearth(dir.path());
+    let token = login_token(&server, "alice", PASSWORD);
+    let created = ok(server.client().json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&token),
+        &json!({ "preset": "public_chat", "room_version": "11" }),
+    ));
+    let room_id = created["room_id"].as_str().expect("room id").to_owned();
+    join_over_federation(
+        &server,
+        &receiver,
+        &room_id,
+        &format!("@bob:{}", receiver.name),
+    );
+    send_message(&server, &token, &room_id, "hello");
+    assert!(
+        wait_until(Duration::from_secs(20), || recorded.bodies() == ["hello"]),
+        "{}",
+        server.log_text()
+    );
+
+    // Down: failures 1 s, 2 s, 4 s apart put it in catch-up; then its backoff grows.
+    receiver.down();
+    send_message(&server, &token, &room_id, "down-0");
+    assert!(
+        wait_until(Duration::from_secs(30), || server
+            .log_text()
+            .contains("backlog collapses")),
+        "{}",
+        server.log_text()
+    );
+    for n in 1..=20 {
+        send_message(&server, &token, &room_id, &format!("down-{n}"));
+    }
+    assert!(
+        wait_until(Duration::from_secs(40), || server
+            .log_text()
+            .contains("retry_in_seconds=16")),
+        "{}",
+        server.log_text()
+    );
+
+    // Back, and it sends us a transaction: the newest event comes at once, alone.
+    receiver.up();
+    let before = recorded.bodies().len();
+    let txn = json!({
+        "origin": receiver.name,
+        "origin_server_ts": hearth::matrix::time::now_ms(),
+        "pdus": [],
+        "edus": [],
+    });
+    ok(receiver.signer().send(
+        &server,
+        "PUT",
+        "/_matrix/federation/v1/send/back-1",
+        Some(&txn),
+    ));
+    assert!(
+        wait_until(Duration::from_secs(5), || recorded
+            .bodies()
+            .contains(&"down-20".to_owned())),
+        "{:?}\n{}",
+        recorded.bodies(),
+        server.log_text()
+    );
+    let caught_up: Vec<String> = recorded.bodies()[before..].to_vec();
+    assert_eq!(caught_up, ["down-20"], "only the newest event of the room");
+
+    // Healthy again: each message goes, one by one.
+    send_message(&server, &token, &room_id, "after-1");
+    send_message(&server, &token, &room_id, "after-2");
+    assert!(
+        wait_until(Duration::from_secs(10), || recorded.bodies().len()
+            == before + 3),
+        "{:?}\n{}",
+        recorded.bodies(),
+        server.log_text()
+    );
+    assert_eq!(
+        recorded.bodies()[before..],
+        ["down-20", "after-1", "after-2"]
+    );
+    drop(server);
 }
 
 fn call(server: &Server, method: &str, path: &str, token: &str, body: Value) -> Value {

@@ -10,15 +10,24 @@
 //!
 //! The dispatcher here runs one sender per server with work, a bounded number at a time:
 //! a sender sends transactions until its server's queue is empty, or fails and the server
-//! backs off (30 s doubling to an hour, by default). A restart forgets the backoffs and
-//! retries every server with a queue: that is the catch-up after an outage.
+//! backs off (30 s doubling to a day, by default; recorded, so a restart does not retry a
+//! server down for days). A server that keeps failing goes into catch-up (see [`queue`]):
+//! its backlog is the newest event per room. A server backing off is retried at once when
+//! it contacts us ([`Wake::server_is_back`]).
+//!
+//! Failing servers never hold up live ones: healthy servers have
+//! [`MAX_CONCURRENT_DESTINATIONS`] slots of their own; servers backing off are retried in
+//! [`MAX_FAILING_DESTINATIONS`] other slots, with a shorter timeout; a sender still busy
+//! after [`SLOW_AFTER`] (a server that accepts connections and never answers) stops
+//! counting against the healthy slots; and servers whose last transaction was accepted
+//! pick healthy slots first.
 
 pub(crate) mod backoff;
 pub(crate) mod follower;
 pub(crate) mod queue;
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
@@ -29,11 +38,27 @@ pub(crate) use queue::Transaction;
 
 use super::FederationError;
 use crate::federation::Federation;
+use crate::matrix::time::now_ms;
 use backoff::Backoff;
 
-/// Servers sent to at the same time, at most: bounds connections, memory (a transaction
-/// can be 3 MB) and the load on a small machine catching up after an outage.
+/// Healthy servers sent to at the same time, at most: bounds connections, memory (a
+/// transaction can be 3 MB) and the load on a small machine catching up after an outage.
 pub(crate) const MAX_CONCURRENT_DESTINATIONS: usize = 8;
+
+/// Servers backing off that are retried at the same time, at most, apart from the healthy.
+pub(crate) const MAX_FAILING_DESTINATIONS: usize = 4;
+
+/// Senders at the same time, at most, however many are slow: bounds connections.
+const MAX_SENDERS: usize = 2 * MAX_CONCURRENT_DESTINATIONS + MAX_FAILING_DESTINATIONS;
+
+/// A healthy server's sender still busy after this counts as slow, and frees its healthy
+/// slot: a server that accepts connections and never answers does not block the others
+/// for the whole request timeout.
+pub(crate) const SLOW_AFTER: Duration = Duration::from_secs(5);
+
+/// The time a server backing off has to answer a transaction (the transport's own limit,
+/// 30 s, applies to the others): it has to prove it is back, quickly.
+const FAILING_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Typing and presence changes waiting for the follower, at most.
 const CHANGES_CAPACITY: usize = 256;
@@ -51,9 +76,20 @@ pub(crate) struct Wake {
     notify: Notify,
     destinations: Mutex<BTreeSet<String>>,
     back: Mutex<BTreeSet<String>>,
+    /// Serializes the follower's staging with the changes of a server's mode (catch-up
+    /// in, on a failure; out, on a success), and holds what staging counts: see [`queue`].
+    staging: Mutex<queue::Staging>,
 }
 
 impl Wake {
+    /// Taken around staging a batch and around changing a server's mode; never held
+    /// across an `await`.
+    pub(crate) fn staging(&self) -> MutexGuard<'_, queue::Staging> {
+        self.staging
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     /// Tells the dispatcher that these servers have something new to send.
     pub(crate) fn add(&self, destinations: impl IntoIterator<Item = String>) {
         let mut pending = self
@@ -132,6 +168,20 @@ enum Event {
     Stopping,
 }
 
+/// A sender at work: for which server, since when, and whether in a failing slot.
+struct Running {
+    destination: String,
+    started: Instant,
+    failing: bool,
+}
+
+impl Running {
+    /// Whether it holds a healthy slot: a healthy server's sender, not slow yet.
+    fn holds_healthy_slot(&self, now: Instant) -> bool {
+        !self.failing && now.duration_since(self.started) < SLOW_AFTER
+    }
+}
+
 /// Runs the senders: which servers have work, which are backing off, which are busy.
 struct Dispatcher {
     fed: Arc<Federation>,
@@ -139,7 +189,10 @@ struct Dispatcher {
     /// Servers that may have something queued and no sender running.
     work: BTreeSet<String>,
     backoff: HashMap<String, Backoff>,
-    running: HashMap<tokio::task::Id, String>,
+    /// Servers whose last transaction was accepted: they go first, so a live server does
+    /// not wait behind servers never tried that turn out to hang.
+    reachable: HashSet<String>,
+    running: HashMap<tokio::task::Id, Running>,
     senders: JoinSet<Result<usize, FederationError>>,
 }
 
@@ -150,6 +203,7 @@ impl Dispatcher {
             wake,
             work: BTreeSet::new(),
             backoff: HashMap::new(),
+            reachable: HashSet::new(),
             running: HashMap::new(),
             senders: JoinSet::new(),
         }
@@ -160,6 +214,7 @@ impl Dispatcher {
             Ok(known) => self.work.extend(known),
             Err(err) => tracing::error!("federation: cannot read the outbound queues: {err}"),
         }
+        self.resume_backoffs();
         loop {
             if *stopping.borrow() {
                 break;
@@ -183,6 +238,23 @@ impl Dispatcher {
         self.senders.shutdown().await;
     }
 
+    /// Takes up the backoffs recorded before a restart.
+    fn resume_backoffs(&mut self) {
+        let failing = match queue::failing_destinations(&self.fed.storage) {
+            Ok(failing) => failing,
+            Err(err) => {
+                tracing::error!("federation: cannot read the failing servers: {err}");
+                return;
+            }
+        };
+        let (now, now_ms) = (Instant::now().into_std(), crate::matrix::time::now_ms());
+        for (destination, state) in failing {
+            let backoff = Backoff::recorded(state.delay_ms, state.retry_at_ms, now, now_ms);
+            self.backoff.insert(destination.clone(), backoff);
+            self.work.insert(destination);
+        }
+    }
+
     /// Takes the new work, and ends the backoff of servers heard from again.
     fn woken(&mut self) {
         self.work.extend(self.wake.take());
@@ -194,38 +266,82 @@ impl Dispatcher {
         }
     }
 
-    /// Starts a sender for each server with work that is neither busy nor backing off, up
-    /// to [`MAX_CONCURRENT_DESTINATIONS`].
+    /// Starts a sender for each server with work that is neither busy nor backing off:
+    /// healthy servers up to [`MAX_CONCURRENT_DESTINATIONS`] (slow senders left out),
+    /// servers whose backoff is over up to [`MAX_FAILING_DESTINATIONS`] (slow senders
+    /// counted in), all of them up to [`MAX_SENDERS`].
     fn start_ready(&mut self) {
-        let now = Instant::now().into_std();
-        let free = MAX_CONCURRENT_DESTINATIONS.saturating_sub(self.running.len());
-        let ready: Vec<String> = self
+        let now = Instant::now();
+        let healthy_busy = self
+            .running
+            .values()
+            .filter(|running| running.holds_healthy_slot(now))
+            .count();
+        let mut healthy_free = MAX_CONCURRENT_DESTINATIONS.saturating_sub(healthy_busy);
+        let mut failing_free =
+            MAX_FAILING_DESTINATIONS.saturating_sub(self.running.len() - healthy_busy);
+        let mut total_free = MAX_SENDERS.saturating_sub(self.running.len());
+        let mut ready = Vec::new();
+        let (known_good, others): (Vec<&String>, Vec<&String>) = self
             .work
             .iter()
-            .filter(|destination| !self.running.values().any(|busy| busy == *destination))
-            .filter(|destination| {
-                self.backoff
-                    .get(*destination)
-                    .is_none_or(|backoff| backoff.is_over(now))
-            })
-            .take(free)
-            .cloned()
-            .collect();
-        for destination in ready {
+            .partition(|destination| self.reachable.contains(*destination));
+        for destination in known_good.into_iter().chain(others) {
+            if total_free == 0 {
+                break;
+            }
+            if self
+                .running
+                .values()
+                .any(|running| running.destination == *destination)
+            {
+                continue;
+            }
+            let failing = match self.backoff.get(destination) {
+                Some(backoff) if !backoff.is_over(now.into_std()) => continue,
+                Some(_) => true,
+                None => false,
+            };
+            let free = if failing {
+                &mut failing_free
+            } else {
+                &mut healthy_free
+            };
+            if *free == 0 {
+                continue;
+            }
+            *free -= 1;
+            total_free -= 1;
+            ready.push((destination.clone(), failing));
+        }
+        for (destination, failing) in ready {
             self.work.remove(&destination);
-            let sender = drain(self.fed.clone(), destination.clone());
+            let sender = drain(self.fed.clone(), destination.clone(), failing);
             let id = self.senders.spawn(sender).id();
-            self.running.insert(id, destination);
+            let running = Running {
+                destination,
+                started: now,
+                failing,
+            };
+            self.running.insert(id, running);
         }
     }
 
-    /// When the first server with work comes out of its backoff.
+    /// When the first server with work comes out of its backoff, or the first healthy
+    /// sender turns slow (freeing its slot).
     fn next_retry(&self) -> Option<Instant> {
-        self.work
+        let retries = self
+            .work
             .iter()
             .filter_map(|destination| self.backoff.get(destination))
-            .map(|backoff| Instant::from_std(backoff.until))
-            .min()
+            .map(|backoff| Instant::from_std(backoff.until));
+        let now = Instant::now();
+        let slow = self
+            .running
+            .values()
+            .filter(|running| running.holds_healthy_slot(now))
+            .map(|running| running.started + SLOW_AFTER);
+        retries.chain(slow).min()
     }
 
     fn finished(
@@ -236,11 +352,14 @@ impl Dispatcher {
             Ok((id, outcome)) => (id, outcome.map_err(|err| err.to_string())),
             Err(err) => (err.id(), Err(format!("the sender failed: {err}"))),
         };
-        let Some(destination) = self.running.remove(&id) else {
+        let Some(Running { destination, .. }) = self.running.remove(&id) else {
             return;
         };
         match outcome {
+            // Nothing was sent, so nothing was learnt: a backoff stays as it is.
+            Ok(0) => {}
             Ok(sent) => {
+                self.reachable.insert(destination.clone());
                 if self.backoff.remove(&destination).is_some() {
                     tracing::info!(%destination, sent, "federation: server reachable again");
                 }
@@ -249,13 +368,33 @@ impl Dispatcher {
                 let initial = Duration::from_secs(self.fed.config.federation.retry_initial_seconds);
                 let previous = self.backoff.get(&destination).copied();
                 let backoff = Backoff::after_failure(previous, initial, Instant::now().into_std());
+                self.reachable.remove(&destination);
+                let catching_up = self.record_failure(&destination, backoff);
                 tracing::warn!(
                     %destination,
                     retry_in_seconds = backoff.delay.as_secs(),
+                    catching_up,
                     "federation: sending failed: {err}"
                 );
                 self.backoff.insert(destination.clone(), backoff);
                 self.work.insert(destination);
+            }
+        }
+    }
+
+    /// Records a failure and its backoff in storage (which may put the server into
+    /// catch-up); whether the server is in catch-up. A storage failure is logged: the
+    /// backoff holds in memory all the same.
+    fn record_failure(&self, destination: &str, backoff: Backoff) -> bool {
+        let delay_ms = u64::try_from(backoff.delay.as_millis()).unwrap_or(u64::MAX);
+        let retry_at_ms = crate::matrix::time::now_ms().saturating_add(delay_ms);
+        let mut staging = self.wake.staging();
+        let storage = &self.fed.storage;
+        match queue::record_failure(storage, &mut staging, destination, delay_ms, retry_at_ms) {
+            Ok(state) => state.catching_up,
+            Err(err) => {
+                tracing::error!(%destination, "federation: cannot record a failure: {err}");
+                false
             }
         }
     }
@@ -269,19 +408,40 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Sends transactions to `destination` until its queue is empty; returns how many.
-async fn drain(fed: Arc<Federation>, destination: String) -> Result<usize, FederationError> {
+/// Sends transactions to `destination` until its queue is empty; returns how many. A
+/// server backing off (`failing`) has [`FAILING_REQUEST_TIMEOUT`] to answer each.
+async fn drain(
+    fed: Arc<Federation>,
+    destination: String,
+    failing: bool,
+) -> Result<usize, FederationError> {
     let mut sent = 0;
+    let origin = fed.transport.origin.as_str();
     while let Some(transaction) =
-        queue::next_transaction(&fed.storage, &destination, crate::matrix::time::now_ms()).await?
+        queue::next_transaction(&fed.storage, origin, &destination, now_ms()).await?
     {
-        send(&fed, &destination, &transaction).await?;
-        queue::complete(&fed.storage, &destination, &transaction).await?;
+        let sending = send(&fed, &destination, &transaction);
+        if failing {
+            tokio::time::timeout(FAILING_REQUEST_TIMEOUT, sending)
+                .await
+                .map_err(|_| FederationError::Timeout(destination.clone()))??;
+        } else {
+            sending.await?;
+        }
+        {
+            let _staging = fed.transport.outbound.staging();
+            queue::complete(&fed.storage, origin, &destination, &transaction)?;
+        }
+        // Not flushed here (sled writes it out within half a second): were it lost in a
+        // crash, the same transaction would go again, and the server ignores a `txnId` it
+        // has seen. One `flush_async` fewer per transaction also makes sled 0.34's
+        // deadlock between concurrent `flush_async` calls and batches rarer.
         tracing::debug!(
             %destination,
             txn_id = %transaction.pending.txn_id,
             pdus = transaction.pdus.len(),
             edus = transaction.edus.len(),
+            catch_up = !transaction.pending.catch_up.is_empty(),
             "federation: transaction accepted"
         );
         sent += 1;
@@ -354,5 +514,93 @@ mod tests {
             dispatcher.backoff.keys().collect::<Vec<_>>(),
             ["still-down.test"]
         );
+    }
+
+    /// The destinations of the senders running, failing ones and healthy ones.
+    fn running(dispatcher: &Dispatcher) -> (BTreeSet<String>, BTreeSet<String>) {
+        let (failing, healthy): (Vec<&Running>, Vec<&Running>) = dispatcher
+            .running
+            .values()
+            .partition(|running| running.failing);
+        let names = |all: Vec<&Running>| all.iter().map(|r| r.destination.clone()).collect();
+        (names(failing), names(healthy))
+    }
+
+    #[actix_web::test]
+    async fn failing_servers_have_their_own_slots_and_slow_ones_free_theirs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fed = test_state(dir.path(), "");
+        let wake = fed.transport.outbound.clone();
+        let mut dispatcher = Dispatcher::new(fed, wake);
+        // Twenty servers whose backoff is over, and one that never failed.
+        let over = Backoff {
+            delay: Duration::from_secs(30),
+            until: StdInstant::now(),
+        };
+        for n in 0..20 {
+            let name = format!("dead{n:02}.test");
+            dispatcher.backoff.insert(name.clone(), over);
+            dispatcher.work.insert(name);
+        }
+        dispatcher.work.insert("live.test".to_owned());
+        dispatcher.start_ready();
+        let (failing, healthy) = running(&dispatcher);
+        assert_eq!(failing.len(), MAX_FAILING_DESTINATIONS);
+        assert_eq!(healthy, BTreeSet::from(["live.test".to_owned()]));
+
+        // Healthy servers that never answer: after SLOW_AFTER their slots are free again.
+        for n in 0..MAX_CONCURRENT_DESTINATIONS {
+            dispatcher.work.insert(format!("silent{n}.test"));
+        }
+        dispatcher.start_ready();
+        assert_eq!(running(&dispatcher).1.len(), MAX_CONCURRENT_DESTINATIONS);
+        dispatcher.work.insert("late.test".to_owned());
+        dispatcher.start_ready();
+        assert!(!running(&dispatcher).1.contains("late.test"), "no slot yet");
+        // A server that took our last transaction goes before those never tried.
+        let first_slot = dispatcher
+            .running
+            .iter()
+            .find(|(_, running)| running.destination == "silent0.test")
+            .map(|(id, _)| *id)
+            .expect("running");
+        dispatcher.running.remove(&first_slot);
+        dispatcher.work.insert("zz-known-good.test".to_owned());
+        dispatcher.reachable.insert("zz-known-good.test".to_owned());
+        dispatcher.start_ready();
+        assert!(running(&dispatcher).1.contains("zz-known-good.test"));
+        assert!(!running(&dispatcher).1.contains("late.test"));
+        let due = dispatcher.next_retry().expect("a slot frees up");
+        assert!(due <= Instant::now() + SLOW_AFTER);
+        for running in dispatcher.running.values_mut() {
+            running.started -= SLOW_AFTER;
+        }
+        dispatcher.start_ready();
+        assert!(running(&dispatcher).1.contains("late.test"));
+        assert!(dispatcher.running.len() <= MAX_SENDERS);
+        dispatcher.senders.shutdown().await;
+    }
+
+    #[actix_web::test]
+    async fn recorded_backoffs_are_taken_up_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fed = test_state(dir.path(), "");
+        let now_ms = crate::matrix::time::now_ms();
+        for (name, retry_at_ms) in [("later.test", now_ms + 3_600_000), ("due.test", 0)] {
+            let mut staging = queue::Staging::default();
+            queue::record_failure(&fed.storage, &mut staging, name, 3_600_000, retry_at_ms)
+                .expect("record");
+        }
+        let wake = fed.transport.outbound.clone();
+        let mut dispatcher = Dispatcher::new(fed, wake.clone());
+        dispatcher.resume_backoffs();
+        let now = StdInstant::now();
+        assert!(!dispatcher.backoff["later.test"].is_over(now));
+        assert!(dispatcher.backoff["due.test"].is_over(now));
+        assert!(dispatcher.work.contains("later.test"));
+        // It contacts us: retried at once.
+        wake.server_is_back("later.test");
+        dispatcher.woken();
+        assert!(!dispatcher.backoff.contains_key("later.test"));
     }
 }

@@ -77,6 +77,12 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "federation queues: destination_queue, destination_txn, destination_known, seq_keptedu",
         apply: |_| Ok(()),
     },
+    Migration {
+        version: 13,
+        description: "outbound catch-up: destination_catchup, destination_state",
+        // New, empty trees; a recorded transaction without `catch_up` reads as before.
+        apply: |_| Ok(()),
+    },
 ];
 
 /// Fills `roomstate_history` and `roomstream_state` from the events already stored: every

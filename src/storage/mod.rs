@@ -36,8 +36,8 @@ pub(crate) use migrations::SCHEMA_VERSION;
 pub(crate) use tree::Tree;
 
 use records::{
-    AccountDataRecord, AccountRecord, AliasRecord, DeviceRecord, EventMeta, KeptEdu,
-    MembershipRecord, NotificationRecord, PendingTxn, QueueItem, ReceiptRecord,
+    AccountDataRecord, AccountRecord, AliasRecord, DestinationState, DeviceRecord, EventMeta,
+    KeptEdu, MembershipRecord, NotificationRecord, PendingTxn, QueueItem, ReceiptRecord,
     RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
 };
 
@@ -176,9 +176,16 @@ pub struct Storage {
     /// destination server → [`PendingTxn`]: the transaction being sent there, so a retry,
     /// even after a restart, sends the same ID with the same content.
     pub(crate) destination_txn: Tree<String, Json<PendingTxn>>,
-    /// destination server → the sequence number last queued for it: every server that may
-    /// have something queued, read at start-up.
+    /// destination server → the first sequence number queued for it (written once; only
+    /// the key is read): every server that may have something queued, read at start-up.
     pub(crate) destination_known: Tree<String, u64>,
+    /// destination server 0xFF room 0xFF (empty, or a user ID) → [`QueueItem`]: the backlog
+    /// of a server in catch-up, collapsed to the room's newest event (empty third part) and
+    /// each of our users' newest read receipt there; overwritten as newer ones come, so a
+    /// dead server costs disk per room, not per event.
+    pub(crate) destination_catchup: Tree<(String, String, String), Json<QueueItem>>,
+    /// destination server → [`DestinationState`]: servers failing to take transactions.
+    pub(crate) destination_state: Tree<String, Json<DestinationState>>,
     /// sequence number → [`KeptEdu`]: end-to-end encryption EDUs received from other
     /// servers, kept (the newest few thousand) for the E2EE issue to consume.
     pub(crate) seq_keptedu: Tree<u64, Json<KeptEdu>>,
@@ -255,6 +262,8 @@ impl Storage {
             destination_queue: Tree::open(&db, "destination_queue")?,
             destination_txn: Tree::open(&db, "destination_txn")?,
             destination_known: Tree::open(&db, "destination_known")?,
+            destination_catchup: Tree::open(&db, "destination_catchup")?,
+            destination_state: Tree::open(&db, "destination_state")?,
             seq_keptedu: Tree::open(&db, "seq_keptedu")?,
             meta,
             db,
@@ -398,8 +407,19 @@ impl Storage {
     /// Writes everything buffered to disk. Acknowledged writes call this (grouped) before
     /// answering; shutdown calls it last.
     pub(crate) async fn flush(&self) -> StorageResult<()> {
-        self.db.flush_async().await?;
-        Ok(())
+        // Not sled's `flush_async`: in sled 0.34, concurrent `flush_async` calls and batches
+        // can deadlock every thread of the process (spacejam/sled#1308; seen here with a
+        // dozen outbound senders). The blocking flush, on the blocking pool, does not.
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(flushed) => {
+                flushed?;
+                Ok(())
+            }
+            Err(err) => Err(StorageError::Sled(sled::Error::Io(std::io::Error::other(
+                format!("the flush did not finish: {err}"),
+            )))),
+        }
     }
 
     /// The blocking variant of [`Storage::flush`], for CLI commands.
@@ -421,6 +441,22 @@ impl Storage {
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> StorageResult<u64> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    /// Entries and bytes (keys and values) of the outbound federation queues, all
+    /// servers together: what a server that is down costs, for the `outbound_backlog`
+    /// bench.
+    pub fn outbound_footprint(&self) -> StorageResult<(u64, u64)> {
+        let trees = [
+            self.destination_queue.footprint()?,
+            self.destination_txn.footprint()?,
+            self.destination_known.footprint()?,
+            self.destination_catchup.footprint()?,
+            self.destination_state.footprint()?,
+        ];
+        Ok(trees
+            .iter()
+            .fold((0, 0), |(entries, bytes), (e, b)| (entries + e, bytes + b)))
     }
 }
 

@@ -132,11 +132,42 @@ pub(crate) enum QueueItem {
 }
 
 /// The transaction in flight to a server: its ID, time and the queue entries it holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct PendingTxn {
     pub(crate) txn_id: String,
     pub(crate) origin_server_ts: u64,
     pub(crate) seqs: Vec<u64>,
+    /// For a catch-up transaction (made of `destination_catchup` rows, which are
+    /// overwritten as newer events come): the rows it holds, with their items as they were
+    /// when it was made, so a retry sends the same content.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) catch_up: Vec<CatchUpEntry>,
+}
+
+/// One `destination_catchup` row taken into a catch-up transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct CatchUpEntry {
+    pub(crate) room_id: String,
+    /// Empty for the room's newest event; a user ID for that user's newest read receipt.
+    pub(crate) user_id: String,
+    pub(crate) item: QueueItem,
+}
+
+/// A server that failed to take our transactions (`destination_state`): how long it is
+/// left alone, kept across restarts so a server down for days is not retried at each
+/// start, and whether its backlog collapsed into catch-up rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DestinationState {
+    /// Failures in a row.
+    pub(crate) failures: u32,
+    /// The last wait, in milliseconds.
+    pub(crate) delay_ms: u64,
+    /// When it may be tried again (ms since the epoch: wall clock, to survive restarts).
+    pub(crate) retry_at_ms: u64,
+    /// Items queued for it since it started failing, about (to decide on catch-up).
+    pub(crate) queued: u64,
+    /// Its backlog is kept as the newest event (and receipts) per room, not per event.
+    pub(crate) catching_up: bool,
 }
 
 // ---- notifications

@@ -18,6 +18,17 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
         })
     }
 
+    /// How many entries the tree holds, and the bytes of their keys and values.
+    pub(super) fn footprint(&self) -> StorageResult<(u64, u64)> {
+        let mut footprint = (0, 0);
+        for entry in self.tree.iter() {
+            let (key, value) = entry?;
+            footprint.0 += 1;
+            footprint.1 += (key.len() + value.len()) as u64;
+        }
+        Ok(footprint)
+    }
+
     /// The tree's name in the database.
     pub(super) fn name(&self) -> sled::IVec {
         self.tree.name()

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::Wake;
-use super::queue::{self, QueueItem};
+use super::queue::QueueItem;
 use crate::federation::Federation;
 use crate::storage::{Batch, StorageError, pair_prefix};
 use crate::sync::ephemeral::Change;
@@ -141,18 +141,27 @@ impl Follower {
     /// handled, in one batch; flushes; then wakes the senders.
     async fn handle_span(&self, from: u64, to: u64) -> Result<(), StorageError> {
         let storage = &self.fed.storage;
-        let mut batch = Batch::new();
-        let mut servers = RoomServers::new(self.origin());
         let mut touched = BTreeSet::new();
-        for entry in storage.stream_room.range(&(from + 1), &to) {
-            let (position, room) = entry?;
-            if let Some((item, destinations)) = self.outgoing_at(position, &room, &mut servers)? {
-                queue::stage(storage, &mut batch, &destinations, &item)?;
-                touched.extend(destinations);
+        {
+            // Held until the batch is applied: a server changing mode meanwhile would get
+            // its items in the wrong place.
+            let mut staging = self.wake.staging();
+            let mut batch = Batch::new();
+            staging.start(storage, &mut batch)?;
+            let mut servers = RoomServers::new(self.origin());
+            for entry in storage.stream_room.range(&(from + 1), &to) {
+                let (position, room) = entry?;
+                if let Some((item, destinations)) =
+                    self.outgoing_at(position, &room, &mut servers)?
+                {
+                    staging.stage(storage, &mut batch, &destinations, &item, Some(&room))?;
+                    touched.extend(destinations);
+                }
             }
+            staging.finish(storage, &mut batch)?;
+            storage.batch_set_counter(&mut batch, POSITION_COUNTER, to);
+            storage.apply(batch)?;
         }
-        storage.batch_set_counter(&mut batch, POSITION_COUNTER, to);
-        storage.apply(batch)?;
         storage.flush().await?;
         self.wake.add(touched);
         Ok(())
@@ -273,8 +282,11 @@ impl Follower {
             expires_ms: Some(crate::matrix::time::now_ms() + lifetime_ms),
         };
         let storage = &self.fed.storage;
+        let mut staging = self.wake.staging();
         let mut batch = Batch::new();
-        queue::stage(storage, &mut batch, &destinations, &item)?;
+        staging.start(storage, &mut batch)?;
+        staging.stage(storage, &mut batch, &destinations, &item, None)?;
+        staging.finish(storage, &mut batch)?;
         // Not flushed: news for a minute is not worth a disk write of its own (sled writes
         // it out within half a second anyway).
         storage.apply(batch)?;

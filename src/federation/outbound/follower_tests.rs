@@ -234,9 +234,14 @@ async fn a_server_the_rooms_acl_denies_is_queued_nothing_and_sent_nothing_alread
         }],
         "neither the ACL nor what follows is queued for the denied server"
     );
-    let next = queue::next_transaction(storage, REMOTE, crate::matrix::time::now_ms())
-        .await
-        .expect("transaction");
+    let next = super::super::queue::next_transaction(
+        storage,
+        "here.test",
+        REMOTE,
+        crate::matrix::time::now_ms(),
+    )
+    .await
+    .expect("transaction");
     assert_eq!(next, None, "what was queued before the ACL is not sent");
     assert!(queued(&fed).is_empty());
 }

@@ -9,6 +9,7 @@ use super::*;
 use crate::storage::Storage;
 
 const DESTINATION: &str = "there.test";
+const ORIGIN: &str = "here.test";
 
 fn pdu(n: u64) -> (u64, QueueItem) {
     let event_id = format!("$event{n}");
@@ -82,7 +83,7 @@ fn queued_storage(dir: &std::path::Path, pdus: u64, edus: u64) -> Storage {
 async fn a_retry_sends_the_same_transaction_even_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = queued_storage(dir.path(), 70, 3);
-    let first = next_transaction(&storage, DESTINATION, 1_000)
+    let first = next_transaction(&storage, ORIGIN, DESTINATION, 1_000)
         .await
         .expect("next")
         .expect("something to send");
@@ -93,14 +94,14 @@ async fn a_retry_sends_the_same_transaction_even_after_a_restart() {
     assert_eq!(body["origin"], "here.test");
     assert_eq!(body["origin_server_ts"], 1_000);
     // Not acknowledged: asked again, later, it is the very same transaction.
-    let again = next_transaction(&storage, DESTINATION, 9_000)
+    let again = next_transaction(&storage, ORIGIN, DESTINATION, 9_000)
         .await
         .expect("next")
         .expect("still there");
     assert_eq!(again, first);
     drop(storage);
     let storage = crate::storage::testing::open(dir.path());
-    let after_restart = next_transaction(&storage, DESTINATION, 20_000)
+    let after_restart = next_transaction(&storage, ORIGIN, DESTINATION, 20_000)
         .await
         .expect("next")
         .expect("still there");
@@ -108,19 +109,15 @@ async fn a_retry_sends_the_same_transaction_even_after_a_restart() {
     assert_eq!(after_restart.body("here.test"), body);
 
     // Acknowledged: the next one has a new ID and the rest, then nothing is left.
-    complete(&storage, DESTINATION, &first)
-        .await
-        .expect("complete");
-    let second = next_transaction(&storage, DESTINATION, 30_000)
+    complete(&storage, ORIGIN, DESTINATION, &first).expect("complete");
+    let second = next_transaction(&storage, ORIGIN, DESTINATION, 30_000)
         .await
         .expect("next")
         .expect("the rest");
     assert_ne!(second.pending.txn_id, first.pending.txn_id);
     assert_eq!((second.pdus.len(), second.edus.len()), (20, 3));
-    complete(&storage, DESTINATION, &second)
-        .await
-        .expect("complete");
-    let none = next_transaction(&storage, DESTINATION, 40_000)
+    complete(&storage, ORIGIN, DESTINATION, &second).expect("complete");
+    let none = next_transaction(&storage, ORIGIN, DESTINATION, 40_000)
         .await
         .expect("next");
     assert!(none.is_none());
@@ -154,4 +151,353 @@ fn queued_entries_survive_a_crash() {
         }
     );
     assert!(matches!(items[2], QueueItem::Edu { .. }));
+}
+
+// ---- catch-up
+
+const ROOM_A: &str = "!a:here.test";
+const ROOM_B: &str = "!b:here.test";
+
+/// Stores event `n` of `room` (its JSON and where it sits).
+fn store_event(storage: &Storage, n: u64, room: &str) -> QueueItem {
+    let event_id = format!("$event{n}");
+    let json = json!({ "type": "m.room.message", "room_id": room, "sender": "@a:here.test", "content": { "n": n } });
+    storage
+        .eventid_pdu
+        .insert(&event_id, &json.to_string())
+        .expect("pdu");
+    storage
+        .roomstream_eventid
+        .insert(&(room.to_owned(), n + 1), &event_id)
+        .expect("stream");
+    let meta = crate::storage::records::EventMeta {
+        room_id: room.to_owned(),
+        stream: n + 1,
+        txn: None,
+        redacted_by: None,
+        relay: false,
+    };
+    storage.eventid_meta.insert(&event_id, &meta).expect("meta");
+    QueueItem::Pdu { event_id }
+}
+
+fn receipt(room: &str, user: &str, event: u64) -> QueueItem {
+    let edu = json!({ "edu_type": "m.receipt", "content": { room: { "m.read": {
+        user: { "event_ids": [format!("$event{event}")], "data": { "ts": event } }
+    } } } });
+    QueueItem::Edu {
+        edu,
+        expires_ms: None,
+    }
+}
+
+fn typing(room: &str) -> QueueItem {
+    let edu = json!({ "edu_type": "m.typing", "content": { "room_id": room, "user_id": "@a:here.test", "typing": true } });
+    QueueItem::Edu {
+        edu,
+        expires_ms: Some(u64::MAX),
+    }
+}
+
+/// Stores event `n` of `room`, sent by a user of another server (not ours to send).
+fn store_remote_event(storage: &Storage, n: u64, room: &str) {
+    store_event(storage, n, room);
+    let json = json!({ "type": "m.room.message", "room_id": room, "sender": "@r:there.test", "content": { "n": n } });
+    storage
+        .eventid_pdu
+        .insert(&format!("$event{n}"), &json.to_string())
+        .expect("pdu");
+}
+
+/// An EDU of a kind that is never collapsed nor dropped (say, a to-device message).
+fn lasting_edu() -> QueueItem {
+    let edu = json!({ "edu_type": "m.direct_to_device", "content": { "message_id": "m1" } });
+    QueueItem::Edu {
+        edu,
+        expires_ms: None,
+    }
+}
+
+/// Stages `item` for [`DESTINATION`] as the follower does, in a batch of its own.
+fn stage_one(storage: &Storage, item: &QueueItem, room: Option<&str>) {
+    STAGING.with_borrow_mut(|staging| stage_with(storage, staging, item, room));
+}
+
+thread_local! {
+    /// The follower's staging state, one per test (each test runs on a thread of its own).
+    static STAGING: std::cell::RefCell<Staging> = std::cell::RefCell::new(Staging::default());
+}
+
+/// Records a failure of [`DESTINATION`], as the dispatcher does.
+fn fail(storage: &Storage, delay_ms: u64, retry_at_ms: u64) -> DestinationState {
+    STAGING.with_borrow_mut(|staging| {
+        record_failure(storage, staging, DESTINATION, delay_ms, retry_at_ms).expect("failure")
+    })
+}
+
+fn stage_with(storage: &Storage, staging: &mut Staging, item: &QueueItem, room: Option<&str>) {
+    let mut batch = Batch::new();
+    staging.start(storage, &mut batch).expect("start");
+    let destinations = BTreeSet::from([DESTINATION.to_owned()]);
+    staging
+        .stage(storage, &mut batch, &destinations, item, room)
+        .expect("stage");
+    staging.finish(storage, &mut batch).expect("finish");
+    storage.apply(batch).expect("apply");
+}
+
+fn queue_len(storage: &Storage) -> usize {
+    storage
+        .destination_queue
+        .scan_prefix(&pair_prefix(DESTINATION))
+        .count()
+}
+
+fn catch_up_rows(storage: &Storage) -> Vec<((String, String, String), QueueItem)> {
+    storage
+        .destination_catchup
+        .scan_prefix(&pair_prefix(DESTINATION))
+        .map(|entry| entry.expect("row"))
+        .collect()
+}
+
+fn event_numbers(transaction: &Transaction) -> Vec<u64> {
+    transaction
+        .pdus
+        .iter()
+        .map(|pdu| pdu["content"]["n"].as_u64().expect("n"))
+        .collect()
+}
+
+fn state(storage: &Storage) -> Option<DestinationState> {
+    storage
+        .destination_state
+        .get(&DESTINATION.to_owned())
+        .expect("state")
+}
+
+/// 100 events alternating between two rooms, two receipts of one user in room A, typing and
+/// an EDU of another kind, all queued while the server was healthy.
+fn backlog_of_two_rooms(storage: &Storage) {
+    for n in 0..100 {
+        let room = if n % 2 == 0 { ROOM_A } else { ROOM_B };
+        let item = store_event(storage, n, room);
+        stage_one(storage, &item, Some(room));
+    }
+    stage_one(storage, &receipt(ROOM_A, "@a:here.test", 10), None);
+    stage_one(storage, &receipt(ROOM_A, "@a:here.test", 98), None);
+    stage_one(storage, &typing(ROOM_A), None);
+    stage_one(storage, &lasting_edu(), None);
+}
+
+#[actix_web::test]
+async fn a_failing_servers_backlog_collapses_to_the_newest_event_per_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = crate::storage::testing::open(dir.path());
+    backlog_of_two_rooms(&storage);
+    assert_eq!(queue_len(&storage), 104);
+    // A transaction was in flight when the server went down.
+    let in_flight = next_transaction(&storage, ORIGIN, DESTINATION, 1_000)
+        .await
+        .expect("next")
+        .expect("a transaction");
+    assert_eq!(in_flight.pdus.len(), MAX_PDUS);
+
+    // Two failures: a short outage keeps every event.
+    for failures in 1..CATCH_UP_AFTER_FAILURES {
+        let recorded = fail(&storage, 1_000, 2_000);
+        assert_eq!(recorded.failures, failures);
+        assert!(!recorded.catching_up);
+    }
+    assert_eq!(queue_len(&storage), 104);
+    // The third: the backlog collapses to the newest event of each room, the newest
+    // receipt; typing is dropped, the EDU of another kind stays queued; the transaction in
+    // flight is forgotten (its events are in the rows).
+    let recorded = fail(&storage, 4_000, 5_000);
+    assert!(recorded.catching_up);
+    assert_eq!(queue_len(&storage), 1);
+    let rows = catch_up_rows(&storage);
+    let key = |room: &str, user: &str| (DESTINATION.to_owned(), room.to_owned(), user.to_owned());
+    assert_eq!(
+        rows,
+        vec![
+            (
+                key(ROOM_A, ""),
+                QueueItem::Pdu {
+                    event_id: "$event98".to_owned()
+                }
+            ),
+            (
+                key(ROOM_A, "@a:here.test"),
+                receipt(ROOM_A, "@a:here.test", 98)
+            ),
+            (
+                key(ROOM_B, ""),
+                QueueItem::Pdu {
+                    event_id: "$event99".to_owned()
+                }
+            ),
+        ]
+    );
+    assert!(
+        storage
+            .destination_txn
+            .get(&DESTINATION.to_owned())
+            .expect("txn")
+            .is_none()
+    );
+
+    // While down, a thousand more events cost no more rows; typing is not kept.
+    for n in 100..1100 {
+        let room = if n % 2 == 0 { ROOM_A } else { ROOM_B };
+        let item = store_event(&storage, n, room);
+        stage_one(&storage, &item, Some(room));
+        stage_one(&storage, &typing(room), None);
+    }
+    assert_eq!(queue_len(&storage), 1);
+    assert_eq!(catch_up_rows(&storage).len(), 3);
+
+    // Back: the newest event of each room and the receipt go first, in one transaction.
+    let first = next_transaction(&storage, ORIGIN, DESTINATION, 10_000)
+        .await
+        .expect("next")
+        .expect("catch-up");
+    assert_eq!(event_numbers(&first), [1098, 1099]);
+    assert_eq!(
+        first.edus,
+        [receipt(ROOM_A, "@a:here.test", 98)].map(|item| match item {
+            QueueItem::Edu { edu, .. } => edu,
+            QueueItem::Pdu { .. } => unreachable!(),
+        })
+    );
+    // A newer event of room A while it is in flight: the retry is the same transaction,
+    // and the newer event is not lost when it is accepted.
+    let newer = store_event(&storage, 1100, ROOM_A);
+    stage_one(&storage, &newer, Some(ROOM_A));
+    let again = next_transaction(&storage, ORIGIN, DESTINATION, 11_000)
+        .await
+        .expect("next")
+        .expect("the same");
+    assert_eq!(again, first);
+    complete(&storage, ORIGIN, DESTINATION, &first).expect("complete");
+    assert!(state(&storage).is_some_and(|state| state.catching_up));
+    let second = next_transaction(&storage, ORIGIN, DESTINATION, 12_000)
+        .await
+        .expect("next")
+        .expect("the newer event");
+    assert_eq!(event_numbers(&second), [1100]);
+    complete(&storage, ORIGIN, DESTINATION, &second).expect("complete");
+    // Caught up: the server is healthy again, the lasting EDU follows, and new events are
+    // queued one by one again.
+    assert_eq!(state(&storage), None);
+    let third = next_transaction(&storage, ORIGIN, DESTINATION, 13_000)
+        .await
+        .expect("next")
+        .expect("the lasting EDU");
+    assert_eq!(third.edus[0]["edu_type"], "m.direct_to_device");
+    complete(&storage, ORIGIN, DESTINATION, &third).expect("complete");
+    for n in 1101..1103 {
+        let item = store_event(&storage, n, ROOM_B);
+        stage_one(&storage, &item, Some(ROOM_B));
+    }
+    assert_eq!(queue_len(&storage), 2);
+    assert!(catch_up_rows(&storage).is_empty());
+}
+
+#[test]
+fn a_backlog_over_the_limit_collapses_at_the_next_batch_after_one_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = crate::storage::testing::open(dir.path());
+    let first = store_event(&storage, 0, ROOM_A);
+    stage_one(&storage, &first, Some(ROOM_A));
+    let recorded = fail(&storage, 30_000, 40_000);
+    assert!(!recorded.catching_up, "one failure, a short backlog");
+    let mut rows_seen = Vec::new();
+    for n in 1..=CATCH_UP_BACKLOG + 10 {
+        let item = store_event(&storage, n, ROOM_A);
+        stage_one(&storage, &item, Some(ROOM_A));
+        rows_seen.push(queue_len(&storage) + catch_up_rows(&storage).len());
+    }
+    let most = rows_seen.iter().max().copied().unwrap_or_default() as u64;
+    assert!(most <= CATCH_UP_BACKLOG + 2, "{most}");
+    assert_eq!(queue_len(&storage), 0);
+    assert_eq!(catch_up_rows(&storage).len(), 1);
+    assert!(state(&storage).is_some_and(|state| state.catching_up && state.failures == 1));
+}
+
+#[actix_web::test]
+async fn catch_up_and_backoff_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let storage = crate::storage::testing::open(dir.path());
+        backlog_of_two_rooms(&storage);
+        for _ in 0..CATCH_UP_AFTER_FAILURES {
+            fail(&storage, 86_400_000, 90_000_000);
+        }
+        let item = store_event(&storage, 100, ROOM_B);
+        stage_one(&storage, &item, Some(ROOM_B));
+        storage.flush_blocking().expect("flush");
+    }
+    // A new process: the counts in memory are gone.
+    STAGING.set(Staging::default());
+    let storage = crate::storage::testing::open(dir.path());
+    let failing = failing_destinations(&storage).expect("failing");
+    assert_eq!(failing.len(), 1);
+    let (destination, recorded) = &failing[0];
+    assert_eq!(destination, DESTINATION);
+    assert_eq!(
+        (recorded.failures, recorded.delay_ms, recorded.retry_at_ms),
+        (CATCH_UP_AFTER_FAILURES, 86_400_000, 90_000_000)
+    );
+    assert!(recorded.catching_up);
+    // Still in catch-up after the restart: new events overwrite rows.
+    let item = store_event(&storage, 101, ROOM_A);
+    stage_one(&storage, &item, Some(ROOM_A));
+    assert_eq!(queue_len(&storage), 1, "only the lasting EDU");
+    let resumed = next_transaction(&storage, ORIGIN, DESTINATION, 1_000)
+        .await
+        .expect("next")
+        .expect("catch-up");
+    assert_eq!(event_numbers(&resumed), [101, 100]);
+}
+
+#[actix_web::test]
+async fn the_newest_of_our_events_is_found_among_others_with_a_mark_now_and_then() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = crate::storage::testing::open(dir.path());
+    let first = store_event(&storage, 0, ROOM_A);
+    stage_one(&storage, &first, Some(ROOM_A));
+    for _ in 0..CATCH_UP_AFTER_FAILURES {
+        fail(&storage, 1_000, 2_000);
+    }
+    // 3,000 more events in the room, one in seven ours (staged, as the follower does).
+    let mut marks = BTreeSet::new();
+    let mut newest_ours = 0;
+    for n in 1..=3_000 {
+        if n % 7 == 0 {
+            let item = store_event(&storage, n, ROOM_A);
+            stage_one(&storage, &item, Some(ROOM_A));
+            newest_ours = n;
+        } else {
+            store_remote_event(&storage, n, ROOM_A);
+        }
+        let rows = catch_up_rows(&storage);
+        assert_eq!(rows.len(), 1);
+        if let QueueItem::Pdu { event_id } = &rows[0].1 {
+            marks.insert(event_id.clone());
+        }
+    }
+    assert!(
+        marks.len() <= 4,
+        "a mark per {REMARK_AFTER} positions: {}",
+        marks.len()
+    );
+    let transaction = next_transaction(&storage, ORIGIN, DESTINATION, 1_000)
+        .await
+        .expect("next")
+        .expect("catch-up");
+    assert_eq!(event_numbers(&transaction), [newest_ours]);
+    complete(&storage, ORIGIN, DESTINATION, &transaction).expect("complete");
+    assert!(catch_up_rows(&storage).is_empty());
+    assert_eq!(state(&storage), None, "caught up");
 }
