@@ -385,8 +385,24 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Stops the server; when a test failed, its last log lines go to the test's output,
+    /// so a server that died or refused something says why.
     fn drop(&mut self) {
+        let exited = self.child.try_wait().ok().flatten();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self
+                .log
+                .lock()
+                .map(|lines| lines.clone())
+                .unwrap_or_default();
+            let tail = &log[log.len().saturating_sub(40)..];
+            eprintln!(
+                "--- last log lines of {} (exited on its own: {exited:?}) ---\n{}",
+                self.dir.display(),
+                tail.join("\n")
+            );
+        }
     }
 }
