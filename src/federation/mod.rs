@@ -46,6 +46,7 @@ pub mod auth;
 pub(crate) mod backfill;
 pub(crate) mod cache;
 pub(crate) mod client;
+pub(crate) mod device_keys;
 pub(crate) mod directory;
 pub(crate) mod discovery;
 pub(crate) mod dns;
