@@ -451,3 +451,54 @@ fn keys_are_queried_and_claimed_across_federation() {
     ));
     assert!(devices["device_keys"][&alice.user][&alice.id].is_object());
 }
+
+#[test]
+fn a_silent_server_fails_alone_within_the_timeout() {
+    // A federating server (loopback servers allowed), so the request really goes out.
+    let certificates = tempfile::tempdir().expect("tempdir");
+    common::federation::write_certificates(certificates.path());
+    let server = common::federation::start(certificates.path(), "localhost", &[], &["bob"]);
+    let bob = common::login_token(&server, "bob", PASSWORD);
+    let alice = format!("@alice:{}", server.name);
+    // A "server" that takes connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("address").port();
+    let held = std::thread::spawn(move || {
+        let mut connections = Vec::new();
+        silent.set_nonblocking(true).expect("nonblocking listener");
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < until {
+            if let Ok((connection, _)) = silent.accept() {
+                connections.push(connection);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    let carol = format!("@carol:127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let queried = ok(post(
+        &server,
+        &bob,
+        "/_matrix/client/v3/keys/query",
+        &json!({ "device_keys": { &carol: [], &alice: [] }, "timeout": 1000 }),
+    ));
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    assert_eq!(
+        queried["failures"],
+        json!({ format!("127.0.0.1:{port}"): {} })
+    );
+    assert_eq!(queried["device_keys"][&alice], json!({}));
+    let claimed = ok(post(
+        &server,
+        &bob,
+        "/_matrix/client/v3/keys/claim",
+        &json!({ "one_time_keys": { &carol: { "DEV": "signed_curve25519" } }, "timeout": 1000 }),
+    ));
+    assert_eq!(
+        claimed["failures"],
+        json!({ format!("127.0.0.1:{port}"): {} })
+    );
+    // The silent listener's thread ends on its own (10 s); the test does not wait for it.
+    drop(held);
+}
