@@ -362,8 +362,10 @@ pub(crate) fn claim_one(
     prefix.extend_from_slice(algorithm.as_bytes());
     prefix.push(b':');
     // Another claim may take the first key between our read and our removal: the removal
-    // says whether the key was still there, and we move on to the next one if not.
-    for entry in storage.userdevice_onetimekey.scan_prefix(&prefix).take(16) {
+    // says whether the key was still there, and we move on to the next one if not. The
+    // walk is bounded by the keys a device may hold ([`MAX_ONE_TIME_KEYS`]), and the
+    // fallback is handed out only once no one-time key is left.
+    for entry in storage.userdevice_onetimekey.scan_prefix(&prefix) {
         let (row, _) = entry?;
         let mut taken = None;
         storage.userdevice_onetimekey.update(&row, |current| {
@@ -433,4 +435,131 @@ pub(crate) fn stage_removal(
         storage.userdevice_fallbackkey.batch_remove(batch, &row);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ruma::{OwnedUserId, user_id};
+    use serde_json::json;
+
+    use super::*;
+
+    /// Stores `count` one-time keys for a device, unsigned (the checks are the handlers'
+    /// business here: this is about claiming).
+    fn store_keys(storage: &Storage, user: &UserId, device: &str, count: usize) {
+        for n in 0..count {
+            storage
+                .userdevice_onetimekey
+                .insert(
+                    &(
+                        user.as_str().to_owned(),
+                        device.to_owned(),
+                        format!("signed_curve25519:K{n:04}"),
+                    ),
+                    &json!({ "key": format!("k{n}") }),
+                )
+                .expect("insert");
+        }
+    }
+
+    #[test]
+    fn parallel_claims_take_each_key_once_then_the_fallback() {
+        let (_dir, storage) = crate::storage::testing::temporary();
+        let storage = Arc::new(storage);
+        let user: OwnedUserId = user_id!("@alice:localhost").to_owned();
+        store_keys(&storage, &user, "DEV", 200);
+        // Another device's keys, and another algorithm, are never taken.
+        store_keys(&storage, &user, "DEV2", 5);
+        storage
+            .userdevice_fallbackkey
+            .insert(
+                &(
+                    user.to_string(),
+                    "DEV".to_owned(),
+                    SIGNED_CURVE25519.to_owned(),
+                ),
+                &FallbackKeyRecord {
+                    key_id: "signed_curve25519:FB".to_owned(),
+                    key: json!({ "key": "fb" }),
+                    used: false,
+                },
+            )
+            .expect("fallback");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (storage, user) = (Arc::clone(&storage), user.clone());
+                std::thread::spawn(move || {
+                    (0..30)
+                        .map(|_| {
+                            claim_one(&storage, &user, "DEV", SIGNED_CURVE25519)
+                                .expect("claim")
+                                .expect("a key")
+                                .0
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut taken: Vec<String> = threads
+            .into_iter()
+            .flat_map(|thread| thread.join().expect("thread"))
+            .collect();
+        let fallbacks = taken
+            .iter()
+            .filter(|id| *id == "signed_curve25519:FB")
+            .count();
+        assert_eq!(fallbacks, 40, "240 claims of 200 keys: 40 fallbacks");
+        taken.retain(|id| id != "signed_curve25519:FB");
+        taken.sort();
+        taken.dedup();
+        assert_eq!(taken.len(), 200, "every key handed out exactly once");
+        assert_eq!(
+            one_time_key_counts(&storage, &user, "DEV").expect("counts")[SIGNED_CURVE25519],
+            0
+        );
+        assert!(
+            unused_fallback_types(&storage, &user, "DEV")
+                .expect("types")
+                .is_empty()
+        );
+        assert_eq!(
+            one_time_key_counts(&storage, &user, "DEV2").expect("counts")[SIGNED_CURVE25519],
+            5
+        );
+        assert_eq!(
+            claim_one(&storage, &user, "DEV", "other_algorithm").expect("claim"),
+            None
+        );
+    }
+
+    #[test]
+    fn removing_a_device_removes_all_its_keys() {
+        let (_dir, storage) = crate::storage::testing::temporary();
+        let user = user_id!("@alice:localhost");
+        store_keys(&storage, user, "DEV", 3);
+        store_keys(&storage, user, "DEVX", 2);
+        storage
+            .userdevice_keys
+            .insert(&device_key(user, "DEV"), &json!({ "keys": {} }))
+            .expect("keys");
+        let mut batch = Batch::new();
+        stage_removal(&storage, &mut batch, user, "DEV").expect("stage");
+        storage.apply(batch).expect("apply");
+        assert_eq!(
+            one_time_key_counts(&storage, user, "DEV").expect("c")[SIGNED_CURVE25519],
+            0
+        );
+        // "DEV" is a prefix of "DEVX": its keys stay.
+        assert_eq!(
+            one_time_key_counts(&storage, user, "DEVX").expect("c")[SIGNED_CURVE25519],
+            2
+        );
+        assert!(
+            device_keys(&storage, user, &[], false)
+                .expect("keys")
+                .is_empty()
+        );
+    }
 }
