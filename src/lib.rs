@@ -35,7 +35,8 @@
 //!   restricted joins, state resolution where the graph forks (version 1 is ours:
 //!   [`rooms::state_res_v1`]).
 //! - [`users`]: accounts, sessions and devices, registration tokens, user-interactive
-//!   authentication, profiles, account data (room tags among it), filters, OpenID tokens.
+//!   authentication, profiles, account data (room tags among it), filters, OpenID tokens,
+//!   devices' end-to-end encryption keys.
 //! - [`matrix`]: canonical JSON, signing keys and signatures, password hashing, PDUs and room
 //!   versions, hashes, event IDs, redaction, the clock ([`matrix::time`]).
 //! - [`storage`]: typed sled trees with documented key layouts, the records stored in them,

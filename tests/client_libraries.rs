@@ -86,3 +86,19 @@ fn matrix_nio_manages_accounts_and_devices() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/nio_accounts.py");
     run_script(&server, &python, script, "nio-test");
 }
+
+#[test]
+fn matrix_nio_uploads_queries_and_claims_device_keys() {
+    // The `e2e` extra (vodozemac wheels): a real Olm account on each side.
+    if python_with("vodozemac").is_none() {
+        return;
+    }
+    let Some((server, python)) = server_for_nio("nio-keys") else {
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/nio_e2ee_keys.py"
+    );
+    run_script(&server, &python, script, "nio-keys");
+}

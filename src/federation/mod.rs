@@ -35,6 +35,8 @@
 //!   we do not hold.
 //! - [`backfill`]: history from before a remote join, fetched as a client pages back.
 //! - [`queries`]: remote profiles, aliases and public room directories, for our users.
+//! - [`device_keys`]: remote users' device keys queried and one-time keys claimed for our
+//!   users, every server at once within the client's timeout.
 //!
 //! - [`transport`]: signed requests to other servers ([`Transport`]): what every part above
 //!   sends through.
@@ -46,6 +48,7 @@ pub mod auth;
 pub(crate) mod backfill;
 pub(crate) mod cache;
 pub(crate) mod client;
+pub(crate) mod device_keys;
 pub(crate) mod directory;
 pub(crate) mod discovery;
 pub(crate) mod dns;

@@ -2,19 +2,18 @@
 //! "Device Management", "End-to-End Encryption"): who holds an OpenID token, and users'
 //! devices and keys.
 //!
-//! Hearth has no end-to-end encryption keys yet: no device has uploaded identity keys, and
-//! a device without keys is not listed (the spec requires `keys` for each). So device lists
-//! are empty, at their first version (`stream_id` 0, the position no
-//! `m.device_list_update` has moved yet), and key queries and claims find nothing. Each
-//! answer still has the spec's shape, so other servers handle it as an ordinary "no keys".
+//! Keys are those our users' devices uploaded (`users::keys`); claims take one-time keys
+//! there, so each goes out once whoever asks. Device lists carry no `m.device_list_update`
+//! stream yet: `/user/devices` answers at `stream_id` 0 with every device that has keys.
 
 use std::collections::BTreeMap;
 
-use ruma::UserId;
+use ruma::{OwnedUserId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::error::{Error, ErrorKind};
 use crate::federation::Federation;
+use crate::users::keys;
 
 /// The most users one key query or claim may name: a bound on the answer's size.
 const MAX_USERS_PER_QUERY: usize = 1000;
@@ -60,37 +59,75 @@ fn local_user(fed: &Federation, user_id: &str) -> Result<ruma::OwnedUserId, Erro
     Ok(user)
 }
 
-/// # `/user/devices/{userId}`: the user's devices that have identity keys (none yet).
+/// # `/user/devices/{userId}`: the user's devices that have identity keys. Device names
+/// are not shared with other servers (as Synapse's default), only the keys.
 pub(crate) fn devices(fed: &Federation, user_id: &str) -> Result<Value, Error> {
     let user = local_user(fed, user_id)?;
-    Ok(json!({ "user_id": user, "stream_id": 0, "devices": [] }))
+    let devices: Vec<Value> = keys::device_keys(&fed.storage, &user, &[], false)?
+        .into_iter()
+        .map(|(device_id, keys)| json!({ "device_id": device_id, "keys": keys }))
+        .collect();
+    Ok(json!({ "user_id": user, "stream_id": 0, "devices": devices }))
 }
 
 /// Whether a user named in a key request is one of ours (others are left out of answers,
 /// as the spec asks servers to query only the users of the server they ask).
-fn is_local(fed: &Federation, user_id: &str) -> bool {
-    UserId::parse(user_id).is_ok_and(|user| user.server_name() == fed.config.server.server_name)
+fn local(fed: &Federation, user_id: &str) -> Option<OwnedUserId> {
+    UserId::parse(user_id)
+        .ok()
+        .filter(|user| user.server_name() == fed.config.server.server_name)
 }
 
-/// # `POST /user/keys/query`: the device keys of each of our users asked for (none yet),
-/// and no cross-signing keys.
-pub(crate) fn query_keys(fed: &Federation, device_keys: &BTreeMap<String, Value>) -> Value {
-    let found: Map<String, Value> = device_keys
-        .keys()
-        .filter(|user| is_local(fed, user))
-        .take(MAX_USERS_PER_QUERY)
-        .map(|user| (user.clone(), json!({})))
-        .collect();
-    json!({ "device_keys": found, "master_keys": {}, "self_signing_keys": {} })
+/// The device IDs of a query's list (anything else in it is skipped).
+fn device_ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .take(keys::MAX_DEVICES_PER_REQUEST)
+        .map(str::to_owned)
+        .collect()
 }
 
-/// # `POST /user/keys/claim`: one-time keys for the devices asked for (none yet).
-pub(crate) fn claim_keys(fed: &Federation, one_time_keys: &BTreeMap<String, Value>) -> Value {
-    let found: Map<String, Value> = one_time_keys
-        .keys()
-        .filter(|user| is_local(fed, user))
-        .take(MAX_USERS_PER_QUERY)
-        .map(|user| (user.clone(), json!({})))
-        .collect();
-    json!({ "one_time_keys": found })
+/// # `POST /user/keys/query`: the device keys of each of our users asked for (all their
+/// devices for an empty list), without device names; no cross-signing keys yet.
+pub(crate) fn query_keys(
+    fed: &Federation,
+    device_keys: &BTreeMap<String, Value>,
+) -> Result<Value, Error> {
+    let mut found = Map::new();
+    for (user, list) in device_keys.iter().take(MAX_USERS_PER_QUERY) {
+        let Some(user_id) = local(fed, user) else {
+            continue;
+        };
+        let keys = keys::device_keys(&fed.storage, &user_id, &device_ids(list), false)?;
+        found.insert(user.clone(), Value::Object(keys));
+    }
+    Ok(json!({ "device_keys": found, "master_keys": {}, "self_signing_keys": {} }))
+}
+
+/// # `POST /user/keys/claim`: one key per device asked for (a one-time key, else the
+/// fallback key), each one-time key handed out once.
+pub(crate) fn claim_keys(
+    fed: &Federation,
+    one_time_keys: &BTreeMap<String, Value>,
+) -> Result<Value, Error> {
+    let mut wanted = BTreeMap::new();
+    for (user, by_device) in one_time_keys.iter().take(MAX_USERS_PER_QUERY) {
+        let Some(user_id) = local(fed, user) else {
+            continue;
+        };
+        let devices: BTreeMap<String, String> = by_device
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(device, algorithm)| {
+                algorithm
+                    .as_str()
+                    .map(|algorithm| (device.clone(), algorithm.to_owned()))
+            })
+            .collect();
+        wanted.insert(user_id, devices);
+    }
+    Ok(json!({ "one_time_keys": keys::claim(&fed.storage, &wanted)? }))
 }

@@ -37,8 +37,9 @@ pub(crate) use tree::Tree;
 
 use records::{
     AccountDataRecord, AccountRecord, AliasRecord, DestinationState, DeviceRecord, EventMeta,
-    KeptEdu, MembershipRecord, NotificationRecord, PendingTxn, QueueItem, ReceiptRecord,
-    RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
+    FallbackKeyRecord, KeptEdu, MembershipRecord, NotificationRecord, PendingTxn, QueueItem,
+    ReceiptRecord, RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord,
+    UnreadFlags,
 };
 
 /// A storage failure. Shown in full to the operator at start-up; a client only ever sees
@@ -189,6 +190,15 @@ pub struct Storage {
     /// sequence number → [`KeptEdu`]: end-to-end encryption EDUs received from other
     /// servers, kept (the newest few thousand) for the E2EE issue to consume.
     pub(crate) seq_keptedu: Tree<u64, Json<KeptEdu>>,
+    /// user 0xFF device → the device's signed identity keys (`/keys/upload`), as uploaded
+    /// (written by `users::keys`).
+    pub(crate) userdevice_keys: Tree<(String, String), Json<serde_json::Value>>,
+    /// user 0xFF device 0xFF `algorithm:key_id` → an unclaimed one-time key; a claim removes
+    /// it, so each is handed out once.
+    pub(crate) userdevice_onetimekey: Tree<(String, String, String), Json<serde_json::Value>>,
+    /// user 0xFF device 0xFF algorithm → [`FallbackKeyRecord`]: the device's fallback key
+    /// for that algorithm, handed out when its one-time keys run out.
+    pub(crate) userdevice_fallbackkey: Tree<(String, String, String), Json<FallbackKeyRecord>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -265,6 +275,9 @@ impl Storage {
             destination_catchup: Tree::open(&db, "destination_catchup")?,
             destination_state: Tree::open(&db, "destination_state")?,
             seq_keptedu: Tree::open(&db, "seq_keptedu")?,
+            userdevice_keys: Tree::open(&db, "userdevice_keys")?,
+            userdevice_onetimekey: Tree::open(&db, "userdevice_onetimekey")?,
+            userdevice_fallbackkey: Tree::open(&db, "userdevice_fallbackkey")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

@@ -280,3 +280,15 @@ pub(crate) struct MembershipRecord {
     #[serde(default)]
     pub(crate) invited_stream: Option<u64>,
 }
+
+/// A device's fallback key for one algorithm (`userdevice_fallbackkey`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FallbackKeyRecord {
+    /// `algorithm:key_id`, as uploaded.
+    pub(crate) key_id: String,
+    /// The key object (or string) as uploaded.
+    pub(crate) key: Value,
+    /// Whether a claim has handed it out since it was uploaded: `/sync` lists only unused
+    /// ones, so the client knows when to upload a new one.
+    pub(crate) used: bool,
+}

@@ -30,8 +30,8 @@ use crate::rooms::timeline::{
 };
 use crate::rooms::{self, MembershipRecord, StateEntry, history, load_json};
 use crate::storage::{Storage, StorageError};
-use crate::users::account_data;
 use crate::users::filter::Filter;
+use crate::users::{account_data, keys};
 use ephemeral::Ephemeral;
 
 /// The sync service: the database, the room service (its stream position and notifier),
@@ -215,6 +215,10 @@ fn build(
         "account_data": { "events": global_data },
         "presence": { "events": presence },
         "to_device": { "events": [] },
+        "device_one_time_keys_count":
+            keys::one_time_key_counts(&service.storage, user_id, &request.device_id)?,
+        "device_unused_fallback_key_types":
+            keys::unused_fallback_types(&service.storage, user_id, &request.device_id)?,
     });
     Ok((response, news))
 }

@@ -11,11 +11,13 @@
 //! - [`filter`]: stored filter definitions and how they choose events and fields.
 //! - [`push_rules`]: push rules (kept as `m.push_rules` account data) and pushers.
 //! - [`tags`]: room tags (kept as `m.tag` room account data).
+//! - [`keys`]: devices' end-to-end encryption keys: identity, one-time and fallback keys.
 //! - [`openid`]: OpenID tokens for third parties, checked over federation.
 
 pub(crate) mod account_data;
 pub(crate) mod accounts;
 pub(crate) mod filter;
+pub(crate) mod keys;
 pub(crate) mod openid;
 pub(crate) mod profile;
 pub(crate) mod push_rules;

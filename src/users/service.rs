@@ -17,7 +17,7 @@ use super::accounts::sessions::{self, Device, NewSession, Session};
 use super::accounts::uia::UiaSessions;
 use super::accounts::{self, AccountError, AccountRecord, registration};
 use super::filter::{self, Filter};
-use super::{account_data, openid, profile, tags};
+use super::{account_data, keys, openid, profile, tags};
 use crate::error::{Error, ErrorKind};
 use crate::matrix::time::now_ms;
 use crate::storage::stream::Stream;
@@ -468,5 +468,44 @@ impl From<AccountError> for Error {
             AccountError::WeakPassword(message) => Error::new(ErrorKind::WeakPassword, message),
             AccountError::Storage(err) => Error::internal(err),
         }
+    }
+}
+
+impl Users {
+    // End-to-end encryption keys (rules in `keys`).
+
+    /// Stores a device's uploaded keys (all or nothing), flushed; its one-time key counts.
+    pub(crate) async fn upload_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        upload: &keys::Upload,
+    ) -> Result<std::collections::BTreeMap<String, u64>, Error> {
+        let counts = keys::upload(&self.storage, user_id, device_id, upload)?;
+        self.storage.flush().await?;
+        Ok(counts)
+    }
+
+    /// Our user's devices' identity keys, with their names (for our own clients).
+    pub(crate) fn device_keys(
+        &self,
+        user_id: &UserId,
+        devices: &[String],
+    ) -> Result<Map<String, Value>, Error> {
+        Ok(keys::device_keys(&self.storage, user_id, devices, true)?)
+    }
+
+    /// Claims one key per device of our users, flushed before the keys are handed out so a
+    /// restart cannot hand them out again.
+    pub(crate) async fn claim_keys(
+        &self,
+        wanted: &std::collections::BTreeMap<
+            OwnedUserId,
+            std::collections::BTreeMap<String, String>,
+        >,
+    ) -> Result<Map<String, Value>, Error> {
+        let claimed = keys::claim(&self.storage, wanted)?;
+        self.storage.flush().await?;
+        Ok(claimed)
     }
 }

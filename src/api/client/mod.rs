@@ -6,6 +6,7 @@ pub(crate) mod body;
 pub(crate) mod context;
 pub(crate) mod device;
 pub(crate) mod directory;
+pub(crate) mod keys;
 pub(crate) mod membership;
 pub(crate) mod mutual_rooms;
 pub(crate) mod not_offered;
@@ -425,4 +426,12 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
             "/_matrix/client/v3/user/{userId}/filter/{filterId}",
             user::get_filter,
         ));
+    // Device keys, also under `unstable/`, where Synapse answers them too and clients of the
+    // last years still call them.
+    for prefix in ["/_matrix/client/v3", "/_matrix/client/unstable"] {
+        config
+            .service(post(&format!("{prefix}/keys/upload"), keys::upload))
+            .service(post(&format!("{prefix}/keys/query"), keys::query))
+            .service(post(&format!("{prefix}/keys/claim"), keys::claim));
+    }
 }

@@ -35,7 +35,7 @@ pub(crate) async fn query_keys(
     Ok(HttpResponse::Ok().json(users::query_keys(
         &app.federation,
         &request.body.device_keys,
-    )))
+    )?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,7 +51,7 @@ pub(crate) async fn claim_keys(
     Ok(HttpResponse::Ok().json(users::claim_keys(
         &app.federation,
         &request.body.one_time_keys,
-    )))
+    )?))
 }
 
 #[derive(Debug, Deserialize)]

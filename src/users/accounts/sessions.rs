@@ -206,6 +206,7 @@ pub(crate) fn end_session(storage: &Storage, session: &Session) -> Result<(), St
         && unhex(&device.token_hash) == Some(session.token_hash)
     {
         storage.userdevice_device.batch_remove(&mut batch, &key);
+        crate::users::keys::stage_removal(storage, &mut batch, &session.user_id, &key.1)?;
     }
     storage.apply(batch)
 }
@@ -253,6 +254,8 @@ pub(crate) fn remove_devices(
                 storage.tokenhash_session.batch_remove(&mut batch, &hash);
             }
             storage.userdevice_device.batch_remove(&mut batch, &key);
+            // A deleted device's keys must not be handed out to anyone again.
+            crate::users::keys::stage_removal(storage, &mut batch, user_id, device_id)?;
         }
     }
     storage.apply(batch)
@@ -280,6 +283,7 @@ pub(crate) fn remove_all_devices(
             storage.tokenhash_session.batch_remove(&mut batch, &hash);
         }
         storage.userdevice_device.batch_remove(&mut batch, &key);
+        crate::users::keys::stage_removal(storage, &mut batch, user_id, &key.1)?;
         removed += 1;
     }
     storage.apply(batch)?;
