@@ -123,9 +123,8 @@ async fn encryption_edus_are_kept_boundedly_for_later() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fed = state_with_members(dir.path(), "");
     let to_device = |n: u64| {
-        json!({ "edu_type": "m.direct_to_device", "content": {
-            "sender": "@bob:there.test", "type": "m.room_key_request", "message_id": n,
-            "messages": {}
+        json!({ "edu_type": "m.device_list_update", "content": {
+            "user_id": "@bob:there.test", "device_id": "B", "stream_id": n
         } })
     };
     let forged = json!({ "edu_type": "m.device_list_update", "content": {
@@ -157,5 +156,5 @@ async fn encryption_edus_are_kept_boundedly_for_later() {
         .expect("some")
         .expect("entry")
         .1;
-    assert_eq!(oldest.edu["content"]["message_id"], 1);
+    assert_eq!(oldest.edu["content"]["stream_id"], 1);
 }

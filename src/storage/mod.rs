@@ -189,6 +189,15 @@ pub struct Storage {
     /// sequence number → [`KeptEdu`]: end-to-end encryption EDUs received from other
     /// servers, kept (the newest few thousand) for the E2EE issue to consume.
     pub(crate) seq_keptedu: Tree<u64, Json<KeptEdu>>,
+    /// user 0xFF device 0xFF stream position → a to-device event (`{sender, type,
+    /// content}`) waiting in the device's inbox until a `/sync` acknowledges it.
+    pub(crate) userdevice_todevice: Tree<(String, String, u64), Json<serde_json::Value>>,
+    /// sender 0xFF device (empty for another server's message) 0xFF transaction or message
+    /// ID → the stream position it was stored at: a resent to-device request is sent once.
+    pub(crate) todevice_txn: Tree<(String, String, String), u64>,
+    /// stream position → `(server, m.direct_to_device EDU)`s for other servers' users,
+    /// written with the messages and removed by the outbound follower once queued.
+    pub(crate) stream_todeviceout: Tree<u64, Json<Vec<(String, serde_json::Value)>>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -265,6 +274,9 @@ impl Storage {
             destination_catchup: Tree::open(&db, "destination_catchup")?,
             destination_state: Tree::open(&db, "destination_state")?,
             seq_keptedu: Tree::open(&db, "seq_keptedu")?,
+            userdevice_todevice: Tree::open(&db, "userdevice_todevice")?,
+            todevice_txn: Tree::open(&db, "todevice_txn")?,
+            stream_todeviceout: Tree::open(&db, "stream_todeviceout")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

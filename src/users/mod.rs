@@ -12,6 +12,8 @@
 //! - [`push_rules`]: push rules (kept as `m.push_rules` account data) and pushers.
 //! - [`tags`]: room tags (kept as `m.tag` room account data).
 //! - [`openid`]: OpenID tokens for third parties, checked over federation.
+//! - [`to_device`]: send-to-device messages: each device's bounded inbox, and the EDUs for
+//!   other servers' devices.
 
 pub(crate) mod account_data;
 pub(crate) mod accounts;
@@ -21,5 +23,6 @@ pub(crate) mod profile;
 pub(crate) mod push_rules;
 mod service;
 pub(crate) mod tags;
+pub(crate) mod to_device;
 
 pub(crate) use service::Users;
