@@ -348,3 +348,49 @@ fn to_device_messages_cross_between_two_hearths_both_ways() {
     assert_eq!(events[0]["content"]["ciphertext"], "to alice");
     let _ = alice_id;
 }
+
+#[test]
+fn a_device_logged_out_loses_its_inbox() {
+    let server = server();
+    let (alice, _) = device(&server, "alice");
+    let login_as = |device_id: &str| {
+        ok(server.client().json(
+            "POST",
+            "/_matrix/client/v3/login",
+            None,
+            &json!({
+                "type": "m.login.password",
+                "identifier": { "type": "m.id.user", "user": "bob" },
+                "password": PASSWORD,
+                "device_id": device_id,
+            }),
+        ))["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    };
+    let bob = login_as("PHONE");
+    ok(send_to_device(
+        &server,
+        &alice,
+        "m.dummy",
+        "before-logout",
+        json!({ "@bob:localhost": { "PHONE": { "old": true } } }),
+    ));
+    ok(server
+        .client()
+        .json("POST", "/_matrix/client/v3/logout", Some(&bob), &json!({})));
+    // A new device under the same ID starts with an empty inbox.
+    let bob = login_as("PHONE");
+    assert!(to_device(&sync(&server, &bob, None)).is_empty());
+    ok(send_to_device(
+        &server,
+        &alice,
+        "m.dummy",
+        "after-login",
+        json!({ "@bob:localhost": { "PHONE": { "new": true } } }),
+    ));
+    let events = to_device(&sync(&server, &bob, None));
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["content"], json!({ "new": true }));
+}

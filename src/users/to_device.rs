@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{Error, ErrorKind};
 use crate::storage::stream::Stream;
-use crate::storage::{Batch, Storage, StorageError};
+use crate::storage::{Batch, Storage, StorageError, pair_prefix};
 
 /// Messages one device's inbox holds, at most.
 pub(crate) const MAX_INBOX: usize = 1000;
@@ -345,6 +345,31 @@ pub(crate) fn acknowledge(
         // Not flushed: a crash before the disk has it hands the messages out again, which
         // clients tolerate (they drop what they cannot decrypt twice).
         storage.apply(batch)?;
+    }
+    Ok(())
+}
+
+/// Stages, in `batch`, the removal of everything kept for a device that is going: its
+/// inbox and the transaction IDs it sent (a new device never reuses its ID's history).
+pub(crate) fn stage_forget_device(
+    storage: &Storage,
+    batch: &mut Batch,
+    user: &str,
+    device: &str,
+) -> Result<(), StorageError> {
+    for entry in storage.userdevice_todevice.range(
+        &(user.to_owned(), device.to_owned(), 0),
+        &(user.to_owned(), device.to_owned(), u64::MAX),
+    ) {
+        let (key, _) = entry?;
+        storage.userdevice_todevice.batch_remove(batch, &key);
+    }
+    let mut prefix = pair_prefix(user);
+    prefix.extend_from_slice(device.as_bytes());
+    prefix.push(0xFF);
+    for entry in storage.todevice_txn.scan_prefix(&prefix) {
+        let (key, _) = entry?;
+        storage.todevice_txn.batch_remove(batch, &key);
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::AccountError;
 use crate::matrix::crypto::random_bytes;
 use crate::storage::{Batch, Storage, StorageError, pair_prefix};
+use crate::users::to_device;
 
 pub(crate) use crate::storage::records::SessionRecord;
 
@@ -206,6 +207,7 @@ pub(crate) fn end_session(storage: &Storage, session: &Session) -> Result<(), St
         && unhex(&device.token_hash) == Some(session.token_hash)
     {
         storage.userdevice_device.batch_remove(&mut batch, &key);
+        to_device::stage_forget_device(storage, &mut batch, &key.0, &key.1)?;
     }
     storage.apply(batch)
 }
@@ -253,6 +255,7 @@ pub(crate) fn remove_devices(
                 storage.tokenhash_session.batch_remove(&mut batch, &hash);
             }
             storage.userdevice_device.batch_remove(&mut batch, &key);
+            to_device::stage_forget_device(storage, &mut batch, &key.0, &key.1)?;
         }
     }
     storage.apply(batch)
@@ -280,6 +283,7 @@ pub(crate) fn remove_all_devices(
             storage.tokenhash_session.batch_remove(&mut batch, &hash);
         }
         storage.userdevice_device.batch_remove(&mut batch, &key);
+        to_device::stage_forget_device(storage, &mut batch, &key.0, &key.1)?;
         removed += 1;
     }
     storage.apply(batch)?;
