@@ -394,3 +394,68 @@ fn a_device_logged_out_loses_its_inbox() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["content"], json!({ "new": true }));
 }
+
+/// A to-device message on a Synapse client's incremental syncs, within the deadline.
+fn synapse_to_device_within(address: std::net::SocketAddr, token: &str) -> Vec<Value> {
+    let mut since: Option<String> = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let path = match &since {
+            Some(since) => format!("/_matrix/client/v3/sync?timeout=1000&since={since}"),
+            None => "/_matrix/client/v3/sync".to_owned(),
+        };
+        let synced = ok(common::http::Client::plain(address).get_with(&path, token));
+        let events = to_device(&synced);
+        if !events.is_empty() {
+            return events;
+        }
+        since = Some(next_batch(&synced));
+    }
+    panic!("no to-device message on Synapse in time");
+}
+
+#[test]
+fn to_device_messages_cross_between_hearth_and_synapse_both_ways() {
+    use common::synapse::{Synapse, synapse_python};
+    let Some(python) = synapse_python() else {
+        return;
+    };
+    let certificates = tempfile::tempdir().expect("tempdir");
+    common::federation::write_certificates(certificates.path());
+    let synapse = Synapse::start(&python, certificates.path());
+    let carol = synapse.register(&python, "carol");
+    let carol_id = format!("@carol:{}", synapse.name);
+    let hearth = common::federation::start(certificates.path(), "localhost", &[], &["alice"]);
+    let alice = common::login_token(&hearth, "alice", PASSWORD);
+    let alice_id = format!("@alice:{}", hearth.name);
+    let carol_device = ok(common::http::Client::plain(synapse.client)
+        .get_with("/_matrix/client/v3/account/whoami", &carol))["device_id"]
+        .as_str()
+        .expect("device_id")
+        .to_owned();
+
+    // Hearth → Synapse, to one named device.
+    ok(hearth.client().json(
+        "PUT",
+        "/_matrix/client/v3/sendToDevice/m.room.encrypted/h1",
+        Some(&alice),
+        &json!({ "messages": { carol_id.clone(): { carol_device: { "ciphertext": "to carol" } } } }),
+    ));
+    let events = synapse_to_device_within(synapse.client, &carol);
+    assert_eq!(events.len(), 1, "{events:?}\n{}", hearth.log_text());
+    assert_eq!(events[0]["sender"], alice_id);
+    assert_eq!(events[0]["type"], "m.room.encrypted");
+    assert_eq!(events[0]["content"]["ciphertext"], "to carol");
+
+    // Synapse → Hearth, to every device.
+    ok(common::http::Client::plain(synapse.client).json(
+        "PUT",
+        "/_matrix/client/v3/sendToDevice/m.room.encrypted/s1",
+        Some(&carol),
+        &json!({ "messages": { alice_id: { "*": { "ciphertext": "to alice" } } } }),
+    ));
+    let events = to_device_within(&hearth, &alice);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["sender"], carol_id);
+    assert_eq!(events[0]["content"]["ciphertext"], "to alice");
+}
