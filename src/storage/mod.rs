@@ -192,8 +192,9 @@ pub struct Storage {
     /// user 0xFF device 0xFF stream position → a to-device event (`{sender, type,
     /// content}`) waiting in the device's inbox until a `/sync` acknowledges it.
     pub(crate) userdevice_todevice: Tree<(String, String, u64), Json<serde_json::Value>>,
-    /// sender 0xFF device (empty for another server's message) 0xFF transaction or message
-    /// ID → the stream position it was stored at: a resent to-device request is sent once.
+    /// sender 0xFF device 0xFF transaction ID, or server 0xFF (empty) 0xFF sender NUL
+    /// message ID → the stream position the to-device message was stored at: a resent
+    /// request (or a retried transaction) is stored once. The newest 1000 of each prefix.
     pub(crate) todevice_txn: Tree<(String, String, String), u64>,
     /// stream position → `(server, m.direct_to_device EDU)`s for other servers' users,
     /// written with the messages and removed by the outbound follower once queued.

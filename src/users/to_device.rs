@@ -42,6 +42,11 @@ const MAX_TYPE_BYTES: usize = 255;
 /// The longest transaction or message ID kept for de-duplication.
 const MAX_TXN_BYTES: usize = 255;
 
+/// Transaction IDs remembered per device (and message IDs per other server), at most: the
+/// newest, which is what a retry repeats. Bounds what a busy device or a hostile server
+/// can make the server keep.
+pub(crate) const MAX_TXNS_KEPT: usize = 1000;
+
 /// Who sends: one of our devices, or another server.
 pub(crate) enum Sender<'a> {
     /// Our user's device, with the request's transaction ID.
@@ -77,19 +82,27 @@ pub(crate) async fn send(
             "The event type must be 1 to 255 bytes",
         ));
     }
-    let txn_key = match sender {
+    let (txn_id, txn_key) = match sender {
         Sender::Local { device_id, txn_id } => (
-            sender_user.to_string(),
-            device_id.to_owned(),
-            txn_id.to_owned(),
+            txn_id,
+            (
+                sender_user.to_string(),
+                device_id.to_owned(),
+                txn_id.to_owned(),
+            ),
         ),
+        // Kept per server (the sender is `origin`'s), so [`MAX_TXNS_KEPT`] bounds what a
+        // server that makes up users can store.
         Sender::Remote { message_id } => (
-            sender_user.to_string(),
-            String::new(),
-            message_id.to_owned(),
+            message_id,
+            (
+                sender_user.server_name().to_string(),
+                String::new(),
+                format!("{sender_user}\u{0}{message_id}"),
+            ),
         ),
     };
-    if txn_key.2.len() > MAX_TXN_BYTES {
+    if txn_id.len() > MAX_TXN_BYTES {
         return Err(Error::new(
             ErrorKind::InvalidParam,
             "The transaction ID is longer than 255 bytes",
@@ -98,6 +111,7 @@ pub(crate) async fn send(
     if storage.todevice_txn.contains_key(&txn_key)? {
         return Ok(());
     }
+    let forgotten = oldest_txns(storage, &txn_key.0, &txn_key.1)?;
     let local_sender = matches!(sender, Sender::Local { .. });
     let (deliveries, remote) = split(storage, our_server, messages, local_sender)?;
     let deliveries = check_inboxes(storage, deliveries, local_sender)?;
@@ -115,6 +129,9 @@ pub(crate) async fn send(
             storage
                 .todevice_txn
                 .batch_insert(batch, &txn_key, &position)?;
+            for key in &forgotten {
+                storage.todevice_txn.batch_remove(batch, key);
+            }
             for delivery in &deliveries {
                 let event = json!({
                     "sender": sender_user,
@@ -139,6 +156,26 @@ pub(crate) async fn send(
         })
         .await?;
     Ok(())
+}
+
+/// The transaction IDs of `first` 0xFF `second` to forget so that, with one more, at most
+/// [`MAX_TXNS_KEPT`] remain: the oldest (lowest stream positions).
+fn oldest_txns(
+    storage: &Storage,
+    first: &str,
+    second: &str,
+) -> Result<Vec<(String, String, String)>, StorageError> {
+    let mut kept = Vec::new();
+    for entry in storage.todevice_txn.scan_prefix(&txn_prefix(first, second)) {
+        let (key, position) = entry?;
+        kept.push((position, key));
+    }
+    let excess = (kept.len() + 1).saturating_sub(MAX_TXNS_KEPT);
+    if excess == 0 {
+        return Ok(Vec::new());
+    }
+    kept.sort_unstable_by_key(|(position, _)| *position);
+    Ok(kept.into_iter().take(excess).map(|(_, key)| key).collect())
 }
 
 /// Messages for other servers, by server, then user.
@@ -364,12 +401,153 @@ pub(crate) fn stage_forget_device(
         let (key, _) = entry?;
         storage.userdevice_todevice.batch_remove(batch, &key);
     }
-    let mut prefix = pair_prefix(user);
-    prefix.extend_from_slice(device.as_bytes());
-    prefix.push(0xFF);
-    for entry in storage.todevice_txn.scan_prefix(&prefix) {
+    for entry in storage.todevice_txn.scan_prefix(&txn_prefix(user, device)) {
         let (key, _) = entry?;
         storage.todevice_txn.batch_remove(batch, &key);
     }
     Ok(())
+}
+
+/// The encoded prefix of the `todevice_txn` keys of one device (or one other server).
+fn txn_prefix(first: &str, second: &str) -> Vec<u8> {
+    let mut prefix = pair_prefix(first);
+    prefix.extend_from_slice(second.as_bytes());
+    prefix.push(0xFF);
+    prefix
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::records::DeviceRecord;
+
+    const BOB: &str = "@bob:here.test";
+
+    fn with_device(storage: &Storage, user: &str, device: &str) {
+        let record = DeviceRecord {
+            display_name: None,
+            token_hash: String::new(),
+            created_at_ms: 0,
+            last_seen_ts: None,
+            last_seen_ip: None,
+        };
+        storage
+            .userdevice_device
+            .insert(&(user.to_owned(), device.to_owned()), &record)
+            .expect("device");
+    }
+
+    fn messages() -> Map<String, Value> {
+        json!({ BOB: { "PHONE": { "k": 1 } } })
+            .as_object()
+            .cloned()
+            .expect("object")
+    }
+
+    fn waiting(storage: &Storage) -> usize {
+        storage
+            .userdevice_todevice
+            .scan_prefix(&pair_prefix(BOB))
+            .count()
+    }
+
+    #[actix_web::test]
+    async fn only_the_newest_transaction_ids_are_remembered() {
+        let (_dir, storage) = crate::storage::testing::temporary();
+        let stream = Stream::new(0);
+        let here: &ServerName = "here.test".try_into().expect("name");
+        let alice = UserId::parse("@alice:here.test").expect("user");
+        with_device(&storage, BOB, "PHONE");
+        let send = |txn: String| {
+            let (storage, stream, alice) = (&storage, &stream, &alice);
+            async move {
+                let from = Sender::Local {
+                    device_id: "LAPTOP",
+                    txn_id: &txn,
+                };
+                send(storage, stream, here, alice, from, "m.dummy", &messages())
+                    .await
+                    .expect("sent");
+            }
+        };
+        for n in 0..=MAX_TXNS_KEPT {
+            send(format!("t{n}")).await;
+            // Acknowledged at once, so the inbox never fills.
+            acknowledge(
+                &storage,
+                &UserId::parse(BOB).expect("bob"),
+                "PHONE",
+                u64::MAX,
+            )
+            .expect("ack");
+        }
+        assert_eq!(
+            storage
+                .todevice_txn
+                .scan_prefix(&txn_prefix(alice.as_str(), "LAPTOP"))
+                .count(),
+            MAX_TXNS_KEPT
+        );
+        // The newest is still a repeat; the oldest is forgotten, so new again.
+        send(format!("t{MAX_TXNS_KEPT}")).await;
+        assert_eq!(waiting(&storage), 0);
+        send("t0".to_owned()).await;
+        assert_eq!(waiting(&storage), 1);
+    }
+
+    #[actix_web::test]
+    async fn another_servers_message_is_stored_once_and_dropped_at_a_full_inbox() {
+        let (_dir, storage) = crate::storage::testing::temporary();
+        let stream = Stream::new(0);
+        let here: &ServerName = "here.test".try_into().expect("name");
+        let carol = UserId::parse("@carol:there.test").expect("user");
+        with_device(&storage, BOB, "PHONE");
+        for _ in 0..2 {
+            let from = Sender::Remote { message_id: "m1" };
+            send(
+                &storage,
+                &stream,
+                here,
+                &carol,
+                from,
+                "m.dummy",
+                &messages(),
+            )
+            .await
+            .expect("stored");
+        }
+        assert_eq!(waiting(&storage), 1);
+        for n in 1..MAX_INBOX {
+            let id = format!("fill{n}");
+            let from = Sender::Remote { message_id: &id };
+            send(
+                &storage,
+                &stream,
+                here,
+                &carol,
+                from,
+                "m.dummy",
+                &messages(),
+            )
+            .await
+            .expect("stored");
+        }
+        assert_eq!(waiting(&storage), MAX_INBOX);
+        // Full: dropped (logged), not an error the other server could do anything about.
+        let from = Sender::Remote { message_id: "late" };
+        send(
+            &storage,
+            &stream,
+            here,
+            &carol,
+            from,
+            "m.dummy",
+            &messages(),
+        )
+        .await
+        .expect("accepted");
+        assert_eq!(waiting(&storage), MAX_INBOX);
+        // Remote senders never make us send on to a third server.
+        assert_eq!(storage.stream_todeviceout.iter().count(), 0);
+    }
 }
