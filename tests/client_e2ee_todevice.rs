@@ -459,3 +459,37 @@ fn to_device_messages_cross_between_hearth_and_synapse_both_ways() {
     assert_eq!(events[0]["sender"], carol_id);
     assert_eq!(events[0]["content"]["ciphertext"], "to alice");
 }
+
+#[test]
+fn matrix_nio_sends_and_receives_a_to_device_message() {
+    let python = std::env::var("HEARTH_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let present = common::succeeds_within(
+        std::process::Command::new(&python).args(["-c", "import nio"]),
+        Duration::from_secs(60),
+    );
+    if !present {
+        assert!(
+            std::env::var_os("CI").is_none() && std::env::var_os("HEARTH_TEST_PYTHON").is_none(),
+            "{python} lacks `nio`: run the tests with scripts/test"
+        );
+        eprintln!("SKIPPED: no Python `nio`; scripts/test installs it");
+        return;
+    }
+    let server = server();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/nio_to_device.py"
+    );
+    let url = format!("http://{}", server.address("http"));
+    let output = common::output_within(
+        std::process::Command::new(&python).args([script, &url, PASSWORD]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{}{}\nserver log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        server.log_text()
+    );
+}
