@@ -36,7 +36,7 @@
 //!   [`rooms::state_res_v1`]).
 //! - [`users`]: accounts, sessions and devices, registration tokens, user-interactive
 //!   authentication, profiles, account data (room tags among it), filters, OpenID tokens,
-//!   devices' end-to-end encryption keys.
+//!   devices' end-to-end encryption keys, send-to-device inboxes.
 //! - [`matrix`]: canonical JSON, signing keys and signatures, password hashing, PDUs and room
 //!   versions, hashes, event IDs, redaction, the clock ([`matrix::time`]).
 //! - [`storage`]: typed sled trees with documented key layouts, the records stored in them,
@@ -47,7 +47,8 @@
 //! Each tree has one writing module; others ask it. Events, state, memberships, timelines,
 //! relations and notifications: [`rooms`] (through [`rooms::Rooms`], which orders stream
 //! positions). Accounts, sessions, devices, registration tokens, profiles, account data,
-//! filters, OpenID tokens, push rules and pushers: [`users`]. Receipts: [`sync::receipts`].
+//! filters, OpenID tokens, push rules and pushers, to-device inboxes: [`users`] (the
+//! outbound follower removes the to-device messages for other servers it has queued). Receipts: [`sync::receipts`].
 //! Aliases and published rooms: [`directory`]. Other servers' keys, outbound queues, kept
 //! EDUs: [`federation`]. Stream positions and the stream's room index: [`storage::stream`].
 //!

@@ -9,10 +9,10 @@
 //! - `m.receipt`: stored like our users' receipts, so `/sync` shows them.
 //! - `m.presence`: only with `federation.receive_presence`, and only for users who share a
 //!   room with ours (the presence map stays as small as the rooms).
-//! - `m.device_list_update`, `m.signing_key_update`, `m.direct_to_device`: **kept raw** in
-//!   `seq_keptedu` (the newest [`MAX_KEPT`]) for the end-to-end encryption work to consume.
-//!   Kept rather than dropped because a to-device message is sent once: dropped, it is lost
-//!   for good, and an encrypted session with it.
+//! - `m.direct_to_device`: into our users' devices' inboxes ([`crate::users::to_device`]),
+//!   for their next `/sync`.
+//! - `m.device_list_update`, `m.signing_key_update`: **kept raw** in `seq_keptedu` (the
+//!   newest [`MAX_KEPT`]) for the end-to-end encryption work to consume.
 
 use std::time::Duration;
 
@@ -60,8 +60,9 @@ pub(crate) async fn receive_edus(fed: &Federation, origin: &ServerName, edus: Ve
             "m.typing" => typing(fed, origin, &content),
             "m.receipt" => receipts(fed, origin, &content, &mut receipts_left).await,
             "m.presence" => presence(fed, origin, &content),
-            "m.device_list_update" | "m.signing_key_update" | "m.direct_to_device" => {
-                keep(fed, origin, &kind, edu).map(|()| kept += 1)
+            "m.direct_to_device" => direct_to_device(fed, origin, &content).await,
+            "m.device_list_update" | "m.signing_key_update" => {
+                keep(fed, origin, edu).map(|()| kept += 1)
             }
             _ => Err(Error::new(ErrorKind::BadJson, "unknown EDU type")),
         };
@@ -204,14 +205,44 @@ fn presence_update(fed: &Federation, origin: &ServerName, update: &Value) -> Res
     Ok(())
 }
 
+/// `m.direct_to_device`: `{sender, type, message_id, messages: {user: {device: content}}}`,
+/// from one of `origin`'s users to ours, into their devices' inboxes (see
+/// [`crate::users::to_device`]); a `message_id` seen before from the sender is not stored
+/// twice.
+async fn direct_to_device(
+    fed: &Federation,
+    origin: &ServerName,
+    content: &Value,
+) -> Result<(), Error> {
+    let sender = parse_user_id(&content["sender"])?;
+    if sender.server_name() != origin {
+        return Err(Error::new(ErrorKind::Forbidden, "not a user of the sender"));
+    }
+    let kind = content["type"]
+        .as_str()
+        .ok_or_else(|| Error::new(ErrorKind::BadJson, "type must be a string"))?;
+    let message_id = content["message_id"]
+        .as_str()
+        .ok_or_else(|| Error::new(ErrorKind::BadJson, "message_id must be a string"))?;
+    let messages = content["messages"]
+        .as_object()
+        .ok_or_else(|| Error::new(ErrorKind::BadJson, "messages must be an object"))?;
+    crate::users::to_device::send(
+        &fed.storage,
+        &fed.rooms.stream,
+        &fed.transport.origin,
+        &sender,
+        crate::users::to_device::Sender::Remote { message_id },
+        kind,
+        messages,
+    )
+    .await
+}
+
 /// Keeps an end-to-end encryption EDU for later, if it is `origin`'s to send, replacing
 /// the oldest once [`MAX_KEPT`] are kept.
-fn keep(fed: &Federation, origin: &ServerName, kind: &str, edu: Value) -> Result<(), Error> {
-    let speaker = match kind {
-        "m.direct_to_device" => &edu["content"]["sender"],
-        _ => &edu["content"]["user_id"],
-    };
-    if parse_user_id(speaker)?.server_name() != origin {
+fn keep(fed: &Federation, origin: &ServerName, edu: Value) -> Result<(), Error> {
+    if parse_user_id(&edu["content"]["user_id"])?.server_name() != origin {
         return Err(Error::new(ErrorKind::Forbidden, "not a user of the sender"));
     }
     let size = serde_json::to_vec(&edu).map_or(usize::MAX, |bytes| bytes.len());

@@ -123,9 +123,8 @@ async fn encryption_edus_are_kept_boundedly_for_later() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fed = state_with_members(dir.path(), "");
     let to_device = |n: u64| {
-        json!({ "edu_type": "m.direct_to_device", "content": {
-            "sender": "@bob:there.test", "type": "m.room_key_request", "message_id": n,
-            "messages": {}
+        json!({ "edu_type": "m.device_list_update", "content": {
+            "user_id": "@bob:there.test", "device_id": "B", "stream_id": n
         } })
     };
     let forged = json!({ "edu_type": "m.device_list_update", "content": {
@@ -157,5 +156,60 @@ async fn encryption_edus_are_kept_boundedly_for_later() {
         .expect("some")
         .expect("entry")
         .1;
-    assert_eq!(oldest.edu["content"]["message_id"], 1);
+    assert_eq!(oldest.edu["content"]["stream_id"], 1);
+}
+
+#[actix_web::test]
+async fn to_device_messages_reach_our_devices_only_from_their_senders_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fed = state_with_members(dir.path(), "");
+    let record = crate::storage::records::DeviceRecord {
+        display_name: None,
+        token_hash: String::new(),
+        created_at_ms: 0,
+        last_seen_ts: None,
+        last_seen_ip: None,
+    };
+    fed.storage
+        .userdevice_device
+        .insert(
+            &("@alice:here.test".to_owned(), "PHONE".to_owned()),
+            &record,
+        )
+        .expect("device");
+    let to_device = |sender: &str, id: &str| {
+        json!({ "edu_type": "m.direct_to_device", "content": {
+            "sender": sender, "type": "m.room.encrypted", "message_id": id,
+            "messages": { "@alice:here.test": { "*": { "ciphertext": id } } }
+        } })
+    };
+    let edus = vec![
+        to_device("@bob:there.test", "ok"),
+        // Not a user of the server sending it.
+        to_device("@mallory:elsewhere.test", "forged"),
+        // Malformed: no message ID, messages not an object.
+        json!({ "edu_type": "m.direct_to_device", "content": {
+            "sender": "@bob:there.test", "type": "m.x", "messages": {}
+        } }),
+        json!({ "edu_type": "m.direct_to_device", "content": {
+            "sender": "@bob:there.test", "type": "m.x", "message_id": "b", "messages": 5
+        } }),
+        // A retried transaction repeats the message: stored once.
+        to_device("@bob:there.test", "ok"),
+    ];
+    receive_edus(&fed, there(), edus).await;
+    let inbox: Vec<Value> = fed
+        .storage
+        .userdevice_todevice
+        .iter()
+        .map(|entry| entry.expect("entry").1)
+        .collect();
+    assert_eq!(
+        inbox,
+        [
+            json!({ "sender": "@bob:there.test", "type": "m.room.encrypted",
+                 "content": { "ciphertext": "ok" } })
+        ]
+    );
+    assert_eq!(fed.storage.seq_keptedu.iter().count(), 0);
 }

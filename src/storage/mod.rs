@@ -199,6 +199,16 @@ pub struct Storage {
     /// user 0xFF device 0xFF algorithm → [`FallbackKeyRecord`]: the device's fallback key
     /// for that algorithm, handed out when its one-time keys run out.
     pub(crate) userdevice_fallbackkey: Tree<(String, String, String), Json<FallbackKeyRecord>>,
+    /// user 0xFF device 0xFF stream position → a to-device event (`{sender, type,
+    /// content}`) waiting in the device's inbox until a `/sync` acknowledges it.
+    pub(crate) userdevice_todevice: Tree<(String, String, u64), Json<serde_json::Value>>,
+    /// sender 0xFF device 0xFF transaction ID, or server 0xFF (empty) 0xFF sender NUL
+    /// message ID → the stream position the to-device message was stored at: a resent
+    /// request (or a retried transaction) is stored once. The newest 1000 of each prefix.
+    pub(crate) todevice_txn: Tree<(String, String, String), u64>,
+    /// stream position → `(server, m.direct_to_device EDU)`s for other servers' users,
+    /// written with the messages and removed by the outbound follower once queued.
+    pub(crate) stream_todeviceout: Tree<u64, Json<Vec<(String, serde_json::Value)>>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -278,6 +288,9 @@ impl Storage {
             userdevice_keys: Tree::open(&db, "userdevice_keys")?,
             userdevice_onetimekey: Tree::open(&db, "userdevice_onetimekey")?,
             userdevice_fallbackkey: Tree::open(&db, "userdevice_fallbackkey")?,
+            userdevice_todevice: Tree::open(&db, "userdevice_todevice")?,
+            todevice_txn: Tree::open(&db, "todevice_txn")?,
+            stream_todeviceout: Tree::open(&db, "stream_todeviceout")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

@@ -6,7 +6,8 @@
 //! (only the senders shown); `use_state_after` sends the state at the end of the timeline
 //! instead of at its start. Room state at any position comes from [`rooms::history`].
 //!
-//! Not sent yet: to-device messages and device lists (end-to-end encryption).
+//! To-device messages come from each device's inbox ([`crate::users::to_device`]), deleted
+//! when a later sync acknowledges them. Not sent yet: device lists (end-to-end encryption).
 //!
 //! Also here: [`receipts`] (who read what, stored) and [`ephemeral`] (typing and presence,
 //! in memory with expiry, as the spec lets them be).
@@ -31,7 +32,7 @@ use crate::rooms::timeline::{
 use crate::rooms::{self, MembershipRecord, StateEntry, history, load_json};
 use crate::storage::{Storage, StorageError};
 use crate::users::filter::Filter;
-use crate::users::{account_data, keys};
+use crate::users::{account_data, keys, to_device};
 use ephemeral::Ephemeral;
 
 /// The sync service: the database, the room service (its stream position and notifier),
@@ -80,6 +81,11 @@ pub(crate) async fn sync(
             .set_presence(user_id, &request.set_presence, None);
     }
     service.ephemeral.expire();
+    // Syncing with a token acknowledges the to-device messages the sync that gave it
+    // handed out: they go now, and only now.
+    if let Some(since) = request.since {
+        to_device::acknowledge(&service.storage, user_id, &request.device_id, since)?;
+    }
     let upto = *changes.borrow_and_update();
     typing.borrow_and_update();
     let (response, news) = build(service, user_id, request, upto)?;
@@ -116,6 +122,16 @@ fn build(
     request: &SyncRequest,
     upto: u64,
 ) -> Result<(Value, bool), Error> {
+    // With more to-device messages waiting than one answer carries, the answer stops at
+    // the last one it holds (everything else in it too): the next token then acknowledges
+    // exactly what was handed out.
+    let (to_device_events, upto) = to_device::pending(
+        &service.storage,
+        user_id,
+        &request.device_id,
+        request.since,
+        upto,
+    )?;
     let typing_serial = service.ephemeral.serial();
     let mut join = Map::new();
     let mut invite = Map::new();
@@ -208,13 +224,13 @@ fn build(
             .allows("m.presence", event["sender"].as_str())
     });
 
-    let news = news || !presence.is_empty();
+    let news = news || !presence.is_empty() || !to_device_events.is_empty();
     let response = json!({
         "next_batch": format!("{upto}_{typing_serial}"),
         "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
         "account_data": { "events": global_data },
         "presence": { "events": presence },
-        "to_device": { "events": [] },
+        "to_device": { "events": to_device_events },
         "device_one_time_keys_count":
             keys::one_time_key_counts(&service.storage, user_id, &request.device_id)?,
         "device_unused_fallback_key_types":

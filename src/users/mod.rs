@@ -13,6 +13,8 @@
 //! - [`tags`]: room tags (kept as `m.tag` room account data).
 //! - [`keys`]: devices' end-to-end encryption keys: identity, one-time and fallback keys.
 //! - [`openid`]: OpenID tokens for third parties, checked over federation.
+//! - [`to_device`]: send-to-device messages: each device's bounded inbox, and the EDUs for
+//!   other servers' devices.
 
 pub(crate) mod account_data;
 pub(crate) mod accounts;
@@ -23,5 +25,6 @@ pub(crate) mod profile;
 pub(crate) mod push_rules;
 mod service;
 pub(crate) mod tags;
+pub(crate) mod to_device;
 
 pub(crate) use service::Users;

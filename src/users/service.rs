@@ -17,7 +17,7 @@ use super::accounts::sessions::{self, Device, NewSession, Session};
 use super::accounts::uia::UiaSessions;
 use super::accounts::{self, AccountError, AccountRecord, registration};
 use super::filter::{self, Filter};
-use super::{account_data, keys, openid, profile, tags};
+use super::{account_data, keys, openid, profile, tags, to_device};
 use crate::error::{Error, ErrorKind};
 use crate::matrix::time::now_ms;
 use crate::storage::stream::Stream;
@@ -319,6 +319,30 @@ impl Users {
         content: Map<String, Value>,
     ) -> Result<(), Error> {
         account_data::set(&self.storage, stream, user_id, room_id, kind, content).await
+    }
+
+    /// Sends to-device messages from one of our devices (see [`to_device::send`]): stored
+    /// and flushed at the next position of `stream` before the answer.
+    pub(crate) async fn send_to_device(
+        &self,
+        stream: &Stream,
+        sender: &UserId,
+        device_id: &str,
+        txn_id: &str,
+        kind: &str,
+        messages: &Map<String, Value>,
+    ) -> Result<(), Error> {
+        let from = to_device::Sender::Local { device_id, txn_id };
+        to_device::send(
+            &self.storage,
+            stream,
+            &self.server_name,
+            sender,
+            from,
+            kind,
+            messages,
+        )
+        .await
     }
 
     /// Moves the user's `m.fully_read` marker of the room to `event_id`. The marker is

@@ -23,6 +23,7 @@ pub(crate) mod state_content;
 pub(crate) mod summary;
 pub(crate) mod sync;
 pub(crate) mod tags;
+pub(crate) mod to_device;
 pub(crate) mod upgrade;
 pub(crate) mod user;
 pub(crate) mod user_directory;
@@ -87,6 +88,10 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
         .service(put(
             "/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}",
             room::send_message,
+        ))
+        .service(put(
+            "/_matrix/client/v3/sendToDevice/{eventType}/{txnId}",
+            to_device::send_to_device,
         ))
         .service(
             web::resource("/_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}")

@@ -5,7 +5,8 @@
 //! event sent by one of our users goes to every other server with a joined member in the
 //! room; each public read receipt of one of our users goes as an `m.receipt` EDU. The
 //! entries and the new position are one batch: a crash either keeps both or neither, so
-//! nothing is lost and nothing is queued twice. Typing (and, if configured, presence)
+//! nothing is lost and nothing is queued twice. Our users' to-device messages for other
+//! servers wait at their positions in `stream_todeviceout` and are queued the same way. Typing (and, if configured, presence)
 //! comes from [`crate::sync::ephemeral`] as it happens and is queued with an expiry: it is news
 //! only for a while.
 
@@ -157,6 +158,23 @@ impl Follower {
                     staging.stage(storage, &mut batch, &destinations, &item, Some(&room))?;
                     touched.extend(destinations);
                 }
+            }
+            // Our users' to-device messages for other servers, handed over at their
+            // positions: queued and removed in this batch, so each is queued once.
+            for entry in storage.stream_todeviceout.range(&(from + 1), &to) {
+                let (position, edus) = entry?;
+                for (destination, edu) in edus {
+                    let item = QueueItem::Edu {
+                        edu,
+                        expires_ms: None,
+                    };
+                    let destinations = BTreeSet::from([destination]);
+                    staging.stage(storage, &mut batch, &destinations, &item, None)?;
+                    touched.extend(destinations);
+                }
+                storage
+                    .stream_todeviceout
+                    .batch_remove(&mut batch, &position);
             }
             staging.finish(storage, &mut batch)?;
             storage.batch_set_counter(&mut batch, POSITION_COUNTER, to);

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::AccountError;
 use crate::matrix::crypto::random_bytes;
 use crate::storage::{Batch, Storage, StorageError, pair_prefix};
+use crate::users::to_device;
 
 pub(crate) use crate::storage::records::SessionRecord;
 
@@ -207,6 +208,7 @@ pub(crate) fn end_session(storage: &Storage, session: &Session) -> Result<(), St
     {
         storage.userdevice_device.batch_remove(&mut batch, &key);
         crate::users::keys::stage_removal(storage, &mut batch, &session.user_id, &key.1)?;
+        to_device::stage_forget_device(storage, &mut batch, &key.0, &key.1)?;
     }
     storage.apply(batch)
 }
@@ -256,6 +258,7 @@ pub(crate) fn remove_devices(
             storage.userdevice_device.batch_remove(&mut batch, &key);
             // A deleted device's keys must not be handed out to anyone again.
             crate::users::keys::stage_removal(storage, &mut batch, user_id, device_id)?;
+            to_device::stage_forget_device(storage, &mut batch, &key.0, &key.1)?;
         }
     }
     storage.apply(batch)
@@ -284,6 +287,7 @@ pub(crate) fn remove_all_devices(
         }
         storage.userdevice_device.batch_remove(&mut batch, &key);
         crate::users::keys::stage_removal(storage, &mut batch, user_id, &key.1)?;
+        to_device::stage_forget_device(storage, &mut batch, &key.0, &key.1)?;
         removed += 1;
     }
     storage.apply(batch)?;
