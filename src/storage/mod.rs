@@ -36,9 +36,10 @@ pub(crate) use migrations::SCHEMA_VERSION;
 pub(crate) use tree::Tree;
 
 use records::{
-    AccountDataRecord, AccountRecord, AliasRecord, DestinationState, DeviceRecord, EventMeta,
-    KeptEdu, MembershipRecord, NotificationRecord, PendingTxn, QueueItem, ReceiptRecord,
-    RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
+    AccountDataRecord, AccountRecord, AliasRecord, BackedUpKey, BackupVersionRecord,
+    DestinationState, DeviceRecord, EventMeta, KeptEdu, MembershipRecord, NotificationRecord,
+    PendingTxn, QueueItem, ReceiptRecord, RegistrationTokenRecord, RoomRecord, ServerKeys,
+    SessionRecord, SnapshotRecord, UnreadFlags,
 };
 
 /// A storage failure. Shown in full to the operator at start-up; a client only ever sees
@@ -189,6 +190,12 @@ pub struct Storage {
     /// sequence number → [`KeptEdu`]: end-to-end encryption EDUs received from other
     /// servers, kept (the newest few thousand) for the E2EE issue to consume.
     pub(crate) seq_keptedu: Tree<u64, Json<KeptEdu>>,
+    /// user 0xFF backup version → [`BackupVersionRecord`]: the user's key backups
+    /// (server-side key backup), deleted ones kept as tombstones.
+    pub(crate) userversion_backup: Tree<(String, u64), Json<BackupVersionRecord>>,
+    /// user 0xFF backup version (decimal) 0xFF room 0xFF session ID → [`BackedUpKey`]: the
+    /// keys of each backup, a room's adjacent.
+    pub(crate) backupsession_key: Tree<(String, String, String, String), Json<BackedUpKey>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -265,6 +272,8 @@ impl Storage {
             destination_catchup: Tree::open(&db, "destination_catchup")?,
             destination_state: Tree::open(&db, "destination_state")?,
             seq_keptedu: Tree::open(&db, "seq_keptedu")?,
+            userversion_backup: Tree::open(&db, "userversion_backup")?,
+            backupsession_key: Tree::open(&db, "backupsession_key")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

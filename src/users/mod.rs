@@ -11,11 +11,14 @@
 //! - [`filter`]: stored filter definitions and how they choose events and fields.
 //! - [`push_rules`]: push rules (kept as `m.push_rules` account data) and pushers.
 //! - [`tags`]: room tags (kept as `m.tag` room account data).
+//! - [`key_backup`]: server-side key backups (end-to-end encryption), with their own
+//!   trees and write lock, reached through [`Users::key_backups`].
 //! - [`openid`]: OpenID tokens for third parties, checked over federation.
 
 pub(crate) mod account_data;
 pub(crate) mod accounts;
 pub(crate) mod filter;
+pub(crate) mod key_backup;
 pub(crate) mod openid;
 pub(crate) mod profile;
 pub(crate) mod push_rules;

@@ -1,0 +1,509 @@
+//! Server-side key backup (spec: client-server API, "End-to-End Encryption", "Server-side
+//! key backups"): a user's megolm session keys, encrypted by their client to a key the
+//! server never sees, kept so a new device can read old encrypted messages.
+//!
+//! A user has numbered backup versions (`userversion_backup`); keys are written only to
+//! the newest one not deleted (the current one) and read from any that exists. Each
+//! version carries a `count` of its keys and an `etag` bumped on every change, both
+//! written in the same batch as the keys, so they never disagree with them. A deleted
+//! version stays as a tombstone: its number is not reused and deleting it again succeeds.
+//!
+//! This module is the only writer of `userversion_backup` and `backupsession_key`; writes
+//! are serialized by [`KeyBackups::writes`] because each one reads the version (its count)
+//! and the keys it may replace before writing them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ruma::UserId;
+use serde_json::{Map, Value, json};
+
+use crate::error::{Error, ErrorKind};
+pub(crate) use crate::storage::records::BackedUpKey;
+use crate::storage::records::BackupVersionRecord;
+use crate::storage::{Batch, Storage, pair_prefix};
+
+/// The most keys one backup may hold: a very active account collects some tens of
+/// thousands over years; this bounds the disk a single account can take.
+pub(crate) const MAX_KEYS_PER_BACKUP: u64 = 1_000_000;
+
+/// The longest session ID accepted (megolm session IDs are 43 characters).
+pub(crate) const MAX_SESSION_ID_BYTES: usize = 255;
+
+/// The longest algorithm name accepted.
+const MAX_ALGORITHM_BYTES: usize = 255;
+
+/// How many keys one batch removes when a whole backup or room is deleted: a large
+/// backup is removed in steps, each moving `count` with the keys it removes.
+const REMOVE_CHUNK: usize = 1000;
+
+/// Keys by room ID, then by session ID: the shape of `PUT /room_keys/keys` and its
+/// answer to `GET`.
+pub(crate) type RoomsKeys = BTreeMap<String, BTreeMap<String, BackedUpKey>>;
+
+/// A backup version's `count` and `etag`, as the key endpoints answer them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BackupState {
+    pub(crate) count: u64,
+    pub(crate) etag: u64,
+}
+
+impl BackupState {
+    pub(crate) fn to_json(self) -> Value {
+        json!({ "count": self.count, "etag": self.etag.to_string() })
+    }
+}
+
+/// Which keys of a backup a request is about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Scope<'a> {
+    All,
+    Room(&'a str),
+    Session(&'a str, &'a str),
+}
+
+/// The key backups of every user (see the module's doc).
+pub(crate) struct KeyBackups {
+    storage: Arc<Storage>,
+    /// Held around each read-then-write (never across an `await`).
+    writes: Mutex<()>,
+}
+
+/// Whether `new` should replace `old`, by the spec's rules: a verified key beats an
+/// unverified one; then the lower `first_message_index` (it decrypts more); then the lower
+/// `forwarded_count` (fewer hands it passed through). On a tie the stored key stays.
+pub(crate) fn better(new: &BackedUpKey, old: &BackedUpKey) -> bool {
+    if new.is_verified != old.is_verified {
+        return new.is_verified;
+    }
+    if new.first_message_index != old.first_message_index {
+        return new.first_message_index < old.first_message_index;
+    }
+    new.forwarded_count < old.forwarded_count
+}
+
+fn unknown_version() -> Error {
+    Error::not_found("Unknown backup version")
+}
+
+/// A version as clients spell it: the decimal number we handed out, nothing else (`01`
+/// and `+1` name no backup).
+fn parse_version(version: &str) -> Option<u64> {
+    version
+        .parse::<u64>()
+        .ok()
+        .filter(|number| number.to_string() == version)
+}
+
+fn version_info(version: u64, record: &BackupVersionRecord) -> Value {
+    json!({
+        "algorithm": record.algorithm,
+        "auth_data": record.auth_data,
+        "count": record.count,
+        "etag": record.etag.to_string(),
+        "version": version.to_string(),
+    })
+}
+
+/// Checks a new or updated backup's `algorithm`.
+fn check_algorithm(algorithm: &str) -> Result<(), Error> {
+    if algorithm.is_empty() || algorithm.len() > MAX_ALGORITHM_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidParam,
+            "The backup algorithm must be a name of 1 to 255 bytes",
+        ));
+    }
+    Ok(())
+}
+
+impl KeyBackups {
+    pub(crate) fn new(storage: Arc<Storage>) -> KeyBackups {
+        KeyBackups {
+            storage,
+            writes: Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The guard protects no data of its own: a panic elsewhere leaves nothing torn.
+        self.writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The newest version the user ever created (deleted or not), or with `live` the
+    /// newest not deleted: the current one.
+    fn newest(
+        &self,
+        user_id: &UserId,
+        live: bool,
+    ) -> Result<Option<(u64, BackupVersionRecord)>, Error> {
+        let (from, to) = ((user_id.to_string(), 0), (user_id.to_string(), u64::MAX));
+        for entry in self.storage.userversion_backup.range(&from, &to).rev() {
+            let ((_, version), record) = entry?;
+            if !(live && record.deleted) {
+                return Ok(Some((version, record)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The user's current backup: the newest version not deleted.
+    fn current(&self, user_id: &UserId) -> Result<Option<(u64, BackupVersionRecord)>, Error> {
+        self.newest(user_id, true)
+    }
+
+    /// The version named `version`, if it exists and is not deleted.
+    fn existing(
+        &self,
+        user_id: &UserId,
+        version: &str,
+    ) -> Result<(u64, BackupVersionRecord), Error> {
+        let number = parse_version(version).ok_or_else(unknown_version)?;
+        match self
+            .storage
+            .userversion_backup
+            .get(&(user_id.to_string(), number))?
+        {
+            Some(record) if !record.deleted => Ok((number, record)),
+            _ => Err(unknown_version()),
+        }
+    }
+
+    /// Creates a new backup version, which becomes the current one; answers its version.
+    pub(crate) async fn create(
+        &self,
+        user_id: &UserId,
+        algorithm: String,
+        auth_data: Map<String, Value>,
+    ) -> Result<String, Error> {
+        check_algorithm(&algorithm)?;
+        let version = {
+            let _guard = self.lock();
+            let newest = self
+                .newest(user_id, false)?
+                .map_or(0, |(version, _)| version);
+            let version = newest
+                .checked_add(1)
+                .ok_or_else(|| Error::new(ErrorKind::Forbidden, "No backup versions are left"))?;
+            let record = BackupVersionRecord {
+                algorithm,
+                auth_data,
+                etag: 0,
+                count: 0,
+                deleted: false,
+            };
+            self.storage
+                .userversion_backup
+                .insert(&(user_id.to_string(), version), &record)?;
+            version
+        };
+        self.storage.flush().await?;
+        Ok(version.to_string())
+    }
+
+    /// The current backup's information (`GET /room_keys/version`).
+    pub(crate) fn current_info(&self, user_id: &UserId) -> Result<Value, Error> {
+        let (version, record) = self
+            .current(user_id)?
+            .ok_or_else(|| Error::not_found("No current backup version"))?;
+        Ok(version_info(version, &record))
+    }
+
+    /// A backup's information (`GET /room_keys/version/{version}`).
+    pub(crate) fn info(&self, user_id: &UserId, version: &str) -> Result<Value, Error> {
+        let (number, record) = self.existing(user_id, version)?;
+        Ok(version_info(number, &record))
+    }
+
+    /// Replaces a backup's `auth_data`; its algorithm may not change.
+    pub(crate) async fn update(
+        &self,
+        user_id: &UserId,
+        version: &str,
+        algorithm: &str,
+        auth_data: Map<String, Value>,
+    ) -> Result<(), Error> {
+        {
+            let _guard = self.lock();
+            let (number, mut record) = self.existing(user_id, version)?;
+            if record.algorithm != algorithm {
+                return Err(Error::new(
+                    ErrorKind::InvalidParam,
+                    "Algorithm does not match",
+                ));
+            }
+            record.auth_data = auth_data;
+            self.storage
+                .userversion_backup
+                .insert(&(user_id.to_string(), number), &record)?;
+        }
+        self.storage.flush().await?;
+        Ok(())
+    }
+
+    /// Deletes a backup and its keys. A version deleted before succeeds again; one never
+    /// created is not found.
+    pub(crate) async fn delete(&self, user_id: &UserId, version: &str) -> Result<(), Error> {
+        let number = parse_version(version).ok_or_else(unknown_version)?;
+        let key = (user_id.to_string(), number);
+        {
+            let _guard = self.lock();
+            let mut record = self
+                .storage
+                .userversion_backup
+                .get(&key)?
+                .ok_or_else(unknown_version)?;
+            if !record.deleted {
+                // The tombstone first: from here on the version is gone for every reader,
+                // whatever happens to the removal of its keys below.
+                record.deleted = true;
+                record.etag += 1;
+                self.storage.userversion_backup.insert(&key, &record)?;
+            }
+            self.remove_keys(user_id, number, Scope::All)?;
+        }
+        self.storage.flush().await?;
+        Ok(())
+    }
+
+    /// Stores keys in the current backup, each kept only if better than the one stored
+    /// (see [`better`]). Nothing is written unless every key can be.
+    pub(crate) async fn put_keys(
+        &self,
+        user_id: &UserId,
+        version: &str,
+        keys: RoomsKeys,
+    ) -> Result<BackupState, Error> {
+        let state = {
+            let _guard = self.lock();
+            let (number, mut record) = self.writable(user_id, version)?;
+            let user = user_id.to_string();
+            let version_key = number.to_string();
+            let mut batch = Batch::new();
+            let mut changed = false;
+            for (room_id, sessions) in keys {
+                for (session_id, key) in sessions {
+                    let row = (
+                        user.clone(),
+                        version_key.clone(),
+                        room_id.clone(),
+                        session_id,
+                    );
+                    match self.storage.backupsession_key.get(&row)? {
+                        Some(old) if !better(&key, &old) => continue,
+                        Some(_) => {}
+                        None => record.count += 1,
+                    }
+                    self.storage
+                        .backupsession_key
+                        .batch_insert(&mut batch, &row, &key)?;
+                    changed = true;
+                }
+            }
+            if record.count > MAX_KEYS_PER_BACKUP {
+                return Err(Error::new(
+                    ErrorKind::TooLarge,
+                    format!("A backup holds at most {MAX_KEYS_PER_BACKUP} keys"),
+                ));
+            }
+            if changed {
+                record.etag += 1;
+                self.storage.userversion_backup.batch_insert(
+                    &mut batch,
+                    &(user, number),
+                    &record,
+                )?;
+                self.storage.apply(batch)?;
+            }
+            BackupState {
+                count: record.count,
+                etag: record.etag,
+            }
+        };
+        self.storage.flush().await?;
+        Ok(state)
+    }
+
+    /// The version keys may be written to: it exists and is the current one.
+    fn writable(
+        &self,
+        user_id: &UserId,
+        version: &str,
+    ) -> Result<(u64, BackupVersionRecord), Error> {
+        let (number, record) = self.existing(user_id, version)?;
+        match self.current(user_id)? {
+            Some((current, _)) if current == number => Ok((number, record)),
+            current => {
+                let mut fields = Map::new();
+                if let Some((current, _)) = current {
+                    fields.insert("current_version".into(), current.to_string().into());
+                }
+                Err(Error::new(
+                    ErrorKind::WrongRoomKeysVersion,
+                    "Keys may only be written to the current backup version",
+                )
+                .with_fields(fields))
+            }
+        }
+    }
+
+    /// The encoded prefix of the keys in `scope` of one backup version: `user 0xFF version
+    /// 0xFF`, then `room 0xFF` (so a room's scan stops before a room whose ID begins with
+    /// its own), then the session ID.
+    fn prefix(user_id: &UserId, version: u64, scope: Scope<'_>) -> Vec<u8> {
+        let mut prefix = pair_prefix(user_id.as_str());
+        prefix.extend_from_slice(&pair_prefix(&version.to_string()));
+        match scope {
+            Scope::All => {}
+            Scope::Room(room) => prefix.extend_from_slice(&pair_prefix(room)),
+            Scope::Session(room, session) => {
+                prefix.extend_from_slice(&pair_prefix(room));
+                prefix.extend_from_slice(session.as_bytes());
+            }
+        }
+        prefix
+    }
+
+    /// Reads the keys in `scope` of an existing backup. A single session not backed up is
+    /// not found; a room or backup without keys answers empty.
+    pub(crate) fn get_keys(
+        &self,
+        user_id: &UserId,
+        version: &str,
+        scope: Scope<'_>,
+    ) -> Result<RoomsKeys, Error> {
+        let (number, _) = self.existing(user_id, version)?;
+        let mut rooms = RoomsKeys::new();
+        if let Scope::Session(room, session) = scope {
+            let row = (
+                user_id.to_string(),
+                number.to_string(),
+                room.to_owned(),
+                session.to_owned(),
+            );
+            let key = self
+                .storage
+                .backupsession_key
+                .get(&row)?
+                .ok_or_else(|| Error::not_found("No key for this session in the backup"))?;
+            rooms.entry(row.2).or_default().insert(row.3, key);
+            return Ok(rooms);
+        }
+        for entry in self
+            .storage
+            .backupsession_key
+            .scan_prefix(&Self::prefix(user_id, number, scope))
+        {
+            let ((_, _, room, session), key) = entry?;
+            rooms.entry(room).or_default().insert(session, key);
+        }
+        Ok(rooms)
+    }
+
+    /// Deletes the keys in `scope` of an existing backup (current or not).
+    pub(crate) async fn delete_keys(
+        &self,
+        user_id: &UserId,
+        version: &str,
+        scope: Scope<'_>,
+    ) -> Result<BackupState, Error> {
+        let state = {
+            let _guard = self.lock();
+            let (number, _) = self.existing(user_id, version)?;
+            self.remove_keys(user_id, number, scope)?
+        };
+        self.storage.flush().await?;
+        Ok(state)
+    }
+
+    /// Removes the keys in `scope`, in chunks, each applied with the version's new count
+    /// and etag. Called with the write lock held.
+    fn remove_keys(
+        &self,
+        user_id: &UserId,
+        version: u64,
+        scope: Scope<'_>,
+    ) -> Result<BackupState, Error> {
+        let user = user_id.to_string();
+        let record_key = (user.clone(), version);
+        let mut record = self
+            .storage
+            .userversion_backup
+            .get(&record_key)?
+            .ok_or_else(unknown_version)?;
+        let rows: Vec<(String, String, String, String)> = match scope {
+            Scope::Session(room, session) => {
+                let row = (
+                    user,
+                    version.to_string(),
+                    room.to_owned(),
+                    session.to_owned(),
+                );
+                if self.storage.backupsession_key.contains_key(&row)? {
+                    vec![row]
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => self
+                .storage
+                .backupsession_key
+                .scan_prefix(&Self::prefix(user_id, version, scope))
+                .map(|entry| entry.map(|(row, _)| row))
+                .collect::<Result<_, _>>()?,
+        };
+        for chunk in rows.chunks(REMOVE_CHUNK) {
+            let mut batch = Batch::new();
+            for row in chunk {
+                self.storage.backupsession_key.batch_remove(&mut batch, row);
+            }
+            record.count = record.count.saturating_sub(chunk.len() as u64);
+            record.etag += 1;
+            self.storage
+                .userversion_backup
+                .batch_insert(&mut batch, &record_key, &record)?;
+            self.storage.apply(batch)?;
+        }
+        Ok(BackupState {
+            count: record.count,
+            etag: record.etag,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(verified: bool, index: u64, forwarded: u64) -> BackedUpKey {
+        BackedUpKey {
+            first_message_index: index,
+            forwarded_count: forwarded,
+            is_verified: verified,
+            session_data: Map::new(),
+        }
+    }
+
+    #[test]
+    fn verified_beats_a_lower_index() {
+        assert!(better(&key(true, 10, 5), &key(false, 0, 0)));
+        assert!(!better(&key(false, 0, 0), &key(true, 10, 5)));
+    }
+
+    #[test]
+    fn lower_index_then_fewer_forwards_win_and_ties_keep_the_stored_key() {
+        assert!(better(&key(false, 1, 9), &key(false, 2, 0)));
+        assert!(!better(&key(false, 3, 0), &key(false, 2, 9)));
+        assert!(better(&key(false, 2, 0), &key(false, 2, 1)));
+        assert!(!better(&key(false, 2, 1), &key(false, 2, 1)));
+    }
+
+    #[test]
+    fn versions_are_plain_decimals() {
+        assert_eq!(parse_version("12"), Some(12));
+        assert_eq!(parse_version("012"), None);
+        assert_eq!(parse_version("+1"), None);
+        assert_eq!(parse_version(""), None);
+    }
+}
