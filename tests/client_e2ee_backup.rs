@@ -401,3 +401,108 @@ fn hostile_uploads_change_nothing() {
     let anonymous = server.client().get("/_matrix/client/v3/room_keys/version");
     assert_eq!(anonymous.status, 401);
 }
+
+/// `count` stays the number of keys when several devices upload at once, some of them the
+/// same sessions.
+#[test]
+fn concurrent_uploads_keep_count_exact() {
+    let server = server();
+    let mut alice = Backup::new(&server, "alice");
+    let version = alice.create("pk");
+    let path = Backup::keys_path(&version, None, None);
+    let threads: Vec<_> = (0..4)
+        .map(|device| {
+            let mut client = server.client();
+            let token = alice.token.clone();
+            let path = format!("/_matrix/client/v3/room_keys/{path}");
+            std::thread::spawn(move || {
+                for batch in 0..20 {
+                    // Sessions 0..200 of each batch overlap between devices by half.
+                    let sessions: serde_json::Map<String, Value> = (0..10)
+                        .map(|i| {
+                            let session = format!("s{}-{}", batch, (device / 2) * 10 + i);
+                            (session, key(device % 2 == 0, device as u64, 0, "c"))
+                        })
+                        .collect();
+                    let body = json!({ "rooms": { ROOM: { "sessions": sessions } } });
+                    ok(client.json("PUT", &path, Some(&token), &body));
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("uploader");
+    }
+    // Devices 0 and 1 share sessions, as do 2 and 3: 2 × 20 × 10 distinct sessions.
+    let info = ok(alice.get("version"));
+    assert_eq!(info["count"], 400);
+    let all = ok(alice.get(&path));
+    assert_eq!(
+        all["rooms"][ROOM]["sessions"]
+            .as_object()
+            .expect("sessions")
+            .len(),
+        400
+    );
+    // Where two devices raced on a session, the verified key (even devices) won.
+    assert!(
+        all["rooms"][ROOM]["sessions"]
+            .as_object()
+            .expect("sessions")
+            .values()
+            .all(|key| key["is_verified"] == true),
+    );
+}
+
+/// Figures for the report: memory and time of a large backup (run with
+/// `cargo nextest run --test client_e2ee_backup --run-ignored only`).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_a_large_backup() {
+    fn rss_kib(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("status")
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+    let server = server();
+    let pid = server.child.id();
+    let mut alice = Backup::new(&server, "alice");
+    let version = alice.create("pk");
+    let path = Backup::keys_path(&version, None, None);
+    let before = rss_kib(pid);
+    let started = std::time::Instant::now();
+    // 20,000 keys in 100 uploads of 200, about the size of real ones (~400 bytes each).
+    for batch in 0..100 {
+        let sessions: serde_json::Map<String, Value> = (0..200)
+            .map(|i| {
+                let mut k = key(false, 0, 0, &"c".repeat(300));
+                k["session_data"]["ephemeral"] = json!("e".repeat(43));
+                (format!("{:043}", batch * 200 + i), k)
+            })
+            .collect();
+        let room = format!("!room{}:localhost", batch % 20);
+        ok(alice.call(
+            "PUT",
+            &path,
+            &json!({ "rooms": { room: { "sessions": sessions } } }),
+        ));
+    }
+    let uploaded = started.elapsed();
+    let after_upload = rss_kib(pid);
+    let started = std::time::Instant::now();
+    let all = alice.get(&path);
+    let read = started.elapsed();
+    let after_read = rss_kib(pid);
+    let body = all.body.len();
+    let started = std::time::Instant::now();
+    ok(alice.call("DELETE", &format!("version/{version}"), &json!({})));
+    let deleted = started.elapsed();
+    eprintln!(
+        "20000 keys: upload {uploaded:?} (RSS {before} -> {after_upload} KiB); GET all {read:?}, \
+         {body} bytes (RSS {after_read} KiB); delete version {deleted:?} (RSS {} KiB)",
+        rss_kib(pid)
+    );
+}

@@ -24,8 +24,9 @@ use crate::storage::records::BackupVersionRecord;
 use crate::storage::{Batch, Storage, pair_prefix};
 
 /// The most keys one backup may hold: a very active account collects some tens of
-/// thousands over years; this bounds the disk a single account can take.
-pub(crate) const MAX_KEYS_PER_BACKUP: u64 = 1_000_000;
+/// thousands over years. This bounds the disk an account takes and the answer to reading
+/// a whole backup (about 500 bytes a key, so some 100 MB at the bound).
+pub(crate) const MAX_KEYS_PER_BACKUP: u64 = 200_000;
 
 /// The longest session ID accepted (megolm session IDs are 43 characters).
 pub(crate) const MAX_SESSION_ID_BYTES: usize = 255;
@@ -365,40 +366,47 @@ impl KeyBackups {
         prefix
     }
 
-    /// Reads the keys in `scope` of an existing backup. A single session not backed up is
-    /// not found; a room or backup without keys answers empty.
-    pub(crate) fn get_keys(
+    /// One session's key in an existing backup, if it was backed up.
+    pub(crate) fn get_key(
+        &self,
+        user_id: &UserId,
+        version: &str,
+        room_id: &str,
+        session_id: &str,
+    ) -> Result<BackedUpKey, Error> {
+        let (number, _) = self.existing(user_id, version)?;
+        let row = (
+            user_id.to_string(),
+            number.to_string(),
+            room_id.to_owned(),
+            session_id.to_owned(),
+        );
+        self.storage
+            .backupsession_key
+            .get(&row)?
+            .ok_or_else(|| Error::not_found("No key for this session in the backup"))
+    }
+
+    /// Calls `visit` with each key in `scope` (a room or all, not one session) of an
+    /// existing backup, a room's keys one after another: an answer can be written as the
+    /// keys are read, without holding them all (a large backup is tens of megabytes).
+    pub(crate) fn visit_keys(
         &self,
         user_id: &UserId,
         version: &str,
         scope: Scope<'_>,
-    ) -> Result<RoomsKeys, Error> {
+        mut visit: impl FnMut(&str, &str, BackedUpKey),
+    ) -> Result<(), Error> {
         let (number, _) = self.existing(user_id, version)?;
-        let mut rooms = RoomsKeys::new();
-        if let Scope::Session(room, session) = scope {
-            let row = (
-                user_id.to_string(),
-                number.to_string(),
-                room.to_owned(),
-                session.to_owned(),
-            );
-            let key = self
-                .storage
-                .backupsession_key
-                .get(&row)?
-                .ok_or_else(|| Error::not_found("No key for this session in the backup"))?;
-            rooms.entry(row.2).or_default().insert(row.3, key);
-            return Ok(rooms);
-        }
         for entry in self
             .storage
             .backupsession_key
             .scan_prefix(&Self::prefix(user_id, number, scope))
         {
             let ((_, _, room, session), key) = entry?;
-            rooms.entry(room).or_default().insert(session, key);
+            visit(&room, &session, key);
         }
-        Ok(rooms)
+        Ok(())
     }
 
     /// Deletes the keys in `scope` of an existing backup (current or not).
@@ -432,43 +440,58 @@ impl KeyBackups {
             .userversion_backup
             .get(&record_key)?
             .ok_or_else(unknown_version)?;
-        let rows: Vec<(String, String, String, String)> = match scope {
-            Scope::Session(room, session) => {
-                let row = (
-                    user,
-                    version.to_string(),
-                    room.to_owned(),
-                    session.to_owned(),
-                );
-                if self.storage.backupsession_key.contains_key(&row)? {
-                    vec![row]
-                } else {
-                    Vec::new()
+        if let Scope::Session(room, session) = scope {
+            let row = (
+                user,
+                version.to_string(),
+                room.to_owned(),
+                session.to_owned(),
+            );
+            if self.storage.backupsession_key.contains_key(&row)? {
+                self.remove_rows(&record_key, &mut record, &[row])?;
+            }
+        } else {
+            // A chunk at a time, read afresh each round: a backup of many keys never sits
+            // in memory whole.
+            let prefix = Self::prefix(user_id, version, scope);
+            loop {
+                let rows: Vec<_> = self
+                    .storage
+                    .backupsession_key
+                    .scan_prefix(&prefix)
+                    .take(REMOVE_CHUNK)
+                    .map(|entry| entry.map(|(row, _)| row))
+                    .collect::<Result<_, _>>()?;
+                if rows.is_empty() {
+                    break;
                 }
+                self.remove_rows(&record_key, &mut record, &rows)?;
             }
-            _ => self
-                .storage
-                .backupsession_key
-                .scan_prefix(&Self::prefix(user_id, version, scope))
-                .map(|entry| entry.map(|(row, _)| row))
-                .collect::<Result<_, _>>()?,
-        };
-        for chunk in rows.chunks(REMOVE_CHUNK) {
-            let mut batch = Batch::new();
-            for row in chunk {
-                self.storage.backupsession_key.batch_remove(&mut batch, row);
-            }
-            record.count = record.count.saturating_sub(chunk.len() as u64);
-            record.etag += 1;
-            self.storage
-                .userversion_backup
-                .batch_insert(&mut batch, &record_key, &record)?;
-            self.storage.apply(batch)?;
         }
         Ok(BackupState {
             count: record.count,
             etag: record.etag,
         })
+    }
+
+    /// Removes `rows` in one batch with the version's lowered count and a new etag.
+    fn remove_rows(
+        &self,
+        record_key: &(String, u64),
+        record: &mut BackupVersionRecord,
+        rows: &[(String, String, String, String)],
+    ) -> Result<(), Error> {
+        let mut batch = Batch::new();
+        for row in rows {
+            self.storage.backupsession_key.batch_remove(&mut batch, row);
+        }
+        record.count = record.count.saturating_sub(rows.len() as u64);
+        record.etag += 1;
+        self.storage
+            .userversion_backup
+            .batch_insert(&mut batch, record_key, record)?;
+        self.storage.apply(batch)?;
+        Ok(())
     }
 }
 

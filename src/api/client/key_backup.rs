@@ -201,21 +201,65 @@ pub(crate) async fn put_session_key(
     Ok(HttpResponse::Ok().json(state.to_json()))
 }
 
+/// The keys of a backup in `scope` (all, or one room) as the answer's JSON, written as
+/// they are read: `{"rooms": {roomId: {"sessions": {...}}}}` for all, `{"sessions": {...}}`
+/// for a room. No tree of JSON values is built, so a backup of tens of thousands of keys
+/// costs about its own size in memory, once.
+fn keys_answer(
+    app: &Services,
+    auth: &Authenticated,
+    version: &str,
+    scope: Scope<'_>,
+) -> Result<HttpResponse, Error> {
+    let all = matches!(scope, Scope::All);
+    let mut body: Vec<u8> = Vec::new();
+    let mut open_room: Option<String> = None;
+    let mut failed = None;
+    body.extend_from_slice(if all {
+        &b"{\"rooms\":{"[..]
+    } else {
+        &b"{\"sessions\":{"[..]
+    });
+    app.users
+        .key_backups
+        .visit_keys(&auth.user_id, version, scope, |room, session, key| {
+            let first_of_room = open_room.as_deref() != Some(room);
+            if all && first_of_room {
+                if open_room.is_some() {
+                    body.extend_from_slice(b"}},");
+                }
+                let _ = serde_json::to_writer(&mut body, room);
+                body.extend_from_slice(b":{\"sessions\":{");
+            } else if !first_of_room {
+                body.push(b',');
+            }
+            open_room = Some(room.to_owned());
+            let written = serde_json::to_writer(&mut body, session)
+                .map(|()| body.push(b':'))
+                .and_then(|()| serde_json::to_writer(&mut body, &key));
+            if let Err(err) = written {
+                failed.get_or_insert(err);
+            }
+        })?;
+    if let Some(err) = failed {
+        return Err(Error::internal(err));
+    }
+    if all && open_room.is_some() {
+        body.extend_from_slice(b"}}");
+    }
+    body.extend_from_slice(b"}}");
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
+}
+
 /// # GET /_matrix/client/v3/room_keys/keys
 pub(crate) async fn get_all_keys(
     app: web::Data<Services>,
     auth: Authenticated,
     query: web::Query<VersionQuery>,
 ) -> Result<HttpResponse, Error> {
-    let keys = app
-        .users
-        .key_backups
-        .get_keys(&auth.user_id, &query.version, Scope::All)?;
-    let rooms: Map<String, Value> = keys
-        .into_iter()
-        .map(|(room, sessions)| (room, json!({ "sessions": sessions })))
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({ "rooms": rooms })))
+    keys_answer(&app, &auth, &query.version, Scope::All)
 }
 
 /// # GET /_matrix/client/v3/room_keys/keys/{roomId}
@@ -226,12 +270,7 @@ pub(crate) async fn get_room_keys(
     query: web::Query<VersionQuery>,
 ) -> Result<HttpResponse, Error> {
     room_id(&room)?;
-    let mut keys =
-        app.users
-            .key_backups
-            .get_keys(&auth.user_id, &query.version, Scope::Room(&room))?;
-    let sessions = keys.remove(room.as_str()).unwrap_or_default();
-    Ok(HttpResponse::Ok().json(json!({ "sessions": sessions })))
+    keys_answer(&app, &auth, &query.version, Scope::Room(&room))
 }
 
 /// # GET /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}
@@ -247,14 +286,7 @@ pub(crate) async fn get_session_key(
     let key = app
         .users
         .key_backups
-        .get_keys(
-            &auth.user_id,
-            &query.version,
-            Scope::Session(&room, &session),
-        )?
-        .remove(&room)
-        .and_then(|mut sessions| sessions.remove(&session))
-        .ok_or_else(|| Error::not_found("No key for this session in the backup"))?;
+        .get_key(&auth.user_id, &query.version, &room, &session)?;
     Ok(HttpResponse::Ok().json(key))
 }
 
