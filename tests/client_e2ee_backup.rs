@@ -506,3 +506,30 @@ fn measure_a_large_backup() {
         rss_kib(pid)
     );
 }
+
+/// A backup acknowledged is on disk: it survives the server being killed.
+#[test]
+fn acknowledged_keys_survive_a_kill() {
+    let mut server = server();
+    let mut alice = Backup::new(&server, "alice");
+    let version = alice.create("pk");
+    let path = Backup::keys_path(&version, Some(ROOM), Some("s"));
+    let stored = ok(alice.call("PUT", &path, &key(true, 3, 0, "durable")));
+    server.signal("KILL");
+    server
+        .wait_exit(std::time::Duration::from_secs(10))
+        .expect("killed");
+
+    let restarted = Server::start_in(&server.dir.clone(), &[], &[]).expect("restarts");
+    let mut client = restarted.client();
+    let info = ok(client.get_with("/_matrix/client/v3/room_keys/version", &alice.token));
+    assert_eq!(
+        (info["count"].clone(), info["etag"].clone()),
+        (json!(1), stored["etag"].clone())
+    );
+    let read = ok(client.get_with(
+        &format!("/_matrix/client/v3/room_keys/{path}"),
+        &alice.token,
+    ));
+    assert_eq!(read, key(true, 3, 0, "durable"));
+}
