@@ -533,3 +533,25 @@ fn acknowledged_keys_survive_a_kill() {
     ));
     assert_eq!(read, key(true, 3, 0, "durable"));
 }
+
+/// A user holds at most 100 backup versions at once; deleting one makes room again.
+#[test]
+fn live_backup_versions_are_bounded() {
+    let server = server();
+    let mut alice = Backup::new(&server, "alice");
+    for expected in 1..=100 {
+        assert_eq!(alice.create("pk"), expected.to_string());
+    }
+    let refused = alice.call(
+        "POST",
+        "version",
+        &json!({ "algorithm": ALGORITHM, "auth_data": {} }),
+    );
+    assert_eq!(
+        (refused.status, errcode(&refused).as_str()),
+        (403, "M_FORBIDDEN")
+    );
+    assert_eq!(ok(alice.get("version"))["version"], "100");
+    ok(alice.call("DELETE", "version/1", &json!({})));
+    assert_eq!(alice.create("pk"), "101");
+}

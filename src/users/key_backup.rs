@@ -28,6 +28,11 @@ use crate::storage::{Batch, Storage, pair_prefix};
 /// a whole backup (about 500 bytes a key, so some 100 MB at the bound).
 pub(crate) const MAX_KEYS_PER_BACKUP: u64 = 200_000;
 
+/// The most backup versions a user may hold at once (deleted ones aside). Clients keep
+/// one, and make a new one before deleting the old when they reset it; the bound keeps a
+/// hostile account from filling the disk with versions of large `auth_data`.
+pub(crate) const MAX_LIVE_VERSIONS: usize = 100;
+
 /// The longest session ID accepted (megolm session IDs are 43 characters).
 pub(crate) const MAX_SESSION_ID_BYTES: usize = 255;
 
@@ -132,26 +137,16 @@ impl KeyBackups {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The newest version the user ever created (deleted or not), or with `live` the
-    /// newest not deleted: the current one.
-    fn newest(
-        &self,
-        user_id: &UserId,
-        live: bool,
-    ) -> Result<Option<(u64, BackupVersionRecord)>, Error> {
+    /// The user's current backup: the newest version not deleted.
+    fn current(&self, user_id: &UserId) -> Result<Option<(u64, BackupVersionRecord)>, Error> {
         let (from, to) = ((user_id.to_string(), 0), (user_id.to_string(), u64::MAX));
         for entry in self.storage.userversion_backup.range(&from, &to).rev() {
             let ((_, version), record) = entry?;
-            if !(live && record.deleted) {
+            if !record.deleted {
                 return Ok(Some((version, record)));
             }
         }
         Ok(None)
-    }
-
-    /// The user's current backup: the newest version not deleted.
-    fn current(&self, user_id: &UserId) -> Result<Option<(u64, BackupVersionRecord)>, Error> {
-        self.newest(user_id, true)
     }
 
     /// The version named `version`, if it exists and is not deleted.
@@ -181,9 +176,22 @@ impl KeyBackups {
         check_algorithm(&algorithm)?;
         let version = {
             let _guard = self.lock();
-            let newest = self
-                .newest(user_id, false)?
-                .map_or(0, |(version, _)| version);
+            let (from, to) = ((user_id.to_string(), 0), (user_id.to_string(), u64::MAX));
+            let mut newest = 0;
+            let mut live = 0;
+            for entry in self.storage.userversion_backup.range(&from, &to) {
+                let ((_, version), record) = entry?;
+                newest = version;
+                live += usize::from(!record.deleted);
+            }
+            if live >= MAX_LIVE_VERSIONS {
+                return Err(Error::new(
+                    ErrorKind::Forbidden,
+                    format!(
+                        "At most {MAX_LIVE_VERSIONS} backup versions may exist at once; delete an old one first"
+                    ),
+                ));
+            }
             let version = newest
                 .checked_add(1)
                 .ok_or_else(|| Error::new(ErrorKind::Forbidden, "No backup versions are left"))?;
@@ -260,6 +268,8 @@ impl KeyBackups {
                 // whatever happens to the removal of its keys below.
                 record.deleted = true;
                 record.etag += 1;
+                // A tombstone keeps only what a second delete needs.
+                record.auth_data = Map::new();
                 self.storage.userversion_backup.insert(&key, &record)?;
             }
             self.remove_keys(user_id, number, Scope::All)?;
