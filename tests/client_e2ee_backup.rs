@@ -555,3 +555,44 @@ fn live_backup_versions_are_bounded() {
     ok(alice.call("DELETE", "version/1", &json!({})));
     assert_eq!(alice.create("pk"), "101");
 }
+
+/// A backup made and used with real end-to-end crypto (vodozemac, under Element's and
+/// matrix-rust-sdk's encryption): a new device decrypts room history with the key it
+/// restores from the backup (tests/clients/vodozemac_key_backup.py). matrix-nio has no
+/// key backup support, so the script does what such a client does, with the real library.
+#[test]
+fn a_new_device_decrypts_history_from_a_real_backup() {
+    use std::process::Command;
+    use std::time::Duration;
+
+    let python = std::env::var("HEARTH_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let present = common::succeeds_within(
+        Command::new(&python).args(["-c", "import vodozemac"]),
+        Duration::from_secs(60),
+    );
+    if !present {
+        assert!(
+            std::env::var_os("CI").is_none() && std::env::var_os("HEARTH_TEST_PYTHON").is_none(),
+            "{python} lacks `vodozemac`: run the tests with scripts/test"
+        );
+        eprintln!("SKIPPED: no Python `vodozemac`; scripts/test installs it");
+        return;
+    }
+    let server = server();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/vodozemac_key_backup.py"
+    );
+    let url = format!("http://{}", server.address("http"));
+    let output = common::output_within(
+        Command::new(&python).args([script, &url, PASSWORD]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{}{}\nserver log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        server.log_text()
+    );
+}
