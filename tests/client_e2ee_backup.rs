@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 const PASSWORD: &str = "correct horse battery";
 const ALGORITHM: &str = "m.megolm_backup.v1.curve25519-aes-sha2";
 const ROOM: &str = "!room:localhost";
-const OTHER_ROOM: &str = "!other:localhost";
+/// A room version 12 ID: the create event's reference hash, no server name.
+const OTHER_ROOM: &str = "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM";
 
 fn server() -> Server {
     Server::start_with_users(
