@@ -278,6 +278,32 @@ impl KeyBackups {
         Ok(())
     }
 
+    /// Deletes every backup of the user and their keys (the account is deactivated: no one
+    /// can read them any more, and they are the user's data).
+    pub(crate) fn delete_all(&self, user_id: &UserId) -> Result<(), Error> {
+        let _guard = self.lock();
+        let (from, to) = ((user_id.to_string(), 0), (user_id.to_string(), u64::MAX));
+        let versions: Vec<u64> = self
+            .storage
+            .userversion_backup
+            .range(&from, &to)
+            .map(|entry| entry.map(|((_, version), _)| version))
+            .collect::<Result<_, _>>()?;
+        for version in versions {
+            let key = (user_id.to_string(), version);
+            if let Some(mut record) = self.storage.userversion_backup.get(&key)?
+                && !record.deleted
+            {
+                record.deleted = true;
+                record.etag += 1;
+                record.auth_data = Map::new();
+                self.storage.userversion_backup.insert(&key, &record)?;
+            }
+            self.remove_keys(user_id, version, Scope::All)?;
+        }
+        Ok(())
+    }
+
     /// Stores keys in the current backup, each kept only if better than the one stored
     /// (see [`better`]). Nothing is written unless every key can be.
     pub(crate) async fn put_keys(
@@ -538,5 +564,45 @@ mod tests {
         assert_eq!(parse_version("012"), None);
         assert_eq!(parse_version("+1"), None);
         assert_eq!(parse_version(""), None);
+    }
+
+    #[tokio::test]
+    async fn deactivation_deletes_every_backup_and_key() {
+        let (_dir, storage) = crate::storage::testing::temporary();
+        let storage = Arc::new(storage);
+        let backups = KeyBackups::new(storage.clone());
+        let alice = <&UserId>::try_from("@alice:localhost").expect("user");
+        let bob = <&UserId>::try_from("@bob:localhost").expect("user");
+        for user in [alice, bob] {
+            for _ in 0..2 {
+                let version = backups
+                    .create(
+                        user,
+                        "m.megolm_backup.v1.curve25519-aes-sha2".into(),
+                        Map::new(),
+                    )
+                    .await
+                    .expect("create");
+                let keys = RoomsKeys::from([(
+                    "!room:localhost".to_owned(),
+                    BTreeMap::from([("s".to_owned(), key(false, 0, 0))]),
+                )]);
+                backups.put_keys(user, &version, keys).await.expect("put");
+            }
+        }
+        backups.delete_all(alice).expect("delete all");
+        assert!(backups.current(alice).expect("current").is_none());
+        let rows = |user: &UserId| {
+            storage
+                .backupsession_key
+                .scan_prefix(&pair_prefix(user.as_str()))
+                .count()
+        };
+        assert_eq!(rows(alice), 0);
+        assert_eq!(rows(bob), 2);
+        assert_eq!(
+            backups.current(bob).expect("current").map(|(v, _)| v),
+            Some(2)
+        );
     }
 }

@@ -126,9 +126,10 @@ impl Users {
         Ok(self.flush().await?)
     }
 
-    /// Deactivates the account for good; flushed.
+    /// Deactivates the account for good and deletes its key backups; flushed.
     pub(crate) async fn deactivate(&self, user_id: &UserId) -> Result<(), Error> {
         accounts::deactivate(&self.storage, user_id)?;
+        self.key_backups.delete_all(user_id)?;
         Ok(self.flush().await?)
     }
 
