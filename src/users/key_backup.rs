@@ -385,19 +385,15 @@ impl KeyBackups {
         }
     }
 
-    /// The encoded prefix of the keys in `scope` of one backup version: `user 0xFF version
-    /// 0xFF`, then `room 0xFF` (so a room's scan stops before a room whose ID begins with
-    /// its own), then the session ID.
-    fn prefix(user_id: &UserId, version: u64, scope: Scope<'_>) -> Vec<u8> {
+    /// The encoded prefix of a backup version's keys, `user 0xFF version 0xFF`, or of one
+    /// room's, then `room 0xFF` (so a room's scan stops before a room whose ID begins with
+    /// its own). A single session is read by its whole key, never by prefix: a session ID
+    /// can begin another.
+    fn prefix(user_id: &UserId, version: u64, room: Option<&str>) -> Vec<u8> {
         let mut prefix = pair_prefix(user_id.as_str());
         prefix.extend_from_slice(&pair_prefix(&version.to_string()));
-        match scope {
-            Scope::All => {}
-            Scope::Room(room) => prefix.extend_from_slice(&pair_prefix(room)),
-            Scope::Session(room, session) => {
-                prefix.extend_from_slice(&pair_prefix(room));
-                prefix.extend_from_slice(session.as_bytes());
-            }
+        if let Some(room) = room {
+            prefix.extend_from_slice(&pair_prefix(room));
         }
         prefix
     }
@@ -423,8 +419,7 @@ impl KeyBackups {
             .ok_or_else(|| Error::not_found("No key for this session in the backup"))
     }
 
-    /// Calls `visit` with each key in `scope` (a room or all, not one session) of an
-    /// existing backup, a room's keys one after another: an answer can be written as the
+    /// Calls `visit` with each key in `scope` of an existing backup, a room's keys one after another: an answer can be written as the
     /// keys are read, without holding them all (a large backup is tens of megabytes).
     pub(crate) fn visit_keys(
         &self,
@@ -433,11 +428,20 @@ impl KeyBackups {
         scope: Scope<'_>,
         mut visit: impl FnMut(&str, &str, BackedUpKey),
     ) -> Result<(), Error> {
+        let room = match scope {
+            Scope::All => None,
+            Scope::Room(room) => Some(room),
+            Scope::Session(room, session) => {
+                let key = self.get_key(user_id, version, room, session)?;
+                visit(room, session, key);
+                return Ok(());
+            }
+        };
         let (number, _) = self.existing(user_id, version)?;
         for entry in self
             .storage
             .backupsession_key
-            .scan_prefix(&Self::prefix(user_id, number, scope))
+            .scan_prefix(&Self::prefix(user_id, number, room))
         {
             let ((_, _, room, session), key) = entry?;
             visit(&room, &session, key);
@@ -476,33 +480,40 @@ impl KeyBackups {
             .userversion_backup
             .get(&record_key)?
             .ok_or_else(unknown_version)?;
-        if let Scope::Session(room, session) = scope {
-            let row = (
-                user,
-                version.to_string(),
-                room.to_owned(),
-                session.to_owned(),
-            );
-            if self.storage.backupsession_key.contains_key(&row)? {
-                self.remove_rows(&record_key, &mut record, &[row])?;
-            }
-        } else {
-            // A chunk at a time, read afresh each round: a backup of many keys never sits
-            // in memory whole.
-            let prefix = Self::prefix(user_id, version, scope);
-            loop {
-                let rows: Vec<_> = self
-                    .storage
-                    .backupsession_key
-                    .scan_prefix(&prefix)
-                    .take(REMOVE_CHUNK)
-                    .map(|entry| entry.map(|(row, _)| row))
-                    .collect::<Result<_, _>>()?;
-                if rows.is_empty() {
-                    break;
+        let room = match scope {
+            Scope::All => None,
+            Scope::Room(room) => Some(room),
+            Scope::Session(room, session) => {
+                let row = (
+                    user,
+                    version.to_string(),
+                    room.to_owned(),
+                    session.to_owned(),
+                );
+                if self.storage.backupsession_key.contains_key(&row)? {
+                    self.remove_rows(&record_key, &mut record, &[row])?;
                 }
-                self.remove_rows(&record_key, &mut record, &rows)?;
+                return Ok(BackupState {
+                    count: record.count,
+                    etag: record.etag,
+                });
             }
+        };
+        // A chunk at a time, read afresh each round: a backup of many keys never sits
+        // in memory whole.
+        let prefix = Self::prefix(user_id, version, room);
+        loop {
+            let rows: Vec<_> = self
+                .storage
+                .backupsession_key
+                .scan_prefix(&prefix)
+                .take(REMOVE_CHUNK)
+                .map(|entry| entry.map(|(row, _)| row))
+                .collect::<Result<_, _>>()?;
+            if rows.is_empty() {
+                break;
+            }
+            self.remove_rows(&record_key, &mut record, &rows)?;
         }
         Ok(BackupState {
             count: record.count,
@@ -603,6 +614,71 @@ mod tests {
         assert_eq!(
             backups.current(bob).expect("current").map(|(v, _)| v),
             Some(2)
+        );
+    }
+
+    /// IDs that begin other IDs (a session `abc` and `abcd`, a room `!a:x` and `!a:x.y`)
+    /// are still told apart when reading and deleting.
+    #[tokio::test]
+    async fn ids_that_begin_others_stay_apart() {
+        let (_dir, storage) = crate::storage::testing::temporary();
+        let backups = KeyBackups::new(Arc::new(storage));
+        let alice = <&UserId>::try_from("@alice:localhost").expect("user");
+        let version = backups
+            .create(
+                alice,
+                "m.megolm_backup.v1.curve25519-aes-sha2".into(),
+                Map::new(),
+            )
+            .await
+            .expect("create");
+        let sessions = || {
+            BTreeMap::from([
+                ("abc".to_owned(), key(false, 0, 0)),
+                ("abcd".to_owned(), key(false, 0, 0)),
+            ])
+        };
+        let keys = RoomsKeys::from([
+            ("!a:x".to_owned(), sessions()),
+            ("!a:x.y".to_owned(), sessions()),
+        ]);
+        assert_eq!(
+            backups
+                .put_keys(alice, &version, keys)
+                .await
+                .expect("put")
+                .count,
+            4
+        );
+        let visited = |scope| {
+            let mut seen = Vec::new();
+            backups
+                .visit_keys(alice, &version, scope, |room, session, _| {
+                    seen.push(format!("{room}/{session}"));
+                })
+                .map(|()| seen)
+        };
+        assert_eq!(
+            visited(Scope::Room("!a:x")).expect("room"),
+            ["!a:x/abc", "!a:x/abcd"]
+        );
+        assert_eq!(
+            visited(Scope::Session("!a:x", "abc")).expect("session"),
+            ["!a:x/abc"]
+        );
+        let state = backups
+            .delete_keys(alice, &version, Scope::Session("!a:x", "abc"))
+            .await
+            .expect("delete session");
+        assert_eq!(state.count, 3);
+        let state = backups
+            .delete_keys(alice, &version, Scope::Room("!a:x"))
+            .await
+            .expect("delete room");
+        assert_eq!(state.count, 2);
+        assert_eq!(
+            visited(Scope::All).expect("all"),
+            ["!a:x.y/abc", "!a:x.y/abcd"]
         );
     }
 }
