@@ -86,6 +86,9 @@ pub(crate) enum ErrorKind {
     BadRequest,
     /// Something went wrong on our side; details are in the log.
     Unknown,
+    /// A key backup write named a backup version that is not the user's current one (403;
+    /// the answer carries `current_version`).
+    WrongRoomKeysVersion,
     /// Another server could not be reached, or answered with something unusable (502,
     /// `M_UNKNOWN`). The message names the server only: connection details stay in the log.
     RemoteUnavailable,
@@ -123,6 +126,7 @@ impl ErrorKind {
             ErrorKind::ThreepidDenied => "M_THREEPID_DENIED",
             ErrorKind::Conflict => "M_UNKNOWN",
             ErrorKind::RoomInUse => "M_ROOM_IN_USE",
+            ErrorKind::WrongRoomKeysVersion => "M_WRONG_ROOM_KEYS_VERSION",
             // A failed stage says why in the body; the first challenge has no error code.
             ErrorKind::UserInteractiveAuth => "M_FORBIDDEN",
             ErrorKind::BadRequest | ErrorKind::Unknown | ErrorKind::RemoteUnavailable => {
@@ -159,7 +163,8 @@ impl ErrorKind {
             | ErrorKind::UserDeactivated
             | ErrorKind::UserSuspended
             | ErrorKind::GuestAccessForbidden
-            | ErrorKind::ThreepidDenied => StatusCode::FORBIDDEN,
+            | ErrorKind::ThreepidDenied
+            | ErrorKind::WrongRoomKeysVersion => StatusCode::FORBIDDEN,
             ErrorKind::MissingToken
             | ErrorKind::Unauthorized
             | ErrorKind::UnknownToken

@@ -113,6 +113,34 @@ impl KeyCodec for (String, String, String) {
     }
 }
 
+/// Four strings joined by `0xFF` (a user, a backup version, a room, a session ID).
+impl KeyCodec for (String, String, String, String) {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = pair_prefix(&self.0);
+        for part in [&self.1, &self.2] {
+            bytes.extend_from_slice(part.as_bytes());
+            bytes.push(0xFF);
+        }
+        bytes.extend_from_slice(self.3.as_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> StorageResult<Self> {
+        let mut parts = bytes.splitn(4, |&b| b == 0xFF);
+        let (Some(a), Some(b), Some(c), Some(d)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(StorageError::Corrupt("a four-part key".to_owned()));
+        };
+        Ok((
+            <String as KeyCodec>::decode(a)?,
+            <String as KeyCodec>::decode(b)?,
+            <String as KeyCodec>::decode(c)?,
+            <String as KeyCodec>::decode(d)?,
+        ))
+    }
+}
+
 /// Strings joined by `0xFF`, then a big-endian integer: the numbered entries of one
 /// subject in numeric order (a user's notifications in a room, a state key's history).
 fn strings_then_number(parts: &[&str], number: u64) -> Vec<u8> {

@@ -36,10 +36,10 @@ pub(crate) use migrations::SCHEMA_VERSION;
 pub(crate) use tree::Tree;
 
 use records::{
-    AccountDataRecord, AccountRecord, AliasRecord, DestinationState, DeviceRecord, EventMeta,
-    FallbackKeyRecord, KeptEdu, MembershipRecord, NotificationRecord, PendingTxn, QueueItem,
-    ReceiptRecord, RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord,
-    UnreadFlags,
+    AccountDataRecord, AccountRecord, AliasRecord, BackedUpKey, BackupVersionRecord,
+    DestinationState, DeviceRecord, EventMeta, FallbackKeyRecord, KeptEdu, MembershipRecord,
+    NotificationRecord, PendingTxn, QueueItem, ReceiptRecord, RegistrationTokenRecord, RoomRecord,
+    ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
 };
 
 /// A storage failure. Shown in full to the operator at start-up; a client only ever sees
@@ -209,6 +209,12 @@ pub struct Storage {
     /// stream position → `(server, m.direct_to_device EDU)`s for other servers' users,
     /// written with the messages and removed by the outbound follower once queued.
     pub(crate) stream_todeviceout: Tree<u64, Json<Vec<(String, serde_json::Value)>>>,
+    /// user 0xFF backup version → [`BackupVersionRecord`]: the user's key backups
+    /// (server-side key backup), deleted ones kept as tombstones.
+    pub(crate) userversion_backup: Tree<(String, u64), Json<BackupVersionRecord>>,
+    /// user 0xFF backup version (decimal) 0xFF room 0xFF session ID → [`BackedUpKey`]: the
+    /// keys of each backup, a room's adjacent.
+    pub(crate) backupsession_key: Tree<(String, String, String, String), Json<BackedUpKey>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -291,6 +297,8 @@ impl Storage {
             userdevice_todevice: Tree::open(&db, "userdevice_todevice")?,
             todevice_txn: Tree::open(&db, "todevice_txn")?,
             stream_todeviceout: Tree::open(&db, "stream_todeviceout")?,
+            userversion_backup: Tree::open(&db, "userversion_backup")?,
+            backupsession_key: Tree::open(&db, "backupsession_key")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

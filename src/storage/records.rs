@@ -292,3 +292,30 @@ pub(crate) struct FallbackKeyRecord {
     /// ones, so the client knows when to upload a new one.
     pub(crate) used: bool,
 }
+
+// ---- end-to-end encryption: server-side key backup
+
+/// One version of a user's key backup (`userversion_backup`). A deleted version stays as a
+/// tombstone (`deleted`, its keys gone) so its number is never handed out again and deleting
+/// it twice still succeeds, as the spec asks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BackupVersionRecord {
+    pub(crate) algorithm: String,
+    pub(crate) auth_data: Map<String, Value>,
+    /// Bumped on every change to the backup's keys, so clients see when to re-read them.
+    pub(crate) etag: u64,
+    /// How many keys the backup holds, kept in step with the keys in the same batch.
+    pub(crate) count: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) deleted: bool,
+}
+
+/// One backed-up megolm session key (`backupsession_key`): the spec's `KeyBackupData`,
+/// `session_data` left as the client encrypted it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct BackedUpKey {
+    pub(crate) first_message_index: u64,
+    pub(crate) forwarded_count: u64,
+    pub(crate) is_verified: bool,
+    pub(crate) session_data: Map<String, Value>,
+}

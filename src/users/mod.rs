@@ -12,6 +12,8 @@
 //! - [`push_rules`]: push rules (kept as `m.push_rules` account data) and pushers.
 //! - [`tags`]: room tags (kept as `m.tag` room account data).
 //! - [`keys`]: devices' end-to-end encryption keys: identity, one-time and fallback keys.
+//! - [`key_backup`]: server-side key backups (end-to-end encryption), with their own
+//!   trees and write lock, reached through [`Users::key_backups`].
 //! - [`openid`]: OpenID tokens for third parties, checked over federation.
 //! - [`to_device`]: send-to-device messages: each device's bounded inbox, and the EDUs for
 //!   other servers' devices.
@@ -19,6 +21,7 @@
 pub(crate) mod account_data;
 pub(crate) mod accounts;
 pub(crate) mod filter;
+pub(crate) mod key_backup;
 pub(crate) mod keys;
 pub(crate) mod openid;
 pub(crate) mod profile;

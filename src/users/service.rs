@@ -17,6 +17,7 @@ use super::accounts::sessions::{self, Device, NewSession, Session};
 use super::accounts::uia::UiaSessions;
 use super::accounts::{self, AccountError, AccountRecord, registration};
 use super::filter::{self, Filter};
+use super::key_backup::KeyBackups;
 use super::{account_data, keys, openid, profile, tags, to_device};
 use crate::error::{Error, ErrorKind};
 use crate::matrix::time::now_ms;
@@ -33,11 +34,14 @@ pub(crate) struct Users {
     /// The account-wide bound on wrong passwords, which spares addresses the account
     /// logged in from.
     pub(crate) login_attempts: LoginAttempts,
+    /// Server-side key backups (end-to-end encryption).
+    pub(crate) key_backups: KeyBackups,
 }
 
 impl Users {
     pub(crate) fn new(storage: Arc<Storage>, server_name: OwnedServerName) -> Users {
         Users {
+            key_backups: KeyBackups::new(storage.clone()),
             storage,
             server_name,
             password_hasher: PasswordHasher::default(),
@@ -122,9 +126,10 @@ impl Users {
         Ok(self.flush().await?)
     }
 
-    /// Deactivates the account for good; flushed.
+    /// Deactivates the account for good and deletes its key backups; flushed.
     pub(crate) async fn deactivate(&self, user_id: &UserId) -> Result<(), Error> {
         accounts::deactivate(&self.storage, user_id)?;
+        self.key_backups.delete_all(user_id)?;
         Ok(self.flush().await?)
     }
 

@@ -6,6 +6,7 @@ pub(crate) mod body;
 pub(crate) mod context;
 pub(crate) mod device;
 pub(crate) mod directory;
+pub(crate) mod key_backup;
 pub(crate) mod keys;
 pub(crate) mod membership;
 pub(crate) mod mutual_rooms;
@@ -35,6 +36,7 @@ use super::{ACCOUNT_BODY_LIMIT, get, method_not_allowed, post, put};
 
 /// The client-server API's routes.
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
+    key_backup_routes(config);
     let small = |resource: actix_web::Resource| resource.app_data(ACCOUNT_BODY_LIMIT);
     config
         .service(get("/_matrix/client/versions", versions::get))
@@ -438,5 +440,48 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
             .service(post(&format!("{prefix}/keys/upload"), keys::upload))
             .service(post(&format!("{prefix}/keys/query"), keys::query))
             .service(post(&format!("{prefix}/keys/claim"), keys::claim));
+    }
+}
+
+/// Server-side key backup, under `v3` and under `unstable`, where Synapse answers too and
+/// older clients still call.
+fn key_backup_routes(config: &mut web::ServiceConfig) {
+    let small = |resource: actix_web::Resource| resource.app_data(ACCOUNT_BODY_LIMIT);
+    for prefix in ["/_matrix/client/v3", "/_matrix/client/unstable"] {
+        config
+            .service(small(
+                web::resource(format!("{prefix}/room_keys/version"))
+                    .route(web::get().to(key_backup::get_current_version))
+                    .route(web::post().to(key_backup::create_version))
+                    .default_service(web::to(|| async { method_not_allowed("GET, POST") })),
+            ))
+            .service(small(
+                web::resource(format!("{prefix}/room_keys/version/{{version}}"))
+                    .route(web::get().to(key_backup::get_version))
+                    .route(web::put().to(key_backup::update_version))
+                    .route(web::delete().to(key_backup::delete_version))
+                    .default_service(web::to(|| async { method_not_allowed("GET, PUT, DELETE") })),
+            ))
+            .service(
+                web::resource(format!("{prefix}/room_keys/keys"))
+                    .route(web::get().to(key_backup::get_all_keys))
+                    .route(web::put().to(key_backup::put_all_keys))
+                    .route(web::delete().to(key_backup::delete_all_keys))
+                    .default_service(web::to(|| async { method_not_allowed("GET, PUT, DELETE") })),
+            )
+            .service(
+                web::resource(format!("{prefix}/room_keys/keys/{{roomId}}"))
+                    .route(web::get().to(key_backup::get_room_keys))
+                    .route(web::put().to(key_backup::put_room_keys))
+                    .route(web::delete().to(key_backup::delete_room_keys))
+                    .default_service(web::to(|| async { method_not_allowed("GET, PUT, DELETE") })),
+            )
+            .service(
+                web::resource(format!("{prefix}/room_keys/keys/{{roomId}}/{{sessionId}}"))
+                    .route(web::get().to(key_backup::get_session_key))
+                    .route(web::put().to(key_backup::put_session_key))
+                    .route(web::delete().to(key_backup::delete_session_key))
+                    .default_service(web::to(|| async { method_not_allowed("GET, PUT, DELETE") })),
+            );
     }
 }
