@@ -122,6 +122,18 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
         })
     }
 
+    /// The keys (only: values are not decoded) whose encoding starts with `prefix`, in key
+    /// order: for counting or removing entries on a hot path, such as each `/sync`.
+    pub(crate) fn scan_prefix_keys(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = StorageResult<K>> + '_ {
+        self.tree.scan_prefix(prefix).map(|entry| {
+            let (key, _) = entry?;
+            K::decode(&key)
+        })
+    }
+
     /// The entries from `from` to `to` (both included), in key order or, with `.rev()`,
     /// backwards; none when `to` comes before `from`. Streams: nothing is collected here.
     pub(crate) fn range(

@@ -262,11 +262,12 @@ fn counts_of(
     device_id: &str,
 ) -> Result<BTreeMap<String, u64>, StorageError> {
     let mut counts = BTreeMap::new();
+    // Keys only: this runs on every `/sync` of the device.
     for entry in storage
         .userdevice_onetimekey
-        .scan_prefix(&device_prefix(user_id.as_str(), device_id))
+        .scan_prefix_keys(&device_prefix(user_id.as_str(), device_id))
     {
-        let ((_, _, key_id), _) = entry?;
+        let (_, _, key_id) = entry?;
         if let Some((algorithm, _)) = key_id.split_once(':') {
             *counts.entry(algorithm.to_owned()).or_default() += 1;
         }
