@@ -18,6 +18,7 @@ pub(crate) const SUPPORTED_VERSIONS: &[&str] = &[
 pub(crate) async fn get() -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "versions": SUPPORTED_VERSIONS,
-        "unstable_features": {},
+        // Dehydrated devices, as Synapse names them (Element X looks for it).
+        "unstable_features": { "org.matrix.msc3814": true },
     }))
 }
