@@ -44,7 +44,7 @@ pub(crate) fn get(storage: &Storage, user_id: &UserId) -> Result<Option<Dehydrat
 
 /// # `PUT …/dehydrated_device`: replaces the user's dehydrated device (the old one is
 /// deleted with its keys and messages) by a new one with its keys. The keys are checked
-/// like any `/keys/upload` (signed by the device); if they fail, nothing is left behind.
+/// like any `/keys/upload` (signed by the device) first: if they fail, nothing changes.
 pub(crate) fn put(
     storage: &Storage,
     user_id: &UserId,
@@ -76,12 +76,8 @@ pub(crate) fn put(
             "device_id names one of your devices that is not the dehydrated one",
         ));
     }
-    if new.keys.device_keys.is_none() {
-        return Err(Error::new(
-            ErrorKind::MissingParam,
-            "A dehydrated device needs its device_keys",
-        ));
-    }
+    // Everything is checked before the old device goes: a refused replacement keeps it.
+    keys::check_new_device_upload(user_id, &device_id, &new.keys)?;
     if let Some(old) = &previous {
         sessions::remove_devices(storage, user_id, &[old.device_id.clone()])?;
     }

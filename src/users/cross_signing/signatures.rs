@@ -52,16 +52,17 @@ fn check_same_key(uploaded: &Map<String, Value>, held: &Map<String, Value>) -> R
     }
 }
 
-/// Checks `signer`'s signature with the ed25519 key `public` (unpadded base64) on
-/// `object`, and returns the row that keeps it.
+/// Checks `signer`'s signature with the ed25519 key `ed25519:<name>` whose public key is
+/// `public` (unpadded base64) on `object`, and returns the row that keeps it. A
+/// cross-signing key's name is its public key; a device's, its ID.
 fn checked_row(
     signed_user: &str,
     signed_key: &str,
     object: &Map<String, Value>,
     signer: &str,
-    public: &str,
+    (name, public): (&str, &str),
 ) -> Result<SignatureRow, Error> {
-    let key_id = format!("ed25519:{public}");
+    let key_id = format!("ed25519:{name}");
     let bytes = decode_base64(public).unwrap_or_default();
     verify_json(object, signer, &key_id, &bytes)
         .map_err(|err| failure(ErrorKind::InvalidSignature, format!("Invalid signature: {err}")))?;
@@ -101,7 +102,13 @@ fn device_signature(
     check_same_key(object, device_keys)?;
     let self_signing = own_key(storage, signer, SELF_SIGNING)?;
     let public = public_key_of(&self_signing).unwrap_or_default();
-    Ok(vec![checked_row(signer, device_id, object, signer, public)?])
+    Ok(vec![checked_row(
+        signer,
+        device_id,
+        object,
+        signer,
+        (public, public),
+    )?])
 }
 
 /// The signer's own master key, signed by one or more of their devices: each device
@@ -141,7 +148,7 @@ fn master_signature_by_devices(
             master_public,
             object,
             signer.as_str(),
-            public,
+            (device_id, public),
         )?);
     }
     if rows.is_empty() {
@@ -201,7 +208,7 @@ fn other_user_signature(
         key_id,
         object,
         signer.as_str(),
-        public,
+        (public, public),
     )?])
 }
 
