@@ -65,7 +65,9 @@ pub(crate) async fn receive_edus(fed: &Federation, origin: &ServerName, edus: Ve
             "m.presence" => presence(fed, origin, &content),
             "m.direct_to_device" => direct_to_device(fed, origin, &content).await,
             "m.device_list_update" => keep(fed, origin, edu).map(|()| kept += 1),
-            "m.signing_key_update" => signing_key_update(fed, origin, &content),
+            "m.signing_key_update" => {
+                signing_key_update(fed, origin, &content).map(|()| kept += 1)
+            }
             _ => Err(Error::new(ErrorKind::BadJson, "unknown EDU type")),
         };
         if let Err(err) = result {
@@ -254,12 +256,20 @@ fn signing_key_update(fed: &Federation, origin: &ServerName, content: &Value) ->
     if !in_our_rooms {
         return Err(Error::new(ErrorKind::Forbidden, "a user in none of our rooms"));
     }
-    crate::users::cross_signing::store_remote(
+    let master = content.get("master_key").and_then(Value::as_object);
+    let changed = crate::users::cross_signing::store_remote(
         &fed.storage,
         &user_id,
-        content.get("master_key").and_then(Value::as_object),
+        master,
         content.get("self_signing_key").and_then(Value::as_object),
-    )
+    )?;
+    if changed {
+        let master = master
+            .and_then(crate::users::cross_signing::public_key_of)
+            .unwrap_or_default();
+        tracing::info!(%origin, %user_id, master, "federation: m.signing_key_update kept");
+    }
+    Ok(())
 }
 
 /// Keeps an end-to-end encryption EDU for later, if it is `origin`'s to send, replacing

@@ -329,13 +329,14 @@ pub(crate) fn signing_key_update(
 
 /// Stores what another server says of its user's master and self-signing keys (from an
 /// `m.signing_key_update` or a `/user/keys/query` answer), once checked like an upload;
-/// the caller checked that the server speaks for the user. Unchanged keys write nothing.
+/// the caller checked that the server speaks for the user. Unchanged keys write nothing;
+/// returns whether any changed.
 pub(crate) fn store_remote(
     storage: &Storage,
     user_id: &UserId,
     master: Option<&Map<String, Value>>,
     self_signing: Option<&Map<String, Value>>,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let keys = KeySet {
         master: master.cloned(),
         self_signing: self_signing.cloned(),
@@ -359,5 +360,5 @@ pub(crate) fn store_remote(
     if changed {
         storage.apply(batch)?;
     }
-    Ok(())
+    Ok(changed)
 }
