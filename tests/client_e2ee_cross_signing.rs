@@ -163,7 +163,12 @@ fn post(server: &Server, token: &str, path: &str, body: &Value) -> common::http:
 }
 
 fn upload_signing(server: &Server, token: &str, body: &Value) -> common::http::Response {
-    post(server, token, &format!("{V3}/keys/device_signing/upload"), body)
+    post(
+        server,
+        token,
+        &format!("{V3}/keys/device_signing/upload"),
+        body,
+    )
 }
 
 fn query(server: &Server, token: &str, users: &[&str]) -> Value {
@@ -217,7 +222,10 @@ fn first_upload_is_free_replacing_needs_auth_and_query_shows_who_sees_what() {
     let challenge = upload_signing(&server, &alice.token, &replacement.body());
     assert_eq!(challenge.status, 401);
     let challenge = challenge.json();
-    assert_eq!(challenge["flows"], json!([{ "stages": ["m.login.password"] }]));
+    assert_eq!(
+        challenge["flows"],
+        json!([{ "stages": ["m.login.password"] }])
+    );
     let session = challenge["session"].as_str().expect("session").to_owned();
     assert_eq!(
         query(&server, &bob.token, &[&alice.user])["master_keys"][&alice.user],
@@ -268,9 +276,15 @@ fn signatures_are_checked_per_key_and_shown_to_those_who_may_see_them() {
     // Her device by her self-signing key; her master key by her device; Bob's master key by
     // her user-signing key. Plus three bad ones: a forged signature, an unknown device,
     // and a device object that is not the one stored.
-    let signed_device = alice_keys.self_signing.sign(&alice.user, &alice.device_keys());
-    let signed_master = alice.key.sign_as(&alice.user, &alice.id, &alice_keys.master_key());
-    let signed_bob = alice_keys.user_signing.sign(&alice.user, &bob_keys.master_key());
+    let signed_device = alice_keys
+        .self_signing
+        .sign(&alice.user, &alice.device_keys());
+    let signed_master = alice
+        .key
+        .sign_as(&alice.user, &alice.id, &alice_keys.master_key());
+    let signed_bob = alice_keys
+        .user_signing
+        .sign(&alice.user, &bob_keys.master_key());
     let forged = Key::new(99).sign_as(&alice.user, &ssk, &alice.device_keys());
     let mut altered = alice.device_keys();
     altered["keys"][format!("curve25519:{}", alice.id)] = json!("another key");
@@ -280,8 +294,8 @@ fn signatures_are_checked_per_key_and_shown_to_those_who_may_see_them() {
         &alice.token,
         &format!("{V3}/keys/signatures/upload"),
         &json!({
-            alice.user.clone(): { alice.id.clone(): signed_device, master.clone(): signed_master },
-            bob.user.clone(): { bob_master.clone(): signed_bob },
+            alice.user.clone(): { alice.id.clone(): signed_device, master: signed_master },
+            bob.user.clone(): { bob_master: signed_bob },
         }),
     ));
     assert_eq!(answer["failures"], json!({}));
@@ -289,7 +303,7 @@ fn signatures_are_checked_per_key_and_shown_to_those_who_may_see_them() {
         &server,
         &alice.token,
         &format!("{V3}/keys/signatures/upload"),
-        &json!({ alice.user.clone(): { "NOSUCHDEVICE": forged.clone() } }),
+        &json!({ alice.user.clone(): { "NOSUCHDEVICE": forged } }),
     ));
     assert_eq!(
         bad["failures"][&alice.user]["NOSUCHDEVICE"]["errcode"],
@@ -321,13 +335,14 @@ fn signatures_are_checked_per_key_and_shown_to_those_who_may_see_them() {
     // Bob sees Alice's device signed by her self-signing key, and her master key signed by
     // her device; not her signature of his master key, which is hers alone.
     let by_bob = query(&server, &bob.token, &[&alice.user, &bob.user]);
-    let device_signatures = &by_bob["device_keys"][&alice.user][&alice.id]["signatures"][&alice.user];
+    let device_signatures =
+        &by_bob["device_keys"][&alice.user][&alice.id]["signatures"][&alice.user];
     assert!(device_signatures[format!("ed25519:{ssk}")].is_string());
     assert!(device_signatures[format!("ed25519:{}", alice.id)].is_string());
     assert!(
         by_bob["master_keys"][&alice.user]["signatures"][&alice.user]
             [format!("ed25519:{}", alice.id)]
-            .is_string()
+        .is_string()
     );
     assert!(
         by_bob["master_keys"][&bob.user]["signatures"]
@@ -341,7 +356,8 @@ fn signatures_are_checked_per_key_and_shown_to_those_who_may_see_them() {
             .is_string()
     );
     // The forged and altered signatures were not stored.
-    let device = &query(&server, &alice.token, &[&alice.user])["device_keys"][&alice.user][&alice.id];
+    let device =
+        &query(&server, &alice.token, &[&alice.user])["device_keys"][&alice.user][&alice.id];
     assert_eq!(
         device["signatures"][&alice.user].as_object().map(Map::len),
         Some(2),
@@ -392,12 +408,17 @@ fn hostile_uploads_get_the_spec_errors_and_store_nothing() {
     );
     case("not signed by master", unsigned, 400, "M_INVALID_SIGNATURE");
     // A user-signing key with a corrupted signature.
-    let mut corrupted = body.clone();
+    let mut corrupted = body;
     corrupted["user_signing_key"]["signatures"][&alice.user]
         [format!("ed25519:{}", keys.master.public())] = json!("AAAA");
     case("corrupt signature", corrupted, 400, "M_INVALID_SIGNATURE");
     // Not JSON objects where keys belong.
-    case("wrong types", json!({ "master_key": "key" }), 400, "M_BAD_JSON");
+    case(
+        "wrong types",
+        json!({ "master_key": "key" }),
+        400,
+        "M_BAD_JSON",
+    );
 
     let seen = query(&server, &bob.token, &[&alice.user]);
     assert_eq!(seen["master_keys"], json!({}), "nothing stored");
@@ -414,12 +435,17 @@ fn hostile_uploads_get_the_spec_errors_and_store_nothing() {
         }),
     ));
     assert_eq!(
-        answer["failures"][&alice.user][&alice.id]["errcode"],
-        "M_NOT_FOUND",
+        answer["failures"][&alice.user][&alice.id]["errcode"], "M_NOT_FOUND",
         "no self-signing key yet"
     );
-    assert_eq!(answer["failures"][&alice.user]["x"]["errcode"], "M_BAD_JSON");
-    assert_eq!(answer["failures"]["not a user"]["k"]["errcode"], "M_INVALID_PARAM");
+    assert_eq!(
+        answer["failures"][&alice.user]["x"]["errcode"],
+        "M_BAD_JSON"
+    );
+    assert_eq!(
+        answer["failures"]["not a user"]["k"]["errcode"],
+        "M_INVALID_PARAM"
+    );
 }
 
 #[test]
@@ -433,7 +459,10 @@ fn a_dehydrated_device_receives_to_device_messages_and_is_replaced() {
     let missing = server
         .client()
         .get_with(&format!("{MSC3814}/dehydrated_device"), &alice.token);
-    assert_eq!((missing.status, errcode(&missing)), (404, "M_NOT_FOUND".to_owned()));
+    assert_eq!(
+        (missing.status, errcode(&missing)),
+        (404, "M_NOT_FOUND".to_owned())
+    );
 
     let dehydrated_key = Key::new(50);
     let otk = dehydrated_key.sign_as(&alice.user, "DEHYDRATED1", &json!({ "key": "otk-1" }));
@@ -452,7 +481,11 @@ fn a_dehydrated_device_receives_to_device_messages_and_is_replaced() {
         )
     };
     assert_eq!(
-        ok(put("DEHYDRATED1", &dehydrated_key, json!({ "signed_curve25519:A1": otk })))["device_id"],
+        ok(put(
+            "DEHYDRATED1",
+            &dehydrated_key,
+            json!({ "signed_curve25519:A1": otk })
+        ))["device_id"],
         "DEHYDRATED1"
     );
     let got = ok(server
@@ -470,7 +503,9 @@ fn a_dehydrated_device_receives_to_device_messages_and_is_replaced() {
         &format!("{V3}/keys/claim"),
         &json!({ "one_time_keys": { alice.user.clone(): { "DEHYDRATED1": "signed_curve25519" } } }),
     ));
-    assert!(claimed["one_time_keys"][&alice.user]["DEHYDRATED1"]["signed_curve25519:A1"].is_object());
+    assert!(
+        claimed["one_time_keys"][&alice.user]["DEHYDRATED1"]["signed_curve25519:A1"].is_object()
+    );
     ok(server.client().json(
         "PUT",
         &format!("{V3}/sendToDevice/m.room.encrypted/txn1"),
@@ -486,9 +521,19 @@ fn a_dehydrated_device_receives_to_device_messages_and_is_replaced() {
     assert_eq!(first["events"][0]["type"], "m.room.encrypted");
     assert_eq!(first["events"][0]["content"]["ciphertext"], "room key");
     let next = first["next_batch"].as_str().expect("next_batch").to_owned();
-    let second = ok(post(&server, &alice.token, &events_path, &json!({ "next_batch": next })));
+    let second = ok(post(
+        &server,
+        &alice.token,
+        &events_path,
+        &json!({ "next_batch": next }),
+    ));
     assert_eq!(second["events"], json!([]));
-    let again = ok(post(&server, &alice.token, &events_path, &json!({ "next_batch": next })));
+    let again = ok(post(
+        &server,
+        &alice.token,
+        &events_path,
+        &json!({ "next_batch": next }),
+    ));
     assert_eq!(again["events"], json!([]), "acknowledged messages are gone");
     // Another device's messages are not the dehydrated device's to read.
     let other = post(
@@ -503,9 +548,16 @@ fn a_dehydrated_device_receives_to_device_messages_and_is_replaced() {
     let bad = put("DEHYDRATED2", &Key::new(51), json!({}));
     ok(bad);
     let seen = query(&server, &bob.token, &[&alice.user]);
-    assert!(seen["device_keys"][&alice.user].get("DEHYDRATED1").is_none());
+    assert!(
+        seen["device_keys"][&alice.user]
+            .get("DEHYDRATED1")
+            .is_none()
+    );
     assert!(seen["device_keys"][&alice.user]["DEHYDRATED2"].is_object());
-    assert_eq!(post(&server, &alice.token, &events_path, &json!({})).status, 404);
+    assert_eq!(
+        post(&server, &alice.token, &events_path, &json!({})).status,
+        404
+    );
     // Keys signed by another key than the device's: refused, the old device kept.
     let mut forged = identity_keys(&alice.user, "DEHYDRATED3", &Key::new(52));
     forged["keys"]["ed25519:DEHYDRATED3"] = json!(Key::new(53).public());
@@ -531,6 +583,8 @@ fn a_dehydrated_device_receives_to_device_messages_and_is_replaced() {
         .client()
         .get_with(&format!("{MSC3814}/dehydrated_device"), &alice.token);
     assert_eq!(gone.status, 404);
-    let devices = ok(server.client().get_with(&format!("{V3}/devices"), &alice.token));
+    let devices = ok(server
+        .client()
+        .get_with(&format!("{V3}/devices"), &alice.token));
     assert_eq!(devices["devices"].as_array().map(Vec::len), Some(1));
 }

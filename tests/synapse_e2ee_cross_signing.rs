@@ -75,7 +75,11 @@ fn upload_cross_signing(address: SocketAddr, token: &str, user: &str, seed: u8) 
     let path = "/_matrix/client/v3/keys/device_signing/upload";
     let first = request(address, path, token, &body);
     if first.status == 401 {
-        let localpart = user.trim_start_matches('@').split(':').next().expect("localpart");
+        let localpart = user
+            .trim_start_matches('@')
+            .split(':')
+            .next()
+            .expect("localpart");
         body["auth"] = json!({
             "type": "m.login.password",
             "identifier": { "type": "m.id.user", "user": localpart },
@@ -84,14 +88,22 @@ fn upload_cross_signing(address: SocketAddr, token: &str, user: &str, seed: u8) 
         });
         call(address, path, token, &body);
     } else {
-        assert_eq!(first.status, 200, "{}", String::from_utf8_lossy(&first.body));
+        assert_eq!(
+            first.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&first.body)
+        );
     }
     master.public()
 }
 
 fn whoami(address: SocketAddr, token: &str) -> String {
     let response = Client::plain(address).get_with("/_matrix/client/v3/account/whoami", token);
-    response.json()["user_id"].as_str().expect("user").to_owned()
+    response.json()["user_id"]
+        .as_str()
+        .expect("user")
+        .to_owned()
 }
 
 /// The master key of `user` that the server at `address` answers with (`None` without).
@@ -193,7 +205,12 @@ fn cross_signing_keys_and_their_updates_cross_between_hearth_and_synapse() {
         &alice_token,
         &json!({ "device_keys": { &carol: [] }, "timeout": 5000 }),
     );
-    assert!(answer["failures"].as_object().is_some_and(|f| !f.is_empty()), "{answer}");
+    assert!(
+        answer["failures"]
+            .as_object()
+            .is_some_and(|f| !f.is_empty()),
+        "{answer}"
+    );
     assert_eq!(
         answer["master_keys"][&carol]["keys"][format!("ed25519:{carol_new}")],
         carol_new.as_str(),

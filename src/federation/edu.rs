@@ -65,9 +65,7 @@ pub(crate) async fn receive_edus(fed: &Federation, origin: &ServerName, edus: Ve
             "m.presence" => presence(fed, origin, &content),
             "m.direct_to_device" => direct_to_device(fed, origin, &content).await,
             "m.device_list_update" => keep(fed, origin, edu).map(|()| kept += 1),
-            "m.signing_key_update" => {
-                signing_key_update(fed, origin, &content).map(|()| kept += 1)
-            }
+            "m.signing_key_update" => signing_key_update(fed, origin, &content).map(|()| kept += 1),
             _ => Err(Error::new(ErrorKind::BadJson, "unknown EDU type")),
         };
         if let Err(err) = result {
@@ -254,7 +252,10 @@ fn signing_key_update(fed: &Federation, origin: &ServerName, content: &Value) ->
         .iter()
         .any(|(_, record)| record.membership == "join");
     if !in_our_rooms {
-        return Err(Error::new(ErrorKind::Forbidden, "a user in none of our rooms"));
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "a user in none of our rooms",
+        ));
     }
     let master = content.get("master_key").and_then(Value::as_object);
     let changed = crate::users::cross_signing::store_remote(

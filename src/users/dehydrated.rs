@@ -79,7 +79,7 @@ pub(crate) fn put(
     // Everything is checked before the old device goes: a refused replacement keeps it.
     keys::check_new_device_upload(user_id, &device_id, &new.keys)?;
     if let Some(old) = &previous {
-        sessions::remove_devices(storage, user_id, &[old.device_id.clone()])?;
+        sessions::remove_devices(storage, user_id, std::slice::from_ref(&old.device_id))?;
     }
     let mut batch = Batch::new();
     sessions::stage_tokenless_device(
@@ -115,7 +115,7 @@ fn forget(storage: &Storage, user_id: &UserId) -> Result<(), Error> {
 /// deleted device's ID, `404 M_NOT_FOUND` without one.
 pub(crate) fn delete(storage: &Storage, user_id: &UserId) -> Result<String, Error> {
     let record = get(storage, user_id)?.ok_or_else(not_found)?;
-    sessions::remove_devices(storage, user_id, &[record.device_id.clone()])?;
+    sessions::remove_devices(storage, user_id, std::slice::from_ref(&record.device_id))?;
     forget(storage, user_id)?;
     Ok(record.device_id)
 }

@@ -19,7 +19,11 @@ impl Users {
         user_id: &UserId,
         keys: &KeySet,
     ) -> Result<bool, Error> {
-        Ok(cross_signing::upload_needs_auth(self.storage(), user_id, keys)?)
+        Ok(cross_signing::upload_needs_auth(
+            self.storage(),
+            user_id,
+            keys,
+        )?)
     }
 
     /// Stores the user's cross-signing keys (checked, all or none) at the next position
@@ -64,12 +68,12 @@ impl Users {
     pub(crate) fn remember_remote_cross_signing(
         &self,
         user_id: &UserId,
-        master: Option<&mut Value>,
+        master: &mut Value,
         self_signing: Option<&Value>,
         viewer: &UserId,
     ) -> Result<(), Error> {
         let storage = self.storage();
-        let master_object = master.as_ref().and_then(|m| m.as_object()).cloned();
+        let master_object = master.as_object().cloned();
         if let Err(err) = cross_signing::store_remote(
             storage,
             user_id,
@@ -78,7 +82,7 @@ impl Users {
         ) {
             tracing::info!(%user_id, "remote cross-signing keys not kept: {}", err.message);
         }
-        if let Some(Value::Object(master)) = master
+        if let Value::Object(master) = master
             && let Some(public) = cross_signing::public_key_of(master).map(str::to_owned)
         {
             signatures::merge(storage, user_id.as_str(), &public, master, Some(viewer))?;

@@ -173,7 +173,10 @@ pub(crate) fn check_new_device_upload(
         )));
     }
     let Some(keys) = &upload.device_keys else {
-        return Err(Error::new(ErrorKind::MissingParam, "device_keys are needed"));
+        return Err(Error::new(
+            ErrorKind::MissingParam,
+            "device_keys are needed",
+        ));
     };
     check_device_keys(user_id, device_id, keys)?;
     let ed25519 = ed25519_of(keys, device_id);

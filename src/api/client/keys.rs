@@ -127,7 +127,7 @@ pub(crate) async fn query(
             if let Ok(user) = UserId::parse(user.as_str()) {
                 app.users.remember_remote_cross_signing(
                     &user,
-                    Some(master),
+                    master,
                     self_signing_keys.get(user.as_str()),
                     &auth.user_id,
                 )?;
@@ -141,7 +141,10 @@ pub(crate) async fn query(
             if !failures.contains_key(server) {
                 continue;
             }
-            for user in users.keys().filter_map(|user| UserId::parse(user.as_str()).ok()) {
+            for user in users
+                .keys()
+                .filter_map(|user| UserId::parse(user.as_str()).ok())
+            {
                 cross_signing.add(&user, app.users.cross_signing_keys(&user, &auth.user_id)?);
             }
         }

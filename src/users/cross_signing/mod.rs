@@ -97,7 +97,9 @@ pub(crate) fn check_shape<'a>(
     }
     let usages = key.get("usage").and_then(Value::as_array);
     if !usages.is_some_and(|usages| usages.iter().any(|u| u.as_str() == Some(usage))) {
-        return Err(invalid(format!("The {usage} key's usage must list {usage}")));
+        return Err(invalid(format!(
+            "The {usage} key's usage must list {usage}"
+        )));
     }
     let keys = key.get("keys").and_then(Value::as_object);
     let Some((key_id, public)) = keys
@@ -170,7 +172,10 @@ fn check_set(storage: &Storage, user_id: &str, keys: &KeySet) -> Result<(), Erro
         None if keys.self_signing.is_none() && keys.user_signing.is_none() => return Ok(()),
         None => {
             stored_master = stored(storage, user_id, MASTER)?.ok_or_else(|| {
-                Error::new(ErrorKind::MissingParam, "No master signing key is available")
+                Error::new(
+                    ErrorKind::MissingParam,
+                    "No master signing key is available",
+                )
             })?;
             &stored_master
         }

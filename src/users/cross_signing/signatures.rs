@@ -64,8 +64,12 @@ fn checked_row(
 ) -> Result<SignatureRow, Error> {
     let key_id = format!("ed25519:{name}");
     let bytes = decode_base64(public).unwrap_or_default();
-    verify_json(object, signer, &key_id, &bytes)
-        .map_err(|err| failure(ErrorKind::InvalidSignature, format!("Invalid signature: {err}")))?;
+    verify_json(object, signer, &key_id, &bytes).map_err(|err| {
+        failure(
+            ErrorKind::InvalidSignature,
+            format!("Invalid signature: {err}"),
+        )
+    })?;
     let signature = object["signatures"][signer][&key_id]
         .as_str()
         .unwrap_or_default()
@@ -133,7 +137,8 @@ fn master_signature_by_devices(
         if device_id == master_public {
             continue;
         }
-        let devices = crate::users::keys::device_keys(storage, signer, &[device_id.to_owned()], false)?;
+        let devices =
+            crate::users::keys::device_keys(storage, signer, &[device_id.to_owned()], false)?;
         let Some(public) = devices
             .get(device_id)
             .and_then(|keys| keys["keys"][key_id].as_str())
@@ -221,7 +226,10 @@ fn rows_of(
     object: &Value,
 ) -> Result<Vec<SignatureRow>, Error> {
     let Some(object) = object.as_object() else {
-        return Err(failure(ErrorKind::BadJson, "The signed key must be an object"));
+        return Err(failure(
+            ErrorKind::BadJson,
+            "The signed key must be an object",
+        ));
     };
     if UserId::parse(user).is_err() {
         return Err(failure(ErrorKind::InvalidParam, "Not a user ID"));
@@ -262,9 +270,7 @@ pub(crate) async fn upload(
             match rows_of(storage, signer, user, key_id, object) {
                 Ok(found) => rows.extend(found),
                 Err(err) => {
-                    failures
-                        .entry(user.clone())
-                        .or_insert_with(|| json!({}))[key_id] = json!({
+                    failures.entry(user.clone()).or_insert_with(|| json!({}))[key_id] = json!({
                         "errcode": err.kind.errcode(),
                         "error": err.message.to_string(),
                     });
@@ -311,9 +317,7 @@ pub(crate) fn merge(
         if signer != user && viewer.is_none_or(|viewer| viewer.as_str() != signer) {
             continue;
         }
-        let signatures = object
-            .entry("signatures")
-            .or_insert_with(|| json!({}));
+        let signatures = object.entry("signatures").or_insert_with(|| json!({}));
         if !signatures.is_object() {
             *signatures = json!({});
         }
