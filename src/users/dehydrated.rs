@@ -37,9 +37,14 @@ fn not_found() -> Error {
     Error::not_found("No dehydrated device")
 }
 
-/// The user's dehydrated device, if any.
+/// The user's dehydrated device, if any: a record whose device was deleted meanwhile (by
+/// `DELETE /devices/…`, or a password change logging out every device) counts as none.
 pub(crate) fn get(storage: &Storage, user_id: &UserId) -> Result<Option<DehydratedRecord>, Error> {
-    Ok(storage.userid_dehydrated.get(&user_id.to_string())?)
+    let Some(record) = storage.userid_dehydrated.get(&user_id.to_string())? else {
+        return Ok(None);
+    };
+    let exists = sessions::get_device(storage, user_id, &record.device_id)?.is_some();
+    Ok(exists.then_some(record))
 }
 
 /// # `PUT …/dehydrated_device`: replaces the user's dehydrated device (the old one is
