@@ -367,3 +367,125 @@ pub(crate) fn store_remote(
     }
     Ok(changed)
 }
+
+#[cfg(test)]
+mod tests {
+    use ed25519_compact::{KeyPair, Seed};
+    use ruma::user_id;
+
+    use super::*;
+    use crate::matrix::canonical_json::to_canonical_string;
+    use crate::matrix::crypto::encode_base64;
+
+    fn key_pair(seed: u8) -> KeyPair {
+        KeyPair::from_seed(Seed::new([seed; 32]))
+    }
+
+    fn cross_signing_key(user: &str, usage: &str, key: &KeyPair) -> Map<String, Value> {
+        let public = encode_base64(key.pk.as_ref());
+        let key = json!({
+            "user_id": user,
+            "usage": [usage],
+            "keys": { format!("ed25519:{public}"): public },
+        });
+        key.as_object().cloned().unwrap_or_default()
+    }
+
+    fn signed_by(user: &str, object: &Map<String, Value>, key: &KeyPair) -> Map<String, Value> {
+        let canonical = to_canonical_string(object).expect("canonical");
+        let signature = encode_base64(key.sk.sign(canonical.as_bytes(), None).as_ref());
+        let mut signed = object.clone();
+        let key_id = format!("ed25519:{}", encode_base64(key.pk.as_ref()));
+        signed.insert(
+            "signatures".to_owned(),
+            json!({ user: { key_id: signature } }),
+        );
+        signed
+    }
+
+    #[test]
+    fn another_servers_keys_are_kept_only_when_they_check_out() {
+        let (_dir, storage) = crate::storage::testing::temporary();
+        let carol = user_id!("@carol:elsewhere");
+        let (master, self_signing) = (key_pair(1), key_pair(2));
+        let master_key = cross_signing_key(carol.as_str(), MASTER, &master);
+        let unsigned = cross_signing_key(carol.as_str(), SELF_SIGNING, &self_signing);
+        // A self-signing key not signed by the master key: nothing kept, master included.
+        assert!(store_remote(&storage, carol, Some(&master_key), Some(&unsigned)).is_err());
+        assert!(
+            stored(&storage, carol.as_str(), MASTER)
+                .expect("read")
+                .is_none()
+        );
+        // Signed by another key: refused too.
+        let forged = signed_by(carol.as_str(), &unsigned, &key_pair(3));
+        assert!(store_remote(&storage, carol, Some(&master_key), Some(&forged)).is_err());
+        // Keys that name another user: refused.
+        let bobs = cross_signing_key("@bob:elsewhere", MASTER, &master);
+        assert!(store_remote(&storage, carol, Some(&bobs), None).is_err());
+        // The real thing is kept, once.
+        let signed = signed_by(carol.as_str(), &unsigned, &master);
+        assert!(store_remote(&storage, carol, Some(&master_key), Some(&signed)).expect("kept"));
+        assert!(!store_remote(&storage, carol, Some(&master_key), Some(&signed)).expect("same"));
+        let [master_seen, self_signing_seen, user_signing_seen] =
+            keys_for_query(&storage, carol, None).expect("query");
+        assert_eq!(master_seen, Some(Value::Object(master_key)));
+        assert_eq!(self_signing_seen, Some(Value::Object(signed)));
+        assert_eq!(user_signing_seen, None);
+    }
+
+    #[tokio::test]
+    async fn an_upload_marks_the_users_keys_changed_and_the_user_signing_key_stays_private() {
+        let (_dir, storage) = crate::storage::testing::temporary();
+        let stream = Stream::new(0);
+        let alice = user_id!("@alice:localhost");
+        let (master, user_signing) = (key_pair(4), key_pair(5));
+        let keys = KeySet {
+            master: Some(cross_signing_key(alice.as_str(), MASTER, &master)),
+            self_signing: None,
+            user_signing: Some(signed_by(
+                alice.as_str(),
+                &cross_signing_key(alice.as_str(), USER_SIGNING, &user_signing),
+                &master,
+            )),
+        };
+        assert!(!upload_needs_auth(&storage, alice, &keys).expect("auth"));
+        assert!(
+            upload(&storage, &stream, alice, &keys, false)
+                .await
+                .expect("upload")
+        );
+        // The same keys again change nothing and need no auth; a new master key does.
+        assert!(!upload_needs_auth(&storage, alice, &keys).expect("auth"));
+        assert!(
+            !upload(&storage, &stream, alice, &keys, false)
+                .await
+                .expect("again")
+        );
+        let other = KeySet {
+            master: Some(cross_signing_key(alice.as_str(), MASTER, &key_pair(6))),
+            ..KeySet::default()
+        };
+        assert!(upload_needs_auth(&storage, alice, &other).expect("auth"));
+        assert!(
+            upload(&storage, &stream, alice, &other, false)
+                .await
+                .is_err()
+        );
+        let changes: Vec<_> = storage
+            .stream_keyschanged
+            .iter()
+            .map(|entry| entry.expect("row").1)
+            .collect();
+        assert_eq!(
+            changes,
+            vec![KeysChangedRecord {
+                user_id: alice.to_string(),
+                cross_signing_keys: true,
+            }]
+        );
+        let bob = user_id!("@bob:localhost");
+        assert!(keys_for_query(&storage, alice, Some(bob)).expect("q")[2].is_none());
+        assert!(keys_for_query(&storage, alice, Some(alice)).expect("q")[2].is_some());
+    }
+}
