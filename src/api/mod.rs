@@ -10,6 +10,7 @@ pub(crate) mod client;
 pub(crate) mod federation;
 pub(crate) mod json;
 pub(crate) mod keys;
+pub(crate) mod legacy;
 pub(crate) mod middleware;
 pub(crate) mod path;
 pub(crate) mod ratelimit;
@@ -46,6 +47,7 @@ pub(crate) fn app(
         .app_data(web::PathConfig::default().error_handler(|err, _| parameter_error(&err).into()))
         .configure(move |config| routes(config, federation_enabled))
         .default_service(web::to(unrecognized))
+        .wrap(actix_web::middleware::from_fn(legacy::serve_r0_as_v3))
         .wrap(actix_web::middleware::from_fn(
             middleware::close_unread_chunked_body,
         ))
