@@ -16,13 +16,17 @@ use actix_web::web::Bytes;
 
 use super::method_not_allowed;
 
+/// An endpoint's path pattern (`*`: one segment) and the methods it took, as an `Allow`
+/// header lists them.
+pub(crate) type Endpoint = (&'static str, &'static str);
+
 type Response<B> = Result<ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error>;
 
 /// The client-server endpoints of the r0 releases (r0.0.1 to r0.6.1, from the spec's API
 /// definitions at each release tag), after `/_matrix/client/r0/`, with the methods each took.
 /// `*` is one path segment. Left out: what r0 removed again before r0.6.1 and Hearth never
 /// served (`tokenrefresh`, `presence/list`, CAS login).
-pub(crate) const R0_CLIENT: &[(&str, &str)] = &[
+pub(crate) const R0_CLIENT: &[Endpoint] = &[
     ("account/3pid", "GET, POST"),
     ("account/3pid/add", "POST"),
     ("account/3pid/bind", "POST"),
@@ -124,7 +128,7 @@ pub(crate) const R0_CLIENT: &[(&str, &str)] = &[
 
 /// The content repository's r0 endpoints, after `/_matrix/media/r0/`: the legacy
 /// unauthenticated media API, answered by its `/_matrix/media/v3/` routes.
-pub(crate) const R0_MEDIA: &[(&str, &str)] = &[
+pub(crate) const R0_MEDIA: &[Endpoint] = &[
     ("config", "GET"),
     ("download/*/*", "GET"),
     ("download/*/*/*", "GET"),
@@ -134,7 +138,7 @@ pub(crate) const R0_MEDIA: &[(&str, &str)] = &[
 ];
 
 /// The two legacy prefixes, the endpoints under each, and the prefix that answers them.
-const PREFIXES: &[(&str, &[(&str, &str)], &str)] = &[
+const PREFIXES: &[(&str, &[Endpoint], &str)] = &[
     ("/_matrix/client/r0/", R0_CLIENT, "/_matrix/client/v3/"),
     ("/_matrix/media/r0/", R0_MEDIA, "/_matrix/media/v3/"),
 ];
