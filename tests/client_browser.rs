@@ -92,10 +92,11 @@ fn hydrogen_logs_in_opens_the_room_sends_and_sees_the_reply() {
             .env("HEARTH_OTHER_TOKEN", &bob)
             .env("SCREENSHOT", &screenshot)
             .env("CHROMIUM", &chromium),
-        Duration::from_secs(240),
+        Duration::from_secs(280),
     );
-    let log = String::from_utf8_lossy(&output.stdout);
-    println!("{log}{}", String::from_utf8_lossy(&output.stderr));
+    // The script writes its steps, the page's console and what Hearth refused to stderr.
+    let log = String::from_utf8_lossy(&output.stderr);
+    println!("{}{log}", String::from_utf8_lossy(&output.stdout));
     println!("screenshot of Hydrogen: {}", screenshot.display());
     assert!(
         output.status.success() && log.contains("browser: PASSED"),

@@ -38,7 +38,14 @@ const roomId = env("HEARTH_ROOM_ID");
 const otherToken = env("HEARTH_OTHER_TOKEN");
 const screenshot = env("SCREENSHOT");
 const chromium = process.env.CHROMIUM || "/usr/bin/chromium";
-const STEP_MS = 30_000;
+// Each step waits at most STEP_MS (CI runs this beside the other tests on 2 cores); the whole
+// run at most RUN_MS, after which the browser is closed and the run fails by itself, before
+// the Rust test's own time limit would kill Node and leave Chromium behind.
+const STEP_MS = 45_000;
+const RUN_MS = 200_000;
+
+/** Every line goes to stderr, which the Rust test shows whatever happens. */
+const say = (line) => process.stderr.write(`${line}\n`);
 
 const consoleLines = [];
 const refused = [];
@@ -110,7 +117,7 @@ async function waitForText(page, text, what) {
 let currentStep = "start";
 async function step(what, action) {
     currentStep = what;
-    console.log(`browser: ${what}`);
+    say(`browser: ${what}`);
     return action();
 }
 
@@ -181,7 +188,7 @@ async function run(page, appUrl) {
     const reply = `Hi back from the other side ${Date.now()}`;
     await step("the other user replies through the HTTP API", () => replyAsOtherUser(reply));
     await waitForText(page, reply, "the reply shows in the timeline");
-    console.log(`browser: sent ${JSON.stringify(mine)}`);
+    say(`browser: sent ${JSON.stringify(mine)}`);
 }
 
 async function main() {
@@ -197,33 +204,38 @@ async function main() {
     });
     let failed = null;
     const page = await browser.newPage();
+    let watchdog;
+    const outOfTime = new Promise((_, reject) => {
+        watchdog = setTimeout(() => reject(new Error(`the run took over ${RUN_MS} ms`)), RUN_MS);
+    });
     try {
-        await run(page, appUrl);
+        await Promise.race([run(page, appUrl), outOfTime]);
     } catch (err) {
         failed = err;
     }
+    clearTimeout(watchdog);
     await fs.mkdir(path.dirname(screenshot), { recursive: true });
-    await page.screenshot({ path: screenshot }).catch((err) => console.log(`no screenshot: ${err}`));
-    console.log(`browser: screenshot saved to ${screenshot}`);
+    await page.screenshot({ path: screenshot }).catch((err) => say(`no screenshot: ${err}`));
+    say(`browser: screenshot saved to ${screenshot}`);
     await browser.close();
     server.close();
     await fs.rm(app, { recursive: true, force: true });
     if (failed) {
-        console.log(`browser: FAILED at "${currentStep}": ${failed.message}`);
-        console.log("browser: requests Hearth refused or that failed:");
-        for (const line of refused) console.log(`  ${line}`);
-        console.log("browser: console of the page:");
-        for (const line of consoleLines) console.log(`  ${line}`);
+        say(`browser: FAILED at "${currentStep}": ${failed.message}`);
+        say("browser: requests Hearth refused or that failed:");
+        for (const line of refused) say(`  ${line}`);
+        say("browser: console of the page:");
+        for (const line of consoleLines) say(`  ${line}`);
         process.exit(1);
     }
     if (refused.length) {
-        console.log("browser: requests Hearth refused along the way (not fatal):");
-        for (const line of refused) console.log(`  ${line}`);
+        say("browser: requests Hearth refused along the way (not fatal):");
+        for (const line of refused) say(`  ${line}`);
     }
-    console.log("browser: PASSED");
+    say("browser: PASSED");
 }
 
 main().catch((err) => {
-    console.log(`browser: FAILED before the page ran: ${err.stack || err}`);
+    say(`browser: FAILED before the page ran: ${err.stack || err}`);
     process.exit(1);
 });
