@@ -146,6 +146,13 @@ async function run(page, appUrl) {
     });
 
     await step("open the login page", () => page.goto(`${appUrl}#/login`, { waitUntil: "load" }));
+    await step("the page's origin reads /versions across origins (CORS)", async () => {
+        const versions = await page.evaluate(async (hs) => {
+            const answer = await fetch(`${hs}/_matrix/client/versions`);
+            return (await answer.json()).versions;
+        }, hearth);
+        if (!versions.includes("r0.6.1")) throw new Error(`versions: ${JSON.stringify(versions)}`);
+    });
     await step("the login form asks for a password", () =>
         page.waitForSelector("#username", { visible: true, timeout: STEP_MS }),
     );
