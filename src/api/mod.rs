@@ -2,7 +2,8 @@
 //! per area of the spec. Every answer is JSON; every route that exists answers other methods
 //! with `405 M_UNRECOGNIZED`, and every route that does not with `404 M_UNRECOGNIZED`.
 //! Each area declares its own routes ([`client::routes`], [`federation::routes`]); this file
-//! only puts them together, with the well-known files and the shared route helpers.
+//! only puts them together, with the well-known files and the shared route helpers. Routes
+//! are declared under `v3` only: [`legacy`] serves the old `r0` paths with them.
 
 pub(crate) mod app;
 pub(crate) mod auth;
