@@ -18,7 +18,8 @@ pub(crate) const SUPPORTED_VERSIONS: &[&str] = &[
 pub(crate) async fn get() -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "versions": all_versions(),
-        "unstable_features": {},
+        // Dehydrated devices, as Synapse names them (Element X looks for it).
+        "unstable_features": { "org.matrix.msc3814": true },
     }))
 }
 
