@@ -41,6 +41,7 @@ use records::{
     NotificationRecord, PendingTxn, QueueItem, ReceiptRecord, RegistrationTokenRecord, RoomRecord,
     ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
 };
+use records::{DeviceChangeRecord, RemoteDeviceList};
 
 /// A storage failure. Shown in full to the operator at start-up; a client only ever sees
 /// `M_UNKNOWN` (see `error::Error::from`).
@@ -215,6 +216,16 @@ pub struct Storage {
     /// user 0xFF backup version (decimal) 0xFF room 0xFF session ID → [`BackedUpKey`]: the
     /// keys of each backup, a room's adjacent.
     pub(crate) backupsession_key: Tree<(String, String, String, String), Json<BackedUpKey>>,
+    /// stream position → [`DeviceChangeRecord`]: a user's device list changed there (one
+    /// of ours, or another server's user we share a room with); only each user's newest
+    /// change is kept (written by `users::device_lists`).
+    pub(crate) stream_devicechange: Tree<u64, Json<DeviceChangeRecord>>,
+    /// user → the stream position of the user's newest device-list change: the
+    /// `stream_id` other servers see (written by `users::device_lists`).
+    pub(crate) userid_devicestream: Tree<String, u64>,
+    /// another server's user → [`RemoteDeviceList`]: their devices' keys as last learned,
+    /// so `/keys/query` is answered here (written by `federation::device_lists`).
+    pub(crate) userid_remotedevices: Tree<String, Json<RemoteDeviceList>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -299,6 +310,9 @@ impl Storage {
             stream_todeviceout: Tree::open(&db, "stream_todeviceout")?,
             userversion_backup: Tree::open(&db, "userversion_backup")?,
             backupsession_key: Tree::open(&db, "backupsession_key")?,
+            stream_devicechange: Tree::open(&db, "stream_devicechange")?,
+            userid_devicestream: Tree::open(&db, "userid_devicestream")?,
+            userid_remotedevices: Tree::open(&db, "userid_remotedevices")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

@@ -11,6 +11,8 @@
 //! - [`filter`]: stored filter definitions and how they choose events and fields.
 //! - [`push_rules`]: push rules (kept as `m.push_rules` account data) and pushers.
 //! - [`tags`]: room tags (kept as `m.tag` room account data).
+//! - [`device_lists`]: device-list changes on the global stream, for `/sync`,
+//!   `/keys/changes` and other servers.
 //! - [`keys`]: devices' end-to-end encryption keys: identity, one-time and fallback keys.
 //! - [`key_backup`]: server-side key backups (end-to-end encryption), with their own
 //!   trees and write lock, reached through [`Users::key_backups`].
@@ -20,6 +22,7 @@
 
 pub(crate) mod account_data;
 pub(crate) mod accounts;
+pub(crate) mod device_lists;
 pub(crate) mod filter;
 pub(crate) mod key_backup;
 pub(crate) mod keys;

@@ -2,7 +2,7 @@
 //! `/keys/upload`, `/keys/query` and `/keys/claim`. Our users' keys come from the users
 //! service; other servers' users' keys from their servers, all asked at once within the
 //! client's `timeout` (`crate::federation::device_keys`), a server that fails being listed
-//! in `failures`.
+//! in `failures`. `/keys/changes` reads the device-list stream (`crate::sync::device_lists`).
 
 use std::collections::BTreeMap;
 
@@ -48,7 +48,7 @@ pub(crate) async fn upload(
     };
     let counts = app
         .users
-        .upload_keys(&auth.user_id, &auth.device_id, &upload)
+        .upload_keys(&app.rooms.stream, &auth.user_id, &auth.device_id, &upload)
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "one_time_key_counts": counts })))
 }
@@ -169,4 +169,20 @@ pub(crate) async fn claim(
         failures = fanout.failures;
     }
     Ok(HttpResponse::Ok().json(json!({ "one_time_keys": claimed, "failures": failures })))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChangesQuery {
+    from: String,
+    to: String,
+}
+
+/// # GET /_matrix/client/v3/keys/changes
+pub(crate) async fn changes(
+    app: web::Data<Services>,
+    auth: Authenticated,
+    query: web::Query<ChangesQuery>,
+) -> Result<HttpResponse, Error> {
+    let lists = app.sync.key_changes(&auth.user_id, &query.from, &query.to)?;
+    Ok(HttpResponse::Ok().json(lists.to_json()))
 }

@@ -439,7 +439,8 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
         config
             .service(post(&format!("{prefix}/keys/upload"), keys::upload))
             .service(post(&format!("{prefix}/keys/query"), keys::query))
-            .service(post(&format!("{prefix}/keys/claim"), keys::claim));
+            .service(post(&format!("{prefix}/keys/claim"), keys::claim))
+            .service(get(&format!("{prefix}/keys/changes"), keys::changes));
     }
 }
 
