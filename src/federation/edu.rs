@@ -11,8 +11,11 @@
 //!   room with ours (the presence map stays as small as the rooms).
 //! - `m.direct_to_device`: into our users' devices' inboxes ([`crate::users::to_device`]),
 //!   for their next `/sync`.
-//! - `m.device_list_update`, `m.signing_key_update`: **kept raw** in `seq_keptedu` (the
-//!   newest [`MAX_KEPT`]) for the end-to-end encryption work to consume.
+//! - `m.device_list_update`: into the cache of remote device lists, with gap detection
+//!   and resync ([`crate::federation::device_lists`]).
+//! - `m.signing_key_update`: the user's cached list dropped and our users told
+//!   ([`crate::federation::device_lists`]), and the EDU **kept raw** in `seq_keptedu` (the
+//!   newest [`MAX_KEPT`]) for the cross-signing work to consume.
 
 use std::time::Duration;
 
@@ -61,8 +64,13 @@ pub(crate) async fn receive_edus(fed: &Federation, origin: &ServerName, edus: Ve
             "m.receipt" => receipts(fed, origin, &content, &mut receipts_left).await,
             "m.presence" => presence(fed, origin, &content),
             "m.direct_to_device" => direct_to_device(fed, origin, &content).await,
-            "m.device_list_update" | "m.signing_key_update" => {
-                keep(fed, origin, edu).map(|()| kept += 1)
+            "m.device_list_update" => {
+                crate::federation::device_lists::receive_update(fed, origin, &content).await
+            }
+            "m.signing_key_update" => {
+                crate::federation::device_lists::receive_signing_key_update(fed, origin, &content)
+                    .await
+                    .and_then(|()| keep(fed, origin, edu).map(|()| kept += 1))
             }
             _ => Err(Error::new(ErrorKind::BadJson, "unknown EDU type")),
         };

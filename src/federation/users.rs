@@ -3,8 +3,8 @@
 //! devices and keys.
 //!
 //! Keys are those our users' devices uploaded (`users::keys`); claims take one-time keys
-//! there, so each goes out once whoever asks. Device lists carry no `m.device_list_update`
-//! stream yet: `/user/devices` answers at `stream_id` 0 with every device that has keys.
+//! there, so each goes out once whoever asks. `/user/devices` answers with every device
+//! that has keys, at the `stream_id` of the user's newest `m.device_list_update`.
 
 use std::collections::BTreeMap;
 
@@ -67,7 +67,8 @@ pub(crate) fn devices(fed: &Federation, user_id: &str) -> Result<Value, Error> {
         .into_iter()
         .map(|(device_id, keys)| json!({ "device_id": device_id, "keys": keys }))
         .collect();
-    Ok(json!({ "user_id": user, "stream_id": 0, "devices": devices }))
+    let stream_id = crate::federation::device_lists::stream_id_of(&fed.storage, &user)?;
+    Ok(json!({ "user_id": user, "stream_id": stream_id, "devices": devices }))
 }
 
 /// Whether a user named in a key request is one of ours (others are left out of answers,

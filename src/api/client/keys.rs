@@ -1,6 +1,7 @@
 //! Device keys (spec: client-server API, "End-to-End Encryption", "Key management API"):
 //! `/keys/upload`, `/keys/query` and `/keys/claim`. Our users' keys come from the users
-//! service; other servers' users' keys from their servers, all asked at once within the
+//! service; other servers' users' keys from the cache of their device lists when it is
+//! kept current (`crate::federation::device_lists`), else from their servers, all asked at once within the
 //! client's `timeout` (`crate::federation::device_keys`), a server that fails being listed
 //! in `failures`. `/keys/changes` reads the device-list stream (`crate::sync::device_lists`).
 
@@ -15,7 +16,7 @@ use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
-use crate::federation::device_keys;
+use crate::federation::{device_keys, device_lists};
 use crate::users::keys::{MAX_DEVICES_PER_REQUEST, Upload};
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +93,8 @@ pub(crate) async fn query(
         return Err(too_many());
     }
     let mut found = Map::new();
+    let mut master_keys = Map::new();
+    let mut self_signing_keys = Map::new();
     let mut remote: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for (user, devices) in &body.device_keys {
         let user = user_id(user)?;
@@ -100,6 +103,15 @@ pub(crate) async fn query(
                 user.to_string(),
                 Value::Object(app.users.device_keys(&user, devices)?),
             );
+        } else if let Some(cached) = device_lists::cached_keys(&app.federation, &user, devices)? {
+            // A list kept current by the user's server's updates: no need to ask it.
+            found.insert(user.to_string(), Value::Object(cached.device_keys));
+            if let Some(key) = cached.master_key {
+                master_keys.insert(user.to_string(), key);
+            }
+            if let Some(key) = cached.self_signing_key {
+                self_signing_keys.insert(user.to_string(), key);
+            }
         } else {
             remote
                 .entry(user.server_name().to_string())
@@ -107,18 +119,18 @@ pub(crate) async fn query(
                 .insert(user.to_string(), json!(devices));
         }
     }
-    let mut master_keys = Map::new();
-    let mut self_signing_keys = Map::new();
     let mut failures = Map::new();
     if !remote.is_empty() {
         let timeout = device_keys::timeout_of(body.timeout);
         let mut fanout = device_keys::query(&app.federation, remote, timeout).await;
         found.extend(fanout.fields.remove("device_keys").unwrap_or_default());
-        master_keys = fanout.fields.remove("master_keys").unwrap_or_default();
-        self_signing_keys = fanout
-            .fields
-            .remove("self_signing_keys")
-            .unwrap_or_default();
+        master_keys.extend(fanout.fields.remove("master_keys").unwrap_or_default());
+        self_signing_keys.extend(
+            fanout
+                .fields
+                .remove("self_signing_keys")
+                .unwrap_or_default(),
+        );
         failures = fanout.failures;
     }
     Ok(HttpResponse::Ok().json(json!({

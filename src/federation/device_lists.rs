@@ -1,0 +1,414 @@
+//! Device lists across servers (spec: server-server API, "Device Management"):
+//! `m.device_list_update` EDUs out and in, the resync through `/user/devices`, and the
+//! cache of other servers' users' device lists that lets `/keys/query` answer here.
+//!
+//! - **Out**: each of our users' rows on the device-list stream
+//!   ([`crate::users::device_lists`]) becomes one EDU per device that changed, with
+//!   `stream_id` the row's position and `prev_id` the user's change before it, queued by the
+//!   outbound follower for every server sharing a room with the user.
+//! - **In**: an update for a user we share a room with is applied to the cached list when
+//!   its `prev_id`s are all ones we have seen (`<=` the list's `stream_id`); otherwise (a
+//!   gap, or no list cached yet) the whole list is fetched again from the user's server,
+//!   at most one fetch per user at a time and [`MAX_RESYNCS`] in all, each within
+//!   [`RESYNC_TIMEOUT`]. Either way the change goes on our stream, so our users' `/sync`
+//!   lists the remote user in `device_lists.changed`.
+//! - **Cache**: one record per remote user (`userid_remotedevices`, written here only),
+//!   at most [`MAX_DEVICES_PER_USER`] devices each and [`MAX_CACHED_USERS`] users in all
+//!   (past that, new users are not cached and `/keys/query` asks their server as before).
+//!   A list is used only while the user shares a room with one of ours (we hear their
+//!   updates only then), and is dropped when they stop sharing any (the follower sees the
+//!   leave): it is fetched again when needed.
+//!
+//! Device keys from another server are stored as that server gave them: the device's own
+//! signature is for clients to check (they do), as with `/user/keys/query` answers.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ruma::{OwnedUserId, ServerName, UserId};
+use serde_json::{Map, Value, json};
+
+use crate::error::{Error, ErrorKind};
+use crate::federation::Federation;
+use crate::storage::records::RemoteDeviceList;
+use crate::storage::{Storage, StorageError};
+use crate::users::device_lists;
+
+/// The most devices kept for one remote user (the rest of a longer list is left out).
+pub(crate) const MAX_DEVICES_PER_USER: usize = 200;
+
+/// The most remote users whose device lists are kept.
+pub(crate) const MAX_CACHED_USERS: usize = 10_000;
+
+/// Resyncs running at once, all users together.
+pub(crate) const MAX_RESYNCS: usize = 4;
+
+/// Users whose resync runs or waits for its turn, at most (others are skipped: their
+/// next update tries again).
+const MAX_WAITING_RESYNCS: usize = 256;
+
+/// The longest a resync waits for the other server (and for its turn).
+pub(crate) const RESYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest device-list answer read from another server.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// The resyncs in progress: one per user at a time, [`MAX_RESYNCS`] in all.
+pub(crate) struct Resyncs {
+    running: Mutex<HashSet<OwnedUserId>>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl Default for Resyncs {
+    fn default() -> Resyncs {
+        Resyncs {
+            running: Mutex::new(HashSet::new()),
+            permits: tokio::sync::Semaphore::new(MAX_RESYNCS),
+        }
+    }
+}
+
+/// Marks a user's resync as running until dropped.
+struct Running<'a> {
+    resyncs: &'a Resyncs,
+    user_id: OwnedUserId,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.resyncs
+            .running
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .remove(&self.user_id);
+    }
+}
+
+impl Resyncs {
+    /// The user's turn, or `None` when a resync of theirs is already running (it fetches
+    /// the newest list, so a second one would learn nothing more).
+    fn start(&self, user_id: &UserId) -> Option<Running<'_>> {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if running.len() >= MAX_WAITING_RESYNCS || !running.insert(user_id.to_owned()) {
+            return None;
+        }
+        Some(Running {
+            resyncs: self,
+            user_id: user_id.to_owned(),
+        })
+    }
+}
+
+// ---- out
+
+/// The `m.device_list_update` EDUs for our users' device-list changes at positions
+/// `(from, to]`, each with the servers it goes to (those sharing a room with the user).
+pub(crate) fn outgoing(
+    storage: &Storage,
+    origin: &ServerName,
+    (from, to): (u64, u64),
+    servers_of: &mut impl FnMut(&UserId) -> Result<BTreeSet<String>, StorageError>,
+) -> Result<Vec<(Value, BTreeSet<String>)>, StorageError> {
+    let mut out = Vec::new();
+    for (position, change) in device_lists::changes_between(storage, from, to)? {
+        let Ok(user_id) = UserId::parse(change.user_id.as_str()) else {
+            continue;
+        };
+        if user_id.server_name() != origin {
+            continue;
+        }
+        let servers = servers_of(&user_id)?;
+        if servers.is_empty() {
+            continue;
+        }
+        for device_id in &change.devices {
+            let edu = update_edu(storage, &user_id, device_id, position, change.prev_id)?;
+            out.push((edu, servers.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// One device's update as it stands now: its keys, or `deleted` when the device is gone.
+fn update_edu(
+    storage: &Storage,
+    user_id: &UserId,
+    device_id: &str,
+    stream_id: u64,
+    prev_id: Option<u64>,
+) -> Result<Value, StorageError> {
+    let key = (user_id.as_str().to_owned(), device_id.to_owned());
+    let exists = storage.userdevice_device.contains_key(&key)?;
+    let mut content = json!({
+        "user_id": user_id,
+        "device_id": device_id,
+        "stream_id": stream_id,
+        "prev_id": prev_id.into_iter().collect::<Vec<_>>(),
+        "deleted": !exists,
+    });
+    if exists && let Some(keys) = storage.userdevice_keys.get(&key)? {
+        content["keys"] = keys;
+    }
+    Ok(json!({ "edu_type": "m.device_list_update", "content": content }))
+}
+
+/// `/user/devices/{userId}`'s `stream_id`: the position of the user's newest change.
+pub(crate) fn stream_id_of(storage: &Storage, user_id: &UserId) -> Result<u64, StorageError> {
+    device_lists::latest_position(storage, user_id)
+}
+
+// ---- in
+
+/// `m.device_list_update` from `origin`: applied when in order, else a resync.
+pub(crate) async fn receive_update(
+    fed: &Federation,
+    origin: &ServerName,
+    content: &Value,
+) -> Result<(), Error> {
+    let user_id = remote_user(origin, &content["user_id"])?;
+    if !shares_a_room_with_us(&fed.storage, &user_id)? {
+        return Err(Error::new(ErrorKind::Forbidden, "shares no room with us"));
+    }
+    let device_id = content["device_id"]
+        .as_str()
+        .filter(|id| !id.is_empty() && id.len() <= 255)
+        .ok_or_else(|| bad("device_id must be a string"))?;
+    let stream_id = content["stream_id"]
+        .as_u64()
+        .ok_or_else(|| bad("stream_id must be an integer"))?;
+    let prev_ids: Vec<u64> = match content.get("prev_id") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(ids)) => ids.iter().filter_map(Value::as_u64).collect(),
+        Some(_) => return Err(bad("prev_id must be a list")),
+    };
+    let key = user_id.as_str().to_owned();
+    let Some(mut list) = fed.storage.userid_remotedevices.get(&key)? else {
+        resync(fed, &user_id).await?;
+        return Ok(());
+    };
+    if stream_id < list.stream_id {
+        return Ok(()); // Old news.
+    }
+    if prev_ids.iter().any(|prev| *prev > list.stream_id) {
+        tracing::info!(%user_id, stream_id, "federation: a device-list update was missed; resyncing");
+        resync(fed, &user_id).await?;
+        return Ok(());
+    }
+    let deleted = content["deleted"].as_bool().unwrap_or(false);
+    if deleted {
+        list.devices.remove(device_id);
+    } else if let Some(keys) = content.get("keys").filter(|keys| !keys.is_null()) {
+        check_device_keys(&user_id, device_id, keys)?;
+        if list.devices.len() < MAX_DEVICES_PER_USER || list.devices.contains_key(device_id) {
+            list.devices.insert(device_id.to_owned(), keys.clone());
+        }
+    }
+    list.stream_id = stream_id;
+    fed.storage.userid_remotedevices.insert(&key, &list)?;
+    device_lists::note_change(
+        &fed.storage,
+        &fed.rooms.stream,
+        &user_id,
+        &[device_id.to_owned()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// `m.signing_key_update` from `origin`: the user's cross-signing keys changed. The cached
+/// list is dropped (the next `/keys/query` asks their server, which has the new keys) and
+/// our users are told.
+pub(crate) async fn receive_signing_key_update(
+    fed: &Federation,
+    origin: &ServerName,
+    content: &Value,
+) -> Result<(), Error> {
+    let user_id = remote_user(origin, &content["user_id"])?;
+    if !shares_a_room_with_us(&fed.storage, &user_id)? {
+        return Err(Error::new(ErrorKind::Forbidden, "shares no room with us"));
+    }
+    fed.storage
+        .userid_remotedevices
+        .remove(&user_id.as_str().to_owned())?;
+    device_lists::note_change(&fed.storage, &fed.rooms.stream, &user_id, &[]).await?;
+    Ok(())
+}
+
+/// Fetches the user's whole device list from their server and keeps it (a user whose
+/// resync is already running is left to it). Our users are told of the change.
+pub(crate) async fn resync(fed: &Federation, user_id: &UserId) -> Result<(), Error> {
+    let Some(_running) = fed.device_lists.start(user_id) else {
+        return Ok(());
+    };
+    let answer = tokio::time::timeout(RESYNC_TIMEOUT, async {
+        let _permit = fed
+            .device_lists
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::internal("the resync permits are closed"))?;
+        let path = format!(
+            "/_matrix/federation/v1/user/devices/{}",
+            crate::federation::transport::encode(user_id.as_str())
+        );
+        fed.transport
+            .request_raw(
+                user_id.server_name().as_str(),
+                "GET",
+                &path,
+                None,
+                MAX_ANSWER_BYTES,
+            )
+            .await
+    })
+    .await
+    .map_err(|_| Error::new(ErrorKind::RemoteUnavailable, "the device-list resync timed out"))??;
+    let answer: Value = serde_json::from_slice(&answer)
+        .map_err(|_| Error::new(ErrorKind::RemoteUnavailable, "the device list is not JSON"))?;
+    let list = parse_devices_answer(user_id, &answer)?;
+    let key = user_id.as_str().to_owned();
+    let known = fed.storage.userid_remotedevices.contains_key(&key)?;
+    if !known && cached_users(&fed.storage) >= MAX_CACHED_USERS {
+        tracing::info!(%user_id, "federation: device-list cache full; not keeping this user's");
+    } else {
+        fed.storage.userid_remotedevices.insert(&key, &list)?;
+    }
+    device_lists::note_change(&fed.storage, &fed.rooms.stream, user_id, &[]).await?;
+    Ok(())
+}
+
+/// How many remote users' lists are kept (keys only are read; counted only when a new
+/// user would be added).
+fn cached_users(storage: &Storage) -> usize {
+    storage
+        .userid_remotedevices
+        .scan_prefix_keys(&[])
+        .take(MAX_CACHED_USERS)
+        .count()
+}
+
+/// A `/user/devices` answer as a list to keep: for this user, bounded, each device's keys
+/// for that device.
+fn parse_devices_answer(user_id: &UserId, answer: &Value) -> Result<RemoteDeviceList, Error> {
+    if answer["user_id"].as_str() != Some(user_id.as_str()) {
+        return Err(bad("the answer is about another user"));
+    }
+    let stream_id = answer["stream_id"]
+        .as_u64()
+        .ok_or_else(|| bad("stream_id must be an integer"))?;
+    let mut list = RemoteDeviceList {
+        stream_id,
+        fetched_ms: crate::matrix::time::now_ms(),
+        ..RemoteDeviceList::default()
+    };
+    for device in answer["devices"]
+        .as_array()
+        .ok_or_else(|| bad("devices must be a list"))?
+    {
+        if list.devices.len() >= MAX_DEVICES_PER_USER {
+            break;
+        }
+        let (Some(device_id), Some(keys)) = (device["device_id"].as_str(), device.get("keys"))
+        else {
+            continue;
+        };
+        if check_device_keys(user_id, device_id, keys).is_ok() {
+            list.devices.insert(device_id.to_owned(), keys.clone());
+        }
+    }
+    let of_user = |key: &Value| {
+        key.is_object() && key["user_id"].as_str() == Some(user_id.as_str())
+    };
+    list.master_key = answer.get("master_key").filter(|key| of_user(key)).cloned();
+    list.self_signing_key = answer
+        .get("self_signing_key")
+        .filter(|key| of_user(key))
+        .cloned();
+    Ok(list)
+}
+
+/// Device keys must be an object naming this user and device.
+fn check_device_keys(user_id: &UserId, device_id: &str, keys: &Value) -> Result<(), Error> {
+    if !keys.is_object()
+        || keys["user_id"].as_str() != Some(user_id.as_str())
+        || keys["device_id"].as_str() != Some(device_id)
+    {
+        return Err(bad("device keys for another user or device"));
+    }
+    Ok(())
+}
+
+// ---- the cache
+
+/// What `/keys/query` answers for a remote user from the cache.
+#[derive(Debug)]
+pub(crate) struct CachedKeys {
+    pub(crate) device_keys: Map<String, Value>,
+    pub(crate) master_key: Option<Value>,
+    pub(crate) self_signing_key: Option<Value>,
+}
+
+/// The user's device keys (those of `devices`, or all when empty) from the cache, when it
+/// holds a list that is kept current (the user shares a room with one of ours).
+pub(crate) fn cached_keys(
+    fed: &Federation,
+    user_id: &UserId,
+    devices: &[String],
+) -> Result<Option<CachedKeys>, StorageError> {
+    let storage = &fed.storage;
+    let Some(list) = storage
+        .userid_remotedevices
+        .get(&user_id.as_str().to_owned())?
+    else {
+        return Ok(None);
+    };
+    if !shares_a_room_with_us(storage, user_id)? {
+        return Ok(None);
+    }
+    let device_keys = list
+        .devices
+        .into_iter()
+        .filter(|(device_id, _)| devices.is_empty() || devices.contains(device_id))
+        .collect();
+    Ok(Some(CachedKeys {
+        device_keys,
+        master_key: list.master_key,
+        self_signing_key: list.self_signing_key,
+    }))
+}
+
+/// Drops the cached list of a remote user who no longer shares any room with ours (we
+/// stop hearing their updates, so the list would go stale).
+pub(crate) fn forget_if_unshared(storage: &Storage, user_id: &UserId) -> Result<(), StorageError> {
+    let key = user_id.as_str().to_owned();
+    if storage.userid_remotedevices.contains_key(&key)? && !shares_a_room_with_us(storage, user_id)? {
+        storage.userid_remotedevices.remove(&key)?;
+    }
+    Ok(())
+}
+
+/// Whether a remote user is joined to any room we hold (our users are in it).
+fn shares_a_room_with_us(storage: &Storage, user_id: &UserId) -> Result<bool, StorageError> {
+    Ok(crate::rooms::memberships(storage, user_id)?
+        .iter()
+        .any(|(_, record)| record.membership == "join"))
+}
+
+fn remote_user(origin: &ServerName, value: &Value) -> Result<OwnedUserId, Error> {
+    let user_id = value
+        .as_str()
+        .and_then(|id| OwnedUserId::try_from(id).ok())
+        .ok_or_else(|| bad("invalid user_id"))?;
+    if user_id.server_name() != origin {
+        return Err(Error::new(ErrorKind::Forbidden, "not a user of the sender"));
+    }
+    Ok(user_id)
+}
+
+fn bad(message: &'static str) -> Error {
+    Error::new(ErrorKind::BadJson, message)
+}
