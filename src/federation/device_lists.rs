@@ -209,6 +209,7 @@ pub(crate) async fn receive_update(
     }
     list.stream_id = stream_id;
     fed.storage.userid_remotedevices.insert(&key, &list)?;
+    tracing::debug!(%user_id, device_id, stream_id, deleted, "federation: device-list update applied");
     device_lists::note_change(
         &fed.storage,
         &fed.rooms.stream,

@@ -7,9 +7,11 @@
 //! user's change before it.
 //!
 //! This module alone writes `stream_devicechange` and `userid_devicestream`. Only each
-//! user's newest row is kept (an older one is folded into it), so the tree holds one row
-//! per user who ever changed a device, however often they do. A remote server that did
-//! not see the folded row notices the gap through `prev_id` and fetches the whole list.
+//! user's newest row is kept, so the tree holds one row per user who ever changed a
+//! device, however often they do. A row the outbound follower has not sent yet (a login
+//! and its key upload a moment later) is folded into the new one, which takes over its
+//! devices and its `prev_id`: other servers see one update, in order. (A row replaced
+//! after it was sent is simply history.)
 //!
 //! The row is written at its own stream position right after the change it describes
 //! (not in the same batch): a crash between the two loses the notification, not the
@@ -20,6 +22,10 @@ use ruma::UserId;
 use crate::storage::records::DeviceChangeRecord;
 use crate::storage::stream::Stream;
 use crate::storage::{Storage, StorageError};
+
+/// The counter of the last stream position the outbound federation follower handled
+/// (`crate::federation::outbound`, which uses this name): rows after it are not sent yet.
+pub(crate) const OUTBOUND_POSITION_COUNTER: &str = "outbound_position";
 
 /// The most device IDs one row remembers (folded rows add up): past it, the oldest are
 /// dropped, and remote servers that missed them resync.
@@ -45,8 +51,12 @@ pub(crate) async fn note_change(
                 prev_id,
             };
             if let Some(previous) = prev_id {
-                if let Some(folded) = storage.stream_devicechange.get(&previous)? {
-                    record.devices = folded.devices;
+                let sent = storage.counter(OUTBOUND_POSITION_COUNTER)?.unwrap_or(0);
+                if previous > sent
+                    && let Some(unsent) = storage.stream_devicechange.get(&previous)?
+                {
+                    record.devices = unsent.devices;
+                    record.prev_id = unsent.prev_id;
                 }
                 storage.stream_devicechange.batch_remove(batch, &previous);
             }
@@ -117,12 +127,25 @@ mod tests {
         assert_eq!(rows.len(), 2, "one row per user: {rows:?}");
         assert_eq!(rows[0].0, other);
         assert_eq!(rows[1].0, second);
-        assert_eq!(rows[1].1.prev_id, Some(first));
+        // Nothing was sent yet: the first row is folded in, `prev_id` and all.
+        assert_eq!(rows[1].1.prev_id, None);
         assert_eq!(rows[1].1.devices, vec!["A".to_owned(), "A2".to_owned()]);
-        assert_eq!(latest_position(&storage, alice).expect("latest"), second);
-        assert_eq!(stream.visible_position(), second);
+        // Once sent, a row is not folded: the next names it.
+        let mut batch = crate::storage::Batch::new();
+        storage.batch_set_counter(&mut batch, OUTBOUND_POSITION_COUNTER, second);
+        storage.apply(batch).expect("counter");
+        let third = note_change(&storage, &stream, alice, &["A3".into()])
+            .await
+            .expect("note");
+        let rows = changes_between(&storage, second, third).expect("rows");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].1.prev_id, Some(second));
+        assert_eq!(rows[0].1.devices, vec!["A3".to_owned()]);
+        assert!(first < second);
+        assert_eq!(latest_position(&storage, alice).expect("latest"), third);
+        assert_eq!(stream.visible_position(), third);
         assert!(
-            changes_between(&storage, second, second)
+            changes_between(&storage, third, third)
                 .expect("rows")
                 .is_empty()
         );

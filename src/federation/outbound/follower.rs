@@ -27,7 +27,7 @@ use crate::sync::ephemeral::Change;
 use crate::sync::receipts::ReceiptRecord;
 
 /// The counter holding the last stream position handled.
-pub(crate) const POSITION_COUNTER: &str = "outbound_position";
+pub(crate) const POSITION_COUNTER: &str = crate::users::device_lists::OUTBOUND_POSITION_COUNTER;
 
 /// Stream positions handled in one batch: bounds the batch, and the work lost to a crash.
 const POSITIONS_PER_BATCH: u64 = 200;
