@@ -14,11 +14,7 @@ const PASSWORD: &str = "correct horse battery";
 fn server() -> Server {
     Server::start_with_users(
         &test_config("[limits]\nauth_attempts_per_minute = 100000\n"),
-        &[
-            ("alice", PASSWORD),
-            ("bob", PASSWORD),
-            ("carol", PASSWORD),
-        ],
+        &[("alice", PASSWORD), ("bob", PASSWORD), ("carol", PASSWORD)],
     )
 }
 

@@ -144,7 +144,10 @@ fn device_changes_cross_servers_and_a_missed_update_is_repaired_by_a_resync() {
             common::query_encode(&bob_id)
         ),
     ));
-    assert!(listed["stream_id"].as_u64().is_some_and(|id| id > 0), "{listed}");
+    assert!(
+        listed["stream_id"].as_u64().is_some_and(|id| id > 0),
+        "{listed}"
+    );
     assert_eq!(listed["devices"].as_array().map(Vec::len), Some(2));
 
     // B's word that the phone is gone (in order: it names no earlier update) applies to
@@ -192,7 +195,9 @@ fn device_changes_cross_servers_and_a_missed_update_is_repaired_by_a_resync() {
     wait_for_devices(&pair.a, &alice, &bob_id, &[&laptop, &phone]);
     wait_for_changed(&pair.a, &alice, &since, &bob_id);
     assert!(
-        pair.a.log_text().contains("a device-list update was missed"),
+        pair.a
+            .log_text()
+            .contains("a device-list update was missed"),
         "{}",
         pair.a.log_text()
     );

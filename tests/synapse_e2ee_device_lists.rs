@@ -119,7 +119,12 @@ fn login(address: SocketAddr, user: &str) -> String {
                  "identifier": { "type": "m.id.user", "user": user },
                  "password": PASSWORD }),
     );
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     answer.json()["access_token"]
         .as_str()
         .expect("token")

@@ -267,7 +267,12 @@ pub(crate) async fn resync(fed: &Federation, user_id: &UserId) -> Result<(), Err
             .await
     })
     .await
-    .map_err(|_| Error::new(ErrorKind::RemoteUnavailable, "the device-list resync timed out"))??;
+    .map_err(|_| {
+        Error::new(
+            ErrorKind::RemoteUnavailable,
+            "the device-list resync timed out",
+        )
+    })??;
     let answer: Value = serde_json::from_slice(&answer)
         .map_err(|_| Error::new(ErrorKind::RemoteUnavailable, "the device list is not JSON"))?;
     let list = parse_devices_answer(user_id, &answer)?;
@@ -321,9 +326,8 @@ fn parse_devices_answer(user_id: &UserId, answer: &Value) -> Result<RemoteDevice
             list.devices.insert(device_id.to_owned(), keys.clone());
         }
     }
-    let of_user = |key: &Value| {
-        key.is_object() && key["user_id"].as_str() == Some(user_id.as_str())
-    };
+    let of_user =
+        |key: &Value| key.is_object() && key["user_id"].as_str() == Some(user_id.as_str());
     list.master_key = answer.get("master_key").filter(|key| of_user(key)).cloned();
     list.self_signing_key = answer
         .get("self_signing_key")
@@ -386,7 +390,8 @@ pub(crate) fn cached_keys(
 /// stop hearing their updates, so the list would go stale).
 pub(crate) fn forget_if_unshared(storage: &Storage, user_id: &UserId) -> Result<(), StorageError> {
     let key = user_id.as_str().to_owned();
-    if storage.userid_remotedevices.contains_key(&key)? && !shares_a_room_with_us(storage, user_id)? {
+    if storage.userid_remotedevices.contains_key(&key)? && !shares_a_room_with_us(storage, user_id)?
+    {
         storage.userid_remotedevices.remove(&key)?;
     }
     Ok(())

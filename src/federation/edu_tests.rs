@@ -122,12 +122,14 @@ async fn presence_is_taken_only_when_configured() {
 async fn encryption_edus_are_kept_boundedly_for_later() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fed = state_with_members(dir.path(), "");
+    // `m.signing_key_update` is kept for the cross-signing work (`stream_id` here only
+    // numbers them for the test).
     let to_device = |n: u64| {
-        json!({ "edu_type": "m.device_list_update", "content": {
-            "user_id": "@bob:there.test", "device_id": "B", "stream_id": n
+        json!({ "edu_type": "m.signing_key_update", "content": {
+            "user_id": "@bob:there.test", "stream_id": n
         } })
     };
-    let forged = json!({ "edu_type": "m.device_list_update", "content": {
+    let forged = json!({ "edu_type": "m.signing_key_update", "content": {
         "user_id": "@mallory:elsewhere.test", "device_id": "X", "stream_id": 1
     } });
     receive_edus(&fed, there(), vec![to_device(0), forged]).await;
@@ -212,4 +214,60 @@ async fn to_device_messages_reach_our_devices_only_from_their_senders_server() {
         ]
     );
     assert_eq!(fed.storage.seq_keptedu.iter().count(), 0);
+}
+
+#[actix_web::test]
+async fn device_list_updates_apply_in_order_to_the_cache_and_reach_the_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fed = state_with_members(dir.path(), "");
+    let bob = "@bob:there.test".to_owned();
+    let list = crate::storage::records::RemoteDeviceList {
+        stream_id: 5,
+        devices: [("A".to_owned(), json!({ "user_id": bob, "device_id": "A" }))].into(),
+        ..Default::default()
+    };
+    fed.storage
+        .userid_remotedevices
+        .insert(&bob, &list)
+        .expect("cache");
+    let update = |device: &str, stream_id: u64, prev: u64, extra: Value| {
+        let mut content = json!({
+            "user_id": bob, "device_id": device, "stream_id": stream_id, "prev_id": [prev],
+        });
+        for (key, value) in extra.as_object().expect("object") {
+            content[key] = value.clone();
+        }
+        json!({ "edu_type": "m.device_list_update", "content": content })
+    };
+    let before = fed.rooms.visible_position();
+    receive_edus(
+        &fed,
+        there(),
+        vec![
+            update("B", 6, 5, json!({ "keys": { "user_id": bob, "device_id": "B" } })),
+            // Keys naming another device, or another user: refused.
+            update("C", 7, 6, json!({ "keys": { "user_id": bob, "device_id": "X" } })),
+            update("D", 7, 6, json!({ "keys": { "user_id": "@eve:there.test", "device_id": "D" } })),
+            update("A", 8, 6, json!({ "deleted": true })),
+            // Old news: ignored.
+            update("A", 3, 2, json!({ "keys": { "user_id": bob, "device_id": "A" } })),
+        ],
+    )
+    .await;
+    let cached = fed
+        .storage
+        .userid_remotedevices
+        .get(&bob)
+        .expect("read")
+        .expect("cached");
+    assert_eq!(cached.stream_id, 8);
+    assert_eq!(cached.devices.keys().collect::<Vec<_>>(), vec!["B"]);
+    let rows = crate::users::device_lists::changes_between(
+        &fed.storage,
+        before,
+        fed.rooms.visible_position(),
+    )
+    .expect("rows");
+    assert_eq!(rows.len(), 1, "one row per user");
+    assert_eq!(rows[0].1.user_id, bob);
 }

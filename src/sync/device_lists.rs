@@ -161,8 +161,7 @@ fn was_joined(
     member: &str,
     at: u64,
 ) -> Result<bool, StorageError> {
-    let Some(event_id) = history::entry_at(storage, room_id, ("m.room.member", member), at)?
-    else {
+    let Some(event_id) = history::entry_at(storage, room_id, ("m.room.member", member), at)? else {
         return Ok(false);
     };
     let Some(event) = load_json(storage, &event_id)? else {

@@ -232,10 +232,8 @@ fn build(
         Some(since) => device_lists::between(&service.storage, user_id, since, upto)?,
         None => device_lists::DeviceLists::default(),
     };
-    let news = news
-        || !presence.is_empty()
-        || !to_device_events.is_empty()
-        || !device_lists.is_empty();
+    let news =
+        news || !presence.is_empty() || !to_device_events.is_empty() || !device_lists.is_empty();
     let response = json!({
         "next_batch": format!("{upto}_{typing_serial}"),
         "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
@@ -572,12 +570,14 @@ impl SyncService {
         to: &str,
     ) -> Result<device_lists::DeviceLists, Error> {
         let position = |token: &str, name: &str| {
-            parse_token(token).map(|(position, _)| position).ok_or_else(|| {
-                Error::new(
-                    crate::error::ErrorKind::InvalidParam,
-                    format!("`{name}` is not a sync token"),
-                )
-            })
+            parse_token(token)
+                .map(|(position, _)| position)
+                .ok_or_else(|| {
+                    Error::new(
+                        crate::error::ErrorKind::InvalidParam,
+                        format!("`{name}` is not a sync token"),
+                    )
+                })
         };
         let from = position(from, "from")?;
         let to = position(to, "to")?.min(self.rooms.visible_position());

@@ -195,6 +195,8 @@ pub(crate) async fn changes(
     auth: Authenticated,
     query: web::Query<ChangesQuery>,
 ) -> Result<HttpResponse, Error> {
-    let lists = app.sync.key_changes(&auth.user_id, &query.from, &query.to)?;
+    let lists = app
+        .sync
+        .key_changes(&auth.user_id, &query.from, &query.to)?;
     Ok(HttpResponse::Ok().json(lists.to_json()))
 }
