@@ -230,7 +230,7 @@ fn joins_devices_keys_renames_deletions_and_leaves_reach_the_right_users() {
     // Bob leaves: Alice no longer shares a room with him, and he none with her.
     leave(&server, &bob, &room);
     let synced = sync(&server, &alice, Some(&since));
-    assert_eq!(lists(&synced), (vec![], vec![bob_id.clone()]));
+    assert_eq!(lists(&synced), (vec![], vec![bob_id]));
     since = token_of(&synced);
     let synced = sync(&server, &bob, Some(&bob_since));
     assert_eq!(lists(&synced).1, vec![alice_id.clone()]);
@@ -256,7 +256,7 @@ fn joins_devices_keys_renames_deletions_and_leaves_reach_the_right_users() {
         &json!({ "user_id": carol_id }),
     ));
     let synced = sync(&server, &alice, Some(&since));
-    assert_eq!(lists(&synced), (vec![], vec![carol_id.clone()]));
+    assert_eq!(lists(&synced), (vec![], vec![carol_id]));
 }
 
 #[test]

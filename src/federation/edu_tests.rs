@@ -244,13 +244,33 @@ async fn device_list_updates_apply_in_order_to_the_cache_and_reach_the_stream() 
         &fed,
         there(),
         vec![
-            update("B", 6, 5, json!({ "keys": { "user_id": bob, "device_id": "B" } })),
+            update(
+                "B",
+                6,
+                5,
+                json!({ "keys": { "user_id": bob, "device_id": "B" } }),
+            ),
             // Keys naming another device, or another user: refused.
-            update("C", 7, 6, json!({ "keys": { "user_id": bob, "device_id": "X" } })),
-            update("D", 7, 6, json!({ "keys": { "user_id": "@eve:there.test", "device_id": "D" } })),
+            update(
+                "C",
+                7,
+                6,
+                json!({ "keys": { "user_id": bob, "device_id": "X" } }),
+            ),
+            update(
+                "D",
+                7,
+                6,
+                json!({ "keys": { "user_id": "@eve:there.test", "device_id": "D" } }),
+            ),
             update("A", 8, 6, json!({ "deleted": true })),
             // Old news: ignored.
-            update("A", 3, 2, json!({ "keys": { "user_id": bob, "device_id": "A" } })),
+            update(
+                "A",
+                3,
+                2,
+                json!({ "keys": { "user_id": bob, "device_id": "A" } }),
+            ),
         ],
     )
     .await;

@@ -66,7 +66,11 @@ pub(crate) async fn login(
     // Flushes the session too: a new device (or a new login on one) is news to those
     // who track the user's devices.
     app.users
-        .announce_devices(&app.rooms.stream, &user_id, &[session.device_id.clone()])
+        .announce_devices(
+            &app.rooms.stream,
+            &user_id,
+            std::slice::from_ref(&session.device_id),
+        )
         .await?;
     let mut response = json!({
         "user_id": user_id,
