@@ -47,10 +47,11 @@
 //! Each tree has one writing module; others ask it. Events, state, memberships, timelines,
 //! relations and notifications: [`rooms`] (through [`rooms::Rooms`], which orders stream
 //! positions). Accounts, sessions, devices, registration tokens, profiles, account data,
-//! filters, OpenID tokens, push rules and pushers, to-device inboxes: [`users`] (the
+//! filters, OpenID tokens, push rules and pushers, to-device inboxes, the device-list stream
+//! ([`users::device_lists`]): [`users`] (the
 //! outbound follower removes the to-device messages for other servers it has queued). Receipts: [`sync::receipts`].
 //! Aliases and published rooms: [`directory`]. Other servers' keys, outbound queues, kept
-//! EDUs: [`federation`]. Stream positions and the stream's room index: [`storage::stream`].
+//! EDUs, other servers' users' device lists ([`federation::device_lists`]): [`federation`]. Stream positions and the stream's room index: [`storage::stream`].
 //!
 //! # How a request flows
 //! Every request first passes `api::middleware` (at most a few requests in flight per client
