@@ -22,7 +22,7 @@
 //! Device keys from another server are stored as that server gave them: the device's own
 //! signature is for clients to check (they do), as with `/user/keys/query` answers.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -31,6 +31,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{Error, ErrorKind};
 use crate::federation::Federation;
+use crate::federation::device_keys::{self, Fanout};
 use crate::storage::records::RemoteDeviceList;
 use crate::storage::{Storage, StorageError};
 use crate::users::device_lists;
@@ -242,10 +243,61 @@ pub(crate) async fn receive_signing_key_update(
 /// Fetches the user's whole device list from their server and keeps it (a user whose
 /// resync is already running is left to it). Our users are told of the change.
 pub(crate) async fn resync(fed: &Federation, user_id: &UserId) -> Result<(), Error> {
+    if fetch_list(fed, user_id, RESYNC_TIMEOUT).await? {
+        device_lists::note_change(&fed.storage, &fed.rooms.stream, user_id, &[]).await?;
+    }
+    Ok(())
+}
+
+/// Fills the cache for remote users `/keys/query` asks about who share a room with ours
+/// but whose lists are not cached (at most [`MAX_FILLS_PER_QUERY`], at once, within
+/// `timeout`): from then on their updates keep the list current and queries stay local.
+/// Nothing is announced (nothing changed that anyone was told of). Returns the users
+/// whose server failed to answer.
+pub(crate) async fn fill_cache(
+    fed: &Federation,
+    users: &[OwnedUserId],
+    timeout: Duration,
+) -> Vec<OwnedUserId> {
+    let mut wanted = Vec::new();
+    for user_id in users {
+        if wanted.len() >= MAX_FILLS_PER_QUERY {
+            break;
+        }
+        let cached = fed
+            .storage
+            .userid_remotedevices
+            .contains_key(&user_id.as_str().to_owned());
+        if matches!(cached, Ok(false))
+            && shares_a_room_with_us(&fed.storage, user_id).unwrap_or(false)
+        {
+            wanted.push(user_id.clone());
+        }
+    }
+    let fetches = wanted.iter().map(|user_id| async move {
+        let fetched = fetch_list(fed, user_id, timeout.min(RESYNC_TIMEOUT)).await;
+        (user_id, fetched)
+    });
+    let mut failed = Vec::new();
+    for (user_id, fetched) in futures_util::future::join_all(fetches).await {
+        if let Err(err) = fetched {
+            tracing::info!(%user_id, "federation: fetching a device list failed: {err}");
+            failed.push(user_id.clone());
+        }
+    }
+    failed
+}
+
+/// Users whose lists one `/keys/query` fetches into the cache, at most.
+const MAX_FILLS_PER_QUERY: usize = 16;
+
+/// Fetches the user's whole list from their server into the cache; `false` when a fetch
+/// of theirs was already running (it gets the newest list) or nothing was kept.
+async fn fetch_list(fed: &Federation, user_id: &UserId, timeout: Duration) -> Result<bool, Error> {
     let Some(_running) = fed.device_lists.start(user_id) else {
-        return Ok(());
+        return Ok(false);
     };
-    let answer = tokio::time::timeout(RESYNC_TIMEOUT, async {
+    let answer = tokio::time::timeout(timeout, async {
         let _permit = fed
             .device_lists
             .permits
@@ -280,11 +332,10 @@ pub(crate) async fn resync(fed: &Federation, user_id: &UserId) -> Result<(), Err
     let known = fed.storage.userid_remotedevices.contains_key(&key)?;
     if !known && cached_users(&fed.storage) >= MAX_CACHED_USERS {
         tracing::info!(%user_id, "federation: device-list cache full; not keeping this user's");
-    } else {
-        fed.storage.userid_remotedevices.insert(&key, &list)?;
+        return Ok(false);
     }
-    device_lists::note_change(&fed.storage, &fed.rooms.stream, user_id, &[]).await?;
-    Ok(())
+    fed.storage.userid_remotedevices.insert(&key, &list)?;
+    Ok(true)
 }
 
 /// How many remote users' lists are kept (keys only are read; counted only when a new
@@ -348,6 +399,63 @@ fn check_device_keys(user_id: &UserId, device_id: &str, keys: &Value) -> Result<
 }
 
 // ---- the cache
+
+/// `/keys/query` for other servers' users (user, device IDs asked: all when empty): from
+/// the cache where a list is kept current, after fetching into it the lists not kept yet
+/// of users sharing a room with ours; the rest (and the cross-signing keys the cache
+/// lacks) asked of their servers at once ([`device_keys::query`]). A server that failed
+/// is in `failures`.
+pub(crate) async fn query_keys(
+    fed: &Federation,
+    wanted: Vec<(OwnedUserId, Vec<String>)>,
+    timeout: Duration,
+) -> Result<Fanout, StorageError> {
+    let misses: Vec<OwnedUserId> = wanted
+        .iter()
+        .filter(|(user, _)| !matches!(cached_keys(fed, user, &[]), Ok(Some(_))))
+        .map(|(user, _)| user.clone())
+        .collect();
+    let failed = fill_cache(fed, &misses, timeout).await;
+    let mut answer = Fanout::default();
+    let mut remote: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for (user, devices) in wanted {
+        if failed.contains(&user) {
+            answer
+                .failures
+                .insert(user.server_name().to_string(), json!({}));
+            continue;
+        }
+        let Some(cached) = cached_keys(fed, &user, &devices)? else {
+            remote
+                .entry(user.server_name().to_string())
+                .or_default()
+                .insert(user.to_string(), json!(devices));
+            continue;
+        };
+        let mut add = |field: &str, value: Value| {
+            answer
+                .fields
+                .entry(field.to_owned())
+                .or_default()
+                .insert(user.to_string(), value);
+        };
+        add("device_keys", Value::Object(cached.device_keys));
+        if let Some(key) = cached.master_key {
+            add("master_keys", key);
+        }
+        if let Some(key) = cached.self_signing_key {
+            add("self_signing_keys", key);
+        }
+    }
+    if !remote.is_empty() {
+        let fanout = device_keys::query(fed, remote, timeout).await;
+        for (field, by_user) in fanout.fields {
+            answer.fields.entry(field).or_default().extend(by_user);
+        }
+        answer.failures.extend(fanout.failures);
+    }
+    Ok(answer)
+}
 
 /// What `/keys/query` answers for a remote user from the cache.
 #[derive(Debug)]

@@ -93,9 +93,7 @@ pub(crate) async fn query(
         return Err(too_many());
     }
     let mut found = Map::new();
-    let mut master_keys = Map::new();
-    let mut self_signing_keys = Map::new();
-    let mut remote: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    let mut remote = Vec::new();
     for (user, devices) in &body.device_keys {
         let user = user_id(user)?;
         if user.server_name() == app.config.server.server_name {
@@ -103,36 +101,19 @@ pub(crate) async fn query(
                 user.to_string(),
                 Value::Object(app.users.device_keys(&user, devices)?),
             );
-        } else if let Some(cached) = device_lists::cached_keys(&app.federation, &user, devices)? {
-            // A list kept current by the user's server's updates: no need to ask it.
-            found.insert(user.to_string(), Value::Object(cached.device_keys));
-            if let Some(key) = cached.master_key {
-                master_keys.insert(user.to_string(), key);
-            }
-            if let Some(key) = cached.self_signing_key {
-                self_signing_keys.insert(user.to_string(), key);
-            }
         } else {
-            remote
-                .entry(user.server_name().to_string())
-                .or_default()
-                .insert(user.to_string(), json!(devices));
+            remote.push((user, devices.clone()));
         }
     }
-    let mut failures = Map::new();
-    if !remote.is_empty() {
-        let timeout = device_keys::timeout_of(body.timeout);
-        let mut fanout = device_keys::query(&app.federation, remote, timeout).await;
-        found.extend(fanout.fields.remove("device_keys").unwrap_or_default());
-        master_keys.extend(fanout.fields.remove("master_keys").unwrap_or_default());
-        self_signing_keys.extend(
-            fanout
-                .fields
-                .remove("self_signing_keys")
-                .unwrap_or_default(),
-        );
-        failures = fanout.failures;
-    }
+    let timeout = device_keys::timeout_of(body.timeout);
+    let mut answered = device_lists::query_keys(&app.federation, remote, timeout).await?;
+    found.extend(answered.fields.remove("device_keys").unwrap_or_default());
+    let master_keys = answered.fields.remove("master_keys").unwrap_or_default();
+    let self_signing_keys = answered
+        .fields
+        .remove("self_signing_keys")
+        .unwrap_or_default();
+    let failures = answered.failures;
     Ok(HttpResponse::Ok().json(json!({
         "device_keys": found,
         "failures": failures,
