@@ -10,7 +10,7 @@
 //!   its `prev_id`s are all ones we have seen (`<=` the list's `stream_id`); otherwise (a
 //!   gap, or no list cached yet) the whole list is fetched again from the user's server,
 //!   at most one fetch per user at a time and [`MAX_RESYNCS`] in all, each within
-//!   [`RESYNC_TIMEOUT`]. Either way the change goes on our stream, so our users' `/sync`
+//!   [`RESYNC_TIMEOUT`], and not again for a minute after one failed. Either way the change goes on our stream, so our users' `/sync`
 //!   lists the remote user in `device_lists.changed`.
 //! - **Cache**: one record per remote user (`userid_remotedevices`, written here only),
 //!   at most [`MAX_DEVICES_PER_USER`] devices each and [`MAX_CACHED_USERS`] users in all
@@ -22,9 +22,9 @@
 //! Device keys from another server are stored as that server gave them: the device's own
 //! signature is for clients to check (they do), as with `/user/keys/query` answers.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ruma::{OwnedUserId, ServerName, UserId};
 use serde_json::{Map, Value, json};
@@ -55,9 +55,19 @@ pub(crate) const RESYNC_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest device-list answer read from another server.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
-/// The resyncs in progress: one per user at a time, [`MAX_RESYNCS`] in all.
+/// After a failed fetch of a user's list, the next is tried only this much later: a
+/// transaction of a hundred updates from a server that does not answer its
+/// `/user/devices` costs one timeout, not a hundred.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
+
+/// Failed fetches remembered, at most (all are forgotten past it).
+const MAX_FAILURES_REMEMBERED: usize = 1024;
+
+/// The resyncs in progress: one per user at a time, [`MAX_RESYNCS`] in all; and the users
+/// whose last fetch failed recently.
 pub(crate) struct Resyncs {
     running: Mutex<HashSet<OwnedUserId>>,
+    failed: Mutex<HashMap<OwnedUserId, Instant>>,
     permits: tokio::sync::Semaphore,
 }
 
@@ -65,6 +75,7 @@ impl Default for Resyncs {
     fn default() -> Resyncs {
         Resyncs {
             running: Mutex::new(HashSet::new()),
+            failed: Mutex::new(HashMap::new()),
             permits: tokio::sync::Semaphore::new(MAX_RESYNCS),
         }
     }
@@ -90,6 +101,15 @@ impl Resyncs {
     /// The user's turn, or `None` when a resync of theirs is already running (it fetches
     /// the newest list, so a second one would learn nothing more).
     fn start(&self, user_id: &UserId) -> Option<Running<'_>> {
+        let failed_recently = self
+            .failed
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(user_id)
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE);
+        if failed_recently {
+            return None;
+        }
         let mut running = self
             .running
             .lock()
@@ -101,6 +121,25 @@ impl Resyncs {
             resyncs: self,
             user_id: user_id.to_owned(),
         })
+    }
+
+    /// Notes how a fetch of the user's list ended.
+    fn finished(&self, user_id: &UserId, ok: bool) {
+        let mut failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if ok {
+            failed.remove(user_id);
+            return;
+        }
+        if failed.len() >= MAX_FAILURES_REMEMBERED {
+            failed.retain(|_, at| at.elapsed() < RETRY_AFTER_FAILURE);
+            if failed.len() >= MAX_FAILURES_REMEMBERED {
+                failed.clear();
+            }
+        }
+        failed.insert(user_id.to_owned(), Instant::now());
     }
 }
 
@@ -297,6 +336,17 @@ async fn fetch_list(fed: &Federation, user_id: &UserId, timeout: Duration) -> Re
     let Some(_running) = fed.device_lists.start(user_id) else {
         return Ok(false);
     };
+    let fetched = fetch_and_keep(fed, user_id, timeout).await;
+    fed.device_lists.finished(user_id, fetched.is_ok());
+    fetched
+}
+
+/// The fetch itself: `/user/devices` within `timeout` (waiting for a permit included).
+async fn fetch_and_keep(
+    fed: &Federation,
+    user_id: &UserId,
+    timeout: Duration,
+) -> Result<bool, Error> {
     let answer = tokio::time::timeout(timeout, async {
         let _permit = fed
             .device_lists
@@ -525,4 +575,55 @@ fn remote_user(origin: &ServerName, value: &Value) -> Result<OwnedUserId, Error>
 
 fn bad(message: &'static str) -> Error {
     Error::new(ErrorKind::BadJson, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::user_id;
+
+    use super::*;
+
+    #[test]
+    fn one_fetch_per_user_at_a_time_and_none_soon_after_a_failure() {
+        let resyncs = Resyncs::default();
+        let bob = user_id!("@bob:there.test");
+        let carol = user_id!("@carol:there.test");
+        let running = resyncs.start(bob).expect("a first fetch");
+        assert!(
+            resyncs.start(bob).is_none(),
+            "a second one waits for nothing"
+        );
+        assert!(resyncs.start(carol).is_some(), "others are not held up");
+        resyncs.finished(bob, false);
+        drop(running);
+        assert!(
+            resyncs.start(bob).is_none(),
+            "not again right after a failure"
+        );
+        resyncs.finished(bob, true);
+        assert!(resyncs.start(bob).is_some());
+    }
+
+    #[test]
+    fn a_devices_answer_keeps_only_the_users_own_devices_and_keys() {
+        let bob = user_id!("@bob:there.test");
+        let answer = json!({
+            "user_id": bob, "stream_id": 9,
+            "devices": [
+                { "device_id": "A", "keys": { "user_id": bob, "device_id": "A" } },
+                { "device_id": "B", "keys": { "user_id": bob, "device_id": "X" } },
+                { "device_id": "C", "keys": { "user_id": "@eve:there.test", "device_id": "C" } },
+                { "device_id": "D" },
+            ],
+            "master_key": { "user_id": "@eve:there.test", "keys": {} },
+            "self_signing_key": { "user_id": bob, "keys": {} },
+        });
+        let list = parse_devices_answer(bob, &answer).expect("parsed");
+        assert_eq!(list.stream_id, 9);
+        assert_eq!(list.devices.keys().collect::<Vec<_>>(), vec!["A"]);
+        assert!(list.master_key.is_none());
+        assert!(list.self_signing_key.is_some());
+        let other = parse_devices_answer(user_id!("@carol:there.test"), &answer);
+        assert!(other.is_err(), "an answer about someone else");
+    }
 }
