@@ -9,7 +9,8 @@
 //! - **In**: an update for a user we share a room with is applied to the cached list when
 //!   its `prev_id`s are all ones we have seen (`<=` the list's `stream_id`); otherwise (a
 //!   gap, or no list cached yet) the whole list is fetched again from the user's server,
-//!   at most one fetch per user at a time and [`MAX_RESYNCS`] in all, each within
+//!   in the background (the transaction is answered at once), at most one fetch per
+//!   user at a time and [`MAX_RESYNCS`] in all, each within
 //!   [`RESYNC_TIMEOUT`], and not again for a minute after one failed. Either way the change goes on our stream, so our users' `/sync`
 //!   lists the remote user in `device_lists.changed`.
 //! - **Cache**: one record per remote user (`userid_remotedevices`, written here only),
@@ -23,7 +24,7 @@
 //! signature is for clients to check (they do), as with `/user/keys/query` answers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ruma::{OwnedUserId, ServerName, UserId};
@@ -100,14 +101,27 @@ impl Drop for Running<'_> {
 impl Resyncs {
     /// The user's turn, or `None` when a resync of theirs is already running (it fetches
     /// the newest list, so a second one would learn nothing more).
-    fn start(&self, user_id: &UserId) -> Option<Running<'_>> {
-        let failed_recently = self
-            .failed
+    /// Whether [`Resyncs::start`] would let a fetch of the user's list begin now.
+    fn may_start(&self, user_id: &UserId) -> bool {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        running.len() < MAX_WAITING_RESYNCS
+            && !running.contains(user_id)
+            && !self.failed_recently(user_id)
+    }
+
+    fn failed_recently(&self, user_id: &UserId) -> bool {
+        self.failed
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .get(user_id)
-            .is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE);
-        if failed_recently {
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE)
+    }
+
+    fn start(&self, user_id: &UserId) -> Option<Running<'_>> {
+        if self.failed_recently(user_id) {
             return None;
         }
         let mut running = self
@@ -205,7 +219,7 @@ pub(crate) fn stream_id_of(storage: &Storage, user_id: &UserId) -> Result<u64, S
 
 /// `m.device_list_update` from `origin`: applied when in order, else a resync.
 pub(crate) async fn receive_update(
-    fed: &Federation,
+    fed: &Arc<Federation>,
     origin: &ServerName,
     content: &Value,
 ) -> Result<(), Error> {
@@ -227,7 +241,7 @@ pub(crate) async fn receive_update(
     };
     let key = user_id.as_str().to_owned();
     let Some(mut list) = fed.storage.userid_remotedevices.get(&key)? else {
-        resync(fed, &user_id).await?;
+        spawn_resync(fed, user_id);
         return Ok(());
     };
     if stream_id < list.stream_id {
@@ -235,7 +249,7 @@ pub(crate) async fn receive_update(
     }
     if prev_ids.iter().any(|prev| *prev > list.stream_id) {
         tracing::info!(%user_id, stream_id, "federation: a device-list update was missed; resyncing");
-        resync(fed, &user_id).await?;
+        spawn_resync(fed, user_id);
         return Ok(());
     }
     let deleted = content["deleted"].as_bool().unwrap_or(false);
@@ -277,6 +291,21 @@ pub(crate) async fn receive_signing_key_update(
         .remove(&user_id.as_str().to_owned())?;
     device_lists::note_change(&fed.storage, &fed.rooms.stream, &user_id, &[]).await?;
     Ok(())
+}
+
+/// Starts a [`resync`] of the user's list in the background: the transaction that
+/// revealed the gap is answered without waiting for the user's server. Skipped when one
+/// runs for the user already, one failed a moment ago, or too many wait.
+fn spawn_resync(fed: &Arc<Federation>, user_id: OwnedUserId) {
+    if !fed.device_lists.may_start(&user_id) {
+        return;
+    }
+    let fed = Arc::clone(fed);
+    tokio::spawn(async move {
+        if let Err(err) = resync(&fed, &user_id).await {
+            tracing::info!(%user_id, "federation: device-list resync failed: {err}");
+        }
+    });
 }
 
 /// Fetches the user's whole device list from their server and keeps it (a user whose

@@ -49,7 +49,12 @@ pub(crate) use crate::storage::records::KeptEdu;
 
 /// Applies the EDUs of a transaction from `origin`. Each EDU stands alone: one that is
 /// invalid, or not `origin`'s to send, is skipped and logged, and the others still apply.
-pub(crate) async fn receive_edus(fed: &Federation, origin: &ServerName, edus: Vec<Value>) {
+/// `fed` is shared so that a device-list resync can run after the transaction is answered.
+pub(crate) async fn receive_edus(
+    fed: &std::sync::Arc<Federation>,
+    origin: &ServerName,
+    edus: Vec<Value>,
+) {
     let mut receipts_left = MAX_RECEIPTS;
     let mut kept = 0;
     for edu in edus.into_iter().take(MAX_EDUS) {
