@@ -48,10 +48,11 @@
 //! relations and notifications: [`rooms`] (through [`rooms::Rooms`], which orders stream
 //! positions). Accounts, sessions, devices, registration tokens, profiles, account data,
 //! filters, OpenID tokens, push rules and pushers, to-device inboxes, device and
-//! cross-signing keys, dehydrated devices: [`users`] (the
+//! cross-signing keys, dehydrated devices, the device-list stream
+//! ([`users::device_lists`]): [`users`] (the
 //! outbound follower removes the to-device messages for other servers it has queued). Receipts: [`sync::receipts`].
 //! Aliases and published rooms: [`directory`]. Other servers' keys, outbound queues, kept
-//! EDUs: [`federation`]. Stream positions and the stream's room index: [`storage::stream`].
+//! EDUs, other servers' users' device lists ([`federation::device_lists`]): [`federation`]. Stream positions and the stream's room index: [`storage::stream`].
 //!
 //! # How a request flows
 //! Every request first passes `api::middleware` (at most a few requests in flight per client

@@ -102,3 +102,19 @@ fn matrix_nio_uploads_queries_and_claims_device_keys() {
     );
     run_script(&server, &python, script, "nio-keys");
 }
+
+#[test]
+fn matrix_nio_holds_an_encrypted_conversation_and_a_new_device_gets_the_key() {
+    // The `e2e` extra (vodozemac wheels): real Olm and Megolm on every client.
+    if python_with("vodozemac").is_none() {
+        return;
+    }
+    let Some((server, python)) = server_for_nio("nio-e2ee") else {
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/nio_e2ee_conversation.py"
+    );
+    run_script(&server, &python, script, "nio-e2ee");
+}

@@ -11,11 +11,12 @@
 //!   room with ours (the presence map stays as small as the rooms).
 //! - `m.direct_to_device`: into our users' devices' inboxes ([`crate::users::to_device`]),
 //!   for their next `/sync`.
+//! - `m.device_list_update`: into the cache of remote device lists, with gap detection
+//!   and resync ([`crate::federation::device_lists`]).
 //! - `m.signing_key_update`: a remote user's new master and self-signing keys, checked
 //!   and kept ([`crate::users::cross_signing::store_remote`]) for users who share a room
-//!   with us, so `/keys/query` has them when their server is away.
-//! - `m.device_list_update`: **kept raw** in `seq_keptedu` (the newest [`MAX_KEPT`]) for
-//!   the device-list work to consume.
+//!   with us, so `/keys/query` has them when their server is away; the user's cached
+//!   device list is dropped and our users told ([`crate::federation::device_lists`]).
 
 use std::time::Duration;
 
@@ -24,13 +25,6 @@ use serde_json::Value;
 
 use crate::error::{Error, ErrorKind};
 use crate::federation::Federation;
-use crate::storage::Batch;
-
-/// End-to-end encryption EDUs kept, at most (the oldest go first).
-pub(crate) const MAX_KEPT: u64 = 2000;
-
-/// The largest EDU kept, serialized.
-const MAX_KEPT_BYTES: usize = 64 * 1024;
 
 /// EDUs read from one transaction, at most (the spec's limit).
 const MAX_EDUS: usize = 100;
@@ -45,13 +39,15 @@ const MAX_PRESENCE_UPDATES: usize = 100;
 /// timeout, and a server that goes away must not leave someone typing forever.
 const REMOTE_TYPING_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(crate) use crate::storage::records::KeptEdu;
-
 /// Applies the EDUs of a transaction from `origin`. Each EDU stands alone: one that is
 /// invalid, or not `origin`'s to send, is skipped and logged, and the others still apply.
-pub(crate) async fn receive_edus(fed: &Federation, origin: &ServerName, edus: Vec<Value>) {
+/// `fed` is shared so that a device-list resync can run after the transaction is answered.
+pub(crate) async fn receive_edus(
+    fed: &std::sync::Arc<Federation>,
+    origin: &ServerName,
+    edus: Vec<Value>,
+) {
     let mut receipts_left = MAX_RECEIPTS;
-    let mut kept = 0;
     for edu in edus.into_iter().take(MAX_EDUS) {
         let kind = edu
             .get("edu_type")
@@ -64,18 +60,23 @@ pub(crate) async fn receive_edus(fed: &Federation, origin: &ServerName, edus: Ve
             "m.receipt" => receipts(fed, origin, &content, &mut receipts_left).await,
             "m.presence" => presence(fed, origin, &content),
             "m.direct_to_device" => direct_to_device(fed, origin, &content).await,
-            "m.device_list_update" => keep(fed, origin, edu).map(|()| kept += 1),
-            "m.signing_key_update" => signing_key_update(fed, origin, &content).map(|()| kept += 1),
+            "m.device_list_update" => {
+                crate::federation::device_lists::receive_update(fed, origin, &content).await
+            }
+            "m.signing_key_update" => match signing_key_update(fed, origin, &content) {
+                Ok(()) => {
+                    crate::federation::device_lists::receive_signing_key_update(
+                        fed, origin, &content,
+                    )
+                    .await
+                }
+                Err(err) => Err(err),
+            },
             _ => Err(Error::new(ErrorKind::BadJson, "unknown EDU type")),
         };
         if let Err(err) = result {
             tracing::debug!(%origin, edu_type = %kind, "federation: EDU ignored: {err}");
         }
-    }
-    if kept > 0
-        && let Err(err) = fed.storage.flush().await
-    {
-        tracing::warn!(%origin, "federation: kept EDUs not flushed: {err}");
     }
 }
 
@@ -270,34 +271,6 @@ fn signing_key_update(fed: &Federation, origin: &ServerName, content: &Value) ->
             .unwrap_or_default();
         tracing::info!(%origin, %user_id, master, "federation: m.signing_key_update kept");
     }
-    Ok(())
-}
-
-/// Keeps an end-to-end encryption EDU for later, if it is `origin`'s to send, replacing
-/// the oldest once [`MAX_KEPT`] are kept.
-fn keep(fed: &Federation, origin: &ServerName, edu: Value) -> Result<(), Error> {
-    if parse_user_id(&edu["content"]["user_id"])?.server_name() != origin {
-        return Err(Error::new(ErrorKind::Forbidden, "not a user of the sender"));
-    }
-    let size = serde_json::to_vec(&edu).map_or(usize::MAX, |bytes| bytes.len());
-    if size > MAX_KEPT_BYTES {
-        return Err(Error::new(ErrorKind::TooLarge, "EDU too large to keep"));
-    }
-    let storage = &fed.storage;
-    let seq = storage.next_id("kept_edu")?;
-    let record = KeptEdu {
-        origin: origin.to_string(),
-        received_ms: crate::matrix::time::now_ms(),
-        edu,
-    };
-    let mut batch = Batch::new();
-    storage
-        .seq_keptedu
-        .batch_insert(&mut batch, &seq, &record)?;
-    if let Some(oldest) = seq.checked_sub(MAX_KEPT) {
-        storage.seq_keptedu.batch_remove(&mut batch, &oldest);
-    }
-    storage.apply(batch)?;
     Ok(())
 }
 

@@ -119,47 +119,6 @@ async fn presence_is_taken_only_when_configured() {
 }
 
 #[actix_web::test]
-async fn encryption_edus_are_kept_boundedly_for_later() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fed = state_with_members(dir.path(), "");
-    let to_device = |n: u64| {
-        json!({ "edu_type": "m.device_list_update", "content": {
-            "user_id": "@bob:there.test", "device_id": "B", "stream_id": n
-        } })
-    };
-    let forged = json!({ "edu_type": "m.device_list_update", "content": {
-        "user_id": "@mallory:elsewhere.test", "device_id": "X", "stream_id": 1
-    } });
-    receive_edus(&fed, there(), vec![to_device(0), forged]).await;
-    let kept: Vec<KeptEdu> = fed
-        .storage
-        .seq_keptedu
-        .iter()
-        .map(|entry| entry.expect("entry").1)
-        .collect();
-    assert_eq!(kept.len(), 1);
-    assert_eq!(kept[0].origin, "there.test");
-    assert_eq!(kept[0].edu, to_device(0));
-
-    // Beyond the bound, the oldest go.
-    for chunk in 0..(MAX_KEPT / 100) {
-        let edus = (0..100).map(|n| to_device(1 + chunk * 100 + n)).collect();
-        receive_edus(&fed, there(), edus).await;
-    }
-    let count = fed.storage.seq_keptedu.iter().count() as u64;
-    assert_eq!(count, MAX_KEPT);
-    let oldest = fed
-        .storage
-        .seq_keptedu
-        .iter()
-        .next()
-        .expect("some")
-        .expect("entry")
-        .1;
-    assert_eq!(oldest.edu["content"]["stream_id"], 1);
-}
-
-#[actix_web::test]
 async fn to_device_messages_reach_our_devices_only_from_their_senders_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fed = state_with_members(dir.path(), "");
@@ -211,5 +170,80 @@ async fn to_device_messages_reach_our_devices_only_from_their_senders_server() {
                  "content": { "ciphertext": "ok" } })
         ]
     );
-    assert_eq!(fed.storage.seq_keptedu.iter().count(), 0);
+}
+
+#[actix_web::test]
+async fn device_list_updates_apply_in_order_to_the_cache_and_reach_the_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fed = state_with_members(dir.path(), "");
+    let bob = "@bob:there.test".to_owned();
+    let list = crate::storage::records::RemoteDeviceList {
+        stream_id: 5,
+        devices: [("A".to_owned(), json!({ "user_id": bob, "device_id": "A" }))].into(),
+        ..Default::default()
+    };
+    fed.storage
+        .userid_remotedevices
+        .insert(&bob, &list)
+        .expect("cache");
+    let update = |device: &str, stream_id: u64, prev: u64, extra: Value| {
+        let mut content = json!({
+            "user_id": bob, "device_id": device, "stream_id": stream_id, "prev_id": [prev],
+        });
+        for (key, value) in extra.as_object().expect("object") {
+            content[key] = value.clone();
+        }
+        json!({ "edu_type": "m.device_list_update", "content": content })
+    };
+    let before = fed.rooms.visible_position();
+    receive_edus(
+        &fed,
+        there(),
+        vec![
+            update(
+                "B",
+                6,
+                5,
+                json!({ "keys": { "user_id": bob, "device_id": "B" } }),
+            ),
+            // Keys naming another device, or another user: refused.
+            update(
+                "C",
+                7,
+                6,
+                json!({ "keys": { "user_id": bob, "device_id": "X" } }),
+            ),
+            update(
+                "D",
+                7,
+                6,
+                json!({ "keys": { "user_id": "@eve:there.test", "device_id": "D" } }),
+            ),
+            update("A", 8, 6, json!({ "deleted": true })),
+            // Old news: ignored.
+            update(
+                "A",
+                3,
+                2,
+                json!({ "keys": { "user_id": bob, "device_id": "A" } }),
+            ),
+        ],
+    )
+    .await;
+    let cached = fed
+        .storage
+        .userid_remotedevices
+        .get(&bob)
+        .expect("read")
+        .expect("cached");
+    assert_eq!(cached.stream_id, 8);
+    assert_eq!(cached.devices.keys().collect::<Vec<_>>(), vec!["B"]);
+    let rows = crate::users::device_lists::changes_between(
+        &fed.storage,
+        before,
+        fed.rooms.visible_position(),
+    )
+    .expect("rows");
+    assert_eq!(rows.len(), 1, "one row per user");
+    assert_eq!(rows[0].1.user_id, bob);
 }

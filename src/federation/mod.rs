@@ -49,6 +49,7 @@ pub(crate) mod backfill;
 pub(crate) mod cache;
 pub(crate) mod client;
 pub(crate) mod device_keys;
+pub(crate) mod device_lists;
 pub(crate) mod directory;
 pub(crate) mod discovery;
 pub(crate) mod dns;
@@ -106,6 +107,8 @@ pub(crate) struct Federation {
     pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
     /// The inbound work in progress per origin (see [`inbound::OriginWork`]).
     pub(crate) inbound: inbound::OriginWork,
+    /// Device-list resyncs in progress (see [`device_lists::Resyncs`]).
+    pub(crate) device_lists: device_lists::Resyncs,
 }
 
 /// The largest answer read from another server unless a caller asks for more.

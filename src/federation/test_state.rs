@@ -35,5 +35,6 @@ pub(crate) fn test_state(dir: &std::path::Path, extra: &str) -> Arc<Federation> 
         ephemeral: Default::default(),
         stopping: Arc::new(tokio::sync::watch::channel(false).0),
         inbound: Default::default(),
+        device_lists: Default::default(),
     })
 }

@@ -3,8 +3,8 @@
 //! devices and keys.
 //!
 //! Keys are those our users' devices uploaded (`users::keys`); claims take one-time keys
-//! there, so each goes out once whoever asks. Device lists carry no `m.device_list_update`
-//! stream yet: `/user/devices` answers at `stream_id` 0 with every device that has keys.
+//! there, so each goes out once whoever asks. `/user/devices` answers with every device
+//! that has keys, at the `stream_id` of the user's newest `m.device_list_update`.
 
 use std::collections::BTreeMap;
 
@@ -70,7 +70,8 @@ pub(crate) fn devices(fed: &Federation, user_id: &str) -> Result<Value, Error> {
         .map(|(device_id, keys)| json!({ "device_id": device_id, "keys": keys }))
         .collect();
     let [master, self_signing, _] = cross_signing::keys_for_query(&fed.storage, &user, None)?;
-    let mut answer = json!({ "user_id": user, "stream_id": 0, "devices": devices });
+    let stream_id = crate::federation::device_lists::stream_id_of(&fed.storage, &user)?;
+    let mut answer = json!({ "user_id": user, "stream_id": stream_id, "devices": devices });
     if let Some(master) = master {
         answer["master_key"] = master;
     }

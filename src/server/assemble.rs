@@ -45,6 +45,7 @@ pub(crate) fn services(
         ephemeral: ephemeral.clone(),
         stopping: stopping.clone(),
         inbound: Default::default(),
+        device_lists: Default::default(),
     });
     let sync = SyncService {
         storage: storage.clone(),

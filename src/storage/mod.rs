@@ -37,10 +37,11 @@ pub(crate) use tree::Tree;
 
 use records::{
     AccountDataRecord, AccountRecord, AliasRecord, BackedUpKey, BackupVersionRecord,
-    DehydratedRecord, DestinationState, DeviceRecord, EventMeta, FallbackKeyRecord, KeptEdu,
+    DehydratedRecord, DestinationState, DeviceRecord, EventMeta, FallbackKeyRecord,
     KeysChangedRecord, MembershipRecord, NotificationRecord, PendingTxn, QueueItem, ReceiptRecord,
     RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
 };
+use records::{DeviceChangeRecord, RemoteDeviceList};
 
 /// A storage failure. Shown in full to the operator at start-up; a client only ever sees
 /// `M_UNKNOWN` (see `error::Error::from`).
@@ -187,9 +188,6 @@ pub struct Storage {
     pub(crate) destination_catchup: Tree<(String, String, String), Json<QueueItem>>,
     /// destination server → [`DestinationState`]: servers failing to take transactions.
     pub(crate) destination_state: Tree<String, Json<DestinationState>>,
-    /// sequence number → [`KeptEdu`]: end-to-end encryption EDUs received from other
-    /// servers, kept (the newest few thousand) for the E2EE issue to consume.
-    pub(crate) seq_keptedu: Tree<u64, Json<KeptEdu>>,
     /// user 0xFF device → the device's signed identity keys (`/keys/upload`), as uploaded
     /// (written by `users::keys`).
     pub(crate) userdevice_keys: Tree<(String, String), Json<serde_json::Value>>,
@@ -232,6 +230,16 @@ pub struct Storage {
     /// user → [`DehydratedRecord`]: the user's dehydrated device (MSC3814). Written by
     /// `users::dehydrated`.
     pub(crate) userid_dehydrated: Tree<String, Json<DehydratedRecord>>,
+    /// stream position → [`DeviceChangeRecord`]: a user's device list changed there (one
+    /// of ours, or another server's user we share a room with); only each user's newest
+    /// change is kept (written by `users::device_lists`).
+    pub(crate) stream_devicechange: Tree<u64, Json<DeviceChangeRecord>>,
+    /// user → the stream position of the user's newest device-list change: the
+    /// `stream_id` other servers see (written by `users::device_lists`).
+    pub(crate) userid_devicestream: Tree<String, u64>,
+    /// another server's user → [`RemoteDeviceList`]: their devices' keys as last learned,
+    /// so `/keys/query` is answered here (written by `federation::device_lists`).
+    pub(crate) userid_remotedevices: Tree<String, Json<RemoteDeviceList>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -307,7 +315,6 @@ impl Storage {
             destination_known: Tree::open(&db, "destination_known")?,
             destination_catchup: Tree::open(&db, "destination_catchup")?,
             destination_state: Tree::open(&db, "destination_state")?,
-            seq_keptedu: Tree::open(&db, "seq_keptedu")?,
             userdevice_keys: Tree::open(&db, "userdevice_keys")?,
             userdevice_onetimekey: Tree::open(&db, "userdevice_onetimekey")?,
             userdevice_fallbackkey: Tree::open(&db, "userdevice_fallbackkey")?,
@@ -320,6 +327,9 @@ impl Storage {
             keysignature_signature: Tree::open(&db, "keysignature_signature")?,
             stream_keyschanged: Tree::open(&db, "stream_keyschanged")?,
             userid_dehydrated: Tree::open(&db, "userid_dehydrated")?,
+            stream_devicechange: Tree::open(&db, "stream_devicechange")?,
+            userid_devicestream: Tree::open(&db, "userid_devicestream")?,
+            userid_remotedevices: Tree::open(&db, "userid_remotedevices")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

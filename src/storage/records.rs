@@ -85,14 +85,6 @@ pub(crate) struct AliasRecord {
 
 // ---- federation
 
-/// An EDU kept for later (`seq_keptedu`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct KeptEdu {
-    pub origin: String,
-    pub(crate) received_ms: u64,
-    pub(crate) edu: Value,
-}
-
 /// What we know of one server's keys, stored in `servername_keys`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ServerKeys {
@@ -338,4 +330,36 @@ pub(crate) struct KeysChangedRecord {
 pub(crate) struct DehydratedRecord {
     pub(crate) device_id: String,
     pub(crate) device_data: Map<String, Value>,
+}
+
+// ---- device lists
+
+/// One change of a user's device list (`stream_devicechange`): the devices that changed
+/// (new, keys uploaded, renamed or deleted) and the user's previous change, which remote
+/// servers receive as `prev_id` to notice an update they missed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DeviceChangeRecord {
+    pub(crate) user_id: String,
+    #[serde(default)]
+    pub(crate) devices: Vec<String>,
+    #[serde(default)]
+    pub(crate) prev_id: Option<u64>,
+}
+
+/// What we know of another server's user's devices (`userid_remotedevices`), kept current
+/// by that server's `m.device_list_update` EDUs and re-fetched whole from its
+/// `/user/devices` when one was missed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct RemoteDeviceList {
+    /// The `stream_id` of the newest update applied.
+    pub(crate) stream_id: u64,
+    /// When the list was last fetched whole (ms since the epoch).
+    pub(crate) fetched_ms: u64,
+    /// Device ID → the device's signed identity keys, as its server gave them.
+    pub(crate) devices: BTreeMap<String, Value>,
+    /// The user's cross-signing keys, as `/user/devices` gave them.
+    #[serde(default)]
+    pub(crate) master_key: Option<Value>,
+    #[serde(default)]
+    pub(crate) self_signing_key: Option<Value>,
 }

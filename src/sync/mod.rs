@@ -7,11 +7,13 @@
 //! instead of at its start. Room state at any position comes from [`rooms::history`].
 //!
 //! To-device messages come from each device's inbox ([`crate::users::to_device`]), deleted
-//! when a later sync acknowledges them. Not sent yet: device lists (end-to-end encryption).
+//! when a later sync acknowledges them. `device_lists` (whose devices changed, with whom
+//! no room is shared any more) come from [`device_lists`], as does `/keys/changes`.
 //!
 //! Also here: [`receipts`] (who read what, stored) and [`ephemeral`] (typing and presence,
 //! in memory with expiry, as the spec lets them be).
 
+pub(crate) mod device_lists;
 pub(crate) mod ephemeral;
 mod notifications;
 pub(crate) mod receipts;
@@ -224,13 +226,21 @@ fn build(
             .allows("m.presence", event["sender"].as_str())
     });
 
-    let news = news || !presence.is_empty() || !to_device_events.is_empty();
+    // Device lists are news only to an incremental sync (a first one looks at every
+    // device anyway).
+    let device_lists = match request.since {
+        Some(since) => device_lists::between(&service.storage, user_id, since, upto)?,
+        None => device_lists::DeviceLists::default(),
+    };
+    let news =
+        news || !presence.is_empty() || !to_device_events.is_empty() || !device_lists.is_empty();
     let response = json!({
         "next_batch": format!("{upto}_{typing_serial}"),
         "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
         "account_data": { "events": global_data },
         "presence": { "events": presence },
         "to_device": { "events": to_device_events },
+        "device_lists": device_lists.to_json(),
         "device_one_time_keys_count":
             keys::one_time_key_counts(&service.storage, user_id, &request.device_id)?,
         "device_unused_fallback_key_types":
@@ -547,15 +557,31 @@ impl SyncService {
         user_id: &UserId,
         other: &UserId,
     ) -> Result<bool, StorageError> {
-        for (room_id, record) in rooms::memberships(&self.storage, other)? {
-            if record.membership == "join"
-                && rooms::membership(&self.storage, user_id, &room_id)?
-                    .is_some_and(|record| record.membership == "join")
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        device_lists::shares_a_room(&self.storage, user_id, other)
+    }
+
+    /// `/keys/changes`: the users whose devices changed between two sync tokens, and
+    /// those with whom the user no longer shares a room. `to` is capped at what is
+    /// visible, so the answer never names what a crash could take back.
+    pub(crate) fn key_changes(
+        &self,
+        user_id: &UserId,
+        from: &str,
+        to: &str,
+    ) -> Result<device_lists::DeviceLists, Error> {
+        let position = |token: &str, name: &str| {
+            parse_token(token)
+                .map(|(position, _)| position)
+                .ok_or_else(|| {
+                    Error::new(
+                        crate::error::ErrorKind::InvalidParam,
+                        format!("`{name}` is not a sync token"),
+                    )
+                })
+        };
+        let from = position(from, "from")?;
+        let to = position(to, "to")?.min(self.rooms.visible_position());
+        Ok(device_lists::between(&self.storage, user_id, from, to)?)
     }
 }
 

@@ -188,13 +188,14 @@ pub(crate) fn check_new_device_upload(
 
 /// # `/keys/upload`: stores what the device sent, all of it or nothing, and returns its
 /// one-time key counts. Re-uploading a key ID with the same content is a no-op; with other
-/// content it is refused, as the spec asks.
+/// content it is refused, as the spec asks. Also says whether the device's identity keys
+/// are new or changed (others must then be told).
 pub(crate) fn upload(
     storage: &Storage,
     user_id: &UserId,
     device_id: &str,
     upload: &Upload,
-) -> Result<BTreeMap<String, u64>, Error> {
+) -> Result<(BTreeMap<String, u64>, bool), Error> {
     let total = upload.one_time_keys.len() + upload.fallback_keys.len();
     if total > MAX_KEYS_PER_UPLOAD {
         return Err(invalid(format!(
@@ -218,10 +219,13 @@ pub(crate) fn upload(
         .or(stored_identity.as_ref().and_then(Value::as_object));
     let ed25519 = identity.and_then(|keys| ed25519_of(keys, device_id));
     let mut batch = Batch::new();
+    let mut identity_changed = false;
     if let Some(keys) = &upload.device_keys {
+        let keys = Value::Object(keys.clone());
+        identity_changed = storage.userdevice_keys.get(&device)?.as_ref() != Some(&keys);
         storage
             .userdevice_keys
-            .batch_insert(&mut batch, &device, &Value::Object(keys.clone()))?;
+            .batch_insert(&mut batch, &device, &keys)?;
     }
     let mut counts = counts_of(storage, user_id, device_id)?;
     let mut stored: u64 = counts.values().sum();
@@ -279,7 +283,7 @@ pub(crate) fn upload(
     }
     storage.apply(batch)?;
     counts.entry(SIGNED_CURVE25519.to_owned()).or_default();
-    Ok(counts)
+    Ok((counts, identity_changed))
 }
 
 /// The device's unclaimed one-time keys, counted per algorithm.

@@ -11,6 +11,8 @@
 //! - [`filter`]: stored filter definitions and how they choose events and fields.
 //! - [`push_rules`]: push rules (kept as `m.push_rules` account data) and pushers.
 //! - [`tags`]: room tags (kept as `m.tag` room account data).
+//! - [`device_lists`]: device-list changes on the global stream, for `/sync`,
+//!   `/keys/changes` and other servers.
 //! - [`keys`]: devices' end-to-end encryption keys: identity, one-time and fallback keys.
 //! - [`cross_signing`]: users' master, self-signing and user-signing keys and the
 //!   signatures made with them; [`cross_signing::stage_keys_changed`] marks a change.
@@ -26,6 +28,7 @@ pub(crate) mod account_data;
 pub(crate) mod accounts;
 pub(crate) mod cross_signing;
 pub(crate) mod dehydrated;
+pub(crate) mod device_lists;
 mod e2ee_service;
 pub(crate) mod filter;
 pub(crate) mod key_backup;

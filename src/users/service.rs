@@ -18,7 +18,7 @@ use super::accounts::uia::UiaSessions;
 use super::accounts::{self, AccountError, AccountRecord, registration};
 use super::filter::{self, Filter};
 use super::key_backup::KeyBackups;
-use super::{account_data, keys, openid, profile, tags, to_device};
+use super::{account_data, device_lists, keys, openid, profile, tags, to_device};
 use crate::error::{Error, ErrorKind};
 use crate::matrix::time::now_ms;
 use crate::storage::stream::Stream;
@@ -115,21 +115,26 @@ impl Users {
     /// device; flushed.
     pub(crate) async fn change_password(
         &self,
+        stream: &Stream,
         user_id: &UserId,
         password_hash: String,
         logout_devices_but: Option<&str>,
     ) -> Result<(), Error> {
         accounts::set_password_hash(&self.storage, user_id, &password_hash)?;
         if let Some(keep) = logout_devices_but {
+            let others = self.device_ids_but(user_id, Some(keep))?;
             sessions::remove_all_devices(&self.storage, user_id, Some(keep))?;
+            self.announce_devices(stream, user_id, &others).await?;
         }
         Ok(self.flush().await?)
     }
 
     /// Deactivates the account for good and deletes its key backups; flushed.
-    pub(crate) async fn deactivate(&self, user_id: &UserId) -> Result<(), Error> {
+    pub(crate) async fn deactivate(&self, stream: &Stream, user_id: &UserId) -> Result<(), Error> {
+        let devices = self.device_ids_but(user_id, None)?;
         accounts::deactivate(&self.storage, user_id)?;
         self.key_backups.delete_all(user_id)?;
+        self.announce_devices(stream, user_id, &devices).await?;
         Ok(self.flush().await?)
     }
 
@@ -173,13 +178,46 @@ impl Users {
         Ok(Some(session))
     }
 
-    /// Ends this session (`all`: and every other device of the user); flushed.
-    pub(crate) async fn logout(&self, session: &Session, all: bool) -> Result<(), Error> {
+    /// Ends this session (`all`: and every other device of the user); flushed, and the
+    /// devices' removal announced to those who track the user's devices.
+    pub(crate) async fn logout(
+        &self,
+        stream: &Stream,
+        session: &Session,
+        all: bool,
+    ) -> Result<(), Error> {
+        let mut gone = vec![session.device_id.clone()];
         if all {
+            gone = self.device_ids_but(&session.user_id, None)?;
             sessions::remove_all_devices(&self.storage, &session.user_id, None)?;
         }
         sessions::end_session(&self.storage, session)?;
+        self.announce_devices(stream, &session.user_id, &gone)
+            .await?;
         Ok(self.flush().await?)
+    }
+
+    /// Tells those who track the user's devices (their `/sync`, other servers) that
+    /// `devices` changed (appeared, were renamed or removed); flushed with every write
+    /// before it. Login calls it for the device it starts.
+    pub(crate) async fn announce_devices(
+        &self,
+        stream: &Stream,
+        user_id: &UserId,
+        devices: &[String],
+    ) -> Result<(), Error> {
+        device_lists::note_change(&self.storage, stream, user_id, devices).await?;
+        Ok(())
+    }
+
+    /// The user's device IDs, less `but`.
+    fn device_ids_but(&self, user_id: &UserId, but: Option<&str>) -> Result<Vec<String>, Error> {
+        Ok(self
+            .devices(user_id)?
+            .into_iter()
+            .map(|device| device.device_id)
+            .filter(|device| Some(device.as_str()) != but)
+            .collect())
     }
 
     pub(crate) fn devices(&self, user_id: &UserId) -> Result<Vec<Device>, StorageError> {
@@ -198,6 +236,7 @@ impl Users {
     /// Flushed.
     pub(crate) async fn rename_device(
         &self,
+        stream: &Stream,
         user_id: &UserId,
         device_id: &str,
         display_name: Option<String>,
@@ -207,7 +246,8 @@ impl Users {
             None => self.device(user_id, device_id)?.is_some(),
         };
         if exists {
-            self.flush().await?;
+            self.announce_devices(stream, user_id, &[device_id.to_owned()])
+                .await?;
         }
         Ok(exists)
     }
@@ -215,10 +255,20 @@ impl Users {
     /// Removes devices and their sessions (those already gone count as removed); flushed.
     pub(crate) async fn remove_devices(
         &self,
+        stream: &Stream,
         user_id: &UserId,
         device_ids: &[String],
     ) -> Result<(), Error> {
+        let existing = self.device_ids_but(user_id, None)?;
+        let removed: Vec<String> = device_ids
+            .iter()
+            .filter(|device| existing.contains(device))
+            .cloned()
+            .collect();
         sessions::remove_devices(&self.storage, user_id, device_ids)?;
+        if !removed.is_empty() {
+            self.announce_devices(stream, user_id, &removed).await?;
+        }
         Ok(self.flush().await?)
     }
 
@@ -504,14 +554,21 @@ impl Users {
     // End-to-end encryption keys (rules in `keys`).
 
     /// Stores a device's uploaded keys (all or nothing), flushed; its one-time key counts.
+    /// New or changed identity keys are announced to those who track the user's devices.
     pub(crate) async fn upload_keys(
         &self,
+        stream: &Stream,
         user_id: &UserId,
         device_id: &str,
         upload: &keys::Upload,
     ) -> Result<std::collections::BTreeMap<String, u64>, Error> {
-        let counts = keys::upload(&self.storage, user_id, device_id, upload)?;
-        self.storage.flush().await?;
+        let (counts, identity_changed) = keys::upload(&self.storage, user_id, device_id, upload)?;
+        if identity_changed {
+            self.announce_devices(stream, user_id, &[device_id.to_owned()])
+                .await?;
+        } else {
+            self.storage.flush().await?;
+        }
         Ok(counts)
     }
 

@@ -121,6 +121,9 @@ pub(crate) async fn register(
             .map_err(account_error)?;
         response["access_token"] = json!(session.access_token);
         response["device_id"] = json!(session.device_id);
+        app.users
+            .announce_devices(&app.rooms.stream, &user_id, &[session.device_id])
+            .await?;
     }
     app.users.flush().await?;
     Ok(HttpResponse::Ok().json(response))
@@ -300,7 +303,7 @@ pub(crate) async fn change_password(
     let hash = app.users.password_hasher.hash(body.new_password).await?;
     let logout_devices_but = body.logout_devices.then_some(auth.device_id.as_str());
     app.users
-        .change_password(&auth.user_id, hash, logout_devices_but)
+        .change_password(&app.rooms.stream, &auth.user_id, hash, logout_devices_but)
         .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
@@ -318,7 +321,9 @@ pub(crate) async fn deactivate(
     UiaJson { body, digest }: UiaJson<DeactivateRequest>,
 ) -> Result<HttpResponse, Error> {
     require_password(&req, &app, &auth, (body.auth, &digest)).await?;
-    app.users.deactivate(&auth.user_id).await?;
+    app.users
+        .deactivate(&app.rooms.stream, &auth.user_id)
+        .await?;
     tracing::info!(user_id = %auth.user_id, "deactivated an account");
     // Hearth never binds identifiers at an identity server: with nothing to unbind, the spec
     // asks for `success`.

@@ -72,7 +72,7 @@ pub(crate) async fn rename(
     let name = body.display_name.map(valid_device_field).transpose()?;
     if !app
         .users
-        .rename_device(&auth.user_id, &device_id, name)
+        .rename_device(&app.rooms.stream, &auth.user_id, &device_id, name)
         .await?
     {
         return Err(Error::not_found("No such device"));
@@ -97,7 +97,7 @@ pub(crate) async fn delete(
 ) -> Result<HttpResponse, Error> {
     require_password(&req, &app, &auth, (body.auth, &digest)).await?;
     app.users
-        .remove_devices(&auth.user_id, &[device_id.into_inner()])
+        .remove_devices(&app.rooms.stream, &auth.user_id, &[device_id.into_inner()])
         .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
@@ -126,7 +126,7 @@ pub(crate) async fn delete_many(
     }
     require_password(&req, &app, &auth, (body.auth, &digest)).await?;
     app.users
-        .remove_devices(&auth.user_id, &body.devices)
+        .remove_devices(&app.rooms.stream, &auth.user_id, &body.devices)
         .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }

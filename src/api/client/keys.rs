@@ -1,8 +1,9 @@
 //! Device keys (spec: client-server API, "End-to-End Encryption", "Key management API"):
 //! `/keys/upload`, `/keys/query` and `/keys/claim`. Our users' keys come from the users
-//! service; other servers' users' keys from their servers, all asked at once within the
+//! service; other servers' users' keys from the cache of their device lists when it is
+//! kept current (`crate::federation::device_lists`), else from their servers, all asked at once within the
 //! client's `timeout` (`crate::federation::device_keys`), a server that fails being listed
-//! in `failures`.
+//! in `failures`. `/keys/changes` reads the device-list stream (`crate::sync::device_lists`).
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,7 @@ use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::{Error, ErrorKind};
-use crate::federation::device_keys;
+use crate::federation::{device_keys, device_lists};
 use crate::users::keys::{MAX_DEVICES_PER_REQUEST, Upload};
 
 #[derive(Debug, Deserialize)]
@@ -48,7 +49,7 @@ pub(crate) async fn upload(
     };
     let counts = app
         .users
-        .upload_keys(&auth.user_id, &auth.device_id, &upload)
+        .upload_keys(&app.rooms.stream, &auth.user_id, &auth.device_id, &upload)
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "one_time_key_counts": counts })))
 }
@@ -97,7 +98,7 @@ pub(crate) async fn query(
     }
     let mut found = Map::new();
     let mut cross_signing = CrossSigning::default();
-    let mut remote: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    let mut remote = Vec::new();
     for (user, devices) in &body.device_keys {
         let user = user_id(user)?;
         if user.server_name() == app.config.server.server_name {
@@ -107,19 +108,17 @@ pub(crate) async fn query(
             );
             cross_signing.add(&user, app.users.cross_signing_keys(&user, &auth.user_id)?);
         } else {
-            remote
-                .entry(user.server_name().to_string())
-                .or_default()
-                .insert(user.to_string(), json!(devices));
+            remote.push((user, devices.clone()));
         }
     }
     let mut failures = Map::new();
     if !remote.is_empty() {
+        let remote_users: Vec<OwnedUserId> = remote.iter().map(|(user, _)| user.clone()).collect();
         let timeout = device_keys::timeout_of(body.timeout);
-        let mut fanout = device_keys::query(&app.federation, remote.clone(), timeout).await;
-        found.extend(fanout.fields.remove("device_keys").unwrap_or_default());
-        let mut master_keys = fanout.fields.remove("master_keys").unwrap_or_default();
-        let self_signing_keys = fanout
+        let mut answered = device_lists::query_keys(&app.federation, remote, timeout).await?;
+        found.extend(answered.fields.remove("device_keys").unwrap_or_default());
+        let mut master_keys = answered.fields.remove("master_keys").unwrap_or_default();
+        let self_signing_keys = answered
             .fields
             .remove("self_signing_keys")
             .unwrap_or_default();
@@ -135,18 +134,13 @@ pub(crate) async fn query(
         }
         cross_signing.master.extend(master_keys);
         cross_signing.self_signing.extend(self_signing_keys);
-        failures = fanout.failures;
+        failures = answered.failures;
         // What their servers told us before, for the users of servers that failed now.
-        for (server, users) in &remote {
-            if !failures.contains_key(server) {
-                continue;
-            }
-            for user in users
-                .keys()
-                .filter_map(|user| UserId::parse(user.as_str()).ok())
-            {
-                cross_signing.add(&user, app.users.cross_signing_keys(&user, &auth.user_id)?);
-            }
+        for user in remote_users
+            .iter()
+            .filter(|user| failures.contains_key(user.server_name().as_str()))
+        {
+            cross_signing.add(user, app.users.cross_signing_keys(user, &auth.user_id)?);
         }
     }
     Ok(HttpResponse::Ok().json(json!({
@@ -219,4 +213,22 @@ pub(crate) async fn claim(
         failures = fanout.failures;
     }
     Ok(HttpResponse::Ok().json(json!({ "one_time_keys": claimed, "failures": failures })))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChangesQuery {
+    from: String,
+    to: String,
+}
+
+/// # GET /_matrix/client/v3/keys/changes
+pub(crate) async fn changes(
+    app: web::Data<Services>,
+    auth: Authenticated,
+    query: web::Query<ChangesQuery>,
+) -> Result<HttpResponse, Error> {
+    let lists = app
+        .sync
+        .key_changes(&auth.user_id, &query.from, &query.to)?;
+    Ok(HttpResponse::Ok().json(lists.to_json()))
 }

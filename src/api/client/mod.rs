@@ -449,7 +449,8 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
             .service(post(
                 &format!("{prefix}/keys/signatures/upload"),
                 cross_signing::upload_signatures,
-            ));
+            ))
+            .service(get(&format!("{prefix}/keys/changes"), keys::changes));
     }
     dehydrated_routes(config);
 }

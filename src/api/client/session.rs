@@ -63,7 +63,15 @@ pub(crate) async fn login(
             client_ip(&req, app.config.limits.trust_forwarded_for).map(|ip| ip.to_string()),
         )
         .map_err(account_error)?;
-    app.users.flush().await?;
+    // Flushes the session too: a new device (or a new login on one) is news to those
+    // who track the user's devices.
+    app.users
+        .announce_devices(
+            &app.rooms.stream,
+            &user_id,
+            std::slice::from_ref(&session.device_id),
+        )
+        .await?;
     let mut response = json!({
         "user_id": user_id,
         "access_token": session.access_token,
@@ -200,7 +208,7 @@ pub(crate) async fn logout(
     app: web::Data<Services>,
     EvenIfLocked(auth): EvenIfLocked,
 ) -> Result<HttpResponse, Error> {
-    app.users.logout(&auth, false).await?;
+    app.users.logout(&app.rooms.stream, &auth, false).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -209,7 +217,7 @@ pub(crate) async fn logout_all(
     app: web::Data<Services>,
     EvenIfLocked(auth): EvenIfLocked,
 ) -> Result<HttpResponse, Error> {
-    app.users.logout(&auth, true).await?;
+    app.users.logout(&app.rooms.stream, &auth, true).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 

@@ -30,7 +30,7 @@ use crate::sync::ephemeral::Change;
 use crate::sync::receipts::ReceiptRecord;
 
 /// The counter holding the last stream position handled.
-pub(crate) const POSITION_COUNTER: &str = "outbound_position";
+pub(crate) const POSITION_COUNTER: &str = crate::users::device_lists::OUTBOUND_POSITION_COUNTER;
 
 /// Stream positions handled in one batch: bounds the batch, and the work lost to a crash.
 const POSITIONS_PER_BATCH: u64 = 200;
@@ -191,6 +191,23 @@ impl Follower {
                     touched.extend(destinations);
                 }
             }
+            // Our users' device-list changes, as `m.device_list_update` EDUs for the
+            // servers sharing a room with them.
+            let origin = self.origin();
+            let mut servers_of = |user: &UserId| user_servers(storage, user, origin);
+            for (edu, destinations) in crate::federation::device_lists::outgoing(
+                storage,
+                origin,
+                (from, to),
+                &mut servers_of,
+            )? {
+                let item = QueueItem::Edu {
+                    edu,
+                    expires_ms: None,
+                };
+                staging.stage(storage, &mut batch, &destinations, &item, None)?;
+                touched.extend(destinations);
+            }
             staging.finish(storage, &mut batch)?;
             storage.batch_set_counter(&mut batch, POSITION_COUNTER, to);
             storage.apply(batch)?;
@@ -240,6 +257,7 @@ impl Follower {
             return Ok(None);
         };
         let local = sender.server_name() == self.origin();
+        forget_devices_if_gone(storage, &json, self.origin())?;
         let relayed = !local
             && storage
                 .eventid_meta
@@ -491,6 +509,31 @@ fn user_servers(
         }
     }
     Ok(servers)
+}
+
+/// A remote user's leave, kick or ban: if they share no room with ours any more, their
+/// cached device list goes (we stop hearing of their devices).
+fn forget_devices_if_gone(
+    storage: &crate::storage::Storage,
+    json: &CanonicalJsonObject,
+    origin: &ruma::ServerName,
+) -> Result<(), StorageError> {
+    if string_field(json, "type") != Some("m.room.member") {
+        return Ok(());
+    }
+    let Some(target) = string_field(json, "state_key").and_then(|key| UserId::parse(key).ok())
+    else {
+        return Ok(());
+    };
+    let joined = matches!(
+        json.get("content"),
+        Some(CanonicalJsonValue::Object(content))
+            if matches!(content.get("membership"), Some(CanonicalJsonValue::String(m)) if m == "join")
+    );
+    if joined || target.server_name() == origin {
+        return Ok(());
+    }
+    crate::federation::device_lists::forget_if_unshared(storage, &target)
 }
 
 fn string_field<'a>(json: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {
