@@ -9,12 +9,15 @@
 //! To-device messages come from each device's inbox ([`crate::users::to_device`]), deleted
 //! when a later sync acknowledges them. Not sent yet: device lists (end-to-end encryption).
 //!
+//! Simplified sliding sync (MSC4186, Element X) is [`sliding`], on the same indexes.
+//!
 //! Also here: [`receipts`] (who read what, stored) and [`ephemeral`] (typing and presence,
 //! in memory with expiry, as the spec lets them be).
 
 pub(crate) mod ephemeral;
 mod notifications;
 pub(crate) mod receipts;
+pub(crate) mod sliding;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -44,6 +47,8 @@ pub(crate) struct SyncService {
     pub(crate) ephemeral: Arc<Ephemeral>,
     pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
     pub(crate) our_server: ruma::OwnedServerName,
+    /// Sliding sync's connections (in memory, bounded).
+    pub(crate) sliding: sliding::Connections,
 }
 
 /// The longest a request waits for something new.

@@ -18,6 +18,9 @@ pub(crate) const SUPPORTED_VERSIONS: &[&str] = &[
 pub(crate) async fn get() -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "versions": SUPPORTED_VERSIONS,
-        "unstable_features": {},
+        "unstable_features": {
+            // Simplified sliding sync (MSC4186), which Element X requires.
+            "org.matrix.simplified_msc3575": true,
+        },
     }))
 }
