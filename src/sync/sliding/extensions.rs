@@ -76,13 +76,15 @@ pub(crate) fn answer(
         answer.insert("account_data".into(), value);
     }
     if config.receipts.on() {
+        // Only rooms whose stream moved (receipts are on it) or sent whole are read.
+        let moved = rooms_moved(service, span)?;
         let mut rooms = Map::new();
         for room_id in coverage.rooms_for(&config.receipts) {
-            let since = if span.fresh.contains(room_id) {
-                None
-            } else {
-                span.since
-            };
+            let fresh = span.fresh.contains(room_id);
+            if !fresh && moved.as_ref().is_some_and(|moved| !moved.contains(room_id)) {
+                continue;
+            }
+            let since = if fresh { None } else { span.since };
             if let Some(receipts) = crate::sync::receipts::changes(
                 &service.storage,
                 room_id,
@@ -103,12 +105,17 @@ pub(crate) fn answer(
         } else {
             span.since_typing
         };
+        let typed: BTreeSet<OwnedRoomId> = service
+            .ephemeral
+            .typing_rooms_changed_since(since_typing)
+            .into_iter()
+            .collect();
         for room_id in coverage.rooms_for(&config.typing) {
-            let since = if span.fresh.contains(room_id) {
-                0
-            } else {
-                since_typing
-            };
+            let fresh = span.fresh.contains(room_id);
+            if !fresh && span.since.is_some() && !typed.contains(room_id) {
+                continue;
+            }
+            let since = if fresh { 0 } else { since_typing };
             if let Some(typing) = service.ephemeral.typing_changed_since(room_id, since) {
                 rooms.insert(
                     room_id.to_string(),
@@ -120,6 +127,27 @@ pub(crate) fn answer(
         answer.insert("typing".into(), json!({ "rooms": rooms }));
     }
     Ok((Value::Object(answer), news))
+}
+
+/// The rooms the stream names in `(since, upto]` (events, receipts), or `None` on a
+/// connection's first request (every room counts): what changed costs, not how many rooms
+/// the lists cover.
+fn rooms_moved(
+    service: &SyncService,
+    span: &Span<'_>,
+) -> Result<Option<BTreeSet<OwnedRoomId>>, Error> {
+    let Some(since) = span.since else {
+        return Ok(None);
+    };
+    let mut moved = BTreeSet::new();
+    if since < span.upto {
+        for entry in service.storage.stream_room.range(&(since + 1), &span.upto) {
+            if let Ok(room_id) = OwnedRoomId::try_from(entry?.1) {
+                moved.insert(room_id);
+            }
+        }
+    }
+    Ok(Some(moved))
 }
 
 /// The device's inbox after `since` (the client's last `next_batch`), which everything up
