@@ -260,7 +260,7 @@ fn a_waiting_request_wakes_when_a_message_arrives() {
     let address = server.address("http");
     let started = Instant::now();
     let waiting = std::thread::spawn({
-        let (alice, since) = (alice.clone(), since.clone());
+        let (alice, since) = (alice.clone(), since);
         move || {
             let path = format!("{PATH}?pos={since}&timeout=20000");
             ok(common::http::Client::plain(address).json(
@@ -524,7 +524,7 @@ fn to_device_messages_are_delivered_once_and_deleted_after_the_next_request() {
         "PUT",
         "/_matrix/client/v3/sendToDevice/m.test/txn1",
         Some(&alice),
-        &json!({ "messages": { "@bob:localhost": { bob_device.clone(): { "n": 1 } } } }),
+        &json!({ "messages": { "@bob:localhost": { bob_device: { "n": 1 } } } }),
     ));
     let second = sliding(
         &server,
@@ -682,10 +682,9 @@ fn account_data_receipts_and_typing_come_through_their_extensions() {
             .expect("global")
             .is_empty()
     );
-    assert_eq!(
+    assert!(
         extensions["receipts"]["rooms"][&room]["content"][&event]["m.read"]["@bob:localhost"]
             .is_object(),
-        true,
         "{second}"
     );
     assert_eq!(
@@ -724,7 +723,7 @@ fn list_filters_pick_direct_encrypted_and_typed_rooms() {
         "PUT",
         "/_matrix/client/v3/user/@alice:localhost/account_data/m.direct",
         Some(&alice),
-        &json!({ "@bob:localhost": [direct.clone()] }),
+        &json!({ "@bob:localhost": [direct] }),
     ));
     let list = |filters: Value| json!({ "ranges": [[0, 9]], "timeline_limit": 0, "required_state": [], "filters": filters });
     let answer = sliding(

@@ -152,12 +152,15 @@ pub(crate) fn get_stored(
         .map(|record| record.content))
 }
 
-/// All of the user's account data for one room, as `(type, content)`.
+/// One room's account data entry: `(type, content)`.
+pub(crate) type RoomEntry = (String, Map<String, Value>);
+
+/// All of the user's account data for one room.
 pub(crate) fn room_entries(
     storage: &Storage,
     user_id: &UserId,
     room_id: &RoomId,
-) -> Result<Vec<(String, Map<String, Value>)>, StorageError> {
+) -> Result<Vec<RoomEntry>, StorageError> {
     let mut prefix = crate::storage::pair_prefix(user_id.as_str());
     prefix.extend_from_slice(&crate::storage::pair_prefix(room_id.as_str()));
     storage

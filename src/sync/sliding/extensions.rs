@@ -247,10 +247,10 @@ fn account_data_answer(
         let event = json!({ "type": kind, "content": content });
         if scope.is_empty() {
             global.push(event);
-        } else if covered.contains(&scope) {
-            if let Value::Array(events) = rooms.entry(scope).or_insert_with(|| json!([])) {
-                events.push(event);
-            }
+        } else if covered.contains(&scope)
+            && let Value::Array(events) = rooms.entry(scope).or_insert_with(|| json!([]))
+        {
+            events.push(event);
         }
     };
     for (scope, kind, content) in
