@@ -408,7 +408,17 @@ fn invites_come_with_their_stripped_state() {
         &json!({}),
     ));
     let joined = sliding(&server, &alice, Some(&pos(&answer)), &request);
-    assert_eq!(joined["rooms"][&room]["membership"], "join", "{joined}");
+    let now_joined = &joined["rooms"][&room];
+    assert_eq!(now_joined["membership"], "join", "{joined}");
+    // Whole, as the client had only the stripped state.
+    assert_eq!(now_joined["initial"], true);
+    assert!(
+        now_joined["required_state"]
+            .as_array()
+            .expect("required_state")
+            .iter()
+            .any(|event| event["type"] == "m.room.create")
+    );
     assert_eq!(joined["lists"]["invites"]["count"], 0);
 }
 
@@ -747,4 +757,35 @@ fn list_filters_pick_direct_encrypted_and_typed_rooms() {
     for room in [&plain, &direct, &encrypted, &space] {
         assert!(answer["rooms"][room].is_object(), "{room} not sent");
     }
+}
+
+#[test]
+fn a_superseded_request_still_waiting_does_not_spoil_the_connection() {
+    let server = server();
+    let alice = common::login_token(&server, "alice", PASSWORD);
+    let room = create_room(&server, &alice, json!({}));
+    let first = sliding(&server, &alice, None, &room_list((0, 19)));
+    let since = pos(&first);
+    // The client sends a long poll, gives up on it (Element X does when its ranges change)
+    // and sends a new request with the same pos; the old one is still waiting here.
+    let address = server.address("http");
+    let abandoned = std::thread::spawn({
+        let (alice, since) = (alice.clone(), since.clone());
+        move || {
+            common::http::Client::plain(address).json(
+                "POST",
+                &format!("{PATH}?pos={since}&timeout=20000"),
+                Some(&alice),
+                &room_list((0, 19)),
+            )
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let newer = sliding(&server, &alice, Some(&since), &room_list((0, 49)));
+    // News wakes the abandoned request; it must not record an answer of its own.
+    send(&server, &alice, &room, "news");
+    let old = abandoned.join().expect("the abandoned request");
+    assert_eq!(errcode(&old), "M_UNKNOWN_POS");
+    let next = sliding(&server, &alice, Some(&pos(&newer)), &room_list((0, 49)));
+    assert_eq!(bodies(&next["rooms"][&room]), vec!["news"], "{next}");
 }

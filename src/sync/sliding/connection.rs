@@ -70,6 +70,9 @@ pub(crate) struct Connection {
     pub(crate) pending: Option<Pending>,
     /// The user's rooms in recency order, kept current from the stream.
     pub(crate) order: RoomOrder,
+    /// Counts the connection's requests: a request that a newer one superseded (the
+    /// client cancelled it, but it still waits here) must not record its answer.
+    pub(crate) latest_request: u64,
 }
 
 impl Connection {
@@ -95,6 +98,11 @@ impl Connection {
             return Ok(());
         }
         Err(unknown_pos())
+    }
+
+    /// Whether `request` is still the connection's newest request.
+    pub(crate) fn is_latest(&self, request: u64) -> bool {
+        self.latest_request == request
     }
 
     /// Records an answer as pending; returns its `pos`.
@@ -156,9 +164,24 @@ impl Connections {
         self.next_answer.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The connection for a request: a new one without `pos` (replacing any with the same
-    /// key), else the existing one with `pos` accepted, else `M_UNKNOWN_POS`.
+    /// The connection for a request and the request's number on it: a new connection
+    /// without `pos` (replacing any with the same key), else the existing one with `pos`
+    /// accepted, else `M_UNKNOWN_POS`.
     pub(crate) fn open(
+        &self,
+        key: (&str, &str, &str),
+        pos: Option<&str>,
+    ) -> Result<(Arc<Mutex<Connection>>, u64), Error> {
+        let connection = self.find(key, pos)?;
+        let request = {
+            let mut connection = lock(&connection);
+            connection.latest_request += 1;
+            connection.latest_request
+        };
+        Ok((connection, request))
+    }
+
+    fn find(
         &self,
         (user, device, conn_id): (&str, &str, &str),
         pos: Option<&str>,
@@ -247,9 +270,9 @@ mod tests {
     fn a_pos_is_accepted_once_acknowledged_and_again_as_a_retry() {
         let connections = Connections::default();
         let key = ("@a:x", "DEV", "room-list");
-        let first = connections.open(key, None).expect("new");
+        let (first, _) = connections.open(key, None).expect("new");
         let pos1 = answer(&connections, &first, 5);
-        let again = connections.open(key, Some(&pos1)).expect("pending pos");
+        let (again, _) = connections.open(key, Some(&pos1)).expect("pending pos");
         let pos2 = answer(&connections, &again, 6);
         // A retry with the acknowledged pos drops the answer the client never saw.
         connections.open(key, Some(&pos1)).expect("retry");

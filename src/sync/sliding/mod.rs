@@ -58,7 +58,7 @@ pub(crate) async fn sliding_sync(
         asker.device_id,
         request.conn_id.as_deref().unwrap_or(""),
     );
-    let connection = service.sliding.open(key, request.pos.as_deref())?;
+    let (connection, request_number) = service.sliding.open(key, request.pos.as_deref())?;
     let mut changes = service.rooms.subscribe();
     let mut typing = service.ephemeral.subscribe();
     let mut stopping = service.stopping.subscribe();
@@ -69,6 +69,10 @@ pub(crate) async fn sliding_sync(
         typing.borrow_and_update();
         let (answer, woken_or_done) = {
             let mut connection = lock(&connection);
+            // A newer request on this connection took over: this one's answer is not read.
+            if !connection.is_latest(request_number) {
+                return Err(connection::unknown_pos());
+            }
             let (answer, news) = build(service, asker, request, &mut connection, upto)?;
             let answer_now = news
                 || connection.is_new()
@@ -177,6 +181,15 @@ fn build(
         let previous = connection.acknowledged.rooms.get(&room_id);
         let (since, expanded) = match previous {
             None => (None, false),
+            // Joined since it was last sent (as an invite): it comes whole.
+            Some(before)
+                if entry
+                    .record
+                    .joined_stream
+                    .is_some_and(|joined| joined > before.upto) =>
+            {
+                (None, false)
+            }
             Some(before) if config.expands(&before.config) => {
                 (None, config.timeline_limit > before.config.timeline_limit)
             }
