@@ -735,6 +735,12 @@ fn list_filters_pick_direct_encrypted_and_typed_rooms() {
         Some(&alice),
         &json!({ "@bob:localhost": [direct] }),
     ));
+    ok(server.client().json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{space}/state/m.space.child/{plain}"),
+        Some(&alice),
+        &json!({ "via": ["localhost"] }),
+    ));
     let list = |filters: Value| json!({ "ranges": [[0, 9]], "timeline_limit": 0, "required_state": [], "filters": filters });
     let answer = sliding(
         &server,
@@ -746,6 +752,7 @@ fn list_filters_pick_direct_encrypted_and_typed_rooms() {
                 "encrypted": list(json!({ "is_encrypted": true })),
                 "spaces": list(json!({ "room_types": ["m.space"] })),
                 "rooms": list(json!({ "not_room_types": ["m.space"], "is_dm": false })),
+            "in_space": list(json!({ "spaces": [space] })),
             }
         }),
     );
@@ -753,6 +760,7 @@ fn list_filters_pick_direct_encrypted_and_typed_rooms() {
     assert_eq!(answer["lists"]["encrypted"]["count"], 1);
     assert_eq!(answer["lists"]["spaces"]["count"], 1);
     assert_eq!(answer["lists"]["rooms"]["count"], 2);
+    assert_eq!(answer["lists"]["in_space"]["count"], 1);
     assert_eq!(answer["rooms"][&direct]["is_dm"], true);
     for room in [&plain, &direct, &encrypted, &space] {
         assert!(answer["rooms"][room].is_object(), "{room} not sent");
