@@ -94,6 +94,9 @@ pub(crate) enum ErrorKind {
     /// Another server could not be reached, or answered with something unusable (502,
     /// `M_UNKNOWN`). The message names the server only: connection details stay in the log.
     RemoteUnavailable,
+    /// A sliding sync `pos` this server does not know (any more): the client starts a new
+    /// connection (400).
+    UnknownPos,
 }
 
 impl ErrorKind {
@@ -130,6 +133,7 @@ impl ErrorKind {
             ErrorKind::Conflict => "M_UNKNOWN",
             ErrorKind::RoomInUse => "M_ROOM_IN_USE",
             ErrorKind::WrongRoomKeysVersion => "M_WRONG_ROOM_KEYS_VERSION",
+            ErrorKind::UnknownPos => "M_UNKNOWN_POS",
             // A failed stage says why in the body; the first challenge has no error code.
             ErrorKind::UserInteractiveAuth => "M_FORBIDDEN",
             ErrorKind::BadRequest | ErrorKind::Unknown | ErrorKind::RemoteUnavailable => {
@@ -159,7 +163,8 @@ impl ErrorKind {
             | ErrorKind::RoomInUse
             | ErrorKind::UserInUse
             | ErrorKind::InvalidUsername
-            | ErrorKind::WeakPassword => StatusCode::BAD_REQUEST,
+            | ErrorKind::WeakPassword
+            | ErrorKind::UnknownPos => StatusCode::BAD_REQUEST,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::Conflict => StatusCode::CONFLICT,

@@ -25,8 +25,8 @@
 //! - [`federation`]: other servers: discovery, the signed [`federation::Transport`], keys,
 //!   inbound transactions and gaps, joins (joining and resident sides), invites, backfill,
 //!   the outbound queue, and what we serve; [`federation::Federation`] is the service.
-//! - [`sync`]: `/sync` ([`sync::SyncService`], long-polled on the stream), receipts, typing
-//!   and presence.
+//! - [`sync`]: `/sync` ([`sync::SyncService`], long-polled on the stream), simplified sliding
+//!   sync ([`sync::sliding`], MSC4186), receipts, typing and presence.
 //! - [`search`]: `/search` over room events: matching, ranking, pages, context, groups.
 //! - [`directory`]: room aliases, the public room directory, room summaries, spaces.
 //! - [`rooms`]: the room service ([`rooms::Rooms`]): appending authorized events (local and

@@ -53,6 +53,7 @@ pub(crate) fn services(
         ephemeral: ephemeral.clone(),
         stopping: stopping.clone(),
         our_server: config.server.server_name.clone(),
+        sliding: Default::default(),
     };
     let search = Search {
         storage: storage.clone(),

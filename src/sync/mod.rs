@@ -10,6 +10,8 @@
 //! when a later sync acknowledges them. `device_lists` (whose devices changed, with whom
 //! no room is shared any more) come from [`device_lists`], as does `/keys/changes`.
 //!
+//! Simplified sliding sync (MSC4186, Element X) is [`sliding`], on the same indexes.
+//!
 //! Also here: [`receipts`] (who read what, stored) and [`ephemeral`] (typing and presence,
 //! in memory with expiry, as the spec lets them be).
 
@@ -17,6 +19,7 @@ pub(crate) mod device_lists;
 pub(crate) mod ephemeral;
 mod notifications;
 pub(crate) mod receipts;
+pub(crate) mod sliding;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -46,6 +49,8 @@ pub(crate) struct SyncService {
     pub(crate) ephemeral: Arc<Ephemeral>,
     pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
     pub(crate) our_server: ruma::OwnedServerName,
+    /// Sliding sync's connections (in memory, bounded).
+    pub(crate) sliding: sliding::Connections,
 }
 
 /// The longest a request waits for something new.

@@ -152,6 +152,24 @@ pub(crate) fn get_stored(
         .map(|record| record.content))
 }
 
+/// One room's account data entry: `(type, content)`.
+pub(crate) type RoomEntry = (String, Map<String, Value>);
+
+/// All of the user's account data for one room.
+pub(crate) fn room_entries(
+    storage: &Storage,
+    user_id: &UserId,
+    room_id: &RoomId,
+) -> Result<Vec<RoomEntry>, StorageError> {
+    let mut prefix = crate::storage::pair_prefix(user_id.as_str());
+    prefix.extend_from_slice(&crate::storage::pair_prefix(room_id.as_str()));
+    storage
+        .useraccountdata_data
+        .scan_prefix(&prefix)
+        .map(|entry| entry.map(|((_, _, kind), record)| (kind, record.content)))
+        .collect()
+}
+
 /// One change: `(scope, type, content)`, scope `""` for global.
 pub(crate) type Change = (String, String, Map<String, Value>);
 

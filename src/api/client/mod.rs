@@ -21,6 +21,7 @@ pub(crate) mod report;
 pub(crate) mod room;
 pub(crate) mod search;
 pub(crate) mod session;
+pub(crate) mod sliding_sync;
 pub(crate) mod space;
 pub(crate) mod state_content;
 pub(crate) mod summary;
@@ -89,6 +90,13 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
         .service(post("/_matrix/client/v3/createRoom", room::create_room))
         .service(get("/_matrix/client/v3/joined_rooms", room::joined_rooms))
         .service(get("/_matrix/client/v3/sync", sync::get_sync))
+        .service(
+            post(
+                "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+                sliding_sync::sliding_sync,
+            )
+            .app_data(sliding_sync::BODY_LIMIT),
+        )
         .service(put(
             "/_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}",
             room::send_message,

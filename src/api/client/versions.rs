@@ -18,8 +18,12 @@ pub(crate) const SUPPORTED_VERSIONS: &[&str] = &[
 pub(crate) async fn get() -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "versions": all_versions(),
-        // Dehydrated devices, as Synapse names them (Element X looks for it).
-        "unstable_features": { "org.matrix.msc3814": true },
+        "unstable_features": {
+            // Dehydrated devices, as Synapse names them (Element X looks for it).
+            "org.matrix.msc3814": true,
+            // Simplified sliding sync (MSC4186), which Element X requires.
+            "org.matrix.simplified_msc3575": true,
+        },
     }))
 }
 
