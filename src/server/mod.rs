@@ -2,12 +2,14 @@
 //! TLS, listeners, signals, systemd); [`run`] takes bound listeners and a shutdown future, so
 //! a test can start a real server on `127.0.0.1:0` in a few lines.
 //!
-//! The wiring around the services: [`cli`] and [`init`] (the command line), [`tls`] (PEM
+//! The wiring around the services: [`cli`] and [`init`] (the command line), [`control`] (the
+//! socket through which the command line reaches a running server), [`tls`] (PEM
 //! files, reloaded on `SIGHUP`), [`logging`], [`systemd`] (readiness notification), and
 //! [`StartupError`]. Only this folder, `api` and the CLI name the assembled services.
 
 pub(crate) mod assemble;
 pub mod cli;
+pub(crate) mod control;
 #[cfg(test)]
 mod config_props;
 pub(crate) mod init;
@@ -130,10 +132,10 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
     // would end the process, and systemd would not restart it).
     let stopping = stop_signal()?;
     let hangup = signal(SignalKind::hangup()).map_err(StartupError::Server)?;
-    let storage = Storage::open(
+    let storage = Arc::new(Storage::open(
         &config.database.path,
         config.database.cache_capacity_bytes(),
-    )?;
+    )?);
     let signing_key = load_or_create_signing_key(&config.server.signing_key)?;
     let certificates = config
         .tls
@@ -142,6 +144,13 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
         .transpose()?;
     let listeners = bind(&config)?;
     actix_web::rt::spawn(reload_on_sighup(hangup, certificates.clone()));
+    // Open before the server says it is ready, so `hearth user …` reaches it from then on;
+    // the socket file is removed when this function returns (the server stopped).
+    let _control = control::listener::start(
+        &config.database.path,
+        storage.clone(),
+        Arc::new(config.clone()),
+    )?;
     tracing::info!(
         server_name = %config.server.server_name,
         key_id = %signing_key.key_id(),
@@ -163,7 +172,7 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
     })?;
     let app = web::Data::new(assemble::services(
         config,
-        storage,
+        storage.clone(),
         signing_key,
         transport,
         old_verify_keys,
