@@ -213,8 +213,15 @@ fn user_and_token_commands_work_while_the_server_runs() {
         stdout(&output)
     };
     let socket = server.dir.join("data/control.sock");
-    let mode = std::fs::metadata(&socket).expect("socket").permissions().mode();
-    assert_eq!(mode & 0o777, 0o600, "the control socket is the owner's only");
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the control socket is the owner's only"
+    );
 
     assert_eq!(
         run(&["user", "add", "alice", "--admin"], "alice's password\n"),
@@ -224,7 +231,11 @@ fn user_and_token_commands_work_while_the_server_runs() {
     run(&["user", "add", "bob"], "bob's password\n");
     let duplicate = hearth(&server.dir, &["user", "add", "bob"], "bob's password\n");
     assert!(!duplicate.status.success());
-    assert!(stderr(&duplicate).contains("already exists"), "{}", stderr(&duplicate));
+    assert!(
+        stderr(&duplicate).contains("already exists"),
+        "{}",
+        stderr(&duplicate)
+    );
     assert_eq!(
         run(&["user", "list"], ""),
         "@alice:localhost\tadmin\n@bob:localhost\t\n"
@@ -241,10 +252,19 @@ fn user_and_token_commands_work_while_the_server_runs() {
         "deactivated @bob:localhost\n"
     );
     assert!(!logs_in(&server, "bob", "bob's new password"));
-    assert_eq!(run(&["user", "lock", "alice"], ""), "locked @alice:localhost\n");
-    assert_eq!(run(&["user", "unlock", "alice"], ""), "unlocked @alice:localhost\n");
+    assert_eq!(
+        run(&["user", "lock", "alice"], ""),
+        "locked @alice:localhost\n"
+    );
+    assert_eq!(
+        run(&["user", "unlock", "alice"], ""),
+        "unlocked @alice:localhost\n"
+    );
 
-    assert_eq!(run(&["token", "add", "family", "--uses", "2"], ""), "family\n");
+    assert_eq!(
+        run(&["token", "add", "family", "--uses", "2"], ""),
+        "family\n"
+    );
     assert_eq!(run(&["token", "list"], ""), "family\tused 0 of 2\tusable\n");
     assert_eq!(run(&["token", "delete", "family"], ""), "deleted family\n");
     assert_eq!(run(&["token", "list"], ""), "");
@@ -278,7 +298,12 @@ fn the_control_socket_goes_with_the_server_and_a_stale_one_is_replaced() {
     let server = Server::start_in(dir.path(), &[], &[]).expect("starts over a stale socket");
     assert!(logs_in(&server, "carol", "carol's password"));
     let listed = hearth(dir.path(), &["user", "list"], "");
-    assert_eq!(stdout(&listed), "@carol:localhost\t\n", "{}", stderr(&listed));
+    assert_eq!(
+        stdout(&listed),
+        "@carol:localhost\t\n",
+        "{}",
+        stderr(&listed)
+    );
 }
 
 #[test]

@@ -73,5 +73,6 @@ pub(crate) fn services(
         users,
         directory,
         stopping,
+        room_deletions: Default::default(),
     }
 }

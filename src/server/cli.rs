@@ -9,9 +9,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::server::StartupError;
-use crate::server::init::{InitOptions, init};
 use crate::server::control::client::Transport;
 use crate::server::control::{Reply, Request, RestrictionName};
+use crate::server::init::{InitOptions, init};
 use crate::users::accounts;
 
 /// Hearth: a small Matrix homeserver for one person or a family.

@@ -9,9 +9,9 @@
 
 pub(crate) mod assemble;
 pub mod cli;
-pub(crate) mod control;
 #[cfg(test)]
 mod config_props;
+pub(crate) mod control;
 pub(crate) mod init;
 pub(crate) mod logging;
 pub(crate) mod startup_error;

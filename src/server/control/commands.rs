@@ -60,7 +60,11 @@ fn run(
 ) -> Result<(), String> {
     let server_name = &config.server.server_name;
     let user_id = |name: &str| accounts::local_user_id(name, server_name).map_err(describe);
-    let flush = || storage.flush_blocking().map_err(|err| storage_failure(&err));
+    let flush = || {
+        storage
+            .flush_blocking()
+            .map_err(|err| storage_failure(&err))
+    };
     match request {
         Request::UserAdd {
             name,

@@ -82,11 +82,9 @@ async fn serve(listener: UnixListener, owner: u32, storage: Arc<Storage>, config
         };
         let (storage, config) = (storage.clone(), config.clone());
         actix_web::rt::spawn(async move {
-            let served = tokio::time::timeout(
-                TIMEOUT,
-                serve_connection(stream, owner, storage, config),
-            )
-            .await;
+            let served =
+                tokio::time::timeout(TIMEOUT, serve_connection(stream, owner, storage, config))
+                    .await;
             if served.is_err() {
                 tracing::warn!("control: a command did not finish within {TIMEOUT:?}");
             }
