@@ -20,6 +20,7 @@
 
 pub(crate) mod account_data;
 pub(crate) mod accounts;
+pub(crate) mod admin;
 pub(crate) mod filter;
 pub(crate) mod key_backup;
 pub(crate) mod keys;
