@@ -342,6 +342,9 @@ fn accounts_are_created_modified_deactivated_and_reset() {
         None,
     );
     assert_eq!(foreign.status, 400);
+    let wrong_type = call(&server, "PUT", path, &root, Some(json!({ "admin": "yes" })));
+    assert_eq!(wrong_type.status, 400, "a hostile body is refused whole");
+    assert_eq!(ok(call(&server, "GET", path, &root, None))["admin"], false);
     let no_demotion = call(
         &server,
         "PUT",
@@ -390,14 +393,39 @@ fn whois_and_devices_of_a_user() {
         None,
     );
     assert_eq!(whoami.status, 401, "the deleted device's session ended");
-    let list = ok(call(
+    let devices = "/_synapse/admin/v2/users/@alice:localhost/devices";
+    assert_eq!(ok(call(&server, "GET", devices, &root, None))["total"], 0);
+
+    // Several at once.
+    let phone = login_token(&server, "alice", PASSWORD);
+    login_token(&server, "alice", PASSWORD);
+    let list = ok(call(&server, "GET", devices, &root, None));
+    assert_eq!(list["total"], 2);
+    let ids: Vec<Value> = list["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .map(|d| d["device_id"].clone())
+        .collect();
+    ok(call(
         &server,
-        "GET",
-        "/_synapse/admin/v2/users/@alice:localhost/devices",
+        "POST",
+        "/_synapse/admin/v2/users/@alice:localhost/delete_devices",
         &root,
-        None,
+        Some(json!({ "devices": ids })),
     ));
-    assert_eq!(list["total"], 0);
+    assert_eq!(ok(call(&server, "GET", devices, &root, None))["total"], 0);
+    assert_eq!(
+        call(
+            &server,
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            &phone,
+            None
+        )
+        .status,
+        401
+    );
 }
 
 #[test]

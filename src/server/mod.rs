@@ -145,12 +145,24 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
     let listeners = bind(&config)?;
     actix_web::rt::spawn(reload_on_sighup(hangup, certificates.clone()));
     // Open before the server says it is ready, so `hearth user …` reaches it from then on;
-    // the socket file is removed when this function returns (the server stopped).
-    let _control = control::listener::start(
+    // the socket file is removed when this function returns (the server stopped). Without
+    // it (a data directory path too long for a socket's name, say) the server still runs:
+    // only the commands then need it stopped.
+    let _control = match control::listener::start(
         &config.database.path,
         storage.clone(),
         Arc::new(config.clone()),
-    )?;
+    ) {
+        Ok(socket) => Some(socket),
+        Err(err) => {
+            tracing::warn!(
+                "no control socket, so `hearth user …` and `hearth token …` need the server \
+                 stopped: {}",
+                err.chain()
+            );
+            None
+        }
+    };
     tracing::info!(
         server_name = %config.server.server_name,
         key_id = %signing_key.key_id(),

@@ -12,6 +12,9 @@ use super::accounts::{self, AccountError, AccountRecord, AccountSummary, session
 use crate::error::{Error, ErrorKind};
 use crate::storage::StorageError;
 
+/// An account's stored record and its profile.
+pub(crate) type AccountWithProfile = (AccountRecord, Map<String, Value>);
+
 /// An account as the administration API lists it: its flags and its profile.
 #[derive(Debug, Clone)]
 pub(crate) struct AdminAccount {
@@ -45,7 +48,7 @@ impl Users {
     pub(crate) fn admin_account(
         &self,
         user_id: &UserId,
-    ) -> Result<Option<(AccountRecord, Map<String, Value>)>, AccountError> {
+    ) -> Result<Option<AccountWithProfile>, AccountError> {
         let Some(record) = accounts::get(self.storage(), user_id)? else {
             return Ok(None);
         };
@@ -98,7 +101,7 @@ impl Users {
     pub(crate) fn reactivate(
         &self,
         user_id: &UserId,
-        password_hash: String,
+        password_hash: &str,
     ) -> Result<(), AccountError> {
         let mut found = false;
         self.storage()
@@ -107,7 +110,7 @@ impl Users {
                 let mut record = record?;
                 found = true;
                 record.deactivated = false;
-                record.password_hash = password_hash.clone();
+                record.password_hash = password_hash.to_owned();
                 Some(record)
             })?;
         if found {

@@ -351,7 +351,7 @@ pub(crate) async fn delete(
     let delete_id = app.room_deletions.start(&room_id)?;
     tracing::info!(admin = %admin.0.user_id, %room_id, %delete_id, "admin API: deleting a room");
     let purge = body.purge.unwrap_or(true);
-    let task_app = app.clone();
+    let task_app = app;
     let task_id = delete_id.clone();
     actix_web::rt::spawn(async move {
         let outcome = shut_down(&task_app, &task_id, &room_id, &overview, purge).await;

@@ -295,7 +295,7 @@ async fn modify(
     }
     if reactivating {
         if let Some(hash) = password_hash {
-            app.users.reactivate(user_id, hash)?;
+            app.users.reactivate(user_id, &hash)?;
         }
     } else if change.deactivated == Some(true) && !record.deactivated {
         app.users.deactivate(user_id).await?;
