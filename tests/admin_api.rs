@@ -688,15 +688,15 @@ fn a_deleted_room_is_left_by_every_local_user() {
         Some(json!({})),
     );
     assert_eq!(refused.status, 403);
-    let blocked = call(
+    let moved = call(
         &server,
         "DELETE",
         &format!("/_synapse/admin/v2/rooms/{room}"),
         &root,
-        Some(json!({ "block": true })),
+        Some(json!({ "new_room_user_id": "@root:localhost" })),
     );
     assert_eq!(
-        errcode(&blocked),
+        errcode(&moved),
         "M_INVALID_PARAM",
         "not supported, and not pretended"
     );
@@ -706,7 +706,7 @@ fn a_deleted_room_is_left_by_every_local_user() {
         "DELETE",
         &format!("/_synapse/admin/v2/rooms/{room}"),
         &root,
-        Some(json!({})),
+        Some(json!({ "block": true })),
     ));
     let delete_id = started["delete_id"].as_str().expect("delete_id").to_owned();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -775,4 +775,28 @@ fn a_deleted_room_is_left_by_every_local_user() {
         details["forgotten"], true,
         "purge: every local user forgot it"
     );
+
+    // Blocked: nobody joins again until the block is lifted.
+    let block = format!("/_synapse/admin/v1/rooms/{room}/block");
+    let status = ok(call(&server, "GET", &block, &root, None));
+    assert_eq!(
+        status,
+        json!({ "block": true, "user_id": "@root:localhost" })
+    );
+    let join = format!("/_matrix/client/v3/rooms/{room}/join");
+    let refused = server.client().json("POST", &join, Some(&bob), &json!({}));
+    assert_eq!(refused.status, 403);
+    assert_eq!(errcode(&refused), "M_FORBIDDEN");
+    ok(call(
+        &server,
+        "PUT",
+        &block,
+        &root,
+        Some(json!({ "block": false })),
+    ));
+    assert_eq!(
+        ok(call(&server, "GET", &block, &root, None)),
+        json!({ "block": false })
+    );
+    ok(server.client().json("POST", &join, Some(&bob), &json!({})));
 }

@@ -4,9 +4,10 @@
 //!
 //! Deleting a room here makes every local user leave it, removes its local aliases and
 //! takes it off the public list; with `purge` (the default) every local user then forgets
-//! it, so it is gone from their clients. The room's events stay in the database (other
+//! it, so it is gone from their clients; with `block`, nobody of ours may join it again and
+//! no other server may join it through us. The room's events stay in the database (other
 //! rooms' events and state share its trees, and a purge that rewrites them is not built);
-//! `block` and `new_room_user_id` are refused with `400` rather than ignored.
+//! `new_room_user_id` is refused with `400` rather than ignored.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -34,6 +35,14 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
                 .route(web::delete().to(delete))
                 .default_service(web::to(|| async {
                     crate::api::method_not_allowed("DELETE")
+                })),
+        )
+        .service(
+            web::resource("/_synapse/admin/v1/rooms/{roomId}/block")
+                .route(web::get().to(block_status))
+                .route(web::put().to(block))
+                .default_service(web::to(|| async {
+                    crate::api::method_not_allowed("GET, PUT")
                 })),
         )
         .service(get(
@@ -335,12 +344,6 @@ pub(crate) async fn delete(
     room: web::Path<String>,
     MatrixJson(body): MatrixJson<DeleteRequest>,
 ) -> Result<HttpResponse, Error> {
-    if body.block {
-        return Err(Error::new(
-            ErrorKind::InvalidParam,
-            "Blocking rooms is not supported by Hearth: delete without `block`",
-        ));
-    }
     if body.new_room_user_id.is_some() {
         return Err(Error::new(
             ErrorKind::InvalidParam,
@@ -349,6 +352,12 @@ pub(crate) async fn delete(
     }
     let (room_id, overview) = held_room(&app, &room)?;
     let delete_id = app.room_deletions.start(&room_id)?;
+    // Blocked first, so nobody joins again while the members are made to leave.
+    if body.block {
+        app.rooms
+            .set_blocked(&room_id, Some(&admin.0.user_id))
+            .await?;
+    }
     tracing::info!(admin = %admin.0.user_id, %room_id, %delete_id, "admin API: deleting a room");
     let purge = body.purge.unwrap_or(true);
     let task_app = app;
@@ -444,4 +453,41 @@ pub(crate) async fn status_by_id(
         .map(Deletion::to_json)
         .ok_or_else(|| Error::not_found("delete id not found"))?;
     Ok(HttpResponse::Ok().json(deletion))
+}
+
+/// # GET /_synapse/admin/v1/rooms/{roomId}/block
+pub(crate) async fn block_status(
+    app: web::Data<Services>,
+    _admin: ServerAdmin,
+    room: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let room_id: OwnedRoomId = path::id(&room)?;
+    Ok(
+        HttpResponse::Ok().json(match app.rooms.blocked_by(&room_id)? {
+            Some(admin) => json!({ "block": true, "user_id": admin }),
+            None => json!({ "block": false }),
+        }),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct BlockRequest {
+    block: bool,
+}
+
+/// # PUT /_synapse/admin/v1/rooms/{roomId}/block
+///
+/// Blocks a room (known here or not) or lifts the block; members already in it stay
+/// (deleting the room makes them leave).
+pub(crate) async fn block(
+    app: web::Data<Services>,
+    admin: ServerAdmin,
+    room: web::Path<String>,
+    MatrixJson(body): MatrixJson<BlockRequest>,
+) -> Result<HttpResponse, Error> {
+    let room_id: OwnedRoomId = path::id(&room)?;
+    let by = body.block.then_some(admin.0.user_id.as_ref());
+    app.rooms.set_blocked(&room_id, by).await?;
+    tracing::info!(admin = %admin.0.user_id, %room_id, block = body.block, "admin API: room block");
+    Ok(HttpResponse::Ok().json(json!({ "block": body.block })))
 }
