@@ -16,12 +16,14 @@
 //!
 //! - [`server`]: `hearth serve` from a validated config to a running server ([`server::run`]
 //!   takes bound listeners and a shutdown future); [`server::cli`] and [`server::init`]: the
-//!   command line; [`server::tls`], [`server::logging`], [`server::systemd`];
+//!   command line, which reaches a running server through `server::control` (a private Unix
+//!   socket in the data directory); [`server::tls`], [`server::logging`], [`server::systemd`];
 //!   [`server::StartupError`], printed as a "caused by" chain.
 //! - [`config`]: TOML → validated [`config::Config`]; errors name the key and the line.
 //! - [`error`]: the request [`error::Error`] (Matrix `errcode` + HTTP status, decided in one
 //!   place).
-//! - [`api`]: HTTP handlers, one file per area of the spec, and [`api::app::Services`].
+//! - [`api`]: HTTP handlers, one file per area of the spec, and [`api::app::Services`];
+//!   `api::admin` answers Synapse's administration API (`/_synapse/admin`) for existing tools.
 //! - [`federation`]: other servers: discovery, the signed [`federation::Transport`], keys,
 //!   inbound transactions and gaps, joins (joining and resident sides), invites, backfill,
 //!   the outbound queue, and what we serve; [`federation::Federation`] is the service.

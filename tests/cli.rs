@@ -1,4 +1,5 @@
-//! The command line: help for every command, `init`, `check-config`, `user …`, `version`.
+//! The command line: help for every command, `init`, `check-config`, `user …` and `token …`
+//! (with the server stopped and through a running server's control socket), `version`.
 
 mod common;
 
@@ -188,15 +189,133 @@ fn user_accounts_from_the_command_line() {
     );
 }
 
+/// Whether `user` can log in with `password` over HTTP (any answer but `200` is "no").
+fn logs_in(server: &Server, user: &str, password: &str) -> bool {
+    let response = server.client().json(
+        "POST",
+        "/_matrix/client/v3/login",
+        None,
+        &serde_json::json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": user },
+            "password": password,
+        }),
+    );
+    response.status == 200
+}
+
 #[test]
-fn user_commands_are_refused_while_the_server_runs() {
-    let server = Server::start(&test_config(""));
-    let output = hearth(&server.dir, &["user", "add", "alice"], "a good password\n");
-    assert!(!output.status.success());
+fn user_and_token_commands_work_while_the_server_runs() {
+    let server = Server::start(&test_config("[registration]\nenabled = true\n"));
+    let run = |args: &[&str], stdin: &str| {
+        let output = hearth(&server.dir, args, stdin);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        stdout(&output)
+    };
+    let socket = server.dir.join("data/control.sock");
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the control socket is the owner's only"
+    );
+
+    assert_eq!(
+        run(&["user", "add", "alice", "--admin"], "alice's password\n"),
+        "created @alice:localhost (admin)\n"
+    );
+    assert!(logs_in(&server, "alice", "alice's password"), "at once");
+    run(&["user", "add", "bob"], "bob's password\n");
+    let duplicate = hearth(&server.dir, &["user", "add", "bob"], "bob's password\n");
+    assert!(!duplicate.status.success());
     assert!(
-        stderr(&output).contains("in use by another Hearth process"),
+        stderr(&duplicate).contains("already exists"),
         "{}",
-        stderr(&output)
+        stderr(&duplicate)
+    );
+    assert_eq!(
+        run(&["user", "list"], ""),
+        "@alice:localhost\tadmin\n@bob:localhost\t\n"
+    );
+
+    assert!(
+        run(&["user", "passwd", "bob"], "bob's new password\n")
+            .starts_with("changed the password of @bob:localhost")
+    );
+    assert!(!logs_in(&server, "bob", "bob's password"));
+    assert!(logs_in(&server, "bob", "bob's new password"));
+    assert_eq!(
+        run(&["user", "deactivate", "bob"], ""),
+        "deactivated @bob:localhost\n"
+    );
+    assert!(!logs_in(&server, "bob", "bob's new password"));
+    assert_eq!(
+        run(&["user", "lock", "alice"], ""),
+        "locked @alice:localhost\n"
+    );
+    assert_eq!(
+        run(&["user", "unlock", "alice"], ""),
+        "unlocked @alice:localhost\n"
+    );
+
+    assert_eq!(
+        run(&["token", "add", "family", "--uses", "2"], ""),
+        "family\n"
+    );
+    assert_eq!(run(&["token", "list"], ""), "family\tused 0 of 2\tusable\n");
+    assert_eq!(run(&["token", "delete", "family"], ""), "deleted family\n");
+    assert_eq!(run(&["token", "list"], ""), "");
+    let missing = hearth(&server.dir, &["token", "delete", "family"], "");
+    assert!(stderr(&missing).contains("no token family"));
+
+    // The work was the server's (it logs each command), and no password reached its log.
+    assert!(server.wait_for_log("control: user add: done"));
+    let log = server.log_text();
+    assert!(!log.contains("alice's password") && !log.contains("bob's new password"));
+}
+
+#[test]
+fn the_control_socket_goes_with_the_server_and_a_stale_one_is_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("hearth.toml"), test_config("")).expect("config");
+    let socket = dir.path().join("data/control.sock");
+    let mut server = Server::start_in(dir.path(), &[], &[]).expect("starts");
+    assert!(socket.exists());
+    server.signal("TERM");
+    server
+        .wait_exit(std::time::Duration::from_secs(15))
+        .expect("stops");
+    assert!(!socket.exists(), "removed at stop");
+
+    // A crashed server leaves its socket behind: nobody answers there, so the CLI opens the
+    // database itself, and the next server replaces the socket.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("a stale socket"));
+    let added = hearth(dir.path(), &["user", "add", "carol"], "carol's password\n");
+    assert!(added.status.success(), "{}", stderr(&added));
+    let server = Server::start_in(dir.path(), &[], &[]).expect("starts over a stale socket");
+    assert!(logs_in(&server, "carol", "carol's password"));
+    let listed = hearth(dir.path(), &["user", "list"], "");
+    assert_eq!(
+        stdout(&listed),
+        "@carol:localhost\t\n",
+        "{}",
+        stderr(&listed)
+    );
+}
+
+#[test]
+fn a_running_server_without_its_socket_is_a_clear_error() {
+    let server = Server::start(&test_config(""));
+    std::fs::remove_file(server.dir.join("data/control.sock")).expect("remove the socket");
+    let output = hearth(&server.dir, &["user", "list"], "");
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("holds the data directory") && message.contains("does not answer"),
+        "{message}"
     );
 }
 

@@ -44,4 +44,6 @@ pub(crate) struct Services {
     pub(crate) sync: SyncService,
     /// `/search` over the rooms' timelines.
     pub(crate) search: crate::search::Search,
+    /// Room deletions asked for through the administration API, and their statuses.
+    pub(crate) room_deletions: crate::api::admin::rooms::RoomDeletions,
 }

@@ -5,6 +5,7 @@
 //! only puts them together, with the well-known files and the shared route helpers. Routes
 //! are declared under `v3` only: [`legacy`] serves the old `r0` paths with them.
 
+pub(crate) mod admin;
 pub(crate) mod app;
 pub(crate) mod auth;
 pub(crate) mod client;
@@ -66,6 +67,7 @@ pub(crate) const ACCOUNT_BODY_LIMIT: BodyLimit = BodyLimit(64 * 1024);
 /// exist only while federation is enabled.
 fn routes(config: &mut web::ServiceConfig, federation_enabled: bool) {
     client::routes(config);
+    admin::routes(config);
     config
         .service(get("/.well-known/matrix/client", well_known::client))
         .service(get("/.well-known/matrix/server", well_known::server));

@@ -5,6 +5,7 @@
 //! [`Directory`] (in `service`) is what the HTTP layer asks; the free functions here are the
 //! rules it applies, over `&Storage`, shared with federation's directory answers.
 
+pub(crate) mod admin;
 mod service;
 pub(crate) mod spaces;
 

@@ -20,8 +20,8 @@ use crate::storage::{Storage, StorageError};
 const MAX_PAGE: usize = 100;
 
 pub(crate) struct Directory {
-    storage: Arc<Storage>,
-    server_name: OwnedServerName,
+    pub(super) storage: Arc<Storage>,
+    pub(super) server_name: OwnedServerName,
 }
 
 impl Directory {

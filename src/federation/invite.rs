@@ -135,6 +135,7 @@ pub(crate) async fn accept_invite(
     event_id: &str,
     body: &Value,
 ) -> Result<Value, Error> {
+    crate::rooms::blocked::refuse_if_blocked(&fed.storage, room_id)?;
     let version = body["room_version"].as_str().unwrap_or("1");
     let rules: RoomVersionRules = RoomVersionId::try_from(version)
         .ok()

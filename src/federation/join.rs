@@ -33,6 +33,7 @@ pub(crate) async fn join_remote(
     room_id: &RoomId,
     servers: &[String],
 ) -> Result<OwnedEventId, Error> {
+    crate::rooms::blocked::refuse_if_blocked(&fed.storage, room_id)?;
     first_server(fed, room_id, servers, "joining", async |server: &str| {
         let made = make_and_sign(fed, user_id, room_id, server, "join").await?;
         let body = serde_json::to_value(&made.event).map_err(Error::internal)?;

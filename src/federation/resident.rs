@@ -56,6 +56,9 @@ fn membership_template(
     membership: &str,
     versions: Option<&[String]>,
 ) -> Result<Value, Error> {
+    if membership != "leave" {
+        crate::rooms::blocked::refuse_if_blocked(&fed.storage, room_id)?;
+    }
     if user_id.server_name().as_str() != origin {
         return Err(Error::new(
             ErrorKind::Forbidden,

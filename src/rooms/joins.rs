@@ -31,6 +31,9 @@ impl Rooms {
                 "This server is not in that room; joining rooms on other servers needs federation, which is not supported yet",
             ));
         }
+        if membership == "join" || membership == "knock" {
+            super::blocked::refuse_if_blocked(&self.storage, room_id)?;
+        }
         let current = self.membership(user_id, room_id)?;
         if membership == "join" && current.is_some_and(|record| record.membership == "join") {
             return Ok(());

@@ -24,7 +24,7 @@ use crate::users::Users;
 /// failures as start-up errors.
 pub(crate) fn services(
     config: Config,
-    storage: Storage,
+    storage: Arc<Storage>,
     signing_key: SigningKey,
     transport: Transport,
     old_verify_keys: BTreeMap<String, OldKey>,
@@ -32,7 +32,6 @@ pub(crate) fn services(
     let per_minute = config.limits.auth_attempts_per_minute;
     let position = storage.current_stream_position().unwrap_or(0);
     let config = Arc::new(config);
-    let storage = Arc::new(storage);
     let rooms = Arc::new(Rooms::new(storage.clone(), signing_key.clone(), position));
     let ephemeral = Arc::new(Ephemeral::default());
     let stopping = Arc::new(tokio::sync::watch::channel(false).0);
@@ -76,5 +75,6 @@ pub(crate) fn services(
         users,
         directory,
         stopping,
+        room_deletions: Default::default(),
     }
 }

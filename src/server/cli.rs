@@ -9,10 +9,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::server::StartupError;
+use crate::server::control::client::Transport;
+use crate::server::control::{Reply, Request, RestrictionName};
 use crate::server::init::{InitOptions, init};
-use crate::storage::Storage;
 use crate::users::accounts;
-use crate::users::accounts::moderation::Restriction;
 
 /// Hearth: a small Matrix homeserver for one person or a family.
 #[derive(Debug, Parser)]
@@ -32,7 +32,8 @@ pub(crate) enum Command {
     Init(InitArgs),
     /// Check a config file and print the effective settings.
     CheckConfig(ConfigArg),
-    /// Manage local user accounts (stop the server first: the database is locked while it runs).
+    /// Manage local user accounts, with the server running (through its control socket) or
+    /// stopped.
     #[command(subcommand)]
     User(UserCommand),
     /// Manage registration tokens: what family members type to make an account when
@@ -281,158 +282,97 @@ fn check_config(arg: &ConfigArg) -> Result<(), StartupError> {
     Ok(())
 }
 
-fn open_storage(config: &Config) -> Result<Storage, StartupError> {
-    Ok(Storage::open(
-        &config.database.path,
-        config.database.cache_capacity_bytes(),
-    )?)
+/// Runs a `user` or `token` command: through the running server's control socket if one
+/// answers, on the database directly otherwise; the same work and output either way. A
+/// password is asked for only once the way to the database is open.
+fn control(
+    config: &ConfigArg,
+    request: impl FnOnce(&Config) -> Result<Request, StartupError>,
+) -> Result<(), StartupError> {
+    let (config, _) = load_config(config)?;
+    let transport = Transport::connect(&config)?;
+    let request = request(&config)?;
+    match transport.run(&config, request)? {
+        Reply::Done { stdout, stderr } => {
+            print!("{stdout}");
+            eprint!("{stderr}");
+            Ok(())
+        }
+        Reply::Failed { error } => Err(StartupError::Usage(error)),
+    }
+}
+
+/// The user ID `name` stands for on this server, checked before a password is asked for.
+fn user_id_of(name: &str, config: &Config) -> Result<ruma::OwnedUserId, StartupError> {
+    accounts::local_user_id(name, &config.server.server_name)
+        .map_err(|err| StartupError::Usage(err.to_string()))
 }
 
 fn user(command: UserCommand) -> Result<(), StartupError> {
-    let fail = |err: accounts::AccountError| StartupError::Usage(err.to_string());
+    let restrict = |name: String, config, restriction, on| {
+        control(&config, |_| {
+            Ok(Request::UserRestrict {
+                name,
+                restriction,
+                on,
+            })
+        })
+    };
     match command {
         UserCommand::Add {
             name,
             admin,
             config,
-        } => {
-            let (config, _) = load_config(&config)?;
-            let user_id =
-                accounts::local_user_id(&name, &config.server.server_name).map_err(fail)?;
-            let storage = open_storage(&config)?;
+        } => control(&config, |config| {
+            let user_id = user_id_of(&name, config)?;
             let password = read_password(&format!("Password for {user_id}: "))?;
-            accounts::add_user(&storage, &user_id, &password, admin).map_err(fail)?;
-            storage.flush_blocking()?;
-            println!("created {user_id}{}", if admin { " (admin)" } else { "" });
-        }
-        UserCommand::Passwd { name, config } => {
-            let (config, _) = load_config(&config)?;
-            let user_id =
-                accounts::local_user_id(&name, &config.server.server_name).map_err(fail)?;
-            let storage = open_storage(&config)?;
+            Ok(Request::UserAdd {
+                name,
+                password,
+                admin,
+            })
+        }),
+        UserCommand::Passwd { name, config } => control(&config, |config| {
+            let user_id = user_id_of(&name, config)?;
             let password = read_password(&format!("New password for {user_id}: "))?;
-            accounts::set_password(&storage, &user_id, &password).map_err(fail)?;
-            // A reset password usually means a lost or stolen device: its sessions end too.
-            let ended = accounts::sessions::remove_all_devices(&storage, &user_id, None)?;
-            storage.flush_blocking()?;
-            println!("changed the password of {user_id} and ended its {ended} session(s)");
-        }
+            Ok(Request::UserPasswd { name, password })
+        }),
         UserCommand::Deactivate { name, config } => {
-            let (config, _) = load_config(&config)?;
-            let user_id =
-                accounts::local_user_id(&name, &config.server.server_name).map_err(fail)?;
-            let storage = open_storage(&config)?;
-            accounts::deactivate(&storage, &user_id).map_err(fail)?;
-            storage.flush_blocking()?;
-            println!("deactivated {user_id}");
+            control(&config, |_| Ok(Request::UserDeactivate { name }))
         }
-        UserCommand::Lock { name, config } => restrict(&name, &config, Restriction::Lock, true)?,
-        UserCommand::Unlock { name, config } => restrict(&name, &config, Restriction::Lock, false)?,
+        UserCommand::Lock { name, config } => restrict(name, config, RestrictionName::Lock, true),
+        UserCommand::Unlock { name, config } => {
+            restrict(name, config, RestrictionName::Lock, false)
+        }
         UserCommand::Suspend { name, config } => {
-            restrict(&name, &config, Restriction::Suspension, true)?
+            restrict(name, config, RestrictionName::Suspension, true)
         }
         UserCommand::Unsuspend { name, config } => {
-            restrict(&name, &config, Restriction::Suspension, false)?
+            restrict(name, config, RestrictionName::Suspension, false)
         }
-        UserCommand::List { config } => {
-            let (config, _) = load_config(&config)?;
-            let storage = open_storage(&config)?;
-            for account in accounts::list(&storage).map_err(fail)? {
-                let mut flags = Vec::new();
-                if account.admin {
-                    flags.push("admin");
-                }
-                if account.deactivated {
-                    flags.push("deactivated");
-                }
-                if account.locked {
-                    flags.push("locked");
-                }
-                if account.suspended {
-                    flags.push("suspended");
-                }
-                println!("{}\t{}", account.user_id, flags.join(","));
-            }
-        }
+        UserCommand::List { config } => control(&config, |_| Ok(Request::UserList)),
     }
-    Ok(())
-}
-
-/// `hearth user lock|unlock|suspend|unsuspend`: the same flags as the client API's
-/// `/admin/lock` and `/admin/suspend`, for when no administrator account is at hand.
-fn restrict(
-    name: &str,
-    config: &ConfigArg,
-    restriction: Restriction,
-    on: bool,
-) -> Result<(), StartupError> {
-    let fail = |err: accounts::AccountError| StartupError::Usage(err.to_string());
-    let (config, _) = load_config(config)?;
-    let user_id = accounts::local_user_id(name, &config.server.server_name).map_err(fail)?;
-    let storage = open_storage(&config)?;
-    accounts::moderation::set_restricted(&storage, &user_id, restriction, on).map_err(fail)?;
-    storage.flush_blocking()?;
-    let done = match (restriction, on) {
-        (Restriction::Lock, true) => "locked",
-        (Restriction::Lock, false) => "unlocked",
-        (Restriction::Suspension, true) => "suspended",
-        (Restriction::Suspension, false) => "unsuspended",
-    };
-    println!("{done} {user_id}");
-    Ok(())
 }
 
 fn token(command: TokenCommand) -> Result<(), StartupError> {
-    use crate::users::accounts::registration;
-    let fail = |err: accounts::AccountError| StartupError::Usage(err.to_string());
     match command {
         TokenCommand::Add {
             token,
             uses,
             expires_in_days,
             config,
-        } => {
-            let (config, _) = load_config(&config)?;
-            let storage = open_storage(&config)?;
-            let expiry = expires_in_days.map(|days| {
-                crate::matrix::time::now_ms().saturating_add(days.saturating_mul(86_400_000))
-            });
-            let token = registration::create(&storage, token, uses, expiry).map_err(fail)?;
-            storage.flush_blocking()?;
-            println!("{token}");
-            if !config.registration.enabled {
-                eprintln!(
-                    "note: registration.enabled is off in the config, so tokens cannot be used yet"
-                );
-            }
-        }
-        TokenCommand::List { config } => {
-            let (config, _) = load_config(&config)?;
-            let storage = open_storage(&config)?;
-            let now = crate::matrix::time::now_ms();
-            for (token, record) in registration::list(&storage)? {
-                let uses = record
-                    .uses_allowed
-                    .map_or("unlimited".to_owned(), |allowed| format!("{allowed}"));
-                let state = if record.is_usable(now) {
-                    "usable"
-                } else {
-                    "used up or expired"
-                };
-                println!("{token}\tused {} of {uses}\t{state}", record.completed);
-            }
-        }
+        } => control(&config, |_| {
+            Ok(Request::TokenAdd {
+                token,
+                uses,
+                expires_in_days,
+            })
+        }),
+        TokenCommand::List { config } => control(&config, |_| Ok(Request::TokenList)),
         TokenCommand::Delete { token, config } => {
-            let (config, _) = load_config(&config)?;
-            let storage = open_storage(&config)?;
-            if !registration::delete(&storage, &token)? {
-                return Err(StartupError::Usage(format!("no token {token}")));
-            }
-            storage.flush_blocking()?;
-            println!("deleted {token}");
+            control(&config, |_| Ok(Request::TokenDelete { token }))
         }
     }
-    Ok(())
 }
 
 /// Asks twice on a terminal; reads one line from standard input otherwise (for scripts).

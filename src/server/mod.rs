@@ -2,7 +2,8 @@
 //! TLS, listeners, signals, systemd); [`run`] takes bound listeners and a shutdown future, so
 //! a test can start a real server on `127.0.0.1:0` in a few lines.
 //!
-//! The wiring around the services: [`cli`] and [`init`] (the command line), [`tls`] (PEM
+//! The wiring around the services: [`cli`] and [`init`] (the command line), [`control`] (the
+//! socket through which the command line reaches a running server), [`tls`] (PEM
 //! files, reloaded on `SIGHUP`), [`logging`], [`systemd`] (readiness notification), and
 //! [`StartupError`]. Only this folder, `api` and the CLI name the assembled services.
 
@@ -10,6 +11,7 @@ pub(crate) mod assemble;
 pub mod cli;
 #[cfg(test)]
 mod config_props;
+pub(crate) mod control;
 pub(crate) mod init;
 pub(crate) mod logging;
 pub(crate) mod startup_error;
@@ -130,10 +132,10 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
     // would end the process, and systemd would not restart it).
     let stopping = stop_signal()?;
     let hangup = signal(SignalKind::hangup()).map_err(StartupError::Server)?;
-    let storage = Storage::open(
+    let storage = Arc::new(Storage::open(
         &config.database.path,
         config.database.cache_capacity_bytes(),
-    )?;
+    )?);
     let signing_key = load_or_create_signing_key(&config.server.signing_key)?;
     let certificates = config
         .tls
@@ -142,6 +144,25 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
         .transpose()?;
     let listeners = bind(&config)?;
     actix_web::rt::spawn(reload_on_sighup(hangup, certificates.clone()));
+    // Open before the server says it is ready, so `hearth user …` reaches it from then on;
+    // the socket file is removed when this function returns (the server stopped). Without
+    // it (a data directory path too long for a socket's name, say) the server still runs:
+    // only the commands then need it stopped.
+    let _control = match control::listener::start(
+        &config.database.path,
+        storage.clone(),
+        Arc::new(config.clone()),
+    ) {
+        Ok(socket) => Some(socket),
+        Err(err) => {
+            tracing::warn!(
+                "no control socket, so `hearth user …` and `hearth token …` need the server \
+                 stopped: {}",
+                err.chain()
+            );
+            None
+        }
+    };
     tracing::info!(
         server_name = %config.server.server_name,
         key_id = %signing_key.key_id(),
@@ -163,7 +184,7 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
     })?;
     let app = web::Data::new(assemble::services(
         config,
-        storage,
+        storage.clone(),
         signing_key,
         transport,
         old_verify_keys,

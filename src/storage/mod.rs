@@ -120,6 +120,9 @@ pub struct Storage {
     pub(crate) alias_room: Tree<String, Json<AliasRecord>>,
     /// room ID → 1: the rooms listed in the public room directory.
     pub(crate) roomid_published: Tree<String, u64>,
+    /// room ID → the administrator who blocked it: nobody of ours joins, knocks on or is
+    /// invited to it, and no other server joins it through us.
+    pub(crate) roomid_blocked: Tree<String, String>,
     /// OpenID token → `{user_id, expires_at}`, for third parties to check (federation).
     pub(crate) openid_user: Tree<String, Json<serde_json::Value>>,
     /// user → the user's pushers, as clients set them.
@@ -289,6 +292,7 @@ impl Storage {
             roomreceipt_record: Tree::open(&db, "roomreceipt_record")?,
             alias_room: Tree::open(&db, "alias_room")?,
             roomid_published: Tree::open(&db, "roomid_published")?,
+            roomid_blocked: Tree::open(&db, "roomid_blocked")?,
             openid_user: Tree::open(&db, "openid_user")?,
             userid_pushers: Tree::open(&db, "userid_pushers")?,
             parent_child: Tree::open(&db, "parent_child")?,

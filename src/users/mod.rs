@@ -26,6 +26,7 @@
 
 pub(crate) mod account_data;
 pub(crate) mod accounts;
+pub(crate) mod admin;
 pub(crate) mod cross_signing;
 pub(crate) mod dehydrated;
 pub(crate) mod device_lists;

@@ -33,8 +33,18 @@ pub(crate) async fn whois(
     user: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     let user: OwnedUserId = path::id(&user)?;
-    let mut devices = Map::new();
-    for device in app.users.whois_devices(&auth.user_id, &user)? {
+    let devices = app.users.whois_devices(&auth.user_id, &user)?;
+    Ok(HttpResponse::Ok().json(whois_answer(&user, &devices)))
+}
+
+/// The whois answer: each device with where and when it was last seen (Synapse's admin
+/// API answers the same shape).
+pub(crate) fn whois_answer(
+    user: &ruma::UserId,
+    devices: &[crate::users::accounts::sessions::Device],
+) -> serde_json::Value {
+    let mut sessions = Map::new();
+    for device in devices {
         let mut connection = json!({});
         if let Some(ip) = &device.last_seen_ip {
             connection["ip"] = json!(ip);
@@ -42,12 +52,12 @@ pub(crate) async fn whois(
         if let Some(ts) = device.last_seen_ts {
             connection["last_seen"] = json!(ts);
         }
-        devices.insert(
-            device.device_id,
+        sessions.insert(
+            device.device_id.clone(),
             json!({ "sessions": [{ "connections": [connection] }] }),
         );
     }
-    Ok(HttpResponse::Ok().json(json!({ "user_id": user, "devices": devices })))
+    json!({ "user_id": user, "devices": sessions })
 }
 
 /// # GET /_matrix/client/v1/admin/lock/{userId}

@@ -54,8 +54,7 @@ pub(crate) struct AccountSummary {
     pub(crate) deactivated: bool,
     pub(crate) locked: bool,
     pub(crate) suspended: bool,
-    /// When the account was made (shown by the admin API to come; kept in the summary now).
-    #[allow(dead_code)]
+    /// When the account was made (shown by the administration API).
     pub(crate) created_at_ms: u64,
 }
 

@@ -22,6 +22,17 @@ pub(crate) fn is_valid_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
 }
 
+/// A random token of `length` characters (at most 64), of letters and digits that cannot be
+/// mistaken for one another when read aloud or typed from paper.
+pub(crate) fn random_token(length: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789";
+    crate::matrix::crypto::random_bytes::<64>()
+        .iter()
+        .take(length)
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
 /// Creates a token (a random 16-character one when `token` is `None`).
 pub(crate) fn create(
     storage: &Storage,
@@ -29,13 +40,7 @@ pub(crate) fn create(
     uses_allowed: Option<u64>,
     expiry_time: Option<u64>,
 ) -> Result<String, AccountError> {
-    let token = token.unwrap_or_else(|| {
-        const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789";
-        crate::matrix::crypto::random_bytes::<16>()
-            .iter()
-            .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
-            .collect()
-    });
+    let token = token.unwrap_or_else(|| random_token(16));
     if !is_valid_token(&token) {
         return Err(AccountError::InvalidUserId(
             "a token is 1 to 64 of A-Z a-z 0-9 . _ ~ -".to_owned(),
@@ -99,6 +104,45 @@ pub(crate) fn list(
     storage: &Storage,
 ) -> Result<Vec<(String, RegistrationTokenRecord)>, StorageError> {
     storage.token_registration.iter().collect()
+}
+
+/// One token's record, if it exists.
+pub(crate) fn get(
+    storage: &Storage,
+    token: &str,
+) -> Result<Option<RegistrationTokenRecord>, StorageError> {
+    if !is_valid_token(token) {
+        return Ok(None);
+    }
+    storage.token_registration.get(&token.to_owned())
+}
+
+/// Changes a token's allowed uses and expiry (`None`: left as they are; `Some(None)`: no
+/// limit), atomically with any registration using it; `None` if there is no such token.
+pub(crate) fn update(
+    storage: &Storage,
+    token: &str,
+    uses_allowed: Option<Option<u64>>,
+    expiry_time: Option<Option<u64>>,
+) -> Result<Option<RegistrationTokenRecord>, StorageError> {
+    if !is_valid_token(token) {
+        return Ok(None);
+    }
+    let mut updated = None;
+    storage
+        .token_registration
+        .update(&token.to_owned(), |record| {
+            let mut record = record?;
+            if let Some(uses_allowed) = uses_allowed {
+                record.uses_allowed = uses_allowed;
+            }
+            if let Some(expiry_time) = expiry_time {
+                record.expiry_time = expiry_time;
+            }
+            updated = Some(record.clone());
+            Some(record)
+        })?;
+    Ok(updated)
 }
 
 pub(crate) fn delete(storage: &Storage, token: &str) -> Result<bool, StorageError> {

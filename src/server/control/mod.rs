@@ -1,0 +1,108 @@
+//! The control channel: `hearth user …` and `hearth token …` against a running server.
+//!
+//! While `hearth serve` runs it holds the data directory's lock, so a second process cannot
+//! open the database. The server therefore listens on a Unix socket in the data directory
+//! ([`SOCKET_NAME`], mode 0600, and only connections from the server's own user are
+//! served); the CLI sends its command there as one JSON line and prints the answer. When no
+//! server answers, the CLI opens the database itself. Either way the work is done by
+//! [`commands::execute`]: one code path, two transports, the same output.
+//!
+//! The channel is bounded: a request line of at most [`MAX_REQUEST_BYTES`], at most
+//! [`MAX_CONNECTIONS`] served at a time, each within [`TIMEOUT`].
+
+pub(crate) mod client;
+pub(crate) mod commands;
+pub(crate) mod listener;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The socket's file name in the data directory.
+pub(crate) const SOCKET_NAME: &str = "control.sock";
+/// A request is one command with at most a password in it: a few hundred bytes.
+pub(crate) const MAX_REQUEST_BYTES: u64 = 16 * 1024;
+/// Commands served at once (a password hash takes ~19 MiB while it runs).
+pub(crate) const MAX_CONNECTIONS: usize = 4;
+/// How long one command may take, from the connection to the answer, on either side.
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the control socket of the data directory `data_dir` lives.
+pub(crate) fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_NAME)
+}
+
+/// One `hearth user …` or `hearth token …` command, as sent over the socket. User names are
+/// as typed (`alice` or `@alice:example.org`): the side that does the work resolves them.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub(crate) enum Request {
+    UserAdd {
+        name: String,
+        password: String,
+        admin: bool,
+    },
+    UserPasswd {
+        name: String,
+        password: String,
+    },
+    UserDeactivate {
+        name: String,
+    },
+    UserRestrict {
+        name: String,
+        restriction: RestrictionName,
+        on: bool,
+    },
+    UserList,
+    TokenAdd {
+        token: Option<String>,
+        uses: Option<u64>,
+        expires_in_days: Option<u64>,
+    },
+    TokenList,
+    TokenDelete {
+        token: String,
+    },
+}
+
+/// `lock` or `suspend`, on the wire.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RestrictionName {
+    Lock,
+    Suspension,
+}
+
+/// What a command printed: its standard output and its notes for standard error, or why
+/// it failed (the whole message, causes included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub(crate) enum Reply {
+    Done { stdout: String, stderr: String },
+    Failed { error: String },
+}
+
+/// A request as it may be logged: its command's name only, never a password.
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Request {
+    /// The command's name, for logs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Request::UserAdd { .. } => "user add",
+            Request::UserPasswd { .. } => "user passwd",
+            Request::UserDeactivate { .. } => "user deactivate",
+            Request::UserRestrict { .. } => "user lock/suspend",
+            Request::UserList => "user list",
+            Request::TokenAdd { .. } => "token add",
+            Request::TokenList => "token list",
+            Request::TokenDelete { .. } => "token delete",
+        }
+    }
+}
