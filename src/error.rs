@@ -92,6 +92,10 @@ pub(crate) enum ErrorKind {
     /// Another server could not be reached, or answered with something unusable (502,
     /// `M_UNKNOWN`). The message names the server only: connection details stay in the log.
     RemoteUnavailable,
+    /// An asynchronous upload's ID already has its content (409).
+    CannotOverwriteMedia,
+    /// An asynchronous upload's content has not arrived within the download's wait (504).
+    NotYetUploaded,
 }
 
 impl ErrorKind {
@@ -127,6 +131,8 @@ impl ErrorKind {
             ErrorKind::Conflict => "M_UNKNOWN",
             ErrorKind::RoomInUse => "M_ROOM_IN_USE",
             ErrorKind::WrongRoomKeysVersion => "M_WRONG_ROOM_KEYS_VERSION",
+            ErrorKind::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
+            ErrorKind::NotYetUploaded => "M_NOT_YET_UPLOADED",
             // A failed stage says why in the body; the first challenge has no error code.
             ErrorKind::UserInteractiveAuth => "M_FORBIDDEN",
             ErrorKind::BadRequest | ErrorKind::Unknown | ErrorKind::RemoteUnavailable => {
@@ -158,7 +164,8 @@ impl ErrorKind {
             | ErrorKind::WeakPassword => StatusCode::BAD_REQUEST,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Conflict | ErrorKind::CannotOverwriteMedia => StatusCode::CONFLICT,
+            ErrorKind::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Forbidden
             | ErrorKind::UserDeactivated
             | ErrorKind::UserSuspended

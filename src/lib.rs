@@ -76,6 +76,7 @@ pub mod directory;
 pub mod error;
 pub mod federation;
 pub mod matrix;
+pub mod media;
 pub mod rooms;
 pub mod search;
 pub mod server;

@@ -44,4 +44,6 @@ pub(crate) struct Services {
     pub(crate) sync: SyncService,
     /// `/search` over the rooms' timelines.
     pub(crate) search: crate::search::Search,
+    /// The content repository: uploads, downloads, thumbnails, other servers' media.
+    pub(crate) media: Arc<crate::media::Media>,
 }

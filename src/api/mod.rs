@@ -10,6 +10,7 @@ pub(crate) mod client;
 pub(crate) mod federation;
 pub(crate) mod json;
 pub(crate) mod keys;
+pub(crate) mod media;
 pub(crate) mod middleware;
 pub(crate) mod path;
 pub(crate) mod ratelimit;

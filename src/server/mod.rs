@@ -12,6 +12,7 @@ pub mod cli;
 mod config_props;
 pub(crate) mod init;
 pub(crate) mod logging;
+mod media_cli;
 pub(crate) mod startup_error;
 pub mod systemd;
 pub mod tls;

@@ -37,7 +37,8 @@ pub(crate) use tree::Tree;
 
 use records::{
     AccountDataRecord, AccountRecord, AliasRecord, BackedUpKey, BackupVersionRecord,
-    DestinationState, DeviceRecord, EventMeta, FallbackKeyRecord, KeptEdu, MembershipRecord,
+    DestinationState, DeviceRecord, EventMeta, FallbackKeyRecord, KeptEdu, MediaRecord,
+    MembershipRecord,
     NotificationRecord, PendingTxn, QueueItem, ReceiptRecord, RegistrationTokenRecord, RoomRecord,
     ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
 };
@@ -215,6 +216,15 @@ pub struct Storage {
     /// user 0xFF backup version (decimal) 0xFF room 0xFF session ID → [`BackedUpKey`]: the
     /// keys of each backup, a room's adjacent.
     pub(crate) backupsession_key: Tree<(String, String, String, String), Json<BackedUpKey>>,
+    /// server name 0xFF media ID → [`MediaRecord`]: our media and the cached media of other
+    /// servers (written by `media`; the bytes are files, see `media::files`).
+    pub(crate) mediaid_record: Tree<(String, String), Json<MediaRecord>>,
+    /// local user 0xFF media ID → size in bytes (0 while an upload ID waits): each user's
+    /// uploads, for quotas, usage and deleting them (written by `media`).
+    pub(crate) usermedia_size: Tree<(String, String), u64>,
+    /// SHA-256 (hex) → how many [`MediaRecord`]s hold that content: the file is removed when
+    /// the last one goes (written by `media`).
+    pub(crate) sha256_refs: Tree<String, u64>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -299,6 +309,9 @@ impl Storage {
             stream_todeviceout: Tree::open(&db, "stream_todeviceout")?,
             userversion_backup: Tree::open(&db, "userversion_backup")?,
             backupsession_key: Tree::open(&db, "backupsession_key")?,
+            mediaid_record: Tree::open(&db, "mediaid_record")?,
+            usermedia_size: Tree::open(&db, "usermedia_size")?,
+            sha256_refs: Tree::open(&db, "sha256_refs")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),
