@@ -8,7 +8,7 @@
 //!  server/   wiring: listeners, TLS, logging, systemd, start-up errors, the CLI
 //!  api/      HTTP: thin handlers (parse, call one service, shape the answer); api::app
 //!            declares `Services`, the only "app state" (assembled by server::assemble)
-//!  federation/  sync/  search/  directory/  rooms/  users/
+//!  media/  federation/  sync/  search/  directory/  rooms/  users/
 //!            services, each using only those after it: the rules of the domain, no HTTP
 //!  matrix/   the pure core: canonical JSON, signing, events, the clock
 //!  storage/  the only code that knows sled: typed trees, records, snapshots, the stream
@@ -22,6 +22,9 @@
 //! - [`error`]: the request [`error::Error`] (Matrix `errcode` + HTTP status, decided in one
 //!   place).
 //! - [`api`]: HTTP handlers, one file per area of the spec, and [`api::app::Services`].
+//! - [`media`]: the content repository ([`media::Media`]): uploads streamed to files named
+//!   by their SHA-256, asynchronous uploads, thumbnails, other servers' media fetched over
+//!   federation into a bounded cache, and what `hearth media` does.
 //! - [`federation`]: other servers: discovery, the signed [`federation::Transport`], keys,
 //!   inbound transactions and gaps, joins (joining and resident sides), invites, backfill,
 //!   the outbound queue, and what we serve; [`federation::Federation`] is the service.
@@ -49,8 +52,8 @@
 //! positions). Accounts, sessions, devices, registration tokens, profiles, account data,
 //! filters, OpenID tokens, push rules and pushers, to-device inboxes: [`users`] (the
 //! outbound follower removes the to-device messages for other servers it has queued). Receipts: [`sync::receipts`].
-//! Aliases and published rooms: [`directory`]. Other servers' keys, outbound queues, kept
-//! EDUs: [`federation`]. Stream positions and the stream's room index: [`storage::stream`].
+//! Aliases and published rooms: [`directory`]. Media records and files: [`media`]. Other
+//! servers' keys, outbound queues, kept EDUs: [`federation`]. Stream positions and the stream's room index: [`storage::stream`].
 //!
 //! # How a request flows
 //! Every request first passes `api::middleware` (at most a few requests in flight per client
