@@ -183,3 +183,94 @@ pub(crate) fn least_recently_used(
         .map(|(_, _, server, media_id)| (server, media_id))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt as _;
+
+    /// Stores `bytes` as a file and a record of `server`'s, last used at `used`.
+    async fn store(
+        storage: &Storage,
+        files: &MediaFiles,
+        server: &str,
+        media_id: &str,
+        bytes: &[u8],
+        used: u64,
+    ) {
+        let mut incoming = files.incoming(1 << 20).await.expect("incoming");
+        incoming.write_all(bytes).await.expect("write");
+        let stored = incoming.finish().await.expect("finish");
+        storage
+            .sha256_refs
+            .update(&stored.sha256, |count| Some(count.unwrap_or(0) + 1))
+            .expect("refs");
+        let record = MediaRecord {
+            sha256: stored.sha256,
+            size: stored.size,
+            content_type: None,
+            filename: None,
+            uploader: (server == "us").then(|| "@alice:us".to_owned()),
+            created_ms: used,
+            pending_until_ms: None,
+            last_access_ms: used,
+        };
+        let key = (server.to_owned(), media_id.to_owned());
+        storage.mediaid_record.insert(&key, &record).expect("record");
+        if let Some(user) = &record.uploader {
+            storage
+                .usermedia_size
+                .insert(&(user.clone(), media_id.to_owned()), &record.size)
+                .expect("usage");
+        }
+    }
+
+    #[actix_web::test]
+    async fn the_least_recently_used_remote_media_go_first_and_ours_never() {
+        let (dir, storage) = crate::storage::testing::temporary();
+        let files = MediaFiles::open(dir.path());
+        store(&storage, &files, "us", "mine", &[0; 100], 1).await;
+        store(&storage, &files, "there", "old", &[1; 100], 10).await;
+        store(&storage, &files, "there", "recent", &[2; 100], 30).await;
+        store(&storage, &files, "else", "middle", &[3; 100], 20).await;
+        assert_eq!(remote_bytes(&storage, "us").expect("bytes"), 300);
+        let victims = least_recently_used(&storage, "us", 150).expect("lru");
+        assert_eq!(
+            victims,
+            vec![
+                ("there".to_owned(), "old".to_owned()),
+                ("else".to_owned(), "middle".to_owned())
+            ]
+        );
+        let purged = purge_remote_before(&storage, &files, "us", 25)
+            .await
+            .expect("purge");
+        assert_eq!(purged, Removed { count: 2, bytes: 200 });
+        assert_eq!(remote_bytes(&storage, "us").expect("bytes"), 100);
+        assert_eq!(user_usage(&storage, "@alice:us").expect("usage"), (1, 100));
+    }
+
+    #[actix_web::test]
+    async fn shared_content_stays_until_its_last_record_goes() {
+        let (dir, storage) = crate::storage::testing::temporary();
+        let files = MediaFiles::open(dir.path());
+        store(&storage, &files, "us", "first", b"same", 1).await;
+        store(&storage, &files, "there", "copy", b"same", 1).await;
+        let record = storage
+            .mediaid_record
+            .get(&("us".to_owned(), "first".to_owned()))
+            .expect("get")
+            .expect("record");
+        let path = files.content_path(&record.sha256);
+        let removed = delete_user_media(&storage, &files, "us", "@alice:us")
+            .await
+            .expect("delete");
+        assert_eq!(removed, Removed { count: 1, bytes: 4 });
+        assert!(path.exists(), "the other server's copy still holds it");
+        remove_record(&storage, &files, "there", "copy")
+            .await
+            .expect("remove");
+        assert!(!path.exists());
+        assert_eq!(usage_per_user(&storage).expect("usage"), vec![]);
+    }
+}

@@ -233,13 +233,23 @@ impl Media {
         incoming: Incoming,
     ) -> Result<(), Error> {
         let _refs = self.refs.lock().await;
+        let key = (server.to_owned(), media_id.to_owned());
+        // An asynchronous upload's ID takes content once, whichever request comes first.
+        if record.uploader.is_some() {
+            let current = self.storage.mediaid_record.get(&key)?;
+            if current.is_some_and(|current| current.pending_until_ms.is_none()) {
+                return Err(Error::new(
+                    ErrorKind::CannotOverwriteMedia,
+                    "This media has already been uploaded",
+                ));
+            }
+        }
         let stored = incoming.finish().await.map_err(io_error)?;
         record.sha256 = stored.sha256.clone();
         record.size = stored.size;
         self.storage.sha256_refs.update(&stored.sha256, |count| {
             Some(count.unwrap_or(0).saturating_add(1))
         })?;
-        let key = (server.to_owned(), media_id.to_owned());
         self.storage.mediaid_record.insert(&key, &record)?;
         if let Some(user) = &record.uploader {
             self.storage

@@ -33,6 +33,11 @@ impl Media {
             self.mark_used(&key, &record)?;
             return Ok(record);
         }
+        if !self.federation.config.federation.enabled {
+            return Err(Error::not_found(
+                "Federation is disabled: other servers' media cannot be fetched",
+            ));
+        }
         let _slot = self
             .fetching
             .acquire()
