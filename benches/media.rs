@@ -64,8 +64,16 @@ fn upload(server: &Server, token: &str, body: &[u8], content_type: &str) -> Stri
             Some(body),
         )
         .expect("upload");
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
-    let uri = answer.json()["content_uri"].as_str().expect("uri").to_owned();
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let uri = answer.json()["content_uri"]
+        .as_str()
+        .expect("uri")
+        .to_owned();
     uri.strip_prefix("mxc://").expect("mxc").to_owned()
 }
 
@@ -84,7 +92,11 @@ fn streaming(report: &mut Report, server: &Server, token: &str) {
     let media = upload(server, token, &body, "application/octet-stream");
     let seconds = started.elapsed().as_secs_f64();
     report.figure("64 MiB upload", format!("{:.0} MiB/s", 64.0 / seconds));
-    report.memory_mib("64 MiB upload: peak RSS rise", rise(pid, before), STREAM_GOAL_MIB);
+    report.memory_mib(
+        "64 MiB upload: peak RSS rise",
+        rise(pid, before),
+        STREAM_GOAL_MIB,
+    );
 
     let before = rss_mib(pid, "VmRSS:");
     reset_peak(pid);
@@ -95,13 +107,20 @@ fn streaming(report: &mut Report, server: &Server, token: &str) {
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(answer.body.len(), BIG);
     report.figure("64 MiB download", format!("{:.0} MiB/s", 64.0 / seconds));
-    report.memory_mib("64 MiB download: peak RSS rise", rise(pid, before), STREAM_GOAL_MIB);
+    report.memory_mib(
+        "64 MiB download: peak RSS rise",
+        rise(pid, before),
+        STREAM_GOAL_MIB,
+    );
 }
 
 fn thumbnail(report: &mut Report, server: &Server, token: &str) {
     let pid = server.child.id();
     let photo = jpeg(4000, 3000);
-    report.figure("12 MP JPEG", format!("{:.1} MiB", photo.len() as f64 / 1048576.0));
+    report.figure(
+        "12 MP JPEG",
+        format!("{:.1} MiB", photo.len() as f64 / 1048576.0),
+    );
     let media = upload(server, token, &photo, "image/jpeg");
     let before = rss_mib(pid, "VmRSS:");
     reset_peak(pid);
@@ -111,9 +130,18 @@ fn thumbnail(report: &mut Report, server: &Server, token: &str) {
         token,
     );
     let millis = started.elapsed().as_secs_f64() * 1000.0;
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     report.millis("12 MP JPEG → 800×600 thumbnail", millis, None);
-    report.memory_mib("12 MP thumbnail: peak RSS rise", rise(pid, before), THUMBNAIL_GOAL_MIB);
+    report.memory_mib(
+        "12 MP thumbnail: peak RSS rise",
+        rise(pid, before),
+        THUMBNAIL_GOAL_MIB,
+    );
     let before = rss_mib(pid, "VmRSS:");
     reset_peak(pid);
     let answer = server.client().get_with(
@@ -121,13 +149,19 @@ fn thumbnail(report: &mut Report, server: &Server, token: &str) {
         token,
     );
     assert_eq!(answer.status, 200);
-    report.memory_mib("12 MP thumbnail 96×96 crop: peak rise", rise(pid, before), THUMBNAIL_GOAL_MIB);
+    report.memory_mib(
+        "12 MP thumbnail 96×96 crop: peak rise",
+        rise(pid, before),
+        THUMBNAIL_GOAL_MIB,
+    );
 }
 
 fn main() {
     let mut report = Report::new("media: streaming and thumbnails");
     let server = Server::start_with_users(
-        &test_config("[media]\nmax_upload_size = 104857600\n[limits]\nbody_timeout_seconds = 120\n"),
+        &test_config(
+            "[media]\nmax_upload_size = 104857600\n[limits]\nbody_timeout_seconds = 120\n",
+        ),
         &[("alice", PASSWORD)],
     );
     let token = common::login_token(&server, "alice", PASSWORD);

@@ -111,7 +111,13 @@ fn media_path(content_uri: &str) -> String {
         .to_owned()
 }
 
-fn uploaded(server: &Server, token: &str, body: &[u8], content_type: &str, name: Option<&str>) -> String {
+fn uploaded(
+    server: &Server,
+    token: &str,
+    body: &[u8],
+    content_type: &str,
+    name: Option<&str>,
+) -> String {
     let answer = ok(upload(server, token, body, content_type, name));
     media_path(answer["content_uri"].as_str().expect("content_uri"))
 }
@@ -146,7 +152,11 @@ fn upload_download_and_safe_headers() {
     let picture = png(40, 30);
     let media = uploaded(&server, &alice, &picture, "image/png", Some("cat.png"));
     assert!(media.starts_with("localhost/"), "{media}");
-    let answer = get(&server, &alice, &format!("/_matrix/client/v1/media/download/{media}"));
+    let answer = get(
+        &server,
+        &alice,
+        &format!("/_matrix/client/v1/media/download/{media}"),
+    );
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body, picture);
     assert_eq!(answer.header("content-type"), Some("image/png"));
@@ -177,8 +187,18 @@ fn upload_download_and_safe_headers() {
     );
 
     // Types a browser could run are attachments; unusual names are encoded (RFC 5987).
-    let page = uploaded(&server, &alice, b"<script>alert(1)</script>", "text/html", Some("café.html"));
-    let answer = get(&server, &alice, &format!("/_matrix/client/v1/media/download/{page}"));
+    let page = uploaded(
+        &server,
+        &alice,
+        b"<script>alert(1)</script>",
+        "text/html",
+        Some("café.html"),
+    );
+    let answer = get(
+        &server,
+        &alice,
+        &format!("/_matrix/client/v1/media/download/{page}"),
+    );
     assert_eq!(answer.header("content-type"), Some("text/html"));
     assert_eq!(
         answer.header("content-disposition"),
@@ -190,16 +210,29 @@ fn upload_download_and_safe_headers() {
     assert_ne!(again, media);
     let mut files = 0;
     for shard in std::fs::read_dir(server.dir.join("data/media/content")).expect("content") {
-        files += std::fs::read_dir(shard.expect("shard").path()).expect("shard").count();
+        files += std::fs::read_dir(shard.expect("shard").path())
+            .expect("shard")
+            .count();
     }
     assert_eq!(files, 2, "the picture and the page");
 
     // Bob reads Alice's media too (media are not per-user), and an unknown ID is 404.
     let bob = login(&server, "bob");
-    let answer = get(&server, &bob, &format!("/_matrix/client/v1/media/download/{media}"));
+    let answer = get(
+        &server,
+        &bob,
+        &format!("/_matrix/client/v1/media/download/{media}"),
+    );
     assert_eq!(answer.body, picture);
-    let answer = get(&server, &bob, "/_matrix/client/v1/media/download/localhost/nothingHere");
-    assert_eq!((answer.status, errcode(&answer).as_str()), (404, "M_NOT_FOUND"));
+    let answer = get(
+        &server,
+        &bob,
+        "/_matrix/client/v1/media/download/localhost/nothingHere",
+    );
+    assert_eq!(
+        (answer.status, errcode(&answer).as_str()),
+        (404, "M_NOT_FOUND")
+    );
 }
 
 #[test]
@@ -251,7 +284,12 @@ fn thumbnails_crop_and_scale() {
         &format!("/_matrix/client/v1/media/thumbnail/{text}?width=32&height=32"),
     );
     assert_eq!(answer.status, 400);
-    for query in ["width=-1&height=32", "width=32", "width=abc&height=3", "width=32&height=32&method=stretch"] {
+    for query in [
+        "width=-1&height=32",
+        "width=32",
+        "width=abc&height=3",
+        "width=32&height=32&method=stretch",
+    ] {
         let answer = get(
             &server,
             &alice,
@@ -278,7 +316,10 @@ fn decompression_bombs_are_refused_from_their_header() {
         &alice,
         &format!("/_matrix/client/v1/media/thumbnail/{media}?width=96&height=96&method=crop"),
     );
-    assert_eq!((answer.status, errcode(&answer).as_str()), (413, "M_TOO_LARGE"));
+    assert_eq!(
+        (answer.status, errcode(&answer).as_str()),
+        (413, "M_TOO_LARGE")
+    );
     // The server is still there, and still thumbnails.
     let fine = uploaded(&server, &alice, &png(100, 100), "image/png", None);
     let answer = get(
@@ -332,7 +373,10 @@ fn asynchronous_uploads() {
             .expect("put")
     };
     let answer = put(&bob, b"not mine");
-    assert_eq!((answer.status, errcode(&answer).as_str()), (403, "M_FORBIDDEN"));
+    assert_eq!(
+        (answer.status, errcode(&answer).as_str()),
+        (403, "M_FORBIDDEN")
+    );
     ok(put(&alice, b"worth the wait"));
     let (answer, _) = waiting.join().expect("the waiting download");
     assert_eq!(answer.status, 200);
@@ -352,7 +396,10 @@ fn asynchronous_uploads() {
         ok(client.json("POST", "/_matrix/media/v1/create", Some(&alice), &json!({})));
     }
     let answer = client.json("POST", "/_matrix/media/v1/create", Some(&alice), &json!({}));
-    assert_eq!((answer.status, errcode(&answer).as_str()), (429, "M_LIMIT_EXCEEDED"));
+    assert_eq!(
+        (answer.status, errcode(&answer).as_str()),
+        (429, "M_LIMIT_EXCEEDED")
+    );
     // Another user has their own allowance; IDs on other servers cannot be uploaded to.
     ok(client.json("POST", "/_matrix/media/v1/create", Some(&bob), &json!({})));
     let answer = server
@@ -376,12 +423,24 @@ fn caps_quotas_and_errors() {
         .client()
         .request("POST", "/_matrix/media/v3/upload", &[], Some(b"x"))
         .expect("upload");
-    assert_eq!((answer.status, errcode(&answer).as_str()), (401, "M_MISSING_TOKEN"));
+    assert_eq!(
+        (answer.status, errcode(&answer).as_str()),
+        (401, "M_MISSING_TOKEN")
+    );
     let answer = server.client().get("/_matrix/client/v1/media/config");
     assert_eq!(answer.status, 401);
     // Over the cap: refused from its Content-Length, and when it comes without one.
-    let answer = upload(&server, &alice, &vec![7; 5000], "application/octet-stream", None);
-    assert_eq!((answer.status, errcode(&answer).as_str()), (413, "M_TOO_LARGE"));
+    let answer = upload(
+        &server,
+        &alice,
+        &vec![7; 5000],
+        "application/octet-stream",
+        None,
+    );
+    assert_eq!(
+        (answer.status, errcode(&answer).as_str()),
+        (413, "M_TOO_LARGE")
+    );
     let chunked = {
         let mut raw = format!(
             "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\
@@ -405,18 +464,50 @@ fn caps_quotas_and_errors() {
         "refused uploads leave no temporary file"
     );
     // The quota: 4000 bytes fit, 4000 more do not.
-    uploaded(&server, &alice, &[1; 4000], "application/octet-stream", None);
-    let answer = upload(&server, &alice, &[2; 4000], "application/octet-stream", None);
-    assert_eq!((answer.status, errcode(&answer).as_str()), (413, "M_TOO_LARGE"));
-    uploaded(&server, &alice, &[3; 1000], "application/octet-stream", None);
+    uploaded(
+        &server,
+        &alice,
+        &[1; 4000],
+        "application/octet-stream",
+        None,
+    );
+    let answer = upload(
+        &server,
+        &alice,
+        &[2; 4000],
+        "application/octet-stream",
+        None,
+    );
+    assert_eq!(
+        (answer.status, errcode(&answer).as_str()),
+        (413, "M_TOO_LARGE")
+    );
+    uploaded(
+        &server,
+        &alice,
+        &[3; 1000],
+        "application/octet-stream",
+        None,
+    );
 
     // The frozen legacy endpoints serve nothing uploaded now.
-    let media = uploaded(&server, &login(&server, "bob"), b"hello", "text/plain", None);
-    let answer = server.client().get(&format!("/_matrix/media/v3/download/{media}"));
-    assert_eq!((answer.status, errcode(&answer).as_str()), (404, "M_NOT_FOUND"));
+    let media = uploaded(
+        &server,
+        &login(&server, "bob"),
+        b"hello",
+        "text/plain",
+        None,
+    );
     let answer = server
         .client()
-        .get(&format!("/_matrix/media/v3/thumbnail/{media}?width=32&height=32"));
+        .get(&format!("/_matrix/media/v3/download/{media}"));
+    assert_eq!(
+        (answer.status, errcode(&answer).as_str()),
+        (404, "M_NOT_FOUND")
+    );
+    let answer = server.client().get(&format!(
+        "/_matrix/media/v3/thumbnail/{media}?width=32&height=32"
+    ));
     assert_eq!(answer.status, 404);
 }
 
@@ -465,23 +556,52 @@ fn path_tricks_in_media_ids_are_refused() {
 fn the_media_commands() {
     let mut server = start("");
     let alice = login(&server, "alice");
-    uploaded(&server, &alice, &[5; 3000], "application/octet-stream", None);
-    uploaded(&server, &alice, &[6; 2000], "application/octet-stream", None);
+    uploaded(
+        &server,
+        &alice,
+        &[5; 3000],
+        "application/octet-stream",
+        None,
+    );
+    uploaded(
+        &server,
+        &alice,
+        &[6; 2000],
+        "application/octet-stream",
+        None,
+    );
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(20)).is_some());
     let usage = common::hearth(&server.dir, &["media", "usage"], "");
     let text = String::from_utf8_lossy(&usage.stdout);
-    assert!(usage.status.success(), "{}", String::from_utf8_lossy(&usage.stderr));
-    assert!(text.contains("@alice:localhost\t2 files\t5000 bytes"), "{text}");
-    let purge = common::hearth(&server.dir, &["media", "purge-remote", "--older-than", "1d"], "");
+    assert!(
+        usage.status.success(),
+        "{}",
+        String::from_utf8_lossy(&usage.stderr)
+    );
+    assert!(
+        text.contains("@alice:localhost\t2 files\t5000 bytes"),
+        "{text}"
+    );
+    let purge = common::hearth(
+        &server.dir,
+        &["media", "purge-remote", "--older-than", "1d"],
+        "",
+    );
     assert!(purge.status.success());
     assert!(String::from_utf8_lossy(&purge.stdout).contains("removed 0"));
     let delete = common::hearth(&server.dir, &["media", "delete-user", "alice"], "");
-    assert!(delete.status.success(), "{}", String::from_utf8_lossy(&delete.stderr));
+    assert!(
+        delete.status.success(),
+        "{}",
+        String::from_utf8_lossy(&delete.stderr)
+    );
     assert!(String::from_utf8_lossy(&delete.stdout).contains("deleted 2 file(s)"));
     let mut left = 0;
     for shard in std::fs::read_dir(server.dir.join("data/media/content")).expect("content") {
-        left += std::fs::read_dir(shard.expect("shard").path()).expect("shard").count();
+        left += std::fs::read_dir(shard.expect("shard").path())
+            .expect("shard")
+            .count();
     }
     assert_eq!(left, 0);
     let usage = common::hearth(&server.dir, &["media", "usage"], "");

@@ -47,7 +47,10 @@ fn png(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, _| image::Rgb([(x % 256) as u8, 0, 0]));
     let mut bytes = Vec::new();
     image::DynamicImage::ImageRgb8(image)
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
         .expect("png");
     bytes
 }
@@ -86,7 +89,12 @@ fn remote_media_are_fetched_cached_and_evicted() {
         .strip_prefix("multipart/mixed; boundary=")
         .expect("multipart");
     let body = String::from_utf8_lossy(&answer.body).into_owned();
-    assert!(body.starts_with(&format!("--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n")), "{body}");
+    assert!(
+        body.starts_with(&format!(
+            "--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n"
+        )),
+        "{body}"
+    );
     assert!(body.ends_with(&format!("\r\n--{boundary}--\r\n")));
     assert!(answer.body.windows(2000).any(|window| window == [1; 2000]));
     let answer = signer.get(&a, "/_matrix/federation/v1/media/download/nothingHere");
@@ -99,7 +107,12 @@ fn remote_media_are_fetched_cached_and_evicted() {
         let answer = b
             .client()
             .get_with(&format!("/_matrix/client/v1/media/download/{media}"), &bob);
-        assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
         assert_eq!(answer.body, vec![byte; 2000]);
         assert_eq!(
             answer.header("content-disposition"),
@@ -121,7 +134,12 @@ fn remote_media_are_fetched_cached_and_evicted() {
         &format!("/_matrix/client/v1/media/thumbnail/{picture}?width=32&height=32&method=crop"),
         &bob,
     );
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     let thumbnail = image::load_from_memory(&answer.body).map_or_else(
         |_| {
             let mut decoder = jpeg_decoder::Decoder::new(answer.body.as_slice());
@@ -137,7 +155,10 @@ fn remote_media_are_fetched_cached_and_evicted() {
         &format!("/_matrix/client/v1/media/download/{}/nothingHere", a.name),
         &bob,
     );
-    assert_eq!((answer.status, errcode(&answer).as_str()), (404, "M_NOT_FOUND"));
+    assert_eq!(
+        (answer.status, errcode(&answer).as_str()),
+        (404, "M_NOT_FOUND")
+    );
 }
 
 #[test]
@@ -152,7 +173,10 @@ fn servers_without_authenticated_media_are_read_through_the_legacy_download() {
         new_key(),
         Arc::new(|request| {
             if request.path.starts_with("/_matrix/federation/v1/media/") {
-                (404, json!({ "errcode": "M_UNRECOGNIZED", "error": "Unrecognized" }))
+                (
+                    404,
+                    json!({ "errcode": "M_UNRECOGNIZED", "error": "Unrecognized" }),
+                )
             } else if request.path.starts_with("/_matrix/media/v3/download/") {
                 (200, json!({ "old": "server" }))
             } else {
@@ -161,16 +185,28 @@ fn servers_without_authenticated_media_are_read_through_the_legacy_download() {
         }),
     );
     let answer = hearth.client().get_with(
-        &format!("/_matrix/client/v1/media/download/{}/legacyMedia", fake.name),
+        &format!(
+            "/_matrix/client/v1/media/download/{}/legacyMedia",
+            fake.name
+        ),
         &alice,
     );
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     let value: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
     assert_eq!(value, json!({ "old": "server" }));
     let paths = fake.paths();
     assert!(
-        paths.iter().any(|path| path.starts_with("/_matrix/federation/v1/media/download/legacyMedia"))
-            && paths.iter().any(|path| path.starts_with("/_matrix/media/v3/download/")),
+        paths
+            .iter()
+            .any(|path| path.starts_with("/_matrix/federation/v1/media/download/legacyMedia"))
+            && paths
+                .iter()
+                .any(|path| path.starts_with("/_matrix/media/v3/download/")),
         "{paths:?}"
     );
 }

@@ -38,7 +38,12 @@ fn upload(address: SocketAddr, token: &str, body: &[u8], name: &str) -> String {
             Some(body),
         )
         .expect("upload");
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     let uri = answer.json()["content_uri"]
         .as_str()
         .expect("content_uri")
@@ -70,9 +75,18 @@ fn decoded_size(response: &Response) -> (u32, u32) {
 
 /// `server/id` of a new asynchronous upload's ID.
 fn create(address: SocketAddr, token: &str) -> String {
-    let answer = Client::plain(address).json("POST", "/_matrix/media/v1/create", Some(token), &json!({}));
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
-    let uri = answer.json()["content_uri"].as_str().expect("uri").to_owned();
+    let answer =
+        Client::plain(address).json("POST", "/_matrix/media/v1/create", Some(token), &json!({}));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let uri = answer.json()["content_uri"]
+        .as_str()
+        .expect("uri")
+        .to_owned();
     uri.strip_prefix("mxc://").expect("mxc").to_owned()
 }
 
@@ -88,7 +102,12 @@ fn put(address: SocketAddr, token: &str, media: &str, body: &[u8]) {
             Some(body),
         )
         .expect("put");
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
 }
 
 /// A download of `media` through `address` that waits for its content, in a thread.
@@ -123,8 +142,17 @@ fn media_flow_between_hearth_and_synapse() {
     // Hearth's media, read by Synapse's user through Synapse.
     let ours = png(400, 300);
     let media = upload(on_hearth, &alice, &ours, "sun.png");
-    let answer = get(on_synapse, &carol, &format!("/_matrix/client/v1/media/download/{media}"));
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let answer = get(
+        on_synapse,
+        &carol,
+        &format!("/_matrix/client/v1/media/download/{media}"),
+    );
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     assert_eq!(answer.body, ours);
     let thumbnail = get(
         on_synapse,
@@ -136,8 +164,17 @@ fn media_flow_between_hearth_and_synapse() {
     // Synapse's media, read by Hearth's user through Hearth (fetched once, then cached).
     let theirs = png(500, 250);
     let media = upload(on_synapse, &carol, &theirs, "moon.png");
-    let answer = get(on_hearth, &alice, &format!("/_matrix/client/v1/media/download/{media}"));
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let answer = get(
+        on_hearth,
+        &alice,
+        &format!("/_matrix/client/v1/media/download/{media}"),
+    );
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     assert_eq!(answer.body, theirs);
     assert_eq!(answer.header("content-type"), Some("image/png"));
     assert_eq!(
@@ -163,7 +200,12 @@ fn media_flow_between_hearth_and_synapse() {
     std::thread::sleep(Duration::from_secs(1));
     put(on_hearth, &alice, &pending, b"from hearth, later");
     let answer = waiting.join().expect("Synapse's download");
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     assert_eq!(answer.body, b"from hearth, later");
 
     let pending = create(on_synapse, &carol);
@@ -171,7 +213,12 @@ fn media_flow_between_hearth_and_synapse() {
     std::thread::sleep(Duration::from_secs(1));
     put(on_synapse, &carol, &pending, b"from synapse, later");
     let answer = waiting.join().expect("Hearth's download");
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     assert_eq!(answer.body, b"from synapse, later");
 
     // Both fetched through the authenticated federation endpoints, not a fallback: Synapse

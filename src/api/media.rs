@@ -252,7 +252,9 @@ pub(crate) fn serve_multipart(served: Served) -> HttpResponse {
     let size = head.len() as u64 + served.size + tail.len() as u64;
     let body = futures_util::stream::once(async move { Ok(Bytes::from(head)) })
         .chain(file_chunks(served.file))
-        .chain(futures_util::stream::once(async move { Ok(Bytes::from(tail)) }));
+        .chain(futures_util::stream::once(
+            async move { Ok(Bytes::from(tail)) },
+        ));
     HttpResponse::Ok()
         .insert_header((
             header::CONTENT_TYPE,

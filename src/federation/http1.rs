@@ -164,13 +164,17 @@ where
             .parse()
             .map_err(|_| FederationError::Http("bad Content-Length".into()))?;
         if length > limit {
-            return Err(FederationError::TooLarge(usize::try_from(limit).unwrap_or(usize::MAX)));
+            return Err(FederationError::TooLarge(
+                usize::try_from(limit).unwrap_or(usize::MAX),
+            ));
         }
         copy_exactly(reader, writer, length).await?;
     } else {
         let copied = tokio::io::copy(&mut reader.take(limit + 1), writer).await?;
         if copied > limit {
-            return Err(FederationError::TooLarge(usize::try_from(limit).unwrap_or(usize::MAX)));
+            return Err(FederationError::TooLarge(
+                usize::try_from(limit).unwrap_or(usize::MAX),
+            ));
         }
     }
     tokio::io::AsyncWriteExt::flush(writer).await?;
@@ -202,7 +206,11 @@ async fn read_body_after<R: AsyncBufRead + Unpin>(
     Ok(read_response(&mut chained, limit).await?.body)
 }
 
-async fn copy_exactly<R, W>(reader: &mut R, writer: &mut W, length: u64) -> Result<(), FederationError>
+async fn copy_exactly<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    length: u64,
+) -> Result<(), FederationError>
 where
     R: AsyncBufRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin + ?Sized,
@@ -215,7 +223,11 @@ where
 }
 
 /// Copies a `Transfer-Encoding: chunked` body into `writer`, stopping at `limit` bytes.
-async fn copy_chunked<R, W>(reader: &mut R, writer: &mut W, limit: u64) -> Result<(), FederationError>
+async fn copy_chunked<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    limit: u64,
+) -> Result<(), FederationError>
 where
     R: AsyncBufRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin + ?Sized,
@@ -238,7 +250,9 @@ where
         }
         total = total.saturating_add(size);
         if total > limit {
-            return Err(FederationError::TooLarge(usize::try_from(limit).unwrap_or(usize::MAX)));
+            return Err(FederationError::TooLarge(
+                usize::try_from(limit).unwrap_or(usize::MAX),
+            ));
         }
         copy_exactly(reader, writer, size).await?;
         let mut crlf = [0u8; 2];
@@ -415,15 +429,26 @@ mod tests {
         let wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
         let mut out = Vec::new();
         let mut reader = tokio::io::BufReader::new(&wire[..]);
-        let response = read_response_into(&mut reader, &mut out, 100).await.expect("ok");
+        let response = read_response_into(&mut reader, &mut out, 100)
+            .await
+            .expect("ok");
         assert_eq!((response.status, out.as_slice()), (200, &b"abcde"[..]));
         let mut reader = tokio::io::BufReader::new(&wire[..]);
-        assert!(read_response_into(&mut reader, &mut Vec::new(), 4).await.is_err());
+        assert!(
+            read_response_into(&mut reader, &mut Vec::new(), 4)
+                .await
+                .is_err()
+        );
         let wire = b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}";
         let mut out = Vec::new();
         let mut reader = tokio::io::BufReader::new(&wire[..]);
-        let response = read_response_into(&mut reader, &mut out, 100).await.expect("ok");
-        assert_eq!((response.status, response.error_body.as_slice()), (404, &b"{}"[..]));
+        let response = read_response_into(&mut reader, &mut out, 100)
+            .await
+            .expect("ok");
+        assert_eq!(
+            (response.status, response.error_body.as_slice()),
+            (404, &b"{}"[..])
+        );
         assert!(out.is_empty());
     }
 

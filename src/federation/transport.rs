@@ -171,7 +171,9 @@ impl Transport {
         };
         let work = async {
             let endpoint = self.resolver.resolve(&self.client, destination).await?;
-            self.client.send_into(&endpoint, &request, writer, cap).await
+            self.client
+                .send_into(&endpoint, &request, writer, cap)
+                .await
         };
         tokio::time::timeout(STREAM_TIMEOUT, work)
             .await

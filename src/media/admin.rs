@@ -103,7 +103,9 @@ async fn release_content(
         return Ok(());
     }
     let left = storage.sha256_refs.update(&record.sha256, |count| {
-        count.map(|count| count.saturating_sub(1)).filter(|&c| c > 0)
+        count
+            .map(|count| count.saturating_sub(1))
+            .filter(|&c| c > 0)
     })?;
     if left.is_none() {
         files.remove_content(&record.sha256).await;
@@ -216,7 +218,10 @@ mod tests {
             last_access_ms: used,
         };
         let key = (server.to_owned(), media_id.to_owned());
-        storage.mediaid_record.insert(&key, &record).expect("record");
+        storage
+            .mediaid_record
+            .insert(&key, &record)
+            .expect("record");
         if let Some(user) = &record.uploader {
             storage
                 .usermedia_size
@@ -245,7 +250,13 @@ mod tests {
         let purged = purge_remote_before(&storage, &files, "us", 25)
             .await
             .expect("purge");
-        assert_eq!(purged, Removed { count: 2, bytes: 200 });
+        assert_eq!(
+            purged,
+            Removed {
+                count: 2,
+                bytes: 200
+            }
+        );
         assert_eq!(remote_bytes(&storage, "us").expect("bytes"), 100);
         assert_eq!(user_usage(&storage, "@alice:us").expect("usage"), (1, 100));
     }

@@ -67,7 +67,12 @@ impl Media {
     }
 
     /// Fetches `server`'s media into the cache and records it.
-    async fn fetch(&self, server: &str, media_id: &str, wait: Duration) -> Result<MediaRecord, Error> {
+    async fn fetch(
+        &self,
+        server: &str,
+        media_id: &str,
+        wait: Duration,
+    ) -> Result<MediaRecord, Error> {
         let cap = self.config.max_upload_size;
         let timeout_ms = wait.as_millis();
         let path = format!(
@@ -87,13 +92,19 @@ impl Media {
                 .finish()
                 .map_err(|err| invalid_answer(server, &err))?;
             if head.location.is_some() {
-                tracing::info!(server, "remote media answered with a redirect, not followed");
+                tracing::info!(
+                    server,
+                    "remote media answered with a redirect, not followed"
+                );
                 return Err(Error::new(
                     ErrorKind::RemoteUnavailable,
                     format!("{server} sent a redirect for this media, which is not supported"),
                 ));
             }
-            let filename = head.content_disposition.as_deref().and_then(disposition_filename);
+            let filename = head
+                .content_disposition
+                .as_deref()
+                .and_then(disposition_filename);
             (writer.inner, head.content_type, filename)
         } else if lacks_authenticated_media(answer.status, &answer.error_body) {
             drop(writer);
@@ -170,13 +181,16 @@ impl Media {
         if total <= cap {
             return Ok(());
         }
-        let victims =
-            super::admin::least_recently_used(&self.storage, self.our_server.as_str(), total - cap)?;
+        let victims = super::admin::least_recently_used(
+            &self.storage,
+            self.our_server.as_str(),
+            total - cap,
+        )?;
         let _refs = self.refs.lock().await;
         let mut freed = 0;
         for (server, media_id) in victims {
-            freed += super::admin::remove_record(&self.storage, &self.files, &server, &media_id)
-                .await?;
+            freed +=
+                super::admin::remove_record(&self.storage, &self.files, &server, &media_id).await?;
         }
         let mut counted = self
             .remote_bytes

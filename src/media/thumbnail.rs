@@ -63,7 +63,21 @@ fn sniff(magic: &[u8]) -> Option<Source> {
         [0xFF, 0xD8, 0xFF, ..] => Some(Source::Jpeg),
         [0x89, b'P', b'N', b'G', ..] => Some(Source::Png),
         [b'G', b'I', b'F', b'8', ..] => Some(Source::Gif),
-        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Some(Source::WebP),
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'E',
+            b'B',
+            b'P',
+            ..,
+        ] => Some(Source::WebP),
         _ => None,
     }
 }
@@ -188,10 +202,7 @@ impl Media {
             }
         };
         let target = dir.join(format!("{stem}.{}", made.extension));
-        self.files
-            .publish(&temp, &target)
-            .await
-            .map_err(io_error)?;
+        self.files.publish(&temp, &target).await.map_err(io_error)?;
         open_made(&dir, &stem, made)
             .await
             .ok_or_else(|| Error::internal("a thumbnail vanished as it was made"))
@@ -342,7 +353,8 @@ impl Job {
                 } else {
                     (width, to_u32(f64::from(width) / ratio).max(1))
                 };
-                let piece = image.crop_imm((width - crop_w) / 2, (height - crop_h) / 2, crop_w, crop_h);
+                let piece =
+                    image.crop_imm((width - crop_w) / 2, (height - crop_h) / 2, crop_w, crop_h);
                 if crop_w <= self.width {
                     piece
                 } else {

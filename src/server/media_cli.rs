@@ -47,7 +47,10 @@ pub(crate) fn run(command: MediaCommand) -> Result<(), StartupError> {
             let (config, _) = load_config(&config)?;
             let storage = open_storage(&config)?;
             for usage in admin::usage_per_user(&storage)? {
-                println!("{}\t{} files\t{} bytes", usage.user, usage.count, usage.bytes);
+                println!(
+                    "{}\t{} files\t{} bytes",
+                    usage.user, usage.count, usage.bytes
+                );
             }
             let remote = admin::remote_bytes(&storage, config.server.server_name.as_str())?;
             println!("(other servers' media, cached)\t{remote} bytes");

@@ -38,9 +38,8 @@ pub(crate) use tree::Tree;
 use records::{
     AccountDataRecord, AccountRecord, AliasRecord, BackedUpKey, BackupVersionRecord,
     DestinationState, DeviceRecord, EventMeta, FallbackKeyRecord, KeptEdu, MediaRecord,
-    MembershipRecord,
-    NotificationRecord, PendingTxn, QueueItem, ReceiptRecord, RegistrationTokenRecord, RoomRecord,
-    ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
+    MembershipRecord, NotificationRecord, PendingTxn, QueueItem, ReceiptRecord,
+    RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
 };
 
 /// A storage failure. Shown in full to the operator at start-up; a client only ever sees
