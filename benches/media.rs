@@ -41,7 +41,11 @@ fn jpeg(width: u16, height: u16) -> Vec<u8> {
     let pixels: Vec<u8> = (0..u32::from(width) * u32::from(height))
         .flat_map(|i| {
             let (x, y) = (i % u32::from(width), i / u32::from(width));
-            [(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8]
+            [
+                x.to_le_bytes()[0],
+                y.to_le_bytes()[0],
+                (x + y).to_le_bytes()[0],
+            ]
         })
         .collect();
     let mut bytes = Vec::new();
@@ -84,7 +88,7 @@ fn streaming(report: &mut Report, server: &Server, token: &str) {
     server
         .client()
         .get_with(&format!("/_matrix/client/v1/media/download/{small}"), token);
-    let body: Vec<u8> = (0..BIG).map(|i| (i % 253) as u8).collect();
+    let body: Vec<u8> = (0..BIG).map(|i| (i % 253).to_le_bytes()[0]).collect();
 
     let before = rss_mib(pid, "VmRSS:");
     reset_peak(pid);

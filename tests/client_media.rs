@@ -29,7 +29,7 @@ fn start(extra: &str) -> Server {
 /// A PNG of `width` × `height` with a gradient (so thumbnails have something to show).
 fn png(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+        image::Rgb([x.to_le_bytes()[0], y.to_le_bytes()[0], 128])
     });
     let mut bytes = Vec::new();
     image::DynamicImage::ImageRgb8(image)
@@ -41,7 +41,7 @@ fn png(width: u32, height: u32) -> Vec<u8> {
 /// A JPEG of `width` × `height`.
 fn jpeg(width: u16, height: u16) -> Vec<u8> {
     let pixels: Vec<u8> = (0..u32::from(width) * u32::from(height))
-        .flat_map(|i| [(i % 256) as u8, ((i / 256) % 256) as u8, 90])
+        .flat_map(|i| [i.to_le_bytes()[0], (i / 256).to_le_bytes()[0], 90])
         .collect();
     let mut bytes = Vec::new();
     jpeg_encoder::Encoder::new(&mut bytes, 85)

@@ -44,7 +44,8 @@ fn cached_files(server: &Server) -> usize {
 }
 
 fn png(width: u32, height: u32) -> Vec<u8> {
-    let image = image::RgbImage::from_fn(width, height, |x, _| image::Rgb([(x % 256) as u8, 0, 0]));
+    let image =
+        image::RgbImage::from_fn(width, height, |x, _| image::Rgb([x.to_le_bytes()[0], 0, 0]));
     let mut bytes = Vec::new();
     image::DynamicImage::ImageRgb8(image)
         .write_to(

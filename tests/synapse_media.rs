@@ -17,7 +17,7 @@ use serde_json::json;
 
 fn png(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([(x % 256) as u8, (y % 256) as u8, 200])
+        image::Rgb([x.to_le_bytes()[0], y.to_le_bytes()[0], 200])
     });
     let mut bytes = Vec::new();
     image::DynamicImage::ImageRgb8(image)

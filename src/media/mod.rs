@@ -123,7 +123,7 @@ fn clean_filename(filename: Option<&str>) -> Option<String> {
     valid.then(|| name.to_owned())
 }
 
-fn io_error(err: std::io::Error) -> Error {
+fn io_error(err: &std::io::Error) -> Error {
     if err.kind() == std::io::ErrorKind::FileTooLarge {
         return Error::new(ErrorKind::TooLarge, err.to_string());
     }
@@ -211,14 +211,21 @@ impl Media {
         body: impl Stream<Item = Result<Bytes, Error>>,
         cap: u64,
     ) -> Result<Incoming, Error> {
-        let mut incoming = self.files.incoming(cap).await.map_err(io_error)?;
+        let mut incoming = self
+            .files
+            .incoming(cap)
+            .await
+            .map_err(|err| io_error(&err))?;
         let mut body = std::pin::pin!(body);
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
             if incoming.size().saturating_add(chunk.len() as u64) > cap {
                 return Err(too_large(cap));
             }
-            incoming.write_all(&chunk).await.map_err(io_error)?;
+            incoming
+                .write_all(&chunk)
+                .await
+                .map_err(|err| io_error(&err))?;
         }
         Ok(incoming)
     }
@@ -244,7 +251,7 @@ impl Media {
                 ));
             }
         }
-        let stored = incoming.finish().await.map_err(io_error)?;
+        let stored = incoming.finish().await.map_err(|err| io_error(&err))?;
         record.sha256 = stored.sha256.clone();
         record.size = stored.size;
         self.storage.sha256_refs.update(&stored.sha256, |count| {
@@ -292,7 +299,9 @@ impl Media {
 
     async fn open(&self, record: &MediaRecord) -> Result<Served, Error> {
         let path = self.files.content_path(&record.sha256);
-        let file = tokio::fs::File::open(&path).await.map_err(io_error)?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|err| io_error(&err))?;
         Ok(Served {
             file,
             size: record.size,

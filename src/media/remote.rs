@@ -80,7 +80,11 @@ impl Media {
             encode(media_id)
         );
         let transport = &self.federation.transport;
-        let incoming = self.files.incoming(cap).await.map_err(io_error)?;
+        let incoming = self
+            .files
+            .incoming(cap)
+            .await
+            .map_err(|err| io_error(&err))?;
         let mut writer = SplitWriter::new(incoming);
         let answer = transport
             .get_to_writer(server, &path, true, &mut writer, cap + MULTIPART_OVERHEAD)
@@ -145,7 +149,11 @@ impl Media {
             encode(server),
             encode(media_id)
         );
-        let mut incoming = self.files.incoming(cap).await.map_err(io_error)?;
+        let mut incoming = self
+            .files
+            .incoming(cap)
+            .await
+            .map_err(|err| io_error(&err))?;
         let answer = self
             .federation
             .transport

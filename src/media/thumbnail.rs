@@ -202,7 +202,10 @@ impl Media {
             }
         };
         let target = dir.join(format!("{stem}.{}", made.extension));
-        self.files.publish(&temp, &target).await.map_err(io_error)?;
+        self.files
+            .publish(&temp, &target)
+            .await
+            .map_err(|err| io_error(&err))?;
         open_made(&dir, &stem, made)
             .await
             .ok_or_else(|| Error::internal("a thumbnail vanished as it was made"))
@@ -219,7 +222,7 @@ fn thumbnail_error(err: ThumbnailError) -> Error {
             tracing::debug!("cannot thumbnail: {reason}");
             Error::new(ErrorKind::BadRequest, "This media cannot be thumbnailed")
         }
-        ThumbnailError::Io(err) => io_error(err),
+        ThumbnailError::Io(err) => io_error(&err),
     }
 }
 
