@@ -24,6 +24,7 @@ pub(crate) struct Config {
     pub(crate) federation: FederationConfig,
     pub(crate) well_known: WellKnownConfig,
     pub(crate) logging: LoggingConfig,
+    pub(crate) media: MediaConfig,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -195,6 +196,39 @@ impl Default for LoggingConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MediaConfig {
+    /// The largest upload accepted, in bytes (`413 M_TOO_LARGE` above it); also the largest
+    /// remote file fetched for a local user.
+    pub(crate) max_upload_size: u64,
+    /// The most bytes of media one local user may have uploaded (none: no quota).
+    pub(crate) user_quota_bytes: Option<u64>,
+    /// The size cap of the cache of other servers' media; the least recently used go first.
+    pub(crate) remote_cache_bytes: u64,
+    /// Upload IDs (`/_matrix/media/v1/create`) one user may hold unused at once.
+    pub(crate) max_pending_uploads: usize,
+    /// Seconds an unused upload ID stays valid.
+    pub(crate) pending_upload_seconds: u64,
+    /// The most pixels (width × height) an image may have to be thumbnailed: its header is
+    /// read first, so a decompression bomb is refused before any decoding.
+    pub(crate) max_thumbnail_pixels: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            max_upload_size: 50 * 1024 * 1024,
+            user_quota_bytes: None,
+            remote_cache_bytes: 1024 * 1024 * 1024,
+            max_pending_uploads: 10,
+            pending_upload_seconds: 24 * 3600,
+            // A 40-megapixel camera's photos pass; a 20000 × 20000 bomb does not.
+            max_thumbnail_pixels: 40_000_000,
+        }
+    }
+}
+
 /// The file as written, before validation.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,6 +249,8 @@ struct RawConfig {
     well_known: WellKnownConfig,
     #[serde(default)]
     logging: LoggingConfig,
+    #[serde(default)]
+    media: MediaConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,6 +314,7 @@ impl Config {
             federation: FederationConfig::default(),
             well_known: WellKnownConfig::default(),
             logging: LoggingConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 
@@ -296,6 +333,42 @@ impl Config {
     pub(crate) fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|err| format!("# cannot display: {err}\n"))
     }
+}
+
+fn validate_media(media: &MediaConfig) -> Result<(), Invalid> {
+    check_range(
+        &["media", "max_upload_size"],
+        media.max_upload_size,
+        1024,
+        1 << 40,
+    )?;
+    if let Some(quota) = media.user_quota_bytes {
+        check_range(&["media", "user_quota_bytes"], quota, 1, u64::MAX)?;
+    }
+    check_range(
+        &["media", "remote_cache_bytes"],
+        media.remote_cache_bytes,
+        0,
+        u64::MAX,
+    )?;
+    check_range(
+        &["media", "max_pending_uploads"],
+        media.max_pending_uploads as u64,
+        1,
+        10_000,
+    )?;
+    check_range(
+        &["media", "pending_upload_seconds"],
+        media.pending_upload_seconds,
+        60,
+        7 * 24 * 3600,
+    )?;
+    check_range(
+        &["media", "max_thumbnail_pixels"],
+        media.max_thumbnail_pixels,
+        1024,
+        1 << 32,
+    )
 }
 
 fn default_workers() -> usize {
@@ -383,6 +456,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
         1,
         1 << 20,
     )?;
+    validate_media(&raw.media)?;
     validate_well_known(&raw.well_known)?;
     validate_federation(&raw.federation)?;
     parse_filter(&raw.logging.level).map_err(|err| invalid(&["logging", "level"], err))?;
@@ -421,6 +495,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
         federation,
         well_known: raw.well_known,
         logging: raw.logging,
+        media: raw.media,
     })
 }
 

@@ -97,6 +97,10 @@ pub(crate) enum ErrorKind {
     /// A sliding sync `pos` this server does not know (any more): the client starts a new
     /// connection (400).
     UnknownPos,
+    /// An asynchronous upload's ID already has its content (409).
+    CannotOverwriteMedia,
+    /// An asynchronous upload's content has not arrived within the download's wait (504).
+    NotYetUploaded,
 }
 
 impl ErrorKind {
@@ -134,6 +138,8 @@ impl ErrorKind {
             ErrorKind::RoomInUse => "M_ROOM_IN_USE",
             ErrorKind::WrongRoomKeysVersion => "M_WRONG_ROOM_KEYS_VERSION",
             ErrorKind::UnknownPos => "M_UNKNOWN_POS",
+            ErrorKind::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
+            ErrorKind::NotYetUploaded => "M_NOT_YET_UPLOADED",
             // A failed stage says why in the body; the first challenge has no error code.
             ErrorKind::UserInteractiveAuth => "M_FORBIDDEN",
             ErrorKind::BadRequest | ErrorKind::Unknown | ErrorKind::RemoteUnavailable => {
@@ -167,7 +173,8 @@ impl ErrorKind {
             | ErrorKind::UnknownPos => StatusCode::BAD_REQUEST,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Conflict | ErrorKind::CannotOverwriteMedia => StatusCode::CONFLICT,
+            ErrorKind::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Forbidden
             | ErrorKind::UserDeactivated
             | ErrorKind::UserSuspended

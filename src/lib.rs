@@ -8,7 +8,7 @@
 //!  server/   wiring: listeners, TLS, logging, systemd, start-up errors, the CLI
 //!  api/      HTTP: thin handlers (parse, call one service, shape the answer); api::app
 //!            declares `Services`, the only "app state" (assembled by server::assemble)
-//!  federation/  sync/  search/  directory/  rooms/  users/
+//!  media/  federation/  sync/  search/  directory/  rooms/  users/
 //!            services, each using only those after it: the rules of the domain, no HTTP
 //!  matrix/   the pure core: canonical JSON, signing, events, the clock
 //!  storage/  the only code that knows sled: typed trees, records, snapshots, the stream
@@ -24,6 +24,9 @@
 //!   place).
 //! - [`api`]: HTTP handlers, one file per area of the spec, and [`api::app::Services`];
 //!   `api::admin` answers Synapse's administration API (`/_synapse/admin`) for existing tools.
+//! - [`media`]: the content repository ([`media::Media`]): uploads streamed to files named
+//!   by their SHA-256, asynchronous uploads, thumbnails, other servers' media fetched over
+//!   federation into a bounded cache, and what `hearth media` does.
 //! - [`federation`]: other servers: discovery, the signed [`federation::Transport`], keys,
 //!   inbound transactions and gaps, joins (joining and resident sides), invites, backfill,
 //!   the outbound queue, and what we serve; [`federation::Federation`] is the service.
@@ -53,8 +56,10 @@
 //! cross-signing keys, dehydrated devices, the device-list stream
 //! ([`users::device_lists`]): [`users`] (the
 //! outbound follower removes the to-device messages for other servers it has queued). Receipts: [`sync::receipts`].
-//! Aliases and published rooms: [`directory`]. Other servers' keys, outbound queues, kept
-//! EDUs, other servers' users' device lists ([`federation::device_lists`]): [`federation`]. Stream positions and the stream's room index: [`storage::stream`].
+//! Aliases and published rooms: [`directory`]. Media records and files: [`media`]. Other
+//! servers' keys, outbound queues, other servers' users' device lists
+//! ([`federation::device_lists`]): [`federation`]. Stream positions and the stream's room
+//! index: [`storage::stream`].
 //!
 //! # How a request flows
 //! Every request first passes `api::middleware` (at most a few requests in flight per client
@@ -80,6 +85,7 @@ pub mod directory;
 pub mod error;
 pub mod federation;
 pub mod matrix;
+pub mod media;
 pub mod rooms;
 pub mod search;
 pub mod server;

@@ -46,4 +46,6 @@ pub(crate) struct Services {
     pub(crate) search: crate::search::Search,
     /// Room deletions asked for through the administration API, and their statuses.
     pub(crate) room_deletions: crate::api::admin::rooms::RoomDeletions,
+    /// The content repository: uploads, downloads, thumbnails, other servers' media.
+    pub(crate) media: Arc<crate::media::Media>,
 }

@@ -85,9 +85,17 @@ fn add_cors_headers(headers: &mut HeaderMap) {
 /// (`limits.max_request_body_bytes`) before reading any of it. Each endpoint's own, smaller
 /// cap is checked the same way by the extractor that reads the body ([`super::json`]).
 pub(crate) async fn limit_body<B: MessageBody>(req: ServiceRequest, next: Next<B>) -> Response<B> {
+    // Uploads have their own cap, `media.max_upload_size`, checked as they stream to disk.
+    let upload = super::media::is_upload_path(req.path());
     let limit = req
         .app_data::<web::Data<Services>>()
-        .map_or(usize::MAX, |app| app.config.limits.max_request_body_bytes);
+        .map_or(usize::MAX, |app| {
+            if upload {
+                usize::try_from(app.config.media.max_upload_size).unwrap_or(usize::MAX)
+            } else {
+                app.config.limits.max_request_body_bytes
+            }
+        });
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

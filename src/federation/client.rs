@@ -114,6 +114,36 @@ impl HttpsClient {
         http1::read_response(&mut stream, limit).await
     }
 
+    /// Sends `request` to `endpoint` and copies a `200` answer's body into `writer` as it
+    /// arrives (at most `limit` bytes); another status's body comes back in the answer.
+    pub(crate) async fn send_into<W>(
+        &self,
+        endpoint: &Endpoint,
+        request: &Request,
+        writer: &mut W,
+        limit: u64,
+    ) -> Result<http1::StreamedResponse, FederationError>
+    where
+        W: tokio::io::AsyncWrite + Unpin + ?Sized,
+    {
+        let stream = self.connect(endpoint).await?;
+        let mut stream = BufReader::new(stream);
+        let mut headers = Vec::new();
+        if let Some(authorization) = &request.authorization {
+            headers.push(("Authorization", authorization.as_str()));
+        }
+        let wire = http1::encode_request(
+            request.method,
+            &request.path,
+            &endpoint.host_header,
+            &headers,
+            request.body.as_deref(),
+        );
+        stream.get_mut().write_all(&wire).await?;
+        stream.get_mut().flush().await?;
+        http1::read_response_into(&mut stream, writer, limit).await
+    }
+
     /// The same client refusing the addresses `refused` says (tests: refuse one loopback
     /// address and not another).
     #[cfg(test)]

@@ -101,6 +101,168 @@ pub(crate) async fn read_response<R: AsyncBufRead + Unpin>(
     })
 }
 
+/// An answer whose body went to a writer: its status and headers, and, when the status is
+/// not `200`, the start of its body (an error's JSON) instead.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamedResponse {
+    pub(crate) status: u16,
+    /// Header names lower-cased.
+    pub(crate) headers: Vec<(String, String)>,
+    /// A non-`200` answer's body (at most [`MAX_ERROR_BODY`] bytes); empty after a `200`.
+    pub(crate) error_body: Vec<u8>,
+}
+
+impl StreamedResponse {
+    /// The first header of that (lower-case) name.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// The most of a non-`200` answer's body read when streaming: an error's JSON.
+pub(crate) const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Reads one answer, copying a `200`'s body into `writer` as it arrives (at most `limit`
+/// bytes, then [`FederationError::TooLarge`]), never holding more than a read buffer of it.
+pub(crate) async fn read_response_into<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    limit: u64,
+) -> Result<StreamedResponse, FederationError>
+where
+    R: AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    let head = read_head(reader).await?;
+    let (status, headers) = parse_head(&head)?;
+    if status != 200 {
+        let error_body = read_body_after(reader, status, &headers, MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
+        return Ok(StreamedResponse {
+            status,
+            headers,
+            error_body,
+        });
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let chunked = header("transfer-encoding")
+        .is_some_and(|value| value.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        copy_chunked(reader, writer, limit).await?;
+    } else if let Some(length) = header("content-length") {
+        let length: u64 = length
+            .trim()
+            .parse()
+            .map_err(|_| FederationError::Http("bad Content-Length".into()))?;
+        if length > limit {
+            return Err(FederationError::TooLarge(
+                usize::try_from(limit).unwrap_or(usize::MAX),
+            ));
+        }
+        copy_exactly(reader, writer, length).await?;
+    } else {
+        let copied = tokio::io::copy(&mut reader.take(limit + 1), writer).await?;
+        if copied > limit {
+            return Err(FederationError::TooLarge(
+                usize::try_from(limit).unwrap_or(usize::MAX),
+            ));
+        }
+    }
+    tokio::io::AsyncWriteExt::flush(writer).await?;
+    Ok(StreamedResponse {
+        status,
+        headers,
+        error_body: Vec::new(),
+    })
+}
+
+/// A body read into memory after its head was (an error's, small).
+async fn read_body_after<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    status: u16,
+    headers: &[(String, String)],
+    limit: usize,
+) -> Result<Vec<u8>, FederationError> {
+    let mut wire = Vec::new();
+    for (name, value) in headers {
+        wire.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    let head = [
+        format!("HTTP/1.1 {status} X\r\n").as_bytes(),
+        &wire,
+        b"\r\n",
+    ]
+    .concat();
+    let mut chained = tokio::io::BufReader::new(head.as_slice().chain(reader));
+    Ok(read_response(&mut chained, limit).await?.body)
+}
+
+async fn copy_exactly<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    length: u64,
+) -> Result<(), FederationError>
+where
+    R: AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    let copied = tokio::io::copy(&mut reader.take(length), writer).await?;
+    if copied != length {
+        return Err(FederationError::Http("the body ended early".into()));
+    }
+    Ok(())
+}
+
+/// Copies a `Transfer-Encoding: chunked` body into `writer`, stopping at `limit` bytes.
+async fn copy_chunked<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    limit: u64,
+) -> Result<(), FederationError>
+where
+    R: AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    let mut total: u64 = 0;
+    loop {
+        let line = read_line(reader, 1024).await?;
+        let text = std::str::from_utf8(&line)
+            .map_err(|_| FederationError::Http("bad chunk size".into()))?;
+        let size_text = text.split(';').next().unwrap_or("").trim();
+        let size = u64::from_str_radix(size_text, 16)
+            .map_err(|_| FederationError::Http("bad chunk size".into()))?;
+        if size == 0 {
+            loop {
+                let trailer = read_line(reader, 8 * 1024).await?;
+                if trailer.is_empty() || trailer == b"\r\n" || trailer == b"\n" {
+                    return Ok(());
+                }
+            }
+        }
+        total = total.saturating_add(size);
+        if total > limit {
+            return Err(FederationError::TooLarge(
+                usize::try_from(limit).unwrap_or(usize::MAX),
+            ));
+        }
+        copy_exactly(reader, writer, size).await?;
+        let mut crlf = [0u8; 2];
+        reader.read_exact(&mut crlf).await?;
+        if &crlf != b"\r\n" {
+            return Err(FederationError::Http("chunk not followed by CRLF".into()));
+        }
+    }
+}
+
 /// The bytes up to and including the blank line that ends the head.
 async fn read_head<R: AsyncBufRead + Unpin>(reader: &mut R) -> Result<Vec<u8>, FederationError> {
     let mut head = Vec::new();
@@ -260,6 +422,34 @@ mod tests {
         let mut long = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
         long.extend(std::iter::repeat_n(b'a', MAX_HEAD * 2));
         assert!(read(&long, 10).await.is_err());
+    }
+
+    #[actix_web::test]
+    async fn streamed_bodies_go_to_the_writer_within_the_limit() {
+        let wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let mut out = Vec::new();
+        let mut reader = tokio::io::BufReader::new(&wire[..]);
+        let response = read_response_into(&mut reader, &mut out, 100)
+            .await
+            .expect("ok");
+        assert_eq!((response.status, out.as_slice()), (200, &b"abcde"[..]));
+        let mut reader = tokio::io::BufReader::new(&wire[..]);
+        assert!(
+            read_response_into(&mut reader, &mut Vec::new(), 4)
+                .await
+                .is_err()
+        );
+        let wire = b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}";
+        let mut out = Vec::new();
+        let mut reader = tokio::io::BufReader::new(&wire[..]);
+        let response = read_response_into(&mut reader, &mut out, 100)
+            .await
+            .expect("ok");
+        assert_eq!(
+            (response.status, response.error_body.as_slice()),
+            (404, &b"{}"[..])
+        );
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub(crate) struct Transport {
 /// How much of another server's `errcode` and `error` is passed on to a client.
 const MAX_RELAYED_CHARS: usize = 200;
 
+/// How long a streamed answer (media, up to `media.max_upload_size`) may take in all.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How long a whole request to another server may take before we give up on it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -125,6 +128,54 @@ impl Transport {
             self.client.send(&endpoint, request, response_limit).await
         };
         tokio::time::timeout(REQUEST_TIMEOUT, work)
+            .await
+            .map_err(|_| FederationError::Timeout(destination.to_owned()))?
+    }
+
+    /// `GET path` from `destination` (signed with `X-Matrix` when `signed`), with a `200`
+    /// answer's body streamed into `writer` (at most `cap` bytes) instead of memory: media
+    /// go from the other server to a file. Another status's body (an error) comes back in
+    /// the answer. Media may be large: the whole request may take [`STREAM_TIMEOUT`].
+    ///
+    /// This is the one entry point for streamed answers; a new HTTP client implements it.
+    pub(crate) async fn get_to_writer<W>(
+        &self,
+        destination: &str,
+        path: &str,
+        signed: bool,
+        writer: &mut W,
+        cap: u64,
+    ) -> Result<super::http1::StreamedResponse, FederationError>
+    where
+        W: tokio::io::AsyncWrite + Unpin + ?Sized,
+    {
+        let authorization = if signed {
+            Some(auth::authorization_header(
+                &auth::RequestToSign {
+                    method: "GET",
+                    uri: path,
+                    origin: self.origin.as_str(),
+                    destination,
+                    content: None,
+                },
+                &self.signing_key,
+            )?)
+        } else {
+            None
+        };
+        let request = Request {
+            method: "GET",
+            path: path.to_owned(),
+            body: None,
+            authorization,
+        };
+        let work = async {
+            let endpoint = self.resolver.resolve(&self.client, destination).await?;
+            self.client
+                .send_into(&endpoint, &request, writer, cap)
+                .await
+        };
+        tokio::time::timeout(STREAM_TIMEOUT, work)
             .await
             .map_err(|_| FederationError::Timeout(destination.to_owned()))?
     }

@@ -12,6 +12,7 @@ use crate::directory::Directory;
 use crate::federation::{Federation, Transport};
 use crate::matrix::crypto::SigningKey;
 use crate::matrix::crypto::rotation::OldKey;
+use crate::media::Media;
 use crate::rooms::Rooms;
 use crate::search::Search;
 use crate::storage::Storage;
@@ -58,9 +59,17 @@ pub(crate) fn services(
         storage: storage.clone(),
         rooms: rooms.clone(),
     };
+    let media = Arc::new(Media::new(
+        storage.clone(),
+        &config.database.path,
+        config.media.clone(),
+        config.server.server_name.clone(),
+        federation.clone(),
+    ));
     let users = Users::new(storage.clone(), config.server.server_name.clone());
     let directory = Directory::new(storage, config.server.server_name.clone());
     Services {
+        media,
         search,
         old_verify_keys,
         federation,

@@ -43,6 +43,10 @@ pub(crate) enum Command {
     /// Manage the server's signing key.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Media: usage per user, purging other servers' cached media, deleting a user's media
+    /// (stop the server first: the database is locked while it runs).
+    #[command(subcommand)]
+    Media(super::media_cli::MediaCommand),
     /// Print the version.
     Version,
 }
@@ -185,6 +189,7 @@ pub fn run(cli: Cli) -> Result<(), StartupError> {
         Command::CheckConfig(arg) => check_config(&arg),
         Command::User(command) => user(command),
         Command::Token(command) => token(command),
+        Command::Media(command) => super::media_cli::run(command),
         Command::Key(KeyCommand::Rotate { config }) => {
             let (config, _) = load_config(&config)?;
             let path = &config.server.signing_key;
@@ -211,12 +216,12 @@ pub fn run(cli: Cli) -> Result<(), StartupError> {
 }
 
 /// Where the configuration came from, for the first log lines.
-enum ConfigSource {
+pub(super) enum ConfigSource {
     File(PathBuf),
     Embedded,
 }
 
-fn load_config(arg: &ConfigArg) -> Result<(Config, ConfigSource), StartupError> {
+pub(super) fn load_config(arg: &ConfigArg) -> Result<(Config, ConfigSource), StartupError> {
     let path = arg.config.clone().or_else(|| {
         let local = Path::new("hearth.toml");
         local.exists().then(|| local.to_owned())
@@ -306,6 +311,14 @@ fn control(
 fn user_id_of(name: &str, config: &Config) -> Result<ruma::OwnedUserId, StartupError> {
     accounts::local_user_id(name, &config.server.server_name)
         .map_err(|err| StartupError::Usage(err.to_string()))
+}
+
+/// Opens the database directly (the server must be stopped: it holds the lock).
+pub(super) fn open_storage(config: &Config) -> Result<crate::storage::Storage, StartupError> {
+    Ok(crate::storage::Storage::open(
+        &config.database.path,
+        config.database.cache_capacity_bytes(),
+    )?)
 }
 
 fn user(command: UserCommand) -> Result<(), StartupError> {

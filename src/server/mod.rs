@@ -14,6 +14,7 @@ mod config_props;
 pub(crate) mod control;
 pub(crate) mod init;
 pub(crate) mod logging;
+mod media_cli;
 pub(crate) mod startup_error;
 pub mod systemd;
 pub mod tls;

@@ -38,8 +38,9 @@ pub(crate) use tree::Tree;
 use records::{
     AccountDataRecord, AccountRecord, AliasRecord, BackedUpKey, BackupVersionRecord,
     DehydratedRecord, DestinationState, DeviceRecord, EventMeta, FallbackKeyRecord,
-    KeysChangedRecord, MembershipRecord, NotificationRecord, PendingTxn, QueueItem, ReceiptRecord,
-    RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
+    KeysChangedRecord, MediaRecord, MembershipRecord, NotificationRecord, PendingTxn, QueueItem,
+    ReceiptRecord, RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord,
+    UnreadFlags,
 };
 use records::{DeviceChangeRecord, RemoteDeviceList};
 
@@ -243,6 +244,15 @@ pub struct Storage {
     /// another server's user → [`RemoteDeviceList`]: their devices' keys as last learned,
     /// so `/keys/query` is answered here (written by `federation::device_lists`).
     pub(crate) userid_remotedevices: Tree<String, Json<RemoteDeviceList>>,
+    /// server name 0xFF media ID → [`MediaRecord`]: our media and the cached media of other
+    /// servers (written by `media`; the bytes are files, see `media::files`).
+    pub(crate) mediaid_record: Tree<(String, String), Json<MediaRecord>>,
+    /// local user 0xFF media ID → size in bytes (0 while an upload ID waits): each user's
+    /// uploads, for quotas, usage and deleting them (written by `media`).
+    pub(crate) usermedia_size: Tree<(String, String), u64>,
+    /// SHA-256 (hex) → how many [`MediaRecord`]s hold that content: the file is removed when
+    /// the last one goes (written by `media`).
+    pub(crate) sha256_refs: Tree<String, u64>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -334,6 +344,9 @@ impl Storage {
             stream_devicechange: Tree::open(&db, "stream_devicechange")?,
             userid_devicestream: Tree::open(&db, "userid_devicestream")?,
             userid_remotedevices: Tree::open(&db, "userid_remotedevices")?,
+            mediaid_record: Tree::open(&db, "mediaid_record")?,
+            usermedia_size: Tree::open(&db, "usermedia_size")?,
+            sha256_refs: Tree::open(&db, "sha256_refs")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

@@ -363,3 +363,28 @@ pub(crate) struct RemoteDeviceList {
     #[serde(default)]
     pub(crate) self_signing_key: Option<Value>,
 }
+
+// ---- media
+
+/// One piece of media, ours or another server's (its file is under the data directory's
+/// `media/`, named by `sha256`; see `media::files`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MediaRecord {
+    /// SHA-256 of the content, lower-case hex; empty while an upload ID waits for content.
+    pub(crate) sha256: String,
+    pub(crate) size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) filename: Option<String>,
+    /// The local user who uploaded (or reserved) it; none for another server's media.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) uploader: Option<String>,
+    pub(crate) created_ms: u64,
+    /// An upload ID not used yet: when it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pending_until_ms: Option<u64>,
+    /// Another server's media: when one of our users last read it (the cache's LRU order).
+    #[serde(default)]
+    pub(crate) last_access_ms: u64,
+}

@@ -76,12 +76,28 @@ pub fn lost_port_race(log: &str, port: u16) -> bool {
 /// process took it meanwhile, the server exits, and it is started again from scratch (a new
 /// directory: its accounts name the server) on another port.
 pub fn start(certificates: &Path, host: &str, notaries: &[&str], users: &[&str]) -> Server {
+    start_with(certificates, host, notaries, users, "")
+}
+
+/// As [`start`], with `extra` (TOML sections) appended to the server's config.
+pub fn start_with(
+    certificates: &Path,
+    host: &str,
+    notaries: &[&str],
+    users: &[&str],
+    extra: &str,
+) -> Server {
     let mut failures = Vec::new();
     for _ in 0..BIND_ATTEMPTS {
         let port = free_port();
         let name = format!("{host}:{port}");
         let dir = tempfile::tempdir().expect("tempdir");
         write_config(dir.path(), certificates, &name, port, notaries);
+        if !extra.is_empty() {
+            let path = dir.path().join("hearth.toml");
+            let config = std::fs::read_to_string(&path).expect("config");
+            std::fs::write(&path, format!("{config}\n{extra}")).expect("config");
+        }
         add_users(dir.path(), users);
         match Server::start_in(dir.path(), &[], &[]) {
             Ok(mut server) => {

@@ -10,6 +10,7 @@ pub(crate) mod device;
 pub(crate) mod directory;
 pub(crate) mod key_backup;
 pub(crate) mod keys;
+pub(crate) mod media;
 pub(crate) mod membership;
 pub(crate) mod mutual_rooms;
 pub(crate) mod not_offered;
@@ -40,6 +41,7 @@ use super::{ACCOUNT_BODY_LIMIT, get, method_not_allowed, post, put};
 /// The client-server API's routes.
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
     key_backup_routes(config);
+    media_routes(config);
     let small = |resource: actix_web::Resource| resource.app_data(ACCOUNT_BODY_LIMIT);
     config
         .service(get("/_matrix/client/versions", versions::get))
@@ -521,4 +523,41 @@ fn key_backup_routes(config: &mut web::ServiceConfig) {
                     .default_service(web::to(|| async { method_not_allowed("GET, PUT, DELETE") })),
             );
     }
+}
+
+/// The content repository's routes (uploads read their own bodies: see `api::media`).
+fn media_routes(config: &mut web::ServiceConfig) {
+    config
+        .service(get("/_matrix/client/v1/media/config", media::config))
+        .service(get("/_matrix/media/v3/config", media::config))
+        .service(get(
+            "/_matrix/client/v1/media/download/{serverName}/{mediaId}",
+            media::download,
+        ))
+        .service(get(
+            "/_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}",
+            media::download_named,
+        ))
+        .service(get(
+            "/_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}",
+            media::thumbnail,
+        ))
+        .service(post("/_matrix/media/v3/upload", media::upload))
+        .service(post("/_matrix/media/v1/create", media::create))
+        .service(put(
+            "/_matrix/media/v3/upload/{serverName}/{mediaId}",
+            media::upload_to,
+        ))
+        .service(get(
+            "/_matrix/media/v3/download/{serverName}/{mediaId}",
+            media::frozen,
+        ))
+        .service(get(
+            "/_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}",
+            media::frozen,
+        ))
+        .service(get(
+            "/_matrix/media/v3/thumbnail/{serverName}/{mediaId}",
+            media::frozen,
+        ));
 }

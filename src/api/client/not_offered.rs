@@ -1,6 +1,9 @@
 //! Endpoints of features this server does not offer, answering as the spec says a server
 //! without them does: no bridges (third-party lookups), no support contacts, no e-mail or
-//! phone validation, no refresh tokens, no TURN server, no policy server.
+//! phone validation, no refresh tokens, no TURN server, no policy server. (Media are offered:
+//! `api::client::media`; of the content repository only URL previews are not built yet, and
+//! answer `404 M_UNRECOGNIZED` like any unknown endpoint. The frozen unauthenticated media
+//! downloads answer `404 M_NOT_FOUND` there.)
 
 use actix_web::HttpResponse;
 use serde_json::json;

@@ -3,6 +3,7 @@
 
 pub(crate) mod directory;
 pub(crate) mod events;
+pub(crate) mod media;
 pub(crate) mod membership;
 pub(crate) mod origin;
 pub(crate) mod query;
@@ -34,6 +35,14 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
         ))
         .service(post("/_matrix/key/v2/query", super::keys::query_batch).app_data(QUERY_BODY_LIMIT))
         .service(get("/_matrix/federation/v1/query/profile", query::profile))
+        .service(get(
+            "/_matrix/federation/v1/media/download/{mediaId}",
+            media::download,
+        ))
+        .service(get(
+            "/_matrix/federation/v1/media/thumbnail/{mediaId}",
+            media::thumbnail,
+        ))
         .service(
             put("/_matrix/federation/v1/send/{txnId}", send::send)
                 .app_data(BodyLimit(send::TRANSACTION_BODY_LIMIT)),
