@@ -34,6 +34,8 @@
 //!   memberships, push-rule evaluation and unread counts, creating and upgrading rooms,
 //!   restricted joins, state resolution where the graph forks (version 1 is ours:
 //!   [`rooms::state_res_v1`]).
+//! - [`media`]: URL previews (off by default), fetched through the outbound client's
+//!   private-address refusal.
 //! - [`users`]: accounts, sessions and devices, registration tokens, user-interactive
 //!   authentication, profiles, account data (room tags among it), filters, OpenID tokens,
 //!   devices' end-to-end encryption keys, send-to-device inboxes.
@@ -76,6 +78,7 @@ pub mod directory;
 pub mod error;
 pub mod federation;
 pub mod matrix;
+pub mod media;
 pub mod rooms;
 pub mod search;
 pub mod server;

@@ -44,4 +44,6 @@ pub(crate) struct Services {
     pub(crate) sync: SyncService,
     /// `/search` over the rooms' timelines.
     pub(crate) search: crate::search::Search,
+    /// URL previews (off unless configured).
+    pub(crate) previews: crate::media::preview::Previews,
 }
