@@ -57,7 +57,10 @@ fn main() {
     ));
     let rate = |elapsed: Duration| format!("{:.0}/s", REQUESTS as f64 / elapsed.as_secs_f64());
     report.figure("lookups, one client", rate(sequential));
-    report.figure(&format!("lookups, {THREADS} clients at once"), rate(parallel));
+    report.figure(
+        &format!("lookups, {THREADS} clients at once"),
+        rate(parallel),
+    );
     report.millis(
         "time per lookup, one client",
         sequential.as_secs_f64() * 1000.0 / REQUESTS as f64,

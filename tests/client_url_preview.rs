@@ -135,12 +135,20 @@ fn open_graph_comes_from_the_head_and_is_cached() {
     let found = ok(preview(&server, &token, &site.url("/page"), ""));
     assert_eq!(found["og:title"], "Family & friends");
     assert_eq!(found["og:description"], "Photos from the weekend");
-    assert!(found.get("og:type").is_none(), "the body is not read: {found}");
+    assert!(
+        found.get("og:type").is_none(),
+        "the body is not read: {found}"
+    );
     assert!(found.get("og:image").is_none(), "no mxc image: {found}");
     assert_eq!(site.connections(), 1);
 
     // Cached: the same URL (with a `ts`, and through the deprecated path) fetches nothing.
-    let again = ok(preview(&server, &token, &site.url("/page"), "&ts=1510610716656"));
+    let again = ok(preview(
+        &server,
+        &token,
+        &site.url("/page"),
+        "&ts=1510610716656",
+    ));
     assert_eq!(again, found);
     let legacy = format!(
         "/_matrix/media/v3/preview_url?url={}",
@@ -150,7 +158,10 @@ fn open_graph_comes_from_the_head_and_is_cached() {
     assert_eq!(site.connections(), 1, "answered from the cache");
 
     let moved = ok(preview(&server, &token, &site.url("/moved"), ""));
-    assert_eq!(moved["og:title"], "Family & friends", "the redirect was followed");
+    assert_eq!(
+        moved["og:title"], "Family & friends",
+        "the redirect was followed"
+    );
     let image = ok(preview(&server, &token, &site.url("/image.png"), ""));
     assert_eq!(image, serde_json::json!({}), "not HTML: nothing to tell");
 }
@@ -160,15 +171,25 @@ fn bad_requests_get_the_spec_errors() {
     let site = Site::start();
     let (server, token) = server(ON);
     let bad_ts = preview(&server, &token, &site.url("/page"), "&ts=yesterday");
-    assert_eq!((bad_ts.status, errcode(&bad_ts)), (400, "M_INVALID_PARAM".into()));
+    assert_eq!(
+        (bad_ts.status, errcode(&bad_ts)),
+        (400, "M_INVALID_PARAM".into())
+    );
     for url in ["ftp://127.0.0.1/file", "not a url", "file:///etc/passwd"] {
         let answer = preview(&server, &token, url, "");
-        assert_eq!((answer.status, errcode(&answer)), (400, "M_INVALID_PARAM".into()), "{url}");
+        assert_eq!(
+            (answer.status, errcode(&answer)),
+            (400, "M_INVALID_PARAM".into()),
+            "{url}"
+        );
     }
     let missing = server
         .client()
         .get_with("/_matrix/client/v1/media/preview_url", &token);
-    assert_eq!((missing.status, errcode(&missing)), (400, "M_MISSING_PARAM".into()));
+    assert_eq!(
+        (missing.status, errcode(&missing)),
+        (400, "M_MISSING_PARAM".into())
+    );
     let anonymous = server.client().get(&format!(
         "/_matrix/client/v1/media/preview_url?url={}",
         query_encode(&site.url("/page"))
@@ -200,9 +221,8 @@ fn private_addresses_are_refused_by_default() {
     let site = Site::start();
     // On, but private addresses not allowed (the default), while federation may reach them:
     // previews have a policy of their own.
-    let (server, token) = server(
-        "[url_preview]\nenabled = true\n\n[federation]\nallow_private_addresses = true\n",
-    );
+    let (server, token) =
+        server("[url_preview]\nenabled = true\n\n[federation]\nallow_private_addresses = true\n");
     let port = site.port;
     for url in [
         site.url("/page"),
@@ -213,8 +233,14 @@ fn private_addresses_are_refused_by_default() {
     ] {
         let answer = preview(&server, &token, &url, "");
         assert_eq!(answer.status, 502, "{url}");
-        let message = answer.json()["error"].as_str().unwrap_or_default().to_owned();
-        assert!(!message.contains("private") && !message.contains("127.0.0.1"), "{message}");
+        let message = answer.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            !message.contains("private") && !message.contains("127.0.0.1"),
+            "{message}"
+        );
     }
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(site.connections(), 0, "nothing connected");

@@ -266,12 +266,16 @@ fn build_request(
     sender: &Sender,
     tls: bool,
 ) -> Result<hyper::Request<Body>, FederationError> {
-    let invalid = |err: &dyn std::fmt::Display| FederationError::Http(format!("bad request: {err}"));
+    let invalid =
+        |err: &dyn std::fmt::Display| FederationError::Http(format!("bad request: {err}"));
     let method = hyper::Method::from_bytes(request.method.as_bytes()).map_err(|e| invalid(&e))?;
     let mut builder = hyper::Request::builder().method(method);
     builder = if sender.is_http2() {
         let scheme = if tls { "https" } else { "http" };
-        builder.uri(format!("{scheme}://{}{}", endpoint.host_header, request.path))
+        builder.uri(format!(
+            "{scheme}://{}{}",
+            endpoint.host_header, request.path
+        ))
     } else {
         let host = HeaderValue::from_str(&endpoint.host_header).map_err(|e| invalid(&e))?;
         builder.uri(request.path.as_str()).header(HOST, host)

@@ -90,7 +90,10 @@ async fn a_kept_connection_is_not_used_once_its_address_is_refused() {
     let (endpoint, hits, connections, ca) = peer();
     let (client, _dir) = client(&ca);
     let path = "/_matrix/federation/v1/version";
-    client.send(&endpoint, &get(path), 1024).await.expect("answer");
+    client
+        .send(&endpoint, &get(path), 1024)
+        .await
+        .expect("answer");
     assert_eq!(client.kept_alive(), 1);
     let client = client.refusing(|ip| ip.is_loopback());
     let refused = client.send(&endpoint, &get(path), 1024).await;
@@ -142,11 +145,17 @@ async fn bodies_stream_into_a_writer_within_the_limit() {
     assert_eq!(status.expect("streamed"), 200);
     assert_eq!(written, vec![b'y'; BIG]);
     let (over, cut) = stream(&client, &endpoint, "/big-streamed", BIG / 2).await;
-    assert!(matches!(over, Err(FederationError::TooLarge(_))), "{over:?}");
+    assert!(
+        matches!(over, Err(FederationError::TooLarge(_))),
+        "{over:?}"
+    );
     assert!(cut.len() <= BIG / 2);
     let (announced, nothing) = stream(&client, &endpoint, "/big", BIG / 2).await;
     assert!(matches!(announced, Err(FederationError::TooLarge(_))));
-    assert!(nothing.is_empty(), "an announced length over the limit is refused at once");
+    assert!(
+        nothing.is_empty(),
+        "an announced length over the limit is refused at once"
+    );
     // The first connection served the whole body and was reused for the second request,
     // which the limit cut short: it was closed, and the third needed a new one.
     assert_eq!(connections.load(Ordering::SeqCst), 2);

@@ -134,7 +134,10 @@ impl Pool {
     /// A live connection for `key`, if one is kept: an HTTP/1.1 one leaves the pool until
     /// [`Pool::put`] brings it back, an HTTP/2 one stays (shared).
     pub(crate) fn take(&self, key: &Key) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let list = idle.get_mut(key)?;
         let now = Instant::now();
         list.retain(|entry| {
@@ -159,7 +162,10 @@ impl Pool {
         if !sender.is_usable() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = Instant::now();
         idle.retain(|_, list| {
             list.retain(|entry| now.duration_since(entry.since) < IDLE_TIMEOUT);
@@ -182,7 +188,10 @@ impl Pool {
     /// How many connections are kept (tests).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        let idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         idle.values().map(Vec::len).sum()
     }
 }

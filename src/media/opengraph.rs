@@ -62,7 +62,8 @@ impl Scanner {
     pub(crate) fn finish(mut self) -> Map<String, Value> {
         let title = collapse_spaces(&decode_entities(&self.title));
         if !self.properties.contains_key("og:title") && !title.is_empty() {
-            self.properties.insert("og:title".into(), Value::String(cut(&title)));
+            self.properties
+                .insert("og:title".into(), Value::String(cut(&title)));
         }
         if let Some(description) = self.description.take() {
             self.properties
@@ -94,7 +95,13 @@ impl Scanner {
         }
         let open = match rest.iter().position(|&byte| byte == b'<') {
             Some(open) => open,
-            None => return if rest.is_empty() { None } else { Some(at + rest.len()) },
+            None => {
+                return if rest.is_empty() {
+                    None
+                } else {
+                    Some(at + rest.len())
+                };
+            }
         };
         if open > 0 {
             return Some(at + open);
@@ -276,7 +283,10 @@ mod tests {
     fn open_graph_from_the_head_only_whatever_the_pieces() {
         for piece in [1, 3, 7, 64, PAGE.len()] {
             let found = scan_in_pieces(PAGE, piece);
-            assert_eq!(found["og:title"], "Tom & Jerry's \u{1F600}", "piece {piece}");
+            assert_eq!(
+                found["og:title"], "Tom & Jerry's \u{1F600}",
+                "piece {piece}"
+            );
             assert_eq!(found["og:site_name"], "A site");
             assert_eq!(found["og:description"], "the description");
             assert!(!found.contains_key("og:image"), "images are left out");

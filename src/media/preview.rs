@@ -142,7 +142,12 @@ mod tests {
     fn only_http_and_https_urls_are_previewed() {
         assert!(parse_url(Some("https://example.org/page#x")).is_ok());
         assert!(parse_url(Some("http://10.0.0.1:8080/")).is_ok());
-        for bad in ["ftp://example.org/", "file:///etc/passwd", "not a url", "https://"] {
+        for bad in [
+            "ftp://example.org/",
+            "file:///etc/passwd",
+            "not a url",
+            "https://",
+        ] {
             assert!(parse_url(Some(bad)).is_err(), "{bad}");
         }
         assert!(parse_url(None).is_err());

@@ -51,7 +51,9 @@ pub(crate) async fn fetch_open_graph(
         };
         let (head, mut body) = client.open(&endpoint, &request, scheme).await?;
         if matches!(head.status, 301 | 302 | 303 | 307 | 308) {
-            let location = head.header("location").ok_or(FetchError::Status(head.status))?;
+            let location = head
+                .header("location")
+                .ok_or(FetchError::Status(head.status))?;
             url = url.join(location).map_err(|_| FetchError::Scheme)?;
             continue;
         }
@@ -122,7 +124,12 @@ fn is_html(content_type: Option<&str>) -> bool {
     let Some(value) = content_type else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "text/html" || essence == "application/xhtml+xml"
 }
 
