@@ -23,6 +23,7 @@ pub(crate) struct Config {
     pub(crate) registration: RegistrationConfig,
     pub(crate) federation: FederationConfig,
     pub(crate) well_known: WellKnownConfig,
+    pub(crate) url_preview: UrlPreviewConfig,
     pub(crate) logging: LoggingConfig,
     pub(crate) media: MediaConfig,
 }
@@ -171,6 +172,35 @@ impl Default for FederationConfig {
     }
 }
 
+/// URL previews (`/_matrix/client/v1/media/preview_url`): the server fetches pages its
+/// users paste, so they are off unless the owner turns them on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct UrlPreviewConfig {
+    pub(crate) enabled: bool,
+    /// The most bytes of a page read (the scan stops at `</head>` before that).
+    pub(crate) max_bytes: usize,
+    /// How long fetching one page may take, redirects included.
+    pub(crate) timeout_seconds: u64,
+    /// How long a preview is remembered.
+    pub(crate) cache_seconds: u64,
+    /// Let previews fetch loopback, LAN and other non-public addresses (tests only: any
+    /// user could read the owner's router pages through it).
+    pub(crate) allow_private_addresses: bool,
+}
+
+impl Default for UrlPreviewConfig {
+    fn default() -> Self {
+        UrlPreviewConfig {
+            enabled: false,
+            max_bytes: 1024 * 1024,
+            timeout_seconds: 10,
+            cache_seconds: 3600,
+            allow_private_addresses: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct WellKnownConfig {
@@ -248,6 +278,8 @@ struct RawConfig {
     #[serde(default)]
     well_known: WellKnownConfig,
     #[serde(default)]
+    url_preview: UrlPreviewConfig,
+    #[serde(default)]
     logging: LoggingConfig,
     #[serde(default)]
     media: MediaConfig,
@@ -313,6 +345,7 @@ impl Config {
             registration: RegistrationConfig::default(),
             federation: FederationConfig::default(),
             well_known: WellKnownConfig::default(),
+            url_preview: UrlPreviewConfig::default(),
             logging: LoggingConfig::default(),
             media: MediaConfig::default(),
         }
@@ -459,6 +492,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
     validate_media(&raw.media)?;
     validate_well_known(&raw.well_known)?;
     validate_federation(&raw.federation)?;
+    validate_url_preview(&raw.url_preview)?;
     parse_filter(&raw.logging.level).map_err(|err| invalid(&["logging", "level"], err))?;
 
     let data_dir = resolve(base, &raw.database.path);
@@ -494,6 +528,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
         registration: raw.registration,
         federation,
         well_known: raw.well_known,
+        url_preview: raw.url_preview,
         logging: raw.logging,
         media: raw.media,
     })
@@ -573,6 +608,27 @@ fn validate_federation(federation: &FederationConfig) -> Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+fn validate_url_preview(preview: &UrlPreviewConfig) -> Result<(), Invalid> {
+    check_range(
+        &["url_preview", "max_bytes"],
+        preview.max_bytes as u64,
+        1024,
+        64 * 1024 * 1024,
+    )?;
+    check_range(
+        &["url_preview", "timeout_seconds"],
+        preview.timeout_seconds,
+        1,
+        120,
+    )?;
+    check_range(
+        &["url_preview", "cache_seconds"],
+        preview.cache_seconds,
+        0,
+        7 * 24 * 3600,
+    )
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {

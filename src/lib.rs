@@ -39,6 +39,8 @@
 //!   memberships, push-rule evaluation and unread counts, creating and upgrading rooms,
 //!   restricted joins, state resolution where the graph forks (version 1 is ours:
 //!   [`rooms::state_res_v1`]).
+//! - [`media`]: URL previews (off by default), fetched through the outbound client's
+//!   private-address refusal.
 //! - [`users`]: accounts, sessions and devices, registration tokens, user-interactive
 //!   authentication, profiles, account data (room tags among it), filters, OpenID tokens,
 //!   devices' end-to-end encryption keys, send-to-device inboxes.

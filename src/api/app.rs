@@ -48,4 +48,6 @@ pub(crate) struct Services {
     pub(crate) room_deletions: crate::api::admin::rooms::RoomDeletions,
     /// The content repository: uploads, downloads, thumbnails, other servers' media.
     pub(crate) media: Arc<crate::media::Media>,
+    /// URL previews (off unless configured).
+    pub(crate) previews: crate::media::preview::Previews,
 }

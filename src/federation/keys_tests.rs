@@ -15,7 +15,10 @@ use super::tests::{TestCa, serve, test_ca};
 use crate::config::FederationConfig;
 use crate::matrix::crypto::{KeyId, SigningKey, sign_json};
 
-fn transport(ca: &TestCa, allow_private_addresses: bool) -> (Transport, tempfile::TempDir) {
+pub(super) fn transport(
+    ca: &TestCa,
+    allow_private_addresses: bool,
+) -> (Transport, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ca.pem");
     std::fs::write(&path, &ca.ca_pem).expect("write ca");

@@ -6,7 +6,8 @@
 //!   spec's numbered steps, with [`well_known`] delegation and its caching rules, over
 //!   [`dns`] (SRV records, addresses).
 //! - [`client`]: the outbound HTTPS client (system roots plus an optional extra CA bundle,
-//!   SNI and `Host` per the spec, timeouts, response size limits), over [`http1`].
+//!   SNI and `Host` per the spec, timeouts, response size limits), on hyper, with kept-alive
+//!   connections in [`pool`] and bodies streamed through [`response`].
 //! - [`auth`]: `X-Matrix` request signatures, made for outgoing and checked on incoming
 //!   requests.
 //! - [`keys`]: other servers' signing keys, fetched directly or through notaries, verified and
@@ -56,7 +57,6 @@ pub(crate) mod dns;
 pub(crate) mod edu;
 mod error;
 pub(crate) mod gap_state;
-pub(crate) mod http1;
 pub(crate) mod inbound;
 pub(crate) mod invite;
 pub(crate) mod join;
@@ -64,9 +64,11 @@ mod join_answer;
 pub(crate) mod keys;
 pub(crate) mod outbound;
 mod pdu_checks;
+pub(crate) mod pool;
 pub(crate) mod private_address;
 pub(crate) mod queries;
 pub(crate) mod resident;
+pub(crate) mod response;
 pub(crate) mod restricted;
 pub(crate) mod room_state;
 pub(crate) mod serve;
@@ -75,6 +77,8 @@ pub(crate) mod transport;
 pub(crate) mod users;
 pub(crate) mod well_known;
 
+#[cfg(test)]
+mod client_tests;
 #[cfg(test)]
 mod keys_tests;
 #[cfg(test)]

@@ -47,6 +47,16 @@ pub(super) fn serve(
     routes: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
     hits: Arc<AtomicUsize>,
 ) -> u16 {
+    serve_counting(ca, routes, hits, Arc::default())
+}
+
+/// [`serve`], counting the TCP connections it accepts in `connections`.
+pub(super) fn serve_counting(
+    ca: &TestCa,
+    routes: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+    hits: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+) -> u16 {
     let certs = vec![CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).expect("cert")];
     let key = PrivateKeyDer::from_pem_slice(ca.key_pem.as_bytes()).expect("key");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -69,6 +79,9 @@ pub(super) fn serve(
             .configure(move |config| routes(config))
     })
     .workers(1)
+    .on_connect(move |_, _| {
+        connections.fetch_add(1, Ordering::SeqCst);
+    })
     .listen_rustls_0_23(listener, config)
     .expect("listen")
     .run();
@@ -76,7 +89,7 @@ pub(super) fn serve(
     port
 }
 
-fn client(ca: &TestCa) -> (HttpsClient, tempfile::TempDir) {
+pub(super) fn client(ca: &TestCa) -> (HttpsClient, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ca.pem");
     std::fs::write(&path, &ca.ca_pem).expect("write ca");

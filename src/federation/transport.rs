@@ -10,8 +10,11 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue};
 use serde_json::Value;
 
 use super::cache::KeyCache;
-use super::client::{HttpsClient, Request, Response};
+use tokio::io::AsyncWrite;
+
+use super::client::{HttpsClient, Request, Response, Scheme};
 use super::discovery::Resolver;
+use super::response::{MAX_ERROR_BODY, StreamedResponse};
 use super::{FederationError, auth, outbound};
 use crate::config::FederationConfig;
 use crate::error::{Error, ErrorKind};
@@ -133,22 +136,19 @@ impl Transport {
     }
 
     /// `GET path` from `destination` (signed with `X-Matrix` when `signed`), with a `200`
-    /// answer's body streamed into `writer` (at most `cap` bytes) instead of memory: media
-    /// go from the other server to a file. Another status's body (an error) comes back in
-    /// the answer. Media may be large: the whole request may take [`STREAM_TIMEOUT`].
-    ///
-    /// This is the one entry point for streamed answers; a new HTTP client implements it.
-    pub(crate) async fn get_to_writer<W>(
+    /// answer's body streamed into `writer` (at most `cap` bytes; past that an error, and
+    /// what was written is the caller's to discard) instead of memory: media go from the
+    /// other server to a file. Another status's body (an error) comes back in the answer,
+    /// its first [`MAX_ERROR_BODY`] bytes. The wait for the head is bounded as for every
+    /// request; the body may take up to [`STREAM_TIMEOUT`] in all, each pause bounded.
+    pub(crate) async fn get_to_writer<W: AsyncWrite + Unpin>(
         &self,
         destination: &str,
         path: &str,
         signed: bool,
         writer: &mut W,
         cap: u64,
-    ) -> Result<super::http1::StreamedResponse, FederationError>
-    where
-        W: tokio::io::AsyncWrite + Unpin + ?Sized,
-    {
+    ) -> Result<StreamedResponse, FederationError> {
         let authorization = if signed {
             Some(auth::authorization_header(
                 &auth::RequestToSign {
@@ -169,15 +169,30 @@ impl Transport {
             body: None,
             authorization,
         };
-        let work = async {
+        let opening = async {
             let endpoint = self.resolver.resolve(&self.client, destination).await?;
-            self.client
-                .send_into(&endpoint, &request, writer, cap)
-                .await
+            self.client.open(&endpoint, &request, Scheme::Https).await
         };
-        tokio::time::timeout(STREAM_TIMEOUT, work)
+        let (head, body) = tokio::time::timeout(REQUEST_TIMEOUT, opening)
             .await
-            .map_err(|_| FederationError::Timeout(destination.to_owned()))?
+            .map_err(|_| FederationError::Timeout(destination.to_owned()))??;
+        let limit = usize::try_from(cap).unwrap_or(usize::MAX);
+        let transfer = async {
+            if head.status == 200 {
+                body.copy_to(&head, writer, limit).await?;
+                Ok(Vec::new())
+            } else {
+                body.read_prefix(MAX_ERROR_BODY).await
+            }
+        };
+        let error_body = tokio::time::timeout(STREAM_TIMEOUT, transfer)
+            .await
+            .map_err(|_| FederationError::Timeout(destination.to_owned()))??;
+        Ok(StreamedResponse {
+            status: head.status,
+            headers: head.headers,
+            error_body,
+        })
     }
 
     /// A signed request whose answer must have status 200 (at most `limit` bytes); its body as

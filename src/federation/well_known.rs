@@ -6,10 +6,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use super::FederationError;
 use super::client::{Endpoint, HttpsClient, Request};
 use super::dns::{Dns, dns_tls_name};
+use super::response::RawResponse;
 use super::server_name::{Host, ServerAddress};
-use super::{FederationError, http1::RawResponse};
 
 /// The spec's recommended default when the answer carries no caching headers.
 pub(crate) const DEFAULT_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);

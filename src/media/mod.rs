@@ -10,12 +10,18 @@
 //! by [`multipart`] as it streams) into a cache with a size cap and least-recently-used
 //! eviction; our own media are never evicted. Thumbnails ([`thumbnail`]) are made on demand,
 //! one at a time, and kept as files. [`admin`] has what the `hearth media` commands and a
-//! future admin API call.
+//! future admin API call. URL previews ([`preview::Previews`]) are off by default: a page a
+//! user pasted, fetched by [`preview_fetch`] (through the outbound client's private-address
+//! refusal, redirects re-checked, bytes and time bounded) and read by [`opengraph`] (the
+//! `<head>` only), remembered for a while.
 
 pub(crate) mod admin;
 pub(crate) mod files;
 pub(crate) mod multipart;
+pub(crate) mod opengraph;
 mod pending;
+pub(crate) mod preview;
+pub(crate) mod preview_fetch;
 mod remote;
 pub(crate) mod thumbnail;
 

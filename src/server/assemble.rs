@@ -13,6 +13,7 @@ use crate::federation::{Federation, Transport};
 use crate::matrix::crypto::SigningKey;
 use crate::matrix::crypto::rotation::OldKey;
 use crate::media::Media;
+use crate::media::preview::Previews;
 use crate::rooms::Rooms;
 use crate::search::Search;
 use crate::storage::Storage;
@@ -21,14 +22,15 @@ use crate::sync::ephemeral::Ephemeral;
 use crate::users::Users;
 
 /// Assembles the services around one database and one signing key. `transport` (the
-/// outbound client) and `old_verify_keys` are read by the caller, which reports their
-/// failures as start-up errors.
+/// outbound client), `old_verify_keys` and `previews` (its own outbound client) are made by
+/// the caller, which reports their failures as start-up errors.
 pub(crate) fn services(
     config: Config,
     storage: Arc<Storage>,
     signing_key: SigningKey,
     transport: Transport,
     old_verify_keys: BTreeMap<String, OldKey>,
+    previews: Previews,
 ) -> Services {
     let per_minute = config.limits.auth_attempts_per_minute;
     let position = storage.current_stream_position().unwrap_or(0);
@@ -71,6 +73,7 @@ pub(crate) fn services(
     Services {
         media,
         search,
+        previews,
         old_verify_keys,
         federation,
         sync,

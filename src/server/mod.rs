@@ -183,12 +183,14 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
         path: crate::matrix::crypto::rotation::old_keys_path(&config.server.signing_key),
         reason,
     })?;
+    let previews = crate::media::preview::Previews::new(&config.url_preview)?;
     let app = web::Data::new(assemble::services(
         config,
         storage.clone(),
         signing_key,
         transport,
         old_verify_keys,
+        previews,
     ));
     // Typing notifications time out even when nobody asks: a waiting /sync hears of it.
     let typing_app = app.clone();

@@ -30,6 +30,7 @@ pub(crate) mod sync;
 pub(crate) mod tags;
 pub(crate) mod to_device;
 pub(crate) mod upgrade;
+pub(crate) mod url_preview;
 pub(crate) mod user;
 pub(crate) mod user_directory;
 pub(crate) mod versions;
@@ -298,6 +299,14 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
         .service(post(
             "/_matrix/client/v3/users/{userId}/report",
             report::report_user,
+        ))
+        .service(get(
+            "/_matrix/client/v1/media/preview_url",
+            url_preview::preview_url,
+        ))
+        .service(get(
+            "/_matrix/media/v3/preview_url",
+            url_preview::preview_url,
         ))
         .service(get(
             "/_matrix/client/v1/mutual_rooms",
