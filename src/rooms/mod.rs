@@ -6,6 +6,7 @@
 //! room are serialized (one lock per room); rooms proceed in parallel.
 
 pub(crate) mod aggregations;
+pub(crate) mod auth_chain;
 pub(crate) mod create;
 pub(crate) mod format;
 pub(crate) mod history;

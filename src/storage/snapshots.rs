@@ -232,17 +232,6 @@ fn load_pending(
     Ok(state)
 }
 
-/// The state before `event_id`, with full names: `((type, state key), event ID)`.
-pub(crate) fn state_before(
-    storage: &Storage,
-    event_id: &str,
-) -> Result<Option<Vec<StateEntry>>, StorageError> {
-    let Some(snapshot) = storage.eventid_statebefore.get(&event_id.to_owned())? else {
-        return Ok(None);
-    };
-    named(storage, &load(storage, snapshot)?).map(Some)
-}
-
 /// A state map with its short IDs turned back into names.
 pub(crate) fn named(storage: &Storage, state: &StateMap) -> Result<Vec<StateEntry>, StorageError> {
     state
