@@ -47,7 +47,7 @@ pub(crate) async fn join_remote(
             &made.version,
             &made.rules,
             made.event,
-            &answer,
+            answer,
         )
         .await?;
         Ok(made.event_id)

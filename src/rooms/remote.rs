@@ -105,12 +105,19 @@ pub(crate) fn plan(
             Some(_) => {}
         }
     }
+    // The current state is read once: a prev event whose state before is the current
+    // one (a message on the only extremity, the usual case) starts from it rather than
+    // decoding the same snapshot again (a large room's state is megabytes of it).
+    let current = match room.state {
+        Some(snapshot) => snapshots::load(storage, snapshot)?,
+        None => StateMap::new(),
+    };
     let states: Vec<StateMap> = pdu
         .prev_events
         .iter()
         .map(|id| match gap.iter().find(|(prev, _)| prev == id) {
             Some((_, named)) => state_after_given(storage, id.as_str(), named),
-            None => state_after(storage, id.as_str()),
+            None => state_after_known(storage, id.as_str(), (room.state, &current)),
         })
         .collect::<Result<_, _>>()?;
     let before = resolve(EventSource::stored(storage, rules), states)?;
@@ -123,10 +130,6 @@ pub(crate) fn plan(
     // joined on that branch, which we learned of only now, is no reason to hide their
     // message; a ban here still wins the resolution. Where the states cannot be resolved,
     // the current state alone decides.)
-    let current = match room.state {
-        Some(snapshot) => snapshots::load(storage, snapshot)?,
-        None => StateMap::new(),
-    };
     let soft_failed = authorize_against(storage, rules, pdu, &current, &HashMap::new()).is_err()
         && (before == current
             || resolve(
@@ -414,13 +417,23 @@ fn auth_events_state(
     Ok(state)
 }
 
-/// The room's state after `event_id`: the state before it, plus itself if a state event.
-pub(crate) fn state_after(storage: &Storage, event_id: &str) -> Result<StateMap, Refused> {
+/// The room's state after `event_id`: the state before it, plus itself if a state event;
+/// starting from `known` (a snapshot already read, and its ID) when that is the state
+/// before `event_id`.
+fn state_after_known(
+    storage: &Storage,
+    event_id: &str,
+    (known_id, known): (Option<u64>, &StateMap),
+) -> Result<StateMap, Refused> {
     let snapshot = storage
         .eventid_statebefore
         .get(&event_id.to_owned())?
         .ok_or_else(|| Refused::Missing(format!("the state at {event_id}")))?;
-    let state = snapshots::load(storage, snapshot)?;
+    let state = if known_id == Some(snapshot) {
+        known.clone()
+    } else {
+        snapshots::load(storage, snapshot)?
+    };
     with_event(storage, state, event_id)
 }
 
