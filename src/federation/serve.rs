@@ -250,8 +250,8 @@ pub(crate) fn walk_auth_chain(
     storage: &Storage,
     start: impl IntoIterator<Item = u64>,
 ) -> Result<Vec<u64>, Error> {
-    auth_chain::walk(storage, start, &mut WorkBound::new(auth_chain::WALK_TIME)).map_err(
-        |err| match err {
+    auth_chain::walk(storage, start, &mut WorkBound::new(auth_chain::WALK_TIME)).map_err(|err| {
+        match err {
             WalkError::Storage(err) => Error::from(err),
             WalkError::TooLong(_) => Error::new(
                 ErrorKind::LimitExceeded {
@@ -259,8 +259,8 @@ pub(crate) fn walk_auth_chain(
                 },
                 "Walking this auth chain takes too long; try again later",
             ),
-        },
-    )
+        }
+    })
 }
 
 /// The graph edges of a stored event the history walks need (auth chains: see

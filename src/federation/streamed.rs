@@ -113,7 +113,10 @@ mod tests {
         let mut shorts = Vec::new();
         for i in 0..2_000 {
             let id = format!("$event{i}");
-            let text = format!(r#"{{"content":{{"i":{i},"pad":"{}"}},"type":"m.x"}}"#, "p".repeat(100));
+            let text = format!(
+                r#"{{"content":{{"i":{i},"pad":"{}"}},"type":"m.x"}}"#,
+                "p".repeat(100)
+            );
             storage
                 .eventid_pdu
                 .batch_insert(&mut batch, &id, &text)
@@ -141,7 +144,10 @@ mod tests {
         let whole: serde_json::Value = serde_json::from_str(&chunks.concat()).expect("JSON");
         assert_eq!(whole["state"].as_array().map(Vec::len), Some(2_000));
         assert_eq!(whole["state"][1999]["content"]["i"], 1999);
-        assert_eq!(whole["ids"], serde_json::json!(["$event0", "$event1", "$event2"]));
+        assert_eq!(
+            whole["ids"],
+            serde_json::json!(["$event0", "$event1", "$event2"])
+        );
         assert_eq!(whole["none"], serde_json::json!([]));
     }
 }

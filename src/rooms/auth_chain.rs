@@ -85,7 +85,11 @@ fn stored_auth_events(storage: &Storage, event_id: &str) -> Result<Vec<String>, 
     };
     let edges: AuthEdges = serde_json::from_str(&text)
         .map_err(|err| StorageError::Corrupt(format!("stored event {event_id}: {err}")))?;
-    Ok(edges.auth_events.into_iter().map(Reference::into_id).collect())
+    Ok(edges
+        .auth_events
+        .into_iter()
+        .map(Reference::into_id)
+        .collect())
 }
 
 /// The short ID of a stored event (given one now if it had none); `None` for an event
@@ -179,7 +183,12 @@ mod tests {
         let mut batch = Batch::new();
         stage(&storage, &mut batch, "$0", &[]);
         for i in 1..=length {
-            stage(&storage, &mut batch, &format!("${i}"), &[&format!("${}", i - 1)]);
+            stage(
+                &storage,
+                &mut batch,
+                &format!("${i}"),
+                &[&format!("${}", i - 1)],
+            );
             if batch.len() >= 5_000 {
                 storage.apply(std::mem::take(&mut batch)).expect("apply");
             }
@@ -205,7 +214,13 @@ mod tests {
         let chain = walk(&storage, start, &mut WorkBound::new(WALK_TIME)).expect("walk");
         let names: Vec<String> = chain
             .iter()
-            .map(|short| storage.short_eventid.get(short).expect("get").expect("named"))
+            .map(|short| {
+                storage
+                    .short_eventid
+                    .get(short)
+                    .expect("get")
+                    .expect("named")
+            })
             .collect();
         assert_eq!(names, ["$create", "$power", "$a"]);
         // Room versions 1 and 2 name auth events with their hashes.

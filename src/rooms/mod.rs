@@ -578,8 +578,13 @@ impl Rooms {
         crate::storage::memory::log_usage("join: snapshot staged");
         // The state after our join is one entry more: a delta, not a second whole copy.
         let join_entry = [(join_key, snapshots::short_event_id(storage, &event_id)?)];
-        let after_id =
-            snapshots::derive(storage, &mut batch, Some(before_id), &join_entry, &mut pending)?;
+        let after_id = snapshots::derive(
+            storage,
+            &mut batch,
+            Some(before_id),
+            &join_entry,
+            &mut pending,
+        )?;
         storage
             .eventid_statebefore
             .batch_insert(&mut batch, &event_id, &before_id)?;

@@ -92,7 +92,12 @@ pub(crate) fn derive(
         None => SnapshotRecord {
             parent: None,
             depth: 0,
-            set: changes.iter().copied().collect::<StateMap>().into_iter().collect(),
+            set: changes
+                .iter()
+                .copied()
+                .collect::<StateMap>()
+                .into_iter()
+                .collect(),
             removed: Vec::new(),
         },
         Some(parent) => delta_record(storage, parent, changes, pending)?,
@@ -277,10 +282,7 @@ mod tests {
             assert_eq!(&load(&storage, *id).expect("load"), state);
         }
         assert!(load(&storage, empty).expect("empty").is_empty());
-        let longest = ids
-            .iter()
-            .map(|(id, _)| chain_length(&storage, *id))
-            .max();
+        let longest = ids.iter().map(|(id, _)| chain_length(&storage, *id)).max();
         // Step 100 at most: one record per set bit of a step below 128, and the full copy.
         assert!(longest.is_some_and(|length| length <= 8), "{longest:?}");
         assert!(
@@ -295,7 +297,12 @@ mod tests {
         let mut next = Some(snapshot);
         while let Some(id) = next {
             length += 1;
-            next = storage.snapshot_data.get(&id).expect("get").expect("some").parent;
+            next = storage
+                .snapshot_data
+                .get(&id)
+                .expect("get")
+                .expect("some")
+                .parent;
         }
         length
     }
@@ -351,7 +358,10 @@ mod tests {
             .filter(|record| record.parent.is_some())
             .map(|record| record.set.len() + record.removed.len())
             .sum();
-        assert!(written < 40_000, "{written} entries written for {steps} steps");
+        assert!(
+            written < 40_000,
+            "{written} entries written for {steps} steps"
+        );
         assert!(
             storage
                 .snapshot_data
@@ -369,8 +379,13 @@ mod tests {
         let mut pending = BTreeMap::new();
         let mut batch = Batch::new();
         // The older layout: a full copy, then deltas one step each, one removing a key.
-        let full = store_full(&storage, &mut batch, &StateMap::from([(1, 10), (2, 20)]), &mut pending)
-            .expect("full");
+        let full = store_full(
+            &storage,
+            &mut batch,
+            &StateMap::from([(1, 10), (2, 20)]),
+            &mut pending,
+        )
+        .expect("full");
         let mut expected = StateMap::from([(1, 10), (2, 20)]);
         let mut current = full;
         for depth in 1..=5u32 {
