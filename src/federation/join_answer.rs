@@ -174,13 +174,12 @@ async fn check_events(
 }
 
 /// Empties what nothing reads once an event is checked and written, for the answer of a
-/// large room to be held in less memory: the `prev_events` of events outside the timeline,
-/// and the content of events whose content the auth rules never read (they read the
-/// create event, power levels, join rules, memberships and third-party invites; other
-/// events only by their type, state key and sender).
+/// large room to be held in less memory: the content of events whose content the auth
+/// rules never read (they read the create event, power levels, join rules, memberships
+/// and third-party invites; other events only by their type, state key and sender). The
+/// `prev_events` stay: the rule for the room creator's first join reads them.
 fn keep_what_auth_reads(pdu: &mut Pdu) {
     use ruma::events::TimelineEventType as Kind;
-    pdu.prev_events = Vec::new();
     let read = matches!(
         pdu.kind,
         Kind::RoomCreate
