@@ -134,7 +134,7 @@ mod tests {
             Part::Events(Vec::new()),
             Part::Text("]}".to_owned()),
         ];
-        let mut answer = StreamedAnswer::new(storage.clone(), rules.clone(), parts);
+        let mut answer = StreamedAnswer::new(storage.clone(), rules, parts);
         let mut chunks = Vec::new();
         while let Some(chunk) = answer.next_chunk().expect("chunk") {
             assert!(chunk.len() < 2 * CHUNK_BYTES);

@@ -48,7 +48,7 @@ impl WorkBound {
     /// Counts one step; an error once the time is up.
     pub(crate) fn step(&mut self) -> Result<(), WalkError> {
         self.steps = self.steps.wrapping_add(1);
-        if self.steps % 256 == 0 && self.started.elapsed() > self.limit {
+        if self.steps.is_multiple_of(256) && self.started.elapsed() > self.limit {
             return Err(WalkError::TooLong(self.limit));
         }
         Ok(())
