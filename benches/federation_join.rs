@@ -1,6 +1,7 @@
 //! Joining a large room over federation, measured: `cargo bench --bench federation_join`.
 //!
-//! A first Hearth holds a room with 10,000 state events (set by its owner: half of them
+//! A first Hearth holds a room with `HEARTH_BENCH_STATE_EVENTS` state events (10,000 unless
+//! set; set by its owner: half of them
 //! member events of users of another server, banned, half other state); a user of a
 //! second Hearth joins it over TLS on loopback. Prints how long the join took and the
 //! joining server's resident memory before, at its peak, and after, and its disk use against
@@ -19,14 +20,41 @@ use common::http::Client;
 use common::{ok, query_encode};
 use serde_json::json;
 
-const STATE_EVENTS: usize = 10_000;
+/// The room's size unless `HEARTH_BENCH_STATE_EVENTS` says otherwise (CI runs the default;
+/// the 50,000 and 100,000 cases take minutes to fill).
+const DEFAULT_STATE_EVENTS: usize = 10_000;
 const MESSAGES: usize = 500;
+
+fn state_events() -> usize {
+    match std::env::var("HEARTH_BENCH_STATE_EVENTS") {
+        Ok(value) => value
+            .replace(['_', ','], "")
+            .parse()
+            .expect("HEARTH_BENCH_STATE_EVENTS is a number of state events"),
+        Err(_) => DEFAULT_STATE_EVENTS,
+    }
+}
+
+/// The machine's load average over 1, 5 and 15 minutes: the machine may be shared, and
+/// the figures mean little without it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
 
 fn status_mib(pid: u32, field: &str) -> f64 {
     budget::rss_mib(pid, field)
 }
 
 fn main() {
+    let state_events = state_events();
+    let load_at_start = load_average();
     let pair = Pair::start(&["alice"], &["bob"]);
     let (alice, bob) = (pair.login_a("alice"), pair.login_b("bob"));
     let Pair {
@@ -46,7 +74,7 @@ fn main() {
     let filling = Instant::now();
     // Half member events (large rooms are mostly members: each is indexed by user too),
     // half other state.
-    for i in 0..STATE_EVENTS {
+    for i in 0..state_events {
         if i % 2 == 0 {
             ok(client.json(
                 "POST",
@@ -64,6 +92,7 @@ fn main() {
         }
     }
     let filled_in = filling.elapsed();
+    let load_after_filling = load_average();
 
     let resident_before = status_mib(a.child.id(), "VmRSS:");
     let pid = b.child.id();
@@ -109,6 +138,7 @@ fn main() {
     }
     let delivered_in = sending.elapsed();
     let after_messages = status_mib(pid, "VmRSS:");
+    let load_at_end = load_average();
     if std::env::var_os("HEARTH_BENCH_MEMORY_LOG").is_some() {
         for line in b.log_text().lines() {
             if line.contains("memory") {
@@ -125,19 +155,27 @@ fn main() {
     let (events, canonical) = budget::canonical_json_of_events(&data_b);
 
     let mut report = Report::new(&format!(
-        "hearth federation join benchmark ({STATE_EVENTS} state events)"
+        "hearth federation join benchmark ({state_events} state events)"
     ));
+    report.figure(
+        "load average at start / filled / end",
+        format!("{load_at_start} / {load_after_filling} / {load_at_end}"),
+    );
     report.figure(
         "room filled on the first server",
         format!(
             "{:.1} s ({:.0} state events/s)",
             filled_in.as_secs_f64(),
-            STATE_EVENTS as f64 / filled_in.as_secs_f64()
+            state_events as f64 / filled_in.as_secs_f64()
         ),
     );
     report.figure(
         "join over federation",
-        format!("{:.2} s", took.as_secs_f64()),
+        format!(
+            "{:.2} s ({:.0} state events/s)",
+            took.as_secs_f64(),
+            state_events as f64 / took.as_secs_f64()
+        ),
     );
     report.memory(
         "joining server RSS before",

@@ -32,8 +32,10 @@ use crate::rooms::remote::Refused;
 /// Prev events of one event whose state is fetched, at most (an event may name 20).
 const MAX_PREVS: usize = 2;
 
-/// State and auth chain IDs one `/state_ids` answer may name, at most.
-const MAX_IDS: usize = crate::rooms::remote::MAX_AUTH_CHAIN;
+/// State and auth chain IDs one `/state_ids` answer may name, at most: a bound on the
+/// bytes in flight of one answer (and the IDs held while its events are checked), set
+/// above the rooms of 100,000 state events and their auth chains that must not be refused.
+const MAX_IDS: usize = 250_000;
 
 /// Events fetched one by one (`/event`) for one event, at most; past this, `/state`.
 const MAX_SINGLE_FETCHES: usize = 50;
@@ -42,8 +44,8 @@ const MAX_SINGLE_FETCHES: usize = 50;
 const STATE_ANSWER_LIMIT: usize = 64 * 1024 * 1024;
 
 /// The largest `/state_ids` answer read: [`MAX_IDS`] event IDs of a usual length (44
-/// characters from room version 4) take ~2.5 MB.
-const STATE_IDS_ANSWER_LIMIT: usize = 8 * 1024 * 1024;
+/// characters from room version 4, 47 written as JSON strings) take ~12 MB.
+const STATE_IDS_ANSWER_LIMIT: usize = 16 * 1024 * 1024;
 
 /// The largest `/event` answer read: one event of the largest size the spec allows
 /// (64 KiB), with room for the envelope and escapes written longer than canonical JSON's.

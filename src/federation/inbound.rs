@@ -64,7 +64,7 @@ const MISSING_BYTES_PER_TRANSACTION: usize = 4 * 1024 * 1024;
 
 /// Prev events of forking PDUs per transaction: two PDUs naming the spec's 20 prev events
 /// each. A state resolution of 20 forked states in a large room walks each state's auth
-/// chain (up to [`crate::rooms::remote::MAX_AUTH_CHAIN`] events each): that work runs on
+/// chain (bounded by time, [`crate::rooms::auth_chain::WALK_TIME`]): that work runs on
 /// the bounded pool of the room service, and this bounds how much of it one transaction
 /// queues. Honest events name one to a few prev events.
 const FORKED_PREVS_PER_TRANSACTION: usize = 40;

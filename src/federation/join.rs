@@ -48,7 +48,7 @@ pub(crate) async fn join_remote(
             &made.version,
             &made.rules,
             made.event,
-            &answer,
+            answer,
         )
         .await?;
         Ok(made.event_id)

@@ -41,10 +41,10 @@ pub(super) async fn store_joined_room(
     version: &str,
     rules: &RoomVersionRules,
     join: CanonicalJsonObject,
-    body: &[u8],
+    body: Vec<u8>,
 ) -> Result<(), Error> {
     crate::storage::memory::log_usage("join: answer received");
-    let answer: SendJoinAnswer<'_> = serde_json::from_slice(body)
+    let answer: SendJoinAnswer<'_> = serde_json::from_slice(&body)
         .map_err(|err| Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {err}")))?;
     // A restricted room's resident server signs the join too; take its copy when given.
     let join = match answer.event {
@@ -58,7 +58,15 @@ pub(super) async fn store_joined_room(
     };
     let mut written = Vec::new();
     let joining = fed.rooms.joining(room_id).await;
-    let result = check_and_store(fed, room_id, version, rules, join, answer, &mut written).await;
+    let checked = check_events(fed, room_id, rules, answer, &mut written).await;
+    // Every event is parsed and written out: the answer's text (tens of MB for a large
+    // room) is not needed any more while the state is checked and stored.
+    drop(body);
+    crate::storage::memory::log_usage("join: answer dropped");
+    let result = match checked {
+        Ok(checked) => store_checked(fed, room_id, version, rules, join, checked, &written).await,
+        Err(err) => Err(err),
+    };
     if result.is_err() {
         forget_outliers(fed, room_id, &written).await;
     }
@@ -80,17 +88,24 @@ fn incoherent(why: &str) -> Error {
     )
 }
 
+/// The events of an answer, checked one by one and written out.
+struct CheckedEvents {
+    /// Each checked event, with only what the auth rules and the room's indexes read.
+    events: HashMap<OwnedEventId, Pdu>,
+    state_ids: Vec<OwnedEventId>,
+    refused: usize,
+    first_refusal: Option<String>,
+}
+
 /// Checks each event of the answer and writes it out (recording in `written` what was not
-/// here before), then the whole, then stores the room.
-async fn check_and_store(
+/// here before).
+async fn check_events(
     fed: &Federation,
     room_id: &RoomId,
-    version: &str,
     rules: &RoomVersionRules,
-    join: CanonicalJsonObject,
     answer: SendJoinAnswer<'_>,
     written: &mut Vec<String>,
-) -> Result<(), Error> {
+) -> Result<CheckedEvents, Error> {
     let mut events: HashMap<OwnedEventId, Pdu> = HashMap::new();
     let mut state_ids = Vec::new();
     let mut refused = 0usize;
@@ -107,7 +122,7 @@ async fn check_and_store(
                 refused += 1;
                 continue;
             };
-            let (json, pdu) = match checked(fed, json, rules).await {
+            let (json, mut pdu) = match checked(fed, json, rules).await {
                 Ok(checked) => checked,
                 Err(err) => {
                     refused += 1;
@@ -141,6 +156,7 @@ async fn check_and_store(
                 tracing::info!(%room_id, checked = events.len(), total, "joining: events checked");
                 crate::storage::memory::log_usage("join: batch written");
             }
+            keep_what_auth_reads(&mut pdu);
             events.insert(pdu.event_id.clone(), pdu);
         }
     }
@@ -149,6 +165,50 @@ async fn check_and_store(
     if refused > 0 {
         tracing::info!(%room_id, refused, "events of send_join refused, first: {first_refusal:?}");
     }
+    Ok(CheckedEvents {
+        events,
+        state_ids,
+        refused,
+        first_refusal,
+    })
+}
+
+/// Empties what nothing reads once an event is checked and written, for the answer of a
+/// large room to be held in less memory: the content of events whose content the auth
+/// rules never read (they read the create event, power levels, join rules, memberships
+/// and third-party invites; other events only by their type, state key and sender). The
+/// `prev_events` stay: the rule for the room creator's first join reads them.
+fn keep_what_auth_reads(pdu: &mut Pdu) {
+    use ruma::events::TimelineEventType as Kind;
+    let read = matches!(
+        pdu.kind,
+        Kind::RoomCreate
+            | Kind::RoomPowerLevels
+            | Kind::RoomJoinRules
+            | Kind::RoomMember
+            | Kind::RoomThirdPartyInvite
+    );
+    if !read && let Ok(empty) = serde_json::value::RawValue::from_string("{}".to_owned()) {
+        pdu.content = empty;
+    }
+}
+
+/// Checks the whole of the checked events and stores the room.
+async fn store_checked(
+    fed: &Federation,
+    room_id: &RoomId,
+    version: &str,
+    rules: &RoomVersionRules,
+    join: CanonicalJsonObject,
+    checked_events: CheckedEvents,
+    written: &[String],
+) -> Result<(), Error> {
+    let CheckedEvents {
+        mut events,
+        state_ids,
+        refused,
+        first_refusal,
+    } = checked_events;
     let (join_json, join_pdu) = checked(fed, join, rules)
         .await
         .map_err(|err| Error::new(ErrorKind::Forbidden, format!("Our join was refused: {err}")))?;

@@ -73,6 +73,7 @@ pub(crate) mod restricted;
 pub(crate) mod room_state;
 pub(crate) mod serve;
 pub(crate) mod server_name;
+pub(crate) mod streamed;
 pub(crate) mod transport;
 pub(crate) mod users;
 pub(crate) mod well_known;

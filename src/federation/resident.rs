@@ -3,13 +3,17 @@
 //! signed events checked, stored and relayed to the room's other servers (`send_*`). Answered
 //! only while one of our users is in the room: our copy of a room everyone here left is stale.
 
+use std::sync::Arc;
+
 use super::pdu_checks::checked;
+use super::streamed::{Part, StreamedAnswer};
 use super::transport::to_object;
 use crate::error::{Error, ErrorKind};
 use crate::federation::Federation;
+use crate::rooms::auth_chain;
 use crate::rooms::remote::{self};
 use crate::rooms::{load_json, rules_of};
-use ruma::{OwnedEventId, RoomId, UserId};
+use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
 
 /// # The resident side: `make_join` for a user of `origin`.
@@ -166,7 +170,7 @@ pub(crate) async fn accept_join(
     room_id: &RoomId,
     event_id: &str,
     event: Value,
-) -> Result<String, Error> {
+) -> Result<StreamedAnswer, Error> {
     let countersigned = accept_membership(fed, origin, room_id, event_id, event, "join").await?;
     join_answer(fed, room_id, event_id, countersigned).await
 }
@@ -270,64 +274,55 @@ async fn accept_membership(
 }
 
 /// `send_join`'s answer: the room's state before the join, and the auth chain of that
-/// state and of the join; with the join itself when we signed it too.
+/// state and of the join; with the join itself when we signed it too. Planned as short
+/// IDs and written from the stored JSON text while it is sent: a large room's answer is
+/// never whole in memory, nor refused for its size.
 async fn join_answer(
     fed: &Federation,
     room_id: &RoomId,
     event_id: &str,
     countersigned: bool,
-) -> Result<String, Error> {
+) -> Result<StreamedAnswer, Error> {
     let room = fed
         .storage
         .roomid_room
         .get(&room_id.to_string())?
         .ok_or_else(|| Error::not_found("No such room here"))?;
     let rules = rules_of(&room)?;
-    let pdu = crate::rooms::load_pdu(&fed.storage, event_id, &rules)?
+    let storage = &fed.storage;
+    let snapshot = storage
+        .eventid_statebefore
+        .get(&event_id.to_owned())?
         .ok_or_else(|| Error::not_found("The join is not stored"))?;
-    let before =
-        crate::storage::snapshots::state_before(&fed.storage, event_id)?.unwrap_or_default();
-    let mut ids: Vec<OwnedEventId> = before
-        .iter()
-        .filter_map(|(_, id)| OwnedEventId::try_from(id.as_str()).ok())
+    let state: Vec<u64> = crate::storage::snapshots::load(storage, snapshot)?
+        .into_values()
         .collect();
-    let state_ids = ids.clone();
-    ids.extend(pdu.auth_events.iter().cloned());
-    let chain = remote::auth_chain(&fed.storage, &rules, ids)
-        .map_err(|err| Error::internal(err.to_string()))?;
-    // Written from the stored JSON text as is: a large room's answer is never built as a
-    // tree in memory.
-    let origin = serde_json::to_string(fed.transport.origin.as_str()).map_err(Error::internal)?;
-    let mut answer = format!("{{\"origin\":{origin},\"members_omitted\":false,\"state\":[");
-    append_events(fed, &mut answer, state_ids.iter())?;
-    answer.push_str("],\"auth_chain\":[");
-    append_events(fed, &mut answer, chain.iter())?;
-    answer.push(']');
-    if countersigned && let Some(join) = fed.storage.eventid_pdu.get(&event_id.to_owned())? {
-        answer.push_str(",\"event\":");
-        answer.push_str(&join);
-    }
-    answer.push('}');
-    Ok(answer)
-}
-
-/// Appends the stored JSON of `ids` to `out`, comma-separated.
-fn append_events<'a>(
-    fed: &Federation,
-    out: &mut String,
-    ids: impl Iterator<Item = &'a OwnedEventId>,
-) -> Result<(), Error> {
-    let mut first = true;
-    for id in ids {
-        if let Some(text) = fed.storage.eventid_pdu.get(&id.to_string())? {
-            if !first {
-                out.push(',');
-            }
-            out.push_str(&text);
-            first = false;
+    let mut start = state.clone();
+    let join = crate::rooms::load_pdu(storage, event_id, &rules)?
+        .ok_or_else(|| Error::not_found("The join is not stored"))?;
+    for id in &join.auth_events {
+        if let Some(short) = auth_chain::stored_short(storage, id.as_str())? {
+            start.push(short);
         }
     }
-    Ok(())
+    let chain = super::serve::walk_auth_chain(storage, start)?;
+    let origin = serde_json::to_string(fed.transport.origin.as_str()).map_err(Error::internal)?;
+    let mut tail = "]".to_owned();
+    if countersigned && let Some(join) = storage.eventid_pdu.get(&event_id.to_owned())? {
+        tail.push_str(",\"event\":");
+        tail.push_str(&join);
+    }
+    tail.push('}');
+    let parts = vec![
+        Part::Text(format!(
+            "{{\"origin\":{origin},\"members_omitted\":false,\"state\":["
+        )),
+        Part::Events(state),
+        Part::Text("],\"auth_chain\":[".to_owned()),
+        Part::Events(chain),
+        Part::Text(tail),
+    ];
+    Ok(StreamedAnswer::new(Arc::clone(storage), rules, parts))
 }
 
 /// Whether one of our users is joined to `room_id`: only then do the other servers in the

@@ -14,6 +14,7 @@
 //! never the client format. Every walk is bounded.
 
 use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::{CanonicalJsonValue, RoomId, ServerName};
@@ -21,7 +22,9 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
+use super::streamed::{Part, StreamedAnswer};
 use crate::error::{Error, ErrorKind};
+use crate::rooms::auth_chain::{self, WalkError, WorkBound};
 use crate::rooms::visibility::ServerVisibility;
 use crate::rooms::{self, EventMeta};
 use crate::storage::snapshots;
@@ -31,9 +34,6 @@ use crate::storage::{Storage, pair_prefix};
 pub(crate) const MAX_HISTORY_LIMIT: u64 = 100;
 /// `/get_missing_events` without a `limit`: the spec's default.
 pub(crate) const DEFAULT_MISSING_LIMIT: u64 = 10;
-/// The most events an auth chain walk visits: far beyond any real room's chain, it stops a
-/// corrupt or hostile graph from taking the server's memory.
-const MAX_AUTH_CHAIN: usize = 100_000;
 /// The most event IDs of a request (`v`, `earliest_events`, `latest_events`) looked at.
 const MAX_REQUEST_IDS: usize = 1000;
 /// The most `prev_events` followed from one event while walking history.
@@ -207,46 +207,29 @@ pub(crate) fn event(
         .ok_or_else(|| Error::not_found("Unknown event"))
 }
 
-/// The state before an event, as event IDs, and the auth chain of that state.
-pub(crate) struct StateIds {
-    pub(crate) pdu_ids: Vec<String>,
-    pub(crate) auth_chain_ids: Vec<String>,
+/// The state before an event and the auth chain of that state, as short event IDs: what
+/// `/state` and `/state_ids` answer, planned before a word of it is written (see
+/// [`super::streamed`]).
+pub(crate) struct StatePlan {
+    pub(crate) state: Vec<u64>,
+    pub(crate) auth_chain: Vec<u64>,
 }
 
-/// # `/state_ids/{roomId}`: the state before `event_id` and its auth chain.
-pub(crate) fn state_ids(
+/// # `/state_ids/{roomId}` and `/state/{roomId}`: the state before `event_id` and its auth
+/// chain, at any size of the room.
+pub(crate) fn state_plan(
     storage: &Storage,
     access: &RoomAccess<'_>,
     event_id: &str,
-) -> Result<StateIds, Error> {
+) -> Result<StatePlan, Error> {
     visible_event(access, storage, event_id)?;
-    let state = snapshots::state_before(storage, event_id)?
+    let snapshot = storage
+        .eventid_statebefore
+        .get(&event_id.to_owned())?
         .ok_or_else(|| Error::not_found("The state at this event is not known here"))?;
-    let pdu_ids: Vec<String> = state.into_iter().map(|(_, id)| id).collect();
-    let auth_chain_ids = auth_chain(storage, &pdu_ids)?;
-    Ok(StateIds {
-        pdu_ids,
-        auth_chain_ids,
-    })
-}
-
-/// The state and auth chain of [`state_ids`] as whole events.
-pub(crate) struct StatePdus {
-    pub(crate) pdus: Vec<Box<RawValue>>,
-    pub(crate) auth_chain: Vec<Box<RawValue>>,
-}
-
-/// # `/state/{roomId}`: as [`state_ids`], with the events themselves.
-pub(crate) fn state(
-    storage: &Storage,
-    access: &RoomAccess<'_>,
-    event_id: &str,
-) -> Result<StatePdus, Error> {
-    let ids = state_ids(storage, access, event_id)?;
-    Ok(StatePdus {
-        pdus: pdus(storage, access, &ids.pdu_ids, false)?,
-        auth_chain: pdus(storage, access, &ids.auth_chain_ids, false)?,
-    })
+    let state: Vec<u64> = snapshots::load(storage, snapshot)?.into_values().collect();
+    let auth_chain = walk_auth_chain(storage, state.iter().copied())?;
+    Ok(StatePlan { state, auth_chain })
 }
 
 /// # `/event_auth/{roomId}/{eventId}`: the auth chain of one event.
@@ -254,19 +237,38 @@ pub(crate) fn event_auth(
     storage: &Storage,
     access: &RoomAccess<'_>,
     event_id: &str,
-) -> Result<Vec<Box<RawValue>>, Error> {
+) -> Result<Vec<u64>, Error> {
     visible_event(access, storage, event_id)?;
-    let chain = auth_chain(storage, &[event_id.to_owned()])?;
-    pdus(storage, access, &chain, false)
+    let Some(short) = auth_chain::stored_short(storage, event_id)? else {
+        return Err(Error::not_found("Unknown event"));
+    };
+    walk_auth_chain(storage, [short])
 }
 
-/// The graph edges of a stored event: all the walks need.
+/// The auth chain of `start` (short IDs), bounded by time, not by the room's size.
+pub(crate) fn walk_auth_chain(
+    storage: &Storage,
+    start: impl IntoIterator<Item = u64>,
+) -> Result<Vec<u64>, Error> {
+    auth_chain::walk(storage, start, &mut WorkBound::new(auth_chain::WALK_TIME)).map_err(|err| {
+        match err {
+            WalkError::Storage(err) => Error::from(err),
+            WalkError::TooLong(_) => Error::new(
+                ErrorKind::LimitExceeded {
+                    retry_after_ms: 60_000,
+                },
+                "Walking this auth chain takes too long; try again later",
+            ),
+        }
+    })
+}
+
+/// The graph edges of a stored event the history walks need (auth chains: see
+/// [`auth_chain`]).
 #[derive(Debug, Default, Deserialize)]
 struct Edges {
     #[serde(default)]
     prev_events: Vec<Reference>,
-    #[serde(default)]
-    auth_events: Vec<Reference>,
     #[serde(default)]
     depth: u64,
 }
@@ -295,33 +297,6 @@ fn edges(storage: &Storage, event_id: &str) -> Result<Option<Edges>, Error> {
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|err| Error::internal(format!("stored event {event_id}: {err}")))
-}
-
-/// The auth chain of `events`: their `auth_events`, and theirs, recursively, each once
-/// (a visited set), in the order found; the walk stops at [`MAX_AUTH_CHAIN`] events.
-pub(crate) fn auth_chain(storage: &Storage, events: &[String]) -> Result<Vec<String>, Error> {
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut chain = Vec::new();
-    let mut queue: VecDeque<String> = events.iter().cloned().collect();
-    while let Some(id) = queue.pop_front() {
-        let Some(edges) = edges(storage, &id)? else {
-            continue;
-        };
-        for auth in edges.auth_events {
-            let auth = auth.id().to_owned();
-            if seen.contains(&auth) {
-                continue;
-            }
-            if seen.len() >= MAX_AUTH_CHAIN {
-                tracing::warn!(event = %id, "auth chain longer than {MAX_AUTH_CHAIN}: cut");
-                return Ok(chain);
-            }
-            seen.insert(auth.clone());
-            chain.push(auth.clone());
-            queue.push_back(auth);
-        }
-    }
-    Ok(chain)
 }
 
 /// The events of `ids` that are in the room, with their edges.
@@ -527,31 +502,63 @@ impl super::Federation {
         )
     }
 
-    /// [`state_ids`] before `event_id`.
+    /// `/state_ids` before `event_id`, written as it is sent.
     pub(crate) fn serve_state_ids(
         &self,
         access: &RoomAccess<'_>,
         event_id: &str,
-    ) -> Result<StateIds, Error> {
-        state_ids(&self.storage, access, event_id)
+    ) -> Result<StreamedAnswer, Error> {
+        let plan = state_plan(&self.storage, access, event_id)?;
+        Ok(self.streamed(
+            access,
+            vec![
+                Part::Text("{\"pdu_ids\":[".to_owned()),
+                Part::Ids(plan.state),
+                Part::Text("],\"auth_chain_ids\":[".to_owned()),
+                Part::Ids(plan.auth_chain),
+                Part::Text("]}".to_owned()),
+            ],
+        ))
     }
 
-    /// [`state`] before `event_id`.
+    /// `/state` before `event_id`, written as it is sent.
     pub(crate) fn serve_state(
         &self,
         access: &RoomAccess<'_>,
         event_id: &str,
-    ) -> Result<StatePdus, Error> {
-        state(&self.storage, access, event_id)
+    ) -> Result<StreamedAnswer, Error> {
+        let plan = state_plan(&self.storage, access, event_id)?;
+        Ok(self.streamed(
+            access,
+            vec![
+                Part::Text("{\"pdus\":[".to_owned()),
+                Part::Events(plan.state),
+                Part::Text("],\"auth_chain\":[".to_owned()),
+                Part::Events(plan.auth_chain),
+                Part::Text("]}".to_owned()),
+            ],
+        ))
     }
 
-    /// [`event_auth`]: the auth chain of one event.
+    /// [`event_auth`]: the auth chain of one event, written as it is sent.
     pub(crate) fn serve_event_auth(
         &self,
         access: &RoomAccess<'_>,
         event_id: &str,
-    ) -> Result<Vec<Box<RawValue>>, Error> {
-        event_auth(&self.storage, access, event_id)
+    ) -> Result<StreamedAnswer, Error> {
+        let chain = event_auth(&self.storage, access, event_id)?;
+        Ok(self.streamed(
+            access,
+            vec![
+                Part::Text("{\"auth_chain\":[".to_owned()),
+                Part::Events(chain),
+                Part::Text("]}".to_owned()),
+            ],
+        ))
+    }
+
+    fn streamed(&self, access: &RoomAccess<'_>, parts: Vec<Part>) -> StreamedAnswer {
+        StreamedAnswer::new(Arc::clone(&self.storage), access.rules.clone(), parts)
     }
 
     /// [`backfill`] from the events `v`.
@@ -596,14 +603,12 @@ mod tests {
         .expect("v3");
         let ids = |refs: &[Reference]| refs.iter().map(|r| r.id().to_owned()).collect::<Vec<_>>();
         assert_eq!(ids(&v3.prev_events), ["$a"]);
-        assert_eq!(ids(&v3.auth_events), ["$b", "$c"]);
         assert_eq!(v3.depth, 7);
         let v1: Edges = serde_json::from_str(
             r#"{"prev_events":[["$a:x",{"sha256":"h"}]],"auth_events":[["$b:x",{"sha256":"h"}]],"depth":2}"#,
         )
         .expect("v1");
         assert_eq!(ids(&v1.prev_events), ["$a:x"]);
-        assert_eq!(ids(&v1.auth_events), ["$b:x"]);
         let bare: Edges = serde_json::from_str("{}").expect("no edges");
         assert!(bare.prev_events.is_empty() && bare.depth == 0);
     }

@@ -6,6 +6,7 @@
 //! room are serialized (one lock per room); rooms proceed in parallel.
 
 pub(crate) mod aggregations;
+pub(crate) mod auth_chain;
 pub(crate) mod blocked;
 pub(crate) mod create;
 pub(crate) mod format;
@@ -568,17 +569,23 @@ impl Rooms {
         drop(events);
         crate::storage::memory::log_usage("join: state named");
         let event_id = join_pdu.event_id.to_string();
-        let mut after = before.clone();
         let join_key = snapshots::short_state_key(
             storage,
             "m.room.member",
             join_pdu.state_key.as_deref().unwrap_or_default(),
         )?;
-        after.insert(join_key, snapshots::short_event_id(storage, &event_id)?);
         let mut pending = std::collections::BTreeMap::new();
         let before_id = snapshots::store_full(storage, &mut batch, &before, &mut pending)?;
         crate::storage::memory::log_usage("join: snapshot staged");
-        let after_id = snapshots::store_full(storage, &mut batch, &after, &mut pending)?;
+        // The state after our join is one entry more: a delta, not a second whole copy.
+        let join_entry = [(join_key, snapshots::short_event_id(storage, &event_id)?)];
+        let after_id = snapshots::derive(
+            storage,
+            &mut batch,
+            Some(before_id),
+            &join_entry,
+            &mut pending,
+        )?;
         storage
             .eventid_statebefore
             .batch_insert(&mut batch, &event_id, &before_id)?;

@@ -21,13 +21,15 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::state_res::utils::event_id_set::EventIdSet;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId};
 
+use super::auth_chain::{WALK_TIME, WalkError, WorkBound};
 use super::{EventMeta, MembershipRecord, RoomRecord, StateEntry, load_pdu};
 use crate::matrix::events::Pdu;
 use crate::storage::snapshots::{self, StateMap};
 use crate::storage::{Batch, Storage, StorageError};
 
-/// The most events one auth chain walk reads (state resolution, `/state_ids`).
-pub(crate) const MAX_AUTH_CHAIN: usize = 50_000;
+/// The most events whose auth events one resolution remembers between its walks: a bound
+/// on memory only (an event forgotten is read again), never a refusal of a large room.
+const MAX_REMEMBERED_PARENTS: usize = 50_000;
 
 /// What became of a remote event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,12 +105,19 @@ pub(crate) fn plan(
             Some(_) => {}
         }
     }
+    // The current state is read once: a prev event whose state before is the current
+    // one (a message on the only extremity, the usual case) starts from it rather than
+    // decoding the same snapshot again (a large room's state is megabytes of it).
+    let current = match room.state {
+        Some(snapshot) => snapshots::load(storage, snapshot)?,
+        None => StateMap::new(),
+    };
     let states: Vec<StateMap> = pdu
         .prev_events
         .iter()
         .map(|id| match gap.iter().find(|(prev, _)| prev == id) {
             Some((_, named)) => state_after_given(storage, id.as_str(), named),
-            None => state_after(storage, id.as_str()),
+            None => state_after_known(storage, id.as_str(), (room.state, &current)),
         })
         .collect::<Result<_, _>>()?;
     let before = resolve(EventSource::stored(storage, rules), states)?;
@@ -121,10 +130,6 @@ pub(crate) fn plan(
     // joined on that branch, which we learned of only now, is no reason to hide their
     // message; a ban here still wins the resolution. Where the states cannot be resolved,
     // the current state alone decides.)
-    let current = match room.state {
-        Some(snapshot) => snapshots::load(storage, snapshot)?,
-        None => StateMap::new(),
-    };
     let soft_failed = authorize_against(storage, rules, pdu, &current, &HashMap::new()).is_err()
         && (before == current
             || resolve(
@@ -412,13 +417,23 @@ fn auth_events_state(
     Ok(state)
 }
 
-/// The room's state after `event_id`: the state before it, plus itself if a state event.
-pub(crate) fn state_after(storage: &Storage, event_id: &str) -> Result<StateMap, Refused> {
+/// The room's state after `event_id`: the state before it, plus itself if a state event;
+/// starting from `known` (a snapshot already read, and its ID) when that is the state
+/// before `event_id`.
+fn state_after_known(
+    storage: &Storage,
+    event_id: &str,
+    (known_id, known): (Option<u64>, &StateMap),
+) -> Result<StateMap, Refused> {
     let snapshot = storage
         .eventid_statebefore
         .get(&event_id.to_owned())?
         .ok_or_else(|| Refused::Missing(format!("the state at {event_id}")))?;
-    let state = snapshots::load(storage, snapshot)?;
+    let state = if known_id == Some(snapshot) {
+        known.clone()
+    } else {
+        snapshots::load(storage, snapshot)?
+    };
     with_event(storage, state, event_id)
 }
 
@@ -575,15 +590,8 @@ fn to_ruma_map(
 }
 
 /// Every event reachable from `start` through `auth_events` (the events themselves
-/// included), at most [`MAX_AUTH_CHAIN`].
-pub(crate) fn auth_chain(
-    storage: &Storage,
-    rules: &RoomVersionRules,
-    start: impl IntoIterator<Item = OwnedEventId>,
-) -> Result<HashSet<OwnedEventId>, Refused> {
-    walk_auth_chain(EventSource::stored(storage, rules), start)
-}
-
+/// included). A room's size is no reason to stop: the walk is bounded by time
+/// ([`super::auth_chain::WALK_TIME`]), as the work of one request.
 fn walk_auth_chain(
     events: EventSource<'_>,
     start: impl IntoIterator<Item = OwnedEventId>,
@@ -603,10 +611,9 @@ fn walk_auth_chain_with(
 ) -> Result<HashSet<OwnedEventId>, Refused> {
     let mut seen: HashSet<OwnedEventId> = HashSet::new();
     let mut todo: Vec<OwnedEventId> = start.into_iter().collect();
+    let mut bound = WorkBound::new(WALK_TIME);
     while let Some(id) = todo.pop() {
-        if seen.len() >= MAX_AUTH_CHAIN {
-            return Err(Refused::Invalid("the auth chain is too long".to_owned()));
-        }
+        bound.step().map_err(too_long)?;
         if !seen.insert(id.clone()) {
             continue;
         }
@@ -620,7 +627,7 @@ fn walk_auth_chain_with(
             .unwrap_or_default();
         todo.extend(auth_events.iter().cloned());
         // The memory kept for later walks is bounded like one walk's.
-        if parents.len() < MAX_AUTH_CHAIN {
+        if parents.len() < MAX_REMEMBERED_PARENTS {
             parents.insert(id, auth_events);
         }
     }
@@ -638,8 +645,9 @@ fn conflicted_subgraph(
     // An ancestor is in the subgraph when some conflicted event lies among its own ancestors.
     let mut reaches: BTreeMap<OwnedEventId, bool> = BTreeMap::new();
     let mut subgraph = HashSet::new();
+    let mut bound = WorkBound::new(WALK_TIME);
     for id in &ancestors {
-        if reaches_target(events, id, &targets, &mut reaches)? {
+        if reaches_target(events, id, &targets, (&mut reaches, &mut bound))? {
             subgraph.insert(id.clone());
         }
     }
@@ -650,7 +658,7 @@ fn reaches_target(
     events: EventSource<'_>,
     id: &OwnedEventId,
     targets: &BTreeSet<OwnedEventId>,
-    memo: &mut BTreeMap<OwnedEventId, bool>,
+    (memo, bound): (&mut BTreeMap<OwnedEventId, bool>, &mut WorkBound),
 ) -> Result<bool, Refused> {
     // Iterative depth-first walk; each event is decided once.
     let mut stack = vec![(id.clone(), false)];
@@ -677,11 +685,19 @@ fn reaches_target(
                 }
             }
         }
-        if memo.len() > MAX_AUTH_CHAIN {
-            return Err(Refused::Invalid("the auth graph is too large".to_owned()));
-        }
+        bound.step().map_err(too_long)?;
     }
     Ok(memo.get(id) == Some(&true))
+}
+
+/// A walk that ran out of time (or storage that failed under it).
+fn too_long(err: WalkError) -> Refused {
+    match err {
+        WalkError::Storage(err) => Refused::from(err),
+        WalkError::TooLong(limit) => Refused::Storage(format!(
+            "walking the auth graph took longer than {limit:?}; the event can be sent again"
+        )),
+    }
 }
 
 /// Whether `event_id` is held only as an outlier: stored (as part of a state or auth chain

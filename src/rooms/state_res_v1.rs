@@ -44,9 +44,10 @@ use crate::matrix::events::Pdu;
 use crate::storage::StorageError;
 use crate::storage::snapshots;
 
-/// The most conflicted events one resolution considers (each costs a few auth checks);
-/// more is refused rather than worked through.
-pub(crate) const MAX_CONFLICTED_EVENTS: usize = super::remote::MAX_AUTH_CHAIN;
+/// The most conflicted events one resolution of room version 1 considers (each is loaded
+/// and costs a few auth checks): a bound on one resolution's work and memory. Conflicts
+/// are between forks, not the whole state: a large room rarely has many.
+pub(crate) const MAX_CONFLICTED_EVENTS: usize = 50_000;
 
 /// A `(type, state_key)` pair, named.
 type Key = (StateEventType, String);

@@ -202,7 +202,8 @@ pub(crate) struct SnapshotRecord {
     /// The snapshot this one changes (none: this is a full copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) parent: Option<u64>,
-    /// How many deltas lie between this snapshot and its full copy.
+    /// Its step since its full copy (0: a full copy); the parent of step `k` is the step
+    /// with `k`'s lowest set bit cleared (see `snapshots::derive`).
     #[serde(default)]
     pub(crate) depth: u32,
     /// Entries set (or replaced) relative to the parent, as `(state key, event)`.

@@ -9,6 +9,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::origin::{FederationOrigin, SignedJson};
+use super::streamed_body::json_streamed;
 use crate::api::app::Services;
 use crate::api::path;
 use crate::error::{Error, ErrorKind};
@@ -63,17 +64,8 @@ pub(crate) async fn state_ids(
 ) -> Result<HttpResponse, Error> {
     let room: OwnedRoomId = path::id(&room)?;
     let access = open(&app, &origin, &room)?;
-    let ids = app.federation.serve_state_ids(&access, &query.event_id)?;
-    Ok(HttpResponse::Ok().json(json!({
-        "pdu_ids": ids.pdu_ids,
-        "auth_chain_ids": ids.auth_chain_ids,
-    })))
-}
-
-#[derive(Serialize)]
-struct StateAnswer {
-    pdus: Vec<Box<RawValue>>,
-    auth_chain: Vec<Box<RawValue>>,
+    let answer = app.federation.serve_state_ids(&access, &query.event_id)?;
+    Ok(json_streamed(answer))
 }
 
 /// # GET /_matrix/federation/v1/state/{roomId}
@@ -85,16 +77,8 @@ pub(crate) async fn state(
 ) -> Result<HttpResponse, Error> {
     let room: OwnedRoomId = path::id(&room)?;
     let access = open(&app, &origin, &room)?;
-    let found = app.federation.serve_state(&access, &query.event_id)?;
-    Ok(HttpResponse::Ok().json(StateAnswer {
-        pdus: found.pdus,
-        auth_chain: found.auth_chain,
-    }))
-}
-
-#[derive(Serialize)]
-struct AuthChainAnswer {
-    auth_chain: Vec<Box<RawValue>>,
+    let answer = app.federation.serve_state(&access, &query.event_id)?;
+    Ok(json_streamed(answer))
 }
 
 /// # GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}
@@ -106,8 +90,8 @@ pub(crate) async fn event_auth(
     let (room, event_id) = path.into_inner();
     let room: OwnedRoomId = path::id(&room)?;
     let access = open(&app, &origin, &room)?;
-    let auth_chain = app.federation.serve_event_auth(&access, &event_id)?;
-    Ok(HttpResponse::Ok().json(AuthChainAnswer { auth_chain }))
+    let answer = app.federation.serve_event_auth(&access, &event_id)?;
+    Ok(json_streamed(answer))
 }
 
 /// # GET /_matrix/federation/v1/backfill/{roomId}

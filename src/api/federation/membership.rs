@@ -62,9 +62,7 @@ pub(crate) async fn send_join(
         signed.body,
     )
     .await?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(answer))
+    Ok(super::streamed_body::json_streamed(answer))
 }
 
 /// # PUT /_matrix/federation/v2/invite/{roomId}/{eventId}

@@ -8,6 +8,7 @@ pub(crate) mod membership;
 pub(crate) mod origin;
 pub(crate) mod query;
 pub(crate) mod send;
+mod streamed_body;
 pub(crate) mod user;
 pub(crate) mod version;
 
