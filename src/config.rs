@@ -24,6 +24,8 @@ pub(crate) struct Config {
     pub(crate) federation: FederationConfig,
     pub(crate) well_known: WellKnownConfig,
     pub(crate) logging: LoggingConfig,
+    pub(crate) push: PushConfig,
+    pub(crate) voip: VoipConfig,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -179,6 +181,46 @@ pub(crate) struct WellKnownConfig {
     pub(crate) server: Option<String>,
 }
 
+/// Sending notifications to the push gateways of our users' phones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PushConfig {
+    /// Let pushers' gateway URLs reach private addresses (tests, LAN-only gateways).
+    pub(crate) allow_private_addresses: bool,
+    /// Let gateway URLs use plain `http://` (tests).
+    pub(crate) allow_http: bool,
+}
+
+/// Calls: TURN credentials and MatrixRTC (LiveKit) transports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct VoipConfig {
+    pub(crate) turn_uris: Vec<String>,
+    /// coturn's `static-auth-secret` (its REST API credentials); never printed.
+    #[serde(skip_serializing)]
+    pub(crate) turn_shared_secret: Option<String>,
+    pub(crate) turn_username: Option<String>,
+    #[serde(skip_serializing)]
+    pub(crate) turn_password: Option<String>,
+    /// How long shared-secret credentials stay valid.
+    pub(crate) turn_ttl_seconds: u64,
+    /// The LiveKit JWT service (`lk-jwt-service`) Element Call uses.
+    pub(crate) livekit_url: Option<String>,
+}
+
+impl Default for VoipConfig {
+    fn default() -> Self {
+        VoipConfig {
+            turn_uris: Vec::new(),
+            turn_shared_secret: None,
+            turn_username: None,
+            turn_password: None,
+            turn_ttl_seconds: 86_400,
+            livekit_url: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LoggingConfig {
@@ -215,6 +257,10 @@ struct RawConfig {
     well_known: WellKnownConfig,
     #[serde(default)]
     logging: LoggingConfig,
+    #[serde(default)]
+    push: PushConfig,
+    #[serde(default)]
+    voip: VoipConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,6 +324,8 @@ impl Config {
             federation: FederationConfig::default(),
             well_known: WellKnownConfig::default(),
             logging: LoggingConfig::default(),
+            push: PushConfig::default(),
+            voip: VoipConfig::default(),
         }
     }
 
@@ -385,6 +433,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
     )?;
     validate_well_known(&raw.well_known)?;
     validate_federation(&raw.federation)?;
+    validate_voip(&raw.voip)?;
     parse_filter(&raw.logging.level).map_err(|err| invalid(&["logging", "level"], err))?;
 
     let data_dir = resolve(base, &raw.database.path);
@@ -421,6 +470,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
         federation,
         well_known: raw.well_known,
         logging: raw.logging,
+        push: raw.push,
+        voip: raw.voip,
     })
 }
 
@@ -476,6 +527,41 @@ fn validate_well_known(well_known: &WellKnownConfig) -> Result<(), Invalid> {
             &["well_known", "server"],
             "must be a host name with an optional port, like `matrix.example.org:443`",
         ));
+    }
+    Ok(())
+}
+
+fn validate_voip(voip: &VoipConfig) -> Result<(), Invalid> {
+    let key = |name: &str| ["voip".to_owned(), name.to_owned()];
+    let fail = |name: &str, message: &str| {
+        let key = key(name);
+        Err(invalid(&[&key[0], &key[1]], message))
+    };
+    if voip.turn_shared_secret.is_some() && voip.turn_username.is_some() {
+        return fail(
+            "turn_username",
+            "set either turn_shared_secret or turn_username/turn_password, not both",
+        );
+    }
+    if voip.turn_username.is_some() != voip.turn_password.is_some() {
+        return fail("turn_password", "turn_username and turn_password go together");
+    }
+    let credentials = voip.turn_shared_secret.is_some() || voip.turn_username.is_some();
+    if credentials && voip.turn_uris.is_empty() {
+        return fail("turn_uris", "TURN credentials need at least one turn: URI");
+    }
+    if voip
+        .turn_uris
+        .iter()
+        .any(|uri| !(uri.starts_with("turn:") || uri.starts_with("turns:") || uri.starts_with("stun:")))
+    {
+        return fail("turn_uris", "each URI starts with turn:, turns: or stun:");
+    }
+    check_range(&["voip", "turn_ttl_seconds"], voip.turn_ttl_seconds, 60, 7 * 86_400)?;
+    if let Some(url) = &voip.livekit_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        return fail("livekit_url", "must be a URL starting with https://");
     }
     Ok(())
 }

@@ -29,6 +29,7 @@ pub(crate) mod upgrade;
 pub(crate) mod user;
 pub(crate) mod user_directory;
 pub(crate) mod versions;
+pub(crate) mod voip;
 
 use actix_web::web;
 
@@ -202,7 +203,11 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
         ))
         .service(get(
             "/_matrix/client/v3/voip/turnServer",
-            not_offered::turn_server,
+            voip::turn_server,
+        ))
+        .service(get(
+            "/_matrix/client/unstable/org.matrix.msc4143/rtc/transports",
+            voip::rtc_transports,
         ))
         .service(post("/_matrix/client/v3/refresh", not_offered::refresh))
         .service(get(
