@@ -1,7 +1,7 @@
 //! Push rules, pushers and notifications (spec: client-server API, "Push Notifications").
 //! The rules and pushers live in [`crate::users::push_rules`]; [`crate::rooms::notifications`]
 //! applies the rules to each event (unread counts, `/notifications`, read through the sync
-//! service); sending to push gateways is not built yet.
+//! service); `federation::push` sends notifications to the pushers' gateways.
 
 use actix_web::{HttpResponse, web};
 use ruma::push::{
