@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod catalogue;
 pub mod fake;
+pub mod gateway;
 pub mod federation;
 pub mod http;
 pub mod synapse;
