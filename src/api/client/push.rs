@@ -259,11 +259,23 @@ pub(crate) async fn get_pushers(
 /// # POST /_matrix/client/v3/pushers/set
 ///
 /// Creates, replaces (same `app_id` and `pushkey`) or, with `kind: null`, deletes a pusher.
+/// Without `append`, other users' pushers with the same app and key are removed.
 pub(crate) async fn set_pusher(
     app: web::Data<Services>,
     auth: Authenticated,
     MatrixJson(body): MatrixJson<Map<String, Value>>,
 ) -> Result<HttpResponse, Error> {
+    // The spec wants gateways on HTTPS; plain HTTP only where the owner allowed it (tests).
+    let plain_http = body["data"]["url"]
+        .as_str()
+        .is_some_and(|url| url.starts_with("http://"));
+    if body.get("kind").is_some_and(|kind| kind == "http") && plain_http && !app.config.push.allow_http
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidParam,
+            "data.url must be an https:// URL",
+        ));
+    }
     app.users.set_pusher(&auth.user_id, body).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
