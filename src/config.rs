@@ -181,43 +181,34 @@ pub(crate) struct WellKnownConfig {
     pub(crate) server: Option<String>,
 }
 
-/// Sending notifications to the push gateways of our users' phones.
+/// Push gateways: `allow_private_addresses` and `allow_http` (both for tests, LAN set-ups).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct PushConfig {
-    /// Let pushers' gateway URLs reach private addresses (tests, LAN-only gateways).
     pub(crate) allow_private_addresses: bool,
-    /// Let gateway URLs use plain `http://` (tests).
     pub(crate) allow_http: bool,
 }
 
-/// Calls: TURN credentials and MatrixRTC (LiveKit) transports.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Calls: TURN credentials and MatrixRTC (LiveKit) transports. Secrets are never printed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct VoipConfig {
     pub(crate) turn_uris: Vec<String>,
-    /// coturn's `static-auth-secret` (its REST API credentials); never printed.
+    /// coturn's `static-auth-secret` (its REST API credentials).
     #[serde(skip_serializing)]
     pub(crate) turn_shared_secret: Option<String>,
     pub(crate) turn_username: Option<String>,
     #[serde(skip_serializing)]
     pub(crate) turn_password: Option<String>,
-    /// How long shared-secret credentials stay valid.
-    pub(crate) turn_ttl_seconds: u64,
+    /// How long shared-secret credentials stay valid: see [`VoipConfig::turn_ttl`].
+    pub(crate) turn_ttl_seconds: Option<u64>,
     /// The LiveKit JWT service (`lk-jwt-service`) Element Call uses.
     pub(crate) livekit_url: Option<String>,
 }
 
-impl Default for VoipConfig {
-    fn default() -> Self {
-        VoipConfig {
-            turn_uris: Vec::new(),
-            turn_shared_secret: None,
-            turn_username: None,
-            turn_password: None,
-            turn_ttl_seconds: 86_400,
-            livekit_url: None,
-        }
+impl VoipConfig {
+    pub(crate) fn turn_ttl(&self) -> u64 {
+        self.turn_ttl_seconds.unwrap_or(86_400)
     }
 }
 
@@ -531,39 +522,26 @@ fn validate_well_known(well_known: &WellKnownConfig) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// The `[voip]` rules: one kind of TURN credentials, with URIs; a LiveKit URL.
 fn validate_voip(voip: &VoipConfig) -> Result<(), Invalid> {
-    let key = |name: &str| ["voip".to_owned(), name.to_owned()];
-    let fail = |name: &str, message: &str| {
-        let key = key(name);
-        Err(invalid(&[&key[0], &key[1]], message))
+    let secret = voip.turn_shared_secret.is_some();
+    let user = voip.turn_username.is_some();
+    let uri_ok = |uri: &String| uri.starts_with("turn") || uri.starts_with("stun:");
+    let url_ok = |url: &String| url.starts_with("https://") || url.starts_with("http://");
+    let (key, message) = if secret && user {
+        ("turn_username", "not with turn_shared_secret")
+    } else if user != voip.turn_password.is_some() {
+        ("turn_password", "goes with turn_username")
+    } else if (secret || user) && voip.turn_uris.is_empty() {
+        ("turn_uris", "needs a turn: URI")
+    } else if !voip.turn_uris.iter().all(uri_ok) {
+        ("turn_uris", "URIs start with turn:, turns: or stun:")
+    } else if !voip.livekit_url.iter().all(url_ok) {
+        ("livekit_url", "must start with https://")
+    } else {
+        return check_range(&["voip", "turn_ttl_seconds"], voip.turn_ttl(), 60, 604_800);
     };
-    if voip.turn_shared_secret.is_some() && voip.turn_username.is_some() {
-        return fail(
-            "turn_username",
-            "set either turn_shared_secret or turn_username/turn_password, not both",
-        );
-    }
-    if voip.turn_username.is_some() != voip.turn_password.is_some() {
-        return fail("turn_password", "turn_username and turn_password go together");
-    }
-    let credentials = voip.turn_shared_secret.is_some() || voip.turn_username.is_some();
-    if credentials && voip.turn_uris.is_empty() {
-        return fail("turn_uris", "TURN credentials need at least one turn: URI");
-    }
-    if voip
-        .turn_uris
-        .iter()
-        .any(|uri| !(uri.starts_with("turn:") || uri.starts_with("turns:") || uri.starts_with("stun:")))
-    {
-        return fail("turn_uris", "each URI starts with turn:, turns: or stun:");
-    }
-    check_range(&["voip", "turn_ttl_seconds"], voip.turn_ttl_seconds, 60, 7 * 86_400)?;
-    if let Some(url) = &voip.livekit_url
-        && !(url.starts_with("https://") || url.starts_with("http://"))
-    {
-        return fail("livekit_url", "must be a URL starting with https://");
-    }
-    Ok(())
+    Err(invalid(&["voip", key], message))
 }
 
 fn validate_federation(federation: &FederationConfig) -> Result<(), Invalid> {

@@ -44,7 +44,9 @@ fn set_pusher(server: &Server, token: &str, pushkey: &str, data: Value, append: 
 }
 
 fn pushers(server: &Server, token: &str) -> Vec<Value> {
-    ok(server.client().get_with("/_matrix/client/v3/pushers", token))["pushers"]
+    ok(server
+        .client()
+        .get_with("/_matrix/client/v3/pushers", token))["pushers"]
         .as_array()
         .expect("pushers")
         .clone()
@@ -150,7 +152,10 @@ fn a_notification_carries_the_spec_fields() {
     assert_eq!(device["app_id"], APP);
     assert_eq!(device["pushkey"], "bob-phone");
     let pushkey_ts = device["pushkey_ts"].as_u64().expect("pushkey_ts");
-    let now = (rand_suffix() / 1_000_000_000) as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
     assert!(pushkey_ts <= now && now - pushkey_ts < 600, "{pushkey_ts}");
     assert_eq!(device["data"], json!({ "extra": "kept" }), "url is ours");
     // The default rules for a message in a two-person room: a sound.
@@ -161,7 +166,10 @@ fn a_notification_carries_the_spec_fields() {
     let next = send(&server, &alice, &room, "hurry");
     let notification = &gateway.expect()["notification"];
     assert_eq!(notification["event_id"], next.as_str());
-    assert_eq!(notification["counts"]["unread"], 1, "bob's reply read the rest");
+    assert_eq!(
+        notification["counts"]["unread"], 1,
+        "bob's reply read the rest"
+    );
 
     // A rule that does not notify sends nothing.
     ok(server.client().json(
@@ -194,8 +202,17 @@ fn event_id_only_sends_ids_and_counts() {
     assert_eq!(notification["event_id"], event_id.as_str());
     assert_eq!(notification["room_id"], room.as_str());
     assert_eq!(notification["counts"]["unread"], 1);
-    for absent in ["content", "sender", "type", "sender_display_name", "room_name"] {
-        assert!(notification.get(absent).is_none(), "{absent}: {notification}");
+    for absent in [
+        "content",
+        "sender",
+        "type",
+        "sender_display_name",
+        "room_name",
+    ] {
+        assert!(
+            notification.get(absent).is_none(),
+            "{absent}: {notification}"
+        );
     }
     assert_eq!(notification["devices"][0]["data"], json!({}));
 }
@@ -204,7 +221,13 @@ fn event_id_only_sends_ids_and_counts() {
 fn a_rejected_pushkey_removes_its_pusher() {
     let gateway = Gateway::start();
     let (server, alice, bob) = start();
-    set_pusher(&server, &bob, "bob-phone", json!({ "url": gateway.url() }), false);
+    set_pusher(
+        &server,
+        &bob,
+        "bob-phone",
+        json!({ "url": gateway.url() }),
+        false,
+    );
     let room = shared_room(&server, &alice, &bob);
     gateway.expect(); // the invite
     gateway.then(&[Answer::Accept(vec!["bob-phone".to_owned()])]);
@@ -216,14 +239,23 @@ fn a_rejected_pushkey_removes_its_pusher() {
         std::thread::sleep(Duration::from_millis(50));
     }
     send(&server, &alice, &room, "two");
-    assert!(gateway.quiet_for(Duration::from_secs(2)), "nothing goes to a removed pusher");
+    assert!(
+        gateway.quiet_for(Duration::from_secs(2)),
+        "nothing goes to a removed pusher"
+    );
 }
 
 #[test]
 fn a_failing_gateway_is_retried() {
     let gateway = Gateway::start();
     let (server, alice, bob) = start();
-    set_pusher(&server, &bob, "bob-phone", json!({ "url": gateway.url() }), false);
+    set_pusher(
+        &server,
+        &bob,
+        "bob-phone",
+        json!({ "url": gateway.url() }),
+        false,
+    );
     let room = shared_room(&server, &alice, &bob);
     gateway.expect(); // the invite
     gateway.then(&[Answer::Status(500), Answer::Status(502)]);
@@ -236,8 +268,15 @@ fn a_failing_gateway_is_retried() {
             "attempt {attempt}"
         );
     }
-    assert!(gateway.quiet_for(Duration::from_secs(2)), "delivered once accepted");
-    assert_eq!(pushers(&server, &bob).len(), 1, "an error removes no pusher");
+    assert!(
+        gateway.quiet_for(Duration::from_secs(2)),
+        "delivered once accepted"
+    );
+    assert_eq!(
+        pushers(&server, &bob).len(),
+        1,
+        "an error removes no pusher"
+    );
 }
 
 #[test]
@@ -245,7 +284,13 @@ fn reading_on_another_device_updates_the_badge() {
     let gateway = Gateway::start();
     let (server, alice, bob_phone) = start();
     let bob_laptop = login_token(&server, "bob", PASSWORD);
-    set_pusher(&server, &bob_phone, "bob-phone", json!({ "url": gateway.url() }), false);
+    set_pusher(
+        &server,
+        &bob_phone,
+        "bob-phone",
+        json!({ "url": gateway.url() }),
+        false,
+    );
     let room = shared_room(&server, &alice, &bob_phone);
     gateway.expect(); // the invite
     send(&server, &alice, &room, "one");
@@ -280,7 +325,13 @@ fn delivery_resumes_after_a_restart() {
     let alice = login_token(&server, "alice", PASSWORD);
     let bob = login_token(&server, "bob", PASSWORD);
     let room = shared_room(&server, &alice, &bob);
-    set_pusher(&server, &bob, "bob-phone", json!({ "url": gateway.url() }), false);
+    set_pusher(
+        &server,
+        &bob,
+        "bob-phone",
+        json!({ "url": gateway.url() }),
+        false,
+    );
     let event_id = send(&server, &alice, &room, "while the gateway is down");
     // Tried (and refused) at least once before the stop.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -306,8 +357,20 @@ fn a_hanging_gateway_holds_up_neither_sending_nor_other_pushers() {
     hanging.always(Answer::Hang);
     let working = Gateway::start();
     let (server, alice, bob) = start();
-    set_pusher(&server, &bob, "bob-phone", json!({ "url": hanging.url() }), false);
-    set_pusher(&server, &alice, "alice-phone", json!({ "url": working.url() }), false);
+    set_pusher(
+        &server,
+        &bob,
+        "bob-phone",
+        json!({ "url": hanging.url() }),
+        false,
+    );
+    set_pusher(
+        &server,
+        &alice,
+        "alice-phone",
+        json!({ "url": working.url() }),
+        false,
+    );
     let room = shared_room(&server, &alice, &bob);
     // The invite reaches the gateway, which does not answer.
     assert_eq!(hanging.expect()["notification"]["type"], "m.room.member");
@@ -343,7 +406,7 @@ fn pushers_set_append_and_deletion() {
     assert_eq!(pushers(&server, &alice).len(), 1);
 
     // With `append`, both keep it.
-    set_pusher(&server, &bob, "shared-tablet", data.clone(), true);
+    set_pusher(&server, &bob, "shared-tablet", data, true);
     assert_eq!(pushers(&server, &bob).len(), 1);
     assert_eq!(pushers(&server, &alice).len(), 1);
 
@@ -362,4 +425,40 @@ fn pushers_set_append_and_deletion() {
     while gateway.next(Duration::from_millis(500)).is_some() {}
     send(&server, &alice, &room, "to nobody's phone");
     assert!(gateway.quiet_for(Duration::from_secs(2)));
+}
+
+#[test]
+fn plain_http_gateways_need_the_owners_consent() {
+    let server = Server::start_with_users(&test_config(""), &[("bob", PASSWORD)]);
+    let bob = login_token(&server, "bob", PASSWORD);
+    let body = |url: &str| {
+        json!({
+            "kind": "http", "app_id": APP, "pushkey": "k",
+            "app_display_name": "Example", "device_display_name": "Phone", "lang": "en",
+            "data": { "url": url },
+        })
+    };
+    let path = "/_matrix/client/v3/pushers/set";
+    let refused = server.client().json(
+        "POST",
+        path,
+        Some(&bob),
+        &body("http://127.0.0.1:9/_matrix/push/v1/notify"),
+    );
+    assert_eq!(refused.status, 400);
+    assert_eq!(common::errcode(&refused), "M_INVALID_PARAM");
+    let wrong_path = server.client().json(
+        "POST",
+        path,
+        Some(&bob),
+        &body("https://push.example.org/notify"),
+    );
+    assert_eq!(common::errcode(&wrong_path), "M_INVALID_PARAM");
+    ok(server.client().json(
+        "POST",
+        path,
+        Some(&bob),
+        &body("https://push.example.org/_matrix/push/v1/notify"),
+    ));
+    assert_eq!(pushers(&server, &bob).len(), 1);
 }

@@ -57,7 +57,11 @@ fn shared_secret_gives_coturn_rest_credentials() {
     assert_eq!(server.client().get(TURN_SERVER).status, 401);
     // The secret never shows in the effective config.
     let config = std::fs::read_to_string(server.dir.join("hearth.toml")).expect("config");
-    let shown = common::hearth(&server.dir, &["check-config", "--config", "hearth.toml"], "");
+    let shown = common::hearth(
+        &server.dir,
+        &["check-config", "--config", "hearth.toml"],
+        "",
+    );
     assert!(config.contains("s3cret"));
     assert!(!String::from_utf8_lossy(&shown.stdout).contains("s3cret"));
 }

@@ -199,7 +199,10 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
     {
         tracing::warn!("federation: outbound sending did not stop in time");
     }
-    if tokio::time::timeout(Duration::from_secs(5), push).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), push)
+        .await
+        .is_err()
+    {
         tracing::warn!("push: delivery did not stop in time");
     }
     app.rooms.flush().await?;

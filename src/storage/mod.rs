@@ -38,8 +38,8 @@ pub(crate) use tree::Tree;
 use records::{
     AccountDataRecord, AccountRecord, AliasRecord, BackedUpKey, BackupVersionRecord,
     DestinationState, DeviceRecord, EventMeta, FallbackKeyRecord, KeptEdu, MembershipRecord,
-    NotificationRecord, PendingTxn, PushItem, QueueItem, ReceiptRecord, RegistrationTokenRecord, RoomRecord,
-    ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
+    NotificationRecord, PendingTxn, PushItem, QueueItem, ReceiptRecord, RegistrationTokenRecord,
+    RoomRecord, ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
 };
 
 /// A storage failure. Shown in full to the operator at start-up; a client only ever sees

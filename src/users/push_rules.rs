@@ -1,8 +1,8 @@
 //! Push rules and pushers (spec: client-server API, "Push Notifications"). Rules are kept as
 //! the `m.push_rules` account data, as the spec says, starting from its default ruleset;
 //! clients see changes through `/sync`. The room service applies them to each event
-//! (`rooms::notifications`). Pushers are stored as clients set them (with `pushkey_ts`
-//! added); `federation::push` delivers to their gateways and, through
+//! (`rooms::notifications`). Pushers are stored as clients set them, with two fields of
+//! ours added ([`PUSHKEY_TS`], [`SINCE`]); `federation::push` delivers to their gateways and, through
 //! [`remove_rejected_pusher`], drops those a gateway rejects.
 
 use ruma::UserId;
@@ -13,6 +13,12 @@ use super::Users;
 use crate::error::{Error, ErrorKind};
 use crate::storage::stream::Stream;
 use crate::storage::{Storage, StorageError};
+
+/// When the pushkey was set (unix seconds), which gateways receive as `pushkey_ts`.
+pub(crate) const PUSHKEY_TS: &str = "pushkey_ts";
+
+/// The stream position when the pusher was set: only what happens after it is pushed.
+pub(crate) const SINCE: &str = "hearth.since";
 
 /// The most pushers one account may have.
 const MAX_PUSHERS: usize = 50;
@@ -71,18 +77,21 @@ impl Users {
         let mut pushers = stored_pushers(self.storage(), user_id.as_str())?;
         for pusher in &mut pushers {
             if let Some(pusher) = pusher.as_object_mut() {
-                pusher.remove("pushkey_ts");
+                pusher.remove(PUSHKEY_TS);
+                pusher.remove(SINCE);
             }
         }
         Ok(pushers)
     }
 
     /// `POST /pushers/set`: creates, replaces (same `app_id` and `pushkey`) or, with
-    /// `kind: null`, deletes a pusher; flushed.
+    /// `kind: null`, deletes a pusher; flushed. A new pusher gets what happens after stream
+    /// position `now`.
     pub(crate) async fn set_pusher(
         &self,
         user_id: &UserId,
         body: Map<String, Value>,
+        now: u64,
     ) -> Result<(), Error> {
         let text = |field: &str| -> Result<String, Error> {
             body.get(field)
@@ -149,7 +158,8 @@ impl Users {
                 let mut pusher = body.clone();
                 pusher.remove("append");
                 let now_seconds = crate::matrix::time::now_ms() / 1000;
-                pusher.insert("pushkey_ts".into(), now_seconds.into());
+                pusher.insert(PUSHKEY_TS.into(), now_seconds.into());
+                pusher.insert(SINCE.into(), now.into());
                 pushers.push(Value::Object(pusher));
                 if pushers.len() > MAX_PUSHERS {
                     return Err(Error::new(
@@ -171,7 +181,7 @@ impl Users {
     }
 }
 
-/// The user's pushers as stored, `pushkey_ts` included.
+/// The user's pushers as stored, our fields included.
 pub(crate) fn stored_pushers(storage: &Storage, user_id: &str) -> Result<Vec<Value>, StorageError> {
     Ok(storage
         .userid_pushers
@@ -220,6 +230,8 @@ pub(crate) fn remove_rejected_pusher(
     if pushers.len() == before {
         return Ok(false);
     }
-    storage.userid_pushers.insert(&user_id.to_owned(), &pushers)?;
+    storage
+        .userid_pushers
+        .insert(&user_id.to_owned(), &pushers)?;
     Ok(true)
 }

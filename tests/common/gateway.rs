@@ -73,7 +73,10 @@ impl Gateway {
 
     /// Answers the next requests with `answers`, in order.
     pub fn then(&self, answers: &[Answer]) {
-        self.script.lock().expect("script").extend(answers.iter().cloned());
+        self.script
+            .lock()
+            .expect("script")
+            .extend(answers.iter().cloned());
     }
 
     /// Answers every request not scripted with `answer`.

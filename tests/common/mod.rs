@@ -7,8 +7,8 @@
 pub mod budget;
 pub mod catalogue;
 pub mod fake;
-pub mod gateway;
 pub mod federation;
+pub mod gateway;
 pub mod http;
 pub mod synapse;
 

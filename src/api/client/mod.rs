@@ -201,10 +201,7 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
             "/_matrix/client/v1/rooms/{roomId}/hierarchy",
             space::hierarchy,
         ))
-        .service(get(
-            "/_matrix/client/v3/voip/turnServer",
-            voip::turn_server,
-        ))
+        .service(get("/_matrix/client/v3/voip/turnServer", voip::turn_server))
         .service(get(
             "/_matrix/client/unstable/org.matrix.msc4143/rtc/transports",
             voip::rtc_transports,

@@ -266,17 +266,22 @@ pub(crate) async fn set_pusher(
     MatrixJson(body): MatrixJson<Map<String, Value>>,
 ) -> Result<HttpResponse, Error> {
     // The spec wants gateways on HTTPS; plain HTTP only where the owner allowed it (tests).
-    let plain_http = body["data"]["url"]
-        .as_str()
+    let plain_http = body
+        .get("data")
+        .and_then(|data| data.get("url"))
+        .and_then(Value::as_str)
         .is_some_and(|url| url.starts_with("http://"));
-    if body.get("kind").is_some_and(|kind| kind == "http") && plain_http && !app.config.push.allow_http
+    if body.get("kind").is_some_and(|kind| kind == "http")
+        && plain_http
+        && !app.config.push.allow_http
     {
         return Err(Error::new(
             ErrorKind::InvalidParam,
             "data.url must be an https:// URL",
         ));
     }
-    app.users.set_pusher(&auth.user_id, body).await?;
+    let now = app.rooms.visible_position();
+    app.users.set_pusher(&auth.user_id, body, now).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 

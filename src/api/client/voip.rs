@@ -45,7 +45,7 @@ pub(crate) fn rtc_foci(voip: &VoipConfig) -> Vec<Value> {
 }
 
 fn turn_answer(voip: &VoipConfig, user_id: &str, now_seconds: u64) -> Value {
-    let ttl = voip.turn_ttl_seconds;
+    let ttl = voip.turn_ttl();
     let (username, password) = match (&voip.turn_shared_secret, &voip.turn_username) {
         (Some(secret), _) => {
             let username = format!("{}:{user_id}", now_seconds + ttl);

@@ -56,22 +56,29 @@ fn handle_span(storage: &Storage, from: u64, to: u64) -> Result<bool, StorageErr
     let now_ms = crate::matrix::time::now_ms();
     let receipts = receipt_rooms(storage, from, to)?;
     for (user, user_pushers) in &pushers {
-        let mut queue_for_user = |position: u64, room: Option<String>, event: Option<(String, Value)>| {
-            for pusher in user_pushers {
-                let (event_id, actions) = event.clone().unzip();
-                let item = PushItem {
-                    user_id: user.clone(),
-                    app_id: text(pusher, "app_id"),
-                    pushkey: text(pusher, "pushkey"),
-                    room_id: room.clone(),
-                    event_id,
-                    actions: actions.unwrap_or(Value::Null),
-                    queued_ms: now_ms,
-                };
-                let key = queue::pusher_key(user, &item.app_id, &item.pushkey);
-                new.entry(key).or_default().push((position, item));
-            }
-        };
+        let mut queue_for_user =
+            |position: u64, room: Option<String>, event: Option<(String, Value)>| {
+                for pusher in user_pushers {
+                    let since = pusher[crate::users::push_rules::SINCE]
+                        .as_u64()
+                        .unwrap_or(0);
+                    if position <= since {
+                        continue;
+                    }
+                    let (event_id, actions) = event.clone().unzip();
+                    let item = PushItem {
+                        user_id: user.clone(),
+                        app_id: text(pusher, "app_id"),
+                        pushkey: text(pusher, "pushkey"),
+                        room_id: room.clone(),
+                        event_id,
+                        actions: actions.unwrap_or(Value::Null),
+                        queued_ms: now_ms,
+                    };
+                    let key = queue::pusher_key(user, &item.app_id, &item.pushkey);
+                    new.entry(key).or_default().push((position, item));
+                }
+            };
         for entry in storage
             .usernotify_record
             .range(&(user.clone(), from + 1), &(user.clone(), to))

@@ -122,7 +122,8 @@ impl Gateway {
             .await
             .map_err(|err| temporary(&err))?;
         let mut stream = BufReader::new(tcp);
-        let wire = http1::encode_request("POST", &target.path, &target.host_header, &[], Some(&body));
+        let wire =
+            http1::encode_request("POST", &target.path, &target.host_header, &[], Some(&body));
         stream
             .get_mut()
             .write_all(&wire)
@@ -154,7 +155,10 @@ impl Gateway {
             } else {
                 "a private address (push.allow_private_addresses is off)"
             };
-            return Err(GatewayError::Permanent(format!("{}: {reason}", target.host)));
+            return Err(GatewayError::Permanent(format!(
+                "{}: {reason}",
+                target.host
+            )));
         }
         Ok(allowed)
     }
@@ -234,9 +238,15 @@ mod tests {
     #[test]
     fn gateway_urls_are_taken_apart() {
         let url = GatewayUrl::parse("https://push.example.org/_matrix/push/v1/notify").expect("ok");
-        assert_eq!((url.https, url.host.as_str(), url.port), (true, "push.example.org", 443));
+        assert_eq!(
+            (url.https, url.host.as_str(), url.port),
+            (true, "push.example.org", 443)
+        );
         let url = GatewayUrl::parse("http://[::1]:8080/_matrix/push/v1/notify").expect("ok");
-        assert_eq!((url.https, url.host.as_str(), url.port), (false, "::1", 8080));
+        assert_eq!(
+            (url.https, url.host.as_str(), url.port),
+            (false, "::1", 8080)
+        );
         assert_eq!(url.host_header, "[::1]:8080");
         for bad in [
             "ftp://x/_matrix/push/v1/notify",
@@ -251,7 +261,10 @@ mod tests {
 
     #[test]
     fn rejected_pushkeys_are_read_leniently() {
-        assert_eq!(rejected_pushkeys(br#"{"rejected":["a"]}"#), vec!["a".to_owned()]);
+        assert_eq!(
+            rejected_pushkeys(br#"{"rejected":["a"]}"#),
+            vec!["a".to_owned()]
+        );
         assert!(rejected_pushkeys(b"{}").is_empty());
         assert!(rejected_pushkeys(b"not json").is_empty());
     }

@@ -60,7 +60,10 @@ enum Outcome {
 }
 
 /// Starts the push task; it stops soon after `stopping` turns `true`.
-pub(crate) fn spawn(push: Arc<Push>, stopping: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn(
+    push: Arc<Push>,
+    stopping: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     actix_web::rt::spawn(run(push, stopping))
 }
 
@@ -168,14 +171,20 @@ async fn deliver_queue(push: &Push, key: &str) -> Result<Outcome, StorageError> 
     while let Some((position, item)) = queue::first(storage, key)? {
         let pusher = crate::users::push_rules::stored_pushers(storage, &item.user_id)?
             .into_iter()
-            .find(|pusher| pusher["app_id"] == item.app_id.as_str() && pusher["pushkey"] == item.pushkey.as_str());
+            .find(|pusher| {
+                pusher["app_id"] == item.app_id.as_str()
+                    && pusher["pushkey"] == item.pushkey.as_str()
+            });
         let Some(pusher) = pusher.filter(|pusher| pusher["kind"] == "http") else {
             // Deleted (`kind: null`, or replaced by another user's): nothing more goes there.
             queue::clear(storage, key)?;
             return Ok(Outcome::Done);
         };
         if crate::matrix::time::now_ms().saturating_sub(item.queued_ms) > ITEM_LIFETIME_MS {
-            tracing::info!(user = item.user_id, "push: a notification undelivered for a day is dropped");
+            tracing::info!(
+                user = item.user_id,
+                "push: a notification undelivered for a day is dropped"
+            );
             queue::remove(storage, key, position)?;
             continue;
         }
@@ -188,8 +197,17 @@ async fn deliver_queue(push: &Push, key: &str) -> Result<Outcome, StorageError> 
         match push.gateway.notify(url, &body).await {
             Ok(delivered) => {
                 if delivered.rejected.contains(&item.pushkey) {
-                    tracing::info!(user = item.user_id, app_id = item.app_id, "push: the gateway rejected a pushkey; its pusher is removed");
-                    crate::users::push_rules::remove_rejected_pusher(storage, &item.user_id, &item.app_id, &item.pushkey)?;
+                    tracing::info!(
+                        user = item.user_id,
+                        app_id = item.app_id,
+                        "push: the gateway rejected a pushkey; its pusher is removed"
+                    );
+                    crate::users::push_rules::remove_rejected_pusher(
+                        storage,
+                        &item.user_id,
+                        &item.app_id,
+                        &item.pushkey,
+                    )?;
                     queue::clear(storage, key)?;
                     storage.flush().await?;
                     return Ok(Outcome::Done);
@@ -197,11 +215,17 @@ async fn deliver_queue(push: &Push, key: &str) -> Result<Outcome, StorageError> 
                 queue::remove(storage, key, position)?;
             }
             Err(GatewayError::Permanent(reason)) => {
-                tracing::warn!(user = item.user_id, "push: a notification cannot be delivered: {reason}");
+                tracing::warn!(
+                    user = item.user_id,
+                    "push: a notification cannot be delivered: {reason}"
+                );
                 queue::remove(storage, key, position)?;
             }
             Err(GatewayError::Temporary(reason)) => {
-                tracing::info!(user = item.user_id, "push: the gateway failed, will retry: {reason}");
+                tracing::info!(
+                    user = item.user_id,
+                    "push: the gateway failed, will retry: {reason}"
+                );
                 return Ok(Outcome::Failed);
             }
         }

@@ -109,7 +109,7 @@ fn device(pusher: &Value, actions: &Value) -> Value {
     json!({
         "app_id": pusher["app_id"],
         "pushkey": pusher["pushkey"],
-        "pushkey_ts": pusher["pushkey_ts"].as_u64().unwrap_or(0),
+        "pushkey_ts": pusher[crate::users::push_rules::PUSHKEY_TS].as_u64().unwrap_or(0),
         "data": data,
         "tweaks": tweaks(actions),
     })
@@ -161,7 +161,10 @@ mod tests {
             { "set_tweak": "sound", "value": "default" },
             { "set_tweak": "highlight" },
         ]);
-        assert_eq!(tweaks(&actions), json!({ "sound": "default", "highlight": true }));
+        assert_eq!(
+            tweaks(&actions),
+            json!({ "sound": "default", "highlight": true })
+        );
     }
 
     #[test]

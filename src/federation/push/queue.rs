@@ -67,13 +67,18 @@ pub(crate) fn first(storage: &Storage, key: &str) -> Result<Option<(u64, PushIte
 
 /// Removes one delivered (or given up) item.
 pub(crate) fn remove(storage: &Storage, key: &str, position: u64) -> Result<(), StorageError> {
-    storage.pusherstream_push.remove(&(key.to_owned(), position))
+    storage
+        .pusherstream_push
+        .remove(&(key.to_owned(), position))
 }
 
 /// Empties a pusher's queue (the pusher is gone).
 pub(crate) fn clear(storage: &Storage, key: &str) -> Result<(), StorageError> {
     let mut batch = Batch::new();
-    for entry in storage.pusherstream_push.scan_prefix_keys(&pair_prefix(key)) {
+    for entry in storage
+        .pusherstream_push
+        .scan_prefix_keys(&pair_prefix(key))
+    {
         storage.pusherstream_push.batch_remove(&mut batch, &entry?);
     }
     storage.apply(batch)
