@@ -94,3 +94,52 @@ pub(crate) fn waiting(storage: &Storage) -> Result<BTreeSet<String>, StorageErro
     }
     Ok(keys)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn item(n: u64) -> PushItem {
+        PushItem {
+            user_id: "@bob:here".to_owned(),
+            app_id: "app".to_owned(),
+            pushkey: "key".to_owned(),
+            room_id: Some("!room:here".to_owned()),
+            event_id: Some(format!("$event{n}")),
+            actions: Value::Null,
+            queued_ms: n,
+        }
+    }
+
+    fn stage_items(storage: &Storage, positions: std::ops::Range<u64>) {
+        let key = pusher_key("@bob:here", "app", "key");
+        let new = BTreeMap::from([(key, positions.map(|n| (n, item(n))).collect())]);
+        let mut batch = Batch::new();
+        stage(storage, &mut batch, new).expect("stage");
+        storage.apply(batch).expect("apply");
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_items() {
+        let (_dir, storage) = crate::storage::testing::temporary();
+        let key = pusher_key("@bob:here", "app", "key");
+        stage_items(&storage, 1..61);
+        stage_items(&storage, 61..131);
+        let kept: Vec<u64> = storage
+            .pusherstream_push
+            .scan_prefix_keys(&pair_prefix(&key))
+            .map(|entry| entry.expect("key").1)
+            .collect();
+        assert_eq!(kept.len(), MAX_QUEUED);
+        assert_eq!(kept.first(), Some(&31), "the 30 oldest went");
+        assert_eq!(kept.last(), Some(&130));
+        // Even a single batch larger than the bound keeps only its newest.
+        stage_items(&storage, 200..420);
+        let first = first(&storage, &key).expect("read").expect("an item");
+        assert_eq!(first.0, 320);
+        assert_eq!(waiting(&storage).expect("waiting").len(), 1);
+        clear(&storage, &key).expect("clear");
+        assert!(waiting(&storage).expect("waiting").is_empty());
+    }
+}
