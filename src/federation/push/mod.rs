@@ -20,7 +20,7 @@ pub(crate) mod gateway;
 pub(crate) mod payload;
 pub(crate) mod queue;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,9 +80,7 @@ async fn run(push: Arc<Push>, mut stopping: watch::Receiver<bool>) {
             }
         }
     };
-    let mut failures: HashMap<String, (u32, Instant)> = HashMap::new();
-    let mut in_flight: HashSet<String> = HashSet::new();
-    let mut deliveries: JoinSet<(String, Outcome)> = JoinSet::new();
+    let mut deliveries = Deliveries::default();
     loop {
         if *stopping.borrow() {
             return;
@@ -98,14 +96,10 @@ async fn run(push: Arc<Push>, mut stopping: watch::Receiver<bool>) {
                 continue;
             }
         }
-        if let Err(err) = start_ready(&push, &failures, &mut in_flight, &mut deliveries) {
+        if let Err(err) = deliveries.start_ready(&push) {
             tracing::error!("push: cannot read the push queues: {err}");
         }
-        let next_retry = failures
-            .iter()
-            .filter(|(key, _)| !in_flight.contains(*key))
-            .map(|(_, (_, until))| *until)
-            .min();
+        let next_retry = deliveries.next_retry();
         let retry = async {
             match next_retry {
                 Some(until) => tokio::time::sleep_until(until.into()).await,
@@ -114,55 +108,86 @@ async fn run(push: Arc<Push>, mut stopping: watch::Receiver<bool>) {
         };
         tokio::select! {
             changed = visible.changed() => if changed.is_err() { return },
-            Some(joined) = deliveries.join_next() => {
-                if let Ok((key, outcome)) = joined {
-                    in_flight.remove(&key);
-                    match outcome {
-                        Outcome::Done => { failures.remove(&key); }
-                        Outcome::Failed => {
-                            let count = failures.get(&key).map_or(0, |(count, _)| *count);
-                            let delay = FIRST_RETRY
-                                .saturating_mul(1 << count.min(16))
-                                .min(LONGEST_RETRY);
-                            failures.insert(key, (count + 1, Instant::now() + delay));
-                        }
-                    }
-                }
-            }
+            Some(joined) = deliveries.running.join_next_with_id() => deliveries.finished(joined),
             () = retry => {}
             _ = stopping.changed() => return,
         }
     }
 }
 
-/// Starts a delivery for each pusher with something queued, not already being delivered
-/// to and not waiting after a failure, up to the concurrency bound.
-fn start_ready(
-    push: &Arc<Push>,
-    failures: &HashMap<String, (u32, Instant)>,
-    in_flight: &mut HashSet<String>,
-    deliveries: &mut JoinSet<(String, Outcome)>,
-) -> Result<(), StorageError> {
-    let now = Instant::now();
-    for key in queue::waiting(&push.storage)? {
-        if in_flight.len() >= MAX_CONCURRENT_DELIVERIES {
-            break;
-        }
-        let waiting = failures.get(&key).is_some_and(|(_, until)| *until > now);
-        if waiting || in_flight.contains(&key) {
-            continue;
-        }
-        in_flight.insert(key.clone());
-        let push = push.clone();
-        deliveries.spawn_local(async move {
-            let outcome = deliver_queue(&push, &key).await.unwrap_or_else(|err| {
-                tracing::error!("push: delivery stopped on a storage error: {err}");
-                Outcome::Failed
+/// The deliveries in flight (one per pusher at most) and the pushers waiting after a
+/// failure. Dropped when the server stops, which cancels what is in flight (an item is
+/// removed from its queue only once delivered, so it goes again after the restart).
+#[derive(Default)]
+struct Deliveries {
+    running: JoinSet<Outcome>,
+    /// The pusher of each running delivery.
+    in_flight: HashMap<tokio::task::Id, String>,
+    /// Per pusher: failures in a row, and when to try again.
+    failures: HashMap<String, (u32, Instant)>,
+}
+
+impl Deliveries {
+    /// Starts a delivery for each pusher with something queued, not already being
+    /// delivered to and not waiting after a failure, up to the concurrency bound.
+    fn start_ready(&mut self, push: &Arc<Push>) -> Result<(), StorageError> {
+        let now = Instant::now();
+        for key in queue::waiting(&push.storage)? {
+            if self.in_flight.len() >= MAX_CONCURRENT_DELIVERIES {
+                break;
+            }
+            let waiting = self
+                .failures
+                .get(&key)
+                .is_some_and(|(_, until)| *until > now);
+            if waiting || self.in_flight.values().any(|running| *running == key) {
+                continue;
+            }
+            let (push, pusher) = (push.clone(), key.clone());
+            let task = self.running.spawn_local(async move {
+                deliver_queue(&push, &pusher).await.unwrap_or_else(|err| {
+                    tracing::error!("push: delivery stopped on a storage error: {err}");
+                    Outcome::Failed
+                })
             });
-            (key, outcome)
-        });
+            self.in_flight.insert(task.id(), key);
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Notes how a delivery ended: a failure (or a task that died) waits, doubling from
+    /// [`FIRST_RETRY`] up to [`LONGEST_RETRY`].
+    fn finished(&mut self, joined: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>) {
+        let (id, outcome) = match joined {
+            Ok((id, outcome)) => (id, outcome),
+            Err(err) => (err.id(), Outcome::Failed),
+        };
+        let Some(key) = self.in_flight.remove(&id) else {
+            return;
+        };
+        match outcome {
+            Outcome::Done => {
+                self.failures.remove(&key);
+            }
+            Outcome::Failed => {
+                let count = self.failures.get(&key).map_or(0, |(count, _)| *count);
+                let delay = FIRST_RETRY
+                    .saturating_mul(1 << count.min(16))
+                    .min(LONGEST_RETRY);
+                self.failures
+                    .insert(key, (count + 1, Instant::now() + delay));
+            }
+        }
+    }
+
+    /// When the next waiting pusher may be tried.
+    fn next_retry(&self) -> Option<Instant> {
+        self.failures
+            .iter()
+            .filter(|(key, _)| !self.in_flight.values().any(|running| running == *key))
+            .map(|(_, (_, until))| *until)
+            .min()
+    }
 }
 
 /// Sends a pusher's queued items in order until it is empty or its gateway fails.
