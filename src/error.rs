@@ -33,6 +33,8 @@ pub(crate) enum ErrorKind {
     InvalidParam,
     /// A required parameter is missing.
     MissingParam,
+    /// A signature on uploaded keys does not verify (400).
+    InvalidSignature,
     /// The requested resource does not exist.
     NotFound,
     /// The requester may not do this.
@@ -104,6 +106,7 @@ impl ErrorKind {
             ErrorKind::RequestTimeout => "M_UNKNOWN",
             ErrorKind::InvalidParam => "M_INVALID_PARAM",
             ErrorKind::MissingParam => "M_MISSING_PARAM",
+            ErrorKind::InvalidSignature => "M_INVALID_SIGNATURE",
             ErrorKind::NotFound => "M_NOT_FOUND",
             ErrorKind::Forbidden => "M_FORBIDDEN",
             ErrorKind::Unauthorized => "M_UNAUTHORIZED",
@@ -145,6 +148,7 @@ impl ErrorKind {
             | ErrorKind::BadJson
             | ErrorKind::InvalidParam
             | ErrorKind::MissingParam
+            | ErrorKind::InvalidSignature
             | ErrorKind::BadRequest
             | ErrorKind::UnsupportedRoomVersion
             | ErrorKind::IncompatibleRoomVersion

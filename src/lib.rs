@@ -47,7 +47,8 @@
 //! Each tree has one writing module; others ask it. Events, state, memberships, timelines,
 //! relations and notifications: [`rooms`] (through [`rooms::Rooms`], which orders stream
 //! positions). Accounts, sessions, devices, registration tokens, profiles, account data,
-//! filters, OpenID tokens, push rules and pushers, to-device inboxes: [`users`] (the
+//! filters, OpenID tokens, push rules and pushers, to-device inboxes, device and
+//! cross-signing keys, dehydrated devices: [`users`] (the
 //! outbound follower removes the to-device messages for other servers it has queued). Receipts: [`sync::receipts`].
 //! Aliases and published rooms: [`directory`]. Other servers' keys, outbound queues, kept
 //! EDUs: [`federation`]. Stream positions and the stream's room index: [`storage::stream`].

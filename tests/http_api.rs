@@ -18,10 +18,12 @@ fn client_versions_lists_only_what_is_implemented() {
     // The spec versions Hearth claims, written out here (not the handler's own constant,
     // which a test could only agree with): each name as the spec's "Specification
     // versions" gives it (`vX.Y`), from v1.1 to v1.19. Claiming one more is a decision to
-    // make here, with the features it needs.
+    // make here, with the features it needs. The r0 releases come first, as Synapse lists
+    // them: their paths are served (issue 13).
     let claimed = serde_json::json!([
-        "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11",
-        "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18", "v1.19"
+        "r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1", "v1.1",
+        "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12",
+        "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18", "v1.19"
     ]);
     assert_eq!(json["versions"], claimed);
     assert!(json["unstable_features"].is_object());

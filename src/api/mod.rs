@@ -2,7 +2,8 @@
 //! per area of the spec. Every answer is JSON; every route that exists answers other methods
 //! with `405 M_UNRECOGNIZED`, and every route that does not with `404 M_UNRECOGNIZED`.
 //! Each area declares its own routes ([`client::routes`], [`federation::routes`]); this file
-//! only puts them together, with the well-known files and the shared route helpers.
+//! only puts them together, with the well-known files and the shared route helpers. Routes
+//! are declared under `v3` only: [`legacy`] serves the old `r0` paths with them.
 
 pub(crate) mod app;
 pub(crate) mod auth;
@@ -10,6 +11,7 @@ pub(crate) mod client;
 pub(crate) mod federation;
 pub(crate) mod json;
 pub(crate) mod keys;
+pub(crate) mod legacy;
 pub(crate) mod middleware;
 pub(crate) mod path;
 pub(crate) mod ratelimit;
@@ -46,6 +48,7 @@ pub(crate) fn app(
         .app_data(web::PathConfig::default().error_handler(|err, _| parameter_error(&err).into()))
         .configure(move |config| routes(config, federation_enabled))
         .default_service(web::to(unrecognized))
+        .wrap(actix_web::middleware::from_fn(legacy::serve_r0_as_v3))
         .wrap(actix_web::middleware::from_fn(
             middleware::close_unread_chunked_body,
         ))

@@ -11,8 +11,11 @@
 //!   room with ours (the presence map stays as small as the rooms).
 //! - `m.direct_to_device`: into our users' devices' inboxes ([`crate::users::to_device`]),
 //!   for their next `/sync`.
-//! - `m.device_list_update`, `m.signing_key_update`: **kept raw** in `seq_keptedu` (the
-//!   newest [`MAX_KEPT`]) for the end-to-end encryption work to consume.
+//! - `m.signing_key_update`: a remote user's new master and self-signing keys, checked
+//!   and kept ([`crate::users::cross_signing::store_remote`]) for users who share a room
+//!   with us, so `/keys/query` has them when their server is away.
+//! - `m.device_list_update`: **kept raw** in `seq_keptedu` (the newest [`MAX_KEPT`]) for
+//!   the device-list work to consume.
 
 use std::time::Duration;
 
@@ -61,9 +64,8 @@ pub(crate) async fn receive_edus(fed: &Federation, origin: &ServerName, edus: Ve
             "m.receipt" => receipts(fed, origin, &content, &mut receipts_left).await,
             "m.presence" => presence(fed, origin, &content),
             "m.direct_to_device" => direct_to_device(fed, origin, &content).await,
-            "m.device_list_update" | "m.signing_key_update" => {
-                keep(fed, origin, edu).map(|()| kept += 1)
-            }
+            "m.device_list_update" => keep(fed, origin, edu).map(|()| kept += 1),
+            "m.signing_key_update" => signing_key_update(fed, origin, &content).map(|()| kept += 1),
             _ => Err(Error::new(ErrorKind::BadJson, "unknown EDU type")),
         };
         if let Err(err) = result {
@@ -237,6 +239,38 @@ async fn direct_to_device(
         messages,
     )
     .await
+}
+
+/// `m.signing_key_update`: `{user_id, master_key?, self_signing_key?}` of a user of the
+/// origin who is in one of our rooms; the keys are checked before they are kept.
+fn signing_key_update(fed: &Federation, origin: &ServerName, content: &Value) -> Result<(), Error> {
+    let user_id = parse_user_id(&content["user_id"])?;
+    if user_id.server_name() != origin {
+        return Err(Error::new(ErrorKind::Forbidden, "not the origin's user"));
+    }
+    let in_our_rooms = crate::rooms::memberships(&fed.storage, &user_id)?
+        .iter()
+        .any(|(_, record)| record.membership == "join");
+    if !in_our_rooms {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "a user in none of our rooms",
+        ));
+    }
+    let master = content.get("master_key").and_then(Value::as_object);
+    let changed = crate::users::cross_signing::store_remote(
+        &fed.storage,
+        &user_id,
+        master,
+        content.get("self_signing_key").and_then(Value::as_object),
+    )?;
+    if changed {
+        let master = master
+            .and_then(crate::users::cross_signing::public_key_of)
+            .unwrap_or_default();
+        tracing::info!(%origin, %user_id, master, "federation: m.signing_key_update kept");
+    }
+    Ok(())
 }
 
 /// Keeps an end-to-end encryption EDU for later, if it is `origin`'s to send, replacing

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{Error, ErrorKind};
 use crate::federation::Federation;
+use crate::users::cross_signing::{self, signatures};
 use crate::users::keys;
 
 /// The most users one key query or claim may name: a bound on the answer's size.
@@ -59,15 +60,36 @@ fn local_user(fed: &Federation, user_id: &str) -> Result<ruma::OwnedUserId, Erro
     Ok(user)
 }
 
-/// # `/user/devices/{userId}`: the user's devices that have identity keys. Device names
-/// are not shared with other servers (as Synapse's default), only the keys.
+/// # `/user/devices/{userId}`: the user's devices that have identity keys, and their
+/// master and self-signing keys. Device names are not shared with other servers (as
+/// Synapse's default), only the keys.
 pub(crate) fn devices(fed: &Federation, user_id: &str) -> Result<Value, Error> {
     let user = local_user(fed, user_id)?;
-    let devices: Vec<Value> = keys::device_keys(&fed.storage, &user, &[], false)?
+    let devices: Vec<Value> = owned_device_keys(fed, &user, &[])?
         .into_iter()
         .map(|(device_id, keys)| json!({ "device_id": device_id, "keys": keys }))
         .collect();
-    Ok(json!({ "user_id": user, "stream_id": 0, "devices": devices }))
+    let [master, self_signing, _] = cross_signing::keys_for_query(&fed.storage, &user, None)?;
+    let mut answer = json!({ "user_id": user, "stream_id": 0, "devices": devices });
+    if let Some(master) = master {
+        answer["master_key"] = master;
+    }
+    if let Some(self_signing) = self_signing {
+        answer["self_signing_key"] = self_signing;
+    }
+    Ok(answer)
+}
+
+/// Our user's device keys for another server: without names, with the signatures the
+/// user made of them (their self-signing key's), none of anyone else's.
+fn owned_device_keys(
+    fed: &Federation,
+    user: &UserId,
+    devices: &[String],
+) -> Result<Map<String, Value>, Error> {
+    let mut found = keys::device_keys(&fed.storage, user, devices, false)?;
+    signatures::merge_into_devices(&fed.storage, user.as_str(), &mut found, None)?;
+    Ok(found)
 }
 
 /// Whether a user named in a key request is one of ours (others are left out of answers,
@@ -90,20 +112,35 @@ fn device_ids(list: &Value) -> Vec<String> {
 }
 
 /// # `POST /user/keys/query`: the device keys of each of our users asked for (all their
-/// devices for an empty list), without device names; no cross-signing keys yet.
+/// devices for an empty list), without device names, with their master and self-signing
+/// keys (never the user-signing key, which is for its owner).
 pub(crate) fn query_keys(
     fed: &Federation,
     device_keys: &BTreeMap<String, Value>,
 ) -> Result<Value, Error> {
     let mut found = Map::new();
+    let mut master_keys = Map::new();
+    let mut self_signing_keys = Map::new();
     for (user, list) in device_keys.iter().take(MAX_USERS_PER_QUERY) {
         let Some(user_id) = local(fed, user) else {
             continue;
         };
-        let keys = keys::device_keys(&fed.storage, &user_id, &device_ids(list), false)?;
+        let keys = owned_device_keys(fed, &user_id, &device_ids(list))?;
         found.insert(user.clone(), Value::Object(keys));
+        let [master, self_signing, _] =
+            cross_signing::keys_for_query(&fed.storage, &user_id, None)?;
+        if let Some(master) = master {
+            master_keys.insert(user.clone(), master);
+        }
+        if let Some(self_signing) = self_signing {
+            self_signing_keys.insert(user.clone(), self_signing);
+        }
     }
-    Ok(json!({ "device_keys": found, "master_keys": {}, "self_signing_keys": {} }))
+    Ok(json!({
+        "device_keys": found,
+        "master_keys": master_keys,
+        "self_signing_keys": self_signing_keys,
+    }))
 }
 
 /// # `POST /user/keys/claim`: one key per device asked for (a one-time key, else the

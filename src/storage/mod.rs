@@ -37,9 +37,9 @@ pub(crate) use tree::Tree;
 
 use records::{
     AccountDataRecord, AccountRecord, AliasRecord, BackedUpKey, BackupVersionRecord,
-    DestinationState, DeviceRecord, EventMeta, FallbackKeyRecord, KeptEdu, MembershipRecord,
-    NotificationRecord, PendingTxn, PushItem, QueueItem, ReceiptRecord, RegistrationTokenRecord,
-    RoomRecord, ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
+    DehydratedRecord, DestinationState, DeviceRecord, EventMeta, FallbackKeyRecord, KeptEdu,
+    KeysChangedRecord, MembershipRecord, NotificationRecord, PendingTxn, PushItem, QueueItem, ReceiptRecord,
+    RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord, UnreadFlags,
 };
 
 /// A storage failure. Shown in full to the operator at start-up; a client only ever sees
@@ -219,6 +219,23 @@ pub struct Storage {
     /// user 0xFF backup version (decimal) 0xFF room 0xFF session ID → [`BackedUpKey`]: the
     /// keys of each backup, a room's adjacent.
     pub(crate) backupsession_key: Tree<(String, String, String, String), Json<BackedUpKey>>,
+    /// user 0xFF usage (`master`, `self_signing`, `user_signing`) → the user's cross-signing
+    /// key of that usage with the signatures it was uploaded with: our users' from
+    /// `/keys/device_signing/upload`, other servers' users' (never `user_signing`) as last
+    /// heard from their server, checked. Written by `users::cross_signing`.
+    pub(crate) usercrosssigning_key: Tree<(String, String), Json<serde_json::Value>>,
+    /// signed user 0xFF signed key (a device ID, or a master key's unpadded-base64 public
+    /// key) 0xFF signer 0xFF signer's key ID (`ed25519:…`) → a signature uploaded through
+    /// `/keys/signatures/upload`, merged into `/keys/query` answers. Written by
+    /// `users::cross_signing`.
+    pub(crate) keysignature_signature: Tree<(String, String, String, String), String>,
+    /// stream position → [`KeysChangedRecord`]: one of our users' cross-signing keys or
+    /// signatures changed there. Written by `users::cross_signing`; read by the outbound
+    /// follower (`m.signing_key_update`) and, later, device lists.
+    pub(crate) stream_keyschanged: Tree<u64, Json<KeysChangedRecord>>,
+    /// user → [`DehydratedRecord`]: the user's dehydrated device (MSC3814). Written by
+    /// `users::dehydrated`.
+    pub(crate) userid_dehydrated: Tree<String, Json<DehydratedRecord>>,
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
@@ -304,6 +321,10 @@ impl Storage {
             stream_todeviceout: Tree::open(&db, "stream_todeviceout")?,
             userversion_backup: Tree::open(&db, "userversion_backup")?,
             backupsession_key: Tree::open(&db, "backupsession_key")?,
+            usercrosssigning_key: Tree::open(&db, "usercrosssigning_key")?,
+            keysignature_signature: Tree::open(&db, "keysignature_signature")?,
+            stream_keyschanged: Tree::open(&db, "stream_keyschanged")?,
+            userid_dehydrated: Tree::open(&db, "userid_dehydrated")?,
             meta,
             db,
             write_lock: std::sync::Mutex::new(()),

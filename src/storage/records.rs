@@ -337,3 +337,23 @@ pub(crate) struct BackedUpKey {
     pub(crate) is_verified: bool,
     pub(crate) session_data: Map<String, Value>,
 }
+
+// ---- end-to-end encryption: cross-signing and dehydrated devices
+
+/// What changed in one of our users' keys at a stream position (`stream_keyschanged`): the
+/// outbound follower sends an `m.signing_key_update` for cross-signing keys, and the
+/// device-list work reads the same rows to tell other users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeysChangedRecord {
+    pub(crate) user_id: String,
+    /// The master or self-signing key itself changed (not only signatures on keys).
+    pub(crate) cross_signing_keys: bool,
+}
+
+/// A user's dehydrated device (MSC3814, `userid_dehydrated`): its ID and the opaque
+/// `device_data` the client encrypted, handed back to a client that rehydrates it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DehydratedRecord {
+    pub(crate) device_id: String,
+    pub(crate) device_data: Map<String, Value>,
+}

@@ -159,6 +159,33 @@ fn check_key(
     }
 }
 
+/// Checks everything of an upload for a device that has no keys stored yet (a dehydrated
+/// device about to be made) without storing anything: identity keys signed by the device,
+/// each one-time and fallback key signed by it, within the bounds.
+pub(crate) fn check_new_device_upload(
+    user_id: &UserId,
+    device_id: &str,
+    upload: &Upload,
+) -> Result<(), Error> {
+    if upload.one_time_keys.len() + upload.fallback_keys.len() > MAX_KEYS_PER_UPLOAD {
+        return Err(invalid(format!(
+            "At most {MAX_KEYS_PER_UPLOAD} keys may be uploaded at once"
+        )));
+    }
+    let Some(keys) = &upload.device_keys else {
+        return Err(Error::new(
+            ErrorKind::MissingParam,
+            "device_keys are needed",
+        ));
+    };
+    check_device_keys(user_id, device_id, keys)?;
+    let ed25519 = ed25519_of(keys, device_id);
+    for (key_id, key) in upload.one_time_keys.iter().chain(&upload.fallback_keys) {
+        check_key(user_id, device_id, key_id, key, ed25519.as_deref())?;
+    }
+    Ok(())
+}
+
 /// # `/keys/upload`: stores what the device sent, all of it or nothing, and returns its
 /// one-time key counts. Re-uploading a key ID with the same content is a no-op; with other
 /// content it is refused, as the spec asks.

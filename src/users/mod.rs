@@ -12,6 +12,10 @@
 //! - [`push_rules`]: push rules (kept as `m.push_rules` account data) and pushers.
 //! - [`tags`]: room tags (kept as `m.tag` room account data).
 //! - [`keys`]: devices' end-to-end encryption keys: identity, one-time and fallback keys.
+//! - [`cross_signing`]: users' master, self-signing and user-signing keys and the
+//!   signatures made with them; [`cross_signing::stage_keys_changed`] marks a change.
+//! - [`dehydrated`]: dehydrated devices (MSC3814), devices without a token that receive
+//!   to-device messages while the user is away.
 //! - [`key_backup`]: server-side key backups (end-to-end encryption), with their own
 //!   trees and write lock, reached through [`Users::key_backups`].
 //! - [`openid`]: OpenID tokens for third parties, checked over federation.
@@ -20,6 +24,9 @@
 
 pub(crate) mod account_data;
 pub(crate) mod accounts;
+pub(crate) mod cross_signing;
+pub(crate) mod dehydrated;
+mod e2ee_service;
 pub(crate) mod filter;
 pub(crate) mod key_backup;
 pub(crate) mod keys;

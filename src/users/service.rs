@@ -515,13 +515,22 @@ impl Users {
         Ok(counts)
     }
 
-    /// Our user's devices' identity keys, with their names (for our own clients).
+    /// Our user's devices' identity keys, with their names (for our own clients) and the
+    /// cross-signing signatures `viewer` may see.
     pub(crate) fn device_keys(
         &self,
         user_id: &UserId,
         devices: &[String],
+        viewer: &UserId,
     ) -> Result<Map<String, Value>, Error> {
-        Ok(keys::device_keys(&self.storage, user_id, devices, true)?)
+        let mut found = keys::device_keys(&self.storage, user_id, devices, true)?;
+        super::cross_signing::signatures::merge_into_devices(
+            &self.storage,
+            user_id.as_str(),
+            &mut found,
+            Some(viewer),
+        )?;
+        Ok(found)
     }
 
     /// Claims one key per device of our users, flushed before the keys are handed out so a

@@ -78,9 +78,13 @@ fn too_many() -> Error {
 }
 
 /// # POST /_matrix/client/v3/keys/query
+///
+/// Cross-signing keys come with the device keys: our users' from the users service (the
+/// user-signing key only to its owner), other servers' users' from their answers, kept
+/// (checked) for when their server cannot be reached.
 pub(crate) async fn query(
     app: web::Data<Services>,
-    _auth: Authenticated,
+    auth: Authenticated,
     MatrixJson(body): MatrixJson<QueryBody>,
 ) -> Result<HttpResponse, Error> {
     let named: usize = body
@@ -92,14 +96,16 @@ pub(crate) async fn query(
         return Err(too_many());
     }
     let mut found = Map::new();
+    let mut cross_signing = CrossSigning::default();
     let mut remote: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for (user, devices) in &body.device_keys {
         let user = user_id(user)?;
         if user.server_name() == app.config.server.server_name {
             found.insert(
                 user.to_string(),
-                Value::Object(app.users.device_keys(&user, devices)?),
+                Value::Object(app.users.device_keys(&user, devices, &auth.user_id)?),
             );
+            cross_signing.add(&user, app.users.cross_signing_keys(&user, &auth.user_id)?);
         } else {
             remote
                 .entry(user.server_name().to_string())
@@ -107,27 +113,71 @@ pub(crate) async fn query(
                 .insert(user.to_string(), json!(devices));
         }
     }
-    let mut master_keys = Map::new();
-    let mut self_signing_keys = Map::new();
     let mut failures = Map::new();
     if !remote.is_empty() {
         let timeout = device_keys::timeout_of(body.timeout);
-        let mut fanout = device_keys::query(&app.federation, remote, timeout).await;
+        let mut fanout = device_keys::query(&app.federation, remote.clone(), timeout).await;
         found.extend(fanout.fields.remove("device_keys").unwrap_or_default());
-        master_keys = fanout.fields.remove("master_keys").unwrap_or_default();
-        self_signing_keys = fanout
+        let mut master_keys = fanout.fields.remove("master_keys").unwrap_or_default();
+        let self_signing_keys = fanout
             .fields
             .remove("self_signing_keys")
             .unwrap_or_default();
+        for (user, master) in &mut master_keys {
+            if let Ok(user) = UserId::parse(user.as_str()) {
+                app.users.remember_remote_cross_signing(
+                    &user,
+                    master,
+                    self_signing_keys.get(user.as_str()),
+                    &auth.user_id,
+                )?;
+            }
+        }
+        cross_signing.master.extend(master_keys);
+        cross_signing.self_signing.extend(self_signing_keys);
         failures = fanout.failures;
+        // What their servers told us before, for the users of servers that failed now.
+        for (server, users) in &remote {
+            if !failures.contains_key(server) {
+                continue;
+            }
+            for user in users
+                .keys()
+                .filter_map(|user| UserId::parse(user.as_str()).ok())
+            {
+                cross_signing.add(&user, app.users.cross_signing_keys(&user, &auth.user_id)?);
+            }
+        }
     }
     Ok(HttpResponse::Ok().json(json!({
         "device_keys": found,
         "failures": failures,
-        "master_keys": master_keys,
-        "self_signing_keys": self_signing_keys,
-        "user_signing_keys": {},
+        "master_keys": cross_signing.master,
+        "self_signing_keys": cross_signing.self_signing,
+        "user_signing_keys": cross_signing.user_signing,
     })))
+}
+
+/// The three cross-signing fields of a `/keys/query` answer, user → key.
+#[derive(Default)]
+struct CrossSigning {
+    master: Map<String, Value>,
+    self_signing: Map<String, Value>,
+    user_signing: Map<String, Value>,
+}
+
+impl CrossSigning {
+    fn add(&mut self, user: &UserId, [master, self_signing, user_signing]: [Option<Value>; 3]) {
+        for (field, key) in [
+            (&mut self.master, master),
+            (&mut self.self_signing, self_signing),
+            (&mut self.user_signing, user_signing),
+        ] {
+            if let Some(key) = key {
+                field.insert(user.to_string(), key);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

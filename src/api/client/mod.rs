@@ -4,6 +4,8 @@ pub(crate) mod account;
 pub(crate) mod admin;
 pub(crate) mod body;
 pub(crate) mod context;
+pub(crate) mod cross_signing;
+pub(crate) mod dehydrated;
 pub(crate) mod device;
 pub(crate) mod directory;
 pub(crate) mod key_backup;
@@ -441,8 +443,34 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
         config
             .service(post(&format!("{prefix}/keys/upload"), keys::upload))
             .service(post(&format!("{prefix}/keys/query"), keys::query))
-            .service(post(&format!("{prefix}/keys/claim"), keys::claim));
+            .service(post(&format!("{prefix}/keys/claim"), keys::claim))
+            .service(post(
+                &format!("{prefix}/keys/device_signing/upload"),
+                cross_signing::upload_device_signing,
+            ))
+            .service(post(
+                &format!("{prefix}/keys/signatures/upload"),
+                cross_signing::upload_signatures,
+            ));
     }
+    dehydrated_routes(config);
+}
+
+/// Dehydrated devices (MSC3814), under the MSC's unstable prefix only.
+fn dehydrated_routes(config: &mut web::ServiceConfig) {
+    use dehydrated::PREFIX;
+    config
+        .service(
+            web::resource(format!("{PREFIX}/dehydrated_device"))
+                .route(web::get().to(dehydrated::get))
+                .route(web::put().to(dehydrated::put))
+                .route(web::delete().to(dehydrated::delete))
+                .default_service(web::to(|| async { method_not_allowed("GET, PUT, DELETE") })),
+        )
+        .service(post(
+            &format!("{PREFIX}/dehydrated_device/{{deviceId}}/events"),
+            dehydrated::events,
+        ));
 }
 
 /// Server-side key backup, under `v3` and under `unstable`, where Synapse answers too and

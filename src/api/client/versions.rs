@@ -17,7 +17,15 @@ pub(crate) const SUPPORTED_VERSIONS: &[&str] = &[
 /// # GET /_matrix/client/versions
 pub(crate) async fn get() -> HttpResponse {
     HttpResponse::Ok().json(json!({
-        "versions": SUPPORTED_VERSIONS,
-        "unstable_features": {},
+        "versions": all_versions(),
+        // Dehydrated devices, as Synapse names them (Element X looks for it).
+        "unstable_features": { "org.matrix.msc3814": true },
     }))
+}
+
+/// The r0 releases first (their paths are served too, see [`crate::api::legacy`]), then the
+/// versions of the spec.
+fn all_versions() -> Vec<&'static str> {
+    let r0 = crate::api::legacy::R0_VERSIONS.iter();
+    r0.chain(SUPPORTED_VERSIONS).copied().collect()
 }

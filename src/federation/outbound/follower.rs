@@ -6,7 +6,9 @@
 //! room; each public read receipt of one of our users goes as an `m.receipt` EDU. The
 //! entries and the new position are one batch: a crash either keeps both or neither, so
 //! nothing is lost and nothing is queued twice. Our users' to-device messages for other
-//! servers wait at their positions in `stream_todeviceout` and are queued the same way. Typing (and, if configured, presence)
+//! servers wait at their positions in `stream_todeviceout` and are queued the same way, and
+//! so are our users' cross-signing key changes (`stream_keyschanged`, as
+//! `m.signing_key_update`). Typing (and, if configured, presence)
 //! comes from [`crate::sync::ephemeral`] as it happens and is queued with an expiry: it is news
 //! only for a while.
 
@@ -22,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use super::Wake;
 use super::queue::QueueItem;
 use crate::federation::Federation;
+use crate::storage::records::KeysChangedRecord;
 use crate::storage::{Batch, StorageError, pair_prefix};
 use crate::sync::ephemeral::Change;
 use crate::sync::receipts::ReceiptRecord;
@@ -176,6 +179,18 @@ impl Follower {
                     .stream_todeviceout
                     .batch_remove(&mut batch, &position);
             }
+            // Our users' new cross-signing keys, for the servers sharing a room with them.
+            for entry in storage.stream_keyschanged.range(&(from + 1), &to) {
+                let (_, change) = entry?;
+                if let Some((edu, destinations)) = self.signing_key_outgoing(&change)? {
+                    let item = QueueItem::Edu {
+                        edu,
+                        expires_ms: None,
+                    };
+                    staging.stage(storage, &mut batch, &destinations, &item, None)?;
+                    touched.extend(destinations);
+                }
+            }
             staging.finish(storage, &mut batch)?;
             storage.batch_set_counter(&mut batch, POSITION_COUNTER, to);
             storage.apply(batch)?;
@@ -277,6 +292,29 @@ impl Follower {
             return Ok((!destinations.is_empty()).then_some((item, destinations)));
         }
         Ok(None)
+    }
+
+    /// An `m.signing_key_update` EDU with the user's current master and self-signing keys,
+    /// for every server sharing a room with them, when those keys changed (signatures
+    /// alone are for device lists to tell).
+    fn signing_key_outgoing(
+        &self,
+        change: &KeysChangedRecord,
+    ) -> Result<Option<(Value, BTreeSet<String>)>, StorageError> {
+        let storage = &self.fed.storage;
+        let Ok(user_id) = UserId::parse(change.user_id.as_str()) else {
+            return Ok(None);
+        };
+        if !change.cross_signing_keys || user_id.server_name() != self.origin() {
+            return Ok(None);
+        }
+        let Some(content) = crate::users::cross_signing::signing_key_update(storage, &user_id)?
+        else {
+            return Ok(None);
+        };
+        let destinations = user_servers(storage, &user_id, self.origin())?;
+        let edu = json!({ "edu_type": "m.signing_key_update", "content": content });
+        Ok((!destinations.is_empty()).then_some((edu, destinations)))
     }
 
     /// Queues a typing or presence change of one of our users.

@@ -241,6 +241,28 @@ pub(crate) fn touch_device(
     Ok(())
 }
 
+/// Stages a device that has no access token and so never logs in: a dehydrated device
+/// (MSC3814), which exists to hold keys and receive to-device messages.
+pub(crate) fn stage_tokenless_device(
+    storage: &Storage,
+    batch: &mut Batch,
+    user_id: &UserId,
+    device_id: &str,
+    display_name: Option<String>,
+    now_ms: u64,
+) -> Result<(), StorageError> {
+    let device = DeviceRecord {
+        display_name,
+        token_hash: String::new(),
+        created_at_ms: now_ms,
+        last_seen_ts: None,
+        last_seen_ip: None,
+    };
+    storage
+        .userdevice_device
+        .batch_insert(batch, &device_key(user_id, device_id), &device)
+}
+
 /// Removes devices and their tokens, in one batch; unknown devices are skipped.
 pub(crate) fn remove_devices(
     storage: &Storage,
