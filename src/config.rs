@@ -26,6 +26,8 @@ pub(crate) struct Config {
     pub(crate) url_preview: UrlPreviewConfig,
     pub(crate) logging: LoggingConfig,
     pub(crate) media: MediaConfig,
+    pub(crate) push: PushConfig,
+    pub(crate) voip: VoipConfig,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -210,6 +212,37 @@ pub(crate) struct WellKnownConfig {
     pub(crate) server: Option<String>,
 }
 
+/// Push gateways: `allow_private_addresses` and `allow_http` (both for tests, LAN set-ups).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PushConfig {
+    pub(crate) allow_private_addresses: bool,
+    pub(crate) allow_http: bool,
+}
+
+/// Calls: TURN credentials and MatrixRTC (LiveKit) transports. Secrets are never printed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct VoipConfig {
+    pub(crate) turn_uris: Vec<String>,
+    /// coturn's `static-auth-secret` (its REST API credentials).
+    #[serde(skip_serializing)]
+    pub(crate) turn_shared_secret: Option<String>,
+    pub(crate) turn_username: Option<String>,
+    #[serde(skip_serializing)]
+    pub(crate) turn_password: Option<String>,
+    /// How long shared-secret credentials stay valid: see [`VoipConfig::turn_ttl`].
+    pub(crate) turn_ttl_seconds: Option<u64>,
+    /// The LiveKit JWT service (`lk-jwt-service`) Element Call uses.
+    pub(crate) livekit_url: Option<String>,
+}
+
+impl VoipConfig {
+    pub(crate) fn turn_ttl(&self) -> u64 {
+        self.turn_ttl_seconds.unwrap_or(86_400)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LoggingConfig {
@@ -283,6 +316,9 @@ struct RawConfig {
     logging: LoggingConfig,
     #[serde(default)]
     media: MediaConfig,
+    push: PushConfig,
+    #[serde(default)]
+    voip: VoipConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -348,6 +384,8 @@ impl Config {
             url_preview: UrlPreviewConfig::default(),
             logging: LoggingConfig::default(),
             media: MediaConfig::default(),
+            push: PushConfig::default(),
+            voip: VoipConfig::default(),
         }
     }
 
@@ -493,6 +531,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
     validate_well_known(&raw.well_known)?;
     validate_federation(&raw.federation)?;
     validate_url_preview(&raw.url_preview)?;
+    validate_voip(&raw.voip)?;
     parse_filter(&raw.logging.level).map_err(|err| invalid(&["logging", "level"], err))?;
 
     let data_dir = resolve(base, &raw.database.path);
@@ -531,6 +570,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
         url_preview: raw.url_preview,
         logging: raw.logging,
         media: raw.media,
+        push: raw.push,
+        voip: raw.voip,
     })
 }
 
@@ -588,6 +629,28 @@ fn validate_well_known(well_known: &WellKnownConfig) -> Result<(), Invalid> {
         ));
     }
     Ok(())
+}
+
+/// The `[voip]` rules: one kind of TURN credentials, with URIs; a LiveKit URL.
+fn validate_voip(voip: &VoipConfig) -> Result<(), Invalid> {
+    let secret = voip.turn_shared_secret.is_some();
+    let user = voip.turn_username.is_some();
+    let uri_ok = |uri: &String| uri.starts_with("turn") || uri.starts_with("stun:");
+    let url_ok = |url: &String| url.starts_with("https://") || url.starts_with("http://");
+    let (key, message) = if secret && user {
+        ("turn_username", "not with turn_shared_secret")
+    } else if user != voip.turn_password.is_some() {
+        ("turn_password", "goes with turn_username")
+    } else if (secret || user) && voip.turn_uris.is_empty() {
+        ("turn_uris", "needs a turn: URI")
+    } else if !voip.turn_uris.iter().all(uri_ok) {
+        ("turn_uris", "URIs start with turn:, turns: or stun:")
+    } else if !voip.livekit_url.iter().all(url_ok) {
+        ("livekit_url", "must start with https://")
+    } else {
+        return check_range(&["voip", "turn_ttl_seconds"], voip.turn_ttl(), 60, 604_800);
+    };
+    Err(invalid(&["voip", key], message))
 }
 
 fn validate_federation(federation: &FederationConfig) -> Result<(), Invalid> {

@@ -17,7 +17,12 @@ use crate::error::Error;
 pub(crate) async fn client(app: web::Data<Services>) -> Result<HttpResponse, Error> {
     let base_url = client_base_url(&app.config)
         .ok_or_else(|| Error::not_found("No client discovery information is configured"))?;
-    Ok(HttpResponse::Ok().json(json!({ "m.homeserver": { "base_url": base_url } })))
+    let mut answer = json!({ "m.homeserver": { "base_url": base_url } });
+    let foci = crate::api::client::voip::rtc_foci(&app.config.voip);
+    if !foci.is_empty() {
+        answer["org.matrix.msc4143.rtc_foci"] = foci.into();
+    }
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// # GET /.well-known/matrix/server

@@ -20,6 +20,8 @@
 //!   rooms, spaces, OpenID tokens, devices and keys.
 //! - [`outbound`]: the durable per-server queue and the transactions that carry our
 //!   users' events and EDUs to other servers, with backoff.
+//! - [`push`]: notifications for our users' phones, queued per pusher and posted to their
+//!   push gateways (remote servers too, reached through the same client).
 //! - [`edu`]: what other servers' EDUs (typing, receipts, presence, E2EE) do here.
 //! - [`inbound`]: events from other servers' transactions, checked first (`pdu_checks`:
 //!   format, signatures, content hash, shared by every way an event arrives) before the
@@ -66,6 +68,7 @@ pub(crate) mod outbound;
 mod pdu_checks;
 pub(crate) mod pool;
 pub(crate) mod private_address;
+pub(crate) mod push;
 pub(crate) mod queries;
 pub(crate) mod resident;
 pub(crate) mod response;

@@ -4,8 +4,8 @@
 //! its batch, and give the unread counts of `/sync` and the list of `/notifications`.
 //!
 //! What a user has read is kept per room and per thread (`userroom_read`): it moves forward
-//! with their `m.read` and `m.read.private` receipts and when they send an event. Delivery
-//! to push gateways is not built yet.
+//! with their `m.read` and `m.read.private` receipts and when they send an event. The
+//! stored notifications are what `federation::push` delivers to push gateways.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

@@ -211,6 +211,7 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
         .federation
         .enabled
         .then(|| crate::federation::outbound::spawn(app.federation.clone()));
+    let push = start_push(&app)?;
     notify("READY=1");
     let result = run(app.clone(), listeners, certificates, stopping).await;
     // The senders stop as soon as the server is stopping; wait for them (briefly) so the
@@ -222,8 +223,31 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
     {
         tracing::warn!("federation: outbound sending did not stop in time");
     }
+    if tokio::time::timeout(Duration::from_secs(5), push)
+        .await
+        .is_err()
+    {
+        tracing::warn!("push: delivery did not stop in time");
+    }
     app.rooms.flush().await?;
     result
+}
+
+/// Starts delivering notifications to our users' push gateways (off the send path).
+fn start_push(app: &web::Data<Services>) -> Result<tokio::task::JoinHandle<()>, StartupError> {
+    let gateway = crate::federation::push::gateway::Gateway::new(
+        &app.config.push,
+        app.config.federation.extra_ca_file.as_deref(),
+    )?;
+    let push = Arc::new(crate::federation::push::Push {
+        storage: app.federation.storage.clone(),
+        rooms: app.rooms.clone(),
+        gateway,
+    });
+    Ok(crate::federation::push::spawn(
+        push,
+        app.stopping.subscribe(),
+    ))
 }
 
 /// Resolves on the first `SIGTERM` or `SIGINT`.

@@ -38,9 +38,9 @@ pub(crate) use tree::Tree;
 use records::{
     AccountDataRecord, AccountRecord, AliasRecord, BackedUpKey, BackupVersionRecord,
     DehydratedRecord, DestinationState, DeviceRecord, EventMeta, FallbackKeyRecord,
-    KeysChangedRecord, MediaRecord, MembershipRecord, NotificationRecord, PendingTxn, QueueItem,
-    ReceiptRecord, RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord,
-    UnreadFlags,
+    KeysChangedRecord, MediaRecord, MembershipRecord, NotificationRecord, PendingTxn, PushItem,
+    QueueItem, ReceiptRecord, RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord,
+    SnapshotRecord, UnreadFlags,
 };
 use records::{DeviceChangeRecord, RemoteDeviceList};
 
@@ -179,6 +179,10 @@ pub struct Storage {
     /// destination server 0xFF sequence number → [`QueueItem`]: what waits to be sent to
     /// that server (an event ID or an EDU), in order.
     pub(crate) destination_queue: Tree<(String, u64), Json<QueueItem>>,
+    /// pusher (user NUL app ID NUL pushkey) 0xFF stream position → [`PushItem`]: what waits
+    /// to go to that pusher's push gateway (a notification, or a badge update), in order.
+    /// Written by `federation::push` only.
+    pub(crate) pusherstream_push: Tree<(String, u64), Json<PushItem>>,
     /// destination server → [`PendingTxn`]: the transaction being sent there, so a retry,
     /// even after a restart, sends the same ID with the same content.
     pub(crate) destination_txn: Tree<String, Json<PendingTxn>>,
@@ -325,6 +329,7 @@ impl Storage {
             userroom_invitestate: Tree::open(&db, "userroom_invitestate")?,
             servername_keys: Tree::open(&db, "servername_keys")?,
             destination_queue: Tree::open(&db, "destination_queue")?,
+            pusherstream_push: Tree::open(&db, "pusherstream_push")?,
             destination_txn: Tree::open(&db, "destination_txn")?,
             destination_known: Tree::open(&db, "destination_known")?,
             destination_catchup: Tree::open(&db, "destination_catchup")?,

@@ -178,6 +178,24 @@ pub(crate) struct NotificationRecord {
     pub(crate) ts: u64,
 }
 
+/// What waits for one pusher (`pusherstream_push`): a notification of an event, or (no
+/// event) a badge update after the user read on another device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PushItem {
+    pub(crate) user_id: String,
+    pub(crate) app_id: String,
+    pub(crate) pushkey: String,
+    #[serde(default)]
+    pub(crate) room_id: Option<String>,
+    #[serde(default)]
+    pub(crate) event_id: Option<String>,
+    /// The matching push rule's actions (their `set_tweak`s become the device's tweaks).
+    #[serde(default)]
+    pub(crate) actions: Value,
+    /// When it was queued: an item nobody could deliver for a day is dropped.
+    pub(crate) queued_ms: u64,
+}
+
 /// An unread notification's `(highlight, thread root)`, as counts need it.
 pub(crate) type UnreadFlags = (bool, Option<String>);
 

@@ -1,8 +1,9 @@
 //! Push rules and pushers (spec: client-server API, "Push Notifications"). Rules are kept as
 //! the `m.push_rules` account data, as the spec says, starting from its default ruleset;
 //! clients see changes through `/sync`. The room service applies them to each event
-//! (`rooms::notifications`). Pushers are stored faithfully for when sending to push
-//! gateways is built.
+//! (`rooms::notifications`). Pushers are stored as clients set them, with two fields of
+//! ours added ([`PUSHKEY_TS`], [`SINCE`]); `federation::push` delivers to their gateways and, through
+//! [`remove_rejected_pusher`], drops those a gateway rejects.
 
 use ruma::UserId;
 use ruma::push::Ruleset;
@@ -12,6 +13,12 @@ use super::Users;
 use crate::error::{Error, ErrorKind};
 use crate::storage::stream::Stream;
 use crate::storage::{Storage, StorageError};
+
+/// When the pushkey was set (unix seconds), which gateways receive as `pushkey_ts`.
+pub(crate) const PUSHKEY_TS: &str = "pushkey_ts";
+
+/// The stream position when the pusher was set: only what happens after it is pushed.
+pub(crate) const SINCE: &str = "hearth.since";
 
 /// The most pushers one account may have.
 const MAX_PUSHERS: usize = 50;
@@ -65,20 +72,26 @@ impl Users {
         .await
     }
 
+    /// The user's pushers as `GET /pushers` shows them.
     pub(crate) fn pushers(&self, user_id: &UserId) -> Result<Vec<Value>, StorageError> {
-        Ok(self
-            .storage()
-            .userid_pushers
-            .get(&user_id.to_string())?
-            .unwrap_or_default())
+        let mut pushers = stored_pushers(self.storage(), user_id.as_str())?;
+        for pusher in &mut pushers {
+            if let Some(pusher) = pusher.as_object_mut() {
+                pusher.remove(PUSHKEY_TS);
+                pusher.remove(SINCE);
+            }
+        }
+        Ok(pushers)
     }
 
     /// `POST /pushers/set`: creates, replaces (same `app_id` and `pushkey`) or, with
-    /// `kind: null`, deletes a pusher; flushed.
+    /// `kind: null`, deletes a pusher; flushed. A new pusher gets what happens after stream
+    /// position `now`.
     pub(crate) async fn set_pusher(
         &self,
         user_id: &UserId,
         body: Map<String, Value>,
+        now: u64,
     ) -> Result<(), Error> {
         let text = |field: &str| -> Result<String, Error> {
             body.get(field)
@@ -112,10 +125,13 @@ impl Users {
         let storage = self.storage();
         // Read, change, write with no other write of this user's pushers in between.
         let exclusive = storage.exclusive();
-        let mut pushers = self.pushers(user_id)?;
+        let mut pushers = stored_pushers(storage, user_id.as_str())?;
         let same = |pusher: &Value| {
             pusher["app_id"] == app_id.as_str() && pusher["pushkey"] == pushkey.as_str()
         };
+        // Without `append`, the spec says other users' pushers with this app and key go:
+        // the device now belongs to this user.
+        let mut take_over = false;
         match kind {
             None => pushers.retain(|pusher| !same(pusher)),
             Some(kind) => {
@@ -137,17 +153,13 @@ impl Users {
                         ));
                     }
                 }
-                let append = body.get("append").and_then(Value::as_bool).unwrap_or(false);
-                if !append {
-                    // Without `append`, other users' pushers with this key go; ours: replaced.
-                    pushers.retain(|pusher| {
-                        pusher["pushkey"] != pushkey.as_str() || pusher["app_id"] != app_id.as_str()
-                    });
-                } else {
-                    pushers.retain(|pusher| !same(pusher));
-                }
+                take_over = !body.get("append").and_then(Value::as_bool).unwrap_or(false);
+                pushers.retain(|pusher| !same(pusher));
                 let mut pusher = body.clone();
                 pusher.remove("append");
+                let now_seconds = crate::matrix::time::now_ms() / 1000;
+                pusher.insert(PUSHKEY_TS.into(), now_seconds.into());
+                pusher.insert(SINCE.into(), now.into());
                 pushers.push(Value::Object(pusher));
                 if pushers.len() > MAX_PUSHERS {
                     return Err(Error::new(
@@ -157,6 +169,9 @@ impl Users {
                 }
             }
         }
+        if take_over {
+            remove_others_pushers(storage, user_id.as_str(), &app_id, &pushkey)?;
+        }
         storage
             .userid_pushers
             .insert(&user_id.to_string(), &pushers)?;
@@ -164,4 +179,59 @@ impl Users {
         self.flush().await?;
         Ok(())
     }
+}
+
+/// The user's pushers as stored, our fields included.
+pub(crate) fn stored_pushers(storage: &Storage, user_id: &str) -> Result<Vec<Value>, StorageError> {
+    Ok(storage
+        .userid_pushers
+        .get(&user_id.to_owned())?
+        .unwrap_or_default())
+}
+
+/// Removes the pusher `(app_id, pushkey)` of every user but `user_id` (a family server has
+/// few accounts, so walking them is cheap). Call with `exclusive` held.
+fn remove_others_pushers(
+    storage: &Storage,
+    user_id: &str,
+    app_id: &str,
+    pushkey: &str,
+) -> Result<(), StorageError> {
+    let mut changed = Vec::new();
+    for entry in storage.userid_pushers.iter() {
+        let (user, mut pushers) = entry?;
+        if user == user_id {
+            continue;
+        }
+        let before = pushers.len();
+        pushers.retain(|pusher| pusher["app_id"] != app_id || pusher["pushkey"] != pushkey);
+        if pushers.len() != before {
+            changed.push((user, pushers));
+        }
+    }
+    for (user, pushers) in changed {
+        storage.userid_pushers.insert(&user, &pushers)?;
+    }
+    Ok(())
+}
+
+/// Removes a pusher whose gateway listed its pushkey in `rejected` (the spec: the
+/// homeserver must stop sending to it and remove it). Returns whether it was there.
+pub(crate) fn remove_rejected_pusher(
+    storage: &Storage,
+    user_id: &str,
+    app_id: &str,
+    pushkey: &str,
+) -> Result<bool, StorageError> {
+    let _exclusive = storage.exclusive();
+    let mut pushers = stored_pushers(storage, user_id)?;
+    let before = pushers.len();
+    pushers.retain(|pusher| pusher["app_id"] != app_id || pusher["pushkey"] != pushkey);
+    if pushers.len() == before {
+        return Ok(false);
+    }
+    storage
+        .userid_pushers
+        .insert(&user_id.to_owned(), &pushers)?;
+    Ok(true)
 }

@@ -8,6 +8,7 @@ pub mod budget;
 pub mod catalogue;
 pub mod fake;
 pub mod federation;
+pub mod gateway;
 pub mod http;
 pub mod synapse;
 

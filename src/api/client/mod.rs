@@ -34,6 +34,7 @@ pub(crate) mod url_preview;
 pub(crate) mod user;
 pub(crate) mod user_directory;
 pub(crate) mod versions;
+pub(crate) mod voip;
 
 use actix_web::web;
 
@@ -213,9 +214,10 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
             "/_matrix/client/v1/rooms/{roomId}/hierarchy",
             space::hierarchy,
         ))
+        .service(get("/_matrix/client/v3/voip/turnServer", voip::turn_server))
         .service(get(
-            "/_matrix/client/v3/voip/turnServer",
-            not_offered::turn_server,
+            "/_matrix/client/unstable/org.matrix.msc4143/rtc/transports",
+            voip::rtc_transports,
         ))
         .service(post("/_matrix/client/v3/refresh", not_offered::refresh))
         .service(get(

@@ -47,13 +47,6 @@ pub(crate) async fn refresh() -> Result<HttpResponse, Error> {
     Err(Error::unknown_token())
 }
 
-/// # GET /_matrix/client/v3/voip/turnServer
-///
-/// No TURN server is configured: an empty answer tells clients to call without one.
-pub(crate) async fn turn_server(_auth: Authenticated) -> HttpResponse {
-    HttpResponse::Ok().json(json!({}))
-}
-
 /// # GET /.well-known/matrix/policy_server
 pub(crate) async fn policy_server() -> Result<HttpResponse, Error> {
     Err(Error::not_found("This server is not a policy server"))

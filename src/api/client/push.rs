@@ -1,7 +1,7 @@
 //! Push rules, pushers and notifications (spec: client-server API, "Push Notifications").
 //! The rules and pushers live in [`crate::users::push_rules`]; [`crate::rooms::notifications`]
 //! applies the rules to each event (unread counts, `/notifications`, read through the sync
-//! service); sending to push gateways is not built yet.
+//! service); `federation::push` sends notifications to the pushers' gateways.
 
 use actix_web::{HttpResponse, web};
 use ruma::push::{
@@ -259,12 +259,29 @@ pub(crate) async fn get_pushers(
 /// # POST /_matrix/client/v3/pushers/set
 ///
 /// Creates, replaces (same `app_id` and `pushkey`) or, with `kind: null`, deletes a pusher.
+/// Without `append`, other users' pushers with the same app and key are removed.
 pub(crate) async fn set_pusher(
     app: web::Data<Services>,
     auth: Authenticated,
     MatrixJson(body): MatrixJson<Map<String, Value>>,
 ) -> Result<HttpResponse, Error> {
-    app.users.set_pusher(&auth.user_id, body).await?;
+    // The spec wants gateways on HTTPS; plain HTTP only where the owner allowed it (tests).
+    let plain_http = body
+        .get("data")
+        .and_then(|data| data.get("url"))
+        .and_then(Value::as_str)
+        .is_some_and(|url| url.starts_with("http://"));
+    if body.get("kind").is_some_and(|kind| kind == "http")
+        && plain_http
+        && !app.config.push.allow_http
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidParam,
+            "data.url must be an https:// URL",
+        ));
+    }
+    let now = app.rooms.visible_position();
+    app.users.set_pusher(&auth.user_id, body, now).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 

@@ -1,0 +1,161 @@
+//! The push follower: reads the global stream from the last position it handled (the
+//! `push_position` counter) and queues, for each HTTP pusher of the user concerned, every
+//! notification the push rules stored there (`usernotify_record`: only events whose rule
+//! said `notify`, never the user's own) and a badge update after each of the user's read
+//! receipts (read on another device: the phone's badge goes down). The items and the new
+//! position are one batch, so a crash neither loses nor repeats them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ruma::{RoomId, UserId};
+use serde_json::Value;
+
+use super::queue;
+use crate::storage::records::PushItem;
+use crate::storage::{Batch, Storage, StorageError};
+
+/// The counter holding the last stream position handled.
+pub(crate) const POSITION_COUNTER: &str = "push_position";
+
+/// Stream positions handled in one batch.
+const POSITIONS_PER_BATCH: u64 = 200;
+
+/// Where the follower stands. The very first start begins at the present: old
+/// notifications are not pushed.
+pub(crate) fn start(storage: &Storage, now: u64) -> Result<u64, StorageError> {
+    if let Some(handled) = storage.counter(POSITION_COUNTER)? {
+        return Ok(handled);
+    }
+    let mut batch = Batch::new();
+    storage.batch_set_counter(&mut batch, POSITION_COUNTER, now);
+    storage.apply(batch)?;
+    Ok(now)
+}
+
+/// Queues what positions `(handled, upto]` hold for pushers; returns the new position and
+/// whether anything was queued.
+pub(crate) async fn catch_up(
+    storage: &Storage,
+    mut handled: u64,
+    upto: u64,
+) -> Result<(u64, bool), StorageError> {
+    let mut queued = false;
+    while handled < upto {
+        let to = upto.min(handled.saturating_add(POSITIONS_PER_BATCH));
+        queued |= handle_span(storage, handled, to)?;
+        storage.flush().await?;
+        handled = to;
+    }
+    Ok((handled, queued))
+}
+
+/// One batch: the span's items and the counter.
+fn handle_span(storage: &Storage, from: u64, to: u64) -> Result<bool, StorageError> {
+    let pushers = http_pushers(storage)?;
+    let mut new: BTreeMap<String, Vec<(u64, PushItem)>> = BTreeMap::new();
+    let now_ms = crate::matrix::time::now_ms();
+    let receipts = receipt_rooms(storage, from, to)?;
+    for (user, user_pushers) in &pushers {
+        let mut queue_for_user =
+            |position: u64, room: Option<String>, event: Option<(String, Value)>| {
+                for pusher in user_pushers {
+                    let since = pusher[crate::users::push_rules::SINCE]
+                        .as_u64()
+                        .unwrap_or(0);
+                    if position <= since {
+                        continue;
+                    }
+                    let (event_id, actions) = event.clone().unzip();
+                    let item = PushItem {
+                        user_id: user.clone(),
+                        app_id: text(pusher, "app_id"),
+                        pushkey: text(pusher, "pushkey"),
+                        room_id: room.clone(),
+                        event_id,
+                        actions: actions.unwrap_or(Value::Null),
+                        queued_ms: now_ms,
+                    };
+                    let key = queue::pusher_key(user, &item.app_id, &item.pushkey);
+                    new.entry(key).or_default().push((position, item));
+                }
+            };
+        for entry in storage
+            .usernotify_record
+            .range(&(user.clone(), from + 1), &(user.clone(), to))
+        {
+            let ((_, position), record) = entry?;
+            queue_for_user(
+                position,
+                Some(record.room_id),
+                Some((record.event_id, record.actions)),
+            );
+        }
+        let Ok(user_id) = UserId::parse(user.as_str()) else {
+            continue;
+        };
+        for (position, room_id) in &receipts {
+            let read_here = crate::sync::receipts::own_changed(
+                storage,
+                room_id,
+                &user_id,
+                Some(position - 1),
+                *position,
+            )?;
+            if read_here {
+                queue_for_user(*position, None, None);
+            }
+        }
+    }
+    let queued = !new.is_empty();
+    let mut batch = Batch::new();
+    queue::stage(storage, &mut batch, new)?;
+    storage.batch_set_counter(&mut batch, POSITION_COUNTER, to);
+    storage.apply(batch)?;
+    Ok(queued)
+}
+
+/// The positions of `(from, to]` that hold a receipt (a room change with no event), with
+/// their room.
+fn receipt_rooms(
+    storage: &Storage,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(u64, ruma::OwnedRoomId)>, StorageError> {
+    let mut receipts = Vec::new();
+    let mut seen = BTreeSet::new();
+    for entry in storage.stream_room.range(&(from + 1), &to) {
+        let (position, room) = entry?;
+        if storage
+            .roomstream_eventid
+            .contains_key(&(room.clone(), position))?
+        {
+            continue;
+        }
+        if let Ok(room_id) = RoomId::parse(room.as_str())
+            && seen.insert(position)
+        {
+            receipts.push((position, room_id));
+        }
+    }
+    Ok(receipts)
+}
+
+/// Every user's HTTP pushers (a family server has a handful).
+fn http_pushers(storage: &Storage) -> Result<Vec<(String, Vec<Value>)>, StorageError> {
+    let mut all = Vec::new();
+    for entry in storage.userid_pushers.iter() {
+        let (user, pushers) = entry?;
+        let http: Vec<Value> = pushers
+            .into_iter()
+            .filter(|pusher| pusher["kind"] == "http")
+            .collect();
+        if !http.is_empty() {
+            all.push((user, http));
+        }
+    }
+    Ok(all)
+}
+
+fn text(pusher: &Value, field: &str) -> String {
+    pusher[field].as_str().unwrap_or_default().to_owned()
+}
