@@ -8,7 +8,7 @@
 //!  server/   wiring: listeners, TLS, logging, systemd, start-up errors, the CLI
 //!  api/      HTTP: thin handlers (parse, call one service, shape the answer); api::app
 //!            declares `Services`, the only "app state" (assembled by server::assemble)
-//!  media/  federation/  sync/  search/  directory/  rooms/  users/
+//!  media/  federation/  sync/  directory/  rooms/  users/
 //!            services, each using only those after it: the rules of the domain, no HTTP
 //!  matrix/   the pure core: canonical JSON, signing, events, the clock
 //!  storage/  the only code that knows sled: typed trees, records, snapshots, the stream
@@ -26,21 +26,20 @@
 //!   `api::admin` answers Synapse's administration API (`/_synapse/admin`) for existing tools.
 //! - [`media`]: the content repository ([`media::Media`]): uploads streamed to files named
 //!   by their SHA-256, asynchronous uploads, thumbnails, other servers' media fetched over
-//!   federation into a bounded cache, and what `hearth media` does.
+//!   federation into a bounded cache, what `hearth media` does, and URL previews
+//!   ([`media::preview`], off by default).
 //! - [`federation`]: other servers: discovery, the signed [`federation::Transport`], keys,
 //!   inbound transactions and gaps, joins (joining and resident sides), invites, backfill,
 //!   the outbound queue, and what we serve; [`federation::Federation`] is the service.
 //! - [`sync`]: `/sync` ([`sync::SyncService`], long-polled on the stream), simplified sliding
 //!   sync ([`sync::sliding`], MSC4186), receipts, typing and presence.
-//! - [`search`]: `/search` over room events: matching, ranking, pages, context, groups.
 //! - [`directory`]: room aliases, the public room directory, room summaries, spaces.
 //! - [`rooms`]: the room service ([`rooms::Rooms`]): appending authorized events (local and
 //!   remote alike), current state and its history, timelines as a reader sees them,
 //!   memberships, push-rule evaluation and unread counts, creating and upgrading rooms,
 //!   restricted joins, state resolution where the graph forks (version 1 is ours:
-//!   [`rooms::state_res_v1`]).
-//! - [`media`]: URL previews (off by default), fetched through the outbound client's
-//!   private-address refusal.
+//!   [`rooms::state_res_v1`]), and `/search` over room events ([`rooms::search`]: matching,
+//!   ranking, pages, context, groups).
 //! - [`users`]: accounts, sessions and devices, registration tokens, user-interactive
 //!   authentication, profiles, account data (room tags among it), filters, OpenID tokens,
 //!   devices' end-to-end encryption keys, send-to-device inboxes.
@@ -89,7 +88,6 @@ pub mod federation;
 pub mod matrix;
 pub mod media;
 pub mod rooms;
-pub mod search;
 pub mod server;
 pub mod storage;
 pub mod sync;

@@ -43,7 +43,7 @@ pub(crate) struct Services {
     /// `/sync`: what is new for a user, long-polled.
     pub(crate) sync: SyncService,
     /// `/search` over the rooms' timelines.
-    pub(crate) search: crate::search::Search,
+    pub(crate) search: crate::rooms::search::Search,
     /// Room deletions asked for through the administration API, and their statuses.
     pub(crate) room_deletions: crate::api::admin::rooms::RoomDeletions,
     /// The content repository: uploads, downloads, thumbnails, other servers' media.

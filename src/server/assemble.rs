@@ -15,7 +15,7 @@ use crate::matrix::crypto::rotation::OldKey;
 use crate::media::Media;
 use crate::media::preview::Previews;
 use crate::rooms::Rooms;
-use crate::search::Search;
+use crate::rooms::search::Search;
 use crate::storage::Storage;
 use crate::sync::SyncService;
 use crate::sync::ephemeral::Ephemeral;

@@ -1,5 +1,5 @@
 //! `/search` (spec: client-server API, "Server Side Search"). The rules (what matches, the
-//! rank, pages, context, groups) are in [`crate::search`]; this reads the request.
+//! rank, pages, context, groups) are in [`crate::rooms::search`]; this reads the request.
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
@@ -9,7 +9,7 @@ use crate::api::MatrixJson;
 use crate::api::app::Services;
 use crate::api::auth::Authenticated;
 use crate::error::Error;
-use crate::search::RoomEventsCriteria;
+use crate::rooms::search::RoomEventsCriteria;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct SearchRequest {
