@@ -6,6 +6,15 @@
 //! ID), send throughput and disk use against the canonical JSON of the stored events. Each
 //! figure is printed with its budget from DESIGN.md and `ok` or `OVER`; a figure over
 //! budget does not fail the run.
+//!
+//! With `HEARTH_BENCH_ENCRYPTED=1` the same day runs as end-to-end encrypted apps make it
+//! (issue 11): every device uploads its identity keys and 100 one-time keys, signed with a
+//! real ed25519 key; the rooms are encrypted (`m.room.encryption`); before its first message
+//! in a room each user queries the members' keys, claims a one-time key of every other
+//! device and sends each the room key as an encrypted to-device message; and every message
+//! is an `m.room.encrypted` event with a Megolm-sized ciphertext. The server never decrypts,
+//! so ciphertext of the right shape and size costs it what real ciphertext would; the
+//! to-device messages are delivered and acknowledged through `/sync`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -16,7 +25,8 @@ use std::time::{Duration, Instant};
 use common::budget::{self, Report, disk_usage, rss_mib};
 use common::http::Client;
 use common::{Server, test_config};
-use serde_json::{Value, json};
+use hearth::matrix::crypto::{KeyId, SigningKey, sign_json};
+use serde_json::{Map, Value, json};
 
 const USERS: usize = 10;
 const ROOMS: usize = 10;
@@ -32,6 +42,142 @@ fn ok(response: common::http::Response) -> Value {
         String::from_utf8_lossy(&response.body)
     );
     response.json()
+}
+
+/// One-time keys each device uploads: enough for every other user to claim one per room.
+const ONE_TIME_KEYS: usize = 100;
+
+/// Deterministic stand-in bytes for ciphertext, as unpadded base64 (a xorshift stream).
+fn ciphertext(seed: u64, len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(ALPHABET[(state % 64) as usize])
+        })
+        .collect()
+}
+
+/// A device of the encrypted workload: its user, ID and the ed25519 key it signs with.
+struct Device {
+    user: String,
+    id: String,
+    key: SigningKey,
+}
+
+impl Device {
+    fn new(client: &mut Client, token: &str, seed: u8) -> Device {
+        let whoami = ok(client.get_with("/_matrix/client/v3/account/whoami", token));
+        let id = whoami["device_id"].as_str().expect("device").to_owned();
+        let key = SigningKey::from_seed(KeyId::ed25519(&id).expect("key id"), [seed; 32]);
+        let user = whoami["user_id"].as_str().expect("user").to_owned();
+        Device { user, id, key }
+    }
+
+    fn sign(&self, object: Value) -> Value {
+        let Value::Object(mut object) = object else {
+            panic!("not an object")
+        };
+        sign_json(&mut object, &self.user, &self.key).expect("sign");
+        Value::Object(object)
+    }
+
+    /// Identity keys, one-time keys and a fallback key, as an app uploads them at login.
+    fn upload(&self, client: &mut Client, token: &str) {
+        let one_time_keys: Map<String, Value> = (0..ONE_TIME_KEYS)
+            .map(|n| {
+                let key = ciphertext(n as u64, 43);
+                (
+                    format!("signed_curve25519:{}{n}", self.id),
+                    self.sign(json!({ "key": key })),
+                )
+            })
+            .collect();
+        let device_keys = self.sign(json!({
+            "user_id": self.user,
+            "device_id": self.id,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "keys": {
+                format!("curve25519:{}", self.id): ciphertext(7, 43),
+                format!("ed25519:{}", self.id): self.key.public_key_base64(),
+            },
+        }));
+        ok(client.json(
+            "POST",
+            "/_matrix/client/v3/keys/upload",
+            Some(token),
+            &json!({
+                "device_keys": device_keys,
+                "one_time_keys": one_time_keys,
+                "fallback_keys": {
+                    "signed_curve25519:FB": self.sign(json!({ "key": ciphertext(9, 43), "fallback": true })),
+                },
+            }),
+        ));
+    }
+}
+
+/// What an app does before its first message in an encrypted room: query the members'
+/// keys, claim a one-time key of each of their devices, and send each device the room key
+/// in an Olm-encrypted to-device message.
+fn share_room_key(client: &mut Client, token: &str, me: &Device, others: &[&Device], room: &str) {
+    let wanted: Map<String, Value> = others
+        .iter()
+        .map(|other| (other.user.clone(), json!([])))
+        .collect();
+    ok(client.json(
+        "POST",
+        "/_matrix/client/v3/keys/query",
+        Some(token),
+        &json!({ "device_keys": wanted }),
+    ));
+    let claims: Map<String, Value> = others
+        .iter()
+        .map(|other| {
+            (
+                other.user.clone(),
+                json!({ other.id.clone(): "signed_curve25519" }),
+            )
+        })
+        .collect();
+    ok(client.json(
+        "POST",
+        "/_matrix/client/v3/keys/claim",
+        Some(token),
+        &json!({ "one_time_keys": claims }),
+    ));
+    let messages: Map<String, Value> = others
+        .iter()
+        .map(|other| {
+            let content = json!({
+                "algorithm": "m.olm.v1.curve25519-aes-sha2",
+                "sender_key": ciphertext(7, 43),
+                "ciphertext": { ciphertext(1, 43): { "type": 0, "body": ciphertext(room.len() as u64, 1100) } },
+            });
+            (other.user.clone(), json!({ other.id.clone(): content }))
+        })
+        .collect();
+    let txn = format!("share-{}-{}", me.id, room.replace(['!', ':'], ""));
+    ok(client.json(
+        "PUT",
+        &format!("/_matrix/client/v3/sendToDevice/m.room.encrypted/{txn}"),
+        Some(token),
+        &json!({ "messages": messages }),
+    ));
+}
+
+/// An `m.room.encrypted` event's content of the size Megolm gives a short message.
+fn megolm_content(device: &Device, n: u64) -> Value {
+    json!({
+        "algorithm": "m.megolm.v1.aes-sha2",
+        "sender_key": ciphertext(7, 43),
+        "device_id": device.id,
+        "session_id": ciphertext(3, 43),
+        "ciphertext": ciphertext(n, 280),
+    })
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> f64 {
@@ -65,10 +211,31 @@ fn main() {
                 .to_owned()
         })
         .collect();
+    let encrypted = std::env::var_os("HEARTH_BENCH_ENCRYPTED").is_some_and(|value| value == "1");
+    let devices: Vec<Device> = if encrypted {
+        tokens
+            .iter()
+            .enumerate()
+            .map(|(i, token)| {
+                let seed = u8::try_from(i + 1).expect("a few users");
+                let device = Device::new(&mut client, token, seed);
+                device.upload(&mut client, token);
+                device
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let invitees: Vec<String> = (1..USERS).map(|i| format!("@user{i}:localhost")).collect();
     let rooms: Vec<String> = (0..ROOMS)
         .map(|i| {
-            let body = json!({ "name": format!("room {i}"), "invite": invitees });
+            let mut body = json!({ "name": format!("room {i}"), "invite": invitees });
+            if encrypted {
+                body["initial_state"] = json!([{
+                    "type": "m.room.encryption", "state_key": "",
+                    "content": { "algorithm": "m.megolm.v1.aes-sha2" },
+                }]);
+            }
             ok(client.json(
                 "POST",
                 "/_matrix/client/v3/createRoom",
@@ -100,17 +267,44 @@ fn main() {
         })
         .collect();
 
+    let mut shared = std::collections::HashSet::new();
     let started = Instant::now();
     for i in 0..MESSAGES {
         let sender = i % USERS;
         let room = &rooms[i % ROOMS];
-        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/w{i}");
-        ok(client.json(
-            "PUT",
-            &path,
-            Some(&tokens[sender]),
-            &json!({ "msgtype": "m.text", "body": format!("message {i}") }),
-        ));
+        if encrypted {
+            // A user's first message in a room: the room key goes to everyone first.
+            if shared.insert((sender, room.clone())) {
+                let others: Vec<&Device> = devices
+                    .iter()
+                    .enumerate()
+                    .filter(|(n, _)| *n != sender)
+                    .map(|(_, device)| device)
+                    .collect();
+                share_room_key(
+                    &mut client,
+                    &tokens[sender],
+                    &devices[sender],
+                    &others,
+                    room,
+                );
+            }
+            let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.encrypted/w{i}");
+            ok(client.json(
+                "PUT",
+                &path,
+                Some(&tokens[sender]),
+                &megolm_content(&devices[sender], i as u64),
+            ));
+        } else {
+            let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/w{i}");
+            ok(client.json(
+                "PUT",
+                &path,
+                Some(&tokens[sender]),
+                &json!({ "msgtype": "m.text", "body": format!("message {i}") }),
+            ));
+        }
         if i % 50 == 49 {
             for (user, token) in tokens.iter().enumerate() {
                 let path = format!("/_matrix/client/v3/sync?since={}", since[user]);
@@ -148,13 +342,19 @@ fn main() {
         });
         std::thread::sleep(Duration::from_millis(30));
         let sent = Instant::now();
-        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/l{sample}");
-        let event_id = ok(client.json(
-            "PUT",
-            &path,
-            Some(&tokens[0]),
-            &json!({ "msgtype": "m.text", "body": "ping" }),
-        ))["event_id"]
+        let (kind, content) = if encrypted {
+            (
+                "m.room.encrypted",
+                megolm_content(&devices[0], 10_000 + sample as u64),
+            )
+        } else {
+            (
+                "m.room.message",
+                json!({ "msgtype": "m.text", "body": "ping" }),
+            )
+        };
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/{kind}/l{sample}");
+        let event_id = ok(client.json("PUT", &path, Some(&tokens[0]), &content))["event_id"]
             .as_str()
             .expect("event_id")
             .to_owned();
@@ -183,8 +383,13 @@ fn main() {
     let disk = disk_usage(&data);
     let (events, canonical) = budget::canonical_json_of_events(&data);
 
+    let mode = if encrypted {
+        ", end-to-end encrypted"
+    } else {
+        ""
+    };
     let mut report = Report::new(&format!(
-        "hearth workload benchmark ({USERS} users, {ROOMS} rooms, {MESSAGES} messages)"
+        "hearth workload benchmark ({USERS} users, {ROOMS} rooms, {MESSAGES} messages{mode})"
     ));
     report.memory("RSS idle", idle, Some(budget::IDLE_RSS_MB));
     report.memory(

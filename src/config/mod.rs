@@ -227,6 +227,7 @@ struct RawConfig {
     logging: LoggingConfig,
     #[serde(default)]
     media: MediaConfig,
+    #[serde(default)]
     push: PushConfig,
     #[serde(default)]
     voip: VoipConfig,
