@@ -494,6 +494,23 @@ fn a_dehydrated_device_receives_to_device_messages_and_is_replaced() {
     assert_eq!(got["device_id"], "DEHYDRATED1");
     assert_eq!(got["device_data"]["device_pickle"], "opaque");
 
+    // Nobody logs in as the dehydrated device, not even with the right password.
+    let login = server.client().json(
+        "POST",
+        "/_matrix/client/v3/login",
+        None,
+        &json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": "alice" },
+            "password": PASSWORD,
+            "device_id": "DEHYDRATED1",
+        }),
+    );
+    assert_eq!(
+        (login.status, errcode(&login)),
+        (403, "M_FORBIDDEN".to_owned())
+    );
+
     // Bob's client sees the device, claims its one-time key and sends it a room key.
     let seen = query(&server, &bob.token, &[&alice.user]);
     assert!(seen["device_keys"][&alice.user]["DEHYDRATED1"].is_object());

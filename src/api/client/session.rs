@@ -54,6 +54,18 @@ pub(crate) async fn login(
     let display_name = optional_device_name(body.initial_device_display_name)?;
     let user_id = accounts::login_user_id(&name, &app.config.server.server_name);
     let user_id = verify_credentials(&req, &app, user_id.ok(), password).await?;
+    // A dehydrated device (MSC3814) never logs in: a client rehydrates it into a new one.
+    if let Some(wanted) = device_id.as_deref()
+        && app
+            .users
+            .dehydrated_device(&user_id)?
+            .is_some_and(|dehydrated| dehydrated.device_id == wanted)
+    {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "That device ID is the account's dehydrated device, which cannot log in",
+        ));
+    }
     let session = app
         .users
         .start_session(
