@@ -53,6 +53,15 @@ impl Key {
         object
     }
 
+    /// Signs `object` as `user`'s key `key_id` (a device's own key: `ed25519:DEVICEID`).
+    fn sign_as(&self, user: &str, key_id: &str, object: Value) -> Value {
+        let mut object = object;
+        let canonical = serde_json::to_string(&object).expect("json");
+        let signature = encode_base64(self.0.sk.sign(canonical.as_bytes(), None).as_ref());
+        object["signatures"] = json!({ user: { key_id: signature } });
+        object
+    }
+
     fn as_cross_signing(&self, user: &str, usage: &str) -> Value {
         json!({
             "user_id": user,
@@ -189,6 +198,58 @@ fn cross_signing_keys_and_their_updates_cross_between_hearth_and_synapse() {
     eventually("Synapse to answer with Alice's new master key", || {
         master_key_seen(s, &carol_token, &alice).as_deref() == Some(alice_new.as_str())
     });
+
+    // Alice signs her device with her self-signing key: Synapse, which keeps her device
+    // list, hears of it through Hearth's m.device_list_update and shows it verified.
+    let device_id = Client::plain(h)
+        .get_with("/_matrix/client/v3/account/whoami", &alice_token)
+        .json()["device_id"]
+        .as_str()
+        .expect("device")
+        .to_owned();
+    let device_key = Key::new(50);
+    let device_keys = json!({
+        "user_id": alice,
+        "device_id": device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{device_id}"): "curve25519-key-of-alice",
+            format!("ed25519:{device_id}"): device_key.public(),
+        },
+    });
+    let self_signed =
+        device_key.sign_as(&alice, &format!("ed25519:{device_id}"), device_keys.clone());
+    call(
+        h,
+        "/_matrix/client/v3/keys/upload",
+        &alice_token,
+        &json!({ "device_keys": self_signed }),
+    );
+    let device_seen = |key_id: &str| {
+        let answer = call(
+            s,
+            "/_matrix/client/v3/keys/query",
+            &carol_token,
+            &json!({ "device_keys": { &alice: [] }, "timeout": 20000 }),
+        );
+        answer["device_keys"][&alice][&device_id]["signatures"][&alice][key_id].is_string()
+    };
+    eventually("Synapse to see Alice's device", || {
+        device_seen(&format!("ed25519:{device_id}"))
+    });
+    let self_signing = Key::new(31);
+    let cross_signed = self_signing.sign(&alice, device_keys);
+    let failures = call(
+        h,
+        "/_matrix/client/v3/keys/signatures/upload",
+        &alice_token,
+        &json!({ &alice: { &device_id: cross_signed } }),
+    );
+    assert_eq!(failures["failures"], json!({}), "{failures}");
+    eventually(
+        "Synapse to see Alice's device signed by her self-signing key",
+        || device_seen(&format!("ed25519:{}", self_signing.public())),
+    );
 
     // Carol replaces hers: Hearth keeps them from Synapse's EDU, without asking, and
     // answers with them even once Synapse is gone.

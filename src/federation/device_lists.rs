@@ -205,7 +205,19 @@ fn update_edu(
         "deleted": !exists,
     });
     if exists && let Some(keys) = storage.userdevice_keys.get(&key)? {
-        content["keys"] = keys;
+        // With the user's own cross-signing signatures of the device, as `/user/devices`
+        // and `/user/keys/query` give them: how other servers' users see it verified.
+        let mut devices = Map::new();
+        devices.insert(device_id.to_owned(), keys);
+        crate::users::cross_signing::signatures::merge_into_devices(
+            storage,
+            user_id.as_str(),
+            &mut devices,
+            None,
+        )?;
+        if let Some(keys) = devices.remove(device_id) {
+            content["keys"] = keys;
+        }
     }
     Ok(json!({ "edu_type": "m.device_list_update", "content": content }))
 }

@@ -46,7 +46,24 @@ impl Users {
         signer: &UserId,
         body: &Map<String, Value>,
     ) -> Result<Map<String, Value>, Error> {
-        signatures::upload(self.storage(), stream, signer, body).await
+        let failures = signatures::upload(self.storage(), stream, signer, body).await?;
+        // The user's own devices newly signed (by their self-signing key) are news to
+        // other servers, whose users see them verified only through a device-list update.
+        let failed = failures.get(signer.as_str()).and_then(Value::as_object);
+        let own_devices = self.device_ids_but(signer, None)?;
+        let signed: Vec<String> = body
+            .get(signer.as_str())
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|signed| signed.keys())
+            .filter(|key| own_devices.contains(key))
+            .filter(|key| failed.is_none_or(|failed| !failed.contains_key(key.as_str())))
+            .cloned()
+            .collect();
+        if !signed.is_empty() {
+            self.announce_devices(stream, signer, &signed).await?;
+        }
+        Ok(failures)
     }
 
     /// A user's master, self-signing and user-signing keys as `viewer` sees them.

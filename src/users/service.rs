@@ -211,7 +211,11 @@ impl Users {
     }
 
     /// The user's device IDs, less `but`.
-    fn device_ids_but(&self, user_id: &UserId, but: Option<&str>) -> Result<Vec<String>, Error> {
+    pub(super) fn device_ids_but(
+        &self,
+        user_id: &UserId,
+        but: Option<&str>,
+    ) -> Result<Vec<String>, Error> {
         Ok(self
             .devices(user_id)?
             .into_iter()
