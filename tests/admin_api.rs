@@ -800,3 +800,97 @@ fn a_deleted_room_is_left_by_every_local_user() {
     );
     ok(server.client().json("POST", &join, Some(&bob), &json!({})));
 }
+
+/// Uploads `body` as `token`'s user; the media ID.
+fn upload_media(server: &Server, token: &str, body: &[u8], name: &str) -> String {
+    let bearer = format!("Bearer {token}");
+    let response = server
+        .client()
+        .request(
+            "POST",
+            &format!("/_matrix/media/v3/upload?filename={name}"),
+            &[("Authorization", &bearer), ("Content-Type", "text/plain")],
+            Some(body),
+        )
+        .expect("upload");
+    let uri = ok(response)["content_uri"]
+        .as_str()
+        .expect("content_uri")
+        .to_owned();
+    uri.rsplit('/').next().expect("media ID").to_owned()
+}
+
+#[test]
+fn a_users_media_is_listed_and_deleted_one_by_one_or_all_at_once() {
+    let (server, root, alice) = start();
+    let first = upload_media(&server, &alice, b"first file", "first.txt");
+    let second = upload_media(&server, &alice, b"second, longer file", "second.txt");
+    let path = "/_synapse/admin/v1/users/@alice:localhost/media";
+
+    let refused = call(&server, "GET", path, &alice, None);
+    assert_eq!(
+        (refused.status, errcode(&refused)),
+        (403, "M_FORBIDDEN".to_owned())
+    );
+    let listed = ok(call(&server, "GET", path, &root, None));
+    assert_eq!(listed["total"], 2, "{listed}");
+    let media = listed["media"].as_array().expect("media");
+    let ids: Vec<&str> = media
+        .iter()
+        .map(|entry| entry["media_id"].as_str().expect("id"))
+        .collect();
+    assert!(
+        ids.contains(&first.as_str()) && ids.contains(&second.as_str()),
+        "{listed}"
+    );
+    let entry = media
+        .iter()
+        .find(|entry| entry["media_id"] == second.as_str())
+        .expect("second");
+    assert_eq!(entry["media_length"], 19);
+    assert_eq!(entry["upload_name"], "second.txt");
+    assert_eq!(entry["media_type"], "text/plain");
+    let paged = ok(call(
+        &server,
+        "GET",
+        &format!("{path}?limit=1"),
+        &root,
+        None,
+    ));
+    assert_eq!(paged["media"].as_array().map(Vec::len), Some(1));
+    assert_eq!(paged["next_token"], 1, "{paged}");
+
+    // One by one: gone from downloads and from the list.
+    let deleted = ok(call(
+        &server,
+        "DELETE",
+        &format!("/_synapse/admin/v1/media/localhost/{first}"),
+        &root,
+        None,
+    ));
+    assert_eq!(deleted, json!({ "deleted_media": [first], "total": 1 }));
+    let download = call(
+        &server,
+        "GET",
+        &format!("/_matrix/client/v1/media/download/localhost/{first}"),
+        &alice,
+        None,
+    );
+    assert_eq!(download.status, 404);
+    let again = call(
+        &server,
+        "DELETE",
+        &format!("/_synapse/admin/v1/media/localhost/{first}"),
+        &root,
+        None,
+    );
+    assert_eq!(
+        (again.status, errcode(&again)),
+        (404, "M_NOT_FOUND".to_owned())
+    );
+
+    // All at once.
+    let all = ok(call(&server, "DELETE", path, &root, None));
+    assert_eq!(all, json!({ "deleted_media": [second], "total": 1 }));
+    assert_eq!(ok(call(&server, "GET", path, &root, None))["total"], 0);
+}

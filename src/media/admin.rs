@@ -137,6 +137,25 @@ pub(crate) async fn purge_remote_before(
     Ok(removed)
 }
 
+/// `user`'s uploads (and upload IDs still unused), newest first: media ID and record.
+pub(crate) fn user_media(
+    storage: &Storage,
+    our_server: &str,
+    user: &str,
+) -> StorageResult<Vec<(String, MediaRecord)>> {
+    let prefix = crate::storage::pair_prefix(user);
+    let mut found = Vec::new();
+    for key in storage.usermedia_size.scan_prefix_keys(&prefix) {
+        let (_, media_id) = key?;
+        let record_key = (our_server.to_owned(), media_id.clone());
+        if let Some(record) = storage.mediaid_record.get(&record_key)? {
+            found.push((media_id, record));
+        }
+    }
+    found.sort_by_key(|(_, record)| std::cmp::Reverse(record.created_ms));
+    Ok(found)
+}
+
 /// Removes everything `user` uploaded (and their unused upload IDs).
 pub(crate) async fn delete_user_media(
     storage: &Storage,

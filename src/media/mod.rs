@@ -159,6 +159,42 @@ impl Media {
         }
     }
 
+    /// A local user's media, newest first (the administration API's list).
+    pub(crate) fn user_media(&self, user: &str) -> Result<Vec<(String, MediaRecord)>, Error> {
+        Ok(admin::user_media(
+            &self.storage,
+            self.our_server.as_str(),
+            user,
+        )?)
+    }
+
+    /// Deletes everything a local user uploaded; the media IDs deleted.
+    pub(crate) async fn delete_user_media(&self, user: &str) -> Result<Vec<String>, Error> {
+        let ids: Vec<String> = self
+            .user_media(user)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let _refs = self.refs.lock().await;
+        admin::delete_user_media(&self.storage, &self.files, self.our_server.as_str(), user)
+            .await?;
+        Ok(ids)
+    }
+
+    /// Deletes one piece of media, ours or a cached one of another server; whether it was
+    /// there.
+    pub(crate) async fn delete_media(&self, server: &str, media_id: &str) -> Result<bool, Error> {
+        check_media_id(media_id)?;
+        let key = (server.to_owned(), media_id.to_owned());
+        if self.storage.mediaid_record.get(&key)?.is_none() {
+            return Ok(false);
+        }
+        let _refs = self.refs.lock().await;
+        admin::remove_record(&self.storage, &self.files, server, media_id).await?;
+        self.storage.flush().await?;
+        Ok(true)
+    }
+
     /// `m.upload.size` for `/media/config`.
     pub(crate) fn max_upload_size(&self) -> u64 {
         self.config.max_upload_size

@@ -4,6 +4,7 @@
 //! without a valid access token, `403 M_FORBIDDEN` for anyone else ([`ServerAdmin`]).
 //! One file per area: [`users`], [`tokens`] (registration tokens), [`rooms`].
 
+pub(crate) mod media;
 pub(crate) mod rooms;
 pub(crate) mod tokens;
 pub(crate) mod users;
@@ -85,6 +86,17 @@ pub(crate) fn routes(config: &mut web::ServiceConfig) {
     let small = |resource: actix_web::Resource| resource.app_data(ACCOUNT_BODY_LIMIT);
     config
         .service(get("/_synapse/admin/v1/server_version", server_version))
+        .service(
+            web::resource("/_synapse/admin/v1/users/{userId}/media")
+                .route(web::get().to(media::list))
+                .route(web::delete().to(media::delete_for_user))
+                .default_service(web::to(|| async { method_not_allowed("GET, DELETE") })),
+        )
+        .service(
+            web::resource("/_synapse/admin/v1/media/{serverName}/{mediaId}")
+                .route(web::delete().to(media::delete_one))
+                .default_service(web::to(|| async { method_not_allowed("DELETE") })),
+        )
         .service(get("/_synapse/admin/v2/users", users::list))
         .service(small(
             web::resource("/_synapse/admin/v2/users/{userId}")
