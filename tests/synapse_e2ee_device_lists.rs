@@ -9,96 +9,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::e2ee::{Device, call};
 use common::federation::{start, write_certificates};
 use common::http::Client;
 use common::synapse::{PASSWORD, Synapse, synapse_python};
-use hearth::matrix::crypto::{KeyId, SigningKey, sign_json};
-use serde_json::{Value, json};
-
-fn call(address: SocketAddr, method: &str, path: &str, token: &str, body: &Value) -> Value {
-    let response = Client::plain(address).json(method, path, Some(token), body);
-    assert_eq!(
-        response.status,
-        200,
-        "{method} {path}: {}",
-        String::from_utf8_lossy(&response.body)
-    );
-    response.json()
-}
-
-/// A device on either server that signs its keys with a real ed25519 key.
-struct Device {
-    address: SocketAddr,
-    token: String,
-    user: String,
-    id: String,
-    key: SigningKey,
-}
-
-impl Device {
-    fn new(address: SocketAddr, token: String, seed: u8) -> Device {
-        let me = call(
-            address,
-            "GET",
-            "/_matrix/client/v3/account/whoami",
-            &token,
-            &json!(null),
-        );
-        let id = me["device_id"].as_str().expect("device").to_owned();
-        Device {
-            address,
-            token,
-            user: me["user_id"].as_str().expect("user").to_owned(),
-            key: SigningKey::from_seed(KeyId::ed25519(&id).expect("key id"), [seed; 32]),
-            id,
-        }
-    }
-
-    fn sign(&self, value: Value) -> Value {
-        let Value::Object(mut object) = value else {
-            panic!("object")
-        };
-        sign_json(&mut object, &self.user, &self.key).expect("sign");
-        Value::Object(object)
-    }
-
-    /// Uploads signed identity keys and one signed one-time key, `OTK`.
-    fn upload(&self) {
-        let device_keys = self.sign(json!({
-            "user_id": self.user,
-            "device_id": self.id,
-            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
-            "keys": {
-                format!("curve25519:{}", self.id): format!("curve-{}", self.id),
-                format!("ed25519:{}", self.id): self.key.public_key_base64(),
-            },
-        }));
-        let otk = self.sign(json!({ "key": format!("otk-of-{}", self.id) }));
-        let answer = call(
-            self.address,
-            "POST",
-            "/_matrix/client/v3/keys/upload",
-            &self.token,
-            &json!({ "device_keys": device_keys, "one_time_keys": { "signed_curve25519:OTK": otk } }),
-        );
-        assert_eq!(answer["one_time_key_counts"]["signed_curve25519"], 1);
-    }
-
-    /// The `/keys/query` answer for `other`'s devices, through this device's server.
-    fn query(&self, other: &Device) -> Value {
-        call(
-            self.address,
-            "POST",
-            "/_matrix/client/v3/keys/query",
-            &self.token,
-            &json!({ "device_keys": { &other.user: [] }, "timeout": 20000 }),
-        )
-    }
-
-    fn ed25519(&self) -> String {
-        self.key.public_key_base64()
-    }
-}
+use serde_json::json;
 
 /// Waits (a bounded time) until `check` holds.
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {

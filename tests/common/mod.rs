@@ -6,6 +6,7 @@
 
 pub mod budget;
 pub mod catalogue;
+pub mod e2ee;
 pub mod fake;
 pub mod federation;
 pub mod gateway;
