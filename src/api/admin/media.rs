@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{ServerAdmin, local_user, page};
 use crate::api::app::Services;
 use crate::error::{Error, ErrorKind};
-use crate::storage::records::MediaRecord;
+use crate::media::MediaRecord;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListQuery {
