@@ -266,6 +266,35 @@ pub struct Storage {
     _lock: lock::DataDirLock,
 }
 
+/// How long [`open_sled`] waits for sled's own file lock to be let go.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens sled's database in `path`, once the caller holds the data directory's lock.
+///
+/// Holding that lock proves no other process has the database open, so a sled file lock
+/// still held can only be this process's previous [`Storage`], dropped an instant ago:
+/// sled's background threads let go of the file a little after the last handle is dropped
+/// (sled itself waits for it in its own tests). Wait for them, briefly, rather than fail a
+/// restart in the same process.
+fn open_sled(path: &Path, cache_capacity_bytes: u64) -> StorageResult<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity_bytes)
+            .open()
+        {
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && started.elapsed() < SLED_LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => return Ok(result?),
+        }
+    }
+}
+
 /// Rounds of [`Storage::collect_garbage`]: each frees up to a few hundred deferred pages.
 const GARBAGE_ROUNDS: usize = 4096;
 
@@ -283,10 +312,7 @@ impl Storage {
                 source,
             })?;
         let lock = lock::DataDirLock::acquire(data_dir)?;
-        let db = sled::Config::new()
-            .path(data_dir.join("db"))
-            .cache_capacity(cache_capacity_bytes)
-            .open()?;
+        let db = open_sled(&data_dir.join("db"), cache_capacity_bytes)?;
         let meta = db.open_tree("meta")?;
         let storage = Storage {
             userid_account: Tree::open(&db, "userid_account")?,
