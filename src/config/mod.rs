@@ -13,8 +13,11 @@ use ruma::OwnedServerName;
 use serde::{Deserialize, Serialize};
 
 mod features;
+mod retention;
 pub(crate) use features::{MediaConfig, PushConfig, UrlPreviewConfig, VoipConfig};
 use features::{validate_media, validate_url_preview, validate_voip};
+pub(crate) use retention::RetentionConfig;
+use retention::validate_retention;
 
 /// The whole configuration, validated.
 #[derive(Debug, Clone, Serialize)]
@@ -32,6 +35,7 @@ pub(crate) struct Config {
     pub(crate) media: MediaConfig,
     pub(crate) push: PushConfig,
     pub(crate) voip: VoipConfig,
+    pub(crate) retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -231,6 +235,8 @@ struct RawConfig {
     push: PushConfig,
     #[serde(default)]
     voip: VoipConfig,
+    #[serde(default)]
+    retention: RetentionConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +304,7 @@ impl Config {
             media: MediaConfig::default(),
             push: PushConfig::default(),
             voip: VoipConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 
@@ -408,6 +415,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
     validate_federation(&raw.federation)?;
     validate_url_preview(&raw.url_preview)?;
     validate_voip(&raw.voip)?;
+    validate_retention(&raw.retention)?;
     parse_filter(&raw.logging.level).map_err(|err| invalid(&["logging", "level"], err))?;
 
     let data_dir = resolve(base, &raw.database.path);
@@ -448,6 +456,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
         media: raw.media,
         push: raw.push,
         voip: raw.voip,
+        retention: raw.retention,
     })
 }
 

@@ -19,6 +19,7 @@ mod reads;
 pub(crate) mod relations;
 pub(crate) mod remote;
 pub(crate) mod restricted;
+pub(crate) mod retention;
 pub(crate) mod search;
 mod staging;
 mod state;

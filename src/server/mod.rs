@@ -212,6 +212,11 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
         .enabled
         .then(|| crate::federation::outbound::spawn(app.federation.clone()));
     let push = start_push(&app)?;
+    let retention = crate::rooms::retention::spawn(
+        app.rooms.clone(),
+        app.config.retention.clone(),
+        app.stopping.subscribe(),
+    );
     notify("READY=1");
     let result = run(app.clone(), listeners, certificates, stopping).await;
     // The senders stop as soon as the server is stopping; wait for them (briefly) so the
@@ -228,6 +233,13 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
         .is_err()
     {
         tracing::warn!("push: delivery did not stop in time");
+    }
+    if let Some(retention) = retention
+        && tokio::time::timeout(Duration::from_secs(5), retention)
+            .await
+            .is_err()
+    {
+        tracing::warn!("retention: the purge did not stop in time");
     }
     app.rooms.flush().await?;
     result
