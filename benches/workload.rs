@@ -3,7 +3,8 @@
 //! 10 users, 10 rooms (everyone in every room), 500 messages round-robin, with syncs; then
 //! prints resident memory, the time from a message's send to the recipient's waiting
 //! `/sync` answering with it (each timed `/sync` is checked to carry the message's event
-//! ID), send throughput and disk use against the canonical JSON of the stored events. Each
+//! ID), send throughput, disk use against the canonical JSON of the stored events, and the
+//! size and time of a `hearth backup` of the running server and of its restore. Each
 //! figure is printed with its budget from DESIGN.md and `ok` or `OVER`; a figure over
 //! budget does not fail the run.
 //!
@@ -376,12 +377,46 @@ fn main() {
     latencies.sort();
     let peak = rss_mib(pid, "VmHWM:");
     let data = server.dir.join("data");
+    // A backup of the running server (issue 14), then a restore of it into a new data
+    // directory once the server stopped.
+    let backups = tempfile::tempdir().expect("tempdir");
+    let backup_dir = backups.path().join("backup");
+    let backup_text = backup_dir.to_str().expect("utf-8 path");
+    let started = Instant::now();
+    let output = common::hearth(&server.dir, &["backup", backup_text], "");
+    let backup_time = started.elapsed();
+    assert!(
+        output.status.success(),
+        "backup: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let backup_bytes = disk_usage(&backup_dir);
     server.signal("TERM");
     server
         .wait_exit(Duration::from_secs(15))
         .expect("the server stops");
     let disk = disk_usage(&data);
     let (events, canonical) = budget::canonical_json_of_events(&data);
+    let restored = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        server.dir.join("hearth.toml"),
+        restored.path().join("hearth.toml"),
+    )
+    .expect("config");
+    let started = Instant::now();
+    let output = common::hearth(restored.path(), &["restore", backup_text], "");
+    let restore_time = started.elapsed();
+    assert!(
+        output.status.success(),
+        "restore: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let backup_line = format!(
+        "{:.1} MiB in {} ms, restore: {} ms",
+        backup_bytes as f64 / 1048576.0,
+        backup_time.as_millis(),
+        restore_time.as_millis()
+    );
 
     let mode = if encrypted {
         ", end-to-end encrypted"
@@ -425,5 +460,6 @@ fn main() {
         disk as f64 / canonical as f64,
         Some(budget::DISK_PER_CANONICAL_JSON),
     );
+    report.figure("backup", backup_line);
     report.finish();
 }

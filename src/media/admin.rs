@@ -1,7 +1,8 @@
 //! Operating the content repository: usage per user, purging old remote media, deleting a
-//! user's media. Plain functions over the storage and the files, so the `hearth media`
-//! commands (which open the data directory themselves, with the server stopped) and the
-//! running service (evicting the cache; an admin API later) share them.
+//! user's media, listing the content a backup copies. Plain functions over the storage and
+//! the files, so the `hearth media` commands (run by the server when it runs, through its
+//! control socket, or on the database directly) and the running service (evicting the
+//! cache, the admin API) share them.
 
 use super::MediaRecord;
 use super::files::MediaFiles;
@@ -20,6 +21,21 @@ pub(crate) struct Usage {
 pub(crate) struct Removed {
     pub(crate) count: u64,
     pub(crate) bytes: u64,
+}
+
+/// The SHA-256 of every content file a media record holds (ours and cached remote media):
+/// what a backup copies. Upload IDs still waiting for content have none.
+pub(crate) fn content_hashes(
+    storage: &Storage,
+) -> StorageResult<std::collections::BTreeSet<String>> {
+    let mut hashes = std::collections::BTreeSet::new();
+    for entry in storage.mediaid_record.iter() {
+        let (_, record) = entry?;
+        if !record.sha256.is_empty() {
+            hashes.insert(record.sha256);
+        }
+    }
+    Ok(hashes)
 }
 
 /// `(count, bytes)` of `user`'s uploads.

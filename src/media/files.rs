@@ -45,6 +45,14 @@ impl MediaFiles {
         MediaFiles { root }
     }
 
+    /// The media folder of `data_dir`, touching nothing: for a backup or an operator's
+    /// command while the server may be receiving uploads into `tmp/`.
+    pub(crate) fn at(data_dir: &Path) -> MediaFiles {
+        MediaFiles {
+            root: data_dir.join("media"),
+        }
+    }
+
     /// Where the content with this hash lives. `sha256` is our own hex digest, never a
     /// client's word.
     pub(crate) fn content_path(&self, sha256: &str) -> PathBuf {

@@ -44,9 +44,25 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Key(KeyCommand),
     /// Media: usage per user, purging other servers' cached media, deleting a user's media
-    /// (stop the server first: the database is locked while it runs).
+    /// (with the server running, through its control socket, or stopped).
     #[command(subcommand)]
     Media(super::media_cli::MediaCommand),
+    /// Back up the database, the signing key and the media files into DIR (new or empty),
+    /// with the server running (it makes the backup itself) or stopped.
+    Backup {
+        /// Where the backup goes: a new or empty directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Restore a backup from DIR into the config's data directory, which must be new or
+    /// empty; the server must be stopped.
+    Restore {
+        /// A directory `hearth backup` made.
+        dir: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Print the version.
     Version,
 }
@@ -190,6 +206,14 @@ pub fn run(cli: Cli) -> Result<(), StartupError> {
         Command::User(command) => user(command),
         Command::Token(command) => token(command),
         Command::Media(command) => super::media_cli::run(command),
+        Command::Backup { dir, config } => {
+            let dir = std::path::absolute(&dir).map_err(|source| StartupError::ReadFile {
+                path: dir.clone(),
+                source,
+            })?;
+            control(&config, |_| Ok(Request::Backup { dir }))
+        }
+        Command::Restore { dir, config } => restore(&dir, &config),
         Command::Key(KeyCommand::Rotate { config }) => {
             let (config, _) = load_config(&config)?;
             let path = &config.server.signing_key;
@@ -287,10 +311,11 @@ fn check_config(arg: &ConfigArg) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// Runs a `user` or `token` command: through the running server's control socket if one
-/// answers, on the database directly otherwise; the same work and output either way. A
-/// password is asked for only once the way to the database is open.
-fn control(
+/// Runs a control command (`user`, `token`, `media`, `backup`): through the running
+/// server's control socket if one answers, on the database directly otherwise; the same
+/// work and output either way. A password is asked for only once the way to the database
+/// is open.
+pub(super) fn control(
     config: &ConfigArg,
     request: impl FnOnce(&Config) -> Result<Request, StartupError>,
 ) -> Result<(), StartupError> {
@@ -307,18 +332,27 @@ fn control(
     }
 }
 
+/// `hearth restore DIR`: never through a server (one running on the data directory is the
+/// reason to refuse).
+fn restore(dir: &Path, config: &ConfigArg) -> Result<(), StartupError> {
+    let (config, _) = load_config(config)?;
+    let socket = crate::server::control::socket_path(&config.database.path);
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(StartupError::Usage(format!(
+            "a Hearth server is running on {}: stop it, and restore into a new or empty data              directory",
+            config.database.path.display()
+        )));
+    }
+    let done =
+        crate::server::backup::restore::restore(&config, dir).map_err(StartupError::Usage)?;
+    println!("{done}");
+    Ok(())
+}
+
 /// The user ID `name` stands for on this server, checked before a password is asked for.
 fn user_id_of(name: &str, config: &Config) -> Result<ruma::OwnedUserId, StartupError> {
     accounts::local_user_id(name, &config.server.server_name)
         .map_err(|err| StartupError::Usage(err.to_string()))
-}
-
-/// Opens the database directly (the server must be stopped: it holds the lock).
-pub(super) fn open_storage(config: &Config) -> Result<crate::storage::Storage, StartupError> {
-    Ok(crate::storage::Storage::open(
-        &config.database.path,
-        config.database.cache_capacity_bytes(),
-    )?)
 }
 
 fn user(command: UserCommand) -> Result<(), StartupError> {

@@ -8,6 +8,7 @@
 //! [`StartupError`]. Only this folder, `api` and the CLI name the assembled services.
 
 pub(crate) mod assemble;
+pub(crate) mod backup;
 pub mod cli;
 #[cfg(test)]
 mod config_props;

@@ -13,7 +13,9 @@
 
 mod batch;
 mod codec;
+mod export;
 pub(crate) mod files;
+mod gate;
 mod lock;
 mod members;
 pub(crate) mod memory;
@@ -30,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 pub(crate) use batch::Batch;
 pub(crate) use codec::{Json, KeyCodec, pair_prefix};
+pub(crate) use export::{Exported, import};
 pub(crate) use members::JoinedSummary;
 #[cfg(test)]
 pub(crate) use migrations::SCHEMA_VERSION;
@@ -260,6 +263,8 @@ pub struct Storage {
     /// Serializes read-then-write sequences that span trees (a login replacing a device's
     /// token while a logout removes it): take it around the read and the [`Batch`].
     write_lock: std::sync::Mutex<()>,
+    /// Every write passes it shared; [`Storage::frozen`] closes it for a backup.
+    gate: gate::Gate,
     /// Rooms' joined members summed up (see [`members`]).
     members: members::MembersCache,
     /// Held for as long as the database is open; dropped last.
@@ -314,72 +319,74 @@ impl Storage {
         let lock = lock::DataDirLock::acquire(data_dir)?;
         let db = open_sled(&data_dir.join("db"), cache_capacity_bytes)?;
         let meta = db.open_tree("meta")?;
+        let gate = gate::Gate::default();
         let storage = Storage {
-            userid_account: Tree::open(&db, "userid_account")?,
-            tokenhash_session: Tree::open(&db, "tokenhash_session")?,
-            userdevice_device: Tree::open(&db, "userdevice_device")?,
-            token_registration: Tree::open(&db, "token_registration")?,
-            eventid_pdu: Tree::open(&db, "eventid_pdu")?,
-            eventid_meta: Tree::open(&db, "eventid_meta")?,
-            roomid_room: Tree::open(&db, "roomid_room")?,
-            roomstate_eventid: Tree::open(&db, "roomstate_eventid")?,
-            roomstream_eventid: Tree::open(&db, "roomstream_eventid")?,
-            userroom_membership: Tree::open(&db, "userroom_membership")?,
-            txn_eventid: Tree::open(&db, "txn_eventid")?,
-            useraccountdata_data: Tree::open(&db, "useraccountdata_data")?,
-            userid_profile: Tree::open(&db, "userid_profile")?,
-            userfilter_filter: Tree::open(&db, "userfilter_filter")?,
-            roomreceipt_record: Tree::open(&db, "roomreceipt_record")?,
-            alias_room: Tree::open(&db, "alias_room")?,
-            roomid_published: Tree::open(&db, "roomid_published")?,
-            roomid_blocked: Tree::open(&db, "roomid_blocked")?,
-            openid_user: Tree::open(&db, "openid_user")?,
-            userid_pushers: Tree::open(&db, "userid_pushers")?,
-            parent_child: Tree::open(&db, "parent_child")?,
-            roomthread_latest: Tree::open(&db, "roomthread_latest")?,
-            roomstate_history: Tree::open(&db, "roomstate_history")?,
-            roomstream_state: Tree::open(&db, "roomstream_state")?,
-            usernotify_record: Tree::open(&db, "usernotify_record")?,
-            userroomnotify_flags: Tree::open(&db, "userroomnotify_flags")?,
-            userroom_read: Tree::open(&db, "userroom_read")?,
-            stream_room: Tree::open(&db, "stream_room")?,
-            userstream_accountdata: Tree::open(&db, "userstream_accountdata")?,
-            statekey_short: Tree::open(&db, "statekey_short")?,
-            short_statekey: Tree::open(&db, "short_statekey")?,
-            eventid_short: Tree::open(&db, "eventid_short")?,
-            short_eventid: Tree::open(&db, "short_eventid")?,
-            snapshot_data: Tree::open(&db, "snapshot_data")?,
-            eventid_statebefore: Tree::open(&db, "eventid_statebefore")?,
-            parentrel_child: Tree::open(&db, "parentrel_child")?,
-            roomuser_membership: Tree::open(&db, "roomuser_membership")?,
-            userroom_invitestate: Tree::open(&db, "userroom_invitestate")?,
-            servername_keys: Tree::open(&db, "servername_keys")?,
-            destination_queue: Tree::open(&db, "destination_queue")?,
-            pusherstream_push: Tree::open(&db, "pusherstream_push")?,
-            destination_txn: Tree::open(&db, "destination_txn")?,
-            destination_known: Tree::open(&db, "destination_known")?,
-            destination_catchup: Tree::open(&db, "destination_catchup")?,
-            destination_state: Tree::open(&db, "destination_state")?,
-            userdevice_keys: Tree::open(&db, "userdevice_keys")?,
-            userdevice_onetimekey: Tree::open(&db, "userdevice_onetimekey")?,
-            userdevice_fallbackkey: Tree::open(&db, "userdevice_fallbackkey")?,
-            userdevice_todevice: Tree::open(&db, "userdevice_todevice")?,
-            todevice_txn: Tree::open(&db, "todevice_txn")?,
-            stream_todeviceout: Tree::open(&db, "stream_todeviceout")?,
-            userversion_backup: Tree::open(&db, "userversion_backup")?,
-            backupsession_key: Tree::open(&db, "backupsession_key")?,
-            usercrosssigning_key: Tree::open(&db, "usercrosssigning_key")?,
-            keysignature_signature: Tree::open(&db, "keysignature_signature")?,
-            stream_keyschanged: Tree::open(&db, "stream_keyschanged")?,
-            userid_dehydrated: Tree::open(&db, "userid_dehydrated")?,
-            stream_devicechange: Tree::open(&db, "stream_devicechange")?,
-            userid_devicestream: Tree::open(&db, "userid_devicestream")?,
-            userid_remotedevices: Tree::open(&db, "userid_remotedevices")?,
-            mediaid_record: Tree::open(&db, "mediaid_record")?,
-            usermedia_size: Tree::open(&db, "usermedia_size")?,
-            sha256_refs: Tree::open(&db, "sha256_refs")?,
+            userid_account: Tree::open(&db, &gate, "userid_account")?,
+            tokenhash_session: Tree::open(&db, &gate, "tokenhash_session")?,
+            userdevice_device: Tree::open(&db, &gate, "userdevice_device")?,
+            token_registration: Tree::open(&db, &gate, "token_registration")?,
+            eventid_pdu: Tree::open(&db, &gate, "eventid_pdu")?,
+            eventid_meta: Tree::open(&db, &gate, "eventid_meta")?,
+            roomid_room: Tree::open(&db, &gate, "roomid_room")?,
+            roomstate_eventid: Tree::open(&db, &gate, "roomstate_eventid")?,
+            roomstream_eventid: Tree::open(&db, &gate, "roomstream_eventid")?,
+            userroom_membership: Tree::open(&db, &gate, "userroom_membership")?,
+            txn_eventid: Tree::open(&db, &gate, "txn_eventid")?,
+            useraccountdata_data: Tree::open(&db, &gate, "useraccountdata_data")?,
+            userid_profile: Tree::open(&db, &gate, "userid_profile")?,
+            userfilter_filter: Tree::open(&db, &gate, "userfilter_filter")?,
+            roomreceipt_record: Tree::open(&db, &gate, "roomreceipt_record")?,
+            alias_room: Tree::open(&db, &gate, "alias_room")?,
+            roomid_published: Tree::open(&db, &gate, "roomid_published")?,
+            roomid_blocked: Tree::open(&db, &gate, "roomid_blocked")?,
+            openid_user: Tree::open(&db, &gate, "openid_user")?,
+            userid_pushers: Tree::open(&db, &gate, "userid_pushers")?,
+            parent_child: Tree::open(&db, &gate, "parent_child")?,
+            roomthread_latest: Tree::open(&db, &gate, "roomthread_latest")?,
+            roomstate_history: Tree::open(&db, &gate, "roomstate_history")?,
+            roomstream_state: Tree::open(&db, &gate, "roomstream_state")?,
+            usernotify_record: Tree::open(&db, &gate, "usernotify_record")?,
+            userroomnotify_flags: Tree::open(&db, &gate, "userroomnotify_flags")?,
+            userroom_read: Tree::open(&db, &gate, "userroom_read")?,
+            stream_room: Tree::open(&db, &gate, "stream_room")?,
+            userstream_accountdata: Tree::open(&db, &gate, "userstream_accountdata")?,
+            statekey_short: Tree::open(&db, &gate, "statekey_short")?,
+            short_statekey: Tree::open(&db, &gate, "short_statekey")?,
+            eventid_short: Tree::open(&db, &gate, "eventid_short")?,
+            short_eventid: Tree::open(&db, &gate, "short_eventid")?,
+            snapshot_data: Tree::open(&db, &gate, "snapshot_data")?,
+            eventid_statebefore: Tree::open(&db, &gate, "eventid_statebefore")?,
+            parentrel_child: Tree::open(&db, &gate, "parentrel_child")?,
+            roomuser_membership: Tree::open(&db, &gate, "roomuser_membership")?,
+            userroom_invitestate: Tree::open(&db, &gate, "userroom_invitestate")?,
+            servername_keys: Tree::open(&db, &gate, "servername_keys")?,
+            destination_queue: Tree::open(&db, &gate, "destination_queue")?,
+            pusherstream_push: Tree::open(&db, &gate, "pusherstream_push")?,
+            destination_txn: Tree::open(&db, &gate, "destination_txn")?,
+            destination_known: Tree::open(&db, &gate, "destination_known")?,
+            destination_catchup: Tree::open(&db, &gate, "destination_catchup")?,
+            destination_state: Tree::open(&db, &gate, "destination_state")?,
+            userdevice_keys: Tree::open(&db, &gate, "userdevice_keys")?,
+            userdevice_onetimekey: Tree::open(&db, &gate, "userdevice_onetimekey")?,
+            userdevice_fallbackkey: Tree::open(&db, &gate, "userdevice_fallbackkey")?,
+            userdevice_todevice: Tree::open(&db, &gate, "userdevice_todevice")?,
+            todevice_txn: Tree::open(&db, &gate, "todevice_txn")?,
+            stream_todeviceout: Tree::open(&db, &gate, "stream_todeviceout")?,
+            userversion_backup: Tree::open(&db, &gate, "userversion_backup")?,
+            backupsession_key: Tree::open(&db, &gate, "backupsession_key")?,
+            usercrosssigning_key: Tree::open(&db, &gate, "usercrosssigning_key")?,
+            keysignature_signature: Tree::open(&db, &gate, "keysignature_signature")?,
+            stream_keyschanged: Tree::open(&db, &gate, "stream_keyschanged")?,
+            userid_dehydrated: Tree::open(&db, &gate, "userid_dehydrated")?,
+            stream_devicechange: Tree::open(&db, &gate, "stream_devicechange")?,
+            userid_devicestream: Tree::open(&db, &gate, "userid_devicestream")?,
+            userid_remotedevices: Tree::open(&db, &gate, "userid_remotedevices")?,
+            mediaid_record: Tree::open(&db, &gate, "mediaid_record")?,
+            usermedia_size: Tree::open(&db, &gate, "usermedia_size")?,
+            sha256_refs: Tree::open(&db, &gate, "sha256_refs")?,
             meta,
             db,
+            gate,
             write_lock: std::sync::Mutex::new(()),
             members: members::MembersCache::default(),
             _lock: lock,
@@ -401,6 +408,7 @@ impl Storage {
     /// though a crash may skip some.
     pub(crate) fn next_id(&self, name: &str) -> StorageResult<u64> {
         let key = format!("counter.{name}");
+        let _writing = self.gate.pass();
         let next = self.meta.update_and_fetch(key.as_bytes(), |current| {
             let current = current
                 .and_then(|bytes| <u64 as KeyCodec>::decode(bytes).ok())
@@ -431,6 +439,7 @@ impl Storage {
 
     /// The next position of the global stream that orders everything a client can receive.
     pub(crate) fn next_stream_position(&self) -> StorageResult<u64> {
+        let _writing = self.gate.pass();
         let next = self.meta.update_and_fetch(b"stream_position", |current| {
             let current = current
                 .and_then(|bytes| <u64 as KeyCodec>::decode(bytes).ok())
@@ -446,6 +455,7 @@ impl Storage {
     /// Skips `count` positions of the global stream and returns the first of them: a block
     /// no live event will take (a room joined over federation keeps one for its history).
     pub(crate) fn reserve_stream_positions(&self, count: u64) -> StorageResult<u64> {
+        let _writing = self.gate.pass();
         let next = self.meta.update_and_fetch(b"stream_position", |current| {
             let current = current
                 .and_then(|bytes| <u64 as KeyCodec>::decode(bytes).ok())
@@ -468,6 +478,7 @@ impl Storage {
     }
 
     fn set_schema_version(&self, version: u64) -> StorageResult<()> {
+        let _writing = self.gate.pass();
         self.meta.insert(b"schema_version", version.encode())?;
         Ok(())
     }
@@ -482,7 +493,10 @@ impl Storage {
     /// Applies a [`Batch`]: all of its writes, or none.
     pub(crate) fn apply(&self, batch: Batch) -> StorageResult<()> {
         let touched = batch.keys_of(&self.roomuser_membership.name());
-        let result = batch.apply();
+        let result = {
+            let _writing = self.gate.pass();
+            batch.apply()
+        };
         self.members.touched(touched.iter().map(Vec::as_slice));
         result
     }

@@ -3,17 +3,21 @@
 use std::marker::PhantomData;
 
 use super::codec::{KeyCodec, ValueCodec};
+use super::gate::Gate;
 use super::{Batch, StorageResult};
 
 pub struct Tree<K, V> {
     tree: sled::Tree,
+    /// Taken shared around each write, so a backup can hold writes still (see [`Gate`]).
+    gate: Gate,
     _types: PhantomData<(K, V)>,
 }
 
 impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
-    pub(super) fn open(db: &sled::Db, name: &str) -> StorageResult<Self> {
+    pub(super) fn open(db: &sled::Db, gate: &Gate, name: &str) -> StorageResult<Self> {
         Ok(Tree {
             tree: db.open_tree(name)?,
+            gate: gate.clone(),
             _types: PhantomData,
         })
     }
@@ -46,20 +50,25 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
     }
 
     pub(crate) fn insert(&self, key: &K, value: &V::Value) -> StorageResult<()> {
-        self.tree.insert(key.encode(), V::encode(value)?)?;
+        let value = V::encode(value)?;
+        let _writing = self.gate.pass();
+        self.tree.insert(key.encode(), value)?;
         Ok(())
     }
 
     /// Inserts only when the key is absent; returns whether it did. Atomic, so two writers
     /// cannot both create the same record.
     pub(crate) fn insert_new(&self, key: &K, value: &V::Value) -> StorageResult<bool> {
-        let swapped =
-            self.tree
-                .compare_and_swap(key.encode(), None::<&[u8]>, Some(V::encode(value)?))?;
+        let value = V::encode(value)?;
+        let _writing = self.gate.pass();
+        let swapped = self
+            .tree
+            .compare_and_swap(key.encode(), None::<&[u8]>, Some(value))?;
         Ok(swapped.is_ok())
     }
 
     pub(crate) fn remove(&self, key: &K) -> StorageResult<()> {
+        let _writing = self.gate.pass();
         self.tree.remove(key.encode())?;
         Ok(())
     }
@@ -73,6 +82,7 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
         mut change: impl FnMut(Option<V::Value>) -> Option<V::Value>,
     ) -> StorageResult<Option<V::Value>> {
         let mut failure = None;
+        let _writing = self.gate.pass();
         let written = self.tree.update_and_fetch(key.encode(), |old| {
             let old = match old.map(V::decode).transpose() {
                 Ok(old) => old,

@@ -55,9 +55,9 @@ impl Transport {
     }
 }
 
-/// Sends one request line and reads one reply line, within [`super::TIMEOUT`].
+/// Sends one request line and reads one reply line, within [`Request::timeout`].
 fn ask_server(mut stream: UnixStream, request: &Request) -> std::io::Result<Reply> {
-    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_read_timeout(Some(request.timeout()))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
     line.push(b'\n');

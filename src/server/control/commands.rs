@@ -1,11 +1,14 @@
-//! The work of `hearth user …` and `hearth token …`, done the same way whether the CLI
-//! opened the database itself or the running server received the command on its control
-//! socket: the account and token functions of [`crate::users::accounts`], a flush, and the
-//! lines the CLI prints.
+//! The work of `hearth user …`, `hearth token …`, `hearth media …` and `hearth backup`,
+//! done the same way whether the CLI opened the database itself or the running server
+//! received the command on its control socket: the functions of [`crate::users::accounts`],
+//! [`crate::media::admin`] and [`crate::server::backup`], a flush, and the lines the CLI
+//! prints.
 
 use std::fmt::Write as _;
 
 use crate::config::Config;
+use crate::media::admin;
+use crate::media::files::MediaFiles;
 use crate::storage::Storage;
 use crate::users::accounts::moderation::Restriction;
 use crate::users::accounts::{self, AccountError, registration};
@@ -143,8 +146,70 @@ fn run(
             flush()?;
             out.line(format_args!("deleted {token}"));
         }
+        Request::MediaUsage => {
+            for usage in admin::usage_per_user(storage).map_err(|err| storage_failure(&err))? {
+                out.line(format_args!(
+                    "{}\t{} files\t{} bytes",
+                    usage.user, usage.count, usage.bytes
+                ));
+            }
+            let remote = admin::remote_bytes(storage, server_name.as_str())
+                .map_err(|err| storage_failure(&err))?;
+            out.line(format_args!(
+                "(other servers' media, cached)\t{remote} bytes"
+            ));
+        }
+        Request::MediaPurgeRemote { older_than_secs } => {
+            let files = MediaFiles::at(&config.database.path);
+            let before =
+                crate::matrix::time::now_ms().saturating_sub(older_than_secs.saturating_mul(1000));
+            let removed = block_on(admin::purge_remote_before(
+                storage,
+                &files,
+                server_name.as_str(),
+                before,
+            ))?
+            .map_err(|err| storage_failure(&err))?;
+            out.line(format_args!(
+                "removed {} cached remote file(s), {} bytes",
+                removed.count, removed.bytes
+            ));
+        }
+        Request::MediaDeleteUser { name } => {
+            let user_id = user_id(&name)?;
+            let files = MediaFiles::at(&config.database.path);
+            let removed = block_on(admin::delete_user_media(
+                storage,
+                &files,
+                server_name.as_str(),
+                user_id.as_str(),
+            ))?
+            .map_err(|err| storage_failure(&err))?;
+            out.line(format_args!(
+                "deleted {} file(s) of {user_id}, {} bytes",
+                removed.count, removed.bytes
+            ));
+        }
+        Request::Backup { dir } => {
+            let summary = crate::server::backup::take(storage, config, &dir)?;
+            out.line(format_args!("{summary} into {}", dir.display()));
+        }
     }
     Ok(())
+}
+
+/// Runs the async part of a media command to its end: on the server's runtime when the
+/// command came through the control socket (this is a blocking-pool thread), on a small
+/// runtime of its own in the CLI.
+fn block_on<F: std::future::Future>(work: F) -> Result<F::Output, String> {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        return Ok(runtime.block_on(work));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| format!("cannot start a runtime: {err}"))?;
+    Ok(runtime.block_on(work))
 }
 
 /// `hearth user list`: one account a line, its flags after a tab.

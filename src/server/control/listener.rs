@@ -82,19 +82,15 @@ async fn serve(listener: UnixListener, owner: u32, storage: Arc<Storage>, config
         };
         let (storage, config) = (storage.clone(), config.clone());
         actix_web::rt::spawn(async move {
-            let served =
-                tokio::time::timeout(TIMEOUT, serve_connection(stream, owner, storage, config))
-                    .await;
-            if served.is_err() {
-                tracing::warn!("control: a command did not finish within {TIMEOUT:?}");
-            }
+            serve_connection(stream, owner, storage, config).await;
             drop(slot);
         });
     }
 }
 
-/// Reads one request line, runs it off the async workers (a password hash is slow), and
-/// writes the reply line. Only the socket owner's user is served, whatever the file's mode.
+/// Reads one request line, runs it off the async workers (a password hash is slow, a
+/// backup copies files), and writes the reply line, each step within its time. Only the
+/// socket owner's user is served, whatever the file's mode.
 async fn serve_connection(
     mut stream: UnixStream,
     owner: u32,
@@ -107,28 +103,42 @@ async fn serve_connection(
         let refused = Reply::Failed {
             error: "only the server's own user may use its control socket".to_owned(),
         };
-        let _ = write_reply(&mut stream, &refused).await;
+        let _ = tokio::time::timeout(TIMEOUT, write_reply(&mut stream, &refused)).await;
         return;
     }
-    let request = match read_request(&mut stream).await {
-        Ok(request) => request,
-        Err(error) => {
-            let _ = write_reply(&mut stream, &Reply::Failed { error }).await;
+    let request = match tokio::time::timeout(TIMEOUT, read_request(&mut stream)).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(error)) => {
+            let _ =
+                tokio::time::timeout(TIMEOUT, write_reply(&mut stream, &Reply::Failed { error }))
+                    .await;
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("control: no command within {TIMEOUT:?}");
             return;
         }
     };
     let command = request.name();
-    let worked = tokio::task::spawn_blocking(move || commands::execute(&storage, &config, request))
-        .await
-        .unwrap_or_else(|err| Reply::Failed {
+    let timeout = request.timeout();
+    let work = tokio::task::spawn_blocking(move || commands::execute(&storage, &config, request));
+    let worked = match tokio::time::timeout(timeout, work).await {
+        Ok(done) => done.unwrap_or_else(|err| Reply::Failed {
             error: format!("the command failed: {err}"),
-        });
+        }),
+        Err(_) => {
+            tracing::warn!("control: {command} did not finish within {timeout:?}");
+            return;
+        }
+    };
     match &worked {
         Reply::Done { .. } => tracing::info!("control: {command}: done"),
         Reply::Failed { error } => tracing::info!("control: {command}: {error}"),
     }
-    if let Err(err) = write_reply(&mut stream, &worked).await {
-        tracing::warn!("control: could not answer {command}: {err}");
+    match tokio::time::timeout(TIMEOUT, write_reply(&mut stream, &worked)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!("control: could not answer {command}: {err}"),
+        Err(_) => tracing::warn!("control: could not answer {command} within {TIMEOUT:?}"),
     }
 }
 

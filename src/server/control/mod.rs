@@ -1,4 +1,5 @@
-//! The control channel: `hearth user …` and `hearth token …` against a running server.
+//! The control channel: `hearth user …`, `hearth token …`, `hearth media …` and
+//! `hearth backup` against a running server.
 //!
 //! While `hearth serve` runs it holds the data directory's lock, so a second process cannot
 //! open the database. The server therefore listens on a Unix socket in the data directory
@@ -8,7 +9,7 @@
 //! [`commands::execute`]: one code path, two transports, the same output.
 //!
 //! The channel is bounded: a request line of at most [`MAX_REQUEST_BYTES`], at most
-//! [`MAX_CONNECTIONS`] served at a time, each within [`TIMEOUT`].
+//! [`MAX_CONNECTIONS`] served at a time, each within [`Request::timeout`].
 
 pub(crate) mod client;
 pub(crate) mod commands;
@@ -27,6 +28,9 @@ pub(crate) const MAX_REQUEST_BYTES: u64 = 16 * 1024;
 pub(crate) const MAX_CONNECTIONS: usize = 4;
 /// How long one command may take, from the connection to the answer, on either side.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a backup or a media purge may take: they copy or remove files, and an SD card
+/// writes a few MB a second.
+pub(crate) const LONG_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
 
 /// Where the control socket of the data directory `data_dir` lives.
 pub(crate) fn socket_path(data_dir: &Path) -> PathBuf {
@@ -64,6 +68,18 @@ pub(crate) enum Request {
     TokenList,
     TokenDelete {
         token: String,
+    },
+    MediaUsage,
+    MediaPurgeRemote {
+        older_than_secs: u64,
+    },
+    MediaDeleteUser {
+        name: String,
+    },
+    /// A backup into `dir`, an absolute path (the server's working directory is not the
+    /// CLI's).
+    Backup {
+        dir: std::path::PathBuf,
     },
 }
 
@@ -103,6 +119,20 @@ impl Request {
             Request::TokenAdd { .. } => "token add",
             Request::TokenList => "token list",
             Request::TokenDelete { .. } => "token delete",
+            Request::MediaUsage => "media usage",
+            Request::MediaPurgeRemote { .. } => "media purge-remote",
+            Request::MediaDeleteUser { .. } => "media delete-user",
+            Request::Backup { .. } => "backup",
+        }
+    }
+
+    /// How long the command may take, from the connection to the answer.
+    pub(crate) fn timeout(&self) -> Duration {
+        match self {
+            Request::Backup { .. }
+            | Request::MediaPurgeRemote { .. }
+            | Request::MediaDeleteUser { .. } => LONG_TIMEOUT,
+            _ => TIMEOUT,
         }
     }
 }
