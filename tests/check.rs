@@ -157,6 +157,8 @@ fn check(dir: &Path, file: &str, well_known_port: u16) -> (bool, String) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    // Seen with `--no-capture`, and in a failing test's output.
+    println!("$ hearth check --config {file}\n{text}");
     (output.status.success(), text)
 }
 

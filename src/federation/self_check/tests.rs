@@ -114,7 +114,7 @@ fn client_well_known_needs_a_base_url() {
 #[test]
 fn versions_need_cors() {
     let body = serde_json::json!({"versions": ["v1.11", "v1.12"]});
-    let cors = [("Access-Control-Allow-Origin", "*")];
+    let cors = [("access-control-allow-origin", "*")];
     assert_eq!(
         judge_versions(&response(200, &cors, &body), Scheme::Https).0,
         Mark::Pass
@@ -122,7 +122,7 @@ fn versions_need_cors() {
     let (mark, text) = judge_versions(&response(200, &[], &body), Scheme::Https);
     assert_eq!(mark, Mark::Fail);
     assert!(text.contains("Access-Control-Allow-Origin"), "{text}");
-    let narrow = [("Access-Control-Allow-Origin", "https://app.example.org")];
+    let narrow = [("access-control-allow-origin", "https://app.example.org")];
     assert_eq!(
         judge_versions(&response(200, &narrow, &body), Scheme::Https).0,
         Mark::Fail
