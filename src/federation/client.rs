@@ -164,6 +164,31 @@ impl HttpsClient {
         self.exchange(&key, sender, endpoint, request).await
     }
 
+    /// A TLS handshake alone with `address`, verifying its certificate for `tls_name` exactly
+    /// as every request does, and the chain the peer presented (leaf first): what `hearth
+    /// check` reports. Refused addresses are refused here too.
+    pub(crate) async fn handshake(
+        &self,
+        address: SocketAddr,
+        tls_name: &ServerName<'static>,
+    ) -> std::io::Result<Vec<CertificateDer<'static>>> {
+        if (self.refused)(address.ip()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "a private address, which federation.allow_private_addresses forbids",
+            ));
+        }
+        let connect = async {
+            let tcp = TcpStream::connect(address).await?;
+            let tls = self.connector.connect(tls_name.clone(), tcp).await?;
+            let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+            Ok(chain.iter().map(|der| der.clone().into_owned()).collect())
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))?
+    }
+
     /// The same client refusing the addresses `refused` says (tests: refuse one loopback
     /// address and not another).
     #[cfg(test)]

@@ -51,14 +51,39 @@ impl Resolver {
         client: &HttpsClient,
         server_name: &str,
     ) -> Result<Endpoint, FederationError> {
-        let server = ServerAddress::parse(server_name)?;
+        self.resolve_explained(client, server_name).await.endpoint
+    }
+
+    /// Follows the spec's steps for `server_name`, saying which step decided and what the
+    /// well-known lookup found (for `hearth check`, which prints it).
+    pub(crate) async fn resolve_explained(
+        &self,
+        client: &HttpsClient,
+        server_name: &str,
+    ) -> Resolution {
+        let server = match ServerAddress::parse(server_name) {
+            Ok(server) => server,
+            Err(err) => return Resolution::new("not a valid server name", None, Err(err)),
+        };
         match (&server.host, server.port) {
-            (Host::Ip(ip), port) => Ok(step_1_ip_literal(&server, *ip, port)),
-            (Host::Name(hostname), Some(port)) => self.step_2_explicit_port(hostname, port).await,
-            (Host::Name(hostname), None) => match self.step_3_well_known(client, hostname).await {
-                Some(delegated) => self.step_3_delegated(&delegated).await,
-                None => self.srv_or_default_port(hostname, "4", "5", "6").await,
-            },
+            (Host::Ip(ip), port) => Resolution::new(
+                "step 1: IP literal",
+                None,
+                Ok(step_1_ip_literal(&server, *ip, port)),
+            ),
+            (Host::Name(hostname), Some(port)) => Resolution::new(
+                "step 2: hostname with explicit port",
+                None,
+                self.step_2_explicit_port(hostname, port).await,
+            ),
+            (Host::Name(hostname), None) => {
+                let well_known = self.step_3_well_known(client, hostname).await;
+                let (step, endpoint) = match &well_known.delegated {
+                    Some(delegated) => self.step_3_delegated(delegated).await,
+                    None => self.srv_or_default_port(hostname, "4", "5", "6").await,
+                };
+                Resolution::new(step, Some(well_known), endpoint)
+            }
         }
     }
 
@@ -78,7 +103,7 @@ impl Resolver {
 
     /// Step 3: the delegated server name of `/.well-known/matrix/server`, from the cache or
     /// fetched (and then cached, failures included).
-    async fn step_3_well_known(&self, client: &HttpsClient, hostname: &str) -> Option<String> {
+    async fn step_3_well_known(&self, client: &HttpsClient, hostname: &str) -> WellKnown {
         let now = Instant::now();
         let answer = match self.well_known.get(&hostname.to_owned(), now) {
             Some(cached) => cached,
@@ -101,21 +126,33 @@ impl Resolver {
                 "discovery step 3: well-known delegation"
             );
         }
-        answer.delegated
+        answer
     }
 
     /// Steps 3.1 to 3.5: the delegated name, resolved like a server name but without a
     /// second well-known lookup.
-    async fn step_3_delegated(&self, delegated: &str) -> Result<Endpoint, FederationError> {
-        let server = ServerAddress::parse(delegated)?;
+    async fn step_3_delegated(
+        &self,
+        delegated: &str,
+    ) -> (String, Result<Endpoint, FederationError>) {
+        let server = match ServerAddress::parse(delegated) {
+            Ok(server) => server,
+            Err(err) => return ("step 3: invalid delegation".to_owned(), Err(err)),
+        };
         match (&server.host, server.port) {
             (Host::Ip(ip), port) => {
                 tracing::debug!(delegated, "discovery step 3.1: delegated IP literal");
-                Ok(step_1_ip_literal(&server, *ip, port))
+                (
+                    "step 3.1: well-known delegation to an IP literal".to_owned(),
+                    Ok(step_1_ip_literal(&server, *ip, port)),
+                )
             }
             (Host::Name(hostname), Some(port)) => {
                 tracing::debug!(delegated, "discovery step 3.2: delegated with port");
-                self.step_2_explicit_port(hostname, port).await
+                (
+                    "step 3.2: well-known delegation with explicit port".to_owned(),
+                    self.step_2_explicit_port(hostname, port).await,
+                )
             }
             (Host::Name(hostname), None) => {
                 self.srv_or_default_port(hostname, "3.3", "3.4", "3.5")
@@ -126,15 +163,18 @@ impl Resolver {
 
     /// `_matrix-fed._tcp` SRV, then the deprecated `_matrix._tcp`, then port 8448 (steps 4,
     /// 5, 6, or 3.3 to 3.5 for a delegated name). The certificate and `Host` are those of
-    /// `hostname`, whatever the SRV record names.
+    /// `hostname`, whatever the SRV record names. Returns the step that decided.
     async fn srv_or_default_port(
         &self,
         hostname: &str,
         srv_step: &str,
         deprecated_step: &str,
         default_step: &str,
-    ) -> Result<Endpoint, FederationError> {
-        let tls_name = dns_tls_name(hostname)?;
+    ) -> (String, Result<Endpoint, FederationError>) {
+        let tls_name = match dns_tls_name(hostname) {
+            Ok(name) => name,
+            Err(err) => return (format!("step {srv_step}: invalid hostname"), Err(err)),
+        };
         let endpoint = |addresses| Endpoint {
             addresses,
             tls_name: tls_name.clone(),
@@ -147,14 +187,44 @@ impl Resolver {
             let targets = self.dns.lookup_srv(&format!("{service}.{hostname}")).await;
             if !targets.is_empty() {
                 tracing::debug!(hostname, step, "discovery step {step}: SRV {service}");
-                return Ok(endpoint(self.dns.lookup_targets(&targets).await?));
+                let addresses = self.dns.lookup_targets(&targets).await;
+                return (
+                    format!("step {step}: SRV record {service}.{hostname}"),
+                    addresses.map(&endpoint),
+                );
             }
         }
         tracing::debug!(
             hostname,
             "discovery step {default_step}: port {DEFAULT_PORT}"
         );
-        Ok(endpoint(self.dns.lookup_ip(hostname, DEFAULT_PORT).await?))
+        let addresses = self.dns.lookup_ip(hostname, DEFAULT_PORT).await;
+        (
+            format!("step {default_step}: no SRV record, default port {DEFAULT_PORT}"),
+            addresses.map(&endpoint),
+        )
+    }
+}
+
+/// How a server name was resolved: the step that decided, what well-known said (when it
+/// was asked), and the endpoint or why there is none.
+pub(crate) struct Resolution {
+    pub(crate) step: String,
+    pub(crate) well_known: Option<WellKnown>,
+    pub(crate) endpoint: Result<Endpoint, FederationError>,
+}
+
+impl Resolution {
+    fn new(
+        step: impl Into<String>,
+        well_known: Option<WellKnown>,
+        endpoint: Result<Endpoint, FederationError>,
+    ) -> Resolution {
+        Resolution {
+            step: step.into(),
+            well_known,
+            endpoint,
+        }
     }
 }
 

@@ -21,6 +21,10 @@ pub(crate) fn dns_tls_name(hostname: &str) -> Result<ServerName<'static>, Federa
 /// C library's resolver for addresses, and no SRV records.
 pub(crate) struct Dns {
     resolver: Option<TokioResolver>,
+    /// SRV answers given instead of asking DNS: no test can serve DNS records, so the
+    /// discovery steps that follow SRV records are tested with these.
+    #[cfg(test)]
+    srv_answers: Vec<(String, Vec<(String, u16)>)>,
 }
 
 /// How many SRV targets and addresses are tried at most: a hostile zone cannot make us
@@ -33,14 +37,31 @@ impl Dns {
         match resolver {
             Ok(resolver) => Dns {
                 resolver: Some(resolver),
+                #[cfg(test)]
+                srv_answers: Vec::new(),
             },
             Err(err) => {
                 tracing::warn!(
                     "cannot read the system DNS configuration ({err}); using the C library's resolver, without SRV records"
                 );
-                Dns { resolver: None }
+                Dns {
+                    resolver: None,
+                    #[cfg(test)]
+                    srv_answers: Vec::new(),
+                }
             }
         }
+    }
+
+    /// This DNS answering `name`'s SRV query with `targets` (tests).
+    #[cfg(test)]
+    pub(crate) fn with_srv_answer(mut self, name: &str, targets: &[(&str, u16)]) -> Dns {
+        let targets = targets
+            .iter()
+            .map(|(target, port)| ((*target).to_owned(), *port))
+            .collect();
+        self.srv_answers.push((name.to_owned(), targets));
+        self
     }
 
     /// The addresses of `hostname` (CNAME, AAAA and A records, and `/etc/hosts`) with `port`.
@@ -77,6 +98,10 @@ impl Dns {
     /// The targets of an SRV record, best first (lowest priority, then highest weight).
     /// Empty when there is none, the lookup failed, or the record says "no service" (`.`).
     pub(crate) async fn lookup_srv(&self, name: &str) -> Vec<(String, u16)> {
+        #[cfg(test)]
+        if let Some((_, targets)) = self.srv_answers.iter().find(|(known, _)| known == name) {
+            return targets.clone();
+        }
         let Some(resolver) = &self.resolver else {
             return Vec::new();
         };
@@ -88,21 +113,20 @@ impl Dns {
                 return Vec::new();
             }
         };
-        let mut records: Vec<_> = lookup
+        let records: Vec<_> = lookup
             .answers()
             .iter()
             .filter_map(|record| match &record.data {
-                RData::SRV(srv) => Some((srv.priority, srv.weight, srv.target.to_utf8(), srv.port)),
+                RData::SRV(srv) => Some(SrvRecord {
+                    priority: srv.priority,
+                    weight: srv.weight,
+                    target: srv.target.to_utf8(),
+                    port: srv.port,
+                }),
                 _ => None,
             })
             .collect();
-        records.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        records
-            .into_iter()
-            .map(|(_, _, target, port)| (target.trim_end_matches('.').to_owned(), port))
-            .filter(|(target, _)| !target.is_empty())
-            .take(MAX_TARGETS)
-            .collect()
+        best_first(records)
     }
 
     /// The addresses of SRV targets, in the targets' order; targets that do not resolve are
@@ -125,5 +149,64 @@ impl Dns {
             ));
         }
         Ok(addresses)
+    }
+}
+
+/// One SRV answer.
+#[derive(Debug, Clone)]
+pub(crate) struct SrvRecord {
+    pub(crate) priority: u16,
+    pub(crate) weight: u16,
+    pub(crate) target: String,
+    pub(crate) port: u16,
+}
+
+/// SRV targets in the order to try them: lowest priority first, then highest weight; the
+/// "no service" target (`.`) dropped; at most [`MAX_TARGETS`].
+pub(crate) fn best_first(mut records: Vec<SrvRecord>) -> Vec<(String, u16)> {
+    records.sort_by(|a, b| a.priority.cmp(&b.priority).then(b.weight.cmp(&a.weight)));
+    records
+        .into_iter()
+        .map(|record| (record.target.trim_end_matches('.').to_owned(), record.port))
+        .filter(|(target, _)| !target.is_empty())
+        .take(MAX_TARGETS)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(priority: u16, weight: u16, target: &str, port: u16) -> SrvRecord {
+        SrvRecord {
+            priority,
+            weight,
+            target: target.to_owned(),
+            port,
+        }
+    }
+
+    #[test]
+    fn srv_targets_lowest_priority_then_highest_weight() {
+        let ordered = best_first(vec![
+            record(20, 0, "backup.example.org.", 8448),
+            record(10, 5, "light.example.org.", 443),
+            record(10, 50, "heavy.example.org.", 8443),
+            record(0, 0, ".", 0),
+        ]);
+        assert_eq!(
+            ordered,
+            [
+                ("heavy.example.org".to_owned(), 8443),
+                ("light.example.org".to_owned(), 443),
+                ("backup.example.org".to_owned(), 8448),
+            ]
+        );
+    }
+
+    #[test]
+    fn srv_targets_are_bounded() {
+        let many = (0..100).map(|i| record(i, 0, "x.org.", 1)).collect();
+        assert_eq!(best_first(many).len(), MAX_TARGETS);
     }
 }

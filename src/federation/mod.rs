@@ -41,6 +41,8 @@
 //! - [`device_keys`]: remote users' device keys queried and one-time keys claimed for our
 //!   users, every server at once within the client's timeout.
 //!
+//! - [`self_check`]: `hearth check`, our own name resolved, connected to and its keys and
+//!   client discovery checked as other servers and clients will.
 //! - [`transport`]: signed requests to other servers ([`Transport`]): what every part above
 //!   sends through.
 //!
@@ -74,6 +76,7 @@ pub(crate) mod resident;
 pub(crate) mod response;
 pub(crate) mod restricted;
 pub(crate) mod room_state;
+pub(crate) mod self_check;
 pub(crate) mod serve;
 pub(crate) mod server_name;
 pub(crate) mod streamed;

@@ -258,3 +258,98 @@ async fn ip_literals_and_explicit_ports_need_no_well_known() {
     assert!(named.addresses.iter().all(|address| address.port() == 8010));
     assert!(resolver.resolve(&client, "bad name").await.is_err());
 }
+
+/// SRV steps, with the DNS answers given (no test can serve DNS records): `_matrix-fed._tcp`
+/// wins over the deprecated `_matrix._tcp`; the certificate and `Host` stay the server
+/// name's; the step that decided is reported. Well-known is asked first and finds nothing
+/// (nothing listens on port 1).
+#[actix_web::test]
+async fn srv_records_are_followed_in_the_spec_order() {
+    let ca = test_ca();
+    let (client, _dir) = client(&ca);
+    let dns = Dns::from_system()
+        .with_srv_answer("_matrix-fed._tcp.localhost", &[("localhost", 9001)])
+        .with_srv_answer("_matrix._tcp.localhost", &[("localhost", 9002)]);
+    let resolver = Resolver::new(dns, 1);
+    let resolution = resolver.resolve_explained(&client, "localhost").await;
+    let endpoint = resolution.endpoint.expect("step 4");
+    assert_eq!(
+        resolution.step,
+        "step 4: SRV record _matrix-fed._tcp.localhost"
+    );
+    assert!(
+        endpoint
+            .addresses
+            .iter()
+            .all(|address| address.port() == 9001)
+    );
+    assert_eq!(endpoint.host_header, "localhost");
+    assert_eq!(
+        endpoint.tls_name,
+        ServerName::try_from("localhost").expect("name")
+    );
+    let well_known = resolution.well_known.expect("asked");
+    assert!(well_known.delegated.is_none() && well_known.failure.is_some());
+
+    let deprecated = Dns::from_system()
+        .with_srv_answer("_matrix-fed._tcp.localhost", &[])
+        .with_srv_answer("_matrix._tcp.localhost", &[("localhost", 9002)]);
+    let resolution = Resolver::new(deprecated, 1)
+        .resolve_explained(&client, "localhost")
+        .await;
+    assert_eq!(resolution.step, "step 5: SRV record _matrix._tcp.localhost");
+    let endpoint = resolution.endpoint.expect("step 5");
+    assert!(
+        endpoint
+            .addresses
+            .iter()
+            .all(|address| address.port() == 9002)
+    );
+
+    let none = Dns::from_system()
+        .with_srv_answer("_matrix-fed._tcp.localhost", &[])
+        .with_srv_answer("_matrix._tcp.localhost", &[]);
+    let resolution = Resolver::new(none, 1)
+        .resolve_explained(&client, "localhost")
+        .await;
+    assert_eq!(resolution.step, "step 6: no SRV record, default port 8448");
+    let endpoint = resolution.endpoint.expect("step 6");
+    assert!(
+        endpoint
+            .addresses
+            .iter()
+            .all(|address| address.port() == 8448)
+    );
+}
+
+/// A delegated name without a port goes through the SRV steps as 3.3 to 3.5.
+#[actix_web::test]
+async fn a_delegated_name_follows_its_srv_record() {
+    let ca = test_ca();
+    let port = serve(
+        &ca,
+        |config: &mut web::ServiceConfig| {
+            config.route(
+                "/.well-known/matrix/server",
+                web::get().to(|| async { HttpResponse::Ok().body(r#"{"m.server": "localhost"}"#) }),
+            );
+        },
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (client, _dir) = client(&ca);
+    let dns =
+        Dns::from_system().with_srv_answer("_matrix-fed._tcp.localhost", &[("127.0.0.1", 9003)]);
+    let resolution = Resolver::new(dns, port)
+        .resolve_explained(&client, "localhost")
+        .await;
+    assert_eq!(
+        resolution.step,
+        "step 3.3: SRV record _matrix-fed._tcp.localhost"
+    );
+    let endpoint = resolution.endpoint.expect("step 3.3");
+    assert_eq!(
+        endpoint.addresses,
+        [SocketAddr::from(([127, 0, 0, 1], 9003))]
+    );
+    assert_eq!(endpoint.host_header, "localhost");
+}

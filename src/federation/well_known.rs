@@ -30,13 +30,16 @@ pub(crate) struct WellKnown {
     pub(crate) delegated: Option<String>,
     /// How long to remember this answer.
     pub(crate) lifetime: Duration,
+    /// Why there is no delegation, when the fetch failed (for `hearth check`).
+    pub(crate) failure: Option<String>,
 }
 
 impl WellKnown {
-    fn failed() -> WellKnown {
+    fn failed(failure: String) -> WellKnown {
         WellKnown {
             delegated: None,
             lifetime: ERROR_LIFETIME,
+            failure: Some(failure),
         }
     }
 }
@@ -49,10 +52,11 @@ pub(crate) async fn fetch(client: &HttpsClient, dns: &Dns, hostname: &str, port:
             Some(delegated) => WellKnown {
                 delegated: Some(delegated),
                 lifetime: cache_lifetime(&response, SystemTime::now()),
+                failure: None,
             },
             None => {
                 tracing::debug!(hostname, "well-known answer is not a valid delegation");
-                WellKnown::failed()
+                WellKnown::failed("the answer has no valid `m.server`".to_owned())
             }
         },
         Ok(response) => {
@@ -61,11 +65,11 @@ pub(crate) async fn fetch(client: &HttpsClient, dns: &Dns, hostname: &str, port:
                 status = response.status,
                 "no well-known delegation"
             );
-            WellKnown::failed()
+            WellKnown::failed(format!("answered {}", response.status))
         }
         Err(err) => {
             tracing::debug!(hostname, "well-known fetch failed: {err}");
-            WellKnown::failed()
+            WellKnown::failed(err.to_string())
         }
     }
 }

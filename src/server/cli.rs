@@ -32,6 +32,10 @@ pub(crate) enum Command {
     Init(InitArgs),
     /// Check a config file and print the effective settings.
     CheckConfig(ConfigArg),
+    /// Check from this machine what other servers and clients see: the server name resolved
+    /// as they resolve it, TLS, the signing key served, client discovery and CORS, the clock.
+    /// One line per step; fails if any step does.
+    Check(ConfigArg),
     /// Manage local user accounts, with the server running (through its control socket) or
     /// stopped.
     #[command(subcommand)]
@@ -203,6 +207,7 @@ pub fn run(cli: Cli) -> Result<(), StartupError> {
         Command::Serve(arg) => serve(&arg),
         Command::Init(args) => run_init(args),
         Command::CheckConfig(arg) => check_config(&arg),
+        Command::Check(arg) => super::check::run(&arg),
         Command::User(command) => user(command),
         Command::Token(command) => token(command),
         Command::Media(command) => super::media_cli::run(command),

@@ -2,13 +2,14 @@
 //! TLS, listeners, signals, systemd); [`run`] takes bound listeners and a shutdown future, so
 //! a test can start a real server on `127.0.0.1:0` in a few lines.
 //!
-//! The wiring around the services: [`cli`] and [`init`] (the command line), [`control`] (the
-//! socket through which the command line reaches a running server), [`tls`] (PEM
-//! files, reloaded on `SIGHUP`), [`logging`], [`systemd`] (readiness notification), and
+//! The wiring around the services: [`cli`] and [`init`] (the command line), `check` (the
+//! federation self-test, `hearth check`), [`control`] (the socket through which the command
+//! line reaches a running server), [`tls`] (PEM files, reloaded on `SIGHUP`), [`logging`], [`systemd`] (readiness notification), and
 //! [`StartupError`]. Only this folder, `api` and the CLI name the assembled services.
 
 pub(crate) mod assemble;
 pub(crate) mod backup;
+mod check;
 pub mod cli;
 #[cfg(test)]
 mod config_props;

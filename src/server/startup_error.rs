@@ -43,6 +43,8 @@ pub enum StartupError {
     Federation(#[from] crate::federation::FederationError),
     #[error("{0}")]
     Usage(String),
+    #[error("{0} check(s) failed: see the ✗ lines")]
+    CheckFailed(usize),
 }
 
 impl StartupError {
