@@ -13,7 +13,7 @@ use ruma::OwnedServerName;
 use serde::{Deserialize, Serialize};
 
 mod features;
-pub(crate) use features::{MediaConfig, PushConfig, UrlPreviewConfig, VoipConfig};
+pub(crate) use features::{MediaConfig, MetricsConfig, PushConfig, UrlPreviewConfig, VoipConfig};
 use features::{validate_media, validate_url_preview, validate_voip};
 
 /// The whole configuration, validated.
@@ -32,6 +32,7 @@ pub(crate) struct Config {
     pub(crate) media: MediaConfig,
     pub(crate) push: PushConfig,
     pub(crate) voip: VoipConfig,
+    pub(crate) metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -231,6 +232,8 @@ struct RawConfig {
     push: PushConfig,
     #[serde(default)]
     voip: VoipConfig,
+    #[serde(default)]
+    metrics: MetricsConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +301,7 @@ impl Config {
             media: MediaConfig::default(),
             push: PushConfig::default(),
             voip: VoipConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 
@@ -448,6 +452,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
         media: raw.media,
         push: raw.push,
         voip: raw.voip,
+        metrics: raw.metrics,
     })
 }
 

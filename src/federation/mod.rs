@@ -41,6 +41,7 @@
 //! - [`device_keys`]: remote users' device keys queried and one-time keys claimed for our
 //!   users, every server at once within the client's timeout.
 //!
+//! - [`figures`]: what the metrics show of federation (inbound counts, outbound queues).
 //! - [`transport`]: signed requests to other servers ([`Transport`]): what every part above
 //!   sends through.
 //!
@@ -58,6 +59,7 @@ pub(crate) mod discovery;
 pub(crate) mod dns;
 pub(crate) mod edu;
 mod error;
+pub(crate) mod figures;
 pub(crate) mod gap_state;
 pub(crate) mod inbound;
 pub(crate) mod invite;
@@ -117,6 +119,8 @@ pub(crate) struct Federation {
     pub(crate) inbound: inbound::OriginWork,
     /// Device-list resyncs in progress (see [`device_lists::Resyncs`]).
     pub(crate) device_lists: device_lists::Resyncs,
+    /// Inbound transactions and PDUs, counted for the metrics.
+    pub(crate) inbound_counts: figures::InboundCounts,
 }
 
 /// The largest answer read from another server unless a caller asks for more.
