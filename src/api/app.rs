@@ -50,4 +50,6 @@ pub(crate) struct Services {
     pub(crate) media: Arc<crate::media::Media>,
     /// URL previews (off unless configured).
     pub(crate) previews: crate::media::preview::Previews,
+    /// Requests by endpoint group and status, with latencies, for the metrics listener.
+    pub(crate) http_metrics: crate::api::metrics::HttpMetrics,
 }

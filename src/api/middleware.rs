@@ -1,7 +1,7 @@
 //! Middleware every request passes through: a log line without secrets, the CORS headers the
 //! spec asks for (and pre-flight answers), an early `413` for bodies declared larger than any
 //! endpoint takes, a cap on the requests in flight from one address, and closing the
-//! connection of a chunked body left unread.
+//! connection of a chunked body left unread; and the count of requests for the metrics.
 
 use std::time::Instant;
 
@@ -25,11 +25,13 @@ use actix_web::web;
 
 use super::app::Services;
 use super::auth::client_ip;
+use super::metrics::Group;
 use crate::error::{Error, ErrorKind};
 
 type Response<B> = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
 
-/// Logs method, path (never the query string: it may hold an access token), status and time.
+/// Logs method, path (never the query string: it may hold an access token), status and time,
+/// and counts the request for the metrics listener when it is on ([`super::metrics`]).
 pub(crate) async fn log_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -37,8 +39,21 @@ pub(crate) async fn log_request(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.path().to_owned();
+    let metrics = req
+        .app_data::<web::Data<Services>>()
+        .filter(|app| app.http_metrics.enabled())
+        .cloned();
     let response = next.call(req).await;
-    let micros = started.elapsed().as_micros();
+    let elapsed = started.elapsed();
+    let micros = elapsed.as_micros();
+    if let Some(app) = metrics {
+        let status = match &response {
+            Ok(res) => res.status(),
+            Err(err) => err.as_response_error().status_code(),
+        };
+        app.http_metrics
+            .record(Group::of(&path), status.as_u16(), elapsed);
+    }
     match &response {
         Ok(res) if res.status().is_server_error() => {
             tracing::warn!(%method, %path, status = res.status().as_u16(), micros, "request failed");

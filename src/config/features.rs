@@ -1,5 +1,5 @@
 //! The sections for what reaches beyond chat: media (uploads, the remote cache,
-//! thumbnails), URL previews, push gateways and calls, with their checks.
+//! thumbnails), URL previews, push gateways, calls and metrics, with their checks.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,15 @@ impl Default for UrlPreviewConfig {
             allow_private_addresses: false,
         }
     }
+}
+
+/// Prometheus metrics: off unless `address` is set; then a listener of its own serves
+/// `GET /metrics` there (keep it on loopback, or behind the scraper's own network: the
+/// figures are not secret, but nobody else needs them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MetricsConfig {
+    pub(crate) address: Option<std::net::SocketAddr>,
 }
 
 /// Push gateways: `allow_private_addresses` and `allow_http` (both for tests, LAN set-ups).

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 mod features;
 mod retention;
-pub(crate) use features::{MediaConfig, PushConfig, UrlPreviewConfig, VoipConfig};
+pub(crate) use features::{MediaConfig, MetricsConfig, PushConfig, UrlPreviewConfig, VoipConfig};
 use features::{validate_media, validate_url_preview, validate_voip};
 pub(crate) use retention::RetentionConfig;
 use retention::validate_retention;
@@ -36,6 +36,7 @@ pub(crate) struct Config {
     pub(crate) push: PushConfig,
     pub(crate) voip: VoipConfig,
     pub(crate) retention: RetentionConfig,
+    pub(crate) metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -237,6 +238,7 @@ struct RawConfig {
     voip: VoipConfig,
     #[serde(default)]
     retention: RetentionConfig,
+    metrics: MetricsConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,6 +307,7 @@ impl Config {
             push: PushConfig::default(),
             voip: VoipConfig::default(),
             retention: RetentionConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 
@@ -457,6 +460,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Invalid> {
         push: raw.push,
         voip: raw.voip,
         retention: raw.retention,
+        metrics: raw.metrics,
     })
 }
 

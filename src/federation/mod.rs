@@ -43,6 +43,7 @@
 //!
 //! - [`self_check`]: `hearth check`, our own name resolved, connected to and its keys and
 //!   client discovery checked as other servers and clients will.
+//! - [`figures`]: what the metrics show of federation (inbound counts, outbound queues).
 //! - [`transport`]: signed requests to other servers ([`Transport`]): what every part above
 //!   sends through.
 //!
@@ -60,6 +61,7 @@ pub(crate) mod discovery;
 pub(crate) mod dns;
 pub(crate) mod edu;
 mod error;
+pub(crate) mod figures;
 pub(crate) mod gap_state;
 pub(crate) mod inbound;
 pub(crate) mod invite;
@@ -120,6 +122,8 @@ pub(crate) struct Federation {
     pub(crate) inbound: inbound::OriginWork,
     /// Device-list resyncs in progress (see [`device_lists::Resyncs`]).
     pub(crate) device_lists: device_lists::Resyncs,
+    /// Inbound transactions and PDUs, counted for the metrics.
+    pub(crate) inbound_counts: figures::InboundCounts,
 }
 
 /// The largest answer read from another server unless a caller asks for more.

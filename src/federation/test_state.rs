@@ -36,5 +36,6 @@ pub(crate) fn test_state(dir: &std::path::Path, extra: &str) -> Arc<Federation> 
         stopping: Arc::new(tokio::sync::watch::channel(false).0),
         inbound: Default::default(),
         device_lists: Default::default(),
+        inbound_counts: Default::default(),
     })
 }

@@ -40,7 +40,7 @@ pub(crate) use state::{
 use state::{load_room, lock_in, table_state};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, atomic::Ordering};
 
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::{
@@ -106,6 +106,8 @@ pub(crate) struct Rooms {
     /// Permits to run the checks of a remote event (state resolution, auth chain walks) on
     /// the blocking pool: see [`REMOTE_CHECK_WORKERS`].
     remote_checks: Arc<tokio::sync::Semaphore>,
+    /// Events added to rooms' timelines since start (local, remote, backfilled): a metric.
+    events_persisted: std::sync::atomic::AtomicU64,
 }
 
 /// How many remote events are checked at once (spec steps 4 to 6, with state resolution
@@ -131,7 +133,13 @@ impl Rooms {
             joins: Mutex::new(HashMap::new()),
             stream: crate::storage::stream::Stream::new(current_position),
             remote_checks: Arc::new(tokio::sync::Semaphore::new(REMOTE_CHECK_WORKERS)),
+            events_persisted: Default::default(),
         }
+    }
+
+    /// Events added to rooms' timelines since start, flushed to disk.
+    pub(crate) fn events_persisted(&self) -> u64 {
+        self.events_persisted.load(Ordering::Relaxed)
     }
 
     /// A receiver that changes whenever new events become visible.
@@ -347,7 +355,7 @@ impl Rooms {
             position
         };
         storage.flush().await?;
-        self.publish(position);
+        self.publish(position, events.len());
         Ok(position)
     }
 
@@ -501,7 +509,7 @@ impl Rooms {
             position
         };
         storage.flush().await?;
-        self.publish(position);
+        self.publish(position, 1);
         Ok(remote::Outcome::Accepted)
     }
 
@@ -653,7 +661,7 @@ impl Rooms {
         crate::storage::memory::log_usage("join: final batch applied");
         storage.flush().await?;
         crate::storage::memory::log_usage("join: final batch flushed");
-        self.publish(position);
+        self.publish(position, 1);
         tracing::info!(%room_id, state = state_ids.len(), "joined a room over federation");
         Ok(())
     }
@@ -772,11 +780,16 @@ impl Rooms {
             .batch_insert(&mut batch, &room, &record)?;
         storage.apply(batch)?;
         storage.flush().await?;
+        self.events_persisted
+            .fetch_add(stored as u64, Ordering::Relaxed);
         Ok(stored)
     }
 
-    /// Moves the visible position forward (never back) and wakes `/sync`.
-    fn publish(&self, position: u64) {
+    /// Moves the visible position forward (never back) and wakes `/sync`, counting the
+    /// `events` just flushed.
+    fn publish(&self, position: u64, events: usize) {
+        self.events_persisted
+            .fetch_add(events as u64, Ordering::Relaxed);
         self.stream.publish(position);
     }
 }

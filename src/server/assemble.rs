@@ -33,6 +33,7 @@ pub(crate) fn services(
     previews: Previews,
 ) -> Services {
     let per_minute = config.limits.auth_attempts_per_minute;
+    let http_metrics = crate::api::metrics::HttpMetrics::new(config.metrics.address.is_some());
     let position = storage.current_stream_position().unwrap_or(0);
     let config = Arc::new(config);
     let rooms = Arc::new(Rooms::new(storage.clone(), signing_key.clone(), position));
@@ -48,6 +49,7 @@ pub(crate) fn services(
         stopping: stopping.clone(),
         inbound: Default::default(),
         device_lists: Default::default(),
+        inbound_counts: Default::default(),
     });
     let sync = SyncService {
         storage: storage.clone(),
@@ -56,6 +58,7 @@ pub(crate) fn services(
         stopping: stopping.clone(),
         our_server: config.server.server_name.clone(),
         sliding: Default::default(),
+        long_polls: Default::default(),
     };
     let search = Search {
         storage: storage.clone(),
@@ -88,5 +91,6 @@ pub(crate) fn services(
         directory,
         stopping,
         room_deletions: Default::default(),
+        http_metrics,
     }
 }

@@ -1,11 +1,13 @@
 //! Running the server: [`serve`] puts the pieces together for `hearth serve` (storage, key,
-//! TLS, listeners, signals, systemd); [`run`] takes bound listeners and a shutdown future, so
-//! a test can start a real server on `127.0.0.1:0` in a few lines.
+//! TLS, listeners, metrics, signals, systemd); [`run`] takes bound listeners and a shutdown
+//! future, so a test can start a real server on `127.0.0.1:0` in a few lines.
 //!
 //! The wiring around the services: [`cli`] and [`init`] (the command line), `check` (the
 //! federation self-test, `hearth check`), [`control`] (the socket through which the command
-//! line reaches a running server), [`tls`] (PEM files, reloaded on `SIGHUP`), [`logging`], [`systemd`] (readiness notification), and
-//! [`StartupError`]. Only this folder, `api` and the CLI name the assembled services.
+//! line reaches a running server), [`backup`] (`hearth backup` and `restore`), [`tls`] (PEM
+//! files, reloaded on `SIGHUP`), [`metrics`] (the Prometheus listener), [`logging`],
+//! [`systemd`] (readiness notification), and [`StartupError`]. Only this folder, `api` and
+//! the CLI name the assembled services.
 
 pub(crate) mod assemble;
 pub(crate) mod backup;
@@ -17,6 +19,7 @@ pub(crate) mod control;
 pub(crate) mod init;
 pub(crate) mod logging;
 mod media_cli;
+pub(crate) mod metrics;
 pub(crate) mod startup_error;
 pub mod systemd;
 pub mod tls;
@@ -27,7 +30,7 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::{HttpServer, web};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -130,6 +133,7 @@ pub(crate) async fn run(
 /// `hearth serve`: everything from a validated config to a running server.
 pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
     let started = Instant::now();
+    let started_at = SystemTime::now();
     // Signal handlers come first. A SIGTERM during a migration then waits for it to finish
     // and stops the server right after start-up; a SIGHUP is never fatal (its default action
     // would end the process, and systemd would not restart it).
@@ -146,6 +150,7 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
         .map(CertificateStore::load)
         .transpose()?;
     let listeners = bind(&config)?;
+    let metrics_listener = metrics::bind(config.metrics.address)?;
     actix_web::rt::spawn(reload_on_sighup(hangup, certificates.clone()));
     // Open before the server says it is ready, so `hearth user …` reaches it from then on;
     // the socket file is removed when this function returns (the server stopped). Without
@@ -219,8 +224,21 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
         app.config.retention.clone(),
         app.stopping.subscribe(),
     );
+    let metrics = metrics_listener
+        .map(|listener| {
+            let sources = metrics::Sources {
+                app: app.clone(),
+                storage: storage.clone(),
+                started_at,
+            };
+            metrics::spawn(listener, sources)
+        })
+        .transpose()?;
     notify("READY=1");
     let result = run(app.clone(), listeners, certificates, stopping).await;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     // The senders stop as soon as the server is stopping; wait for them (briefly) so the
     // last flush below covers whatever they wrote.
     if let Some(outbound) = outbound

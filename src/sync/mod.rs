@@ -17,6 +17,7 @@
 
 pub(crate) mod device_lists;
 pub(crate) mod ephemeral;
+pub(crate) mod long_polls;
 mod notifications;
 pub(crate) mod receipts;
 pub(crate) mod sliding;
@@ -51,6 +52,8 @@ pub(crate) struct SyncService {
     pub(crate) our_server: ruma::OwnedServerName,
     /// Sliding sync's connections (in memory, bounded).
     pub(crate) sliding: sliding::Connections,
+    /// Requests waiting for news now (for the metrics).
+    pub(crate) long_polls: long_polls::LongPolls,
 }
 
 /// The longest a request waits for something new.
@@ -100,6 +103,7 @@ pub(crate) async fn sync(
         return Ok(response);
     }
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
+    let _waiting = service.long_polls.sync_waits();
     loop {
         let woken = tokio::time::timeout_at(deadline, async {
             tokio::select! {

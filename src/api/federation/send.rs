@@ -77,14 +77,17 @@ pub(crate) async fn send(
             format!("A transaction holds at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs"),
         ));
     }
+    app.federation.inbound_counts.transaction();
     let mut results = Map::new();
     let gaps = crate::federation::inbound::GapBudget::per_transaction();
     for pdu in body.pdus {
         let Some(json) = pdu_object(&pdu) else {
+            app.federation.inbound_counts.pdu(false);
             continue;
         };
         drop(pdu);
         let (event_id, outcome) = receive_pdu(&app.federation, origin.as_str(), &gaps, json).await;
+        app.federation.inbound_counts.pdu(outcome.is_ok());
         let Some(event_id) = event_id else {
             // Without an ID there is nothing to answer about.
             if let Err(err) = outcome {

@@ -100,6 +100,7 @@ pub(crate) async fn sliding_sync(
         if let (Some(body), true) = (answer, woken_or_done) {
             return Ok(body);
         }
+        let _waiting = service.long_polls.sliding_waits();
         let _ = tokio::time::timeout_at(deadline, async {
             tokio::select! {
                 _ = changes.changed() => {},
