@@ -279,7 +279,7 @@ fn a_well_known_delegation_is_followed() {
         &output,
         "✓",
         "resolve",
-        &format!("by step 3.2: well-known delegation with explicit port"),
+        "by step 3.2: well-known delegation with explicit port",
     );
     assert_line(
         &output,
