@@ -27,6 +27,27 @@ use serde_json::json;
 
 const HOSTS: &str = "/etc/hosts";
 const MARK: &str = "# hearth check test";
+/// Tests run in parallel processes: changes to `/etc/hosts` take this lock exclusively, and
+/// a running `hearth check` holds it shared, so no check reads the file half rewritten and
+/// no rewrite drops another test's fresh names.
+const HOSTS_LOCK: &str = "/tmp/hearth-check-hosts.lock";
+
+/// The lock on `/etc/hosts` changes, held until dropped.
+fn lock_hosts(exclusive: bool) -> std::fs::File {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(HOSTS_LOCK)
+        .expect("open the hosts lock");
+    let locked = if exclusive {
+        file.lock()
+    } else {
+        file.lock_shared()
+    };
+    locked.expect("lock");
+    file
+}
 
 /// Names in `/etc/hosts` for 127.0.0.1, removed when dropped (also when the test fails).
 struct HostsEntries {
@@ -45,7 +66,7 @@ impl HostsEntries {
             .iter()
             .map(|name| format!("127.0.0.1\t{name}\t{MARK}\n"))
             .collect();
-        // Appending is one write: other tests adding their names at once lose nothing.
+        let _lock = lock_hosts(true);
         let mut hosts = std::fs::OpenOptions::new()
             .append(true)
             .open(HOSTS)
@@ -59,6 +80,7 @@ impl HostsEntries {
 
 impl Drop for HostsEntries {
     fn drop(&mut self) {
+        let _lock = lock_hosts(true);
         let Ok(text) = std::fs::read_to_string(HOSTS) else {
             return;
         };
@@ -144,6 +166,7 @@ fn write_check_config(dir: &Path, file: &str, server_name: &str, key_file: &str)
 
 /// Runs `hearth check --config FILE` in `dir`, fetching well-known files from `port`.
 fn check(dir: &Path, file: &str, well_known_port: u16) -> (bool, String) {
+    let _lock = lock_hosts(false);
     let output = output_within(
         Command::new(BINARY)
             .args(["check", "--config", file])
@@ -279,7 +302,7 @@ fn a_well_known_delegation_is_followed() {
         &output,
         "✓",
         "resolve",
-        &format!("by step 3.2: well-known delegation with explicit port"),
+        "by step 3.2: well-known delegation with explicit port",
     );
     assert_line(
         &output,

@@ -34,6 +34,7 @@ fn every_command_has_help() {
         &["serve", "--help"],
         &["init", "--help"],
         &["check-config", "--help"],
+        &["check", "--help"],
         &["user", "--help"],
         &["user", "add", "--help"],
         &["user", "passwd", "--help"],

@@ -1,6 +1,12 @@
 //! The judgements of `hearth check`, on answers built by hand; the whole check runs against
 //! real servers in `tests/check.rs`.
 
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use super::judge::*;
 use super::*;
 use crate::matrix::crypto::{KeyId, sign_json};
 
