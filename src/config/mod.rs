@@ -238,6 +238,7 @@ struct RawConfig {
     voip: VoipConfig,
     #[serde(default)]
     retention: RetentionConfig,
+    #[serde(default)]
     metrics: MetricsConfig,
 }
 
