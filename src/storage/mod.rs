@@ -8,11 +8,13 @@
 //! It imports nothing else of Hearth's: what the rows hold is plain data in [`records`]
 //! (each service re-exports its own and gives them behaviour); [`snapshots`] stores room
 //! states as deltas on short IDs; [`stream`] hands out the global stream positions in order;
-//! [`files`] writes files atomically; [`memory`] hands freed memory back to the system after
+//! [`files`] writes files atomically; `convert` opens the database in its on-disk format
+//! (zstd-compressed pages), converting one an older Hearth wrote; [`memory`] hands freed memory back to the system after
 //! large batches; `testing` opens temporary databases for unit tests.
 
 mod batch;
 mod codec;
+mod convert;
 pub(crate) mod files;
 mod lock;
 mod members;
@@ -81,6 +83,15 @@ pub(crate) type StateKey = (String, String);
 
 /// A state entry and the event that holds it: `((type, state key), event ID)`.
 pub(crate) type StateEntry = (StateKey, String);
+
+/// One tree's logical size (see [`Storage::footprint_by_tree`]).
+#[derive(Debug, Default, Clone)]
+pub struct TreeFootprint {
+    pub name: String,
+    pub entries: u64,
+    pub key_bytes: u64,
+    pub value_bytes: u64,
+}
 
 /// The open database and its typed trees.
 pub struct Storage {
@@ -283,10 +294,7 @@ impl Storage {
                 source,
             })?;
         let lock = lock::DataDirLock::acquire(data_dir)?;
-        let db = sled::Config::new()
-            .path(data_dir.join("db"))
-            .cache_capacity(cache_capacity_bytes)
-            .open()?;
+        let db = convert::open(&data_dir.join("db"), cache_capacity_bytes)?;
         let meta = db.open_tree("meta")?;
         let storage = Storage {
             userid_account: Tree::open(&db, "userid_account")?,
@@ -528,6 +536,28 @@ impl Storage {
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> StorageResult<u64> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    /// Every tree of the database by name, with its entries and the bytes of their keys and
+    /// of their values: where the logical bytes go (the `workload` bench prints it; sled's
+    /// own overhead is the difference from [`Storage::size_on_disk`]).
+    pub fn footprint_by_tree(&self) -> StorageResult<Vec<TreeFootprint>> {
+        let mut trees = Vec::new();
+        for name in self.db.tree_names() {
+            let tree = self.db.open_tree(&name)?;
+            let mut footprint = TreeFootprint {
+                name: String::from_utf8_lossy(&name).into_owned(),
+                ..TreeFootprint::default()
+            };
+            for entry in tree.iter() {
+                let (key, value) = entry?;
+                footprint.entries += 1;
+                footprint.key_bytes += key.len() as u64;
+                footprint.value_bytes += value.len() as u64;
+            }
+            trees.push(footprint);
+        }
+        Ok(trees)
     }
 
     /// Entries and bytes (keys and values) of the outbound federation queues, all
