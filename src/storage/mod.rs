@@ -614,6 +614,41 @@ mod tests {
     }
 
     #[test]
+    fn a_data_directory_written_uncompressed_by_an_older_hearth_opens_with_its_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // As Hearth wrote it before issue 14: sled's defaults, no compression.
+            let db = convert::open_as(&dir.path().join("db"), 1 << 20, convert::UNCOMPRESSED)
+                .expect("old database");
+            let meta = db.open_tree("meta").expect("meta");
+            meta.insert(b"schema_version", SCHEMA_VERSION.encode())
+                .expect("version");
+            let pdus = db.open_tree("eventid_pdu").expect("tree");
+            pdus.insert("$old:localhost", &b"{\"type\":\"m.room.message\"}"[..])
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        let storage = Storage::open(dir.path(), 1 << 20).expect("converted and opened");
+        assert_eq!(storage.schema_version().expect("version"), SCHEMA_VERSION);
+        assert_eq!(
+            storage
+                .eventid_pdu
+                .get(&"$old:localhost".to_owned())
+                .expect("get")
+                .as_deref(),
+            Some("{\"type\":\"m.room.message\"}")
+        );
+        let names: Vec<String> = storage
+            .footprint_by_tree()
+            .expect("footprint")
+            .into_iter()
+            .filter(|tree| tree.entries > 0)
+            .map(|tree| tree.name)
+            .collect();
+        assert!(names.contains(&"eventid_pdu".to_owned()), "{names:?}");
+    }
+
+    #[test]
     fn a_second_open_of_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let _first = crate::storage::testing::open(dir.path());
