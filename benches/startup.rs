@@ -6,7 +6,8 @@
 //! - first start: a fresh data directory (creates the database and the signing key);
 //! - cold start: an existing data directory, process start to the first `200` on
 //!   `/_matrix/client/versions`;
-//! - idle RSS: resident memory a second after start and one request;
+//! - idle RSS: resident memory a second after start and one request, split into anonymous
+//!   and file-backed pages, and by mapping (`/proc/PID/smaps`) for the last run;
 //! - login RSS: resident memory after 10 and after 50 password logins (each Argon2 hash
 //!   takes 7 MiB while it runs; the memory must go back, not stay with the process).
 
@@ -69,16 +70,26 @@ fn main() {
 
     let mut cold = Vec::new();
     let mut idle_rss = Vec::new();
+    let mut idle_anon = Vec::new();
+    let mut idle_file = Vec::new();
     let mut peak_rss = 0;
-    for _ in 0..RUNS {
+    let mut mappings = Vec::new();
+    for run in 0..RUNS {
         let (server, elapsed) = start_and_time(dir.path());
         cold.push(elapsed);
         std::thread::sleep(Duration::from_secs(1));
         let pid = server.child.id();
         idle_rss.push(rss_kib(pid, "VmRSS:"));
+        idle_anon.push(rss_kib(pid, "RssAnon:"));
+        idle_file.push(rss_kib(pid, "RssFile:") + rss_kib(pid, "RssShmem:"));
         peak_rss = peak_rss.max(rss_kib(pid, "VmHWM:"));
+        if run == RUNS - 1 {
+            mappings = resident_by_mapping(pid);
+        }
         stop(server);
     }
+    idle_anon.sort();
+    idle_file.sort();
     let (login_rss, per_login) = measure_logins(dir.path());
     cold.sort();
     idle_rss.sort();
@@ -114,12 +125,66 @@ fn main() {
         mib(idle_rss[RUNS - 1]),
         Some(budget::IDLE_RSS_MB),
     );
+    report.memory(
+        "idle RSS, anonymous (median)",
+        mib(idle_anon[RUNS / 2]),
+        None,
+    );
+    report.memory(
+        "idle RSS, file-backed (median)",
+        mib(idle_file[RUNS / 2]),
+        None,
+    );
     report.memory("peak RSS at start (VmHWM)", mib(peak_rss), None);
     report.millis("login time, each (Argon2id)", millis(per_login), None);
     for (label, kib, budget) in login_rss {
         report.memory(label, mib(kib), budget);
     }
     report.finish();
+    println!("  idle resident memory by mapping (last run), largest first:");
+    for (name, anonymous, file) in mappings.iter().take(12) {
+        println!(
+            "    {name:<44} anonymous {:>7.2} MiB  file {:>7.2} MiB",
+            mib(*anonymous),
+            mib(*file)
+        );
+    }
+}
+
+/// Resident KiB of process `pid` by mapping (`/proc/PID/smaps`), anonymous and file-backed,
+/// summed by the mapping's name (a file, `[heap]`, `[stack]`, or `[anonymous]`), largest first:
+/// what holds the pages at rest.
+fn resident_by_mapping(pid: u32) -> Vec<(String, u64, u64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by_name: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut name = String::new();
+    let mut rss = 0;
+    let field = |line: &str| -> u64 {
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(0)
+    };
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            let path = line.split_whitespace().nth(5).unwrap_or("[anonymous]");
+            name = path.rsplit('/').next().unwrap_or(path).to_owned();
+        } else if line.starts_with("Rss:") {
+            rss = field(line);
+        } else if line.starts_with("Anonymous:") {
+            let anonymous = field(line);
+            let entry = by_name.entry(name.clone()).or_default();
+            entry.0 += anonymous;
+            entry.1 += rss.saturating_sub(anonymous);
+        }
+    }
+    let mut mappings: Vec<(String, u64, u64)> = by_name
+        .into_iter()
+        .map(|(name, (anonymous, file))| (name, anonymous, file))
+        .collect();
+    mappings.sort_by_key(|(_, anonymous, file)| std::cmp::Reverse(anonymous + file));
+    mappings
 }
 
 /// RSS before logins, after 10 and after 50 (sequential password logins, each a new device).

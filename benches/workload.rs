@@ -33,6 +33,8 @@ const USERS: usize = 10;
 const ROOMS: usize = 10;
 const MESSAGES: usize = 500;
 const LATENCY_SAMPLES: usize = 50;
+/// Messages sent after the day is measured, for the disk figures (issue 14).
+const EXTRA_MESSAGES: usize = 2000;
 const PASSWORD: &str = "benchmark password";
 
 fn ok(response: common::http::Response) -> Value {
@@ -376,6 +378,26 @@ fn main() {
     }
     latencies.sort();
     let peak = rss_mib(pid, "VmHWM:");
+
+    // Issue 14's disk load: the day above plus 2,000 more messages, then where the bytes go.
+    for i in 0..EXTRA_MESSAGES {
+        let sender = i % USERS;
+        let room = &rooms[i % ROOMS];
+        let (kind, content) = if encrypted {
+            (
+                "m.room.encrypted",
+                megolm_content(&devices[sender], 20_000 + i as u64),
+            )
+        } else {
+            (
+                "m.room.message",
+                json!({ "msgtype": "m.text", "body": format!("more {i}") }),
+            )
+        };
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/{kind}/x{i}");
+        ok(client.json("PUT", &path, Some(&tokens[sender]), &content));
+    }
+    let after_more = rss_mib(pid, "VmRSS:");
     let data = server.dir.join("data");
     // A backup of the running server (issue 14), then a restore of it into a new data
     // directory once the server stopped.
@@ -449,7 +471,24 @@ fn main() {
             Some(budget::SEND_TO_SYNC_MS),
         );
     }
-    report.memory("data directory", disk as f64 / 1048576.0, None);
+    report.memory(
+        &format!("RSS after {EXTRA_MESSAGES} more messages"),
+        after_more,
+        Some(budget::ACTIVE_RSS_MB),
+    );
+    report.memory(
+        &format!("data directory (+{EXTRA_MESSAGES} messages)"),
+        disk as f64 / 1048576.0,
+        None,
+    );
+    report.figure(
+        "data directory per event",
+        format!("{:.0} B", disk as f64 / events as f64),
+    );
+    report.figure(
+        "canonical JSON per event",
+        format!("{:.0} B", canonical as f64 / events as f64),
+    );
     report.memory(
         &format!("canonical JSON of {events} events"),
         canonical as f64 / 1048576.0,
@@ -462,4 +501,5 @@ fn main() {
     );
     report.figure("backup", backup_line);
     report.finish();
+    budget::print_trees(&data, events);
 }

@@ -8,12 +8,14 @@
 //! It imports nothing else of Hearth's: what the rows hold is plain data in [`records`]
 //! (each service re-exports its own and gives them behaviour); [`snapshots`] stores room
 //! states as deltas on short IDs; [`stream`] hands out the global stream positions in order;
-//! [`files`] writes files atomically; [`memory`] hands freed memory back to the system after
+//! [`files`] writes files atomically; `convert` opens the database in its on-disk format
+//! (zstd-compressed pages), converting one an older Hearth wrote; [`memory`] hands freed memory back to the system after
 //! large batches; `testing` opens temporary databases for unit tests.
 
 mod batch;
 mod codec;
 mod export;
+mod convert;
 pub(crate) mod files;
 mod gate;
 mod lock;
@@ -84,6 +86,15 @@ pub(crate) type StateKey = (String, String);
 
 /// A state entry and the event that holds it: `((type, state key), event ID)`.
 pub(crate) type StateEntry = (StateKey, String);
+
+/// One tree's logical size (see [`Storage::footprint_by_tree`]).
+#[derive(Debug, Default, Clone)]
+pub struct TreeFootprint {
+    pub name: String,
+    pub entries: u64,
+    pub key_bytes: u64,
+    pub value_bytes: u64,
+}
 
 /// The open database and its typed trees.
 pub struct Storage {
@@ -271,35 +282,6 @@ pub struct Storage {
     _lock: lock::DataDirLock,
 }
 
-/// How long [`open_sled`] waits for sled's own file lock to be let go.
-const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Opens sled's database in `path`, once the caller holds the data directory's lock.
-///
-/// Holding that lock proves no other process has the database open, so a sled file lock
-/// still held can only be this process's previous [`Storage`], dropped an instant ago:
-/// sled's background threads let go of the file a little after the last handle is dropped
-/// (sled itself waits for it in its own tests). Wait for them, briefly, rather than fail a
-/// restart in the same process.
-fn open_sled(path: &Path, cache_capacity_bytes: u64) -> StorageResult<sled::Db> {
-    let started = std::time::Instant::now();
-    loop {
-        match sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_capacity_bytes)
-            .open()
-        {
-            Err(sled::Error::Io(error))
-                if error.to_string().contains("could not acquire lock")
-                    && started.elapsed() < SLED_LOCK_WAIT =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            result => return Ok(result?),
-        }
-    }
-}
-
 /// Rounds of [`Storage::collect_garbage`]: each frees up to a few hundred deferred pages.
 const GARBAGE_ROUNDS: usize = 4096;
 
@@ -317,7 +299,7 @@ impl Storage {
                 source,
             })?;
         let lock = lock::DataDirLock::acquire(data_dir)?;
-        let db = open_sled(&data_dir.join("db"), cache_capacity_bytes)?;
+        let db = convert::open(&data_dir.join("db"), cache_capacity_bytes)?;
         let meta = db.open_tree("meta")?;
         let gate = gate::Gate::default();
         let storage = Storage {
@@ -570,6 +552,28 @@ impl Storage {
         Ok(self.db.size_on_disk()?)
     }
 
+    /// Every tree of the database by name, with its entries and the bytes of their keys and
+    /// of their values: where the logical bytes go (the `workload` bench prints it; sled's
+    /// own overhead is the difference from [`Storage::size_on_disk`]).
+    pub fn footprint_by_tree(&self) -> StorageResult<Vec<TreeFootprint>> {
+        let mut trees = Vec::new();
+        for name in self.db.tree_names() {
+            let tree = self.db.open_tree(&name)?;
+            let mut footprint = TreeFootprint {
+                name: String::from_utf8_lossy(&name).into_owned(),
+                ..TreeFootprint::default()
+            };
+            for entry in tree.iter() {
+                let (key, value) = entry?;
+                footprint.entries += 1;
+                footprint.key_bytes += key.len() as u64;
+                footprint.value_bytes += value.len() as u64;
+            }
+            trees.push(footprint);
+        }
+        Ok(trees)
+    }
+
     /// Entries and bytes (keys and values) of the outbound federation queues, all
     /// servers together: what a server that is down costs, for the `outbound_backlog`
     /// bench.
@@ -621,6 +625,41 @@ mod tests {
         let err = Storage::open(dir.path(), 1 << 20).err().expect("refused");
         assert!(matches!(err, StorageError::TooNew { found, .. } if found == SCHEMA_VERSION + 1));
         assert!(err.to_string().contains("newer Hearth"));
+    }
+
+    #[test]
+    fn a_data_directory_written_uncompressed_by_an_older_hearth_opens_with_its_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // As Hearth wrote it before issue 14: sled's defaults, no compression.
+            let db = convert::open_as(&dir.path().join("db"), 1 << 20, convert::UNCOMPRESSED)
+                .expect("old database");
+            let meta = db.open_tree("meta").expect("meta");
+            meta.insert(b"schema_version", SCHEMA_VERSION.encode())
+                .expect("version");
+            let pdus = db.open_tree("eventid_pdu").expect("tree");
+            pdus.insert("$old:localhost", &b"{\"type\":\"m.room.message\"}"[..])
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        let storage = Storage::open(dir.path(), 1 << 20).expect("converted and opened");
+        assert_eq!(storage.schema_version().expect("version"), SCHEMA_VERSION);
+        assert_eq!(
+            storage
+                .eventid_pdu
+                .get(&"$old:localhost".to_owned())
+                .expect("get")
+                .as_deref(),
+            Some("{\"type\":\"m.room.message\"}")
+        );
+        let names: Vec<String> = storage
+            .footprint_by_tree()
+            .expect("footprint")
+            .into_iter()
+            .filter(|tree| tree.entries > 0)
+            .map(|tree| tree.name)
+            .collect();
+        assert!(names.contains(&"eventid_pdu".to_owned()), "{names:?}");
     }
 
     #[test]

@@ -128,3 +128,45 @@ pub fn canonical_json_of_events(data_dir: &std::path::Path) -> (usize, u64) {
     }
     (count, bytes)
 }
+
+/// Prints where the bytes of the (stopped) server's database in `data_dir` go: each tree's
+/// entries and logical bytes (keys, values) and per event, largest first, then the total
+/// beside the database's size on disk (sled's log: page versions, headers, free space).
+pub fn print_trees(data_dir: &std::path::Path, events: usize) {
+    let storage = hearth::storage::Storage::open(data_dir, 1 << 20).expect("open the database");
+    let mut trees = storage.footprint_by_tree().expect("tree footprints");
+    trees.sort_by_key(|tree| std::cmp::Reverse(tree.key_bytes + tree.value_bytes));
+    let events = events.max(1) as f64;
+    println!(
+        "  where the bytes go ({events} events): tree, entries, key bytes, value bytes, per event"
+    );
+    let (mut keys, mut values) = (0, 0);
+    for tree in trees.iter().filter(|tree| tree.entries > 0) {
+        keys += tree.key_bytes;
+        values += tree.value_bytes;
+        println!(
+            "    {:<26} {:>8} {:>10} {:>10} {:>8.0} B",
+            tree.name,
+            tree.entries,
+            tree.key_bytes,
+            tree.value_bytes,
+            (tree.key_bytes + tree.value_bytes) as f64 / events
+        );
+    }
+    let on_disk = storage.size_on_disk().expect("size on disk");
+    println!(
+        "    {:<26} {:>8} {:>10} {:>10} {:>8.0} B",
+        "all trees (logical)",
+        "",
+        keys,
+        values,
+        (keys + values) as f64 / events
+    );
+    println!(
+        "    {:<26} {:>8} {:>21} {:>8.0} B",
+        "sled size on disk",
+        "",
+        on_disk,
+        on_disk as f64 / events
+    );
+}

@@ -174,15 +174,7 @@ impl Synapse {
             "{}",
             String::from_utf8_lossy(&keys.stderr)
         );
-        let child = Command::new(python)
-            .args(["-m", "synapse.app.homeserver", "-c"])
-            .arg(dir.path().join("homeserver.yaml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("stderr.log")).expect("stderr"),
-            ))
-            .spawn()
-            .expect("synapse starts");
+        let child = spawn(python, dir.path());
         let mut synapse = Synapse {
             child,
             name,
@@ -210,6 +202,37 @@ impl Synapse {
             std::thread::sleep(Duration::from_millis(250));
         }
         Err(format!("Synapse did not answer in time:\n{}", self.log()))
+    }
+
+    /// The process ID of its Python process (for its resident memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its directory: configuration, `homeserver.db` (SQLite) and `media/`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops it (`SIGTERM`) and starts it again on the same database: the time from the
+    /// start to its first `200` on `/_matrix/client/versions` (a cold start).
+    pub fn restart(&mut self, python: &str) -> Duration {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let started = Instant::now();
+        self.child = spawn(python, self.dir.path());
+        while started.elapsed() < SYNAPSE_START {
+            if Client::plain(self.client)
+                .request("GET", "/_matrix/client/versions", &[], None)
+                .is_ok_and(|response| response.status == 200)
+            {
+                return started.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("Synapse did not come back:\n{}", self.log());
     }
 
     /// Its standard error and its log, for a test to look for a line or show on failure.
@@ -257,4 +280,17 @@ impl Synapse {
             .expect("token")
             .to_owned()
     }
+}
+
+/// Starts `synapse.app.homeserver` on the configuration in `dir`.
+fn spawn(python: &str, dir: &Path) -> Child {
+    Command::new(python)
+        .args(["-m", "synapse.app.homeserver", "-c"])
+        .arg(dir.join("homeserver.yaml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("stderr.log")).expect("stderr"),
+        ))
+        .spawn()
+        .expect("synapse starts")
 }
