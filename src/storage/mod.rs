@@ -9,7 +9,9 @@
 //! (each service re-exports its own and gives them behaviour); [`snapshots`] stores room
 //! states as deltas on short IDs; [`stream`] hands out the global stream positions in order;
 //! [`files`] writes files atomically; [`memory`] hands freed memory back to the system after
-//! large batches; `testing` opens temporary databases for unit tests.
+//! large batches; `export` writes the whole database to one file and reads it back (backups),
+//! with every write held meanwhile at the `gate`; `testing` opens temporary databases for
+//! unit tests.
 
 mod batch;
 mod codec;
