@@ -413,6 +413,13 @@ fn main() {
         String::from_utf8_lossy(&output.stderr)
     );
     let backup_bytes = disk_usage(&backup_dir);
+    let said = String::from_utf8_lossy(&output.stdout);
+    let held = said
+        .split("writes held for ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or("?")
+        .to_owned();
     server.signal("TERM");
     server
         .wait_exit(Duration::from_secs(15))
@@ -500,6 +507,7 @@ fn main() {
         Some(budget::DISK_PER_CANONICAL_JSON),
     );
     report.figure("backup", backup_line);
+    report.figure("backup: writes held", held);
     report.finish();
     budget::print_trees(&data, events);
 }

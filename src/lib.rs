@@ -17,7 +17,8 @@
 //! - [`server`]: `hearth serve` from a validated config to a running server ([`server::run`]
 //!   takes bound listeners and a shutdown future); [`server::cli`] and [`server::init`]: the
 //!   command line, which reaches a running server through `server::control` (a private Unix
-//!   socket in the data directory); [`server::tls`], [`server::logging`], [`server::systemd`];
+//!   socket in the data directory); `server::backup`: `hearth backup` and `hearth restore`;
+//!   [`server::tls`], [`server::logging`], [`server::systemd`];
 //!   [`server::StartupError`], printed as a "caused by" chain.
 //! - [`config`]: TOML → validated [`config::Config`]; errors name the key and the line.
 //! - [`error`]: the request [`error::Error`] (Matrix `errcode` + HTTP status, decided in one

@@ -227,6 +227,10 @@ fn a_backup_under_write_load_restores_every_acknowledged_message() {
         .filter(|(_, at)| *at < started)
         .map(|(id, _)| id.clone())
         .collect();
+    eprintln!(
+        "{} messages acknowledged before the backup started, {during} while it ran: {printed}",
+        before.len()
+    );
     assert!(before.len() >= 20, "only {} messages before", before.len());
     assert!(
         during > 0,
@@ -260,7 +264,7 @@ fn a_backup_under_write_load_restores_every_acknowledged_message() {
     assert_eq!(server_keys(&server), keys_before, "the same signing key");
     // The restored server takes new messages after the old ones.
     let mut client = server.client();
-    assert!(send(&mut client, &alice, &room, "after the restore").is_some());
+    assert!(send(&mut client, &alice, &room, "after-the-restore").is_some());
 }
 
 #[test]

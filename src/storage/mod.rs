@@ -9,8 +9,10 @@
 //! (each service re-exports its own and gives them behaviour); [`snapshots`] stores room
 //! states as deltas on short IDs; [`stream`] hands out the global stream positions in order;
 //! [`files`] writes files atomically; `convert` opens the database in its on-disk format
-//! (zstd-compressed pages), converting one an older Hearth wrote; [`memory`] hands freed memory back to the system after
-//! large batches; `testing` opens temporary databases for unit tests.
+//! (zstd-compressed pages), converting one an older Hearth wrote; [`memory`] hands freed
+//! memory back to the system after large batches; `export` writes the whole database to one
+//! file and reads it back (backups), with every write held meanwhile at the `gate`;
+//! `testing` opens temporary databases for unit tests.
 
 mod batch;
 mod codec;

@@ -48,6 +48,8 @@ const MEDIA: &str = "media/content";
 pub(crate) struct Summary {
     pub(crate) manifest: Manifest,
     pub(crate) millis: u128,
+    /// How long writes waited at the gate while the database was exported.
+    pub(crate) held_millis: u128,
 }
 
 impl std::fmt::Display for Summary {
@@ -69,6 +71,7 @@ impl std::fmt::Display for Summary {
             m.media.bytes,
             self.millis,
         )?;
+        write!(f, " (writes held for {} ms)", self.held_millis)?;
         if m.media.missing > 0 {
             write!(
                 f,
@@ -86,14 +89,17 @@ pub(crate) fn take(storage: &Storage, config: &Config, dir: &Path) -> Result<Sum
     let started = Instant::now();
     prepare(dir)?;
     let database_path = dir.join(DATABASE);
+    let held_millis;
     let mut database = HashingWriter::new(create(&database_path)?);
     let (exported, hashes) = {
         let mut out = BufWriter::with_capacity(256 * 1024, &mut database);
+        let holding = Instant::now();
         let frozen = storage.frozen(|| {
             let exported = storage.export(&mut out, &database_path)?;
             let hashes = crate::media::admin::content_hashes(storage)?;
             Ok::<_, crate::storage::StorageError>((exported, hashes))
         });
+        held_millis = holding.elapsed().as_millis();
         let done = frozen.map_err(|err| format!("database: {err}"))?;
         out.flush().map_err(failed(&database_path))?;
         done
@@ -159,6 +165,7 @@ pub(crate) fn take(storage: &Storage, config: &Config, dir: &Path) -> Result<Sum
     Ok(Summary {
         manifest,
         millis: started.elapsed().as_millis(),
+        held_millis,
     })
 }
 
