@@ -314,3 +314,55 @@ fn nothing_is_purged_when_retention_is_off() {
         json!("crepes")
     );
 }
+
+/// The value of `key=` in a log line (tracing's `key=value` fields).
+fn field(line: &str, key: &str) -> Option<u64> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn a_long_backlog_is_purged_in_batches() {
+    const MESSAGES: usize = 400;
+    let server = start("enabled = true\npurge_interval = \"200ms\"\n");
+    let alice = login(&server, "alice");
+    let room = create_room(
+        &server,
+        &alice,
+        json!({
+            "preset": "private_chat",
+            "initial_state": [{
+                "type": "m.room.retention", "state_key": "",
+                "content": { "max_lifetime": LIFETIME_MS }
+            }],
+        }),
+    );
+    let sent: Vec<String> = (0..MESSAGES)
+        .map(|n| send(&server, &alice, &room, &format!("crumpet {n}")))
+        .collect();
+    wait_pruned(&server, &alice, &room, &sent[MESSAGES - 1]);
+    let history = messages(&server, &alice, &room);
+    assert!(!history.to_string().contains("crumpet"), "{history}");
+    // The room keeps its timeline, every event in its place.
+    let chunk = history["chunk"].as_array().expect("chunk");
+    assert_eq!(chunk[0]["event_id"], json!(sent[MESSAGES - 1]));
+    // Figures: events pruned per run and how long the runs took (debug build).
+    let log = server.log_text();
+    let runs: Vec<(u64, u64)> = log
+        .lines()
+        .filter(|line| line.contains("retention: pruned expired events"))
+        .filter_map(|line| Some((field(line, "events")?, field(line, "elapsed_ms")?)))
+        .collect();
+    let (events, elapsed) = runs
+        .iter()
+        .fold((0, 0), |(events, ms), (e, m)| (events + e, ms + m));
+    eprintln!(
+        "retention figures: {events} events pruned in {} runs, {elapsed} ms in all",
+        runs.len()
+    );
+    assert_eq!(events, MESSAGES as u64, "{log}");
+}

@@ -280,6 +280,7 @@ pub(crate) fn spawn(
             if *stopping.borrow() {
                 return;
             }
+            let started = std::time::Instant::now();
             match rooms
                 .purge_expired(&config, crate::matrix::time::now_ms())
                 .await
@@ -287,6 +288,7 @@ pub(crate) fn spawn(
                 Ok(purged) if purged.events > 0 => tracing::info!(
                     rooms = purged.rooms,
                     events = purged.events,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
                     "retention: pruned expired events"
                 ),
                 Ok(_) => {}
