@@ -288,7 +288,7 @@ pub(crate) fn spawn(
                 Ok(purged) if purged.events > 0 => tracing::info!(
                     rooms = purged.rooms,
                     events = purged.events,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     "retention: pruned expired events"
                 ),
                 Ok(_) => {}
