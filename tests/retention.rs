@@ -366,3 +366,79 @@ fn a_long_backlog_is_purged_in_batches() {
     );
     assert_eq!(events, MESSAGES as u64, "{log}");
 }
+
+/// Another server asking for a pruned event gets the redacted form, still signed by us, with
+/// the same event ID (the reference hash covers only what redaction keeps).
+#[test]
+fn other_servers_get_the_pruned_event_still_signed() {
+    use common::federation::{PASSWORD as FED_PASSWORD, Signer, signing_key, start, start_with};
+    use ruma::signatures::{PublicKeyMap, reference_hash, verify_event};
+    use ruma::{CanonicalJsonValue, RoomVersionId};
+
+    let certificates = tempfile::tempdir().expect("tempdir");
+    common::federation::write_certificates(certificates.path());
+    let b = start(certificates.path(), "127.0.0.1", &[], &[]);
+    let a = start_with(
+        certificates.path(),
+        "localhost",
+        &[],
+        &["alice"],
+        "[retention]\nenabled = true\npurge_interval = \"200ms\"\n",
+    );
+    let alice = common::login_token(&a, "alice", FED_PASSWORD);
+    let room = create_room(
+        &a,
+        &alice,
+        json!({
+            "preset": "public_chat",
+            "initial_state": [
+                { "type": "m.room.history_visibility", "state_key": "",
+                  "content": { "history_visibility": "world_readable" } },
+                { "type": "m.room.retention", "state_key": "",
+                  "content": { "max_lifetime": 1000 } },
+            ],
+        }),
+    );
+    let message = send(&a, &alice, &room, "scone secret");
+    wait_pruned(&a, &alice, &room, &message);
+
+    let key_b = signing_key(&b);
+    let as_b = Signer {
+        origin: &b.name,
+        key: &key_b,
+        destination: &a.name,
+    };
+    let answer = ok(as_b.get(
+        &a,
+        &format!("/_matrix/federation/v1/event/{}", query_encode(&message)),
+    ));
+    let pdu = &answer["pdus"][0];
+    assert_eq!(pdu["content"], json!({}), "{answer}");
+    for field in [
+        "auth_events",
+        "prev_events",
+        "depth",
+        "hashes",
+        "signatures",
+    ] {
+        assert!(pdu.get(field).is_some(), "{field} kept: {pdu}");
+    }
+    let published = ok(a.client().get("/_matrix/key/v2/server"));
+    let mut keys = std::collections::BTreeMap::new();
+    for (key_id, key) in published["verify_keys"].as_object().expect("keys") {
+        let key = ruma::serde::Base64::parse(key["key"].as_str().expect("key")).expect("b64");
+        keys.insert(key_id.clone(), key);
+    }
+    let keys = PublicKeyMap::from([(a.name.clone(), keys)]);
+    let rules = RoomVersionId::V12.rules().expect("rules");
+    let CanonicalJsonValue::Object(object) =
+        CanonicalJsonValue::try_from(pdu.clone()).expect("canonical")
+    else {
+        panic!("a PDU is an object");
+    };
+    verify_event(&keys, &object, &rules).expect("our signatures still verify");
+    assert_eq!(
+        format!("${}", reference_hash(&object, &rules).expect("hash")),
+        message
+    );
+}
