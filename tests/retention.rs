@@ -442,3 +442,57 @@ fn other_servers_get_the_pruned_event_still_signed() {
         message
     );
 }
+
+/// The walk remembers where it stopped: after a restart it reads only what came since.
+#[test]
+fn the_walk_resumes_where_it_stopped_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("hearth.toml"),
+        test_config("[retention]\nenabled = true\npurge_interval = \"200ms\"\n"),
+    )
+    .expect("config");
+    let added = common::hearth(
+        dir.path(),
+        &["user", "add", "alice"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(added.status.success(), "{added:?}");
+    let mut server = Server::start_in(dir.path(), &[], &[]).expect("starts");
+    let alice = login(&server, "alice");
+    let room = create_room(
+        &server,
+        &alice,
+        json!({
+            "preset": "private_chat",
+            "initial_state": [{
+                "type": "m.room.retention", "state_key": "",
+                "content": { "max_lifetime": 1000 }
+            }],
+        }),
+    );
+    let first: Vec<String> = (0..5)
+        .map(|n| send(&server, &alice, &room, &format!("bagel {n}")))
+        .collect();
+    wait_pruned(&server, &alice, &room, &first[4]);
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(20)).is_some(), "stops");
+    drop(server);
+
+    let server = Server::start_in(dir.path(), &[], &[]).expect("starts again");
+    let alice = login(&server, "alice");
+    let later = send(&server, &alice, &room, "bagel later");
+    wait_pruned(&server, &alice, &room, &later);
+    let log = server.log_text();
+    let walked: u64 = log
+        .lines()
+        .filter(|line| line.contains("retention: pruned expired events"))
+        .filter_map(|line| field(line, "walked"))
+        .sum();
+    // Only the new message: not the room's first events again.
+    assert_eq!(walked, 1, "{log}");
+    assert_eq!(
+        event(&server, &alice, &room, &first[0])["content"],
+        json!({})
+    );
+}
