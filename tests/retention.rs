@@ -314,3 +314,185 @@ fn nothing_is_purged_when_retention_is_off() {
         json!("crepes")
     );
 }
+
+/// The value of `key=` in a log line (tracing's `key=value` fields).
+fn field(line: &str, key: &str) -> Option<u64> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn a_long_backlog_is_purged_in_batches() {
+    const MESSAGES: usize = 400;
+    let server = start("enabled = true\npurge_interval = \"200ms\"\n");
+    let alice = login(&server, "alice");
+    let room = create_room(
+        &server,
+        &alice,
+        json!({
+            "preset": "private_chat",
+            "initial_state": [{
+                "type": "m.room.retention", "state_key": "",
+                "content": { "max_lifetime": LIFETIME_MS }
+            }],
+        }),
+    );
+    let sent: Vec<String> = (0..MESSAGES)
+        .map(|n| send(&server, &alice, &room, &format!("crumpet {n}")))
+        .collect();
+    wait_pruned(&server, &alice, &room, &sent[MESSAGES - 1]);
+    let history = messages(&server, &alice, &room);
+    assert!(!history.to_string().contains("crumpet"), "{history}");
+    // The room keeps its timeline, every event in its place.
+    let chunk = history["chunk"].as_array().expect("chunk");
+    assert_eq!(chunk[0]["event_id"], json!(sent[MESSAGES - 1]));
+    // Figures: events pruned per run and how long the runs took (debug build).
+    let log = server.log_text();
+    let runs: Vec<(u64, u64)> = log
+        .lines()
+        .filter(|line| line.contains("retention: pruned expired events"))
+        .filter_map(|line| Some((field(line, "events")?, field(line, "elapsed_ms")?)))
+        .collect();
+    let (events, elapsed) = runs
+        .iter()
+        .fold((0, 0), |(events, ms), (e, m)| (events + e, ms + m));
+    eprintln!(
+        "retention figures: {events} events pruned in {} runs, {elapsed} ms in all",
+        runs.len()
+    );
+    assert_eq!(events, MESSAGES as u64, "{log}");
+}
+
+/// Another server asking for a pruned event gets the redacted form, still signed by us, with
+/// the same event ID (the reference hash covers only what redaction keeps).
+#[test]
+fn other_servers_get_the_pruned_event_still_signed() {
+    use common::federation::{PASSWORD as FED_PASSWORD, Signer, signing_key, start, start_with};
+    use ruma::signatures::{PublicKeyMap, reference_hash, verify_event};
+    use ruma::{CanonicalJsonValue, RoomVersionId};
+
+    let certificates = tempfile::tempdir().expect("tempdir");
+    common::federation::write_certificates(certificates.path());
+    let b = start(certificates.path(), "127.0.0.1", &[], &[]);
+    let a = start_with(
+        certificates.path(),
+        "localhost",
+        &[],
+        &["alice"],
+        "[retention]\nenabled = true\npurge_interval = \"200ms\"\n",
+    );
+    let alice = common::login_token(&a, "alice", FED_PASSWORD);
+    let room = create_room(
+        &a,
+        &alice,
+        json!({
+            "preset": "public_chat",
+            "initial_state": [
+                { "type": "m.room.history_visibility", "state_key": "",
+                  "content": { "history_visibility": "world_readable" } },
+                { "type": "m.room.retention", "state_key": "",
+                  "content": { "max_lifetime": 1000 } },
+            ],
+        }),
+    );
+    let message = send(&a, &alice, &room, "scone secret");
+    wait_pruned(&a, &alice, &room, &message);
+
+    let key_b = signing_key(&b);
+    let as_b = Signer {
+        origin: &b.name,
+        key: &key_b,
+        destination: &a.name,
+    };
+    let answer = ok(as_b.get(
+        &a,
+        &format!("/_matrix/federation/v1/event/{}", query_encode(&message)),
+    ));
+    let pdu = &answer["pdus"][0];
+    assert_eq!(pdu["content"], json!({}), "{answer}");
+    for field in [
+        "auth_events",
+        "prev_events",
+        "depth",
+        "hashes",
+        "signatures",
+    ] {
+        assert!(pdu.get(field).is_some(), "{field} kept: {pdu}");
+    }
+    let published = ok(a.client().get("/_matrix/key/v2/server"));
+    let mut keys = std::collections::BTreeMap::new();
+    for (key_id, key) in published["verify_keys"].as_object().expect("keys") {
+        let key = ruma::serde::Base64::parse(key["key"].as_str().expect("key")).expect("b64");
+        keys.insert(key_id.clone(), key);
+    }
+    let keys = PublicKeyMap::from([(a.name.clone(), keys)]);
+    let rules = RoomVersionId::V12.rules().expect("rules");
+    let CanonicalJsonValue::Object(object) =
+        CanonicalJsonValue::try_from(pdu.clone()).expect("canonical")
+    else {
+        panic!("a PDU is an object");
+    };
+    verify_event(&keys, &object, &rules).expect("our signatures still verify");
+    assert_eq!(
+        format!("${}", reference_hash(&object, &rules).expect("hash")),
+        message
+    );
+}
+
+/// The walk remembers where it stopped: after a restart it reads only what came since.
+#[test]
+fn the_walk_resumes_where_it_stopped_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("hearth.toml"),
+        test_config("[retention]\nenabled = true\npurge_interval = \"200ms\"\n"),
+    )
+    .expect("config");
+    let added = common::hearth(
+        dir.path(),
+        &["user", "add", "alice"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(added.status.success(), "{added:?}");
+    let mut server = Server::start_in(dir.path(), &[], &[]).expect("starts");
+    let alice = login(&server, "alice");
+    let room = create_room(
+        &server,
+        &alice,
+        json!({
+            "preset": "private_chat",
+            "initial_state": [{
+                "type": "m.room.retention", "state_key": "",
+                "content": { "max_lifetime": 1000 }
+            }],
+        }),
+    );
+    let first: Vec<String> = (0..5)
+        .map(|n| send(&server, &alice, &room, &format!("bagel {n}")))
+        .collect();
+    wait_pruned(&server, &alice, &room, &first[4]);
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(20)).is_some(), "stops");
+    drop(server);
+
+    let server = Server::start_in(dir.path(), &[], &[]).expect("starts again");
+    let alice = login(&server, "alice");
+    let later = send(&server, &alice, &room, "bagel later");
+    wait_pruned(&server, &alice, &room, &later);
+    let log = server.log_text();
+    let walked: u64 = log
+        .lines()
+        .filter(|line| line.contains("retention: pruned expired events"))
+        .filter_map(|line| field(line, "walked"))
+        .sum();
+    // Only the new message: not the room's first events again.
+    assert_eq!(walked, 1, "{log}");
+    assert_eq!(
+        event(&server, &alice, &room, &first[0])["content"],
+        json!({})
+    );
+}

@@ -71,6 +71,8 @@ pub(crate) struct Purged {
     pub(crate) rooms: usize,
     /// Events whose content was removed.
     pub(crate) events: usize,
+    /// Events the walk read (pruned, kept as current state, or not expired).
+    pub(crate) walked: usize,
 }
 
 /// The counter holding how far the walk of `room` got: the last stream position handled.
@@ -107,9 +109,11 @@ impl Rooms {
                 continue;
             };
             purged.rooms += 1;
-            purged.events += self
+            let (pruned, walked) = self
                 .purge_room(&room_id, now.saturating_sub(lifetime))
                 .await?;
+            purged.events += pruned;
+            purged.walked += walked;
         }
         if purged.events > 0 {
             self.storage.flush().await?;
@@ -117,20 +121,21 @@ impl Rooms {
         Ok(purged)
     }
 
-    /// Prunes the events of `room_id` sent before `expired_before` (ms), oldest first.
+    /// Prunes the events of `room_id` sent before `expired_before` (ms), oldest first:
+    /// how many were pruned and how many the walk read.
     async fn purge_room(
         &self,
         room_id: &RoomId,
         expired_before: u64,
-    ) -> Result<usize, StorageError> {
+    ) -> Result<(usize, usize), StorageError> {
         let Some(room) = self.storage.roomid_room.get(&room_id.to_string())? else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         let Ok(rules) = super::rules_of(&room) else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         let local = local_users_ever_in(&self.storage, room_id.as_str())?;
-        let mut total = 0;
+        let (mut total, mut walked) = (0, 0);
         loop {
             let lock = self.lock_for(room_id);
             let held = lock.lock().await;
@@ -143,8 +148,9 @@ impl Rooms {
                 self.visible_position(),
             )?;
             total += step.pruned;
+            walked += step.walked;
             if step.done {
-                return Ok(total);
+                return Ok((total, walked));
             }
             drop(held);
             tokio::task::yield_now().await;
@@ -156,6 +162,7 @@ impl Rooms {
 /// the end of the timeline.
 struct Step {
     pruned: usize,
+    walked: usize,
     done: bool,
 }
 
@@ -174,6 +181,7 @@ fn purge_batch(
     let mut batch = Batch::new();
     let mut step = Step {
         pruned: 0,
+        walked: 0,
         done: true,
     };
     let mut last = None;
@@ -187,6 +195,7 @@ fn purge_batch(
             break;
         }
         let ((_, position), event_id) = entry?;
+        step.walked += 1;
         let Some(json) = super::load_json(storage, &event_id)? else {
             last = Some(position);
             continue;
@@ -280,6 +289,7 @@ pub(crate) fn spawn(
             if *stopping.borrow() {
                 return;
             }
+            let started = std::time::Instant::now();
             match rooms
                 .purge_expired(&config, crate::matrix::time::now_ms())
                 .await
@@ -287,6 +297,8 @@ pub(crate) fn spawn(
                 Ok(purged) if purged.events > 0 => tracing::info!(
                     rooms = purged.rooms,
                     events = purged.events,
+                    walked = purged.walked,
+                    elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     "retention: pruned expired events"
                 ),
                 Ok(_) => {}
