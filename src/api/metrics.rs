@@ -2,7 +2,7 @@
 //! class, and a latency histogram per group. The labels are a fixed, small set (the group is
 //! taken from the path's shape, never from its IDs), so a hostile client cannot grow them;
 //! counting a request is a handful of relaxed atomic adds, and nothing at all when metrics
-//! are off.
+//! are off. (Public for the `metrics` bench, which times it.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -49,12 +49,12 @@ const LATENCY_BOUNDS_MICROS: [u64; 14] = [
 
 /// An endpoint group: an index into [`GROUPS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Group(usize);
+pub struct Group(usize);
 
 impl Group {
     /// The group of a request path (`r0` and `v3` alike; a path that matches no route
     /// still has a group, usually `other`).
-    pub(crate) fn of(path: &str) -> Group {
+    pub fn of(path: &str) -> Group {
         let index = if let Some(rest) = path.strip_prefix("/_matrix/client/") {
             if rest.starts_with("v1/media/") {
                 5
@@ -110,14 +110,14 @@ pub(crate) struct HistogramSnapshot {
 }
 
 /// Requests counted by group and status class, with latencies.
-pub(crate) struct HttpMetrics {
+pub struct HttpMetrics {
     enabled: bool,
     groups: [GroupCounts; GROUPS.len()],
 }
 
 impl HttpMetrics {
     /// Counting on (`enabled`) only when the metrics listener is configured.
-    pub(crate) fn new(enabled: bool) -> HttpMetrics {
+    pub fn new(enabled: bool) -> HttpMetrics {
         HttpMetrics {
             enabled,
             groups: Default::default(),
@@ -129,7 +129,7 @@ impl HttpMetrics {
     }
 
     /// Counts one answered request: three relaxed atomic adds and a short bucket search.
-    pub(crate) fn record(&self, group: Group, status: u16, elapsed: Duration) {
+    pub fn record(&self, group: Group, status: u16, elapsed: Duration) {
         if !self.enabled {
             return;
         }

@@ -14,7 +14,7 @@ pub(crate) mod json;
 pub(crate) mod keys;
 pub(crate) mod legacy;
 pub(crate) mod media;
-pub(crate) mod metrics;
+pub mod metrics;
 pub(crate) mod middleware;
 pub(crate) mod path;
 pub(crate) mod ratelimit;
