@@ -18,7 +18,7 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId};
 use serde_json::value::RawValue;
 
 use super::Federation;
-use super::pdu_checks::checked;
+use super::pdu_checks::{TransactionKeys, checked, checked_parsed};
 use crate::matrix::events::Pdu;
 use crate::rooms::remote::{Outcome, Refused};
 use crate::rooms::rules_of;
@@ -40,6 +40,8 @@ pub(crate) struct GapBudget {
     /// Prev events of PDUs naming more than one (each may bring its own state into a state
     /// resolution).
     forked_prevs: AtomicUsize,
+    /// The signing keys read for the transaction's PDUs (not a budget: shared the same way).
+    keys: TransactionKeys,
 }
 
 /// Fetches of the state at a gap per transaction: each can cost many requests and checks,
@@ -77,6 +79,7 @@ impl GapBudget {
             missing_fetches: AtomicUsize::new(MISSING_FETCHES_PER_TRANSACTION),
             missing_bytes: AtomicUsize::new(MISSING_BYTES_PER_TRANSACTION),
             forked_prevs: AtomicUsize::new(FORKED_PREVS_PER_TRANSACTION),
+            keys: TransactionKeys::default(),
         }
     }
 
@@ -169,10 +172,12 @@ pub(crate) async fn receive_pdu(
         Ok(found) => found,
         Err(err) => return (None, Err(err)),
     };
-    let event_id = Pdu::from_json(&json, &rules).ok().map(|pdu| pdu.event_id);
+    let parsed = Pdu::from_json(&json, &rules);
+    let event_id = parsed.as_ref().ok().map(|pdu| pdu.event_id.clone());
     let _turn = fed.inbound.turn(origin).await;
     let result = async {
-        let (json, pdu) = checked(fed, json, &rules).await?;
+        let pdu = parsed.map_err(|err| Refused::Invalid(err.to_string()))?;
+        let (json, pdu) = checked_parsed(fed, (json, pdu), &rules, Some(&gaps.keys)).await?;
         if pdu.prev_events.len() > 1 && !GapBudget::take(&gaps.forked_prevs, pdu.prev_events.len())
         {
             return Err(Refused::Missing(format!(

@@ -13,6 +13,7 @@ use ruma::signatures::{PublicKeyMap, Verified};
 use ruma::{CanonicalJsonObject, CanonicalJsonValue};
 
 use super::{Federation, Transport};
+use crate::federation::keys::ServerKeys;
 use crate::matrix::events::Pdu;
 use crate::rooms::remote::Refused;
 use crate::storage::Storage;
@@ -24,20 +25,69 @@ pub(crate) async fn checked(
     json: CanonicalJsonObject,
     rules: &RoomVersionRules,
 ) -> Result<(CanonicalJsonObject, Pdu), Refused> {
-    ruma::state_res::check_pdu_format(&json, &rules.event_format).map_err(Refused::Invalid)?;
     let pdu = Pdu::from_json(&json, rules).map_err(|err| Refused::Invalid(err.to_string()))?;
-    let keys = public_keys_for(&fed.transport, &fed.storage, &json).await?;
+    checked_parsed(fed, (json, pdu), rules, None).await
+}
+
+/// [`checked`] for a PDU already parsed from `json` (its event ID computed: the reference
+/// hash is not taken twice), with the signing keys already read for its transaction in
+/// `keys`, if given (a transaction's PDUs are mostly signed by one server with one key).
+pub(crate) async fn checked_parsed(
+    fed: &Federation,
+    (json, pdu): (CanonicalJsonObject, Pdu),
+    rules: &RoomVersionRules,
+    keys: Option<&TransactionKeys>,
+) -> Result<(CanonicalJsonObject, Pdu), Refused> {
+    ruma::state_res::check_pdu_format(&json, &rules.event_format).map_err(Refused::Invalid)?;
+    let keys = public_keys_for(&fed.transport, &fed.storage, &json, keys).await?;
     let verified = ruma::signatures::verify_event(&keys, &json, rules)
         .map_err(|err| Refused::Signature(err.to_string()))?;
-    let json = match verified {
-        Verified::All => json,
+    match verified {
+        Verified::All => Ok((json, pdu)),
         Verified::Signatures => {
             tracing::warn!(event = %pdu.event_id, "content hash mismatch: stored redacted");
-            redact(json, &rules.redaction, None).map_err(|err| Refused::Invalid(err.to_string()))?
+            let json = redact(json, &rules.redaction, None)
+                .map_err(|err| Refused::Invalid(err.to_string()))?;
+            let pdu =
+                Pdu::from_json(&json, rules).map_err(|err| Refused::Invalid(err.to_string()))?;
+            Ok((json, pdu))
         }
-    };
-    let pdu = Pdu::from_json(&json, rules).map_err(|err| Refused::Invalid(err.to_string()))?;
-    Ok((json, pdu))
+    }
+}
+
+/// The servers' keys read for one transaction, by server: its PDUs are checked with keys
+/// read once, not once per PDU. A key a PDU names that is not among them is looked up
+/// (and fetched) as for a PDU on its own.
+#[derive(Default)]
+pub(crate) struct TransactionKeys {
+    by_server: std::sync::Mutex<BTreeMap<String, ServerKeys>>,
+}
+
+impl TransactionKeys {
+    fn get(&self, server: &str, wanted: &[&String]) -> Option<ServerKeys> {
+        self.lock()
+            .get(server)
+            .filter(|keys| knows_all(keys, wanted))
+            .cloned()
+    }
+
+    fn keep(&self, server: &str, keys: &ServerKeys) {
+        // A hostile transaction could name many servers: a few are kept.
+        let mut by_server = self.lock();
+        if by_server.len() < 8 || by_server.contains_key(server) {
+            by_server.insert(server.to_owned(), keys.clone());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ServerKeys>> {
+        self.by_server
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn knows_all(keys: &ServerKeys, wanted: &[&String]) -> bool {
+    wanted.iter().all(|id| keys.keys.contains_key(id.as_str()))
 }
 
 /// The public keys of every server that signed `json`, as the keys were when they signed:
@@ -47,6 +97,7 @@ async fn public_keys_for(
     federation: &Transport,
     storage: &Storage,
     json: &CanonicalJsonObject,
+    read: Option<&TransactionKeys>,
 ) -> Result<PublicKeyMap, Refused> {
     let mut map = PublicKeyMap::new();
     let Some(CanonicalJsonValue::Object(signatures)) = json.get("signatures") else {
@@ -63,7 +114,7 @@ async fn public_keys_for(
             continue;
         };
         let wanted: Vec<&String> = by_key.keys().collect();
-        let keys = match keys_of(federation, storage, server, &wanted, ts).await {
+        let keys = match keys_of(federation, storage, (server, &wanted, ts), read).await {
             Ok(keys) => keys,
             Err(err) => {
                 tracing::debug!(%server, "no keys for a signature: {err}");
@@ -80,9 +131,8 @@ async fn public_keys_for(
 async fn keys_of(
     federation: &Transport,
     storage: &Storage,
-    server: &str,
-    wanted: &[&String],
-    ts: u64,
+    (server, wanted, ts): (&str, &[&String], u64),
+    read: Option<&TransactionKeys>,
 ) -> Result<BTreeMap<String, Base64>, Refused> {
     if server == federation.origin.as_str() {
         let key = federation.signing_key();
@@ -91,12 +141,13 @@ async fn keys_of(
             Base64::new(key.public_key().to_vec()),
         )]));
     }
-    let mut stored = storage.servername_keys.get(&server.to_owned())?;
-    let knows_all = |keys: &Option<crate::federation::keys::ServerKeys>| {
-        keys.as_ref()
-            .is_some_and(|keys| wanted.iter().all(|id| keys.keys.contains_key(id.as_str())))
+    let mut stored = match read.and_then(|read| read.get(server, wanted)) {
+        Some(keys) => Some(keys),
+        None => storage.servername_keys.get(&server.to_owned())?,
     };
-    if !knows_all(&stored) {
+    let knows =
+        |keys: &Option<ServerKeys>| keys.as_ref().is_some_and(|keys| knows_all(keys, wanted));
+    if !knows(&stored) {
         let now = crate::matrix::time::now_ms();
         match federation.refresh_keys(storage, server, now).await {
             Ok(fresh) => stored = Some(fresh),
@@ -108,12 +159,17 @@ async fn keys_of(
                 for _ in 0..if racing { 10 } else { 0 } {
                     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                     stored = storage.servername_keys.get(&server.to_owned())?;
-                    if knows_all(&stored) {
+                    if knows(&stored) {
                         break;
                     }
                 }
             }
         }
+    }
+    if let (Some(read), Some(keys)) = (read, &stored)
+        && knows_all(keys, wanted)
+    {
+        read.keep(server, keys);
     }
     let stored = stored.ok_or_else(|| Refused::Signature(format!("no keys of {server}")))?;
     Ok(stored

@@ -13,6 +13,7 @@ pub(crate) mod format;
 pub(crate) mod history;
 mod joins;
 pub(crate) mod notifications;
+mod on_current;
 mod outside;
 pub(crate) mod pagination;
 mod reads;
@@ -31,7 +32,7 @@ pub(crate) mod visibility;
 
 pub(crate) use crate::storage::StateEntry;
 pub(crate) use staging::stage_state_entry;
-use staging::{snapshot_near, stage_event, stage_snapshots};
+use staging::{stage_event, stage_snapshots};
 pub(crate) use state::{
     NamedState, build_error, build_in_room, current_state, is_resident, load_json, load_pdu,
     may_send_state, membership, membership_of, memberships, power_level_for, power_levels,
@@ -108,6 +109,8 @@ pub(crate) struct Rooms {
     remote_checks: Arc<tokio::sync::Semaphore>,
     /// Events added to rooms' timelines since start (local, remote, backfilled): a metric.
     events_persisted: std::sync::atomic::AtomicU64,
+    /// The decoded auth events of the current state of the rooms receiving remote events.
+    current_auth: on_current::CurrentAuth,
 }
 
 /// How many remote events are checked at once (spec steps 4 to 6, with state resolution
@@ -134,6 +137,7 @@ impl Rooms {
             stream: crate::storage::stream::Stream::new(current_position),
             remote_checks: Arc::new(tokio::sync::Semaphore::new(REMOTE_CHECK_WORKERS)),
             events_persisted: Default::default(),
+            current_auth: on_current::CurrentAuth::default(),
         }
     }
 
@@ -410,46 +414,33 @@ impl Rooms {
             .get(&room)?
             .ok_or_else(|| remote::Refused::Invalid(format!("no room {room} here")))?;
         let rules = rules_of(&record).map_err(|err| remote::Refused::Invalid(err.to_string()))?;
-        let plan = self.plan_remote(&record, &rules, &pdu, gap).await?;
-        let pushes = if plan.soft_failed {
+        let mut batch = Batch::new();
+        let mut pending = std::collections::BTreeMap::new();
+        let placed = if gap.is_empty() && on_current::builds_on_current(&record, &pdu) {
+            let entry = on_current::check(
+                storage,
+                &self.current_auth,
+                (room_id, &record),
+                &rules,
+                &pdu,
+            )?;
+            on_current::place_on_current(storage, &mut batch, &mut pending, &record, &pdu, entry)?
+        } else {
+            let plan = self.plan_remote(&record, &rules, &pdu, gap).await?;
+            on_current::place_planned(storage, &mut batch, &mut pending, &record, &pdu, plan)?
+        };
+        let pushes = if placed.soft_failed {
             crate::rooms::notifications::EventPush::default()
         } else {
             crate::rooms::notifications::evaluate(storage, &rules, room_id, &json)?
         };
-        let mut batch = Batch::new();
-        let mut pending = std::collections::BTreeMap::new();
-        // Snapshots are stored as small deltas on the nearest known one (the room's current
-        // state, or the state at the single event this one follows) wherever they can be:
-        // a whole copy per remote event would cost a large room's state on every message.
-        let base = match (record.state, pdu.prev_events.as_slice()) {
-            (Some(current), _) if plan.before == plan.current => {
-                Some((current, plan.current.clone()))
-            }
-            (_, [prev]) => match storage.eventid_statebefore.get(&prev.to_string())? {
-                Some(id) => Some((id, snapshots::load(storage, id)?)),
-                None => None,
-            },
-            _ => None,
-        };
-        let before = snapshot_near(storage, &mut batch, &mut pending, base, &plan.before)?;
         storage
             .eventid_statebefore
-            .batch_insert(&mut batch, &event_id, &before)?;
-        let current = if plan.new_current == plan.current {
-            record.state
-        } else {
-            Some(snapshot_near(
-                storage,
-                &mut batch,
-                &mut pending,
-                Some((before, plan.before.clone())),
-                &plan.new_current,
-            )?)
-        };
+            .batch_insert(&mut batch, &event_id, &placed.before)?;
         let new_record = RoomRecord {
             version: record.version.clone(),
-            extremities: plan.extremities.clone(),
-            state: current,
+            extremities: placed.extremities,
+            state: placed.current,
             backfill: record.backfill.clone(),
         };
         storage
@@ -461,7 +452,7 @@ impl Rooms {
             txn: None,
             relay,
         };
-        if plan.soft_failed {
+        if placed.soft_failed {
             let text = CanonicalJsonValue::Object(staged.json.clone()).to_string();
             storage
                 .eventid_pdu
@@ -490,7 +481,7 @@ impl Rooms {
                 storage,
                 &mut batch,
                 &room,
-                (&plan.current, &plan.new_current),
+                (&placed.state_change.0, &placed.state_change.1),
                 position,
                 &pending_json,
             )
