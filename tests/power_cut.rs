@@ -5,7 +5,8 @@
 //! server starts again on what is left. After every cut: the database opens, every message
 //! acknowledged with `200` and an `event_id` is in `/messages` exactly once, a message whose
 //! answer the cut swallowed is stored once when the client sends it again with its
-//! transaction ID, and sending an acknowledged one again returns its `event_id`.
+//! transaction ID, sending an acknowledged one again returns its `event_id`, and every
+//! acknowledged upload downloads with its bytes.
 //!
 //! `HEARTH_POWER_CUTS` sets the number of cuts (default 100), `HEARTH_POWER_CUT_SEED` the
 //! random seed (printed, to replay a failure). Needs `/dev/fuse` and root (or `fusermount3`).
@@ -25,6 +26,8 @@ use fuser::BackgroundSession;
 use serde_json::json;
 
 const SENDERS: usize = 4;
+/// Uploads per round: each is checked after its cut and again after the last one.
+const UPLOADS_PER_ROUND: usize = 4;
 const PASSWORD: &str = "correct horse battery";
 
 /// One message a sender tried: its transaction ID, body and what the server answered.
@@ -177,6 +180,40 @@ fn sender_loop(
     sent
 }
 
+/// Uploads small files until `stop`; returns the `mxc://` URI and bytes of each one the
+/// server acknowledged (each file different, so each is stored anew, often in a new folder).
+fn uploader_loop(
+    address: std::net::SocketAddr,
+    token: String,
+    round: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<(String, Vec<u8>)> {
+    let mut client = http::Client::plain(address);
+    let bearer = format!("Bearer {token}");
+    let mut uploaded = Vec::new();
+    for number in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if uploaded.len() >= UPLOADS_PER_ROUND {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let bytes = format!("file {number} of round {round}\n").repeat(1 + number % 300);
+        let answer = client.request(
+            "POST",
+            "/_matrix/media/v3/upload",
+            &[("Authorization", &bearer), ("Content-Type", "text/plain")],
+            Some(bytes.as_bytes()),
+        );
+        let Ok(answer) = answer else { break };
+        if let Some(uri) = answer.json()["content_uri"].as_str() {
+            uploaded.push((uri.to_owned(), bytes.into_bytes()));
+        }
+    }
+    uploaded
+}
+
 /// Every `m.room.message` body in the room, with its event ID, oldest last.
 fn room_messages(server: &Server, token: &str, room: &str) -> Vec<(String, String)> {
     let mut client = server.client();
@@ -217,6 +254,8 @@ struct Figures {
     duplicated: usize,
     txn_mismatch: usize,
     failed_to_open: usize,
+    uploads: usize,
+    uploads_lost: usize,
     slowest_start: Duration,
 }
 
@@ -280,6 +319,8 @@ fn acknowledged_messages_survive_power_cuts() {
     let mut figures = Figures::default();
     let mut acknowledged: BTreeMap<String, Sent> = BTreeMap::new(); // by event ID
     let mut problems: Vec<String> = Vec::new();
+    let mut uploads: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut checked_uploads = 0;
     let started = Instant::now();
     for round in 0..cuts {
         let cut = if round % 2 == 0 {
@@ -295,6 +336,10 @@ fn acknowledged_messages_survive_power_cuts() {
                 std::thread::spawn(move || sender_loop(address, token, room, sender, round, stop))
             })
             .collect();
+        let uploader = {
+            let (token, stop) = (tokens[SENDERS - 1].clone(), stop.clone());
+            std::thread::spawn(move || uploader_loop(address, token, round, stop))
+        };
         std::thread::sleep(Duration::from_millis(50 + random.below(400)));
         rig.cut(cut);
         stop.store(true, Ordering::Relaxed);
@@ -302,6 +347,7 @@ fn acknowledged_messages_survive_power_cuts() {
             .into_iter()
             .flat_map(|sender| sender.join().expect("sender"))
             .collect();
+        uploads.extend(uploader.join().expect("uploader"));
         figures.cuts += 1;
 
         let begun = Instant::now();
@@ -380,6 +426,30 @@ fn acknowledged_messages_survive_power_cuts() {
                 problems.push(format!("cut {round} ({cut:?}): {event_id} ({}) stored {ids} times, its body {bodies} times", message.body));
             }
         }
+        // This round's acknowledged uploads, with their bytes (all of them after the last).
+        figures.uploads = uploads.len();
+        let checked = if round + 1 == cuts {
+            0
+        } else {
+            checked_uploads
+        };
+        checked_uploads = uploads.len();
+        for (uri, bytes) in &uploads[checked..] {
+            let media = uri.strip_prefix("mxc://").unwrap_or(uri);
+            let answer = client.get_with(
+                &format!("/_matrix/client/v1/media/download/{media}"),
+                &tokens[0],
+            );
+            if answer.status != 200 || &answer.body != bytes {
+                figures.uploads_lost += 1;
+                problems.push(format!(
+                    "cut {round} ({cut:?}): upload {uri} ({} bytes) answers {} with {} bytes",
+                    bytes.len(),
+                    answer.status,
+                    answer.body.len()
+                ));
+            }
+        }
         if !problems.is_empty() {
             break;
         }
@@ -388,7 +458,7 @@ fn acknowledged_messages_survive_power_cuts() {
     let bytes = rig.state.lock().expect("state").file_bytes();
     eprintln!(
         "power cuts: {} in {:.0?} (seed {seed}); acknowledged {} (+{} sent again after a cut), lost {}, duplicated {}, \
-         txn mismatches {}, failed to open {}; slowest restart {:.0?}; data {} KiB; \
+         txn mismatches {}, failed to open {}; uploads acknowledged {}, lost {}; slowest restart {:.0?}; data {} KiB; \
          fs: {} writes, {} file syncs, {} dir syncs, dropped {} KiB and {} dir entries, {} writes kept by reordered cuts",
         figures.cuts,
         started.elapsed(),
@@ -398,6 +468,8 @@ fn acknowledged_messages_survive_power_cuts() {
         figures.duplicated,
         figures.txn_mismatch,
         figures.failed_to_open,
+        figures.uploads,
+        figures.uploads_lost,
         figures.slowest_start,
         bytes / 1024,
         counters.writes,
