@@ -113,14 +113,23 @@ impl MediaFiles {
             return Ok(());
         }
         tokio::fs::rename(temp, target).await?;
-        // The rename itself is durable only once the folder is.
-        if let Some(parent) = target.parent() {
-            let parent = parent.to_owned();
-            let _ = tokio::task::spawn_blocking(move || {
-                std::fs::File::open(parent).and_then(|dir| dir.sync_all())
-            })
-            .await;
-        }
+        // The rename is durable only once its folder is, and a folder just made (the hash's
+        // shard, or `content/` itself on the first upload) only once its own parent is: sync
+        // `content/ab/`, `content/`, `media/` and the data directory, before the upload is
+        // acknowledged (a power cut would otherwise lose an acknowledged file).
+        let folders: Vec<PathBuf> = target
+            .ancestors()
+            .skip(1)
+            .take(4)
+            .map(Path::to_owned)
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            folders
+                .iter()
+                .try_for_each(|dir| std::fs::File::open(dir).and_then(|dir| dir.sync_all()))
+        })
+        .await
+        .map_err(io::Error::other)??;
         Ok(())
     }
 }

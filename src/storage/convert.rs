@@ -183,7 +183,28 @@ fn copy(from: &Path, to: &Path, cache_capacity_bytes: u64, format: Format) -> St
         to_tree.apply_batch(batch)?;
     }
     target.flush()?;
+    drop(target);
+    make_durable(to)?;
     Ok(copied)
+}
+
+/// Syncs a closed sled database's files and folders (sled's flush leaves its settings file,
+/// its folders and, on Linux, the log's size to the kernel), so that the rename that puts
+/// the copy in place can only ever expose a complete database.
+fn make_durable(path: &Path) -> StorageResult<()> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StorageError::Io { path, source }
+    };
+    for file in [path.join("conf"), path.join("db")] {
+        std::fs::File::open(&file)
+            .and_then(|file| file.sync_all())
+            .map_err(io(&file))?;
+    }
+    for dir in [path.join("blobs"), path.to_owned()] {
+        super::files::sync_dir(&dir).map_err(io(&dir))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

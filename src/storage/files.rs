@@ -65,7 +65,12 @@ fn parent(path: &Path) -> &Path {
 }
 
 fn sync_directory(path: &Path) -> io::Result<()> {
-    File::open(parent(path))?.sync_all()
+    sync_dir(parent(path))
+}
+
+/// Makes the entries of directory `dir` (files created, renamed or removed in it) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
