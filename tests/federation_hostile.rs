@@ -33,6 +33,8 @@ enum Lie {
     StateAuthEventMissing,
     /// A member said to have joined, by a join someone else sent for them.
     JoinWithoutValidTransition,
+    /// The true state, in an answer larger than the joining server takes (2 MiB).
+    Oversized,
 }
 
 /// What the fake server holds: its rooms, and how it answers for each.
@@ -121,6 +123,7 @@ fn send_join_answer(room: &FakeRoom, lie: Lie, other: Option<&FakeRoom>) -> Valu
             without(&mut state, &id);
             without(&mut auth_chain, &id);
         }
+        Lie::Oversized => {}
         Lie::JoinWithoutValidTransition => {
             let mallory = format!("@mallory:{}", room.server);
             let mut forged = room.template(
@@ -134,7 +137,11 @@ fn send_join_answer(room: &FakeRoom, lie: Lie, other: Option<&FakeRoom>) -> Valu
             state.push(room.sign(forged).1);
         }
     }
-    json!({ "origin": room.server, "members_omitted": false, "state": state, "auth_chain": auth_chain })
+    let mut answer = json!({ "origin": room.server, "members_omitted": false, "state": state, "auth_chain": auth_chain });
+    if lie == Lie::Oversized {
+        answer["servers_in_room"] = json!(["x".repeat(2 * 1024 * 1024)]);
+    }
+    answer
 }
 
 fn join(server: &Server, token: &str, room: &str, via: &str) -> common::http::Response {
@@ -165,7 +172,14 @@ fn joined_rooms(server: &Server, token: &str) -> Vec<String> {
 fn a_resident_server_lying_about_the_rooms_state_is_refused_and_leaves_nothing_behind() {
     let certificates = tempfile::tempdir().expect("tempdir");
     write_certificates(certificates.path());
-    let mut b = start(certificates.path(), "localhost", &[], &["bob"]);
+    // Answers over 1 MiB are refused (as the 1 GiB default bounds a real server's).
+    let mut b = common::federation::start_with(
+        certificates.path(),
+        "localhost",
+        &[],
+        &["bob"],
+        "max_join_answer_bytes = 1048576",
+    );
     let bob = common::login_token(&b, "bob", PASSWORD);
 
     let (listener, name_f) = bind();
@@ -231,6 +245,24 @@ fn a_resident_server_lying_about_the_rooms_state_is_refused_and_leaves_nothing_b
             "{lie:?}"
         );
     }
+
+    // An answer larger than the bound is not read to the end.
+    resident
+        .lock()
+        .expect("lock")
+        .rooms
+        .get_mut(&hostile.room_id)
+        .expect("room")
+        .1 = Some(Lie::Oversized);
+    let refused = join(&b, &bob, &hostile.room_id, &name_f);
+    let body = String::from_utf8_lossy(&refused.body).into_owned();
+    assert_ne!(refused.status, 200, "{body}");
+    assert!(body.contains("larger than 1048576 bytes"), "{body}");
+    assert!(!joined_rooms(&b, &bob).contains(&hostile.room_id));
+    // No answer file is left in the data directory.
+    let answers = b.dir.join("data").join("join-answers");
+    let left = std::fs::read_dir(&answers).map_or(0, |dir| dir.count());
+    assert_eq!(left, 0, "answer files left in {}", answers.display());
 
     // Nothing of the refused room was kept: no event, no room.
     b.signal("TERM");

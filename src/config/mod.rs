@@ -167,6 +167,10 @@ pub(crate) struct FederationConfig {
     /// (off: any user could make the server probe the owner's network). For tests and
     /// LAN-only set-ups.
     pub(crate) allow_private_addresses: bool,
+    /// The largest `send_join` answer taken when joining a room held elsewhere (the whole
+    /// state and auth chain of the room: a 100,000-state room sends 100-200 MB). It goes to a
+    /// file in the data directory, not to memory; a larger answer is refused.
+    pub(crate) max_join_answer_bytes: u64,
 }
 
 impl Default for FederationConfig {
@@ -179,6 +183,7 @@ impl Default for FederationConfig {
             receive_presence: false,
             retry_initial_seconds: 30,
             allow_private_addresses: false,
+            max_join_answer_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -526,6 +531,12 @@ fn validate_federation(federation: &FederationConfig) -> Result<(), Invalid> {
         return Err(invalid(
             &["federation", "retry_initial_seconds"],
             "must be from 1 to 3600",
+        ));
+    }
+    if federation.max_join_answer_bytes < 1024 * 1024 {
+        return Err(invalid(
+            &["federation", "max_join_answer_bytes"],
+            "must be at least 1 MiB (1048576): a small room's answer takes that much",
         ));
     }
     for (position, server) in federation.trusted_key_servers.iter().enumerate() {

@@ -9,6 +9,7 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
+use super::join_stream::AnswerFile;
 use super::transport::{encode, to_object};
 use crate::error::{Error, ErrorKind};
 use crate::federation::Federation;
@@ -22,8 +23,13 @@ const SUPPORTED_VERSIONS: [&str; 12] = [
     "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
 ];
 
-/// The largest `send_join` answer read (the state of a large room).
+/// The largest `send_join` answer read into memory, when joining a room held here already
+/// (only its `event` is read; see [`super::restricted`]).
 pub(super) const SEND_JOIN_LIMIT: usize = 256 * 1024 * 1024;
+
+/// How long a `send_join` answer may take to arrive in all (each pause is bounded too): a
+/// room of 100,000 state events sends 100-200 MB, minutes on a slow link.
+const SEND_JOIN_TIME: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// Joins `user_id` to a room held elsewhere, asking `servers` in turn; returns the join
 /// event's ID once the room, its state and the join are stored here.
@@ -38,17 +44,21 @@ pub(crate) async fn join_remote(
         let made = make_and_sign(fed, user_id, room_id, server, "join").await?;
         let body = serde_json::to_value(&made.event).map_err(Error::internal)?;
         let path = send_path("v2/send_join", room_id, &made.event_id);
-        let answer = fed
-            .transport
-            .request_raw(server, "PUT", &path, Some(&body), SEND_JOIN_LIMIT)
+        // The answer of a large room is hundreds of MB: it goes to a file, not to memory.
+        let (answer, mut file) = AnswerFile::create(&fed.config.database.path)
+            .await
+            .map_err(Error::internal)?;
+        let bound = (fed.config.federation.max_join_answer_bytes, SEND_JOIN_TIME);
+        fed.transport
+            .put_to_writer(server, &path, &body, &mut file, bound)
             .await?;
+        drop(file);
         super::join_answer::store_joined_room(
             fed,
             room_id,
-            &made.version,
-            &made.rules,
+            (&made.version, &made.rules),
             made.event,
-            answer,
+            &answer.path,
         )
         .await?;
         Ok(made.event_id)

@@ -1,80 +1,69 @@
 //! Our side of a remote join's last step: `send_join`'s answer (the room's state and auth
-//! chain from the resident server), read event by event, checked one by one and as a whole
-//! ([`super::room_state`]), and stored as the room we joined, or refused with nothing kept.
+//! chain from the resident server), read event by event from the file it was written to
+//! ([`super::join_stream`]), each event checked and written to storage as it comes, then
+//! the whole checked ([`super::join_graph`]: auth rules, one state, the create event) and
+//! stored as the room we joined, or refused with nothing kept. Memory holds a few bytes per
+//! event (short IDs), never the answer: rooms of any size are joined.
 
-use std::collections::HashMap;
+use std::path::Path;
 
 use ruma::room_version_rules::RoomVersionRules;
-use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, UserId};
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, RoomId, UserId};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
 
+use super::join_graph::JoinGraph;
+use super::join_stream::{CHANNEL_EVENTS, Item, read_answer};
 use super::pdu_checks::checked;
 use super::room_state;
 use crate::error::{Error, ErrorKind};
 use crate::federation::Federation;
-use crate::matrix::events::Pdu;
 use crate::rooms::remote;
-
-/// `send_join`'s answer, read without building a tree of it: each event stays raw text
-/// until it is checked, one at a time.
-#[derive(serde::Deserialize)]
-struct SendJoinAnswer<'a> {
-    #[serde(borrow, default)]
-    state: Vec<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    auth_chain: Vec<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    event: Option<&'a serde_json::value::RawValue>,
-}
+use crate::storage::snapshots;
 
 /// How many checked events are written to storage at a time while joining.
 const JOIN_WRITE_BATCH: usize = 500;
 
-/// Checks `send_join`'s answer (every event's format, signatures and auth; the answer's
-/// coherence, see [`super::room_state`]; the join against the state) and stores the room:
-/// its auth chain and state as events outside the timeline (written as they are checked,
-/// in batches: the answer of a large room is never held twice), the state as the room's
-/// state before our join, and the join in the timeline. An answer refused leaves nothing
-/// behind: the events written while checking it are removed again.
+/// Checks `send_join`'s answer in `answer` (every event's format, size, signatures and
+/// hash as it is read, written out in batches; then the auth rules for each against its own
+/// auth events, the state as a whole, our join against it) and stores the room: its auth
+/// chain and state as events outside the timeline, the state as the room's state before
+/// our join, and the join in the timeline. An answer refused leaves nothing behind: the
+/// events written while checking it are removed again.
 pub(super) async fn store_joined_room(
     fed: &Federation,
     room_id: &RoomId,
-    version: &str,
-    rules: &RoomVersionRules,
+    (version, rules): (&str, &RoomVersionRules),
     join: CanonicalJsonObject,
-    body: Vec<u8>,
+    answer: &Path,
 ) -> Result<(), Error> {
     crate::storage::memory::log_usage("join: answer received");
-    let answer: SendJoinAnswer<'_> = serde_json::from_slice(&body)
-        .map_err(|err| Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {err}")))?;
-    // A restricted room's resident server signs the join too; take its copy when given.
-    let join = match answer.event {
-        Some(raw) => {
-            let signed = serde_json::from_str::<CanonicalJsonObject>(raw.get()).map_err(|err| {
-                Error::new(ErrorKind::BadJson, format!("Bad send_join event: {err}"))
-            })?;
-            resident_copy(&join, &signed)?
-        }
-        None => join,
-    };
-    let mut written = Vec::new();
     let joining = fed.rooms.joining(room_id).await;
-    let checked = check_events(fed, room_id, rules, answer, &mut written).await;
-    // Every event is parsed and written out: the answer's text (tens of MB for a large
-    // room) is not needed any more while the state is checked and stored.
-    drop(body);
-    crate::storage::memory::log_usage("join: answer dropped");
-    let result = match checked {
-        Ok(checked) => store_checked(fed, room_id, version, rules, join, checked, &written).await,
+    let mut graph = JoinGraph::default();
+    let result = match receive_events(fed, room_id, rules, answer, &mut graph).await {
+        Ok((resident_join, refused)) => {
+            crate::storage::memory::log_usage("join: events checked and written");
+            store_checked(
+                fed,
+                room_id,
+                (version, rules),
+                (join, resident_join),
+                &mut graph,
+                refused,
+            )
+            .await
+        }
         Err(err) => Err(err),
     };
     if result.is_err() {
+        let written: Vec<u64> = graph.written().collect();
         forget_outliers(fed, room_id, &written).await;
     }
+    drop(graph);
     drop(joining);
     // A large join frees much memory at once: hand it back to the system.
     crate::storage::memory::log_usage("join: stored");
     fed.storage.collect_garbage();
-    crate::storage::memory::log_usage("join: garbage collected");
     crate::storage::memory::release_freed();
     crate::storage::memory::log_usage("join: freed memory released");
     result
@@ -88,108 +77,134 @@ fn incoherent(why: &str) -> Error {
     )
 }
 
-/// The events of an answer, checked one by one and written out.
-struct CheckedEvents {
-    /// Each checked event, with only what the auth rules and the room's indexes read.
-    events: HashMap<OwnedEventId, Pdu>,
-    state_ids: Vec<OwnedEventId>,
-    refused: usize,
-    first_refusal: Option<String>,
+fn bad_answer(why: &str) -> Error {
+    Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {why}"))
 }
 
-/// Checks each event of the answer and writes it out (recording in `written` what was not
-/// here before).
-async fn check_events(
+/// Events of the answer refused on their own (format, signatures): how many, the first why.
+#[derive(Default)]
+struct Refused {
+    count: usize,
+    first: Option<String>,
+}
+
+impl Refused {
+    fn add(&mut self, why: String) {
+        self.count += 1;
+        self.first.get_or_insert(why);
+    }
+}
+
+/// Reads the answer event by event: each checked on its own and written out (recorded in
+/// `graph`, with whether it was new). Returns the resident's copy of our join, if sent.
+async fn receive_events(
     fed: &Federation,
     room_id: &RoomId,
     rules: &RoomVersionRules,
-    answer: SendJoinAnswer<'_>,
-    written: &mut Vec<String>,
-) -> Result<CheckedEvents, Error> {
-    let mut events: HashMap<OwnedEventId, Pdu> = HashMap::new();
-    let mut state_ids = Vec::new();
-    let mut refused = 0usize;
-    let mut first_refusal = None;
-    let mut batch = crate::storage::Batch::new();
-    let mut in_batch = 0;
-    let room = room_id.to_string();
-    let total = answer.state.len() + answer.auth_chain.len();
-    tracing::info!(%room_id, total, "checking the state and auth chain of the room joined");
-    let lists = [(answer.auth_chain, false), (answer.state, true)];
-    for (list, is_state) in lists {
-        for raw in list {
-            let Ok(json) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
-                refused += 1;
-                continue;
-            };
-            let (json, mut pdu) = match checked(fed, json, rules).await {
-                Ok(checked) => checked,
-                Err(err) => {
-                    refused += 1;
-                    first_refusal.get_or_insert(err.to_string());
-                    continue;
+    answer: &Path,
+    graph: &mut JoinGraph,
+) -> Result<(Option<Box<RawValue>>, Refused), Error> {
+    let file = std::fs::File::open(answer).map_err(Error::internal)?;
+    let (sender, mut items) = mpsc::channel(CHANNEL_EVENTS);
+    let reading = tokio::task::spawn_blocking(move || read_answer(file, &sender));
+    let mut received = Received {
+        fed,
+        room: room_id.to_string(),
+        batch: crate::storage::Batch::new(),
+        in_batch: 0,
+        refused: Refused::default(),
+    };
+    let mut resident_join = None;
+    let mut outcome = Ok(());
+    while let Some(item) = items.recv().await {
+        match item {
+            Item::Join(raw) => resident_join = Some(raw),
+            Item::Event { raw, in_state } => {
+                outcome = received.event(room_id, rules, &raw, in_state, graph).await;
+                if outcome.is_err() {
+                    break;
                 }
-            };
-            if !room_state::is_of_room(&pdu, room_id, rules) {
-                fed.storage.apply(std::mem::take(&mut batch))?;
-                return Err(incoherent(&format!(
-                    "event {} is not of this room",
-                    pdu.event_id
-                )));
             }
-            if is_state {
-                state_ids.push(pdu.event_id.clone());
-            }
-            let id = pdu.event_id.to_string();
-            if fed.storage.eventid_pdu.get(&id)?.is_none() && !events.contains_key(&pdu.event_id) {
-                let text = CanonicalJsonValue::Object(json).to_string();
-                remote::stage_outlier(&fed.storage, &mut batch, &room, &id, &text)?;
-                written.push(id);
-                in_batch += 1;
-            }
-            if in_batch >= JOIN_WRITE_BATCH {
-                fed.storage.apply(std::mem::take(&mut batch))?;
-                // Written out now: the database keeps unwritten pages in memory.
-                fed.storage.flush().await?;
-                fed.storage.collect_garbage();
-                in_batch = 0;
-                tracing::info!(%room_id, checked = events.len(), total, "joining: events checked");
-                crate::storage::memory::log_usage("join: batch written");
-            }
-            keep_what_auth_reads(&mut pdu);
-            events.insert(pdu.event_id.clone(), pdu);
         }
     }
-    fed.storage.apply(batch)?;
-    crate::storage::memory::log_usage("join: events checked and written");
-    if refused > 0 {
-        tracing::info!(%room_id, refused, "events of send_join refused, first: {first_refusal:?}");
+    // The reader stops when the channel is gone.
+    drop(items);
+    let read = reading.await.map_err(Error::internal)?;
+    outcome?;
+    read.map_err(|why| bad_answer(&why))?;
+    fed.storage.apply(received.batch)?;
+    if received.refused.count > 0 {
+        tracing::info!(
+            %room_id, refused = received.refused.count,
+            "events of send_join refused, first: {:?}", received.refused.first
+        );
     }
-    Ok(CheckedEvents {
-        events,
-        state_ids,
-        refused,
-        first_refusal,
-    })
+    Ok((resident_join, received.refused))
 }
 
-/// Empties what nothing reads once an event is checked and written, for the answer of a
-/// large room to be held in less memory: the content of events whose content the auth
-/// rules never read (they read the create event, power levels, join rules, memberships
-/// and third-party invites; other events only by their type, state key and sender). The
-/// `prev_events` stay: the rule for the room creator's first join reads them.
-fn keep_what_auth_reads(pdu: &mut Pdu) {
-    use ruma::events::TimelineEventType as Kind;
-    let read = matches!(
-        pdu.kind,
-        Kind::RoomCreate
-            | Kind::RoomPowerLevels
-            | Kind::RoomJoinRules
-            | Kind::RoomMember
-            | Kind::RoomThirdPartyInvite
-    );
-    if !read && let Ok(empty) = serde_json::value::RawValue::from_string("{}".to_owned()) {
-        pdu.content = empty;
+/// The events of an answer being read.
+struct Received<'a> {
+    fed: &'a Federation,
+    room: String,
+    batch: crate::storage::Batch,
+    in_batch: usize,
+    refused: Refused,
+}
+
+impl Received<'_> {
+    /// Checks one event, writes it out if new, and adds it to `graph`.
+    async fn event(
+        &mut self,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+        raw: &RawValue,
+        in_state: bool,
+        graph: &mut JoinGraph,
+    ) -> Result<(), Error> {
+        let storage = &self.fed.storage;
+        let json = match serde_json::from_str::<CanonicalJsonObject>(raw.get()) {
+            Ok(json) => json,
+            Err(err) => {
+                self.refused.add(err.to_string());
+                return Ok(());
+            }
+        };
+        let (json, pdu) = match checked(self.fed, json, rules).await {
+            Ok(checked) => checked,
+            Err(err) => {
+                self.refused.add(err.to_string());
+                return Ok(());
+            }
+        };
+        if !room_state::is_of_room(&pdu, room_id, rules) {
+            return Err(incoherent(&format!(
+                "event {} is not of this room",
+                pdu.event_id
+            )));
+        }
+        let id = pdu.event_id.to_string();
+        let short = snapshots::short_event_id(storage, &id)?;
+        let auth = room_state::auth_ids(&pdu, rules)
+            .iter()
+            .map(|id| snapshots::short_event_id(storage, id.as_str()))
+            .collect::<Result<Vec<u64>, _>>()?;
+        let new = !graph.has(short) && !storage.eventid_pdu.contains_key(&id)?;
+        if new {
+            let text = CanonicalJsonValue::Object(json).to_string();
+            remote::stage_outlier(storage, &mut self.batch, &self.room, &id, &text)?;
+            self.in_batch += 1;
+        }
+        graph.add(short, auth, in_state, new);
+        if self.in_batch >= JOIN_WRITE_BATCH {
+            storage.apply(std::mem::take(&mut self.batch))?;
+            // Written out now: the database keeps unwritten pages in memory.
+            storage.flush().await?;
+            storage.collect_garbage();
+            self.in_batch = 0;
+            tracing::info!(%room_id, events = graph.len(), "joining: events checked");
+            crate::storage::memory::log_usage("join: batch written");
+        }
+        Ok(())
     }
 }
 
@@ -197,86 +212,70 @@ fn keep_what_auth_reads(pdu: &mut Pdu) {
 async fn store_checked(
     fed: &Federation,
     room_id: &RoomId,
-    version: &str,
-    rules: &RoomVersionRules,
-    join: CanonicalJsonObject,
-    checked_events: CheckedEvents,
-    written: &[String],
+    (version, rules): (&str, &RoomVersionRules),
+    (join, resident_join): (CanonicalJsonObject, Option<Box<RawValue>>),
+    graph: &mut JoinGraph,
+    refused: Refused,
 ) -> Result<(), Error> {
-    let CheckedEvents {
-        mut events,
-        state_ids,
-        refused,
-        first_refusal,
-    } = checked_events;
+    // A restricted room's resident server signs the join too; take its copy when given.
+    let join = match resident_join {
+        Some(raw) => {
+            let signed = serde_json::from_str::<CanonicalJsonObject>(raw.get())
+                .map_err(|err| bad_answer(&format!("its event: {err}")))?;
+            resident_copy(&join, &signed)?
+        }
+        None => join,
+    };
     let (join_json, join_pdu) = checked(fed, join, rules)
         .await
         .map_err(|err| Error::new(ErrorKind::Forbidden, format!("Our join was refused: {err}")))?;
-    room_state::named_state(room_id, version, rules, &events, &state_ids).map_err(|why| {
-        incoherent(&format!(
-            "{why} ({refused} events refused; first: {})",
-            first_refusal.unwrap_or_default()
-        ))
-    })?;
-    let checked_events = (&mut events, state_ids.as_slice());
-    authorize_all(fed, room_id, rules, checked_events, &join_pdu, written).await?;
-    crate::storage::memory::log_usage("join: state authorized");
-    let version = version.to_owned();
-    fed.rooms
-        .store_joined(room_id, &version, events, state_ids, (join_json, join_pdu))
-        .await
-        .map_err(|err| Error::new(ErrorKind::Forbidden, err.to_string()))
-}
-
-/// Every state event, and our join's auth events, must pass the auth rules against their
-/// own auth events, all of which must be in the answer; a state that fails is refused
-/// whole. Events of the auth chain alone that fail are dropped (and removed again from
-/// storage): nothing of the room rests on them.
-async fn authorize_all(
-    fed: &Federation,
-    room_id: &RoomId,
-    rules: &RoomVersionRules,
-    (events, state_ids): (&mut HashMap<OwnedEventId, Pdu>, &[OwnedEventId]),
-    join: &Pdu,
-    written: &[String],
-) -> Result<(), Error> {
-    for id in room_state::auth_ids(join, rules) {
-        if !events.contains_key(&id) {
+    for id in room_state::auth_ids(&join_pdu, rules) {
+        let given = fed
+            .storage
+            .eventid_short
+            .get(&id.to_string())?
+            .is_some_and(|short| graph.need(short));
+        if !given {
             return Err(incoherent(&format!(
                 "our join's auth event {id} is neither in the state nor in the auth chain"
             )));
         }
     }
-    let failing = room_state::failing_auth(rules, events, |_| None);
-    let needed = state_ids.iter().chain(&join.auth_events);
-    for id in needed {
-        if let Some(why) = failing.get(id) {
-            return Err(incoherent(&format!("state event {id} fails auth: {why}")));
-        }
+    let authorized = graph
+        .authorize(&fed.storage, (room_id, version, rules))?
+        .map_err(|why| {
+            incoherent(&format!(
+                "{why} ({} events refused; first: {})",
+                refused.count,
+                refused.first.unwrap_or_default()
+            ))
+        })?;
+    crate::storage::memory::log_usage("join: state authorized");
+    if authorized.failed > 0 {
+        // Events of the auth chain alone that fail are dropped: nothing of the room rests
+        // on them. Only what this answer brought goes: an event here before stays.
+        tracing::info!(%room_id, failing = authorized.failed, "auth chain events failing auth dropped");
+        forget_outliers(fed, room_id, &authorized.failed_written).await;
     }
-    if !failing.is_empty() {
-        tracing::info!(%room_id, failing = failing.len(), "auth chain events failing auth dropped");
-        // Only what this answer brought goes: an event here before stays.
-        let dropped: Vec<String> = written
-            .iter()
-            .filter(|id| {
-                OwnedEventId::try_from(id.as_str()).is_ok_and(|id| failing.contains_key(&id))
-            })
-            .cloned()
-            .collect();
-        events.retain(|id, _| !failing.contains_key(id));
-        forget_outliers(fed, room_id, &dropped).await;
-    }
-    Ok(())
+    fed.rooms
+        .store_joined(room_id, version, authorized.state, (join_json, join_pdu))
+        .await
+        .map_err(|err| Error::new(ErrorKind::Forbidden, err.to_string()))
 }
 
 /// Removes events written outside the timeline while checking an answer that was then
 /// refused (or that failed auth). Only events of this room still without a place in the
 /// timeline are removed.
-async fn forget_outliers(fed: &Federation, room_id: &RoomId, ids: &[String]) {
-    let result = remote::forget_outliers(&fed.storage, room_id, ids, JOIN_WRITE_BATCH).await;
-    if let Err(err) = result {
-        tracing::warn!(%room_id, "events of a refused join could not be removed: {err}");
+async fn forget_outliers(fed: &Federation, room_id: &RoomId, shorts: &[u64]) {
+    for chunk in shorts.chunks(JOIN_WRITE_BATCH) {
+        let ids: Vec<String> = chunk
+            .iter()
+            .filter_map(|short| fed.storage.short_eventid.get(short).ok().flatten())
+            .collect();
+        let result = remote::forget_outliers(&fed.storage, room_id, &ids, JOIN_WRITE_BATCH).await;
+        if let Err(err) = result {
+            tracing::warn!(%room_id, "events of a refused join could not be removed: {err}");
+        }
     }
 }
 

@@ -67,6 +67,8 @@ pub(crate) mod inbound;
 pub(crate) mod invite;
 pub(crate) mod join;
 mod join_answer;
+mod join_graph;
+mod join_stream;
 pub(crate) mod keys;
 pub(crate) mod outbound;
 mod pdu_checks;

@@ -95,6 +95,17 @@ pub(crate) fn named_state(
         .get(&("m.room.create".to_owned(), String::new()))
         .and_then(|id| events.get(id))
         .ok_or("the state has no create event")?;
+    check_create(create, room_id, version, rules)?;
+    Ok(state)
+}
+
+/// Whether `create` is the create event of `room_id`, of room version `version`.
+pub(crate) fn check_create(
+    create: &Pdu,
+    room_id: &RoomId,
+    version: &str,
+    rules: &RoomVersionRules,
+) -> Result<(), String> {
     if !is_of_room(create, room_id, rules) {
         return Err(format!(
             "the create event {} is not this room's",
@@ -107,7 +118,7 @@ pub(crate) fn named_state(
             "the create event says room version {create_version}, not {version}"
         ));
     }
-    Ok(state)
+    Ok(())
 }
 
 /// The `room_version` of a create event's content ("1" when absent, as the spec says).

@@ -169,9 +169,68 @@ impl Transport {
             body: None,
             authorization,
         };
+        self.stream_to_writer(destination, &request, writer, (cap, STREAM_TIMEOUT))
+            .await
+    }
+
+    /// A signed `PUT path` with `content` to `destination` whose `200` answer's body is
+    /// streamed into `writer` (at most `cap` bytes, within `timeout` in all): `send_join`'s
+    /// answer for a large room, hundreds of MB, goes to a file, not to memory. Another status
+    /// is an error, as [`Transport::request_raw`] makes it.
+    pub(crate) async fn put_to_writer<W: AsyncWrite + Unpin>(
+        &self,
+        destination: &str,
+        path: &str,
+        content: &Value,
+        writer: &mut W,
+        (cap, timeout): (u64, Duration),
+    ) -> Result<(), Error> {
+        let authorization = auth::authorization_header(
+            &auth::RequestToSign {
+                method: "PUT",
+                uri: path,
+                origin: self.origin.as_str(),
+                destination,
+                content: Some(content),
+            },
+            &self.signing_key,
+        )
+        .map_err(|err| unreachable(destination, &err))?;
+        let request = Request {
+            method: "PUT",
+            path: path.to_owned(),
+            body: Some(serde_json::to_vec(content).map_err(Error::internal)?),
+            authorization: Some(authorization),
+        };
+        let answer = self
+            .stream_to_writer(destination, &request, writer, (cap, timeout))
+            .await
+            .map_err(|err| match err {
+                // The other server was reached, and its answer is what is refused.
+                FederationError::TooLarge(_) | FederationError::Timeout(_) => Error::new(
+                    ErrorKind::RemoteUnavailable,
+                    format!("The answer of {destination} is refused: {err}"),
+                ),
+                err => unreachable(destination, &err),
+            })?;
+        if answer.status != 200 {
+            return Err(refusal(destination, answer.status, &answer.error_body));
+        }
+        Ok(())
+    }
+
+    /// Sends `request`; a `200` answer's body goes into `writer`, another's first
+    /// [`MAX_ERROR_BODY`] bytes come back in the answer.
+    async fn stream_to_writer<W: AsyncWrite + Unpin>(
+        &self,
+        destination: &str,
+        request: &Request,
+        writer: &mut W,
+        (cap, timeout): (u64, Duration),
+    ) -> Result<StreamedResponse, FederationError> {
         let opening = async {
             let endpoint = self.resolver.resolve(&self.client, destination).await?;
-            self.client.open(&endpoint, &request, Scheme::Https).await
+            self.client.open(&endpoint, request, Scheme::Https).await
         };
         let (head, body) = tokio::time::timeout(REQUEST_TIMEOUT, opening)
             .await
@@ -185,7 +244,7 @@ impl Transport {
                 body.read_prefix(MAX_ERROR_BODY).await
             }
         };
-        let error_body = tokio::time::timeout(STREAM_TIMEOUT, transfer)
+        let error_body = tokio::time::timeout(timeout, transfer)
             .await
             .map_err(|_| FederationError::Timeout(destination.to_owned()))??;
         Ok(StreamedResponse {
@@ -210,29 +269,7 @@ impl Transport {
             .await
             .map_err(|err| unreachable(server, &err))?;
         if response.status != 200 {
-            let value: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-            // The other server's words, cut short: its answer may weigh megabytes, and our
-            // client should get an error, not a copy of it.
-            let short = |text: Option<&str>, default: &str| -> String {
-                text.unwrap_or(default)
-                    .chars()
-                    .take(MAX_RELAYED_CHARS)
-                    .collect()
-            };
-            let errcode = short(value["errcode"].as_str(), "M_UNKNOWN");
-            let message = short(value["error"].as_str(), "");
-            // A restricted room's refusals are passed on as they are, for the client to
-            // explain; the other server failing is not a refusal.
-            let kind = match errcode.as_str() {
-                "M_UNABLE_TO_AUTHORISE_JOIN" => ErrorKind::UnableToAuthoriseJoin,
-                "M_UNABLE_TO_GRANT_JOIN" => ErrorKind::UnableToGrantJoin,
-                _ if response.status >= 500 => ErrorKind::RemoteUnavailable,
-                _ => ErrorKind::Forbidden,
-            };
-            return Err(Error::new(
-                kind,
-                format!("{server} answered {}: {errcode} {message}", response.status),
-            ));
+            return Err(refusal(server, response.status, &response.body));
         }
         Ok(response.body)
     }
@@ -256,6 +293,32 @@ impl Transport {
             )
         })
     }
+}
+
+/// The error for another server's answer of `status` (not 200) with `body`: its own
+/// `errcode` and words, cut short (its answer may weigh megabytes, and our client should get
+/// an error, not a copy of it). A restricted room's refusals are passed on as they are, for
+/// the client to explain; the other server failing is not a refusal.
+fn refusal(server: &str, status: u16, body: &[u8]) -> Error {
+    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let short = |text: Option<&str>, default: &str| -> String {
+        text.unwrap_or(default)
+            .chars()
+            .take(MAX_RELAYED_CHARS)
+            .collect()
+    };
+    let errcode = short(value["errcode"].as_str(), "M_UNKNOWN");
+    let message = short(value["error"].as_str(), "");
+    let kind = match errcode.as_str() {
+        "M_UNABLE_TO_AUTHORISE_JOIN" => ErrorKind::UnableToAuthoriseJoin,
+        "M_UNABLE_TO_GRANT_JOIN" => ErrorKind::UnableToGrantJoin,
+        _ if status >= 500 => ErrorKind::RemoteUnavailable,
+        _ => ErrorKind::Forbidden,
+    };
+    Error::new(
+        kind,
+        format!("{server} answered {status}: {errcode} {message}"),
+    )
 }
 
 /// What a client is told when `server` could not be reached: `502 M_UNKNOWN` naming the

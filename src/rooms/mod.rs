@@ -533,8 +533,7 @@ impl Rooms {
         &self,
         room_id: &RoomId,
         version: &str,
-        events: HashMap<OwnedEventId, Pdu>,
-        state_ids: Vec<OwnedEventId>,
+        before: snapshots::StateMap,
         (join_json, join_pdu): (CanonicalJsonObject, Pdu),
     ) -> Result<(), remote::Refused> {
         let storage = &*self.storage;
@@ -550,24 +549,12 @@ impl Rooms {
         // of its own, which this one then replaces or removes.
         let old_current = table_state(storage, room_id)?;
         let mut batch = Batch::new();
-        // The membership of every member event of the state, for the membership indexes.
-        let mut memberships_given: HashMap<String, String> = HashMap::new();
-        let mut before = snapshots::StateMap::new();
-        for id in &state_ids {
-            if let Some(pdu) = events.get(id)
-                && let Some(state_key) = &pdu.state_key
-            {
-                let key = snapshots::short_state_key(storage, &pdu.kind.to_string(), state_key)?;
-                before.insert(key, snapshots::short_event_id(storage, id.as_str())?);
-                if pdu.kind == ruma::events::TimelineEventType::RoomMember {
-                    memberships_given.insert(id.to_string(), membership_of(pdu));
-                }
-            }
-        }
-        // Our join must be allowed by the state we were given.
-        remote::authorize_against(storage, &rules, &join_pdu, &before, &events)
+        // Our join must be allowed by the state we were given (its events are stored).
+        remote::authorize_against(storage, &rules, &join_pdu, &before, &HashMap::new())
             .map_err(|why| remote::Refused::Unauthorized(format!("our join: {why}")))?;
-        drop(events);
+        // The memberships of the state's member events are read back as they are written:
+        // a room of 50,000 members is not held in memory.
+        let memberships_given: HashMap<String, String> = HashMap::new();
         crate::storage::memory::log_usage("join: state named");
         let event_id = join_pdu.event_id.to_string();
         let join_key = snapshots::short_state_key(
@@ -653,7 +640,7 @@ impl Rooms {
         storage.flush().await?;
         crate::storage::memory::log_usage("join: final batch flushed");
         self.publish(position, 1);
-        tracing::info!(%room_id, state = state_ids.len(), "joined a room over federation");
+        tracing::info!(%room_id, state = before.len(), "joined a room over federation");
         Ok(())
     }
 
