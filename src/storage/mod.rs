@@ -16,8 +16,8 @@
 
 mod batch;
 mod codec;
-mod export;
 mod convert;
+mod export;
 pub(crate) mod files;
 mod gate;
 mod lock;
