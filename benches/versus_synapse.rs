@@ -62,25 +62,8 @@ fn workload(address: SocketAddr, server_name: &str, tokens: &[String]) -> Vec<St
                 .to_owned()
         })
         .collect();
-    for token in &tokens[1..] {
-        for room in &rooms {
-            ok(client.json(
-                "POST",
-                &format!("/_matrix/client/v3/rooms/{room}/join"),
-                Some(token),
-                &json!({}),
-            ));
-        }
-    }
-    let mut since: Vec<String> = tokens
-        .iter()
-        .map(|token| {
-            ok(client.get_with("/_matrix/client/v3/sync", token))["next_batch"]
-                .as_str()
-                .expect("batch")
-                .to_owned()
-        })
-        .collect();
+    common::everyone_joins(&mut client, tokens, &rooms);
+    let mut since = common::first_sync_batches(&mut client, tokens);
     for i in 0..MESSAGES + MORE_MESSAGES {
         let sender = i % USERS;
         let room = &rooms[i % ROOMS];

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::budget::{self, Report, disk_usage, rss_mib};
 use common::http::Client;
-use common::{Server, test_config};
+use common::{Server, ok, test_config};
 use hearth::matrix::crypto::{KeyId, SigningKey, sign_json};
 use serde_json::{Map, Value, json};
 
@@ -36,16 +36,6 @@ const LATENCY_SAMPLES: usize = 50;
 /// Messages sent after the day is measured, for the disk figures (issue 14).
 const EXTRA_MESSAGES: usize = 2000;
 const PASSWORD: &str = "benchmark password";
-
-fn ok(response: common::http::Response) -> Value {
-    assert_eq!(
-        response.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
-    response.json()
-}
 
 /// One-time keys each device uploads: enough for every other user to claim one per room.
 const ONE_TIME_KEYS: usize = 100;
@@ -250,25 +240,8 @@ fn main() {
                 .to_owned()
         })
         .collect();
-    for token in &tokens[1..] {
-        for room in &rooms {
-            ok(client.json(
-                "POST",
-                &format!("/_matrix/client/v3/rooms/{room}/join"),
-                Some(token),
-                &json!({}),
-            ));
-        }
-    }
-    let mut since: Vec<String> = tokens
-        .iter()
-        .map(|token| {
-            ok(client.get_with("/_matrix/client/v3/sync", token))["next_batch"]
-                .as_str()
-                .expect("batch")
-                .to_owned()
-        })
-        .collect();
+    common::everyone_joins(&mut client, &tokens, &rooms);
+    let mut since = common::first_sync_batches(&mut client, &tokens);
 
     let mut shared = std::collections::HashSet::new();
     let started = Instant::now();

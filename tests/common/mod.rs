@@ -34,6 +34,34 @@ pub fn ok(response: http::Response) -> serde_json::Value {
     response.json()
 }
 
+/// Every user but the first (whose token is `tokens[0]`, the rooms' creator) joins every
+/// room: the benchmarks' day starts with everyone in every room.
+pub fn everyone_joins(client: &mut http::Client, tokens: &[String], rooms: &[String]) {
+    for token in &tokens[1..] {
+        for room in rooms {
+            ok(client.json(
+                "POST",
+                &format!("/_matrix/client/v3/rooms/{room}/join"),
+                Some(token),
+                &serde_json::json!({}),
+            ));
+        }
+    }
+}
+
+/// Each user's first `/sync`: the `next_batch` to sync on from.
+pub fn first_sync_batches(client: &mut http::Client, tokens: &[String]) -> Vec<String> {
+    tokens
+        .iter()
+        .map(|token| {
+            ok(client.get_with("/_matrix/client/v3/sync", token))["next_batch"]
+                .as_str()
+                .expect("batch")
+                .to_owned()
+        })
+        .collect()
+}
+
 /// `text` percent-encoded for a query string (filters are JSON in the URL).
 pub fn query_encode(text: &str) -> String {
     text.bytes()
