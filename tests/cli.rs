@@ -5,7 +5,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
 
-use common::{Server, hearth, test_config};
+use common::{Server, hearth, login_token, ok, test_config};
 
 fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -276,6 +276,101 @@ fn user_and_token_commands_work_while_the_server_runs() {
     assert!(server.wait_for_log("control: user add: done"));
     let log = server.log_text();
     assert!(!log.contains("alice's password") && !log.contains("bob's new password"));
+}
+
+/// Bob's incremental `/sync` from `since`: its `device_lists.changed` and `next_batch`.
+fn changed_devices(server: &Server, token: &str, since: &str) -> (Vec<String>, String) {
+    let body = ok(server.client().get_with(
+        &format!("/_matrix/client/v3/sync?since={since}&timeout=0"),
+        token,
+    ));
+    let changed = body["device_lists"]["changed"]
+        .as_array()
+        .map(|users| {
+            users
+                .iter()
+                .filter_map(|user| user.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        changed,
+        body["next_batch"].as_str().expect("batch").to_owned(),
+    )
+}
+
+/// `hearth user passwd` and `deactivate` through the control socket do what the client and
+/// admin APIs do: the ended devices are announced at once to whoever shares a room (their
+/// next `/sync`), and a deactivation deletes the account's key backups. A command that went
+/// around the server's own stream would leave Bob's `/sync` blind to the change.
+#[test]
+fn account_commands_through_the_socket_announce_devices_and_delete_key_backups() {
+    let server = Server::start_with_users(
+        &test_config(""),
+        &[("alice", "alice's password"), ("bob", "bob's password")],
+    );
+    let run = |args: &[&str], stdin: &str| {
+        let output = hearth(&server.dir, args, stdin);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    };
+    run(&["user", "add", "carol", "--admin"], "carol's password\n");
+    let alice = login_token(&server, "alice", "alice's password");
+    let bob = login_token(&server, "bob", "bob's password");
+    let mut client = server.client();
+    let room = ok(client.json(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        &serde_json::json!({ "preset": "public_chat" }),
+    ))["room_id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    ok(client.json(
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/join"),
+        Some(&bob),
+        &serde_json::json!({}),
+    ));
+    ok(client.json(
+        "POST",
+        "/_matrix/client/v3/room_keys/version",
+        Some(&alice),
+        &serde_json::json!({
+            "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+            "auth_data": { "public_key": "abcdefg" },
+        }),
+    ));
+    let since = ok(client.get_with("/_matrix/client/v3/sync", &bob))["next_batch"]
+        .as_str()
+        .expect("batch")
+        .to_owned();
+
+    run(&["user", "passwd", "alice"], "alice's new password\n");
+    let (changed, since) = changed_devices(&server, &bob, &since);
+    assert_eq!(changed, ["@alice:localhost"], "the reset ended her device");
+
+    login_token(&server, "alice", "alice's new password");
+    let (_, since) = changed_devices(&server, &bob, &since);
+    run(&["user", "deactivate", "alice"], "");
+    let (changed, _) = changed_devices(&server, &bob, &since);
+    assert_eq!(
+        changed,
+        ["@alice:localhost"],
+        "deactivation ended her device"
+    );
+
+    // Brought back by an admin, she finds no backup left.
+    let carol = login_token(&server, "carol", "carol's password");
+    ok(client.json(
+        "PUT",
+        "/_synapse/admin/v2/users/@alice:localhost",
+        Some(&carol),
+        &serde_json::json!({ "deactivated": false, "password": "alice's third password" }),
+    ));
+    let alice = login_token(&server, "alice", "alice's third password");
+    let backup = client.get_with("/_matrix/client/v3/room_keys/version", &alice);
+    assert_eq!(backup.status, 404, "the key backup went with the account");
 }
 
 #[test]

@@ -152,32 +152,6 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
     let listeners = bind(&config)?;
     let metrics_listener = metrics::bind(config.metrics.address)?;
     actix_web::rt::spawn(reload_on_sighup(hangup, certificates.clone()));
-    // Open before the server says it is ready, so `hearth user …` reaches it from then on;
-    // the socket file is removed when this function returns (the server stopped). Without
-    // it (a data directory path too long for a socket's name, say) the server still runs:
-    // only the commands then need it stopped.
-    let _control = match control::listener::start(
-        &config.database.path,
-        storage.clone(),
-        Arc::new(config.clone()),
-    ) {
-        Ok(socket) => Some(socket),
-        Err(err) => {
-            tracing::warn!(
-                "no control socket, so `hearth user …` and `hearth token …` need the server \
-                 stopped: {}",
-                err.chain()
-            );
-            None
-        }
-    };
-    tracing::info!(
-        server_name = %config.server.server_name,
-        key_id = %signing_key.key_id(),
-        "Hearth {} ready in {} ms",
-        crate::VERSION,
-        started.elapsed().as_millis()
-    );
     let transport = crate::federation::Transport::new(
         config.server.server_name.clone(),
         signing_key.clone(),
@@ -218,6 +192,24 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
         .federation
         .enabled
         .then(|| crate::federation::outbound::spawn(app.federation.clone()));
+    // Open before the server tells systemd it is ready, so `hearth user …` reaches it from
+    // then on, and after the services, so its commands go through them (a deactivation is
+    // announced to the user's `/sync`s and to other servers at once);
+    // the socket file is removed when this function returns (the server stopped). Without
+    // it (a data directory path too long for a socket's name, say) the server still runs:
+    // only the commands then need it stopped.
+    let _control =
+        match control::listener::start(&app.config.database.path, storage.clone(), app.clone()) {
+            Ok(socket) => Some(socket),
+            Err(err) => {
+                tracing::warn!(
+                    "no control socket, so `hearth user …` and `hearth token …` need the server \
+                 stopped: {}",
+                    err.chain()
+                );
+                None
+            }
+        };
     let push = start_push(&app)?;
     let retention = crate::rooms::retention::spawn(
         app.rooms.clone(),
@@ -234,6 +226,13 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
             metrics::spawn(listener, sources)
         })
         .transpose()?;
+    tracing::info!(
+        server_name = %app.config.server.server_name,
+        key_id = %app.signing_key.key_id(),
+        "Hearth {} ready in {} ms",
+        crate::VERSION,
+        started.elapsed().as_millis()
+    );
     notify("READY=1");
     let result = run(app.clone(), listeners, certificates, stopping).await;
     if let Some(metrics) = metrics {

@@ -8,9 +8,10 @@ use serde_json::{Map, Value};
 
 use super::Users;
 use super::accounts::registration::{self, RegistrationTokenRecord};
-use super::accounts::{self, AccountError, AccountRecord, AccountSummary, sessions};
+use super::accounts::{self, AccountError, AccountRecord, AccountSummary};
 use crate::error::{Error, ErrorKind};
 use crate::storage::StorageError;
+use crate::storage::stream::Stream;
 
 /// An account's stored record and its profile.
 pub(crate) type AccountWithProfile = (AccountRecord, Map<String, Value>);
@@ -122,15 +123,17 @@ impl Users {
 
     /// Sets a new password chosen by an administrator; with `logout_devices`, every
     /// session of the account ends (the usual reason is a lost or stolen device). Flushed.
+    /// The devices' removal is announced to those who track them.
     pub(crate) async fn reset_password(
         &self,
+        stream: &Stream,
         user_id: &UserId,
         password_hash: String,
         logout_devices: bool,
     ) -> Result<(), Error> {
         accounts::set_password_hash(self.storage(), user_id, &password_hash)?;
         if logout_devices {
-            sessions::remove_all_devices(self.storage(), user_id, None)?;
+            self.end_all_sessions(stream, user_id).await?;
         }
         Ok(self.flush().await?)
     }

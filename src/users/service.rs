@@ -133,9 +133,35 @@ impl Users {
     pub(crate) async fn deactivate(&self, stream: &Stream, user_id: &UserId) -> Result<(), Error> {
         let devices = self.device_ids_but(user_id, None)?;
         accounts::deactivate(&self.storage, user_id)?;
+        self.finish_deactivation(stream, user_id, &devices).await
+    }
+
+    /// What follows [`accounts::deactivate`] (which ended the sessions of `devices`): the
+    /// key backups deleted and the devices' removal announced; flushed. Apart for the CLI,
+    /// which reports the account step's errors in its own words.
+    pub(crate) async fn finish_deactivation(
+        &self,
+        stream: &Stream,
+        user_id: &UserId,
+        devices: &[String],
+    ) -> Result<(), Error> {
         self.key_backups.delete_all(user_id)?;
-        self.announce_devices(stream, user_id, &devices).await?;
+        self.announce_devices(stream, user_id, devices).await?;
         Ok(self.flush().await?)
+    }
+
+    /// Ends every session of the user and announces the devices' removal; flushed. Returns
+    /// how many sessions ended.
+    pub(crate) async fn end_all_sessions(
+        &self,
+        stream: &Stream,
+        user_id: &UserId,
+    ) -> Result<usize, Error> {
+        let devices = self.device_ids_but(user_id, None)?;
+        let ended = sessions::remove_all_devices(&self.storage, user_id, None)?;
+        self.announce_devices(stream, user_id, &devices).await?;
+        self.flush().await?;
+        Ok(ended)
     }
 
     // Sessions and devices.
@@ -211,7 +237,7 @@ impl Users {
     }
 
     /// The user's device IDs, less `but`.
-    pub(super) fn device_ids_but(
+    pub(crate) fn device_ids_but(
         &self,
         user_id: &UserId,
         but: Option<&str>,

@@ -301,7 +301,9 @@ async fn modify(
         app.users.deactivate(&app.rooms.stream, user_id).await?;
     } else if let Some(hash) = password_hash {
         let logout = change.logout_devices.unwrap_or(true);
-        app.users.reset_password(user_id, hash, logout).await?;
+        app.users
+            .reset_password(&app.rooms.stream, user_id, hash, logout)
+            .await?;
     }
     app.users.flush_changes().await?;
     Ok(())
@@ -353,7 +355,12 @@ pub(crate) async fn reset_password(
     }
     let hash = app.users.password_hasher.hash(body.new_password).await?;
     app.users
-        .reset_password(&user_id, hash, body.logout_devices.unwrap_or(true))
+        .reset_password(
+            &app.rooms.stream,
+            &user_id,
+            hash,
+            body.logout_devices.unwrap_or(true),
+        )
         .await?;
     tracing::info!(admin = %admin.0.user_id, user = %user_id, "admin API: password reset");
     Ok(HttpResponse::Ok().json(json!({})))

@@ -3,8 +3,9 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 
-use super::{MAX_REQUEST_BYTES, Reply, Request, TIMEOUT, commands, socket_path};
+use super::{Accounts, MAX_REQUEST_BYTES, Reply, Request, TIMEOUT, commands, socket_path};
 use crate::config::Config;
 use crate::server::StartupError;
 use crate::storage::{Storage, StorageError};
@@ -12,7 +13,7 @@ use crate::storage::{Storage, StorageError};
 /// How a command reaches the database: through the running server, or directly.
 pub(crate) enum Transport {
     Server(UnixStream),
-    Local(Box<Storage>),
+    Local(Arc<Storage>),
 }
 
 impl Transport {
@@ -29,7 +30,7 @@ impl Transport {
             &config.database.path,
             config.database.cache_capacity_bytes(),
         ) {
-            Ok(storage) => Ok(Transport::Local(Box::new(storage))),
+            Ok(storage) => Ok(Transport::Local(Arc::new(storage))),
             Err(StorageError::InUse { pid, .. }) => Err(StartupError::Usage(format!(
                 "a Hearth server{} holds the data directory {}, but its control socket {} does \
                  not answer ({unanswered}); restart that server, or stop it and run the command \
@@ -45,7 +46,10 @@ impl Transport {
     /// Runs the command and returns what to print.
     pub(crate) fn run(self, config: &Config, request: Request) -> Result<Reply, StartupError> {
         match self {
-            Transport::Local(storage) => Ok(commands::execute(&storage, config, request)),
+            Transport::Local(storage) => {
+                let services = Accounts::local(storage.clone(), config)?;
+                Ok(commands::execute(&storage, config, &services, request))
+            }
             Transport::Server(stream) => ask_server(stream, &request).map_err(|err| {
                 StartupError::Usage(format!(
                     "the running server did not answer the command: {err}"

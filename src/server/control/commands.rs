@@ -13,12 +13,17 @@ use crate::storage::Storage;
 use crate::users::accounts::moderation::Restriction;
 use crate::users::accounts::{self, AccountError, registration};
 
-use super::{Reply, Request, RestrictionName};
+use super::{Accounts, Reply, Request, RestrictionName};
 
 /// Runs one command against the database and says what to print.
-pub(crate) fn execute(storage: &Storage, config: &Config, request: Request) -> Reply {
+pub(crate) fn execute(
+    storage: &Storage,
+    config: &Config,
+    services: &Accounts,
+    request: Request,
+) -> Reply {
     let mut out = Output::default();
-    match run(storage, config, request, &mut out) {
+    match run(storage, config, services, request, &mut out) {
         Ok(()) => Reply::Done {
             stdout: out.stdout,
             stderr: out.stderr,
@@ -58,6 +63,7 @@ fn storage_failure(err: &crate::storage::StorageError) -> String {
 fn run(
     storage: &Storage,
     config: &Config,
+    services: &Accounts,
     request: Request,
     out: &mut Output,
 ) -> Result<(), String> {
@@ -86,17 +92,29 @@ fn run(
             let user_id = user_id(&name)?;
             accounts::set_password(storage, &user_id, &password).map_err(describe)?;
             // A reset password usually means a lost or stolen device: its sessions end too.
-            let ended = accounts::sessions::remove_all_devices(storage, &user_id, None)
-                .map_err(|err| storage_failure(&err))?;
-            flush()?;
+            let ended = block_on(
+                services
+                    .users()
+                    .end_all_sessions(services.stream(), &user_id),
+            )?
+            .map_err(|err| err.to_string())?;
             out.line(format_args!(
                 "changed the password of {user_id} and ended its {ended} session(s)"
             ));
         }
         Request::UserDeactivate { name } => {
             let user_id = user_id(&name)?;
+            let devices = services
+                .users()
+                .device_ids_but(&user_id, None)
+                .map_err(|err| err.to_string())?;
             accounts::deactivate(storage, &user_id).map_err(describe)?;
-            flush()?;
+            block_on(
+                services
+                    .users()
+                    .finish_deactivation(services.stream(), &user_id, &devices),
+            )?
+            .map_err(|err| err.to_string())?;
             out.line(format_args!("deactivated {user_id}"));
         }
         Request::UserRestrict {

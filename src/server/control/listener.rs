@@ -9,8 +9,12 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
-use super::{MAX_CONNECTIONS, MAX_REQUEST_BYTES, Reply, Request, TIMEOUT, commands, socket_path};
-use crate::config::Config;
+use actix_web::web::Data;
+
+use super::{
+    Accounts, MAX_CONNECTIONS, MAX_REQUEST_BYTES, Reply, Request, TIMEOUT, commands, socket_path,
+};
+use crate::api::app::Services;
 use crate::server::StartupError;
 use crate::storage::Storage;
 
@@ -32,7 +36,7 @@ impl Drop for ControlSocket {
 pub(crate) fn start(
     data_dir: &Path,
     storage: Arc<Storage>,
-    config: Arc<Config>,
+    app: Data<Services>,
 ) -> Result<ControlSocket, StartupError> {
     let path = socket_path(data_dir);
     let fresh = data_dir.join(format!("{}.new", super::SOCKET_NAME));
@@ -53,13 +57,13 @@ pub(crate) fn start(
     std::fs::rename(&fresh, &path).map_err(failed(&path))?;
     let owner = std::fs::metadata(&path).map_err(failed(&path))?.uid();
     tracing::info!("control socket at {}", path.display());
-    actix_web::rt::spawn(serve(listener, owner, storage, config));
+    actix_web::rt::spawn(serve(listener, owner, storage, app));
     Ok(ControlSocket { path })
 }
 
 /// Accepts connections for ever, serving at most [`MAX_CONNECTIONS`] at once; a connection
 /// beyond that is told to try again.
-async fn serve(listener: UnixListener, owner: u32, storage: Arc<Storage>, config: Arc<Config>) {
+async fn serve(listener: UnixListener, owner: u32, storage: Arc<Storage>, app: Data<Services>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
@@ -80,9 +84,9 @@ async fn serve(listener: UnixListener, owner: u32, storage: Arc<Storage>, config
             });
             continue;
         };
-        let (storage, config) = (storage.clone(), config.clone());
+        let (storage, app) = (storage.clone(), app.clone());
         actix_web::rt::spawn(async move {
-            serve_connection(stream, owner, storage, config).await;
+            serve_connection(stream, owner, storage, app).await;
             drop(slot);
         });
     }
@@ -95,7 +99,7 @@ async fn serve_connection(
     mut stream: UnixStream,
     owner: u32,
     storage: Arc<Storage>,
-    config: Arc<Config>,
+    app: Data<Services>,
 ) {
     let allowed = stream.peer_cred().map(|peer| peer.uid() == owner);
     if !matches!(allowed, Ok(true)) {
@@ -121,7 +125,10 @@ async fn serve_connection(
     };
     let command = request.name();
     let timeout = request.timeout();
-    let work = tokio::task::spawn_blocking(move || commands::execute(&storage, &config, request));
+    let work = tokio::task::spawn_blocking(move || {
+        let config = app.config.clone();
+        commands::execute(&storage, &config, &Accounts::Server(app), request)
+    });
     let worked = match tokio::time::timeout(timeout, work).await {
         Ok(done) => done.unwrap_or_else(|err| Reply::Failed {
             error: format!("the command failed: {err}"),

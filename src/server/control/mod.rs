@@ -32,6 +32,47 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 /// writes a few MB a second.
 pub(crate) const LONG_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
 
+/// The services account commands go through, so that a deactivation or a password reset
+/// does what the client and admin APIs do: key backups deleted, the ended devices announced
+/// to those who track them (their `/sync`, other servers).
+pub(crate) enum Accounts {
+    /// The running server's own: its waiting `/sync`s and its federation sender hear of the
+    /// change at once.
+    Server(actix_web::web::Data<crate::api::app::Services>),
+    /// Made over the database the CLI opened: the announcement waits in the database for
+    /// the server's next start.
+    Local {
+        users: crate::users::Users,
+        stream: crate::storage::stream::Stream,
+    },
+}
+
+impl Accounts {
+    /// Services of our own over a database the CLI opened.
+    pub(crate) fn local(
+        storage: std::sync::Arc<crate::storage::Storage>,
+        config: &crate::config::Config,
+    ) -> Result<Accounts, crate::storage::StorageError> {
+        let stream = crate::storage::stream::Stream::new(storage.current_stream_position()?);
+        let users = crate::users::Users::new(storage, config.server.server_name.clone());
+        Ok(Accounts::Local { users, stream })
+    }
+
+    pub(crate) fn users(&self) -> &crate::users::Users {
+        match self {
+            Accounts::Server(app) => &app.users,
+            Accounts::Local { users, .. } => users,
+        }
+    }
+
+    pub(crate) fn stream(&self) -> &crate::storage::stream::Stream {
+        match self {
+            Accounts::Server(app) => &app.rooms.stream,
+            Accounts::Local { stream, .. } => stream,
+        }
+    }
+}
+
 /// Where the control socket of the data directory `data_dir` lives.
 pub(crate) fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join(SOCKET_NAME)
