@@ -1,7 +1,8 @@
 //! The server administration API of Synapse (`/_synapse/admin/…`) as existing tools call
 //! it: who may call it (`401` without a token, `403 M_FORBIDDEN` for a non-admin), the
 //! users endpoints with paging and filters, devices, whois, registration tokens, the room
-//! list, details, members and state, and a room deletion that makes local users leave.
+//! list, details, members and state, and a room deletion that makes local users leave and
+//! purges the room's content.
 
 mod common;
 
@@ -679,6 +680,15 @@ fn a_deleted_room_is_left_by_every_local_user() {
         Some(&bob),
         &json!({}),
     ));
+    let kept = create_room(&server, &alice, json!({ "name": "Kept" }));
+    say(&server, &alice, &room, "doomed words 7d1f");
+    say(&server, &alice, &kept, "kept words 7d1f");
+    ok(server.client().json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic/"),
+        Some(&alice),
+        &json!({ "topic": "doomed topic 7d1f" }),
+    ));
 
     let refused = call(
         &server,
@@ -718,7 +728,9 @@ fn a_deleted_room_is_left_by_every_local_user() {
             &root,
             None,
         ));
-        if status["status"] != "active" || Instant::now() > deadline {
+        let running =
+            ["shutting_down", "purging"].contains(&status["status"].as_str().unwrap_or(""));
+        if !running || Instant::now() > deadline {
             break status;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -742,7 +754,7 @@ fn a_deleted_room_is_left_by_every_local_user() {
     ));
     assert_eq!(by_room["results"][0]["delete_id"], delete_id.as_str());
 
-    for token in [&alice, &bob] {
+    for (token, rooms) in [(&alice, json!([kept])), (&bob, json!([]))] {
         let joined = ok(call(
             &server,
             "GET",
@@ -750,7 +762,7 @@ fn a_deleted_room_is_left_by_every_local_user() {
             token,
             None,
         ));
-        assert_eq!(joined["joined_rooms"], json!([]));
+        assert_eq!(joined["joined_rooms"], rooms);
     }
     let alias = server
         .client()
@@ -776,6 +788,31 @@ fn a_deleted_room_is_left_by_every_local_user() {
         "purge: every local user forgot it"
     );
 
+    // Purged: the room's words are nowhere in the database (a backup holds all of it),
+    // where another room's still are.
+    let backup = tempfile::tempdir().expect("tempdir");
+    let target = backup.path().join("copy");
+    let target = target.to_str().expect("path");
+    let output = hearth(&server.dir, &["backup", target], "");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let everything = files_text(backup.path());
+    assert!(
+        everything.contains("kept words 7d1f"),
+        "the check can see words"
+    );
+    assert!(
+        !everything.contains("doomed words 7d1f"),
+        "a message was purged"
+    );
+    assert!(
+        !everything.contains("doomed topic 7d1f"),
+        "the current state was purged"
+    );
+
     // Blocked: nobody joins again until the block is lifted.
     let block = format!("/_synapse/admin/v1/rooms/{room}/block");
     let status = ok(call(&server, "GET", &block, &root, None));
@@ -799,6 +836,33 @@ fn a_deleted_room_is_left_by_every_local_user() {
         json!({ "block": false })
     );
     ok(server.client().json("POST", &join, Some(&bob), &json!({})));
+}
+
+/// Sends a text message.
+fn say(server: &Server, token: &str, room: &str, body: &str) {
+    let txn: String = body.chars().filter(char::is_ascii_alphanumeric).collect();
+    ok(server.client().json(
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+        Some(token),
+        &json!({ "msgtype": "m.text", "body": body }),
+    ));
+}
+
+/// Every file under `dir`, read as (lossy) text and joined.
+fn files_text(dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            text.push_str(&files_text(&path));
+        } else {
+            text.push_str(&String::from_utf8_lossy(
+                &std::fs::read(&path).expect("read"),
+            ));
+        }
+    }
+    text
 }
 
 /// Uploads `body` as `token`'s user; the media ID.

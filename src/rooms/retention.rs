@@ -109,9 +109,12 @@ impl Rooms {
                 continue;
             };
             purged.rooms += 1;
-            let (pruned, walked) = self
-                .purge_room(&room_id, now.saturating_sub(lifetime))
-                .await?;
+            let walk = Walk {
+                cursor: cursor_name(room_id.as_str()),
+                expired_before: now.saturating_sub(lifetime),
+                keep_current_state: true,
+            };
+            let (pruned, walked) = self.purge_room(&room_id, &walk).await?;
             purged.events += pruned;
             purged.walked += walked;
         }
@@ -121,12 +124,28 @@ impl Rooms {
         Ok(purged)
     }
 
-    /// Prunes the events of `room_id` sent before `expired_before` (ms), oldest first:
-    /// how many were pruned and how many the walk read.
+    /// Prunes the content of every event of a room being deleted (`DELETE
+    /// /_synapse/admin/v2/rooms/{roomId}` with `purge`), current state included: what is
+    /// left is the graph's skeleton, which keeps the room's event IDs and signatures valid
+    /// for other servers. Call once no local user is joined. Flushed. Returns how many
+    /// events were pruned.
+    pub(crate) async fn purge_all_content(&self, room_id: &RoomId) -> Result<usize, StorageError> {
+        let walk = Walk {
+            cursor: format!("purge.{room_id}"),
+            expired_before: u64::MAX,
+            keep_current_state: false,
+        };
+        let (pruned, _) = self.purge_room(room_id, &walk).await?;
+        self.storage.flush().await?;
+        Ok(pruned)
+    }
+
+    /// Prunes the events of `room_id` that `walk` says expired, oldest first: how many
+    /// were pruned and how many the walk read.
     async fn purge_room(
         &self,
         room_id: &RoomId,
-        expired_before: u64,
+        walk: &Walk,
     ) -> Result<(usize, usize), StorageError> {
         let Some(room) = self.storage.roomid_room.get(&room_id.to_string())? else {
             return Ok((0, 0));
@@ -144,7 +163,7 @@ impl Rooms {
                 room_id.as_str(),
                 &rules.redaction,
                 &local,
-                expired_before,
+                walk,
                 self.visible_position(),
             )?;
             total += step.pruned;
@@ -156,6 +175,17 @@ impl Rooms {
             tokio::task::yield_now().await;
         }
     }
+}
+
+/// Which events a purge walk prunes, and where it keeps its place.
+struct Walk {
+    /// The counter holding the last stream position handled.
+    cursor: String,
+    /// Events sent before this (ms since the epoch) are pruned.
+    expired_before: u64,
+    /// Whether the events of the room's current state keep their content (retention),
+    /// or go too (a deleted room).
+    keep_current_state: bool,
 }
 
 /// What one batch did: events pruned, and whether the walk reached an unexpired event or
@@ -173,11 +203,11 @@ fn purge_batch(
     room: &str,
     redaction: &ruma::room_version_rules::RedactionRules,
     local: &HashSet<String>,
-    expired_before: u64,
+    walk: &Walk,
     visible: u64,
 ) -> Result<Step, StorageError> {
-    let cursor_key = cursor_name(room);
-    let cursor = storage.counter(&cursor_key)?.unwrap_or(0);
+    let cursor_key = &walk.cursor;
+    let cursor = storage.counter(cursor_key)?.unwrap_or(0);
     let mut batch = Batch::new();
     let mut step = Step {
         pruned: 0,
@@ -204,11 +234,11 @@ fn purge_batch(
             Some(CanonicalJsonValue::Integer(ts)) => u64::try_from(i64::from(*ts)).unwrap_or(0),
             _ => 0,
         };
-        if sent >= expired_before {
+        if sent >= walk.expired_before {
             break;
         }
         last = Some(position);
-        if in_current_state(storage, room, &event_id, &json)? {
+        if walk.keep_current_state && in_current_state(storage, room, &event_id, &json)? {
             continue;
         }
         let pruned = ruma::canonical_json::redact(json.clone(), redaction, None)
@@ -227,7 +257,7 @@ fn purge_batch(
         }
     }
     if let Some(last) = last {
-        storage.batch_set_counter(&mut batch, &cursor_key, last);
+        storage.batch_set_counter(&mut batch, cursor_key, last);
         storage.apply(batch)?;
     }
     Ok(step)

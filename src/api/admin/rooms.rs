@@ -4,9 +4,12 @@
 //!
 //! Deleting a room here makes every local user leave it, removes its local aliases and
 //! takes it off the public list; with `purge` (the default) every local user then forgets
-//! it, so it is gone from their clients; with `block`, nobody of ours may join it again and
-//! no other server may join it through us. The room's events stay in the database (other
-//! rooms' events and state share its trees, and a purge that rewrites them is not built);
+//! it, so it is gone from their clients, and the content of every one of its events is
+//! pruned in place (`Rooms::purge_all_content`: the room version's redaction, current state
+//! included, notifications gone). The pruned skeleton stays: event IDs, graph, hashes and
+//! signatures, so other servers that still hold the room can ask us about it. A purge
+//! waits for every local member to be out unless `force_purge` is set. With `block`,
+//! nobody of ours may join it again and no other server may join it through us.
 //! `new_room_user_id` is refused with `400` rather than ignored.
 
 use std::collections::VecDeque;
@@ -254,7 +257,16 @@ struct Deletion {
     local_aliases: Vec<String>,
 }
 
+/// Synapse's statuses of a deletion: members being made to leave, then the purge, then
+/// `complete` or `failed`.
+const SHUTTING_DOWN: &str = "shutting_down";
+const PURGING: &str = "purging";
+
 impl Deletion {
+    fn running(&self) -> bool {
+        matches!(self.status, SHUTTING_DOWN | PURGING)
+    }
+
     fn to_json(&self) -> Value {
         let mut answer = json!({
             "delete_id": self.delete_id,
@@ -284,7 +296,7 @@ impl RoomDeletions {
     /// Records a new deletion, or refuses when too many are running.
     fn start(&self, room_id: &OwnedRoomId) -> Result<String, Error> {
         let mut deletions = self.lock();
-        let running = deletions.iter().filter(|d| d.status == "active").count();
+        let running = deletions.iter().filter(|d| d.running()).count();
         if running >= RUNNING_DELETIONS {
             return Err(Error::new(
                 ErrorKind::Unknown,
@@ -292,7 +304,7 @@ impl RoomDeletions {
             ));
         }
         if deletions.len() >= KEPT_DELETIONS {
-            match deletions.iter().position(|d| d.status != "active") {
+            match deletions.iter().position(|d| !d.running()) {
                 Some(finished) => {
                     deletions.remove(finished);
                 }
@@ -305,7 +317,7 @@ impl RoomDeletions {
         deletions.push_back(Deletion {
             delete_id: delete_id.clone(),
             room_id: room_id.clone(),
-            status: "active",
+            status: SHUTTING_DOWN,
             error: None,
             kicked_users: Vec::new(),
             failed_to_kick_users: Vec::new(),
@@ -327,8 +339,8 @@ pub(crate) struct DeleteRequest {
     #[serde(default)]
     block: bool,
     purge: Option<bool>,
-    #[allow(dead_code)]
-    force_purge: Option<bool>,
+    #[serde(default)]
+    force_purge: bool,
     #[allow(dead_code)]
     room_name: Option<String>,
     #[allow(dead_code)]
@@ -363,6 +375,9 @@ pub(crate) async fn delete(
     let task_app = app;
     let task_id = delete_id.clone();
     actix_web::rt::spawn(async move {
+        let purge = purge.then_some(Purge {
+            force: body.force_purge,
+        });
         let outcome = shut_down(&task_app, &task_id, &room_id, &overview, purge).await;
         task_app
             .room_deletions
@@ -378,14 +393,22 @@ pub(crate) async fn delete(
     Ok(HttpResponse::Ok().json(json!({ "delete_id": delete_id })))
 }
 
+/// A purge asked for with a deletion.
+#[derive(Debug, Clone, Copy)]
+struct Purge {
+    /// Whether it goes ahead even with local users still joined.
+    force: bool,
+}
+
 /// The deletion's work: every local member leaves (their status recorded as it goes), the
-/// aliases and listing go, and with `purge` every local user forgets the room.
+/// aliases and listing go, and with `purge` every local user forgets the room and its
+/// events' content is pruned.
 async fn shut_down(
     app: &Services,
     delete_id: &str,
     room_id: &OwnedRoomId,
     overview: &RoomOverview,
-    purge: bool,
+    purge: Option<Purge>,
 ) -> Result<(), Error> {
     let no_profile = serde_json::Map::new();
     for user in &overview.local_members {
@@ -408,14 +431,32 @@ async fn shut_down(
     let aliases = app.directory.withdraw_room(room_id).await?;
     app.room_deletions
         .update(delete_id, |deletion| deletion.local_aliases = aliases);
-    if purge {
-        for user in &overview.local_members {
-            if let Ok(user_id) = UserId::parse(user.as_str()) {
-                // Refused only if the user joined again meanwhile: they keep the room.
-                let _ = app.rooms.forget(&user_id, room_id).await;
-            }
+    let Some(purge) = purge else {
+        return Ok(());
+    };
+    app.room_deletions
+        .update(delete_id, |deletion| deletion.status = PURGING);
+    for user in &overview.local_members {
+        if let Ok(user_id) = UserId::parse(user.as_str()) {
+            // Refused only if the user joined again meanwhile: they keep the room.
+            let _ = app.rooms.forget(&user_id, room_id).await;
         }
     }
+    let still_joined = app
+        .directory
+        .admin_room(room_id)?
+        .map_or(0, |room| room.joined_local_members);
+    if still_joined > 0 && !purge.force {
+        return Err(Error::new(
+            ErrorKind::Unknown,
+            format!(
+                "{still_joined} local user(s) are still in the room; its events were not \
+                 purged (force_purge purges anyway)"
+            ),
+        ));
+    }
+    let pruned = app.rooms.purge_all_content(room_id).await?;
+    tracing::info!(%room_id, pruned, "admin API: purged the content of a deleted room");
     Ok(())
 }
 
