@@ -652,6 +652,9 @@ mod tests {
             Path::new("/etc/hearth/hearth-data/signing.key")
         );
         assert!(!config.registration.enabled);
+        // Sized for a Pi at rest (issue 14): one HTTP worker, sled's cache at 8 MiB.
+        assert_eq!(config.server.workers, 1);
+        assert_eq!(config.database.cache_capacity_mb, 8);
     }
 
     #[test]
