@@ -73,7 +73,7 @@ fn main() {
     let mut idle_anon = Vec::new();
     let mut idle_file = Vec::new();
     let mut peak_rss = 0;
-    let mut mappings = Vec::new();
+    let mut resident = None;
     for run in 0..RUNS {
         let (server, elapsed) = start_and_time(dir.path());
         cold.push(elapsed);
@@ -84,7 +84,7 @@ fn main() {
         idle_file.push(rss_kib(pid, "RssFile:") + rss_kib(pid, "RssShmem:"));
         peak_rss = peak_rss.max(rss_kib(pid, "VmHWM:"));
         if run == RUNS - 1 {
-            mappings = resident_by_mapping(pid);
+            resident = Some(budget::Resident::of(pid));
         }
         stop(server);
     }
@@ -141,50 +141,9 @@ fn main() {
         report.memory(label, mib(kib), budget);
     }
     report.finish();
-    println!("  idle resident memory by mapping (last run), largest first:");
-    for (name, anonymous, file) in mappings.iter().take(12) {
-        println!(
-            "    {name:<44} anonymous {:>7.2} MiB  file {:>7.2} MiB",
-            mib(*anonymous),
-            mib(*file)
-        );
+    if let Some(resident) = resident {
+        resident.print("idle (last run)", 14);
     }
-}
-
-/// Resident KiB of process `pid` by mapping (`/proc/PID/smaps`), anonymous and file-backed,
-/// summed by the mapping's name (a file, `[heap]`, `[stack]`, or `[anonymous]`), largest first:
-/// what holds the pages at rest.
-fn resident_by_mapping(pid: u32) -> Vec<(String, u64, u64)> {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let mut by_name: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    let mut name = String::new();
-    let mut rss = 0;
-    let field = |line: &str| -> u64 {
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|kib| kib.parse().ok())
-            .unwrap_or(0)
-    };
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if first.contains('-') && !first.ends_with(':') {
-            let path = line.split_whitespace().nth(5).unwrap_or("[anonymous]");
-            name = path.rsplit('/').next().unwrap_or(path).to_owned();
-        } else if line.starts_with("Rss:") {
-            rss = field(line);
-        } else if line.starts_with("Anonymous:") {
-            let anonymous = field(line);
-            let entry = by_name.entry(name.clone()).or_default();
-            entry.0 += anonymous;
-            entry.1 += rss.saturating_sub(anonymous);
-        }
-    }
-    let mut mappings: Vec<(String, u64, u64)> = by_name
-        .into_iter()
-        .map(|(name, (anonymous, file))| (name, anonymous, file))
-        .collect();
-    mappings.sort_by_key(|(_, anonymous, file)| std::cmp::Reverse(anonymous + file));
-    mappings
 }
 
 /// RSS before logins, after 10 and after 50 (sequential password logins, each a new device).

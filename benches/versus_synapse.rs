@@ -90,30 +90,14 @@ fn workload(address: SocketAddr, server_name: &str, tokens: &[String]) -> Vec<St
 /// Messages per second with [`CONCURRENT_CLIENTS`] clients sending at once, each as its own
 /// user into its own room.
 fn throughput(address: SocketAddr, tokens: &[String], rooms: &[String]) -> f64 {
-    let started = Instant::now();
-    let senders: Vec<_> = (0..CONCURRENT_CLIENTS)
-        .map(|n| {
-            let token = tokens[n % tokens.len()].clone();
-            let room = rooms[n % rooms.len()].clone();
-            std::thread::spawn(move || {
-                let mut client = Client::plain(address);
-                for i in 0..MESSAGES_PER_CLIENT {
-                    let path =
-                        format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/c{n}-{i}");
-                    ok(client.json(
-                        "PUT",
-                        &path,
-                        Some(&token),
-                        &json!({ "msgtype": "m.text", "body": format!("concurrent {n} {i}") }),
-                    ));
-                }
-            })
-        })
-        .collect();
-    for sender in senders {
-        sender.join().expect("a sender");
-    }
-    (CONCURRENT_CLIENTS * MESSAGES_PER_CLIENT) as f64 / started.elapsed().as_secs_f64()
+    common::concurrent_sends(
+        address,
+        tokens,
+        rooms,
+        CONCURRENT_CLIENTS,
+        MESSAGES_PER_CLIENT,
+        "c",
+    )
 }
 
 fn login(address: SocketAddr, user: &str, password: &str) -> String {

@@ -3,8 +3,10 @@
 //! 10 users, 10 rooms (everyone in every room), 500 messages round-robin, with syncs; then
 //! prints resident memory, the time from a message's send to the recipient's waiting
 //! `/sync` answering with it (each timed `/sync` is checked to carry the message's event
-//! ID), send throughput, disk use against the canonical JSON of the stored events, and the
-//! size and time of a `hearth backup` of the running server and of its restore. Each
+//! ID), send throughput (one client, and 8 at once on the restored server), where the
+//! resident memory is (by mapping, and the threads) at idle and after the day, disk use
+//! against the canonical JSON of the stored events, and the size and time of a
+//! `hearth backup` of the running server and of its restore. Each
 //! figure is printed with its budget from DESIGN.md and `ok` or `OVER`; a figure over
 //! budget does not fail the run.
 //!
@@ -35,6 +37,9 @@ const MESSAGES: usize = 500;
 const LATENCY_SAMPLES: usize = 50;
 /// Messages sent after the day is measured, for the disk figures (issue 14).
 const EXTRA_MESSAGES: usize = 2000;
+/// The concurrent send figure: clients at once, and messages each.
+const CONCURRENT_CLIENTS: usize = 8;
+const MESSAGES_PER_CLIENT: usize = 100;
 const PASSWORD: &str = "benchmark password";
 
 /// One-time keys each device uploads: enough for every other user to claim one per room.
@@ -189,6 +194,7 @@ fn main() {
     );
     let pid = server.child.id();
     let idle = rss_mib(pid, "VmRSS:");
+    let idle_resident = budget::Resident::of(pid);
     let mut client = server.client();
     let tokens: Vec<String> = users
         .iter()
@@ -293,6 +299,7 @@ fn main() {
     }
     let sending = started.elapsed();
     let after_workload = rss_mib(pid, "VmRSS:");
+    let after_resident = budget::Resident::of(pid);
 
     // Send-to-sync latency: user1 waits in /sync; user0 sends; time until user1 has it.
     let address = server.address("http");
@@ -413,6 +420,19 @@ fn main() {
         "restore: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // Send throughput with 8 clients at once, on the restored server (the tokens came back
+    // with it), so the day's disk figures above stay those of the day.
+    let restored_server =
+        Server::start_in(restored.path(), &[], &[]).expect("the restored server starts");
+    let concurrent = common::concurrent_sends(
+        restored_server.address("http"),
+        &tokens,
+        &rooms,
+        CONCURRENT_CLIENTS,
+        MESSAGES_PER_CLIENT,
+        "c",
+    );
+    drop(restored_server);
     let backup_line = format!(
         "{:.1} MiB in {} ms, restore: {} ms",
         backup_bytes as f64 / 1048576.0,
@@ -438,6 +458,10 @@ fn main() {
     report.figure(
         "send throughput (flushed before 200)",
         format!("{:.0} msg/s", MESSAGES as f64 / sending.as_secs_f64()),
+    );
+    report.figure(
+        &format!("send throughput, {CONCURRENT_CLIENTS} clients at once"),
+        format!("{concurrent:.0} msg/s"),
     );
     report.millis(
         "send time, each",
@@ -482,5 +506,7 @@ fn main() {
     report.figure("backup", backup_line);
     report.figure("backup: writes held", held);
     report.finish();
+    idle_resident.print("idle", 12);
+    after_resident.print("after the workload", 12);
     budget::print_trees(&data, events);
 }

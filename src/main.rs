@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    hearth::server::memory::limit_arenas();
     hearth::matrix::crypto::password::return_large_allocations_to_the_system();
     let cli = hearth::server::cli::Cli::parse();
     match hearth::server::cli::run(cli) {

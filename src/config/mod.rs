@@ -334,10 +334,11 @@ impl Config {
     }
 }
 
+/// One HTTP worker: it answers a family's requests with room to spare (sends wait on the
+/// disk, not the processor), and each more costs its own thread, runtime, copy of the
+/// routes and malloc arena (issue 14, memory at rest). `server.workers` sets more.
 fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get().min(4))
-        .unwrap_or(1)
+    1
 }
 
 /// A validation failure: the key path (`["listeners", "0", "address"]`) and what is wrong.
@@ -651,6 +652,9 @@ mod tests {
             Path::new("/etc/hearth/hearth-data/signing.key")
         );
         assert!(!config.registration.enabled);
+        // Sized for a Pi at rest (issue 14): one HTTP worker, sled's cache at 8 MiB.
+        assert_eq!(config.server.workers, 1);
+        assert_eq!(config.database.cache_capacity_mb, 8);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! federation self-test, `hearth check`), [`control`] (the socket through which the command
 //! line reaches a running server), [`backup`] (`hearth backup` and `restore`), [`tls`] (PEM
 //! files, reloaded on `SIGHUP`), [`metrics`] (the Prometheus listener), [`logging`],
-//! [`systemd`] (readiness notification), and [`StartupError`]. Only this folder, `api` and
+//! [`systemd`] (readiness notification), [`memory`] (allocator settings, freed heap given
+//! back after bursts), and [`StartupError`]. Only this folder, `api` and
 //! the CLI name the assembled services.
 
 pub(crate) mod assemble;
@@ -19,6 +20,7 @@ pub(crate) mod control;
 pub(crate) mod init;
 pub(crate) mod logging;
 mod media_cli;
+pub mod memory;
 pub(crate) mod metrics;
 pub(crate) mod startup_error;
 pub mod systemd;
@@ -173,6 +175,7 @@ pub(crate) async fn serve(config: Config) -> Result<(), StartupError> {
         old_verify_keys,
         previews,
     ));
+    memory::spawn_trimmer();
     // Typing notifications time out even when nobody asks: a waiting /sync hears of it.
     let typing_app = app.clone();
     actix_web::rt::spawn(async move {

@@ -170,3 +170,114 @@ pub fn print_trees(data_dir: &std::path::Path, events: usize) {
         on_disk as f64 / events
     );
 }
+
+/// Resident KiB of process `pid` by mapping (`/proc/PID/smaps`), anonymous and file-backed,
+/// summed by what holds the pages, largest first: a file with the mapping's permissions
+/// (`hearth r-xp` is code, `r--p` read-only data, `rw-p` data relocated at start),
+/// `[heap]`, `[stack]`, and anonymous mappings split into malloc arenas (glibc aligns each
+/// thread arena's heap to its 64 MiB reservation), thread stacks (the 2 MiB mappings after a
+/// guard page) and the rest (large allocations made with `mmap`).
+pub fn resident_by_mapping(pid: u32) -> Vec<(String, u64, u64)> {
+    const ARENA_ALIGN: u64 = 64 * 1024 * 1024;
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by_name: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut name = String::new();
+    let mut rss = 0;
+    let mut previous_end = 0u64;
+    let mut previous_guard = false;
+    let field = |line: &str| -> u64 {
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(0)
+    };
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            let (start, end) = first.split_once('-').unwrap_or(("0", "0"));
+            let start = u64::from_str_radix(start, 16).unwrap_or(0);
+            let end = u64::from_str_radix(end, 16).unwrap_or(0);
+            let perms = words.next().unwrap_or("");
+            let path = words.nth(3);
+            let after_guard = previous_guard && previous_end == start;
+            previous_guard = perms == "---p" && path.is_none();
+            previous_end = end;
+            name = match path {
+                Some(path) if path.starts_with('[') => path.to_owned(),
+                Some(path) => {
+                    let file = path.rsplit('/').next().unwrap_or(path);
+                    format!("{file} {perms}")
+                }
+                None if start % ARENA_ALIGN == 0 => "[malloc arenas of threads]".to_owned(),
+                None if after_guard => "[thread stacks]".to_owned(),
+                None => "[anonymous, other]".to_owned(),
+            };
+        } else if line.starts_with("Rss:") {
+            rss = field(line);
+        } else if line.starts_with("Anonymous:") {
+            let anonymous = field(line);
+            let entry = by_name.entry(name.clone()).or_default();
+            entry.0 += anonymous;
+            entry.1 += rss.saturating_sub(anonymous);
+        }
+    }
+    let mut mappings: Vec<(String, u64, u64)> = by_name
+        .into_iter()
+        .map(|(name, (anonymous, file))| (name, anonymous, file))
+        .collect();
+    mappings.sort_by_key(|(_, anonymous, file)| std::cmp::Reverse(anonymous + file));
+    mappings
+}
+
+/// The threads of process `pid` by name (`/proc/PID/task/*/comm`), most first.
+pub fn threads_by_name(pid: u32) -> Vec<(String, usize)> {
+    let mut by_name: std::collections::BTreeMap<String, usize> = Default::default();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        // Numbered threads (`sled-io-3`) count under one name.
+        let name = comm.trim().trim_end_matches(|c: char| c.is_ascii_digit());
+        *by_name.entry(name.to_owned()).or_default() += 1;
+    }
+    let mut threads: Vec<(String, usize)> = by_name.into_iter().collect();
+    threads.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    threads
+}
+
+/// Where a process's resident memory is, and its threads: taken while it runs, printed later.
+pub struct Resident {
+    pub mappings: Vec<(String, u64, u64)>,
+    pub threads: Vec<(String, usize)>,
+}
+
+impl Resident {
+    pub fn of(pid: u32) -> Resident {
+        Resident {
+            mappings: resident_by_mapping(pid),
+            threads: threads_by_name(pid),
+        }
+    }
+
+    /// Prints the `most` largest mappings and the threads, headed by `title`.
+    pub fn print(&self, title: &str, most: usize) {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        println!("  {title}: resident memory by mapping, largest first:");
+        for (name, anonymous, file) in self.mappings.iter().take(most) {
+            println!(
+                "    {name:<44} anonymous {:>7.2} MiB  file {:>7.2} MiB",
+                mib(*anonymous),
+                mib(*file)
+            );
+        }
+        let total: usize = self.threads.iter().map(|(_, count)| count).sum();
+        let list: Vec<String> = self
+            .threads
+            .iter()
+            .map(|(name, count)| format!("{name} ×{count}"))
+            .collect();
+        println!("  {title}: {total} threads: {}", list.join(", "));
+    }
+}

@@ -62,6 +62,45 @@ pub fn first_sync_batches(client: &mut http::Client, tokens: &[String]) -> Vec<S
         .collect()
 }
 
+/// Messages per second with `clients` clients sending `each` messages at once, client `n`
+/// as user `tokens[n]` into `rooms[n]` (both taken round), each on its own connection.
+/// `tag` keeps the transaction IDs of separate runs apart.
+pub fn concurrent_sends(
+    address: SocketAddr,
+    tokens: &[String],
+    rooms: &[String],
+    clients: usize,
+    each: usize,
+    tag: &str,
+) -> f64 {
+    let started = Instant::now();
+    let senders: Vec<_> = (0..clients)
+        .map(|n| {
+            let token = tokens[n % tokens.len()].clone();
+            let room = rooms[n % rooms.len()].clone();
+            let tag = tag.to_owned();
+            std::thread::spawn(move || {
+                let mut client = http::Client::plain(address);
+                for i in 0..each {
+                    let path = format!(
+                        "/_matrix/client/v3/rooms/{room}/send/m.room.message/{tag}{n}-{i}"
+                    );
+                    ok(client.json(
+                        "PUT",
+                        &path,
+                        Some(&token),
+                        &serde_json::json!({ "msgtype": "m.text", "body": format!("concurrent {n} {i}") }),
+                    ));
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().expect("a sender");
+    }
+    (clients * each) as f64 / started.elapsed().as_secs_f64()
+}
+
 /// `text` percent-encoded for a query string (filters are JSON in the URL).
 pub fn query_encode(text: &str) -> String {
     text.bytes()
