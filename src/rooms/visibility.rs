@@ -2,6 +2,9 @@
 //! "Server behaviour"): decided per event, by the `m.room.history_visibility` in force when
 //! it was sent and the reader's membership then, both read from the room's state history.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use ruma::RoomId;
 
 use super::history;
@@ -110,40 +113,102 @@ const MAX_SERVER_MEMBERS: usize = 1000;
 pub(crate) struct ServerVisibility {
     settings: Vec<(u64, String)>,
     /// The memberships over time of each of the server's users that ever had one.
-    members: Vec<Vec<(u64, String)>>,
+    members: Arc<MembershipsOverTime>,
+}
+
+/// Memberships over time, one list of `(position, membership)` per user.
+type MembershipsOverTime = Vec<Vec<(u64, String)>>;
+
+/// Per (room, server): the membership generation read at, and what was read.
+type KeptMembers = HashMap<(String, String), (u64, Arc<MembershipsOverTime>)>;
+
+/// How many (room, server) pairs [`ServerMembers`] keeps (all are dropped when it is full:
+/// simple, and a family server answers few servers at a time).
+const SERVER_MEMBERS_KEPT: usize = 64;
+
+/// The memberships over time of one server's users in one room, kept per (room, server)
+/// until a write touches the room's memberships: finding a server's users means reading
+/// every member of the room (50,000 in a large one), once, not at each request it makes.
+#[derive(Default)]
+pub(crate) struct ServerMembers {
+    kept: Mutex<KeptMembers>,
+}
+
+impl ServerMembers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeptMembers> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn get(
+        &self,
+        storage: &Storage,
+        room_id: &RoomId,
+        server: &str,
+    ) -> Result<Arc<MembershipsOverTime>, StorageError> {
+        let key = (room_id.as_str().to_owned(), server.to_owned());
+        // Taken before the read: a write landing during it changes the generation, and
+        // what was read is then not kept.
+        let generation = storage.membership_generation(room_id.as_str());
+        if let Some((kept, members)) = self.lock().get(&key)
+            && *kept == generation
+        {
+            return Ok(members.clone());
+        }
+        let members = Arc::new(read_server_members(storage, room_id, server)?);
+        let mut kept = self.lock();
+        if kept.len() >= SERVER_MEMBERS_KEPT {
+            kept.clear();
+        }
+        kept.insert(key, (generation, members.clone()));
+        Ok(members)
+    }
+}
+
+/// The memberships over time of `server`'s users in the room (at most
+/// [`MAX_SERVER_MEMBERS`] users), read from the room's membership index.
+fn read_server_members(
+    storage: &Storage,
+    room_id: &RoomId,
+    server: &str,
+) -> Result<MembershipsOverTime, StorageError> {
+    let mut members = Vec::new();
+    for entry in storage
+        .roomuser_membership
+        .scan_prefix(&crate::storage::pair_prefix(room_id.as_str()))
+    {
+        let ((_, user), _) = entry?;
+        let on_server = ruma::UserId::parse(user.as_str())
+            .is_ok_and(|user| user.server_name().as_str() == server);
+        if !on_server {
+            continue;
+        }
+        members.push(history::entries_over_time(
+            storage,
+            room_id,
+            ("m.room.member", &user),
+            "membership",
+        )?);
+        if members.len() == MAX_SERVER_MEMBERS {
+            break;
+        }
+    }
+    Ok(members)
 }
 
 impl ServerVisibility {
-    /// Reads the room's visibility changes and the membership changes of `server`'s users.
+    /// Reads the room's visibility changes and the membership changes of `server`'s users
+    /// (those kept in `members` while the room's memberships are unchanged).
     pub(crate) fn for_server(
         storage: &Storage,
         room_id: &RoomId,
         server: &str,
+        members: &ServerMembers,
     ) -> Result<ServerVisibility, StorageError> {
-        let mut members = Vec::new();
-        for entry in storage
-            .roomuser_membership
-            .scan_prefix(&crate::storage::pair_prefix(room_id.as_str()))
-        {
-            let ((_, user), _) = entry?;
-            let on_server = ruma::UserId::parse(user.as_str())
-                .is_ok_and(|user| user.server_name().as_str() == server);
-            if !on_server {
-                continue;
-            }
-            members.push(history::entries_over_time(
-                storage,
-                room_id,
-                ("m.room.member", &user),
-                "membership",
-            )?);
-            if members.len() == MAX_SERVER_MEMBERS {
-                break;
-            }
-        }
         Ok(ServerVisibility {
             settings: settings_over_time(storage, room_id)?,
-            members,
+            members: members.get(storage, room_id, server)?,
         })
     }
 
@@ -254,7 +319,7 @@ mod tests {
         };
         ServerVisibility {
             settings: owned(settings),
-            members: members.iter().map(|list| owned(list)).collect(),
+            members: Arc::new(members.iter().map(|list| owned(list)).collect()),
         }
     }
 
