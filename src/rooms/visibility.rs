@@ -249,6 +249,61 @@ fn value_at(changes: &[(u64, String)], position: u64) -> Option<&str> {
 mod tests {
     use super::*;
 
+    /// Stores `user`'s membership event at `position` (history and membership index).
+    fn member(storage: &Storage, room: &str, user: &str, position: u64, membership: &str) {
+        let mut batch = crate::storage::Batch::new();
+        let event_id = format!("$m{position}");
+        let json =
+            format!(r#"{{"content":{{"membership":"{membership}"}},"type":"m.room.member"}}"#);
+        let history_key = (
+            room.to_owned(),
+            "m.room.member".to_owned(),
+            user.to_owned(),
+            position,
+        );
+        let storage_ok = |result: Result<(), StorageError>| result.expect("staged");
+        storage_ok(
+            storage
+                .eventid_pdu
+                .batch_insert(&mut batch, &event_id, &json),
+        );
+        storage_ok(
+            storage
+                .roomstate_history
+                .batch_insert(&mut batch, &history_key, &event_id),
+        );
+        storage_ok(storage.roomuser_membership.batch_insert(
+            &mut batch,
+            &(room.to_owned(), user.to_owned()),
+            &membership.to_owned(),
+        ));
+        storage.apply(batch).expect("applied");
+    }
+
+    #[test]
+    fn a_servers_members_are_read_once_until_the_rooms_memberships_change() {
+        let (_dir, storage) = crate::storage::testing::temporary();
+        let room = RoomId::parse("!r:here").expect("room");
+        let cache = ServerMembers::default();
+        member(&storage, room.as_str(), "@a:other", 5, "join");
+        member(&storage, room.as_str(), "@z:third", 6, "join");
+        let read = |cache: &ServerMembers| cache.get(&storage, &room, "other").expect("read");
+        let first = read(&cache);
+        assert_eq!(*first, vec![vec![(5, "join".to_owned())]]);
+        assert!(Arc::ptr_eq(&first, &read(&cache)), "read again, not kept");
+        member(&storage, room.as_str(), "@b:other", 7, "invite");
+        assert_eq!(
+            read(&cache).len(),
+            2,
+            "a membership written, the kept read stayed"
+        );
+        member(&storage, room.as_str(), "@a:other", 8, "leave");
+        assert_eq!(
+            read(&cache)[0],
+            vec![(5, "join".to_owned()), (8, "leave".to_owned())]
+        );
+    }
+
     fn view(settings: &[(u64, &str)], memberships: &[(u64, &str)]) -> Visibility {
         let owned = |list: &[(u64, &str)]| {
             list.iter()
