@@ -112,6 +112,7 @@ fn main() {
     ok(joined);
     let peak = status_mib(pid, "VmHWM:");
     let after = status_mib(pid, "VmRSS:");
+    let (after_anonymous, after_file) = budget::rss_split_mib(pid);
     let resident_peak = status_mib(a.child.id(), "VmHWM:");
 
     // Then messages in that room, from the first server's user to the joined server: the
@@ -191,6 +192,10 @@ fn main() {
         "joining server RSS after the join",
         after,
         Some(budget::ACTIVE_RSS_MB),
+    );
+    report.figure(
+        "... of which anonymous / file-backed",
+        format!("{after_anonymous:.1} / {after_file:.1} MiB"),
     );
     report.figure(
         &format!("{MESSAGES} messages sent"),

@@ -23,13 +23,9 @@ const SUPPORTED_VERSIONS: [&str; 12] = [
     "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
 ];
 
-/// The largest `send_join` answer read into memory, when joining a room held here already
-/// (only its `event` is read; see [`super::restricted`]).
-pub(super) const SEND_JOIN_LIMIT: usize = 256 * 1024 * 1024;
-
 /// How long a `send_join` answer may take to arrive in all (each pause is bounded too): a
 /// room of 100,000 state events sends 100-200 MB, minutes on a slow link.
-const SEND_JOIN_TIME: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+pub(super) const SEND_JOIN_TIME: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// Joins `user_id` to a room held elsewhere, asking `servers` in turn; returns the join
 /// event's ID once the room, its state and the join are stored here.

@@ -77,6 +77,23 @@ pub(super) fn read_answer(file: std::fs::File, events: &mpsc::Sender<Item>) -> R
     parser.end().map_err(|err| err.to_string())
 }
 
+/// The resident's copy of our join (`event`) in the answer at `path`, everything else read
+/// past one event at a time and dropped: a rejoin of a room we hold needs nothing more, and
+/// the answer of a large room is far larger than memory.
+pub(super) async fn read_join_event(path: &Path) -> Result<Option<Box<RawValue>>, String> {
+    let file = std::fs::File::open(path).map_err(|err| err.to_string())?;
+    let (sender, mut items) = mpsc::channel(CHANNEL_EVENTS);
+    let reading = tokio::task::spawn_blocking(move || read_answer(file, &sender));
+    let mut join = None;
+    while let Some(item) = items.recv().await {
+        if let Item::Join(raw) = item {
+            join = Some(raw);
+        }
+    }
+    reading.await.map_err(|err| err.to_string())??;
+    Ok(join)
+}
+
 /// How far the parser has read, and where the value it is reading began (when it is one
 /// that is buffered: an event, a key).
 #[derive(Default)]
@@ -234,6 +251,27 @@ mod tests {
             (r#"join {"j":1}"#.to_owned(), false),
         ];
         assert_eq!(items, expected);
+    }
+
+    #[tokio::test]
+    async fn a_rejoin_takes_only_the_join_event() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("answer.json");
+        let state: Vec<String> = (0..1000).map(|i| format!(r#"{{"s":{i}}}"#)).collect();
+        let text = format!(
+            r#"{{"state":[{}],"event":{{"j":1}},"auth_chain":[{{"a":1}}]}}"#,
+            state.join(",")
+        );
+        std::fs::write(&path, text).expect("write");
+        let join = read_join_event(&path).await.expect("read");
+        assert_eq!(
+            join.map(|raw| raw.get().to_owned()),
+            Some(r#"{"j":1}"#.to_owned())
+        );
+        std::fs::write(&path, r#"{"state":[]}"#).expect("write");
+        assert!(read_join_event(&path).await.expect("read").is_none());
+        std::fs::write(&path, r#"{"event":{"j":1},"state":["#).expect("write");
+        assert!(read_join_event(&path).await.is_err());
     }
 
     #[test]

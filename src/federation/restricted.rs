@@ -11,8 +11,9 @@ use ruma::room_version_rules::RoomVersionRules;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
-use super::join::{SEND_JOIN_LIMIT, first_server, make_and_sign, send_path};
+use super::join::{SEND_JOIN_TIME, first_server, make_and_sign, send_path};
 use super::join_answer::{AUTHORISED_VIA, content_field, resident_copy};
+use super::join_stream::{AnswerFile, read_join_event};
 use super::outbound::follower::room_servers;
 use crate::error::{Error, ErrorKind};
 use crate::federation::Federation;
@@ -122,15 +123,26 @@ pub(crate) async fn join_through_resident(
         let made = make_and_sign(fed, user_id, room_id, server, "join").await?;
         let body = serde_json::to_value(&made.event).map_err(Error::internal)?;
         let path = send_path("v2/send_join", room_id, &made.event_id);
-        let answer = fed
-            .transport
-            .request_raw(server, "PUT", &path, Some(&body), SEND_JOIN_LIMIT)
+        // The answer holds the room's whole state, as for a first join: to a file, then
+        // only `event` is taken from it.
+        let (answer, mut file) = AnswerFile::create(&fed.config.database.path)
+            .await
+            .map_err(Error::internal)?;
+        let bound = (fed.config.federation.max_join_answer_bytes, SEND_JOIN_TIME);
+        fed.transport
+            .put_to_writer(server, &path, &body, &mut file, bound)
             .await?;
-        let answer: JoinedEvent = serde_json::from_slice(&answer).map_err(|err| {
-            Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {err}"))
-        })?;
-        let join = match answer.event {
-            Some(signed) => resident_copy(&made.event, &signed)?,
+        drop(file);
+        let bad =
+            |why: String| Error::new(ErrorKind::BadJson, format!("Bad send_join answer: {why}"));
+        let signed = read_join_event(&answer.path).await.map_err(bad)?;
+        drop(answer);
+        let join = match signed {
+            Some(raw) => {
+                let signed = serde_json::from_str::<CanonicalJsonObject>(raw.get())
+                    .map_err(|err| bad(format!("its event: {err}")))?;
+                resident_copy(&made.event, &signed)?
+            }
             None => made.event,
         };
         match super::inbound::receive_pdu(
@@ -151,13 +163,6 @@ pub(crate) async fn join_through_resident(
         }
     })
     .await
-}
-
-/// The one field of a `send_join` answer needed when we hold the room already.
-#[derive(serde::Deserialize)]
-struct JoinedEvent {
-    #[serde(default)]
-    event: Option<CanonicalJsonObject>,
 }
 
 fn text<'a>(event: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {

@@ -26,7 +26,7 @@ use super::streamed::{Part, StreamedAnswer};
 use crate::error::{Error, ErrorKind};
 use crate::rooms::auth_chain::{self, WalkError, WorkBound};
 use crate::rooms::visibility::ServerVisibility;
-use crate::rooms::{self, EventMeta};
+use crate::rooms::{self, EventMeta, Rooms};
 use crate::storage::snapshots;
 use crate::storage::{Storage, pair_prefix};
 
@@ -56,7 +56,7 @@ impl RoomAccess<'_> {
 /// Checks that the room is ours to serve and `origin` may ask about it: the room exists
 /// here, one of our users is joined, and its ACL allows `origin`.
 pub(crate) fn open_room<'a>(
-    storage: &Storage,
+    (storage, rooms): (&Storage, &Rooms),
     ours: &ServerName,
     origin: &ServerName,
     room_id: &'a RoomId,
@@ -78,7 +78,7 @@ pub(crate) fn open_room<'a>(
     Ok(RoomAccess {
         room_id,
         rules: rooms::rules_of(&room)?,
-        view: ServerVisibility::for_server(storage, room_id, origin.as_str())?,
+        view: rooms.server_visibility(room_id, origin.as_str())?,
     })
 }
 
@@ -192,14 +192,14 @@ fn pdus(
 
 /// # `/event/{eventId}`: one event, if its room is ours and the server may see it.
 pub(crate) fn event(
-    storage: &Storage,
+    (storage, rooms): (&Storage, &Rooms),
     ours: &ServerName,
     origin: &ServerName,
     event_id: &str,
 ) -> Result<Box<RawValue>, Error> {
     let meta = event_room(storage, event_id)?;
     let room_id = RoomId::parse(&meta.room_id).map_err(Error::internal)?;
-    let access = open_room(storage, ours, origin, &room_id)?;
+    let access = open_room((storage, rooms), ours, origin, &room_id)?;
     if !access.sees(&meta) {
         return Err(forbidden_event());
     }
@@ -342,7 +342,7 @@ pub(crate) fn backfill(
     access: &RoomAccess<'_>,
     v: &[String],
     limit: u64,
-) -> Result<Vec<Box<RawValue>>, Error> {
+) -> Result<Vec<(String, bool)>, Error> {
     let limit = usize::try_from(limit.min(MAX_HISTORY_LIMIT)).unwrap_or(0);
     let starts = room_events(storage, access, v)?;
     require_one_visible(access, &starts)?;
@@ -377,7 +377,17 @@ pub(crate) fn backfill(
         }
         found.push(id);
     }
-    pdus(storage, access, &found, true)
+    // Written from the stored text as the answer is sent (see [`super::streamed`]).
+    found
+        .into_iter()
+        .map(|id| {
+            let hidden = storage
+                .eventid_meta
+                .get(&id)?
+                .is_none_or(|meta| !access.sees(&meta));
+            Ok((id, hidden))
+        })
+        .collect()
 }
 
 /// What `/get_missing_events` asks for.
@@ -481,7 +491,7 @@ impl super::Federation {
         room_id: &'a RoomId,
     ) -> Result<RoomAccess<'a>, Error> {
         open_room(
-            &self.storage,
+            (&self.storage, &self.rooms),
             &self.config.server.server_name,
             origin,
             room_id,
@@ -495,7 +505,7 @@ impl super::Federation {
         event_id: &str,
     ) -> Result<Box<RawValue>, Error> {
         event(
-            &self.storage,
+            (&self.storage, &self.rooms),
             &self.config.server.server_name,
             origin,
             event_id,
@@ -561,14 +571,30 @@ impl super::Federation {
         StreamedAnswer::new(Arc::clone(&self.storage), access.rules.clone(), parts)
     }
 
-    /// [`backfill`] from the events `v`.
+    /// [`backfill`] from the events `v`: a transaction, written from the events' stored
+    /// text as it is sent.
     pub(crate) fn serve_backfill(
         &self,
         access: &RoomAccess<'_>,
         v: &[String],
         limit: u64,
-    ) -> Result<Vec<Box<RawValue>>, Error> {
-        backfill(&self.storage, access, v, limit)
+    ) -> Result<StreamedAnswer, Error> {
+        let events = backfill(&self.storage, access, v, limit)?;
+        let head = serde_json::json!({
+            "origin": self.config.server.server_name.as_str(),
+            "origin_server_ts": crate::matrix::time::now_ms(),
+        })
+        .to_string();
+        // `{"origin":..,"origin_server_ts":..}` opened up for `"pdus":[...]}`.
+        let head = format!("{},\"pdus\":[", head.trim_end_matches('}'));
+        Ok(self.streamed(
+            access,
+            vec![
+                Part::Text(head),
+                Part::Seen(events),
+                Part::Text("]}".to_owned()),
+            ],
+        ))
     }
 
     /// [`missing_events`].

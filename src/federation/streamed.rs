@@ -23,6 +23,10 @@ pub(crate) enum Part {
     Events(Vec<u64>),
     /// Event IDs (short IDs) as JSON strings, comma-separated.
     Ids(Vec<u64>),
+    /// Events (by event ID: a page of history, never a room's state) in federation format,
+    /// each redacted when its flag says the asking server may not see it; unknown ones left
+    /// out.
+    Seen(Vec<(String, bool)>),
 }
 
 /// A planned answer, written by [`StreamedAnswer::next_chunk`].
@@ -59,29 +63,44 @@ impl StreamedAnswer {
             let Some(part) = self.parts.front() else {
                 break;
             };
-            let (ids, as_ids) = match part {
+            // The next item: its short ID or event ID, and `None` for an ID or whether to
+            // redact it.
+            let next = match part {
                 Part::Text(text) => {
                     out.push_str(text);
                     self.next_part();
                     continue;
                 }
-                Part::Events(ids) => (ids, false),
-                Part::Ids(ids) => (ids, true),
+                Part::Events(ids) => ids.get(self.at).map(|short| (Ok(*short), Some(false))),
+                Part::Ids(ids) => ids.get(self.at).map(|short| (Ok(*short), None)),
+                Part::Seen(events) => events
+                    .get(self.at)
+                    .map(|(id, hidden)| (Err(id.clone()), Some(*hidden))),
             };
-            let Some(short) = ids.get(self.at).copied() else {
+            let Some((id, redact)) = next else {
                 self.next_part();
                 continue;
             };
             self.at += 1;
-            let Some(event_id) = self.storage.short_eventid.get(&short)? else {
-                continue;
-            };
-            let item = if as_ids {
-                serde_json::to_string(&event_id).map_err(Error::internal)?
-            } else {
-                match super::serve::federation_pdu(&self.storage, &self.rules, &event_id, false)? {
-                    Some(pdu) => String::from(Box::<str>::from(pdu)),
+            let event_id = match id {
+                Err(event_id) => event_id,
+                Ok(short) => match self.storage.short_eventid.get(&short)? {
+                    Some(event_id) => event_id,
                     None => continue,
+                },
+            };
+            let item = match redact {
+                None => serde_json::to_string(&event_id).map_err(Error::internal)?,
+                Some(redact) => {
+                    match super::serve::federation_pdu(
+                        &self.storage,
+                        &self.rules,
+                        &event_id,
+                        redact,
+                    )? {
+                        Some(pdu) => String::from(Box::<str>::from(pdu)),
+                        None => continue,
+                    }
                 }
             };
             if self.wrote_item {

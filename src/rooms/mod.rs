@@ -55,7 +55,7 @@ use crate::matrix::crypto::SigningKey;
 use crate::matrix::events::Pdu;
 use crate::matrix::events::builder::NewEvent;
 use crate::storage::snapshots;
-use crate::storage::{Batch, Storage};
+use crate::storage::{Batch, Storage, StorageError};
 
 pub(crate) use crate::storage::records::RoomRecord;
 
@@ -111,6 +111,8 @@ pub(crate) struct Rooms {
     events_persisted: std::sync::atomic::AtomicU64,
     /// The decoded auth events of the current state of the rooms receiving remote events.
     current_auth: on_current::CurrentAuth,
+    /// Other servers' users' memberships over time, per room, for what they may see.
+    server_members: visibility::ServerMembers,
 }
 
 /// How many remote events are checked at once (spec steps 4 to 6, with state resolution
@@ -138,7 +140,22 @@ impl Rooms {
             remote_checks: Arc::new(tokio::sync::Semaphore::new(REMOTE_CHECK_WORKERS)),
             events_persisted: Default::default(),
             current_auth: on_current::CurrentAuth::default(),
+            server_members: visibility::ServerMembers::default(),
         }
+    }
+
+    /// What `server` may see of the room's history (see [`visibility::ServerVisibility`]).
+    pub(crate) fn server_visibility(
+        &self,
+        room_id: &RoomId,
+        server: &str,
+    ) -> Result<visibility::ServerVisibility, StorageError> {
+        visibility::ServerVisibility::for_server(
+            &self.storage,
+            room_id,
+            server,
+            &self.server_members,
+        )
     }
 
     /// Events added to rooms' timelines since start, flushed to disk.

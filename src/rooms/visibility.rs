@@ -2,6 +2,9 @@
 //! "Server behaviour"): decided per event, by the `m.room.history_visibility` in force when
 //! it was sent and the reader's membership then, both read from the room's state history.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use ruma::RoomId;
 
 use super::history;
@@ -110,40 +113,102 @@ const MAX_SERVER_MEMBERS: usize = 1000;
 pub(crate) struct ServerVisibility {
     settings: Vec<(u64, String)>,
     /// The memberships over time of each of the server's users that ever had one.
-    members: Vec<Vec<(u64, String)>>,
+    members: Arc<MembershipsOverTime>,
+}
+
+/// Memberships over time, one list of `(position, membership)` per user.
+type MembershipsOverTime = Vec<Vec<(u64, String)>>;
+
+/// Per (room, server): the membership generation read at, and what was read.
+type KeptMembers = HashMap<(String, String), (u64, Arc<MembershipsOverTime>)>;
+
+/// How many (room, server) pairs [`ServerMembers`] keeps (all are dropped when it is full:
+/// simple, and a family server answers few servers at a time).
+const SERVER_MEMBERS_KEPT: usize = 64;
+
+/// The memberships over time of one server's users in one room, kept per (room, server)
+/// until a write touches the room's memberships: finding a server's users means reading
+/// every member of the room (50,000 in a large one), once, not at each request it makes.
+#[derive(Default)]
+pub(crate) struct ServerMembers {
+    kept: Mutex<KeptMembers>,
+}
+
+impl ServerMembers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeptMembers> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn get(
+        &self,
+        storage: &Storage,
+        room_id: &RoomId,
+        server: &str,
+    ) -> Result<Arc<MembershipsOverTime>, StorageError> {
+        let key = (room_id.as_str().to_owned(), server.to_owned());
+        // Taken before the read: a write landing during it changes the generation, and
+        // what was read is then not kept.
+        let generation = storage.membership_generation(room_id.as_str());
+        if let Some((kept, members)) = self.lock().get(&key)
+            && *kept == generation
+        {
+            return Ok(members.clone());
+        }
+        let members = Arc::new(read_server_members(storage, room_id, server)?);
+        let mut kept = self.lock();
+        if kept.len() >= SERVER_MEMBERS_KEPT {
+            kept.clear();
+        }
+        kept.insert(key, (generation, members.clone()));
+        Ok(members)
+    }
+}
+
+/// The memberships over time of `server`'s users in the room (at most
+/// [`MAX_SERVER_MEMBERS`] users), read from the room's membership index.
+fn read_server_members(
+    storage: &Storage,
+    room_id: &RoomId,
+    server: &str,
+) -> Result<MembershipsOverTime, StorageError> {
+    let mut members = Vec::new();
+    for entry in storage
+        .roomuser_membership
+        .scan_prefix(&crate::storage::pair_prefix(room_id.as_str()))
+    {
+        let ((_, user), _) = entry?;
+        let on_server = ruma::UserId::parse(user.as_str())
+            .is_ok_and(|user| user.server_name().as_str() == server);
+        if !on_server {
+            continue;
+        }
+        members.push(history::entries_over_time(
+            storage,
+            room_id,
+            ("m.room.member", &user),
+            "membership",
+        )?);
+        if members.len() == MAX_SERVER_MEMBERS {
+            break;
+        }
+    }
+    Ok(members)
 }
 
 impl ServerVisibility {
-    /// Reads the room's visibility changes and the membership changes of `server`'s users.
+    /// Reads the room's visibility changes and the membership changes of `server`'s users
+    /// (those kept in `members` while the room's memberships are unchanged).
     pub(crate) fn for_server(
         storage: &Storage,
         room_id: &RoomId,
         server: &str,
+        members: &ServerMembers,
     ) -> Result<ServerVisibility, StorageError> {
-        let mut members = Vec::new();
-        for entry in storage
-            .roomuser_membership
-            .scan_prefix(&crate::storage::pair_prefix(room_id.as_str()))
-        {
-            let ((_, user), _) = entry?;
-            let on_server = ruma::UserId::parse(user.as_str())
-                .is_ok_and(|user| user.server_name().as_str() == server);
-            if !on_server {
-                continue;
-            }
-            members.push(history::entries_over_time(
-                storage,
-                room_id,
-                ("m.room.member", &user),
-                "membership",
-            )?);
-            if members.len() == MAX_SERVER_MEMBERS {
-                break;
-            }
-        }
         Ok(ServerVisibility {
             settings: settings_over_time(storage, room_id)?,
-            members,
+            members: members.get(storage, room_id, server)?,
         })
     }
 
@@ -183,6 +248,61 @@ fn value_at(changes: &[(u64, String)], position: u64) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stores `user`'s membership event at `position` (history and membership index).
+    fn member(storage: &Storage, room: &str, user: &str, position: u64, membership: &str) {
+        let mut batch = crate::storage::Batch::new();
+        let event_id = format!("$m{position}");
+        let json =
+            format!(r#"{{"content":{{"membership":"{membership}"}},"type":"m.room.member"}}"#);
+        let history_key = (
+            room.to_owned(),
+            "m.room.member".to_owned(),
+            user.to_owned(),
+            position,
+        );
+        let storage_ok = |result: Result<(), StorageError>| result.expect("staged");
+        storage_ok(
+            storage
+                .eventid_pdu
+                .batch_insert(&mut batch, &event_id, &json),
+        );
+        storage_ok(
+            storage
+                .roomstate_history
+                .batch_insert(&mut batch, &history_key, &event_id),
+        );
+        storage_ok(storage.roomuser_membership.batch_insert(
+            &mut batch,
+            &(room.to_owned(), user.to_owned()),
+            &membership.to_owned(),
+        ));
+        storage.apply(batch).expect("applied");
+    }
+
+    #[test]
+    fn a_servers_members_are_read_once_until_the_rooms_memberships_change() {
+        let (_dir, storage) = crate::storage::testing::temporary();
+        let room = RoomId::parse("!r:here").expect("room");
+        let cache = ServerMembers::default();
+        member(&storage, room.as_str(), "@a:other", 5, "join");
+        member(&storage, room.as_str(), "@z:third", 6, "join");
+        let read = |cache: &ServerMembers| cache.get(&storage, &room, "other").expect("read");
+        let first = read(&cache);
+        assert_eq!(*first, vec![vec![(5, "join".to_owned())]]);
+        assert!(Arc::ptr_eq(&first, &read(&cache)), "read again, not kept");
+        member(&storage, room.as_str(), "@b:other", 7, "invite");
+        assert_eq!(
+            read(&cache).len(),
+            2,
+            "a membership written, the kept read stayed"
+        );
+        member(&storage, room.as_str(), "@a:other", 8, "leave");
+        assert_eq!(
+            read(&cache)[0],
+            vec![(5, "join".to_owned()), (8, "leave".to_owned())]
+        );
+    }
 
     fn view(settings: &[(u64, &str)], memberships: &[(u64, &str)]) -> Visibility {
         let owned = |list: &[(u64, &str)]| {
@@ -254,7 +374,7 @@ mod tests {
         };
         ServerVisibility {
             settings: owned(settings),
-            members: members.iter().map(|list| owned(list)).collect(),
+            members: Arc::new(members.iter().map(|list| owned(list)).collect()),
         }
     }
 

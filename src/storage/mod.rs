@@ -510,6 +510,12 @@ impl Storage {
         result
     }
 
+    /// A number that changes whenever a write touches `room`'s memberships: what was read
+    /// from them, taken with the generation read before, holds while it is unchanged.
+    pub(crate) fn membership_generation(&self, room: &str) -> u64 {
+        self.members.get(room).1
+    }
+
     /// How many users are joined to `room`, their servers, and which are ours: from memory
     /// when no write
     /// touched the room's memberships since it was last read (see [`members`]).

@@ -99,6 +99,22 @@ pub fn rss_mib(pid: u32, field: &str) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// Resident memory of process `pid` in MiB split as anonymous (heap, stacks) and
+/// file-backed (the binary, mapped files), from `/proc/PID/smaps_rollup`.
+pub fn rss_split_mib(pid: u32) -> (f64, f64) {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    };
+    let (rss, anonymous) = (field("Rss:"), field("Anonymous:"));
+    (anonymous, rss - anonymous)
+}
+
 /// The bytes of the files under `dir`.
 pub fn disk_usage(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)

@@ -118,8 +118,8 @@ pub(crate) async fn backfill(
         .find(|(key, _)| key == "limit")
         .ok_or_else(|| Error::new(ErrorKind::MissingParam, "Missing limit"))?;
     let limit = clamped_limit(&limit.1)?;
-    let pdus = app.federation.serve_backfill(&access, &v, limit)?;
-    Ok(transaction(&app, pdus))
+    let answer = app.federation.serve_backfill(&access, &v, limit)?;
+    Ok(json_streamed(answer))
 }
 
 /// A `limit` from a query string: an integer, where a negative one means 0 and one too
