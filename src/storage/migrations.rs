@@ -83,7 +83,27 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         // New, empty trees; a recorded transaction without `catch_up` reads as before.
         apply: |_| Ok(()),
     },
+    Migration {
+        version: 14,
+        description: "compact notifications: usernotify_record and userroomnotify_flags in binary, without the room and event IDs",
+        apply: compact_notifications,
+    },
 ];
+
+/// Rewrites the JSON rows of `usernotify_record` and `userroomnotify_flags` in their compact
+/// form ([`super::compact`]). Their codecs read both forms, so running it again (after a
+/// crash) only rewrites what is left.
+fn compact_notifications(storage: &Storage) -> StorageResult<()> {
+    for entry in storage.usernotify_record.iter() {
+        let (key, value) = entry?;
+        storage.usernotify_record.insert(&key, &value)?;
+    }
+    for entry in storage.userroomnotify_flags.iter() {
+        let (key, value) = entry?;
+        storage.userroomnotify_flags.insert(&key, &value)?;
+    }
+    Ok(())
+}
 
 /// Fills `roomstate_history` and `roomstream_state` from the events already stored: every
 /// state event at its stream position. Inserting the same entries again is harmless.

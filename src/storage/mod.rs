@@ -16,6 +16,7 @@
 
 mod batch;
 mod codec;
+mod compact;
 mod convert;
 mod export;
 pub(crate) mod files;
@@ -45,9 +46,8 @@ pub(crate) use tree::Tree;
 use records::{
     AccountDataRecord, AccountRecord, AliasRecord, BackedUpKey, BackupVersionRecord,
     DehydratedRecord, DestinationState, DeviceRecord, EventMeta, FallbackKeyRecord,
-    KeysChangedRecord, MediaRecord, MembershipRecord, NotificationRecord, PendingTxn, PushItem,
-    QueueItem, ReceiptRecord, RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord,
-    SnapshotRecord, UnreadFlags,
+    KeysChangedRecord, MediaRecord, MembershipRecord, PendingTxn, PushItem, QueueItem,
+    ReceiptRecord, RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord,
 };
 use records::{DeviceChangeRecord, RemoteDeviceList};
 
@@ -155,10 +155,13 @@ pub struct Storage {
     /// room 0xFF stream position → the `(type, state key)`s that changed there: the state
     /// changes between two positions without reading the events between them.
     pub(crate) roomstream_state: Tree<(String, u64), Json<Vec<StateKey>>>,
-    /// user 0xFF stream position → a notification (push rules said `notify`), newest last.
-    pub(crate) usernotify_record: Tree<(String, u64), Json<NotificationRecord>>,
-    /// user 0xFF room 0xFF stream position → `(highlight, thread)`: unread counts per room.
-    pub(crate) userroomnotify_flags: Tree<(String, String, u64), Json<UnreadFlags>>,
+    /// user 0xFF stream position → a notification (push rules said `notify`), newest last:
+    /// flags, time and actions in about 10 bytes ([`compact`]); the event is the one at
+    /// that position (`stream_room`, then `roomstream_eventid`).
+    pub(crate) usernotify_record: Tree<(String, u64), compact::NotificationCodec>,
+    /// user 0xFF room 0xFF stream position → `(highlight, thread)` in one byte (and the
+    /// thread root, if any): unread counts per room.
+    pub(crate) userroomnotify_flags: Tree<(String, String, u64), compact::UnreadCodec>,
     /// user 0xFF room 0xFF thread (`""` unthreaded, `main`, or a thread root) → the stream
     /// position the user has read up to there (receipts, or sending an event).
     pub(crate) userroom_read: Tree<(String, String, String), u64>,
