@@ -21,7 +21,9 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, Int, OwnedUserId, RoomId, UI
 use serde_json::Value;
 
 use crate::rooms;
-use crate::storage::{Batch, Storage, StorageError, pair_prefix};
+use crate::storage::{
+    Batch, Storage, StorageError, pair_prefix, user_room_short, user_room_short_if_any,
+};
 
 use crate::storage::records::StoredNotification;
 
@@ -177,9 +179,10 @@ pub(crate) fn stage(
             &(outcome.user_id.clone(), position),
             &record,
         )?;
-        storage.userroomnotify_flags.batch_insert(
+        let short = user_room_short(storage, &outcome.user_id, room)?;
+        storage.pairstream_unread.batch_insert(
             batch,
-            &(outcome.user_id.clone(), room.to_owned(), position),
+            &(short, position),
             &(outcome.highlight, push.thread.clone()),
         )?;
     }
@@ -202,20 +205,21 @@ pub(crate) fn mark_read(
     storage.userroom_read.batch_insert(batch, &key, &position)?;
     // What is read no longer counts: its unread flags go, so counting later reads only
     // what is still unread (the list for `/notifications` stays).
-    for entry in storage.userroomnotify_flags.range(
-        &(user.to_owned(), room.to_owned(), 0),
-        &(user.to_owned(), room.to_owned(), position),
-    ) {
-        let ((_, _, at), (_, flagged_thread)) = entry?;
+    let Some(short) = user_room_short_if_any(storage, user, room)? else {
+        return Ok(());
+    };
+    for entry in storage
+        .pairstream_unread
+        .range(&(short, 0), &(short, position))
+    {
+        let ((_, at), (_, flagged_thread)) = entry?;
         let same_thread = match thread {
             "" => true,
             MAIN => flagged_thread.is_none(),
             root => flagged_thread.as_deref() == Some(root),
         };
         if same_thread {
-            storage
-                .userroomnotify_flags
-                .batch_remove(batch, &(user.to_owned(), room.to_owned(), at));
+            storage.pairstream_unread.batch_remove(batch, &(short, at));
         }
     }
     Ok(())
@@ -259,12 +263,14 @@ pub(crate) fn unread(
     if everything >= upto {
         return Ok((room, threads));
     }
-    let (user, room_key) = (user_id.to_string(), room_id.to_string());
-    for entry in storage.userroomnotify_flags.range(
-        &(user.clone(), room_key.clone(), everything + 1),
-        &(user, room_key, upto),
-    ) {
-        let ((_, _, position), (highlight, thread)) = entry?;
+    let Some(short) = user_room_short_if_any(storage, user_id.as_str(), room_id.as_str())? else {
+        return Ok((room, threads));
+    };
+    for entry in storage
+        .pairstream_unread
+        .range(&(short, everything + 1), &(short, upto))
+    {
+        let ((_, position), (highlight, thread)) = entry?;
         let thread_key = thread.as_deref().unwrap_or(MAIN);
         if read.get(thread_key).is_some_and(|&read| position <= read) {
             continue;
