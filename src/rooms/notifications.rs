@@ -21,11 +21,10 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, Int, OwnedUserId, RoomId, UI
 use serde_json::Value;
 
 use crate::rooms;
+use crate::storage::records::StoredNotification;
 use crate::storage::{
     Batch, Storage, StorageError, pair_prefix, user_room_short, user_room_short_if_any,
 };
-
-use crate::storage::records::StoredNotification;
 
 /// A notification as `/notifications` and push delivery see it: the stored row with its
 /// room and event read back from its stream position.
