@@ -21,9 +21,48 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, Int, OwnedUserId, RoomId, UI
 use serde_json::Value;
 
 use crate::rooms;
-use crate::storage::{Batch, Storage, StorageError, pair_prefix};
+use crate::storage::records::StoredNotification;
+use crate::storage::{
+    Batch, Storage, StorageError, pair_prefix, user_room_short, user_room_short_if_any,
+};
 
-pub(crate) use crate::storage::records::NotificationRecord;
+/// A notification as `/notifications` and push delivery see it: the stored row with its
+/// room and event read back from its stream position.
+#[derive(Debug, Clone)]
+pub(crate) struct NotificationRecord {
+    pub(crate) room_id: String,
+    pub(crate) event_id: String,
+    /// The actions of the push rule that matched, as the spec writes them.
+    pub(crate) actions: Value,
+    /// The thread the event belongs to (its root), if any.
+    pub(crate) thread: Option<String>,
+    pub(crate) ts: u64,
+}
+
+/// The stored notification at `position` with its room and event: those at that position
+/// of the stream. `None` if the event is gone (its room was deleted).
+pub(crate) fn resolve(
+    storage: &Storage,
+    position: u64,
+    stored: StoredNotification,
+) -> Result<Option<NotificationRecord>, StorageError> {
+    let Some(room_id) = storage.stream_room.get(&position)? else {
+        return Ok(None);
+    };
+    let Some(event_id) = storage
+        .roomstream_eventid
+        .get(&(room_id.clone(), position))?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(NotificationRecord {
+        room_id,
+        event_id,
+        actions: stored.actions,
+        thread: stored.thread,
+        ts: stored.ts,
+    }))
+}
 
 /// What one event means for one local user: notify (and highlight) or nothing.
 #[derive(Debug, Clone)]
@@ -115,23 +154,20 @@ pub(crate) fn evaluate(
     Ok(EventPush { outcomes, thread })
 }
 
-/// Adds, to the event's batch, its notifications and the sender's implicit read marker
-/// (sending an event marks everything before it read, in its thread).
-#[allow(clippy::too_many_arguments)]
+/// Adds, to the event's batch (which places it at `position`), its notifications and the
+/// sender's implicit read marker (sending an event marks everything before it read, in its
+/// thread).
 pub(crate) fn stage(
     storage: &Storage,
     batch: &mut Batch,
     room: &str,
-    event_id: &str,
     sender: &str,
     push: &EventPush,
     position: u64,
     ts: u64,
 ) -> Result<(), StorageError> {
     for outcome in &push.outcomes {
-        let record = NotificationRecord {
-            room_id: room.to_owned(),
-            event_id: event_id.to_owned(),
+        let record = StoredNotification {
             actions: outcome.actions.clone(),
             highlight: outcome.highlight,
             thread: push.thread.clone(),
@@ -142,9 +178,10 @@ pub(crate) fn stage(
             &(outcome.user_id.clone(), position),
             &record,
         )?;
-        storage.userroomnotify_flags.batch_insert(
+        let short = user_room_short(storage, &outcome.user_id, room)?;
+        storage.pairstream_unread.batch_insert(
             batch,
-            &(outcome.user_id.clone(), room.to_owned(), position),
+            &(short, position),
             &(outcome.highlight, push.thread.clone()),
         )?;
     }
@@ -167,20 +204,21 @@ pub(crate) fn mark_read(
     storage.userroom_read.batch_insert(batch, &key, &position)?;
     // What is read no longer counts: its unread flags go, so counting later reads only
     // what is still unread (the list for `/notifications` stays).
-    for entry in storage.userroomnotify_flags.range(
-        &(user.to_owned(), room.to_owned(), 0),
-        &(user.to_owned(), room.to_owned(), position),
-    ) {
-        let ((_, _, at), (_, flagged_thread)) = entry?;
+    let Some(short) = user_room_short_if_any(storage, user, room)? else {
+        return Ok(());
+    };
+    for entry in storage
+        .pairstream_unread
+        .range(&(short, 0), &(short, position))
+    {
+        let ((_, at), (_, flagged_thread)) = entry?;
         let same_thread = match thread {
             "" => true,
             MAIN => flagged_thread.is_none(),
             root => flagged_thread.as_deref() == Some(root),
         };
         if same_thread {
-            storage
-                .userroomnotify_flags
-                .batch_remove(batch, &(user.to_owned(), room.to_owned(), at));
+            storage.pairstream_unread.batch_remove(batch, &(short, at));
         }
     }
     Ok(())
@@ -224,12 +262,14 @@ pub(crate) fn unread(
     if everything >= upto {
         return Ok((room, threads));
     }
-    let (user, room_key) = (user_id.to_string(), room_id.to_string());
-    for entry in storage.userroomnotify_flags.range(
-        &(user.clone(), room_key.clone(), everything + 1),
-        &(user, room_key, upto),
-    ) {
-        let ((_, _, position), (highlight, thread)) = entry?;
+    let Some(short) = user_room_short_if_any(storage, user_id.as_str(), room_id.as_str())? else {
+        return Ok((room, threads));
+    };
+    for entry in storage
+        .pairstream_unread
+        .range(&(short, everything + 1), &(short, upto))
+    {
+        let ((_, position), (highlight, thread)) = entry?;
         let thread_key = thread.as_deref().unwrap_or(MAIN);
         if read.get(thread_key).is_some_and(|&read| position <= read) {
             continue;
@@ -286,19 +326,22 @@ pub(crate) fn list(
         .rev()
         .enumerate()
     {
-        let ((_, position), record) = entry?;
+        let ((_, position), stored) = entry?;
         // A page looks at a bounded number of notifications; the token resumes the walk.
         if examined == MAX_EXAMINED {
             next = Some(position + 1);
             break;
         }
-        if only_highlights && !record.highlight {
+        if only_highlights && !stored.highlight {
             continue;
         }
         if notifications.len() == limit {
             next = Some(position + 1);
             break;
         }
+        let Some(record) = resolve(storage, position, stored)? else {
+            continue;
+        };
         let read = match read_by_room.get(&record.room_id) {
             Some(read) => read,
             None => {
@@ -492,5 +535,109 @@ fn now<F: Future>(future: F) -> Option<F::Output> {
     {
         Poll::Ready(value) => Some(value),
         Poll::Pending => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::storage::KeyCodec as _;
+    use crate::storage::testing;
+
+    /// A database whose notifications an older Hearth wrote as JSON, with room and event
+    /// IDs copied in: after the migration, `/notifications` and the unread counts read the
+    /// same as before.
+    #[test]
+    fn notifications_written_as_json_read_the_same_after_the_migration() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (user, room) = ("@u:x".to_owned(), "!r:x".to_owned());
+        let sound = json!(["notify", {"set_tweak": "sound", "value": "default"}]);
+        let custom = json!(["notify", {"set_tweak": "highlight"}, {"set_tweak": "x", "value": 1}]);
+        {
+            let storage = testing::open(dir.path());
+            for (position, event) in [(5u64, "$e5"), (7, "$e7")] {
+                storage
+                    .stream_room
+                    .insert(&position, &room)
+                    .expect("stream");
+                storage
+                    .roomstream_eventid
+                    .insert(&(room.clone(), position), &event.to_owned())
+                    .expect("timeline");
+            }
+            let rows = [
+                (
+                    5u64,
+                    json!({"room_id": room, "event_id": "$e5", "actions": sound, "highlight": false, "ts": 100}),
+                    json!([false, null]),
+                ),
+                (
+                    7,
+                    json!({"room_id": room, "event_id": "$e7", "actions": custom, "highlight": true, "thread": "$root", "ts": 200}),
+                    json!([true, "$root"]),
+                ),
+            ];
+            for (position, record, flags) in rows {
+                testing::write_raw(
+                    &storage,
+                    "usernotify_record",
+                    &(user.clone(), position).encode(),
+                    record.to_string().as_bytes(),
+                );
+                testing::write_raw(
+                    &storage,
+                    "userroomnotify_flags",
+                    &(user.clone(), room.clone(), position).encode(),
+                    flags.to_string().as_bytes(),
+                );
+            }
+            testing::set_schema_version(&storage, 13);
+        }
+        let storage = testing::open(dir.path());
+        let raw = testing::read_raw(&storage, "usernotify_record", &(user.clone(), 5).encode())
+            .expect("row");
+        assert_eq!(raw.len(), 10, "rewritten compact: {raw:?}");
+        let user_id = UserId::parse(user.as_str()).expect("user");
+        let page = list(&storage, &user_id, None, 10, false).expect("list");
+        let listed: Vec<_> = page
+            .notifications
+            .iter()
+            .map(|listed| {
+                let record = &listed.record;
+                (
+                    record.event_id.as_str(),
+                    record.room_id.as_str(),
+                    record.actions.clone(),
+                    record.thread.as_deref(),
+                    record.ts,
+                    listed.read,
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                ("$e7", "!r:x", custom, Some("$root"), 200, false),
+                ("$e5", "!r:x", sound, None, 100, false),
+            ]
+        );
+        let room_id = RoomId::parse(room.as_str()).expect("room");
+        let (main, threads) = unread(&storage, &user_id, &room_id, 10, true).expect("unread");
+        assert_eq!(
+            main,
+            Counts {
+                notifications: 1,
+                highlights: 0
+            }
+        );
+        assert_eq!(
+            threads.get("$root"),
+            Some(&Counts {
+                notifications: 1,
+                highlights: 1
+            })
+        );
     }
 }

@@ -194,6 +194,28 @@ impl KeyCodec for (String, String, String, u64) {
     }
 }
 
+/// Two big-endian integers (a short ID and a stream position): 16 bytes, in numeric order.
+impl KeyCodec for (u64, u64) {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = self.0.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&self.1.to_be_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> StorageResult<Self> {
+        if bytes.len() != 16 {
+            return Err(StorageError::Corrupt(format!(
+                "a two-number key of {} bytes",
+                bytes.len()
+            )));
+        }
+        Ok((
+            <u64 as KeyCodec>::decode(&bytes[..8])?,
+            <u64 as KeyCodec>::decode(&bytes[8..])?,
+        ))
+    }
+}
+
 /// A fixed 32-byte key, such as a SHA-256 digest.
 impl KeyCodec for [u8; 32] {
     fn encode(&self) -> Vec<u8> {

@@ -2,6 +2,8 @@
 //! version `n - 1` to `n` and must be safe to run again if a crash interrupts it before the
 //! new version is recorded. Append only: never edit or renumber a released migration.
 
+use super::codec::{KeyCodec, ValueCodec};
+use super::compact::{UnreadCodec, user_room_short};
 use super::{Storage, StorageError, StorageResult};
 
 pub(super) struct Migration {
@@ -83,7 +85,46 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         // New, empty trees; a recorded transaction without `catch_up` reads as before.
         apply: |_| Ok(()),
     },
+    Migration {
+        version: 14,
+        description: "compact notifications: usernotify_record in binary, without the room and event IDs; userroomnotify_flags becomes pairstream_unread, keyed by userroom_short",
+        apply: compact_notifications,
+    },
 ];
+
+/// Rewrites the JSON rows of `usernotify_record` in their compact form
+/// ([`super::compact`]), and moves `userroomnotify_flags` (keyed by user and room IDs) to
+/// `pairstream_unread` (keyed by their short ID), dropping the old tree last. The codec
+/// reads both forms and short IDs are found again, so running it again after a crash
+/// redoes only what is left.
+fn compact_notifications(storage: &Storage) -> StorageResult<()> {
+    for entry in storage.usernotify_record.iter() {
+        let (key, value) = entry?;
+        storage.usernotify_record.insert(&key, &value)?;
+    }
+    const OLD: &str = "userroomnotify_flags";
+    if !storage
+        .db
+        .tree_names()
+        .iter()
+        .any(|name| name == OLD.as_bytes())
+    {
+        return Ok(());
+    }
+    let old = storage.db.open_tree(OLD)?;
+    for entry in old.iter() {
+        let (key, value) = entry?;
+        let (user, room, position) = <(String, String, u64) as KeyCodec>::decode(&key)?;
+        let flags = <UnreadCodec as ValueCodec>::decode(&value)?;
+        let short = user_room_short(storage, &user, &room)?;
+        storage
+            .pairstream_unread
+            .insert(&(short, position), &flags)?;
+    }
+    storage.flush_blocking()?;
+    storage.db.drop_tree(OLD)?;
+    Ok(())
+}
 
 /// Fills `roomstate_history` and `roomstream_state` from the events already stored: every
 /// state event at its stream position. Inserting the same entries again is harmless.

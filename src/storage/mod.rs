@@ -16,6 +16,7 @@
 
 mod batch;
 mod codec;
+mod compact;
 mod convert;
 mod export;
 pub(crate) mod files;
@@ -36,6 +37,7 @@ use std::path::{Path, PathBuf};
 
 pub(crate) use batch::Batch;
 pub(crate) use codec::{Json, KeyCodec, pair_prefix};
+pub(crate) use compact::{user_room_short, user_room_short_if_any};
 pub(crate) use export::{Exported, import};
 pub(crate) use members::JoinedSummary;
 #[cfg(test)]
@@ -45,9 +47,8 @@ pub(crate) use tree::Tree;
 use records::{
     AccountDataRecord, AccountRecord, AliasRecord, BackedUpKey, BackupVersionRecord,
     DehydratedRecord, DestinationState, DeviceRecord, EventMeta, FallbackKeyRecord,
-    KeysChangedRecord, MediaRecord, MembershipRecord, NotificationRecord, PendingTxn, PushItem,
-    QueueItem, ReceiptRecord, RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord,
-    SnapshotRecord, UnreadFlags,
+    KeysChangedRecord, MediaRecord, MembershipRecord, PendingTxn, PushItem, QueueItem,
+    ReceiptRecord, RegistrationTokenRecord, RoomRecord, ServerKeys, SessionRecord, SnapshotRecord,
 };
 use records::{DeviceChangeRecord, RemoteDeviceList};
 
@@ -155,10 +156,17 @@ pub struct Storage {
     /// room 0xFF stream position → the `(type, state key)`s that changed there: the state
     /// changes between two positions without reading the events between them.
     pub(crate) roomstream_state: Tree<(String, u64), Json<Vec<StateKey>>>,
-    /// user 0xFF stream position → a notification (push rules said `notify`), newest last.
-    pub(crate) usernotify_record: Tree<(String, u64), Json<NotificationRecord>>,
-    /// user 0xFF room 0xFF stream position → `(highlight, thread)`: unread counts per room.
-    pub(crate) userroomnotify_flags: Tree<(String, String, u64), Json<UnreadFlags>>,
+    /// user 0xFF stream position → a notification (push rules said `notify`), newest last:
+    /// flags, time and actions in about 10 bytes ([`compact`]); the event is the one at
+    /// that position (`stream_room`, then `roomstream_eventid`).
+    pub(crate) usernotify_record: Tree<(String, u64), compact::NotificationCodec>,
+    /// user-and-room short ID (u64, [`userroom_short`](Self::userroom_short)) and stream
+    /// position (u64) → `(highlight, thread)` in one byte (and the thread root, if any): a
+    /// user's unread notifications per room, for the counts. 17 bytes a row, where user and
+    /// room IDs in the key took 70.
+    pub(crate) pairstream_unread: Tree<(u64, u64), compact::UnreadCodec>,
+    /// user 0xFF room → the pair's short ID (see [`user_room_short`]).
+    pub(crate) userroom_short: Tree<(String, String), u64>,
     /// user 0xFF room 0xFF thread (`""` unthreaded, `main`, or a thread root) → the stream
     /// position the user has read up to there (receipts, or sending an event).
     pub(crate) userroom_read: Tree<(String, String, String), u64>,
@@ -354,7 +362,8 @@ impl Storage {
             roomstate_history: Tree::open(&db, &gate, "roomstate_history")?,
             roomstream_state: Tree::open(&db, &gate, "roomstream_state")?,
             usernotify_record: Tree::open(&db, &gate, "usernotify_record")?,
-            userroomnotify_flags: Tree::open(&db, &gate, "userroomnotify_flags")?,
+            pairstream_unread: Tree::open(&db, &gate, "pairstream_unread")?,
+            userroom_short: Tree::open(&db, &gate, "userroom_short")?,
             userroom_read: Tree::open(&db, &gate, "userroom_read")?,
             stream_room: Tree::open(&db, &gate, "stream_room")?,
             userstream_accountdata: Tree::open(&db, &gate, "userstream_accountdata")?,

@@ -164,17 +164,17 @@ pub(crate) struct DestinationState {
 
 // ---- notifications
 
-/// A notification (`usernotify_record`), for `/notifications`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct NotificationRecord {
-    pub(crate) room_id: String,
-    pub(crate) event_id: String,
+/// A notification as stored (`usernotify_record`, in [`super::compact`]'s binary form):
+/// only what the event cannot give back. Its room and event are those at the row's stream
+/// position (`stream_room`, `roomstream_eventid`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredNotification {
     /// The actions of the push rule that matched, as the spec writes them.
     pub(crate) actions: Value,
     pub(crate) highlight: bool,
     /// The thread the event belongs to (its root), if any.
-    #[serde(default)]
     pub(crate) thread: Option<String>,
+    /// When it was recorded (ms since the epoch).
     pub(crate) ts: u64,
 }
 

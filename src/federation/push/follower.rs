@@ -83,7 +83,11 @@ fn handle_span(storage: &Storage, from: u64, to: u64) -> Result<bool, StorageErr
             .usernotify_record
             .range(&(user.clone(), from + 1), &(user.clone(), to))
         {
-            let ((_, position), record) = entry?;
+            let ((_, position), stored) = entry?;
+            let Some(record) = crate::rooms::notifications::resolve(storage, position, stored)?
+            else {
+                continue;
+            };
             queue_for_user(
                 position,
                 Some(record.room_id),
