@@ -113,6 +113,36 @@ pub(crate) struct Rooms {
     current_auth: on_current::CurrentAuth,
 }
 
+/// Events stored, not yet flushed nor visible (see [`Rooms::store_remote_unflushed`]): whether
+/// any write waits for a flush, and the newest stream position and the number of timeline
+/// events among them.
+#[derive(Default)]
+pub(crate) struct Unflushed {
+    written: std::sync::Mutex<Option<(Option<u64>, usize)>>,
+}
+
+impl Unflushed {
+    /// Counts a write: a timeline event at `position`, or (`None`) an event kept outside
+    /// the timeline.
+    fn written(&self, position: Option<u64>) {
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let (newest, events) = written.get_or_insert((None, 0));
+        if let Some(position) = position {
+            *newest = Some(newest.map_or(position, |newest| newest.max(position)));
+            *events += 1;
+        }
+    }
+
+    fn take(self) -> Option<(Option<u64>, usize)> {
+        self.written
+            .into_inner()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
 /// How many remote events are checked at once (spec steps 4 to 6, with state resolution
 /// where their prev events fork). The checks run on tokio's blocking pool so the HTTP
 /// workers keep answering while a hostile event makes us resolve many forked states; two
@@ -398,6 +428,48 @@ impl Rooms {
         relay: bool,
         gap: &[(OwnedEventId, NamedState)],
     ) -> Result<remote::Outcome, remote::Refused> {
+        self.store_remote_in(room_id, (json, pdu), (relay, gap), None)
+            .await
+    }
+
+    /// [`Rooms::store_remote_at_gap`] for one event of a transaction: the event is stored
+    /// but neither flushed nor made visible; `unflushed` keeps track of it until
+    /// [`Rooms::make_durable`], once for the whole transaction (one `fdatasync` for 50
+    /// events instead of 50).
+    pub(crate) async fn store_remote_unflushed(
+        &self,
+        room_id: &RoomId,
+        (json, pdu): (CanonicalJsonObject, Pdu),
+        gap: &[(OwnedEventId, NamedState)],
+        unflushed: &Unflushed,
+    ) -> Result<remote::Outcome, remote::Refused> {
+        self.store_remote_in(room_id, (json, pdu), (false, gap), Some(unflushed))
+            .await
+    }
+
+    /// Flushes the events `unflushed` kept track of, then makes them visible and wakes
+    /// `/sync`: what a transaction's answer waits for.
+    pub(crate) async fn make_durable(
+        &self,
+        unflushed: Unflushed,
+    ) -> Result<(), crate::storage::StorageError> {
+        let Some((position, events)) = unflushed.take() else {
+            return Ok(());
+        };
+        self.storage.flush().await?;
+        if let Some(position) = position {
+            self.publish(position, events);
+        }
+        Ok(())
+    }
+
+    async fn store_remote_in(
+        &self,
+        room_id: &RoomId,
+        (json, pdu): (CanonicalJsonObject, Pdu),
+        (relay, gap): (bool, &[(OwnedEventId, NamedState)]),
+        unflushed: Option<&Unflushed>,
+    ) -> Result<remote::Outcome, remote::Refused> {
         let storage = &*self.storage;
         let lock = self.lock_for(room_id);
         let _serialized = lock.lock().await;
@@ -459,7 +531,10 @@ impl Rooms {
                 .batch_insert(&mut batch, &event_id, &text)?;
             remote::stage_meta(storage, &mut batch, &room, &event_id, None)?;
             storage.apply(batch)?;
-            storage.flush().await?;
+            match unflushed {
+                Some(unflushed) => unflushed.written(None),
+                None => storage.flush().await?,
+            }
             return Ok(remote::Outcome::SoftFailed);
         }
         let position = {
@@ -499,8 +574,13 @@ impl Rooms {
             storage.apply(batch)?;
             position
         };
-        storage.flush().await?;
-        self.publish(position, 1);
+        match unflushed {
+            Some(unflushed) => unflushed.written(Some(position)),
+            None => {
+                storage.flush().await?;
+                self.publish(position, 1);
+            }
+        }
         Ok(remote::Outcome::Accepted)
     }
 
