@@ -27,8 +27,11 @@ mod state;
 pub(crate) mod state_res_v1;
 pub(crate) mod timeline;
 pub(crate) mod timestamp;
+mod unflushed;
 mod upgrade;
 pub(crate) mod visibility;
+
+pub(crate) use unflushed::Unflushed;
 
 pub(crate) use crate::storage::StateEntry;
 pub(crate) use staging::stage_state_entry;
@@ -111,36 +114,6 @@ pub(crate) struct Rooms {
     events_persisted: std::sync::atomic::AtomicU64,
     /// The decoded auth events of the current state of the rooms receiving remote events.
     current_auth: on_current::CurrentAuth,
-}
-
-/// Events stored, not yet flushed nor visible (see [`Rooms::store_remote_unflushed`]): whether
-/// any write waits for a flush, and the newest stream position and the number of timeline
-/// events among them.
-#[derive(Default)]
-pub(crate) struct Unflushed {
-    written: std::sync::Mutex<Option<(Option<u64>, usize)>>,
-}
-
-impl Unflushed {
-    /// Counts a write: a timeline event at `position`, or (`None`) an event kept outside
-    /// the timeline.
-    fn written(&self, position: Option<u64>) {
-        let mut written = self
-            .written
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let (newest, events) = written.get_or_insert((None, 0));
-        if let Some(position) = position {
-            *newest = Some(newest.map_or(position, |newest| newest.max(position)));
-            *events += 1;
-        }
-    }
-
-    fn take(self) -> Option<(Option<u64>, usize)> {
-        self.written
-            .into_inner()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
 }
 
 /// How many remote events are checked at once (spec steps 4 to 6, with state resolution
@@ -430,37 +403,6 @@ impl Rooms {
     ) -> Result<remote::Outcome, remote::Refused> {
         self.store_remote_in(room_id, (json, pdu), (relay, gap), None)
             .await
-    }
-
-    /// [`Rooms::store_remote_at_gap`] for one event of a transaction: the event is stored
-    /// but neither flushed nor made visible; `unflushed` keeps track of it until
-    /// [`Rooms::make_durable`], once for the whole transaction (one `fdatasync` for 50
-    /// events instead of 50).
-    pub(crate) async fn store_remote_unflushed(
-        &self,
-        room_id: &RoomId,
-        (json, pdu): (CanonicalJsonObject, Pdu),
-        gap: &[(OwnedEventId, NamedState)],
-        unflushed: &Unflushed,
-    ) -> Result<remote::Outcome, remote::Refused> {
-        self.store_remote_in(room_id, (json, pdu), (false, gap), Some(unflushed))
-            .await
-    }
-
-    /// Flushes the events `unflushed` kept track of, then makes them visible and wakes
-    /// `/sync`: what a transaction's answer waits for.
-    pub(crate) async fn make_durable(
-        &self,
-        unflushed: Unflushed,
-    ) -> Result<(), crate::storage::StorageError> {
-        let Some((position, events)) = unflushed.take() else {
-            return Ok(());
-        };
-        self.storage.flush().await?;
-        if let Some(position) = position {
-            self.publish(position, events);
-        }
-        Ok(())
     }
 
     async fn store_remote_in(

@@ -9,6 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use super::codec::KeyCodec;
+use super::{Batch, Storage, StorageResult};
+
 /// Rooms whose summary is kept at most (a whole cache is dropped when full: simple, and
 /// rare on a family server).
 const CAPACITY: usize = 512;
@@ -194,9 +197,66 @@ impl MembersCache {
     }
 }
 
+impl Storage {
+    /// [`Storage::apply`] for a batch that writes memberships: the summaries of their
+    /// rooms are updated, not read again.
+    pub(super) fn apply_with_memberships(&self, batch: Batch) -> StorageResult<()> {
+        let memberships = batch.writes_of(&self.roomuser_membership.name());
+        // What the batch changes in the joined members, against what is stored: read and
+        // written under one lock, so that no other membership write lands in between.
+        let _memberships = self
+            .membership_writes
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let mut joined: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
+        for (key, value) in &memberships {
+            let (room, user) = <(String, String) as KeyCodec>::decode(key)?;
+            let now = *value == Some(b"join".as_slice());
+            match joined.entry((room, user)) {
+                std::collections::btree_map::Entry::Occupied(mut entry) => entry.get_mut().1 = now,
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    let before = self.roomuser_membership.tree_get(key)?;
+                    entry.insert((before.as_deref() == Some(b"join".as_slice()), now));
+                }
+            }
+        }
+        drop(memberships);
+        let mut rooms: Vec<String> = joined.keys().map(|(room, _)| room.clone()).collect();
+        rooms.dedup();
+        let taken = self.members.writing(&rooms);
+        let result = {
+            let _writing = self.gate.pass();
+            batch.apply()
+        };
+        // A member's account that cannot be read drops the summaries (read again later).
+        let changes = result
+            .is_ok()
+            .then(|| {
+                joined
+                    .into_iter()
+                    .filter(|(_, (before, now))| before != now)
+                    .map(|((room, user), (_, now))| {
+                        let local = now && self.userid_account.contains_key(&user)?;
+                        Ok(JoinChange {
+                            room,
+                            user,
+                            joined: now,
+                            local,
+                        })
+                    })
+                    .collect::<StorageResult<Vec<_>>>()
+                    .ok()
+            })
+            .flatten();
+        self.members.written(&rooms, taken, changes.as_deref());
+        result
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::pair_prefix;
 
     fn summary(count: usize) -> Arc<JoinedSummary> {
         Arc::new(JoinedSummary {
@@ -274,5 +334,67 @@ mod tests {
             cache.get("!a:here").0.is_none(),
             "kept after a failed write"
         );
+    }
+
+    #[test]
+    fn the_joined_summary_follows_membership_writes_without_reading_them_again() {
+        let (_dir, storage) = super::super::testing::temporary();
+        let room = "!big:here";
+        storage
+            .userid_account
+            .insert(
+                &"@alice:here".to_owned(),
+                &serde_json::from_str(r#"{"password_hash": "", "created_at_ms": 0}"#)
+                    .expect("record"),
+            )
+            .expect("account");
+        let write = |changes: &[(&str, &str)]| {
+            let mut batch = Batch::new();
+            for (user, membership) in changes {
+                storage
+                    .roomuser_membership
+                    .batch_insert(
+                        &mut batch,
+                        &(room.to_owned(), (*user).to_owned()),
+                        &(*membership).to_owned(),
+                    )
+                    .expect("stage");
+            }
+            storage.apply(batch).expect("apply");
+        };
+        let scanned = || {
+            let mut summary = JoinedSummary::default();
+            for entry in storage.roomuser_membership.scan_prefix(&pair_prefix(room)) {
+                let ((_, user), membership) = entry.expect("entry");
+                if membership == "join" {
+                    summary.add(&user, user.ends_with(":here"));
+                }
+            }
+            summary
+        };
+        write(&[("@alice:here", "join"), ("@bob:there", "join")]);
+        let steps: &[&[(&str, &str)]] = &[
+            &[("@carol:there", "join"), ("@dan:far", "invite")],
+            &[("@bob:there", "leave")],
+            &[
+                ("@dan:far", "join"),
+                ("@dan:far", "leave"),
+                ("@eve:far", "ban"),
+            ],
+            &[("@carol:there", "join")],
+            &[("@carol:there", "leave"), ("@alice:here", "leave")],
+            &[("@alice:here", "join"), ("@dan:far", "join")],
+        ];
+        for step in steps {
+            let kept = storage.joined_summary(room).expect("summary");
+            write(step);
+            assert_ne!(
+                storage.members.get(room).0,
+                None,
+                "the summary was dropped, not updated"
+            );
+            let updated = storage.joined_summary(room).expect("summary");
+            assert_eq!(*updated, scanned(), "after {step:?} (was {kept:?})");
+        }
     }
 }
