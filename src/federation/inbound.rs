@@ -20,6 +20,7 @@ use serde_json::value::RawValue;
 use super::Federation;
 use super::pdu_checks::{TransactionKeys, checked, checked_parsed};
 use crate::matrix::events::Pdu;
+use crate::rooms::Unflushed;
 use crate::rooms::remote::{Outcome, Refused};
 use crate::rooms::rules_of;
 use crate::storage::Storage;
@@ -168,6 +169,19 @@ pub(crate) async fn receive_pdu(
     gaps: &GapBudget,
     json: CanonicalJsonObject,
 ) -> (Option<OwnedEventId>, Result<Outcome, Refused>) {
+    receive_pdu_in(fed, origin, gaps, json, None).await
+}
+
+/// [`receive_pdu`] for one PDU of a transaction: with `unflushed`, the PDU (if stored) is
+/// neither flushed nor made visible here, but by [`crate::rooms::Rooms::make_durable`]
+/// before the transaction is answered.
+pub(crate) async fn receive_pdu_in(
+    fed: &Federation,
+    origin: &str,
+    gaps: &GapBudget,
+    json: CanonicalJsonObject,
+    unflushed: Option<&Unflushed>,
+) -> (Option<OwnedEventId>, Result<Outcome, Refused>) {
     let (rules, room_id) = match room_of(&fed.storage, &json) {
         Ok(found) => found,
         Err(err) => return (None, Err(err)),
@@ -193,9 +207,24 @@ pub(crate) async fn receive_pdu(
                 )));
             }
         }
-        let store = || {
-            fed.rooms
-                .store_remote(&room_id, json.clone(), pdu.clone(), false)
+        let store = || async {
+            match unflushed {
+                Some(unflushed) => {
+                    fed.rooms
+                        .store_remote_unflushed(
+                            &room_id,
+                            (json.clone(), pdu.clone()),
+                            &[],
+                            unflushed,
+                        )
+                        .await
+                }
+                None => {
+                    fed.rooms
+                        .store_remote(&room_id, json.clone(), pdu.clone(), false)
+                        .await
+                }
+            }
         };
         let mut result = store().await;
         // A gap before it: ask the sender for the events we miss, then try again.
@@ -210,10 +239,19 @@ pub(crate) async fn receive_pdu(
             tracing::info!(%room_id, event = %pdu.event_id, "fetching the state at a gap ({what})");
             let gap =
                 super::gap_state::fetch_state_at_gap(fed, origin, &room_id, &rules, &pdu).await?;
-            result = fed
-                .rooms
-                .store_remote_at_gap(&room_id, (json.clone(), pdu.clone()), false, &gap)
-                .await;
+            let at_gap = (json.clone(), pdu.clone());
+            result = match unflushed {
+                Some(unflushed) => {
+                    fed.rooms
+                        .store_remote_unflushed(&room_id, at_gap, &gap, unflushed)
+                        .await
+                }
+                None => {
+                    fed.rooms
+                        .store_remote_at_gap(&room_id, at_gap, false, &gap)
+                        .await
+                }
+            };
         }
         result
     }

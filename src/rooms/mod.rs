@@ -27,8 +27,11 @@ mod state;
 pub(crate) mod state_res_v1;
 pub(crate) mod timeline;
 pub(crate) mod timestamp;
+mod unflushed;
 mod upgrade;
 pub(crate) mod visibility;
+
+pub(crate) use unflushed::Unflushed;
 
 pub(crate) use crate::storage::StateEntry;
 pub(crate) use staging::stage_state_entry;
@@ -414,6 +417,17 @@ impl Rooms {
         relay: bool,
         gap: &[(OwnedEventId, NamedState)],
     ) -> Result<remote::Outcome, remote::Refused> {
+        self.store_remote_in(room_id, (json, pdu), (relay, gap), None)
+            .await
+    }
+
+    async fn store_remote_in(
+        &self,
+        room_id: &RoomId,
+        (json, pdu): (CanonicalJsonObject, Pdu),
+        (relay, gap): (bool, &[(OwnedEventId, NamedState)]),
+        unflushed: Option<&Unflushed>,
+    ) -> Result<remote::Outcome, remote::Refused> {
         let storage = &*self.storage;
         let lock = self.lock_for(room_id);
         let _serialized = lock.lock().await;
@@ -475,7 +489,10 @@ impl Rooms {
                 .batch_insert(&mut batch, &event_id, &text)?;
             remote::stage_meta(storage, &mut batch, &room, &event_id, None)?;
             storage.apply(batch)?;
-            storage.flush().await?;
+            match unflushed {
+                Some(unflushed) => unflushed.written(None),
+                None => storage.flush().await?,
+            }
             return Ok(remote::Outcome::SoftFailed);
         }
         let position = {
@@ -514,8 +531,13 @@ impl Rooms {
             storage.apply(batch)?;
             position
         };
-        storage.flush().await?;
-        self.publish(position, 1);
+        match unflushed {
+            Some(unflushed) => unflushed.written(Some(position)),
+            None => {
+                storage.flush().await?;
+                self.publish(position, 1);
+            }
+        }
         Ok(remote::Outcome::Accepted)
     }
 

@@ -30,15 +30,16 @@ impl Batch {
         self.writes.push((index, key, value));
     }
 
-    /// The keys the batch writes (or removes) in the tree named `name`.
-    pub(super) fn keys_of(&self, name: &sled::IVec) -> Vec<Vec<u8>> {
+    /// The writes of the batch in the tree named `name`, in order: each key and its new
+    /// value (`None`: removed).
+    pub(super) fn writes_of(&self, name: &sled::IVec) -> Vec<(&[u8], Option<&[u8]>)> {
         let Some(index) = self.trees.iter().position(|tree| tree.name() == name) else {
             return Vec::new();
         };
         self.writes
             .iter()
             .filter(|(tree, _, _)| *tree == index)
-            .map(|(_, key, _)| key.clone())
+            .map(|(_, key, value)| (key.as_slice(), value.as_deref()))
             .collect()
     }
 

@@ -288,6 +288,9 @@ pub struct Storage {
     gate: gate::Gate,
     /// Rooms' joined members summed up (see [`members`]).
     members: members::MembersCache,
+    /// Serializes the batches that write memberships, from reading what they change to
+    /// updating [`members`] (see [`Storage::apply`]).
+    membership_writes: std::sync::Mutex<()>,
     /// Held for as long as the database is open; dropped last.
     _lock: lock::DataDirLock,
     /// sled's log file, opened again for [`Storage::flush`]'s `fdatasync` (see
@@ -406,6 +409,7 @@ impl Storage {
             gate,
             write_lock: std::sync::Mutex::new(()),
             members: members::MembersCache::default(),
+            membership_writes: std::sync::Mutex::new(()),
             _lock: lock,
             log_file: std::sync::Arc::new(log_file),
         };
@@ -510,13 +514,11 @@ impl Storage {
 
     /// Applies a [`Batch`]: all of its writes, or none.
     pub(crate) fn apply(&self, batch: Batch) -> StorageResult<()> {
-        let touched = batch.keys_of(&self.roomuser_membership.name());
-        let result = {
+        if batch.writes_of(&self.roomuser_membership.name()).is_empty() {
             let _writing = self.gate.pass();
-            batch.apply()
-        };
-        self.members.touched(touched.iter().map(Vec::as_slice));
-        result
+            return batch.apply();
+        }
+        self.apply_with_memberships(batch)
     }
 
     /// A number that changes whenever a write touches `room`'s memberships: what was read
@@ -526,8 +528,7 @@ impl Storage {
     }
 
     /// How many users are joined to `room`, their servers, and which are ours: from memory
-    /// when no write
-    /// touched the room's memberships since it was last read (see [`members`]).
+    /// once read (writes to the room's memberships update it, see [`members`]).
     pub(crate) fn joined_summary(
         &self,
         room: &str,
@@ -542,13 +543,8 @@ impl Storage {
             if membership != "join" {
                 continue;
             }
-            summary.count += 1;
-            if let Some((_, server)) = user.split_once(':') {
-                summary.servers.insert(server.to_owned());
-            }
-            if self.userid_account.contains_key(&user)? {
-                summary.local.push(user);
-            }
+            let local = self.userid_account.contains_key(&user)?;
+            summary.add(&user, local);
         }
         let summary = std::sync::Arc::new(summary);
         self.members.keep(room, generation, summary.clone());

@@ -38,6 +38,11 @@ impl<K: KeyCodec, V: ValueCodec> Tree<K, V> {
         self.tree.name()
     }
 
+    /// The stored bytes at an encoded key.
+    pub(super) fn tree_get(&self, key: &[u8]) -> StorageResult<Option<sled::IVec>> {
+        Ok(self.tree.get(key)?)
+    }
+
     pub fn get(&self, key: &K) -> StorageResult<Option<V::Value>> {
         self.tree
             .get(key.encode())?

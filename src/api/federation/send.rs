@@ -15,7 +15,8 @@ use serde_json::{Map, Value, json};
 use super::origin::SignedJson;
 use crate::api::app::Services;
 use crate::error::{Error, ErrorKind};
-use crate::federation::inbound::receive_pdu;
+use crate::federation::inbound::receive_pdu_in;
+use crate::rooms::Unflushed;
 
 /// The spec's limits on one transaction.
 const MAX_PDUS: usize = 50;
@@ -80,13 +81,23 @@ pub(crate) async fn send(
     app.federation.inbound_counts.transaction();
     let mut results = Map::new();
     let gaps = crate::federation::inbound::GapBudget::per_transaction();
+    // The PDUs are flushed once, after the last: the answer waits for it (an event we
+    // answered for is never lost).
+    let unflushed = Unflushed::default();
     for pdu in body.pdus {
         let Some(json) = pdu_object(&pdu) else {
             app.federation.inbound_counts.pdu(false);
             continue;
         };
         drop(pdu);
-        let (event_id, outcome) = receive_pdu(&app.federation, origin.as_str(), &gaps, json).await;
+        let (event_id, outcome) = receive_pdu_in(
+            &app.federation,
+            origin.as_str(),
+            &gaps,
+            json,
+            Some(&unflushed),
+        )
+        .await;
         app.federation.inbound_counts.pdu(outcome.is_ok());
         let Some(event_id) = event_id else {
             // Without an ID there is nothing to answer about.
@@ -104,6 +115,11 @@ pub(crate) async fn send(
         };
         results.insert(event_id.to_string(), result);
     }
+    app.federation
+        .rooms
+        .make_durable(unflushed)
+        .await
+        .map_err(Error::internal)?;
     // After the PDUs: a receipt may point at an event of the same transaction.
     let mut batch = Vec::new();
     let mut batch_text = 0;
