@@ -12,10 +12,9 @@
 //! ```
 
 use std::io::{Read, Write};
-use std::os::unix::fs::DirBuilderExt as _;
 use std::path::Path;
 
-use super::{Storage, StorageError, StorageResult, lock};
+use super::{Storage, StorageError, StorageResult};
 
 const MAGIC: &[u8] = b"HEARTH-DB 1\n";
 /// No sled key or value of ours comes near this; a length beyond it is a corrupt file.
@@ -94,19 +93,10 @@ pub(crate) fn import(
     input: &mut dyn Read,
     label: &Path,
 ) -> StorageResult<Imported> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(data_dir)
-        .map_err(|source| StorageError::Io {
-            path: data_dir.to_owned(),
-            source,
-        })?;
-    let _lock = lock::DataDirLock::acquire(data_dir)?;
-    let db = sled::Config::new()
-        .path(data_dir.join("db"))
-        .cache_capacity(cache_capacity_bytes)
-        .open()?;
+    let _lock = super::lock_data_dir(data_dir)?;
+    // In the format `Storage::open` writes, so the restored database is not converted again
+    // at the server's first start.
+    let db = super::convert::open(&data_dir.join("db"), cache_capacity_bytes)?;
     let mut reader = Reader { input, label };
     let mut magic = vec![0; MAGIC.len()];
     reader.exact(&mut magic)?;

@@ -301,20 +301,25 @@ pub struct Storage {
 /// Rounds of [`Storage::collect_garbage`]: each frees up to a few hundred deferred pages.
 const GARBAGE_ROUNDS: usize = 4096;
 
+/// Creates `data_dir` if needed, private to the server's user (the database holds password
+/// hashes), and takes its lock.
+fn lock_data_dir(data_dir: &Path) -> StorageResult<lock::DataDirLock> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|source| StorageError::Io {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+    lock::DataDirLock::acquire(data_dir)
+}
+
 impl Storage {
     /// Opens (or creates) the database in `data_dir`, taking the directory's lock and running
     /// any migrations the database needs.
     pub fn open(data_dir: &Path, cache_capacity_bytes: u64) -> StorageResult<Storage> {
-        // Private to the server's user: the database holds password hashes.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(data_dir)
-            .map_err(|source| StorageError::Io {
-                path: data_dir.to_owned(),
-                source,
-            })?;
-        let lock = lock::DataDirLock::acquire(data_dir)?;
+        let lock = lock_data_dir(data_dir)?;
         let db = convert::open(&data_dir.join("db"), cache_capacity_bytes)?;
         // sled creates its directory and files (`db/`, `db/conf`, `db/db`, `db/blobs/`) but
         // never syncs a directory, nor the settings file it writes once: until they are
