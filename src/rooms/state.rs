@@ -36,8 +36,7 @@ pub(crate) fn is_resident(
 ) -> Result<bool, StorageError> {
     Ok(storage
         .joined_summary(room_id.as_str())?
-        .servers
-        .contains(our_server.as_str()))
+        .has_server(our_server.as_str()))
 }
 
 pub(crate) fn rules_of(room: &RoomRecord) -> Result<RoomVersionRules, Error> {

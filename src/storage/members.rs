@@ -6,7 +6,7 @@
 //! member event: filling a room of 25,000 members must not read them all again for each
 //! one); a generation per room keeps a summary read while a write lands from being kept.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::codec::KeyCodec;
@@ -20,15 +20,24 @@ const CAPACITY: usize = 512;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct JoinedSummary {
     pub(crate) count: usize,
-    /// The server of every joined member (ours included).
-    pub(crate) servers: BTreeSet<String>,
     /// The joined members with an account here (our users), in user ID order.
     pub(crate) local: Vec<String>,
-    /// How many joined members each server has: what lets a leave update `servers`.
+    /// How many joined members each server has (ours included): its keys are the room's
+    /// servers, and the counts let a leave tell when a server's last member went.
     members_per_server: BTreeMap<String, usize>,
 }
 
 impl JoinedSummary {
+    /// The server of every joined member (ours included), in name order.
+    pub(crate) fn servers(&self) -> impl Iterator<Item = &str> {
+        self.members_per_server.keys().map(String::as_str)
+    }
+
+    /// Whether `server` has a joined member.
+    pub(crate) fn has_server(&self, server: &str) -> bool {
+        self.members_per_server.contains_key(server)
+    }
+
     /// Counts a joined member (`local`: one of our users); a summary is built by adding
     /// each joined member, in user ID order.
     pub(crate) fn add(&mut self, user: &str, local: bool) {
@@ -38,7 +47,6 @@ impl JoinedSummary {
                 .members_per_server
                 .entry(server.to_owned())
                 .or_default() += 1;
-            self.servers.insert(server.to_owned());
         }
         if local
             && let Err(at) = self
@@ -58,7 +66,6 @@ impl JoinedSummary {
             *members -= 1;
             if *members == 0 {
                 self.members_per_server.remove(server);
-                self.servers.remove(server);
             }
         }
         if let Ok(at) = self

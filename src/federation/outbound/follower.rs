@@ -473,10 +473,9 @@ pub(crate) fn room_servers(
     // From the joined members' summary, not a scan of every membership per event.
     let servers = storage
         .joined_summary(room)?
-        .servers
-        .iter()
-        .filter(|server| server.as_str() != origin.as_str())
-        .cloned()
+        .servers()
+        .filter(|server| *server != origin.as_str())
+        .map(str::to_owned)
         .collect();
     allowed_by_acl(storage, room, servers)
 }
