@@ -46,3 +46,33 @@ pub(crate) fn log_usage(step: &str) {
         "memory"
     );
 }
+
+/// Hands this thread's deferred frees (the database's replaced pages, kept until no reader
+/// can hold them) to the queue every thread collects from. Each thread keeps up to 64 of
+/// them for itself until its list is full or it exits: a thread that wrote and then went
+/// idle (the blocking pool's) would keep them, and what they hold, for as long as it lives.
+pub(crate) fn hand_over_deferred() {
+    sled::pin().flush();
+}
+
+/// Frees the deferred frees queued so far, in at most `rounds` rounds of pin and collect,
+/// and says after how many rounds a marker queued behind them ran (the queue is in order:
+/// everything queued before it was freed too), or `None` if it did not run (a thread still
+/// pinned in an old epoch holds them back).
+pub(crate) fn collect_deferred(rounds: usize) -> Option<usize> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static MARKERS_RUN: AtomicUsize = AtomicUsize::new(0);
+    let before = MARKERS_RUN.load(Ordering::SeqCst);
+    {
+        let guard = sled::pin();
+        guard.defer(|| MARKERS_RUN.fetch_add(1, Ordering::SeqCst));
+        guard.flush();
+    }
+    for round in 0..rounds {
+        sled::pin().flush();
+        if MARKERS_RUN.load(Ordering::SeqCst) > before {
+            return Some(round + 1);
+        }
+    }
+    None
+}
