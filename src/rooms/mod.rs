@@ -559,9 +559,13 @@ impl Rooms {
             .map_err(|err| remote::Refused::Storage(err.to_string()))?;
         let storage = self.storage.clone();
         let (record, rules, pdu, gap) = (record.clone(), rules.clone(), pdu.clone(), gap.to_vec());
-        tokio::task::spawn_blocking(move || remote::plan(&storage, &record, &rules, &pdu, &gap))
-            .await
-            .map_err(|err| remote::Refused::Storage(format!("checking the event: {err}")))?
+        tokio::task::spawn_blocking(move || {
+            let plan = remote::plan(&storage, &record, &rules, &pdu, &gap);
+            crate::storage::memory::hand_over_deferred();
+            plan
+        })
+        .await
+        .map_err(|err| remote::Refused::Storage(format!("checking the event: {err}")))?
     }
 
     /// Stores a room joined over federation: the checked events of its state and auth chain

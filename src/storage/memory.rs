@@ -46,3 +46,83 @@ pub(crate) fn log_usage(step: &str) {
         "memory"
     );
 }
+
+/// Hands this thread's deferred frees (the database's replaced pages, kept until no reader
+/// can hold them) to the queue every thread collects from. Each thread keeps up to 64 of
+/// them for itself until its list is full or it exits: a thread that wrote and then went
+/// idle (the blocking pool's) would keep them, and what they hold, for as long as it lives.
+pub(crate) fn hand_over_deferred() {
+    sled::pin().flush();
+}
+
+/// Frees the deferred frees queued so far, in at most `rounds` rounds of pin and collect,
+/// and says after how many rounds a marker queued behind them ran (the queue is in order:
+/// everything queued before it was freed too), or `None` if it did not run (a thread still
+/// pinned in an old epoch holds them back).
+pub(crate) fn collect_deferred(rounds: usize) -> Option<usize> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static MARKERS_RUN: AtomicUsize = AtomicUsize::new(0);
+    let before = MARKERS_RUN.load(Ordering::SeqCst);
+    {
+        let guard = sled::pin();
+        guard.defer(|| MARKERS_RUN.fetch_add(1, Ordering::SeqCst));
+        guard.flush();
+    }
+    for round in 0..rounds {
+        sled::pin().flush();
+        if MARKERS_RUN.load(Ordering::SeqCst) > before {
+            return Some(round + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    /// A thread that queues a deferred free and stays alive idle, as a blocking-pool thread
+    /// does after a write; returns once the free is queued, and the sender that ends it.
+    fn idle_thread_with_deferred_free(
+        freed: &Arc<AtomicUsize>,
+        hand_over: bool,
+    ) -> mpsc::Sender<()> {
+        let (queued, wait_queued) = mpsc::channel();
+        let (stop, wait_stop) = mpsc::channel::<()>();
+        let freed = freed.clone();
+        std::thread::spawn(move || {
+            sled::pin().defer(move || freed.fetch_add(1, Ordering::SeqCst));
+            if hand_over {
+                super::hand_over_deferred();
+            }
+            queued.send(()).expect("queued");
+            let _ = wait_stop.recv();
+        });
+        wait_queued.recv().expect("the thread queued its free");
+        stop
+    }
+
+    #[test]
+    fn an_idle_thread_keeps_its_deferred_frees_until_it_hands_them_over() {
+        let kept = Arc::new(AtomicUsize::new(0));
+        let stop_kept = idle_thread_with_deferred_free(&kept, false);
+        let handed = Arc::new(AtomicUsize::new(0));
+        let stop_handed = idle_thread_with_deferred_free(&handed, true);
+
+        assert!(super::collect_deferred(4096).is_some());
+        assert_eq!(
+            kept.load(Ordering::SeqCst),
+            0,
+            "still in the idle thread's bag"
+        );
+        assert_eq!(
+            handed.load(Ordering::SeqCst),
+            1,
+            "handed over, then collected"
+        );
+
+        drop((stop_kept, stop_handed));
+    }
+}

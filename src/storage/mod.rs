@@ -563,7 +563,13 @@ impl Storage {
         // can deadlock every thread of the process (spacejam/sled#1308; seen here with a
         // dozen outbound senders). The blocking flush, on the blocking pool, does not.
         let (db, log_file) = (self.db.clone(), self.log_file.clone());
-        match tokio::task::spawn_blocking(move || flush_to_disk(&db, &log_file)).await {
+        let flushing = move || {
+            let flushed = flush_to_disk(&db, &log_file);
+            // This pool thread may now sit idle for long: see [`memory::hand_over_deferred`].
+            memory::hand_over_deferred();
+            flushed
+        };
+        match tokio::task::spawn_blocking(flushing).await {
             Ok(flushed) => {
                 flushed?;
                 Ok(())
@@ -584,9 +590,8 @@ impl Storage {
     /// operation: after a large write (a room joined with 10,000 state events), tens of MB
     /// would stay allocated for a long time. Each pin-and-flush here advances that work.
     pub(crate) fn collect_garbage(&self) {
-        for _ in 0..GARBAGE_ROUNDS {
-            sled::pin().flush();
-        }
+        let rounds = memory::collect_deferred(GARBAGE_ROUNDS);
+        tracing::debug!(?rounds, "memory: deferred frees collected");
     }
 
     /// Bytes the database takes on disk.
