@@ -140,7 +140,21 @@ fn main() {
     // Sent by 8 clients at once, so the first server batches them into transactions as a
     // busy room does; the rate that arrives is bounded by the sender too, so the joining
     // server's processor time per message is printed beside it (its receiving cost alone).
+    // For profiling the receive phase (`perf record -p`): the two servers' process IDs,
+    // then a pause of `HEARTH_BENCH_PAUSE_SECS` before the messages are sent.
+    if let Some(pause) = std::env::var("HEARTH_BENCH_PAUSE_SECS")
+        .ok()
+        .and_then(|secs| secs.parse::<u64>().ok())
+    {
+        eprintln!(
+            "receive phase: resident pid {}, joined pid {pid}; sending in {pause} s",
+            a.child.id()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(pause));
+    }
+    let log_lines_before = a.log_text().lines().count();
     let cpu_before = cpu_seconds(pid);
+    let resident_cpu_before = cpu_seconds(a.child.id());
     let sending = Instant::now();
     let senders = 8;
     common::concurrent_sends(
@@ -171,6 +185,22 @@ fn main() {
     }
     let delivered_in = sending.elapsed();
     let receiving_cpu = cpu_seconds(pid) - cpu_before;
+    let sending_cpu = cpu_seconds(a.child.id()) - resident_cpu_before;
+    // The transactions that carried them: how well the resident server batched.
+    let (transactions, pdus_sent) = a
+        .log_text()
+        .lines()
+        .skip(log_lines_before)
+        .filter(|line| line.contains("federation: transaction accepted"))
+        .filter_map(|line| {
+            line.split("pdus=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .fold((0, 0), |(count, pdus), n| (count + 1, pdus + n));
     let after_messages = status_mib(pid, "VmRSS:");
     let load_at_end = load_average();
     if std::env::var_os("HEARTH_BENCH_MEMORY_LOG").is_some() {
@@ -249,6 +279,21 @@ fn main() {
             receiving_cpu,
             receiving_cpu * 1000.0 / messages as f64,
             messages as f64 / receiving_cpu.max(f64::EPSILON)
+        ),
+    );
+    report.figure(
+        "... resident server's processor time for them",
+        format!(
+            "{:.2} s ({:.2} ms a message)",
+            sending_cpu,
+            sending_cpu * 1000.0 / messages as f64
+        ),
+    );
+    report.figure(
+        "... in transactions",
+        format!(
+            "{transactions} ({:.1} PDUs each)",
+            pdus_sent as f64 / transactions.max(1) as f64
         ),
     );
     report.memory(

@@ -20,6 +20,7 @@ mod compact;
 mod convert;
 mod export;
 pub(crate) mod files;
+mod flush;
 mod gate;
 mod lock;
 mod members;
@@ -296,6 +297,8 @@ pub struct Storage {
     /// sled's log file, opened again for [`Storage::flush`]'s `fdatasync` (see
     /// [`flush_to_disk`]).
     log_file: std::sync::Arc<std::fs::File>,
+    /// Concurrent [`Storage::flush`] calls share one flush (group commit).
+    flushes: flush::FlushGroup,
 }
 
 /// Rounds of [`Storage::collect_garbage`]: each frees up to a few hundred deferred pages.
@@ -417,6 +420,7 @@ impl Storage {
             membership_writes: std::sync::Mutex::new(()),
             _lock: lock,
             log_file: std::sync::Arc::new(log_file),
+            flushes: flush::FlushGroup::default(),
         };
         migrations::run(&storage, migrations::MIGRATIONS)?;
         Ok(storage)
@@ -562,22 +566,26 @@ impl Storage {
         // Not sled's `flush_async`: in sled 0.34, concurrent `flush_async` calls and batches
         // can deadlock every thread of the process (spacejam/sled#1308; seen here with a
         // dozen outbound senders). The blocking flush, on the blocking pool, does not.
-        let (db, log_file) = (self.db.clone(), self.log_file.clone());
-        let flushing = move || {
-            let flushed = flush_to_disk(&db, &log_file);
-            // This pool thread may now sit idle for long: see [`memory::hand_over_deferred`].
-            memory::hand_over_deferred();
-            flushed
-        };
-        match tokio::task::spawn_blocking(flushing).await {
-            Ok(flushed) => {
-                flushed?;
-                Ok(())
-            }
-            Err(err) => Err(StorageError::Sled(sled::Error::Io(std::io::Error::other(
-                format!("the flush did not finish: {err}"),
-            )))),
-        }
+        // Callers at the same time share one flush (see `flush`): the disk's slowest
+        // operation, once per group of writers rather than once per writer.
+        self.flushes
+            .flush(async || {
+                let (db, log_file) = (self.db.clone(), self.log_file.clone());
+                let flushing = move || {
+                    let flushed = flush_to_disk(&db, &log_file);
+                    // This pool thread may now sit idle for long: see
+                    // [`memory::hand_over_deferred`].
+                    memory::hand_over_deferred();
+                    flushed
+                };
+                match tokio::task::spawn_blocking(flushing).await {
+                    Ok(flushed) => flushed,
+                    Err(err) => Err(StorageError::Sled(sled::Error::Io(std::io::Error::other(
+                        format!("the flush did not finish: {err}"),
+                    )))),
+                }
+            })
+            .await
     }
 
     /// The blocking variant of [`Storage::flush`], for CLI commands.
