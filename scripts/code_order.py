@@ -1,82 +1,16 @@
 #!/usr/bin/env python3
 """Which functions of the release binary run, for the linker's code order (see build.rs).
 
-  code_order.py sample BINARY OUT      pages of BINARY present in its `serve` processes,
-                                       sampled until SIGTERM; OUT gets one hex file offset
-                                       per 4 KiB page
-  code_order.py order BINARY MAP OUT PAGES...
-                                       a linker script placing the functions (from LLD's
-                                       link map) that ran on those pages first, in groups
-                                       in the order of the PAGES files
+  code_order.py order MAP OUT RAN...   writes to OUT a linker script placing first in .text
+                                       the functions (from LLD's link map MAP) that ran, in
+                                       groups in the order of the RAN files: valgrind
+                                       exp-bbv `--pc-out-file`s (every basic block that ran)
 
-Run by scripts/code-order, which arranges that only pages that actually run are read in.
+Run by scripts/code-order.
 """
 import bisect
-import os
 import re
-import signal
-import struct
-import subprocess
 import sys
-import time
-
-PAGE = 4096
-
-
-def present_pages(pid, binary, touched):
-    """Adds the file offsets of BINARY's pages mapped in process PID to TOUCHED."""
-    try:
-        with open(f"/proc/{pid}/maps") as maps:
-            regions = [
-                (int(lo, 16), int(hi, 16), int(parts[2], 16))
-                for parts in (line.split() for line in maps)
-                if len(parts) >= 6 and parts[5] == binary
-                for lo, hi in [parts[0].split("-")]
-            ]
-        with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
-            for lo, hi, offset in regions:
-                pagemap.seek(lo // PAGE * 8)
-                entries = pagemap.read((hi - lo) // PAGE * 8)
-                for i in range(len(entries) // 8):
-                    if struct.unpack_from("<Q", entries, i * 8)[0] >> 63:
-                        touched.add(offset + i * PAGE)
-    except OSError:
-        pass  # the process ended between the listing and the read
-
-
-def is_server(pid, binary):
-    try:
-        if os.readlink(f"/proc/{pid}/exe") != binary:
-            return False
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return b"serve" in cmdline.read().split(b"\0")
-    except OSError:
-        return False
-
-
-def sample(binary, out):
-    binary = os.path.realpath(binary)
-    touched, stopping = set(), []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
-    signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
-    while not stopping:
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            if is_server(pid, binary):
-                present_pages(pid, binary, touched)
-        time.sleep(0.1)
-    with open(out, "w") as file:
-        file.writelines(f"{offset:x}\n" for offset in sorted(touched))
-    print(f"{out}: {len(touched)} pages ({len(touched) * PAGE / 2**20:.1f} MiB)", file=sys.stderr)
-
-
-def text_delta(binary):
-    """Virtual address minus file offset of the executable segment."""
-    headers = subprocess.run(["readelf", "-lW", binary], capture_output=True, text=True).stdout
-    for parts in (line.split() for line in headers.splitlines()):
-        if parts[:1] == ["LOAD"] and "E" in parts[6:-1]:
-            return int(parts[2], 16) - int(parts[1], 16)
-    raise SystemExit(f"{binary}: no executable segment")
-
 
 FUNCTION_SECTION = re.compile(r":\((\.text\.[^)]+)\)$")
 MAP_LINE = re.compile(r"^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+( +)(\S.*)$")
@@ -118,32 +52,34 @@ def stable_pattern(section):
     return section
 
 
-def ran(functions, starts, delta, path):
-    """Sections of the functions that may have run: a function that ran was entered at its
-    start, so only functions starting on a page that ran count (a long function's later
-    pages alone do not)."""
+# Where valgrind loads a position-independent program on x86-64 (its `exp-bbv` tool prints
+# addresses as loaded; the link map has them as linked).
+VALGRIND_LOAD_BASE = 0x108000
+
+
+def ran(functions, starts, path):
+    """Sections of the functions that ran, from valgrind's `--pc-out-file` at PATH: one
+    `F:block:address:name` line for every basic block that ran."""
     with open(path) as file:
-        pages = sorted(int(line, 16) + delta for line in file if line.strip())
-    for page in pages:
-        i = bisect.bisect_left(starts, page)
-        while i < len(functions) and functions[i][0] < page + PAGE:
-            yield functions[i]
-            i += 1
+        for line in file:
+            address = int(line.split(":")[2], 16) - VALGRIND_LOAD_BASE
+            i = bisect.bisect_right(starts, address) - 1
+            if i >= 0 and address < functions[i][1]:
+                yield functions[i]
 
 
-def order(binary, map_path, out, page_files):
+def order(map_path, out, ran_files):
     """Writes a linker script that puts the functions that ran first in `.text`, grouped by
-    PAGES file, matching names without their build hashes where that names one function."""
+    RAN file, matching names without their build hashes where that names one function."""
     functions = text_functions(map_path)
     starts = [start for start, _, _ in functions]
-    delta = text_delta(binary)
     sharing = {}
     for _, _, section in functions:
         sharing[stable_pattern(section)] = sharing.get(stable_pattern(section), 0) + 1
     seen, groups = set(), []
-    for path in page_files:
+    for path in ran_files:
         group, size = [], 0
-        for start, end, section in ran(functions, starts, delta, path):
+        for start, end, section in ran(functions, starts, path):
             pattern = stable_pattern(section)
             pattern = pattern if sharing[pattern] == 1 else section
             if pattern not in seen:
@@ -163,9 +99,7 @@ def order(binary, map_path, out, page_files):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["sample"] and len(sys.argv) == 4:
-        sample(sys.argv[2], sys.argv[3])
-    elif sys.argv[1:2] == ["order"] and len(sys.argv) >= 6:
-        order(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:])
+    if sys.argv[1:2] == ["order"] and len(sys.argv) >= 5:
+        order(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
         raise SystemExit(__doc__)
