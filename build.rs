@@ -54,7 +54,8 @@ fn links_with_lld(target: &str) -> bool {
     if target != "x86_64-unknown-linux-gnu" {
         return false;
     }
-    if std::env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some()
+    // RUSTC_LINKER: the linker Cargo resolved for the target from its config or environment.
+    if std::env::var_os("RUSTC_LINKER").is_some()
         || std::env::var("CARGO_ENCODED_RUSTFLAGS").is_ok_and(|flags| flags.contains("link"))
     {
         return false;

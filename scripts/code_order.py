@@ -9,6 +9,7 @@
 Run by scripts/code-order.
 """
 import bisect
+import collections
 import re
 import sys
 
@@ -73,9 +74,7 @@ def order(map_path, out, ran_files):
     RAN file, matching names without their build hashes where that names one function."""
     functions = text_functions(map_path)
     starts = [start for start, _, _ in functions]
-    sharing = {}
-    for _, _, section in functions:
-        sharing[stable_pattern(section)] = sharing.get(stable_pattern(section), 0) + 1
+    sharing = collections.Counter(stable_pattern(section) for _, _, section in functions)
     seen, groups = set(), []
     for path in ran_files:
         group, size = [], 0
@@ -91,7 +90,7 @@ def order(map_path, out, ran_files):
     with open(out, "w") as file:
         file.write("/* Written by scripts/code-order: the functions that ran at start, then under\n"
                    "   the workload, placed first in .text (see build.rs). */\nSECTIONS {\n  .text : {\n")
-        for group in groups:
+        for group in filter(None, groups):
             file.write("    *(\n")
             file.writelines(f"      {pattern}\n" for pattern in group)
             file.write("    )\n")

@@ -51,6 +51,12 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
+    /// A flush that only counts itself.
+    fn counted(flushes: &AtomicUsize) -> Result<(), ()> {
+        flushes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
     #[tokio::test]
     async fn callers_during_a_flush_share_the_next_one() {
         let group = Arc::new(FlushGroup::default());
@@ -76,14 +82,7 @@ mod tests {
         let waiting: Vec<_> = (0..8)
             .map(|_| {
                 let (group, flushes) = (group.clone(), flushes.clone());
-                tokio::spawn(async move {
-                    group
-                        .flush(async || {
-                            flushes.fetch_add(1, Ordering::SeqCst);
-                            Ok::<(), ()>(())
-                        })
-                        .await
-                })
+                tokio::spawn(async move { group.flush(async || counted(&flushes)).await })
             })
             .collect();
         // Each reaches the queue behind the running flush before it is released.
@@ -98,10 +97,7 @@ mod tests {
         assert_eq!(flushes.load(Ordering::SeqCst), 2);
         // A caller after them all flushes again.
         group
-            .flush(async || {
-                flushes.fetch_add(1, Ordering::SeqCst);
-                Ok::<(), ()>(())
-            })
+            .flush(async || counted(&flushes))
             .await
             .expect("flushed");
         assert_eq!(flushes.load(Ordering::SeqCst), 3);
@@ -113,10 +109,7 @@ mod tests {
         assert!(group.flush(async || Err::<(), _>("disk")).await.is_err());
         let flushed = AtomicUsize::new(0);
         group
-            .flush(async || {
-                flushed.fetch_add(1, Ordering::SeqCst);
-                Ok::<(), ()>(())
-            })
+            .flush(async || counted(&flushed))
             .await
             .expect("flushed");
         assert_eq!(flushed.load(Ordering::SeqCst), 1);
