@@ -174,3 +174,32 @@ fn a_waiting_sync_answers_at_once_when_the_server_stops() {
     let waited = answered.duration_since(started);
     assert!(waited < Duration::from_secs(30), "{waited:?}");
 }
+
+/// The GLIBC_TUNABLES a running server (process `pid`) has, from /proc.
+fn tunables_of(pid: u32) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
+    environ
+        .split(|byte| *byte == 0)
+        .find_map(|entry| entry.strip_prefix(b"GLIBC_TUNABLES="))
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+}
+
+/// The server starts itself again with small per-thread malloc caches (memory at rest,
+/// `server/memory.rs`), in the same process, so a supervisor's PID stays right; an owner's
+/// own setting is left as it is.
+#[test]
+fn the_server_runs_with_small_thread_caches_unless_told_otherwise() {
+    let server = Server::start(&test_config(""));
+    assert_eq!(server.client().get("/_matrix/client/versions").status, 200);
+    assert_eq!(
+        tunables_of(server.child.id()).as_deref(),
+        Some("glibc.malloc.tcache_max=128")
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("hearth.toml"), test_config("")).expect("config");
+    let own = "glibc.malloc.tcache_count=3";
+    let server = Server::start_in(dir.path(), &[], &[("GLIBC_TUNABLES", own)]).expect("starts");
+    assert_eq!(server.client().get("/_matrix/client/versions").status, 200);
+    assert_eq!(tunables_of(server.child.id()).as_deref(), Some(own));
+}

@@ -7,6 +7,7 @@
 //! sled's I/O threads, the blocking pool's password hashes), so a small arena count costs
 //! no measurable speed and keeps their freed pages together, where the trim below finds them.
 
+use std::ffi::{OsStr, OsString};
 use std::time::Duration;
 
 /// Most malloc arenas: the main one and one more for the other threads to share.
@@ -32,6 +33,58 @@ pub fn limit_arenas() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, ARENAS);
     }
+}
+
+/// The largest allocation glibc keeps in a thread's own cache of freed blocks (its
+/// "tcache"; glibc's default is 1,032 bytes, 7 blocks per size). Each thread that frees
+/// holds on to such blocks, where neither other threads nor a trim can reach them; a server
+/// with a dozen mostly idle threads (sled's seven I/O threads, the blocking pool) kept
+/// 2 MiB that way after the workload benchmark (16.8 → 14.8 MiB with it). The small blocks
+/// that most allocations are keep their fast path.
+const THREAD_CACHE_MAX_BYTES: u32 = 128;
+
+/// `GLIBC_TUNABLES` with [`THREAD_CACHE_MAX_BYTES`] added to what is already there, or
+/// `None` when it already sets the thread cache (the owner's choice, or this process
+/// after [`small_thread_caches`] started it again).
+fn tunables_with_small_thread_caches(current: Option<&OsStr>) -> Option<OsString> {
+    let setting = format!("glibc.malloc.tcache_max={THREAD_CACHE_MAX_BYTES}");
+    match current {
+        Some(current) if current.to_string_lossy().contains("glibc.malloc.tcache") => None,
+        Some(current) if !current.is_empty() => {
+            let mut tunables = current.to_owned();
+            tunables.push(":");
+            tunables.push(setting);
+            Some(tunables)
+        }
+        _ => Some(setting.into()),
+    }
+}
+
+/// Starts this program again with small per-thread malloc caches ([`THREAD_CACHE_MAX_BYTES`]),
+/// unless `GLIBC_TUNABLES` already sets them. glibc reads that setting only from the
+/// environment a program starts with (there is no `mallopt` for it), so setting it means
+/// one more `exec` of the same file at start, about a millisecond. Call first thing in
+/// `main`, before any thread starts. Where it cannot (no `/proc`, another libc), the
+/// program simply goes on with the allocator's defaults. Profilers that follow a program
+/// only up to an `exec` (valgrind, heaptrack) should set `GLIBC_TUNABLES` themselves.
+pub fn small_thread_caches() {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return;
+    }
+    let Some(tunables) =
+        tunables_with_small_thread_caches(std::env::var_os("GLIBC_TUNABLES").as_deref())
+    else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new("/proc/self/exe");
+    if let Some(name) = args.next() {
+        std::os::unix::process::CommandExt::arg0(&mut command, name);
+    }
+    // `exec` returns only when it failed; then this process goes on as it is.
+    let _failed = std::os::unix::process::CommandExt::exec(
+        command.args(args).env("GLIBC_TUNABLES", tunables),
+    );
 }
 
 /// Freed bytes held by the allocator in all arenas (glibc's `mallinfo2().fordblks`): what a
@@ -64,4 +117,29 @@ pub(crate) fn spawn_trimmer() {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_caches_are_made_small_once() {
+        let set = |current: Option<&str>| {
+            tunables_with_small_thread_caches(current.map(OsStr::new))
+                .map(|tunables| tunables.to_string_lossy().into_owned())
+        };
+        assert_eq!(set(None).as_deref(), Some("glibc.malloc.tcache_max=128"));
+        assert_eq!(
+            set(Some("")).as_deref(),
+            Some("glibc.malloc.tcache_max=128")
+        );
+        assert_eq!(
+            set(Some("glibc.malloc.arena_max=1")).as_deref(),
+            Some("glibc.malloc.arena_max=1:glibc.malloc.tcache_max=128")
+        );
+        // Already started again, or the owner chose: left as it is.
+        assert_eq!(set(Some("glibc.malloc.tcache_max=128")), None);
+        assert_eq!(set(Some("glibc.malloc.tcache_count=7")), None);
+    }
 }
