@@ -287,6 +287,9 @@ fn state_diff(
 ) -> Result<(), crate::error::Error> {
     let (set, removed) = diff(old, new);
     let mut memberships: HashMap<String, MembershipRecord> = HashMap::new();
+    // Short IDs while the parts are written, named once at the end: 50,000 pairs of
+    // strings held through the whole write would be freed among the database's pages
+    // allocated meanwhile, holes the allocator cannot give back.
     let mut changed_keys = Vec::with_capacity(set.len());
     let mut part = Batch::new();
     for (key, event) in set {
@@ -319,9 +322,12 @@ fn state_diff(
             &event_id,
             position,
         )?;
-        changed_keys.push((kind, state_key));
+        changed_keys.push(key);
         if in_parts && part.len() >= STATE_PART_WRITES {
             write_part(storage, std::mem::take(&mut part))?;
+            // Each state key comes once in a diff, so the records staged so far are not
+            // read again: not kept through the rest of a large write (see above).
+            memberships = HashMap::new();
         }
     }
     // (A resolution that drops an entry is not kept in the history: state resolution
@@ -338,6 +344,7 @@ fn state_diff(
     if in_parts {
         write_part(storage, part)?;
     }
+    let changed_keys = snapshots::named_keys(storage, &changed_keys)?;
     super::history::stage_changed_keys(storage, last, room, changed_keys, position)?;
     Ok(())
 }

@@ -12,37 +12,57 @@ pub(crate) fn release_freed() {
     }
 }
 
-/// Heap in use (glibc's `mallinfo2`: the main arena and large blocks, not the arenas of
-/// other threads) and the resident set size, in MiB: logged at
-/// the steps of memory-heavy work so that where memory goes can be read from the logs.
-#[allow(unsafe_code)]
-pub(crate) fn usage_mib() -> (f64, f64) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let heap = {
-        let info = unsafe { libc::mallinfo2() };
-        (info.uordblks + info.hblkhd) as f64 / 1_048_576.0
-    };
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let heap = 0.0;
-    let rss = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(0.0, |pages| pages * 4096.0 / 1_048_576.0);
-    (heap, rss)
+/// What glibc's allocator holds (`mallinfo2`, summed over its arenas), in MiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Heap {
+    /// In use: small blocks in the arenas and large blocks mapped on their own.
+    pub(crate) used: f64,
+    /// Freed but kept in the arenas: counted in the RSS where its pages were touched and
+    /// not given back (`malloc_trim` returns only whole free pages).
+    pub(crate) free: f64,
+    /// Large blocks mapped on their own (in `used` too): resident only where touched.
+    pub(crate) mapped: f64,
 }
 
-/// Logs [`usage_mib`] at debug level, naming the step (nothing is measured when debug
-/// logging is off).
+/// [`Heap`] now; zeros on other allocators.
+#[allow(unsafe_code)]
+pub(crate) fn heap() -> Heap {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters.
+        let info = unsafe { libc::mallinfo2() };
+        let mib = |bytes: usize| bytes as f64 / 1_048_576.0;
+        Heap {
+            used: mib(info.uordblks + info.hblkhd),
+            free: mib(info.fordblks),
+            mapped: mib(info.hblkhd),
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    Heap::default()
+}
+
+/// The resident set size, in MiB.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |pages| pages * 4096.0 / 1_048_576.0)
+}
+
+/// Logs [`heap`] and the RSS at debug level, naming the step (nothing is measured when
+/// debug logging is off).
 pub(crate) fn log_usage(step: &str) {
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
-    let (heap, rss) = usage_mib();
+    let heap = heap();
     tracing::debug!(
         step,
-        heap_mib = format!("{heap:.1}"),
-        rss_mib = format!("{rss:.1}"),
+        heap_mib = format!("{:.1}", heap.used),
+        free_mib = format!("{:.1}", heap.free),
+        mapped_mib = format!("{:.1}", heap.mapped),
+        rss_mib = format!("{:.1}", rss_mib()),
         "memory"
     );
 }

@@ -255,6 +255,21 @@ pub(crate) fn named(storage: &Storage, state: &StateMap) -> Result<Vec<StateEntr
         .collect()
 }
 
+/// The `(type, state key)` of each short state key in `keys`, in their order.
+pub(crate) fn named_keys(
+    storage: &Storage,
+    keys: &[u64],
+) -> Result<Vec<(String, String)>, StorageError> {
+    keys.iter()
+        .map(|key| {
+            storage
+                .short_statekey
+                .get(key)?
+                .ok_or_else(|| StorageError::Corrupt(format!("unknown short state key {key}")))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
