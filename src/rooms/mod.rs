@@ -263,6 +263,12 @@ impl Rooms {
     /// [`Rooms::append`] and [`Rooms::append_with_txn`] in one: under the room's lock, a
     /// transaction already used gives its event back; otherwise the event is built,
     /// authorized and stored with the transaction, if any, in its batch.
+    ///
+    /// The room's lock is let go once the batch is applied, before the flush: the next
+    /// event of the room builds on this one as applied, and its own flush, which begins
+    /// after this batch was applied, makes both durable. So concurrent senders in one room
+    /// share flushes (group commit) instead of taking one `fdatasync` each in turn, and
+    /// each is still answered only once its event is on disk.
     async fn append_once(
         &self,
         room_id: &RoomId,
@@ -272,10 +278,13 @@ impl Rooms {
     ) -> Result<Appended, Error> {
         let storage = &*self.storage;
         let lock = self.lock_for(room_id);
-        let _serialized = lock.lock().await;
+        let serialized = lock.lock().await;
         if let Some((key, _)) = &txn
             && let Some(event_id) = storage.txn_eventid.get(key)?
         {
+            drop(serialized);
+            // The first request may still be flushing it: answered once it is on disk.
+            storage.flush().await?;
             let event_id = OwnedEventId::try_from(event_id).map_err(Error::internal)?;
             return Ok(Appended::Earlier(event_id));
         }
@@ -301,8 +310,10 @@ impl Rooms {
             txn,
             relay: false,
         };
-        self.store_events(room_id, &room.version, vec![staged])
-            .await?;
+        let position = self.apply_events(room_id, &room.version, &[staged])?;
+        drop(serialized);
+        storage.flush().await?;
+        self.publish(position, 1);
         Ok(appended)
     }
 
@@ -320,9 +331,26 @@ impl Rooms {
         version: &str,
         events: Vec<StagedEvent>,
     ) -> Result<u64, Error> {
+        if events.is_empty() {
+            return Ok(self.visible_position());
+        }
+        let position = self.apply_events(room_id, version, &events)?;
+        self.storage.flush().await?;
+        self.publish(position, events.len());
+        Ok(position)
+    }
+
+    /// [`Rooms::store_events`] up to the flush: the events (at least one) are applied, at
+    /// the position returned, neither durable nor visible yet.
+    fn apply_events(
+        &self,
+        room_id: &RoomId,
+        version: &str,
+        events: &[StagedEvent],
+    ) -> Result<u64, Error> {
         let storage = &*self.storage;
         let Some(last) = events.last() else {
-            return Ok(self.visible_position());
+            return Err(Error::internal("no events to store"));
         };
         let room = room_id.to_string();
         let previous_state = storage.roomid_room.get(&room)?.and_then(|room| room.state);
@@ -346,7 +374,7 @@ impl Rooms {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut batch = Batch::new();
-        record.state = stage_snapshots(storage, &mut batch, &events, previous_state)?;
+        record.state = stage_snapshots(storage, &mut batch, events, previous_state)?;
         storage
             .roomid_room
             .batch_insert(&mut batch, &room, &record)?;
@@ -378,8 +406,6 @@ impl Rooms {
             storage.apply(batch)?;
             position
         };
-        storage.flush().await?;
-        self.publish(position, events.len());
         Ok(position)
     }
 

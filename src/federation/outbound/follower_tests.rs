@@ -256,3 +256,26 @@ fn set_membership(storage: &crate::storage::Storage, key: &(String, String), mem
         .expect("stage");
     storage.apply(batch).expect("member");
 }
+
+/// A federation join reserves a block of a million positions for the room's history: the
+/// follower walks it writing only at its end (it once wrote and flushed every 200
+/// positions, seconds of a busy disk after each join), and a restart goes on from there.
+#[actix_web::test]
+async fn a_block_of_empty_positions_is_walked_and_recorded_at_its_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fed = test_state(dir.path(), "");
+    let wake = Arc::new(Wake::default());
+    let mut follower = Follower::start(fed.clone(), wake.clone()).expect("start");
+    let floor = fed
+        .storage
+        .reserve_stream_positions(crate::rooms::BACKFILL_BLOCK)
+        .expect("reserve");
+    let upto = floor + crate::rooms::BACKFILL_BLOCK - 1;
+    follower.catch_up(upto).await.expect("catch up");
+    assert_eq!(follower.handled, upto);
+    assert!(queued(&fed).is_empty());
+    assert!(wake.take().is_empty());
+    drop(follower);
+    let follower = Follower::start(fed.clone(), wake).expect("start");
+    assert_eq!(follower.handled, upto);
+}
