@@ -76,15 +76,48 @@ pub fn small_thread_caches() {
     else {
         return;
     };
-    let mut args = std::env::args_os();
-    let mut command = std::process::Command::new("/proc/self/exe");
-    if let Some(name) = args.next() {
-        std::os::unix::process::CommandExt::arg0(&mut command, name);
+    let arguments: Vec<OsString> = std::env::args_os().collect();
+    let mut environment: Vec<OsString> = std::env::vars_os()
+        .filter(|(key, _)| key != "GLIBC_TUNABLES")
+        .map(|(key, value)| {
+            [key.as_os_str(), OsStr::new("="), value.as_os_str()].join(OsStr::new(""))
+        })
+        .collect();
+    environment.push([OsStr::new("GLIBC_TUNABLES="), tunables.as_os_str()].join(OsStr::new("")));
+    // Returns only when it failed; then this process goes on as it is.
+    exec_self(&arguments, &environment);
+}
+
+/// `execve` of `/proc/self/exe`. Not `std::process::Command::exec`: that goes through
+/// `execvp`, which on `ENOEXEC` (an emulator such as qemu-user without binfmt_misc) runs
+/// the file with `/bin/sh` instead of failing.
+#[allow(unsafe_code)]
+fn exec_self(arguments: &[OsString], environment: &[OsString]) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt as _;
+    let c_strings = |items: &[OsString]| -> Option<Vec<CString>> {
+        items
+            .iter()
+            .map(|item| CString::new(item.as_bytes()).ok())
+            .collect()
+    };
+    let (Some(arguments), Some(environment)) = (c_strings(arguments), c_strings(environment))
+    else {
+        return;
+    };
+    let pointers = |items: &[CString]| -> Vec<*const libc::c_char> {
+        items
+            .iter()
+            .map(|item| item.as_ptr())
+            .chain([std::ptr::null()])
+            .collect()
+    };
+    let (argv, envp) = (pointers(&arguments), pointers(&environment));
+    // SAFETY: the path, argv and envp are NUL-terminated strings in NULL-terminated arrays
+    // that live until the call returns (it returns only on failure).
+    unsafe {
+        libc::execve(c"/proc/self/exe".as_ptr(), argv.as_ptr(), envp.as_ptr());
     }
-    // `exec` returns only when it failed; then this process goes on as it is.
-    let _failed = std::os::unix::process::CommandExt::exec(
-        command.args(args).env("GLIBC_TUNABLES", tunables),
-    );
 }
 
 /// Freed bytes held by the allocator in all arenas (glibc's `mallinfo2().fordblks`): what a
