@@ -16,8 +16,9 @@ const ARENAS: i32 = 2;
 /// How often the server looks for freed heap to return.
 const TRIM_EVERY: Duration = Duration::from_secs(10);
 
-/// Freed heap worth returning: below this the trim is not worth its walk of the free lists.
-const TRIM_ABOVE_BYTES: usize = 1024 * 1024;
+/// Freed heap worth returning, in MiB: below this the trim is not worth its walk of the free
+/// lists.
+const TRIM_ABOVE_MIB: f64 = 1.0;
 
 /// Caps glibc's malloc arenas at [`ARENAS`]. Call first thing in `main`, before any thread
 /// starts; a no-op on other allocators. `MALLOC_ARENA_MAX` in the environment still wins
@@ -39,7 +40,7 @@ pub fn limit_arenas() {
 /// "tcache"; glibc's default is 1,032 bytes, 7 blocks per size). Each thread that frees
 /// holds on to such blocks, where neither other threads nor a trim can reach them; a server
 /// with a dozen mostly idle threads (sled's seven I/O threads, the blocking pool) kept
-/// 2 MiB that way after the workload benchmark (16.8 → 14.8 MiB with it). The small blocks
+/// 2 MiB that way after the workload benchmark (16.8 → 15.0 MiB with it). The small blocks
 /// that most allocations are keep their fast path.
 const THREAD_CACHE_MAX_BYTES: u32 = 128;
 
@@ -120,24 +121,10 @@ fn exec_self(arguments: &[OsString], environment: &[OsString]) {
     }
 }
 
-/// Freed bytes held by the allocator in all arenas (glibc's `mallinfo2().fordblks`): what a
-/// trim could return, at most. Zero on other allocators.
-#[allow(unsafe_code)]
-fn freed_bytes() -> usize {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallinfo2 only reads the allocator's counters.
-        unsafe { libc::mallinfo2() }.fordblks
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        0
-    }
-}
-
 /// Every [`TRIM_EVERY`], returns the freed heap to the system when there is more than
-/// [`TRIM_ABOVE_BYTES`] of it: after a burst (a busy `/sync`, a join, many sends) the
-/// process goes back to its size at rest instead of keeping the burst's peak. Runs on the
+/// [`TRIM_ABOVE_MIB`] of it (freed but kept by the allocator,
+/// [`crate::storage::memory::Heap::free`]): after a burst (a busy `/sync`, a join, many
+/// sends) the process goes back to its size at rest instead of keeping the burst's peak. Runs on the
 /// current runtime until the server stops.
 pub(crate) fn spawn_trimmer() {
     actix_web::rt::spawn(async {
@@ -145,7 +132,7 @@ pub(crate) fn spawn_trimmer() {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            if freed_bytes() > TRIM_ABOVE_BYTES {
+            if crate::storage::memory::heap().free > TRIM_ABOVE_MIB {
                 crate::storage::memory::release_freed();
             }
         }

@@ -242,10 +242,7 @@ pub(crate) fn named(storage: &Storage, state: &StateMap) -> Result<Vec<StateEntr
     state
         .iter()
         .map(|(key, event)| {
-            let name = storage
-                .short_statekey
-                .get(key)?
-                .ok_or_else(|| StorageError::Corrupt(format!("unknown short state key {key}")))?;
+            let name = state_key_name(storage, *key)?;
             let event_id = storage
                 .short_eventid
                 .get(event)?
@@ -261,13 +258,16 @@ pub(crate) fn named_keys(
     keys: &[u64],
 ) -> Result<Vec<(String, String)>, StorageError> {
     keys.iter()
-        .map(|key| {
-            storage
-                .short_statekey
-                .get(key)?
-                .ok_or_else(|| StorageError::Corrupt(format!("unknown short state key {key}")))
-        })
+        .map(|key| state_key_name(storage, *key))
         .collect()
+}
+
+/// The `(type, state key)` a short state key stands for.
+fn state_key_name(storage: &Storage, key: u64) -> Result<(String, String), StorageError> {
+    storage
+        .short_statekey
+        .get(&key)?
+        .ok_or_else(|| StorageError::Corrupt(format!("unknown short state key {key}")))
 }
 
 #[cfg(test)]
