@@ -22,6 +22,12 @@ pub(super) struct FlushGroup {
 }
 
 impl FlushGroup {
+    /// How many flushes have begun (for tests that a path flushes, or does not).
+    #[cfg(test)]
+    pub(super) fn begun(&self) -> u64 {
+        self.begun.load(Ordering::SeqCst)
+    }
+
     /// Returns once a flush that began after this call has finished: the caller's writes,
     /// applied before, are durable. `flush` runs at most once per group of callers.
     pub(super) async fn flush<E, F>(&self, flush: F) -> Result<(), E>

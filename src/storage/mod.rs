@@ -588,6 +588,13 @@ impl Storage {
             .await
     }
 
+    /// How many grouped flushes ([`Storage::flush`]) have begun: for tests of which paths
+    /// flush.
+    #[cfg(test)]
+    pub(crate) fn flushes_begun(&self) -> u64 {
+        self.flushes.begun()
+    }
+
     /// The blocking variant of [`Storage::flush`], for CLI commands.
     pub(crate) fn flush_blocking(&self) -> StorageResult<()> {
         flush_to_disk(&self.db, &self.log_file)
