@@ -14,6 +14,12 @@ pub struct Compressor {
 }
 
 impl Compressor {
+    /// Hearth: the memory this context holds (its tables grow with the largest input it
+    /// has worked on), so that the pool keeps only small ones.
+    pub(crate) fn memory(&self) -> usize {
+        self.context.sizeof()
+    }
+
     /// Creates a new zstd compressor
     pub fn new() -> Self {
         Compressor::with_dict(Vec::new())

@@ -15,6 +15,12 @@ pub struct Decompressor {
 }
 
 impl Decompressor {
+    /// Hearth: the memory this context holds (its tables grow with the largest input it
+    /// has worked on), so that the pool keeps only small ones.
+    pub(crate) fn memory(&self) -> usize {
+        self.context.sizeof()
+    }
+
     /// Creates a new zstd decompressor.
     pub fn new() -> Self {
         Decompressor::with_dict(Vec::new())
