@@ -230,7 +230,7 @@ mod tests {
 
         // A pusher: what it is sent is flushed before it can be delivered.
         let pusher = serde_json::json!({
-            "kind": "http", "app_id": "app", "pushkey": "key",
+            "kind": "http", "app_id": "org.example.phone", "pushkey": "key",
             "data": { "url": "https://push.example/_matrix/push/v1/notify" },
         });
         storage
@@ -243,7 +243,7 @@ mod tests {
         let (handled, queued) = catch_up(&storage, handled, 5).await.expect("catch up");
         assert_eq!((handled, queued), (5, true));
         assert!(storage.flushes_begun() > flushes);
-        let key = queue::pusher_key(USER, "app", "key");
+        let key = queue::pusher_key(USER, "org.example.phone", "key");
         let (first, item) = queue::first(&storage, &key).expect("read").expect("queued");
         assert_eq!(first, 4, "only positions after the last handled");
         assert_eq!(item.event_id.as_deref(), Some("$e4"));
