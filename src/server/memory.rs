@@ -124,8 +124,8 @@ fn exec_self(arguments: &[OsString], environment: &[OsString]) {
 /// Every [`TRIM_EVERY`], returns the freed heap to the system when there is more than
 /// [`TRIM_ABOVE_MIB`] of it (freed but kept by the allocator,
 /// [`crate::storage::memory::Heap::free`]): after a burst (a busy `/sync`, a join, many
-/// sends) the process goes back to its size at rest instead of keeping the burst's peak. Runs on the
-/// current runtime until the server stops.
+/// sends) the process goes back to its size at rest instead of keeping the burst's peak.
+/// Runs on the current runtime until the server stops.
 pub(crate) fn spawn_trimmer() {
     actix_web::rt::spawn(async {
         let mut ticks = tokio::time::interval(TRIM_EVERY);

@@ -146,29 +146,42 @@ mod tests {
         drop((stop_kept, stop_handed));
     }
 
+    /// The next of a xorshift sequence: test data that neither repeats nor needs a crate.
+    fn xorshift(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    /// `words` × 16 hex digits: about as compressible as event JSON, not trivially so.
+    fn hex_text(seed: &mut u64, words: usize) -> String {
+        (0..words)
+            .map(|_| format!("{:016x}", xorshift(seed)))
+            .collect()
+    }
+
+    /// Whether this test has its process to itself (nextest runs one process per test), so
+    /// that heap figures are its own. Under `cargo test` other tests allocate beside it,
+    /// and the heap tests only log.
+    fn under_nextest() -> bool {
+        std::env::var_os("NEXTEST").is_some()
+    }
+
     /// sled compresses each page through vendor/zstd's pooled contexts, whose tables grow
     /// with the largest input they have worked on: a context grown on a large page is
     /// dropped, not kept for good. Kept, it holds 1.2 MiB more here, and four of them held
     /// a server at 92 MiB after the join of a 50,000-state room (59 without them).
     #[test]
     fn a_compression_context_grown_on_a_large_page_is_not_kept() {
-        let mut seed = 0x2545_F491_4F6C_DD1D_u64;
-        // Hex digits: compressible, as pages are, but not trivially.
-        let page: String = (0..(1 << 20))
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                format!("{:016x}", seed)
-            })
-            .collect();
+        let page = hex_text(&mut 0x2545_F491_4F6C_DD1D, 1 << 20);
         let _warm = zstd::block::compress(b"a small page", 3).expect("compress");
         let before = super::heap().used;
         let compressed = zstd::block::compress(page.as_bytes(), 3).expect("compress");
         drop(compressed);
         let kept = super::heap().used - before;
         eprintln!("after compressing 16 MiB, the heap holds {kept:.1} MiB more");
-        if std::env::var_os("NEXTEST").is_some() {
+        if under_nextest() {
             assert!(kept < 0.5, "a grown context was kept: {kept:.1} MiB");
         }
     }
@@ -178,23 +191,14 @@ mod tests {
     /// leaves the heap holding about what the cache allows, not every page written. sled
     /// 0.34.7 as published grew the heap 20.6 MiB here (vendor/sled/PATCH.md); patched, 2.8.
     ///
-    /// Heap figures are per process, so this needs nextest's one process per test; under
-    /// `cargo test`, other tests allocate beside it and it only logs.
     #[test]
     fn the_cache_capacity_bounds_the_memory_of_pages_touched() {
         let (_dir, storage) = crate::storage::testing::temporary();
         let before = super::heap().used;
-        let mut key = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = move || {
-            key ^= key << 13;
-            key ^= key >> 7;
-            key ^= key << 17;
-            key
-        };
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
         for _ in 0..40_000 {
-            let id = next();
-            // Hex digits: about as compressible as event JSON.
-            let value: String = (0..38).map(|_| format!("{:016x}", next())).collect();
+            let id = xorshift(&mut seed);
+            let value = hex_text(&mut seed, 38);
             crate::storage::testing::write_raw(
                 &storage,
                 "rows",
@@ -206,7 +210,7 @@ mod tests {
         super::collect_deferred(64);
         let grown = super::heap().used - before;
         eprintln!("heap grew {grown:.1} MiB for 40,000 rows of 600 bytes");
-        if std::env::var_os("NEXTEST").is_some() {
+        if under_nextest() {
             assert!(grown < 10.0, "the heap grew {grown:.1} MiB");
         }
     }

@@ -48,8 +48,15 @@ pub(crate) async fn catch_up(
 ) -> Result<(u64, bool), StorageError> {
     let mut queued = false;
     while handled < upto {
-        let to = upto.min(handled.saturating_add(POSITIONS_PER_BATCH));
-        if handle_span(storage, handled, to)? {
+        let pushers = http_pushers(storage)?;
+        // Without pushers no position is read: the rest is one span, one small write (a
+        // join sets aside a million positions at once).
+        let to = if pushers.is_empty() {
+            upto
+        } else {
+            upto.min(handled.saturating_add(POSITIONS_PER_BATCH))
+        };
+        if handle_span(storage, &pushers, handled, to)? {
             storage.flush().await?;
             queued = true;
         }
@@ -58,9 +65,13 @@ pub(crate) async fn catch_up(
     Ok((handled, queued))
 }
 
-/// One batch: the span's items and the counter.
-fn handle_span(storage: &Storage, from: u64, to: u64) -> Result<bool, StorageError> {
-    let pushers = http_pushers(storage)?;
+/// One batch: the span's items for `pushers` and the counter.
+fn handle_span(
+    storage: &Storage,
+    pushers: &[(String, Vec<Value>)],
+    from: u64,
+    to: u64,
+) -> Result<bool, StorageError> {
     let mut new: BTreeMap<String, Vec<(u64, PushItem)>> = BTreeMap::new();
     let now_ms = crate::matrix::time::now_ms();
     // Without pushers nothing is read but the span's end (no scan of its positions).
@@ -69,7 +80,7 @@ fn handle_span(storage: &Storage, from: u64, to: u64) -> Result<bool, StorageErr
     } else {
         receipt_rooms(storage, from, to)?
     };
-    for (user, user_pushers) in &pushers {
+    for (user, user_pushers) in pushers {
         let mut queue_for_user =
             |position: u64, room: Option<String>, event: Option<(String, Value)>| {
                 for pusher in user_pushers {
