@@ -65,12 +65,14 @@ pub(crate) async fn invite_remote(
         .ok_or_else(|| Error::not_found("No such room"))?;
     let rules = rules_of(&room)?;
     let new = NewEvent::state("m.room.member", target.as_str(), content);
+    // Built without the room's lock: no cached auth events, which are kept only for the
+    // room's current record.
     let (pdu, json) = build_in_room(
         &fed.storage,
+        None,
         &fed.signing_key,
         &rules,
-        Some(room_id),
-        &room.extremities,
+        (room_id, &room),
         sender,
         &new,
     )?;

@@ -3,6 +3,7 @@
 //! event built and authorized like any other.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ruma::events::StateEventType;
 use ruma::room_version_rules::RoomVersionRules;
@@ -128,7 +129,7 @@ impl Rooms {
 struct NewRoom<'a> {
     rules: &'a RoomVersionRules,
     room_id: Option<OwnedRoomId>,
-    events: HashMap<OwnedEventId, Pdu>,
+    events: HashMap<OwnedEventId, Arc<Pdu>>,
     state: HashMap<(String, String), OwnedEventId>,
     staged: Vec<StagedEvent>,
 }
@@ -164,7 +165,8 @@ impl NewRoom<'_> {
                 pdu.event_id.clone(),
             );
         }
-        self.events.insert(pdu.event_id.clone(), pdu.clone());
+        self.events
+            .insert(pdu.event_id.clone(), Arc::new(pdu.clone()));
         self.staged.push(StagedEvent {
             pdu,
             json,

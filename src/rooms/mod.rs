@@ -293,10 +293,10 @@ impl Rooms {
         let rules = rules_of(&room)?;
         let (pdu, json) = build_in_room(
             storage,
+            Some(&self.current_auth),
             &self.signing_key,
             &rules,
-            Some(room_id),
-            &room.extremities,
+            (room_id, &room),
             sender,
             &new,
         )?;

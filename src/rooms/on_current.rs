@@ -53,7 +53,7 @@ struct RoomAuth {
 impl CurrentAuth {
     /// The room's current state event at `(kind, state_key)`, `snapshot` being the room's
     /// current state: from the cache, else read from the current-state index and kept.
-    fn state_event(
+    pub(super) fn state_event(
         &self,
         storage: &Storage,
         rules: &RoomVersionRules,
@@ -91,7 +91,12 @@ impl CurrentAuth {
     }
 
     /// An event of the room's current state by its ID, if it is cached.
-    fn by_id(&self, room_id: &RoomId, snapshot: u64, event_id: &EventId) -> Option<Arc<Pdu>> {
+    pub(super) fn by_id(
+        &self,
+        room_id: &RoomId,
+        snapshot: u64,
+        event_id: &EventId,
+    ) -> Option<Arc<Pdu>> {
         let rooms = self.lock();
         let room = rooms
             .get(room_id)
@@ -299,4 +304,65 @@ pub(crate) fn place_planned(
         soft_failed: plan.soft_failed,
         state_change: (plan.current, plan.new_current),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::UserId;
+    use serde_json::json;
+
+    use crate::matrix::crypto::SigningKey;
+    use crate::matrix::events::builder::NewEvent;
+    use crate::rooms::Rooms;
+    use crate::rooms::create::CreateRoomRequest;
+
+    /// Our own sends build on the auth events kept for the room's current state: a message
+    /// reads none of them from the database again. A state change is seen by the next send.
+    #[actix_web::test]
+    async fn sends_use_the_kept_auth_events_until_the_state_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = std::sync::Arc::new(crate::storage::testing::open(&dir.path().join("data")));
+        let rooms = Rooms::new(storage.clone(), SigningKey::generate(), 0);
+        let alice = UserId::parse("@alice:here.test").expect("user");
+        let room_id = rooms
+            .create_room(&alice, CreateRoomRequest::default(), "11")
+            .await
+            .expect("room");
+        let message = || NewEvent::message("m.room.message", json!({ "body": "hi" }));
+        let first = rooms
+            .append(&room_id, &alice, message())
+            .await
+            .expect("first message");
+
+        // Its auth events, taken from under the database: the next message does not miss them.
+        let mut taken = Vec::new();
+        for id in &first.auth_events {
+            let json = storage.eventid_pdu.get(&id.to_string()).expect("read");
+            storage.eventid_pdu.remove(&id.to_string()).expect("remove");
+            taken.push((id.to_string(), json.expect("stored")));
+        }
+        rooms
+            .append(&room_id, &alice, message())
+            .await
+            .expect("built on the kept auth events");
+        for (id, json) in &taken {
+            storage.eventid_pdu.insert(id, json).expect("put back");
+        }
+
+        // Alice lowers her own level below what messages now need: refused at once.
+        let levels = json!({
+            "users": { alice.as_str(): 0 },
+            "events": { "m.room.message": 50 },
+        });
+        rooms
+            .append(
+                &room_id,
+                &alice,
+                NewEvent::state("m.room.power_levels", "", levels),
+            )
+            .await
+            .expect("power levels");
+        let refused = rooms.append(&room_id, &alice, message()).await;
+        assert!(refused.is_err(), "sent with the old power levels");
+    }
 }

@@ -1,6 +1,7 @@
 //! Reading a room: its record, current state, state events and their content, memberships,
 //! power levels, and the room version's rules; building events in a room.
 
+use super::on_current::CurrentAuth;
 use super::*;
 use crate::error::{Error, ErrorKind};
 use crate::matrix::crypto::SigningKey;
@@ -46,43 +47,55 @@ pub(crate) fn rules_of(room: &RoomRecord) -> Result<RoomVersionRules, Error> {
         .ok_or_else(|| Error::internal(format!("unknown stored room version {}", room.version)))
 }
 
-/// Builds an event against the stored current state of `room_id` (or, for the create event
-/// of a version 12 room, no room yet).
+/// Builds an event against the stored current state of `room_id`.
+///
+/// With `current` (the caller holds the room's lock, so `room` is its current record), the
+/// auth events come from the rooms' decoded auth events of the current state, kept between
+/// sends: a message in a busy room reads and hashes none of its auth events again.
 pub(crate) fn build_in_room(
     storage: &Storage,
+    current: Option<&CurrentAuth>,
     key: &SigningKey,
     rules: &RoomVersionRules,
-    room_id: Option<&RoomId>,
-    extremities: &[(OwnedEventId, u64)],
+    (room_id, room): (&RoomId, &RoomRecord),
     sender: &UserId,
     new: &NewEvent,
 ) -> Result<(Pdu, CanonicalJsonObject), Error> {
-    let room = room_id.map(ToString::to_string).unwrap_or_default();
     // A lookup that fails must not look like "no such event": a ban that cannot be read
     // would vanish from the checks. The first failure is kept and fails the build.
     let failure: RefCell<Option<StorageError>> = RefCell::new(None);
-    let keep = |result: Result<Option<Pdu>, StorageError>| match result {
+    let keep = |result: Result<Option<Arc<Pdu>>, StorageError>| match result {
         Ok(found) => found,
         Err(err) => {
             failure.borrow_mut().get_or_insert(err);
             None
         }
     };
-    let state = |kind: &StateEventType, state_key: &str| -> Option<Pdu> {
-        let id =
-            storage
-                .roomstate_eventid
-                .get(&(room.clone(), kind.to_string(), state_key.to_owned()));
-        keep(id.and_then(|id| match id {
-            Some(id) => load_pdu(storage, &id, rules),
-            None => Ok(None),
-        }))
+    let cached = current.zip(room.state);
+    let state = |kind: &StateEventType, state_key: &str| -> Option<Arc<Pdu>> {
+        let kind = kind.to_string();
+        keep(match cached {
+            Some((cache, snapshot)) => {
+                cache.state_event(storage, rules, (room_id, snapshot), (&kind, state_key))
+            }
+            None => state_event(storage, room_id, &kind, state_key).and_then(|id| match id {
+                Some(id) => Ok(load_pdu(storage, &id, rules)?.map(Arc::new)),
+                None => Ok(None),
+            }),
+        })
     };
-    let event = |id: &EventId| -> Option<Pdu> { keep(load_pdu(storage, id.as_str(), rules)) };
+    let event = |id: &EventId| -> Option<Arc<Pdu>> {
+        if let Some((cache, snapshot)) = cached
+            && let Some(event) = cache.by_id(room_id, snapshot, id)
+        {
+            return Some(event);
+        }
+        keep(load_pdu(storage, id.as_str(), rules).map(|found| found.map(Arc::new)))
+    };
     let context = RoomContext {
         rules,
-        room_id,
-        prev_events: extremities,
+        room_id: Some(room_id),
+        prev_events: &room.extremities,
         state: &state,
         event: &event,
     };

@@ -9,6 +9,7 @@ use ruma::room_version_rules::{EventsReferenceFormatVersion, RoomVersionRules};
 use ruma::state_res::{check_state_dependent_auth_rules, check_state_independent_auth_rules};
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedRoomId, UserId};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 use super::{MAX_PDU_BYTES, Pdu};
 use crate::matrix::crypto::{SigningKey, random_bytes};
@@ -64,8 +65,10 @@ pub(crate) struct RoomContext<'a> {
     pub(crate) room_id: Option<&'a ruma::RoomId>,
     /// The forward extremities, with their depths.
     pub(crate) prev_events: &'a [(OwnedEventId, u64)],
-    pub(crate) state: &'a dyn Fn(&StateEventType, &str) -> Option<Pdu>,
-    pub(crate) event: &'a dyn Fn(&EventId) -> Option<Pdu>,
+    /// The room's current state event at a key. Shared (`Arc`): a room's auth events are
+    /// kept decoded between sends, not parsed and hashed again for each.
+    pub(crate) state: &'a dyn Fn(&StateEventType, &str) -> Option<Arc<Pdu>>,
+    pub(crate) event: &'a dyn Fn(&EventId) -> Option<Arc<Pdu>>,
 }
 
 /// Builds, signs and authorizes an event sent by `sender` (one of our users).
@@ -112,7 +115,7 @@ pub(crate) fn build_event(
         if let Some(event) = (room.state)(event_type, state_key)
             && !auth_events.contains(&event.event_id)
         {
-            auth_events.push(event.event_id);
+            auth_events.push(event.event_id.clone());
         }
     }
     let depth = room
@@ -201,7 +204,7 @@ fn references<'a>(room: &RoomContext<'_>, ids: impl Iterator<Item = &'a OwnedEve
         EventsReferenceFormatVersion::V1 => ids
             .map(|id| {
                 let hash = (room.event)(id)
-                    .and_then(|event| event.sha256)
+                    .and_then(|event| event.sha256.clone())
                     .unwrap_or_default();
                 json!([id, { "sha256": hash }])
             })
@@ -271,8 +274,9 @@ mod tests {
                     .get(&(kind.clone(), key.to_owned()))
                     .and_then(|id| events.get(id))
                     .cloned()
+                    .map(Arc::new)
             };
-            let fetch = |id: &EventId| events.get(id).cloned();
+            let fetch = |id: &EventId| events.get(id).cloned().map(Arc::new);
             let context = RoomContext {
                 rules: &self.rules,
                 room_id: self.room_id.as_deref(),
