@@ -250,8 +250,9 @@ pub(crate) fn stage_state_diff(
     state_diff(storage, batch, room, states, (position, pending), false)
 }
 
-/// Writes per part in [`write_state_diff_in_parts`].
-const STATE_PART_WRITES: usize = 2_000;
+/// Writes per part in [`write_state_diff_in_parts`]. Each write into an index leaf keeps a
+/// copy of the leaf (up to 64 small rows, see vendor/sled/PATCH.md) until its part ends.
+const STATE_PART_WRITES: usize = 500;
 
 /// Writes the current-state changes from `old` to `new` like [`stage_state_diff`], but in
 /// parts: the database keeps a copy of every tree page an atomic batch rewrites until the

@@ -13,6 +13,13 @@ pub struct Node {
     pub(crate) data: Data,
 }
 
+/// Hearth's patch: the most items a leaf holds (see `Node::should_split`).
+const MAX_LEAF_ITEMS: usize = 64;
+
+/// Hearth's patch: a leaf of more than 16 items splits once its keys and values pass this
+/// many bytes, so leaves of large values stay as small as upstream's.
+const LEAF_SPLIT_BYTES: u64 = 4096;
+
 impl Node {
     pub(crate) fn new_hoisted_root(
         left: PageId,
@@ -597,15 +604,22 @@ impl Node {
     }
 
     pub(crate) fn should_split(&self) -> bool {
-        let threshold = if cfg!(any(test, feature = "lock_free_delays")) {
-            2
+        let len = self.data.len();
+        let size_checks = if cfg!(any(test, feature = "lock_free_delays")) {
+            len > 2
         } else if self.data.is_index() {
-            256
+            len > 256
         } else {
-            16
+            // Hearth's patch (upstream: more than 16 items). A leaf of small items (an
+            // index's keys and short values) holds up to `MAX_LEAF_ITEMS` while its items
+            // stay within `LEAF_SPLIT_BYTES`; a leaf of large values splits at 16 as before.
+            // Every page costs memory for as long as the database is open (its page table
+            // slot, its `Page` and cache infos, its LRU entry, its place in the segment
+            // accountant's sets), so an index of a few hundred thousand rows in 16-item
+            // leaves held tens of MB in page bookkeeping alone. See ../PATCH.md.
+            len > MAX_LEAF_ITEMS
+                || (len > 16 && self.data.rss() > LEAF_SPLIT_BYTES)
         };
-
-        let size_checks = self.data.len() > threshold;
         let safety_checks = self.merging_child.is_none() && !self.merging;
 
         size_checks && safety_checks
