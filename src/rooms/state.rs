@@ -50,7 +50,7 @@ pub(crate) fn rules_of(room: &RoomRecord) -> Result<RoomVersionRules, Error> {
 /// Builds an event against the stored current state of `room_id`.
 ///
 /// With `current` (the caller holds the room's lock, so `room` is its current record), the
-/// auth events come from the rooms' decoded auth events of the current state, kept between
+/// auth events come from the room's decoded auth events of the current state, kept between
 /// sends: a message in a busy room reads and hashes none of its auth events again.
 pub(crate) fn build_in_room(
     storage: &Storage,
