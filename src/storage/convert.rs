@@ -35,22 +35,14 @@ pub(super) const CURRENT: Format = Format { compressed: true };
 #[cfg(test)]
 pub(super) const UNCOMPRESSED: Format = Format { compressed: false };
 
-/// Bytes of memory a page takes in sled's cache for each byte sled counts for it: sled
-/// counts a cached page at its size in the log, compressed, while in memory it is the
-/// decoded tree node (every key and value its own allocation). So the configured capacity,
-/// memory, is divided by this before it is handed to sled. Measured on the join of a room
-/// of 10,000 state events: the cache at 8 MiB counted held about 12 MiB more than at 8/3.
-const CACHED_MEMORY_PER_COUNTED_BYTE: u64 = 3;
-
+/// sled's settings for `path` in `format`. The cache capacity is memory: the vendored sled
+/// counts each cached page at its decoded size (vendor/sled/PATCH.md, change 4), where
+/// sled as published counted its compressed size on disk and so held several times the
+/// capacity (about 12 times, for the state of a room of 100,000 events).
 fn config(path: &Path, cache_capacity_bytes: u64, format: Format) -> sled::Config {
-    let per_counted = if format.compressed {
-        CACHED_MEMORY_PER_COUNTED_BYTE
-    } else {
-        1
-    };
     sled::Config::new()
         .path(path)
-        .cache_capacity(cache_capacity_bytes / per_counted)
+        .cache_capacity(cache_capacity_bytes)
         .use_compression(format.compressed)
         .compression_factor(COMPRESSION_FACTOR)
 }

@@ -213,7 +213,8 @@ mod tests {
     /// sled's cache capacity bounds the memory of the pages it has touched: writing 40,000
     /// rows under random keys (the shape of a large room's events, stored under their IDs)
     /// leaves the heap holding about what the cache allows, not every page written. sled
-    /// 0.34.7 as published grew the heap 20.6 MiB here (vendor/sled/PATCH.md); patched, 2.8.
+    /// 0.34.7 as published grew the heap 20.6 MiB here (vendor/sled/PATCH.md); patched, 4.4
+    /// (2.8 when the 1 MiB was divided by 3 before change 4 counted pages decoded).
     #[test]
     fn the_cache_capacity_bounds_the_memory_of_pages_touched() {
         let rows = ("rows", 40_000, 0x9E37_79B9_7F4A_7C15_u64);
@@ -224,6 +225,31 @@ mod tests {
                 (id, hex_text(seed, 38).into_bytes())
             },
             10.0,
+        );
+    }
+
+    /// The cache counts a page at what it holds in memory, not at its compressed size on
+    /// disk: an index whose keys repeat a room ID and an event type (a large room's state)
+    /// compresses to a small fraction of its decoded size, and sled as published then kept
+    /// several times the capacity decoded. 40,000 such rows (cache of 1 MiB) grew the heap
+    /// by 7.4 MiB with pages counted on disk, and by 3.9 counted decoded
+    /// (vendor/sled/PATCH.md, change 4).
+    #[test]
+    fn the_cache_counts_compressible_pages_at_their_decoded_size() {
+        let rows = ("state", 40_000, 0x5851_F42D_4C95_7F2D_u64);
+        heap_grown_writing(
+            rows,
+            |seed| {
+                let user = xorshift(seed) % 1_000_000;
+                let key = format!(
+                    "!aroomofmanymembers:example.org\u{0}m.room.member\u{0}@member{user}:elsewhere.example"
+                );
+                (
+                    key.into_bytes(),
+                    format!("${}", hex_text(seed, 3)).into_bytes(),
+                )
+            },
+            6.0,
         );
     }
 

@@ -41,6 +41,18 @@ const fn is_inline_candidate(length: usize) -> bool {
 }
 
 impl IVec {
+    /// Hearth's patch 4: the heap this buffer holds, allocator overhead included (none
+    /// when inline), for the page cache's accounting (see `Node::memory_size`).
+    pub(crate) fn heap_size(&self) -> u64 {
+        match &self.0 {
+            IVecInner::Inline(..) => 0,
+            // The count before the bytes, then glibc's 8-byte header, in 16-byte steps.
+            IVecInner::Remote(buf) => ((buf.len() + 8 + 8 + 15) / 16 * 16) as u64,
+            // Shares its base with others: counted for the bytes it shows.
+            IVecInner::Subslice { len, .. } => *len as u64,
+        }
+    }
+
     /// Create a subslice of this `IVec` that shares
     /// the same backing data and reference counter.
     ///

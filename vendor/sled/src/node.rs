@@ -45,6 +45,34 @@ impl Node {
         }
     }
 
+    /// Hearth's patch 4: the memory this node holds once decoded (its item lists and
+    /// every key and value that is not inline), which the page cache counts against its
+    /// capacity. Upstream counts a page's size on disk instead: compressed, the index of
+    /// a large room (its room ID and event types repeated in every key) takes a tenth of
+    /// its decoded size there, so the cache held several times its configured capacity.
+    pub(crate) fn memory_size(&self) -> u64 {
+        let ivec = std::mem::size_of::<IVec>() as u64;
+        let own = std::mem::size_of::<Node>() as u64
+            + self.lo.heap_size()
+            + self.hi.heap_size();
+        own + match &self.data {
+            Data::Index(index) => {
+                index.keys.capacity() as u64 * ivec
+                    + index.pointers.capacity() as u64 * 8
+                    + index.keys.iter().map(IVec::heap_size).sum::<u64>()
+            }
+            Data::Leaf(leaf) => {
+                (leaf.keys.capacity() + leaf.values.capacity()) as u64 * ivec
+                    + leaf
+                        .keys
+                        .iter()
+                        .chain(&leaf.values)
+                        .map(IVec::heap_size)
+                        .sum::<u64>()
+            }
+        }
+    }
+
     pub(crate) fn rss(&self) -> u64 {
         std::mem::size_of::<Node>() as u64
             + self.lo.len() as u64
